@@ -1,0 +1,120 @@
+// Command fincrypt is the single binary for every Fincrypt role: the client
+// (init, mount, passwd, check), the storage node (storage) and the mediator.
+//
+// This file only wires commands together; each command lives in its own file
+// and delegates to the packages that do the work.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/urfave/cli/v2"
+)
+
+// Exit codes, documented in README.md.
+const (
+	exitOK        = 0
+	exitFailure   = 1 // an unexpected error
+	exitUsage     = 2 // bad flags or arguments
+	exitPassword  = 3 // the password is wrong
+	exitNotFound  = 4 // no vault (or directory) where one was expected
+	exitCorrupt   = 5 // check found problems
+	exitBusy      = 6 // already mounted / locked by another process
+	exitInterrupt = 130
+)
+
+// userError is an error meant for the user: printed as one line, without a
+// stack, and mapped to an exit code.
+type userError struct {
+	code int
+	msg  string
+	err  error
+}
+
+func (e *userError) Error() string {
+	if e.err != nil && e.msg == "" {
+		return e.err.Error()
+	}
+	if e.err != nil {
+		return e.msg + ": " + e.err.Error()
+	}
+	return e.msg
+}
+
+func (e *userError) Unwrap() error { return e.err }
+
+func userErr(code int, format string, args ...any) error {
+	return &userError{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// commands lists every subcommand; each is defined in its own file.
+var commands []*cli.Command
+
+func register(c *cli.Command) { commands = append(commands, c) }
+
+func defaultHome() string {
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".fincrypt")
+	}
+	return ".fincrypt"
+}
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:  "fincrypt",
+		Usage: "a client-side encrypted, distributed file store",
+		Description: "Fincrypt encrypts everything you put in a mounted folder on your own machine,\n" +
+			"erasure-codes it and spreads it over independent storage nodes that are paid\n" +
+			"for as long as they prove they still hold it.\n\n" +
+			"Start with `fincrypt init`, then `fincrypt mount ~/Fincrypt`.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{
+				Name:    "home",
+				Usage:   "the client's `DIR`: vault config, encrypted index and local store",
+				EnvVars: []string{"FINCRYPT_HOME"},
+				Value:   defaultHome(),
+			},
+			&cli.BoolFlag{
+				Name:    "debug",
+				Usage:   "log debug output to stderr",
+				EnvVars: []string{"FINCRYPT_DEBUG"},
+			},
+		},
+		Before: func(c *cli.Context) error {
+			level := slog.LevelInfo
+			if c.Bool("debug") {
+				level = slog.LevelDebug
+			}
+			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+			return nil
+		},
+		Commands:             commands,
+		EnableBashCompletion: true,
+		ExitErrHandler:       func(*cli.Context, error) {}, // we print errors ourselves
+	}
+}
+
+func main() {
+	os.Exit(run(os.Args))
+}
+
+func run(args []string) int {
+	err := newApp().Run(args)
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(os.Stderr, "fincrypt: %s\n", err)
+	var ue *userError
+	if errors.As(err, &ue) {
+		return ue.code
+	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		return ec.ExitCode()
+	}
+	return exitFailure
+}
