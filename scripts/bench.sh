@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# make bench: every figure next to a baseline measured in the same run.
+#
+# Part 1 runs the same file-system workloads on a plain directory, a Fincrypt
+# mount and (where Debian's gocryptfs can be installed) a gocryptfs mount, all on
+# the same disk; cold reads come after an unmount, a remount and dropping the
+# page cache. Part 2 runs the Go benchmarks (network, proofs, ...), which
+# report their own baselines. The table ends the output.
+#
+# BENCH_SIZE (default 1GiB), BENCH_SMALL (default 10000 files) scale part 1;
+# BENCH_SKIP_FS=1 or BENCH_SKIP_GO=1 skip a part.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+SIZE=${BENCH_SIZE:-1GiB}
+SMALL=${BENCH_SMALL:-10000}
+OUT=$ROOT/bench-out
+BIN=$ROOT/bin/fincrypt
+FSBENCH=$ROOT/bin/fsbench
+RESULTS=$OUT/results.txt
+
+go build -o "$BIN" ./cmd/fincrypt
+go build -o "$FSBENCH" ./bench/fsbench
+cleanup() {
+	for m in "$OUT"/*/mnt; do
+		[ -d "$m" ] && grep -qs " $m " /proc/self/mountinfo && umount -l "$m" 2>/dev/null || true
+	done
+}
+trap cleanup EXIT
+cleanup
+rm -rf "$OUT"
+mkdir -p "$OUT"
+: >"$RESULTS"
+
+drop_caches() {
+	sync
+	if [ "$(id -u)" = 0 ]; then echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; fi
+}
+
+# --- targets: each has setup, mount and umount; all work in $OUT/<name>/mnt ---
+plain_setup() { mkdir -p "$OUT/plain/mnt"; }
+plain_mount() { :; }
+plain_umount() { :; }
+
+fincrypt_setup() {
+	mkdir -p "$OUT/fincrypt/mnt"
+	FINCRYPT_PASSWORD=bench "$BIN" --home "$OUT/fincrypt/home" init >/dev/null
+}
+fincrypt_mount() { FINCRYPT_PASSWORD=bench "$BIN" --home "$OUT/fincrypt/home" mount "$OUT/fincrypt/mnt" >/dev/null; }
+fincrypt_umount() { "$BIN" umount "$OUT/fincrypt/mnt"; }
+
+gocryptfs_setup() {
+	mkdir -p "$OUT/gocryptfs/mnt" "$OUT/gocryptfs/cipher"
+	gocryptfs -init -q -extpass "echo bench" "$OUT/gocryptfs/cipher" >/dev/null
+}
+gocryptfs_mount() { gocryptfs -q -extpass "echo bench" "$OUT/gocryptfs/cipher" "$OUT/gocryptfs/mnt"; }
+gocryptfs_umount() { umount "$OUT/gocryptfs/mnt" 2>/dev/null || fusermount3 -u "$OUT/gocryptfs/mnt"; }
+
+record() { # target line-from-fsbench
+	echo "$1 $2" | tee -a "$RESULTS"
+}
+
+run_target() {
+	local t=$1 d=$OUT/$1/mnt
+	echo "== $t"
+	"${t}_setup"
+	"${t}_mount"
+	record "$t" "$("$FSBENCH" write "$d" "$SIZE")"
+	"${t}_umount"; drop_caches; "${t}_mount"
+	record "$t" "$("$FSBENCH" read "$d")"
+	rm -f "$d/seq.bin"
+	record "$t" "$("$FSBENCH" small-write "$d" "$SMALL")"
+	"${t}_umount"; drop_caches; "${t}_mount"
+	record "$t" "$("$FSBENCH" small-read "$d" "$SMALL")"
+	record "$t" "$("$FSBENCH" untar "$d" "$OUT/gosrc.tar")"
+	"${t}_umount"
+}
+
+if [ "${BENCH_SKIP_FS:-}" != 1 ]; then
+	tar cf "$OUT/gosrc.tar" -C "$(go env GOROOT)" src
+	echo "untar workload: $(go env GOROOT)/src, $(tar tf "$OUT/gosrc.tar" | wc -l) entries, $(du -h "$OUT/gosrc.tar" | cut -f1)"
+	targets="plain fincrypt"
+	if ! command -v gocryptfs >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+		echo "installing Debian's gocryptfs for the comparison"
+		(apt-get install -y -qq gocryptfs >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq gocryptfs >/dev/null 2>&1; }) || true
+	fi
+	if command -v gocryptfs >/dev/null; then
+		targets="$targets gocryptfs"
+	else
+		echo "gocryptfs is not installed: no comparison with it in this run"
+	fi
+	for t in $targets; do run_target "$t"; done
+fi
+
+GOBENCH=$OUT/go-bench.txt
+: >"$GOBENCH"
+if [ "${BENCH_SKIP_GO:-}" != 1 ]; then
+	pkgs=$(grep -rl --include='*_test.go' '^func Benchmark' . | xargs -r -n1 dirname | sort -u)
+	for p in $pkgs; do
+		echo "== go benchmarks in $p"
+		go test -run '^$' -bench . -benchtime 1x -timeout 30m "$p" | tee -a "$GOBENCH"
+	done
+fi
+
+echo
+echo "Fincrypt benchmark table ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores; ratio > 1 means Fincrypt is faster)"
+awk '
+	{ v[$1, $2] = $3; u[$2] = $4; if (!($2 in seen)) { seen[$2] = 1; order[++n] = $2 } }
+	END {
+		if (n == 0) exit
+		printf "%-12s %-8s %12s %12s %10s %12s %12s\n", "workload", "unit", "plain dir", "fincrypt", "vs plain", "gocryptfs", "vs gocryptfs"
+		for (i = 1; i <= n; i++) {
+			w = order[i]; p = v["plain", w]; f = v["fincrypt", w]; g = v["gocryptfs", w]
+			rp = "-"; rg = "-"
+			if (p != "" && f != "" && f > 0 && p > 0) rp = sprintf("%.2f", u[w] == "s" ? p / f : f / p)
+			if (g != "" && f != "" && f > 0 && g > 0) rg = sprintf("%.2f", u[w] == "s" ? g / f : f / g)
+			printf "%-12s %-8s %12s %12s %10s %12s %12s\n", w, u[w], p, f, rp, (g == "" ? "-" : g), rg
+		}
+	}' "$RESULTS"
+# Go benchmarks: every metric they reported, one row each.
+awk '/^Benchmark/ {
+	name = $1; sub(/-[0-9]+$/, "", name)
+	for (i = 3; i < NF; i += 2) if ($(i+1) != "ns/op") printf "%-44s %14s %s\n", name, $i, $(i+1)
+}' "$GOBENCH"
