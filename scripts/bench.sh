@@ -80,11 +80,11 @@ if [ "${BENCH_SKIP_FS:-}" != 1 ]; then
 	tar cf "$OUT/gosrc.tar" -C "$(go env GOROOT)" src
 	echo "untar workload: $(go env GOROOT)/src, $(tar tf "$OUT/gosrc.tar" | wc -l) entries, $(du -h "$OUT/gosrc.tar" | cut -f1)"
 	targets="plain fincrypt"
-	if ! command -v gocryptfs >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-		echo "installing Debian's gocryptfs for the comparison"
-		(apt-get install -y -qq gocryptfs >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq gocryptfs >/dev/null 2>&1; }) || true
+	if { ! command -v gocryptfs || ! command -v fusermount; } >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+		echo "installing Debian's gocryptfs (and fuse3, whose fusermount it needs) for the comparison"
+		(apt-get install -y -qq gocryptfs fuse3 >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq gocryptfs fuse3 >/dev/null 2>&1; }) || true
 	fi
-	if command -v gocryptfs >/dev/null; then
+	if command -v gocryptfs >/dev/null && command -v fusermount >/dev/null; then
 		targets="$targets gocryptfs"
 	else
 		echo "gocryptfs is not installed: no comparison with it in this run"
