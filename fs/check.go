@@ -42,7 +42,7 @@ func Check(v *vault.Vault, w io.Writer) (problems int, err error) {
 	type chunkKey struct{ ino, idx uint64 }
 	chunks := map[chunkKey]meta.ChunkRef{}
 	var chunkOrder []chunkKey
-	links := map[uint64]uint32{}  // dirents naming each inode
+	links := map[uint64]uint32{}   // dirents naming each inode
 	subdirs := map[uint64]uint32{} // directories in each directory
 	var dirents []meta.Dirent
 	orphans := map[uint64]bool{}

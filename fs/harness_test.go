@@ -71,7 +71,9 @@ func mountVault(t testing.TB, home string) *testMount {
 	return tm
 }
 
-func (tm *testMount) path(p ...string) string { return filepath.Join(append([]string{tm.dir}, p...)...) }
+func (tm *testMount) path(p ...string) string {
+	return filepath.Join(append([]string{tm.dir}, p...)...)
+}
 
 // unmount unmounts and closes the vault; a busy mount is detached lazily.
 func (tm *testMount) unmount() {

@@ -294,7 +294,9 @@ func (b *Batch) DeleteDirent(parent uint64, name string) {
 }
 
 // PutChunk writes the chunk map entry of chunk idx of inode ino.
-func (b *Batch) PutChunk(ino, idx uint64, ref *ChunkRef) { b.set(key16(pChunk, ino, idx), ref.encode()) }
+func (b *Batch) PutChunk(ino, idx uint64, ref *ChunkRef) {
+	b.set(key16(pChunk, ino, idx), ref.encode())
+}
 
 // DeleteChunk removes the chunk map entry of chunk idx of inode ino.
 func (b *Batch) DeleteChunk(ino, idx uint64) { b.del(key16(pChunk, ino, idx)) }
