@@ -1,0 +1,287 @@
+// Package chunkstore is the local store of sealed chunks: one file per chunk,
+// named by its random chunk id, under the vault's store directory. It never
+// sees plaintext or keys; the file system seals chunks before Put and opens
+// them after Get.
+//
+// Layout: <dir>/<first two hex digits of the id>/<32 hex digits of the id>.
+// Names are random, so the store reveals only how many chunks there are and
+// how big each is. Put does not sync; Sync makes every chunk written so far
+// durable, and must be called before an index commit that backs an fsync.
+package chunkstore
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fincrypt/fincrypt/meta"
+)
+
+// ErrNotFound means the store holds no chunk with that id.
+var ErrNotFound = errors.New("chunk not in the local store")
+
+// syncfsThreshold is the number of unsynced chunks above which Sync flushes
+// the whole file system (syncfs) instead of fsyncing each file.
+const syncfsThreshold = 128
+
+// Store is a directory of sealed chunks. It is safe for concurrent use.
+type Store struct {
+	dir string
+
+	mu       sync.Mutex
+	unsynced map[meta.ChunkID]struct{}
+	dirs     map[string]struct{} // subdirectories changed since the last Sync
+}
+
+// Open opens the store in dir, creating it if needed.
+func Open(dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("chunk store: %w", err)
+	}
+	for i := 0; i < 256; i++ {
+		if err := os.Mkdir(filepath.Join(dir, fmt.Sprintf("%02x", i)), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("chunk store: %w", err)
+		}
+	}
+	s := &Store{dir: dir, unsynced: map[meta.ChunkID]struct{}{}, dirs: map[string]struct{}{}}
+	if err := syncDir(dir); err != nil {
+		return nil, fmt.Errorf("chunk store: %w", err)
+	}
+	return s, nil
+}
+
+// Dir is the store's directory.
+func (s *Store) Dir() string { return s.dir }
+
+// NewID returns a fresh random chunk id.
+func NewID() meta.ChunkID {
+	var id meta.ChunkID
+	if _, err := rand.Read(id[:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand failed: %v", err))
+	}
+	return id
+}
+
+// Path is where chunk id lives.
+func (s *Store) Path(id meta.ChunkID) string {
+	h := hex.EncodeToString(id[:])
+	return filepath.Join(s.dir, h[:2], h)
+}
+
+// Put stores a sealed chunk under a new id. It fails if the id exists.
+func (s *Store) Put(id meta.ChunkID, sealed []byte) error {
+	p := s.Path(id)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("chunk %s: %w", id, err)
+	}
+	_, err = f.Write(sealed)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(p)
+		return fmt.Errorf("chunk %s: %w", id, err)
+	}
+	s.mu.Lock()
+	s.unsynced[id] = struct{}{}
+	s.dirs[filepath.Dir(p)] = struct{}{}
+	s.mu.Unlock()
+	return nil
+}
+
+// Get appends the sealed chunk id to dst.
+func (s *Store) Get(id meta.ChunkID, dst []byte) ([]byte, error) {
+	f, err := os.Open(s.Path(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("chunk %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", id, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", id, err)
+	}
+	n := int(st.Size())
+	if cap(dst)-len(dst) < n {
+		nd := make([]byte, len(dst), len(dst)+n)
+		copy(nd, dst)
+		dst = nd
+	}
+	buf := dst[len(dst) : len(dst)+n]
+	if _, err := readFull(f, buf); err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", id, err)
+	}
+	return dst[:len(dst)+n], nil
+}
+
+func readFull(f *os.File, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := f.Read(b[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		if m == 0 {
+			return n, fmt.Errorf("short read")
+		}
+	}
+	return n, nil
+}
+
+// Delete removes chunk id; a missing chunk is not an error.
+func (s *Store) Delete(id meta.ChunkID) error {
+	p := s.Path(id)
+	err := os.Remove(p)
+	s.mu.Lock()
+	delete(s.unsynced, id)
+	s.dirs[filepath.Dir(p)] = struct{}{}
+	s.mu.Unlock()
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("chunk %s: %w", id, err)
+	}
+	return nil
+}
+
+// Sync makes every chunk Put so far, and every deletion, durable.
+func (s *Store) Sync() error {
+	s.mu.Lock()
+	ids := s.unsynced
+	dirs := s.dirs
+	s.unsynced = map[meta.ChunkID]struct{}{}
+	s.dirs = map[string]struct{}{}
+	s.mu.Unlock()
+	restore := func() {
+		s.mu.Lock()
+		for id := range ids {
+			s.unsynced[id] = struct{}{}
+		}
+		for d := range dirs {
+			s.dirs[d] = struct{}{}
+		}
+		s.mu.Unlock()
+	}
+	if len(ids)+len(dirs) == 0 {
+		return nil
+	}
+	if len(ids) > syncfsThreshold {
+		if err := syncFS(s.dir); err != nil {
+			restore()
+			return fmt.Errorf("chunk store sync: %w", err)
+		}
+		return nil
+	}
+	var (
+		wg    sync.WaitGroup
+		errMu sync.Mutex
+		first error
+	)
+	work := make(chan string)
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range work {
+				if err := syncFile(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					errMu.Lock()
+					if first == nil {
+						first = err
+					}
+					errMu.Unlock()
+				}
+			}
+		}()
+	}
+	for id := range ids {
+		work <- s.Path(id)
+	}
+	for d := range dirs {
+		work <- d
+	}
+	close(work)
+	wg.Wait()
+	if first != nil {
+		restore()
+		return fmt.Errorf("chunk store sync: %w", first)
+	}
+	return nil
+}
+
+// List calls fn with the id of every chunk in the store, and bad with the
+// path of every file that is not a chunk.
+func (s *Store) List(fn func(id meta.ChunkID) error, bad func(path string)) error {
+	top, err := os.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("chunk store: %w", err)
+	}
+	for _, t := range top {
+		sub := filepath.Join(s.dir, t.Name())
+		if !t.IsDir() || len(t.Name()) != 2 {
+			if bad != nil {
+				bad(sub)
+			}
+			continue
+		}
+		ents, err := os.ReadDir(sub)
+		if err != nil {
+			return fmt.Errorf("chunk store: %w", err)
+		}
+		for _, e := range ents {
+			var id meta.ChunkID
+			b, err := hex.DecodeString(e.Name())
+			if err != nil || len(b) != len(id) || !e.Type().IsRegular() || e.Name()[:2] != t.Name() {
+				if bad != nil {
+					bad(filepath.Join(sub, e.Name()))
+				}
+				continue
+			}
+			copy(id[:], b)
+			if err := fn(id); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func syncFile(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+func syncDir(p string) error { return syncFile(p) }
+
+func syncFS(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.Syncfs(int(f.Fd()))
+}
+
+// OpenExisting opens a store without creating anything (for offline checks).
+func OpenExisting(dir string) (*Store, error) {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("chunk store: %w", err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("chunk store %s: not a directory", dir)
+	}
+	return &Store{dir: dir, unsynced: map[meta.ChunkID]struct{}{}, dirs: map[string]struct{}{}}, nil
+}

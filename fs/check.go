@@ -1,0 +1,198 @@
+package fs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"syscall"
+
+	"github.com/fincrypt/fincrypt/chunkstore"
+	"github.com/fincrypt/fincrypt/meta"
+	"github.com/fincrypt/fincrypt/vault"
+)
+
+// Check verifies the vault offline: every record of the index decrypts under
+// its key, every chunk referenced exists and decrypts under its associated
+// data with the recorded length, index and store agree (no missing chunk;
+// unreferenced chunks are reported), and link counts and directory entries
+// are consistent. It writes one line per problem to w and returns the
+// problem count; err is for failures that stop the check itself.
+//
+// Inodes on the orphan list (unlinked while open when the last mount ended)
+// are consistent: the next mount removes them and their chunks.
+func Check(v *vault.Vault, w io.Writer) (problems int, err error) {
+	if _, err := os.Stat(v.IndexDir()); errors.Is(err, os.ErrNotExist) {
+		return 0, nil // never mounted: nothing stored, nothing to check
+	}
+	opt := Options{}
+	opt.setDefaults()
+	r, err := newFsys(v, opt, true)
+	if err != nil {
+		return 0, err
+	}
+	defer r.idx.Close()
+	report := func(format string, args ...any) {
+		problems++
+		fmt.Fprintf(w, format+"\n", args...)
+	}
+
+	inodes := map[uint64]meta.Inode{}
+	type chunkKey struct{ ino, idx uint64 }
+	chunks := map[chunkKey]meta.ChunkRef{}
+	var chunkOrder []chunkKey
+	links := map[uint64]uint32{}   // dirents naming each inode
+	subdirs := map[uint64]uint32{} // directories in each directory
+	var dirents []meta.Dirent
+	orphans := map[uint64]bool{}
+	var xattrOwners []uint64
+	err = r.idx.Walk(meta.Visitor{
+		Inode: func(n meta.Inode) { inodes[n.Ino] = n },
+		Dirent: func(d meta.Dirent) {
+			dirents = append(dirents, d)
+			links[d.Ino]++
+			if d.Type == syscall.S_IFDIR {
+				subdirs[d.Parent]++
+			}
+		},
+		Chunk: func(ino, idx uint64, ref meta.ChunkRef) {
+			k := chunkKey{ino, idx}
+			chunks[k] = ref
+			chunkOrder = append(chunkOrder, k)
+		},
+		Xattr:  func(ino uint64, _ string, _ []byte) { xattrOwners = append(xattrOwners, ino) },
+		Orphan: func(ino uint64) { orphans[ino] = true },
+		Bad: func(key []byte, err error) {
+			report("index record %x: %v", key, err)
+		},
+	})
+	if err != nil {
+		return problems, fmt.Errorf("reading the index: %w", err)
+	}
+
+	root, ok := inodes[meta.RootIno]
+	if !ok {
+		report("root directory (inode %d) is missing", meta.RootIno)
+	} else if root.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		report("root inode %d is not a directory (mode %o)", meta.RootIno, root.Mode)
+	}
+	for _, d := range dirents {
+		p, ok := inodes[d.Parent]
+		if !ok {
+			report("entry %q in missing directory %d", d.Name, d.Parent)
+		} else if p.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+			report("entry %q in inode %d, which is not a directory", d.Name, d.Parent)
+		}
+		in, ok := inodes[d.Ino]
+		if !ok {
+			report("entry %q in directory %d names missing inode %d", d.Name, d.Parent, d.Ino)
+			continue
+		}
+		if in.Mode&syscall.S_IFMT != d.Type {
+			report("entry %q in directory %d: type %o, inode %d has type %o", d.Name, d.Parent, d.Type, d.Ino, in.Mode&syscall.S_IFMT)
+		}
+		if d.Name == "" || len(d.Name) > MaxNameLen {
+			report("entry in directory %d has a bad name of %d bytes", d.Parent, len(d.Name))
+		}
+	}
+	inos := make([]uint64, 0, len(inodes))
+	for ino := range inodes {
+		inos = append(inos, ino)
+	}
+	sort.Slice(inos, func(i, j int) bool { return inos[i] < inos[j] })
+	for _, ino := range inos {
+		in := inodes[ino]
+		isDir := in.Mode&syscall.S_IFMT == syscall.S_IFDIR
+		switch {
+		case ino == meta.RootIno:
+			if want := 2 + subdirs[ino]; in.Nlink != want {
+				report("root directory: link count %d, want %d", in.Nlink, want)
+			}
+		case isDir:
+			if links[ino] != 1 {
+				report("directory %d has %d entries naming it, want 1", ino, links[ino])
+			}
+			if want := 2 + subdirs[ino]; in.Nlink != want {
+				report("directory %d: link count %d, want %d", ino, in.Nlink, want)
+			}
+		case in.Nlink == 0 && links[ino] == 0:
+			if !orphans[ino] {
+				report("inode %d has no links and is not on the orphan list", ino)
+			}
+		default:
+			if in.Nlink != links[ino] {
+				report("inode %d: link count %d, but %d entries name it", ino, in.Nlink, links[ino])
+			}
+			if links[ino] == 0 {
+				report("inode %d is not reachable from any directory", ino)
+			}
+		}
+		if in.Mode&syscall.S_IFMT == syscall.S_IFLNK && uint64(len(in.Target)) != in.Size {
+			report("symlink %d: size %d, target of %d bytes", ino, in.Size, len(in.Target))
+		}
+	}
+	for ino := range orphans {
+		if _, ok := inodes[ino]; !ok {
+			report("orphan list names missing inode %d", ino)
+		}
+	}
+	for _, ino := range xattrOwners {
+		if _, ok := inodes[ino]; !ok {
+			report("extended attribute of missing inode %d", ino)
+		}
+	}
+
+	// Chunks: the index's view against the store's.
+	referenced := map[meta.ChunkID]chunkKey{}
+	var sealedBuf, plainBuf []byte
+	for _, k := range chunkOrder {
+		ref := chunks[k]
+		in, ok := inodes[k.ino]
+		switch {
+		case !ok:
+			report("chunk %d of missing inode %d", k.idx, k.ino)
+		case in.Mode&syscall.S_IFMT != syscall.S_IFREG:
+			report("chunk %d of inode %d, which is not a regular file", k.idx, k.ino)
+		case k.idx*r.cs+uint64(ref.Len) > in.Size && ref.Len > 0:
+			report("inode %d chunk %d: holds bytes up to %d, past the file size %d", k.ino, k.idx, k.idx*r.cs+uint64(ref.Len), in.Size)
+		}
+		if prev, dup := referenced[ref.ID]; dup {
+			report("chunk %s is referenced twice (inode %d chunk %d and inode %d chunk %d)", ref.ID, prev.ino, prev.idx, k.ino, k.idx)
+		}
+		referenced[ref.ID] = k
+		if uint64(ref.Len) > r.cs {
+			report("inode %d chunk %d: length %d exceeds the chunk size %d", k.ino, k.idx, ref.Len, r.cs)
+			continue
+		}
+		sealedBuf, err = r.store.Get(ref.ID, sealedBuf[:0])
+		if errors.Is(err, chunkstore.ErrNotFound) {
+			report("inode %d chunk %d: chunk %s is missing from the store", k.ino, k.idx, ref.ID)
+			continue
+		}
+		if err != nil {
+			report("inode %d chunk %d: %v", k.ino, k.idx, err)
+			continue
+		}
+		plainBuf, err = v.Keys.Chunk.Open(plainBuf[:0], sealedBuf, vault.ChunkAD(k.ino, k.idx, ref.Version))
+		if err != nil {
+			report("inode %d chunk %d: chunk %s does not decrypt: %v", k.ino, k.idx, ref.ID, err)
+			continue
+		}
+		if len(plainBuf) != int(ref.Len) {
+			report("inode %d chunk %d: chunk %s holds %d bytes, the index says %d", k.ino, k.idx, ref.ID, len(plainBuf), ref.Len)
+		}
+	}
+	err = r.store.List(func(id meta.ChunkID) error {
+		if _, ok := referenced[id]; !ok {
+			report("chunk %s is in the store but no file references it (left by a crash; the next mount removes it)", id)
+		}
+		return nil
+	}, func(path string) {
+		report("unexpected file in the chunk store: %s", path)
+	})
+	if err != nil {
+		return problems, fmt.Errorf("listing the chunk store: %w", err)
+	}
+	return problems, nil
+}

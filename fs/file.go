@@ -1,0 +1,583 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/fincrypt/fincrypt/chunkstore"
+	"github.com/fincrypt/fincrypt/meta"
+	"github.com/fincrypt/fincrypt/vault"
+)
+
+// errChunk reports a chunk that failed authentication or is missing; it
+// reads as EIO.
+var errChunk = errors.New("chunk unreadable")
+
+// openFile is the data state of a regular file while any handle on it is
+// open (or a truncate runs). All handles of one inode share it, so every
+// process sees the same bytes. It buffers dirty chunks and caches the last
+// chunk read; the index stays the authority for everything else.
+type openFile struct {
+	r   *fsys
+	ino uint64
+
+	refs int // guarded by r.openMu
+
+	mu         sync.Mutex
+	size       uint64            // authoritative while open
+	mtime      int64             // valid when dirtyTimes
+	dirtyTimes bool              // mtime/ctime changed by a write, not yet in the index
+	sizeDirty  bool              // size differs from the index
+	dirty      map[uint64][]byte // chunk index -> plaintext (len = valid bytes)
+	cacheIdx   uint64
+	cache      []byte // plaintext of chunk cacheIdx when cacheOK
+	cacheOK    bool
+}
+
+// acquire returns the shared state of inode ino, loading it on first use.
+func (r *fsys) acquire(ino uint64) (*openFile, error) {
+	r.openMu.Lock()
+	if of := r.open[ino]; of != nil {
+		of.refs++
+		r.openMu.Unlock()
+		return of, nil
+	}
+	r.openMu.Unlock()
+	n, err := r.idx.GetInode(ino)
+	if err != nil {
+		return nil, err
+	}
+	if n.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return nil, syscall.EINVAL
+	}
+	r.openMu.Lock()
+	defer r.openMu.Unlock()
+	if of := r.open[ino]; of != nil { // raced with another acquire
+		of.refs++
+		return of, nil
+	}
+	of := &openFile{r: r, ino: ino, refs: 1, size: n.Size, dirty: map[uint64][]byte{}}
+	r.open[ino] = of
+	return of, nil
+}
+
+// peek returns the open state of ino, if any, without taking a reference.
+func (r *fsys) peek(ino uint64) *openFile {
+	r.openMu.Lock()
+	defer r.openMu.Unlock()
+	return r.open[ino]
+}
+
+func (r *fsys) isOpen(ino uint64) bool { return r.peek(ino) != nil }
+
+// release drops a reference; the last one flushes the file, frees its
+// buffers and purges the inode if it was unlinked meanwhile.
+func (r *fsys) release(of *openFile) error {
+	of.mu.Lock()
+	err := of.flushLocked()
+	r.openMu.Lock()
+	of.refs--
+	last := of.refs == 0
+	if last {
+		delete(r.open, of.ino)
+	}
+	r.openMu.Unlock()
+	if last {
+		for idx, b := range of.dirty { // only after a failed flush
+			r.putBuf(b)
+			delete(of.dirty, idx)
+		}
+		if of.cache != nil {
+			r.putBuf(of.cache)
+			of.cache, of.cacheOK = nil, false
+		}
+	}
+	of.mu.Unlock()
+	if last {
+		if perr := r.purgeIfUnlinked(of.ino); err == nil {
+			err = perr
+		}
+	}
+	return err
+}
+
+// purgeIfUnlinked removes inode ino if it has no links and is not open.
+func (r *fsys) purgeIfUnlinked(ino uint64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n, err := r.idx.GetInode(ino)
+	if errors.Is(err, meta.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if n.Nlink > 0 || r.isOpen(ino) {
+		return nil
+	}
+	b := r.idx.NewBatch()
+	ids, err := r.purgeInode(b, ino)
+	if err != nil {
+		b.Discard()
+		return err
+	}
+	if err := b.Commit(false); err != nil {
+		return err
+	}
+	r.supersede(ids...)
+	return nil
+}
+
+func (r *fsys) getBuf() []byte { return (*r.bufs.Get().(*[]byte))[:0] }
+
+func (r *fsys) putBuf(b []byte) {
+	if uint64(cap(b)) != r.cs {
+		return
+	}
+	b = b[:0]
+	r.bufs.Put(&b)
+}
+
+// loadChunk returns the plaintext of chunk idx (nil for a hole), appended to dst.
+func (of *openFile) loadChunk(idx uint64, dst []byte) ([]byte, bool, error) {
+	r := of.r
+	ref, ok, err := r.idx.GetChunk(of.ino, idx)
+	if err != nil || !ok {
+		return dst, false, err
+	}
+	sb := r.sealBufs.Get().(*[]byte)
+	defer r.sealBufs.Put(sb)
+	sealed, err := r.store.Get(ref.ID, (*sb)[:0])
+	if err != nil {
+		return dst, false, fmt.Errorf("inode %d chunk %d: %w: %w", of.ino, idx, errChunk, err)
+	}
+	if cap(sealed) <= cap(*sb) {
+		*sb = sealed[:0]
+	}
+	out, err := r.v.Keys.Chunk.Open(dst, sealed, vault.ChunkAD(of.ino, idx, ref.Version))
+	if err != nil {
+		return dst, false, fmt.Errorf("inode %d chunk %d (%s): %w: %w", of.ino, idx, ref.ID, errChunk, err)
+	}
+	if uint64(len(out)-len(dst)) != uint64(ref.Len) || uint64(ref.Len) > r.cs {
+		return dst, false, fmt.Errorf("inode %d chunk %d: %d bytes, index says %d: %w", of.ino, idx, len(out)-len(dst), ref.Len, errChunk)
+	}
+	return out, true, nil
+}
+
+// chunkData returns chunk idx's current plaintext (dirty, cached or loaded);
+// nil means a hole. The result is valid while of.mu is held.
+func (of *openFile) chunkData(idx uint64) ([]byte, error) {
+	if b, ok := of.dirty[idx]; ok {
+		return b, nil
+	}
+	if of.cacheOK && of.cacheIdx == idx {
+		return of.cache, nil
+	}
+	if of.cache == nil {
+		of.cache = of.r.getBuf()
+	}
+	of.cacheOK = false
+	b, ok, err := of.loadChunk(idx, of.cache[:0])
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, nil
+	}
+	of.cache, of.cacheIdx, of.cacheOK = b, idx, true
+	return b, nil
+}
+
+// read fills dest from offset off and returns the byte count.
+func (of *openFile) read(dest []byte, off uint64) (int, error) {
+	of.mu.Lock()
+	defer of.mu.Unlock()
+	if off >= of.size {
+		return 0, nil
+	}
+	n := min(uint64(len(dest)), of.size-off)
+	done := uint64(0)
+	for _, s := range spans(off, n, of.r.cs) {
+		out := dest[done : done+s.n]
+		data, err := of.chunkData(s.idx)
+		if err != nil {
+			return 0, err
+		}
+		c := 0
+		if s.within < uint64(len(data)) {
+			c = copy(out, data[s.within:])
+		}
+		clear(out[c:])
+		done += s.n
+	}
+	return int(n), nil
+}
+
+// write stores data at offset off.
+func (of *openFile) write(data []byte, off uint64) error {
+	of.mu.Lock()
+	defer of.mu.Unlock()
+	r := of.r
+	cs := r.cs
+	pos := uint64(0)
+	for _, s := range spans(off, uint64(len(data)), cs) {
+		buf, ok := of.dirty[s.idx]
+		if !ok {
+			if s.within == 0 && s.n == cs {
+				buf = r.getBuf()
+			} else {
+				var err error
+				buf, err = of.loadForWrite(s.idx)
+				if err != nil {
+					return err
+				}
+			}
+		}
+		end := s.within + s.n
+		if l := uint64(len(buf)); l < end {
+			buf = buf[:end] // every buffer has capacity cs
+			if l < s.within {
+				clear(buf[l:s.within])
+			}
+		}
+		copy(buf[s.within:end], data[pos:pos+s.n])
+		of.dirty[s.idx] = buf
+		if of.cacheOK && of.cacheIdx == s.idx {
+			of.cacheOK = false
+		}
+		pos += s.n
+		if e := s.idx*cs + end; e > of.size {
+			of.size, of.sizeDirty = e, true
+		}
+		of.mtime, of.dirtyTimes = time.Now().UnixNano(), true
+		if end == cs {
+			// The chunk is full: seal it now, so sequential writes stream.
+			if err := of.flushChunks([]uint64{s.idx}); err != nil {
+				return err
+			}
+		}
+	}
+	if len(of.dirty) > r.opt.MaxDirtyChunks {
+		return of.flushDirty()
+	}
+	return nil
+}
+
+// loadForWrite returns a writable copy of chunk idx's current plaintext.
+func (of *openFile) loadForWrite(idx uint64) ([]byte, error) {
+	buf := of.r.getBuf()
+	if of.cacheOK && of.cacheIdx == idx {
+		return append(buf, of.cache...), nil
+	}
+	b, _, err := of.loadChunk(idx, buf)
+	if err != nil {
+		of.r.putBuf(buf)
+		return nil, err
+	}
+	return b, nil
+}
+
+// flushDirty seals every dirty chunk.
+func (of *openFile) flushDirty() error {
+	if len(of.dirty) == 0 {
+		return nil
+	}
+	idxs := make([]uint64, 0, len(of.dirty))
+	for idx := range of.dirty {
+		idxs = append(idxs, idx)
+	}
+	return of.flushChunks(idxs)
+}
+
+// sealed is a chunk sealed and written to the store, not yet in the index.
+type sealed struct {
+	idx uint64
+	ref meta.ChunkRef
+}
+
+// sealChunks seals and stores the given dirty chunks, in parallel when there
+// are several.
+func (of *openFile) sealChunks(idxs []uint64) ([]sealed, error) {
+	r := of.r
+	out := make([]sealed, len(idxs))
+	errs := make([]error, len(idxs))
+	one := func(i int) {
+		idx := idxs[i]
+		pt := of.dirty[idx]
+		if lim := chunkLimit(idx, of.size, r.cs); uint64(len(pt)) > lim {
+			pt = pt[:lim]
+		}
+		ver, err := r.idx.NextVersion()
+		if err != nil {
+			errs[i] = err
+			return
+		}
+		id := chunkstore.NewID()
+		sb := r.sealBufs.Get().(*[]byte)
+		ct := r.v.Keys.Chunk.Seal((*sb)[:0], pt, vault.ChunkAD(of.ino, idx, ver))
+		err = r.store.Put(id, ct)
+		if cap(ct) <= cap(*sb) {
+			*sb = ct[:0]
+		}
+		r.sealBufs.Put(sb)
+		if err != nil {
+			errs[i] = fmt.Errorf("inode %d chunk %d: %w", of.ino, idx, err)
+			return
+		}
+		out[i] = sealed{idx: idx, ref: meta.ChunkRef{ID: id, Version: ver, Len: uint32(len(pt))}}
+	}
+	if len(idxs) == 1 {
+		one(0)
+	} else {
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 4)
+		for i := range idxs {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				one(i)
+				<-sem
+			}()
+		}
+		wg.Wait()
+	}
+	if err := errors.Join(errs...); err != nil {
+		for _, s := range out {
+			if s.ref.Version != 0 {
+				r.store.Delete(s.ref.ID)
+			}
+		}
+		return nil, err
+	}
+	return out, nil
+}
+
+// flushChunks seals the given dirty chunks and commits them, with the
+// file's size and times, in one index batch.
+func (of *openFile) flushChunks(idxs []uint64) error {
+	r := of.r
+	done, err := of.sealChunks(idxs)
+	if err != nil {
+		return err
+	}
+	old, err := of.commit(done, nil)
+	if err != nil {
+		for _, s := range done {
+			r.store.Delete(s.ref.ID)
+		}
+		return err
+	}
+	r.supersede(old...)
+	for i, d := range done {
+		buf := of.dirty[d.idx]
+		delete(of.dirty, d.idx)
+		if i < len(done)-1 {
+			r.putBuf(buf)
+			continue
+		}
+		// Keep the last sealed chunk as the read cache.
+		if of.cache != nil {
+			r.putBuf(of.cache)
+		}
+		of.cache, of.cacheIdx, of.cacheOK = buf[:d.ref.Len], d.idx, true
+	}
+	return nil
+}
+
+// commit writes chunk references, removes the chunks in drop, and persists
+// the file's size and times, in one batch; it returns the chunk ids no longer
+// referenced, to be superseded.
+func (of *openFile) commit(done []sealed, drop func(b *meta.Batch) ([]meta.ChunkID, error)) ([]meta.ChunkID, error) {
+	r := of.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n, err := r.idx.GetInode(of.ino)
+	if err != nil {
+		return nil, err
+	}
+	b := r.idx.NewBatch()
+	var old []meta.ChunkID
+	for _, s := range done {
+		prev, ok, err := r.idx.GetChunk(of.ino, s.idx)
+		if err != nil {
+			b.Discard()
+			return nil, err
+		}
+		if ok {
+			old = append(old, prev.ID)
+		}
+		b.PutChunk(of.ino, s.idx, &s.ref)
+	}
+	if drop != nil {
+		ids, err := drop(b)
+		if err != nil {
+			b.Discard()
+			return nil, err
+		}
+		old = append(old, ids...)
+	}
+	n.Size = of.size
+	if of.dirtyTimes {
+		n.Mtime, n.Ctime = of.mtime, of.mtime
+	}
+	b.PutInode(&n)
+	if err := b.Commit(false); err != nil {
+		return nil, err
+	}
+	of.dirtyTimes, of.sizeDirty = false, false
+	return old, nil
+}
+
+// flushLocked seals every dirty chunk and persists size and times.
+func (of *openFile) flushLocked() error {
+	if err := of.flushDirty(); err != nil {
+		return err
+	}
+	if of.dirtyTimes || of.sizeDirty {
+		old, err := of.commit(nil, nil)
+		if err != nil {
+			return err
+		}
+		of.r.supersede(old...)
+	}
+	return nil
+}
+
+// fsync makes the file's data and metadata, and every commit before, durable.
+func (of *openFile) fsync() error {
+	of.mu.Lock()
+	err := of.flushLocked()
+	of.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return of.r.syncAll()
+}
+
+// truncate sets the file's size; caller holds of.mu.
+func (of *openFile) truncateLocked(size uint64) error {
+	r := of.r
+	cs := r.cs
+	if size >= of.size {
+		if size > of.size {
+			of.size, of.sizeDirty = size, true
+		}
+		of.mtime, of.dirtyTimes = time.Now().UnixNano(), true
+		return of.flushLocked()
+	}
+	p := planTruncate(size, cs)
+	for idx, b := range of.dirty {
+		if idx >= p.dropFrom {
+			r.putBuf(b)
+			delete(of.dirty, idx)
+		}
+	}
+	of.cacheOK = false
+	// The chunk that holds the new end is resealed now, trimmed, so no stale
+	// byte past the end survives (it would reappear if the file grew again).
+	var done []sealed
+	reseal := false
+	if p.keepLen > 0 {
+		buf, ok := of.dirty[p.keepIdx]
+		if !ok {
+			ref, has, err := r.idx.GetChunk(of.ino, p.keepIdx)
+			if err != nil {
+				return err
+			}
+			if has && uint64(ref.Len) > p.keepLen {
+				if buf, err = of.loadForWrite(p.keepIdx); err != nil {
+					return err
+				}
+				ok = true
+			}
+		}
+		if ok {
+			if uint64(len(buf)) > p.keepLen {
+				clear(buf[p.keepLen:])
+				buf = buf[:p.keepLen]
+			}
+			of.dirty[p.keepIdx] = buf
+			reseal = true
+		}
+	}
+	of.size, of.sizeDirty = size, true
+	of.mtime, of.dirtyTimes = time.Now().UnixNano(), true
+	if reseal {
+		var err error
+		if done, err = of.sealChunks([]uint64{p.keepIdx}); err != nil {
+			return err
+		}
+	}
+	old, err := of.commit(done, func(b *meta.Batch) ([]meta.ChunkID, error) {
+		var ids []meta.ChunkID
+		err := r.idx.Chunks(of.ino, p.dropFrom, func(idx uint64, ref meta.ChunkRef) error {
+			b.DeleteChunk(of.ino, idx)
+			ids = append(ids, ref.ID)
+			return nil
+		})
+		return ids, err
+	})
+	if err != nil {
+		for _, s := range done {
+			r.store.Delete(s.ref.ID)
+		}
+		return err
+	}
+	r.supersede(old...)
+	if reseal {
+		r.putBuf(of.dirty[p.keepIdx])
+		delete(of.dirty, p.keepIdx)
+	}
+	return nil
+}
+
+// fileHandle is one open(2) of a regular file.
+type fileHandle struct {
+	of    *openFile
+	flags uint32
+	once  sync.Once
+}
+
+func (f *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n, err := f.of.read(dest, uint64(off))
+	if err != nil {
+		return nil, f.of.r.errno("read", err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+func (f *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	if err := f.of.write(data, uint64(off)); err != nil {
+		return 0, f.of.r.errno("write", err)
+	}
+	return uint32(len(data)), 0
+}
+
+// Flush runs on every close(2): dirty chunks are sealed and stored, so
+// close reports errors such as a full disk.
+func (f *fileHandle) Flush(ctx context.Context) syscall.Errno {
+	f.of.mu.Lock()
+	err := f.of.flushLocked()
+	f.of.mu.Unlock()
+	return f.of.r.errno("flush", err)
+}
+
+func (f *fileHandle) Release(ctx context.Context) syscall.Errno {
+	var err error
+	f.once.Do(func() { err = f.of.r.release(f.of) })
+	return f.of.r.errno("release", err)
+}
+
+func (f *fileHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	return f.of.r.errno("fsync", f.of.fsync())
+}
+
+var _ gofs.FileHandle = (*fileHandle)(nil)

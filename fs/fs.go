@@ -1,0 +1,421 @@
+// Package fs is Fincrypt's FUSE file system: a go-fuse/v2 node tree whose
+// state lives in the encrypted index (package meta) and whose file data lives
+// as sealed chunks in the local chunk store (package chunkstore).
+//
+// File data is cut into fixed-size chunks (the vault's chunk size). A chunk
+// is sealed with AES-256-GCM under vault.ChunkAD(ino, index, version), stored
+// under a fresh random chunk id, and the chunk map in the index points at it.
+// Chunks are never rewritten in place: a changed chunk gets a new id and
+// version, and the old one is deleted once the index commit that replaced it
+// is durable. docs/FORMAT-fs.md describes the formats.
+package fs
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/fincrypt/fincrypt/chunkstore"
+	"github.com/fincrypt/fincrypt/meta"
+	"github.com/fincrypt/fincrypt/vault"
+)
+
+// Options tune a mount. The zero value gives the defaults.
+type Options struct {
+	AllowOther bool   // allow_other + default_permissions (kernel enforces mode bits/owners)
+	Debug      bool   // go-fuse debug logging
+	FsName     string // shown in /proc/mounts, e.g. "fincrypt"; default "fincrypt"
+
+	// Logger receives the file system's messages; nil discards them.
+	Logger *slog.Logger
+	// AttrTimeout and EntryTimeout are how long the kernel may cache
+	// attributes and names; zero means DefaultTimeout. Every change goes
+	// through this mount, so the kernel's caches stay correct.
+	AttrTimeout, EntryTimeout time.Duration
+	// MaxDirtyChunks bounds the unsealed chunks buffered per open file;
+	// zero means DefaultMaxDirtyChunks.
+	MaxDirtyChunks int
+	// SyncInterval is how often superseded chunks are reclaimed (after an
+	// index sync); zero means DefaultSyncInterval.
+	SyncInterval time.Duration
+}
+
+// Defaults for Options.
+const (
+	DefaultTimeout        = time.Second
+	DefaultMaxDirtyChunks = 8
+	DefaultSyncInterval   = 5 * time.Second
+	// MaxNameLen is the longest name, in bytes, a directory entry may have.
+	MaxNameLen = 255
+	// MaxXattrSize is the largest extended attribute value.
+	MaxXattrSize = 64 << 10
+)
+
+func (o *Options) setDefaults() {
+	if o.FsName == "" {
+		o.FsName = "fincrypt"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.AttrTimeout == 0 {
+		o.AttrTimeout = DefaultTimeout
+	}
+	if o.EntryTimeout == 0 {
+		o.EntryTimeout = DefaultTimeout
+	}
+	if o.MaxDirtyChunks <= 0 {
+		o.MaxDirtyChunks = DefaultMaxDirtyChunks
+	}
+	if o.SyncInterval <= 0 {
+		o.SyncInterval = DefaultSyncInterval
+	}
+}
+
+// fsys is the state shared by every node of one mount.
+type fsys struct {
+	v         *vault.Vault
+	idx       *meta.Index
+	store     *chunkstore.Store
+	cs        uint64 // chunk size
+	opt       Options
+	log       *slog.Logger
+	bufs      sync.Pool // *[]byte of capacity cs
+	sealBufs  sync.Pool // *[]byte of capacity cs+Overhead
+	startTime time.Time
+
+	// mu serialises read-modify-write sequences on the index (inodes,
+	// directory entries). Lock order: openFile.mu before mu; openMu is a leaf.
+	mu sync.Mutex
+
+	openMu sync.Mutex
+	open   map[uint64]*openFile
+
+	pendMu  sync.Mutex
+	pending []meta.ChunkID // superseded chunks, deleted after the next index sync
+}
+
+func newFsys(v *vault.Vault, opt Options, readOnly bool) (*fsys, error) {
+	idx, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{ReadOnly: readOnly, Logger: opt.Logger.With("component", "pebble")})
+	if err != nil {
+		return nil, err
+	}
+	var store *chunkstore.Store
+	if readOnly {
+		if _, err := os.Stat(v.StoreDir()); err != nil {
+			idx.Close()
+			return nil, fmt.Errorf("chunk store: %w", err)
+		}
+		store, err = chunkstore.OpenExisting(v.StoreDir())
+	} else {
+		store, err = chunkstore.Open(v.StoreDir())
+	}
+	if err != nil {
+		idx.Close()
+		return nil, err
+	}
+	cs := uint64(v.KeyFile.ChunkSize)
+	r := &fsys{v: v, idx: idx, store: store, cs: cs, opt: opt, log: opt.Logger, open: map[uint64]*openFile{}, startTime: time.Now()}
+	r.bufs.New = func() any { b := make([]byte, 0, cs); return &b }
+	r.sealBufs.New = func() any { b := make([]byte, 0, cs+vault.Overhead); return &b }
+	return r, nil
+}
+
+// Mounted is a mounted vault. (Go does not allow a type and a function both
+// named Mount in one package, so the function Mount returns a *Mounted.)
+type Mounted struct {
+	r      *fsys
+	server *fuse.Server
+	stop   chan struct{}
+	bgDone chan struct{}
+
+	once     sync.Once
+	closeErr error
+}
+
+// Mount opens the index and store of the unlocked vault v (v was opened with
+// Lock: true) and mounts at mountpoint; it returns once the mount is ready to
+// serve. As root it mounts with mount(2); other users need fusermount3.
+func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
+	opt.setDefaults()
+	r, err := newFsys(v, opt, false)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*Mounted, error) {
+		r.idx.Close()
+		return nil, err
+	}
+	if err := r.ensureRoot(); err != nil {
+		return fail(err)
+	}
+	if err := r.recover(); err != nil {
+		return fail(fmt.Errorf("recovery: %w", err))
+	}
+	neg := opt.EntryTimeout
+	mo := &gofs.Options{
+		MountOptions: fuse.MountOptions{
+			AllowOther:   opt.AllowOther,
+			Options:      []string{"default_permissions"},
+			FsName:       opt.FsName,
+			Name:         "fincrypt",
+			MaxWrite:     fuse.MAX_KERNEL_WRITE,
+			MaxReadAhead: fuse.MAX_KERNEL_WRITE,
+			DirectMount:  os.Geteuid() == 0,
+			Debug:        opt.Debug,
+		},
+		EntryTimeout:    &opt.EntryTimeout,
+		AttrTimeout:     &opt.AttrTimeout,
+		NegativeTimeout: &neg,
+		RootStableAttr:  &gofs.StableAttr{Ino: meta.RootIno},
+		Logger:          slog.NewLogLogger(opt.Logger.Handler(), slog.LevelWarn),
+	}
+	if opt.Debug {
+		mo.MountOptions.Logger = slog.NewLogLogger(opt.Logger.Handler(), slog.LevelDebug)
+	}
+	root := &Node{r: r}
+	server, err := gofs.Mount(mountpoint, root, mo)
+	if err != nil {
+		return fail(fmt.Errorf("mount %s: %w", mountpoint, err))
+	}
+	m := &Mounted{r: r, server: server, stop: make(chan struct{}), bgDone: make(chan struct{})}
+	go m.background()
+	r.log.Info("mounted", "mountpoint", mountpoint, "chunk_size", r.cs)
+	return m, nil
+}
+
+// background reclaims superseded chunks every SyncInterval.
+func (m *Mounted) background() {
+	defer close(m.bgDone)
+	t := time.NewTicker(m.r.opt.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+			m.r.pendMu.Lock()
+			n := len(m.r.pending)
+			m.r.pendMu.Unlock()
+			if n > 0 {
+				if err := m.r.syncAll(); err != nil {
+					m.r.log.Error("background sync", "err", err)
+				}
+			}
+		}
+	}
+}
+
+// Wait blocks until the file system is unmounted (by Unmount, fusermount -u
+// or umount), then flushes and closes the index and store.
+func (m *Mounted) Wait() {
+	m.server.Wait()
+	m.shutdown()
+}
+
+// Unmount flushes everything, unmounts, and closes the index and store.
+func (m *Mounted) Unmount() error {
+	if err := m.server.Unmount(); err != nil {
+		return fmt.Errorf("unmount: %w", err)
+	}
+	m.server.Wait()
+	return m.shutdown()
+}
+
+func (m *Mounted) shutdown() error {
+	m.once.Do(func() {
+		close(m.stop)
+		<-m.bgDone
+		r := m.r
+		var errs []error
+		r.openMu.Lock()
+		files := make([]*openFile, 0, len(r.open))
+		for _, of := range r.open {
+			files = append(files, of)
+		}
+		r.openMu.Unlock()
+		for _, of := range files {
+			of.mu.Lock()
+			if err := of.flushLocked(); err != nil {
+				errs = append(errs, err)
+			}
+			of.mu.Unlock()
+		}
+		if err := r.syncAll(); err != nil {
+			errs = append(errs, err)
+		}
+		if err := r.idx.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		m.closeErr = errors.Join(errs...)
+		if m.closeErr != nil {
+			r.log.Error("unmount", "err", m.closeErr)
+		} else {
+			r.log.Info("unmounted")
+		}
+	})
+	return m.closeErr
+}
+
+// ensureRoot creates the root directory of a new index.
+func (r *fsys) ensureRoot() error {
+	_, err := r.idx.GetInode(meta.RootIno)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, meta.ErrNotFound) {
+		return err
+	}
+	now := time.Now().UnixNano()
+	root := meta.Inode{Ino: meta.RootIno, Mode: syscall.S_IFDIR | 0o755, Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid()),
+		Nlink: 2, Atime: now, Mtime: now, Ctime: now}
+	b := r.idx.NewBatch()
+	b.PutInode(&root)
+	return b.Commit(true)
+}
+
+// recover purges inodes that were unlinked while open when the last mount
+// ended, and deletes chunks that no index entry references (written but never
+// committed before a crash, or superseded but not yet deleted).
+func (r *fsys) recover() error {
+	orphans, err := r.idx.Orphans()
+	if err != nil {
+		return err
+	}
+	for _, ino := range orphans {
+		b := r.idx.NewBatch()
+		if _, err := r.purgeInode(b, ino); err != nil {
+			b.Discard()
+			return err
+		}
+		if err := b.Commit(false); err != nil {
+			return err
+		}
+	}
+	if err := r.idx.Sync(); err != nil {
+		return err
+	}
+	refs := map[meta.ChunkID]struct{}{}
+	var bad error
+	err = r.idx.Walk(meta.Visitor{
+		Chunk: func(_, _ uint64, ref meta.ChunkRef) { refs[ref.ID] = struct{}{} },
+		Bad: func(key []byte, err error) {
+			if bad == nil {
+				bad = fmt.Errorf("index record %x: %w (run `fincrypt check`)", key, err)
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	if bad != nil {
+		// An unreadable chunk map entry could reference any chunk: collect nothing.
+		r.log.Error("index has unreadable records; not collecting unreferenced chunks", "err", bad)
+		return nil
+	}
+	removed := 0
+	err = r.store.List(func(id meta.ChunkID) error {
+		if _, ok := refs[id]; ok {
+			return nil
+		}
+		removed++
+		return r.store.Delete(id)
+	}, nil)
+	if err != nil {
+		return err
+	}
+	if removed > 0 {
+		r.log.Info("removed unreferenced chunks", "count", removed)
+	}
+	return r.store.Sync()
+}
+
+// supersede schedules chunk id for deletion once the commit that stopped
+// referencing it is durable.
+func (r *fsys) supersede(ids ...meta.ChunkID) {
+	if len(ids) == 0 {
+		return
+	}
+	r.pendMu.Lock()
+	r.pending = append(r.pending, ids...)
+	r.pendMu.Unlock()
+}
+
+// syncAll makes every chunk and every index commit so far durable, in that
+// order, then deletes the chunks superseded before it.
+func (r *fsys) syncAll() error {
+	r.pendMu.Lock()
+	n := len(r.pending)
+	r.pendMu.Unlock()
+	if err := r.store.Sync(); err != nil {
+		return err
+	}
+	if err := r.idx.Sync(); err != nil {
+		return fmt.Errorf("index sync: %w", err)
+	}
+	r.pendMu.Lock()
+	del := append([]meta.ChunkID(nil), r.pending[:n]...)
+	r.pending = append(r.pending[:0], r.pending[n:]...)
+	r.pendMu.Unlock()
+	for _, id := range del {
+		if err := r.store.Delete(id); err != nil {
+			r.log.Warn("deleting superseded chunk", "err", err)
+		}
+	}
+	return nil
+}
+
+// purgeInode adds to b the removal of inode ino with its chunks, xattrs and
+// orphan record, and returns the chunk ids, which the caller passes to
+// supersede once b is committed.
+func (r *fsys) purgeInode(b *meta.Batch, ino uint64) ([]meta.ChunkID, error) {
+	var ids []meta.ChunkID
+	err := r.idx.Chunks(ino, 0, func(idx uint64, ref meta.ChunkRef) error {
+		b.DeleteChunk(ino, idx)
+		ids = append(ids, ref.ID)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = r.idx.ListXattr(ino, func(name string, _ []byte) error {
+		b.DeleteXattr(ino, name)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.DeleteInode(ino)
+	b.DeleteOrphan(ino)
+	return ids, nil
+}
+
+// errno maps an error to the errno a program expects.
+func (r *fsys) errno(op string, err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	var e syscall.Errno
+	switch {
+	case errors.Is(err, errChunk) || errors.Is(err, vault.ErrTampered) || errors.Is(err, meta.ErrCorrupt):
+		r.log.Error(op, "err", err)
+		return syscall.EIO
+	case errors.Is(err, meta.ErrNotFound):
+		return syscall.ENOENT
+	case errors.As(err, &e):
+		if e == syscall.ENOSPC || e == syscall.EDQUOT {
+			r.log.Warn(op, "err", err)
+		}
+		return e
+	default:
+		r.log.Error(op, "err", err)
+		return syscall.EIO
+	}
+}

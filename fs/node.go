@@ -1,0 +1,183 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/fincrypt/fincrypt/meta"
+)
+
+// Node is one inode as the kernel sees it. It holds only the inode number;
+// everything else is read from the index (or the open file's state), so the
+// kernel may forget nodes at will.
+type Node struct {
+	gofs.Inode
+	r *fsys
+}
+
+func (n *Node) ino() uint64 { return n.StableAttr().Ino }
+
+// newChild wraps an index inode as a go-fuse inode under n.
+func (n *Node) newChild(ctx context.Context, in *meta.Inode) *gofs.Inode {
+	return n.NewInode(ctx, &Node{r: n.r}, gofs.StableAttr{Mode: in.Mode & syscall.S_IFMT, Ino: in.Ino})
+}
+
+// fillAttr copies an inode into a FUSE attribute, with the open file's
+// unsaved size and times if it is open.
+func (r *fsys) fillAttr(in *meta.Inode, out *fuse.Attr) {
+	size, mtime, ctime := in.Size, in.Mtime, in.Ctime
+	if in.Mode&syscall.S_IFMT == syscall.S_IFREG {
+		if of := r.peek(in.Ino); of != nil {
+			of.mu.Lock()
+			size = of.size
+			if of.dirtyTimes {
+				mtime, ctime = of.mtime, of.mtime
+			}
+			of.mu.Unlock()
+		}
+	}
+	out.Ino = in.Ino
+	out.Mode = in.Mode
+	out.Nlink = in.Nlink
+	out.Uid, out.Gid = in.Uid, in.Gid
+	out.Rdev = in.Rdev
+	out.Size = size
+	out.Blocks = (size + 511) / 512
+	out.Blksize = uint32(min(r.cs, 1<<20))
+	a, m, c := time.Unix(0, in.Atime), time.Unix(0, mtime), time.Unix(0, ctime)
+	out.SetTimes(&a, &m, &c)
+}
+
+func (n *Node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	in, err := n.r.idx.GetInode(n.ino())
+	if err != nil {
+		return n.r.errno("getattr", err)
+	}
+	n.r.fillAttr(&in, &out.Attr)
+	return 0
+}
+
+func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	r := n.r
+	ino := n.ino()
+	// A size change, or a time change on a file with unsaved writes, goes
+	// through the file's data state first.
+	size, setSize := in.GetSize()
+	var of *openFile
+	if n.StableAttr().Mode&syscall.S_IFMT == syscall.S_IFREG {
+		if fh, ok := f.(*fileHandle); ok {
+			of = fh.of
+			of.r.openMu.Lock()
+			of.refs++
+			of.r.openMu.Unlock()
+		} else if setSize || r.isOpen(ino) {
+			var err error
+			if of, err = r.acquire(ino); err != nil {
+				return r.errno("setattr", err)
+			}
+		}
+	} else if setSize {
+		if n.StableAttr().Mode&syscall.S_IFMT == syscall.S_IFDIR {
+			return syscall.EISDIR
+		}
+		return syscall.EINVAL
+	}
+	if of != nil {
+		defer func() {
+			if err := r.release(of); err != nil {
+				r.log.Error("setattr release", "err", err)
+			}
+		}()
+		of.mu.Lock()
+		defer of.mu.Unlock()
+		if setSize {
+			if err := of.truncateLocked(size); err != nil {
+				return r.errno("truncate", err)
+			}
+		} else if err := of.flushLocked(); err != nil {
+			return r.errno("setattr", err)
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	node, err := r.idx.GetInode(ino)
+	if err != nil {
+		return r.errno("setattr", err)
+	}
+	now := time.Now().UnixNano()
+	changed := setSize
+	if mode, ok := in.GetMode(); ok {
+		node.Mode = node.Mode&syscall.S_IFMT | mode&0o7777
+		changed = true
+	}
+	if uid, ok := in.GetUID(); ok {
+		node.Uid, changed = uid, true
+	}
+	if gid, ok := in.GetGID(); ok {
+		node.Gid, changed = gid, true
+	}
+	if _, ok := in.GetUID(); ok && node.Mode&syscall.S_IFDIR == 0 {
+		node.Mode &^= syscall.S_ISUID | syscall.S_ISGID // chown clears set-id bits
+	}
+	if t, ok := in.GetATime(); ok {
+		node.Atime, changed = t.UnixNano(), true
+	}
+	if t, ok := in.GetMTime(); ok {
+		node.Mtime, changed = t.UnixNano(), true
+	}
+	if t, ok := in.GetCTime(); ok {
+		node.Ctime = t.UnixNano()
+	} else if changed {
+		node.Ctime = now
+	}
+	if of != nil {
+		node.Size = of.size
+	}
+	b := r.idx.NewBatch()
+	b.PutInode(&node)
+	if err := b.Commit(false); err != nil {
+		return r.errno("setattr", err)
+	}
+	if of != nil {
+		of.dirtyTimes = false // the times just written are the file's times
+	}
+	r.fillAttr(&node, &out.Attr)
+	if of != nil {
+		out.Attr.Size = of.size
+		out.Attr.Blocks = (of.size + 511) / 512
+	}
+	return 0
+}
+
+// Statfs reports the space of the file system that holds the chunk store.
+func (n *Node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(n.r.store.Dir(), &st); err != nil {
+		return n.r.errno("statfs", err)
+	}
+	out.Blocks, out.Bfree, out.Bavail = st.Blocks, st.Bfree, st.Bavail
+	out.Files, out.Ffree = st.Files, st.Ffree
+	out.Bsize, out.Frsize = uint32(st.Bsize), uint32(st.Frsize)
+	out.NameLen = MaxNameLen
+	return 0
+}
+
+// Fsync makes a file (with a handle) or everything (a directory) durable.
+func (n *Node) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) syscall.Errno {
+	if fh, ok := f.(*fileHandle); ok {
+		return n.r.errno("fsync", fh.of.fsync())
+	}
+	return n.r.errno("fsync", n.r.syncAll())
+}
+
+// caller returns the uid and gid of the process making the request.
+func caller(ctx context.Context) (uint32, uint32) {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return c.Uid, c.Gid
+	}
+	return 0, 0
+}

@@ -1,0 +1,67 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// openHandle opens the data state of inode ino for a new handle, applying
+// O_TRUNC.
+func (r *fsys) openHandle(ino uint64, flags uint32) (*fileHandle, syscall.Errno) {
+	of, err := r.acquire(ino)
+	if err != nil {
+		return nil, r.errno("open", err)
+	}
+	if flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		of.mu.Lock()
+		err := of.truncateLocked(0)
+		of.mu.Unlock()
+		if err != nil {
+			r.release(of)
+			return nil, r.errno("open", err)
+		}
+	}
+	return &fileHandle{of: of, flags: flags}, 0
+}
+
+func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	switch n.StableAttr().Mode & syscall.S_IFMT {
+	case syscall.S_IFREG:
+	case syscall.S_IFDIR:
+		return nil, 0, syscall.EISDIR
+	default:
+		return nil, 0, syscall.ENXIO // fifos, sockets and devices are not served by this file system
+	}
+	fh, errno := n.r.openHandle(n.ino(), flags)
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	return fh, 0, 0
+}
+
+func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	in, found, errno := n.create(ctx, name, syscall.S_IFREG|mode&0o7777, nil, flags&syscall.O_EXCL != 0)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	if found && in.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		if in.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+			return nil, nil, 0, syscall.EISDIR
+		}
+		return nil, nil, 0, syscall.EEXIST
+	}
+	fh, errno := n.r.openHandle(in.Ino, flags)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	if found {
+		if in2, err := n.r.idx.GetInode(in.Ino); err == nil {
+			in = in2
+		}
+	}
+	n.r.fillAttr(&in, &out.Attr)
+	return n.newChild(ctx, &in), fh, 0, 0
+}

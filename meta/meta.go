@@ -1,0 +1,309 @@
+// Package meta is the client's local index: inodes, directory entries, chunk
+// maps, extended attributes, counters and the orphan list, kept in Pebble.
+//
+// Every value is sealed with vault.Keys.Meta under its own Pebble key as
+// associated data, so a value cannot be moved to another key. Keys hold no
+// names: a directory entry's key carries a keyed hash of its name
+// (vault.Keys.NameMAC) and the sealed value carries the name itself. The key
+// layout is versioned by a format record; docs/FORMAT-fs.md describes it.
+package meta
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/fincrypt/fincrypt/vault"
+)
+
+// FormatVersion is the version of the key layout this package writes and reads.
+const FormatVersion = 1
+
+// Key prefixes (one byte each). Documented in docs/FORMAT-fs.md.
+const (
+	pFormat  = 'F' // F                        -> format record
+	pCounter = 'C' // C name                   -> uint64 (reserved ceiling)
+	pInode   = 'I' // I ino(8)                 -> inode record
+	pDirent  = 'D' // D parent(8) mac(16)      -> dirent record
+	pChunk   = 'M' // M ino(8) index(8)        -> chunk reference
+	pXattr   = 'X' // X ino(8) mac(16)         -> xattr record
+	pOrphan  = 'O' // O ino(8)                 -> empty (unlinked while open)
+)
+
+// RootIno is the inode number of the root directory.
+const RootIno = 1
+
+// Counter reservation steps: a counter is persisted as a ceiling, and values
+// below it are handed out from memory, so no value is ever handed out twice
+// even if commits are lost in a crash.
+const (
+	inoStep     = 1 << 12
+	versionStep = 1 << 16
+)
+
+// Errors callers test for.
+var (
+	// ErrNotFound means the record does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrCorrupt means a record failed to decrypt or decode.
+	ErrCorrupt = errors.New("index record is corrupt")
+)
+
+// Options tune Open.
+type Options struct {
+	// ReadOnly opens the index without writing (used by Check).
+	ReadOnly bool
+	// Logger receives Pebble's messages at debug level; nil discards them.
+	Logger *slog.Logger
+}
+
+// Index is an open index. Its methods are safe for concurrent use; callers
+// serialise read-modify-write sequences themselves.
+type Index struct {
+	db   *pebble.DB
+	keys *vault.Keys
+
+	mu      sync.Mutex
+	counter map[string]*counter
+}
+
+type counter struct {
+	next, ceiling uint64
+}
+
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	p.l.Debug(fmt.Sprintf(format, args...))
+}
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...))
+}
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf("pebble: "+format, args...))
+}
+
+// Open opens (creating it if needed, unless read-only) the index in dir.
+func Open(dir string, keys *vault.Keys, opt Options) (*Index, error) {
+	lg := opt.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	po := &pebble.Options{ReadOnly: opt.ReadOnly, Logger: pebbleLogger{lg}}
+	if opt.ReadOnly {
+		po.ErrorIfNotExists = true
+	}
+	db, err := pebble.Open(dir, po)
+	if err != nil {
+		return nil, fmt.Errorf("index %s: %w", dir, err)
+	}
+	x := &Index{db: db, keys: keys, counter: map[string]*counter{}}
+	if err := x.checkFormat(opt.ReadOnly); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return x, nil
+}
+
+func (x *Index) checkFormat(readOnly bool) error {
+	key := []byte{pFormat}
+	val, err := x.get(key)
+	if errors.Is(err, ErrNotFound) {
+		if readOnly {
+			return fmt.Errorf("index has no format record: %w", ErrCorrupt)
+		}
+		var b [4]byte
+		binary.BigEndian.PutUint32(b[:], FormatVersion)
+		return x.db.Set(key, x.keys.Meta.Seal(nil, b[:], key), pebble.Sync)
+	}
+	if err != nil {
+		return fmt.Errorf("index format record: %w", err)
+	}
+	if len(val) != 4 {
+		return fmt.Errorf("index format record is %d bytes, want 4: %w", len(val), ErrCorrupt)
+	}
+	if v := binary.BigEndian.Uint32(val); v != FormatVersion {
+		return fmt.Errorf("index format %d, this fincrypt reads format %d", v, FormatVersion)
+	}
+	return nil
+}
+
+// Close closes the index.
+func (x *Index) Close() error { return x.db.Close() }
+
+// Sync makes every commit so far durable.
+func (x *Index) Sync() error { return x.db.LogData(nil, pebble.Sync) }
+
+// get returns the opened value stored under key.
+func (x *Index) get(key []byte) ([]byte, error) {
+	v, closer, err := x.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer closer.Close()
+	pt, err := x.keys.Meta.Open(nil, v, key)
+	if err != nil {
+		return nil, fmt.Errorf("record %x: %w: %w", key, ErrCorrupt, err)
+	}
+	return pt, nil
+}
+
+// scan calls fn with every key with the given prefix and its opened value.
+// Both slices are valid only during the call.
+func (x *Index) scan(prefix []byte, fn func(key, val []byte) error) error {
+	return x.scanRange(prefix, prefixEnd(prefix), fn)
+}
+
+// scanRange is scan over the keys in [lower, upper).
+func (x *Index) scanRange(lower, upper []byte, fn func(key, val []byte) error) error {
+	it, err := x.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	var buf []byte
+	for ok := it.First(); ok; ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return err
+		}
+		buf, err = x.keys.Meta.Open(buf[:0], v, it.Key())
+		if err != nil {
+			return fmt.Errorf("record %x: %w: %w", it.Key(), ErrCorrupt, err)
+		}
+		if err := fn(it.Key(), buf); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
+
+// prefixEnd returns the smallest key greater than every key with prefix.
+func prefixEnd(prefix []byte) []byte {
+	end := append([]byte(nil), prefix...)
+	for i := len(end) - 1; i >= 0; i-- {
+		end[i]++
+		if end[i] != 0 {
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+func key8(p byte, a uint64) []byte {
+	k := make([]byte, 9)
+	k[0] = p
+	binary.BigEndian.PutUint64(k[1:], a)
+	return k
+}
+
+func key16(p byte, a, b uint64) []byte {
+	k := make([]byte, 17)
+	k[0] = p
+	binary.BigEndian.PutUint64(k[1:], a)
+	binary.BigEndian.PutUint64(k[9:], b)
+	return k
+}
+
+func keyMAC(p byte, a uint64, mac [16]byte) []byte {
+	k := make([]byte, 25)
+	k[0] = p
+	binary.BigEndian.PutUint64(k[1:], a)
+	copy(k[9:], mac[:])
+	return k
+}
+
+// next hands out the next value of a named counter, first persisting a new
+// ceiling when the reserved range is used up.
+func (x *Index) next(name string, step uint64, first uint64) (uint64, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	c := x.counter[name]
+	key := append([]byte{pCounter}, name...)
+	if c == nil {
+		c = &counter{next: first, ceiling: first}
+		val, err := x.get(key)
+		switch {
+		case errors.Is(err, ErrNotFound):
+		case err != nil:
+			return 0, fmt.Errorf("counter %s: %w", name, err)
+		case len(val) != 8:
+			return 0, fmt.Errorf("counter %s is %d bytes: %w", name, len(val), ErrCorrupt)
+		default:
+			c.next = binary.BigEndian.Uint64(val)
+			c.ceiling = c.next
+		}
+		x.counter[name] = c
+	}
+	if c.next >= c.ceiling {
+		// Commit order in the WAL makes this reservation durable before any
+		// later commit that uses a value from it.
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], c.ceiling+step)
+		if err := x.db.Set(key, x.keys.Meta.Seal(nil, b[:], key), pebble.NoSync); err != nil {
+			return 0, fmt.Errorf("counter %s: %w", name, err)
+		}
+		c.ceiling += step
+	}
+	v := c.next
+	c.next++
+	return v, nil
+}
+
+// NextIno returns a fresh inode number, never handed out before.
+func (x *Index) NextIno() (uint64, error) { return x.next("ino", inoStep, RootIno+1) }
+
+// NextVersion returns a fresh chunk version, never handed out before.
+func (x *Index) NextVersion() (uint64, error) { return x.next("version", versionStep, 1) }
+
+// Batch collects changes that commit atomically.
+type Batch struct {
+	x *Index
+	b *pebble.Batch
+}
+
+// NewBatch starts a batch.
+func (x *Index) NewBatch() *Batch { return &Batch{x: x, b: x.db.NewBatch()} }
+
+func (b *Batch) set(key, val []byte) {
+	// Batch.Set copies key and value; it fails only on a closed batch.
+	if err := b.b.Set(key, b.x.keys.Meta.Seal(nil, val, key), nil); err != nil {
+		panic(err)
+	}
+}
+
+func (b *Batch) del(key []byte) {
+	if err := b.b.Delete(key, nil); err != nil {
+		panic(err)
+	}
+}
+
+// Empty reports whether the batch holds no change.
+func (b *Batch) Empty() bool { return b.b.Empty() }
+
+// Commit applies the batch. With sync, it and every earlier commit are
+// durable when Commit returns.
+func (b *Batch) Commit(sync bool) error {
+	defer b.b.Close()
+	if b.b.Empty() {
+		if sync {
+			return b.x.Sync()
+		}
+		return nil
+	}
+	opt := pebble.NoSync
+	if sync {
+		opt = pebble.Sync
+	}
+	return b.b.Commit(opt)
+}
+
+// Discard drops the batch without applying it.
+func (b *Batch) Discard() { b.b.Close() }
