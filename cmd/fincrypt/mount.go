@@ -1,0 +1,374 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/fincrypt/fincrypt/fs"
+	"github.com/fincrypt/fincrypt/vault"
+	"github.com/urfave/cli/v2"
+)
+
+// The background mount is this binary re-executed with --foreground; the
+// parent hands it the password over a pipe (never the environment or argv) and
+// waits on a second pipe until the mount is ready or has failed.
+const (
+	envReadyFD    = "_FINCRYPT_MOUNT_READY_FD"
+	envPasswordFD = "_FINCRYPT_MOUNT_PASSWORD_FD"
+	mountLogName  = "mount.log"
+	mountPIDName  = "mount.pid" // the serving process, while mounted
+	fsTypeName    = "fincrypt"  // the mount shows as type fuse.fincrypt
+)
+
+func init() {
+	register(&cli.Command{
+		Name:      "mount",
+		Usage:     "mount the vault at MOUNTPOINT and serve it in the background",
+		ArgsUsage: "MOUNTPOINT",
+		Description: "Everything written under MOUNTPOINT is encrypted before it reaches the disk.\n" +
+			"The command returns once the mount is ready; the mount keeps serving in the\n" +
+			"background (its log is HOME/mount.log) until `fincrypt umount MOUNTPOINT`.\n" +
+			"With --foreground it stays attached and unmounts on Ctrl-C or SIGTERM.\n\n" +
+			"As root the mount needs nothing else; other users need fusermount3 (Debian\n" +
+			"package fuse3), and --allow-other needs user_allow_other in /etc/fuse.conf.",
+		Flags: []cli.Flag{
+			passwordFileFlag,
+			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay attached; unmount on SIGINT/SIGTERM"},
+			&cli.BoolFlag{Name: "allow-other", Usage: "let other users (root included) use the mount; mode bits and owners are enforced"},
+			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request (very verbose)"},
+		},
+		Action: mountAction,
+	})
+	register(&cli.Command{
+		Name:      "umount",
+		Aliases:   []string{"unmount"},
+		Usage:     "flush and unmount a mounted vault",
+		ArgsUsage: "MOUNTPOINT",
+		Description: "Unmounts MOUNTPOINT and waits until the mount process has written\n" +
+			"everything to the local store and exited. Fails, changing nothing, while files\n" +
+			"under the mount are still open (the kernel says the mount is busy).",
+		Flags: []cli.Flag{
+			&cli.DurationFlag{Name: "timeout", Value: 2 * time.Minute, Usage: "how long to wait for the flush"},
+		},
+		Action: umountAction,
+	})
+}
+
+func mountpointArg(c *cli.Context) (string, error) {
+	if c.NArg() != 1 {
+		return "", userErr(exitUsage, "%s: want exactly one MOUNTPOINT (see --help)", c.Command.Name)
+	}
+	mnt, err := filepath.Abs(c.Args().First())
+	if err != nil {
+		return "", userErr(exitUsage, "mountpoint: %v", err)
+	}
+	return mnt, nil
+}
+
+func mountAction(c *cli.Context) error {
+	mnt, err := mountpointArg(c)
+	if err != nil {
+		return err
+	}
+	home, err := filepath.Abs(c.String("home"))
+	if err != nil {
+		return err
+	}
+	if _, err := vault.ReadKeyFile(home); err != nil {
+		return vaultErr(home, err)
+	}
+	if fi, err := os.Stat(mnt); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(mnt, 0o700); err != nil {
+			return userErr(exitUsage, "creating mountpoint: %v", err)
+		}
+	} else if err != nil {
+		return userErr(exitUsage, "mountpoint %s: %v", mnt, err)
+	} else if !fi.IsDir() {
+		return userErr(exitUsage, "mountpoint %s is not a directory", mnt)
+	}
+	if isMounted(mnt) {
+		return userErr(exitBusy, "%s is already a mount point", mnt)
+	}
+
+	var pw []byte
+	if fd := os.Getenv(envPasswordFD); fd != "" {
+		pw, err = readFD(fd)
+	} else {
+		pw, err = readPassword(c, "Password", false)
+	}
+	if err != nil {
+		return err
+	}
+	if !c.Bool("foreground") {
+		return spawnMount(c, home, mnt, pw)
+	}
+	return serveMount(c, home, mnt, pw)
+}
+
+func readFD(s string) ([]byte, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return nil, fmt.Errorf("bad fd %q", s)
+	}
+	f := os.NewFile(uintptr(n), "password")
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 1<<16))
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// spawnMount checks the password, starts the background mount process and
+// waits until it reports the mount ready or failed.
+func spawnMount(c *cli.Context, home, mnt string, pw []byte) error {
+	if _, err := vault.Open(home, pw, vault.OpenOptions{}); err != nil {
+		return vaultErr(home, err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(filepath.Join(home, mountLogName), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer readyR.Close()
+	pwR, pwW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	args := []string{"--home", home}
+	if c.Bool("debug") {
+		args = append(args, "--debug")
+	}
+	args = append(args, "mount", "--foreground")
+	for _, f := range []string{"allow-other", "debug-fuse"} {
+		if c.Bool(f) {
+			args = append(args, "--"+f)
+		}
+	}
+	args = append(args, mnt)
+	cmd := exec.Command(self, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{readyW, pwR} // fds 3 and 4
+	cmd.Env = append(os.Environ(), envReadyFD+"=3", envPasswordFD+"=4")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		pwR.Close()
+		pwW.Close()
+		readyW.Close()
+		return err
+	}
+	readyW.Close()
+	pwR.Close()
+	pwW.Write(pw)
+	pwW.Close()
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+
+	line, _ := bufio.NewReader(readyR).ReadString('\n')
+	line = strings.TrimSpace(line)
+	if line == "ok" {
+		fmt.Printf("Mounted %s at %s (log: %s). Unmount with: fincrypt umount %s\n",
+			home, mnt, filepath.Join(home, mountLogName), mnt)
+		return nil
+	}
+	<-exited
+	if code, msg, ok := strings.Cut(line, " "); ok {
+		if n, err := strconv.Atoi(code); err == nil {
+			return userErr(n, "%s", msg)
+		}
+	}
+	return userErr(exitFailure, "the mount process exited before the mount was ready; see %s", filepath.Join(home, mountLogName))
+}
+
+// serveMount mounts in this process and serves until unmounted or signalled.
+func serveMount(c *cli.Context, home, mnt string, pw []byte) (err error) {
+	var ready *os.File
+	if fd := os.Getenv(envReadyFD); fd != "" {
+		if n, convErr := strconv.Atoi(fd); convErr == nil {
+			ready = os.NewFile(uintptr(n), "ready")
+		}
+	}
+	// Report failure to a waiting parent as "CODE message".
+	defer func() {
+		if ready == nil {
+			return
+		}
+		if err != nil {
+			code := exitFailure
+			var ue *userError
+			if errors.As(err, &ue) {
+				code = ue.code
+			}
+			fmt.Fprintf(ready, "%d %s\n", code, err)
+		}
+		ready.Close()
+	}()
+
+	v, err := vault.Open(home, pw, vault.OpenOptions{Lock: true})
+	if err != nil {
+		return vaultErr(home, err)
+	}
+	defer v.Close()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	m, err := fs.Mount(v, mnt, fs.Options{
+		AllowOther: c.Bool("allow-other"),
+		Debug:      c.Bool("debug-fuse"),
+		FsName:     fsTypeName + ":" + home,
+	})
+	if err != nil {
+		return userErr(exitFailure, "mounting %s: %v", mnt, err)
+	}
+	pidFile := filepath.Join(home, mountPIDName)
+	os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
+	defer os.Remove(pidFile)
+	if ready != nil {
+		fmt.Fprintln(ready, "ok")
+		ready.Close()
+		ready = nil
+	} else {
+		fmt.Fprintf(os.Stderr, "Mounted %s at %s. Press Ctrl-C to unmount.\n", home, mnt)
+	}
+	done := make(chan struct{})
+	go func() { m.Wait(); close(done) }()
+	for {
+		select {
+		case <-done:
+			// Unmounted from outside (fincrypt umount, umount, fusermount -u).
+			return m.Unmount()
+		case s := <-sigs:
+			if s == syscall.SIGHUP {
+				continue // the terminal went away; keep serving
+			}
+			if err := m.Unmount(); err != nil {
+				fmt.Fprintf(os.Stderr, "fincrypt: %s: cannot unmount yet (%v); close the files open under it\n", mnt, err)
+				continue
+			}
+			<-done
+			return nil
+		}
+	}
+}
+
+func umountAction(c *cli.Context) error {
+	mnt, err := mountpointArg(c)
+	if err != nil {
+		return err
+	}
+	source, ok := mountSource(mnt)
+	if !ok {
+		return userErr(exitNotFound, "%s is not a mounted fincrypt vault", mnt)
+	}
+	if err := syscall.Unmount(mnt, 0); err != nil {
+		if errors.Is(err, syscall.EPERM) {
+			if out, ferr := exec.Command("fusermount3", "-u", mnt).CombinedOutput(); ferr != nil {
+				return userErr(exitFailure, "unmounting %s: %s", mnt, strings.TrimSpace(string(out)))
+			}
+		} else if errors.Is(err, syscall.EBUSY) {
+			return userErr(exitBusy, "%s is busy: close the files and shells open under it, then try again", mnt)
+		} else {
+			return userErr(exitFailure, "unmounting %s: %v", mnt, err)
+		}
+	}
+	// The mount process flushes and exits, which releases the vault's lock.
+	home := strings.TrimPrefix(source, fsTypeName+":")
+	deadline := time.Now().Add(c.Duration("timeout"))
+	for {
+		v := &vault.Vault{Home: home}
+		if err := lockProbe(v); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return userErr(exitBusy, "unmounted %s, but the mount process has not finished flushing after %s", mnt, c.Duration("timeout"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// lockProbe returns nil once nobody holds the vault's lock.
+func lockProbe(v *vault.Vault) error {
+	f, err := os.OpenFile(filepath.Join(v.Home, vault.LockFileName), os.O_RDWR, 0)
+	if err != nil {
+		return nil // no lock file: nothing holds it
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return err
+	}
+	return syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+}
+
+// mountSource returns the source field of the fuse.fincrypt mount at mnt.
+func mountSource(mnt string) (string, bool) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		// id parent major:minor root mountpoint options... - fstype source superoptions
+		pre, post, ok := strings.Cut(line, " - ")
+		if !ok {
+			continue
+		}
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if len(f) < 5 || len(g) < 2 || unescapeMountinfo(f[4]) != mnt {
+			continue
+		}
+		if g[0] == "fuse."+fsTypeName || g[0] == "fuse" && strings.HasPrefix(unescapeMountinfo(g[1]), fsTypeName+":") {
+			return unescapeMountinfo(g[1]), true
+		}
+	}
+	return "", false
+}
+
+func isMounted(mnt string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && unescapeMountinfo(f[4]) == mnt {
+			return true
+		}
+	}
+	return false
+}
+
+// unescapeMountinfo undoes the kernel's octal escapes (\040 for space...).
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
