@@ -330,6 +330,25 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
+// writebackWriter starts the kernel's writeback every writebackChunk bytes.
+type writebackWriter struct {
+	f       *os.File
+	off     int64
+	started int64
+}
+
+const writebackChunk = 8 << 20
+
+func (w *writebackWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.off += int64(n)
+	if w.off-w.started >= writebackChunk {
+		startWriteback(w.f, w.started, w.off-w.started)
+		w.started = w.off
+	}
+	return n, err
+}
+
 // Put implements PieceStore.
 func (s *DiskStore) Put(ctx context.Context, id challenge.PieceID, size int64, account fnet.AccountID, r io.Reader) (err error) {
 	if err := challenge.CheckSize(size); err != nil {
@@ -357,7 +376,11 @@ func (s *DiskStore) Put(ctx context.Context, id challenge.PieceID, size int64, a
 		}
 	}()
 	b, _ := challenge.NewBuilder(size)
-	w := bufio.NewWriterSize(f, 1<<20)
+	var fw io.Writer = f
+	if !s.noSync {
+		fw = &writebackWriter{f: f}
+	}
+	w := bufio.NewWriterSize(fw, 1<<20)
 	if _, err := w.Write(encodePieceHeader(id, size)); err != nil {
 		return fmt.Errorf("piece %s: %w", id, diskErr(err))
 	}

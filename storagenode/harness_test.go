@@ -24,20 +24,22 @@ import (
 	"github.com/fincrypt/fincrypt/storagenode"
 )
 
-// binary is the fincrypt binary built once for this package's tests.
-var binary string
+// fincryptBin is the fincrypt binary built once for this package's tests;
+// testTmp holds it and fixtures shared by benchmark runs.
+var fincryptBin, testTmp string
 
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(benchHelperEnv); dir != "" {
 		os.Exit(runBenchHelper(dir))
 	}
 	tmp, err := os.MkdirTemp("", "fincrypt-storagenode-test")
+	testTmp = tmp
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(tmp, "fincrypt")
-	build := exec.Command("go", "build", "-o", binary, "github.com/fincrypt/fincrypt/cmd/fincrypt")
+	fincryptBin = filepath.Join(tmp, "fincrypt")
+	build := exec.Command("go", "build", "-o", fincryptBin, "github.com/fincrypt/fincrypt/cmd/fincrypt")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building fincrypt:", err)
@@ -180,7 +182,7 @@ func startNode(t testing.TB, med *mediator, o nodeOpts) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(binary, "--debug", "storage", "--dir", o.dir, "--listen", "127.0.0.1:0",
+	cmd := exec.Command(fincryptBin, "--debug", "storage", "--dir", o.dir, "--listen", "127.0.0.1:0",
 		"--mediator", o.mediator, "--capacity", o.capacity, "--price", "1500",
 		"--payout-address", payoutAddress(t), "--network", "simnet")
 	cmd.Stdout, cmd.Stderr = logf, logf

@@ -445,34 +445,48 @@ func TestKill9DuringUploads(t *testing.T) {
 		ups = append(ups, up{data, id})
 	}
 	acked := make([]bool, len(ups))
+	// Every third upload stalls halfway until the node has been killed, so
+	// that partial uploads are certainly in flight; the others finish
+	// (and are acknowledged) before the kill.
+	stalls := func(i int) bool { return i%3 == 0 }
 	for round := range 2 {
 		n := startNode(t, med, nodeOpts{dir: dir})
 		c := dialNode(t, n.addr)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		gate := make(chan struct{})
 		var mu sync.Mutex
-		var wg sync.WaitGroup
-		started := make(chan struct{}, len(ups))
+		var finishing, stalled sync.WaitGroup
 		for i := round; i < len(ups); i += 2 {
+			wg := &finishing
+			r := &slowReader{r: bytes.NewReader(ups[i].data), chunk: 16 << 10, stallAt: -1}
+			if stalls(i) {
+				wg = &stalled
+				r.stallAt, r.gate = int64(len(ups[i].data)/2), gate
+			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				started <- struct{}{}
-				// Slow writer: the node sees partial uploads when killed.
-				r := &slowReader{r: bytes.NewReader(ups[i].data), chunk: 16 << 10, delay: time.Millisecond}
 				err := c.Put(ctx, &fnet.PutRequest{Piece: ups[i].id, Ticket: med.ticket(n.addr.ID, ups[i].id, fnet.OpPut, int64(len(ups[i].data)))}, r)
-				if err == nil {
-					mu.Lock()
-					acked[i] = true
-					mu.Unlock()
-				}
+				mu.Lock()
+				acked[i] = err == nil
+				mu.Unlock()
 			}()
 		}
-		<-started
-		time.Sleep(time.Duration(60+round*50) * time.Millisecond)
+		finishing.Wait()
+		time.Sleep(50 * time.Millisecond) // let the stalled uploads' bytes reach the node
 		n.kill()
+		if tmpFiles(t, dir) == 0 {
+			t.Fatal("no partial upload was on disk when the node was killed")
+		}
+		close(gate)
 		c.Close() // in-flight uploads fail now rather than at the idle timeout
-		wg.Wait()
+		stalled.Wait()
 		cancel()
+	}
+	for i := range ups {
+		if acked[i] == stalls(i) {
+			t.Fatalf("upload %d: acknowledged %v, stalled %v", i, acked[i], stalls(i))
+		}
 	}
 	// Partial uploads were under way when the node died.
 	n := startNode(t, med, nodeOpts{dir: dir})
@@ -506,24 +520,33 @@ func TestKill9DuringUploads(t *testing.T) {
 		}
 	}
 	t.Logf("%d acknowledged, %d held after restart, of %d: %v", nacked, held, len(ups), acked)
-	if nacked == 0 {
-		t.Fatal("no upload was acknowledged before the kill; the test proves little")
-	}
-	if held == len(ups) {
-		t.Fatal("the kill interrupted nothing; the test proves nothing")
+	if held != nacked {
+		t.Fatalf("%d pieces held, %d acknowledged: a partial upload became visible", held, nacked)
 	}
 	storedFiles(t, dir, held) // no stray piece files beside the index
 }
 
+// slowReader hands out chunk bytes per read and, once stallAt bytes are
+// read, blocks until gate closes.
 type slowReader struct {
-	r     *bytes.Reader
-	chunk int
-	delay time.Duration
+	r       *bytes.Reader
+	chunk   int
+	stallAt int64
+	gate    chan struct{}
+	n       int64
 }
 
 func (s *slowReader) Read(p []byte) (int, error) {
-	time.Sleep(s.delay)
-	return s.r.Read(p[:min(len(p), s.chunk)])
+	if s.stallAt >= 0 && s.n >= s.stallAt {
+		<-s.gate
+	}
+	k := min(len(p), s.chunk)
+	if s.stallAt >= 0 && s.n < s.stallAt {
+		k = min(k, int(s.stallAt-s.n))
+	}
+	n, err := s.r.Read(p[:k])
+	s.n += int64(n)
+	return n, err
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -551,7 +574,7 @@ func TestConfigValidate(t *testing.T) {
 
 func TestCLIRejectsBadFlags(t *testing.T) {
 	med := newMediator(t)
-	out, err := exec.Command(binary, "storage", "--dir", t.TempDir(), "--listen", "127.0.0.1:0",
+	out, err := exec.Command(fincryptBin, "storage", "--dir", t.TempDir(), "--listen", "127.0.0.1:0",
 		"--mediator", med.tr.Address().String(), "--capacity", "1GiB", "--price", "1",
 		"--payout-address", payoutAddress(t)).CombinedOutput() // default network mainnet
 	var ee *exec.ExitError
@@ -559,7 +582,7 @@ func TestCLIRejectsBadFlags(t *testing.T) {
 		t.Fatalf("simnet address on mainnet: %v\n%s", err, out)
 	}
 	dir := t.TempDir()
-	out, err = exec.Command(binary, "id", "--dir", dir).Output()
+	out, err = exec.Command(fincryptBin, "id", "--dir", dir).Output()
 	if err != nil {
 		t.Fatal(err)
 	}
