@@ -117,6 +117,16 @@ func TestDiskStoreBasics(t *testing.T) {
 	}
 }
 
+func TestDiskStoreLock(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, 1<<20)
+	if _, err := OpenDiskStore(dir, DiskStoreOptions{Capacity: 1, Logger: quiet}); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second open: %v", err)
+	}
+	s.Close()
+	open(t, dir, 1<<20).Close()
+}
+
 func TestDiskStoreConcurrentPuts(t *testing.T) {
 	s := open(t, t.TempDir(), 1<<30)
 	defer s.Close()
