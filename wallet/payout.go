@@ -57,6 +57,7 @@ type Payout struct {
 	FeeRate       int64          `json:"fee_rate"` // sat/vB
 	VSize         int64          `json:"vsize"`    // estimated, with 72-byte signatures
 	Fee           int64          `json:"fee"`
+	Amount        int64          `json:"amount"` // paid to nodes: the sum of Outputs' Amount
 	Outputs       []PayoutOutput `json:"outputs"`
 	Inputs        []string       `json:"inputs"`
 	Change        int64          `json:"change"`
@@ -257,6 +258,7 @@ func (w *Wallet) plan(t *rw) (*Payout, *wire.MsgTx, []coin, error) {
 		for i, pe := range payees {
 			amt := pe.debit - shares[i]
 			tx.AddTxOut(wire.NewTxOut(amt, pe.script))
+			p.Amount += amt
 			p.Outputs = append(p.Outputs, PayoutOutput{Node: pe.node, Address: pe.addr, Debit: pe.debit, FeeShare: shares[i], Amount: amt, Vout: uint32(i)})
 		}
 		if change > 0 {
@@ -333,6 +335,11 @@ func (w *Wallet) record(t *rw, p *Payout, tx *wire.MsgTx, coins []coin) error {
 	for _, c := range coins {
 		c.u.ReservedBy = p.ID
 		if err := t.setJSON(pUTXO+c.op.String(), c.u); err != nil {
+			return err
+		}
+		// Kept apart from the utxo record, so the reservation survives a
+		// reorganisation that drops and later re-mines the output.
+		if err := t.setInt(pReserve+c.op.String(), int64(p.ID)); err != nil {
 			return err
 		}
 	}

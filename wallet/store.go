@@ -35,6 +35,7 @@ const (
 	pPayout     = "payout/"
 	pPayoutTx   = "ptx/"
 	pNodeAddr   = "nodeaddr/"
+	pReserve    = "reserve/"
 
 	storeVersion = 1
 )

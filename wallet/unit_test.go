@@ -29,7 +29,7 @@ func newTestWallet(t *testing.T, net string, mod func(*Config)) *Wallet {
 	if err := CreateSeed(dir, testPass, net, cheapKDF); err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Dir: dir, Passphrase: testPass}
+	cfg := Config{Dir: dir, Passphrase: testPass, Logger: testLogger()}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -378,7 +378,7 @@ func TestSettle(t *testing.T) {
 	// Reopen from disk (a crash after the commit): still settled once.
 	dir := w.cfg.Dir
 	w.Close()
-	w, err = Open(Config{Dir: dir, Passphrase: testPass})
+	w, err = Open(Config{Dir: dir, Passphrase: testPass, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -131,7 +131,7 @@ func Open(cfg Config) (*Wallet, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := pebble.Open(filepath.Join(cfg.Dir, DBDirName), &pebble.Options{})
+	db, err := pebble.Open(filepath.Join(cfg.Dir, DBDirName), &pebble.Options{Logger: pebbleLogger{cfg.Logger.With("service", "wallet.db")}})
 	if err != nil {
 		return nil, fmt.Errorf("wallet database: %w", err)
 	}
@@ -257,4 +257,17 @@ func (w *Wallet) newChangeScript(t *rw) ([]byte, uint32, error) {
 		return nil, 0, err
 	}
 	return script, uint32(i), t.setJSON(pScript+hex.EncodeToString(script), scriptInfo{Branch: BranchChange, Index: uint32(i)})
+}
+
+// pebbleLogger sends Pebble's messages to slog: its routine chatter at debug
+// level, its errors as errors.
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) { p.l.Debug(fmt.Sprintf(format, args...)) }
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...))
+}
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...))
+	panic(fmt.Sprintf(format, args...))
 }

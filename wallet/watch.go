@@ -224,6 +224,11 @@ func (w *Wallet) connect(h int64, blk *wire.MsgBlock, rep *SyncReport) error {
 			}
 			op := wire.OutPoint{Hash: txid, Index: uint32(vout)}
 			u := utxo{Value: out.Value, Script: out.PkScript, Branch: si.Branch, Index: si.Index, Account: si.Account, Height: h, Block: block}
+			res, err := t.getInt(pReserve + op.String())
+			if err != nil {
+				return err
+			}
+			u.ReservedBy = uint64(res)
 			if err := t.setJSON(pUTXO+op.String(), &u); err != nil {
 				return err
 			}
@@ -275,7 +280,7 @@ func (w *Wallet) disconnect(h int64, rep *SyncReport) error {
 			rep.Reversed = append(rep.Reversed, op)
 		}
 		if ok && u.ReservedBy != 0 {
-			w.log.Error("reorg dropped an output reserved by a payout", "outpoint", op, "payout", u.ReservedBy)
+			w.log.Warn("reorg dropped an output reserved by a payout (it keeps its reservation if re-mined)", "outpoint", op, "payout", u.ReservedBy)
 		}
 		if err := t.del(pUTXO + op); err != nil {
 			return err
@@ -316,4 +321,29 @@ func (w *Wallet) disconnect(h int64, rep *SyncReport) error {
 	}
 	w.log.Warn("block disconnected", "height", h, "deposits_reversed", len(rep.Reversed))
 	return t.commit()
+}
+
+// OnChain sums the wallet's unspent outputs seen on chain: all of them, and
+// those a payout may spend now (enough confirmations, credited, unreserved).
+func (w *Wallet) OnChain() (total, spendable int64, err error) {
+	t := w.begin()
+	defer t.discard()
+	coins, err := w.spendable(t)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, c := range coins {
+		spendable += c.u.Value
+	}
+	err = t.scan(pUTXO, func(k string, v []byte) error {
+		u, err := decodeUTXO(v)
+		if err != nil {
+			return err
+		}
+		if u.SpentHeight == 0 {
+			total += u.Value
+		}
+		return nil
+	})
+	return total, spendable, err
 }

@@ -10,6 +10,7 @@ package btcdtest
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -49,7 +50,8 @@ type Node struct {
 	minerPk   []byte
 
 	mu    sync.Mutex
-	coins []coinbase // mined coinbases not yet spent by Send
+	coins []coinbase                 // mined coinbases not yet spent by Send
+	sent  map[wire.OutPoint]coinbase // coinbases spent by Send, for Replace
 }
 
 type coinbase struct {
@@ -250,16 +252,16 @@ func (n *Node) spendCoinbase(outs func(value int64) []*wire.TxOut, which *wire.O
 	var cb coinbase
 	found := false
 	if which != nil {
-		for _, c := range n.coins {
-			if c.op == *which {
-				cb, found = c, true
-			}
-		}
+		cb, found = n.sent[*which]
 	} else {
 		for i, c := range n.coins {
 			if best+1-c.height >= int64(n.Net.CoinbaseMaturity) {
 				cb, found = c, true
 				n.coins = append(n.coins[:i], n.coins[i+1:]...)
+				if n.sent == nil {
+					n.sent = map[wire.OutPoint]coinbase{}
+				}
+				n.sent[c.op] = c
 				break
 			}
 		}
@@ -307,3 +309,52 @@ func (n *Node) Confirmations(txid *chainhash.Hash) (int64, error) {
 
 // MinerAddress is the address the node mines to.
 func (n *Node) MinerAddress() btcutil.Address { return n.minerAddr }
+
+// ActivateSegwit mines until btcd reports segwit active (btcd's regtest
+// activates it by BIP 9 signalling, after three 144-block windows). Wallet
+// outputs are P2WPKH, so spending them needs it.
+func (n *Node) ActivateSegwit() error {
+	for i := 0; i < 8; i++ {
+		raw, err := n.RPC.RawRequest("getblockchaininfo", nil)
+		if err != nil {
+			return err
+		}
+		var info struct {
+			Bip9 map[string]struct {
+				Status string `json:"status"`
+			} `json:"bip9_softforks"`
+		}
+		if err := json.Unmarshal(raw, &info); err != nil {
+			return fmt.Errorf("getblockchaininfo: %w", err)
+		}
+		if info.Bip9["segwit"].Status == "active" {
+			return nil
+		}
+		if _, err := n.Generate(144); err != nil {
+			return err
+		}
+	}
+	return errors.New("btcdtest: segwit did not activate")
+}
+
+// Invalidate makes btcd drop block hash and its descendants from its best
+// chain (invalidateblock), and forgets the coinbases they paid.
+func (n *Node) Invalidate(hash *chainhash.Hash) error {
+	hdr, err := n.RPC.GetBlockHeaderVerbose(hash)
+	if err != nil {
+		return err
+	}
+	if err := n.RPC.InvalidateBlock(hash); err != nil {
+		return fmt.Errorf("invalidateblock %s: %w", hash, err)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	kept := n.coins[:0]
+	for _, c := range n.coins {
+		if c.height < int64(hdr.Height) {
+			kept = append(kept, c)
+		}
+	}
+	n.coins = kept
+	return nil
+}
