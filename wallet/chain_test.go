@@ -420,4 +420,31 @@ func TestPayoutPSBT(t *testing.T) {
 	if err := w.CheckLedger(); err != nil {
 		t.Fatal(err)
 	}
+
+	// A reorganisation takes the confirmed payout out of the chain: the
+	// ledger moves it back in flight, the wallet re-broadcasts it, and once
+	// it confirms again the node is still paid once.
+	blk, err := chainhash.NewHashFromStr(list[0].Block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	paid := mustBal(t, w, PaidAccount("n9"))
+	if err := n.Invalidate(blk); err != nil {
+		t.Fatal(err)
+	}
+	mustSync(t, w)
+	list, _ = w.Payouts()
+	if list[0].State != PayoutBroadcast || mustBal(t, w, PaidAccount("n9")) != 0 || mustBal(t, w, AcctPayoutInflight) != 100_000 {
+		t.Fatalf("after the reorg: %+v, paid %d", list[0], mustBal(t, w, PaidAccount("n9")))
+	}
+	n.MustGenerate(t, 3)
+	mustSync(t, w)
+	list, _ = w.Payouts()
+	if len(list) != 1 || list[0].State != PayoutConfirmed || mustBal(t, w, PaidAccount("n9")) != paid {
+		t.Fatalf("after re-mining: %+v, paid %d want %d", list, mustBal(t, w, PaidAccount("n9")), paid)
+	}
+	checkPaidOnChain(t, n, w, &list[0], nil)
+	if err := w.CheckLedger(); err != nil {
+		t.Fatal(err)
+	}
 }

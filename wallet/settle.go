@@ -333,6 +333,25 @@ type AccountStatus struct {
 	ReleaseAt       time.Time `json:"release_at,omitzero"`
 }
 
+// WarnRunway is how much escrow time left makes `fincrypt status` warn.
+const WarnRunway = 14 * 24 * time.Hour
+
+// Runway is how long the escrow lasts at the last period's charge, for
+// periods of the given length; -1 when nothing was charged yet.
+func (s AccountStatus) Runway(period time.Duration) time.Duration {
+	if s.PeriodsLeft < 0 {
+		return -1
+	}
+	return time.Duration(s.PeriodsLeft) * period
+}
+
+// LowEscrow reports whether a client should be warned: it is delinquent, or
+// its escrow lasts less than WarnRunway at its current usage.
+func (s AccountStatus) LowEscrow(period time.Duration) bool {
+	r := s.Runway(period)
+	return s.Delinquent || s.Debt < 0 || (r >= 0 && r < WarnRunway)
+}
+
 // CanPlace reports whether the account may get new placements.
 func (s AccountStatus) CanPlace() bool { return !s.Delinquent && s.Escrow > 0 && s.Debt == 0 }
 

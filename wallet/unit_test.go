@@ -356,6 +356,18 @@ func TestSettle(t *testing.T) {
 	if len(rep.Lines) != 4 || rep.Repeated {
 		t.Fatalf("report %+v", rep)
 	}
+	// alice pays 30000 a period and has 970000 left: 32 periods. With daily
+	// periods that is 32 days (no warning); with hourly ones 32 hours (warn).
+	st, err := w.AccountStatus("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.LastCharge != 30000 || st.PeriodsLeft != 32 || !st.CanPlace() {
+		t.Fatalf("alice %+v", st)
+	}
+	if st.LowEscrow(24*time.Hour) || !st.LowEscrow(time.Hour) {
+		t.Fatalf("low-escrow warning wrong: runway %v at daily periods", st.Runway(24*time.Hour))
+	}
 	// The failed node is paid less by exactly its share: the same holding,
 	// passed, would have earned 20000 less the fee.
 	var failed SettleLine
@@ -442,6 +454,9 @@ func TestSettleEscrowRunsOut(t *testing.T) {
 	}
 	if !st.Delinquent || st.CanPlace() || !st.ReleaseAt.Equal(end.Add(48*time.Hour)) || st.LastCharge != 15000 || st.PeriodsLeft != 0 {
 		t.Fatalf("status %+v", st)
+	}
+	if !st.LowEscrow(time.Hour) {
+		t.Fatal("no warning for a delinquent account")
 	}
 	// Next period: still short; delinquency keeps its start.
 	in.Period, in.End = 2, end.Add(Month)
