@@ -12,6 +12,7 @@ import (
 	"github.com/btcsuite/btcd/btcec/v2"
 	"github.com/btcsuite/btcd/btcutil"
 	"github.com/btcsuite/btcd/chaincfg"
+	"github.com/btcsuite/btcd/txscript"
 	"golang.org/x/crypto/pbkdf2"
 
 	"github.com/fincrypt/fincrypt/vault"
@@ -478,5 +479,41 @@ func TestSettleEscrowRunsOut(t *testing.T) {
 	}
 	if err := w.CheckLedger(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSeedSampleV1 opens the format-1 seed file kept in testdata (seed bytes
+// 0x00..0x1f, passphrase "fincrypt sample passphrase", regtest): every format
+// version must keep loading and deriving the same addresses.
+func TestSeedSampleV1(t *testing.T) {
+	data, err := os.ReadFile("testdata/seed-v1/" + SeedFileName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, SeedFileName), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w, err := Open(Config{Dir: dir, Passphrase: []byte("fincrypt sample passphrase"), Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	a, err := w.DepositAddress("first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a != "bcrt1q05fktjrqrr5ze7ntzukj0g0wrj5he0xm0l8srm" {
+		t.Fatalf("m/84'/1'/0'/0/0 = %s", a)
+	}
+	tx := w.begin()
+	defer tx.discard()
+	script, _, err := w.newChangeScript(tx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := btcutil.DecodeAddress("bcrt1q93lra47zh7z03584th0tl2lm3m52n4hxyr0xj7", w.Network())
+	if ws, _ := txscript.PayToAddrScript(want); string(ws) != string(script) {
+		t.Fatalf("change m/84'/1'/0'/1/0 script %x", script)
 	}
 }
