@@ -1,6 +1,7 @@
 package wallet
 
 import (
+	"encoding/hex"
 	"log/slog"
 	"math/rand"
 	"os"
@@ -15,3 +16,5 @@ func testLogger() *slog.Logger {
 	}
 	return slog.New(slog.DiscardHandler)
 }
+
+func hexString(b []byte) string { return hex.EncodeToString(b) }
