@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/btcsuite/btcd/btcutil"
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
@@ -192,5 +193,36 @@ func randomHistory(t *testing.T, seed int64, steps int) {
 		seed, len(chain.blocks), stats.disconnected, stats.reversed, period, confirmed, paidOnChain["n0"]+paidOnChain["n1"]+paidOnChain["n2"], ours, pending)
 	if stats.reversed == 0 || confirmed == 0 {
 		t.Fatalf("seed %d: the history reversed no deposit or confirmed no payout; pick other seeds", seed)
+	}
+}
+
+// TestRun: the background loop credits a deposit without explicit Syncs and
+// stops with its context.
+func TestRun(t *testing.T) {
+	chain := newFakeChain(9)
+	w := newTestWallet(t, "regtest", func(c *Config) { c.Chain = chain; c.MinConf = 2 })
+	addr, _ := w.DepositAddress("acct")
+	dec, _ := btcutil.DecodeAddress(addr, w.Network())
+	script, _ := txscript.PayToAddrScript(dec)
+	tx := wire.NewMsgTx(2)
+	tx.AddTxIn(wire.NewTxIn(wire.NewOutPoint(&chainhash.Hash{7}, 0), nil, nil))
+	tx.AddTxOut(wire.NewTxOut(12345, script))
+	if _, err := chain.SendRawTransaction(tx, false); err != nil {
+		t.Fatal(err)
+	}
+	chain.mine(2)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx, 5*time.Millisecond) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for mustBal(t, w, EscrowAccount("acct")) != 12345 {
+		if time.Now().After(deadline) {
+			t.Fatal("Run did not credit the deposit within 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run returned %v", err)
 	}
 }

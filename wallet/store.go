@@ -18,6 +18,7 @@ const (
 	kNextPayout = "m/next/payout"
 	kNextSeq    = "m/next/seq"
 	kTip        = "m/tip"
+	kStart      = "m/start"
 	pAccount    = "acct/"
 	pScript     = "script/"
 	pBalance    = "bal/"

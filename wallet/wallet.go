@@ -37,7 +37,8 @@ type Config struct {
 	// a payout to be confirmed in the ledger (default 6).
 	MinConf int
 	// StartHeight is the first block a new wallet scans (0 = genesis; for
-	// mainnet use the height at which the wallet was created).
+	// mainnet use the height at which the wallet was created). It is stored
+	// when the database is created; later values are ignored.
 	StartHeight int64
 	// GracePeriod is how long a delinquent account keeps its segments before
 	// they may be released (default 7 days).
@@ -100,6 +101,8 @@ type Wallet struct {
 	db   *pebble.DB
 	log  *slog.Logger
 	mu   sync.Mutex
+	// start is the first height scanned, fixed when the database is created.
+	start int64
 
 	// testHook, if set, is called at named points (crash simulation).
 	testHook func(point string) error
@@ -160,6 +163,10 @@ func (w *Wallet) initStore() error {
 		if err := t.setInt(kTip, w.cfg.StartHeight-1); err != nil {
 			return err
 		}
+		if err := t.setInt(kStart, w.cfg.StartHeight); err != nil {
+			return err
+		}
+		w.start = w.cfg.StartHeight
 		return t.commit()
 	}
 	if v != storeVersion {
@@ -172,7 +179,8 @@ func (w *Wallet) initStore() error {
 	if string(n) != NetworkName(w.net) {
 		return fmt.Errorf("wallet database is for %s, the seed for %s", n, NetworkName(w.net))
 	}
-	return nil
+	w.start, err = t.getInt(kStart)
+	return err
 }
 
 // Close closes the database.

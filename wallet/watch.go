@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/btcsuite/btcd/blockchain"
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
@@ -121,7 +122,7 @@ func (w *Wallet) syncChain(ctx context.Context, rep *SyncReport) (bool, error) {
 		return false, err
 	}
 	// Undo our blocks that are not in the node's best chain.
-	for tip >= w.cfg.StartHeight {
+	for tip >= w.start {
 		t := w.begin()
 		ours, _, err := t.get(heightKey(pBlock, tip))
 		t.discard()
@@ -158,7 +159,7 @@ func (w *Wallet) syncChain(ctx context.Context, rep *SyncReport) (bool, error) {
 		if blk.BlockHash() != *hash {
 			return false, fmt.Errorf("sync: node returned block %s for %s", blk.BlockHash(), hash)
 		}
-		if h > w.cfg.StartHeight {
+		if h > w.start {
 			t := w.begin()
 			prev, ok, err := t.get(heightKey(pBlock, h-1))
 			t.discard()
@@ -319,7 +320,7 @@ func (w *Wallet) disconnect(h int64, rep *SyncReport) error {
 	if err := t.setInt(kTip, h-1); err != nil {
 		return err
 	}
-	w.log.Warn("block disconnected", "height", h, "deposits_reversed", len(rep.Reversed))
+	w.log.Warn("block disconnected", "height", h, "outputs_dropped", len(created), "payouts_unmined", len(paid))
 	return t.commit()
 }
 
@@ -346,4 +347,29 @@ func (w *Wallet) OnChain() (total, spendable int64, err error) {
 		return nil
 	})
 	return total, spendable, err
+}
+
+// Run syncs every interval until ctx ends, logging failures (a node that
+// is down is retried at the next tick). The mediator runs it in its errgroup.
+func (w *Wallet) Run(ctx context.Context, every time.Duration) error {
+	if w.cfg.Chain == nil {
+		return ErrNoChain
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		if rep, err := w.Sync(ctx); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			w.log.Warn("sync failed; retrying", "err", err, "in", every)
+		} else if rep.Connected+rep.Disconnected > 0 {
+			w.log.Debug("synced", "tip", rep.Tip, "connected", rep.Connected, "disconnected", rep.Disconnected)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
 }
