@@ -43,7 +43,7 @@ func newTestWallet(t *testing.T, net string, mod func(*Config)) *Wallet {
 }
 
 // fund credits escrow as a confirmed deposit would.
-func fund(t *testing.T, w *Wallet, acct string, sat int64, key string) {
+func fund(t testing.TB, w *Wallet, acct string, sat int64, key string) {
 	t.Helper()
 	tx := w.begin()
 	defer tx.discard()
