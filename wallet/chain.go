@@ -22,8 +22,13 @@ type Chain interface {
 	SendRawTransaction(tx *wire.MsgTx, allowHighFees bool) (*chainhash.Hash, error)
 }
 
-// ErrNoChain means the wallet was opened without a Bitcoin node.
-var ErrNoChain = errors.New("no bitcoin node configured")
+// Chain errors callers test for.
+var (
+	// ErrNoChain means the wallet was opened without a Bitcoin node.
+	ErrNoChain = errors.New("no bitcoin node configured")
+	// ErrWrongNetwork means the node follows another network than the wallet.
+	ErrWrongNetwork = errors.New("the bitcoin node is on another network")
+)
 
 // RPCConfig is how to reach a btcd or bitcoind JSON-RPC server.
 type RPCConfig struct {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/btcsuite/btcd/chaincfg"
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
 	"github.com/btcsuite/btcd/txscript"
 	"github.com/btcsuite/btcd/wire"
@@ -26,7 +27,7 @@ type fakeChain struct {
 
 func newFakeChain(seed int64) *fakeChain {
 	c := &fakeChain{rng: rand.New(rand.NewSource(seed))}
-	c.blocks = append(c.blocks, c.newBlock(chainhash.Hash{}, nil))
+	c.blocks = append(c.blocks, chaincfg.RegressionNetParams.GenesisBlock)
 	return c
 }
 

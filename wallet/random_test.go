@@ -226,3 +226,14 @@ func TestRun(t *testing.T) {
 		t.Fatalf("Run returned %v", err)
 	}
 }
+
+// TestSyncRefusesAnotherNetwork: a mainnet wallet does not follow a regtest node.
+func TestSyncRefusesAnotherNetwork(t *testing.T) {
+	w := newTestWallet(t, "mainnet", func(c *Config) { c.Chain = newFakeChain(1) })
+	if _, err := w.Sync(context.Background()); !errors.Is(err, ErrWrongNetwork) {
+		t.Fatalf("sync: %v", err)
+	}
+	if tip, _ := w.tip(); tip != -1 {
+		t.Fatalf("scanned to %d", tip)
+	}
+}

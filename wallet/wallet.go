@@ -103,6 +103,8 @@ type Wallet struct {
 	mu   sync.Mutex
 	// start is the first height scanned, fixed when the database is created.
 	start int64
+	// chainChecked is set once the node's genesis block matched the network.
+	chainChecked bool
 
 	// testHook, if set, is called at named points (crash simulation).
 	testHook func(point string) error

@@ -84,6 +84,16 @@ func (w *Wallet) Sync(ctx context.Context) (*SyncReport, error) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if !w.chainChecked {
+		g, err := w.cfg.Chain.GetBlockHash(0)
+		if err != nil {
+			return nil, fmt.Errorf("sync: getblockhash 0: %w", err)
+		}
+		if *g != *w.net.GenesisHash {
+			return nil, fmt.Errorf("%w: the node's genesis block is %s, %s's is %s", ErrWrongNetwork, g, NetworkName(w.net), w.net.GenesisHash)
+		}
+		w.chainChecked = true
+	}
 	rep := &SyncReport{}
 	for attempt := 0; ; attempt++ {
 		again, err := w.syncChain(ctx, rep)
