@@ -37,10 +37,7 @@ func chainNode(t *testing.T) *btcdtest.Node {
 		if shared.node, shared.err = btcdtest.StartNode(shared.dir); shared.err != nil {
 			return
 		}
-		if _, shared.err = shared.node.Generate(101); shared.err != nil { // mature coinbases to fund deposits
-			return
-		}
-		shared.err = shared.node.ActivateSegwit()
+		shared.err = shared.node.Ready()
 	})
 	if shared.err != nil {
 		t.Fatalf("btcd: %v", shared.err)

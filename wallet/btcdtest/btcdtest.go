@@ -310,6 +310,15 @@ func (n *Node) Confirmations(txid *chainhash.Hash) (int64, error) {
 // MinerAddress is the address the node mines to.
 func (n *Node) MinerAddress() btcutil.Address { return n.minerAddr }
 
+// Ready mines the blocks a wallet test needs: mature coinbases for Send and
+// an active segwit (about 530 blocks; well under a second).
+func (n *Node) Ready() error {
+	if _, err := n.Generate(101); err != nil {
+		return err
+	}
+	return n.ActivateSegwit()
+}
+
 // ActivateSegwit mines until btcd reports segwit active (btcd's regtest
 // activates it by BIP 9 signalling, after three 144-block windows). Wallet
 // outputs are P2WPKH, so spending them needs it.
