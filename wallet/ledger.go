@@ -18,7 +18,12 @@ const (
 	AcctFeesMediator   = "fees:mediator"    // the mediator's settlement fees
 	AcctFeesChain      = "fees:chain"       // miner fees of confirmed payouts
 	AcctPayoutInflight = "payouts:inflight" // debited from nodes, not yet confirmed on chain
+	AcctExtUnmetered   = "ext:unmetered"    // minus everything earned in unmetered periods
 )
+
+// UnmeteredAccount is what a node earned in periods settled without
+// payments (PeriodInput.Unmetered); it is a record, never paid out.
+func UnmeteredAccount(node string) string { return "unmetered:" + node }
 
 // EscrowAccount is a client's escrow: its credited deposits minus its charges.
 func EscrowAccount(account string) string { return "escrow:" + account }

@@ -45,6 +45,11 @@ type PeriodInput struct {
 	FeeBPS   uint32        `json:"fee_bps"` // mediator fee, basis points of what clients pay
 	Nodes    []NodeTerms   `json:"nodes"`
 	Holdings []Holding     `json:"holdings"`
+	// Unmetered records the period without payments (a mediator without a
+	// Bitcoin node): what each node earned goes from ext:unmetered to
+	// unmetered:<node>, which is never paid out; escrow, node balances, fees
+	// and delinquency are untouched.
+	Unmetered bool `json:"unmetered,omitempty"`
 }
 
 // SettleLine is the outcome for one (node, account) pair.
@@ -64,6 +69,7 @@ type SettleLine struct {
 // settling the same period again returns it with Repeated set.
 type PeriodReport struct {
 	Period     uint64       `json:"period"`
+	Unmetered  bool         `json:"unmetered,omitempty"`
 	Lines      []SettleLine `json:"lines"`
 	Delinquent []string     `json:"delinquent,omitempty"` // accounts whose escrow did not cover the period
 	Repeated   bool         `json:"-"`
@@ -189,7 +195,7 @@ func (w *Wallet) Settle(in PeriodInput) (*PeriodReport, error) {
 		}
 		return hs[i].Node < hs[j].Node
 	})
-	rep := &PeriodReport{Period: in.Period}
+	rep := &PeriodReport{Period: in.Period, Unmetered: in.Unmetered}
 	carries := map[int]*big.Int{}
 	for i, h := range hs {
 		line := SettleLine{Node: h.Node, Account: h.Account, Bytes: h.Bytes, Passed: h.Passed}
@@ -222,6 +228,18 @@ func (w *Wallet) Settle(in PeriodInput) (*PeriodReport, error) {
 			end++
 		}
 		lines := rep.Lines[start:end]
+		if in.Unmetered {
+			for i := range lines {
+				l := &lines[i]
+				l.Earned = l.Owed
+				if _, err := t.post(SettleKey(in.Period, l.Node, l.Account), fmt.Sprintf("period %d: %d bytes, unmetered", in.Period, l.Bytes), now,
+					Posting{AcctExtUnmetered, -l.Owed}, Posting{UnmeteredAccount(l.Node), l.Owed}); err != nil {
+					return nil, err
+				}
+			}
+			start = end
+			continue
+		}
 		escrow, err := t.balance(EscrowAccount(acct))
 		if err != nil {
 			return nil, err

@@ -517,3 +517,36 @@ func TestSeedSampleV1(t *testing.T) {
 		t.Fatalf("change m/84'/1'/0'/1/0 script %x", script)
 	}
 }
+
+// TestSettleUnmetered: without payments the ledger still records what each
+// node earned, touches no escrow and marks nobody delinquent.
+func TestSettleUnmetered(t *testing.T) {
+	w := newTestWallet(t, "regtest", nil)
+	in := settleInput(1,
+		Holding{Node: "n1", Account: "alice", Bytes: 10 * GiB, Passed: true},
+		Holding{Node: "n2", Account: "alice", Bytes: 10 * GiB, Passed: false},
+	)
+	in.Unmetered = true
+	rep, err := w.Settle(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Delinquent) != 0 || !rep.Unmetered {
+		t.Fatalf("report %+v", rep)
+	}
+	for acct, want := range map[string]int64{UnmeteredAccount("n1"): 10000, UnmeteredAccount("n2"): 0,
+		NodeAccount("n1"): 0, EscrowAccount("alice"): 0, AcctExtUnmetered: -10000, AcctFeesMediator: 0} {
+		if got := mustBal(t, w, acct); got != want {
+			t.Errorf("%s = %d, want %d", acct, got, want)
+		}
+	}
+	if st, _ := w.AccountStatus("alice"); st.Delinquent {
+		t.Fatal("unmetered period made alice delinquent")
+	}
+	if p, err := w.WritePayoutPSBT(t.TempDir()); err != nil || p != nil {
+		t.Fatalf("unmetered earnings were paid out: %+v %v", p, err)
+	}
+	if err := w.CheckLedger(); err != nil {
+		t.Fatal(err)
+	}
+}
