@@ -29,12 +29,23 @@ const (
 	PayoutPSBT      = "psbt"      // written as an unsigned PSBT for the operator
 	PayoutMined     = "mined"     // in a block of the best chain, fewer than MinConf confirmations
 	PayoutConfirmed = "confirmed" // MinConf confirmations; the ledger moved it to paid:<node>
+	// PayoutConflicted: another transaction spent one of its inputs (someone
+	// spent the wallet's coins elsewhere); it cannot confirm while that holds.
+	PayoutConflicted = "conflicted"
+	// PayoutAbandoned: the operator abandoned a conflicted payout; the nodes
+	// got their balances back.
+	PayoutAbandoned = "abandoned"
 )
+
+// AcctExtOverpaid records money paid twice: an abandoned payout that was
+// mined after all, when the nodes' balances no longer covered it.
+const AcctExtOverpaid = "ext:overpaid"
 
 // Payout errors callers test for.
 var (
 	ErrInsufficientFunds = errors.New("the wallet's confirmed outputs do not cover the payout")
 	ErrBroadcast         = errors.New("the node refused the payout transaction")
+	ErrNotConflicted     = errors.New("only a payout conflicted by a transaction with MinConf confirmations can be abandoned")
 )
 
 // PayoutOutput pays one node: Debit left its balance, Amount reached its
@@ -68,6 +79,11 @@ type Payout struct {
 	Block         string         `json:"block,omitempty"`
 	Confirmations int64          `json:"confirmations"`
 	LastError     string         `json:"last_error,omitempty"`
+	// ConflictTx spent one of the inputs at ConflictHeight (state conflicted).
+	ConflictTx     string `json:"conflict_tx,omitempty"`
+	ConflictHeight int64  `json:"conflict_height,omitempty"`
+	// Prev is the state before conflicted, restored if the conflict is undone.
+	Prev string `json:"prev_state,omitempty"`
 }
 
 // PayoutKey is the ledger key that debits the nodes' balances of payout id;
@@ -452,11 +468,115 @@ func (w *Wallet) rebroadcast(ctx context.Context) {
 	}
 }
 
+// payoutInputSpent notes that a payout's input was spent by txid at h; if
+// txid is not the payout itself, the payout is conflicted.
+func (w *Wallet) payoutInputSpent(t *rw, id uint64, op, txid string, h int64) error {
+	var p Payout
+	if ok, err := t.getJSON(pPayout+be64(id), &p); err != nil || !ok {
+		return fmt.Errorf("payout %d: record missing: %v", id, err)
+	}
+	if txid == p.TxID || p.State == PayoutConflicted || p.State == PayoutAbandoned {
+		return nil
+	}
+	w.log.Error("payout conflicted: another transaction spent its input", "id", id, "txid", p.TxID, "input", op, "by", txid, "height", h)
+	p.Prev, p.State, p.ConflictTx, p.ConflictHeight = p.State, PayoutConflicted, txid, h
+	return t.setJSON(pPayout+be64(id), &p)
+}
+
+// payoutInputUnspent undoes payoutInputSpent when the conflicting block leaves the chain.
+func (w *Wallet) payoutInputUnspent(t *rw, id uint64, txid string) error {
+	var p Payout
+	if ok, err := t.getJSON(pPayout+be64(id), &p); err != nil || !ok {
+		return fmt.Errorf("payout %d: record missing: %v", id, err)
+	}
+	if p.State != PayoutConflicted || p.ConflictTx != txid {
+		return nil
+	}
+	p.State, p.ConflictTx, p.ConflictHeight, p.Prev = p.Prev, "", 0, ""
+	return t.setJSON(pPayout+be64(id), &p)
+}
+
+// AbandonPayout gives the nodes of a conflicted payout their balances back
+// and releases its unspent inputs, once the conflicting transaction has
+// MinConf confirmations. Should the payout be mined after all, the nodes
+// are debited again (what their balances no longer cover is recorded in
+// ext:overpaid).
+func (w *Wallet) AbandonPayout(id uint64) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	t := w.begin()
+	defer t.discard()
+	var p Payout
+	if ok, err := t.getJSON(pPayout+be64(id), &p); err != nil {
+		return err
+	} else if !ok {
+		return fmt.Errorf("payout %d: no such payout", id)
+	}
+	tip, err := t.getInt(kTip)
+	if err != nil {
+		return err
+	}
+	if p.State != PayoutConflicted || tip-p.ConflictHeight+1 < int64(w.cfg.MinConf) {
+		return fmt.Errorf("payout %d is %s: %w", id, p.State, ErrNotConflicted)
+	}
+	var total int64
+	ps := []Posting{}
+	for _, o := range p.Outputs {
+		total += o.Debit
+		ps = append(ps, Posting{NodeAccount(o.Node), o.Debit})
+	}
+	ps = append(ps, Posting{AcctPayoutInflight, -total})
+	if _, err := t.post(fmt.Sprintf("payout/%d/abandon", id), "abandoned "+p.TxID, w.cfg.Now(), ps...); err != nil {
+		return err
+	}
+	for _, op := range p.Inputs {
+		if err := t.del(pReserve + op); err != nil {
+			return err
+		}
+		var u utxo
+		ok, err := t.getJSON(pUTXO+op, &u)
+		if err != nil {
+			return err
+		}
+		if ok && u.ReservedBy == id {
+			u.ReservedBy = 0
+			if err := t.setJSON(pUTXO+op, &u); err != nil {
+				return err
+			}
+		}
+	}
+	p.State = PayoutAbandoned
+	if err := t.setJSON(pPayout+be64(id), &p); err != nil {
+		return err
+	}
+	w.log.Warn("payout abandoned", "id", id, "txid", p.TxID)
+	return t.commit()
+}
+
 // payoutMined marks a payout's transaction as seen in block at height h.
 func (w *Wallet) payoutMined(t *rw, id uint64, tx *wire.MsgTx, h int64, block string) error {
 	var p Payout
 	if ok, err := t.getJSON(pPayout+be64(id), &p); err != nil || !ok {
 		return fmt.Errorf("payout %d: record missing: %v", id, err)
+	}
+	if p.State == PayoutAbandoned {
+		// Mined after all: debit the nodes again, as far as they cover it.
+		var total int64
+		ps := []Posting{}
+		for _, o := range p.Outputs {
+			bal, err := t.balance(NodeAccount(o.Node))
+			if err != nil {
+				return err
+			}
+			take := min(bal, o.Debit)
+			total += o.Debit
+			ps = append(ps, Posting{NodeAccount(o.Node), -take}, Posting{AcctExtOverpaid, -(o.Debit - take)})
+		}
+		ps = append(ps, Posting{AcctPayoutInflight, total})
+		if _, err := t.post(fmt.Sprintf("payout/%d/revive/%s", id, block), "abandoned payout mined "+p.TxID, w.cfg.Now(), ps...); err != nil {
+			return err
+		}
+		w.log.Error("an abandoned payout was mined after all", "id", id, "txid", p.TxID, "height", h)
 	}
 	p.State, p.Height, p.Block, p.RawTx, p.LastError = PayoutMined, h, block, txHex(tx), ""
 	if err := t.set(heightKey(pBlockPay, h)+be64(id), nil); err != nil {

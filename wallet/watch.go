@@ -222,6 +222,11 @@ func (w *Wallet) connect(h int64, blk *wire.MsgBlock, rep *SyncReport) error {
 				if err := t.set(heightKey(pBlockSpend, h)+op, nil); err != nil {
 					return err
 				}
+				if u.ReservedBy != 0 {
+					if err := w.payoutInputSpent(t, u.ReservedBy, op, txid.String(), h); err != nil {
+						return err
+					}
+				}
 			}
 		}
 		for vout, out := range tx.TxOut {
@@ -307,6 +312,11 @@ func (w *Wallet) disconnect(h int64, rep *SyncReport) error {
 			return err
 		}
 		if ok && u.SpentHeight == h {
+			if u.ReservedBy != 0 {
+				if err := w.payoutInputUnspent(t, u.ReservedBy, u.SpentBy); err != nil {
+					return err
+				}
+			}
 			u.SpentHeight, u.SpentBy = 0, ""
 			if err := t.setJSON(pUTXO+op, &u); err != nil {
 				return err
