@@ -6,6 +6,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -548,5 +549,33 @@ func TestSettleUnmetered(t *testing.T) {
 	}
 	if err := w.CheckLedger(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSeedFileCorrupt: damaged seed files give clear errors, never a panic
+// or a wallet with another seed.
+func TestSeedFileCorrupt(t *testing.T) {
+	good, err := os.ReadFile("testdata/seed-v1/" + SeedFileName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string]string{
+		"empty":     "",
+		"not json":  "seed",
+		"format 2":  strings.Replace(string(good), `"format": 1`, `"format": 2`, 1),
+		"network":   strings.Replace(string(good), `"regtest"`, `"dogecoin"`, 1),
+		"kdf":       strings.Replace(string(good), `"argon2id"`, `"scrypt"`, 1),
+		"params":    strings.Replace(string(good), `"time": 1`, `"time": 0`, 1),
+		"salt":      strings.Replace(string(good), `"salt": "`, `"salt": "AAAA`, 1),
+		"truncated": string(good[:len(good)/2]),
+		"sealed":    strings.Replace(string(good), `"sealed_seed": "I`, `"sealed_seed": "J`, 1),
+	} {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, SeedFileName), []byte(data), 0o600)
+		w, err := Open(Config{Dir: dir, Passphrase: []byte("fincrypt sample passphrase"), Logger: testLogger()})
+		if err == nil {
+			w.Close()
+			t.Errorf("%s: opened", name)
+		}
 	}
 }
