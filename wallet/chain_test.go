@@ -145,25 +145,26 @@ func TestDepositConfirmationsAndReorg(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Reorganise the deposit's block away and double-spend the deposit.
+	// Reorganise the deposit's block away. A node whose best chain is a
+	// prefix of the wallet's is taken to be behind, not reorganised.
 	if err := n.Invalidate(depBlock); err != nil {
 		t.Fatal(err)
 	}
-	rep = mustSync(t, w)
-	if rep.Disconnected != 3 || len(rep.Reversed) != 1 {
-		t.Fatalf("reorg report %+v", rep)
+	if rep = mustSync(t, w); rep.Disconnected != 0 {
+		t.Fatalf("undid blocks of a node that is only behind: %+v", rep)
 	}
-	st := status(t, w, "alice")
-	if st.Escrow != 0 || st.Debt != -400_000 || !st.Delinquent || st.CanPlace() {
-		t.Fatalf("after reorg: %+v", st)
-	}
+	// The deposit is double-spent on a longer competing chain.
 	if _, err := n.Replace(tx); err != nil {
 		t.Fatal(err)
 	}
 	n.MustGenerate(t, 5)
-	mustSync(t, w)
-	if st := status(t, w, "alice"); st.Escrow != 0 || st.Pending != 0 || st.Debt != -400_000 {
-		t.Fatalf("after the double spend confirmed: %+v", st)
+	rep = mustSync(t, w)
+	if rep.Disconnected != 3 || len(rep.Reversed) != 1 || rep.Connected != 5 {
+		t.Fatalf("reorg report %+v", rep)
+	}
+	st := status(t, w, "alice")
+	if st.Escrow != 0 || st.Debt != -400_000 || !st.Delinquent || st.CanPlace() || st.Pending != 0 {
+		t.Fatalf("after the reorg: %+v", st)
 	}
 	if b := mustBal(t, w, NodeAccount("n1")); b != 400_000 {
 		t.Fatalf("node balance %d, want 400000 (earned before the reorg)", b)
@@ -429,16 +430,16 @@ func TestPayoutPSBT(t *testing.T) {
 	if err := n.Invalidate(blk); err != nil {
 		t.Fatal(err)
 	}
-	mustSync(t, w)
-	list, _ = w.Payouts()
-	if list[0].State != PayoutBroadcast || mustBal(t, w, PaidAccount("n9")) != 0 || mustBal(t, w, AcctPayoutInflight) != 100_000 {
-		t.Fatalf("after the reorg: %+v, paid %d", list[0], mustBal(t, w, PaidAccount("n9")))
+	n.MustGenerate(t, 3) // btcd mines the payout again, in another block
+	if rep := mustSync(t, w); rep.Disconnected != 2 || rep.Connected != 3 || len(rep.Confirmed) != 1 {
+		t.Fatalf("reorg report %+v", rep)
 	}
-	n.MustGenerate(t, 3)
-	mustSync(t, w)
 	list, _ = w.Payouts()
-	if len(list) != 1 || list[0].State != PayoutConfirmed || mustBal(t, w, PaidAccount("n9")) != paid {
+	if len(list) != 1 || list[0].State != PayoutConfirmed || list[0].Gen != 2 || list[0].Block == blk.String() || mustBal(t, w, PaidAccount("n9")) != paid {
 		t.Fatalf("after re-mining: %+v, paid %d want %d", list, mustBal(t, w, PaidAccount("n9")), paid)
+	}
+	if _, ok, err := w.EntryByKey("payout/1/unconfirm/1"); !ok || err != nil {
+		t.Fatalf("no unconfirm entry: %v", err)
 	}
 	checkPaidOnChain(t, n, w, &list[0], nil)
 	if err := w.CheckLedger(); err != nil {

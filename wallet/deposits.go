@@ -13,7 +13,7 @@ func (w *Wallet) creditDeposit(t *rw, op string, u *utxo, now time.Time) (bool, 
 		return false, err
 	}
 	repay := min(u.Value, -debt)
-	key := DepositKey(op, u.Block)
+	key := DepositKey(op, u.Block, u.Gen)
 	ok, err := t.post(key, fmt.Sprintf("deposit %d sat at height %d", u.Value, u.Height), now,
 		Posting{AcctExtDeposits, -u.Value},
 		Posting{DebtAccount(u.Account), repay},
@@ -53,7 +53,7 @@ func (w *Wallet) reverseDeposit(t *rw, op string, u *utxo, now time.Time) error 
 		return err
 	}
 	take := min(u.Value, escrow)
-	if _, err := t.post(ReorgKey(op, u.Block), fmt.Sprintf("reorg dropped deposit at height %d", u.Height), now,
+	if _, err := t.post(ReorgKey(op, u.Block, u.Gen), fmt.Sprintf("reorg dropped deposit at height %d", u.Height), now,
 		Posting{AcctExtDeposits, u.Value},
 		Posting{EscrowAccount(u.Account), -take},
 		Posting{DebtAccount(u.Account), -(u.Value - take)}); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/btcsuite/btcd/chaincfg"
@@ -218,5 +219,38 @@ func (c *fakeChain) reorg(depth int, keep func(tx *wire.MsgTx, spent bool) bool)
 		} else {
 			gone[tx.TxHash()] = true
 		}
+	}
+}
+
+// TestNodeBehindAndSameBlockBack: a node that falls behind changes nothing;
+// a real reorganisation reverses the deposit; a second one that brings back
+// the very same block credits it again.
+func TestNodeBehindAndSameBlockBack(t *testing.T) {
+	chain := newFakeChain(3)
+	w := newTestWallet(t, "regtest", func(c *Config) { c.Chain = chain; c.MinConf = 2 })
+	fakeDeposit(t, chain, w, "acct", 70_000, 1)
+	chain.mine(3)
+	mustSync(t, w)
+	if b := mustBal(t, w, EscrowAccount("acct")); b != 70_000 {
+		t.Fatalf("escrow %d", b)
+	}
+	base := append([]*wire.MsgBlock(nil), chain.blocks[:len(chain.blocks)-3]...)
+	saved := append([]*wire.MsgBlock(nil), chain.blocks[len(chain.blocks)-3:]...)
+
+	chain.blocks = append([]*wire.MsgBlock(nil), base...) // the node is behind
+	if rep := mustSync(t, w); rep.Disconnected != 0 || mustBal(t, w, EscrowAccount("acct")) != 70_000 {
+		t.Fatalf("behind: %+v", rep)
+	}
+	chain.mine(4) // a longer branch without the deposit
+	if rep := mustSync(t, w); rep.Disconnected != 3 || len(rep.Reversed) != 1 || mustBal(t, w, EscrowAccount("acct")) != 0 {
+		t.Fatalf("reorg: %+v", rep)
+	}
+	chain.blocks = append(append([]*wire.MsgBlock(nil), base...), saved...) // the old branch wins
+	chain.mine(2)
+	if rep := mustSync(t, w); rep.Disconnected != 4 || len(rep.Credited) != 1 || mustBal(t, w, EscrowAccount("acct")) != 70_000 {
+		t.Fatalf("back to the first branch: %+v, escrow %d", rep, mustBal(t, w, EscrowAccount("acct")))
+	}
+	if err := w.CheckLedger(); err != nil {
+		t.Fatal(err)
 	}
 }

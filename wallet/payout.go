@@ -84,15 +84,19 @@ type Payout struct {
 	ConflictHeight int64  `json:"conflict_height,omitempty"`
 	// Prev is the state before conflicted, restored if the conflict is undone.
 	Prev string `json:"prev_state,omitempty"`
+	// Gen counts how often the payout was mined; it names its ledger keys.
+	Gen int `json:"gen"`
 }
 
 // PayoutKey is the ledger key that debits the nodes' balances of payout id;
-// PayoutConfirmKey moves it to paid:<node> once confirmed in block.
+// PayoutConfirmKey moves it to paid:<node> once confirmed.
 func PayoutKey(id uint64) string { return fmt.Sprintf("payout/%d", id) }
 
-// PayoutConfirmKey is the ledger key of a payout's confirmation in a block.
-func PayoutConfirmKey(id uint64, block string) string {
-	return fmt.Sprintf("payout/%d/confirm/%s", id, block)
+// PayoutConfirmKey is the ledger key of a payout's confirmation after it was
+// mined for the gen-th time (a reorganisation can unmine it and a block,
+// even the same one, mine it again).
+func PayoutConfirmKey(id uint64, gen int) string {
+	return fmt.Sprintf("payout/%d/confirm/%d", id, gen)
 }
 
 func decodePayout(v []byte) (*Payout, error) {
@@ -573,12 +577,13 @@ func (w *Wallet) payoutMined(t *rw, id uint64, tx *wire.MsgTx, h int64, block st
 			ps = append(ps, Posting{NodeAccount(o.Node), -take}, Posting{AcctExtOverpaid, -(o.Debit - take)})
 		}
 		ps = append(ps, Posting{AcctPayoutInflight, total})
-		if _, err := t.post(fmt.Sprintf("payout/%d/revive/%s", id, block), "abandoned payout mined "+p.TxID, w.cfg.Now(), ps...); err != nil {
+		if _, err := t.post(fmt.Sprintf("payout/%d/revive/%d", id, p.Gen+1), "abandoned payout mined "+p.TxID, w.cfg.Now(), ps...); err != nil {
 			return err
 		}
 		w.log.Error("an abandoned payout was mined after all", "id", id, "txid", p.TxID, "height", h)
 	}
 	p.State, p.Height, p.Block, p.RawTx, p.LastError = PayoutMined, h, block, txHex(tx), ""
+	p.Gen++
 	if err := t.set(heightKey(pBlockPay, h)+be64(id), nil); err != nil {
 		return err
 	}
@@ -600,7 +605,7 @@ func (w *Wallet) payoutUnmined(t *rw, id uint64, now time.Time) error {
 		for i := range e {
 			e[i].Amount = -e[i].Amount
 		}
-		if _, err := t.post(fmt.Sprintf("payout/%d/unconfirm/%s", id, p.Block), "reorg dropped payout "+p.TxID, now, e...); err != nil {
+		if _, err := t.post(fmt.Sprintf("payout/%d/unconfirm/%d", id, p.Gen), "reorg dropped payout "+p.TxID, now, e...); err != nil {
 			return err
 		}
 	}
@@ -628,7 +633,7 @@ func (w *Wallet) payoutConfirm(t *rw, p *Payout, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	if _, err := t.post(PayoutConfirmKey(p.ID, p.Block), "payout confirmed "+p.TxID, now, ps...); err != nil {
+	if _, err := t.post(PayoutConfirmKey(p.ID, p.Gen), "payout confirmed "+p.TxID, now, ps...); err != nil {
 		return err
 	}
 	p.State = PayoutConfirmed

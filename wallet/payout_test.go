@@ -31,7 +31,7 @@ func addCoin(t *testing.T, w *Wallet, acct string, value int64, seq byte) {
 		t.Fatal(err)
 	}
 	op := wire.OutPoint{Hash: chainhash.Hash{seq}, Index: 0}
-	key := DepositKey(op.String(), "b")
+	key := DepositKey(op.String(), "b", 0)
 	if _, err := tx.post(key, "", time.Now(), Posting{AcctExtDeposits, -value}, Posting{EscrowAccount(acct), value}); err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ const (
 	kNextChange = "m/next/change"
 	kNextPayout = "m/next/payout"
 	kNextSeq    = "m/next/seq"
+	kNextGen    = "m/next/gen"
 	kTip        = "m/tip"
 	kStart      = "m/start"
 	pAccount    = "acct/"

@@ -133,13 +133,13 @@ func TestSeedFile(t *testing.T) {
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("seed file mode %v %v", st.Mode(), err)
 	}
-	if _, err := Open(Config{Dir: dir, Passphrase: []byte("wrong")}); !errors.Is(err, ErrWrongPassphrase) {
+	if _, err := Open(Config{Dir: dir, Passphrase: []byte("wrong"), Logger: testLogger()}); !errors.Is(err, ErrWrongPassphrase) {
 		t.Fatalf("wrong passphrase: %v", err)
 	}
-	if _, err := Open(Config{Dir: dir, Passphrase: testPass, Network: "mainnet"}); err == nil {
+	if _, err := Open(Config{Dir: dir, Passphrase: testPass, Network: "mainnet", Logger: testLogger()}); err == nil {
 		t.Fatal("opened a regtest seed as mainnet")
 	}
-	if _, err := Open(Config{Dir: t.TempDir(), Passphrase: testPass}); !errors.Is(err, ErrNoSeed) {
+	if _, err := Open(Config{Dir: t.TempDir(), Passphrase: testPass, Logger: testLogger()}); !errors.Is(err, ErrNoSeed) {
 		t.Fatalf("no seed: %v", err)
 	}
 	// Moving the seed to another network by editing the file breaks the AD.
@@ -153,10 +153,10 @@ func TestSeedFile(t *testing.T) {
 	}
 	d2 := t.TempDir()
 	os.WriteFile(filepath.Join(d2, SeedFileName), edited, 0o600)
-	if _, err := Open(Config{Dir: d2, Passphrase: testPass}); !errors.Is(err, ErrWrongPassphrase) {
+	if _, err := Open(Config{Dir: d2, Passphrase: testPass, Logger: testLogger()}); !errors.Is(err, ErrWrongPassphrase) {
 		t.Fatalf("network-edited seed file: %v, want authentication failure", err)
 	}
-	w, err := Open(Config{Dir: dir, Passphrase: testPass})
+	w, err := Open(Config{Dir: dir, Passphrase: testPass, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func TestSeedFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.Close()
-	w, err = Open(Config{Dir: dir, Passphrase: testPass})
+	w, err = Open(Config{Dir: dir, Passphrase: testPass, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ type utxo struct {
 	Account string `json:"account,omitempty"` // deposit: the client account
 	Height  int64  `json:"height"`
 	Block   string `json:"block"`
+	Gen     int64  `json:"gen"` // connection number, for the ledger keys
 	// CreditKey is the ledger key of the deposit's credit, once credited.
 	CreditKey   string `json:"credit_key,omitempty"`
 	SpentHeight int64  `json:"spent_height,omitempty"`
@@ -55,12 +56,17 @@ func parseOutPoint(s string) (wire.OutPoint, error) {
 }
 
 // DepositKey and ReorgKey are the ledger keys of a deposit's credit and of
-// its reversal: both name the block, so a deposit that a reorganisation moves
-// to another block is credited (and reversed) once per block.
-func DepositKey(outpoint, block string) string { return "deposit/" + outpoint + "/" + block }
+// its reversal. gen numbers each time the wallet connects a block holding
+// the output, so a deposit that reorganisations move away and back (even to
+// the very same block) is credited, and reversed, once per connection.
+func DepositKey(outpoint, block string, gen int64) string {
+	return fmt.Sprintf("deposit/%s/%s/%d", outpoint, block, gen)
+}
 
-// ReorgKey is the ledger key that reverses DepositKey(outpoint, block).
-func ReorgKey(outpoint, block string) string { return "reorg/" + outpoint + "/" + block }
+// ReorgKey is the ledger key that reverses DepositKey(outpoint, block, gen).
+func ReorgKey(outpoint, block string, gen int64) string {
+	return fmt.Sprintf("reorg/%s/%s/%d", outpoint, block, gen)
+}
 
 // SyncReport says what one Sync did.
 type SyncReport struct {
@@ -130,6 +136,30 @@ func (w *Wallet) syncChain(ctx context.Context, rep *SyncReport) (bool, error) {
 	tip, err := w.tip()
 	if err != nil {
 		return false, err
+	}
+	// A node behind the wallet (still syncing, or restarted from scratch)
+	// is not a reorganisation: if its best block is ours at that height (or
+	// below where the wallet started), wait for it instead of undoing blocks.
+	if tip > best {
+		behind := best < w.start
+		if !behind {
+			h, err := c.GetBlockHash(best)
+			if err != nil {
+				return false, fmt.Errorf("sync: getblockhash %d: %w", best, err)
+			}
+			t := w.begin()
+			ours, _, err := t.get(heightKey(pBlock, best))
+			t.discard()
+			if err != nil {
+				return false, err
+			}
+			behind = string(ours) == string(h[:])
+		}
+		if behind {
+			w.log.Info("the bitcoin node is behind the wallet; waiting for it", "node", best, "wallet", tip)
+			rep.Tip = tip
+			return false, nil
+		}
 	}
 	// Undo our blocks that are not in the node's best chain.
 	for tip >= w.start {
@@ -239,7 +269,11 @@ func (w *Wallet) connect(h int64, blk *wire.MsgBlock, rep *SyncReport) error {
 				continue
 			}
 			op := wire.OutPoint{Hash: txid, Index: uint32(vout)}
-			u := utxo{Value: out.Value, Script: out.PkScript, Branch: si.Branch, Index: si.Index, Account: si.Account, Height: h, Block: block}
+			gen, err := t.next(kNextGen)
+			if err != nil {
+				return err
+			}
+			u := utxo{Value: out.Value, Script: out.PkScript, Branch: si.Branch, Index: si.Index, Account: si.Account, Height: h, Block: block, Gen: gen}
 			res, err := t.getInt(pReserve + op.String())
 			if err != nil {
 				return err
