@@ -530,7 +530,7 @@ func (w *Wallet) AbandonPayout(id uint64) error {
 		ps = append(ps, Posting{NodeAccount(o.Node), o.Debit})
 	}
 	ps = append(ps, Posting{AcctPayoutInflight, -total})
-	if _, err := t.post(fmt.Sprintf("payout/%d/abandon", id), "abandoned "+p.TxID, w.cfg.Now(), ps...); err != nil {
+	if _, err := t.post(fmt.Sprintf("payout/%d/abandon/%d", id, p.Gen), "abandoned "+p.TxID, w.cfg.Now(), ps...); err != nil {
 		return err
 	}
 	for _, op := range p.Inputs {
