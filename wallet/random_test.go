@@ -78,6 +78,21 @@ func randomHistory(t *testing.T, seed int64, steps int) {
 				return !deposits[tx.TxHash()] || spent || rng.Intn(2) == 0
 			})
 			chain.mine(rng.Intn(6))
+		case r < 62: // the node falls behind, the wallet syncs, the node catches up
+			k := 1 + rng.Intn(3)
+			if k < len(chain.blocks) {
+				chain.mu.Lock()
+				saved := append([]*wire.MsgBlock(nil), chain.blocks[len(chain.blocks)-k:]...)
+				chain.blocks = chain.blocks[:len(chain.blocks)-k]
+				chain.mu.Unlock()
+				rep, err := w.Sync(ctx)
+				if err != nil || rep.Disconnected != 0 {
+					t.Fatalf("seed %d step %d: behind: %+v %v", seed, step, rep, err)
+				}
+				chain.mu.Lock()
+				chain.blocks = append(chain.blocks, saved...)
+				chain.mu.Unlock()
+			}
 		case r < 75:
 			period++
 			in := PeriodInput{Period: period, Length: Month / 30, FeeBPS: uint32(rng.Intn(1000))}
