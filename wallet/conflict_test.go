@@ -1,0 +1,129 @@
+package wallet
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/btcsuite/btcd/btcutil"
+	"github.com/btcsuite/btcd/chaincfg/chainhash"
+	"github.com/btcsuite/btcd/txscript"
+	"github.com/btcsuite/btcd/wire"
+)
+
+func fakeDeposit(t *testing.T, chain *fakeChain, w *Wallet, acct string, sat int64, tag byte) *wire.MsgTx {
+	t.Helper()
+	addr, err := w.DepositAddress(acct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, _ := btcutil.DecodeAddress(addr, w.Network())
+	script, _ := txscript.PayToAddrScript(dec)
+	tx := wire.NewMsgTx(2)
+	tx.AddTxIn(wire.NewTxIn(wire.NewOutPoint(&chainhash.Hash{tag, 0xee}, 0), nil, nil))
+	tx.AddTxOut(wire.NewTxOut(sat, script))
+	if _, err := chain.SendRawTransaction(tx, false); err != nil {
+		t.Fatal(err)
+	}
+	return tx
+}
+
+// TestConflictedPayout: someone spends the wallet's coin that a recorded
+// payout was going to spend. The payout becomes conflicted, can be abandoned
+// once the conflict is MinConf deep (the node gets its balance back and is
+// paid by a new payout), and if a reorganisation lets the abandoned payout be
+// mined after all, the ledger records the double payment instead of going
+// wrong.
+func TestConflictedPayout(t *testing.T) {
+	chain := newFakeChain(5)
+	w := newTestWallet(t, "regtest", func(c *Config) { c.Chain = chain; c.MinConf = 2 })
+	ctx := context.Background()
+	dep := fakeDeposit(t, chain, w, "acct", 1_000_000, 1)
+	chain.mine(2)
+	mustSync(t, w)
+	node := regtestAddr(t)
+	in := PeriodInput{Period: 1, Length: Month, Nodes: []NodeTerms{{ID: "n", PriceSatPerGiBMonth: 1000, PayoutAddress: node}},
+		Holdings: []Holding{{Node: "n", Account: "acct", Bytes: 100 * GiB, Passed: true}}}
+	if _, err := w.Settle(in); err != nil {
+		t.Fatal(err)
+	}
+	crash := errors.New("crash")
+	w.testHook = func(string) error { return crash }
+	old, err := w.Payout(ctx)
+	if !errors.Is(err, crash) {
+		t.Fatal(err)
+	}
+	w.testHook = nil
+
+	// Spend the payout's input elsewhere, signed with the wallet's own key.
+	op := wire.OutPoint{Hash: dep.TxHash(), Index: 0}
+	var u utxo
+	tx := w.begin()
+	if ok, err := tx.getJSON(pUTXO+op.String(), &u); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	tx.discard()
+	conflict := wire.NewMsgTx(2)
+	conflict.AddTxIn(wire.NewTxIn(&op, nil, nil))
+	conflict.AddTxOut(wire.NewTxOut(990_000, []byte{txscript.OP_TRUE}))
+	if err := w.sign(conflict, []coin{{op, &u}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chain.SendRawTransaction(conflict, false); err != nil {
+		t.Fatal(err)
+	}
+	chain.mine(1)
+	mustSync(t, w)
+	list, _ := w.Payouts()
+	if list[0].State != PayoutConflicted || list[0].ConflictTx != conflict.TxHash().String() {
+		t.Fatalf("payout %+v", list[0])
+	}
+	if err := w.AbandonPayout(old.ID); !errors.Is(err, ErrNotConflicted) {
+		t.Fatalf("abandon with 1 confirmation: %v", err)
+	}
+	chain.mine(1)
+	mustSync(t, w)
+	if err := w.AbandonPayout(old.ID); err != nil {
+		t.Fatal(err)
+	}
+	if b := mustBal(t, w, NodeAccount("n")); b != 100_000 {
+		t.Fatalf("node balance %d after abandoning", b)
+	}
+
+	// New money, new payout, confirmed.
+	fakeDeposit(t, chain, w, "acct", 500_000, 2)
+	chain.mine(2)
+	mustSync(t, w)
+	p, err := w.Payout(ctx)
+	if err != nil || p == nil {
+		t.Fatalf("new payout: %+v %v", p, err)
+	}
+	chain.mine(2)
+	mustSync(t, w)
+	if b := mustBal(t, w, PaidAccount("n")); b != p.Amount {
+		t.Fatalf("paid %d, want %d", b, p.Amount)
+	}
+
+	// A reorganisation drops the conflicting spend; the abandoned payout is
+	// broadcast by someone and mined: the node was paid twice.
+	chain.reorg(6, func(tx *wire.MsgTx, _ bool) bool { return tx.TxHash() != conflict.TxHash() })
+	chain.mine(1)
+	raw, err := old.tx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chain.SendRawTransaction(raw, false); err != nil {
+		t.Fatal(err)
+	}
+	chain.mine(2)
+	mustSync(t, w)
+	if b := mustBal(t, w, AcctExtOverpaid); b != -old.Outputs[0].Debit {
+		t.Fatalf("ext:overpaid %d, want %d", b, -old.Outputs[0].Debit)
+	}
+	if b := mustBal(t, w, PaidAccount("n")); b != p.Amount+old.Amount {
+		t.Fatalf("paid %d, want %d", b, p.Amount+old.Amount)
+	}
+	if err := w.CheckLedger(); err != nil {
+		t.Fatal(err)
+	}
+}
