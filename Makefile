@@ -5,12 +5,18 @@ PKGS     := ./...
 # Tests that mount FUSE or start daemons get a generous but bounded budget.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build test test-short fuzz bench demo demo-stop lint clean
+.PHONY: all build tools test fuzz bench demo demo-stop lint clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/fincrypt
+
+# btcd and btcctl (the version go.mod pins), built from the module proxy into
+# tools/bin: the payment tests and the devnet run a real btcd in regtest/simnet.
+tools: tools/bin/btcd
+tools/bin/btcd:
+	./scripts/btcd-install.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -18,7 +24,7 @@ lint:
 
 # All tests: unit tests, FUSE mounts (skipped, with a message, without root or
 # /dev/fuse), real daemons over loopback QUIC, and a brief run of each fuzz target.
-test: build lint
+test: build lint tools
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 	$(MAKE) fuzz
 
@@ -31,14 +37,14 @@ fuzz:
 	  done; \
 	done
 
-bench: build
+bench: build tools
 	./scripts/bench.sh
 
-demo: build
+demo: build tools
 	./scripts/demo.sh
 
 demo-stop:
 	./scripts/demo.sh stop
 
 clean:
-	rm -rf bin
+	rm -rf bin tools
