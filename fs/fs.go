@@ -98,6 +98,7 @@ type fsys struct {
 	openMu sync.Mutex
 	open   map[uint64]*openFile
 
+	syncMu  sync.Mutex // serialises syncAll
 	pendMu  sync.Mutex
 	pending []meta.ChunkID // superseded chunks, deleted after the next index sync
 }
@@ -351,6 +352,8 @@ func (r *fsys) supersede(ids ...meta.ChunkID) {
 // syncAll makes every chunk and every index commit so far durable, in that
 // order, then deletes the chunks superseded before it.
 func (r *fsys) syncAll() error {
+	r.syncMu.Lock()
+	defer r.syncMu.Unlock()
 	r.pendMu.Lock()
 	n := len(r.pending)
 	r.pendMu.Unlock()

@@ -3,6 +3,7 @@ package fs_test
 import (
 	"bytes"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,7 +62,12 @@ func mountVault(t testing.TB, home string) *testMount {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	m, err := fs.Mount(v, dir, fs.Options{})
+	opt := fs.Options{}
+	if os.Getenv("FINCRYPT_TEST_DEBUG") != "" {
+		opt.Debug = true
+		opt.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	m, err := fs.Mount(v, dir, opt)
 	if err != nil {
 		v.Close()
 		t.Fatal(err)
