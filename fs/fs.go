@@ -56,6 +56,8 @@ const (
 	MaxNameLen = 255
 	// MaxXattrSize is the largest extended attribute value.
 	MaxXattrSize = 64 << 10
+	// sealParallel is how many chunks a mount seals and stores at once.
+	sealParallel = 4
 )
 
 func (o *Options) setDefaults() {
@@ -98,6 +100,8 @@ type fsys struct {
 	openMu sync.Mutex
 	open   map[uint64]*openFile
 
+	sealSem chan struct{} // bounds chunks sealed and written at once
+
 	syncMu  sync.Mutex // serialises syncAll
 	pendMu  sync.Mutex
 	pending []meta.ChunkID // superseded chunks, deleted after the next index sync
@@ -123,7 +127,8 @@ func newFsys(v *vault.Vault, opt Options, readOnly bool) (*fsys, error) {
 		return nil, err
 	}
 	cs := uint64(v.KeyFile.ChunkSize)
-	r := &fsys{v: v, idx: idx, store: store, cs: cs, opt: opt, log: opt.Logger, open: map[uint64]*openFile{}, startTime: time.Now()}
+	r := &fsys{v: v, idx: idx, store: store, cs: cs, opt: opt, log: opt.Logger, open: map[uint64]*openFile{}, startTime: time.Now(),
+		sealSem: make(chan struct{}, sealParallel)}
 	r.bufs.New = func() any { b := make([]byte, 0, cs); return &b }
 	r.sealBufs.New = func() any { b := make([]byte, 0, cs+vault.Overhead); return &b }
 	return r, nil
