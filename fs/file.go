@@ -165,6 +165,26 @@ func (r *fsys) purgeIfUnlinked(ino uint64) error {
 
 func (r *fsys) getBuf() []byte { return (*r.bufs.Get().(*[]byte))[:0] }
 
+// newBuf returns an empty buffer for at least n bytes: a pooled full-chunk
+// buffer for large chunks, a small one otherwise, so many open small files
+// do not each pin a full chunk of memory.
+func (r *fsys) newBuf(n uint64) []byte {
+	if n > r.cs/4 {
+		return r.getBuf()
+	}
+	return make([]byte, 0, max(n, 4096))
+}
+
+// growBuf returns buf with capacity for at least n bytes (n <= cs).
+func (r *fsys) growBuf(buf []byte, n uint64) []byte {
+	if uint64(cap(buf)) >= n {
+		return buf
+	}
+	nb := append(r.newBuf(min(r.cs, max(n, 2*uint64(cap(buf))))), buf...)
+	r.putBuf(buf)
+	return nb
+}
+
 func (r *fsys) putBuf(b []byte) {
 	if uint64(cap(b)) != r.cs {
 		return
@@ -211,11 +231,8 @@ func (of *openFile) chunkData(idx uint64) ([]byte, error) {
 	if of.cacheOK && of.cacheIdx == idx {
 		return of.cache, nil
 	}
-	if of.cache == nil {
-		of.cache = of.r.getBuf()
-	}
 	of.cacheOK = false
-	b, ok, err := of.loadChunk(idx, of.cache[:0])
+	b, ok, err := of.loadChunk(idx, of.cache[:0]) // grows the buffer as needed
 	if err != nil {
 		return nil, err
 	}
@@ -276,7 +293,7 @@ func (of *openFile) write(data []byte, off uint64) error {
 		}
 		end := s.within + s.n
 		if l := uint64(len(buf)); l < end {
-			buf = buf[:end] // every buffer has capacity cs
+			buf = r.growBuf(buf, end)[:end]
 			if l < s.within {
 				clear(buf[l:s.within])
 			}
@@ -396,19 +413,14 @@ func (of *openFile) takeAsyncErr() error {
 
 // loadForWrite returns a writable copy of chunk idx's current plaintext.
 func (of *openFile) loadForWrite(idx uint64) ([]byte, error) {
-	buf := of.r.getBuf()
 	if b, ok := of.inflight[idx]; ok {
-		return append(buf, b...), nil
+		return append(of.r.newBuf(uint64(len(b))), b...), nil
 	}
 	if of.cacheOK && of.cacheIdx == idx {
-		return append(buf, of.cache...), nil
+		return append(of.r.newBuf(uint64(len(of.cache))), of.cache...), nil
 	}
-	b, _, err := of.loadChunk(idx, buf)
-	if err != nil {
-		of.r.putBuf(buf)
-		return nil, err
-	}
-	return b, nil
+	b, _, err := of.loadChunk(idx, nil)
+	return b, err
 }
 
 // flushDirty seals every dirty chunk.
@@ -588,6 +600,31 @@ func (of *openFile) flushLocked() error {
 	return nil
 }
 
+// flushAsyncLocked queues every dirty chunk for the sealing worker.
+func (of *openFile) flushAsyncLocked() error {
+	if err := of.takeAsyncErr(); err != nil {
+		return err
+	}
+	idxs := make([]uint64, 0, len(of.dirty))
+	for idx := range of.dirty {
+		idxs = append(idxs, idx)
+	}
+	for _, idx := range idxs {
+		if buf, ok := of.dirty[idx]; ok { // enqueue may wait, releasing of.mu
+			delete(of.dirty, idx)
+			of.enqueue(idx, buf)
+		}
+	}
+	if len(of.queue) == 0 && (of.dirtyTimes || of.sizeDirty) {
+		old, err := of.commit(nil, nil)
+		if err != nil {
+			return err
+		}
+		of.r.supersede(old...)
+	}
+	return nil
+}
+
 // fsync makes the file's data and metadata, and every commit before, durable.
 func (of *openFile) fsync() error {
 	of.mu.Lock()
@@ -702,11 +739,13 @@ func (f *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32,
 	return uint32(len(data)), 0
 }
 
-// Flush runs on every close(2): dirty chunks are sealed and stored, so
-// close reports errors such as a full disk.
+// Flush runs on every close(2). It queues the dirty chunks for sealing and
+// returns, so a program writing many small files does not wait for each
+// chunk file; a sealing or storage error (a full disk) is returned by the
+// next write, flush, fsync or truncate of the file, and fsync waits for all.
 func (f *fileHandle) Flush(ctx context.Context) syscall.Errno {
 	f.of.mu.Lock()
-	err := f.of.flushLocked()
+	err := f.of.flushAsyncLocked()
 	f.of.mu.Unlock()
 	return f.of.r.errno("flush", err)
 }
