@@ -176,6 +176,9 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 			MaxReadAhead: fuse.MAX_KERNEL_WRITE,
 			DirectMount:  os.Geteuid() == 0,
 			Debug:        opt.Debug,
+			// Every change goes through this kernel, so its page cache is
+			// never stale: keep it across opens and attribute changes.
+			ExplicitDataCacheControl: true,
 		},
 		EntryTimeout:    &opt.EntryTimeout,
 		AttrTimeout:     &opt.AttrTimeout,
