@@ -49,6 +49,8 @@ type openFile struct {
 	inflight map[uint64][]byte // newest queued buffer per chunk index
 	running  bool
 	asyncErr error // first failure of the worker, reported by the next call
+
+	unsynced []meta.ChunkID // chunks committed since the last fsync
 }
 
 // job is a full chunk queued for sealing. Jobs are sealed in parallel (up
@@ -578,6 +580,9 @@ func (of *openFile) commit(done []sealed, drop func(b *meta.Batch) ([]meta.Chunk
 		return nil, err
 	}
 	of.dirtyTimes, of.sizeDirty = false, false
+	for _, s := range done {
+		of.unsynced = append(of.unsynced, s.ref.ID)
+	}
 	return old, nil
 }
 
@@ -625,15 +630,24 @@ func (of *openFile) flushAsyncLocked() error {
 	return nil
 }
 
-// fsync makes the file's data and metadata, and every commit before, durable.
+// fsync makes the file's data and metadata, and every index commit before,
+// durable: the file's new chunks first, then the index.
 func (of *openFile) fsync() error {
 	of.mu.Lock()
 	err := of.flushLocked()
+	ids := of.unsynced
+	of.unsynced = nil
 	of.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	return of.r.syncAll()
+	if err := of.r.store.SyncIDs(ids); err != nil {
+		of.mu.Lock()
+		of.unsynced = append(of.unsynced, ids...)
+		of.mu.Unlock()
+		return err
+	}
+	return of.r.syncIndex()
 }
 
 // truncate sets the file's size; caller holds of.mu.

@@ -102,7 +102,7 @@ type fsys struct {
 
 	sealSem chan struct{} // bounds chunks sealed and written at once
 
-	syncMu  sync.Mutex // serialises syncAll
+	syncMu  sync.Mutex // serialises syncIndex
 	pendMu  sync.Mutex
 	pending []meta.ChunkID // superseded chunks, deleted after the next index sync
 }
@@ -360,14 +360,20 @@ func (r *fsys) supersede(ids ...meta.ChunkID) {
 // syncAll makes every chunk and every index commit so far durable, in that
 // order, then deletes the chunks superseded before it.
 func (r *fsys) syncAll() error {
+	if err := r.store.Sync(); err != nil {
+		return err
+	}
+	return r.syncIndex()
+}
+
+// syncIndex makes every index commit so far durable, then deletes the chunks
+// those commits superseded.
+func (r *fsys) syncIndex() error {
 	r.syncMu.Lock()
 	defer r.syncMu.Unlock()
 	r.pendMu.Lock()
 	n := len(r.pending)
 	r.pendMu.Unlock()
-	if err := r.store.Sync(); err != nil {
-		return err
-	}
 	if err := r.idx.Sync(); err != nil {
 		return fmt.Errorf("index sync: %w", err)
 	}
