@@ -181,13 +181,59 @@ func (s *Store) Sync() error {
 		}
 		return nil
 	}
+	paths := make([]string, 0, len(ids)+len(dirs))
+	for id := range ids {
+		paths = append(paths, s.Path(id))
+	}
+	for d := range dirs {
+		paths = append(paths, d)
+	}
+	first := syncPaths(paths)
+	if first != nil {
+		restore()
+		return fmt.Errorf("chunk store sync: %w", first)
+	}
+	return nil
+}
+
+// SyncIDs makes the given chunks durable: each file, then the directories
+// that hold them. Chunks deleted meanwhile are skipped.
+func (s *Store) SyncIDs(ids []meta.ChunkID) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	paths := make([]string, 0, len(ids))
+	dirs := map[string]struct{}{}
+	s.mu.Lock()
+	for _, id := range ids {
+		delete(s.unsynced, id)
+		p := s.Path(id)
+		paths = append(paths, p)
+		dirs[filepath.Dir(p)] = struct{}{}
+	}
+	s.mu.Unlock()
+	if err := syncPaths(paths); err != nil {
+		return fmt.Errorf("chunk store sync: %w", err)
+	}
+	dirList := make([]string, 0, len(dirs))
+	for d := range dirs {
+		dirList = append(dirList, d)
+	}
+	if err := syncPaths(dirList); err != nil {
+		return fmt.Errorf("chunk store sync: %w", err)
+	}
+	return nil
+}
+
+// syncPaths fsyncs files in parallel; missing files are skipped.
+func syncPaths(paths []string) error {
 	var (
 		wg    sync.WaitGroup
 		errMu sync.Mutex
 		first error
 	)
 	work := make(chan string)
-	for w := 0; w < 4; w++ {
+	for w := 0; w < min(4, len(paths)); w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -202,19 +248,12 @@ func (s *Store) Sync() error {
 			}
 		}()
 	}
-	for id := range ids {
-		work <- s.Path(id)
-	}
-	for d := range dirs {
-		work <- d
+	for _, p := range paths {
+		work <- p
 	}
 	close(work)
 	wg.Wait()
-	if first != nil {
-		restore()
-		return fmt.Errorf("chunk store sync: %w", first)
-	}
-	return nil
+	return first
 }
 
 // List calls fn with the id of every chunk in the store, and bad with the

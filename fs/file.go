@@ -39,7 +39,36 @@ type openFile struct {
 	cacheIdx   uint64
 	cache      []byte // plaintext of chunk cacheIdx when cacheOK
 	cacheOK    bool
+
+	// Full chunks are sealed and stored by a background worker, so the
+	// FUSE write that filled a chunk returns at once and the next chunk's
+	// data arrives while this one is sealed. Queued buffers are immutable
+	// and stay readable through inflight until committed.
+	cond     *sync.Cond // on mu; signals queue progress
+	queue    []job
+	inflight map[uint64][]byte // newest queued buffer per chunk index
+	running  bool
+	asyncErr error // first failure of the worker, reported by the next call
+
+	unsynced []meta.ChunkID // chunks committed since the last fsync
 }
+
+// job is a full chunk queued for sealing. Jobs are sealed in parallel (up
+// to sealParallel per mount) but committed in queue order, so a newer
+// version of a chunk always wins.
+type job struct {
+	idx uint64
+	buf []byte
+	res chan sealResult
+}
+
+type sealResult struct {
+	s   sealed
+	err error
+}
+
+// maxQueue bounds the chunks queued for sealing per file.
+const maxQueue = 4
 
 // acquire returns the shared state of inode ino, loading it on first use.
 func (r *fsys) acquire(ino uint64) (*openFile, error) {
@@ -63,7 +92,8 @@ func (r *fsys) acquire(ino uint64) (*openFile, error) {
 		of.refs++
 		return of, nil
 	}
-	of := &openFile{r: r, ino: ino, refs: 1, size: n.Size, dirty: map[uint64][]byte{}}
+	of := &openFile{r: r, ino: ino, refs: 1, size: n.Size, dirty: map[uint64][]byte{}, inflight: map[uint64][]byte{}}
+	of.cond = sync.NewCond(&of.mu)
 	r.open[ino] = of
 	return of, nil
 }
@@ -137,6 +167,26 @@ func (r *fsys) purgeIfUnlinked(ino uint64) error {
 
 func (r *fsys) getBuf() []byte { return (*r.bufs.Get().(*[]byte))[:0] }
 
+// newBuf returns an empty buffer for at least n bytes: a pooled full-chunk
+// buffer for large chunks, a small one otherwise, so many open small files
+// do not each pin a full chunk of memory.
+func (r *fsys) newBuf(n uint64) []byte {
+	if n > r.cs/4 {
+		return r.getBuf()
+	}
+	return make([]byte, 0, max(n, 4096))
+}
+
+// growBuf returns buf with capacity for at least n bytes (n <= cs).
+func (r *fsys) growBuf(buf []byte, n uint64) []byte {
+	if uint64(cap(buf)) >= n {
+		return buf
+	}
+	nb := append(r.newBuf(min(r.cs, max(n, 2*uint64(cap(buf))))), buf...)
+	r.putBuf(buf)
+	return nb
+}
+
 func (r *fsys) putBuf(b []byte) {
 	if uint64(cap(b)) != r.cs {
 		return
@@ -177,14 +227,14 @@ func (of *openFile) chunkData(idx uint64) ([]byte, error) {
 	if b, ok := of.dirty[idx]; ok {
 		return b, nil
 	}
+	if b, ok := of.inflight[idx]; ok {
+		return b, nil
+	}
 	if of.cacheOK && of.cacheIdx == idx {
 		return of.cache, nil
 	}
-	if of.cache == nil {
-		of.cache = of.r.getBuf()
-	}
 	of.cacheOK = false
-	b, ok, err := of.loadChunk(idx, of.cache[:0])
+	b, ok, err := of.loadChunk(idx, of.cache[:0]) // grows the buffer as needed
 	if err != nil {
 		return nil, err
 	}
@@ -224,6 +274,9 @@ func (of *openFile) read(dest []byte, off uint64) (int, error) {
 func (of *openFile) write(data []byte, off uint64) error {
 	of.mu.Lock()
 	defer of.mu.Unlock()
+	if err := of.takeAsyncErr(); err != nil {
+		return err
+	}
 	r := of.r
 	cs := r.cs
 	pos := uint64(0)
@@ -242,7 +295,7 @@ func (of *openFile) write(data []byte, off uint64) error {
 		}
 		end := s.within + s.n
 		if l := uint64(len(buf)); l < end {
-			buf = buf[:end] // every buffer has capacity cs
+			buf = r.growBuf(buf, end)[:end]
 			if l < s.within {
 				clear(buf[l:s.within])
 			}
@@ -258,10 +311,9 @@ func (of *openFile) write(data []byte, off uint64) error {
 		}
 		of.mtime, of.dirtyTimes = time.Now().UnixNano(), true
 		if end == cs {
-			// The chunk is full: seal it now, so sequential writes stream.
-			if err := of.flushChunks([]uint64{s.idx}); err != nil {
-				return err
-			}
+			// The chunk is full: hand it to the sealing worker.
+			delete(of.dirty, s.idx)
+			of.enqueue(s.idx, buf)
 		}
 	}
 	if len(of.dirty) > r.opt.MaxDirtyChunks {
@@ -270,18 +322,107 @@ func (of *openFile) write(data []byte, off uint64) error {
 	return nil
 }
 
+// enqueue queues a full chunk for sealing; caller holds of.mu. It waits
+// while the queue is full.
+func (of *openFile) enqueue(idx uint64, buf []byte) {
+	j := job{idx: idx, buf: buf, res: make(chan sealResult, 1)}
+	pt := buf[:min(uint64(len(buf)), chunkLimit(idx, of.size, of.r.cs))]
+	go func() {
+		of.r.sealSem <- struct{}{}
+		s, err := of.sealOne(idx, pt)
+		<-of.r.sealSem
+		j.res <- sealResult{s, err}
+	}()
+	of.queue = append(of.queue, j)
+	of.inflight[idx] = buf
+	if of.cacheOK && of.cacheIdx == idx {
+		of.cacheOK = false
+	}
+	if !of.running {
+		of.running = true
+		go of.worker()
+	}
+	for len(of.queue) > maxQueue {
+		of.cond.Wait()
+	}
+}
+
+// worker commits queued chunks in queue order as their sealing finishes,
+// without holding of.mu while it waits.
+func (of *openFile) worker() {
+	r := of.r
+	of.mu.Lock()
+	defer of.mu.Unlock()
+	for len(of.queue) > 0 {
+		j := of.queue[0]
+		of.mu.Unlock()
+		res := <-j.res
+		done, err := res.s, res.err
+		of.mu.Lock()
+		if err == nil {
+			var old []meta.ChunkID
+			old, err = of.commit([]sealed{done}, nil)
+			if err != nil {
+				r.store.Delete(done.ref.ID)
+			} else {
+				r.supersede(old...)
+			}
+		}
+		of.queue = of.queue[1:]
+		latest := of.inflight[j.idx]
+		isLatest := len(latest) > 0 && len(j.buf) > 0 && &latest[0] == &j.buf[0]
+		if isLatest {
+			delete(of.inflight, j.idx)
+		}
+		switch {
+		case err != nil:
+			if of.asyncErr == nil {
+				of.asyncErr = err
+			}
+			// Keep the data: a later flush retries it, unless newer data exists.
+			if _, newer := of.dirty[j.idx]; !newer && isLatest {
+				of.dirty[j.idx] = j.buf
+			} else {
+				r.putBuf(j.buf)
+			}
+		case isLatest && !(of.cacheOK && of.cacheIdx == j.idx):
+			if of.cache != nil {
+				r.putBuf(of.cache)
+			}
+			of.cache, of.cacheIdx, of.cacheOK = j.buf[:done.ref.Len], j.idx, true
+		default:
+			r.putBuf(j.buf)
+		}
+		of.cond.Broadcast()
+	}
+	of.running = false
+	of.cond.Broadcast()
+}
+
+// drainLocked waits until the worker has committed every queued chunk.
+func (of *openFile) drainLocked() {
+	for of.running || len(of.queue) > 0 {
+		of.cond.Wait()
+	}
+}
+
+// takeAsyncErr returns and clears the worker's first failure.
+func (of *openFile) takeAsyncErr() error {
+	err := of.asyncErr
+	of.asyncErr = nil
+	return err
+}
+
 // loadForWrite returns a writable copy of chunk idx's current plaintext.
 func (of *openFile) loadForWrite(idx uint64) ([]byte, error) {
-	buf := of.r.getBuf()
+	if b, ok := of.inflight[idx]; ok {
+		return append(of.r.newBuf(uint64(len(b))), b...), nil
+	}
 	if of.cacheOK && of.cacheIdx == idx {
-		return append(buf, of.cache...), nil
+		return append(of.r.newBuf(uint64(len(of.cache))), of.cache...), nil
 	}
-	b, _, err := of.loadChunk(idx, buf)
-	if err != nil {
-		of.r.putBuf(buf)
-		return nil, err
-	}
-	return b, nil
+	b, _, err := of.loadChunk(idx, nil)
+	return b, err
 }
 
 // flushDirty seals every dirty chunk.
@@ -308,31 +449,14 @@ func (of *openFile) sealChunks(idxs []uint64) ([]sealed, error) {
 	r := of.r
 	out := make([]sealed, len(idxs))
 	errs := make([]error, len(idxs))
-	one := func(i int) {
-		idx := idxs[i]
-		pt := of.dirty[idx]
-		if lim := chunkLimit(idx, of.size, r.cs); uint64(len(pt)) > lim {
-			pt = pt[:lim]
+	pts := make([][]byte, len(idxs))
+	for i, idx := range idxs {
+		pts[i] = of.dirty[idx]
+		if lim := chunkLimit(idx, of.size, r.cs); uint64(len(pts[i])) > lim {
+			pts[i] = pts[i][:lim]
 		}
-		ver, err := r.idx.NextVersion()
-		if err != nil {
-			errs[i] = err
-			return
-		}
-		id := chunkstore.NewID()
-		sb := r.sealBufs.Get().(*[]byte)
-		ct := r.v.Keys.Chunk.Seal((*sb)[:0], pt, vault.ChunkAD(of.ino, idx, ver))
-		err = r.store.Put(id, ct)
-		if cap(ct) <= cap(*sb) {
-			*sb = ct[:0]
-		}
-		r.sealBufs.Put(sb)
-		if err != nil {
-			errs[i] = fmt.Errorf("inode %d chunk %d: %w", of.ino, idx, err)
-			return
-		}
-		out[i] = sealed{idx: idx, ref: meta.ChunkRef{ID: id, Version: ver, Len: uint32(len(pt))}}
 	}
+	one := func(i int) { out[i], errs[i] = of.sealOne(idxs[i], pts[i]) }
 	if len(idxs) == 1 {
 		one(0)
 	} else {
@@ -358,6 +482,29 @@ func (of *openFile) sealChunks(idxs []uint64) ([]sealed, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// sealOne seals plaintext pt as chunk idx under a fresh version and id and
+// writes it to the store. It does not touch of's fields, so it runs without
+// of.mu.
+func (of *openFile) sealOne(idx uint64, pt []byte) (sealed, error) {
+	r := of.r
+	ver, err := r.idx.NextVersion()
+	if err != nil {
+		return sealed{}, err
+	}
+	id := chunkstore.NewID()
+	sb := r.sealBufs.Get().(*[]byte)
+	ct := r.v.Keys.Chunk.Seal((*sb)[:0], pt, vault.ChunkAD(of.ino, idx, ver))
+	err = r.store.Put(id, ct)
+	if cap(ct) <= cap(*sb) {
+		*sb = ct[:0]
+	}
+	r.sealBufs.Put(sb)
+	if err != nil {
+		return sealed{}, fmt.Errorf("inode %d chunk %d: %w", of.ino, idx, err)
+	}
+	return sealed{idx: idx, ref: meta.ChunkRef{ID: id, Version: ver, Len: uint32(len(pt))}}, nil
 }
 
 // flushChunks seals the given dirty chunks and commits them, with the
@@ -433,11 +580,18 @@ func (of *openFile) commit(done []sealed, drop func(b *meta.Batch) ([]meta.Chunk
 		return nil, err
 	}
 	of.dirtyTimes, of.sizeDirty = false, false
+	for _, s := range done {
+		of.unsynced = append(of.unsynced, s.ref.ID)
+	}
 	return old, nil
 }
 
 // flushLocked seals every dirty chunk and persists size and times.
 func (of *openFile) flushLocked() error {
+	of.drainLocked()
+	if err := of.takeAsyncErr(); err != nil {
+		return err
+	}
 	if err := of.flushDirty(); err != nil {
 		return err
 	}
@@ -451,21 +605,59 @@ func (of *openFile) flushLocked() error {
 	return nil
 }
 
-// fsync makes the file's data and metadata, and every commit before, durable.
+// flushAsyncLocked queues every dirty chunk for the sealing worker.
+func (of *openFile) flushAsyncLocked() error {
+	if err := of.takeAsyncErr(); err != nil {
+		return err
+	}
+	idxs := make([]uint64, 0, len(of.dirty))
+	for idx := range of.dirty {
+		idxs = append(idxs, idx)
+	}
+	for _, idx := range idxs {
+		if buf, ok := of.dirty[idx]; ok { // enqueue may wait, releasing of.mu
+			delete(of.dirty, idx)
+			of.enqueue(idx, buf)
+		}
+	}
+	if len(of.queue) == 0 && (of.dirtyTimes || of.sizeDirty) {
+		old, err := of.commit(nil, nil)
+		if err != nil {
+			return err
+		}
+		of.r.supersede(old...)
+	}
+	return nil
+}
+
+// fsync makes the file's data and metadata, and every index commit before,
+// durable: the file's new chunks first, then the index.
 func (of *openFile) fsync() error {
 	of.mu.Lock()
 	err := of.flushLocked()
+	ids := of.unsynced
+	of.unsynced = nil
 	of.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	return of.r.syncAll()
+	if err := of.r.store.SyncIDs(ids); err != nil {
+		of.mu.Lock()
+		of.unsynced = append(of.unsynced, ids...)
+		of.mu.Unlock()
+		return err
+	}
+	return of.r.syncIndex()
 }
 
 // truncate sets the file's size; caller holds of.mu.
 func (of *openFile) truncateLocked(size uint64) error {
 	r := of.r
 	cs := r.cs
+	of.drainLocked()
+	if err := of.takeAsyncErr(); err != nil {
+		return err
+	}
 	if size >= of.size {
 		if size > of.size {
 			of.size, of.sizeDirty = size, true
@@ -561,11 +753,13 @@ func (f *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32,
 	return uint32(len(data)), 0
 }
 
-// Flush runs on every close(2): dirty chunks are sealed and stored, so
-// close reports errors such as a full disk.
+// Flush runs on every close(2). It queues the dirty chunks for sealing and
+// returns, so a program writing many small files does not wait for each
+// chunk file; a sealing or storage error (a full disk) is returned by the
+// next write, flush, fsync or truncate of the file, and fsync waits for all.
 func (f *fileHandle) Flush(ctx context.Context) syscall.Errno {
 	f.of.mu.Lock()
-	err := f.of.flushLocked()
+	err := f.of.flushAsyncLocked()
 	f.of.mu.Unlock()
 	return f.of.r.errno("flush", err)
 }

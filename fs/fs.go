@@ -56,6 +56,8 @@ const (
 	MaxNameLen = 255
 	// MaxXattrSize is the largest extended attribute value.
 	MaxXattrSize = 64 << 10
+	// sealParallel is how many chunks a mount seals and stores at once.
+	sealParallel = 4
 )
 
 func (o *Options) setDefaults() {
@@ -98,6 +100,9 @@ type fsys struct {
 	openMu sync.Mutex
 	open   map[uint64]*openFile
 
+	sealSem chan struct{} // bounds chunks sealed and written at once
+
+	syncMu  sync.Mutex // serialises syncIndex
 	pendMu  sync.Mutex
 	pending []meta.ChunkID // superseded chunks, deleted after the next index sync
 }
@@ -122,7 +127,8 @@ func newFsys(v *vault.Vault, opt Options, readOnly bool) (*fsys, error) {
 		return nil, err
 	}
 	cs := uint64(v.KeyFile.ChunkSize)
-	r := &fsys{v: v, idx: idx, store: store, cs: cs, opt: opt, log: opt.Logger, open: map[uint64]*openFile{}, startTime: time.Now()}
+	r := &fsys{v: v, idx: idx, store: store, cs: cs, opt: opt, log: opt.Logger, open: map[uint64]*openFile{}, startTime: time.Now(),
+		sealSem: make(chan struct{}, sealParallel)}
 	r.bufs.New = func() any { b := make([]byte, 0, cs); return &b }
 	r.sealBufs.New = func() any { b := make([]byte, 0, cs+vault.Overhead); return &b }
 	return r, nil
@@ -170,6 +176,9 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 			MaxReadAhead: fuse.MAX_KERNEL_WRITE,
 			DirectMount:  os.Geteuid() == 0,
 			Debug:        opt.Debug,
+			// Every change goes through this kernel, so its page cache is
+			// never stale: keep it across opens and attribute changes.
+			ExplicitDataCacheControl: true,
 		},
 		EntryTimeout:    &opt.EntryTimeout,
 		AttrTimeout:     &opt.AttrTimeout,
@@ -351,12 +360,20 @@ func (r *fsys) supersede(ids ...meta.ChunkID) {
 // syncAll makes every chunk and every index commit so far durable, in that
 // order, then deletes the chunks superseded before it.
 func (r *fsys) syncAll() error {
-	r.pendMu.Lock()
-	n := len(r.pending)
-	r.pendMu.Unlock()
 	if err := r.store.Sync(); err != nil {
 		return err
 	}
+	return r.syncIndex()
+}
+
+// syncIndex makes every index commit so far durable, then deletes the chunks
+// those commits superseded.
+func (r *fsys) syncIndex() error {
+	r.syncMu.Lock()
+	defer r.syncMu.Unlock()
+	r.pendMu.Lock()
+	n := len(r.pending)
+	r.pendMu.Unlock()
 	if err := r.idx.Sync(); err != nil {
 		return fmt.Errorf("index sync: %w", err)
 	}

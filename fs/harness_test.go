@@ -3,6 +3,7 @@ package fs_test
 import (
 	"bytes"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,12 +57,21 @@ type testMount struct {
 // undone in t.Cleanup even if the test fails.
 func mountVault(t testing.TB, home string) *testMount {
 	t.Helper()
+	return mountVaultOpt(t, home, fs.Options{})
+}
+
+func mountVaultOpt(t testing.TB, home string, opt fs.Options) *testMount {
+	t.Helper()
 	v, err := vault.Open(home, testPassword, vault.OpenOptions{Lock: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	m, err := fs.Mount(v, dir, fs.Options{})
+	if os.Getenv("FINCRYPT_TEST_DEBUG") != "" {
+		opt.Debug = true
+		opt.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	m, err := fs.Mount(v, dir, opt)
 	if err != nil {
 		v.Close()
 		t.Fatal(err)

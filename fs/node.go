@@ -40,6 +40,11 @@ func (r *fsys) fillAttr(in *meta.Inode, out *fuse.Attr) {
 			of.mu.Unlock()
 		}
 	}
+	r.fillAttrRaw(in, out, size, mtime, ctime)
+}
+
+// fillAttrRaw is fillAttr with the size and times given.
+func (r *fsys) fillAttrRaw(in *meta.Inode, out *fuse.Attr, size uint64, mtime, ctime int64) {
 	out.Ino = in.Ino
 	out.Mode = in.Mode
 	out.Nlink = in.Nlink
@@ -145,11 +150,8 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	if of != nil {
 		of.dirtyTimes = false // the times just written are the file's times
 	}
-	r.fillAttr(&node, &out.Attr)
-	if of != nil {
-		out.Attr.Size = of.size
-		out.Attr.Blocks = (of.size + 511) / 512
-	}
+	// of.mu is held: the node now carries the file's size and times.
+	r.fillAttrRaw(&node, &out.Attr, node.Size, node.Mtime, node.Ctime)
 	return 0
 }
 

@@ -27,6 +27,9 @@ func (r *fsys) openHandle(ino uint64, flags uint32) (*fileHandle, syscall.Errno)
 	return &fileHandle{of: of, flags: flags}, 0
 }
 
+// Open and Create return FOPEN_KEEP_CACHE: every change to a file goes
+// through this mount's kernel, so its page cache never holds stale data and
+// need not be dropped on each open.
 func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	switch n.StableAttr().Mode & syscall.S_IFMT {
 	case syscall.S_IFREG:
@@ -39,7 +42,7 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if errno != 0 {
 		return nil, 0, errno
 	}
-	return fh, 0, 0
+	return fh, fuse.FOPEN_KEEP_CACHE, 0
 }
 
 func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
@@ -63,5 +66,5 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		}
 	}
 	n.r.fillAttr(&in, &out.Attr)
-	return n.newChild(ctx, &in), fh, 0, 0
+	return n.newChild(ctx, &in), fh, fuse.FOPEN_KEEP_CACHE, 0
 }
