@@ -391,7 +391,12 @@ func TestAllowOther(t *testing.T) {
 		t.Skip("skipping: setpriv (util-linux) is missing")
 	}
 	base := t.TempDir()
-	os.Chmod(base, 0o755)
+	// t.TempDir's parent is private (0700): open the path for the other user.
+	for _, d := range []string{filepath.Dir(base), base} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	v := &vaultEnv{home: filepath.Join(base, "home"), mnt: filepath.Join(base, "mnt"), pw: writePassword(t, "pw")}
 	if r := fincrypt(t, nil, "--home", v.home, "init", "--password-file", v.pw); r.code != 0 {
 		t.Fatalf("init: %+v", r)
