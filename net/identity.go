@@ -1,0 +1,208 @@
+// Package net is Fincrypt's transport, shared by every role: ed25519
+// identities and node ids, NODEID@host:port addresses, QUIC with mutual TLS
+// 1.3 authentication and key pinning, framed versioned size-limited
+// messages, and the tickets a mediator signs for storage nodes. Every
+// message is specified in docs/PROTOCOL.md.
+//
+// Import it with an alias (fnet) where the standard library's net is used.
+package net
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// IdentityFile is the name of the identity file inside a daemon's directory.
+const IdentityFile = "identity"
+
+// identityHeader is the first line of an identity file (format version 1).
+const identityHeader = "fincrypt-identity-v1"
+
+// NodeIDSize is the size of a node id: an ed25519 public key.
+const NodeIDSize = ed25519.PublicKeySize
+
+// NodeID is a node's ed25519 public key. Its text form is lowercase base32
+// without padding (52 characters).
+type NodeID [NodeIDSize]byte
+
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// NodeIDLen is the length of a node id's text form.
+var NodeIDLen = idEncoding.EncodedLen(NodeIDSize)
+
+// ErrBadNodeID is returned for a malformed node id.
+var ErrBadNodeID = errors.New("malformed node id")
+
+func (id NodeID) String() string { return idEncoding.EncodeToString(id[:]) }
+
+// PublicKey returns the key that verifies this node's signatures.
+func (id NodeID) PublicKey() ed25519.PublicKey { return ed25519.PublicKey(bytes.Clone(id[:])) }
+
+// IsZero reports whether id is unset.
+func (id NodeID) IsZero() bool { return id == NodeID{} }
+
+// ParseNodeID parses the 52-character text form.
+func ParseNodeID(s string) (NodeID, error) {
+	var id NodeID
+	if len(s) != NodeIDLen {
+		return id, fmt.Errorf("%w %q: %d characters, want %d", ErrBadNodeID, s, len(s), NodeIDLen)
+	}
+	b, err := idEncoding.DecodeString(s)
+	if err != nil || len(b) != NodeIDSize {
+		return id, fmt.Errorf("%w %q: not lowercase base32", ErrBadNodeID, s)
+	}
+	copy(id[:], b)
+	if id.String() != s { // reject non-canonical trailing bits
+		return NodeID{}, fmt.Errorf("%w %q: not canonical", ErrBadNodeID, s)
+	}
+	return id, nil
+}
+
+// Identity is a node's ed25519 key pair.
+type Identity struct {
+	priv ed25519.PrivateKey
+	id   NodeID
+}
+
+// NewIdentity makes an identity from a 32-byte seed.
+func NewIdentity(seed []byte) (*Identity, error) {
+	if len(seed) != ed25519.SeedSize {
+		return nil, fmt.Errorf("identity seed: %d bytes, want %d", len(seed), ed25519.SeedSize)
+	}
+	priv := ed25519.NewKeyFromSeed(seed)
+	var id NodeID
+	copy(id[:], priv.Public().(ed25519.PublicKey))
+	return &Identity{priv: priv, id: id}, nil
+}
+
+// GenerateIdentity makes a fresh random identity.
+func GenerateIdentity() (*Identity, error) {
+	seed := make([]byte, ed25519.SeedSize)
+	if _, err := rand.Read(seed); err != nil {
+		return nil, err
+	}
+	return NewIdentity(seed)
+}
+
+// ID is the node id.
+func (i *Identity) ID() NodeID { return i.id }
+
+// Sign signs msg with the identity's key.
+func (i *Identity) Sign(msg []byte) []byte { return ed25519.Sign(i.priv, msg) }
+
+// PrivateKey exposes the key for TLS.
+func (i *Identity) PrivateKey() ed25519.PrivateKey { return i.priv }
+
+// marshal is the identity file: a header line and the base64 seed.
+func (i *Identity) marshal() []byte {
+	return []byte(identityHeader + "\n" + base64.StdEncoding.EncodeToString(i.priv.Seed()) + "\n")
+}
+
+// ParseIdentity reads the identity file format.
+func ParseIdentity(b []byte) (*Identity, error) {
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) != 2 || lines[0] != identityHeader {
+		return nil, fmt.Errorf("identity: want a %q header line and one base64 line", identityHeader)
+	}
+	seed, err := base64.StdEncoding.DecodeString(lines[1])
+	if err != nil {
+		return nil, fmt.Errorf("identity: seed: %w", err)
+	}
+	return NewIdentity(seed)
+}
+
+// LoadIdentity reads DIR/identity.
+func LoadIdentity(dir string) (*Identity, error) {
+	p := filepath.Join(dir, IdentityFile)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	id, err := ParseIdentity(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	return id, nil
+}
+
+// LoadOrCreateIdentity reads DIR/identity, creating DIR and a new identity
+// (mode 0600, written durably) when there is none.
+func LoadOrCreateIdentity(dir string) (*Identity, error) {
+	id, err := LoadIdentity(dir)
+	if err == nil || !errors.Is(err, os.ErrNotExist) {
+		return id, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	id, err = GenerateIdentity()
+	if err != nil {
+		return nil, err
+	}
+	p := filepath.Join(dir, IdentityFile)
+	tmp := p + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	_, err = f.Write(id.marshal())
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Link(tmp, p) // fails if another process created it meanwhile
+	}
+	os.Remove(tmp)
+	if errors.Is(err, os.ErrExist) {
+		return LoadIdentity(dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("identity %s: %w", p, err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return id, nil
+}
+
+// Address is where a node listens, pinned to its id: NODEID@host:port.
+type Address struct {
+	ID       NodeID
+	HostPort string
+}
+
+// ErrBadAddress is returned for a malformed address.
+var ErrBadAddress = errors.New("malformed address")
+
+func (a Address) String() string { return a.ID.String() + "@" + a.HostPort }
+
+// ParseAddress parses NODEID@host:port (IPv6 hosts in brackets).
+func ParseAddress(s string) (Address, error) {
+	s = strings.TrimSpace(s)
+	at := strings.IndexByte(s, '@')
+	if at < 0 {
+		return Address{}, fmt.Errorf("%w %q: want NODEID@host:port", ErrBadAddress, s)
+	}
+	id, err := ParseNodeID(s[:at])
+	if err != nil {
+		return Address{}, fmt.Errorf("%w %q: %w", ErrBadAddress, s, err)
+	}
+	hp := s[at+1:]
+	host, port, err := splitHostPort(hp)
+	if err != nil || host == "" || port == "" {
+		return Address{}, fmt.Errorf("%w %q: want NODEID@host:port", ErrBadAddress, s)
+	}
+	return Address{ID: id, HostPort: hp}, nil
+}
