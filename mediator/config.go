@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	stdnet "net"
 	"time"
 
 	"github.com/fincrypt/fincrypt/challenge"
@@ -46,6 +47,8 @@ type Config struct {
 	Dir string
 	// Listen is the UDP host:port for QUIC (port 0 picks one).
 	Listen string
+	// Advertise is the host:port others dial, when it differs from Listen.
+	Advertise string
 	// Scheme is the default K/N; placements may ask for another with
 	// N/K >= 2.
 	Scheme erasure.Scheme
@@ -133,6 +136,14 @@ func (c Config) WithDefaults() Config {
 func (c Config) Validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, args...)...)
+	}
+	if c.Listen == "" {
+		return bad("no listen address")
+	}
+	if c.Advertise != "" {
+		if _, _, err := stdnet.SplitHostPort(c.Advertise); err != nil {
+			return bad("advertise %q: want host:port", c.Advertise)
+		}
 	}
 	if err := c.Scheme.CheckExpansion(); err != nil {
 		return bad("scheme: %v", err)

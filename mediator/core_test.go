@@ -467,6 +467,7 @@ func FuzzDecodeSegment(f *testing.F) {
 
 func TestConfigValidate(t *testing.T) {
 	ok := testConfig()
+	ok.Listen = "127.0.0.1:0"
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
 	}

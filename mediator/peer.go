@@ -40,10 +40,12 @@ type Peer struct {
 	closeErr  error
 }
 
-// New builds a mediator from its configuration: identity, store, QUIC
-// transport, the services and the control socket. It writes DIR/address.
-// Run starts serving; Close releases everything.
-func New(log *slog.Logger, cfg Config) (_ *Peer, err error) {
+// New builds a mediator from its configuration: identity (ident, or the one
+// in DIR/identity, created if missing), store, QUIC transport, the services
+// and the control socket. It writes DIR/address. Run starts serving; cancel
+// its context, then Close releases everything. On failure everything built
+// so far is closed.
+func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error) {
 	cfg = cfg.WithDefaults()
 	if log != nil {
 		cfg.Logger = log
@@ -54,7 +56,7 @@ func New(log *slog.Logger, cfg Config) (_ *Peer, err error) {
 	if cfg.Dir == "" {
 		return nil, fmt.Errorf("%w: no directory", ErrConfig)
 	}
-	p := &Peer{Log: cfg.Logger, Config: cfg}
+	p := &Peer{Log: cfg.Logger, Config: cfg, Identity: ident}
 	defer func() {
 		if err != nil {
 			p.Close()
@@ -65,8 +67,10 @@ func New(log *slog.Logger, cfg Config) (_ *Peer, err error) {
 		if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 			return nil, err
 		}
-		if p.Identity, err = fnet.LoadOrCreateIdentity(cfg.Dir); err != nil {
-			return nil, fmt.Errorf("mediator identity: %w", err)
+		if p.Identity == nil {
+			if p.Identity, err = fnet.LoadOrCreateIdentity(cfg.Dir); err != nil {
+				return nil, fmt.Errorf("mediator identity: %w", err)
+			}
 		}
 	}
 	{ // state
@@ -100,8 +104,14 @@ func New(log *slog.Logger, cfg Config) (_ *Peer, err error) {
 	return p, nil
 }
 
-// Address is the mediator's NODEID@host:port.
-func (p *Peer) Address() fnet.Address { return p.Transport.Address() }
+// Address is the mediator's NODEID@host:port: the advertised host:port if
+// configured, else the bound one.
+func (p *Peer) Address() fnet.Address {
+	if p.Config.Advertise != "" {
+		return fnet.Address{ID: p.Identity.ID(), HostPort: p.Config.Advertise}
+	}
+	return p.Transport.Address()
+}
 
 // Status reports the nodes and the network's counts.
 func (p *Peer) Status(ctx context.Context) (*Status, error) {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -79,6 +80,9 @@ var _ Store = (*PebbleStore)(nil)
 // OpenPebbleStore opens or creates the store in dir.
 func OpenPebbleStore(dir string, opt PebbleOptions) (*PebbleStore, error) {
 	db, err := pebble.Open(dir, &pebble.Options{Logger: quietLogger{}})
+	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
+		return nil, fmt.Errorf("mediator store %s: %w: in use by another process (is a mediator running there?)", dir, ErrLocked)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("mediator store %s: %w", dir, err)
 	}
@@ -103,6 +107,9 @@ func (s *PebbleStore) Close() error {
 	s.closeOnce.Do(func() { err = s.db.Close() })
 	return err
 }
+
+// ErrLocked means another process has the store open.
+var ErrLocked = errors.New("mediator store is locked")
 
 // ErrClosed is returned by Close on a closed store.
 var ErrClosed = errors.New("mediator store closed")
