@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/fincrypt/fincrypt/internal/units"
+	fnet "github.com/fincrypt/fincrypt/net"
+	"github.com/fincrypt/fincrypt/storagenode"
+)
+
+func init() {
+	register(&cli.Command{
+		Name:  "storage",
+		Usage: "run a storage node that sells disk space",
+		Description: "Stores encrypted pieces for Fincrypt clients under tickets signed by the\n" +
+			"mediator, proves possession when challenged, and is paid in bitcoin.\n\n" +
+			"Once listening it writes its NODEID@host:port to DIR/address. It keeps\n" +
+			"retrying while the mediator is unreachable. Stop it with Ctrl-C.\n\n" +
+			"Example:\n" +
+			"  fincrypt storage --dir /srv/fincrypt --listen 0.0.0.0:7780 --advertise my.host:7780 \\\n" +
+			"    --mediator NODEID@mediator.example:7770 --capacity 500GiB --price 2000 \\\n" +
+			"    --payout-address bc1q...",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "dir", Usage: "the node's `DIR`: identity, pieces and index", Required: true},
+			&cli.StringFlag{Name: "listen", Usage: "UDP `HOST:PORT` to listen on (port 0: any free port)", Value: "0.0.0.0:7780"},
+			&cli.StringFlag{Name: "advertise", Usage: "`HOST:PORT` that others dial, when it differs from --listen"},
+			&cli.StringFlag{Name: "mediator", Usage: "the mediator's `NODEID@HOST:PORT`", Required: true},
+			&cli.StringFlag{Name: "capacity", Usage: "disk space offered, e.g. 500GiB", Required: true},
+			&cli.Uint64Flag{Name: "price", Usage: "asking price in `SATS` per GiB per month", Required: true},
+			&cli.StringFlag{Name: "payout-address", Usage: "bitcoin `ADDRESS` for payouts", Required: true},
+			&cli.StringFlag{Name: "network", Usage: "bitcoin network: mainnet, testnet3, regtest or simnet", Value: "mainnet"},
+		},
+		Action: runStorage,
+	})
+}
+
+func storageConfig(c *cli.Context) (storagenode.Config, error) {
+	med, err := fnet.ParseAddress(c.String("mediator"))
+	if err != nil {
+		return storagenode.Config{}, userErr(exitUsage, "--mediator: %v", err)
+	}
+	capacity, err := units.ParseSize(c.String("capacity"))
+	if err != nil {
+		return storagenode.Config{}, userErr(exitUsage, "--capacity: %v", err)
+	}
+	if capacity > 1<<62 {
+		return storagenode.Config{}, userErr(exitUsage, "--capacity: %s is too large", c.String("capacity"))
+	}
+	cfg := storagenode.Config{
+		Dir: c.String("dir"), Listen: c.String("listen"), Advertise: c.String("advertise"),
+		Mediator: med, Capacity: int64(capacity), Price: c.Uint64("price"),
+		Payout: c.String("payout-address"), Network: c.String("network"),
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, userErr(exitUsage, "%v", err)
+	}
+	return cfg, nil
+}
+
+func runStorage(c *cli.Context) error {
+	cfg, err := storageConfig(c)
+	if err != nil {
+		return err
+	}
+	ident, err := fnet.LoadOrCreateIdentity(cfg.Dir)
+	if err != nil {
+		return userErr(exitFailure, "identity: %v", err)
+	}
+	log := slog.Default().With("node", ident.ID().String()[:8])
+	peer, err := storagenode.New(log, ident, cfg)
+	if err != nil {
+		if errors.Is(err, storagenode.ErrConfig) {
+			return userErr(exitUsage, "%v", err)
+		}
+		return userErr(exitFailure, "storage node: %v", err)
+	}
+	defer peer.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := peer.Run(ctx); err != nil {
+		return userErr(exitFailure, "storage node: %v", err)
+	}
+	return nil
+}

@@ -1,0 +1,640 @@
+package storagenode
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/fincrypt/fincrypt/challenge"
+	fnet "github.com/fincrypt/fincrypt/net"
+)
+
+// On-disk layout (docs/FORMAT-storage.md).
+const (
+	piecesDir = "pieces"
+	tmpDir    = "tmp"
+	indexDir  = "index"
+
+	pieceMagic      = "FCPIECE\x00"
+	pieceVersion    = 1
+	pieceHeaderSize = 64
+	pieceExt        = ".piece"
+
+	indexVersion   = 1
+	indexValueSize = 1 + 8 + 8 + 8 + 32
+	indexPrefix    = 'p'
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// PieceFileSize is the size of a piece file holding size bytes.
+func PieceFileSize(size int64) int64 {
+	return pieceHeaderSize + size + int64(challenge.TreeNodes(size))*challenge.HashSize
+}
+
+func encodePieceHeader(id challenge.PieceID, size int64) []byte {
+	h := make([]byte, pieceHeaderSize)
+	copy(h, pieceMagic)
+	binary.BigEndian.PutUint16(h[8:], pieceVersion)
+	binary.BigEndian.PutUint32(h[12:], challenge.LeafSize)
+	binary.BigEndian.PutUint64(h[16:], uint64(size))
+	copy(h[24:56], id[:])
+	binary.BigEndian.PutUint32(h[56:], crc32.Checksum(h[:56], crcTable))
+	return h
+}
+
+func parsePieceHeader(h []byte, want challenge.PieceID) (int64, error) {
+	if len(h) != pieceHeaderSize {
+		return 0, fmt.Errorf("%w: header of %d bytes, want %d", ErrCorrupt, len(h), pieceHeaderSize)
+	}
+	if string(h[:8]) != pieceMagic {
+		return 0, fmt.Errorf("%w: magic %q, want %q", ErrCorrupt, h[:8], pieceMagic)
+	}
+	if got := binary.BigEndian.Uint32(h[56:]); got != crc32.Checksum(h[:56], crcTable) {
+		return 0, fmt.Errorf("%w: header checksum", ErrCorrupt)
+	}
+	if v := binary.BigEndian.Uint16(h[8:]); v != pieceVersion {
+		return 0, fmt.Errorf("%w: version %d, want %d", ErrCorrupt, v, pieceVersion)
+	}
+	if ls := binary.BigEndian.Uint32(h[12:]); ls != challenge.LeafSize {
+		return 0, fmt.Errorf("%w: leaf size %d, want %d", ErrCorrupt, ls, challenge.LeafSize)
+	}
+	if challenge.PieceID(h[24:56]) != want {
+		return 0, fmt.Errorf("%w: header names another piece", ErrCorrupt)
+	}
+	size := int64(binary.BigEndian.Uint64(h[16:]))
+	if err := challenge.CheckSize(size); err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	return size, nil
+}
+
+func indexKey(id challenge.PieceID) []byte { return append([]byte{indexPrefix}, id[:]...) }
+
+func encodeIndex(p PieceInfo) []byte {
+	b := make([]byte, 0, indexValueSize)
+	b = append(b, indexVersion)
+	b = binary.BigEndian.AppendUint64(b, uint64(p.Size))
+	b = binary.BigEndian.AppendUint64(b, uint64(p.StoredAt.UnixNano()))
+	var orphan int64
+	if !p.OrphanedAt.IsZero() {
+		orphan = p.OrphanedAt.UnixNano()
+	}
+	b = binary.BigEndian.AppendUint64(b, uint64(orphan))
+	return append(b, p.Account[:]...)
+}
+
+func decodeIndex(key, v []byte) (PieceInfo, error) {
+	var p PieceInfo
+	if len(key) != 1+challenge.HashSize || key[0] != indexPrefix {
+		return p, fmt.Errorf("%w: index key %x", ErrCorrupt, key)
+	}
+	copy(p.ID[:], key[1:])
+	if len(v) != indexValueSize || v[0] != indexVersion {
+		return p, fmt.Errorf("%w: index entry for %s: %d bytes, version %d", ErrCorrupt, p.ID, len(v), firstByte(v))
+	}
+	p.Size = int64(binary.BigEndian.Uint64(v[1:]))
+	p.StoredAt = time.Unix(0, int64(binary.BigEndian.Uint64(v[9:])))
+	if o := int64(binary.BigEndian.Uint64(v[17:])); o != 0 {
+		p.OrphanedAt = time.Unix(0, o)
+	}
+	copy(p.Account[:], v[25:])
+	return p, nil
+}
+
+func firstByte(b []byte) int {
+	if len(b) == 0 {
+		return -1
+	}
+	return int(b[0])
+}
+
+// DiskStore is the PieceStore on a local file system: one file per piece
+// (header, bytes, Merkle tree) and a Pebble index.
+type DiskStore struct {
+	dir      string
+	db       *pebble.DB
+	log      *slog.Logger
+	capacity int64
+	// NoSync skips fsyncs; only for populating benchmark stores.
+	noSync bool
+
+	mu       sync.Mutex
+	used     int64
+	pieces   int64
+	reserved int64
+
+	locks [256]sync.Mutex
+}
+
+// DiskStoreOptions configures OpenDiskStore.
+type DiskStoreOptions struct {
+	Capacity int64 // bytes of piece data the store accepts
+	Logger   *slog.Logger
+	// NoSync turns off every fsync. Never for real nodes: benchmarks use it
+	// to populate a store quickly.
+	NoSync bool
+}
+
+// OpenDiskStore opens (creating) the store in dir and reconciles the index
+// with the piece files: temporary upload files are removed, a piece file
+// without an index entry (never acknowledged) is removed, and an index
+// entry without a valid file is dropped.
+func OpenDiskStore(dir string, o DiskStoreOptions) (*DiskStore, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	for _, d := range []string{dir, filepath.Join(dir, piecesDir), filepath.Join(dir, tmpDir)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("piece store: %w", err)
+		}
+	}
+	for i := range 256 {
+		if err := os.MkdirAll(filepath.Join(dir, piecesDir, fmt.Sprintf("%02x", i)), 0o700); err != nil {
+			return nil, fmt.Errorf("piece store: %w", err)
+		}
+	}
+	if !o.NoSync {
+		for _, d := range []string{dir, filepath.Join(dir, piecesDir)} {
+			if f, err := os.Open(d); err == nil {
+				f.Sync()
+				f.Close()
+			}
+		}
+	}
+	db, err := pebble.Open(filepath.Join(dir, indexDir), &pebble.Options{Logger: pebbleLogger{o.Logger}})
+	if err != nil {
+		return nil, fmt.Errorf("piece store index: %w", err)
+	}
+	s := &DiskStore{dir: dir, db: db, log: o.Logger, capacity: o.Capacity, noSync: o.NoSync}
+	if err := s.reconcile(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("piece store: reconcile: %w", err)
+	}
+	return s, nil
+}
+
+func (s *DiskStore) piecePath(id challenge.PieceID) string {
+	h := id.String()
+	return filepath.Join(s.dir, piecesDir, h[:2], h+pieceExt)
+}
+
+func (s *DiskStore) writeOpts() *pebble.WriteOptions {
+	if s.noSync {
+		return pebble.NoSync
+	}
+	return pebble.Sync
+}
+
+func (s *DiskStore) reconcile() error {
+	// 1. Interrupted uploads.
+	tmp := filepath.Join(s.dir, tmpDir)
+	ents, err := os.ReadDir(tmp)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if err := os.Remove(filepath.Join(tmp, e.Name())); err != nil {
+			return err
+		}
+	}
+	if len(ents) > 0 {
+		s.log.Info("removed interrupted uploads", "count", len(ents))
+	}
+	// 2. Index entries must have a whole piece file.
+	seen := make(map[challenge.PieceID]struct{})
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{indexPrefix}, UpperBound: []byte{indexPrefix + 1}})
+	if err != nil {
+		return err
+	}
+	var drop [][]byte
+	for it.First(); it.Valid(); it.Next() {
+		p, err := decodeIndex(it.Key(), it.Value())
+		if err != nil {
+			s.log.Warn("dropping unreadable index entry", "key", hex.EncodeToString(it.Key()), "err", err)
+			drop = append(drop, append([]byte{}, it.Key()...))
+			continue
+		}
+		fi, err := os.Stat(s.piecePath(p.ID))
+		if err != nil || fi.Size() != PieceFileSize(p.Size) {
+			s.log.Warn("dropping index entry without a whole piece file", "piece", p.ID, "err", err)
+			drop = append(drop, append([]byte{}, it.Key()...))
+			continue
+		}
+		seen[p.ID] = struct{}{}
+		s.used += p.Size
+		s.pieces++
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	for _, k := range drop {
+		if err := s.db.Delete(k, pebble.Sync); err != nil {
+			return err
+		}
+		var id challenge.PieceID
+		if len(k) == 1+challenge.HashSize {
+			copy(id[:], k[1:])
+			os.Remove(s.piecePath(id))
+		}
+	}
+	// 3. Piece files must have an index entry.
+	removed := 0
+	err = filepath.WalkDir(filepath.Join(s.dir, piecesDir), func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() || !strings.HasSuffix(d.Name(), pieceExt) {
+			return nil
+		}
+		id, perr := challenge.ParsePieceID(strings.TrimSuffix(d.Name(), pieceExt))
+		if _, ok := seen[id]; perr == nil && ok {
+			return nil
+		}
+		removed++
+		return os.Remove(path)
+	})
+	if err != nil {
+		return err
+	}
+	if removed > 0 {
+		s.log.Info("removed piece files that were never acknowledged", "count", removed)
+	}
+	return nil
+}
+
+// Capacity implements PieceStore.
+func (s *DiskStore) Capacity() int64 { return s.capacity }
+
+// Usage implements PieceStore.
+func (s *DiskStore) Usage() (int64, int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.used, s.pieces
+}
+
+func (s *DiskStore) reserve(size int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.used+s.reserved+size > s.capacity {
+		return fmt.Errorf("%w: %d bytes free of %d, piece needs %d", ErrFull, max(0, s.capacity-s.used-s.reserved), s.capacity, size)
+	}
+	s.reserved += size
+	return nil
+}
+
+func (s *DiskStore) unreserve(size int64) {
+	s.mu.Lock()
+	s.reserved -= size
+	s.mu.Unlock()
+}
+
+func (s *DiskStore) lock(id challenge.PieceID) func() {
+	m := &s.locks[id[0]]
+	m.Lock()
+	return m.Unlock
+}
+
+func diskErr(err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w: disk full: %w", ErrFull, err)
+	}
+	return err
+}
+
+// ctxReader fails reads once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// writebackWriter starts the kernel's writeback every writebackChunk bytes.
+type writebackWriter struct {
+	f       *os.File
+	off     int64
+	started int64
+}
+
+const writebackChunk = 8 << 20
+
+func (w *writebackWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.off += int64(n)
+	if w.off-w.started >= writebackChunk {
+		startWriteback(w.f, w.started, w.off-w.started)
+		w.started = w.off
+	}
+	return n, err
+}
+
+// Put implements PieceStore.
+func (s *DiskStore) Put(ctx context.Context, id challenge.PieceID, size int64, account fnet.AccountID, r io.Reader) (err error) {
+	if err := challenge.CheckSize(size); err != nil {
+		return fmt.Errorf("piece %s: %w: %w", id, fnet.ErrPieceTooLarge, err)
+	}
+	if _, err := s.Stat(id); err == nil {
+		return nil
+	}
+	if err := s.reserve(size); err != nil {
+		return fmt.Errorf("piece %s: %w", id, err)
+	}
+	defer s.unreserve(size)
+
+	f, err := os.CreateTemp(filepath.Join(s.dir, tmpDir), "*.part")
+	if err != nil {
+		return fmt.Errorf("piece %s: %w", id, diskErr(err))
+	}
+	tmpName := f.Name()
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+		if err != nil {
+			os.Remove(tmpName)
+		}
+	}()
+	b, _ := challenge.NewBuilder(size)
+	var fw io.Writer = f
+	if !s.noSync {
+		fw = &writebackWriter{f: f}
+	}
+	w := bufio.NewWriterSize(fw, 1<<20)
+	if _, err := w.Write(encodePieceHeader(id, size)); err != nil {
+		return fmt.Errorf("piece %s: %w", id, diskErr(err))
+	}
+	n, err := io.Copy(io.MultiWriter(b, w), io.LimitReader(ctxReader{ctx, r}, size+1))
+	switch {
+	case errors.Is(err, challenge.ErrTooLong) || (err == nil && n > size):
+		return fmt.Errorf("piece %s: %w: more than the %d bytes announced", id, fnet.ErrBadRequest, size)
+	case err != nil:
+		return fmt.Errorf("piece %s: after %d bytes: %w", id, n, diskErr(err))
+	case n < size:
+		return fmt.Errorf("piece %s: %w: upload ended after %d of %d bytes", id, fnet.ErrBadRequest, n, size)
+	}
+	tree, err := b.Tree()
+	if err != nil {
+		return fmt.Errorf("piece %s: %w", id, err)
+	}
+	if tree.Root() != id {
+		return fmt.Errorf("piece %s: %w (root is %s)", id, ErrMismatch, tree.Root())
+	}
+	for _, level := range tree.Levels {
+		for i := range level {
+			if _, err := w.Write(level[i][:]); err != nil {
+				return fmt.Errorf("piece %s: tree: %w", id, diskErr(err))
+			}
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return fmt.Errorf("piece %s: %w", id, diskErr(err))
+	}
+	if !s.noSync {
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("piece %s: fsync: %w", id, diskErr(err))
+		}
+	}
+	if err := f.Close(); err != nil {
+		f = nil
+		return fmt.Errorf("piece %s: %w", id, diskErr(err))
+	}
+	f = nil
+
+	unlock := s.lock(id)
+	defer unlock()
+	if _, err := s.Stat(id); err == nil {
+		return os.Remove(tmpName) // a concurrent upload won
+	}
+	final := s.piecePath(id)
+	if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
+		return fmt.Errorf("piece %s: %w", id, diskErr(err))
+	}
+	if err := os.Rename(tmpName, final); err != nil {
+		return fmt.Errorf("piece %s: %w", id, diskErr(err))
+	}
+	if err := s.syncDirs(filepath.Dir(final), filepath.Join(s.dir, tmpDir)); err != nil {
+		os.Remove(final)
+		return fmt.Errorf("piece %s: %w", id, diskErr(err))
+	}
+	info := PieceInfo{ID: id, Size: size, StoredAt: time.Now(), Account: account}
+	if err := s.db.Set(indexKey(id), encodeIndex(info), s.writeOpts()); err != nil {
+		os.Remove(final)
+		return fmt.Errorf("piece %s: index: %w", id, diskErr(err))
+	}
+	s.mu.Lock()
+	s.used += size
+	s.pieces++
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *DiskStore) syncDirs(dirs ...string) error {
+	if s.noSync {
+		return nil
+	}
+	for _, d := range dirs {
+		f, err := os.Open(d)
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Stat implements PieceStore.
+func (s *DiskStore) Stat(id challenge.PieceID) (PieceInfo, error) {
+	v, closer, err := s.db.Get(indexKey(id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return PieceInfo{}, fmt.Errorf("piece %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return PieceInfo{}, fmt.Errorf("piece %s: index: %w", id, err)
+	}
+	defer closer.Close()
+	return decodeIndex(indexKey(id), v)
+}
+
+// SetOrphaned implements PieceStore.
+func (s *DiskStore) SetOrphaned(id challenge.PieceID, since time.Time) error {
+	unlock := s.lock(id)
+	defer unlock()
+	p, err := s.Stat(id)
+	if err != nil {
+		return err
+	}
+	p.OrphanedAt = since
+	return s.db.Set(indexKey(id), encodeIndex(p), s.writeOpts())
+}
+
+// Delete implements PieceStore: the index entry goes first, so that a
+// crash in between leaves only a file that the next start removes.
+func (s *DiskStore) Delete(id challenge.PieceID) error {
+	unlock := s.lock(id)
+	defer unlock()
+	p, err := s.Stat(id)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.db.Delete(indexKey(id), s.writeOpts()); err != nil {
+		return fmt.Errorf("piece %s: index: %w", id, err)
+	}
+	s.mu.Lock()
+	s.used -= p.Size
+	s.pieces--
+	s.mu.Unlock()
+	if err := os.Remove(s.piecePath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("piece %s: %w", id, err)
+	}
+	return s.syncDirs(filepath.Dir(s.piecePath(id)))
+}
+
+// List implements PieceStore.
+func (s *DiskStore) List(after *challenge.PieceID, limit int) ([]PieceInfo, error) {
+	lower := []byte{indexPrefix}
+	if after != nil {
+		lower = append(indexKey(*after), 0)
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: []byte{indexPrefix + 1}})
+	if err != nil {
+		return nil, err
+	}
+	var out []PieceInfo
+	for it.First(); it.Valid() && len(out) < limit; it.Next() {
+		p, err := decodeIndex(it.Key(), it.Value())
+		if err != nil {
+			it.Close()
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, it.Close()
+}
+
+// Open implements PieceStore.
+func (s *DiskStore) Open(id challenge.PieceID) (Piece, error) {
+	info, err := s.Stat(id)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(s.piecePath(id))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("piece %s: %w: file missing", id, ErrCorrupt)
+		}
+		return nil, fmt.Errorf("piece %s: %w", id, err)
+	}
+	h := make([]byte, pieceHeaderSize)
+	if _, err := io.ReadFull(f, h); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("piece %s: %w: header: %w", id, ErrCorrupt, err)
+	}
+	size, err := parsePieceHeader(h, id)
+	if err == nil && size != info.Size {
+		err = fmt.Errorf("%w: header size %d, index %d", ErrCorrupt, size, info.Size)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("piece %s: %w", id, err)
+	}
+	levelOff := make([]int64, 0, 20)
+	off := int64(pieceHeaderSize) + size
+	for _, c := range challenge.LevelCounts(size) {
+		levelOff = append(levelOff, off)
+		off += int64(c) * challenge.HashSize
+	}
+	return &diskPiece{f: f, size: size, levelOff: levelOff, counts: challenge.LevelCounts(size)}, nil
+}
+
+// Close implements PieceStore.
+func (s *DiskStore) Close() error { return s.db.Close() }
+
+type diskPiece struct {
+	f        *os.File
+	size     int64
+	levelOff []int64
+	counts   []int
+}
+
+func (p *diskPiece) Size() int64 { return p.size }
+
+func (p *diskPiece) ReadAt(b []byte, off int64) (int, error) {
+	if off < 0 || off > p.size {
+		return 0, fmt.Errorf("offset %d outside piece of %d bytes", off, p.size)
+	}
+	if rest := p.size - off; int64(len(b)) > rest {
+		n, err := p.f.ReadAt(b[:rest], pieceHeaderSize+off)
+		if err == nil {
+			err = io.EOF
+		}
+		return n, err
+	}
+	return p.f.ReadAt(b, pieceHeaderSize+off)
+}
+
+func (p *diskPiece) ReadLeaf(i int, buf []byte) (int, error) {
+	if i < 0 || i >= p.counts[0] {
+		return 0, fmt.Errorf("leaf %d out of range", i)
+	}
+	n := challenge.LeafLen(p.size, i)
+	got, err := p.f.ReadAt(buf[:n], pieceHeaderSize+int64(i)*challenge.LeafSize)
+	if err != nil && !(errors.Is(err, io.EOF) && got == n) {
+		return got, err
+	}
+	return n, nil
+}
+
+func (p *diskPiece) Node(level, index int) (challenge.Hash, error) {
+	var h challenge.Hash
+	if level < 0 || level >= len(p.counts) || index < 0 || index >= p.counts[level] {
+		return h, fmt.Errorf("tree node (%d,%d) out of range", level, index)
+	}
+	_, err := p.f.ReadAt(h[:], p.levelOff[level]+int64(index)*challenge.HashSize)
+	return h, err
+}
+
+func (p *diskPiece) Close() error { return p.f.Close() }
+
+// pebbleLogger sends Pebble's messages to slog.
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	p.l.Debug("pebble: " + fmt.Sprintf(format, args...))
+}
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error("pebble: " + fmt.Sprintf(format, args...))
+}
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	p.l.Error("pebble: fatal: " + fmt.Sprintf(format, args...))
+	os.Exit(1)
+}
+
+var _ PieceStore = (*DiskStore)(nil)

@@ -1,0 +1,226 @@
+package storagenode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/fincrypt/fincrypt/challenge"
+	fnet "github.com/fincrypt/fincrypt/net"
+)
+
+// Endpoint serves the storage protocol: put, get, stat and delete under
+// tickets, and challenges from the mediator.
+type Endpoint struct {
+	log      *slog.Logger
+	self     fnet.NodeID
+	mediator fnet.NodeID
+	store    PieceStore
+	// RequestTimeout bounds reading a request frame.
+	requestTimeout time.Duration
+	// idleTimeout bounds a transfer's pause between two reads or writes.
+	idleTimeout time.Duration
+	now         func() time.Time
+}
+
+// NewEndpoint serves store for node self, trusting tickets of mediator.
+func NewEndpoint(log *slog.Logger, self, mediator fnet.NodeID, store PieceStore, requestTimeout, idleTimeout time.Duration) *Endpoint {
+	return &Endpoint{log: log, self: self, mediator: mediator, store: store,
+		requestTimeout: requestTimeout, idleTimeout: idleTimeout, now: time.Now}
+}
+
+// idleStream extends the stream's deadlines before every read and write,
+// so that a stalled peer is dropped but a long transfer is not.
+type idleStream struct {
+	s    *quic.Stream
+	idle time.Duration
+}
+
+func (i idleStream) Read(p []byte) (int, error) {
+	i.s.SetReadDeadline(time.Now().Add(i.idle))
+	return i.s.Read(p)
+}
+
+func (i idleStream) Write(p []byte) (int, error) {
+	i.s.SetWriteDeadline(time.Now().Add(i.idle))
+	return i.s.Write(p)
+}
+
+// HandleStream implements fnet.Handler.
+func (e *Endpoint) HandleStream(ctx context.Context, peer fnet.NodeID, s *quic.Stream) {
+	s.SetReadDeadline(time.Now().Add(e.requestTimeout))
+	m, err := fnet.ReadMessage(s)
+	if err != nil {
+		e.log.Debug("bad request", "peer", peer, "err", err)
+		e.reply(s, fnet.NewErrorReply(fmt.Errorf("%w: %w", fnet.ErrBadRequest, err)))
+		return
+	}
+	var rep fnet.Message
+	switch m := m.(type) {
+	case *fnet.PutRequest:
+		err = e.put(ctx, peer, s, m)
+		if err == nil {
+			rep = &fnet.PutReply{}
+		}
+	case *fnet.GetRequest:
+		err = e.get(s, m) // writes its own reply on success
+	case *fnet.StatRequest:
+		rep, err = e.stat(m)
+	case *fnet.DeleteRequest:
+		err = e.delete(peer, m)
+		if err == nil {
+			rep = &fnet.DeleteReply{}
+		}
+	case *fnet.ChallengeRequest:
+		rep, err = e.challenge(peer, m)
+	default:
+		err = fmt.Errorf("%w: a storage node does not serve %s", fnet.ErrBadRequest, m.Type())
+	}
+	if err != nil {
+		lvl := slog.LevelInfo
+		if fnet.CodeOf(err) == fnet.CodeInternal {
+			lvl = slog.LevelError
+		}
+		e.log.Log(ctx, lvl, "request failed", "peer", peer, "type", m.Type(), "err", err)
+		rep = fnet.NewErrorReply(err)
+	}
+	if rep != nil {
+		e.reply(s, rep)
+	}
+}
+
+func (e *Endpoint) reply(s *quic.Stream, m fnet.Message) {
+	s.SetWriteDeadline(time.Now().Add(e.requestTimeout))
+	if err := fnet.WriteMessage(s, m); err != nil {
+		e.log.Debug("reply not sent", "err", err)
+	}
+}
+
+func (e *Endpoint) checkTicket(piece challenge.PieceID, t *fnet.SignedTicket, op fnet.Op) error {
+	if err := t.Verify(e.mediator, e.self, piece, op, e.now()); err != nil {
+		return fmt.Errorf("%s %s: %w", op, piece, err)
+	}
+	return nil
+}
+
+func (e *Endpoint) put(ctx context.Context, peer fnet.NodeID, s *quic.Stream, m *fnet.PutRequest) error {
+	if err := e.checkTicket(m.Piece, &m.Ticket, fnet.OpPut); err != nil {
+		return err
+	}
+	if err := challenge.CheckSize(m.Ticket.Size); err != nil {
+		return fmt.Errorf("put %s: %w: %w", m.Piece, fnet.ErrPieceTooLarge, err)
+	}
+	s.SetReadDeadline(time.Time{})
+	start := time.Now()
+	if err := e.store.Put(ctx, m.Piece, m.Ticket.Size, m.Ticket.Account, idleStream{s, e.idleTimeout}); err != nil {
+		return err
+	}
+	e.log.Debug("stored piece", "piece", m.Piece, "size", m.Ticket.Size, "peer", peer, "took", time.Since(start))
+	return nil
+}
+
+func (e *Endpoint) openChecked(piece challenge.PieceID, t *fnet.SignedTicket, op fnet.Op) (Piece, error) {
+	if err := e.checkTicket(piece, t, op); err != nil {
+		return nil, err
+	}
+	p, err := e.store.Open(piece)
+	if err != nil {
+		return nil, err
+	}
+	if p.Size() != t.Size {
+		p.Close()
+		return nil, fmt.Errorf("%s %s: %w: ticket is for %d bytes, piece has %d", op, piece, fnet.ErrTicketScope, t.Size, p.Size())
+	}
+	return p, nil
+}
+
+func (e *Endpoint) get(s *quic.Stream, m *fnet.GetRequest) error {
+	p, err := e.openChecked(m.Piece, &m.Ticket, fnet.OpGet)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	size := uint64(p.Size())
+	length := m.Length
+	if m.Offset > size || (length == 0 && m.Offset == size) {
+		return fmt.Errorf("get %s: %w: offset %d outside %d bytes", m.Piece, fnet.ErrBadRequest, m.Offset, size)
+	}
+	if length == 0 {
+		length = size - m.Offset
+	}
+	if length > size-m.Offset {
+		return fmt.Errorf("get %s: %w: range %d+%d outside %d bytes", m.Piece, fnet.ErrBadRequest, m.Offset, length, size)
+	}
+	w := idleStream{s, e.idleTimeout}
+	if err := fnet.WriteMessage(w, &fnet.GetReply{Length: length}); err != nil {
+		e.log.Debug("get: reply not sent", "err", err)
+		return nil
+	}
+	buf := make([]byte, 256<<10)
+	if _, err := io.CopyBuffer(w, io.NewSectionReader(p, int64(m.Offset), int64(length)), buf); err != nil {
+		// The header is out: the only way to signal failure is to reset.
+		s.CancelWrite(fnet.StreamCancelled)
+		e.log.Warn("get: transfer failed", "piece", m.Piece, "err", err)
+	}
+	return nil
+}
+
+func (e *Endpoint) stat(m *fnet.StatRequest) (fnet.Message, error) {
+	if err := e.checkTicket(m.Piece, &m.Ticket, fnet.OpStat); err != nil {
+		return nil, err
+	}
+	info, err := e.store.Stat(m.Piece)
+	if err != nil {
+		return nil, err
+	}
+	return &fnet.StatReply{Size: uint64(info.Size), StoredAt: info.StoredAt}, nil
+}
+
+func (e *Endpoint) delete(peer fnet.NodeID, m *fnet.DeleteRequest) error {
+	if err := e.checkTicket(m.Piece, &m.Ticket, fnet.OpDelete); err != nil {
+		return err
+	}
+	if err := e.store.Delete(m.Piece); err != nil {
+		return err
+	}
+	e.log.Debug("deleted piece", "piece", m.Piece, "peer", peer)
+	return nil
+}
+
+func (e *Endpoint) challenge(peer fnet.NodeID, m *fnet.ChallengeRequest) (fnet.Message, error) {
+	if peer != e.mediator {
+		return nil, fmt.Errorf("%w: challenges are accepted only from the mediator", fnet.ErrUnauthorized)
+	}
+	return Answer(e.store, m), nil
+}
+
+// Answer proves possession of each challenged piece, reading only the
+// sampled leaves and the tree nodes on their paths.
+func Answer(store PieceStore, m *fnet.ChallengeRequest) *fnet.ChallengeResponse {
+	rep := &fnet.ChallengeResponse{Nonce: m.Nonce, Proofs: make([]fnet.PieceProof, len(m.Pieces))}
+	for i, id := range m.Pieces {
+		rep.Proofs[i] = prove(store, id, m.Nonce, int(m.Openings))
+	}
+	return rep
+}
+
+func prove(store PieceStore, id challenge.PieceID, nonce challenge.Nonce, k int) fnet.PieceProof {
+	p, err := store.Open(id)
+	if errors.Is(err, ErrNotFound) {
+		return fnet.PieceProof{Status: fnet.ProofMissing, Proof: challenge.Proof{Piece: id}}
+	}
+	if err != nil {
+		return fnet.PieceProof{Status: fnet.ProofFailed, Proof: challenge.Proof{Piece: id}}
+	}
+	defer p.Close()
+	proof, err := challenge.Prove(p, id, p.Size(), nonce, k)
+	if err != nil {
+		return fnet.PieceProof{Status: fnet.ProofFailed, Proof: challenge.Proof{Piece: id}}
+	}
+	return fnet.PieceProof{Status: fnet.ProofOK, Proof: proof}
+}

@@ -1,0 +1,255 @@
+// Package storagenode is the storage node daemon: it stores encrypted
+// pieces under tickets signed by its mediator, proves possession when
+// challenged, stays registered with the mediator and collects pieces that
+// no longer have a contract. New wires every part; read it first.
+package storagenode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/btcsuite/btcd/btcutil"
+	"github.com/btcsuite/btcd/chaincfg"
+
+	"github.com/fincrypt/fincrypt/challenge"
+	fnet "github.com/fincrypt/fincrypt/net"
+)
+
+// AddressFile is written to the node's directory once it listens.
+const AddressFile = "address"
+
+// Config is everything a storage node needs. cmd/fincrypt maps flags onto it.
+type Config struct {
+	Dir       string       // identity, address, pieces, index
+	Listen    string       // host:port to bind; port 0 picks one
+	Advertise string       // host:port others dial; default: the bound address
+	Mediator  fnet.Address // the mediator to register with; it signs tickets
+	Capacity  int64        // bytes of pieces offered
+	Price     uint64       // satoshis per GiB per month
+	Payout    string       // bitcoin address for payouts
+	Network   string       // mainnet, testnet3, regtest or simnet
+
+	RetryMin       time.Duration // first retry delay when the mediator is unreachable (1s)
+	RetryMax       time.Duration // longest retry delay (1m)
+	RequestTimeout time.Duration // to read a request frame, or a mediator call (10s)
+	IdleTimeout    time.Duration // longest pause within a transfer (30s)
+	Transport      fnet.Config
+}
+
+// Networks maps --network names to their parameters.
+var Networks = map[string]*chaincfg.Params{
+	"mainnet":  &chaincfg.MainNetParams,
+	"testnet3": &chaincfg.TestNet3Params,
+	"regtest":  &chaincfg.RegressionNetParams,
+	"simnet":   &chaincfg.SimNetParams,
+}
+
+// ErrConfig wraps every Validate failure.
+var ErrConfig = errors.New("invalid storage node configuration")
+
+// Validate fills defaults and checks the configuration.
+func (c *Config) Validate() error {
+	if c.Dir == "" {
+		return fmt.Errorf("%w: no directory", ErrConfig)
+	}
+	if c.Listen == "" {
+		return fmt.Errorf("%w: no listen address", ErrConfig)
+	}
+	if c.Mediator.ID.IsZero() || c.Mediator.HostPort == "" {
+		return fmt.Errorf("%w: no mediator address (NODEID@host:port)", ErrConfig)
+	}
+	if c.Capacity < challenge.LeafSize {
+		return fmt.Errorf("%w: capacity %d bytes is too small", ErrConfig, c.Capacity)
+	}
+	params, ok := Networks[c.Network]
+	if !ok {
+		return fmt.Errorf("%w: unknown network %q (mainnet, testnet3, regtest, simnet)", ErrConfig, c.Network)
+	}
+	addr, err := btcutil.DecodeAddress(c.Payout, params)
+	if err != nil {
+		return fmt.Errorf("%w: payout address %q: %v", ErrConfig, c.Payout, err)
+	}
+	if !addr.IsForNet(params) {
+		return fmt.Errorf("%w: payout address %q is not a %s address", ErrConfig, c.Payout, c.Network)
+	}
+	if c.RetryMin <= 0 {
+		c.RetryMin = time.Second
+	}
+	if c.RetryMax < c.RetryMin {
+		c.RetryMax = max(time.Minute, c.RetryMin)
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 10 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 30 * time.Second
+	}
+	return nil
+}
+
+// Peer is a running storage node.
+type Peer struct {
+	Log       *slog.Logger
+	Identity  *fnet.Identity
+	Config    Config
+	Store     PieceStore
+	Transport *fnet.Transport
+	Endpoint  *Endpoint
+	Contact   *Contact
+	Collector *Collector
+
+	closers []func() error
+	once    sync.Once
+}
+
+// New builds a storage node: the piece store (reconciled with the disk),
+// the listening transport, the endpoint, the mediator contact and the
+// collector. On failure everything built so far is closed.
+func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	p := &Peer{Log: log, Identity: ident, Config: cfg}
+	defer func() {
+		if err != nil {
+			p.Close()
+		}
+	}()
+
+	{ // piece store
+		store, err := OpenDiskStore(cfg.Dir, DiskStoreOptions{Capacity: cfg.Capacity, Logger: log.With("service", "piecestore")})
+		if err != nil {
+			return nil, err
+		}
+		p.Store = store
+		p.closers = append(p.closers, store.Close)
+	}
+
+	{ // transport
+		tcfg := cfg.Transport
+		tcfg.Logger = log.With("service", "transport")
+		tr, err := fnet.Listen(ident, cfg.Listen, tcfg)
+		if err != nil {
+			return nil, err
+		}
+		p.Transport = tr
+		p.closers = append(p.closers, tr.Close)
+	}
+
+	{ // endpoint
+		p.Endpoint = NewEndpoint(log.With("service", "endpoint"), ident.ID(), cfg.Mediator.ID, p.Store,
+			cfg.RequestTimeout, cfg.IdleTimeout)
+	}
+
+	{ // mediator contact
+		p.Contact = newContact(log.With("service", "contact"), p.Transport, cfg.Mediator,
+			p.registerRequest, p.heartbeat, cfg.RetryMin, cfg.RetryMax, cfg.RequestTimeout)
+		p.Contact.handler = p.Endpoint
+	}
+
+	{ // garbage collection
+		p.Collector = newCollector(log.With("service", "collector"), p.Store, p.Contact)
+	}
+
+	{ // address file, last: it tells others the node is ready
+		if err := writeFileAtomic(filepath.Join(cfg.Dir, AddressFile), []byte(p.Address().String()+"\n")); err != nil {
+			return nil, fmt.Errorf("address file: %w", err)
+		}
+	}
+	return p, nil
+}
+
+// Address is the node's NODEID@host:port.
+func (p *Peer) Address() fnet.Address {
+	hp := p.Config.Advertise
+	if hp == "" {
+		hp = p.Transport.Addr().String()
+	}
+	return fnet.Address{ID: p.Identity.ID(), HostPort: hp}
+}
+
+func (p *Peer) registerRequest() *fnet.RegisterRequest {
+	used, n := p.Store.Usage()
+	return &fnet.RegisterRequest{
+		Node: p.Identity.ID(), Address: p.Address().String(),
+		Capacity: uint64(p.Store.Capacity()), Used: uint64(used), Pieces: uint64(n),
+		Price: p.Config.Price, PayoutAddress: p.Config.Payout, Network: p.Config.Network,
+	}
+}
+
+func (p *Peer) heartbeat() *fnet.Heartbeat {
+	used, n := p.Store.Usage()
+	return &fnet.Heartbeat{Capacity: uint64(p.Store.Capacity()), Used: uint64(used), Pieces: uint64(n)}
+}
+
+// Run serves until ctx is done or a service fails.
+func (p *Peer) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	p.Log.Info("storage node running", "address", p.Address(), "mediator", p.Config.Mediator,
+		"capacity", p.Config.Capacity, "price", p.Config.Price)
+	services := []struct {
+		name string
+		run  func(context.Context) error
+	}{
+		{"endpoint", func(ctx context.Context) error { return p.Transport.Serve(ctx, p.Endpoint) }},
+		{"contact", p.Contact.Run},
+		{"collector", p.Collector.Run},
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(services))
+	for _, s := range services {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.run(ctx); err != nil {
+				errs <- fmt.Errorf("%s: %w", s.name, err)
+				cancel()
+			}
+		}()
+	}
+	<-ctx.Done()
+	p.Transport.Close() // unblocks Accept
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// Close closes the services in reverse order of construction.
+func (p *Peer) Close() error {
+	var errs []error
+	p.once.Do(func() {
+		for i := len(p.closers) - 1; i >= 0; i-- {
+			errs = append(errs, p.closers[i]())
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
