@@ -50,7 +50,9 @@ type core struct {
 	resMu    sync.Mutex
 	reserved map[SegmentID]reservation // uncommitted placements
 
-	bg sync.WaitGroup // background deletes
+	bg       sync.WaitGroup // background deletes
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
 }
 
 type reservation struct {
@@ -60,10 +62,18 @@ type reservation struct {
 }
 
 func newCore(cfg Config, store Store, id *fnet.Identity, nodes NodeClient) *core {
-	return &core{
+	c := &core{
 		cfg: cfg, log: cfg.Logger, store: store, id: id, nodes: nodes,
 		now: time.Now, reserved: map[SegmentID]reservation{},
 	}
+	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
+	return c
+}
+
+// stop cancels background work and waits for it.
+func (c *core) stop() {
+	c.bgCancel()
+	c.bg.Wait()
 }
 
 func (c *core) online(n *Node, now time.Time) bool { return now.Sub(n.LastSeen) <= c.cfg.OnlineWindow }
@@ -127,12 +137,15 @@ func (c *core) deleteLater(acct fnet.AccountID, size int64, pieces map[fnet.Node
 	c.bg.Add(1)
 	go func() {
 		defer c.bg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(c.bgCtx, 10*time.Second)
 		defer cancel()
 		for node, piece := range pieces {
+			if ctx.Err() != nil {
+				return
+			}
 			n, err := c.store.GetNode(ctx, node)
-			if err != nil {
-				continue
+			if err != nil || !c.online(n, c.now()) {
+				continue // an offline node collects it when it asks (LiveRequest)
 			}
 			addr, err := nodeAddress(n)
 			if err != nil {

@@ -157,7 +157,7 @@ func newWorld(t *testing.T, n int, prices ...uint64) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		w.c.bg.Wait()
+		w.c.stop()
 		w.store.Close()
 	})
 	mid, _ := fnet.GenerateIdentity()

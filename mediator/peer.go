@@ -193,7 +193,7 @@ func (p *Peer) Close() error {
 			os.Remove(filepath.Join(p.Config.Dir, ControlSocket))
 		}
 		if p.core != nil {
-			p.core.bg.Wait()
+			p.core.stop()
 		}
 		if p.nodes != nil {
 			p.nodes.close()

@@ -16,8 +16,8 @@ import (
 
 	"github.com/fincrypt/fincrypt/erasure"
 	"github.com/fincrypt/fincrypt/internal/units"
-	fnet "github.com/fincrypt/fincrypt/net"
 	"github.com/fincrypt/fincrypt/mediator"
+	fnet "github.com/fincrypt/fincrypt/net"
 )
 
 func init() {
