@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -314,9 +315,12 @@ func startServer(t *testing.T, h Handler) *Transport {
 }
 
 func TestTransportMutualAuth(t *testing.T) {
+	var mu sync.Mutex
 	var gotPeer NodeID
 	srv := startServer(t, HandlerFunc(func(ctx context.Context, peer NodeID, s *quic.Stream) {
+		mu.Lock()
 		gotPeer = peer
+		mu.Unlock()
 		echo(ctx, peer, s)
 	}))
 	cli, err := NewDialer(mustIdentity(t), Config{})
@@ -337,7 +341,10 @@ func TestTransportMutualAuth(t *testing.T) {
 	if err != nil || rep.Policy.HeartbeatInterval != 42*time.Millisecond {
 		t.Fatalf("call: %+v %v", rep, err)
 	}
-	if gotPeer != cli.Identity().ID() {
+	mu.Lock()
+	seen := gotPeer
+	mu.Unlock()
+	if seen != cli.Identity().ID() {
 		t.Fatal("server did not see the client's id")
 	}
 	// A bad request gets an error reply and the server keeps serving.

@@ -129,6 +129,7 @@ func firstByte(b []byte) int {
 type DiskStore struct {
 	dir      string
 	db       *pebble.DB
+	dirLock  *os.File
 	log      *slog.Logger
 	capacity int64
 	// NoSync skips fsyncs; only for populating benchmark stores.
@@ -155,11 +156,20 @@ type DiskStoreOptions struct {
 // with the piece files: temporary upload files are removed, a piece file
 // without an index entry (never acknowledged) is removed, and an index
 // entry without a valid file is dropped.
-func OpenDiskStore(dir string, o DiskStoreOptions) (*DiskStore, error) {
+func OpenDiskStore(dir string, o DiskStoreOptions) (_ *DiskStore, err error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	for _, d := range []string{dir, filepath.Join(dir, piecesDir), filepath.Join(dir, tmpDir)} {
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			lock.Close()
+		}
+	}()
+	for _, d := range []string{filepath.Join(dir, piecesDir), filepath.Join(dir, tmpDir)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("piece store: %w", err)
 		}
@@ -181,7 +191,7 @@ func OpenDiskStore(dir string, o DiskStoreOptions) (*DiskStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("piece store index: %w", err)
 	}
-	s := &DiskStore{dir: dir, db: db, log: o.Logger, capacity: o.Capacity, noSync: o.NoSync}
+	s := &DiskStore{dir: dir, db: db, dirLock: lock, log: o.Logger, capacity: o.Capacity, noSync: o.NoSync}
 	if err := s.reconcile(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("piece store: reconcile: %w", err)
@@ -575,7 +585,33 @@ func (s *DiskStore) Open(id challenge.PieceID) (Piece, error) {
 }
 
 // Close implements PieceStore.
-func (s *DiskStore) Close() error { return s.db.Close() }
+func (s *DiskStore) Close() error {
+	err := s.db.Close()
+	s.dirLock.Close() // releases the flock
+	return err
+}
+
+// ErrLocked means another process has the directory open.
+var ErrLocked = errors.New("the directory is in use by another storage node")
+
+// lockDir takes an exclusive flock on DIR/lock for the store's lifetime.
+func lockDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("piece store: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("piece store: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%s: %w", dir, ErrLocked)
+		}
+		return nil, fmt.Errorf("piece store: lock %s: %w", dir, err)
+	}
+	return f, nil
+}
 
 type diskPiece struct {
 	f        *os.File

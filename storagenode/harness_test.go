@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -305,3 +306,5 @@ func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool)
 }
 
 func isErr(err, target error) bool { return errors.Is(err, target) }
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

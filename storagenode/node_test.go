@@ -591,3 +591,56 @@ func TestCLIRejectsBadFlags(t *testing.T) {
 		t.Fatalf("id prints %q, identity %v", out, err)
 	}
 }
+
+// TestInProcessPeer runs the node inside the test process (as the devnet
+// will), so that the race detector sees the daemon's own goroutines.
+func TestInProcessPeer(t *testing.T) {
+	t.Parallel()
+	med := newMediator(t)
+	med.setPolicy(fnet.NodePolicy{HeartbeatInterval: 50 * time.Millisecond, GracePeriod: time.Hour, GCInterval: 50 * time.Millisecond})
+	ident, _ := fnet.GenerateIdentity()
+	peer, err := storagenode.New(quietLog(), ident, storagenode.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0",
+		Mediator: med.tr.Address(), Capacity: 1 << 30, Payout: payoutAddress(t), Network: "simnet", Price: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- peer.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		peer.Close()
+	})
+	addr := peer.Address()
+	c := dialNode(t, addr)
+	var wg sync.WaitGroup
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			data, id := piece(t, uint64(i), 50_000+i)
+			if err := put(ctxT(t), c, med, addr.ID, id, data); err != nil {
+				t.Error(err)
+				return
+			}
+			got, err := get(ctxT(t), c, med, addr.ID, id, int64(len(data)), 0, 0)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Errorf("get: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	waitFor(t, "heartbeats and a GC pass", 10*time.Second, func() bool {
+		_, hb := med.registration(addr.ID)
+		med.mu.Lock()
+		asked := med.liveAsked
+		med.mu.Unlock()
+		return hb >= 2 && asked >= 1
+	})
+	if _, n := peer.Store.Usage(); n != 6 {
+		t.Fatalf("%d pieces held", n)
+	}
+}

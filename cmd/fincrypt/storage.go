@@ -79,6 +79,9 @@ func runStorage(c *cli.Context) error {
 		if errors.Is(err, storagenode.ErrConfig) {
 			return userErr(exitUsage, "%v", err)
 		}
+		if errors.Is(err, storagenode.ErrLocked) {
+			return userErr(exitBusy, "%v", err)
+		}
 		return userErr(exitFailure, "storage node: %v", err)
 	}
 	defer peer.Close()
