@@ -47,6 +47,9 @@ type core struct {
 	// results, heartbeats, repair), never across network calls.
 	mu sync.Mutex
 
+	// repairMu lets one repair scan run at a time.
+	repairMu sync.Mutex
+
 	resMu    sync.Mutex
 	reserved map[SegmentID]reservation // uncommitted placements
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	fnet "github.com/fincrypt/fincrypt/net"
@@ -32,6 +33,7 @@ type Peer struct {
 	// Transport serves nodes and clients and dials nodes.
 	Transport *fnet.Transport
 
+	lock    *os.File
 	nodes   *transportNodes
 	core    *core
 	control *controlServer
@@ -71,6 +73,11 @@ func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error
 			if p.Identity, err = fnet.LoadOrCreateIdentity(cfg.Dir); err != nil {
 				return nil, fmt.Errorf("mediator identity: %w", err)
 			}
+		}
+	}
+	{ // one mediator per directory
+		if p.lock, err = lockDir(cfg.Dir); err != nil {
+			return nil, err
 		}
 	}
 	{ // state
@@ -204,9 +211,32 @@ func (p *Peer) Close() error {
 		if p.Store != nil {
 			errs = append(errs, p.Store.Close())
 		}
+		if p.lock != nil {
+			errs = append(errs, p.lock.Close()) // releases the flock
+		}
 		p.closeErr = errors.Join(errs...)
 	})
 	return p.closeErr
+}
+
+// LockFile is flocked by the running mediator.
+const LockFile = "lock"
+
+// lockDir takes an exclusive flock on DIR/lock, so that a second mediator
+// on the same directory (in this process or another) stops at once.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, LockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%s: %w: another mediator is running there", dir, ErrLocked)
+		}
+		return nil, fmt.Errorf("%s: lock: %w", dir, err)
+	}
+	return f, nil
 }
 
 func writeFileAtomic(path string, data []byte) error {

@@ -29,6 +29,8 @@ type RepairResult struct {
 // RepairScan marks the pieces of nodes gone past the offline limit as lost,
 // then repairs every segment below its repair threshold.
 func (c *core) RepairScan(ctx context.Context) (RepairResult, error) {
+	c.repairMu.Lock()
+	defer c.repairMu.Unlock()
 	var res RepairResult
 	nodeList, err := c.store.ListNodes(ctx)
 	if err != nil {
