@@ -73,6 +73,22 @@ func newCore(cfg Config, store Store, id *fnet.Identity, nodes NodeClient) *core
 	return c
 }
 
+// loadReservations reserves room for the placements that were pending
+// when the mediator stopped.
+func (c *core) loadReservations(ctx context.Context) error {
+	pending, err := c.store.PendingPlacements(ctx)
+	if err != nil {
+		return err
+	}
+	now := c.now()
+	for _, p := range pending {
+		if p.Expires.After(now) {
+			c.reserve(p.Segment, reservation{nodes: p.Nodes, size: p.PieceSize, expires: p.Expires})
+		}
+	}
+	return nil
+}
+
 // stop cancels background work and waits for it.
 func (c *core) stop() {
 	c.bgCancel()

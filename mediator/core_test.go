@@ -173,6 +173,15 @@ func TestCommitChecksThePlacement(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Its reservation survives a restart (a fresh core on the same store).
+	c2 := newCore(w.c.cfg, w.store, w.c.id, w.mem)
+	c2.now = w.now
+	if err := c2.loadReservations(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := c2.reservedBytes(w.now()); r[pl2.Targets[0].Ticket.Node] != 100 {
+		t.Fatalf("reservation after restart: %v", r)
+	}
 	w.advance(w.c.cfg.TicketTTL + time.Second)
 	if err := w.c.Commit(ctx, acct, &fnet.CommitRequest{Segment: pl2.Segment}); !errors.Is(err, ErrNoPlacement) {
 		t.Fatalf("late commit: %v", err)

@@ -97,6 +97,9 @@ func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error
 		c := cfg
 		c.Logger = cfg.Logger.With("service", "mediator")
 		p.core = newCore(c, p.Store, p.Identity, p.nodes)
+		if err := p.core.loadReservations(context.Background()); err != nil {
+			return nil, fmt.Errorf("pending placements: %w", err)
+		}
 	}
 	{ // control socket
 		if p.control, err = listenControl(cfg.Dir, p.Status); err != nil {

@@ -43,6 +43,8 @@ type Store interface {
 	PutPending(ctx context.Context, p *Pending) error
 	// GetPending returns a pending placement or ErrNotFound.
 	GetPending(ctx context.Context, id SegmentID) (*Pending, error)
+	// PendingPlacements returns every uncommitted placement.
+	PendingPlacements(ctx context.Context) ([]*Pending, error)
 	// DeletePendingBefore removes placements that expired before t and
 	// returns how many.
 	DeletePendingBefore(ctx context.Context, t time.Time) (int, error)

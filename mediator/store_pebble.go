@@ -283,21 +283,34 @@ func deletePending(b *pebble.Batch, p *Pending) {
 	}
 }
 
-// DeletePendingBefore implements Store.
-func (s *PebbleStore) DeletePendingBefore(_ context.Context, t time.Time) (int, error) {
-	var old []*Pending
+// PendingPlacements implements Store.
+func (s *PebbleStore) PendingPlacements(context.Context) ([]*Pending, error) {
+	var out []*Pending
 	err := s.iterate([]byte(pfxPending), func(_, v []byte) error {
 		p := &Pending{}
 		if err := json.Unmarshal(v, p); err != nil {
 			return fmt.Errorf("%w: pending record: %v", ErrCorrupt, err)
 		}
+		out = append(out, p)
+		return nil
+	})
+	return out, err
+}
+
+// DeletePendingBefore implements Store.
+func (s *PebbleStore) DeletePendingBefore(ctx context.Context, t time.Time) (int, error) {
+	all, err := s.PendingPlacements(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var old []*Pending
+	for _, p := range all {
 		if p.Expires.Before(t) {
 			old = append(old, p)
 		}
-		return nil
-	})
-	if err != nil || len(old) == 0 {
-		return 0, err
+	}
+	if len(old) == 0 {
+		return 0, nil
 	}
 	b := s.db.NewBatch()
 	defer b.Close()
