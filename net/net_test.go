@@ -399,3 +399,40 @@ func TestTransportRefusesUnauthenticated(t *testing.T) {
 		t.Fatal("other ALPN accepted")
 	}
 }
+
+func TestCheckChallenge(t *testing.T) {
+	data := bytes.Repeat([]byte("fincrypt"), 3000)
+	b, _ := challenge.NewBuilder(int64(len(data)))
+	b.Write(data)
+	tree, _ := b.Tree()
+	id := tree.Root()
+	req := &ChallengeRequest{Nonce: challenge.Nonce{5}, Openings: 4, Pieces: []challenge.PieceID{id, {9}, id}}
+	good, err := challenge.Prove(challenge.MemSource{Data: data, Tree: tree}, id, int64(len(data)), req.Nonce, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := good
+	bad.Digest[0] ^= 1
+	rep := &ChallengeResponse{Nonce: req.Nonce, Proofs: []PieceProof{
+		{Status: ProofOK, Proof: good},
+		{Status: ProofMissing, Proof: challenge.Proof{Piece: challenge.PieceID{9}}},
+		{Status: ProofOK, Proof: bad},
+	}}
+	sizes := []int64{int64(len(data)), 100, int64(len(data))}
+	res, err := CheckChallenge(req, rep, sizes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0] != nil || !errors.Is(res[1], ErrPieceMissing) || !errors.Is(res[2], challenge.ErrProof) {
+		t.Fatalf("results %v", res)
+	}
+	rep.Nonce[0] ^= 1
+	if _, err := CheckChallenge(req, rep, sizes); !errors.Is(err, ErrResponseShape) {
+		t.Fatalf("wrong nonce: %v", err)
+	}
+	rep.Nonce = req.Nonce
+	rep.Proofs[0], rep.Proofs[1] = rep.Proofs[1], rep.Proofs[0]
+	if _, err := CheckChallenge(req, rep, sizes); !errors.Is(err, ErrResponseShape) {
+		t.Fatalf("reordered: %v", err)
+	}
+}

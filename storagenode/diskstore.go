@@ -340,6 +340,65 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
+// pipeCopy is io.Copy with the reads in their own goroutine, a few MiB
+// ahead of the writes, so that receiving from the network overlaps with
+// hashing and with write(2) calls that the kernel throttles to disk speed.
+func pipeCopy(dst io.Writer, src io.Reader) (int64, error) {
+	const nbuf, bufSize = 4, 1 << 20
+	type chunk struct {
+		b   []byte
+		err error
+	}
+	free := make(chan []byte, nbuf)
+	for range nbuf {
+		free <- make([]byte, bufSize)
+	}
+	full := make(chan chunk, nbuf)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		defer close(full)
+		for {
+			var b []byte
+			select {
+			case b = <-free:
+			case <-done:
+				return
+			}
+			n, err := io.ReadFull(src, b)
+			if err == io.ErrUnexpectedEOF {
+				err = io.EOF
+			}
+			select {
+			case full <- chunk{b[:n], err}:
+			case <-done:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	var total int64
+	for c := range full {
+		if len(c.b) > 0 {
+			m, err := dst.Write(c.b)
+			total += int64(m)
+			if err != nil {
+				return total, err
+			}
+		}
+		if c.err == io.EOF {
+			return total, nil
+		}
+		if c.err != nil {
+			return total, c.err
+		}
+		free <- c.b[:cap(c.b)]
+	}
+	return total, nil
+}
+
 // writebackWriter starts the kernel's writeback every writebackChunk bytes.
 type writebackWriter struct {
 	f       *os.File
@@ -394,7 +453,7 @@ func (s *DiskStore) Put(ctx context.Context, id challenge.PieceID, size int64, a
 	if _, err := w.Write(encodePieceHeader(id, size)); err != nil {
 		return fmt.Errorf("piece %s: %w", id, diskErr(err))
 	}
-	n, err := io.Copy(io.MultiWriter(b, w), io.LimitReader(ctxReader{ctx, r}, size+1))
+	n, err := pipeCopy(io.MultiWriter(b, w), io.LimitReader(ctxReader{ctx, r}, size+1))
 	switch {
 	case errors.Is(err, challenge.ErrTooLong) || (err == nil && n > size):
 		return fmt.Errorf("piece %s: %w: more than the %d bytes announced", id, fnet.ErrBadRequest, size)

@@ -74,6 +74,7 @@ type mediator struct {
 	heartbeats map[fnet.NodeID]int
 	live       map[challenge.PieceID]bool
 	liveAsked  int
+	inbound    map[fnet.NodeID]*fnet.Conn
 }
 
 func newMediatorAt(t testing.TB, id *fnet.Identity, hostport string) *mediator {
@@ -82,11 +83,25 @@ func newMediatorAt(t testing.TB, id *fnet.Identity, hostport string) *mediator {
 		t.Fatal(err)
 	}
 	m := &mediator{t: t, id: id, tr: tr, registered: map[fnet.NodeID]*fnet.RegisterRequest{},
-		heartbeats: map[fnet.NodeID]int{}, live: map[challenge.PieceID]bool{},
+		heartbeats: map[fnet.NodeID]int{}, live: map[challenge.PieceID]bool{}, inbound: map[fnet.NodeID]*fnet.Conn{},
 		policy: fnet.NodePolicy{HeartbeatInterval: 200 * time.Millisecond}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { tr.Serve(ctx, fnet.HandlerFunc(m.handle)); close(done) }()
+	// A real mediator keeps the connections nodes dial to it, to reach
+	// nodes behind NAT; so does this double (Accept + ServeConn).
+	go func() {
+		defer close(done)
+		for {
+			c, err := tr.Accept(ctx)
+			if err != nil {
+				return
+			}
+			m.mu.Lock()
+			m.inbound[c.Peer()] = c
+			m.mu.Unlock()
+			go tr.ServeConn(ctx, c, fnet.HandlerFunc(m.handle))
+		}
+	}()
 	t.Cleanup(func() { cancel(); tr.Close(); <-done })
 	return m
 }

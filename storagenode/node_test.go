@@ -280,6 +280,27 @@ func TestChallengeOverQUIC(t *testing.T) {
 	if err := challenge.Verify(pieces[1].id, pieces[1].size, req.Nonce, 8, rep.Proofs[1].Proof); err != nil {
 		t.Fatalf("intact piece failed: %v", err)
 	}
+	// The mediator can also challenge over the connection the node dialled
+	// to register (nodes behind NAT).
+	var in *fnet.Conn
+	waitFor(t, "the node to register", 10*time.Second, func() bool {
+		med.mu.Lock()
+		defer med.mu.Unlock()
+		in = med.inbound[n.addr.ID]
+		return in != nil && med.registered[n.addr.ID] != nil
+	})
+	req.Nonce[0] = 10
+	rep, err = fnet.CallFor[*fnet.ChallengeResponse](ctx, in, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := fnet.CheckChallenge(req, rep, []int64{pieces[0].size, pieces[1].size, pieces[2].size, 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(res[0], challenge.ErrProof) || res[1] != nil || res[2] != nil || !errors.Is(res[3], fnet.ErrPieceMissing) {
+		t.Fatalf("challenge over the inbound connection: %v", res)
+	}
 }
 
 func TestRegisterRetriesAndHeartbeats(t *testing.T) {

@@ -157,6 +157,11 @@ func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error
 		p.Collector = newCollector(log.With("service", "collector"), p.Store, p.Contact)
 	}
 
+	if ip := p.Transport.Addr().IP; cfg.Advertise == "" && ip.IsUnspecified() {
+		log.Warn("listening on all interfaces without --advertise: the mediator and clients will be told "+
+			p.Address().HostPort+", which they cannot dial", "listen", cfg.Listen)
+	}
+
 	{ // address file, last: it tells others the node is ready
 		if err := writeFileAtomic(filepath.Join(cfg.Dir, AddressFile), []byte(p.Address().String()+"\n")); err != nil {
 			return nil, fmt.Errorf("address file: %w", err)
