@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fincrypt/fincrypt/challenge"
 	fnet "github.com/fincrypt/fincrypt/net"
 )
 
@@ -167,27 +166,24 @@ func (c *core) challengePieces(ctx context.Context, n *Node, refs []PieceRef) ([
 	return verifyResponse(req, resp, refs), true, nil
 }
 
-// verifyResponse checks each proof against the recorded piece id and size.
+// verifyResponse checks each proof against the recorded piece id and size
+// (fnet.CheckChallenge); an unusable response fails every piece.
 func verifyResponse(req *fnet.ChallengeRequest, resp *fnet.ChallengeResponse, refs []PieceRef) []pieceResult {
+	sizes := make([]int64, len(refs))
+	for i, r := range refs {
+		sizes[i] = r.Size
+	}
+	errs, shape := fnet.CheckChallenge(req, resp, sizes)
 	out := make([]pieceResult, len(refs))
 	for i, r := range refs {
 		out[i].ref = r
 		switch {
-		case resp.Nonce != req.Nonce:
-			out[i].why = "answer for another nonce"
-		case len(resp.Proofs) != len(refs):
-			out[i].why = fmt.Sprintf("%d proofs for %d pieces", len(resp.Proofs), len(refs))
-		case resp.Proofs[i].Status == fnet.ProofMissing:
-			out[i].why = "node does not hold the piece"
-		case resp.Proofs[i].Status != fnet.ProofOK:
-			out[i].why = "node could not read the piece"
+		case shape != nil:
+			out[i].why = shape.Error()
+		case errs[i] != nil:
+			out[i].why = errs[i].Error()
 		default:
-			err := challenge.Verify(r.ID, r.Size, req.Nonce, int(req.Openings), resp.Proofs[i].Proof)
-			if err != nil {
-				out[i].why = err.Error()
-			} else {
-				out[i].ok = true
-			}
+			out[i].ok = true
 		}
 	}
 	return out

@@ -499,3 +499,49 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("default threshold %d", th)
 	}
 }
+
+func TestVerifyResponseRejects(t *testing.T) {
+	w := newWorld(t, 1)
+	node := w.mem.nodes[w.ids[0].ID()]
+	var refs []PieceRef
+	req := &fnet.ChallengeRequest{Openings: 4}
+	for i := 0; i < 3; i++ {
+		data := bytes.Repeat([]byte{byte(i + 1)}, 9000)
+		id, _ := challenge.ComputeID(data)
+		node.pieces[id] = data
+		refs = append(refs, PieceRef{ID: id, Size: 9000})
+		req.Pieces = append(req.Pieces, id)
+	}
+	addr, _ := fnet.ParseAddress(w.addrs[0])
+	answer := func() *fnet.ChallengeResponse {
+		r, err := w.mem.Challenge(context.Background(), addr, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	count := func(rs []pieceResult) (ok int) {
+		for _, r := range rs {
+			if r.ok {
+				ok++
+			}
+		}
+		return ok
+	}
+	if n := count(verifyResponse(req, answer(), refs)); n != 3 {
+		t.Fatalf("honest answer: %d of 3 verified", n)
+	}
+	for name, edit := range map[string]func(*fnet.ChallengeResponse) int{
+		"wrong nonce":    func(r *fnet.ChallengeResponse) int { r.Nonce[0] ^= 1; return 0 },
+		"reordered":      func(r *fnet.ChallengeResponse) int { r.Proofs[0], r.Proofs[1] = r.Proofs[1], r.Proofs[0]; return 0 },
+		"one missing":    func(r *fnet.ChallengeResponse) int { r.Proofs = r.Proofs[:2]; return 0 },
+		"tampered leaf":  func(r *fnet.ChallengeResponse) int { r.Proofs[2].Proof.Openings[0].Leaf[0] ^= 1; return 2 },
+		"status missing": func(r *fnet.ChallengeResponse) int { r.Proofs[1].Status = fnet.ProofMissing; return 2 },
+	} {
+		r := answer()
+		want := edit(r)
+		if n := count(verifyResponse(req, r, refs)); n != want {
+			t.Errorf("%s: %d verified, want %d", name, n, want)
+		}
+	}
+}
