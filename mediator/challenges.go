@@ -15,6 +15,10 @@ import (
 // challengeConcurrency bounds the nodes challenged at once.
 const challengeConcurrency = 8
 
+// MaxUnanswered is the number of rounds in a row an online node may leave
+// its challenge unanswered before its challenged pieces count as lost.
+const MaxUnanswered = 3
+
 // RoundResult summarises one challenge round.
 type RoundResult struct {
 	Start       time.Time
@@ -196,6 +200,22 @@ func (c *core) record(ctx context.Context, node fnet.NodeID, results []pieceResu
 	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	n, err := c.store.GetNode(ctx, node)
+	if err != nil {
+		return err
+	}
+	// A node that keeps heartbeating but stops answering challenges is
+	// dodging them: after MaxUnanswered rounds in a row its challenged
+	// pieces count as failed, as if it had answered wrongly.
+	if reached {
+		n.Unanswered = 0
+	} else {
+		n.Unanswered++
+		if n.Unanswered >= MaxUnanswered && c.online(n, now) {
+			c.log.Warn("node heartbeats but does not answer challenges", "node", node, "rounds", n.Unanswered)
+			reached = true
+		}
+	}
 	bySeg := map[SegmentID][]pieceResult{}
 	for _, r := range results {
 		bySeg[r.ref.Segment] = append(bySeg[r.ref.Segment], r)
@@ -230,10 +250,6 @@ func (c *core) record(ctx context.Context, node fnet.NodeID, results []pieceResu
 		if err := c.store.UpdateSegment(ctx, seg); err != nil {
 			return err
 		}
-	}
-	n, err := c.store.GetNode(ctx, node)
-	if err != nil {
-		return err
 	}
 	n.Passed += passed
 	n.Failed += failed

@@ -545,3 +545,42 @@ func TestVerifyResponseRejects(t *testing.T) {
 		}
 	}
 }
+
+func TestNodeDodgingChallengesLosesItsPieces(t *testing.T) {
+	w := newWorld(t, 6)
+	w.c.cfg.RepairThreshold = 5
+	ctx := context.Background()
+	seg, _ := w.storeSegment(w.account(), 3000)
+	dodger := w.segment(seg).Pieces[0].Node
+	w.mem.nodes[dodger].mute = true
+	for round := 1; round <= MaxUnanswered; round++ {
+		w.advance(w.c.cfg.Period)
+		w.heartbeat() // it keeps heartbeating
+		r, err := w.c.Round(ctx)
+		if err != nil || r.Unreachable != 1 {
+			t.Fatalf("round %d: %+v %v", round, r, err)
+		}
+		lost := w.segment(seg).Pieces[0].State == PieceLost
+		if lost != (round == MaxUnanswered) {
+			t.Fatalf("round %d: piece lost %v", round, lost)
+		}
+	}
+	rr, err := w.c.RepairScan(ctx)
+	if err != nil || rr.Repaired != 1 {
+		t.Fatalf("repair: %+v %v", rr, err)
+	}
+	if p := w.segment(seg).Pieces[0]; p.Node == dodger || p.State != PieceHealthy {
+		t.Fatalf("piece still on the dodging node: %+v", p)
+	}
+	// An answer resets the count.
+	n, _ := w.store.GetNode(ctx, dodger)
+	if n.Unanswered != MaxUnanswered {
+		t.Fatalf("unanswered %d", n.Unanswered)
+	}
+	if err := w.c.record(ctx, dodger, nil, true, nil, w.now()); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ = w.store.GetNode(ctx, dodger); n.Unanswered != 0 {
+		t.Fatalf("unanswered after an answer: %d", n.Unanswered)
+	}
+}

@@ -22,6 +22,7 @@ type memNode struct {
 	id     fnet.NodeID
 	pieces map[challenge.PieceID][]byte
 	down   bool
+	mute   bool // heartbeats but never answers a challenge
 }
 
 // memNodes is a NodeClient over memNodes.
@@ -47,6 +48,9 @@ func (m *memNodes) Challenge(_ context.Context, addr fnet.Address, req *fnet.Cha
 	n, err := m.node(addr)
 	if err != nil {
 		return nil, err
+	}
+	if n.mute {
+		return nil, context.DeadlineExceeded
 	}
 	resp := &fnet.ChallengeResponse{Nonce: req.Nonce}
 	for _, id := range req.Pieces {

@@ -103,6 +103,8 @@ type Node struct {
 	LastSeen      time.Time
 	Passed        uint64 // challenged pieces that verified
 	Failed        uint64 // challenged pieces that did not
+	// Unanswered counts rounds in a row whose challenge got no answer.
+	Unanswered uint32
 	// Contracted is the sum of the sizes of the pieces contracted on the
 	// node; the store maintains it and ignores it in PutNode.
 	Contracted uint64
