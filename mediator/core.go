@@ -22,7 +22,12 @@ var (
 	ErrNoPlacement    = fmt.Errorf("no pending placement (expired, committed or never made) (%w)", fnet.ErrNotFound)
 	ErrNoSegment      = fmt.Errorf("no such segment (%w)", fnet.ErrNotFound)
 	ErrBadCommit      = fmt.Errorf("commit does not match the placement (%w)", fnet.ErrBadRequest)
+	ErrTooManyPending = fmt.Errorf("too many uncommitted placements (%w)", fnet.ErrBusy)
 )
+
+// MaxPendingPerAccount bounds the placements an account may hold without
+// committing them, so that no account can reserve the network's space.
+const MaxPendingPerAccount = 1024
 
 // NodeClient is how the mediator talks to storage nodes: challenges, and the
 // reads, writes and deletes of repair and release. transportNodes
@@ -59,6 +64,7 @@ type core struct {
 }
 
 type reservation struct {
+	account fnet.AccountID
 	nodes   []fnet.NodeID
 	size    int64
 	expires time.Time
@@ -83,7 +89,7 @@ func (c *core) loadReservations(ctx context.Context) error {
 	now := c.now()
 	for _, p := range pending {
 		if p.Expires.After(now) {
-			c.reserve(p.Segment, reservation{nodes: p.Nodes, size: p.PieceSize, expires: p.Expires})
+			c.reserve(p.Segment, reservation{account: p.Account, nodes: p.Nodes, size: p.PieceSize, expires: p.Expires})
 		}
 	}
 	return nil
@@ -115,10 +121,22 @@ func (c *core) reservedBytes(now time.Time) map[fnet.NodeID]int64 {
 	return out
 }
 
-func (c *core) reserve(seg SegmentID, r reservation) {
+// reserve records a placement's reservation; it fails if the account has
+// MaxPendingPerAccount placements awaiting commit already.
+func (c *core) reserve(seg SegmentID, r reservation) error {
 	c.resMu.Lock()
+	defer c.resMu.Unlock()
+	n := 0
+	for _, o := range c.reserved {
+		if o.account == r.account {
+			n++
+		}
+	}
+	if n >= MaxPendingPerAccount {
+		return fmt.Errorf("%w: %d placements await their commit (at most %d per account)", ErrTooManyPending, n, MaxPendingPerAccount)
+	}
 	c.reserved[seg] = r
-	c.resMu.Unlock()
+	return nil
 }
 
 func (c *core) unreserve(seg SegmentID) {

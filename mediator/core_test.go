@@ -584,3 +584,27 @@ func TestNodeDodgingChallengesLosesItsPieces(t *testing.T) {
 		t.Fatalf("unanswered after an answer: %d", n.Unanswered)
 	}
 }
+
+func TestPendingPlacementsPerAccountAreBounded(t *testing.T) {
+	w := newWorld(t, 5)
+	ctx := context.Background()
+	acct, other := w.account(), w.account()
+	req := &fnet.PlacementRequest{PieceSize: 10, Pieces: make([]challenge.PieceID, 5)}
+	for i := 0; i < MaxPendingPerAccount; i++ {
+		if _, err := w.c.Place(ctx, acct, req); err != nil {
+			t.Fatalf("placement %d: %v", i, err)
+		}
+	}
+	if _, err := w.c.Place(ctx, acct, req); !errors.Is(err, ErrTooManyPending) || !errors.Is(err, fnet.ErrBusy) {
+		t.Fatalf("one placement too many: %v", err)
+	}
+	if _, err := w.c.Place(ctx, other, req); err != nil {
+		t.Fatalf("another account: %v", err)
+	}
+	// Expired placements free the quota.
+	w.advance(w.c.cfg.TicketTTL + time.Second)
+	w.heartbeat()
+	if _, err := w.c.Place(ctx, acct, req); err != nil {
+		t.Fatalf("after expiry: %v", err)
+	}
+}

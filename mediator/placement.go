@@ -141,9 +141,12 @@ func (c *core) Place(ctx context.Context, acct fnet.AccountID, req *fnet.Placeme
 			Ticket:  c.ticket(n.ID, req.Pieces[i], fnet.OpPut, acct, size),
 		})
 	}
-	if err := c.store.PutPending(ctx, p); err != nil {
+	if err := c.reserve(p.Segment, reservation{account: acct, nodes: p.Nodes, size: size, expires: p.Expires}); err != nil {
 		return nil, err
 	}
-	c.reserve(p.Segment, reservation{nodes: p.Nodes, size: size, expires: p.Expires})
+	if err := c.store.PutPending(ctx, p); err != nil {
+		c.unreserve(p.Segment)
+		return nil, err
+	}
 	return rep, nil
 }
