@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fincrypt/fincrypt/challenge"
+	"github.com/fincrypt/fincrypt/erasure"
 	fnet "github.com/fincrypt/fincrypt/net"
 )
 
@@ -606,5 +607,48 @@ func TestPendingPlacementsPerAccountAreBounded(t *testing.T) {
 	w.heartbeat()
 	if _, err := w.c.Place(ctx, acct, req); err != nil {
 		t.Fatalf("after expiry: %v", err)
+	}
+}
+
+func TestPiecesNeverUploadedAreRepaired(t *testing.T) {
+	w := newWorld(t, 7)
+	w.c.cfg.RepairThreshold = 5
+	ctx := context.Background()
+	acct := w.account()
+	coder, _ := erasure.New(w.c.cfg.Scheme)
+	pieces, _ := coder.Encode(bytes.Repeat([]byte("segment "), 700))
+	ids := make([]challenge.PieceID, len(pieces))
+	for i, p := range pieces {
+		ids[i], _ = challenge.ComputeID(p)
+	}
+	pl, err := w.c.Place(ctx, acct, &fnet.PlacementRequest{PieceSize: uint64(len(pieces[0])), Pieces: ids})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored []fnet.StoredPiece
+	for i, tg := range pl.Targets[:3] { // two uploads failed
+		addr, _ := fnet.ParseAddress(tg.Address)
+		if err := w.mem.Put(ctx, addr, tg.Ticket, pieces[i]); err != nil {
+			t.Fatal(err)
+		}
+		stored = append(stored, fnet.StoredPiece{Index: uint8(i), Node: tg.Ticket.Node, Piece: ids[i], Size: uint64(len(pieces[i]))})
+	}
+	if err := w.c.Commit(ctx, acct, &fnet.CommitRequest{Segment: pl.Segment, Pieces: stored}); err != nil {
+		t.Fatal(err)
+	}
+	rr, err := w.c.RepairScan(ctx)
+	if err != nil || rr.Repaired != 2 {
+		t.Fatalf("repair: %+v %v", rr, err)
+	}
+	seg := w.segment(SegmentID(pl.Segment))
+	nodes := map[fnet.NodeID]bool{}
+	for i, p := range seg.Pieces {
+		if p.State != PieceHealthy || p.Node.IsZero() || nodes[p.Node] {
+			t.Fatalf("piece %d after repair: %+v", i, p)
+		}
+		nodes[p.Node] = true
+		if !bytes.Equal(w.mem.nodes[p.Node].pieces[p.ID], pieces[i]) {
+			t.Fatalf("piece %d: node holds other bytes", i)
+		}
 	}
 }
