@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	mrand "math/rand/v2"
 	"sync"
 	"time"
@@ -81,7 +82,11 @@ func (c *core) Round(ctx context.Context) (RoundResult, error) {
 	if _, err := c.store.AddCounter(ctx, CounterRounds, 1); err != nil {
 		return res, err
 	}
-	c.log.Info("challenge round", "nodes", res.Nodes, "unreachable", res.Unreachable, "passed", res.Passed, "failed", res.Failed, "took", c.now().Sub(res.Start).Round(time.Millisecond))
+	level := slog.LevelInfo
+	if res.Nodes == 0 {
+		level = slog.LevelDebug
+	}
+	c.log.Log(ctx, level, "challenge round", "nodes", res.Nodes, "unreachable", res.Unreachable, "passed", res.Passed, "failed", res.Failed, "took", c.now().Sub(res.Start).Round(time.Millisecond))
 	return res, nil
 }
 
