@@ -146,11 +146,16 @@ func (c *core) challengeNode(ctx context.Context, n *Node, period time.Time) (pa
 // challengePieces sends one challenge for refs and verifies the proofs.
 // reached is false if the node could not be asked or did not answer.
 func (c *core) challengePieces(ctx context.Context, n *Node, refs []PieceRef) ([]pieceResult, bool, error) {
+	return c.challengePiecesWith(ctx, n, refs, c.cfg.ChallengeOpenings)
+}
+
+// challengePiecesWith is challengePieces with a given number of openings.
+func (c *core) challengePiecesWith(ctx context.Context, n *Node, refs []PieceRef, openings int) ([]pieceResult, bool, error) {
 	addr, err := nodeAddress(n)
 	if err != nil {
 		return nil, false, err
 	}
-	req := &fnet.ChallengeRequest{Openings: uint8(c.cfg.ChallengeOpenings)}
+	req := &fnet.ChallengeRequest{Openings: uint8(openings)}
 	if _, err := rand.Read(req.Nonce[:]); err != nil {
 		return nil, false, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/fincrypt/fincrypt/challenge"
 	fnet "github.com/fincrypt/fincrypt/net"
@@ -56,12 +57,54 @@ func (c *core) Commit(ctx context.Context, acct fnet.AccountID, req *fnet.Commit
 	if h := seg.Healthy(); h < p.Scheme.K {
 		return fmt.Errorf("segment %s: %w: %d pieces stored, at least %d needed", id, ErrBadCommit, h, p.Scheme.K)
 	}
+	// The receipts are the client's word: check each piece on its node
+	// with a one-opening challenge, so that a client cannot make a node
+	// answer for a piece it never received. Pieces that do not verify are
+	// recorded without a node (lost, repaired later), not held against it.
+	c.verifyStored(ctx, seg)
+	if h := seg.Healthy(); h < p.Scheme.K {
+		return fmt.Errorf("segment %s: %w: only %d pieces verify on their nodes, at least %d needed", id, ErrBadCommit, h, p.Scheme.K)
+	}
 	if err := c.store.CommitSegment(ctx, seg); err != nil {
 		return fmt.Errorf("segment %s: %w", id, err)
 	}
 	c.unreserve(id)
 	c.log.Debug("contract committed", "segment", id, "scheme", seg.Scheme, "pieces", seg.Healthy(), "piece_size", seg.PieceSize)
 	return nil
+}
+
+// verifyStored challenges every healthy piece of a new contract on its
+// node, all nodes at once, and clears the node of those that fail.
+func (c *core) verifyStored(ctx context.Context, seg *Segment) {
+	var wg sync.WaitGroup
+	for i := range seg.Pieces {
+		p := &seg.Pieces[i]
+		if p.State != PieceHealthy {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			why := "node unknown"
+			if n, err := c.store.GetNode(ctx, p.Node); err == nil {
+				ref := PieceRef{Segment: seg.ID, Index: p.Index, ID: p.ID, Size: seg.PieceSize, Account: seg.Account}
+				res, reached, err := c.challengePiecesWith(ctx, n, []PieceRef{ref}, 1)
+				switch {
+				case err != nil:
+					why = err.Error()
+				case !reached || len(res) != 1:
+					why = "no answer"
+				case res[0].ok:
+					return
+				default:
+					why = res[0].why
+				}
+			}
+			c.log.Info("committed piece does not verify on its node", "segment", seg.ID, "piece", p.Index, "node", p.Node, "why", why)
+			p.Node, p.State = fnet.NodeID{}, PieceLost
+		}()
+	}
+	wg.Wait()
 }
 
 // Release ends a contract and deletes its pieces from the nodes.

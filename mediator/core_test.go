@@ -120,13 +120,21 @@ func TestCommitChecksThePlacement(t *testing.T) {
 	w := newWorld(t, 5)
 	ctx := context.Background()
 	acct, other := w.account(), w.account()
+	coder, _ := erasure.New(w.c.cfg.Scheme)
+	pieces, _ := coder.Encode(bytes.Repeat([]byte{7}, 200))
 	ids := make([]challenge.PieceID, 5)
 	for i := range ids {
-		ids[i][0] = byte(i + 1)
+		ids[i], _ = challenge.ComputeID(pieces[i])
 	}
 	pl, err := w.c.Place(ctx, acct, &fnet.PlacementRequest{PieceSize: 100, Pieces: ids})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for i, tg := range pl.Targets[:3] { // pieces 3 and 4 never reach their nodes
+		addr, _ := fnet.ParseAddress(tg.Address)
+		if err := w.mem.Put(ctx, addr, tg.Ticket, pieces[i]); err != nil {
+			t.Fatal(err)
+		}
 	}
 	good := func() []fnet.StoredPiece {
 		var s []fnet.StoredPiece
@@ -155,13 +163,19 @@ func TestCommitChecksThePlacement(t *testing.T) {
 			t.Errorf("%s: got %v, want %v", tc.name, err, tc.wantE)
 		}
 	}
-	// Three of five stored: committed, the other two are lost.
-	if err := w.c.Commit(ctx, acct, &fnet.CommitRequest{Segment: pl.Segment, Pieces: good()[:3]}); err != nil {
+	// Three of five stored, four claimed: committed with the three that
+	// verify on their nodes; the claimed piece 3 and the unlisted piece 4
+	// are lost, and the node that never got piece 3 is not blamed.
+	if err := w.c.Commit(ctx, acct, &fnet.CommitRequest{Segment: pl.Segment, Pieces: good()[:4]}); err != nil {
 		t.Fatal(err)
 	}
 	seg := w.segment(SegmentID(pl.Segment))
-	if seg.Healthy() != 3 || seg.Pieces[4].State != PieceLost || !seg.Pieces[4].Node.IsZero() {
-		t.Fatalf("after a partial commit: %d healthy, piece 4 %v", seg.Healthy(), seg.Pieces[4])
+	if seg.Healthy() != 3 || seg.Pieces[4].State != PieceLost || !seg.Pieces[4].Node.IsZero() ||
+		seg.Pieces[3].State != PieceLost || !seg.Pieces[3].Node.IsZero() {
+		t.Fatalf("after a partial commit: %d healthy, pieces 3, 4: %v %v", seg.Healthy(), seg.Pieces[3], seg.Pieces[4])
+	}
+	if n, _ := w.store.GetNode(ctx, pl.Targets[3].Ticket.Node); n.Failed != 0 || n.Contracted != 0 {
+		t.Fatalf("node framed by a false receipt: %+v", n)
 	}
 	// Committing again is harmless; another account cannot.
 	if err := w.c.Commit(ctx, acct, &fnet.CommitRequest{Segment: pl.Segment, Pieces: good()}); err != nil {
