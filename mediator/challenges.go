@@ -146,11 +146,12 @@ func (c *core) challengeNode(ctx context.Context, n *Node, period time.Time) (pa
 // challengePieces sends one challenge for refs and verifies the proofs.
 // reached is false if the node could not be asked or did not answer.
 func (c *core) challengePieces(ctx context.Context, n *Node, refs []PieceRef) ([]pieceResult, bool, error) {
-	return c.challengePiecesWith(ctx, n, refs, c.cfg.ChallengeOpenings)
+	return c.challengePiecesWith(ctx, n, refs, c.cfg.ChallengeOpenings, c.cfg.ChallengeTimeout)
 }
 
-// challengePiecesWith is challengePieces with a given number of openings.
-func (c *core) challengePiecesWith(ctx context.Context, n *Node, refs []PieceRef, openings int) ([]pieceResult, bool, error) {
+// challengePiecesWith is challengePieces with a given number of openings
+// and deadline.
+func (c *core) challengePiecesWith(ctx context.Context, n *Node, refs []PieceRef, openings int, timeout time.Duration) ([]pieceResult, bool, error) {
 	addr, err := nodeAddress(n)
 	if err != nil {
 		return nil, false, err
@@ -162,7 +163,7 @@ func (c *core) challengePiecesWith(ctx context.Context, n *Node, refs []PieceRef
 	for _, r := range refs {
 		req.Pieces = append(req.Pieces, r.ID)
 	}
-	cctx, cancel := context.WithTimeout(ctx, c.cfg.ChallengeTimeout)
+	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	resp, err := c.nodes.Challenge(cctx, addr, req)
 	if err != nil {

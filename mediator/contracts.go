@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/fincrypt/fincrypt/challenge"
 	fnet "github.com/fincrypt/fincrypt/net"
@@ -73,9 +74,15 @@ func (c *core) Commit(ctx context.Context, acct fnet.AccountID, req *fnet.Commit
 	return nil
 }
 
+// commitVerifyTimeout is the least time a commit waits for its pieces to
+// verify.
+const commitVerifyTimeout = 5 * time.Second
+
 // verifyStored challenges every healthy piece of a new contract on its
 // node, all nodes at once, and clears the node of those that fail.
 func (c *core) verifyStored(ctx context.Context, seg *Segment) {
+	// The client has just uploaded to these nodes: give slow ones time.
+	timeout := max(c.cfg.ChallengeTimeout, commitVerifyTimeout)
 	var wg sync.WaitGroup
 	for i := range seg.Pieces {
 		p := &seg.Pieces[i]
@@ -88,7 +95,7 @@ func (c *core) verifyStored(ctx context.Context, seg *Segment) {
 			why := "node unknown"
 			if n, err := c.store.GetNode(ctx, p.Node); err == nil {
 				ref := PieceRef{Segment: seg.ID, Index: p.Index, ID: p.ID, Size: seg.PieceSize, Account: seg.Account}
-				res, reached, err := c.challengePiecesWith(ctx, n, []PieceRef{ref}, 1)
+				res, reached, err := c.challengePiecesWith(ctx, n, []PieceRef{ref}, 1, timeout)
 				switch {
 				case err != nil:
 					why = err.Error()

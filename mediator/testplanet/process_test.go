@@ -158,7 +158,7 @@ func TestDaemons(t *testing.T) {
 	mdir := filepath.Join(dir, "mediator")
 	med := start(t, dir, "mediator", "--debug", "mediator", "--dir", mdir, "--listen", "127.0.0.1:0",
 		"--period", "1s", "--heartbeat", "100ms", "--online-window", "1s", "--offline-after", "3s",
-		"--challenge-timeout", "500ms", "--repair-threshold", "5")
+		"--challenge-timeout", "1s", "--repair-threshold", "5")
 	maddr := waitFile(t, med, filepath.Join(mdir, mediator.AddressFile))
 	payout, _ := btcutil.NewAddressPubKeyHash(bytes.Repeat([]byte{7}, 20), &chaincfg.SimNetParams)
 	nodes := map[string]*proc{} // by node id

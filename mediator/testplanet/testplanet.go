@@ -121,7 +121,7 @@ func New(t testing.TB, cfg Config) *Planet {
 	mcfg := mediator.Config{
 		Dir: filepath.Join(p.dir, "mediator"), Listen: "127.0.0.1:0",
 		Period: time.Second, HeartbeatInterval: 100 * time.Millisecond, OnlineWindow: time.Second,
-		OfflineAfter: 3 * time.Second, ChallengeTimeout: 500 * time.Millisecond,
+		OfflineAfter: 3 * time.Second, ChallengeTimeout: time.Second,
 		ChallengeSample: 32, ChallengeOpenings: 16, TicketTTL: time.Minute, GracePeriod: 2 * time.Minute,
 		GCInterval: time.Minute,
 	}
