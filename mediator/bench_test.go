@@ -216,6 +216,12 @@ func BenchmarkMillionPieces(b *testing.B) {
 			b.Fatalf("scan: %+v %v", res, err)
 		}
 		scan := time.Since(start)
+		start = time.Now()
+		status, err := c.Status(ctx, "")
+		if err != nil || status.Pieces != int64(pieces) || status.Healthy != int64(pieces) {
+			b.Fatalf("status: %+v %v", status, err)
+		}
+		statusTook := time.Since(start)
 		st.Close()
 		// Baseline: the raw bytes of a piece's share of its contract record
 		// plus its index entry, before Pebble's overhead and compression.
@@ -231,5 +237,6 @@ func BenchmarkMillionPieces(b *testing.B) {
 		b.ReportMetric(float64(disk)/float64(pieces)/raw, "disk_vs_raw")
 		b.ReportMetric(float64(pieces)/load.Seconds(), "commits_pieces/s")
 		b.ReportMetric(scan.Seconds(), "scan_s")
+		b.ReportMetric(statusTook.Seconds()*1000, "status_ms")
 	}
 }

@@ -257,6 +257,7 @@ func TestChallengeFailsDeletedAndFlippedPiecesAndRepairsThem(t *testing.T) {
 	if failedRecs != 2 {
 		t.Fatalf("period records show %d failures, want 2", failedRecs)
 	}
+	w.checkTotals()
 
 	// Repair starts below the threshold; the default (4 of 5) would wait
 	// for a second loss, so this test repairs every loss.
@@ -291,6 +292,7 @@ func TestChallengeFailsDeletedAndFlippedPiecesAndRepairsThem(t *testing.T) {
 	if v, _ := w.store.Counter(ctx, CounterRepaired); v != 2 {
 		t.Fatalf("repaired counter %d", v)
 	}
+	w.checkTotals()
 	// The next round passes everywhere.
 	w.advance(w.c.cfg.Period)
 	w.heartbeat()
@@ -347,10 +349,12 @@ func TestOfflineNodeLosesPiecesOnlyPastTheLimit(t *testing.T) {
 	w.mem.nodes[victim].down = true
 	w.advance(w.c.cfg.OfflineAfter + time.Minute)
 	w.heartbeat()
+	w.checkTotals()
 	rr, err := w.c.RepairScan(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	w.checkTotals()
 	if rr.MarkedLost != held || rr.Repaired != held {
 		t.Fatalf("node gone: %+v, it held %d pieces", rr, held)
 	}
@@ -409,6 +413,7 @@ func TestLiveAndRelease(t *testing.T) {
 	if err := w.c.Release(ctx, acct, seg); !errors.Is(err, ErrNoSegment) {
 		t.Fatalf("second release: %v", err)
 	}
+	w.checkTotals()
 }
 
 func TestStateSurvivesReopen(t *testing.T) {
@@ -655,6 +660,7 @@ func TestPiecesNeverUploadedAreRepaired(t *testing.T) {
 	if err != nil || rr.Repaired != 2 {
 		t.Fatalf("repair: %+v %v", rr, err)
 	}
+	w.checkTotals()
 	seg := w.segment(SegmentID(pl.Segment))
 	nodes := map[fnet.NodeID]bool{}
 	for i, p := range seg.Pieces {

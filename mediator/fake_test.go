@@ -255,3 +255,27 @@ func (w *world) segment(id SegmentID) *Segment {
 	}
 	return s
 }
+
+// checkTotals compares the status counts (kept by the store) with a scan
+// of every contract.
+func (w *world) checkTotals() {
+	w.t.Helper()
+	ctx := context.Background()
+	var segs, pieces, healthy int64
+	err := w.store.Segments(ctx, SegmentID{}, 0, func(s *Segment) error {
+		segs++
+		pieces += int64(len(s.Pieces))
+		healthy += int64(s.Healthy())
+		return nil
+	})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	st, err := w.c.Status(ctx, "")
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	if st.Segments != segs || st.Pieces != pieces || st.Healthy != healthy || st.Lost != pieces-healthy {
+		w.t.Fatalf("status counts %d/%d/%d/%d, scan %d/%d/%d", st.Segments, st.Pieces, st.Healthy, st.Lost, segs, pieces, healthy)
+	}
+}

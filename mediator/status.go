@@ -38,8 +38,8 @@ type Status struct {
 	Repaired int64        `json:"repaired"`
 }
 
-// Status reports every node and the network's counts. It reads every
-// contract, so it costs a scan of the segment table.
+// Status reports every node and the network's counts (kept by the store,
+// so a status costs one read per node, not a scan of the contracts).
 func (c *core) Status(ctx context.Context, self string) (*Status, error) {
 	st := &Status{Mediator: self, Scheme: c.cfg.Scheme.String(), Period: c.cfg.Period.String(), Nodes: []NodeStatus{}}
 	nodes, err := c.store.ListNodes(ctx)
@@ -55,17 +55,12 @@ func (c *core) Status(ctx context.Context, self string) (*Status, error) {
 		})
 	}
 	slices.SortFunc(st.Nodes, func(a, b NodeStatus) int { return strings.Compare(a.ID, b.ID) })
-	err = c.store.Segments(ctx, SegmentID{}, 0, func(s *Segment) error {
-		st.Segments++
-		st.Pieces += int64(len(s.Pieces))
-		h := int64(s.Healthy())
-		st.Healthy += h
-		st.Lost += int64(len(s.Pieces)) - h
-		return nil
-	})
-	if err != nil {
-		return nil, err
+	for name, v := range map[string]*int64{CounterSegments: &st.Segments, CounterPieces: &st.Pieces, CounterHealthy: &st.Healthy} {
+		if *v, err = c.store.Counter(ctx, name); err != nil {
+			return nil, err
+		}
 	}
+	st.Lost = st.Pieces - st.Healthy
 	if st.Repaired, err = c.store.Counter(ctx, CounterRepaired); err != nil {
 		return nil, err
 	}

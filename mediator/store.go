@@ -54,6 +54,8 @@ type Store interface {
 
 	// CommitSegment records a contract and removes its pending placement,
 	// in one transaction; ErrExists if the segment is already contracted.
+	// It, UpdateSegment and DeleteSegment keep the counters segments,
+	// pieces and healthy in step.
 	CommitSegment(ctx context.Context, s *Segment) error
 	// GetSegment returns a contract or ErrNotFound.
 	GetSegment(ctx context.Context, id SegmentID) (*Segment, error)
@@ -85,8 +87,13 @@ type Store interface {
 	Close() error
 }
 
-// Counter names.
+// Counter names. The store keeps segments, pieces and healthy in step
+// with every contract change (same transaction); the others are added by
+// the services.
 const (
 	CounterRepaired = "repaired"
 	CounterRounds   = "rounds"
+	CounterSegments = "segments"
+	CounterPieces   = "pieces"
+	CounterHealthy  = "healthy"
 )

@@ -354,6 +354,21 @@ func (s *PebbleStore) addContracted(b *pebble.Batch, deltas map[fnet.NodeID]int6
 	return nil
 }
 
+// addCounters adds deltas to counters inside batch b (under s.mu).
+func (s *PebbleStore) addCounters(ctx context.Context, b *pebble.Batch, deltas map[string]int64) error {
+	for name, d := range deltas {
+		if d == 0 {
+			continue
+		}
+		v, err := s.Counter(ctx, name)
+		if err != nil {
+			return err
+		}
+		b.Set(key(pfxCounter, []byte(name)), u64(uint64(v+d)), nil)
+	}
+	return nil
+}
+
 func pieceNodes(seg *Segment) map[fnet.NodeID]int64 {
 	m := map[fnet.NodeID]int64{}
 	for _, p := range seg.Pieces {
@@ -365,7 +380,7 @@ func pieceNodes(seg *Segment) map[fnet.NodeID]int64 {
 }
 
 // CommitSegment implements Store.
-func (s *PebbleStore) CommitSegment(_ context.Context, seg *Segment) error {
+func (s *PebbleStore) CommitSegment(ctx context.Context, seg *Segment) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sk := key(pfxSegment, seg.ID[:])
@@ -386,6 +401,12 @@ func (s *PebbleStore) CommitSegment(_ context.Context, seg *Segment) error {
 		}
 	}
 	if err := s.addContracted(b, pieceNodes(seg)); err != nil {
+		return err
+	}
+	err := s.addCounters(ctx, b, map[string]int64{
+		CounterSegments: 1, CounterPieces: int64(len(seg.Pieces)), CounterHealthy: int64(seg.Healthy()),
+	})
+	if err != nil {
 		return err
 	}
 	return b.Commit(s.wo)
@@ -432,6 +453,9 @@ func (s *PebbleStore) UpdateSegment(ctx context.Context, seg *Segment) error {
 	if err := s.addContracted(b, deltas); err != nil {
 		return err
 	}
+	if err := s.addCounters(ctx, b, map[string]int64{CounterHealthy: int64(seg.Healthy() - old.Healthy())}); err != nil {
+		return err
+	}
 	return b.Commit(s.wo)
 }
 
@@ -456,6 +480,12 @@ func (s *PebbleStore) DeleteSegment(ctx context.Context, id SegmentID) (*Segment
 		deltas[n] = -deltas[n]
 	}
 	if err := s.addContracted(b, deltas); err != nil {
+		return nil, err
+	}
+	err = s.addCounters(ctx, b, map[string]int64{
+		CounterSegments: -1, CounterPieces: -int64(len(seg.Pieces)), CounterHealthy: -int64(seg.Healthy()),
+	})
+	if err != nil {
 		return nil, err
 	}
 	return seg, b.Commit(s.wo)
