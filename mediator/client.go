@@ -70,8 +70,12 @@ func (c *Client) conn(ctx context.Context, addr fnet.Address) (*fnet.Conn, error
 		return nil, err
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cur := c.conns[addr.ID]; cur != nil && cur.Context().Err() == nil {
+		conn.Close() // another call dialled meanwhile: share its connection
+		return cur, nil
+	}
 	c.conns[addr.ID] = conn
-	c.mu.Unlock()
 	return conn, nil
 }
 

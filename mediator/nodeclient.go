@@ -34,11 +34,12 @@ func (t *transportNodes) conn(ctx context.Context, addr fnet.Address) (*fnet.Con
 		return nil, err
 	}
 	t.mu.Lock()
-	if old := t.conns[addr.ID]; old != nil && old != c {
-		old.Close()
+	defer t.mu.Unlock()
+	if cur := t.conns[addr.ID]; cur != nil && cur.Context().Err() == nil {
+		c.Close() // another call dialled meanwhile: share its connection
+		return cur, nil
 	}
 	t.conns[addr.ID] = c
-	t.mu.Unlock()
 	return c, nil
 }
 
