@@ -76,7 +76,7 @@ func TestPeerLifecycle(t *testing.T) {
 		t.Fatal("identity changed across a restart")
 	}
 	st2, err := p2.Status(context.Background())
-	if err != nil || st2.Rounds != st.Rounds && st2.Rounds != st.Rounds+1 {
+	if err != nil || st2.Rounds < st.Rounds {
 		t.Fatalf("rounds after restart: %+v %v (before %d)", st2, err, st.Rounds)
 	}
 
