@@ -57,15 +57,7 @@ func TestPlanetStoreFetchRelease(t *testing.T) {
 			}
 		}
 		// Another account can neither read nor release it.
-		id, _ := fnet.GenerateIdentity()
-		other, err := mediator.NewClient(id, p.Mediator.Peer.Address(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer other.Close()
-		if _, err := other.RegisterAccount(ctx); err != nil {
-			t.Fatal(err)
-		}
+		other := p.NewClient()
 		if err := other.Release(ctx, seg); !errors.Is(err, fnet.ErrUnauthorized) {
 			t.Fatalf("release by another account: %v", err)
 		}

@@ -146,18 +146,27 @@ func New(t testing.TB, cfg Config) *Planet {
 		return online(st) == cfg.StorageNodes
 	})
 
+	p.Client = p.NewClient()
+	return p
+}
+
+// NewClient makes another registered account with its own client, closed
+// at cleanup.
+func (p *Planet) NewClient() *mediator.Client {
+	p.t.Helper()
 	cid, err := fnet.GenerateIdentity()
 	if err != nil {
-		t.Fatal(err)
+		p.t.Fatal(err)
 	}
-	if p.Client, err = mediator.NewClient(cid, p.Mediator.address, nil); err != nil {
-		t.Fatal(err)
+	c, err := mediator.NewClient(cid, p.Mediator.address, nil)
+	if err != nil {
+		p.t.Fatal(err)
 	}
-	t.Cleanup(func() { p.Client.Close() })
-	if _, err := p.Client.RegisterAccount(p.Context()); err != nil {
-		t.Fatal(err)
+	p.t.Cleanup(func() { c.Close() })
+	if _, err := c.RegisterAccount(p.Context()); err != nil {
+		p.t.Fatal(err)
 	}
-	return p
+	return c
 }
 
 func online(st *mediator.Status) int {
