@@ -4,18 +4,18 @@
 // challenges every node each period and repairs what is lost. peer.go wires
 // the parts together; each concern has its own file:
 //
-//	config.go      Config, defaults, Validate
-//	store.go       the Store interface (Pebble today, PostgreSQL-compatible later)
-//	store_pebble.go the Pebble implementation; model.go the records
-//	registry.go    storage nodes: register, heartbeat, live pieces
-//	accounts.go    client accounts
-//	placement.go   choosing nodes and signing put tickets
-//	contracts.go   commit, release, segment lookup
-//	challenges.go  the periodic challenge round and its records
-//	repair.go      marking lost pieces and rebuilding them elsewhere
-//	status.go      the status report; control.go the control socket
-//	endpoint.go    the QUIC request handler; nodeclient.go dialling nodes
-//	client.go      the client half of the protocol
+//	config.go        Config, defaults, Validate
+//	store.go         the Store interface (Pebble today, PostgreSQL-compatible later)
+//	store_pebble.go  the Pebble implementation; model.go the records
+//	registry.go      storage nodes: register, heartbeat, live pieces
+//	accounts.go      client accounts
+//	placement.go     choosing nodes and signing put tickets
+//	contracts.go     commit, release, segment lookup
+//	challenges.go    the periodic challenge round and its records
+//	repair.go        marking lost pieces and rebuilding them elsewhere
+//	status.go        the status report; control.go the control socket
+//	endpoint.go      the QUIC request handler; nodeclient.go dialling nodes
+//	client.go        the client half of the protocol
 //
 // The protocol is in docs/PROTOCOL.md (part 2), the state in
 // docs/FORMAT-mediator.md.
