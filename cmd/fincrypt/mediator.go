@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/fincrypt/fincrypt/erasure"
+	"github.com/fincrypt/fincrypt/internal/units"
+	"github.com/fincrypt/fincrypt/mediator"
+	fnet "github.com/fincrypt/fincrypt/net"
+)
+
+func init() {
+	register(&cli.Command{
+		Name:  "mediator",
+		Usage: "run the mediator that places, challenges and repairs",
+		Description: "The mediator keeps the registry of storage nodes and client accounts, places\n" +
+			"each segment's pieces on the cheapest healthy nodes, challenges every node each\n" +
+			"period to prove it still holds its pieces, and rebuilds lost pieces elsewhere.\n\n" +
+			"Once listening it writes its NODEID@host:port to DIR/address; give that to\n" +
+			"storage nodes (--mediator) and clients. Its state lives in DIR/db and survives\n" +
+			"restarts. `fincrypt mediator status --dir DIR` asks the running daemon over the\n" +
+			"control socket DIR/control.sock. Stop it with Ctrl-C.\n\n" +
+			"Example:\n" +
+			"  fincrypt mediator --dir /srv/mediator --listen 0.0.0.0:7770 --advertise my.host:7770\n" +
+			"  fincrypt mediator --dir /tmp/m --listen 127.0.0.1:0 --period 5s --offline-after 15s",
+		Flags: []cli.Flag{
+			// Not Required: urfave/cli would then demand it before `status` too.
+			&cli.StringFlag{Name: "dir", Usage: "the mediator's `DIR`: identity, state, address, control socket (required)"},
+			&cli.StringFlag{Name: "listen", Usage: "UDP `HOST:PORT` to listen on (port 0: any free port)", Value: "127.0.0.1:7770"},
+			&cli.StringFlag{Name: "advertise", Usage: "`HOST:PORT` that others dial, when it differs from --listen"},
+			&cli.StringFlag{Name: "scheme", Usage: "default erasure scheme `K/N`: any K of N pieces rebuild a segment (N/K >= 2)", Value: mediator.DefaultScheme.String()},
+			&cli.IntFlag{Name: "repair-threshold", Usage: "repair a segment with fewer healthy pieces than `T` (K < T <= N; default 4 for 2/5)"},
+			&cli.DurationFlag{Name: "period", Usage: "time between challenge rounds", Value: mediator.DefaultPeriod},
+			&cli.DurationFlag{Name: "offline-after", Usage: "a node silent this long has its pieces counted lost and repaired", Value: mediator.DefaultOfflineAfter},
+			&cli.DurationFlag{Name: "heartbeat", Usage: "heartbeat interval asked of nodes", Value: mediator.DefaultHeartbeatInterval},
+			&cli.DurationFlag{Name: "online-window", Usage: "a node silent longer counts as offline (default: 3 heartbeats)"},
+			&cli.IntFlag{Name: "challenge-sample", Usage: "pieces challenged per node per period", Value: mediator.DefaultChallengeSample},
+			&cli.IntFlag{Name: "challenge-openings", Usage: "leaves opened per challenged piece", Value: mediator.DefaultChallengeOpenings},
+			&cli.DurationFlag{Name: "challenge-timeout", Usage: "deadline for a node's answer (default: min(period/2, 30s))"},
+			&cli.DurationFlag{Name: "ticket-ttl", Usage: "lifetime of tickets and uncommitted placements", Value: mediator.DefaultTicketTTL},
+			&cli.DurationFlag{Name: "grace-period", Usage: "nodes delete pieces without contract after this long", Value: mediator.DefaultGracePeriod},
+			&cli.StringFlag{Name: "network", Usage: "bitcoin network nodes must be paid on (empty: any; a private network)"},
+		},
+		Action: runMediator,
+		Subcommands: []*cli.Command{{
+			Name:  "status",
+			Usage: "show the nodes and the network's health, from the running mediator",
+			Description: "Asks the mediator running in DIR over DIR/control.sock. With --json it prints\n" +
+				"one object: nodes (id, address, online, capacity, used, price, passed, failed,\n" +
+				"...), segments, pieces, healthy, lost, repaired.",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "dir", Usage: "the mediator's `DIR`", Required: true},
+				&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+			},
+			Action: mediatorStatus,
+		}},
+	})
+}
+
+func mediatorConfig(c *cli.Context) (mediator.Config, error) {
+	if c.String("dir") == "" {
+		return mediator.Config{}, userErr(exitUsage, "--dir is required")
+	}
+	if c.Args().Present() {
+		return mediator.Config{}, userErr(exitUsage, "unexpected argument %q (subcommand: status)", c.Args().First())
+	}
+	scheme, err := erasure.ParseScheme(c.String("scheme"))
+	if err != nil {
+		return mediator.Config{}, userErr(exitUsage, "--scheme: %v", err)
+	}
+	cfg := mediator.Config{
+		Dir: c.String("dir"), Listen: c.String("listen"), Advertise: c.String("advertise"),
+		Scheme: scheme, RepairThreshold: c.Int("repair-threshold"),
+		Period: c.Duration("period"), OfflineAfter: c.Duration("offline-after"),
+		HeartbeatInterval: c.Duration("heartbeat"), OnlineWindow: c.Duration("online-window"),
+		ChallengeSample: c.Int("challenge-sample"), ChallengeOpenings: c.Int("challenge-openings"),
+		ChallengeTimeout: c.Duration("challenge-timeout"), TicketTTL: c.Duration("ticket-ttl"),
+		GracePeriod: c.Duration("grace-period"), Network: c.String("network"),
+	}
+	if cfg.RepairThreshold == 0 && scheme == mediator.DefaultScheme {
+		cfg.RepairThreshold = mediator.DefaultRepairThreshold
+	}
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return cfg, userErr(exitUsage, "%v", err)
+	}
+	return cfg, nil
+}
+
+func runMediator(c *cli.Context) error {
+	cfg, err := mediatorConfig(c)
+	if err != nil {
+		return err
+	}
+	ident, err := fnet.LoadOrCreateIdentity(cfg.Dir)
+	if err != nil {
+		return userErr(exitFailure, "identity: %v", err)
+	}
+	log := slog.Default().With("mediator", ident.ID().String()[:8])
+	peer, err := mediator.New(log, ident, cfg)
+	if err != nil {
+		if errors.Is(err, mediator.ErrConfig) {
+			return userErr(exitUsage, "%v", err)
+		}
+		return userErr(exitBusy, "mediator: %v", err)
+	}
+	defer peer.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := peer.Run(ctx); err != nil {
+		return userErr(exitFailure, "mediator: %v", err)
+	}
+	return nil
+}
+
+func mediatorStatus(c *cli.Context) error {
+	ctx, cancel := context.WithTimeout(c.Context, 30*time.Second)
+	defer cancel()
+	st, err := mediator.ReadStatus(ctx, c.String("dir"))
+	if errors.Is(err, mediator.ErrNotRunning) {
+		return userErr(exitNotFound, "%v", err)
+	}
+	if err != nil {
+		return userErr(exitFailure, "%v", err)
+	}
+	out := c.App.Writer
+	if c.Bool("json") {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	fmt.Fprintf(out, "mediator %s\nscheme %s, period %s, %d challenge rounds\n", st.Mediator, st.Scheme, st.Period, st.Rounds)
+	fmt.Fprintf(out, "segments %d, pieces %d: %d healthy, %d lost, %d repaired so far\n\n", st.Segments, st.Pieces, st.Healthy, st.Lost, st.Repaired)
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tONLINE\tCAPACITY\tUSED\tPRICE\tPASSED\tFAILED\tADDRESS")
+	for _, n := range st.Nodes {
+		fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%d\t%d\t%d\t%s\n", n.ID[:12], n.Online,
+			units.HumanSize(n.Capacity), units.HumanSize(n.Used), n.Price, n.Passed, n.Failed, n.Address)
+	}
+	return tw.Flush()
+}

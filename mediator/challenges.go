@@ -1,0 +1,301 @@
+package mediator
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"sync"
+	"time"
+
+	fnet "github.com/fincrypt/fincrypt/net"
+)
+
+// challengeConcurrency bounds the nodes challenged at once.
+const challengeConcurrency = 8
+
+// MaxUnanswered is the number of rounds in a row an online node may leave
+// its challenge unanswered before its challenged pieces count as lost.
+const MaxUnanswered = 3
+
+// RoundResult summarises one challenge round.
+type RoundResult struct {
+	Start       time.Time
+	Nodes       int // nodes challenged
+	Unreachable int // nodes that did not answer in time
+	Passed      int // pieces that verified
+	Failed      int // pieces that did not
+}
+
+// pieceResult is the outcome for one challenged piece.
+type pieceResult struct {
+	ref PieceRef
+	ok  bool
+	why string
+}
+
+// Round challenges every online node on a random sample of its healthy
+// pieces, records the results per piece, per node and per period, and
+// returns a summary.
+func (c *core) Round(ctx context.Context) (RoundResult, error) {
+	res := RoundResult{Start: c.now()}
+	nodes, err := c.store.ListNodes(ctx)
+	if err != nil {
+		return res, err
+	}
+	var (
+		mu  sync.Mutex
+		wg  sync.WaitGroup
+		sem = make(chan struct{}, challengeConcurrency)
+	)
+	for _, n := range nodes {
+		if !c.online(n, res.Start) {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			passed, failed, reached, err := c.challengeNode(ctx, n, res.Start)
+			if err != nil {
+				c.log.Warn("challenge round: node", "node", n.ID, "err", err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if passed+failed > 0 || !reached {
+				res.Nodes++
+			}
+			if !reached {
+				res.Unreachable++
+			}
+			res.Passed += passed
+			res.Failed += failed
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	if _, err := c.store.AddCounter(ctx, CounterRounds, 1); err != nil {
+		return res, err
+	}
+	level := slog.LevelInfo
+	if res.Nodes == 0 {
+		level = slog.LevelDebug
+	}
+	c.log.Log(ctx, level, "challenge round", "nodes", res.Nodes, "unreachable", res.Unreachable, "passed", res.Passed, "failed", res.Failed, "took", c.now().Sub(res.Start).Round(time.Millisecond))
+	return res, nil
+}
+
+// sample returns up to k refs chosen uniformly (reservoir sampling), and
+// every ref seen (for the period record).
+func (c *core) sample(ctx context.Context, node fnet.NodeID, k int) (chosen, all []PieceRef, err error) {
+	seen := 0
+	err = c.store.NodePieces(ctx, node, func(r PieceRef) error {
+		if r.State != PieceHealthy {
+			return nil
+		}
+		all = append(all, r)
+		seen++
+		if len(chosen) < k {
+			chosen = append(chosen, r)
+		} else if j := mrand.IntN(seen); j < k {
+			chosen[j] = r
+		}
+		return nil
+	})
+	return chosen, all, err
+}
+
+// challengeNode challenges one node and records the results. reached is
+// false when the node did not answer before the deadline.
+func (c *core) challengeNode(ctx context.Context, n *Node, period time.Time) (passed, failed int, reached bool, err error) {
+	chosen, all, err := c.sample(ctx, n.ID, c.cfg.ChallengeSample)
+	if err != nil || len(chosen) == 0 {
+		return 0, 0, true, err
+	}
+	results, reached, err := c.challengePieces(ctx, n, chosen)
+	if err != nil && reached {
+		return 0, 0, reached, err
+	}
+	if !reached {
+		// An unanswered challenge earns nothing this period, but the
+		// pieces are not counted lost until the node has been silent past
+		// the offline limit (it may be restarting).
+		c.log.Info("node did not answer its challenge", "node", n.ID, "err", err)
+		for _, r := range chosen {
+			results = append(results, pieceResult{ref: r, ok: false, why: "no answer"})
+		}
+	}
+	for _, r := range results {
+		if r.ok {
+			passed++
+		} else {
+			failed++
+		}
+	}
+	if err := c.record(ctx, n.ID, results, reached, all, period); err != nil {
+		return passed, failed, reached, err
+	}
+	return passed, failed, reached, nil
+}
+
+// challengePieces sends one challenge for refs and verifies the proofs.
+// reached is false if the node could not be asked or did not answer.
+func (c *core) challengePieces(ctx context.Context, n *Node, refs []PieceRef) ([]pieceResult, bool, error) {
+	return c.challengePiecesWith(ctx, n, refs, c.cfg.ChallengeOpenings, c.cfg.ChallengeTimeout)
+}
+
+// challengePiecesWith is challengePieces with a given number of openings
+// and deadline.
+func (c *core) challengePiecesWith(ctx context.Context, n *Node, refs []PieceRef, openings int, timeout time.Duration) ([]pieceResult, bool, error) {
+	addr, err := nodeAddress(n)
+	if err != nil {
+		return nil, false, err
+	}
+	req := &fnet.ChallengeRequest{Openings: uint8(openings)}
+	if _, err := rand.Read(req.Nonce[:]); err != nil {
+		return nil, false, err
+	}
+	for _, r := range refs {
+		req.Pieces = append(req.Pieces, r.ID)
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := c.nodes.Challenge(cctx, addr, req)
+	if err != nil {
+		var re *fnet.RemoteError
+		if errors.As(err, &re) {
+			// The node answered with an error: it failed every piece.
+			out := make([]pieceResult, len(refs))
+			for i, r := range refs {
+				out[i] = pieceResult{ref: r, why: "node refused: " + re.Message}
+			}
+			return out, true, nil
+		}
+		return nil, false, fmt.Errorf("challenge %s: %w", n.ID, err)
+	}
+	return verifyResponse(req, resp, refs), true, nil
+}
+
+// verifyResponse checks each proof against the recorded piece id and size
+// (fnet.CheckChallenge); an unusable response fails every piece.
+func verifyResponse(req *fnet.ChallengeRequest, resp *fnet.ChallengeResponse, refs []PieceRef) []pieceResult {
+	sizes := make([]int64, len(refs))
+	for i, r := range refs {
+		sizes[i] = r.Size
+	}
+	errs, shape := fnet.CheckChallenge(req, resp, sizes)
+	out := make([]pieceResult, len(refs))
+	for i, r := range refs {
+		out[i].ref = r
+		switch {
+		case shape != nil:
+			out[i].why = shape.Error()
+		case errs[i] != nil:
+			out[i].why = errs[i].Error()
+		default:
+			out[i].ok = true
+		}
+	}
+	return out
+}
+
+// record stores the results: per piece (in its segment; a failed piece
+// becomes lost unless the node was unreachable), per node, and the period
+// records that settlement reads.
+func (c *core) record(ctx context.Context, node fnet.NodeID, results []pieceResult, reached bool, all []PieceRef, period time.Time) error {
+	now := c.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, err := c.store.GetNode(ctx, node)
+	if err != nil {
+		return err
+	}
+	// A node that keeps heartbeating but stops answering challenges is
+	// dodging them: after MaxUnanswered rounds in a row its challenged
+	// pieces count as failed, as if it had answered wrongly.
+	if reached {
+		n.Unanswered = 0
+	} else {
+		n.Unanswered++
+		if n.Unanswered >= MaxUnanswered && c.online(n, now) {
+			c.log.Warn("node heartbeats but does not answer challenges", "node", node, "rounds", n.Unanswered)
+			reached = true
+		}
+	}
+	bySeg := map[SegmentID][]pieceResult{}
+	for _, r := range results {
+		bySeg[r.ref.Segment] = append(bySeg[r.ref.Segment], r)
+	}
+	var passed, failed uint64
+	for id, rs := range bySeg {
+		seg, err := c.store.GetSegment(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			continue // released meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		for _, r := range rs {
+			p := &seg.Pieces[r.ref.Index]
+			if p.Node != node || p.ID != r.ref.ID {
+				continue // moved by repair meanwhile
+			}
+			p.LastChecked = now
+			if r.ok {
+				p.Passed++
+				passed++
+				continue
+			}
+			p.Failed++
+			failed++
+			if reached && p.State == PieceHealthy {
+				p.State = PieceLost
+				c.log.Warn("piece failed its challenge", "node", node, "segment", id, "piece", p.Index, "why", r.why)
+			}
+		}
+		if err := c.store.UpdateSegment(ctx, seg); err != nil {
+			return err
+		}
+	}
+	n.Passed += passed
+	n.Failed += failed
+	if err := c.store.PutNode(ctx, n); err != nil {
+		return err
+	}
+	// Period records: what the node held for each account, and how it did.
+	type acc struct{ bytes, pieces, passed, failed uint64 }
+	per := map[fnet.AccountID]*acc{}
+	for _, r := range all {
+		a := per[r.Account]
+		if a == nil {
+			a = &acc{}
+			per[r.Account] = a
+		}
+		a.bytes += uint64(r.Size)
+		a.pieces++
+	}
+	for _, r := range results {
+		a := per[r.ref.Account]
+		if a == nil {
+			continue
+		}
+		if r.ok {
+			a.passed++
+		} else {
+			a.failed++
+		}
+	}
+	recs := make([]PeriodRecord, 0, len(per))
+	for acct, a := range per {
+		recs = append(recs, PeriodRecord{
+			Period: period, Node: node, Account: acct, Bytes: a.bytes,
+			Pieces: uint32(a.pieces), Passed: uint32(a.passed), Failed: uint32(a.failed), Price: n.Price,
+		})
+	}
+	return c.store.PutPeriodRecords(ctx, recs)
+}

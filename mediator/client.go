@@ -1,0 +1,298 @@
+package mediator
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/fincrypt/fincrypt/challenge"
+	"github.com/fincrypt/fincrypt/erasure"
+	fnet "github.com/fincrypt/fincrypt/net"
+)
+
+// Client is the client half of the mediator protocol: an account (its
+// ed25519 identity) registers, asks for placements, uploads pieces to the
+// nodes under their tickets, commits, looks up and releases segments. The
+// client's replication engine builds on it. It is safe for concurrent use.
+type Client struct {
+	id       *fnet.Identity
+	mediator fnet.Address
+	tr       *fnet.Transport
+	ownTr    bool
+
+	mu    sync.Mutex
+	conns map[fnet.NodeID]*fnet.Conn
+}
+
+// NewClient makes a client for the account id; tr may be nil, and then the
+// client makes (and closes) its own dialling transport.
+func NewClient(id *fnet.Identity, mediator fnet.Address, tr *fnet.Transport) (*Client, error) {
+	c := &Client{id: id, mediator: mediator, tr: tr, conns: map[fnet.NodeID]*fnet.Conn{}}
+	if tr == nil {
+		var err error
+		if c.tr, err = fnet.NewDialer(id, fnet.Config{}); err != nil {
+			return nil, err
+		}
+		c.ownTr = true
+	}
+	return c, nil
+}
+
+// Account is the client's account id.
+func (c *Client) Account() fnet.AccountID { return fnet.AccountID(c.id.ID()) }
+
+// Close closes the client's connections (and its transport if it made it).
+func (c *Client) Close() error {
+	c.mu.Lock()
+	for id, conn := range c.conns {
+		conn.Close()
+		delete(c.conns, id)
+	}
+	c.mu.Unlock()
+	if c.ownTr {
+		return c.tr.Close()
+	}
+	return nil
+}
+
+func (c *Client) conn(ctx context.Context, addr fnet.Address) (*fnet.Conn, error) {
+	c.mu.Lock()
+	conn := c.conns[addr.ID]
+	c.mu.Unlock()
+	if conn != nil && conn.Context().Err() == nil {
+		return conn, nil
+	}
+	conn, err := c.tr.Dial(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cur := c.conns[addr.ID]; cur != nil && cur.Context().Err() == nil {
+		conn.Close() // another call dialled meanwhile: share its connection
+		return cur, nil
+	}
+	c.conns[addr.ID] = conn
+	return conn, nil
+}
+
+// retry runs fn on a connection to addr, once more on a fresh connection if
+// the first failed at the transport level (e.g. the peer restarted).
+func (c *Client) retry(ctx context.Context, addr fnet.Address, fn func(*fnet.Conn) error) error {
+	var err error
+	for attempt := 0; attempt < 2; attempt++ {
+		var conn *fnet.Conn
+		if conn, err = c.conn(ctx, addr); err != nil {
+			return err
+		}
+		if err = fn(conn); err == nil {
+			return nil
+		}
+		var re *fnet.RemoteError
+		if errors.As(err, &re) || ctx.Err() != nil {
+			return err
+		}
+		c.mu.Lock()
+		if c.conns[addr.ID] == conn {
+			delete(c.conns, addr.ID)
+		}
+		c.mu.Unlock()
+		conn.Close()
+	}
+	return err
+}
+
+func callMediator[T fnet.Message](ctx context.Context, c *Client, req fnet.Message) (T, error) {
+	var rep T
+	err := c.retry(ctx, c.mediator, func(conn *fnet.Conn) error {
+		var err error
+		rep, err = fnet.CallAnyFor[T](ctx, conn, req)
+		return err
+	})
+	return rep, err
+}
+
+// RegisterAccount registers the account (idempotent); it reports whether
+// the account is new.
+func (c *Client) RegisterAccount(ctx context.Context) (bool, error) {
+	rep, err := callMediator[*fnet.AccountReply](ctx, c, &fnet.AccountRequest{})
+	if err != nil {
+		return false, fmt.Errorf("register account: %w", err)
+	}
+	return rep.Created, nil
+}
+
+// Place asks where to store the pieces (ids in piece order) of a segment
+// under scheme s (zero: the mediator's default).
+func (c *Client) Place(ctx context.Context, s erasure.Scheme, pieceSize int64, ids []challenge.PieceID) (*fnet.PlacementReply, error) {
+	rep, err := callMediator[*fnet.PlacementReply](ctx, c, &fnet.PlacementRequest{
+		K: uint8(s.K), N: uint8(s.N), PieceSize: uint64(pieceSize), Pieces: ids,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("placement: %w", err)
+	}
+	if len(rep.Targets) != len(ids) {
+		return nil, fmt.Errorf("placement: %d targets for %d pieces", len(rep.Targets), len(ids))
+	}
+	return rep, nil
+}
+
+// Upload stores pieces[i] at placement target i, all at once. It returns
+// the receipts of the pieces stored and the errors of the others (nil
+// entries for success).
+func (c *Client) Upload(ctx context.Context, pl *fnet.PlacementReply, pieces [][]byte) ([]fnet.StoredPiece, []error) {
+	errs := make([]error, len(pieces))
+	var (
+		mu     sync.Mutex
+		wg     sync.WaitGroup
+		stored []fnet.StoredPiece
+	)
+	for i, t := range pl.Targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := c.PutPiece(ctx, t, pieces[i])
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			stored = append(stored, fnet.StoredPiece{Index: uint8(i), Node: t.Ticket.Node, Piece: t.Ticket.Piece, Size: uint64(len(pieces[i]))})
+		}()
+	}
+	wg.Wait()
+	return stored, errs
+}
+
+// PutPiece uploads one piece under a put ticket.
+func (c *Client) PutPiece(ctx context.Context, t fnet.Target, data []byte) error {
+	addr, err := fnet.ParseAddress(t.Address)
+	if err != nil {
+		return err
+	}
+	return c.retry(ctx, addr, func(conn *fnet.Conn) error {
+		return conn.Put(ctx, &fnet.PutRequest{Piece: t.Ticket.Piece, Ticket: t.Ticket}, bytes.NewReader(data))
+	})
+}
+
+// GetPiece downloads a whole piece under a get ticket and checks that its
+// bytes hash to the piece id.
+func (c *Client) GetPiece(ctx context.Context, t fnet.Target) ([]byte, error) {
+	addr, err := fnet.ParseAddress(t.Address)
+	if err != nil {
+		return nil, err
+	}
+	var data []byte
+	err = c.retry(ctx, addr, func(conn *fnet.Conn) error {
+		r, _, err := conn.Get(ctx, &fnet.GetRequest{Piece: t.Ticket.Piece, Ticket: t.Ticket})
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		data, err = io.ReadAll(r)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if id, err := challenge.ComputeID(data); err != nil || id != t.Ticket.Piece {
+		return nil, fmt.Errorf("piece %s: %w", t.Ticket.Piece, fnet.ErrMismatch)
+	}
+	return data, nil
+}
+
+// Commit records the contract for a placement.
+func (c *Client) Commit(ctx context.Context, seg fnet.SegmentID, stored []fnet.StoredPiece) error {
+	if _, err := callMediator[*fnet.CommitReply](ctx, c, &fnet.CommitRequest{Segment: seg, Pieces: stored}); err != nil {
+		return fmt.Errorf("commit %x: %w", seg, err)
+	}
+	return nil
+}
+
+// Release ends a contract; the mediator deletes the pieces.
+func (c *Client) Release(ctx context.Context, seg fnet.SegmentID) error {
+	if _, err := callMediator[*fnet.ReleaseReply](ctx, c, &fnet.ReleaseRequest{Segment: seg}); err != nil {
+		return fmt.Errorf("release %x: %w", seg, err)
+	}
+	return nil
+}
+
+// Segment looks up a contract, with get tickets for its healthy pieces.
+func (c *Client) Segment(ctx context.Context, seg fnet.SegmentID) (*fnet.SegmentReply, error) {
+	rep, err := callMediator[*fnet.SegmentReply](ctx, c, &fnet.SegmentRequest{Segment: seg})
+	if err != nil {
+		return nil, fmt.Errorf("segment %x: %w", seg, err)
+	}
+	return rep, nil
+}
+
+// Store erasure-codes data under scheme s, places, uploads and commits it,
+// and returns the segment id. It fails if fewer than K pieces were stored.
+func (c *Client) Store(ctx context.Context, s erasure.Scheme, data []byte) (fnet.SegmentID, error) {
+	coder, err := erasure.New(s)
+	if err != nil {
+		return fnet.SegmentID{}, err
+	}
+	pieces, err := coder.Encode(data)
+	if err != nil {
+		return fnet.SegmentID{}, err
+	}
+	ids := make([]challenge.PieceID, len(pieces))
+	for i, p := range pieces {
+		if ids[i], err = challenge.ComputeID(p); err != nil {
+			return fnet.SegmentID{}, err
+		}
+	}
+	pl, err := c.Place(ctx, s, int64(len(pieces[0])), ids)
+	if err != nil {
+		return fnet.SegmentID{}, err
+	}
+	stored, errs := c.Upload(ctx, pl, pieces)
+	if len(stored) < s.K {
+		return fnet.SegmentID{}, fmt.Errorf("upload: %d of %d pieces stored: %w", len(stored), len(pieces), errors.Join(errs...))
+	}
+	if err := c.Commit(ctx, pl.Segment, stored); err != nil {
+		return fnet.SegmentID{}, err
+	}
+	return pl.Segment, nil
+}
+
+// Fetch downloads any K healthy pieces of a segment and decodes its first
+// size bytes.
+func (c *Client) Fetch(ctx context.Context, seg fnet.SegmentID, size int) ([]byte, error) {
+	info, err := c.Segment(ctx, seg)
+	if err != nil {
+		return nil, err
+	}
+	s := erasure.Scheme{K: int(info.K), N: int(info.N)}
+	coder, err := erasure.New(s)
+	if err != nil {
+		return nil, err
+	}
+	pieces := make([][]byte, s.N)
+	have := 0
+	var errs []error
+	for i, p := range info.Pieces {
+		if have == s.K {
+			break
+		}
+		if !p.Healthy {
+			continue
+		}
+		data, err := c.GetPiece(ctx, p.Target)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("piece %d: %w", i, err))
+			continue
+		}
+		pieces[i] = data
+		have++
+	}
+	if have < s.K {
+		return nil, fmt.Errorf("segment %x: %d of %d pieces readable: %w", seg, have, s.K, errors.Join(errs...))
+	}
+	return coder.Decode(pieces, size)
+}

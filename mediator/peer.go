@@ -1,0 +1,266 @@
+package mediator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	fnet "github.com/fincrypt/fincrypt/net"
+)
+
+// Files in the mediator's directory.
+const (
+	AddressFile = "address" // NODEID@host:port, written once listening
+	dbDir       = "db"      // Pebble
+)
+
+const counterLastRound = "last_round_unix_nano"
+
+// Peer is a running mediator: every service it is made of, built in New
+// and closed in reverse order by Close.
+type Peer struct {
+	Log      *slog.Logger
+	Config   Config
+	Identity *fnet.Identity
+	// Store is the durable state (Pebble under DIR/db).
+	Store *PebbleStore
+	// Transport serves nodes and clients and dials nodes.
+	Transport *fnet.Transport
+
+	lock    *os.File
+	nodes   *transportNodes
+	core    *core
+	control *controlServer
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New builds a mediator from its configuration: identity (ident, or the one
+// in DIR/identity, created if missing), store, QUIC transport, the services
+// and the control socket. It writes DIR/address. Run starts serving; cancel
+// its context, then Close releases everything. On failure everything built
+// so far is closed.
+func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error) {
+	cfg = cfg.WithDefaults()
+	if log != nil {
+		cfg.Logger = log
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Dir == "" {
+		return nil, fmt.Errorf("%w: no directory", ErrConfig)
+	}
+	p := &Peer{Log: cfg.Logger, Config: cfg, Identity: ident}
+	defer func() {
+		if err != nil {
+			p.Close()
+		}
+	}()
+
+	{ // identity
+		if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+			return nil, err
+		}
+		if p.Identity == nil {
+			if p.Identity, err = fnet.LoadOrCreateIdentity(cfg.Dir); err != nil {
+				return nil, fmt.Errorf("mediator identity: %w", err)
+			}
+		}
+	}
+	{ // one mediator per directory
+		if p.lock, err = lockDir(cfg.Dir); err != nil {
+			return nil, err
+		}
+	}
+	{ // state
+		if p.Store, err = OpenPebbleStore(filepath.Join(cfg.Dir, dbDir), PebbleOptions{}); err != nil {
+			return nil, err
+		}
+	}
+	{ // transport
+		tc := cfg.Transport
+		tc.Logger = cfg.Logger.With("service", "transport")
+		if p.Transport, err = fnet.Listen(p.Identity, cfg.Listen, tc); err != nil {
+			return nil, err
+		}
+		p.nodes = newTransportNodes(p.Transport)
+	}
+	{ // services: registry, accounts, placement, contracts, challenges, repair
+		c := cfg
+		c.Logger = cfg.Logger.With("service", "mediator")
+		p.core = newCore(c, p.Store, p.Identity, p.nodes)
+		if err := p.core.loadReservations(context.Background()); err != nil {
+			return nil, fmt.Errorf("pending placements: %w", err)
+		}
+	}
+	{ // control socket
+		if p.control, err = listenControl(cfg.Dir, p.Status); err != nil {
+			return nil, err
+		}
+	}
+	{ // address file, last: it tells scripts the mediator is ready
+		if err := writeFileAtomic(filepath.Join(cfg.Dir, AddressFile), []byte(p.Address().String()+"\n")); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// Address is the mediator's NODEID@host:port: the advertised host:port if
+// configured, else the bound one.
+func (p *Peer) Address() fnet.Address {
+	if p.Config.Advertise != "" {
+		return fnet.Address{ID: p.Identity.ID(), HostPort: p.Config.Advertise}
+	}
+	return p.Transport.Address()
+}
+
+// Status reports the nodes and the network's counts.
+func (p *Peer) Status(ctx context.Context) (*Status, error) {
+	return p.core.Status(ctx, p.Address().String())
+}
+
+// ChallengeRound runs one challenge round now (tests, tools).
+func (p *Peer) ChallengeRound(ctx context.Context) (RoundResult, error) { return p.core.Round(ctx) }
+
+// RepairScan runs one repair scan now (tests, tools).
+func (p *Peer) RepairScan(ctx context.Context) (RepairResult, error) { return p.core.RepairScan(ctx) }
+
+// Run serves until ctx is done or a service fails; the services run in
+// one group and the first error stops the others.
+func (p *Peer) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+	)
+	run := func(name string, fn func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(ctx); err != nil && ctx.Err() == nil {
+				once.Do(func() { first = fmt.Errorf("%s: %w", name, err) })
+				cancel()
+			}
+		}()
+	}
+	run("endpoint", func(ctx context.Context) error { return p.Transport.Serve(ctx, &endpoint{c: p.core}) })
+	run("control", p.control.run)
+	run("scheduler", p.schedule)
+	p.Log.Info("mediator running", "address", p.Address().String(), "scheme", p.Config.Scheme.String(),
+		"period", p.Config.Period, "offline_after", p.Config.OfflineAfter)
+	wg.Wait()
+	return first
+}
+
+// schedule runs a challenge round and a repair scan every period. The
+// time of the last round is stored, so a restarted mediator keeps the
+// schedule instead of starting a fresh period.
+func (p *Peer) schedule(ctx context.Context) error {
+	for {
+		last, err := p.Store.Counter(ctx, counterLastRound)
+		if err != nil {
+			return err
+		}
+		next := time.Now().Add(p.Config.Period)
+		if last != 0 {
+			next = time.Unix(0, last).Add(p.Config.Period)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Until(next)):
+		}
+		start := time.Now()
+		if _, err := p.Store.AddCounter(ctx, counterLastRound, start.UnixNano()-last); err != nil {
+			return err
+		}
+		if _, err := p.core.Round(ctx); err != nil && ctx.Err() == nil {
+			p.Log.Error("challenge round", "err", err)
+		}
+		if _, err := p.core.RepairScan(ctx); err != nil && ctx.Err() == nil {
+			p.Log.Error("repair scan", "err", err)
+		}
+	}
+}
+
+// Close stops every service, in reverse order of New.
+func (p *Peer) Close() error {
+	p.closeOnce.Do(func() {
+		var errs []error
+		if p.control != nil {
+			errs = append(errs, p.control.close())
+			os.Remove(filepath.Join(p.Config.Dir, ControlSocket))
+		}
+		if p.core != nil {
+			p.core.stop()
+		}
+		if p.nodes != nil {
+			p.nodes.close()
+		}
+		if p.Transport != nil {
+			errs = append(errs, p.Transport.Close())
+		}
+		if p.Store != nil {
+			errs = append(errs, p.Store.Close())
+		}
+		if p.lock != nil {
+			errs = append(errs, p.lock.Close()) // releases the flock
+		}
+		p.closeErr = errors.Join(errs...)
+	})
+	return p.closeErr
+}
+
+// LockFile is flocked by the running mediator.
+const LockFile = "lock"
+
+// lockDir takes an exclusive flock on DIR/lock, so that a second mediator
+// on the same directory (in this process or another) stops at once.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, LockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%s: %w: another mediator is running there", dir, ErrLocked)
+		}
+		return nil, fmt.Errorf("%s: lock: %w", dir, err)
+	}
+	return f, nil
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,96 @@
+package mediator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	fnet "github.com/fincrypt/fincrypt/net"
+)
+
+// policy is what nodes are told on registration and heartbeat.
+func (c *core) policy() fnet.NodePolicy {
+	return fnet.NodePolicy{
+		HeartbeatInterval: c.cfg.HeartbeatInterval,
+		GracePeriod:       c.cfg.GracePeriod,
+		GCInterval:        c.cfg.GCInterval,
+	}
+}
+
+// Register records (or refreshes) a storage node; peer is the node id the
+// connection authenticated.
+func (c *core) Register(ctx context.Context, peer fnet.NodeID, req *fnet.RegisterRequest) (fnet.NodePolicy, error) {
+	if req.Node != peer {
+		return fnet.NodePolicy{}, fmt.Errorf("%w: registration for node %s over a connection from %s", fnet.ErrUnauthorized, req.Node, peer)
+	}
+	addr, err := fnet.ParseAddress(req.Address)
+	if err != nil {
+		return fnet.NodePolicy{}, fmt.Errorf("%w: %v", fnet.ErrBadRequest, err)
+	}
+	if addr.ID != peer {
+		return fnet.NodePolicy{}, fmt.Errorf("%w: address %s names another node", fnet.ErrBadRequest, req.Address)
+	}
+	if c.cfg.Network != "" && req.Network != c.cfg.Network {
+		return fnet.NodePolicy{}, fmt.Errorf("%w: node is paid on %q, this mediator on %q", fnet.ErrBadRequest, req.Network, c.cfg.Network)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	n, err := c.store.GetNode(ctx, peer)
+	if errors.Is(err, ErrNotFound) {
+		n = &Node{ID: peer, Registered: now}
+		c.log.Info("storage node registered", "node", peer, "address", req.Address, "capacity", req.Capacity, "price", req.Price)
+	} else if err != nil {
+		return fnet.NodePolicy{}, err
+	}
+	n.Address = req.Address
+	n.Capacity, n.Used, n.Pieces = req.Capacity, req.Used, req.Pieces
+	n.Price, n.PayoutAddress, n.Network = req.Price, req.PayoutAddress, req.Network
+	n.LastSeen = now
+	if err := c.store.PutNode(ctx, n); err != nil {
+		return fnet.NodePolicy{}, err
+	}
+	return c.policy(), nil
+}
+
+// Heartbeat refreshes a registered node; an unknown node gets
+// fnet.ErrNotRegistered and registers again.
+func (c *core) Heartbeat(ctx context.Context, peer fnet.NodeID, hb *fnet.Heartbeat) (fnet.NodePolicy, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, err := c.store.GetNode(ctx, peer)
+	if errors.Is(err, ErrNotFound) {
+		return fnet.NodePolicy{}, fmt.Errorf("node %s: %w", peer, fnet.ErrNotRegistered)
+	}
+	if err != nil {
+		return fnet.NodePolicy{}, err
+	}
+	n.Capacity, n.Used, n.Pieces = hb.Capacity, hb.Used, hb.Pieces
+	n.LastSeen = c.now()
+	return c.policy(), c.store.PutNode(ctx, n)
+}
+
+// Live tells a node which of its pieces are under contract (or in a
+// placement not yet committed); it collects the others after the grace
+// period.
+func (c *core) Live(ctx context.Context, peer fnet.NodeID, req *fnet.LiveRequest) (*fnet.LiveReply, error) {
+	if _, err := c.store.GetNode(ctx, peer); errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("node %s: %w", peer, fnet.ErrNotRegistered)
+	} else if err != nil {
+		return nil, err
+	}
+	rep := &fnet.LiveReply{Live: make([]bool, len(req.Pieces))}
+	for i, p := range req.Pieces {
+		_, ok, err := c.store.LookupPiece(ctx, peer, p)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			if ok, err = c.store.PendingPiece(ctx, peer, p); err != nil {
+				return nil, err
+			}
+		}
+		rep.Live[i] = ok
+	}
+	return rep, nil
+}

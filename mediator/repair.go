@@ -1,0 +1,346 @@
+package mediator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/fincrypt/fincrypt/challenge"
+	"github.com/fincrypt/fincrypt/erasure"
+	fnet "github.com/fincrypt/fincrypt/net"
+)
+
+// repairPage is how many segments a repair scan reads at a time.
+const repairPage = 256
+
+// ErrUnrecoverable marks a segment with fewer than K healthy pieces.
+var ErrUnrecoverable = errors.New("segment has fewer than K healthy pieces")
+
+// RepairResult summarises one repair scan.
+type RepairResult struct {
+	Segments      int // contracts scanned
+	MarkedLost    int // pieces counted lost because their node stayed away
+	Repaired      int // pieces rebuilt and placed
+	Failed        int // segments whose repair failed this time
+	Unrecoverable int // segments below K
+}
+
+// RepairScan marks the pieces of nodes gone past the offline limit as lost,
+// then repairs every segment below its repair threshold.
+func (c *core) RepairScan(ctx context.Context) (RepairResult, error) {
+	c.repairMu.Lock()
+	defer c.repairMu.Unlock()
+	var res RepairResult
+	nodeList, err := c.store.ListNodes(ctx)
+	if err != nil {
+		return res, err
+	}
+	now := c.now()
+	nodes := map[fnet.NodeID]*Node{}
+	for _, n := range nodeList {
+		nodes[n.ID] = n
+	}
+	if _, err := c.store.DeletePendingBefore(ctx, now); err != nil {
+		return res, err
+	}
+	var after SegmentID
+	for {
+		var page []*Segment
+		err := c.store.Segments(ctx, after, repairPage, func(s *Segment) error {
+			page = append(page, s)
+			return nil
+		})
+		if err != nil {
+			return res, err
+		}
+		if len(page) == 0 {
+			break
+		}
+		after = page[len(page)-1].ID
+		for _, seg := range page {
+			res.Segments++
+			marked, err := c.markGone(ctx, seg.ID, nodes, now)
+			if err != nil {
+				return res, err
+			}
+			res.MarkedLost += marked
+			seg, err := c.store.GetSegment(ctx, seg.ID)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return res, err
+			}
+			if seg.Healthy() >= c.cfg.threshold(seg.Scheme) {
+				continue
+			}
+			n, err := c.repairSegment(ctx, seg, nodeList)
+			res.Repaired += n
+			switch {
+			case errors.Is(err, ErrUnrecoverable):
+				res.Unrecoverable++
+				c.log.Error("segment cannot be repaired", "segment", seg.ID, "err", err)
+			case err != nil:
+				res.Failed++
+				c.log.Warn("repair failed; will retry", "segment", seg.ID, "err", err)
+			}
+			if ctx.Err() != nil {
+				return res, ctx.Err()
+			}
+		}
+	}
+	if res.Repaired > 0 || res.MarkedLost > 0 || res.Failed > 0 {
+		c.log.Info("repair scan", "segments", res.Segments, "marked_lost", res.MarkedLost, "repaired", res.Repaired, "failed", res.Failed, "unrecoverable", res.Unrecoverable)
+	}
+	return res, nil
+}
+
+// markGone marks the healthy pieces of a segment lost when their node is
+// unknown or has been silent past the offline limit.
+func (c *core) markGone(ctx context.Context, id SegmentID, nodes map[fnet.NodeID]*Node, now time.Time) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seg, err := c.store.GetSegment(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	marked := 0
+	for i := range seg.Pieces {
+		p := &seg.Pieces[i]
+		if p.State != PieceHealthy {
+			continue
+		}
+		if n := nodes[p.Node]; n == nil || c.gone(n, now) {
+			p.State = PieceLost
+			marked++
+		}
+	}
+	if marked == 0 {
+		return 0, nil
+	}
+	c.log.Info("pieces lost with their offline node", "segment", id, "pieces", marked)
+	return marked, c.store.UpdateSegment(ctx, seg)
+}
+
+// repairSegment fetches K healthy pieces, rebuilds the lost ones, checks
+// that each rebuilt piece has its recorded id, places them on nodes that
+// hold no piece of the segment, verifies them with a challenge and updates
+// the contract. It returns the number of pieces repaired.
+func (c *core) repairSegment(ctx context.Context, seg *Segment, nodeList []*Node) (int, error) {
+	coder, err := erasure.New(seg.Scheme)
+	if err != nil {
+		return 0, fmt.Errorf("segment %s: %w", seg.ID, err)
+	}
+	nodes := map[fnet.NodeID]*Node{}
+	for _, n := range nodeList {
+		nodes[n.ID] = n
+	}
+	if seg.Healthy() < seg.Scheme.K {
+		return 0, fmt.Errorf("segment %s: %w: %d of %d", seg.ID, ErrUnrecoverable, seg.Healthy(), seg.Scheme.N)
+	}
+	// Fetch K healthy pieces, checking each against its id.
+	pieces := make([][]byte, seg.Scheme.N)
+	have := 0
+	var bad []int
+	for i, p := range seg.Pieces {
+		if have == seg.Scheme.K {
+			break
+		}
+		if p.State != PieceHealthy || nodes[p.Node] == nil {
+			continue
+		}
+		data, err := c.fetch(ctx, seg, nodes[p.Node], p.ID)
+		if err != nil {
+			c.log.Info("repair: piece unavailable", "segment", seg.ID, "piece", i, "node", p.Node, "err", err)
+			if errors.Is(err, fnet.ErrNotFound) || errors.Is(err, fnet.ErrMismatch) || errors.Is(err, errWrongPiece) {
+				bad = append(bad, i)
+			}
+			continue
+		}
+		pieces[i] = data
+		have++
+	}
+	if len(bad) > 0 {
+		if err := c.markLost(ctx, seg.ID, bad, nodesOf(seg, bad)); err != nil {
+			return 0, err
+		}
+	}
+	if have < seg.Scheme.K {
+		return 0, fmt.Errorf("segment %s: fetched %d of the %d pieces needed", seg.ID, have, seg.Scheme.K)
+	}
+	var want []int
+	for i, p := range seg.Pieces {
+		if p.State != PieceHealthy || slicesContains(bad, i) {
+			want = append(want, i)
+		}
+	}
+	if err := coder.Rebuild(pieces, want); err != nil {
+		return 0, fmt.Errorf("segment %s: %w", seg.ID, err)
+	}
+	for _, i := range want {
+		id, err := challenge.ComputeID(pieces[i])
+		if err != nil {
+			return 0, err
+		}
+		if id != seg.Pieces[i].ID {
+			return 0, fmt.Errorf("segment %s piece %d: rebuilt bytes have id %s, contract says %s", seg.ID, i, id, seg.Pieces[i].ID)
+		}
+	}
+	// Place: nodes that hold no piece of this segment, other subnets first.
+	exclude := map[fnet.NodeID]bool{}
+	avoid := map[string]bool{}
+	for _, p := range seg.Pieces {
+		if !p.Node.IsZero() {
+			exclude[p.Node] = true
+			if n := nodes[p.Node]; n != nil && p.State == PieceHealthy {
+				avoid[subnet(n.Address)] = true
+			}
+		}
+	}
+	targets := c.selectNodes(nodeList, len(want), seg.PieceSize, exclude, avoid, c.reservedBytes(c.now()))
+	if len(targets) == 0 {
+		return 0, fmt.Errorf("segment %s: %w: no node can take a repaired piece", seg.ID, ErrNotEnoughNodes)
+	}
+	placed := map[int]fnet.NodeID{}
+	next := 0
+	for _, i := range want {
+		for next < len(targets) {
+			n := targets[next]
+			next++
+			if err := c.putVerified(ctx, seg, n, i, pieces[i]); err != nil {
+				c.log.Info("repair: node refused a piece", "segment", seg.ID, "piece", i, "node", n.ID, "err", err)
+				continue
+			}
+			placed[i] = n.ID
+			break
+		}
+	}
+	if len(placed) == 0 {
+		return 0, fmt.Errorf("segment %s: no repaired piece could be placed", seg.ID)
+	}
+	n, old, err := c.applyRepair(ctx, seg.ID, placed)
+	if err != nil {
+		return 0, err
+	}
+	c.deleteLater(seg.Account, seg.PieceSize, old)
+	if len(placed) < len(want) {
+		return n, fmt.Errorf("segment %s: placed %d of %d repaired pieces", seg.ID, len(placed), len(want))
+	}
+	return n, nil
+}
+
+func slicesContains(s []int, v int) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func nodesOf(seg *Segment, idx []int) []fnet.NodeID {
+	out := make([]fnet.NodeID, len(idx))
+	for j, i := range idx {
+		out[j] = seg.Pieces[i].Node
+	}
+	return out
+}
+
+var errWrongPiece = errors.New("bytes do not hash to the piece id")
+
+// fetch reads a whole piece from its node and checks its Merkle root.
+func (c *core) fetch(ctx context.Context, seg *Segment, n *Node, id challenge.PieceID) ([]byte, error) {
+	addr, err := nodeAddress(n)
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, c.cfg.ChallengeTimeout)
+	defer cancel()
+	data, err := c.nodes.Get(cctx, addr, c.ticket(n.ID, id, fnet.OpGet, seg.Account, seg.PieceSize))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) != seg.PieceSize {
+		return nil, fmt.Errorf("piece %s: %w: %d bytes, want %d", id, errWrongPiece, len(data), seg.PieceSize)
+	}
+	if got, err := challenge.ComputeID(data); err != nil || got != id {
+		return nil, fmt.Errorf("piece %s: %w", id, errWrongPiece)
+	}
+	return data, nil
+}
+
+// putVerified uploads a rebuilt piece and challenges the node on it.
+func (c *core) putVerified(ctx context.Context, seg *Segment, n *Node, index int, data []byte) error {
+	addr, err := nodeAddress(n)
+	if err != nil {
+		return err
+	}
+	id := seg.Pieces[index].ID
+	cctx, cancel := context.WithTimeout(ctx, c.cfg.ChallengeTimeout)
+	defer cancel()
+	if err := c.nodes.Put(cctx, addr, c.ticket(n.ID, id, fnet.OpPut, seg.Account, seg.PieceSize), data); err != nil {
+		return err
+	}
+	ref := PieceRef{Segment: seg.ID, Index: index, ID: id, Size: seg.PieceSize, Account: seg.Account}
+	res, reached, err := c.challengePieces(ctx, n, []PieceRef{ref})
+	if err != nil {
+		return err
+	}
+	if !reached || len(res) != 1 || !res[0].ok {
+		why := "no answer"
+		if len(res) == 1 {
+			why = res[0].why
+		}
+		return fmt.Errorf("node %s: stored piece failed verification: %s", n.ID, why)
+	}
+	return nil
+}
+
+// markLost marks pieces lost if they are still on the given nodes.
+func (c *core) markLost(ctx context.Context, id SegmentID, idx []int, on []fnet.NodeID) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seg, err := c.store.GetSegment(ctx, id)
+	if err != nil {
+		return err
+	}
+	for j, i := range idx {
+		if seg.Pieces[i].Node == on[j] {
+			seg.Pieces[i].State = PieceLost
+		}
+	}
+	return c.store.UpdateSegment(ctx, seg)
+}
+
+// applyRepair moves repaired pieces to their new nodes in the contract. It
+// returns how many moved and the old locations, to delete.
+func (c *core) applyRepair(ctx context.Context, id SegmentID, placed map[int]fnet.NodeID) (int, map[fnet.NodeID]challenge.PieceID, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seg, err := c.store.GetSegment(ctx, id)
+	if err != nil {
+		return 0, nil, err // released meanwhile: the new pieces get collected
+	}
+	old := map[fnet.NodeID]challenge.PieceID{}
+	now := c.now()
+	for i, node := range placed {
+		p := &seg.Pieces[i]
+		if !p.Node.IsZero() {
+			old[p.Node] = p.ID
+		}
+		*p = Piece{Index: i, ID: p.ID, Node: node, State: PieceHealthy, Passed: 1, LastChecked: now}
+	}
+	seg.Repaired += uint32(len(placed))
+	if err := c.store.UpdateSegment(ctx, seg); err != nil {
+		return 0, nil, err
+	}
+	if _, err := c.store.AddCounter(ctx, CounterRepaired, int64(len(placed))); err != nil {
+		return 0, nil, err
+	}
+	c.log.Info("segment repaired", "segment", id, "pieces", len(placed))
+	return len(placed), old, nil
+}

@@ -1,0 +1,382 @@
+// Package testplanet runs a whole Fincrypt network in one test process: a
+// real mediator, real storage nodes (storagenode.New) and a test client,
+// all on 127.0.0.1 with a fast period, with the faults that tests inject (a
+// piece deleted or flipped on a node's disk, a node stopped, restarted or
+// killed for good, the mediator restarted).
+//
+//	testplanet.Run(t, testplanet.Config{StorageNodes: 5}, func(t *testing.T, p *testplanet.Planet) {
+//		seg, _ := p.Client.Store(ctx, p.Scheme(), data)
+//		...
+//	})
+package testplanet
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/btcsuite/btcd/btcutil"
+	"github.com/btcsuite/btcd/chaincfg"
+
+	"github.com/fincrypt/fincrypt/challenge"
+	"github.com/fincrypt/fincrypt/erasure"
+	"github.com/fincrypt/fincrypt/mediator"
+	fnet "github.com/fincrypt/fincrypt/net"
+	"github.com/fincrypt/fincrypt/storagenode"
+)
+
+// Config shapes a planet; zero fields take defaults.
+type Config struct {
+	// StorageNodes is the number of nodes (default 5).
+	StorageNodes int
+	// NodeCapacity is each node's capacity (default 64 MiB).
+	NodeCapacity int64
+	// Prices[i] is node i's price (default 1000+i).
+	Prices []uint64
+	// Reconfigure edits the mediator's configuration after the planet's
+	// fast defaults (period 1s, heartbeat 100ms, offline after 3s, repair
+	// threshold N).
+	Reconfigure func(*mediator.Config)
+	// Logs shows the daemons' debug logs (also FINCRYPT_TESTPLANET_LOGS=1);
+	// else only warnings and errors, with -v.
+	Logs bool
+}
+
+// Planet is a running network.
+type Planet struct {
+	t        testing.TB
+	cfg      Config
+	dir      string
+	log      *slog.Logger
+	Mediator *Mediator
+	Nodes    []*Node
+	// Client is a registered test account talking to the mediator.
+	Client *mediator.Client
+}
+
+// Mediator is the planet's mediator.
+type Mediator struct {
+	Peer    *mediator.Peer
+	Dir     string
+	Config  mediator.Config
+	ident   *fnet.Identity
+	address fnet.Address
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+// Node is one storage node.
+type Node struct {
+	Index    int
+	Peer     *storagenode.Peer // nil while stopped
+	Dir      string
+	Identity *fnet.Identity
+	Config   storagenode.Config
+	cancel   context.CancelFunc
+	done     chan error
+}
+
+// ID is the node's id.
+func (n *Node) ID() fnet.NodeID { return n.Identity.ID() }
+
+// Running reports whether the node is started.
+func (n *Node) Running() bool { return n.Peer != nil }
+
+// Run starts a planet, runs fn and stops everything.
+func Run(t *testing.T, cfg Config, fn func(t *testing.T, p *Planet)) {
+	t.Helper()
+	p := New(t, cfg)
+	fn(t, p)
+}
+
+// New starts a planet whose cleanup stops it.
+func New(t testing.TB, cfg Config) *Planet {
+	t.Helper()
+	if cfg.StorageNodes == 0 {
+		cfg.StorageNodes = 5
+	}
+	if cfg.NodeCapacity == 0 {
+		cfg.NodeCapacity = 64 << 20
+	}
+	if os.Getenv("FINCRYPT_TESTPLANET_LOGS") != "" {
+		cfg.Logs = true
+	}
+	level := slog.LevelWarn
+	if cfg.Logs {
+		level = slog.LevelDebug
+	}
+	var w io.Writer = io.Discard
+	if testing.Verbose() || cfg.Logs {
+		w = os.Stderr
+	}
+	p := &Planet{t: t, cfg: cfg, dir: t.TempDir(), log: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))}
+	t.Cleanup(p.stopAll)
+
+	mcfg := mediator.Config{
+		Dir: filepath.Join(p.dir, "mediator"), Listen: "127.0.0.1:0",
+		Period: time.Second, HeartbeatInterval: 100 * time.Millisecond, OnlineWindow: time.Second,
+		OfflineAfter: 3 * time.Second, ChallengeTimeout: time.Second,
+		ChallengeSample: 32, ChallengeOpenings: 16, TicketTTL: time.Minute, GracePeriod: 2 * time.Minute,
+		GCInterval: time.Minute,
+	}
+	mcfg.Scheme = mediator.DefaultScheme
+	mcfg.RepairThreshold = mcfg.Scheme.N
+	if cfg.Reconfigure != nil {
+		cfg.Reconfigure(&mcfg)
+	}
+	ident, err := fnet.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Mediator = &Mediator{Dir: mcfg.Dir, Config: mcfg, ident: ident}
+	p.startMediator()
+	// Later restarts keep the port, which the nodes have pinned.
+	p.Mediator.Config.Listen = p.Mediator.address.HostPort
+
+	for i := 0; i < cfg.StorageNodes; i++ {
+		p.AddNode()
+	}
+	p.WaitFor("every node online", 10*time.Second, func(st *mediator.Status) bool {
+		return online(st) == cfg.StorageNodes
+	})
+
+	p.Client = p.NewClient()
+	return p
+}
+
+// NewClient makes another registered account with its own client, closed
+// at cleanup.
+func (p *Planet) NewClient() *mediator.Client {
+	p.t.Helper()
+	cid, err := fnet.GenerateIdentity()
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	c, err := mediator.NewClient(cid, p.Mediator.address, nil)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.t.Cleanup(func() { c.Close() })
+	if _, err := c.RegisterAccount(p.Context()); err != nil {
+		p.t.Fatal(err)
+	}
+	return c
+}
+
+func online(st *mediator.Status) int {
+	n := 0
+	for _, node := range st.Nodes {
+		if node.Online {
+			n++
+		}
+	}
+	return n
+}
+
+// Context is a context for one step of a test (30 s).
+func (p *Planet) Context() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	p.t.Cleanup(cancel)
+	return ctx
+}
+
+// Scheme is the mediator's default scheme.
+func (p *Planet) Scheme() erasure.Scheme { return p.Mediator.Config.Scheme }
+
+func (p *Planet) startMediator() {
+	m := p.Mediator
+	peer, err := mediator.New(p.log.With("role", "mediator"), m.ident, m.Config)
+	if err != nil {
+		p.t.Fatalf("start mediator: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m.Peer, m.cancel, m.done = peer, cancel, make(chan error, 1)
+	m.address = peer.Address()
+	go func() { m.done <- peer.Run(ctx) }()
+}
+
+// StopMediator stops the mediator (its state stays on disk).
+func (p *Planet) StopMediator() {
+	m := p.Mediator
+	if m.Peer == nil {
+		return
+	}
+	m.cancel()
+	if err := <-m.done; err != nil {
+		p.t.Errorf("mediator stopped with %v", err)
+	}
+	m.Peer.Close()
+	m.Peer = nil
+}
+
+// RestartMediator stops the mediator and starts it again on the same
+// directory and address.
+func (p *Planet) RestartMediator() {
+	p.StopMediator()
+	p.startMediator()
+}
+
+func payout() string {
+	a, err := btcutil.NewAddressPubKeyHash(bytes.Repeat([]byte{7}, 20), &chaincfg.SimNetParams)
+	if err != nil {
+		panic(err)
+	}
+	return a.EncodeAddress()
+}
+
+// AddNode starts one more storage node.
+func (p *Planet) AddNode() *Node {
+	i := len(p.Nodes)
+	ident, err := fnet.GenerateIdentity()
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	price := uint64(1000 + i)
+	if i < len(p.cfg.Prices) {
+		price = p.cfg.Prices[i]
+	}
+	n := &Node{Index: i, Dir: filepath.Join(p.dir, fmt.Sprintf("node%d", i)), Identity: ident}
+	n.Config = storagenode.Config{
+		Dir: n.Dir, Listen: "127.0.0.1:0", Mediator: p.Mediator.address, Capacity: p.cfg.NodeCapacity,
+		Price: price, Payout: payout(), Network: "simnet",
+		RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, RequestTimeout: 5 * time.Second,
+	}
+	p.Nodes = append(p.Nodes, n)
+	p.StartNode(i)
+	n.Config.Listen = n.Peer.Address().HostPort // restarts keep the port
+	return n
+}
+
+// StartNode starts a stopped node on its directory and address.
+func (p *Planet) StartNode(i int) {
+	n := p.Nodes[i]
+	if n.Peer != nil {
+		return
+	}
+	peer, err := storagenode.New(p.log.With("role", "node", "node", i), n.Identity, n.Config)
+	if err != nil {
+		p.t.Fatalf("start node %d: %v", i, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.Peer, n.cancel, n.done = peer, cancel, make(chan error, 1)
+	go func() { n.done <- peer.Run(ctx) }()
+}
+
+// StopNode stops a node; its pieces stay on its disk.
+func (p *Planet) StopNode(i int) {
+	n := p.Nodes[i]
+	if n.Peer == nil {
+		return
+	}
+	n.cancel()
+	if err := <-n.done; err != nil {
+		p.t.Logf("node %d stopped with %v", i, err)
+	}
+	n.Peer.Close()
+	n.Peer = nil
+}
+
+// NodeIndex returns the index of the node with id, or -1.
+func (p *Planet) NodeIndex(id fnet.NodeID) int {
+	for i, n := range p.Nodes {
+		if n.ID() == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// PieceFile is where node i keeps a piece (docs/FORMAT-storage.md): the
+// piece's bytes start after a 64-byte header.
+func (p *Planet) PieceFile(i int, piece challenge.PieceID) string {
+	h := piece.String()
+	return filepath.Join(p.Nodes[i].Dir, "pieces", h[:2], h+".piece")
+}
+
+// pieceHeaderSize is the size of a piece file's header.
+const pieceHeaderSize = 64
+
+// FlipByte flips one bit of byte off of a piece on node i's disk.
+func (p *Planet) FlipByte(i int, piece challenge.PieceID, off int64) {
+	f, err := os.OpenFile(p.PieceFile(i, piece), os.O_RDWR, 0)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, pieceHeaderSize+off); err != nil {
+		p.t.Fatal(err)
+	}
+	b[0] ^= 0x10
+	if _, err := f.WriteAt(b, pieceHeaderSize+off); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// DeletePiece removes a piece from node i behind the mediator's back.
+func (p *Planet) DeletePiece(i int, piece challenge.PieceID) {
+	n := p.Nodes[i]
+	if n.Peer != nil {
+		if err := n.Peer.Store.Delete(piece); err != nil {
+			p.t.Fatal(err)
+		}
+		return
+	}
+	if err := os.Remove(p.PieceFile(i, piece)); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// HasPiece reports whether node i's disk holds a piece file.
+func (p *Planet) HasPiece(i int, piece challenge.PieceID) bool {
+	_, err := os.Stat(p.PieceFile(i, piece))
+	return err == nil
+}
+
+// Status is the mediator's status.
+func (p *Planet) Status() *mediator.Status {
+	st, err := mediator.ReadStatus(p.Context(), p.Mediator.Dir)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return st
+}
+
+// Segment returns the mediator's view of a contract.
+func (p *Planet) Segment(id fnet.SegmentID) *mediator.Segment {
+	seg, err := p.Mediator.Peer.Store.GetSegment(p.Context(), mediator.SegmentID(id))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return seg
+}
+
+// WaitFor polls the mediator's status until cond holds or timeout passes.
+func (p *Planet) WaitFor(what string, timeout time.Duration, cond func(*mediator.Status) bool) *mediator.Status {
+	p.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		st := p.Status()
+		if cond(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("timed out after %s waiting for %s; status: segments %d healthy %d lost %d repaired %d rounds %d",
+				timeout, what, st.Segments, st.Healthy, st.Lost, st.Repaired, st.Rounds)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (p *Planet) stopAll() {
+	for i := range p.Nodes {
+		p.StopNode(i)
+	}
+	p.StopMediator()
+}
