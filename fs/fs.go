@@ -15,12 +15,14 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/fincrypt/fincrypt/chunkstore"
 	"github.com/fincrypt/fincrypt/meta"
@@ -194,10 +196,34 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 	if err != nil {
 		return fail(fmt.Errorf("mount %s: %w", mountpoint, err))
 	}
+	closeFuseOnExec(r.log)
 	m := &Mounted{r: r, server: server, stop: make(chan struct{}), bgDone: make(chan struct{})}
 	go m.background()
 	r.log.Info("mounted", "mountpoint", mountpoint, "chunk_size", r.cs)
 	return m, nil
+}
+
+// closeFuseOnExec marks this process's /dev/fuse descriptors close-on-exec.
+// go-fuse's DirectMount opens /dev/fuse without O_CLOEXEC, so a program the
+// mounting process starts would inherit the connection and keep it alive
+// after the server dies, leaving every access to the mount hanging.
+func closeFuseOnExec(log *slog.Logger) {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		log.Warn("cannot list file descriptors", "err", err)
+		return
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == "/dev/fuse" {
+			if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+				log.Warn("cannot set close-on-exec on /dev/fuse", "fd", fd, "err", err)
+			}
+		}
+	}
 }
 
 // background reclaims superseded chunks every SyncInterval.
