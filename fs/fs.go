@@ -15,7 +15,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -141,6 +143,7 @@ func newFsys(v *vault.Vault, opt Options, readOnly bool) (*fsys, error) {
 type Mounted struct {
 	r      *fsys
 	server *fuse.Server
+	dir    string
 	stop   chan struct{}
 	bgDone chan struct{}
 
@@ -197,7 +200,7 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 		return fail(fmt.Errorf("mount %s: %w", mountpoint, err))
 	}
 	closeFuseOnExec(r.log)
-	m := &Mounted{r: r, server: server, stop: make(chan struct{}), bgDone: make(chan struct{})}
+	m := &Mounted{r: r, server: server, dir: mountpoint, stop: make(chan struct{}), bgDone: make(chan struct{})}
 	go m.background()
 	r.log.Info("mounted", "mountpoint", mountpoint, "chunk_size", r.cs)
 	return m, nil
@@ -262,6 +265,27 @@ func (m *Mounted) Unmount() error {
 	}
 	m.server.Wait()
 	return m.shutdown()
+}
+
+// Detach unmounts lazily (umount -l): the mount point is freed at once,
+// programs that still hold files or directories of the mount keep using
+// them, and the file system is flushed and closed when the last is released
+// (Wait then returns). Use it when Unmount fails because the mount is busy.
+func (m *Mounted) Detach() error {
+	var err error
+	if os.Geteuid() == 0 {
+		err = syscall.Unmount(m.dir, syscall.MNT_DETACH)
+	} else {
+		var out []byte
+		out, err = exec.Command("fusermount3", "-u", "-z", m.dir).CombinedOutput()
+		if err != nil {
+			err = fmt.Errorf("%w: %s", err, strings.TrimSpace(string(out)))
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("detach %s: %w", m.dir, err)
+	}
+	return nil
 }
 
 func (m *Mounted) shutdown() error {
