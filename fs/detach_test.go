@@ -3,6 +3,7 @@ package fs_test
 import (
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -59,4 +60,29 @@ func TestDetachBusy(t *testing.T) {
 	checkVault(t, home)
 	tm = mountVault(t, home)
 	mustEqual(t, "after remount", readFile(t, tm.path("a")), append(data, "tail"...))
+}
+
+// TestUnmountedFromOutside: after umount(2) by someone else, Wait returns and
+// Unmount reports success (the CLI calls it in that case too).
+func TestUnmountedFromOutside(t *testing.T) {
+	requireFUSE(t)
+	home := newVault(t, fastKDF)
+	tm := mountVault(t, home)
+	writeFile(t, tm.path("a"), []byte("kept"))
+	done := make(chan struct{})
+	go func() { tm.m.Wait(); close(done) }()
+	if err := syscall.Unmount(tm.dir, 0); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Wait did not return after an outside unmount")
+	}
+	if err := tm.m.Unmount(); err != nil {
+		t.Fatalf("Unmount after an outside unmount: %v", err)
+	}
+	tm.done = true
+	tm.v.Close()
+	checkVault(t, home)
 }

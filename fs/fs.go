@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -148,6 +149,7 @@ type Mounted struct {
 	bgDone chan struct{}
 
 	once     sync.Once
+	closed   chan struct{} // closed when shutdown has finished
 	closeErr error
 }
 
@@ -200,7 +202,11 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 		return fail(fmt.Errorf("mount %s: %w", mountpoint, err))
 	}
 	closeFuseOnExec(r.log)
-	m := &Mounted{r: r, server: server, dir: mountpoint, stop: make(chan struct{}), bgDone: make(chan struct{})}
+	abs, aerr := filepath.Abs(mountpoint)
+	if aerr != nil {
+		abs = mountpoint
+	}
+	m := &Mounted{r: r, server: server, dir: abs, closed: make(chan struct{}), stop: make(chan struct{}), bgDone: make(chan struct{})}
 	go m.background()
 	r.log.Info("mounted", "mountpoint", mountpoint, "chunk_size", r.cs)
 	return m, nil
@@ -258,13 +264,56 @@ func (m *Mounted) Wait() {
 	m.shutdown()
 }
 
-// Unmount flushes everything, unmounts, and closes the index and store.
+// Unmount flushes everything, unmounts, and closes the index and store. If
+// the file system was already unmounted from outside (and Wait returned, or
+// is about to), it only finishes the shutdown and returns its result.
 func (m *Mounted) Unmount() error {
+	select {
+	case <-m.closed:
+		return m.closeErr
+	default:
+	}
 	if err := m.server.Unmount(); err != nil {
-		return fmt.Errorf("unmount: %w", err)
+		if isMounted(m.dir) {
+			return fmt.Errorf("unmount: %w", err)
+		}
+		// Unmounted meanwhile by umount or fusermount -u.
 	}
 	m.server.Wait()
 	return m.shutdown()
+}
+
+// isMounted reports whether dir is a mount point in this mount namespace.
+func isMounted(dir string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return true // cannot tell; assume the worst
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && unescapeMountPath(f[4]) == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// unescapeMountPath undoes the octal escapes of /proc/self/mountinfo.
+func unescapeMountPath(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 // Detach unmounts lazily (umount -l): the mount point is freed at once,
@@ -314,6 +363,7 @@ func (m *Mounted) shutdown() error {
 			errs = append(errs, err)
 		}
 		m.closeErr = errors.Join(errs...)
+		defer close(m.closed)
 		if m.closeErr != nil {
 			r.log.Error("unmount", "err", m.closeErr)
 		} else {
