@@ -268,6 +268,11 @@ func syncPaths(paths []string) error {
 	return first
 }
 
+// OwnerFile, at the top of the store, names the vault the store belongs to
+// (written and checked by the file system, so that two vaults pointed at one
+// directory cannot collect each other's chunks). List passes over it.
+const OwnerFile = "VAULT"
+
 // List calls fn with the id of every chunk in the store, and bad with the
 // path of every file that is not a chunk.
 func (s *Store) List(fn func(id meta.ChunkID) error, bad func(path string)) error {
@@ -277,6 +282,9 @@ func (s *Store) List(fn func(id meta.ChunkID) error, bad func(path string)) erro
 	}
 	for _, t := range top {
 		sub := filepath.Join(s.dir, t.Name())
+		if t.Name() == OwnerFile && t.Type().IsRegular() {
+			continue
+		}
 		if !t.IsDir() || len(t.Name()) != 2 {
 			if bad != nil {
 				bad(sub)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fincrypt/fincrypt/chunkstore"
 	"github.com/fincrypt/fincrypt/fs"
 	"github.com/fincrypt/fincrypt/vault"
 )
@@ -255,7 +256,7 @@ func TestTamperedChunks(t *testing.T) {
 	chunkFiles := func() map[string][]byte {
 		out := map[string][]byte{}
 		filepath.Walk(store, func(p string, info os.FileInfo, err error) error {
-			if err == nil && info.Mode().IsRegular() {
+			if err == nil && info.Mode().IsRegular() && info.Name() != chunkstore.OwnerFile {
 				out[p] = readFile(t, p)
 			}
 			return nil

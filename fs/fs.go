@@ -113,6 +113,9 @@ type fsys struct {
 }
 
 func newFsys(v *vault.Vault, opt Options, readOnly bool) (*fsys, error) {
+	if err := guardStore(v, readOnly); err != nil {
+		return nil, err
+	}
 	idx, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{ReadOnly: readOnly, Logger: opt.Logger.With("component", "pebble")})
 	if err != nil {
 		return nil, err

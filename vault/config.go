@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/fincrypt/fincrypt/internal/fsutil"
@@ -44,12 +46,32 @@ var configKeys = []struct {
 	{"cache-size", "how much the local store may hold once data is safe on the network (e.g. 10GiB; 0 = no limit)",
 		func(c *Config) string { return units.FormatSize(c.CacheSize) },
 		func(c *Config, v string) (err error) { c.CacheSize, err = units.ParseSize(v); return }},
-	{"mediator", "the mediator's NODEID@host:port (set by `fincrypt init --mediator`)",
+	{"mediator", "the mediator's NODEID@host:port; empty keeps the vault on this machine only",
 		func(c *Config) string { return c.Mediator },
-		func(c *Config, v string) error { c.Mediator = v; return nil }},
+		func(c *Config, v string) error {
+			if v != "" {
+				id, hostport, ok := strings.Cut(v, "@")
+				if _, _, err := net.SplitHostPort(hostport); !ok || id == "" || err != nil {
+					return fmt.Errorf("%q: want NODEID@host:port", v)
+				}
+			}
+			c.Mediator = v
+			return nil
+		}},
 	{"scheme", "erasure coding K/N: any K of N pieces rebuild a segment (empty = default)",
 		func(c *Config) string { return c.Scheme },
-		func(c *Config, v string) error { c.Scheme = v; return nil }},
+		func(c *Config, v string) error {
+			if v != "" {
+				k, n, ok := strings.Cut(v, "/")
+				ki, err1 := strconv.Atoi(k)
+				ni, err2 := strconv.Atoi(n)
+				if !ok || err1 != nil || err2 != nil || ki < 1 || ni < 2*ki {
+					return fmt.Errorf("%q: want K/N with N at least 2K, e.g. 2/4", v)
+				}
+			}
+			c.Scheme = v
+			return nil
+		}},
 }
 
 // String renders the config file, with a comment for every setting.

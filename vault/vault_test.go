@@ -109,7 +109,7 @@ func TestConfigRoundTripAndErrors(t *testing.T) {
 	if *back != *c {
 		t.Fatalf("round trip: %+v != %+v", back, c)
 	}
-	for _, bad := range []string{"cache-size = lots\n", "colour = blue\n", "store\n"} {
+	for _, bad := range []string{"cache-size = lots\n", "colour = blue\n", "store\n", "mediator = garbage\n", "scheme = banana\n", "scheme = 3/5\n"} {
 		if _, err := ParseConfig([]byte(bad)); err == nil {
 			t.Errorf("ParseConfig(%q) accepted", bad)
 		}

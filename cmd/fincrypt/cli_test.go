@@ -448,3 +448,16 @@ func TestAllowOther(t *testing.T) {
 	}
 	v.umount(t)
 }
+
+// Usage mistakes exit 2 with one line, whatever urfave/cli would have done.
+func TestUsageExitCodes(t *testing.T) {
+	for _, args := range [][]string{{"frobnicate"}, {"init", "--bogus"}, {"mount", "--nope", "x"}} {
+		r := fincrypt(t, nil, args...)
+		if r.code != exitUsage || strings.Count(strings.TrimRight(r.stderr, "\n"), "\n") != 0 {
+			t.Errorf("fincrypt %v: exit %d, stderr %q; want exit %d and one line", args, r.code, r.stderr, exitUsage)
+		}
+	}
+	if r := fincrypt(t, nil, "id"); r.code != exitUsage {
+		t.Errorf("id without --dir: exit %d", r.code)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 )
@@ -63,8 +64,31 @@ func defaultHome() string {
 	return ".fincrypt"
 }
 
+// usageError turns urfave/cli's flag errors into one-line usage errors.
+func usageError(c *cli.Context, err error, _ bool) error {
+	name := "fincrypt"
+	if c.Command != nil && c.Command.Name != "" {
+		name += " " + c.Command.FullName()
+	}
+	return userErr(exitUsage, "%s: %v (see %s --help)", name, err, name)
+}
+
+// setUsageErrors gives every command the same usage-error handling.
+func setUsageErrors(cmds []*cli.Command) {
+	for _, c := range cmds {
+		c.OnUsageError = usageError
+		setUsageErrors(c.Subcommands)
+	}
+}
+
 func newApp() *cli.App {
+	setUsageErrors(commands)
 	return &cli.App{
+		OnUsageError: usageError,
+		CommandNotFound: func(c *cli.Context, name string) {
+			fmt.Fprintf(os.Stderr, "fincrypt: unknown command %q (see fincrypt --help)\n", name)
+			os.Exit(exitUsage)
+		},
 		Name:  "fincrypt",
 		Usage: "a client-side encrypted, distributed file store",
 		Description: "Fincrypt encrypts everything you put in a mounted folder on your own machine,\n" +
@@ -111,6 +135,9 @@ func run(args []string) int {
 	var ue *userError
 	if errors.As(err, &ue) {
 		return ue.code
+	}
+	if strings.HasPrefix(err.Error(), "Required flag") {
+		return exitUsage // urfave/cli's check of Required flags
 	}
 	var ec cli.ExitCoder
 	if errors.As(err, &ec) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -45,8 +46,9 @@ func init() {
 		Flags: []cli.Flag{
 			passwordFileFlag,
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay attached; unmount on SIGINT/SIGTERM"},
+			storeFlag,
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users (root included) use the mount; mode bits and owners are enforced"},
-			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request (very verbose)"},
+			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request, file names included, to the log (very verbose; for debugging only)"},
 		},
 		Action: mountAction,
 	})
@@ -164,6 +166,9 @@ func spawnMount(c *cli.Context, home, mnt string, pw []byte) error {
 			args = append(args, "--"+f)
 		}
 	}
+	if s := c.String("store"); s != "" {
+		args = append(args, "--store", s)
+	}
 	args = append(args, mnt)
 	cmd := exec.Command(self, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -228,6 +233,7 @@ func serveMount(c *cli.Context, home, mnt string, pw []byte) (err error) {
 		return vaultErr(home, err)
 	}
 	defer v.Close()
+	applySettingFlags(c, v)
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
@@ -236,6 +242,7 @@ func serveMount(c *cli.Context, home, mnt string, pw []byte) (err error) {
 		AllowOther: c.Bool("allow-other"),
 		Debug:      c.Bool("debug-fuse"),
 		FsName:     fsTypeName + ":" + home,
+		Logger:     slog.Default().With("component", "fs"),
 	})
 	if err != nil {
 		return userErr(exitFailure, "mounting %s: %v", mnt, err)

@@ -26,6 +26,16 @@ func vaultErr(home string, err error) error {
 	return &userError{code: exitFailure, msg: home, err: err}
 }
 
+// storeFlag overrides the config file's `store` setting.
+var storeFlag = &cli.StringFlag{Name: "store", Usage: "the local encrypted store's `DIR` (overrides `store` in HOME/config)"}
+
+// applySettingFlags lets flags override the settings file.
+func applySettingFlags(c *cli.Context, v *vault.Vault) {
+	if s := c.String("store"); s != "" {
+		v.Config.Store = s
+	}
+}
+
 // openVault asks for the password and unlocks the vault under --home.
 func openVault(c *cli.Context, lock bool) (*vault.Vault, error) {
 	home := c.String("home")
@@ -37,7 +47,11 @@ func openVault(c *cli.Context, lock bool) (*vault.Vault, error) {
 		return nil, err
 	}
 	v, err := vault.Open(home, pw, vault.OpenOptions{Lock: lock})
-	return v, vaultErr(home, err)
+	if err != nil {
+		return nil, vaultErr(home, err)
+	}
+	applySettingFlags(c, v)
+	return v, nil
 }
 
 func init() {
@@ -109,7 +123,7 @@ func init() {
 		Usage: "verify the vault offline: every chunk decrypts, index and store agree",
 		Description: "Reads every index record and every chunk and reports each problem on its own\n" +
 			"line. The vault must not be mounted. Exit status 0 means consistent, 5 means problems.",
-		Flags: []cli.Flag{passwordFileFlag},
+		Flags: []cli.Flag{passwordFileFlag, storeFlag},
 		Action: func(c *cli.Context) error {
 			v, err := openVault(c, true)
 			if err != nil {
