@@ -8,26 +8,31 @@
 # report their own baselines. The table ends the output.
 #
 # BENCH_SIZE (default 1GiB), BENCH_SMALL (default 10000 files) scale part 1;
-# BENCH_SKIP_FS=1 or BENCH_SKIP_GO=1 skip a part.
+# BENCH_SKIP_FS=1 or BENCH_SKIP_GO=1 skip a part; BENCH_DIR picks the scratch directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 SIZE=${BENCH_SIZE:-1GiB}
 SMALL=${BENCH_SMALL:-10000}
-OUT=$ROOT/bench-out
+# Scratch space on the same disk as a typical home; removed at the end unless BENCH_KEEP=1.
+OUT=${BENCH_DIR:-$(mktemp -d /var/tmp/fincrypt-bench.XXXXXX)}
 BIN=$ROOT/bin/fincrypt
 FSBENCH=$ROOT/bin/fsbench
 RESULTS=$OUT/results.txt
 
 go build -o "$BIN" ./cmd/fincrypt
 go build -o "$FSBENCH" ./bench/fsbench
-cleanup() {
+unmount_all() {
 	for m in "$OUT"/*/mnt; do
 		[ -d "$m" ] && grep -qs " $m " /proc/self/mountinfo && umount -l "$m" 2>/dev/null || true
 	done
 }
+cleanup() {
+	unmount_all
+	[ "${BENCH_KEEP:-}" = 1 ] || rm -rf "$OUT"
+}
 trap cleanup EXIT
-cleanup
+unmount_all
 rm -rf "$OUT"
 mkdir -p "$OUT"
 : >"$RESULTS"
