@@ -59,14 +59,24 @@ type rw struct {
 
 func (w *Wallet) begin() *rw { return &rw{b: w.db.NewIndexedBatch()} }
 
+// commit applies the batch durably and closes it; a deferred discard after
+// it is a no-op (closing a Pebble batch twice could reset one that the pool
+// has since handed to another goroutine).
 func (t *rw) commit() error {
 	if err := t.b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("wallet store commit: %w", err)
 	}
-	return t.b.Close()
+	b := t.b
+	t.b = nil
+	return b.Close()
 }
 
-func (t *rw) discard() { _ = t.b.Close() }
+func (t *rw) discard() {
+	if t.b != nil {
+		_ = t.b.Close()
+		t.b = nil
+	}
+}
 
 func (t *rw) get(key string) ([]byte, bool, error) {
 	v, c, err := t.b.Get([]byte(key))
