@@ -96,16 +96,17 @@ func TestPlanetPayments(t *testing.T) {
 		t.Fatal(err)
 	}
 	const (
-		minConf = 2
-		deposit = 50_000_000
-		feeBPS  = 1000
+		minConf      = 2
+		deposit      = 50_000_000
+		smallDeposit = 3_000 // less than one period of 4 pieces
+		feeBPS       = 1000
 	)
 	p := testplanet.New(t, testplanet.Config{StorageNodes: 5, Network: "regtest", Prices: bigPrices(5), Reconfigure: func(c *mediator.Config) {
 		c.Network = "regtest"
 		c.Payments = mediator.Payments{
 			Passphrase: testPassphrase, KDF: cheapKDF,
 			RPC:     &wallet.RPCConfig{Host: btc.Host, User: btc.User, Pass: btc.Pass},
-			MinConf: minConf, FeeBPS: feeBPS, SyncInterval: 100 * time.Millisecond,
+			MinConf: minConf, FeeBPS: feeBPS, SyncInterval: 100 * time.Millisecond, EscrowGrace: 2 * time.Second,
 			PayoutThreshold: 1e15, // no payout before the restart
 		}
 	}})
@@ -131,6 +132,17 @@ func TestPlanetPayments(t *testing.T) {
 	if _, err := btc.Send(addr, deposit); err != nil {
 		t.Fatal(err)
 	}
+	// A second account deposits too little for one period: it becomes
+	// delinquent, and its segment is released after the grace period.
+	poor := p.NewClient()
+	pda, err := poor.DepositAddress(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	paddr, _ := btcutil.DecodeAddress(pda.Address, btc.Net)
+	if _, err := btc.Send(paddr, smallDeposit); err != nil {
+		t.Fatal(err)
+	}
 	btc.MustGenerate(t, 1)
 	waitUntil(t, "the deposit seen with one confirmation", 20*time.Second, func() bool {
 		b, err := p.Client.Balance(ctx)
@@ -148,6 +160,14 @@ func TestPlanetPayments(t *testing.T) {
 	seg, err := p.Client.Store(ctx, p.Scheme(), data)
 	if err != nil {
 		t.Fatalf("store with escrow: %v", err)
+	}
+	waitUntil(t, "the small deposit credited", 20*time.Second, func() bool {
+		b, err := poor.Balance(ctx)
+		return err == nil && b.Escrow == smallDeposit
+	})
+	poorSeg, err := poor.Store(ctx, p.Scheme(), randomData(8, segSize))
+	if err != nil {
+		t.Fatalf("store with a small escrow: %v", err)
 	}
 	acct := fnet.NodeID(p.Client.Account()).String()
 	w := p.Mediator.Peer.Wallet()
@@ -167,19 +187,47 @@ func TestPlanetPayments(t *testing.T) {
 		st := p.Status()
 		return st.Rounds > 0 && settledRounds(t, p) >= 2
 	})
+	// The poor account ran out: warned, refused, then released.
+	var pb *fnet.BalanceReply
+	waitUntil(t, "the poor account delinquent", 20*time.Second, func() bool {
+		pb, err = poor.Balance(ctx)
+		return err == nil && pb.Delinquent
+	})
+	if !pb.Low || pb.CanPlace || pb.ReleaseAt.IsZero() {
+		t.Fatalf("delinquent balance %+v", pb)
+	}
+	if _, err := poor.Store(ctx, p.Scheme(), randomData(9, segSize)); !errors.Is(err, fnet.ErrUnauthorized) {
+		t.Fatalf("placement for a delinquent account: %v", err)
+	}
+	waitUntil(t, "the delinquent account's segment released", 20*time.Second, func() bool {
+		_, err := poor.Segment(ctx, poorSeg)
+		return errors.Is(err, fnet.ErrNotFound)
+	})
+	if _, err := p.Client.Segment(ctx, seg); err != nil {
+		t.Fatalf("the paying account's segment: %v", err)
+	}
 
 	// "Crash" between settlement and payout: stop with balances settled
 	// and unpaid (threshold not reached), check the ledger against the
 	// challenge records, then restart with a threshold the balances pass.
 	p.StopMediator()
-	earned, failedPeriods := expectedEarnings(t, p, feeBPS)
+	earned, failedPeriods := expectedEarnings(t, p, p.Client.Account(), feeBPS)
 	if failedPeriods[badID] == 0 {
 		t.Fatalf("no settled period recorded the failure of node %s", badID)
 	}
-	balances := nodeBalances(t, p)
+	balances, journal := nodeBalances(t, p)
 	for node, want := range earned {
-		if got := balances[node.String()]; got != want {
-			t.Errorf("node %s: ledger balance %d, the challenge records give %d", node, got, want)
+		if got := journal[node.String()][acct]; got != want {
+			t.Errorf("node %s: the ledger credits %d for the paying account, its challenge records give %d", node, got, want)
+		}
+	}
+	for node, per := range journal {
+		var sum int64
+		for _, v := range per {
+			sum += v
+		}
+		if balances[node] != sum {
+			t.Errorf("node %s: balance %d, settlement entries %d", node, balances[node], sum)
 		}
 	}
 	if len(earned) != 5 {
@@ -306,7 +354,7 @@ func settledRounds(t *testing.T, p *testplanet.Planet) int {
 // and period, ProRate of the bytes at the node's price with the carry, 0 if
 // any challenge failed, less the mediator's fee. It also counts per node
 // the periods in which it held bytes and failed.
-func expectedEarnings(t *testing.T, p *testplanet.Planet, feeBPS int64) (map[fnet.NodeID]int64, map[fnet.NodeID]int) {
+func expectedEarnings(t *testing.T, p *testplanet.Planet, acct fnet.AccountID, feeBPS int64) (map[fnet.NodeID]int64, map[fnet.NodeID]int) {
 	t.Helper()
 	st, err := mediator.OpenPebbleStore(filepath.Join(p.Mediator.Dir, "db"), mediator.PebbleOptions{})
 	if err != nil {
@@ -331,6 +379,9 @@ func expectedEarnings(t *testing.T, p *testplanet.Planet, feeBPS int64) (map[fne
 	earned := map[fnet.NodeID]int64{}
 	failed := map[fnet.NodeID]int{}
 	for _, r := range recs {
+		if r.Account != acct {
+			continue
+		}
 		if r.Failed > 0 {
 			failed[r.Node]++
 			earned[r.Node] += 0
@@ -354,7 +405,9 @@ func openWallet(t *testing.T, p *testplanet.Planet) *wallet.Wallet {
 	return w
 }
 
-func nodeBalances(t *testing.T, p *testplanet.Planet) map[string]int64 {
+// nodeBalances returns every node's ledger balance and, per node and
+// account, what the settlement entries credited.
+func nodeBalances(t *testing.T, p *testplanet.Planet) (map[string]int64, map[string]map[string]int64) {
 	t.Helper()
 	w, err := wallet.Open(wallet.Config{Dir: filepath.Join(p.Mediator.Dir, mediator.WalletDir), Passphrase: testPassphrase})
 	if err != nil {
@@ -369,7 +422,26 @@ func nodeBalances(t *testing.T, p *testplanet.Planet) map[string]int64 {
 	for k, v := range b {
 		out[strings.TrimPrefix(k, "node:")] = v
 	}
-	return out
+	ent, err := w.Journal(0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	per := map[string]map[string]int64{}
+	for _, e := range ent {
+		f := strings.Split(e.Key, "/") // settle/<period>/<node>/<account>
+		if len(f) != 4 || f[0] != "settle" {
+			continue
+		}
+		for _, po := range e.Postings {
+			if po.Account == wallet.NodeAccount(f[2]) {
+				if per[f[2]] == nil {
+					per[f[2]] = map[string]int64{}
+				}
+				per[f[2]][f[3]] += po.Amount
+			}
+		}
+	}
+	return out, per
 }
 
 // settleEarnings sums, per node, what settlement entries credited to it.
