@@ -464,3 +464,78 @@ func settleEarnings(t *testing.T, w *wallet.Wallet) map[string]int64 {
 	}
 	return out
 }
+
+// TestPlanetPayoutPSBT: with --payout-psbt the mediator writes the payout
+// as an unsigned PSBT into DIR/payouts instead of broadcasting it; once the
+// operator signs and sends it, the wallet sees it confirm.
+func TestPlanetPayoutPSBT(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts btcd")
+	}
+	btc := btcdtest.Start(t)
+	if err := btc.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	p := testplanet.New(t, testplanet.Config{StorageNodes: 5, Network: "regtest", Prices: bigPrices(5), Reconfigure: func(c *mediator.Config) {
+		c.Network = "regtest"
+		c.Payments = mediator.Payments{
+			Passphrase: testPassphrase, KDF: cheapKDF, PSBT: true,
+			RPC:     &wallet.RPCConfig{Host: btc.Host, User: btc.User, Pass: btc.Pass},
+			MinConf: 1, SyncInterval: 100 * time.Millisecond, PayoutThreshold: 1000,
+		}
+	}})
+	ctx := p.Context()
+	da, err := p.Client.DepositAddress(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := btcutil.DecodeAddress(da.Address, btc.Net)
+	if _, err := btc.Send(addr, 10_000_000); err != nil {
+		t.Fatal(err)
+	}
+	btc.MustGenerate(t, 1)
+	waitUntil(t, "the deposit credited", 20*time.Second, func() bool {
+		b, err := p.Client.Balance(ctx)
+		return err == nil && b.CanPlace
+	})
+	if _, err := p.Client.Store(ctx, p.Scheme(), randomData(3, segSize)); err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	waitUntil(t, "a PSBT in DIR/payouts", 20*time.Second, func() bool {
+		files, _ = filepath.Glob(filepath.Join(p.Mediator.Dir, mediator.PayoutsDir, "payout-*.psbt"))
+		return len(files) > 0
+	})
+	w := p.Mediator.Peer.Wallet()
+	list, err := w.Payouts()
+	if err != nil || len(list) == 0 || list[0].State != wallet.PayoutPSBT {
+		t.Fatalf("payouts %+v, %v", list, err)
+	}
+	if b, _ := btc.RPC.GetRawMempool(); len(b) != 0 {
+		t.Fatalf("a PSBT payout was broadcast: mempool %v", b)
+	}
+	pk, err := wallet.ReadPSBTFile(filepath.Join(p.Mediator.Dir, mediator.PayoutsDir, "payout-1.psbt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := w.SignPSBT(pk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tx.TxHash().String() != list[0].TxID {
+		t.Fatalf("signed txid %s, recorded %s", tx.TxHash(), list[0].TxID)
+	}
+	if _, err := btc.RPC.SendRawTransaction(tx, false); err != nil {
+		t.Fatal(err)
+	}
+	btc.MustGenerate(t, 1)
+	waitUntil(t, "the operator's payout confirmed", 20*time.Second, func() bool {
+		list, err := w.Payouts()
+		return err == nil && list[0].State == wallet.PayoutConfirmed
+	})
+	for _, o := range list[0].Outputs {
+		if got, _ := w.Balance(wallet.PaidAccount(o.Node)); got < o.Amount {
+			t.Errorf("node %s: paid %d, payout amount %d", o.Node, got, o.Amount)
+		}
+	}
+}
