@@ -13,6 +13,7 @@
 //	D/btcd/            btcd's chain (data/) and its own logs (logs/)
 //	D/logs/            devnet.log, mediator.log, node-I.log
 //	D/devnet.sock      control socket: POST /fund (fincrypt devnet fund)
+//	D/lock             flocked by the running devnet
 //
 // Restarting on the same D resumes the same network: identities live in
 // the daemons' directories and the ports are kept in devnet.json.
@@ -34,6 +35,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/btcsuite/btcd/btcutil"
@@ -154,6 +156,7 @@ type Net struct {
 	Nodes    []*storagenode.Peer
 	btc      *btcdtest.Node
 	logs     []*os.File
+	lock     *os.File
 	ctl      *http.Server
 	ctlLn    stdnet.Listener
 
@@ -176,6 +179,9 @@ func Start(cfg Config) (_ *Net, err error) {
 			n.Close()
 		}
 	}()
+	if n.lock, err = lockDir(cfg.Dir); err != nil {
+		return nil, err
+	}
 	flog, err := n.logger("devnet")
 	if err != nil {
 		return nil, err
@@ -528,7 +534,30 @@ func (n *Net) Close() error {
 		f.Close()
 	}
 	n.logs = nil
+	if n.lock != nil {
+		n.lock.Close() // releases the flock
+		n.lock = nil
+	}
 	return errors.Join(errs...)
+}
+
+// ErrRunning means another devnet runs in the directory.
+var ErrRunning = errors.New("another devnet is running in this directory")
+
+// lockDir takes an exclusive flock on D/lock, before anything in D changes.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%s: %w", dir, ErrRunning)
+		}
+		return nil, fmt.Errorf("%s: lock: %w", dir, err)
+	}
+	return f, nil
 }
 
 func writeFileAtomic(path string, data []byte) error {
