@@ -97,7 +97,7 @@ fi
 
 # 3. Escrow for the vault's account: 0.1 (devnet) BTC, once.
 if [ ! -e "$DEMO/funded" ]; then
-	DEPOSIT=$("$BIN" wallet deposit-address --mediator "$MEDIATOR" 2>/dev/null)
+	DEPOSIT=$("$BIN" wallet deposit-address --mediator "$MEDIATOR")
 	TXID=$("$BIN" devnet fund --dir "$NET" --address "$DEPOSIT" --amount 0.1)
 	echo "Funded the demo account's escrow: 0.1 BTC to $DEPOSIT (tx $TXID)."
 	echo "$TXID" >"$DEMO/funded"

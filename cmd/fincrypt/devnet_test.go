@@ -198,3 +198,22 @@ func TestDevnet(t *testing.T) {
 		"--home", home, "wallet", "balance", "--json", "--password-file", pw, "--mediator", addr)
 	p.interrupt(t)
 }
+
+// TestPaymentCommandErrors: the operator's and client's payment commands
+// fail with one clear line and a documented exit code.
+func TestPaymentCommandErrors(t *testing.T) {
+	dir := t.TempDir()
+	assertUserError(t, fincrypt(t, nil, "mediator", "ledger", "--dir", dir), exitNotFound, "no mediator is running")
+	assertUserError(t, fincrypt(t, nil, "mediator", "payouts", "--dir", dir, "--json"), exitNotFound, "no mediator is running")
+	assertUserError(t, fincrypt(t, nil, "mediator", "--dir", dir, "--btcd-rpc", "127.0.0.1:1"), exitUsage, "--network")
+	assertUserError(t, fincrypt(t, nil, "mediator", "--dir", dir, "--fee-bps", "20000"), exitUsage, "--fee-bps")
+	assertUserError(t, fincrypt(t, nil, "devnet", "fund", "--dir", dir, "--address", "x", "--amount", "-1"), exitUsage, "--amount")
+	assertUserError(t, fincrypt(t, nil, "devnet", "fund", "--dir", dir, "--address", "x"), exitFailure, "no devnet is running")
+	home := t.TempDir()
+	pw := writePassword(t, "payment errors password")
+	if r := fincrypt(t, nil, "--home", home, "init", "--password-file", pw); r.code != 0 {
+		t.Fatalf("init: %s", r.stderr)
+	}
+	assertUserError(t, fincrypt(t, nil, "--home", home, "wallet", "balance", "--password-file", pw), exitUsage, "no mediator")
+	assertUserError(t, fincrypt(t, nil, "--home", home, "wallet", "balance", "--password-file", pw, "--mediator", "nonsense"), exitUsage, "mediator address")
+}
