@@ -202,6 +202,18 @@ func (s *Store) SyncIDs(ids []meta.ChunkID) error {
 	if len(ids) == 0 {
 		return nil
 	}
+	if len(ids) > syncfsThreshold {
+		// One syncfs beats hundreds of fsyncs of files and directories.
+		if err := syncFS(s.dir); err != nil {
+			return fmt.Errorf("chunk store sync: %w", err)
+		}
+		s.mu.Lock()
+		for _, id := range ids {
+			delete(s.unsynced, id)
+		}
+		s.mu.Unlock()
+		return nil
+	}
 	paths := make([]string, 0, len(ids))
 	dirs := map[string]struct{}{}
 	s.mu.Lock()

@@ -154,6 +154,18 @@ func diffLines(want, got string) string {
 	return b.String()
 }
 
+// TestFuseFDNotInherited checks that programs started by the mounting
+// process do not inherit the FUSE connection (which would keep a dead mount
+// hanging instead of failing).
+func TestFuseFDNotInherited(t *testing.T) {
+	requireFUSE(t)
+	mountVault(t, newVault(t, fastKDF))
+	out := run(t, "/", "/bin/sh", "-c", "ls -l /proc/self/fd/ 2>/dev/null || true")
+	if strings.Contains(out, "/dev/fuse") {
+		t.Fatalf("a child process inherited /dev/fuse:\n%s", out)
+	}
+}
+
 // TestConcurrentProcesses has several processes write files at once (dd),
 // while goroutines append to one shared file, then checks every byte.
 func TestConcurrentProcesses(t *testing.T) {

@@ -15,12 +15,17 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/fincrypt/fincrypt/chunkstore"
 	"github.com/fincrypt/fincrypt/meta"
@@ -139,10 +144,12 @@ func newFsys(v *vault.Vault, opt Options, readOnly bool) (*fsys, error) {
 type Mounted struct {
 	r      *fsys
 	server *fuse.Server
+	dir    string
 	stop   chan struct{}
 	bgDone chan struct{}
 
 	once     sync.Once
+	closed   chan struct{} // closed when shutdown has finished
 	closeErr error
 }
 
@@ -194,10 +201,38 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 	if err != nil {
 		return fail(fmt.Errorf("mount %s: %w", mountpoint, err))
 	}
-	m := &Mounted{r: r, server: server, stop: make(chan struct{}), bgDone: make(chan struct{})}
+	closeFuseOnExec(r.log)
+	abs, aerr := filepath.Abs(mountpoint)
+	if aerr != nil {
+		abs = mountpoint
+	}
+	m := &Mounted{r: r, server: server, dir: abs, closed: make(chan struct{}), stop: make(chan struct{}), bgDone: make(chan struct{})}
 	go m.background()
 	r.log.Info("mounted", "mountpoint", mountpoint, "chunk_size", r.cs)
 	return m, nil
+}
+
+// closeFuseOnExec marks this process's /dev/fuse descriptors close-on-exec.
+// go-fuse's DirectMount opens /dev/fuse without O_CLOEXEC, so a program the
+// mounting process starts would inherit the connection and keep it alive
+// after the server dies, leaving every access to the mount hanging.
+func closeFuseOnExec(log *slog.Logger) {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		log.Warn("cannot list file descriptors", "err", err)
+		return
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == "/dev/fuse" {
+			if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+				log.Warn("cannot set close-on-exec on /dev/fuse", "fd", fd, "err", err)
+			}
+		}
+	}
 }
 
 // background reclaims superseded chunks every SyncInterval.
@@ -229,13 +264,77 @@ func (m *Mounted) Wait() {
 	m.shutdown()
 }
 
-// Unmount flushes everything, unmounts, and closes the index and store.
+// Unmount flushes everything, unmounts, and closes the index and store. If
+// the file system was already unmounted from outside (and Wait returned, or
+// is about to), it only finishes the shutdown and returns its result.
 func (m *Mounted) Unmount() error {
+	select {
+	case <-m.closed:
+		return m.closeErr
+	default:
+	}
 	if err := m.server.Unmount(); err != nil {
-		return fmt.Errorf("unmount: %w", err)
+		if isMounted(m.dir) {
+			return fmt.Errorf("unmount: %w", err)
+		}
+		// Unmounted meanwhile by umount or fusermount -u.
 	}
 	m.server.Wait()
 	return m.shutdown()
+}
+
+// isMounted reports whether dir is a mount point in this mount namespace.
+func isMounted(dir string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return true // cannot tell; assume the worst
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && unescapeMountPath(f[4]) == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// unescapeMountPath undoes the octal escapes of /proc/self/mountinfo.
+func unescapeMountPath(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// Detach unmounts lazily (umount -l): the mount point is freed at once,
+// programs that still hold files or directories of the mount keep using
+// them, and the file system is flushed and closed when the last is released
+// (Wait then returns). Use it when Unmount fails because the mount is busy.
+func (m *Mounted) Detach() error {
+	var err error
+	if os.Geteuid() == 0 {
+		err = syscall.Unmount(m.dir, syscall.MNT_DETACH)
+	} else {
+		var out []byte
+		out, err = exec.Command("fusermount3", "-u", "-z", m.dir).CombinedOutput()
+		if err != nil {
+			err = fmt.Errorf("%w: %s", err, strings.TrimSpace(string(out)))
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("detach %s: %w", m.dir, err)
+	}
+	return nil
 }
 
 func (m *Mounted) shutdown() error {
@@ -264,6 +363,7 @@ func (m *Mounted) shutdown() error {
 			errs = append(errs, err)
 		}
 		m.closeErr = errors.Join(errs...)
+		defer close(m.closed)
 		if m.closeErr != nil {
 			r.log.Error("unmount", "err", m.closeErr)
 		} else {

@@ -171,28 +171,38 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if e := badName(name); e != 0 {
 		return nil, e
 	}
+	in, errno := n.link(target.EmbeddedInode().StableAttr().Ino, name)
+	if errno != 0 {
+		return nil, errno
+	}
+	// Not under r.mu: fillAttr takes the open file's lock, which is
+	// taken before r.mu elsewhere.
+	n.r.fillAttr(&in, &out.Attr)
+	return n.newChild(ctx, &in), 0
+}
+
+func (n *Node) link(tino uint64, name string) (meta.Inode, syscall.Errno) {
 	r := n.r
-	tino := target.EmbeddedInode().StableAttr().Ino
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	dir, err := r.idx.GetInode(n.ino())
 	if err != nil {
-		return nil, r.errno("link", err)
+		return dir, r.errno("link", err)
 	}
 	if _, err := r.idx.Lookup(dir.Ino, name); err == nil {
-		return nil, syscall.EEXIST
+		return dir, syscall.EEXIST
 	} else if !errors.Is(err, meta.ErrNotFound) {
-		return nil, r.errno("link", err)
+		return dir, r.errno("link", err)
 	}
 	in, err := r.idx.GetInode(tino)
 	if err != nil {
-		return nil, r.errno("link", err)
+		return in, r.errno("link", err)
 	}
 	if in.Mode&syscall.S_IFMT == syscall.S_IFDIR {
-		return nil, syscall.EPERM
+		return in, syscall.EPERM
 	}
 	if in.Nlink == 0 {
-		return nil, syscall.ENOENT
+		return in, syscall.ENOENT
 	}
 	now := time.Now().UnixNano()
 	in.Nlink++
@@ -203,10 +213,9 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	b.PutInode(&dir)
 	b.PutDirent(&meta.Dirent{Parent: dir.Ino, Name: name, Ino: in.Ino, Type: in.Mode & syscall.S_IFMT})
 	if err := b.Commit(false); err != nil {
-		return nil, r.errno("link", err)
+		return in, r.errno("link", err)
 	}
-	r.fillAttr(&in, &out.Attr)
-	return n.newChild(ctx, &in), 0
+	return in, 0
 }
 
 // dropLink removes one link to inode in (whose entry is being removed) in b,

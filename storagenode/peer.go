@@ -8,8 +8,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/fincrypt/fincrypt/internal/fsutil"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -163,7 +163,7 @@ func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error
 	}
 
 	{ // address file, last: it tells others the node is ready
-		if err := writeFileAtomic(filepath.Join(cfg.Dir, AddressFile), []byte(p.Address().String()+"\n")); err != nil {
+		if err := fsutil.WriteFileAtomic(filepath.Join(cfg.Dir, AddressFile), []byte(p.Address().String()+"\n"), 0o644); err != nil {
 			return nil, fmt.Errorf("address file: %w", err)
 		}
 	}
@@ -235,26 +235,4 @@ func (p *Peer) Close() error {
 		}
 	})
 	return errors.Join(errs...)
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
 }

@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
+	"github.com/fincrypt/fincrypt/internal/fsutil"
 	"github.com/fincrypt/fincrypt/internal/units"
 )
 
@@ -109,5 +111,5 @@ func LoadConfig(path string) (*Config, error) {
 
 // SaveConfig writes c to home/config atomically.
 func SaveConfig(home string, c *Config) error {
-	return writeFileAtomic(home+"/"+ConfigFileName, []byte(c.String()), 0o600)
+	return fsutil.WriteFileAtomic(filepath.Join(home, ConfigFileName), []byte(c.String()), 0o600)
 }

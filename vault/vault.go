@@ -9,8 +9,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 
+	"github.com/fincrypt/fincrypt/internal/fsutil"
 	"golang.org/x/crypto/argon2"
 )
 
@@ -104,7 +104,7 @@ func Create(home string, password []byte, opt CreateOptions) error {
 	if err := kf.wrap(master, password, opt.KDF); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(home, ConfigFileName), []byte(DefaultConfig().String()), 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(home, ConfigFileName), []byte(DefaultConfig().String()), 0o600); err != nil {
 		return err
 	}
 	return kf.save(home)
@@ -163,7 +163,7 @@ func (kf *KeyFile) save(home string) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(home, KeyFileName), append(b, '\n'), 0o600)
+	return fsutil.WriteFileAtomic(filepath.Join(home, KeyFileName), append(b, '\n'), 0o600)
 }
 
 // ReadKeyFile reads and checks home/vault.json.
@@ -223,15 +223,11 @@ func Open(home string, password []byte, opt OpenOptions) (*Vault, error) {
 }
 
 func (v *Vault) takeLock() error {
-	f, err := os.OpenFile(filepath.Join(v.Home, LockFileName), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return err
+	f, err := fsutil.Lock(filepath.Join(v.Home, LockFileName))
+	if errors.Is(err, fsutil.ErrLocked) {
+		return ErrLocked
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return ErrLocked
-		}
+	if err != nil {
 		return err
 	}
 	v.lock = f
@@ -283,40 +279,4 @@ func ChangePassword(home string, oldPassword, newPassword []byte, p KDFParams) e
 		return err
 	}
 	return kf.save(home)
-}
-
-// writeFileAtomic writes data to a temporary file, syncs it, renames it over
-// path and syncs the directory, so a crash leaves either the old or the new file.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

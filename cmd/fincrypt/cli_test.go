@@ -423,19 +423,22 @@ func TestAllowOther(t *testing.T) {
 
 	mountWith("--allow-other")
 	sh(t, v.mnt, `echo secret > secret; chmod 600 secret; mkdir shared; chmod 1777 shared; chmod 755 .`)
-	for script, wantOK := range map[string]bool{
-		"cat " + v.mnt + "/public":                  true,
-		"cat " + v.mnt + "/secret":                  false,
-		"echo x > " + v.mnt + "/public":             false,
-		"touch " + v.mnt + "/new":                   false,
-		"echo mine > " + v.mnt + "/shared/f":        true,
-		"chmod 600 " + v.mnt + "/shared/f":          true,
-		"chown 0 " + v.mnt + "/shared/f":            false,
-		"rm -f " + v.mnt + "/secret":                false,
-		"cat " + v.mnt + "/shared/f | grep -q mine": true,
+	for _, step := range []struct {
+		script string
+		wantOK bool
+	}{ // in order: later steps use what earlier ones made
+		{"cat " + v.mnt + "/public", true},
+		{"cat " + v.mnt + "/secret", false},
+		{"echo x > " + v.mnt + "/public", false},
+		{"touch " + v.mnt + "/new", false},
+		{"echo mine > " + v.mnt + "/shared/f", true},
+		{"chmod 600 " + v.mnt + "/shared/f", true},
+		{"chown 0 " + v.mnt + "/shared/f", false},
+		{"rm -f " + v.mnt + "/secret", false},
+		{"cat " + v.mnt + "/shared/f | grep -q mine", true},
 	} {
-		if err := asNobody(script); (err == nil) != wantOK {
-			t.Errorf("as nobody, %q: err=%v, want success=%v", script, err, wantOK)
+		if err := asNobody(step.script); (err == nil) != step.wantOK {
+			t.Errorf("as nobody, %q: err=%v, want success=%v", step.script, err, step.wantOK)
 		}
 	}
 	// Owners are recorded: the file nobody created belongs to nobody.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fincrypt/fincrypt/fs"
+	"github.com/fincrypt/fincrypt/internal/fsutil"
 	"github.com/fincrypt/fincrypt/vault"
 	"github.com/urfave/cli/v2"
 )
@@ -275,8 +276,8 @@ func umountAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	source, ok := mountSource(mnt)
-	if !ok {
+	m, ok := fsutil.FindMount(mnt)
+	if !ok || m.FSType != "fuse."+fsTypeName || !strings.HasPrefix(m.Source, fsTypeName+":") {
 		return userErr(exitNotFound, "%s is not a mounted fincrypt vault", mnt)
 	}
 	if err := syscall.Unmount(mnt, 0); err != nil {
@@ -291,11 +292,10 @@ func umountAction(c *cli.Context) error {
 		}
 	}
 	// The mount process flushes and exits, which releases the vault's lock.
-	home := strings.TrimPrefix(source, fsTypeName+":")
+	lock := filepath.Join(strings.TrimPrefix(m.Source, fsTypeName+":"), vault.LockFileName)
 	deadline := time.Now().Add(c.Duration("timeout"))
 	for {
-		v := &vault.Vault{Home: home}
-		if err := lockProbe(v); err == nil {
+		if !fsutil.Locked(lock) {
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -305,70 +305,5 @@ func umountAction(c *cli.Context) error {
 	}
 }
 
-// lockProbe returns nil once nobody holds the vault's lock.
-func lockProbe(v *vault.Vault) error {
-	f, err := os.OpenFile(filepath.Join(v.Home, vault.LockFileName), os.O_RDWR, 0)
-	if err != nil {
-		return nil // no lock file: nothing holds it
-	}
-	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		return err
-	}
-	return syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-}
-
-// mountSource returns the source field of the fuse.fincrypt mount at mnt.
-func mountSource(mnt string) (string, bool) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return "", false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		// id parent major:minor root mountpoint options... - fstype source superoptions
-		pre, post, ok := strings.Cut(line, " - ")
-		if !ok {
-			continue
-		}
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if len(f) < 5 || len(g) < 2 || unescapeMountinfo(f[4]) != mnt {
-			continue
-		}
-		if g[0] == "fuse."+fsTypeName || g[0] == "fuse" && strings.HasPrefix(unescapeMountinfo(g[1]), fsTypeName+":") {
-			return unescapeMountinfo(g[1]), true
-		}
-	}
-	return "", false
-}
-
-func isMounted(mnt string) bool {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && unescapeMountinfo(f[4]) == mnt {
-			return true
-		}
-	}
-	return false
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for space...).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+// isMounted reports whether mnt is a mount point now.
+func isMounted(mnt string) bool { return fsutil.IsMountPoint(mnt) }

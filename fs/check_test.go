@@ -1,0 +1,69 @@
+package fs_test
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/fincrypt/fincrypt/fs"
+	"github.com/fincrypt/fincrypt/meta"
+	"github.com/fincrypt/fincrypt/vault"
+)
+
+// TestCheckReportsIndexProblems damages the index behind the file system's
+// back and expects Check to name each problem.
+func TestCheckReportsIndexProblems(t *testing.T) {
+	requireFUSE(t)
+	home := newVault(t, vault.CreateOptions{ChunkSize: 4096})
+	tm := mountVault(t, home)
+	writeFile(t, tm.path("a"), randBytes(1, 10000))
+	writeFile(t, tm.path("b"), []byte("b"))
+	if err := os.Mkdir(tm.path("d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ia, ib := stat(t, tm.path("a")).Ino, stat(t, tm.path("b")).Ino
+	tm.unmount()
+	checkVault(t, home)
+
+	v, err := vault.Open(home, testPassword, vault.OpenOptions{Lock: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	x, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := x.GetInode(ib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.Nlink = 3
+	b := x.NewBatch()
+	b.PutInode(&in)                                                                            // wrong link count
+	b.PutDirent(&meta.Dirent{Parent: meta.RootIno, Name: "ghost", Ino: 99999, Type: 0o100000}) // entry to nowhere
+	b.DeleteChunk(ia, 1)                                                                       // chunk left unreferenced (and a hole)
+	if err := b.Commit(true); err != nil {
+		t.Fatal(err)
+	}
+	x.Close()
+
+	var out strings.Builder
+	n, err := fs.Check(v, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := out.String()
+	for _, want := range []string{
+		"link count 3, but 1 entries name it",
+		`entry "ghost" in directory 1 names missing inode 99999`,
+		"note: 1 chunk(s) in the store are not referenced by any file",
+	} {
+		if !strings.Contains(report, want) {
+			t.Errorf("check report lacks %q:\n%s", want, report)
+		}
+	}
+	if n != 2 {
+		t.Errorf("check found %d problems, want 2 (an unreferenced chunk is a note):\n%s", n, report)
+	}
+}
