@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fincrypt/fincrypt/mediator"
+	"github.com/fincrypt/fincrypt/vault"
+	"github.com/fincrypt/fincrypt/wallet"
 	"github.com/fincrypt/fincrypt/wallet/btcdtest"
 )
 
@@ -207,6 +210,16 @@ func TestPaymentCommandErrors(t *testing.T) {
 	assertUserError(t, fincrypt(t, nil, "mediator", "payouts", "--dir", dir, "--json"), exitNotFound, "no mediator is running")
 	assertUserError(t, fincrypt(t, nil, "mediator", "--dir", dir, "--btcd-rpc", "127.0.0.1:1"), exitUsage, "--network")
 	assertUserError(t, fincrypt(t, nil, "mediator", "--dir", dir, "--fee-bps", "20000"), exitUsage, "--fee-bps")
+	// A wallet seed made with another passphrase: exit 3, nothing changed.
+	mdir := t.TempDir()
+	if err := wallet.CreateSeed(filepath.Join(mdir, mediator.WalletDir), []byte("right"), "regtest", vault.KDFParams{Time: 1, MemoryK: 64, Threads: 1}); err != nil {
+		t.Fatal(err)
+	}
+	seed, _ := os.ReadFile(filepath.Join(mdir, mediator.WalletDir, wallet.SeedFileName))
+	assertUserError(t, fincrypt(t, []string{"FINCRYPT_WALLET_PASSPHRASE=wrong"}, "mediator", "--dir", mdir, "--listen", "127.0.0.1:0"), exitPassword, "wrong wallet passphrase")
+	if after, _ := os.ReadFile(filepath.Join(mdir, mediator.WalletDir, wallet.SeedFileName)); !bytes.Equal(seed, after) {
+		t.Fatal("the seed file changed")
+	}
 	assertUserError(t, fincrypt(t, nil, "devnet", "fund", "--dir", dir, "--address", "x", "--amount", "-1"), exitUsage, "--amount")
 	assertUserError(t, fincrypt(t, nil, "devnet", "fund", "--dir", dir, "--address", "x"), exitFailure, "no devnet is running")
 	home := t.TempDir()

@@ -144,10 +144,15 @@ func runMediator(c *cli.Context) error {
 	log := slog.Default().With("mediator", ident.ID().String()[:8])
 	peer, err := mediator.New(log, ident, cfg)
 	if err != nil {
-		if errors.Is(err, mediator.ErrConfig) {
+		switch {
+		case errors.Is(err, mediator.ErrConfig):
 			return userErr(exitUsage, "%v", err)
+		case errors.Is(err, wallet.ErrWrongPassphrase):
+			return userErr(exitPassword, "mediator: %v (the passphrase that created %s/wallet)", err, cfg.Dir)
+		case errors.Is(err, mediator.ErrLocked):
+			return userErr(exitBusy, "mediator: %v", err)
 		}
-		return userErr(exitBusy, "mediator: %v", err)
+		return userErr(exitFailure, "mediator: %v", err)
 	}
 	defer peer.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
