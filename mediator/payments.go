@@ -137,6 +137,10 @@ type payments struct {
 	psbtDir string
 	// mu serialises settlement, release and payout.
 	mu sync.Mutex
+	// released holds the accounts past their grace period whose segments
+	// this process released already: a delinquent account gets no new
+	// placements, so the contracts need not be scanned for it again.
+	released map[string]bool
 }
 
 // openPayments opens (creating the seed on first use) the wallet in
@@ -145,7 +149,7 @@ func openPayments(dir, network string, cfg Payments, log *slog.Logger) (_ *payme
 	if cfg.SyncInterval == 0 {
 		cfg.SyncInterval = DefaultSyncInterval
 	}
-	p := &payments{cfg: cfg, log: log, psbtDir: filepath.Join(dir, PayoutsDir)}
+	p := &payments{cfg: cfg, log: log, psbtDir: filepath.Join(dir, PayoutsDir), released: map[string]bool{}}
 	defer func() {
 		if err != nil {
 			p.close()
@@ -398,16 +402,26 @@ func (c *core) periodInput(ctx context.Context, period int64, recs []PeriodRecor
 // period after its escrow ran out has ended.
 func (c *core) releaseDelinquent(ctx context.Context) (int, error) {
 	gone, err := c.pay.w.Releasable(c.now())
-	if err != nil || len(gone) == 0 {
+	if err != nil {
 		return 0, err
 	}
+	still := map[string]bool{}
 	accts := map[fnet.AccountID]bool{}
 	for _, a := range gone {
+		still[a] = true
 		id, err := fnet.ParseNodeID(a)
-		if err != nil {
-			continue // not an account of this mediator
+		if err != nil || c.pay.released[a] {
+			continue // not an account of this mediator, or done already
 		}
 		accts[fnet.AccountID(id)] = true
+	}
+	for a := range c.pay.released {
+		if !still[a] { // paid up again
+			delete(c.pay.released, a)
+		}
+	}
+	if len(accts) == 0 {
+		return 0, nil
 	}
 	var segs []*Segment
 	if err := c.store.Segments(ctx, SegmentID{}, 0, func(s *Segment) error {
@@ -424,6 +438,9 @@ func (c *core) releaseDelinquent(ctx context.Context) (int, error) {
 			return n, err
 		}
 		n++
+	}
+	for a := range accts {
+		c.pay.released[fnet.NodeID(a).String()] = true
 	}
 	if n > 0 {
 		c.log.Warn("released the segments of delinquent accounts after their grace period", "accounts", len(accts), "segments", n)
