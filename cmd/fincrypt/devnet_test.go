@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -12,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fincrypt/fincrypt/devnet"
 	"github.com/fincrypt/fincrypt/mediator"
+	fnet "github.com/fincrypt/fincrypt/net"
 	"github.com/fincrypt/fincrypt/vault"
 	"github.com/fincrypt/fincrypt/wallet"
 	"github.com/fincrypt/fincrypt/wallet/btcdtest"
@@ -175,9 +178,25 @@ func TestDevnet(t *testing.T) {
 	if ledger.Balances["ext:deposits"] != -25_000_000 {
 		t.Fatalf("ledger balances %v", ledger.Balances)
 	}
-	var payouts []map[string]any
-	pollJSON(t, "payouts", 10*time.Second, env, &payouts, func() bool { return payouts != nil },
-		"mediator", "payouts", "--dir", med, "--json")
+	// The whole cycle: an account stores data, the nodes earn each period
+	// and a batched payout confirms on the devnet's chain.
+	storeFunded(t, env, d, addr)
+	var payouts []struct {
+		State         string `json:"state"`
+		TxID          string `json:"txid"`
+		Amount        int64  `json:"amount"`
+		Confirmations int64  `json:"confirmations"`
+		Nodes         []struct {
+			Node   string `json:"node"`
+			Amount int64  `json:"amount"`
+		} `json:"nodes"`
+	}
+	pollJSON(t, "a confirmed payout", 60*time.Second, env, &payouts, func() bool {
+		return len(payouts) > 0 && payouts[0].State == "confirmed"
+	}, "mediator", "payouts", "--dir", med, "--json")
+	if po := payouts[0]; len(po.TxID) != 64 || po.Amount <= 0 || po.Confirmations < 1 || len(po.Nodes) == 0 {
+		t.Fatalf("payout %+v", po)
+	}
 
 	p.interrupt(t)
 	if _, err := os.Stat(filepath.Join(d, "devnet.sock")); err == nil {
@@ -229,4 +248,47 @@ func TestPaymentCommandErrors(t *testing.T) {
 	}
 	assertUserError(t, fincrypt(t, nil, "--home", home, "wallet", "balance", "--password-file", pw), exitUsage, "no mediator")
 	assertUserError(t, fincrypt(t, nil, "--home", home, "wallet", "balance", "--password-file", pw, "--mediator", "nonsense"), exitUsage, "mediator address")
+}
+
+// storeFunded stores 4 MiB for a new account of the devnet's mediator
+// after funding its escrow through `fincrypt devnet fund`.
+func storeFunded(t *testing.T, env []string, d, addr string) {
+	t.Helper()
+	maddr, err := fnet.ParseAddress(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := fnet.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := mediator.NewClient(id, maddr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	da, err := cl.DepositAddress(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := fincrypt(t, env, "devnet", "fund", "--dir", d, "--address", da.Address, "--amount", "1"); r.code != 0 {
+		t.Fatalf("devnet fund: %s", r.stderr)
+	}
+	for {
+		b, err := cl.Balance(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.CanPlace {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	data := bytes.Repeat([]byte("fincrypt devnet "), 4<<20/16)
+	scheme, _ := devnet.SchemeFor(3)
+	if _, err := cl.Store(ctx, scheme, data); err != nil {
+		t.Fatalf("store on the devnet: %v", err)
+	}
 }
