@@ -95,6 +95,9 @@ type Config struct {
 	// Network is the Bitcoin network nodes must be paid on ("" accepts any:
 	// a private network without payments).
 	Network string
+	// Payments configures the wallet, escrow and payouts (payments.go);
+	// zero: no wallet.
+	Payments Payments
 	// Transport tunes QUIC.
 	Transport fnet.Config
 	// Logger, or slog.Default().
@@ -191,7 +194,7 @@ func (c Config) Validate() error {
 	if c.ChallengeOpenings < 1 || c.ChallengeOpenings > challenge.MaxOpenings {
 		return bad("challenge openings %d: want 1..%d", c.ChallengeOpenings, challenge.MaxOpenings)
 	}
-	return nil
+	return c.Payments.validate(c.Network)
 }
 
 // threshold is the repair threshold for a segment's scheme.

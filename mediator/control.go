@@ -26,7 +26,7 @@ type controlServer struct {
 	srv *http.Server
 }
 
-func listenControl(dir string, status func(context.Context) (*Status, error)) (*controlServer, error) {
+func listenControl(dir string, status func(context.Context) (*Status, error), more func(*http.ServeMux)) (*controlServer, error) {
 	path := filepath.Join(dir, ControlSocket)
 	if len(path) >= 104 {
 		return nil, fmt.Errorf("control socket %s: path longer than a unix socket allows (103 bytes); use a shorter --dir", path)
@@ -54,6 +54,9 @@ func listenControl(dir string, status func(context.Context) (*Status, error)) (*
 		enc.SetIndent("", "  ")
 		enc.Encode(st)
 	})
+	if more != nil {
+		more(mux)
+	}
 	return &controlServer{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}, nil
 }
 

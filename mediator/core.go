@@ -47,6 +47,8 @@ type core struct {
 	id    *fnet.Identity
 	nodes NodeClient
 	now   func() time.Time
+	// pay is the wallet side (payments.go); nil without a wallet.
+	pay *payments
 
 	// mu serialises read-modify-write of segments and nodes (challenge
 	// results, heartbeats, repair), never across network calls.

@@ -34,6 +34,7 @@ type Peer struct {
 	Transport *fnet.Transport
 
 	lock    *os.File
+	pay     *payments
 	nodes   *transportNodes
 	core    *core
 	control *controlServer
@@ -85,6 +86,11 @@ func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error
 			return nil, err
 		}
 	}
+	if cfg.Payments.Enabled() { // wallet: escrow, ledger, payouts (payments.go)
+		if p.pay, err = openPayments(cfg.Dir, cfg.Network, cfg.Payments, cfg.Logger.With("service", "wallet")); err != nil {
+			return nil, err
+		}
+	}
 	{ // transport
 		tc := cfg.Transport
 		tc.Logger = cfg.Logger.With("service", "transport")
@@ -97,12 +103,13 @@ func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error
 		c := cfg
 		c.Logger = cfg.Logger.With("service", "mediator")
 		p.core = newCore(c, p.Store, p.Identity, p.nodes)
+		p.core.pay = p.pay
 		if err := p.core.loadReservations(context.Background()); err != nil {
 			return nil, fmt.Errorf("pending placements: %w", err)
 		}
 	}
 	{ // control socket
-		if p.control, err = listenControl(cfg.Dir, p.Status); err != nil {
+		if p.control, err = listenControl(cfg.Dir, p.Status, p.controlPayments); err != nil {
 			return nil, err
 		}
 	}
@@ -157,8 +164,12 @@ func (p *Peer) Run(ctx context.Context) error {
 	run("endpoint", func(ctx context.Context) error { return p.Transport.Serve(ctx, &endpoint{c: p.core}) })
 	run("control", p.control.run)
 	run("scheduler", p.schedule)
+	if p.pay != nil && p.pay.chain != nil {
+		run("wallet", p.pay.watch)
+	}
 	p.Log.Info("mediator running", "address", p.Address().String(), "scheme", p.Config.Scheme.String(),
-		"period", p.Config.Period, "offline_after", p.Config.OfflineAfter)
+		"period", p.Config.Period, "offline_after", p.Config.OfflineAfter,
+		"wallet", p.pay != nil, "metered", p.pay.metered())
 	wg.Wait()
 	return first
 }
@@ -167,6 +178,9 @@ func (p *Peer) Run(ctx context.Context) error {
 // time of the last round is stored, so a restarted mediator keeps the
 // schedule instead of starting a fresh period.
 func (p *Peer) schedule(ctx context.Context) error {
+	// Periods recorded before a stop are settled (and due balances paid)
+	// at once; settling is idempotent per period.
+	p.settleLogged(ctx)
 	for {
 		last, err := p.Store.Counter(ctx, counterLastRound)
 		if err != nil {
@@ -191,6 +205,24 @@ func (p *Peer) schedule(ctx context.Context) error {
 		if _, err := p.core.RepairScan(ctx); err != nil && ctx.Err() == nil {
 			p.Log.Error("repair scan", "err", err)
 		}
+		p.settleLogged(ctx)
+	}
+}
+
+// settleLogged settles and pays out, logging failures: a Bitcoin node that
+// is down must not stop challenges and repair; the next period retries.
+func (p *Peer) settleLogged(ctx context.Context) {
+	res, err := p.core.settle(ctx)
+	if err != nil && ctx.Err() == nil {
+		p.Log.Error("settlement", "err", err)
+	}
+	for _, r := range res.Reports {
+		var earned, shortfall int64
+		for _, l := range r.Lines {
+			earned += l.Earned
+			shortfall += l.Shortfall
+		}
+		p.Log.Debug("period settled", "period", r.Period, "lines", len(r.Lines), "earned", earned, "shortfall", shortfall, "unmetered", r.Unmetered)
 	}
 }
 
@@ -210,6 +242,9 @@ func (p *Peer) Close() error {
 		}
 		if p.Transport != nil {
 			errs = append(errs, p.Transport.Close())
+		}
+		if p.pay != nil {
+			errs = append(errs, p.pay.close())
 		}
 		if p.Store != nil {
 			errs = append(errs, p.Store.Close())

@@ -105,6 +105,9 @@ func (c *core) Place(ctx context.Context, acct fnet.AccountID, req *fnet.Placeme
 	if err := c.requireAccount(ctx, acct); err != nil {
 		return nil, err
 	}
+	if err := c.canPlace(acct); err != nil {
+		return nil, err
+	}
 	s := erasure.Scheme{K: int(req.K), N: int(req.N)}
 	if s == (erasure.Scheme{}) {
 		s = c.cfg.Scheme

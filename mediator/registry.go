@@ -30,8 +30,11 @@ func (c *core) Register(ctx context.Context, peer fnet.NodeID, req *fnet.Registe
 	if addr.ID != peer {
 		return fnet.NodePolicy{}, fmt.Errorf("%w: address %s names another node", fnet.ErrBadRequest, req.Address)
 	}
-	if c.cfg.Network != "" && req.Network != c.cfg.Network {
+	if c.cfg.Network != "" && !sameNetwork(req.Network, c.cfg.Network) {
 		return fnet.NodePolicy{}, fmt.Errorf("%w: node is paid on %q, this mediator on %q", fnet.ErrBadRequest, req.Network, c.cfg.Network)
+	}
+	if err := c.checkPayout(peer, req.PayoutAddress); err != nil {
+		return fnet.NodePolicy{}, err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

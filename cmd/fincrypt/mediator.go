@@ -18,6 +18,7 @@ import (
 	"github.com/fincrypt/fincrypt/internal/units"
 	"github.com/fincrypt/fincrypt/mediator"
 	fnet "github.com/fincrypt/fincrypt/net"
+	"github.com/fincrypt/fincrypt/wallet"
 )
 
 func init() {
@@ -31,9 +32,24 @@ func init() {
 			"storage nodes (--mediator) and clients. Its state lives in DIR/db and survives\n" +
 			"restarts. `fincrypt mediator status --dir DIR` asks the running daemon over the\n" +
 			"control socket DIR/control.sock. Stop it with Ctrl-C.\n\n" +
+			"Payments. With a wallet passphrase (--wallet-passphrase-file FILE, or\n" +
+			"$FINCRYPT_WALLET_PASSPHRASE) the mediator keeps an HD wallet in DIR/wallet (seed\n" +
+			"encrypted with the passphrase; back the directory up) and a double-entry ledger.\n" +
+			"Without a Bitcoin node it runs a private network without payments: placement\n" +
+			"needs no escrow and the ledger records what each node earned. With --btcd-rpc\n" +
+			"(a btcd or bitcoind on --network) payments are on: clients deposit to their\n" +
+			"address (`fincrypt wallet deposit-address`), credited after --min-conf\n" +
+			"confirmations; each period the nodes that passed their challenges are paid\n" +
+			"from the clients' escrow (less --fee-bps); balances above --payout-threshold\n" +
+			"are paid in one batched transaction, or written as PSBT files to DIR/payouts\n" +
+			"with --payout-psbt. An account without escrow gets no placements; after\n" +
+			"--escrow-grace its segments are released. Storage nodes' payout addresses\n" +
+			"must be of --network. `fincrypt mediator ledger` and `payouts` show the books.\n\n" +
 			"Example:\n" +
 			"  fincrypt mediator --dir /srv/mediator --listen 0.0.0.0:7770 --advertise my.host:7770\n" +
-			"  fincrypt mediator --dir /tmp/m --listen 127.0.0.1:0 --period 5s --offline-after 15s",
+			"  fincrypt mediator --dir /tmp/m --listen 127.0.0.1:0 --period 5s --offline-after 15s\n" +
+			"  FINCRYPT_WALLET_PASSPHRASE=... fincrypt mediator --dir /srv/m --network testnet \\\n" +
+			"      --btcd-rpc 127.0.0.1:18334 --btcd-rpc-user u --btcd-rpc-pass p --btcd-rpc-cert ~/.btcd/rpc.cert",
 		Flags: []cli.Flag{
 			// Not Required: urfave/cli would then demand it before `status` too.
 			&cli.StringFlag{Name: "dir", Usage: "the mediator's `DIR`: identity, state, address, control socket (required)"},
@@ -50,10 +66,23 @@ func init() {
 			&cli.DurationFlag{Name: "challenge-timeout", Usage: "deadline for a node's answer (default: min(period/2, 30s))"},
 			&cli.DurationFlag{Name: "ticket-ttl", Usage: "lifetime of tickets and uncommitted placements", Value: mediator.DefaultTicketTTL},
 			&cli.DurationFlag{Name: "grace-period", Usage: "nodes delete pieces without contract after this long", Value: mediator.DefaultGracePeriod},
-			&cli.StringFlag{Name: "network", Usage: "bitcoin network nodes must be paid on (empty: any; a private network)"},
+			&cli.StringFlag{Name: "network", Usage: "bitcoin network nodes are paid on: mainnet, testnet, regtest or simnet (empty: any; a private network)"},
+			&cli.StringFlag{Name: "wallet-passphrase-file", Usage: "read the wallet passphrase from `FILE` (first line); else $FINCRYPT_WALLET_PASSPHRASE; without either, no wallet (a prompt only with --btcd-rpc)"},
+			&cli.StringFlag{Name: "btcd-rpc", Usage: "`HOST:PORT` of the bitcoin node's JSON-RPC (btcd or bitcoind): switches payments on"},
+			&cli.StringFlag{Name: "btcd-rpc-user", Usage: "RPC `USER`", EnvVars: []string{"FINCRYPT_BTCD_RPC_USER"}},
+			&cli.StringFlag{Name: "btcd-rpc-pass", Usage: "RPC `PASSWORD`", EnvVars: []string{"FINCRYPT_BTCD_RPC_PASS"}},
+			&cli.StringFlag{Name: "btcd-rpc-cert", Usage: "btcd's rpc.cert `FILE` for TLS (empty: plain HTTP, for loopback or bitcoind)"},
+			&cli.BoolFlag{Name: "payout-psbt", Usage: "write payouts as unsigned PSBT files into DIR/payouts instead of broadcasting them"},
+			&cli.IntFlag{Name: "min-conf", Usage: "confirmations that credit a deposit and confirm a payout", Value: wallet.DefaultMinConf},
+			&cli.Int64Flag{Name: "payout-threshold", Usage: "pay node balances of at least `SAT` satoshis", Value: wallet.DefaultPayoutThreshold},
+			&cli.Int64Flag{Name: "fee-rate", Usage: "payout transaction fee rate in `SAT/vB`", Value: wallet.DefaultFeeRate},
+			&cli.UintFlag{Name: "fee-bps", Usage: "mediator fee in `BPS` (basis points) of what clients pay"},
+			&cli.DurationFlag{Name: "escrow-grace", Usage: "an account whose escrow ran out keeps its segments this long", Value: wallet.DefaultGracePeriod},
+			&cli.DurationFlag{Name: "sync-interval", Usage: "how often the bitcoin node is polled", Value: mediator.DefaultSyncInterval},
+			&cli.Int64Flag{Name: "start-height", Usage: "first block a new wallet scans (on mainnet: the current height)"},
 		},
 		Action: runMediator,
-		Subcommands: []*cli.Command{{
+		Subcommands: []*cli.Command{mediatorLedgerCommand, mediatorPayoutsCommand, {
 			Name:  "status",
 			Usage: "show the nodes and the network's health, from the running mediator",
 			Description: "Asks the mediator running in DIR over DIR/control.sock. With --json it prints\n" +
@@ -73,11 +102,15 @@ func mediatorConfig(c *cli.Context) (mediator.Config, error) {
 		return mediator.Config{}, userErr(exitUsage, "--dir is required")
 	}
 	if c.Args().Present() {
-		return mediator.Config{}, userErr(exitUsage, "unexpected argument %q (subcommand: status)", c.Args().First())
+		return mediator.Config{}, userErr(exitUsage, "unexpected argument %q (subcommands: status, ledger, payouts)", c.Args().First())
 	}
 	scheme, err := erasure.ParseScheme(c.String("scheme"))
 	if err != nil {
 		return mediator.Config{}, userErr(exitUsage, "--scheme: %v", err)
+	}
+	pay, err := paymentsConfig(c)
+	if err != nil {
+		return mediator.Config{}, err
 	}
 	cfg := mediator.Config{
 		Dir: c.String("dir"), Listen: c.String("listen"), Advertise: c.String("advertise"),
@@ -88,6 +121,7 @@ func mediatorConfig(c *cli.Context) (mediator.Config, error) {
 		ChallengeTimeout: c.Duration("challenge-timeout"), TicketTTL: c.Duration("ticket-ttl"),
 		GracePeriod: c.Duration("grace-period"), Network: c.String("network"),
 	}
+	cfg.Payments = pay
 	if cfg.RepairThreshold == 0 && scheme == mediator.DefaultScheme {
 		cfg.RepairThreshold = mediator.DefaultRepairThreshold
 	}
@@ -110,10 +144,15 @@ func runMediator(c *cli.Context) error {
 	log := slog.Default().With("mediator", ident.ID().String()[:8])
 	peer, err := mediator.New(log, ident, cfg)
 	if err != nil {
-		if errors.Is(err, mediator.ErrConfig) {
+		switch {
+		case errors.Is(err, mediator.ErrConfig):
 			return userErr(exitUsage, "%v", err)
+		case errors.Is(err, wallet.ErrWrongPassphrase):
+			return userErr(exitPassword, "mediator: %v (the passphrase that created %s/wallet)", err, cfg.Dir)
+		case errors.Is(err, mediator.ErrLocked):
+			return userErr(exitBusy, "mediator: %v", err)
 		}
-		return userErr(exitBusy, "mediator: %v", err)
+		return userErr(exitFailure, "mediator: %v", err)
 	}
 	defer peer.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -39,6 +39,9 @@ type Config struct {
 	NodeCapacity int64
 	// Prices[i] is node i's price (default 1000+i).
 	Prices []uint64
+	// Network is the nodes' payout network (default simnet); each node gets
+	// its own payout address on it (PayoutAddress).
+	Network string
 	// Reconfigure edits the mediator's configuration after the planet's
 	// fast defaults (period 1s, heartbeat 100ms, offline after 3s, repair
 	// threshold N).
@@ -103,6 +106,9 @@ func New(t testing.TB, cfg Config) *Planet {
 	}
 	if cfg.NodeCapacity == 0 {
 		cfg.NodeCapacity = 64 << 20
+	}
+	if cfg.Network == "" {
+		cfg.Network = "simnet"
 	}
 	if os.Getenv("FINCRYPT_TESTPLANET_LOGS") != "" {
 		cfg.Logs = true
@@ -222,8 +228,20 @@ func (p *Planet) RestartMediator() {
 	p.startMediator()
 }
 
-func payout() string {
-	a, err := btcutil.NewAddressPubKeyHash(bytes.Repeat([]byte{7}, 20), &chaincfg.SimNetParams)
+// PayoutAddress is node i's payout address on the planet's network: a
+// P2PKH address of 20 bytes i+1 (nobody holds its key; tests check what
+// was paid to it).
+func (p *Planet) PayoutAddress(i int) string {
+	params := &chaincfg.SimNetParams
+	switch p.cfg.Network {
+	case "regtest":
+		params = &chaincfg.RegressionNetParams
+	case "testnet", "testnet3":
+		params = &chaincfg.TestNet3Params
+	case "mainnet":
+		params = &chaincfg.MainNetParams
+	}
+	a, err := btcutil.NewAddressPubKeyHash(bytes.Repeat([]byte{byte(i + 1)}, 20), params)
 	if err != nil {
 		panic(err)
 	}
@@ -244,7 +262,7 @@ func (p *Planet) AddNode() *Node {
 	n := &Node{Index: i, Dir: filepath.Join(p.dir, fmt.Sprintf("node%d", i)), Identity: ident}
 	n.Config = storagenode.Config{
 		Dir: n.Dir, Listen: "127.0.0.1:0", Mediator: p.Mediator.address, Capacity: p.cfg.NodeCapacity,
-		Price: price, Payout: payout(), Network: "simnet",
+		Price: price, Payout: p.PayoutAddress(i), Network: p.cfg.Network,
 		RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, RequestTimeout: 5 * time.Second,
 	}
 	p.Nodes = append(p.Nodes, n)

@@ -74,6 +74,17 @@ func Start(t testing.TB) *Node {
 // StartNode starts a btcd with its data in dir (for a node shared by the tests
 // of a package, started from TestMain). The caller calls Stop.
 func StartNode(dir string) (*Node, error) {
+	return StartNodeNet(dir, &chaincfg.RegressionNetParams)
+}
+
+// StartNodeNet is StartNode on regtest or simnet. btcd wipes a regtest chain
+// at every start; a simnet chain in dir survives restarts (the devnet
+// uses it). Each start has a new mining key: coins mined by an earlier
+// start are not spendable by Send.
+func StartNodeNet(dir string, net *chaincfg.Params) (*Node, error) {
+	if net.Name != chaincfg.RegressionNetParams.Name && net.Name != chaincfg.SimNetParams.Name {
+		return nil, fmt.Errorf("btcdtest: network %s: want regtest or simnet", net.Name)
+	}
 	bin, err := Binary()
 	if err != nil {
 		return nil, err
@@ -82,7 +93,6 @@ func StartNode(dir string) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	net := &chaincfg.RegressionNetParams
 	addr, err := btcutil.NewAddressPubKeyHash(btcutil.Hash160(key.PubKey().SerializeCompressed()), net)
 	if err != nil {
 		return nil, err
@@ -116,8 +126,12 @@ func (n *Node) start(bin string) error {
 		return err
 	}
 	n.Host = "127.0.0.1:" + strconv.Itoa(port)
+	netFlag := "--regtest"
+	if n.Net.Name == chaincfg.SimNetParams.Name {
+		netFlag = "--simnet"
+	}
 	args := []string{
-		"--regtest", "--datadir=" + filepath.Join(n.Dir, "data"), "--logdir=" + filepath.Join(n.Dir, "logs"),
+		netFlag, "--datadir=" + filepath.Join(n.Dir, "data"), "--logdir=" + filepath.Join(n.Dir, "logs"),
 		"--rpclisten=" + n.Host, "--notls", "--nolisten", "--rpcuser=" + n.User, "--rpcpass=" + n.Pass,
 		"--miningaddr=" + n.minerAddr.EncodeAddress(), "--txindex", "--debuglevel=info",
 	}

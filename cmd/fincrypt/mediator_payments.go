@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/fincrypt/fincrypt/mediator"
+	"github.com/fincrypt/fincrypt/wallet"
+)
+
+// paymentsConfig maps the mediator's payment flags onto mediator.Payments.
+// The passphrase comes from --wallet-passphrase-file or
+// $FINCRYPT_WALLET_PASSPHRASE; a prompt only when --btcd-rpc asks for
+// payments.
+func paymentsConfig(c *cli.Context) (mediator.Payments, error) {
+	p := mediator.Payments{
+		PSBT: c.Bool("payout-psbt"), MinConf: c.Int("min-conf"), PayoutThreshold: c.Int64("payout-threshold"),
+		FeeRate: c.Int64("fee-rate"), FeeBPS: uint32(c.Uint("fee-bps")), EscrowGrace: c.Duration("escrow-grace"),
+		SyncInterval: c.Duration("sync-interval"), StartHeight: c.Int64("start-height"),
+	}
+	if c.Uint("fee-bps") > wallet.MaxFeeBPS {
+		return p, userErr(exitUsage, "--fee-bps %d: at most %d", c.Uint("fee-bps"), wallet.MaxFeeBPS)
+	}
+	if host := c.String("btcd-rpc"); host != "" {
+		p.RPC = &wallet.RPCConfig{Host: host, User: c.String("btcd-rpc-user"), Pass: c.String("btcd-rpc-pass"), CertFile: c.String("btcd-rpc-cert")}
+		if c.String("network") == "" {
+			return p, userErr(exitUsage, "--btcd-rpc needs --network (mainnet, testnet, regtest or simnet)")
+		}
+	}
+	file := c.String("wallet-passphrase-file")
+	if file != "" || os.Getenv("FINCRYPT_WALLET_PASSPHRASE") != "" || p.RPC != nil || p.PSBT {
+		pw, err := passwordFrom(file, "FINCRYPT_WALLET_PASSPHRASE", "Wallet passphrase", false)
+		if err != nil {
+			return p, err
+		}
+		p.Passphrase = pw
+	}
+	return p, nil
+}
+
+var mediatorLedgerCommand = &cli.Command{
+	Name:  "ledger",
+	Usage: "show the escrow ledger's balances and journal, from the running mediator",
+	Description: "Asks the mediator running in DIR (over DIR/control.sock) for every non-zero\n" +
+		"ledger balance (escrow:<account>, node:<node>, paid:<node>, fees:mediator,\n" +
+		"unmetered:<node>, ...; docs/WALLET.md §5) and the journal entries from --from.\n" +
+		"Amounts are satoshis. With --json: {metered, network, balances, entries,\n" +
+		"on_chain, spendable}.",
+	Flags: []cli.Flag{
+		&cli.StringFlag{Name: "dir", Usage: "the mediator's `DIR`", Required: true},
+		&cli.Uint64Flag{Name: "from", Usage: "first journal entry `SEQ`"},
+		&cli.IntFlag{Name: "limit", Usage: "at most `N` journal entries", Value: 50},
+		&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+	},
+	Action: func(c *cli.Context) error {
+		ctx, cancel := context.WithTimeout(c.Context, 30*time.Second)
+		defer cancel()
+		rep, err := mediator.ReadLedger(ctx, c.String("dir"), c.Uint64("from"), c.Int("limit"))
+		if err != nil {
+			return controlErr(err)
+		}
+		out := c.App.Writer
+		if c.Bool("json") {
+			enc := json.NewEncoder(out)
+			enc.SetIndent("", "  ")
+			return enc.Encode(rep)
+		}
+		mode := "payments on"
+		if !rep.Metered {
+			mode = "no payments (unmetered: earnings recorded, nothing charged or paid)"
+		}
+		fmt.Fprintf(out, "network %s, %s\nwallet outputs %d sat, %d sat spendable\n\n", rep.Network, mode, rep.OnChain, rep.Spendable)
+		names := make([]string, 0, len(rep.Balances))
+		for k := range rep.Balances {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ACCOUNT\tBALANCE (sat)")
+		for _, k := range names {
+			fmt.Fprintf(tw, "%s\t%d\n", k, rep.Balances[k])
+		}
+		tw.Flush()
+		fmt.Fprintln(out)
+		tw = tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SEQ\tTIME\tKEY\tPOSTINGS")
+		for _, e := range rep.Entries {
+			var ps []string
+			for _, p := range e.Postings {
+				ps = append(ps, fmt.Sprintf("%s %+d", p.Account, p.Amount))
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", e.Seq, e.Time.UTC().Format(time.RFC3339), e.Key, strings.Join(ps, ", "))
+		}
+		return tw.Flush()
+	},
+}
+
+// PayoutJSON is one line of `fincrypt mediator payouts --json`.
+type payoutJSON struct {
+	ID            uint64                `json:"id"`
+	State         string                `json:"state"`
+	TxID          string                `json:"txid"`
+	Amount        int64                 `json:"amount"`
+	Fee           int64                 `json:"fee"`
+	Confirmations int64                 `json:"confirmations"`
+	Created       time.Time             `json:"created"`
+	PSBTFile      string                `json:"psbt_file,omitempty"`
+	Nodes         []wallet.PayoutOutput `json:"nodes"`
+	LastError     string                `json:"last_error,omitempty"`
+}
+
+var mediatorPayoutsCommand = &cli.Command{
+	Name:  "payouts",
+	Usage: "list the payouts to storage nodes, from the running mediator",
+	Description: "Each payout is one batched transaction: its txid, the amount paid to the\n" +
+		"nodes, the miner fee, its confirmations and state (signed, broadcast, psbt,\n" +
+		"mined, confirmed, conflicted, abandoned), and the nodes paid with their\n" +
+		"address, debit, fee share and amount. With --json: a list of {id, state, txid,\n" +
+		"amount, fee, confirmations, created, psbt_file, nodes: [{node, address, debit,\n" +
+		"fee_share, amount, vout}]}.",
+	Flags: []cli.Flag{
+		&cli.StringFlag{Name: "dir", Usage: "the mediator's `DIR`", Required: true},
+		&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+	},
+	Action: func(c *cli.Context) error {
+		ctx, cancel := context.WithTimeout(c.Context, 30*time.Second)
+		defer cancel()
+		list, err := mediator.ReadPayouts(ctx, c.String("dir"))
+		if err != nil {
+			return controlErr(err)
+		}
+		out := c.App.Writer
+		if c.Bool("json") {
+			js := make([]payoutJSON, 0, len(list))
+			for _, p := range list {
+				js = append(js, payoutJSON{ID: p.ID, State: p.State, TxID: p.TxID, Amount: p.Amount, Fee: p.Fee,
+					Confirmations: p.Confirmations, Created: p.Created.UTC(), PSBTFile: p.PSBTFile, Nodes: p.Outputs, LastError: p.LastError})
+			}
+			enc := json.NewEncoder(out)
+			enc.SetIndent("", "  ")
+			return enc.Encode(js)
+		}
+		if len(list) == 0 {
+			fmt.Fprintln(out, "no payouts yet")
+			return nil
+		}
+		tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tSTATE\tCONF\tAMOUNT\tFEE\tTXID\tNODES PAID")
+		for _, p := range list {
+			var nodes []string
+			for _, o := range p.Outputs {
+				nodes = append(nodes, fmt.Sprintf("%s:%d", o.Node[:min(12, len(o.Node))], o.Amount))
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%s\t%s\n", p.ID, p.State, p.Confirmations, p.Amount, p.Fee, p.TxID, strings.Join(nodes, " "))
+		}
+		return tw.Flush()
+	},
+}
+
+// controlErr maps control-socket errors to user errors.
+func controlErr(err error) error {
+	switch {
+	case errors.Is(err, mediator.ErrNotRunning):
+		return userErr(exitNotFound, "%v", err)
+	case errors.Is(err, mediator.ErrNoPayments):
+		return userErr(exitNotFound, "%v", err)
+	}
+	return userErr(exitFailure, "%v", err)
+}

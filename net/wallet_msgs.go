@@ -1,0 +1,134 @@
+package net
+
+// Messages between a client account and the mediator's wallet
+// (docs/PROTOCOL.md, "Wallet messages"). Like every mediator message the
+// account is the connection's authenticated peer, so a client can only ask
+// about its own escrow.
+
+import "time"
+
+// Wallet message types (0x50..0x5f).
+const (
+	TypeDepositAddressRequest MsgType = 0x50
+	TypeDepositAddressReply   MsgType = 0x51
+	TypeBalanceRequest        MsgType = 0x52
+	TypeBalanceReply          MsgType = 0x53
+)
+
+// Limits of wallet messages.
+const (
+	// MaxBitcoinAddressText bounds an address (bech32 addresses are at most
+	// 90 characters).
+	MaxBitcoinAddressText = 128
+)
+
+func newWalletMessage(t MsgType) Message {
+	switch t {
+	case TypeDepositAddressRequest:
+		return &DepositAddressRequest{}
+	case TypeDepositAddressReply:
+		return &DepositAddressReply{}
+	case TypeBalanceRequest:
+		return &BalanceRequest{}
+	case TypeBalanceReply:
+		return &BalanceReply{}
+	}
+	return nil
+}
+
+var walletTypeNames = map[MsgType]string{
+	TypeDepositAddressRequest: "DepositAddressRequest", TypeDepositAddressReply: "DepositAddressReply",
+	TypeBalanceRequest: "BalanceRequest", TypeBalanceReply: "BalanceReply",
+}
+
+// DepositAddressRequest asks for the account's escrow deposit address. A
+// mediator without payments answers ErrUnsupported.
+type DepositAddressRequest struct{}
+
+func (*DepositAddressRequest) Type() MsgType   { return TypeDepositAddressRequest }
+func (*DepositAddressRequest) encode(*encoder) {}
+func (*DepositAddressRequest) decode(*decoder) {}
+
+// DepositAddressReply carries the address (it never changes for an account)
+// and the Bitcoin network it belongs to.
+type DepositAddressReply struct {
+	Address string
+	Network string
+	MinConf uint32 // confirmations before a deposit is credited
+}
+
+func (*DepositAddressReply) Type() MsgType { return TypeDepositAddressReply }
+func (m *DepositAddressReply) encode(e *encoder) {
+	e.str(m.Address)
+	e.str(m.Network)
+	e.u32(m.MinConf)
+}
+func (m *DepositAddressReply) decode(d *decoder) {
+	m.Address = d.str(MaxBitcoinAddressText)
+	m.Network = d.str(MaxNetworkName)
+	m.MinConf = d.u32()
+}
+
+// BalanceRequest asks for the account's escrow standing.
+type BalanceRequest struct{}
+
+func (*BalanceRequest) Type() MsgType   { return TypeBalanceRequest }
+func (*BalanceRequest) encode(*encoder) {}
+func (*BalanceRequest) decode(*decoder) {}
+
+// BalanceReply is the account's standing. Amounts are satoshis. Metered is
+// false on a mediator without payments (then every other field is zero and
+// placement needs no escrow).
+type BalanceReply struct {
+	Metered        bool
+	Network        string
+	DepositAddress string // empty until the account asked for one
+	Escrow         int64  // credited deposits minus charges
+	Debt           int64  // <= 0: owed after a reorganisation took back a spent deposit
+	Pending        int64  // seen on chain, not yet confirmed enough
+	LastCharge     int64  // charged in the last settled period
+	PeriodsLeft    int64  // Escrow / LastCharge; -1 when nothing was charged yet
+	Period         time.Duration
+	Delinquent     bool
+	CanPlace       bool      // new placements are accepted
+	Low            bool      // the client should be warned (delinquent, in debt, or under 14 days left)
+	ReleaseAt      time.Time // when delinquent: segments may be released after this (second precision)
+}
+
+func (*BalanceReply) Type() MsgType { return TypeBalanceReply }
+func (m *BalanceReply) encode(e *encoder) {
+	e.boolean(m.Metered)
+	e.str(m.Network)
+	e.str(m.DepositAddress)
+	e.i64(m.Escrow)
+	e.i64(m.Debt)
+	e.i64(m.Pending)
+	e.i64(m.LastCharge)
+	e.i64(m.PeriodsLeft)
+	e.i64(int64(m.Period))
+	e.boolean(m.Delinquent)
+	e.boolean(m.CanPlace)
+	e.boolean(m.Low)
+	var at int64
+	if !m.ReleaseAt.IsZero() {
+		at = m.ReleaseAt.Unix()
+	}
+	e.i64(at)
+}
+func (m *BalanceReply) decode(d *decoder) {
+	m.Metered = d.boolean()
+	m.Network = d.str(MaxNetworkName)
+	m.DepositAddress = d.str(MaxBitcoinAddressText)
+	m.Escrow = d.i64()
+	m.Debt = d.i64()
+	m.Pending = d.i64()
+	m.LastCharge = d.i64()
+	m.PeriodsLeft = d.i64()
+	m.Period = time.Duration(d.i64())
+	m.Delinquent = d.boolean()
+	m.CanPlace = d.boolean()
+	m.Low = d.boolean()
+	if at := d.i64(); at != 0 {
+		m.ReleaseAt = time.Unix(at, 0)
+	}
+}
