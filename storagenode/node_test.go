@@ -584,12 +584,18 @@ func TestConfigValidate(t *testing.T) {
 		"garbage address":             func(c *storagenode.Config) { c.Payout = "not-an-address" },
 		"no capacity":                 func(c *storagenode.Config) { c.Capacity = 0 },
 		"no mediator":                 func(c *storagenode.Config) { c.Mediator = fnet.Address{} },
+		"zero mediator id":            func(c *storagenode.Config) { c.Mediator.ID = fnet.NodeID{} },
 	} {
 		c := base
 		f(&c)
 		if err := c.Validate(); !errors.Is(err, storagenode.ErrConfig) {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+	c := base
+	c.Mediator.ID = fnet.NodeID{}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "all zeros") {
+		t.Errorf("zero mediator id: %v", err)
 	}
 }
 
@@ -602,6 +608,16 @@ func TestCLIRejectsBadFlags(t *testing.T) {
 	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "payout address") {
 		t.Fatalf("simnet address on mainnet: %v\n%s", err, out)
 	}
+	// An all-zero mediator id is named as such, not as a missing address.
+	zero := strings.Repeat("a", fnet.NodeIDLen) + "@127.0.0.1:7770"
+	out, err = exec.Command(fincryptBin, "storage", "--dir", t.TempDir(), "--listen", "127.0.0.1:0",
+		"--mediator", zero, "--capacity", "1GiB", "--price", "1", "--network", "simnet",
+		"--payout-address", payoutAddress(t)).CombinedOutput()
+	assertUsageLine(t, "all-zero mediator id", out, err, "all zeros")
+	// id without --dir is a usage error on one line.
+	out, err = exec.Command(fincryptBin, "id").CombinedOutput()
+	assertUsageLine(t, "id without --dir", out, err, "--dir is required")
+
 	dir := t.TempDir()
 	out, err = exec.Command(fincryptBin, "id", "--dir", dir).Output()
 	if err != nil {
@@ -610,6 +626,17 @@ func TestCLIRejectsBadFlags(t *testing.T) {
 	id, err := fnet.LoadIdentity(dir)
 	if err != nil || strings.TrimSpace(string(out)) != id.ID().String() {
 		t.Fatalf("id prints %q, identity %v", out, err)
+	}
+}
+
+// assertUsageLine checks a CLI run that must exit 2 with one line naming
+// the problem.
+func assertUsageLine(t *testing.T, what string, out []byte, err error, words string) {
+	t.Helper()
+	var ee *exec.ExitError
+	msg := strings.TrimRight(string(out), "\n")
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || strings.Contains(msg, "\n") || !strings.Contains(msg, words) {
+		t.Fatalf("%s: %v, want exit 2 and one line with %q:\n%s", what, err, words, out)
 	}
 }
 

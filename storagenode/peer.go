@@ -61,8 +61,14 @@ func (c *Config) Validate() error {
 	if c.Listen == "" {
 		return fmt.Errorf("%w: no listen address", ErrConfig)
 	}
-	if c.Mediator.ID.IsZero() || c.Mediator.HostPort == "" {
+	switch {
+	case c.Mediator.ID.IsZero() && c.Mediator.HostPort == "":
 		return fmt.Errorf("%w: no mediator address (NODEID@host:port)", ErrConfig)
+	case c.Mediator.ID.IsZero():
+		return fmt.Errorf("%w: mediator address %s: the node id is all zeros, which is no node's key "+
+			"(the mediator prints its id with `fincrypt id --dir MEDIATOR_DIR`)", ErrConfig, c.Mediator)
+	case c.Mediator.HostPort == "":
+		return fmt.Errorf("%w: mediator %s has no host:port (NODEID@host:port)", ErrConfig, c.Mediator.ID)
 	}
 	if c.Capacity < challenge.LeafSize {
 		return fmt.Errorf("%w: capacity %d bytes is too small", ErrConfig, c.Capacity)
