@@ -160,9 +160,23 @@ func (m *mediator) registration(id fnet.NodeID) (*fnet.RegisterRequest, int) {
 	return m.registered[id], m.heartbeats[id]
 }
 
+// clientIdentity is the account the tests' client connections (dialNode)
+// authenticate as; m.ticket issues tickets to it.
+var clientIdentity = func() *fnet.Identity {
+	id, err := fnet.NewIdentity(bytes.Repeat([]byte{0xc1}, 32))
+	if err != nil {
+		panic(err)
+	}
+	return id
+}()
+
 func (m *mediator) ticket(node fnet.NodeID, piece challenge.PieceID, op fnet.Op, size int64) fnet.SignedTicket {
+	return m.ticketFor(fnet.AccountID(clientIdentity.ID()), node, piece, op, size)
+}
+
+func (m *mediator) ticketFor(acct fnet.AccountID, node fnet.NodeID, piece challenge.PieceID, op fnet.Op, size int64) fnet.SignedTicket {
 	return fnet.SignTicket(m.id, fnet.Ticket{Node: node, Piece: piece, Op: op, Size: size,
-		Account: fnet.AccountID{1}, Expires: time.Now().Add(time.Minute)})
+		Account: acct, Expires: time.Now().Add(time.Minute)})
 }
 
 // node is a storage node running as a child process.
@@ -249,10 +263,15 @@ func (n *node) kill() {
 	<-n.done
 }
 
-// client dials a node as some client (any identity).
+// dialNode dials a node as the client clientIdentity.
 func dialNode(t testing.TB, addr fnet.Address) *fnet.Conn {
 	t.Helper()
-	id, _ := fnet.GenerateIdentity()
+	return dialAs(t, clientIdentity, addr)
+}
+
+// dialAs dials a node as id.
+func dialAs(t testing.TB, id *fnet.Identity, addr fnet.Address) *fnet.Conn {
+	t.Helper()
 	tr, err := fnet.NewDialer(id, fnet.Config{})
 	if err != nil {
 		t.Fatal(err)

@@ -217,6 +217,79 @@ func TestTicketsRefused(t *testing.T) {
 	storedFiles(t, n.dir, 1)
 }
 
+// A ticket is not a bearer token: only its account or its issuer may use
+// it, and a piece is deleted only for the account that stored it or by the
+// mediator.
+func TestTicketsBoundToAccount(t *testing.T) {
+	t.Parallel()
+	med := newMediator(t)
+	n := startNode(t, med, nodeOpts{})
+	owner := dialNode(t, n.addr)
+	mallory, _ := fnet.GenerateIdentity()
+	thief := dialAs(t, mallory, n.addr)
+	ctx := ctxT(t)
+	data, id := piece(t, 11, 10_000)
+	size := int64(len(data))
+	if err := put(ctx, owner, med, n.addr.ID, id, data); err != nil {
+		t.Fatal(err)
+	}
+	data2, id2 := piece(t, 12, 10_000)
+	mine := fnet.AccountID(mallory.ID())
+	cases := []struct {
+		name string
+		call func() error
+	}{
+		{"get with the owner's ticket", func() error {
+			_, err := get(ctx, thief, med, n.addr.ID, id, size, 0, 0)
+			return err
+		}},
+		{"stat with the owner's ticket", func() error {
+			_, err := stat(ctx, thief, med, n.addr.ID, id)
+			return err
+		}},
+		{"put with the owner's ticket", func() error {
+			return put(ctx, thief, med, n.addr.ID, id2, data2)
+		}},
+		{"delete with the owner's ticket", func() error {
+			_, err := thief.Call(ctx, &fnet.DeleteRequest{Piece: id, Ticket: med.ticket(n.addr.ID, id, fnet.OpDelete, size)})
+			return err
+		}},
+		{"delete of another account's piece", func() error {
+			_, err := thief.Call(ctx, &fnet.DeleteRequest{Piece: id, Ticket: med.ticketFor(mine, n.addr.ID, id, fnet.OpDelete, size)})
+			return err
+		}},
+	}
+	for _, tc := range cases {
+		if err := tc.call(); !isErr(err, fnet.ErrUnauthorized) {
+			t.Errorf("%s: got %v, want unauthorized", tc.name, err)
+		}
+	}
+	if got, err := get(ctx, owner, med, n.addr.ID, id, size, 0, 0); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("piece after refused requests: %v", err)
+	}
+	if _, err := stat(ctx, owner, med, n.addr.ID, id2); !isErr(err, fnet.ErrNotFound) {
+		t.Fatalf("refused put stored something: %v", err)
+	}
+	// With a ticket of its own, the other account gets its own pieces.
+	if err := thief.Put(ctx, &fnet.PutRequest{Piece: id2, Ticket: med.ticketFor(mine, n.addr.ID, id2, fnet.OpPut, size)}, bytes.NewReader(data2)); err != nil {
+		t.Fatalf("put under its own ticket: %v", err)
+	}
+	// The mediator, the tickets' issuer, reads and deletes any account's
+	// pieces (repair and release) over its own connection.
+	mc := dialWith(t, med.tr, n.addr)
+	if got, err := get(ctx, mc, med, n.addr.ID, id, size, 0, 0); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("mediator get: %v", err)
+	}
+	if _, err := mc.Call(ctx, &fnet.DeleteRequest{Piece: id2, Ticket: med.ticketFor(mine, n.addr.ID, id2, fnet.OpDelete, size)}); err != nil {
+		t.Fatalf("mediator delete: %v", err)
+	}
+	// The owner deletes its own piece.
+	if _, err := owner.Call(ctx, &fnet.DeleteRequest{Piece: id, Ticket: med.ticket(n.addr.ID, id, fnet.OpDelete, size)}); err != nil {
+		t.Fatalf("owner delete: %v", err)
+	}
+	storedFiles(t, n.dir, 0)
+}
+
 func TestChallengeOverQUIC(t *testing.T) {
 	t.Parallel()
 	med := newMediator(t)
