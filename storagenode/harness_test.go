@@ -52,8 +52,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func payoutAddress(t testing.TB) string {
-	a, err := btcutil.NewAddressPubKeyHash(bytes.Repeat([]byte{7}, 20), &chaincfg.SimNetParams)
+func payoutAddress(t testing.TB) string { return payoutOn(t, &chaincfg.SimNetParams) }
+
+// payoutOn is a P2PKH address on the given network.
+func payoutOn(t testing.TB, params *chaincfg.Params) string {
+	a, err := btcutil.NewAddressPubKeyHash(bytes.Repeat([]byte{7}, 20), params)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,6 +72,7 @@ type mediator struct {
 	tr *fnet.Transport
 
 	mu         sync.Mutex
+	network    string // "" accepts any, as a mediator without payments
 	policy     fnet.NodePolicy
 	registered map[fnet.NodeID]*fnet.RegisterRequest
 	heartbeats map[fnet.NodeID]int
@@ -124,6 +128,11 @@ func (m *mediator) handle(ctx context.Context, peer fnet.NodeID, s *quic.Stream)
 	case *fnet.RegisterRequest:
 		if r.Node != peer {
 			rep = &fnet.ErrorReply{Code: fnet.CodeUnauthorized, Message: "node id is not the connection's"}
+			break
+		}
+		if m.network != "" && r.Network != m.network { // as the real mediator answers
+			rep = &fnet.ErrorReply{Code: fnet.CodeBadRequest,
+				Message: fmt.Sprintf("bad request: node is paid on %q, this mediator on %q", r.Network, m.network)}
 			break
 		}
 		m.registered[peer] = r
@@ -193,6 +202,8 @@ type nodeOpts struct {
 	dir      string // reuse (restart); default a new temp dir
 	capacity string // default 1GiB
 	mediator string // default med's address
+	network  string // --network; default simnet, "-" for none
+	payout   string // --payout-address; default payoutAddress(t)
 }
 
 func startNode(t testing.TB, med *mediator, o nodeOpts) *node {
@@ -206,15 +217,24 @@ func startNode(t testing.TB, med *mediator, o nodeOpts) *node {
 	if o.mediator == "" {
 		o.mediator = med.tr.Address().String()
 	}
+	if o.network == "" {
+		o.network = "simnet"
+	}
+	if o.payout == "" {
+		o.payout = payoutAddress(t)
+	}
 	os.Remove(filepath.Join(o.dir, storagenode.AddressFile))
 	logPath := filepath.Join(o.dir, fmt.Sprintf("node-%d.log", time.Now().UnixNano()))
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(fincryptBin, "--debug", "storage", "--dir", o.dir, "--listen", "127.0.0.1:0",
-		"--mediator", o.mediator, "--capacity", o.capacity, "--price", "1500",
-		"--payout-address", payoutAddress(t), "--network", "simnet")
+	args := []string{"--debug", "storage", "--dir", o.dir, "--listen", "127.0.0.1:0",
+		"--mediator", o.mediator, "--capacity", o.capacity, "--price", "1500", "--payout-address", o.payout}
+	if o.network != "-" {
+		args = append(args, "--network", o.network)
+	}
+	cmd := exec.Command(fincryptBin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -240,6 +260,9 @@ func startNode(t testing.TB, med *mediator, o nodeOpts) *node {
 		}
 		select {
 		case <-n.done:
+			if _, err := os.Stat(filepath.Join(o.dir, storagenode.AddressFile)); err == nil {
+				continue // it listened, then exited: the caller looks at why
+			}
 			b, _ := os.ReadFile(logPath)
 			t.Fatalf("node exited before listening:\n%s", b)
 		case <-time.After(20 * time.Millisecond):

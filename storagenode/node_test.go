@@ -13,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/btcsuite/btcd/chaincfg"
+
 	"github.com/fincrypt/fincrypt/challenge"
+	realmediator "github.com/fincrypt/fincrypt/mediator"
 	fnet "github.com/fincrypt/fincrypt/net"
 	"github.com/fincrypt/fincrypt/storagenode"
 )
@@ -657,6 +660,7 @@ func TestConfigValidate(t *testing.T) {
 		"garbage address":             func(c *storagenode.Config) { c.Payout = "not-an-address" },
 		"no capacity":                 func(c *storagenode.Config) { c.Capacity = 0 },
 		"no mediator":                 func(c *storagenode.Config) { c.Mediator = fnet.Address{} },
+		"garbage address, no network": func(c *storagenode.Config) { c.Payout, c.Network = "not-an-address", "" },
 		"zero mediator id":            func(c *storagenode.Config) { c.Mediator.ID = fnet.NodeID{} },
 	} {
 		c := base
@@ -676,7 +680,7 @@ func TestCLIRejectsBadFlags(t *testing.T) {
 	med := newMediator(t)
 	out, err := exec.Command(fincryptBin, "storage", "--dir", t.TempDir(), "--listen", "127.0.0.1:0",
 		"--mediator", med.tr.Address().String(), "--capacity", "1GiB", "--price", "1",
-		"--payout-address", payoutAddress(t)).CombinedOutput() // default network mainnet
+		"--payout-address", payoutAddress(t), "--network", "mainnet").CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "payout address") {
 		t.Fatalf("simnet address on mainnet: %v\n%s", err, out)
@@ -699,6 +703,118 @@ func TestCLIRejectsBadFlags(t *testing.T) {
 	id, err := fnet.LoadIdentity(dir)
 	if err != nil || strings.TrimSpace(string(out)) != id.ID().String() {
 		t.Fatalf("id prints %q, identity %v", out, err)
+	}
+}
+
+// A registration the mediator refuses for good (here: another bitcoin
+// network) ends the daemon with exit code 2 and one line saying why.
+func TestRegistrationRefusedExits(t *testing.T) {
+	t.Parallel()
+	med := newMediator(t)
+	med.mu.Lock()
+	med.network = "regtest"
+	med.mu.Unlock()
+	n := startNode(t, med, nodeOpts{}) // --network simnet
+	select {
+	case <-n.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("node still running after a refused registration")
+	}
+	if code := n.cmd.ProcessState.ExitCode(); code != 2 {
+		t.Fatalf("exit code %d, want 2", code)
+	}
+	b, _ := os.ReadFile(n.log)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	last := lines[len(lines)-1]
+	if !strings.HasPrefix(last, "fincrypt: ") || !strings.Contains(last, "refused the registration") ||
+		!strings.Contains(last, `this mediator on "regtest"`) {
+		t.Fatalf("last line %q", last)
+	}
+	if req, _ := med.registration(n.addr.ID); req != nil {
+		t.Fatal("registered anyway")
+	}
+}
+
+// Without --network the node learns the mediator's network: it offers each
+// network its payout address is valid on until the mediator accepts one.
+func TestRegistrationLearnsNetwork(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		mediator string
+		payout   *chaincfg.Params
+	}{
+		{"regtest", &chaincfg.TestNet3Params}, // a base58 testnet address is also a regtest one
+		{"testnet3", &chaincfg.TestNet3Params},
+		{"simnet", &chaincfg.SimNetParams},
+		{"", &chaincfg.MainNetParams}, // a mediator without payments accepts any
+	} {
+		med := newMediator(t)
+		med.mu.Lock()
+		med.network = tc.mediator
+		med.mu.Unlock()
+		n := startNode(t, med, nodeOpts{network: "-", payout: payoutOn(t, tc.payout)})
+		var req *fnet.RegisterRequest
+		waitFor(t, "registration on "+tc.mediator, 10*time.Second, func() bool {
+			req, _ = med.registration(n.addr.ID)
+			return req != nil
+		})
+		want := tc.mediator
+		if want == "" {
+			want = "mainnet"
+		}
+		if req.Network != want {
+			t.Errorf("mediator on %q: node registered on %q, want %q", tc.mediator, req.Network, want)
+		}
+		n.kill()
+	}
+}
+
+// The reviewer's case against the real mediator: a mainnet node and a
+// regtest mediator. Run returns ErrRegistrationRefused instead of retrying
+// for ever.
+func TestRealMediatorRefusesOtherNetwork(t *testing.T) {
+	t.Parallel()
+	mident, _ := fnet.GenerateIdentity()
+	med, err := realmediator.New(quietLog(), mident, realmediator.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0", Network: "regtest"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mctx, mcancel := context.WithCancel(context.Background())
+	mdone := make(chan error, 1)
+	go func() { mdone <- med.Run(mctx) }()
+	t.Cleanup(func() { mcancel(); <-mdone; med.Close() })
+
+	ident, _ := fnet.GenerateIdentity()
+	peer, err := storagenode.New(quietLog(), ident, storagenode.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0",
+		Mediator: med.Address(), Capacity: 1 << 30, Payout: payoutOn(t, &chaincfg.MainNetParams), Network: "mainnet",
+		RetryMin: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err = peer.Run(ctx)
+	if !errors.Is(err, storagenode.ErrRegistrationRefused) || ctx.Err() != nil || !strings.Contains(err.Error(), "regtest") {
+		t.Fatalf("Run: %v (ctx %v)", err, ctx.Err())
+	}
+
+	// The same node without --network registers if its address is valid
+	// on the mediator's network.
+	ident2, _ := fnet.GenerateIdentity()
+	peer2, err := storagenode.New(quietLog(), ident2, storagenode.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0",
+		Mediator: med.Address(), Capacity: 1 << 30, Payout: payoutOn(t, &chaincfg.TestNet3Params)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer2.Close()
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- peer2.Run(ctx2) }()
+	waitFor(t, "registration", 10*time.Second, func() bool { _, ok := peer2.Contact.Policy(); return ok })
+	cancel2()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -22,7 +22,9 @@ func init() {
 		Description: "Stores encrypted pieces for Fincrypt clients under tickets signed by the\n" +
 			"mediator, proves possession when challenged, and is paid in bitcoin.\n\n" +
 			"Once listening it writes its NODEID@host:port to DIR/address. It keeps\n" +
-			"retrying while the mediator is unreachable. Stop it with Ctrl-C.\n\n" +
+			"retrying while the mediator is unreachable, and exits (code 2) if the mediator\n" +
+			"refuses its registration for good, e.g. because the payout address is not on\n" +
+			"the mediator's bitcoin network. Stop it with Ctrl-C.\n\n" +
 			"Example:\n" +
 			"  fincrypt storage --dir /srv/fincrypt --listen 0.0.0.0:7780 --advertise my.host:7780 \\\n" +
 			"    --mediator NODEID@mediator.example:7770 --capacity 500GiB --price 2000 \\\n" +
@@ -35,7 +37,8 @@ func init() {
 			&cli.StringFlag{Name: "capacity", Usage: "disk space offered, e.g. 500GiB", Required: true},
 			&cli.Uint64Flag{Name: "price", Usage: "asking price in `SATS` per GiB per month", Required: true},
 			&cli.StringFlag{Name: "payout-address", Usage: "bitcoin `ADDRESS` for payouts", Required: true},
-			&cli.StringFlag{Name: "network", Usage: "bitcoin network: mainnet, testnet3, regtest or simnet", Value: "mainnet"},
+			&cli.StringFlag{Name: "network", Usage: "bitcoin `NETWORK` of the payout address: mainnet, testnet3, regtest or simnet " +
+				"(default: the mediator's, among those the address is valid on)"},
 		},
 		Action: runStorage,
 	})
@@ -88,6 +91,9 @@ func runStorage(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := peer.Run(ctx); err != nil {
+		if errors.Is(err, storagenode.ErrRegistrationRefused) {
+			return userErr(exitUsage, "storage node: %v", err)
+		}
 		return userErr(exitFailure, "storage node: %v", err)
 	}
 	return nil
