@@ -691,6 +691,9 @@ func TestCLIRejectsBadFlags(t *testing.T) {
 		"--mediator", zero, "--capacity", "1GiB", "--price", "1", "--network", "simnet",
 		"--payout-address", payoutAddress(t)).CombinedOutput()
 	assertUsageLine(t, "all-zero mediator id", out, err, "all zeros")
+	// Missing flags are named, with exit 2.
+	out, err = exec.Command(fincryptBin, "storage", "--dir", t.TempDir(), "--price", "1").CombinedOutput()
+	assertUsageLine(t, "storage without flags", out, err, "missing --mediator, --capacity, --payout-address")
 	// id without --dir is a usage error on one line.
 	out, err = exec.Command(fincryptBin, "id").CombinedOutput()
 	assertUsageLine(t, "id without --dir", out, err, "--dir is required")
