@@ -122,6 +122,31 @@ func TestTicketVerify(t *testing.T) {
 	}
 }
 
+// A ticket is good only from its account or its issuer.
+func TestTicketVerifyFrom(t *testing.T) {
+	med, client, stranger := mustIdentity(t), mustIdentity(t), mustIdentity(t)
+	node := mustIdentity(t).ID()
+	piece := challenge.PieceID{9}
+	now := time.Now()
+	tk := SignTicket(med, Ticket{Node: node, Piece: piece, Op: OpGet, Account: AccountID(client.ID()),
+		Size: 1, Expires: now.Add(time.Minute)})
+	for _, peer := range []NodeID{client.ID(), med.ID()} {
+		if err := tk.VerifyFrom(med.ID(), node, peer, piece, OpGet, now); err != nil {
+			t.Errorf("from %s: %v", peer, err)
+		}
+	}
+	if err := tk.VerifyFrom(med.ID(), node, stranger.ID(), piece, OpGet, now); !errors.Is(err, ErrTicketHolder) || CodeOf(err) != CodeUnauthorized {
+		t.Errorf("from a stranger: %v", err)
+	}
+	// The holder check comes on top of the others.
+	if err := tk.VerifyFrom(med.ID(), node, client.ID(), piece, OpDelete, now); !errors.Is(err, ErrTicketScope) {
+		t.Errorf("other op: %v", err)
+	}
+	if !tk.FromIssuer(med.ID()) || tk.FromIssuer(client.ID()) {
+		t.Error("FromIssuer")
+	}
+}
+
 // sampleMessages has one populated value of every message type.
 func sampleMessages(t testing.TB) []Message {
 	med := mustIdentity(t)

@@ -55,6 +55,7 @@ var (
 	ErrTicketExpired   = fmt.Errorf("%w: expired", ErrTicket)
 	ErrTicketIssuer    = fmt.Errorf("%w: signed by another mediator", ErrTicket)
 	ErrTicketScope     = fmt.Errorf("%w: does not cover this request", ErrTicket)
+	ErrTicketHolder    = fmt.Errorf("%w: presented by a peer that is neither its account nor its issuer", ErrTicket)
 )
 
 // Ticket is a mediator's permission for one operation on one piece at one
@@ -130,8 +131,26 @@ func (s *SignedTicket) decode(d *decoder) {
 	d.fixed(s.Signature[:])
 }
 
+// VerifyFrom is Verify for a ticket presented over a connection that
+// authenticated peer: a ticket is not a bearer token, so peer must also be
+// the ticket's account (the client it was issued to) or its issuer (the
+// mediator, which fetches pieces for repair and deletes).
+func (s *SignedTicket) VerifyFrom(mediator, node, peer NodeID, piece challenge.PieceID, op Op, now time.Time) error {
+	if err := s.Verify(mediator, node, piece, op, now); err != nil {
+		return err
+	}
+	if !s.FromIssuer(peer) && AccountID(peer) != s.Account {
+		return fmt.Errorf("%w: peer %s, account %s", ErrTicketHolder, peer, NodeID(s.Account))
+	}
+	return nil
+}
+
+// FromIssuer reports whether peer is the mediator that signed the ticket.
+func (s *SignedTicket) FromIssuer(peer NodeID) bool { return peer == s.Issuer }
+
 // Verify checks that the ticket is signed by mediator, names this node,
-// this piece and this op, and has not expired at now.
+// this piece and this op, and has not expired at now. It does not check who
+// presents the ticket: a node serving requests uses VerifyFrom.
 func (s *SignedTicket) Verify(mediator, node NodeID, piece challenge.PieceID, op Op, now time.Time) error {
 	if s.Issuer != mediator {
 		return fmt.Errorf("%w: issuer %s, this node trusts %s", ErrTicketIssuer, s.Issuer, mediator)

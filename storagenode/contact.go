@@ -5,20 +5,32 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
 	fnet "github.com/fincrypt/fincrypt/net"
 )
 
+// ErrRegistrationRefused means the mediator refused the node's registration
+// for a reason that retrying cannot fix (wrong network, bad address, bad
+// request, node id): the node stops.
+var ErrRegistrationRefused = errors.New("the mediator refused the registration")
+
 // Contact keeps the node registered with its mediator: it dials, registers,
 // sends heartbeats at the interval the mediator sets, and retries with
-// exponential backoff while the mediator is unreachable. Failures are
-// logged, never fatal.
+// exponential backoff while the mediator is unreachable or fails. A
+// registration refused for good (ErrRegistrationRefused) ends Run.
+//
+// The node offers the mediator its payout network: the configured one, or
+// in turn each network the payout address is valid on, until the mediator
+// accepts one (it accepts only the network it pays on). The accepted one
+// is kept for later registrations.
 type Contact struct {
 	log       *slog.Logger
 	tr        *fnet.Transport
 	mediator  fnet.Address
+	networks  []string // candidates, the accepted one first
 	register  func() *fnet.RegisterRequest
 	heartbeat func() *fnet.Heartbeat
 	retryMin  time.Duration
@@ -39,9 +51,9 @@ type Contact struct {
 // DefaultPolicy applies until the mediator sends one.
 var DefaultPolicy = fnet.NodePolicy{HeartbeatInterval: time.Minute}
 
-func newContact(log *slog.Logger, tr *fnet.Transport, mediator fnet.Address, register func() *fnet.RegisterRequest,
-	heartbeat func() *fnet.Heartbeat, retryMin, retryMax, timeout time.Duration) *Contact {
-	return &Contact{log: log, tr: tr, mediator: mediator, register: register, heartbeat: heartbeat,
+func newContact(log *slog.Logger, tr *fnet.Transport, mediator fnet.Address, networks []string,
+	register func() *fnet.RegisterRequest, heartbeat func() *fnet.Heartbeat, retryMin, retryMax, timeout time.Duration) *Contact {
+	return &Contact{log: log, tr: tr, mediator: mediator, networks: networks, register: register, heartbeat: heartbeat,
 		retryMin: retryMin, retryMax: retryMax, timeout: timeout, policy: DefaultPolicy, wake: make(chan struct{}, 1)}
 }
 
@@ -131,6 +143,9 @@ func (c *Contact) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if errors.Is(err, ErrRegistrationRefused) {
+			return err
+		}
 		c.log.Warn("lost the mediator, retrying", "mediator", c.mediator, "in", backoff, "err", err)
 		if !wait() {
 			return nil
@@ -139,14 +154,50 @@ func (c *Contact) Run(ctx context.Context) error {
 	return nil
 }
 
+// registerOn registers on conn, offering each candidate network in turn.
+// A refusal that retrying cannot fix, for every candidate, is
+// ErrRegistrationRefused; any other failure is transient.
+func (c *Contact) registerOn(ctx context.Context, conn *fnet.Conn) (*fnet.RegisterReply, string, error) {
+	var refusals []string
+	for i, network := range c.networks {
+		req := c.register()
+		req.Network = network
+		rctx, cancel := context.WithTimeout(ctx, c.timeout)
+		rep, err := fnet.CallFor[*fnet.RegisterReply](rctx, conn, req)
+		cancel()
+		if err == nil {
+			if i > 0 { // remember it
+				c.networks = append([]string{network}, append(c.networks[:i:i], c.networks[i+1:]...)...)
+			}
+			return rep, network, nil
+		}
+		var re *fnet.RemoteError
+		if !errors.As(err, &re) || !refusedForGood(re.Code) {
+			return nil, "", fmt.Errorf("register: %w", err)
+		}
+		c.log.Debug("registration refused", "network", network, "err", err)
+		refusals = append(refusals, re.Error())
+	}
+	return nil, "", fmt.Errorf("%w: %s (check --network, --payout-address and --advertise)",
+		ErrRegistrationRefused, strings.Join(refusals, "; "))
+}
+
+// refusedForGood reports whether a mediator that answered a registration
+// with this code would answer the same request again the same way.
+func refusedForGood(code fnet.ErrorCode) bool {
+	switch code {
+	case fnet.CodeBadRequest, fnet.CodeUnauthorized, fnet.CodeUnsupported:
+		return true
+	}
+	return false
+}
+
 // session registers on conn and sends heartbeats until something fails.
 func (c *Contact) session(ctx context.Context, conn *fnet.Conn, backoff *time.Duration) error {
 	for {
-		rctx, cancel := context.WithTimeout(ctx, c.timeout)
-		rep, err := fnet.CallFor[*fnet.RegisterReply](rctx, conn, c.register())
-		cancel()
+		rep, network, err := c.registerOn(ctx, conn)
 		if err != nil {
-			return fmt.Errorf("register: %w", err)
+			return err
 		}
 		c.setPolicy(rep.Policy)
 		c.mu.Lock()
@@ -154,7 +205,7 @@ func (c *Contact) session(ctx context.Context, conn *fnet.Conn, backoff *time.Du
 		c.regs++
 		c.mu.Unlock()
 		*backoff = c.retryMin
-		c.log.Info("registered with the mediator", "mediator", c.mediator)
+		c.log.Info("registered with the mediator", "mediator", c.mediator, "network", network)
 		for {
 			p, _ := c.Policy()
 			t := time.NewTimer(p.HeartbeatInterval)

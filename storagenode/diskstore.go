@@ -27,9 +27,10 @@ import (
 
 // On-disk layout (docs/FORMAT-storage.md).
 const (
-	piecesDir = "pieces"
-	tmpDir    = "tmp"
-	indexDir  = "index"
+	piecesDir     = "pieces"
+	tmpDir        = "tmp"
+	indexDir      = "index"
+	quarantineDir = "quarantine"
 
 	pieceMagic      = "FCPIECE\x00"
 	pieceVersion    = 1
@@ -154,9 +155,10 @@ type DiskStoreOptions struct {
 }
 
 // OpenDiskStore opens (creating) the store in dir and reconciles the index
-// with the piece files: temporary upload files are removed, a piece file
-// without an index entry (never acknowledged) is removed, and an index
-// entry without a valid file is dropped.
+// with the piece files: temporary upload files are removed; a piece file
+// without an index entry whose header, bytes and tree check out is
+// re-indexed with an unknown (zero) account, and any other one is moved to
+// DIR/quarantine/; an index entry without a whole piece file is dropped.
 func OpenDiskStore(dir string, o DiskStoreOptions) (_ *DiskStore, err error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -213,7 +215,9 @@ func (s *DiskStore) writeOpts() *pebble.WriteOptions {
 }
 
 func (s *DiskStore) reconcile() error {
-	// 1. Interrupted uploads.
+	// 1. Interrupted uploads: the only files deleted at start. A piece
+	// reaches its final name by a rename after its fsync, so nothing in
+	// tmp/ was ever acknowledged.
 	tmp := filepath.Join(s.dir, tmpDir)
 	ents, err := os.ReadDir(tmp)
 	if err != nil {
@@ -227,7 +231,8 @@ func (s *DiskStore) reconcile() error {
 	if len(ents) > 0 {
 		s.log.Info("removed interrupted uploads", "count", len(ents))
 	}
-	// 2. Index entries must have a whole piece file.
+	// 2. Index entries must have a whole piece file; a file of the wrong
+	// size is quarantined, not deleted.
 	seen := make(map[challenge.PieceID]struct{})
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{indexPrefix}, UpperBound: []byte{indexPrefix + 1}})
 	if err != nil {
@@ -243,6 +248,9 @@ func (s *DiskStore) reconcile() error {
 		}
 		fi, err := os.Stat(s.piecePath(p.ID))
 		if err != nil || fi.Size() != PieceFileSize(p.Size) {
+			if err == nil {
+				err = fmt.Errorf("file of %d bytes, want %d", fi.Size(), PieceFileSize(p.Size))
+			}
 			s.log.Warn("dropping index entry without a whole piece file", "piece", p.ID, "err", err)
 			drop = append(drop, append([]byte{}, it.Key()...))
 			continue
@@ -258,14 +266,12 @@ func (s *DiskStore) reconcile() error {
 		if err := s.db.Delete(k, pebble.Sync); err != nil {
 			return err
 		}
-		var id challenge.PieceID
-		if len(k) == 1+challenge.HashSize {
-			copy(id[:], k[1:])
-			os.Remove(s.piecePath(id))
-		}
 	}
-	// 3. Piece files must have an index entry.
-	removed := 0
+	// 3. Piece files without an index entry (the index was lost, or a
+	// crash came between the rename and the index commit) are durable
+	// pieces: re-index the valid ones with an unknown account, quarantine
+	// the others.
+	var found, quarantined int
 	err = filepath.WalkDir(filepath.Join(s.dir, piecesDir), func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -277,15 +283,111 @@ func (s *DiskStore) reconcile() error {
 		if _, ok := seen[id]; perr == nil && ok {
 			return nil
 		}
-		removed++
-		return os.Remove(path)
+		var info PieceInfo
+		if perr == nil && filepath.Base(filepath.Dir(path)) != id.String()[:2] {
+			perr = fmt.Errorf("%w: in directory %s", ErrCorrupt, filepath.Base(filepath.Dir(path)))
+		}
+		if perr == nil {
+			info, perr = checkPieceFile(path, id)
+		}
+		if perr != nil {
+			quarantined++
+			return s.quarantine(path, perr)
+		}
+		if err := s.db.Set(indexKey(id), encodeIndex(info), s.writeOpts()); err != nil {
+			return fmt.Errorf("piece %s: index: %w", id, err)
+		}
+		seen[id] = struct{}{}
+		s.used += info.Size
+		s.pieces++
+		found++
+		return nil
 	})
 	if err != nil {
 		return err
 	}
-	if removed > 0 {
-		s.log.Info("removed piece files that were never acknowledged", "count", removed)
+	if found > 0 {
+		s.log.Warn("re-indexed piece files that had no index entry (account unknown until the mediator's live list decides)",
+			"count", found)
 	}
+	if quarantined > 0 {
+		s.log.Warn("moved unreadable piece files to "+quarantineDir, "count", quarantined)
+	}
+	return nil
+}
+
+// checkPieceFile reads a whole piece file and checks everything it holds
+// against id: the header (magic, version, CRC, id), the file's size, the
+// Merkle root of the bytes and every stored tree node. StoredAt is the
+// file's modification time; the account is unknown (zero).
+func checkPieceFile(path string, id challenge.PieceID) (PieceInfo, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return PieceInfo{}, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return PieceInfo{}, err
+	}
+	r := bufio.NewReaderSize(f, 1<<20)
+	h := make([]byte, pieceHeaderSize)
+	if _, err := io.ReadFull(r, h); err != nil {
+		return PieceInfo{}, fmt.Errorf("%w: header: %w", ErrCorrupt, err)
+	}
+	size, err := parsePieceHeader(h, id)
+	if err != nil {
+		return PieceInfo{}, err
+	}
+	if want := PieceFileSize(size); fi.Size() != want {
+		return PieceInfo{}, fmt.Errorf("%w: file of %d bytes, header says %d", ErrCorrupt, fi.Size(), want)
+	}
+	b, err := challenge.NewBuilder(size)
+	if err != nil {
+		return PieceInfo{}, fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	if _, err := io.CopyN(b, r, size); err != nil {
+		return PieceInfo{}, fmt.Errorf("%w: bytes: %w", ErrCorrupt, err)
+	}
+	tree, err := b.Tree()
+	if err != nil {
+		return PieceInfo{}, fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	if tree.Root() != id {
+		return PieceInfo{}, fmt.Errorf("%w: bytes hash to %s", ErrCorrupt, tree.Root())
+	}
+	var node challenge.Hash
+	for l, level := range tree.Levels {
+		for i := range level {
+			if _, err := io.ReadFull(r, node[:]); err != nil {
+				return PieceInfo{}, fmt.Errorf("%w: tree: %w", ErrCorrupt, err)
+			}
+			if node != level[i] {
+				return PieceInfo{}, fmt.Errorf("%w: stored tree node (%d,%d) is wrong", ErrCorrupt, l, i)
+			}
+		}
+	}
+	return PieceInfo{ID: id, Size: size, StoredAt: fi.ModTime()}, nil
+}
+
+// quarantine moves an unreadable piece file to DIR/quarantine/, keeping
+// its name, so that an operator can look at it; nothing there is served.
+func (s *DiskStore) quarantine(path string, why error) error {
+	qdir := filepath.Join(s.dir, quarantineDir)
+	if err := os.MkdirAll(qdir, 0o700); err != nil {
+		return fmt.Errorf("quarantine: %w", err)
+	}
+	dst := filepath.Join(qdir, filepath.Base(path))
+	if _, err := os.Lstat(dst); err == nil {
+		dst = fmt.Sprintf("%s.%d", dst, time.Now().UnixNano())
+	}
+	if err := os.Rename(path, dst); err != nil {
+		return fmt.Errorf("quarantine %s: %w", path, err)
+	}
+	if err := s.syncDirs(filepath.Dir(path), qdir); err != nil {
+		return fmt.Errorf("quarantine %s: %w", path, err)
+	}
+	s.log.Warn("quarantined a piece file", "file", path, "to", dst, "err", why)
 	return nil
 }
 
@@ -562,8 +664,9 @@ func (s *DiskStore) SetOrphaned(id challenge.PieceID, since time.Time) error {
 	return s.db.Set(indexKey(id), encodeIndex(p), s.writeOpts())
 }
 
-// Delete implements PieceStore: the index entry goes first, so that a
-// crash in between leaves only a file that the next start removes.
+// Delete implements PieceStore: the file goes first, so that a crash in
+// between leaves only an index entry without a file, which the next start
+// drops (a file without an entry would be re-indexed as a piece).
 func (s *DiskStore) Delete(id challenge.PieceID) error {
 	unlock := s.lock(id)
 	defer unlock()
@@ -574,6 +677,12 @@ func (s *DiskStore) Delete(id challenge.PieceID) error {
 	if err != nil {
 		return err
 	}
+	if err := os.Remove(s.piecePath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("piece %s: %w", id, err)
+	}
+	if err := s.syncDirs(filepath.Dir(s.piecePath(id))); err != nil {
+		return fmt.Errorf("piece %s: %w", id, err)
+	}
 	if err := s.db.Delete(indexKey(id), s.writeOpts()); err != nil {
 		return fmt.Errorf("piece %s: index: %w", id, err)
 	}
@@ -581,10 +690,7 @@ func (s *DiskStore) Delete(id challenge.PieceID) error {
 	s.used -= p.Size
 	s.pieces--
 	s.mu.Unlock()
-	if err := os.Remove(s.piecePath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("piece %s: %w", id, err)
-	}
-	return s.syncDirs(filepath.Dir(s.piecePath(id)))
+	return nil
 }
 
 // List implements PieceStore.

@@ -211,13 +211,20 @@ func TestDiskStoreReconcile(t *testing.T) {
 	s = open(t, dir, 1<<30)
 	defer s.Close()
 	if _, err := os.Stat(strayPath); !errors.Is(err, os.ErrNotExist) {
-		t.Fatal("unindexed piece file kept")
+		t.Fatal("unreadable unindexed piece file left in pieces/")
+	}
+	if _, err := os.Stat(filepath.Join(dir, quarantineDir, stray.String()+pieceExt)); err != nil {
+		t.Fatalf("unreadable piece file not quarantined: %v", err)
 	}
 	for i, id := range ids {
 		_, err := s.Stat(id)
 		if gone := i == 1 || i == 2; gone != errors.Is(err, ErrNotFound) {
 			t.Fatalf("piece %d: %v", i, err)
 		}
+	}
+	// The truncated file is kept for the operator, out of pieces/.
+	if _, err := os.Stat(filepath.Join(dir, quarantineDir, ids[2].String()+pieceExt)); err != nil {
+		t.Fatalf("truncated piece file not quarantined: %v", err)
 	}
 	if ents, _ := os.ReadDir(filepath.Join(dir, tmpDir)); len(ents) != 0 {
 		t.Fatal("temporary upload kept")
@@ -232,5 +239,93 @@ func TestDiskStoreReconcile(t *testing.T) {
 	f.Close()
 	if _, err := s.Open(ids[0]); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("corrupt header: %v", err)
+	}
+}
+
+// A lost index is rebuilt from the piece files: valid pieces stay served
+// (account unknown), corrupt ones are quarantined, none is deleted.
+func TestDiskStoreRebuildsLostIndex(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, 1<<30)
+	ctx := context.Background()
+	pieces := map[challenge.PieceID][]byte{}
+	var ids []challenge.PieceID
+	for i, n := range []int{1, challenge.LeafSize, 3*challenge.LeafSize + 17, 20_000, 9000} {
+		data, id := randPiece(t, uint64(100+i), n)
+		if err := s.Put(ctx, id, int64(n), fnet.AccountID{byte(i + 1)}, bytes.NewReader(data)); err != nil {
+			t.Fatal(err)
+		}
+		pieces[id] = data
+		ids = append(ids, id)
+	}
+	s.Close()
+	if err := os.RemoveAll(filepath.Join(dir, indexDir)); err != nil {
+		t.Fatal(err)
+	}
+	pathOf := func(id challenge.PieceID) string {
+		return filepath.Join(dir, piecesDir, id.String()[:2], id.String()+pieceExt)
+	}
+	flip := func(id challenge.PieceID, off int64) {
+		f, err := os.OpenFile(pathOf(id), os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := []byte{0}
+		f.ReadAt(b, off)
+		b[0] ^= 0x40
+		f.WriteAt(b, off)
+		f.Close()
+	}
+	// ids[3]: one data byte flipped; ids[4]: one stored tree node flipped
+	// (the bytes still hash to the id, but challenges would read it).
+	flip(ids[3], pieceHeaderSize+12345)
+	flip(ids[4], PieceFileSize(9000)-40)
+	corrupt := map[challenge.PieceID]bool{ids[3]: true, ids[4]: true}
+
+	s = open(t, dir, 1<<30)
+	defer func() { s.Close() }()
+	var wantUsed int64
+	for _, id := range ids {
+		info, err := s.Stat(id)
+		if corrupt[id] {
+			if !errors.Is(err, ErrNotFound) {
+				t.Fatalf("corrupt piece %s indexed: %+v %v", id, info, err)
+			}
+			if _, err := os.Stat(filepath.Join(dir, quarantineDir, id.String()+pieceExt)); err != nil {
+				t.Fatalf("corrupt piece %s not quarantined: %v", id, err)
+			}
+			continue
+		}
+		if err != nil || info.Size != int64(len(pieces[id])) || info.Account != (fnet.AccountID{}) || info.StoredAt.IsZero() {
+			t.Fatalf("piece %s after index loss: %+v %v", id, info, err)
+		}
+		wantUsed += info.Size
+		p, err := s.Open(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, p.Size())
+		if _, err := p.ReadAt(got, 0); err != nil && err != io.EOF {
+			t.Fatal(err)
+		}
+		var nonce challenge.Nonce
+		nonce[0] = 5
+		proof, err := challenge.Prove(p, id, p.Size(), nonce, 4)
+		p.Close()
+		if !bytes.Equal(got, pieces[id]) || err != nil || challenge.Verify(id, int64(len(got)), nonce, 4, proof) != nil {
+			t.Fatalf("piece %s after index loss: data or proof wrong (%v)", id, err)
+		}
+	}
+	if used, n := s.Usage(); n != 3 || used != wantUsed {
+		t.Fatalf("usage %d bytes in %d pieces, want %d in 3", used, n, wantUsed)
+	}
+	if list, err := s.List(nil, 10); err != nil || len(list) != 3 {
+		t.Fatalf("list: %d entries, %v", len(list), err)
+	}
+	// A third start finds everything indexed and changes nothing.
+	s.Close()
+	s = open(t, dir, 1<<30)
+	if used, n := s.Usage(); n != 3 || used != wantUsed {
+		t.Fatalf("usage after another start: %d %d", used, n)
 	}
 }

@@ -68,9 +68,9 @@ func (e *Endpoint) HandleStream(ctx context.Context, peer fnet.NodeID, s *quic.S
 			rep = &fnet.PutReply{}
 		}
 	case *fnet.GetRequest:
-		err = e.get(s, m) // writes its own reply on success
+		err = e.get(peer, s, m) // writes its own reply on success
 	case *fnet.StatRequest:
-		rep, err = e.stat(m)
+		rep, err = e.stat(peer, m)
 	case *fnet.DeleteRequest:
 		err = e.delete(peer, m)
 		if err == nil {
@@ -101,15 +101,17 @@ func (e *Endpoint) reply(s *quic.Stream, m fnet.Message) {
 	}
 }
 
-func (e *Endpoint) checkTicket(piece challenge.PieceID, t *fnet.SignedTicket, op fnet.Op) error {
-	if err := t.Verify(e.mediator, e.self, piece, op, e.now()); err != nil {
+// checkTicket checks the ticket and that peer, the node id the connection
+// authenticated, is the ticket's account or the mediator that issued it.
+func (e *Endpoint) checkTicket(peer fnet.NodeID, piece challenge.PieceID, t *fnet.SignedTicket, op fnet.Op) error {
+	if err := t.VerifyFrom(e.mediator, e.self, peer, piece, op, e.now()); err != nil {
 		return fmt.Errorf("%s %s: %w", op, piece, err)
 	}
 	return nil
 }
 
 func (e *Endpoint) put(ctx context.Context, peer fnet.NodeID, s *quic.Stream, m *fnet.PutRequest) error {
-	if err := e.checkTicket(m.Piece, &m.Ticket, fnet.OpPut); err != nil {
+	if err := e.checkTicket(peer, m.Piece, &m.Ticket, fnet.OpPut); err != nil {
 		return err
 	}
 	if err := challenge.CheckSize(m.Ticket.Size); err != nil {
@@ -124,8 +126,8 @@ func (e *Endpoint) put(ctx context.Context, peer fnet.NodeID, s *quic.Stream, m 
 	return nil
 }
 
-func (e *Endpoint) openChecked(piece challenge.PieceID, t *fnet.SignedTicket, op fnet.Op) (Piece, error) {
-	if err := e.checkTicket(piece, t, op); err != nil {
+func (e *Endpoint) openChecked(peer fnet.NodeID, piece challenge.PieceID, t *fnet.SignedTicket, op fnet.Op) (Piece, error) {
+	if err := e.checkTicket(peer, piece, t, op); err != nil {
 		return nil, err
 	}
 	p, err := e.store.Open(piece)
@@ -139,8 +141,8 @@ func (e *Endpoint) openChecked(piece challenge.PieceID, t *fnet.SignedTicket, op
 	return p, nil
 }
 
-func (e *Endpoint) get(s *quic.Stream, m *fnet.GetRequest) error {
-	p, err := e.openChecked(m.Piece, &m.Ticket, fnet.OpGet)
+func (e *Endpoint) get(peer fnet.NodeID, s *quic.Stream, m *fnet.GetRequest) error {
+	p, err := e.openChecked(peer, m.Piece, &m.Ticket, fnet.OpGet)
 	if err != nil {
 		return err
 	}
@@ -170,8 +172,8 @@ func (e *Endpoint) get(s *quic.Stream, m *fnet.GetRequest) error {
 	return nil
 }
 
-func (e *Endpoint) stat(m *fnet.StatRequest) (fnet.Message, error) {
-	if err := e.checkTicket(m.Piece, &m.Ticket, fnet.OpStat); err != nil {
+func (e *Endpoint) stat(peer fnet.NodeID, m *fnet.StatRequest) (fnet.Message, error) {
+	if err := e.checkTicket(peer, m.Piece, &m.Ticket, fnet.OpStat); err != nil {
 		return nil, err
 	}
 	info, err := e.store.Stat(m.Piece)
@@ -181,9 +183,24 @@ func (e *Endpoint) stat(m *fnet.StatRequest) (fnet.Message, error) {
 	return &fnet.StatReply{Size: uint64(info.Size), StoredAt: info.StoredAt}, nil
 }
 
+// delete removes a piece for the account that stored it, or for the
+// mediator. A piece whose account is unknown (re-indexed after its index
+// entry was lost) is deleted only by the mediator or by the collector.
 func (e *Endpoint) delete(peer fnet.NodeID, m *fnet.DeleteRequest) error {
-	if err := e.checkTicket(m.Piece, &m.Ticket, fnet.OpDelete); err != nil {
+	if err := e.checkTicket(peer, m.Piece, &m.Ticket, fnet.OpDelete); err != nil {
 		return err
+	}
+	if !m.Ticket.FromIssuer(peer) {
+		info, err := e.store.Stat(m.Piece)
+		if errors.Is(err, ErrNotFound) {
+			return nil // deleting a missing piece succeeds
+		}
+		if err != nil {
+			return err
+		}
+		if info.Account != m.Ticket.Account {
+			return fmt.Errorf("delete %s: %w: the piece was stored by another account", m.Piece, fnet.ErrUnauthorized)
+		}
 	}
 	if err := e.store.Delete(m.Piece); err != nil {
 		return err

@@ -52,8 +52,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func payoutAddress(t testing.TB) string {
-	a, err := btcutil.NewAddressPubKeyHash(bytes.Repeat([]byte{7}, 20), &chaincfg.SimNetParams)
+func payoutAddress(t testing.TB) string { return payoutOn(t, &chaincfg.SimNetParams) }
+
+// payoutOn is a P2PKH address on the given network.
+func payoutOn(t testing.TB, params *chaincfg.Params) string {
+	a, err := btcutil.NewAddressPubKeyHash(bytes.Repeat([]byte{7}, 20), params)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,6 +72,7 @@ type mediator struct {
 	tr *fnet.Transport
 
 	mu         sync.Mutex
+	network    string // "" accepts any, as a mediator without payments
 	policy     fnet.NodePolicy
 	registered map[fnet.NodeID]*fnet.RegisterRequest
 	heartbeats map[fnet.NodeID]int
@@ -126,6 +130,11 @@ func (m *mediator) handle(ctx context.Context, peer fnet.NodeID, s *quic.Stream)
 			rep = &fnet.ErrorReply{Code: fnet.CodeUnauthorized, Message: "node id is not the connection's"}
 			break
 		}
+		if m.network != "" && r.Network != m.network { // as the real mediator answers
+			rep = &fnet.ErrorReply{Code: fnet.CodeBadRequest,
+				Message: fmt.Sprintf("bad request: node is paid on %q, this mediator on %q", r.Network, m.network)}
+			break
+		}
 		m.registered[peer] = r
 		rep = &fnet.RegisterReply{Policy: m.policy}
 	case *fnet.Heartbeat:
@@ -160,9 +169,23 @@ func (m *mediator) registration(id fnet.NodeID) (*fnet.RegisterRequest, int) {
 	return m.registered[id], m.heartbeats[id]
 }
 
+// clientIdentity is the account the tests' client connections (dialNode)
+// authenticate as; m.ticket issues tickets to it.
+var clientIdentity = func() *fnet.Identity {
+	id, err := fnet.NewIdentity(bytes.Repeat([]byte{0xc1}, 32))
+	if err != nil {
+		panic(err)
+	}
+	return id
+}()
+
 func (m *mediator) ticket(node fnet.NodeID, piece challenge.PieceID, op fnet.Op, size int64) fnet.SignedTicket {
+	return m.ticketFor(fnet.AccountID(clientIdentity.ID()), node, piece, op, size)
+}
+
+func (m *mediator) ticketFor(acct fnet.AccountID, node fnet.NodeID, piece challenge.PieceID, op fnet.Op, size int64) fnet.SignedTicket {
 	return fnet.SignTicket(m.id, fnet.Ticket{Node: node, Piece: piece, Op: op, Size: size,
-		Account: fnet.AccountID{1}, Expires: time.Now().Add(time.Minute)})
+		Account: acct, Expires: time.Now().Add(time.Minute)})
 }
 
 // node is a storage node running as a child process.
@@ -179,6 +202,8 @@ type nodeOpts struct {
 	dir      string // reuse (restart); default a new temp dir
 	capacity string // default 1GiB
 	mediator string // default med's address
+	network  string // --network; default simnet, "-" for none
+	payout   string // --payout-address; default payoutAddress(t)
 }
 
 func startNode(t testing.TB, med *mediator, o nodeOpts) *node {
@@ -192,15 +217,24 @@ func startNode(t testing.TB, med *mediator, o nodeOpts) *node {
 	if o.mediator == "" {
 		o.mediator = med.tr.Address().String()
 	}
+	if o.network == "" {
+		o.network = "simnet"
+	}
+	if o.payout == "" {
+		o.payout = payoutAddress(t)
+	}
 	os.Remove(filepath.Join(o.dir, storagenode.AddressFile))
 	logPath := filepath.Join(o.dir, fmt.Sprintf("node-%d.log", time.Now().UnixNano()))
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(fincryptBin, "--debug", "storage", "--dir", o.dir, "--listen", "127.0.0.1:0",
-		"--mediator", o.mediator, "--capacity", o.capacity, "--price", "1500",
-		"--payout-address", payoutAddress(t), "--network", "simnet")
+	args := []string{"--debug", "storage", "--dir", o.dir, "--listen", "127.0.0.1:0",
+		"--mediator", o.mediator, "--capacity", o.capacity, "--price", "1500", "--payout-address", o.payout}
+	if o.network != "-" {
+		args = append(args, "--network", o.network)
+	}
+	cmd := exec.Command(fincryptBin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -226,6 +260,9 @@ func startNode(t testing.TB, med *mediator, o nodeOpts) *node {
 		}
 		select {
 		case <-n.done:
+			if _, err := os.Stat(filepath.Join(o.dir, storagenode.AddressFile)); err == nil {
+				continue // it listened, then exited: the caller looks at why
+			}
 			b, _ := os.ReadFile(logPath)
 			t.Fatalf("node exited before listening:\n%s", b)
 		case <-time.After(20 * time.Millisecond):
@@ -249,10 +286,15 @@ func (n *node) kill() {
 	<-n.done
 }
 
-// client dials a node as some client (any identity).
+// dialNode dials a node as the client clientIdentity.
 func dialNode(t testing.TB, addr fnet.Address) *fnet.Conn {
 	t.Helper()
-	id, _ := fnet.GenerateIdentity()
+	return dialAs(t, clientIdentity, addr)
+}
+
+// dialAs dials a node as id.
+func dialAs(t testing.TB, id *fnet.Identity, addr fnet.Address) *fnet.Conn {
+	t.Helper()
 	tr, err := fnet.NewDialer(id, fnet.Config{})
 	if err != nil {
 		t.Fatal(err)

@@ -13,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/btcsuite/btcd/chaincfg"
+
 	"github.com/fincrypt/fincrypt/challenge"
+	realmediator "github.com/fincrypt/fincrypt/mediator"
 	fnet "github.com/fincrypt/fincrypt/net"
 	"github.com/fincrypt/fincrypt/storagenode"
 )
@@ -215,6 +218,79 @@ func TestTicketsRefused(t *testing.T) {
 		t.Fatalf("refused put stored something: %v", err)
 	}
 	storedFiles(t, n.dir, 1)
+}
+
+// A ticket is not a bearer token: only its account or its issuer may use
+// it, and a piece is deleted only for the account that stored it or by the
+// mediator.
+func TestTicketsBoundToAccount(t *testing.T) {
+	t.Parallel()
+	med := newMediator(t)
+	n := startNode(t, med, nodeOpts{})
+	owner := dialNode(t, n.addr)
+	mallory, _ := fnet.GenerateIdentity()
+	thief := dialAs(t, mallory, n.addr)
+	ctx := ctxT(t)
+	data, id := piece(t, 11, 10_000)
+	size := int64(len(data))
+	if err := put(ctx, owner, med, n.addr.ID, id, data); err != nil {
+		t.Fatal(err)
+	}
+	data2, id2 := piece(t, 12, 10_000)
+	mine := fnet.AccountID(mallory.ID())
+	cases := []struct {
+		name string
+		call func() error
+	}{
+		{"get with the owner's ticket", func() error {
+			_, err := get(ctx, thief, med, n.addr.ID, id, size, 0, 0)
+			return err
+		}},
+		{"stat with the owner's ticket", func() error {
+			_, err := stat(ctx, thief, med, n.addr.ID, id)
+			return err
+		}},
+		{"put with the owner's ticket", func() error {
+			return put(ctx, thief, med, n.addr.ID, id2, data2)
+		}},
+		{"delete with the owner's ticket", func() error {
+			_, err := thief.Call(ctx, &fnet.DeleteRequest{Piece: id, Ticket: med.ticket(n.addr.ID, id, fnet.OpDelete, size)})
+			return err
+		}},
+		{"delete of another account's piece", func() error {
+			_, err := thief.Call(ctx, &fnet.DeleteRequest{Piece: id, Ticket: med.ticketFor(mine, n.addr.ID, id, fnet.OpDelete, size)})
+			return err
+		}},
+	}
+	for _, tc := range cases {
+		if err := tc.call(); !isErr(err, fnet.ErrUnauthorized) {
+			t.Errorf("%s: got %v, want unauthorized", tc.name, err)
+		}
+	}
+	if got, err := get(ctx, owner, med, n.addr.ID, id, size, 0, 0); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("piece after refused requests: %v", err)
+	}
+	if _, err := stat(ctx, owner, med, n.addr.ID, id2); !isErr(err, fnet.ErrNotFound) {
+		t.Fatalf("refused put stored something: %v", err)
+	}
+	// With a ticket of its own, the other account gets its own pieces.
+	if err := thief.Put(ctx, &fnet.PutRequest{Piece: id2, Ticket: med.ticketFor(mine, n.addr.ID, id2, fnet.OpPut, size)}, bytes.NewReader(data2)); err != nil {
+		t.Fatalf("put under its own ticket: %v", err)
+	}
+	// The mediator, the tickets' issuer, reads and deletes any account's
+	// pieces (repair and release) over its own connection.
+	mc := dialWith(t, med.tr, n.addr)
+	if got, err := get(ctx, mc, med, n.addr.ID, id, size, 0, 0); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("mediator get: %v", err)
+	}
+	if _, err := mc.Call(ctx, &fnet.DeleteRequest{Piece: id2, Ticket: med.ticketFor(mine, n.addr.ID, id2, fnet.OpDelete, size)}); err != nil {
+		t.Fatalf("mediator delete: %v", err)
+	}
+	// The owner deletes its own piece.
+	if _, err := owner.Call(ctx, &fnet.DeleteRequest{Piece: id, Ticket: med.ticket(n.addr.ID, id, fnet.OpDelete, size)}); err != nil {
+		t.Fatalf("owner delete: %v", err)
+	}
+	storedFiles(t, n.dir, 0)
 }
 
 func TestChallengeOverQUIC(t *testing.T) {
@@ -584,6 +660,8 @@ func TestConfigValidate(t *testing.T) {
 		"garbage address":             func(c *storagenode.Config) { c.Payout = "not-an-address" },
 		"no capacity":                 func(c *storagenode.Config) { c.Capacity = 0 },
 		"no mediator":                 func(c *storagenode.Config) { c.Mediator = fnet.Address{} },
+		"garbage address, no network": func(c *storagenode.Config) { c.Payout, c.Network = "not-an-address", "" },
+		"zero mediator id":            func(c *storagenode.Config) { c.Mediator.ID = fnet.NodeID{} },
 	} {
 		c := base
 		f(&c)
@@ -591,17 +669,35 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
+	c := base
+	c.Mediator.ID = fnet.NodeID{}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "all zeros") {
+		t.Errorf("zero mediator id: %v", err)
+	}
 }
 
 func TestCLIRejectsBadFlags(t *testing.T) {
 	med := newMediator(t)
 	out, err := exec.Command(fincryptBin, "storage", "--dir", t.TempDir(), "--listen", "127.0.0.1:0",
 		"--mediator", med.tr.Address().String(), "--capacity", "1GiB", "--price", "1",
-		"--payout-address", payoutAddress(t)).CombinedOutput() // default network mainnet
+		"--payout-address", payoutAddress(t), "--network", "mainnet").CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "payout address") {
 		t.Fatalf("simnet address on mainnet: %v\n%s", err, out)
 	}
+	// An all-zero mediator id is named as such, not as a missing address.
+	zero := strings.Repeat("a", fnet.NodeIDLen) + "@127.0.0.1:7770"
+	out, err = exec.Command(fincryptBin, "storage", "--dir", t.TempDir(), "--listen", "127.0.0.1:0",
+		"--mediator", zero, "--capacity", "1GiB", "--price", "1", "--network", "simnet",
+		"--payout-address", payoutAddress(t)).CombinedOutput()
+	assertUsageLine(t, "all-zero mediator id", out, err, "all zeros")
+	// Missing flags are named, with exit 2.
+	out, err = exec.Command(fincryptBin, "storage", "--dir", t.TempDir(), "--price", "1").CombinedOutput()
+	assertUsageLine(t, "storage without flags", out, err, "missing --mediator, --capacity, --payout-address")
+	// id without --dir is a usage error on one line.
+	out, err = exec.Command(fincryptBin, "id").CombinedOutput()
+	assertUsageLine(t, "id without --dir", out, err, "--dir is required")
+
 	dir := t.TempDir()
 	out, err = exec.Command(fincryptBin, "id", "--dir", dir).Output()
 	if err != nil {
@@ -610,6 +706,129 @@ func TestCLIRejectsBadFlags(t *testing.T) {
 	id, err := fnet.LoadIdentity(dir)
 	if err != nil || strings.TrimSpace(string(out)) != id.ID().String() {
 		t.Fatalf("id prints %q, identity %v", out, err)
+	}
+}
+
+// A registration the mediator refuses for good (here: another bitcoin
+// network) ends the daemon with exit code 2 and one line saying why.
+func TestRegistrationRefusedExits(t *testing.T) {
+	t.Parallel()
+	med := newMediator(t)
+	med.mu.Lock()
+	med.network = "regtest"
+	med.mu.Unlock()
+	n := startNode(t, med, nodeOpts{}) // --network simnet
+	select {
+	case <-n.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("node still running after a refused registration")
+	}
+	if code := n.cmd.ProcessState.ExitCode(); code != 2 {
+		t.Fatalf("exit code %d, want 2", code)
+	}
+	b, _ := os.ReadFile(n.log)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	last := lines[len(lines)-1]
+	if !strings.HasPrefix(last, "fincrypt: ") || !strings.Contains(last, "refused the registration") ||
+		!strings.Contains(last, `this mediator on "regtest"`) {
+		t.Fatalf("last line %q", last)
+	}
+	if req, _ := med.registration(n.addr.ID); req != nil {
+		t.Fatal("registered anyway")
+	}
+}
+
+// Without --network the node learns the mediator's network: it offers each
+// network its payout address is valid on until the mediator accepts one.
+func TestRegistrationLearnsNetwork(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		mediator string
+		payout   *chaincfg.Params
+	}{
+		{"regtest", &chaincfg.TestNet3Params}, // a base58 testnet address is also a regtest one
+		{"testnet3", &chaincfg.TestNet3Params},
+		{"simnet", &chaincfg.SimNetParams},
+		{"", &chaincfg.MainNetParams}, // a mediator without payments accepts any
+	} {
+		med := newMediator(t)
+		med.mu.Lock()
+		med.network = tc.mediator
+		med.mu.Unlock()
+		n := startNode(t, med, nodeOpts{network: "-", payout: payoutOn(t, tc.payout)})
+		var req *fnet.RegisterRequest
+		waitFor(t, "registration on "+tc.mediator, 10*time.Second, func() bool {
+			req, _ = med.registration(n.addr.ID)
+			return req != nil
+		})
+		want := tc.mediator
+		if want == "" {
+			want = "mainnet"
+		}
+		if req.Network != want {
+			t.Errorf("mediator on %q: node registered on %q, want %q", tc.mediator, req.Network, want)
+		}
+		n.kill()
+	}
+}
+
+// The reviewer's case against the real mediator: a mainnet node and a
+// regtest mediator. Run returns ErrRegistrationRefused instead of retrying
+// for ever.
+func TestRealMediatorRefusesOtherNetwork(t *testing.T) {
+	t.Parallel()
+	mident, _ := fnet.GenerateIdentity()
+	med, err := realmediator.New(quietLog(), mident, realmediator.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0", Network: "regtest"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mctx, mcancel := context.WithCancel(context.Background())
+	mdone := make(chan error, 1)
+	go func() { mdone <- med.Run(mctx) }()
+	t.Cleanup(func() { mcancel(); <-mdone; med.Close() })
+
+	ident, _ := fnet.GenerateIdentity()
+	peer, err := storagenode.New(quietLog(), ident, storagenode.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0",
+		Mediator: med.Address(), Capacity: 1 << 30, Payout: payoutOn(t, &chaincfg.MainNetParams), Network: "mainnet",
+		RetryMin: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err = peer.Run(ctx)
+	if !errors.Is(err, storagenode.ErrRegistrationRefused) || ctx.Err() != nil || !strings.Contains(err.Error(), "regtest") {
+		t.Fatalf("Run: %v (ctx %v)", err, ctx.Err())
+	}
+
+	// The same node without --network registers if its address is valid
+	// on the mediator's network.
+	ident2, _ := fnet.GenerateIdentity()
+	peer2, err := storagenode.New(quietLog(), ident2, storagenode.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0",
+		Mediator: med.Address(), Capacity: 1 << 30, Payout: payoutOn(t, &chaincfg.TestNet3Params)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer2.Close()
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- peer2.Run(ctx2) }()
+	waitFor(t, "registration", 10*time.Second, func() bool { _, ok := peer2.Contact.Policy(); return ok })
+	cancel2()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// assertUsageLine checks a CLI run that must exit 2 with one line naming
+// the problem.
+func assertUsageLine(t *testing.T, what string, out []byte, err error, words string) {
+	t.Helper()
+	var ee *exec.ExitError
+	msg := strings.TrimRight(string(out), "\n")
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || strings.Contains(msg, "\n") || !strings.Contains(msg, words) {
+		t.Fatalf("%s: %v, want exit 2 and one line with %q:\n%s", what, err, words, out)
 	}
 }
 

@@ -33,7 +33,10 @@ type Config struct {
 	Capacity  int64        // bytes of pieces offered
 	Price     uint64       // satoshis per GiB per month
 	Payout    string       // bitcoin address for payouts
-	Network   string       // mainnet, testnet3, regtest or simnet
+	// Network is the bitcoin network of Payout: mainnet, testnet3, regtest
+	// or simnet. Empty: the mediator's, learnt by registering (see
+	// PayoutNetworks).
+	Network string
 
 	RetryMin       time.Duration // first retry delay when the mediator is unreachable (1s)
 	RetryMax       time.Duration // longest retry delay (1m)
@@ -61,22 +64,20 @@ func (c *Config) Validate() error {
 	if c.Listen == "" {
 		return fmt.Errorf("%w: no listen address", ErrConfig)
 	}
-	if c.Mediator.ID.IsZero() || c.Mediator.HostPort == "" {
+	switch {
+	case c.Mediator.ID.IsZero() && c.Mediator.HostPort == "":
 		return fmt.Errorf("%w: no mediator address (NODEID@host:port)", ErrConfig)
+	case c.Mediator.ID.IsZero():
+		return fmt.Errorf("%w: mediator address %s: the node id is all zeros, which is no node's key "+
+			"(the mediator prints its id with `fincrypt id --dir MEDIATOR_DIR`)", ErrConfig, c.Mediator)
+	case c.Mediator.HostPort == "":
+		return fmt.Errorf("%w: mediator %s has no host:port (NODEID@host:port)", ErrConfig, c.Mediator.ID)
 	}
 	if c.Capacity < challenge.LeafSize {
 		return fmt.Errorf("%w: capacity %d bytes is too small", ErrConfig, c.Capacity)
 	}
-	params, ok := Networks[c.Network]
-	if !ok {
-		return fmt.Errorf("%w: unknown network %q (mainnet, testnet3, regtest, simnet)", ErrConfig, c.Network)
-	}
-	addr, err := btcutil.DecodeAddress(c.Payout, params)
-	if err != nil {
-		return fmt.Errorf("%w: payout address %q: %v", ErrConfig, c.Payout, err)
-	}
-	if !addr.IsForNet(params) {
-		return fmt.Errorf("%w: payout address %q is not a %s address", ErrConfig, c.Payout, c.Network)
+	if _, err := c.PayoutNetworks(); err != nil {
+		return err
 	}
 	if c.RetryMin <= 0 {
 		c.RetryMin = time.Second
@@ -91,6 +92,42 @@ func (c *Config) Validate() error {
 		c.IdleTimeout = 30 * time.Second
 	}
 	return nil
+}
+
+// networkOrder is the order in which PayoutNetworks lists the networks an
+// address is valid on (base58 testnet addresses are also regtest ones).
+var networkOrder = []string{"mainnet", "testnet3", "regtest", "simnet"}
+
+// PayoutNetworks returns the networks the node offers the mediator at
+// registration: Network if set (the payout address must be for it), else
+// every network the payout address is valid on. The mediator accepts the
+// one it pays on; see Contact.
+func (c *Config) PayoutNetworks() ([]string, error) {
+	if c.Network != "" {
+		params, ok := Networks[c.Network]
+		if !ok {
+			return nil, fmt.Errorf("%w: unknown network %q (mainnet, testnet3, regtest, simnet)", ErrConfig, c.Network)
+		}
+		addr, err := btcutil.DecodeAddress(c.Payout, params)
+		if err != nil {
+			return nil, fmt.Errorf("%w: payout address %q: %v", ErrConfig, c.Payout, err)
+		}
+		if !addr.IsForNet(params) {
+			return nil, fmt.Errorf("%w: payout address %q is not a %s address", ErrConfig, c.Payout, c.Network)
+		}
+		return []string{c.Network}, nil
+	}
+	var nets []string
+	for _, n := range networkOrder {
+		if addr, err := btcutil.DecodeAddress(c.Payout, Networks[n]); err == nil && addr.IsForNet(Networks[n]) {
+			nets = append(nets, n)
+		}
+	}
+	if len(nets) == 0 {
+		return nil, fmt.Errorf("%w: payout address %q is not a bitcoin address of any network (mainnet, testnet3, regtest, simnet)",
+			ErrConfig, c.Payout)
+	}
+	return nets, nil
 }
 
 // Peer is a running storage node.
@@ -148,7 +185,11 @@ func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error
 	}
 
 	{ // mediator contact
-		p.Contact = newContact(log.With("service", "contact"), p.Transport, cfg.Mediator,
+		nets, err := cfg.PayoutNetworks()
+		if err != nil {
+			return nil, err
+		}
+		p.Contact = newContact(log.With("service", "contact"), p.Transport, cfg.Mediator, nets,
 			p.registerRequest, p.heartbeat, cfg.RetryMin, cfg.RetryMax, cfg.RequestTimeout)
 		p.Contact.handler = p.Endpoint
 	}
@@ -184,7 +225,7 @@ func (p *Peer) registerRequest() *fnet.RegisterRequest {
 	return &fnet.RegisterRequest{
 		Node: p.Identity.ID(), Address: p.Address().String(),
 		Capacity: uint64(p.Store.Capacity()), Used: uint64(used), Pieces: uint64(n),
-		Price: p.Config.Price, PayoutAddress: p.Config.Payout, Network: p.Config.Network,
+		Price: p.Config.Price, PayoutAddress: p.Config.Payout,
 	}
 }
 
@@ -193,7 +234,9 @@ func (p *Peer) heartbeat() *fnet.Heartbeat {
 	return &fnet.Heartbeat{Capacity: uint64(p.Store.Capacity()), Used: uint64(used), Pieces: uint64(n)}
 }
 
-// Run serves until ctx is done or a service fails.
+// Run serves until ctx is done or a service fails. A registration the
+// mediator refuses for good ends it with an error that wraps
+// ErrRegistrationRefused.
 func (p *Peer) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

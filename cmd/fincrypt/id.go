@@ -16,9 +16,16 @@ func init() {
 			"DIR/identity, creating the identity if DIR has none yet. Others pin it in\n" +
 			"addresses of the form NODEID@host:port.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "dir", Usage: "the daemon's `DIR`", Required: true},
+			// Not Required: urfave/cli would exit 1 with a generic message.
+			&cli.StringFlag{Name: "dir", Usage: "the daemon's `DIR` (required)"},
 		},
 		Action: func(c *cli.Context) error {
+			if c.String("dir") == "" {
+				return userErr(exitUsage, "id: --dir is required (the directory of a storage node or mediator)")
+			}
+			if c.Args().Present() {
+				return userErr(exitUsage, "id: unexpected argument %q (give the directory with --dir)", c.Args().First())
+			}
 			ident, err := fnet.LoadOrCreateIdentity(c.String("dir"))
 			if err != nil {
 				return userErr(exitFailure, "identity: %v", err)

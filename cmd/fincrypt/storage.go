@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -22,26 +23,45 @@ func init() {
 		Description: "Stores encrypted pieces for Fincrypt clients under tickets signed by the\n" +
 			"mediator, proves possession when challenged, and is paid in bitcoin.\n\n" +
 			"Once listening it writes its NODEID@host:port to DIR/address. It keeps\n" +
-			"retrying while the mediator is unreachable. Stop it with Ctrl-C.\n\n" +
+			"retrying while the mediator is unreachable, and exits (code 2) if the mediator\n" +
+			"refuses its registration for good, e.g. because the payout address is not on\n" +
+			"the mediator's bitcoin network. Stop it with Ctrl-C.\n\n" +
 			"Example:\n" +
 			"  fincrypt storage --dir /srv/fincrypt --listen 0.0.0.0:7780 --advertise my.host:7780 \\\n" +
 			"    --mediator NODEID@mediator.example:7770 --capacity 500GiB --price 2000 \\\n" +
 			"    --payout-address bc1q...",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "dir", Usage: "the node's `DIR`: identity, pieces and index", Required: true},
+			&cli.StringFlag{Name: "dir", Usage: "the node's `DIR`: identity, pieces and index (required)"},
 			&cli.StringFlag{Name: "listen", Usage: "UDP `HOST:PORT` to listen on (port 0: any free port)", Value: "0.0.0.0:7780"},
 			&cli.StringFlag{Name: "advertise", Usage: "`HOST:PORT` that others dial, when it differs from --listen"},
-			&cli.StringFlag{Name: "mediator", Usage: "the mediator's `NODEID@HOST:PORT`", Required: true},
-			&cli.StringFlag{Name: "capacity", Usage: "disk space offered, e.g. 500GiB", Required: true},
-			&cli.Uint64Flag{Name: "price", Usage: "asking price in `SATS` per GiB per month", Required: true},
-			&cli.StringFlag{Name: "payout-address", Usage: "bitcoin `ADDRESS` for payouts", Required: true},
-			&cli.StringFlag{Name: "network", Usage: "bitcoin network: mainnet, testnet3, regtest or simnet", Value: "mainnet"},
+			&cli.StringFlag{Name: "mediator", Usage: "the mediator's `NODEID@HOST:PORT` (required)"},
+			&cli.StringFlag{Name: "capacity", Usage: "disk space offered, e.g. 500GiB (required)"},
+			&cli.Uint64Flag{Name: "price", Usage: "asking price in `SATS` per GiB per month (required)"},
+			&cli.StringFlag{Name: "payout-address", Usage: "bitcoin `ADDRESS` for payouts (required)"},
+			&cli.StringFlag{Name: "network", Usage: "bitcoin `NETWORK` of the payout address: mainnet, testnet3, regtest or simnet " +
+				"(default: the mediator's, among those the address is valid on)"},
 		},
 		Action: runStorage,
 	})
 }
 
+// requiredStorageFlags are checked here rather than by urfave/cli, whose
+// error would exit 1 instead of 2.
+var requiredStorageFlags = []string{"dir", "mediator", "capacity", "price", "payout-address"}
+
 func storageConfig(c *cli.Context) (storagenode.Config, error) {
+	var missing []string
+	for _, f := range requiredStorageFlags {
+		if !c.IsSet(f) {
+			missing = append(missing, "--"+f)
+		}
+	}
+	if len(missing) > 0 {
+		return storagenode.Config{}, userErr(exitUsage, "storage: missing %s (see fincrypt storage --help)", strings.Join(missing, ", "))
+	}
+	if c.Args().Present() {
+		return storagenode.Config{}, userErr(exitUsage, "storage: unexpected argument %q (see fincrypt storage --help)", c.Args().First())
+	}
 	med, err := fnet.ParseAddress(c.String("mediator"))
 	if err != nil {
 		return storagenode.Config{}, userErr(exitUsage, "--mediator: %v", err)
@@ -88,6 +108,9 @@ func runStorage(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := peer.Run(ctx); err != nil {
+		if errors.Is(err, storagenode.ErrRegistrationRefused) {
+			return userErr(exitUsage, "storage node: %v", err)
+		}
 		return userErr(exitFailure, "storage node: %v", err)
 	}
 	return nil
