@@ -13,6 +13,7 @@ package fs
 import (
 	"errors"
 	"fmt"
+	"github.com/fincrypt/fincrypt/internal/fsutil"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -287,37 +288,7 @@ func (m *Mounted) Unmount() error {
 }
 
 // isMounted reports whether dir is a mount point in this mount namespace.
-func isMounted(dir string) bool {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return true // cannot tell; assume the worst
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && unescapeMountPath(f[4]) == dir {
-			return true
-		}
-	}
-	return false
-}
-
-// unescapeMountPath undoes the octal escapes of /proc/self/mountinfo.
-func unescapeMountPath(s string) string {
-	if !strings.Contains(s, "\\") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+func isMounted(dir string) bool { return fsutil.IsMountPoint(dir) }
 
 // Detach unmounts lazily (umount -l): the mount point is freed at once,
 // programs that still hold files or directories of the mount keep using
