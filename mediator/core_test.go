@@ -502,13 +502,16 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, edit := range map[string]func(*Config){
-		"threshold at K":         func(c *Config) { c.RepairThreshold = 2 },
-		"threshold above N":      func(c *Config) { c.RepairThreshold = 6 },
-		"expansion below 2":      func(c *Config) { c.Scheme.K = 3 },
-		"negative period":        func(c *Config) { c.Period = -1 },
-		"timeout above period":   func(c *Config) { c.ChallengeTimeout = 2 * c.Period },
-		"sample too large":       func(c *Config) { c.ChallengeSample = 100 },
-		"grace shorter than ttl": func(c *Config) { c.GracePeriod = time.Second },
+		"threshold at K":           func(c *Config) { c.RepairThreshold = 2 },
+		"threshold above N":        func(c *Config) { c.RepairThreshold = 6 },
+		"expansion below 2":        func(c *Config) { c.Scheme.K = 3 },
+		"negative period":          func(c *Config) { c.Period = -1 },
+		"timeout above period":     func(c *Config) { c.ChallengeTimeout = 2 * c.Period },
+		"sample too large":         func(c *Config) { c.ChallengeSample = 100 },
+		"grace shorter than ttl":   func(c *Config) { c.GracePeriod = time.Second },
+		"offline below heartbeat":  func(c *Config) { c.OfflineAfter = time.Second },
+		"offline at online window": func(c *Config) { c.OfflineAfter = c.OnlineWindow },
+		"window below heartbeat":   func(c *Config) { c.OnlineWindow = c.HeartbeatInterval / 2 },
 	} {
 		c := ok
 		edit(&c)

@@ -33,21 +33,21 @@ func init() {
 			"control socket DIR/control.sock. Stop it with Ctrl-C.\n\n" +
 			"Example:\n" +
 			"  fincrypt mediator --dir /srv/mediator --listen 0.0.0.0:7770 --advertise my.host:7770\n" +
-			"  fincrypt mediator --dir /tmp/m --listen 127.0.0.1:0 --period 5s --offline-after 15s",
+			"  fincrypt mediator --dir /tmp/m --listen 127.0.0.1:0 --period 5s --heartbeat 1s --offline-after 15s",
 		Flags: []cli.Flag{
 			// Not Required: urfave/cli would then demand it before `status` too.
 			&cli.StringFlag{Name: "dir", Usage: "the mediator's `DIR`: identity, state, address, control socket (required)"},
 			&cli.StringFlag{Name: "listen", Usage: "UDP `HOST:PORT` to listen on (port 0: any free port)", Value: "127.0.0.1:7770"},
 			&cli.StringFlag{Name: "advertise", Usage: "`HOST:PORT` that others dial, when it differs from --listen"},
 			&cli.StringFlag{Name: "scheme", Usage: "default erasure scheme `K/N`: any K of N pieces rebuild a segment (N/K >= 2)", Value: mediator.DefaultScheme.String()},
-			&cli.IntFlag{Name: "repair-threshold", Usage: "repair a segment with fewer healthy pieces than `T` (K < T <= N; default 4 for 2/5)"},
+			&cli.IntFlag{Name: "repair-threshold", Usage: "repair a segment with fewer healthy pieces than `T` (K < T <= N)", DefaultText: "4 for 2/5, else K+(N-K+1)/2"},
 			&cli.DurationFlag{Name: "period", Usage: "time between challenge rounds", Value: mediator.DefaultPeriod},
 			&cli.DurationFlag{Name: "offline-after", Usage: "a node silent this long has its pieces counted lost and repaired", Value: mediator.DefaultOfflineAfter},
 			&cli.DurationFlag{Name: "heartbeat", Usage: "heartbeat interval asked of nodes", Value: mediator.DefaultHeartbeatInterval},
-			&cli.DurationFlag{Name: "online-window", Usage: "a node silent longer counts as offline (default: 3 heartbeats)"},
+			&cli.DurationFlag{Name: "online-window", Usage: "a node silent longer counts as offline (heartbeat <= window < offline-after)", DefaultText: "3 heartbeats"},
 			&cli.IntFlag{Name: "challenge-sample", Usage: "pieces challenged per node per period", Value: mediator.DefaultChallengeSample},
 			&cli.IntFlag{Name: "challenge-openings", Usage: "leaves opened per challenged piece", Value: mediator.DefaultChallengeOpenings},
-			&cli.DurationFlag{Name: "challenge-timeout", Usage: "deadline for a node's answer (default: min(period/2, 30s))"},
+			&cli.DurationFlag{Name: "challenge-timeout", Usage: "deadline for a node's answer", DefaultText: "min(period/2, 30s)"},
 			&cli.DurationFlag{Name: "ticket-ttl", Usage: "lifetime of tickets and uncommitted placements", Value: mediator.DefaultTicketTTL},
 			&cli.DurationFlag{Name: "grace-period", Usage: "nodes delete pieces without contract after this long", Value: mediator.DefaultGracePeriod},
 			&cli.StringFlag{Name: "network", Usage: "bitcoin network nodes must be paid on (empty: any; a private network)"},
@@ -113,7 +113,13 @@ func runMediator(c *cli.Context) error {
 		if errors.Is(err, mediator.ErrConfig) {
 			return userErr(exitUsage, "%v", err)
 		}
-		return userErr(exitBusy, "mediator: %v", err)
+		if errors.Is(err, mediator.ErrLocked) {
+			return userErr(exitBusy, "mediator: %v", err)
+		}
+		if errors.Is(err, mediator.ErrListen) {
+			return userErr(exitUsage, "mediator: %v", err)
+		}
+		return userErr(exitFailure, "mediator: %v", err)
 	}
 	defer peer.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
