@@ -168,6 +168,7 @@ func newWorld(t *testing.T, n int, prices ...uint64) *world {
 	w.mem = &memNodes{mediator: mid.ID(), now: w.now, nodes: map[fnet.NodeID]*memNode{}}
 	w.c = newCore(testConfig(), w.store, mid, w.mem)
 	w.c.now = w.now
+	w.c.started = w.now()
 	for i := 0; i < n; i++ {
 		price := uint64(100 + i)
 		if i < len(prices) {
