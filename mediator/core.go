@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -62,6 +63,9 @@ type core struct {
 
 	resMu    sync.Mutex
 	reserved map[SegmentID]reservation // uncommitted placements
+	// resPieces indexes reserved by (node, piece id): the placements that
+	// put that piece id on that node.
+	resPieces map[nodePiece][]SegmentID
 
 	bg       sync.WaitGroup // background deletes
 	bgCtx    context.Context
@@ -80,6 +84,7 @@ func newCore(cfg Config, store Store, id *fnet.Identity, nodes NodeClient) *core
 	c := &core{
 		cfg: cfg, log: cfg.Logger, store: store, id: id, nodes: nodes,
 		now: time.Now, started: time.Now(), reserved: map[SegmentID]reservation{},
+		resPieces: map[nodePiece][]SegmentID{},
 	}
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
 	return c
@@ -126,7 +131,7 @@ func (c *core) reservedBytes(now time.Time) map[fnet.NodeID]int64 {
 	out := map[fnet.NodeID]int64{}
 	for id, r := range c.reserved {
 		if now.After(r.expires) {
-			delete(c.reserved, id)
+			c.dropReservation(id)
 			continue
 		}
 		for _, n := range r.nodes {
@@ -150,7 +155,14 @@ func (c *core) reserve(seg SegmentID, r reservation) error {
 	if n >= MaxPendingPerAccount {
 		return fmt.Errorf("%w: %d placements await their commit (at most %d per account)", ErrTooManyPending, n, MaxPendingPerAccount)
 	}
+	c.dropReservation(seg)
 	c.reserved[seg] = r
+	for i, n := range r.nodes {
+		if i < len(r.pieces) {
+			k := nodePiece{n, r.pieces[i]}
+			c.resPieces[k] = append(c.resPieces[k], seg)
+		}
+	}
 	return nil
 }
 
@@ -164,14 +176,40 @@ func (r reservation) holds(node fnet.NodeID, piece challenge.PieceID) bool {
 	return false
 }
 
+type nodePiece struct {
+	node  fnet.NodeID
+	piece challenge.PieceID
+}
+
+// dropReservation removes a reservation and its index entries (resMu held).
+func (c *core) dropReservation(seg SegmentID) {
+	r, ok := c.reserved[seg]
+	if !ok {
+		return
+	}
+	delete(c.reserved, seg)
+	for i, n := range r.nodes {
+		if i >= len(r.pieces) {
+			continue
+		}
+		k := nodePiece{n, r.pieces[i]}
+		segs := slices.DeleteFunc(c.resPieces[k], func(s SegmentID) bool { return s == seg })
+		if len(segs) == 0 {
+			delete(c.resPieces, k)
+		} else {
+			c.resPieces[k] = segs
+		}
+	}
+}
+
 // reservedPiece reports whether a live placement other than except puts
 // piece on node.
 func (c *core) reservedPiece(node fnet.NodeID, piece challenge.PieceID, except SegmentID) bool {
 	c.resMu.Lock()
 	defer c.resMu.Unlock()
 	now := c.now()
-	for id, r := range c.reserved {
-		if id != except && !now.After(r.expires) && r.holds(node, piece) {
+	for _, id := range c.resPieces[nodePiece{node, piece}] {
+		if r, ok := c.reserved[id]; ok && id != except && !now.After(r.expires) && r.holds(node, piece) {
 			return true
 		}
 	}
@@ -180,7 +218,7 @@ func (c *core) reservedPiece(node fnet.NodeID, piece challenge.PieceID, except S
 
 func (c *core) unreserve(seg SegmentID) {
 	c.resMu.Lock()
-	delete(c.reserved, seg)
+	c.dropReservation(seg)
 	c.resMu.Unlock()
 }
 
