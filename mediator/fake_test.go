@@ -32,6 +32,8 @@ type memNodes struct {
 	now      func() time.Time
 	nodes    map[fnet.NodeID]*memNode
 	puts     atomic.Int64
+	// challenged counts the challenges sent to each node.
+	challenged map[fnet.NodeID]int
 }
 
 func (m *memNodes) node(addr fnet.Address) (*memNode, error) {
@@ -45,6 +47,10 @@ func (m *memNodes) node(addr fnet.Address) (*memNode, error) {
 func (m *memNodes) Challenge(_ context.Context, addr fnet.Address, req *fnet.ChallengeRequest) (*fnet.ChallengeResponse, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.challenged == nil {
+		m.challenged = map[fnet.NodeID]int{}
+	}
+	m.challenged[addr.ID]++
 	n, err := m.node(addr)
 	if err != nil {
 		return nil, err

@@ -45,6 +45,7 @@ func (c *core) RepairScan(ctx context.Context) (RepairResult, error) {
 	if _, err := c.store.DeletePendingBefore(ctx, now); err != nil {
 		return res, err
 	}
+	silent := map[fnet.NodeID]bool{} // nodes that did not answer a revival challenge in this scan
 	var after SegmentID
 	for {
 		var page []*Segment
@@ -78,7 +79,7 @@ func (c *core) RepairScan(ctx context.Context) (RepairResult, error) {
 			}
 			// Before rebuilding, take back the pieces whose node is online
 			// again and still holds them.
-			if revived := c.revive(ctx, seg, nodes, now); revived > 0 {
+			if revived := c.revive(ctx, seg, nodes, now, silent); revived > 0 {
 				res.Revived += revived
 				if seg, err = c.store.GetSegment(ctx, seg.ID); errors.Is(err, ErrNotFound) {
 					continue
@@ -143,14 +144,15 @@ func (c *core) markGone(ctx context.Context, id SegmentID, nodes map[fnet.NodeID
 
 // revive challenges the pieces of seg in state offline whose node is
 // online (at the scan's start) and makes those that verify healthy again.
-// It returns how many; a node that cannot be reached is left for later.
-func (c *core) revive(ctx context.Context, seg *Segment, nodes map[fnet.NodeID]*Node, now time.Time) int {
+// It returns how many. A node that cannot be reached is added to silent
+// and not asked again in this scan.
+func (c *core) revive(ctx context.Context, seg *Segment, nodes map[fnet.NodeID]*Node, now time.Time, silent map[fnet.NodeID]bool) int {
 	byNode := map[fnet.NodeID][]PieceRef{}
 	for _, p := range seg.Pieces {
 		if p.State != PieceOffline {
 			continue
 		}
-		if n := nodes[p.Node]; n != nil && c.online(n, now) {
+		if n := nodes[p.Node]; n != nil && c.online(n, now) && !silent[p.Node] {
 			byNode[p.Node] = append(byNode[p.Node], PieceRef{
 				Segment: seg.ID, Index: p.Index, ID: p.ID, Size: seg.PieceSize, Account: seg.Account, State: p.State,
 			})
@@ -161,6 +163,7 @@ func (c *core) revive(ctx context.Context, seg *Segment, nodes map[fnet.NodeID]*
 		res, reached, err := c.challengePieces(ctx, nodes[id], refs)
 		if err != nil || !reached {
 			c.log.Info("revive: node did not answer", "segment", seg.ID, "node", id, "err", err)
+			silent[id] = true
 			continue
 		}
 		n, err := c.recordRevival(ctx, id, res)

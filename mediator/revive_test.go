@@ -370,3 +370,37 @@ func TestSegmentRecordV2Loads(t *testing.T) {
 		t.Fatal("sample does not re-encode to the same bytes")
 	}
 }
+
+// TestReviveAsksASilentNodeOncePerScan: a node that heartbeats but does
+// not answer is challenged for revival once per scan, not once per
+// segment (each attempt waits for the challenge deadline).
+func TestReviveAsksASilentNodeOncePerScan(t *testing.T) {
+	w := newWorld(t, 5)
+	w.c.cfg.RepairThreshold = 5
+	ctx := context.Background()
+	acct := w.account()
+	a, _ := w.storeSegment(acct, 3000)
+	w.storeSegment(acct, 3000)
+	x := w.segment(a).Pieces[0].Node
+	w.mem.nodes[x].down = true
+	w.advance(w.c.cfg.OfflineAfter + time.Minute)
+	w.heartbeat()
+	if rr, err := w.c.RepairScan(ctx); err != nil || rr.MarkedLost != 2 {
+		t.Fatalf("scan: %+v %v", rr, err)
+	}
+	w.mem.nodes[x].down, w.mem.nodes[x].mute = false, true
+	w.heartbeat()
+	before := w.mem.challenged[x]
+	if rr, err := w.c.RepairScan(ctx); err != nil || rr.Revived != 0 {
+		t.Fatalf("scan with the node mute: %+v %v", rr, err)
+	}
+	if n := w.mem.challenged[x] - before; n != 1 {
+		t.Fatalf("the silent node was challenged %d times in one scan", n)
+	}
+	// It answers again: both pieces come back in the next scan.
+	w.mem.nodes[x].mute = false
+	if rr, err := w.c.RepairScan(ctx); err != nil || rr.Revived != 2 {
+		t.Fatalf("scan with the node answering: %+v %v", rr, err)
+	}
+	w.checkTotals()
+}
