@@ -90,34 +90,45 @@ func (c *core) Round(ctx context.Context) (RoundResult, error) {
 	return res, nil
 }
 
-// sample returns up to k refs chosen uniformly (reservoir sampling), and
-// every ref seen (for the period record).
-func (c *core) sample(ctx context.Context, node fnet.NodeID, k int) (chosen, all []PieceRef, err error) {
-	seen := 0
+// sample returns up to k healthy refs chosen uniformly (reservoir
+// sampling), every healthy ref seen (for the period record), and up to k
+// refs in state offline (to revive if the node still holds them).
+func (c *core) sample(ctx context.Context, node fnet.NodeID, k int) (chosen, all, offline []PieceRef, err error) {
+	seen, seenOffline := 0, 0
 	err = c.store.NodePieces(ctx, node, func(r PieceRef) error {
-		if r.State != PieceHealthy {
-			return nil
-		}
-		all = append(all, r)
-		seen++
-		if len(chosen) < k {
-			chosen = append(chosen, r)
-		} else if j := mrand.IntN(seen); j < k {
-			chosen[j] = r
+		switch r.State {
+		case PieceHealthy:
+			all = append(all, r)
+			seen++
+			if len(chosen) < k {
+				chosen = append(chosen, r)
+			} else if j := mrand.IntN(seen); j < k {
+				chosen[j] = r
+			}
+		case PieceOffline:
+			seenOffline++
+			if len(offline) < k {
+				offline = append(offline, r)
+			} else if j := mrand.IntN(seenOffline); j < k {
+				offline[j] = r
+			}
 		}
 		return nil
 	})
-	return chosen, all, err
+	return chosen, all, offline, err
 }
 
 // challengeNode challenges one node and records the results. reached is
 // false when the node did not answer before the deadline.
 func (c *core) challengeNode(ctx context.Context, n *Node, period time.Time) (passed, failed int, reached bool, err error) {
-	chosen, all, err := c.sample(ctx, n.ID, c.cfg.ChallengeSample)
-	if err != nil || len(chosen) == 0 {
+	chosen, all, offline, err := c.sample(ctx, n.ID, c.cfg.ChallengeSample)
+	if err != nil || len(chosen)+len(offline) == 0 {
 		return 0, 0, true, err
 	}
-	results, reached, err := c.challengePieces(ctx, n, chosen)
+	// Pieces counted lost while the node was away ride along, to be
+	// revived if the node still holds them.
+	asked := append(chosen, offline[:min(len(offline), fnet.MaxChallengePieces-len(chosen))]...)
+	results, reached, err := c.challengePieces(ctx, n, asked)
 	if err != nil && reached {
 		return 0, 0, reached, err
 	}
@@ -131,10 +142,11 @@ func (c *core) challengeNode(ctx context.Context, n *Node, period time.Time) (pa
 		}
 	}
 	for _, r := range results {
-		if r.ok {
+		switch {
+		case r.ok:
 			passed++
-		} else {
-			failed++
+		case r.ref.State == PieceHealthy:
+			failed++ // a piece already counted lost is not held against the node twice
 		}
 	}
 	if err := c.record(ctx, n.ID, results, reached, all, period); err != nil {
@@ -227,40 +239,9 @@ func (c *core) record(ctx context.Context, node fnet.NodeID, results []pieceResu
 			reached = true
 		}
 	}
-	bySeg := map[SegmentID][]pieceResult{}
-	for _, r := range results {
-		bySeg[r.ref.Segment] = append(bySeg[r.ref.Segment], r)
-	}
-	var passed, failed uint64
-	for id, rs := range bySeg {
-		seg, err := c.store.GetSegment(ctx, id)
-		if errors.Is(err, ErrNotFound) {
-			continue // released meanwhile
-		}
-		if err != nil {
-			return err
-		}
-		for _, r := range rs {
-			p := &seg.Pieces[r.ref.Index]
-			if p.Node != node || p.ID != r.ref.ID {
-				continue // moved by repair meanwhile
-			}
-			p.LastChecked = now
-			if r.ok {
-				p.Passed++
-				passed++
-				continue
-			}
-			p.Failed++
-			failed++
-			if reached && p.State == PieceHealthy {
-				p.State = PieceLost
-				c.log.Warn("piece failed its challenge", "node", node, "segment", id, "piece", p.Index, "why", r.why)
-			}
-		}
-		if err := c.store.UpdateSegment(ctx, seg); err != nil {
-			return err
-		}
+	passed, failed, _, err := c.applyResults(ctx, node, results, reached, now)
+	if err != nil {
+		return err
 	}
 	n.Passed += passed
 	n.Failed += failed
@@ -281,8 +262,8 @@ func (c *core) record(ctx context.Context, node fnet.NodeID, results []pieceResu
 	}
 	for _, r := range results {
 		a := per[r.ref.Account]
-		if a == nil {
-			continue
+		if a == nil || r.ref.State != PieceHealthy {
+			continue // a piece being revived earns from the next period on
 		}
 		if r.ok {
 			a.passed++
@@ -298,4 +279,68 @@ func (c *core) record(ctx context.Context, node fnet.NodeID, results []pieceResu
 		})
 	}
 	return c.store.PutPeriodRecords(ctx, recs)
+}
+
+// applyResults writes challenge results into the contracts (c.mu held). A
+// failed piece becomes lost if the node was reached; a piece in state
+// offline that verifies becomes healthy again (revived). A piece whose
+// contract moved it to another node meanwhile is left alone, and the copy
+// on this node is deleted unless another contract holds it there. It
+// returns the pieces passed and failed (a piece already counted lost
+// does not count as failed again) and how many were revived.
+func (c *core) applyResults(ctx context.Context, node fnet.NodeID, results []pieceResult, reached bool, now time.Time) (passed, failed uint64, revived int, err error) {
+	bySeg := map[SegmentID][]pieceResult{}
+	for _, r := range results {
+		bySeg[r.ref.Segment] = append(bySeg[r.ref.Segment], r)
+	}
+	var stale []pieceDelete
+	for id, rs := range bySeg {
+		seg, err := c.store.GetSegment(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			continue // released meanwhile; Release deleted its pieces
+		}
+		if err != nil {
+			return passed, failed, revived, err
+		}
+		for _, r := range rs {
+			if r.ref.Index >= len(seg.Pieces) {
+				continue
+			}
+			p := &seg.Pieces[r.ref.Index]
+			if p.Node != node || p.ID != r.ref.ID {
+				// Moved by repair meanwhile: this copy is no longer in the
+				// contract, and is not counted twice.
+				if reached {
+					stale = append(stale, pieceDelete{node: node, piece: r.ref.ID, account: seg.Account, size: seg.PieceSize})
+				}
+				continue
+			}
+			p.LastChecked = now
+			if r.ok {
+				p.Passed++
+				passed++
+				if p.State == PieceOffline {
+					p.State = PieceHealthy
+					revived++
+					c.log.Info("piece revived: its node is back and holds it", "node", node, "segment", id, "piece", p.Index)
+				}
+				continue
+			}
+			p.Failed++
+			if p.State == PieceHealthy {
+				failed++
+			}
+			if reached && p.State != PieceLost {
+				if p.State == PieceHealthy {
+					c.log.Warn("piece failed its challenge", "node", node, "segment", id, "piece", p.Index, "why", r.why)
+				}
+				p.State = PieceLost
+			}
+		}
+		if err := c.store.UpdateSegment(ctx, seg); err != nil {
+			return passed, failed, revived, err
+		}
+	}
+	c.deletePieces(stale)
+	return passed, failed, revived, nil
 }

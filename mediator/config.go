@@ -182,6 +182,9 @@ func (c Config) Validate() error {
 			return bad("%s %s must be positive", name, d)
 		}
 	}
+	if c.OnlineWindow < c.HeartbeatInterval || c.OfflineAfter <= c.OnlineWindow {
+		return bad("offline-after %s, online window %s, heartbeat %s: want offline-after > online window >= heartbeat", c.OfflineAfter, c.OnlineWindow, c.HeartbeatInterval)
+	}
 	if c.ChallengeTimeout > c.Period {
 		return bad("challenge timeout %s exceeds the period %s", c.ChallengeTimeout, c.Period)
 	}

@@ -58,6 +58,23 @@ func (c *core) Commit(ctx context.Context, acct fnet.AccountID, req *fnet.Commit
 	if h := seg.Healthy(); h < p.Scheme.K {
 		return fmt.Errorf("segment %s: %w: %d pieces stored, at least %d needed", id, ErrBadCommit, h, p.Scheme.K)
 	}
+	// A node keeps one copy of a piece id: a piece that another contract
+	// took on the same node since the placement (identical bytes in two
+	// segments) is recorded without a node and rebuilt elsewhere.
+	for i := range seg.Pieces {
+		p := &seg.Pieces[i]
+		if p.State != PieceHealthy {
+			continue
+		}
+		held, err := c.holdsPiece(ctx, p.Node, p.ID, id, false)
+		if err != nil {
+			return fmt.Errorf("segment %s: %w", id, err)
+		}
+		if held {
+			c.log.Info("committed piece is contracted on its node for another segment", "segment", id, "piece", p.Index, "node", p.Node)
+			p.Node, p.State = fnet.NodeID{}, PieceLost
+		}
+	}
 	// The receipts are the client's word: check each piece on its node
 	// with a one-opening challenge, so that a client cannot make a node
 	// answer for a piece it never received. Pieces that do not verify are
@@ -142,7 +159,8 @@ func (c *core) Release(ctx context.Context, acct fnet.AccountID, id SegmentID) e
 }
 
 // SegmentInfo describes a contract to its owner, with get tickets for the
-// healthy pieces.
+// healthy pieces; when fewer than K are healthy, also for the lost pieces
+// whose node is online (marked Healthy on the wire: "offered").
 func (c *core) SegmentInfo(ctx context.Context, acct fnet.AccountID, id SegmentID) (*fnet.SegmentReply, error) {
 	seg, err := c.store.GetSegment(ctx, id)
 	if errors.Is(err, ErrNotFound) {
@@ -155,10 +173,15 @@ func (c *core) SegmentInfo(ctx context.Context, acct fnet.AccountID, id SegmentI
 		return nil, fmt.Errorf("segment %s: %w", id, ErrNotOwner)
 	}
 	rep := &fnet.SegmentReply{K: uint8(seg.Scheme.K), N: uint8(seg.Scheme.N), PieceSize: uint64(seg.PieceSize), Repaired: seg.Repaired}
+	// Below K healthy pieces the segment cannot be read from those alone:
+	// offer the lost pieces whose node is online too, so that the client can
+	// still try them (it checks every piece against its id).
+	fallback := seg.Healthy() < seg.Scheme.K
+	now := c.now()
 	for _, p := range seg.Pieces {
 		sp := fnet.SegmentPiece{Piece: p.ID}
-		if p.State == PieceHealthy && !p.Node.IsZero() {
-			if n, err := c.store.GetNode(ctx, p.Node); err == nil {
+		if (p.State == PieceHealthy || fallback) && !p.Node.IsZero() {
+			if n, err := c.store.GetNode(ctx, p.Node); err == nil && (p.State == PieceHealthy || c.online(n, now)) {
 				sp.Healthy = true
 				sp.Target = fnet.Target{Address: n.Address, Ticket: c.ticket(p.Node, p.ID, fnet.OpGet, acct, seg.PieceSize)}
 			}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -49,6 +50,11 @@ type core struct {
 	now   func() time.Time
 	// pay is the wallet side (payments.go); nil without a wallet.
 	pay *payments
+	// started is when this mediator process started: a node's silence is
+	// counted from its last heartbeat or from started, whichever is later,
+	// so that a mediator that was itself down does not take every node for
+	// gone before the nodes had a chance to heartbeat.
+	started time.Time
 
 	// mu serialises read-modify-write of segments and nodes (challenge
 	// results, heartbeats, repair), never across network calls.
@@ -59,6 +65,9 @@ type core struct {
 
 	resMu    sync.Mutex
 	reserved map[SegmentID]reservation // uncommitted placements
+	// resPieces indexes reserved by (node, piece id): the placements that
+	// put that piece id on that node.
+	resPieces map[nodePiece][]SegmentID
 
 	bg       sync.WaitGroup // background deletes
 	bgCtx    context.Context
@@ -68,6 +77,7 @@ type core struct {
 type reservation struct {
 	account fnet.AccountID
 	nodes   []fnet.NodeID
+	pieces  []challenge.PieceID // pieces[i] goes to nodes[i]
 	size    int64
 	expires time.Time
 }
@@ -75,7 +85,8 @@ type reservation struct {
 func newCore(cfg Config, store Store, id *fnet.Identity, nodes NodeClient) *core {
 	c := &core{
 		cfg: cfg, log: cfg.Logger, store: store, id: id, nodes: nodes,
-		now: time.Now, reserved: map[SegmentID]reservation{},
+		now: time.Now, started: time.Now(), reserved: map[SegmentID]reservation{},
+		resPieces: map[nodePiece][]SegmentID{},
 	}
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
 	return c
@@ -91,7 +102,7 @@ func (c *core) loadReservations(ctx context.Context) error {
 	now := c.now()
 	for _, p := range pending {
 		if p.Expires.After(now) {
-			c.reserve(p.Segment, reservation{account: p.Account, nodes: p.Nodes, size: p.PieceSize, expires: p.Expires})
+			c.reserve(p.Segment, reservation{account: p.Account, nodes: p.Nodes, pieces: p.Pieces, size: p.PieceSize, expires: p.Expires})
 		}
 	}
 	return nil
@@ -104,7 +115,16 @@ func (c *core) stop() {
 }
 
 func (c *core) online(n *Node, now time.Time) bool { return now.Sub(n.LastSeen) <= c.cfg.OnlineWindow }
-func (c *core) gone(n *Node, now time.Time) bool   { return now.Sub(n.LastSeen) > c.cfg.OfflineAfter }
+
+// gone: silent past the offline limit, counting from the node's last
+// heartbeat or from this process's start, whichever is later.
+func (c *core) gone(n *Node, now time.Time) bool {
+	since := n.LastSeen
+	if c.started.After(since) {
+		since = c.started
+	}
+	return now.Sub(since) > c.cfg.OfflineAfter
+}
 
 // reservedBytes sums live reservations per node.
 func (c *core) reservedBytes(now time.Time) map[fnet.NodeID]int64 {
@@ -113,7 +133,7 @@ func (c *core) reservedBytes(now time.Time) map[fnet.NodeID]int64 {
 	out := map[fnet.NodeID]int64{}
 	for id, r := range c.reserved {
 		if now.After(r.expires) {
-			delete(c.reserved, id)
+			c.dropReservation(id)
 			continue
 		}
 		for _, n := range r.nodes {
@@ -137,13 +157,70 @@ func (c *core) reserve(seg SegmentID, r reservation) error {
 	if n >= MaxPendingPerAccount {
 		return fmt.Errorf("%w: %d placements await their commit (at most %d per account)", ErrTooManyPending, n, MaxPendingPerAccount)
 	}
+	c.dropReservation(seg)
 	c.reserved[seg] = r
+	for i, n := range r.nodes {
+		if i < len(r.pieces) {
+			k := nodePiece{n, r.pieces[i]}
+			c.resPieces[k] = append(c.resPieces[k], seg)
+		}
+	}
 	return nil
+}
+
+// holds reports whether the reservation puts piece on node.
+func (r reservation) holds(node fnet.NodeID, piece challenge.PieceID) bool {
+	for i, n := range r.nodes {
+		if n == node && i < len(r.pieces) && r.pieces[i] == piece {
+			return true
+		}
+	}
+	return false
+}
+
+type nodePiece struct {
+	node  fnet.NodeID
+	piece challenge.PieceID
+}
+
+// dropReservation removes a reservation and its index entries (resMu held).
+func (c *core) dropReservation(seg SegmentID) {
+	r, ok := c.reserved[seg]
+	if !ok {
+		return
+	}
+	delete(c.reserved, seg)
+	for i, n := range r.nodes {
+		if i >= len(r.pieces) {
+			continue
+		}
+		k := nodePiece{n, r.pieces[i]}
+		segs := slices.DeleteFunc(c.resPieces[k], func(s SegmentID) bool { return s == seg })
+		if len(segs) == 0 {
+			delete(c.resPieces, k)
+		} else {
+			c.resPieces[k] = segs
+		}
+	}
+}
+
+// reservedPiece reports whether a live placement other than except puts
+// piece on node.
+func (c *core) reservedPiece(node fnet.NodeID, piece challenge.PieceID, except SegmentID) bool {
+	c.resMu.Lock()
+	defer c.resMu.Unlock()
+	now := c.now()
+	for _, id := range c.resPieces[nodePiece{node, piece}] {
+		if r, ok := c.reserved[id]; ok && id != except && !now.After(r.expires) && r.holds(node, piece) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *core) unreserve(seg SegmentID) {
 	c.resMu.Lock()
-	delete(c.reserved, seg)
+	c.dropReservation(seg)
 	c.resMu.Unlock()
 }
 
@@ -166,11 +243,31 @@ func nodeAddress(n *Node) (fnet.Address, error) {
 	return a, nil
 }
 
-// deleteLater sends delete tickets for pieces in the background; a node
-// that misses one collects the piece itself once the mediator reports it
-// without contract (LiveRequest).
+// pieceDelete is a piece to delete from a node.
+type pieceDelete struct {
+	node    fnet.NodeID
+	piece   challenge.PieceID
+	account fnet.AccountID
+	size    int64
+}
+
+// deleteLater sends delete tickets for one segment's pieces in the
+// background (deletePieces).
 func (c *core) deleteLater(acct fnet.AccountID, size int64, pieces map[fnet.NodeID]challenge.PieceID) {
-	if len(pieces) == 0 {
+	dels := make([]pieceDelete, 0, len(pieces))
+	for node, piece := range pieces {
+		dels = append(dels, pieceDelete{node: node, piece: piece, account: acct, size: size})
+	}
+	c.deletePieces(dels)
+}
+
+// deletePieces sends delete tickets in the background. A piece that a
+// contract or a pending placement still holds on that node (another
+// segment with identical bytes) is kept. A node that misses a delete
+// collects the piece itself once the mediator reports it without
+// contract (LiveRequest).
+func (c *core) deletePieces(dels []pieceDelete) {
+	if len(dels) == 0 {
 		return
 	}
 	c.bg.Add(1)
@@ -178,11 +275,14 @@ func (c *core) deleteLater(acct fnet.AccountID, size int64, pieces map[fnet.Node
 		defer c.bg.Done()
 		ctx, cancel := context.WithTimeout(c.bgCtx, 10*time.Second)
 		defer cancel()
-		for node, piece := range pieces {
+		for _, d := range dels {
 			if ctx.Err() != nil {
 				return
 			}
-			n, err := c.store.GetNode(ctx, node)
+			if c.referenced(ctx, d.node, d.piece) {
+				continue
+			}
+			n, err := c.store.GetNode(ctx, d.node)
 			if err != nil || !c.online(n, c.now()) {
 				continue // an offline node collects it when it asks (LiveRequest)
 			}
@@ -190,10 +290,23 @@ func (c *core) deleteLater(acct fnet.AccountID, size int64, pieces map[fnet.Node
 			if err != nil {
 				continue
 			}
-			t := c.ticket(node, piece, fnet.OpDelete, acct, size)
+			t := c.ticket(d.node, d.piece, fnet.OpDelete, d.account, d.size)
 			if err := c.nodes.Delete(ctx, addr, t); err != nil && !errors.Is(err, fnet.ErrNotFound) {
-				c.log.Debug("delete failed; the node will collect it", "node", node, "piece", piece, "err", err)
+				c.log.Debug("delete failed; the node will collect it", "node", d.node, "piece", d.piece, "err", err)
 			}
 		}
 	}()
+}
+
+// referenced reports whether a contract or a placement holds piece on
+// node; on a store error it says yes (keeping a piece is the safe side:
+// the node collects it later if it is really unreferenced).
+func (c *core) referenced(ctx context.Context, node fnet.NodeID, piece challenge.PieceID) bool {
+	if _, ok, err := c.store.LookupPiece(ctx, node, piece); err != nil || ok {
+		return true
+	}
+	if ok, err := c.store.PendingPiece(ctx, node, piece); err != nil || ok {
+		return true
+	}
+	return c.reservedPiece(node, piece, SegmentID{})
 }

@@ -32,6 +32,8 @@ type memNodes struct {
 	now      func() time.Time
 	nodes    map[fnet.NodeID]*memNode
 	puts     atomic.Int64
+	// challenged counts the challenges sent to each node.
+	challenged map[fnet.NodeID]int
 }
 
 func (m *memNodes) node(addr fnet.Address) (*memNode, error) {
@@ -45,6 +47,10 @@ func (m *memNodes) node(addr fnet.Address) (*memNode, error) {
 func (m *memNodes) Challenge(_ context.Context, addr fnet.Address, req *fnet.ChallengeRequest) (*fnet.ChallengeResponse, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.challenged == nil {
+		m.challenged = map[fnet.NodeID]int{}
+	}
+	m.challenged[addr.ID]++
 	n, err := m.node(addr)
 	if err != nil {
 		return nil, err
@@ -168,6 +174,7 @@ func newWorld(t *testing.T, n int, prices ...uint64) *world {
 	w.mem = &memNodes{mediator: mid.ID(), now: w.now, nodes: map[fnet.NodeID]*memNode{}}
 	w.c = newCore(testConfig(), w.store, mid, w.mem)
 	w.c.now = w.now
+	w.c.started = w.now()
 	for i := 0; i < n; i++ {
 		price := uint64(100 + i)
 		if i < len(prices) {

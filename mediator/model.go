@@ -44,14 +44,22 @@ type PieceState uint8
 const (
 	// PieceHealthy: stored on its node, which has not failed it.
 	PieceHealthy PieceState = 0
-	// PieceLost: failed a challenge, or its node stayed offline past the
-	// limit, or it was never uploaded; the repair worker rebuilds it.
+	// PieceLost: failed a challenge or a fetch, or was never uploaded;
+	// the repair worker rebuilds it.
 	PieceLost PieceState = 1
+	// PieceOffline: lost because its node stayed silent past the offline
+	// limit. It counts as lost and is rebuilt like PieceLost, but while it
+	// is still contracted on that node it becomes healthy again as soon as
+	// the node is back and passes a challenge on it (Round, RepairScan).
+	PieceOffline PieceState = 2
 )
 
 func (s PieceState) String() string {
-	if s == PieceHealthy {
+	switch s {
+	case PieceHealthy:
 		return "healthy"
+	case PieceOffline:
+		return "offline"
 	}
 	return "lost"
 }
@@ -152,8 +160,10 @@ type PieceRef struct {
 	State   PieceState
 }
 
-// segmentVersion is the first byte of an encoded segment record.
-const segmentVersion = 1
+// segmentVersion is the first byte of an encoded segment record. Version
+// 2 added the piece state PieceOffline; version 1 records (states healthy
+// and lost only) still load.
+const segmentVersion = 2
 
 // pieceRecordSize is the encoded size of one piece in a segment record.
 const pieceRecordSize = 32 + 32 + 1 + 4 + 4 + 8
@@ -191,8 +201,13 @@ func decodeSegment(b []byte) (*Segment, error) {
 	if len(b) < segmentHeaderSize {
 		return nil, fmt.Errorf("%w: segment record of %d bytes", ErrCorrupt, len(b))
 	}
-	if b[0] != segmentVersion {
-		return nil, fmt.Errorf("%w: segment record version %d, want %d", ErrCorrupt, b[0], segmentVersion)
+	version := b[0]
+	if version != 1 && version != segmentVersion {
+		return nil, fmt.Errorf("%w: segment record version %d, want 1..%d", ErrCorrupt, version, segmentVersion)
+	}
+	maxState := PieceOffline
+	if version == 1 {
+		maxState = PieceLost
 	}
 	s := &Segment{}
 	copy(s.ID[:], b[1:17])
@@ -219,7 +234,7 @@ func decodeSegment(b []byte) (*Segment, error) {
 		if t := int64(binary.BigEndian.Uint64(r[73:81])); t != 0 {
 			p.LastChecked = time.Unix(0, t)
 		}
-		if p.State > PieceLost {
+		if p.State > maxState {
 			return nil, fmt.Errorf("%w: segment %s piece %d: state %d", ErrCorrupt, s.ID, i, p.State)
 		}
 	}

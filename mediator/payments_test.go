@@ -123,3 +123,20 @@ func TestPaymentsConfig(t *testing.T) {
 		t.Fatal("sameNetwork")
 	}
 }
+
+// A mediator on a named network without a wallet still refuses payout
+// addresses of another network: the address is decoded, not only the name the
+// node gives.
+func TestRegisterChecksPayoutAddressWithoutWallet(t *testing.T) {
+	w := newWorld(t, 0)
+	w.c.cfg.Network = "regtest"
+	if err := register(w, p2pkh(t, &chaincfg.MainNetParams, 3)); !errors.Is(err, fnet.ErrBadRequest) {
+		t.Fatalf("mainnet payout address named as regtest: %v", err)
+	}
+	if err := register(w, "not an address"); !errors.Is(err, fnet.ErrBadRequest) {
+		t.Fatalf("garbage payout address: %v", err)
+	}
+	if err := register(w, p2pkh(t, &chaincfg.RegressionNetParams, 4)); err != nil {
+		t.Fatalf("regtest payout address: %v", err)
+	}
+}

@@ -14,6 +14,10 @@ import (
 	fnet "github.com/fincrypt/fincrypt/net"
 )
 
+// ErrListen wraps a failure to listen on Config.Listen (an address that
+// does not resolve, is not local, or is in use).
+var ErrListen = errors.New("cannot listen")
+
 // Files in the mediator's directory.
 const (
 	AddressFile = "address" // NODEID@host:port, written once listening
@@ -95,7 +99,7 @@ func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error
 		tc := cfg.Transport
 		tc.Logger = cfg.Logger.With("service", "transport")
 		if p.Transport, err = fnet.Listen(p.Identity, cfg.Listen, tc); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", ErrListen, err)
 		}
 		p.nodes = newTransportNodes(p.Transport)
 	}

@@ -127,9 +127,13 @@ func (c *core) Place(ctx context.Context, acct fnet.AccountID, req *fnet.Placeme
 		return nil, err
 	}
 	reserved := c.reservedBytes(c.now())
-	picked := c.selectNodes(nodes, s.N, size, nil, nil, reserved)
-	if len(picked) < s.N {
-		return nil, fmt.Errorf("%w: scheme %s needs %d nodes with %d bytes free, %d qualify", ErrNotEnoughNodes, s, s.N, size, len(picked))
+	cand := c.selectNodes(nodes, len(nodes), size, nil, nil, reserved)
+	if len(cand) < s.N {
+		return nil, fmt.Errorf("%w: scheme %s needs %d nodes with %d bytes free, %d qualify", ErrNotEnoughNodes, s, s.N, size, len(cand))
+	}
+	picked, err := c.assign(ctx, cand, req.Pieces)
+	if err != nil {
+		return nil, err
 	}
 	now := c.now()
 	p := &Pending{
@@ -144,7 +148,7 @@ func (c *core) Place(ctx context.Context, acct fnet.AccountID, req *fnet.Placeme
 			Ticket:  c.ticket(n.ID, req.Pieces[i], fnet.OpPut, acct, size),
 		})
 	}
-	if err := c.reserve(p.Segment, reservation{account: acct, nodes: p.Nodes, size: size, expires: p.Expires}); err != nil {
+	if err := c.reserve(p.Segment, reservation{account: acct, nodes: p.Nodes, pieces: p.Pieces, size: size, expires: p.Expires}); err != nil {
 		return nil, err
 	}
 	if err := c.store.PutPending(ctx, p); err != nil {
@@ -152,4 +156,99 @@ func (c *core) Place(ctx context.Context, acct fnet.AccountID, req *fnet.Placeme
 		return nil, err
 	}
 	return rep, nil
+}
+
+// assign gives each piece its own candidate such that no node gets a piece
+// id it holds already for another segment (a node keeps one copy of a piece
+// id, so two contracts must not share it there). It prefers candidates in
+// order and, first, nodes where no other placement is putting the same id
+// either; a conflict with an uncommitted placement only is accepted when
+// nothing else fits (the client may be retrying an upload), since the
+// commit drops a piece another contract took meanwhile.
+func (c *core) assign(ctx context.Context, cand []*Node, pieces []challenge.PieceID) ([]*Node, error) {
+	for _, strict := range []bool{true, false} {
+		m := &matcher{ctx: ctx, c: c, cand: cand, pieces: pieces, strict: strict,
+			owner: make([]int, len(cand)), memo: map[[2]int]bool{}}
+		for j := range m.owner {
+			m.owner[j] = -1
+		}
+		ok := true
+		for i := range pieces {
+			m.seen = make([]bool, len(cand))
+			if !m.augment(i) {
+				ok = false
+				break
+			}
+		}
+		if m.err != nil {
+			return nil, m.err
+		}
+		if ok {
+			out := make([]*Node, len(pieces))
+			for j, i := range m.owner {
+				if i >= 0 {
+					out[i] = cand[j]
+				}
+			}
+			return out, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: %d candidate nodes, but too few that do not hold these piece ids already", ErrNotEnoughNodes, len(cand))
+}
+
+// matcher is a bipartite matching of pieces to candidate nodes (Kuhn's
+// augmenting paths) that looks conflicts up lazily.
+type matcher struct {
+	ctx    context.Context
+	c      *core
+	cand   []*Node
+	pieces []challenge.PieceID
+	strict bool
+	owner  []int // candidate -> piece, -1 if free
+	seen   []bool
+	memo   map[[2]int]bool
+	err    error
+}
+
+func (m *matcher) fits(i, j int) bool {
+	k := [2]int{i, j}
+	if v, ok := m.memo[k]; ok {
+		return v
+	}
+	held, err := m.c.holdsPiece(m.ctx, m.cand[j].ID, m.pieces[i], SegmentID{}, m.strict)
+	if err != nil && m.err == nil {
+		m.err = err
+	}
+	m.memo[k] = err == nil && !held
+	return m.memo[k]
+}
+
+func (m *matcher) augment(i int) bool {
+	for j := range m.cand {
+		if m.err != nil {
+			return false
+		}
+		if m.seen[j] || !m.fits(i, j) {
+			continue
+		}
+		m.seen[j] = true
+		if m.owner[j] < 0 || m.augment(m.owner[j]) {
+			m.owner[j] = i
+			return true
+		}
+	}
+	return false
+}
+
+// holdsPiece reports whether a segment other than seg has piece on node in
+// a contract or, if placements is set, in a live placement.
+func (c *core) holdsPiece(ctx context.Context, node fnet.NodeID, piece challenge.PieceID, seg SegmentID, placements bool) (bool, error) {
+	ref, ok, err := c.store.LookupPiece(ctx, node, piece)
+	if err != nil {
+		return false, err
+	}
+	if ok && ref.Segment != seg {
+		return true, nil
+	}
+	return placements && c.reservedPiece(node, piece, seg), nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/fincrypt/fincrypt/wallet"
 
 	fnet "github.com/fincrypt/fincrypt/net"
 )
@@ -32,6 +33,16 @@ func (c *core) Register(ctx context.Context, peer fnet.NodeID, req *fnet.Registe
 	}
 	if c.cfg.Network != "" && !sameNetwork(req.Network, c.cfg.Network) {
 		return fnet.NodePolicy{}, fmt.Errorf("%w: node is paid on %q, this mediator on %q", fnet.ErrBadRequest, req.Network, c.cfg.Network)
+	}
+	if c.cfg.Network != "" {
+		// The address itself must be of the network, not only the name the node gave.
+		params, err := wallet.ParseNetwork(c.cfg.Network)
+		if err != nil {
+			return fnet.NodePolicy{}, err
+		}
+		if _, err := wallet.CheckPayoutAddress(req.PayoutAddress, params); err != nil {
+			return fnet.NodePolicy{}, fmt.Errorf("%w: payout address: %v", fnet.ErrBadRequest, err)
+		}
 	}
 	if err := c.checkPayout(peer, req.PayoutAddress); err != nil {
 		return fnet.NodePolicy{}, err

@@ -21,6 +21,7 @@ var ErrUnrecoverable = errors.New("segment has fewer than K healthy pieces")
 type RepairResult struct {
 	Segments      int // contracts scanned
 	MarkedLost    int // pieces counted lost because their node stayed away
+	Revived       int // such pieces healthy again: their node came back and passed
 	Repaired      int // pieces rebuilt and placed
 	Failed        int // segments whose repair failed this time
 	Unrecoverable int // segments below K
@@ -44,6 +45,7 @@ func (c *core) RepairScan(ctx context.Context) (RepairResult, error) {
 	if _, err := c.store.DeletePendingBefore(ctx, now); err != nil {
 		return res, err
 	}
+	silent := map[fnet.NodeID]bool{} // nodes that did not answer a revival challenge in this scan
 	var after SegmentID
 	for {
 		var page []*Segment
@@ -75,6 +77,19 @@ func (c *core) RepairScan(ctx context.Context) (RepairResult, error) {
 			if seg.Healthy() >= c.cfg.threshold(seg.Scheme) {
 				continue
 			}
+			// Before rebuilding, take back the pieces whose node is online
+			// again and still holds them.
+			if revived := c.revive(ctx, seg, nodes, now, silent); revived > 0 {
+				res.Revived += revived
+				if seg, err = c.store.GetSegment(ctx, seg.ID); errors.Is(err, ErrNotFound) {
+					continue
+				} else if err != nil {
+					return res, err
+				}
+				if seg.Healthy() >= c.cfg.threshold(seg.Scheme) {
+					continue
+				}
+			}
 			n, err := c.repairSegment(ctx, seg, nodeList)
 			res.Repaired += n
 			switch {
@@ -90,14 +105,15 @@ func (c *core) RepairScan(ctx context.Context) (RepairResult, error) {
 			}
 		}
 	}
-	if res.Repaired > 0 || res.MarkedLost > 0 || res.Failed > 0 {
-		c.log.Info("repair scan", "segments", res.Segments, "marked_lost", res.MarkedLost, "repaired", res.Repaired, "failed", res.Failed, "unrecoverable", res.Unrecoverable)
+	if res.Repaired > 0 || res.MarkedLost > 0 || res.Revived > 0 || res.Failed > 0 {
+		c.log.Info("repair scan", "segments", res.Segments, "marked_lost", res.MarkedLost, "revived", res.Revived, "repaired", res.Repaired, "failed", res.Failed, "unrecoverable", res.Unrecoverable)
 	}
 	return res, nil
 }
 
-// markGone marks the healthy pieces of a segment lost when their node is
-// unknown or has been silent past the offline limit.
+// markGone marks the healthy pieces of a segment offline (lost, but
+// revivable) when their node is unknown or has been silent past the
+// offline limit.
 func (c *core) markGone(ctx context.Context, id SegmentID, nodes map[fnet.NodeID]*Node, now time.Time) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -115,7 +131,7 @@ func (c *core) markGone(ctx context.Context, id SegmentID, nodes map[fnet.NodeID
 			continue
 		}
 		if n := nodes[p.Node]; n == nil || c.gone(n, now) {
-			p.State = PieceLost
+			p.State = PieceOffline
 			marked++
 		}
 	}
@@ -124,6 +140,58 @@ func (c *core) markGone(ctx context.Context, id SegmentID, nodes map[fnet.NodeID
 	}
 	c.log.Info("pieces lost with their offline node", "segment", id, "pieces", marked)
 	return marked, c.store.UpdateSegment(ctx, seg)
+}
+
+// revive challenges the pieces of seg in state offline whose node is
+// online (at the scan's start) and makes those that verify healthy again.
+// It returns how many. A node that cannot be reached is added to silent
+// and not asked again in this scan.
+func (c *core) revive(ctx context.Context, seg *Segment, nodes map[fnet.NodeID]*Node, now time.Time, silent map[fnet.NodeID]bool) int {
+	byNode := map[fnet.NodeID][]PieceRef{}
+	for _, p := range seg.Pieces {
+		if p.State != PieceOffline {
+			continue
+		}
+		if n := nodes[p.Node]; n != nil && c.online(n, now) && !silent[p.Node] {
+			byNode[p.Node] = append(byNode[p.Node], PieceRef{
+				Segment: seg.ID, Index: p.Index, ID: p.ID, Size: seg.PieceSize, Account: seg.Account, State: p.State,
+			})
+		}
+	}
+	revived := 0
+	for id, refs := range byNode {
+		res, reached, err := c.challengePieces(ctx, nodes[id], refs)
+		if err != nil || !reached {
+			c.log.Info("revive: node did not answer", "segment", seg.ID, "node", id, "err", err)
+			silent[id] = true
+			continue
+		}
+		n, err := c.recordRevival(ctx, id, res)
+		if err != nil {
+			c.log.Warn("revive: recording the results", "segment", seg.ID, "node", id, "err", err)
+			continue
+		}
+		revived += n
+	}
+	return revived
+}
+
+// recordRevival writes the results of a revival challenge: the pieces and
+// the node's counters (no period record: that is the round's).
+func (c *core) recordRevival(ctx context.Context, node fnet.NodeID, results []pieceResult) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	passed, failed, revived, err := c.applyResults(ctx, node, results, true, c.now())
+	if err != nil {
+		return revived, err
+	}
+	n, err := c.store.GetNode(ctx, node)
+	if err != nil {
+		return revived, err
+	}
+	n.Passed += passed
+	n.Failed += failed
+	return revived, c.store.PutNode(ctx, n)
 }
 
 // repairSegment fetches K healthy pieces, rebuilds the lost ones, checks
@@ -201,16 +269,32 @@ func (c *core) repairSegment(ctx context.Context, seg *Segment, nodeList []*Node
 			}
 		}
 	}
-	targets := c.selectNodes(nodeList, len(want), seg.PieceSize, exclude, avoid, c.reservedBytes(c.now()))
+	targets := c.selectNodes(nodeList, len(nodeList), seg.PieceSize, exclude, avoid, c.reservedBytes(c.now()))
 	if len(targets) == 0 {
 		return 0, fmt.Errorf("segment %s: %w: no node can take a repaired piece", seg.ID, ErrNotEnoughNodes)
 	}
+	// Each target takes at most one piece, and no node that holds the same
+	// piece id for another segment; at most 2 uploads per piece are tried.
 	placed := map[int]fnet.NodeID{}
-	next := 0
+	used := make([]bool, len(targets))
+	attempts := 2 * len(want)
 	for _, i := range want {
-		for next < len(targets) {
-			n := targets[next]
-			next++
+		for j, n := range targets {
+			if attempts == 0 {
+				break
+			}
+			if used[j] {
+				continue
+			}
+			held, err := c.holdsPiece(ctx, n.ID, seg.Pieces[i].ID, seg.ID, true)
+			if err != nil {
+				return 0, err
+			}
+			if held {
+				continue
+			}
+			used[j] = true
+			attempts--
 			if err := c.putVerified(ctx, seg, n, i, pieces[i]); err != nil {
 				c.log.Info("repair: node refused a piece", "segment", seg.ID, "piece", i, "node", n.ID, "err", err)
 				continue

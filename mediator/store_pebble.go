@@ -334,6 +334,61 @@ func pieceIndexValue(id SegmentID, index int) []byte {
 	return append(bytes.Clone(id[:]), byte(index))
 }
 
+// ErrPieceShared: a node holds one copy of a piece id, so a second
+// segment cannot contract the same piece id on the same node.
+var ErrPieceShared = errors.New("piece id already contracted on that node for another segment")
+
+// indexOwner returns the segment and index that the node -> piece index
+// names, if any.
+func (s *PebbleStore) indexOwner(node fnet.NodeID, piece challenge.PieceID) (SegmentID, int, bool, error) {
+	v, err := get(s.db, key(pfxPiece, node[:], piece[:]))
+	if errors.Is(err, ErrNotFound) {
+		return SegmentID{}, 0, false, nil
+	}
+	if err != nil {
+		return SegmentID{}, 0, false, err
+	}
+	if len(v) != 17 {
+		return SegmentID{}, 0, false, fmt.Errorf("%w: piece index entry", ErrCorrupt)
+	}
+	var id SegmentID
+	copy(id[:], v[:16])
+	return id, int(v[16]), true, nil
+}
+
+// claimPiece sets the index entry of piece on node to (seg, index) in
+// batch b; ErrPieceShared if another segment still holds that piece id on
+// that node (under s.mu).
+func (s *PebbleStore) claimPiece(b *pebble.Batch, seg SegmentID, index int, node fnet.NodeID, piece challenge.PieceID) error {
+	owner, oi, ok, err := s.indexOwner(node, piece)
+	if err != nil {
+		return err
+	}
+	if ok && owner != seg {
+		o, err := s.GetSegment(context.Background(), owner)
+		switch {
+		case errors.Is(err, ErrNotFound):
+		case err != nil:
+			return err
+		case oi < len(o.Pieces) && o.Pieces[oi].ID == piece && o.Pieces[oi].Node == node:
+			return fmt.Errorf("segment %s piece %d: %w: node %s holds piece %s for segment %s", seg, index, ErrPieceShared, node, piece, owner)
+		}
+	}
+	b.Set(key(pfxPiece, node[:], piece[:]), pieceIndexValue(seg, index), nil)
+	return nil
+}
+
+// releasePiece deletes the index entry of piece on node in batch b if it
+// names seg (under s.mu): an entry of another segment stays.
+func (s *PebbleStore) releasePiece(b *pebble.Batch, seg SegmentID, node fnet.NodeID, piece challenge.PieceID) error {
+	owner, _, ok, err := s.indexOwner(node, piece)
+	if err != nil || !ok || owner != seg {
+		return err
+	}
+	b.Delete(key(pfxPiece, node[:], piece[:]), nil)
+	return nil
+}
+
 // addContracted adjusts per-node contracted bytes inside batch b; deltas
 // are accumulated by the caller so that each node is read once.
 func (s *PebbleStore) addContracted(b *pebble.Batch, deltas map[fnet.NodeID]int64) error {
@@ -397,7 +452,9 @@ func (s *PebbleStore) CommitSegment(ctx context.Context, seg *Segment) error {
 	b.Set(sk, encodeSegment(seg), nil)
 	for _, p := range seg.Pieces {
 		if !p.Node.IsZero() {
-			b.Set(key(pfxPiece, p.Node[:], p.ID[:]), pieceIndexValue(seg.ID, p.Index), nil)
+			if err := s.claimPiece(b, seg.ID, p.Index, p.Node, p.ID); err != nil {
+				return err
+			}
 		}
 	}
 	if err := s.addContracted(b, pieceNodes(seg)); err != nil {
@@ -441,11 +498,15 @@ func (s *PebbleStore) UpdateSegment(ctx context.Context, seg *Segment) error {
 			continue
 		}
 		if !o.Node.IsZero() {
-			b.Delete(key(pfxPiece, o.Node[:], o.ID[:]), nil)
+			if err := s.releasePiece(b, seg.ID, o.Node, o.ID); err != nil {
+				return err
+			}
 			deltas[o.Node] -= old.PieceSize
 		}
 		if !p.Node.IsZero() {
-			b.Set(key(pfxPiece, p.Node[:], p.ID[:]), pieceIndexValue(seg.ID, i), nil)
+			if err := s.claimPiece(b, seg.ID, i, p.Node, p.ID); err != nil {
+				return err
+			}
 			deltas[p.Node] += seg.PieceSize
 		}
 	}
@@ -473,7 +534,9 @@ func (s *PebbleStore) DeleteSegment(ctx context.Context, id SegmentID) (*Segment
 	deltas := pieceNodes(seg)
 	for _, p := range seg.Pieces {
 		if !p.Node.IsZero() {
-			b.Delete(key(pfxPiece, p.Node[:], p.ID[:]), nil)
+			if err := s.releasePiece(b, seg.ID, p.Node, p.ID); err != nil {
+				return nil, err
+			}
 		}
 	}
 	for n := range deltas {

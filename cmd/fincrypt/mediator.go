@@ -47,7 +47,7 @@ func init() {
 			"must be of --network. `fincrypt mediator ledger` and `payouts` show the books.\n\n" +
 			"Example:\n" +
 			"  fincrypt mediator --dir /srv/mediator --listen 0.0.0.0:7770 --advertise my.host:7770\n" +
-			"  fincrypt mediator --dir /tmp/m --listen 127.0.0.1:0 --period 5s --offline-after 15s\n" +
+			"  fincrypt mediator --dir /tmp/m --listen 127.0.0.1:0 --period 5s --heartbeat 1s --offline-after 15s\n" +
 			"  FINCRYPT_WALLET_PASSPHRASE=... fincrypt mediator --dir /srv/m --network testnet \\\n" +
 			"      --btcd-rpc 127.0.0.1:18334 --btcd-rpc-user u --btcd-rpc-pass p --btcd-rpc-cert ~/.btcd/rpc.cert",
 		Flags: []cli.Flag{
@@ -56,14 +56,14 @@ func init() {
 			&cli.StringFlag{Name: "listen", Usage: "UDP `HOST:PORT` to listen on (port 0: any free port)", Value: "127.0.0.1:7770"},
 			&cli.StringFlag{Name: "advertise", Usage: "`HOST:PORT` that others dial, when it differs from --listen"},
 			&cli.StringFlag{Name: "scheme", Usage: "default erasure scheme `K/N`: any K of N pieces rebuild a segment (N/K >= 2)", Value: mediator.DefaultScheme.String()},
-			&cli.IntFlag{Name: "repair-threshold", Usage: "repair a segment with fewer healthy pieces than `T` (K < T <= N; default 4 for 2/5)"},
+			&cli.IntFlag{Name: "repair-threshold", Usage: "repair a segment with fewer healthy pieces than `T` (K < T <= N)", DefaultText: "4 for 2/5, else K+(N-K+1)/2"},
 			&cli.DurationFlag{Name: "period", Usage: "time between challenge rounds", Value: mediator.DefaultPeriod},
 			&cli.DurationFlag{Name: "offline-after", Usage: "a node silent this long has its pieces counted lost and repaired", Value: mediator.DefaultOfflineAfter},
 			&cli.DurationFlag{Name: "heartbeat", Usage: "heartbeat interval asked of nodes", Value: mediator.DefaultHeartbeatInterval},
-			&cli.DurationFlag{Name: "online-window", Usage: "a node silent longer counts as offline (default: 3 heartbeats)"},
+			&cli.DurationFlag{Name: "online-window", Usage: "a node silent longer counts as offline (heartbeat <= window < offline-after)", DefaultText: "3 heartbeats"},
 			&cli.IntFlag{Name: "challenge-sample", Usage: "pieces challenged per node per period", Value: mediator.DefaultChallengeSample},
 			&cli.IntFlag{Name: "challenge-openings", Usage: "leaves opened per challenged piece", Value: mediator.DefaultChallengeOpenings},
-			&cli.DurationFlag{Name: "challenge-timeout", Usage: "deadline for a node's answer (default: min(period/2, 30s))"},
+			&cli.DurationFlag{Name: "challenge-timeout", Usage: "deadline for a node's answer", DefaultText: "min(period/2, 30s)"},
 			&cli.DurationFlag{Name: "ticket-ttl", Usage: "lifetime of tickets and uncommitted placements", Value: mediator.DefaultTicketTTL},
 			&cli.DurationFlag{Name: "grace-period", Usage: "nodes delete pieces without contract after this long", Value: mediator.DefaultGracePeriod},
 			&cli.StringFlag{Name: "network", Usage: "bitcoin network nodes are paid on: mainnet, testnet, regtest or simnet (empty: any; a private network)"},
@@ -76,10 +76,10 @@ func init() {
 			&cli.IntFlag{Name: "min-conf", Usage: "confirmations that credit a deposit and confirm a payout", Value: wallet.DefaultMinConf},
 			&cli.Int64Flag{Name: "payout-threshold", Usage: "pay node balances of at least `SAT` satoshis", Value: wallet.DefaultPayoutThreshold},
 			&cli.Int64Flag{Name: "fee-rate", Usage: "payout transaction fee rate in `SAT/vB`", Value: wallet.DefaultFeeRate},
-			&cli.UintFlag{Name: "fee-bps", Usage: "mediator fee in `BPS` (basis points) of what clients pay"},
+			&cli.UintFlag{Name: "fee-bps", Usage: "mediator fee in `BPS` (basis points) of what clients pay", DefaultText: "no fee"},
 			&cli.DurationFlag{Name: "escrow-grace", Usage: "an account whose escrow ran out keeps its segments this long", Value: wallet.DefaultGracePeriod},
 			&cli.DurationFlag{Name: "sync-interval", Usage: "how often the bitcoin node is polled", Value: mediator.DefaultSyncInterval},
-			&cli.Int64Flag{Name: "start-height", Usage: "first block a new wallet scans (on mainnet: the current height)"},
+			&cli.Int64Flag{Name: "start-height", Usage: "first block a new wallet scans", DefaultText: "the current height on mainnet, the genesis block elsewhere"},
 		},
 		Action: runMediator,
 		Subcommands: []*cli.Command{mediatorLedgerCommand, mediatorPayoutsCommand, {
@@ -151,6 +151,8 @@ func runMediator(c *cli.Context) error {
 			return userErr(exitPassword, "mediator: %v (the passphrase that created %s/wallet)", err, cfg.Dir)
 		case errors.Is(err, mediator.ErrLocked):
 			return userErr(exitBusy, "mediator: %v", err)
+		case errors.Is(err, mediator.ErrListen):
+			return userErr(exitUsage, "mediator: %v", err)
 		}
 		return userErr(exitFailure, "mediator: %v", err)
 	}

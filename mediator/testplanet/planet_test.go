@@ -269,3 +269,42 @@ func TestPlanetMediatorRestartLosesNothing(t *testing.T) {
 		}
 	})
 }
+
+// TestPlanetMediatorDownPastOfflineLimitLosesNothing: a mediator that was
+// down longer than --offline-after gives the nodes the limit again after
+// its start, and any piece counted offline meanwhile comes back when its
+// node passes a challenge; the client reads its data throughout.
+func TestPlanetMediatorDownPastOfflineLimitLosesNothing(t *testing.T) {
+	testplanet.Run(t, testplanet.Config{StorageNodes: 5}, func(t *testing.T, p *testplanet.Planet) {
+		ctx := p.Context()
+		data := randomData(31, segSize)
+		seg, err := p.Client.Store(ctx, p.Scheme(), data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.StopMediator()
+		time.Sleep(p.Mediator.Config.OfflineAfter + 500*time.Millisecond)
+		p.RestartMediator()
+		start := p.Status().Rounds
+		st := p.WaitFor("rounds after the restart with every piece healthy", 20*time.Second, func(st *mediator.Status) bool {
+			return st.Rounds >= start+2 && st.Lost == 0 && online(st) == 5
+		})
+		if st.Healthy != 5 || st.Repaired != 0 {
+			t.Fatalf("after a long mediator outage: %+v", st)
+		}
+		got, err := p.Client.Fetch(ctx, seg, len(data))
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("fetch after the outage: %v", err)
+		}
+	})
+}
+
+func online(st *mediator.Status) int {
+	n := 0
+	for _, x := range st.Nodes {
+		if x.Online {
+			n++
+		}
+	}
+	return n
+}
