@@ -38,9 +38,11 @@ func TestPlanetStoreFetchRelease(t *testing.T) {
 		if err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("fetch: %v", err)
 		}
-		st := p.WaitFor("a passed challenge round", 10*time.Second, func(st *mediator.Status) bool {
+		// Used is what nodes report in their heartbeats, which may come
+		// after the first challenge round: wait for both.
+		st := p.WaitFor("a passed challenge round and reported usage", 10*time.Second, func(st *mediator.Status) bool {
 			for _, n := range st.Nodes {
-				if n.Passed == 0 {
+				if n.Passed == 0 || n.Used == 0 {
 					return false
 				}
 			}
