@@ -70,6 +70,10 @@ func (e *endpoint) handle(ctx context.Context, peer fnet.NodeID, req fnet.Messag
 		return &fnet.ReleaseReply{}, e.c.Release(ctx, acct, SegmentID(m.Segment))
 	case *fnet.SegmentRequest:
 		return e.c.SegmentInfo(ctx, acct, SegmentID(m.Segment))
+	case *fnet.SnapshotPutRequest:
+		return &fnet.SnapshotPutReply{}, e.c.PutSnapshot(ctx, acct, m)
+	case *fnet.SnapshotGetRequest:
+		return e.c.GetSnapshot(ctx, m.Account)
 	}
 	return nil, fmt.Errorf("%w: a mediator does not serve %s", fnet.ErrUnsupported, fnet.TypeName(req.Type()))
 }

@@ -66,7 +66,7 @@ func newMediatorMessage(t MsgType) Message {
 	case TypeSegmentReply:
 		return &SegmentReply{}
 	}
-	return nil
+	return newSnapshotMessage(t)
 }
 
 var mediatorTypeNames = map[MsgType]string{
@@ -80,6 +80,9 @@ var mediatorTypeNames = map[MsgType]string{
 // TypeName names any message type, mediator types included.
 func TypeName(t MsgType) string {
 	if n, ok := mediatorTypeNames[t]; ok {
+		return n
+	}
+	if n, ok := snapshotTypeNames[t]; ok {
 		return n
 	}
 	return t.String()
