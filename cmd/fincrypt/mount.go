@@ -46,6 +46,9 @@ func init() {
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay attached; unmount on SIGINT/SIGTERM"},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users (root included) use the mount; mode bits and owners are enforced"},
 			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request (very verbose)"},
+			&cli.StringFlag{Name: "cache-size", Usage: "bound the local store to `SIZE` once data is durable on the network (default: the config's cache-size; 0 = no limit)"},
+			&cli.DurationFlag{Name: "flush-after", Usage: "upload a partly filled segment once its oldest chunk waited this long", Value: 10 * time.Second},
+			&cli.DurationFlag{Name: "snapshot-interval", Usage: "least time between backups of the index to the network", Value: 10 * time.Minute},
 		},
 		Action: mountAction,
 	})
@@ -163,6 +166,14 @@ func spawnMount(c *cli.Context, home, mnt string, pw []byte) error {
 			args = append(args, "--"+f)
 		}
 	}
+	if c.IsSet("cache-size") {
+		args = append(args, "--cache-size", c.String("cache-size"))
+	}
+	for _, f := range []string{"flush-after", "snapshot-interval"} {
+		if c.IsSet(f) {
+			args = append(args, "--"+f, c.Duration(f).String())
+		}
+	}
 	args = append(args, mnt)
 	cmd := exec.Command(self, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -231,10 +242,15 @@ func serveMount(c *cli.Context, home, mnt string, pw []byte) (err error) {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
+	attach, err := attachReplication(c, v)
+	if err != nil {
+		return err
+	}
 	m, err := fs.Mount(v, mnt, fs.Options{
 		AllowOther: c.Bool("allow-other"),
 		Debug:      c.Bool("debug-fuse"),
 		FsName:     fsTypeName + ":" + home,
+		Attach:     attach,
 	})
 	if err != nil {
 		return userErr(exitFailure, "mounting %s: %v", mnt, err)
