@@ -202,8 +202,15 @@ func (c *client) dropCaches(t *testing.T) {
 	if _, err := c.rep.EvictAll(); err != nil {
 		t.Fatal(err)
 	}
+	refs := map[meta.ChunkID]bool{}
+	c.rep.idx.Walk(meta.Visitor{Chunk: func(_, _ uint64, ref meta.ChunkRef) { refs[ref.ID] = true }})
 	n := 0
-	c.rep.store.List(func(meta.ChunkID) error { n++; return nil }, nil)
+	c.rep.store.List(func(id meta.ChunkID) error {
+		if refs[id] { // superseded chunks wait for the file system's next sync
+			n++
+		}
+		return nil
+	}, nil)
 	if n != 0 {
 		t.Fatalf("%d chunks left in the local store after evicting durable ones", n)
 	}
