@@ -47,6 +47,8 @@ type openFile struct {
 	cond     *sync.Cond // on mu; signals queue progress
 	queue    []job
 	inflight map[uint64][]byte // newest queued buffer per chunk index
+	newest   map[uint64]uint64 // sequence number of that newest job
+	seq      uint64            // jobs queued so far
 	running  bool
 	asyncErr error // first failure of the worker, reported by the next call
 
@@ -58,6 +60,7 @@ type openFile struct {
 // version of a chunk always wins.
 type job struct {
 	idx uint64
+	seq uint64
 	buf []byte
 	res chan sealResult
 }
@@ -92,7 +95,8 @@ func (r *fsys) acquire(ino uint64) (*openFile, error) {
 		of.refs++
 		return of, nil
 	}
-	of := &openFile{r: r, ino: ino, refs: 1, size: n.Size, dirty: map[uint64][]byte{}, inflight: map[uint64][]byte{}}
+	of := &openFile{r: r, ino: ino, refs: 1, size: n.Size, dirty: map[uint64][]byte{},
+		inflight: map[uint64][]byte{}, newest: map[uint64]uint64{}}
 	of.cond = sync.NewCond(&of.mu)
 	r.open[ino] = of
 	return of, nil
@@ -325,7 +329,8 @@ func (of *openFile) write(data []byte, off uint64) error {
 // enqueue queues a full chunk for sealing; caller holds of.mu. It waits
 // while the queue is full.
 func (of *openFile) enqueue(idx uint64, buf []byte) {
-	j := job{idx: idx, buf: buf, res: make(chan sealResult, 1)}
+	of.seq++
+	j := job{idx: idx, seq: of.seq, buf: buf, res: make(chan sealResult, 1)}
 	pt := buf[:min(uint64(len(buf)), chunkLimit(idx, of.size, of.r.cs))]
 	go func() {
 		of.r.sealSem <- struct{}{}
@@ -335,6 +340,7 @@ func (of *openFile) enqueue(idx uint64, buf []byte) {
 	}()
 	of.queue = append(of.queue, j)
 	of.inflight[idx] = buf
+	of.newest[idx] = j.seq
 	if of.cacheOK && of.cacheIdx == idx {
 		of.cacheOK = false
 	}
@@ -369,10 +375,10 @@ func (of *openFile) worker() {
 			}
 		}
 		of.queue = of.queue[1:]
-		latest := of.inflight[j.idx]
-		isLatest := len(latest) > 0 && len(j.buf) > 0 && &latest[0] == &j.buf[0]
+		isLatest := of.newest[j.idx] == j.seq
 		if isLatest {
 			delete(of.inflight, j.idx)
+			delete(of.newest, j.idx)
 		}
 		switch {
 		case err != nil:
