@@ -43,7 +43,7 @@ func fastConfig() Config {
 
 // client is a mounted vault with its replicator.
 type client struct {
-	t    *testing.T
+	t    testing.TB
 	p    *testplanet.Planet
 	v    *vault.Vault
 	mnt  string
@@ -59,14 +59,16 @@ func mediatorAddr(p *testplanet.Planet) fnet.Address {
 	return p.Mediator.Address()
 }
 
-func newVault(t *testing.T, home string) {
+func newVault(t testing.TB, home string) { newVaultChunks(t, home, 64<<10) }
+
+func newVaultChunks(t testing.TB, home string, chunkSize uint32) {
 	t.Helper()
-	if err := vault.Create(home, testPassword, vault.CreateOptions{KDF: vault.KDFParams{Time: 1, MemoryK: 8 << 10, Threads: 1}, ChunkSize: 64 << 10}); err != nil {
+	if err := vault.Create(home, testPassword, vault.CreateOptions{KDF: vault.KDFParams{Time: 1, MemoryK: 8 << 10, Threads: 1}, ChunkSize: chunkSize}); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func mount(t *testing.T, p *testplanet.Planet, home string, cfg Config) *client {
+func mount(t testing.TB, p *testplanet.Planet, home string, cfg Config) *client {
 	t.Helper()
 	v, err := vault.Open(home, testPassword, vault.OpenOptions{Lock: true})
 	if err != nil {
@@ -121,20 +123,22 @@ func (c *client) unmount() {
 }
 
 // waitSynced waits until nothing is pending and a snapshot covers the data.
-func (c *client) waitSynced(what string) *Status {
-	c.t.Helper()
-	deadline := time.Now().Add(40 * time.Second)
+func (c *client) waitSynced(what string) *Status { return c.waitSyncedFor(c.t, what, 40*time.Second) }
+
+func (c *client) waitSyncedFor(t testing.TB, what string, timeout time.Duration) *Status {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
 	for {
 		st, err := QueryStatus(c.home)
 		if err != nil {
-			c.t.Fatal(err)
+			t.Fatal(err)
 		}
 		if st.PendingChunks == 0 && st.SegmentsDurable > 0 && st.LastSnapshot != nil && st.LastSync != nil &&
 			st.LastSnapshot.After(*st.LastSync) {
 			return st
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("%s: not synced after 40s: %+v", what, st)
+			t.Fatalf("%s: not synced after %s: %+v", what, timeout, st)
 		}
 		c.rep.Kick()
 		time.Sleep(100 * time.Millisecond)
