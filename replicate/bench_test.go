@@ -180,4 +180,3 @@ func writeBench(b *testing.B, c *client, n int64) {
 		b.Fatal(err)
 	}
 }
-
