@@ -53,6 +53,9 @@ func (r *Replicator) checkHealth() error {
 		if err := b.Commit(false); err != nil {
 			r.noteErr(fmt.Errorf("segment %s: %w", s.ID, err))
 		}
+		r.mu.Lock()
+		r.st.Online = true
+		r.mu.Unlock()
 	}
 	return nil
 }

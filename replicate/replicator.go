@@ -43,6 +43,8 @@ type Replicator struct {
 	errs         []timedErr
 	retryAt      time.Time
 	backoff      time.Duration
+	cacheDirty   bool // segments were committed since the last cache trim
+	lastEvict    time.Time
 	lastSync     time.Time // last segment committed (persisted as R last_sync)
 	lastSnapshot time.Time // last snapshot pointer stored (R last_snapshot)
 
@@ -157,8 +159,19 @@ func (r *Replicator) round(lastCheck, lastMaintain *time.Time) {
 	if netErr == nil {
 		netErr = r.maybeSnapshot()
 	}
-	if err := r.evict(); err != nil {
-		r.noteErr(err)
+	// Trimming the cache lists the store: do it after uploads made chunks
+	// evictable, and otherwise now and then (reads refill the cache).
+	r.mu.Lock()
+	trim := r.cacheDirty || time.Since(r.lastEvict) >= evictEvery
+	r.cacheDirty = false
+	r.mu.Unlock()
+	if trim {
+		if err := r.evict(); err != nil {
+			r.noteErr(err)
+		}
+		r.mu.Lock()
+		r.lastEvict = time.Now()
+		r.mu.Unlock()
 	}
 	if netErr != nil && r.ctx.Err() == nil {
 		r.noteErr(netErr)
@@ -273,14 +286,14 @@ func (r *Replicator) uploadPending() error {
 	if len(plan) == 0 {
 		return nil
 	}
-	return r.uploadAll(plan, KindDataLabel)
+	return r.uploadAll(plan)
 }
 
-// KindDataLabel names data segments in logs.
-const KindDataLabel = "data"
+// evictEvery is how often the cache is trimmed when nothing was uploaded.
+const evictEvery = 10 * time.Second
 
 // uploadAll uploads the planned segments, Parallel at a time.
-func (r *Replicator) uploadAll(plan []*plannedSegment, label string) error {
+func (r *Replicator) uploadAll(plan []*plannedSegment) error {
 	r.mu.Lock()
 	for _, p := range plan {
 		for _, c := range p.chunks {
@@ -372,6 +385,7 @@ func (r *Replicator) uploadSegment(p *plannedSegment) error {
 	r.mu.Lock()
 	r.lastSync = now
 	r.st.Online = true
+	r.cacheDirty = true
 	r.mu.Unlock()
 	r.log.Info("segment durable", "segment", seg.ID, "chunks", len(ids), "bytes", used, "class", class, "pieces", pieces)
 	return nil
