@@ -157,10 +157,11 @@ func (r *Replicator) maybeSnapshot() error {
 		r.noteErr(fmt.Errorf("snapshot: %w", err))
 		return nil
 	}
-	h := sha256.New()
-	h.Write(keyFile)
-	h.Write(blob)
-	sum := h.Sum(nil)
+	sum, err := r.changeHash(keyFile)
+	if err != nil {
+		r.noteErr(fmt.Errorf("snapshot: %w", err))
+		return nil
+	}
 	if old, err := r.idx.GetRepl("snapshot_hash"); err == nil && bytes.Equal(old, sum) {
 		return nil
 	}
@@ -178,8 +179,47 @@ func (r *Replicator) Snapshot() error {
 	if err != nil {
 		return err
 	}
-	sum := sha256.Sum256(append(keyFile, blob...))
-	return r.snapshot(keyFile, blob, sum[:])
+	sum, err := r.changeHash(keyFile)
+	if err != nil {
+		return err
+	}
+	return r.snapshot(keyFile, blob, sum)
+}
+
+// changeHash summarises what a snapshot must capture: the key file, every
+// record but the segment records, and which data segments exist and are
+// dead. Health-check fields and the snapshot segments' own records are
+// left out, so that storing a snapshot (or checking health) does not by
+// itself call for another one.
+func (r *Replicator) changeHash(keyFile []byte) ([]byte, error) {
+	h := sha256.New()
+	h.Write(keyFile)
+	err := r.idx.Export(func(key, sealed []byte) error {
+		if len(key) > 0 && key[0] != 'S' {
+			h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(key))))
+			h.Write(key)
+			h.Write(sealed)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = r.idx.Segments(func(s meta.Segment) error {
+		if s.Kind == meta.KindData {
+			h.Write(s.ID[:])
+			h.Write([]byte{boolByte(s.DeadSince != 0)})
+		}
+		return nil
+	})
+	return h.Sum(nil), err
+}
+
+func boolByte(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func (r *Replicator) snapshot(keyFile, blob, sum []byte) error {

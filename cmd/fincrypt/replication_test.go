@@ -17,8 +17,9 @@ import (
 	"github.com/btcsuite/btcd/chaincfg"
 )
 
-// daemon runs the binary in the background until the test ends.
-func daemon(t *testing.T, dir, name string, args ...string) string {
+// daemon runs the binary in the background until the test ends (or kill
+// is called).
+func daemon(t *testing.T, dir, name string, args ...string) (kill func()) {
 	t.Helper()
 	logPath := filepath.Join(dir, name+".log")
 	logf, err := os.Create(logPath)
@@ -32,9 +33,9 @@ func daemon(t *testing.T, dir, name string, args ...string) string {
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); logf.Close(); close(done) }()
+	kill = func() { cmd.Process.Kill(); <-done }
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-done
+		kill()
 		if t.Failed() {
 			b, _ := os.ReadFile(logPath)
 			if len(b) > 2000 {
@@ -43,7 +44,7 @@ func daemon(t *testing.T, dir, name string, args ...string) string {
 			t.Logf("%s log:\n%s", name, b)
 		}
 	})
-	return logPath
+	return kill
 }
 
 func waitForFile(t *testing.T, path string) string {
@@ -68,8 +69,8 @@ func TestReplicationProcesses(t *testing.T) {
 	needFUSE(t)
 	dir := t.TempDir()
 	mdir := filepath.Join(dir, "mediator")
-	daemon(t, dir, "mediator", "mediator", "--dir", mdir, "--listen", "127.0.0.1:0",
-		"--period", "2s", "--heartbeat", "200ms", "--challenge-timeout", "1s")
+	medArgs := []string{"mediator", "--dir", mdir, "--period", "2s", "--heartbeat", "200ms", "--challenge-timeout", "1s"}
+	stopMediator := daemon(t, dir, "mediator", append(medArgs, "--listen", "127.0.0.1:0")...)
 	maddr := waitForFile(t, filepath.Join(mdir, "address"))
 	payout, _ := btcutil.NewAddressPubKeyHash(bytes.Repeat([]byte{7}, 20), &chaincfg.SimNetParams)
 	for i := 0; i < 5; i++ {
@@ -100,6 +101,10 @@ func TestReplicationProcesses(t *testing.T) {
 			syscall.Unmount(v.mnt, syscall.MNT_DETACH)
 		}
 	})
+	// Offline: the mediator is down while we write, and the mount is
+	// killed -9 before anything reached the network.
+	stopMediator()
+	mountPID := v.pid()
 	rng := rand.New(rand.NewSource(5))
 	files := map[string][]byte{}
 	for i := 0; i < 5; i++ {
@@ -107,11 +112,34 @@ func TestReplicationProcesses(t *testing.T) {
 		rng.Read(b)
 		name := fmt.Sprintf("d%d/f%d", i%2, i)
 		os.MkdirAll(filepath.Join(v.mnt, filepath.Dir(name)), 0o755)
-		if err := os.WriteFile(filepath.Join(v.mnt, name), b, 0o644); err != nil {
+		f, err := os.Create(filepath.Join(v.mnt, name))
+		if err != nil {
 			t.Fatal(err)
 		}
+		if _, err := f.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil { // durable locally: survives kill -9
+			t.Fatal(err)
+		}
+		f.Close()
 		files[name] = b
 	}
+	if r := fincrypt(t, nil, "--home", v.home, "status", "--json"); r.code != 0 || !strings.Contains(r.stdout, `"pending_files": 5`) {
+		t.Fatalf("status while offline: %+v", r)
+	}
+	if err := syscall.Kill(mountPID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	syscall.Unmount(v.mnt, syscall.MNT_DETACH)
+	_, hostport, _ := strings.Cut(maddr, "@")
+	daemon(t, dir, "mediator2", append(medArgs, "--listen", hostport)...)
+	if r := fincrypt(t, nil, "--home", v.home, "mount", "--password-file", v.pw, "--flush-after", "200ms", "--snapshot-interval", "500ms", v.mnt); r.code != 0 {
+		log, _ := os.ReadFile(filepath.Join(v.home, mountLogName))
+		t.Fatalf("mount after kill -9: %+v\n%s", r, log)
+	}
+
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		r := fincrypt(t, nil, "--home", v.home, "status", "--json")
