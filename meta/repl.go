@@ -284,3 +284,13 @@ func (x *Index) Import(records func(fn func(key, sealed []byte) error) error) er
 	x.mu.Unlock()
 	return b.Commit(pebble.Sync)
 }
+
+// ReplRecords calls fn with every replication state record whose name
+// starts with prefix.
+func (x *Index) ReplRecords(prefix string, fn func(name string, val []byte) error) error {
+	p := append([]byte{pRepl}, prefix...)
+	return x.scan(p, func(key, val []byte) error { return fn(string(key[1:]), val) })
+}
+
+// DeleteRepl removes a named replication state record.
+func (b *Batch) DeleteRepl(name string) { b.del(append([]byte{pRepl}, name...)) }

@@ -77,3 +77,49 @@ func TestReleaseAndRepack(t *testing.T) {
 		t.Fatalf("small after repack: %q, %v", got, err)
 	}
 }
+
+// TestInterruptedUploadReleased: a segment the mediator committed but the
+// client never recorded (a crash in between) is released at the next start.
+func TestInterruptedUploadReleased(t *testing.T) {
+	if _, err := os.Stat("/dev/fuse"); err != nil || os.Geteuid() != 0 {
+		t.Skip("needs /dev/fuse and root")
+	}
+	p := testplanet.New(t, testplanet.Config{StorageNodes: 5})
+	home := filepath.Join(t.TempDir(), "home")
+	newVault(t, home)
+	c := mount(t, p, home, fastConfig())
+	seg, err := c.mc.Store(p.Context(), DefaultScheme, make([]byte, 1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := c.rep.idx.NewBatch()
+	b.PutRepl(intentName(meta.SegmentID(seg)), nil)
+	if err := b.Commit(true); err != nil {
+		t.Fatal(err)
+	}
+	c.unmount()
+	c = mount(t, p, home, fastConfig())
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := c.mc.Segment(p.Context(), seg)
+		if errors.Is(err, fnet.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("orphan segment still at the mediator: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		n := 0
+		c.rep.idx.ReplRecords("up/", func(string, []byte) error { n++; return nil })
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d upload intents left", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

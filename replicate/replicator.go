@@ -44,6 +44,7 @@ type Replicator struct {
 	retryAt      time.Time
 	backoff      time.Duration
 	cacheDirty   bool // segments were committed since the last cache trim
+	intentsClean bool // cleanIntents has run since the start (run goroutine only)
 	lastEvict    time.Time
 	lastSync     time.Time // last segment committed (persisted as R last_sync)
 	lastSnapshot time.Time // last snapshot pointer stored (R last_snapshot)
@@ -145,7 +146,15 @@ func (r *Replicator) round(lastCheck, lastMaintain *time.Time) {
 	if wait {
 		return
 	}
-	netErr := r.uploadPending()
+	var netErr error
+	if !r.intentsClean {
+		if netErr = r.cleanIntents(); netErr == nil {
+			r.intentsClean = true
+		}
+	}
+	if netErr == nil {
+		netErr = r.uploadPending()
+	}
 	if netErr == nil && now.Sub(*lastCheck) >= r.cfg.CheckInterval {
 		if netErr = r.checkHealth(); netErr == nil {
 			*lastCheck = now
@@ -374,6 +383,7 @@ func (r *Replicator) uploadSegment(p *plannedSegment) error {
 	now := time.Now()
 	b := r.idx.NewBatch()
 	b.PutSegment(seg)
+	b.DeleteRepl(intentName(seg.ID))
 	b.PutRepl("last_sync", putUint64(uint64(now.UnixNano())))
 	for i, id := range ids {
 		locs[i].Segment = seg.ID
@@ -417,6 +427,19 @@ func (r *Replicator) put(content []byte, class int) (*meta.Segment, int, error) 
 	if err != nil {
 		return nil, 0, err
 	}
+	// Record the intent before anything is stored, so that a crash between
+	// the mediator's commit and our record leaves something to release.
+	ib := r.idx.NewBatch()
+	ib.PutRepl(intentName(meta.SegmentID(pl.Segment)), nil)
+	if err := ib.Commit(true); err != nil {
+		return nil, 0, fmt.Errorf("recording upload intent: %w", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			r.abandon(meta.SegmentID(pl.Segment))
+		}
+	}()
 	stored, errs := r.uploadPieces(r.ctx, pl, pieces)
 	if len(stored) < s.K+1 && len(stored) < s.N {
 		return nil, 0, fmt.Errorf("upload: %d of %d pieces stored: %w", len(stored), len(pieces), errors.Join(errs...))
@@ -427,6 +450,7 @@ func (r *Replicator) put(content []byte, class int) (*meta.Segment, int, error) 
 	if err != nil {
 		return nil, 0, err
 	}
+	committed = true
 	seg := &meta.Segment{ID: meta.SegmentID(pl.Segment), State: meta.SegmentDurable, K: uint8(s.K), N: uint8(s.N),
 		Healthy: uint8(len(stored)), Class: uint32(class), Created: time.Now().UnixNano(), Checked: time.Now().UnixNano(),
 		Pieces: make([]meta.SegmentPiece, s.N)}
@@ -469,6 +493,63 @@ func (r *Replicator) uploadPieces(ctx context.Context, pl *fnet.PlacementReply, 
 	}
 	wg.Wait()
 	return stored, errs
+}
+
+// intentName is the R record kept while segment id is being stored.
+func intentName(id meta.SegmentID) string { return "up/" + string(id[:]) }
+
+// abandon releases a segment whose upload or commit failed (the mediator
+// may have committed it anyway) and forgets the intent once that is done;
+// otherwise cleanIntents tries again later.
+func (r *Replicator) abandon(id meta.SegmentID) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.CallTimeout)
+	defer cancel()
+	if err := r.client.Release(ctx, fnet.SegmentID(id)); err != nil && !errors.Is(err, fnet.ErrNotFound) {
+		return
+	}
+	b := r.idx.NewBatch()
+	b.DeleteRepl(intentName(id))
+	if err := b.Commit(false); err != nil {
+		r.noteErr(err)
+	}
+}
+
+// cleanIntents releases segments that a previous run placed (and perhaps
+// committed) but never recorded: it crashed in between. It returns an error
+// only for a failure of the network.
+func (r *Replicator) cleanIntents() error {
+	var ids []meta.SegmentID
+	err := r.idx.ReplRecords("up/", func(name string, _ []byte) error {
+		if len(name) == 3+meta.SegmentIDSize {
+			ids = append(ids, meta.SegmentID([]byte(name[3:])))
+		}
+		return nil
+	})
+	if err != nil {
+		r.noteErr(err)
+		return nil
+	}
+	for _, id := range ids {
+		if _, err := r.idx.GetSegment(id); err == nil {
+			b := r.idx.NewBatch() // recorded after all
+			b.DeleteRepl(intentName(id))
+			b.Commit(false)
+			continue
+		}
+		ctx, cancel := context.WithTimeout(r.ctx, r.cfg.CallTimeout)
+		err := r.client.Release(ctx, fnet.SegmentID(id))
+		cancel()
+		if err != nil && !errors.Is(err, fnet.ErrNotFound) {
+			return err
+		}
+		b := r.idx.NewBatch()
+		b.DeleteRepl(intentName(id))
+		if err := b.Commit(false); err != nil {
+			r.noteErr(err)
+		}
+		r.log.Info("released a segment left by an interrupted upload", "segment", id)
+	}
+	return nil
 }
 
 func beUint64(b []byte) uint64 {

@@ -268,6 +268,7 @@ func (r *Replicator) snapshot(keyFile, blob, sum []byte) error {
 	}
 	for _, s := range recs {
 		b.PutSegment(s)
+		b.DeleteRepl(intentName(s.ID))
 	}
 	b.PutRepl("last_snapshot", putUint64(uint64(now.UnixNano())))
 	b.PutRepl("snapshot_hash", sum)
@@ -293,6 +294,7 @@ func (r *Replicator) recordDeadSnapshot(recs []*meta.Segment) {
 		s.Kind = meta.KindSnapshot
 		s.DeadSince = time.Now().UnixNano()
 		b.PutSegment(s)
+		b.DeleteRepl(intentName(s.ID))
 	}
 	if err := b.Commit(true); err != nil {
 		r.noteErr(err)
