@@ -44,7 +44,7 @@ type Replicator struct {
 	retryAt      time.Time
 	backoff      time.Duration
 	cacheDirty   bool // segments were committed since the last cache trim
-	intentsClean bool // cleanIntents has run since the start (run goroutine only)
+	intentsLeft  bool // upload intents may need cleanIntents (set at start)
 	lastEvict    time.Time
 	lastSync     time.Time // last segment committed (persisted as R last_sync)
 	lastSnapshot time.Time // last snapshot pointer stored (R last_snapshot)
@@ -78,7 +78,7 @@ func New(v *vault.Vault, idx *meta.Index, store *chunkstore.Store, client *media
 	r := &Replicator{cfg: cfg, log: cfg.Logger, v: v, idx: idx, store: store, client: client, coder: coder, snap: snap,
 		done: make(chan struct{}), kick: make(chan struct{}, 1),
 		inflight: map[meta.ChunkID]struct{}{}, firstSeen: map[meta.ChunkID]time.Time{},
-		fetching: map[meta.SegmentID]*fetchCall{}}
+		fetching: map[meta.SegmentID]*fetchCall{}, intentsLeft: true}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.st.Account = fnet.NodeID(client.Account()).String()
 	r.st.Scheme = cfg.Scheme.String()
@@ -147,9 +147,15 @@ func (r *Replicator) round(lastCheck, lastMaintain *time.Time) {
 		return
 	}
 	var netErr error
-	if !r.intentsClean {
-		if netErr = r.cleanIntents(); netErr == nil {
-			r.intentsClean = true
+	r.mu.Lock()
+	clean := r.intentsLeft
+	r.intentsLeft = false
+	r.mu.Unlock()
+	if clean {
+		if netErr = r.cleanIntents(); netErr != nil {
+			r.mu.Lock()
+			r.intentsLeft = true
+			r.mu.Unlock()
 		}
 	}
 	if netErr == nil {
@@ -505,6 +511,9 @@ func (r *Replicator) abandon(id meta.SegmentID) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.CallTimeout)
 	defer cancel()
 	if err := r.client.Release(ctx, fnet.SegmentID(id)); err != nil && !errors.Is(err, fnet.ErrNotFound) {
+		r.mu.Lock()
+		r.intentsLeft = true // cleanIntents retries once the network is back
+		r.mu.Unlock()
 		return
 	}
 	b := r.idx.NewBatch()
