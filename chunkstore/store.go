@@ -38,6 +38,7 @@ type Store struct {
 	mu       sync.Mutex
 	unsynced map[meta.ChunkID]struct{}
 	dirs     map[string]struct{} // subdirectories changed since the last Sync
+	fetcher  Fetcher             // fills misses (SetFetcher); nil: none
 }
 
 // Open opens the store in dir, creating it if needed.
@@ -101,7 +102,7 @@ func (s *Store) Put(id meta.ChunkID, sealed []byte) error {
 func (s *Store) Get(id meta.ChunkID, dst []byte) ([]byte, error) {
 	f, err := os.Open(s.Path(id))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("chunk %s: %w", id, ErrNotFound)
+		return s.fetch(id, dst)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", id, err)

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/fincrypt/fincrypt/internal/fsutil"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -51,6 +52,11 @@ type Options struct {
 	// SyncInterval is how often superseded chunks are reclaimed (after an
 	// index sync); zero means DefaultSyncInterval.
 	SyncInterval time.Duration
+	// Attach, if set, starts a service that shares the mount's index and
+	// chunk store (the replication engine). It runs after recovery, before
+	// the mount serves; its Close runs after the last flush and before the
+	// index closes.
+	Attach func(idx *meta.Index, store *chunkstore.Store) (io.Closer, error)
 }
 
 // Defaults for Options.
@@ -147,6 +153,7 @@ func newFsys(v *vault.Vault, opt Options, readOnly bool) (*fsys, error) {
 // named Mount in one package, so the function Mount returns a *Mounted.)
 type Mounted struct {
 	r      *fsys
+	svc    io.Closer // Options.Attach's service, or nil
 	server *fuse.Server
 	dir    string
 	stop   chan struct{}
@@ -176,6 +183,12 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 	if err := r.recover(); err != nil {
 		return fail(fmt.Errorf("recovery: %w", err))
 	}
+	var svc io.Closer
+	if opt.Attach != nil {
+		if svc, err = opt.Attach(r.idx, r.store); err != nil {
+			return fail(err)
+		}
+	}
 	neg := opt.EntryTimeout
 	mo := &gofs.Options{
 		MountOptions: fuse.MountOptions{
@@ -203,6 +216,9 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 	root := &Node{r: r}
 	server, err := gofs.Mount(mountpoint, root, mo)
 	if err != nil {
+		if svc != nil {
+			svc.Close()
+		}
 		return fail(fmt.Errorf("mount %s: %w", mountpoint, err))
 	}
 	closeFuseOnExec(r.log)
@@ -210,7 +226,7 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 	if aerr != nil {
 		abs = mountpoint
 	}
-	m := &Mounted{r: r, server: server, dir: abs, closed: make(chan struct{}), stop: make(chan struct{}), bgDone: make(chan struct{})}
+	m := &Mounted{r: r, svc: svc, server: server, dir: abs, closed: make(chan struct{}), stop: make(chan struct{}), bgDone: make(chan struct{})}
 	go m.background()
 	r.log.Info("mounted", "mountpoint", mountpoint, "chunk_size", r.cs)
 	return m, nil
@@ -332,6 +348,11 @@ func (m *Mounted) shutdown() error {
 		}
 		if err := r.syncAll(); err != nil {
 			errs = append(errs, err)
+		}
+		if m.svc != nil {
+			if err := m.svc.Close(); err != nil {
+				errs = append(errs, err)
+			}
 		}
 		if err := r.idx.Close(); err != nil {
 			errs = append(errs, err)

@@ -200,11 +200,13 @@ func (c Config) Validate() error {
 	return c.Payments.validate(c.Network)
 }
 
-// threshold is the repair threshold for a segment's scheme.
+// threshold is the repair threshold for a segment's scheme. A scheme other
+// than the configured one keeps the same safety margin above K (repair starts
+// while that many spare pieces remain), capped at N.
 func (c Config) threshold(s erasure.Scheme) int {
 	if s == c.Scheme {
 		return c.RepairThreshold
 	}
-	t := s.N - (c.Scheme.N - c.RepairThreshold)
+	t := s.K + (c.RepairThreshold - c.Scheme.K)
 	return max(min(t, s.N), s.K+1)
 }

@@ -63,6 +63,8 @@ type core struct {
 	// repairMu lets one repair scan run at a time.
 	repairMu sync.Mutex
 
+	snapMu sync.Mutex // serialises snapshot pointer updates (snapshots.go)
+
 	resMu    sync.Mutex
 	reserved map[SegmentID]reservation // uncommitted placements
 	// resPieces indexes reserved by (node, piece id): the placements that

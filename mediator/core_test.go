@@ -528,6 +528,13 @@ func TestConfigValidate(t *testing.T) {
 	if th := ok.threshold(DefaultScheme); th != 4 {
 		t.Fatalf("default threshold %d", th)
 	}
+	// Other schemes keep the default's margin above K (repair once fewer
+	// than K+2 pieces are healthy), capped at N.
+	for s, want := range map[erasure.Scheme]int{{K: 2, N: 4}: 4, {K: 4, N: 8}: 6, {K: 1, N: 2}: 2} {
+		if th := ok.threshold(s); th != want {
+			t.Errorf("threshold for %s: %d, want %d", s, th, want)
+		}
+	}
 }
 
 func TestVerifyResponseRejects(t *testing.T) {

@@ -74,6 +74,10 @@ func (e *endpoint) handle(ctx context.Context, peer fnet.NodeID, req fnet.Messag
 		return e.c.depositAddress(ctx, acct)
 	case *fnet.BalanceRequest:
 		return e.c.balance(ctx, acct)
+	case *fnet.SnapshotPutRequest:
+		return &fnet.SnapshotPutReply{}, e.c.PutSnapshot(ctx, acct, m)
+	case *fnet.SnapshotGetRequest:
+		return e.c.GetSnapshot(ctx, m.Account)
 	}
 	return nil, fmt.Errorf("%w: a mediator does not serve %s", fnet.ErrUnsupported, fnet.TypeName(req.Type()))
 }

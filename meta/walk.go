@@ -85,6 +85,15 @@ func (x *Index) Walk(v Visitor) error {
 			if v.Orphan != nil {
 				v.Orphan(beUint64(key[1:]))
 			}
+		case len(key) == 1+ChunkIDSize && key[0] == pLocation:
+			if _, err := decodeLocation(buf); err != nil {
+				bad(key, err)
+			}
+		case len(key) == 1+SegmentIDSize && key[0] == pSegment:
+			if _, err := decodeSegment(SegmentID(key[1:]), buf); err != nil {
+				bad(key, err)
+			}
+		case len(key) > 1 && key[0] == pRepl:
 		default:
 			bad(key, fmt.Errorf("unknown key: %w", ErrCorrupt))
 		}

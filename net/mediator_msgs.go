@@ -66,7 +66,10 @@ func newMediatorMessage(t MsgType) Message {
 	case TypeSegmentReply:
 		return &SegmentReply{}
 	}
-	return newWalletMessage(t)
+	if m := newWalletMessage(t); m != nil {
+		return m
+	}
+	return newSnapshotMessage(t)
 }
 
 var mediatorTypeNames = map[MsgType]string{
@@ -83,6 +86,9 @@ func TypeName(t MsgType) string {
 		return n
 	}
 	if n, ok := walletTypeNames[t]; ok {
+		return n
+	}
+	if n, ok := snapshotTypeNames[t]; ok {
 		return n
 	}
 	return t.String()

@@ -49,6 +49,9 @@ func init() {
 			storeFlag,
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users (root included) use the mount; mode bits and owners are enforced"},
 			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request, file names included, to the log (very verbose; for debugging only)"},
+			&cli.StringFlag{Name: "cache-size", Usage: "bound the local store to `SIZE` once data is durable on the network (default: the config's cache-size; 0 = no limit)"},
+			&cli.DurationFlag{Name: "flush-after", Usage: "upload a partly filled segment once its oldest chunk waited this long", Value: 10 * time.Second},
+			&cli.DurationFlag{Name: "snapshot-interval", Usage: "least time between backups of the index to the network", Value: 10 * time.Minute},
 		},
 		Action: mountAction,
 	})
@@ -169,6 +172,14 @@ func spawnMount(c *cli.Context, home, mnt string, pw []byte) error {
 	if s := c.String("store"); s != "" {
 		args = append(args, "--store", s)
 	}
+	if c.IsSet("cache-size") {
+		args = append(args, "--cache-size", c.String("cache-size"))
+	}
+	for _, f := range []string{"flush-after", "snapshot-interval"} {
+		if c.IsSet(f) {
+			args = append(args, "--"+f, c.Duration(f).String())
+		}
+	}
 	args = append(args, mnt)
 	cmd := exec.Command(self, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -238,11 +249,16 @@ func serveMount(c *cli.Context, home, mnt string, pw []byte) (err error) {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
+	attach, err := attachReplication(c, v)
+	if err != nil {
+		return err
+	}
 	m, err := fs.Mount(v, mnt, fs.Options{
 		AllowOther: c.Bool("allow-other"),
 		Debug:      c.Bool("debug-fuse"),
 		FsName:     fsTypeName + ":" + home,
 		Logger:     slog.Default().With("component", "fs"),
+		Attach:     attach,
 	})
 	if err != nil {
 		return userErr(exitFailure, "mounting %s: %v", mnt, err)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/fincrypt/fincrypt/fs"
 	"github.com/fincrypt/fincrypt/internal/units"
+	fnet "github.com/fincrypt/fincrypt/net"
 	"github.com/fincrypt/fincrypt/vault"
 	"github.com/urfave/cli/v2"
 )
@@ -64,6 +65,7 @@ func init() {
 		Flags: []cli.Flag{
 			passwordFileFlag,
 			&cli.StringFlag{Name: "chunk-size", Value: "1MiB", Usage: "plaintext `SIZE` of a chunk (a power of two, 4KiB to 16MiB); fixed for the vault's life"},
+			&cli.StringFlag{Name: "mediator", Usage: "join the network of the mediator at `NODEID@HOST:PORT`: register the account and print its id"},
 		},
 		Action: func(c *cli.Context) error {
 			home := c.String("home")
@@ -78,8 +80,24 @@ func init() {
 			if err != nil {
 				return err
 			}
+			if c.IsSet("mediator") {
+				if _, err := fnet.ParseAddress(c.String("mediator")); err != nil {
+					return userErr(exitUsage, "--mediator: %v", err)
+				}
+			}
 			if err := vault.Create(home, pw, vault.CreateOptions{ChunkSize: uint32(cs)}); err != nil {
 				return userErr(exitFailure, "creating the vault in %s: %v", home, err)
+			}
+			if c.IsSet("mediator") {
+				v, err := vault.Open(home, pw, vault.OpenOptions{})
+				if err != nil {
+					return vaultErr(home, err)
+				}
+				acct, err := joinNetwork(v, c.String("mediator"))
+				if err != nil {
+					return fmt.Errorf("%w (the vault was created; retry with `fincrypt --home %s account --mediator ...`)", err, home)
+				}
+				fmt.Printf("Account: %s\n", fnet.NodeID(acct))
 			}
 			fmt.Printf("Created a vault in %s.\nMount it with: fincrypt --home %s mount ~/Fincrypt\n", home, home)
 			return nil

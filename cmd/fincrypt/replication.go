@@ -1,0 +1,302 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/fincrypt/fincrypt/chunkstore"
+	"github.com/fincrypt/fincrypt/erasure"
+	"github.com/fincrypt/fincrypt/internal/units"
+	"github.com/fincrypt/fincrypt/mediator"
+	"github.com/fincrypt/fincrypt/meta"
+	fnet "github.com/fincrypt/fincrypt/net"
+	"github.com/fincrypt/fincrypt/replicate"
+	"github.com/fincrypt/fincrypt/vault"
+)
+
+// accountFileName holds the vault's account id in the clear (it is public:
+// the mediator and every node see it), so `fincrypt account` needs no password.
+const accountFileName = "account"
+
+// networkTimeout bounds the one-shot mediator calls of init, account and restore.
+const networkTimeout = 60 * time.Second
+
+var mediatorFlag = &cli.StringFlag{Name: "mediator", Usage: "the mediator's `NODEID@HOST:PORT`"}
+
+// joinNetwork registers the vault's account with the mediator and records
+// the mediator (and the default scheme, if none is set) in the config.
+func joinNetwork(v *vault.Vault, addr string) (fnet.AccountID, error) {
+	a, err := fnet.ParseAddress(addr)
+	if err != nil {
+		return fnet.AccountID{}, userErr(exitUsage, "--mediator: %v", err)
+	}
+	id, err := replicate.AccountIdentity(v)
+	if err != nil {
+		return fnet.AccountID{}, err
+	}
+	mc, err := mediator.NewClient(id, a, nil)
+	if err != nil {
+		return fnet.AccountID{}, err
+	}
+	defer mc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), networkTimeout)
+	defer cancel()
+	if _, err := mc.RegisterAccount(ctx); err != nil {
+		return fnet.AccountID{}, userErr(exitFailure, "registering with the mediator %s: %v", a, err)
+	}
+	v.Config.Mediator = a.String()
+	if v.Config.Scheme == "" {
+		v.Config.Scheme = replicate.DefaultScheme.String()
+	}
+	if err := vault.SaveConfig(v.Home, v.Config); err != nil {
+		return fnet.AccountID{}, err
+	}
+	acct := fnet.AccountID(id.ID())
+	if err := writeAccountFile(v.Home, acct); err != nil {
+		return fnet.AccountID{}, err
+	}
+	return acct, nil
+}
+
+func writeAccountFile(home string, acct fnet.AccountID) error {
+	return os.WriteFile(filepath.Join(home, accountFileName), []byte(fnet.NodeID(acct).String()+"\n"), 0o600)
+}
+
+// replicationConfig maps the vault's settings and the mount's flags onto
+// the engine's config.
+func replicationConfig(c *cli.Context, v *vault.Vault) (replicate.Config, error) {
+	cfg := replicate.Config{CacheSize: v.Config.CacheSize, Logger: slog.Default().With("service", "replicate"),
+		FlushAfter: c.Duration("flush-after"), SnapshotInterval: c.Duration("snapshot-interval")}
+	if v.Config.Scheme != "" {
+		s, err := erasure.ParseScheme(v.Config.Scheme)
+		if err != nil {
+			return cfg, userErr(exitUsage, "config scheme: %v", err)
+		}
+		cfg.Scheme = s
+	}
+	if c.IsSet("cache-size") {
+		n, err := units.ParseSize(c.String("cache-size"))
+		if err != nil {
+			return cfg, userErr(exitUsage, "--cache-size: %v", err)
+		}
+		cfg.CacheSize = n
+	}
+	return cfg, nil
+}
+
+// replicationService is what fs.Options.Attach starts: the engine and its
+// control socket, closed in reverse order.
+type replicationService struct {
+	rep *replicate.Replicator
+	ctl *replicate.Control
+	mc  *mediator.Client
+}
+
+func (s *replicationService) Close() error {
+	s.ctl.Close()
+	err := s.rep.Close()
+	s.mc.Close()
+	return err
+}
+
+// attachReplication returns the fs.Options.Attach hook for a vault that
+// has joined a network, or nil.
+func attachReplication(c *cli.Context, v *vault.Vault) (func(*meta.Index, *chunkstore.Store) (io.Closer, error), error) {
+	if v.Config.Mediator == "" {
+		return nil, nil
+	}
+	a, err := fnet.ParseAddress(v.Config.Mediator)
+	if err != nil {
+		return nil, userErr(exitUsage, "config mediator: %v", err)
+	}
+	cfg, err := replicationConfig(c, v)
+	if err != nil {
+		return nil, err
+	}
+	return func(idx *meta.Index, store *chunkstore.Store) (io.Closer, error) {
+		id, err := replicate.AccountIdentity(v)
+		if err != nil {
+			return nil, err
+		}
+		mc, err := mediator.NewClient(id, a, nil)
+		if err != nil {
+			return nil, err
+		}
+		rep, err := replicate.New(v, idx, store, mc, cfg)
+		if err != nil {
+			mc.Close()
+			return nil, err
+		}
+		ctl, err := replicate.ServeControl(v.Home, rep)
+		if err != nil {
+			rep.Close()
+			mc.Close()
+			return nil, err
+		}
+		return &replicationService{rep: rep, ctl: ctl, mc: mc}, nil
+	}, nil
+}
+
+func init() {
+	register(&cli.Command{
+		Name:  "account",
+		Usage: "print the vault's account id (and join a mediator with --mediator)",
+		Description: "Prints the account id the vault uses on the network, mounted or not. With\n" +
+			"--mediator NODEID@HOST:PORT it (re)registers the account there and records the\n" +
+			"mediator in the config, as `fincrypt init --mediator` does (asks the password).",
+		Flags: []cli.Flag{passwordFileFlag, mediatorFlag},
+		Action: func(c *cli.Context) error {
+			home := c.String("home")
+			if !c.IsSet("mediator") {
+				if b, err := os.ReadFile(filepath.Join(home, accountFileName)); err == nil {
+					fmt.Fprint(c.App.Writer, string(b))
+					return nil
+				}
+			}
+			v, err := openVault(c, false)
+			if err != nil {
+				return err
+			}
+			if c.IsSet("mediator") {
+				acct, err := joinNetwork(v, c.String("mediator"))
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(c.App.Writer, fnet.NodeID(acct))
+				return nil
+			}
+			id, err := replicate.AccountIdentity(v)
+			if err != nil {
+				return err
+			}
+			writeAccountFile(home, fnet.AccountID(id.ID()))
+			fmt.Fprintln(c.App.Writer, id.ID())
+			return nil
+		},
+	})
+	register(&cli.Command{
+		Name:  "status",
+		Usage: "show replication status of the mounted vault",
+		Description: "Asks the running mount (over HOME/control.sock) what is pending upload, how\n" +
+			"many segments are durable or degraded, the last successful sync and recent\n" +
+			"errors. --json prints one JSON object; scripts may rely on the fields account,\n" +
+			"pending_bytes, pending_files, segments_durable, segments_degraded, last_sync.",
+		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
+		Action: func(c *cli.Context) error {
+			home := c.String("home")
+			st, err := replicate.QueryStatus(home)
+			if errors.Is(err, replicate.ErrNotRunning) {
+				return userErr(exitNotFound, "%s is not mounted with a mediator (no status socket answers)", home)
+			}
+			if err != nil {
+				return userErr(exitFailure, "status: %v", err)
+			}
+			if c.Bool("json") {
+				enc := json.NewEncoder(c.App.Writer)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			printStatus(c.App.Writer, st)
+			return nil
+		},
+	})
+	register(&cli.Command{
+		Name:  "restore",
+		Usage: "rebuild a vault from the network into an empty --home",
+		Description: "Fetches the account's newest signed index snapshot from the mediator, unwraps\n" +
+			"the vault key it carries with your password, and rebuilds the vault's index in\n" +
+			"--home, which must hold no vault. Mount it afterwards: file data is fetched from\n" +
+			"the storage nodes as it is read. Everything that was durable at the last\n" +
+			"snapshot comes back byte-identical.",
+		Flags: []cli.Flag{
+			passwordFileFlag,
+			&cli.StringFlag{Name: "mediator", Usage: "the mediator's `NODEID@HOST:PORT`", Required: true},
+			&cli.StringFlag{Name: "account", Usage: "the account `ID` (from `fincrypt account`)", Required: true},
+		},
+		Action: func(c *cli.Context) error {
+			home, err := filepath.Abs(c.String("home"))
+			if err != nil {
+				return err
+			}
+			a, err := fnet.ParseAddress(c.String("mediator"))
+			if err != nil {
+				return userErr(exitUsage, "--mediator: %v", err)
+			}
+			acctID, err := fnet.ParseNodeID(strings.TrimSpace(c.String("account")))
+			if err != nil {
+				return userErr(exitUsage, "--account: %v", err)
+			}
+			if _, err := vault.ReadKeyFile(home); err == nil {
+				return userErr(exitUsage, "%s already holds a vault; restore into an empty --home", home)
+			}
+			pw, err := readPassword(c, "Password", false)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+			defer cancel()
+			res, err := replicate.Restore(ctx, replicate.RestoreOptions{Home: home, Mediator: a, Account: fnet.AccountID(acctID), Password: pw,
+				Logger: slog.Default().With("service", "restore")})
+			switch {
+			case errors.Is(err, vault.ErrWrongPassword):
+				return userErr(exitPassword, "wrong password for account %s", acctID)
+			case errors.Is(err, replicate.ErrHomeNotEmpty):
+				return userErr(exitUsage, "%v", err)
+			case errors.Is(err, fnet.ErrNotFound):
+				return userErr(exitNotFound, "restore: %v", err)
+			case err != nil:
+				return userErr(exitFailure, "restore: %v", err)
+			}
+			writeAccountFile(home, fnet.AccountID(acctID))
+			fmt.Fprintf(c.App.Writer, "Restored %s from the snapshot of %s (%d index records, %d segments).\nMount it with: fincrypt --home %s mount ~/Fincrypt\n",
+				home, res.Taken.UTC().Format(time.RFC3339), res.Records, res.Segments, home)
+			return nil
+		},
+	})
+}
+
+func printStatus(w io.Writer, st *replicate.Status) {
+	when := func(t *time.Time) string {
+		if t == nil {
+			return "never"
+		}
+		return fmt.Sprintf("%s (%s ago)", t.Local().Format(time.RFC3339), time.Since(*t).Round(time.Second))
+	}
+	online := "online"
+	if !st.Online {
+		online = "offline or not yet synced"
+	}
+	fmt.Fprintf(w, "account:        %s\n", st.Account)
+	fmt.Fprintf(w, "network:        %s, scheme %s\n", online, st.Scheme)
+	fmt.Fprintf(w, "pending:        %s in %d file(s) (%d chunks)\n", units.HumanSize(st.PendingBytes), st.PendingFiles, st.PendingChunks)
+	if st.UploadTotal > 0 {
+		fmt.Fprintf(w, "uploading:      %s of %s (%.0f%%)\n", units.HumanSize(st.UploadDone), units.HumanSize(st.UploadTotal),
+			100*float64(st.UploadDone)/float64(st.UploadTotal))
+	}
+	fmt.Fprintf(w, "segments:       %d durable, %d degraded, %d dead (awaiting release)\n", st.SegmentsDurable, st.SegmentsDegraded, st.SegmentsDead)
+	fmt.Fprintf(w, "redundancy:     every segment has at least %d healthy piece(s)\n", st.MinHealthy)
+	fmt.Fprintf(w, "stored:         %s on the network for %s live\n", units.HumanSize(st.StoredBytes), units.HumanSize(st.LiveBytes))
+	limit := "no limit"
+	if st.CacheLimit > 0 {
+		limit = units.HumanSize(st.CacheLimit)
+	}
+	fmt.Fprintf(w, "local cache:    %s (limit %s)\n", units.HumanSize(st.CacheBytes), limit)
+	fmt.Fprintf(w, "last sync:      %s\n", when(st.LastSync))
+	fmt.Fprintf(w, "last snapshot:  %s\n", when(st.LastSnapshot))
+	if st.NextRetry != nil {
+		fmt.Fprintf(w, "next retry:     %s\n", st.NextRetry.Local().Format(time.RFC3339))
+	}
+	for _, e := range st.Errors {
+		fmt.Fprintf(w, "error:          %s\n", e)
+	}
+}

@@ -1,0 +1,148 @@
+// Package replicate is the client's replication engine: it makes the data of
+// a mounted vault durable on the network and serves it back.
+//
+// Write path: chunks the file system committed to the index but that no
+// segment holds yet are "pending". The engine finds them by scanning the
+// index (so the queue survives kill -9 with no record of its own), packs
+// their sealed bytes into segments padded with random bytes to a size class,
+// erasure-codes each segment (K data + N-K parity pieces), asks the mediator
+// where to put the pieces, uploads them in parallel over QUIC and commits.
+// One index batch then records the segment (pieces, nodes, state) and, for
+// every chunk in it, a location (segment, offset, length). Writes never wait
+// for any of this; with the network down the engine retries with backoff.
+//
+// Read path: the local chunk store becomes a cache. A chunk whose segment is
+// durable may be evicted; reading it fetches any K pieces (verified against
+// their piece ids, slow or failing nodes skipped), decodes and caches it.
+//
+// Also here: health checks (durable/degraded), release of dead segments
+// after a safety delay and repacking of mostly-dead ones, index snapshots
+// with a signed pointer at the mediator, Restore, and the status socket.
+package replicate
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/fincrypt/fincrypt/erasure"
+)
+
+// DefaultScheme suits a five-node network: any 2 of 4 pieces rebuild a
+// segment (expansion 2), and a fifth node is left for repair.
+var DefaultScheme = erasure.Scheme{K: 2, N: 4}
+
+// Config tunes a Replicator; zero fields take the defaults.
+type Config struct {
+	// Scheme is the erasure coding (default DefaultScheme); N/K must be >= 2.
+	Scheme erasure.Scheme
+	// CacheSize bounds the local store once chunks are durable; 0: no limit.
+	CacheSize uint64
+	// ScanInterval is how often the index is scanned for pending chunks
+	// (default 2s).
+	ScanInterval time.Duration
+	// FlushAfter is how long a chunk may wait for others to fill its segment
+	// before a partly filled segment is uploaded (default 10s).
+	FlushAfter time.Duration
+	// Parallel is how many segments upload at once (default 2).
+	Parallel int
+	// RetryMin and RetryMax bound the exponential backoff while the network
+	// fails (defaults 1s and 2m).
+	RetryMin, RetryMax time.Duration
+	// CheckInterval is how often segments' health is asked from the mediator
+	// (default 10m).
+	CheckInterval time.Duration
+	// MaintainInterval is how often dead data is released, segments repacked
+	// and the cache trimmed (default 1m).
+	MaintainInterval time.Duration
+	// SnapshotInterval is the least time between index snapshots (default 10m).
+	SnapshotInterval time.Duration
+	// ReleaseDelay is how long a segment holding no live chunk is kept before
+	// it is released (default 24h), so that an older snapshot stays readable.
+	ReleaseDelay time.Duration
+	// RepackBelow: a durable segment whose live bytes fall below this share
+	// of its content is repacked (default 0.25).
+	RepackBelow float64
+	// CallTimeout bounds one request to the mediator (default 20s).
+	CallTimeout time.Duration
+	// PieceTimeout bounds one piece download or upload, plus one second per
+	// MiB for uploads (default 30s); HedgeAfter starts
+	// another node's piece when one is this slow (default 2s).
+	PieceTimeout, HedgeAfter time.Duration
+	// Logger receives the engine's messages; nil discards them.
+	Logger *slog.Logger
+}
+
+// ErrConfig wraps invalid settings.
+var ErrConfig = errors.New("invalid replication settings")
+
+func (c *Config) setDefaults() {
+	if c.Scheme == (erasure.Scheme{}) {
+		c.Scheme = DefaultScheme
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.ScanInterval, 2*time.Second)
+	def(&c.FlushAfter, 10*time.Second)
+	def(&c.RetryMin, time.Second)
+	def(&c.RetryMax, 2*time.Minute)
+	def(&c.CheckInterval, 10*time.Minute)
+	def(&c.MaintainInterval, time.Minute)
+	def(&c.SnapshotInterval, 10*time.Minute)
+	def(&c.ReleaseDelay, 24*time.Hour)
+	def(&c.PieceTimeout, 30*time.Second)
+	def(&c.CallTimeout, 20*time.Second)
+	def(&c.HedgeAfter, 2*time.Second)
+	if c.Parallel <= 0 {
+		c.Parallel = 2
+	}
+	if c.RepackBelow <= 0 {
+		c.RepackBelow = 0.25
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate checks the settings (after defaults).
+func (c *Config) Validate() error {
+	if err := c.Scheme.CheckExpansion(); err != nil {
+		return fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	if c.RepackBelow >= 1 {
+		return fmt.Errorf("%w: repack threshold %.2f must be below 1", ErrConfig, c.RepackBelow)
+	}
+	if c.RetryMax < c.RetryMin {
+		return fmt.Errorf("%w: retry max %s below min %s", ErrConfig, c.RetryMax, c.RetryMin)
+	}
+	return nil
+}
+
+// Size classes: every segment is padded to one of these sizes, so a node
+// learns only which class a segment fell in. Each is a power of four times
+// 64 KiB plus 1/16 headroom, so that a sealed chunk of a power-of-two size
+// (plus 28 bytes of sealing) fits the class of its size.
+var SizeClasses = []int{
+	64 << 10 * 17 / 16,
+	256 << 10 * 17 / 16,
+	1 << 20 * 17 / 16,
+	4 << 20 * 17 / 16,
+	16 << 20 * 17 / 16,
+}
+
+// MaxSegment is the largest segment content.
+var MaxSegment = SizeClasses[len(SizeClasses)-1]
+
+// classFor returns the smallest size class that holds n bytes, or 0.
+func classFor(n int) int {
+	for _, c := range SizeClasses {
+		if n <= c {
+			return c
+		}
+	}
+	return 0
+}

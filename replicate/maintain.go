@@ -1,0 +1,265 @@
+package replicate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/fincrypt/fincrypt/meta"
+	fnet "github.com/fincrypt/fincrypt/net"
+)
+
+// checkHealth asks the mediator how many pieces of each segment are healthy
+// and records durable or degraded. It returns an error only for a failure of
+// the network.
+func (r *Replicator) checkHealth() error {
+	var segs []meta.Segment
+	if err := r.idx.Segments(func(s meta.Segment) error { segs = append(segs, s); return nil }); err != nil {
+		r.noteErr(fmt.Errorf("reading segments: %w", err))
+		return nil
+	}
+	for _, s := range segs {
+		if r.ctx.Err() != nil {
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(r.ctx, r.cfg.CallTimeout)
+		info, err := r.client.Segment(ctx, fnet.SegmentID(s.ID))
+		cancel()
+		if errors.Is(err, fnet.ErrNotFound) {
+			r.noteErr(fmt.Errorf("segment %s: the mediator does not know it (released or lost)", s.ID))
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		healthy := 0
+		for _, p := range info.Pieces {
+			if p.Healthy {
+				healthy++
+			}
+		}
+		s.Healthy = uint8(healthy)
+		s.Checked = time.Now().UnixNano()
+		if healthy >= int(s.N) {
+			s.State = meta.SegmentDurable
+		} else {
+			s.State = meta.SegmentDegraded
+		}
+		b := r.idx.NewBatch()
+		b.PutSegment(&s)
+		if err := b.Commit(false); err != nil {
+			r.noteErr(fmt.Errorf("segment %s: %w", s.ID, err))
+		}
+		r.mu.Lock()
+		r.st.Online = true
+		r.mu.Unlock()
+	}
+	return nil
+}
+
+type segUsage struct {
+	live, dead       uint64
+	liveIDs, deadIDs []meta.ChunkID
+}
+
+// maintain releases segments that have held no live chunk for ReleaseDelay
+// (and are covered by a newer snapshot), and repacks data segments whose
+// live share fell below RepackBelow: their live chunks are brought back to
+// the local store and queued again, which leaves the old segment dead. It
+// returns an error only for a failure of the network.
+func (r *Replicator) maintain() error {
+	refs := map[meta.ChunkID]struct{}{}
+	if err := r.idx.Walk(meta.Visitor{Chunk: func(_, _ uint64, ref meta.ChunkRef) { refs[ref.ID] = struct{}{} }}); err != nil {
+		r.noteErr(fmt.Errorf("scanning the index: %w", err))
+		return nil
+	}
+	usage := map[meta.SegmentID]*segUsage{}
+	err := r.idx.Locations(func(id meta.ChunkID, l meta.Location) error {
+		u := usage[l.Segment]
+		if u == nil {
+			u = &segUsage{}
+			usage[l.Segment] = u
+		}
+		if _, ok := refs[id]; ok {
+			u.live += uint64(l.Length)
+			u.liveIDs = append(u.liveIDs, id)
+		} else {
+			u.dead += uint64(l.Length)
+			u.deadIDs = append(u.deadIDs, id)
+		}
+		return nil
+	})
+	if err != nil {
+		r.noteErr(fmt.Errorf("scanning locations: %w", err))
+		return nil
+	}
+	var segs []meta.Segment
+	if err := r.idx.Segments(func(s meta.Segment) error { segs = append(segs, s); return nil }); err != nil {
+		r.noteErr(fmt.Errorf("reading segments: %w", err))
+		return nil
+	}
+	r.mu.Lock()
+	lastSnap := r.lastSnapshot
+	r.mu.Unlock()
+	now := time.Now()
+	var live uint64
+	repacked := false
+	for _, s := range segs {
+		u := usage[s.ID]
+		if u == nil {
+			u = &segUsage{}
+		}
+		live += u.live
+		if s.Kind == meta.KindData && u.live == 0 && s.DeadSince == 0 {
+			s.DeadSince = now.UnixNano()
+			b := r.idx.NewBatch()
+			b.PutSegment(&s)
+			if err := b.Commit(false); err != nil {
+				r.noteErr(err)
+			}
+			continue
+		}
+		if s.DeadSince != 0 {
+			dead := time.Unix(0, s.DeadSince)
+			if now.Sub(dead) < r.cfg.ReleaseDelay || !lastSnap.After(dead) {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(r.ctx, r.cfg.CallTimeout)
+			err := r.client.Release(ctx, fnet.SegmentID(s.ID))
+			cancel()
+			if err != nil && !errors.Is(err, fnet.ErrNotFound) {
+				return err
+			}
+			b := r.idx.NewBatch()
+			b.DeleteSegment(s.ID)
+			for _, id := range u.deadIDs {
+				b.DeleteLocation(id)
+			}
+			if err := b.Commit(true); err != nil {
+				r.noteErr(err)
+				continue
+			}
+			r.log.Info("segment released", "segment", s.ID, "kind", s.Kind)
+			continue
+		}
+		if s.Kind == meta.KindData && s.State == meta.SegmentDurable && s.Used > 0 &&
+			float64(u.live) < r.cfg.RepackBelow*float64(s.Used) {
+			if err := r.repack(s, u.liveIDs); err != nil {
+				r.noteErr(err)
+				continue
+			}
+			repacked = true
+		}
+	}
+	r.mu.Lock()
+	r.st.LiveBytes = live
+	r.mu.Unlock()
+	if repacked {
+		r.Kick()
+	}
+	return nil
+}
+
+// repack brings a segment's live chunks into the local store and forgets
+// their location, so that the next scan packs them into a new segment.
+func (r *Replicator) repack(s meta.Segment, live []meta.ChunkID) error {
+	var buf []byte
+	for _, id := range live {
+		var err error
+		if buf, err = r.store.Get(id, buf[:0]); err != nil {
+			return fmt.Errorf("repacking segment %s: chunk %s: %w", s.ID, id, err)
+		}
+	}
+	if err := r.store.SyncIDs(live); err != nil {
+		return fmt.Errorf("repacking segment %s: %w", s.ID, err)
+	}
+	b := r.idx.NewBatch()
+	for _, id := range live {
+		b.DeleteLocation(id)
+	}
+	if err := b.Commit(true); err != nil {
+		return fmt.Errorf("repacking segment %s: %w", s.ID, err)
+	}
+	r.log.Info("repacking segment", "segment", s.ID, "live_chunks", len(live), "used", s.Used)
+	return nil
+}
+
+type localChunk struct {
+	id    meta.ChunkID
+	size  int64
+	mtime time.Time
+}
+
+// evict trims the local store to the cache size, oldest chunks first, among
+// those whose segment is durable (or degraded with more than K healthy
+// pieces, so that it still survives the loss of one). It also updates CacheBytes.
+func (r *Replicator) evict() error {
+	_, err := r.evictTo(r.cfg.CacheSize, r.cfg.CacheSize == 0)
+	return err
+}
+
+// EvictAll drops from the local store every chunk whose segment is durable
+// (as a cache of size zero would) and returns how many it dropped.
+func (r *Replicator) EvictAll() (int, error) {
+	r.dropSegmentCache()
+	return r.evictTo(0, false)
+}
+
+func (r *Replicator) evictTo(limit uint64, countOnly bool) (int, error) {
+	var local []localChunk
+	var total uint64
+	err := r.store.List(func(id meta.ChunkID) error {
+		st, err := os.Stat(r.store.Path(id))
+		if err != nil {
+			return nil // deleted meanwhile
+		}
+		local = append(local, localChunk{id, st.Size(), st.ModTime()})
+		total += uint64(st.Size())
+		return nil
+	}, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		r.mu.Lock()
+		r.st.CacheBytes = total
+		r.mu.Unlock()
+	}()
+	if countOnly || total <= limit {
+		return 0, nil
+	}
+	sort.Slice(local, func(i, j int) bool { return local[i].mtime.Before(local[j].mtime) })
+	durable := map[meta.SegmentID]bool{}
+	evicted := 0
+	for _, c := range local {
+		if total <= limit {
+			break
+		}
+		loc, err := r.idx.GetLocation(c.id)
+		if err != nil {
+			continue // pending: never evicted
+		}
+		ok, seen := durable[loc.Segment]
+		if !seen {
+			s, err := r.idx.GetSegment(loc.Segment)
+			// Degraded but still able to lose a piece is safe enough.
+			ok = err == nil && (s.State == meta.SegmentDurable || s.Healthy > s.K)
+			durable[loc.Segment] = ok
+		}
+		if !ok {
+			continue
+		}
+		if err := r.store.Delete(c.id); err != nil {
+			return evicted, err
+		}
+		total -= uint64(c.size)
+		evicted++
+	}
+	if evicted > 0 {
+		r.log.Debug("evicted chunks", "count", evicted, "cache_bytes", total)
+	}
+	return evicted, r.store.Sync()
+}

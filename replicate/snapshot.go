@@ -1,0 +1,453 @@
+package replicate
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/fincrypt/fincrypt/mediator"
+	"github.com/fincrypt/fincrypt/meta"
+	fnet "github.com/fincrypt/fincrypt/net"
+	"github.com/fincrypt/fincrypt/vault"
+)
+
+// Snapshot formats (docs/FORMAT.md, "Index snapshots").
+const (
+	snapshotMagic = "fincrypt index snapshot v1\x00"
+	listMagic     = "fincrypt snapshot list v1\x00"
+	// maxSnapshotSegments bounds a snapshot's segment list (about 300 MiB
+	// of index at the largest segment size).
+	maxSnapshotSegments = 1024
+)
+
+// Errors callers test for.
+var (
+	// ErrHomeNotEmpty means Restore was pointed at a home that holds a vault.
+	ErrHomeNotEmpty = errors.New("the home directory already holds a vault or an index")
+	// ErrSnapshot means a snapshot or its list does not decode.
+	ErrSnapshot = errors.New("index snapshot is unreadable")
+	// ErrWrongAccount means the password opened a key file whose account is
+	// not the one asked for.
+	ErrWrongAccount = errors.New("the key file belongs to another account")
+)
+
+func snapshotAD(kind string, acct fnet.AccountID, seq uint64) []byte {
+	ad := append([]byte(kind), acct[:]...)
+	return binary.BigEndian.AppendUint64(ad, seq)
+}
+
+// snapSegment is one entry of a snapshot's segment list.
+type snapSegment struct {
+	id    meta.SegmentID
+	class uint32
+	used  uint32
+}
+
+func encodeList(blobLen uint64, segs []snapSegment) []byte {
+	b := []byte(listMagic)
+	b = binary.BigEndian.AppendUint64(b, blobLen)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(segs)))
+	for _, s := range segs {
+		b = append(b, s.id[:]...)
+		b = binary.BigEndian.AppendUint32(b, s.class)
+		b = binary.BigEndian.AppendUint32(b, s.used)
+	}
+	return b
+}
+
+func decodeList(b []byte) (uint64, []snapSegment, error) {
+	if !bytes.HasPrefix(b, []byte(listMagic)) || len(b) < len(listMagic)+12 {
+		return 0, nil, fmt.Errorf("%w: segment list header", ErrSnapshot)
+	}
+	b = b[len(listMagic):]
+	blobLen := binary.BigEndian.Uint64(b)
+	n := binary.BigEndian.Uint32(b[8:])
+	b = b[12:]
+	if n > maxSnapshotSegments || len(b) != int(n)*24 {
+		return 0, nil, fmt.Errorf("%w: segment list of %d entries in %d bytes", ErrSnapshot, n, len(b))
+	}
+	segs := make([]snapSegment, n)
+	var total uint64
+	for i := range segs {
+		copy(segs[i].id[:], b[24*i:])
+		segs[i].class = binary.BigEndian.Uint32(b[24*i+16:])
+		segs[i].used = binary.BigEndian.Uint32(b[24*i+20:])
+		if segs[i].used > segs[i].class {
+			return 0, nil, fmt.Errorf("%w: segment %d uses %d of %d bytes", ErrSnapshot, i, segs[i].used, segs[i].class)
+		}
+		total += uint64(segs[i].used)
+	}
+	if total != blobLen {
+		return 0, nil, fmt.Errorf("%w: segments hold %d bytes, list says %d", ErrSnapshot, total, blobLen)
+	}
+	return blobLen, segs, nil
+}
+
+// exportIndex serialises every index record (sealed values as stored).
+func exportIndex(idx *meta.Index) ([]byte, error) {
+	b := []byte(snapshotMagic)
+	err := idx.Export(func(key, sealed []byte) error {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(key)))
+		b = append(b, key...)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(sealed)))
+		b = append(b, sealed...)
+		return nil
+	})
+	return b, err
+}
+
+// importRecords walks a serialised index.
+func importRecords(b []byte) func(fn func(key, sealed []byte) error) error {
+	return func(fn func(key, sealed []byte) error) error {
+		if !bytes.HasPrefix(b, []byte(snapshotMagic)) {
+			return fmt.Errorf("%w: bad header", ErrSnapshot)
+		}
+		rest := b[len(snapshotMagic):]
+		field := func() ([]byte, error) {
+			if len(rest) < 4 || uint64(binary.BigEndian.Uint32(rest)) > uint64(len(rest)-4) {
+				return nil, fmt.Errorf("%w: truncated record", ErrSnapshot)
+			}
+			n := binary.BigEndian.Uint32(rest)
+			f := rest[4 : 4+n]
+			rest = rest[4+n:]
+			return f, nil
+		}
+		for len(rest) > 0 {
+			k, err := field()
+			if err != nil {
+				return err
+			}
+			v, err := field()
+			if err != nil {
+				return err
+			}
+			if err := fn(k, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// maybeSnapshot backs the index up when nothing is pending, the index
+// changed since the last snapshot, and SnapshotInterval has passed. It
+// returns an error only for a failure of the network.
+func (r *Replicator) maybeSnapshot() error {
+	r.mu.Lock()
+	busy := r.st.PendingChunks > 0 || len(r.inflight) > 0
+	due := time.Since(r.lastSnapshot) >= r.cfg.SnapshotInterval
+	r.mu.Unlock()
+	if busy || !due || r.ctx.Err() != nil {
+		return nil
+	}
+	keyFile, err := os.ReadFile(filepath.Join(r.v.Home, vault.KeyFileName))
+	if err != nil {
+		r.noteErr(fmt.Errorf("snapshot: %w", err))
+		return nil
+	}
+	blob, err := exportIndex(r.idx)
+	if err != nil {
+		r.noteErr(fmt.Errorf("snapshot: %w", err))
+		return nil
+	}
+	sum, err := r.changeHash(keyFile)
+	if err != nil {
+		r.noteErr(fmt.Errorf("snapshot: %w", err))
+		return nil
+	}
+	if old, err := r.idx.GetRepl("snapshot_hash"); err == nil && bytes.Equal(old, sum) {
+		return nil
+	}
+	return r.snapshot(keyFile, blob, sum)
+}
+
+// Snapshot backs the index up now, whatever is pending (tests, and the
+// engine through maybeSnapshot).
+func (r *Replicator) Snapshot() error {
+	keyFile, err := os.ReadFile(filepath.Join(r.v.Home, vault.KeyFileName))
+	if err != nil {
+		return err
+	}
+	blob, err := exportIndex(r.idx)
+	if err != nil {
+		return err
+	}
+	sum, err := r.changeHash(keyFile)
+	if err != nil {
+		return err
+	}
+	return r.snapshot(keyFile, blob, sum)
+}
+
+// changeHash summarises what a snapshot must capture: the key file, every
+// record but the segment records, and which data segments exist and are
+// dead. Health-check fields and the snapshot segments' own records are
+// left out, so that storing a snapshot (or checking health) does not by
+// itself call for another one.
+func (r *Replicator) changeHash(keyFile []byte) ([]byte, error) {
+	h := sha256.New()
+	h.Write(keyFile)
+	err := r.idx.Export(func(key, sealed []byte) error {
+		if len(key) > 0 && key[0] != 'S' {
+			h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(key))))
+			h.Write(key)
+			h.Write(sealed)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = r.idx.Segments(func(s meta.Segment) error {
+		if s.Kind == meta.KindData {
+			h.Write(s.ID[:])
+			h.Write([]byte{boolByte(s.DeadSince != 0)})
+		}
+		return nil
+	})
+	return h.Sum(nil), err
+}
+
+func boolByte(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (r *Replicator) snapshot(keyFile, blob, sum []byte) error {
+	acct := r.client.Account()
+	seq := uint64(time.Now().UnixNano())
+	sealed := r.snap.Seal(nil, blob, snapshotAD("index", acct, seq))
+	var list []snapSegment
+	var recs []*meta.Segment
+	for off := 0; off < len(sealed); off += MaxSegment {
+		part := sealed[off:min(off+MaxSegment, len(sealed))]
+		class := classFor(len(part))
+		buf := make([]byte, len(part), class)
+		copy(buf, part)
+		seg, _, err := r.put(buf, class)
+		if err != nil {
+			r.recordDeadSnapshot(recs)
+			return fmt.Errorf("snapshot: %w", err)
+		}
+		seg.Kind = meta.KindSnapshot
+		seg.Used = uint32(len(part))
+		recs = append(recs, seg)
+		list = append(list, snapSegment{id: seg.ID, class: uint32(class), used: uint32(len(part))})
+	}
+	p := &fnet.SnapshotPointer{Seq: seq, KeyFile: keyFile,
+		Sealed: r.snap.Seal(nil, encodeList(uint64(len(sealed)), list), snapshotAD("list", acct, seq))}
+	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.CallTimeout)
+	err := r.client.PutSnapshot(ctx, p)
+	cancel()
+	if err != nil {
+		r.recordDeadSnapshot(recs)
+		return err
+	}
+	now := time.Now()
+	b := r.idx.NewBatch()
+	err = r.idx.Segments(func(s meta.Segment) error {
+		if s.Kind == meta.KindSnapshot && s.DeadSince == 0 {
+			s.DeadSince = now.UnixNano() // superseded by this snapshot
+			b.PutSegment(&s)
+		}
+		return nil
+	})
+	if err != nil {
+		b.Discard()
+		r.noteErr(fmt.Errorf("snapshot: %w", err))
+		return nil
+	}
+	for _, s := range recs {
+		b.PutSegment(s)
+		b.DeleteRepl(intentName(s.ID))
+	}
+	b.PutRepl("last_snapshot", putUint64(uint64(now.UnixNano())))
+	b.PutRepl("snapshot_hash", sum)
+	if err := b.Commit(true); err != nil {
+		r.noteErr(fmt.Errorf("snapshot: %w", err))
+		return nil
+	}
+	r.mu.Lock()
+	r.lastSnapshot = now
+	r.mu.Unlock()
+	r.log.Info("index snapshot stored", "segments", len(list), "bytes", len(sealed))
+	return nil
+}
+
+// recordDeadSnapshot records the segments of a snapshot that was not
+// completed as dead, so that they are released.
+func (r *Replicator) recordDeadSnapshot(recs []*meta.Segment) {
+	if len(recs) == 0 {
+		return
+	}
+	b := r.idx.NewBatch()
+	for _, s := range recs {
+		s.Kind = meta.KindSnapshot
+		s.DeadSince = time.Now().UnixNano()
+		b.PutSegment(s)
+		b.DeleteRepl(intentName(s.ID))
+	}
+	if err := b.Commit(true); err != nil {
+		r.noteErr(err)
+	}
+}
+
+// RestoreOptions say what to restore where.
+type RestoreOptions struct {
+	// Home is the new vault's home: missing or without a vault.
+	Home string
+	// Mediator is the mediator that keeps the account's snapshot pointer.
+	Mediator fnet.Address
+	// Account is the account to restore.
+	Account fnet.AccountID
+	// Password unwraps the key file the pointer carries.
+	Password []byte
+	// PieceTimeout and HedgeAfter as in Config (zero: defaults).
+	PieceTimeout, HedgeAfter time.Duration
+	Logger                   *slog.Logger
+}
+
+// RestoreResult describes a finished restore.
+type RestoreResult struct {
+	Taken    time.Time // when the snapshot was taken
+	Segments int       // snapshot segments read
+	Records  int       // index records restored
+}
+
+// Restore rebuilds a vault in an empty home from the account's newest
+// snapshot: the key file from the signed pointer (the password must open
+// it), then the index from the snapshot's segments. File data stays on the
+// network and is fetched when read; the mediator is written to the config.
+func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if o.PieceTimeout <= 0 {
+		o.PieceTimeout = 30 * time.Second
+	}
+	if o.HedgeAfter <= 0 {
+		o.HedgeAfter = 2 * time.Second
+	}
+	for _, name := range []string{vault.KeyFileName, vault.IndexDirName} {
+		if _, err := os.Stat(filepath.Join(o.Home, name)); err == nil {
+			return nil, fmt.Errorf("%s: %w", o.Home, ErrHomeNotEmpty)
+		}
+	}
+	eph, err := fnet.GenerateIdentity()
+	if err != nil {
+		return nil, err
+	}
+	anon, err := mediator.NewClient(eph, o.Mediator, nil)
+	if err != nil {
+		return nil, err
+	}
+	p, err := anon.GetSnapshot(ctx, o.Account)
+	anon.Close()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(o.Home, 0o700); err != nil {
+		return nil, err
+	}
+	kfPath := filepath.Join(o.Home, vault.KeyFileName)
+	cfgPath := filepath.Join(o.Home, vault.ConfigFileName)
+	created := []string{kfPath, cfgPath}
+	undo := func() {
+		for _, p := range created {
+			os.RemoveAll(p)
+		}
+	}
+	if err := os.WriteFile(kfPath, p.KeyFile, 0o600); err != nil {
+		undo()
+		return nil, err
+	}
+	cfg := vault.DefaultConfig()
+	cfg.Mediator = o.Mediator.String()
+	if err := vault.SaveConfig(o.Home, cfg); err != nil {
+		undo()
+		return nil, err
+	}
+	v, err := vault.Open(o.Home, o.Password, vault.OpenOptions{Lock: true})
+	if err != nil {
+		undo()
+		return nil, err
+	}
+	defer v.Close()
+	id, err := AccountIdentity(v)
+	if err != nil {
+		undo()
+		return nil, err
+	}
+	if fnet.AccountID(id.ID()) != o.Account {
+		undo()
+		return nil, ErrWrongAccount
+	}
+	sealer, err := vault.NewSealer(v.Keys.Segment[:], "fincrypt snapshot v1")
+	if err != nil {
+		undo()
+		return nil, err
+	}
+	listBytes, err := sealer.Open(nil, p.Sealed, snapshotAD("list", o.Account, p.Seq))
+	if err != nil {
+		undo()
+		return nil, fmt.Errorf("%w: segment list: %w", ErrSnapshot, err)
+	}
+	blobLen, list, err := decodeList(listBytes)
+	if err != nil {
+		undo()
+		return nil, err
+	}
+	client, err := mediator.NewClient(id, o.Mediator, nil)
+	if err != nil {
+		undo()
+		return nil, err
+	}
+	defer client.Close()
+	sealed := make([]byte, 0, blobLen)
+	for i, s := range list {
+		data, err := FetchSegment(ctx, client, fnet.SegmentID(s.id), int(s.class), o.PieceTimeout, o.HedgeAfter)
+		if err != nil {
+			undo()
+			return nil, fmt.Errorf("snapshot segment %d of %d: %w", i+1, len(list), err)
+		}
+		if len(data) < int(s.used) {
+			undo()
+			return nil, fmt.Errorf("%w: segment %d holds %d bytes, list says %d", ErrSnapshot, i, len(data), s.used)
+		}
+		sealed = append(sealed, data[:s.used]...)
+	}
+	blob, err := sealer.Open(nil, sealed, snapshotAD("index", o.Account, p.Seq))
+	if err != nil {
+		undo()
+		return nil, fmt.Errorf("%w: %w", ErrSnapshot, err)
+	}
+	created = append(created, v.IndexDir())
+	idx, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{Logger: log})
+	if err != nil {
+		undo()
+		return nil, err
+	}
+	n := 0
+	err = idx.Import(func(fn func(key, sealed []byte) error) error {
+		return importRecords(blob)(func(k, s []byte) error { n++; return fn(k, s) })
+	})
+	if cerr := idx.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		undo()
+		return nil, fmt.Errorf("restoring the index: %w", err)
+	}
+	log.Info("restored", "records", n, "segments", len(list))
+	return &RestoreResult{Taken: time.Unix(0, int64(p.Seq)), Segments: len(list), Records: n}, nil
+}

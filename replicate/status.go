@@ -1,0 +1,95 @@
+package replicate
+
+import (
+	"context"
+	"time"
+
+	"github.com/fincrypt/fincrypt/meta"
+)
+
+// Status is what `fincrypt status --json` prints. Scripts rely on account,
+// pending_bytes, pending_files, segments_durable, segments_degraded and
+// last_sync; the other fields may grow.
+type Status struct {
+	Account          string     `json:"account"`
+	Mediator         string     `json:"mediator,omitempty"`
+	Scheme           string     `json:"scheme"`
+	Online           bool       `json:"online"`
+	PendingBytes     uint64     `json:"pending_bytes"`
+	PendingFiles     int        `json:"pending_files"`
+	PendingChunks    int        `json:"pending_chunks"`
+	UploadDone       uint64     `json:"upload_done_bytes"`
+	UploadTotal      uint64     `json:"upload_total_bytes"`
+	SegmentsDurable  int        `json:"segments_durable"`
+	SegmentsDegraded int        `json:"segments_degraded"`
+	SegmentsDead     int        `json:"segments_dead"`
+	StoredBytes      uint64     `json:"stored_bytes"`
+	LiveBytes        uint64     `json:"live_bytes"`
+	MinHealthy       int        `json:"min_healthy_pieces"`
+	CacheBytes       uint64     `json:"cache_bytes"`
+	CacheLimit       uint64     `json:"cache_limit"`
+	LastSync         *time.Time `json:"last_sync"`
+	LastSnapshot     *time.Time `json:"last_snapshot"`
+	NextRetry        *time.Time `json:"next_retry,omitempty"`
+	Errors           []string   `json:"errors"`
+}
+
+// Status reports the engine's state; segment counts come from the index.
+func (r *Replicator) Status(ctx context.Context) Status {
+	r.mu.Lock()
+	st := r.st
+	lastSync, lastSnap := r.lastSync, r.lastSnapshot
+	for _, e := range r.errs {
+		st.Errors = append(st.Errors, e.at.UTC().Format(time.RFC3339)+" "+e.msg)
+	}
+	if !r.retryAt.IsZero() && time.Now().Before(r.retryAt) {
+		t := r.retryAt
+		st.NextRetry = &t
+	}
+	r.mu.Unlock()
+	if st.Errors == nil {
+		st.Errors = []string{}
+	}
+	// Pending work from the index itself, so that it is current even while
+	// the engine waits on the network.
+	if pend, err := r.pending(); err == nil {
+		files := map[uint64]struct{}{}
+		st.PendingBytes, st.PendingChunks = 0, len(pend)
+		for _, c := range pend {
+			st.PendingBytes += uint64(c.size)
+			files[c.ino] = struct{}{}
+		}
+		st.PendingFiles = len(files)
+	}
+	st.MinHealthy = -1
+	_ = r.idx.Segments(func(s meta.Segment) error {
+		if s.Kind != meta.KindData {
+			return nil
+		}
+		switch {
+		case s.DeadSince != 0:
+			st.SegmentsDead++
+		case s.State == meta.SegmentDegraded:
+			st.SegmentsDegraded++
+		default:
+			st.SegmentsDurable++
+		}
+		st.StoredBytes += uint64(s.Class)
+		if st.MinHealthy < 0 || int(s.Healthy) < st.MinHealthy {
+			st.MinHealthy = int(s.Healthy)
+		}
+		return nil
+	})
+	if st.MinHealthy < 0 {
+		st.MinHealthy = 0
+	}
+	if !lastSync.IsZero() {
+		t := lastSync.UTC()
+		st.LastSync = &t
+	}
+	if !lastSnap.IsZero() {
+		t := lastSnap.UTC()
+		st.LastSnapshot = &t
+	}
+	return st
+}
