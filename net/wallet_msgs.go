@@ -5,7 +5,11 @@ package net
 // account is the connection's authenticated peer, so a client can only ask
 // about its own escrow.
 
-import "time"
+import (
+	"fmt"
+	"strings"
+	"time"
+)
 
 // Wallet message types (0x50..0x5f).
 const (
@@ -132,3 +136,24 @@ func (m *BalanceReply) decode(d *decoder) {
 		m.ReleaseAt = time.Unix(at, 0)
 	}
 }
+
+// Verdict is the one-line judgement a client shows about its escrow: "ok",
+// "no payments on this network", or a line starting with "WARNING:".
+func (b *BalanceReply) Verdict() string {
+	switch {
+	case !b.Metered:
+		return "no payments on this network"
+	case b.Debt < 0:
+		return "WARNING: the account owes money after a reorganisation took back a deposit; deposit to continue"
+	case b.Delinquent:
+		return fmt.Sprintf("WARNING: the escrow ran out: no new data is stored, and your data is released after %s unless you deposit", b.ReleaseAt.UTC().Format(time.RFC3339))
+	case !b.CanPlace:
+		return "WARNING: no escrow yet: deposit to the account's address (fincrypt wallet deposit-address) before storing data"
+	case b.Low:
+		return "WARNING: the escrow runs out in less than 14 days at the current usage: deposit more"
+	}
+	return "ok"
+}
+
+// Warns reports whether Verdict is a warning.
+func (b *BalanceReply) Warns() bool { return strings.HasPrefix(b.Verdict(), "WARNING:") }

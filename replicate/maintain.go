@@ -263,3 +263,19 @@ func (r *Replicator) evictTo(limit uint64, countOnly bool) (int, error) {
 	}
 	return evicted, r.store.Sync()
 }
+
+// checkEscrow asks the mediator about the account's escrow, so that status
+// warns well before an empty escrow stops placements and, after the grace
+// period, releases the data. A mediator without payments, or one that cannot
+// answer, leaves no warning.
+func (r *Replicator) checkEscrow() {
+	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.CallTimeout)
+	defer cancel()
+	verdict := ""
+	if b, err := r.client.Balance(ctx); err == nil && b.Warns() {
+		verdict = b.Verdict()
+	}
+	r.mu.Lock()
+	r.escrow = verdict
+	r.mu.Unlock()
+}

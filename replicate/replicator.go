@@ -48,6 +48,7 @@ type Replicator struct {
 	lastEvict    time.Time
 	lastSync     time.Time // last segment committed (persisted as R last_sync)
 	lastSnapshot time.Time // last snapshot pointer stored (R last_snapshot)
+	escrow       string    // the mediator's verdict on the account's escrow, when it warns
 
 	fetchMu  sync.Mutex
 	fetching map[meta.SegmentID]*fetchCall
@@ -125,9 +126,9 @@ func (r *Replicator) run() {
 	defer close(r.done)
 	t := time.NewTicker(r.cfg.ScanInterval)
 	defer t.Stop()
-	var lastCheck, lastMaintain time.Time
+	var lastCheck, lastMaintain, lastEscrow time.Time
 	for {
-		r.round(&lastCheck, &lastMaintain)
+		r.round(&lastCheck, &lastMaintain, &lastEscrow)
 		select {
 		case <-r.ctx.Done():
 			return
@@ -138,7 +139,7 @@ func (r *Replicator) run() {
 }
 
 // round is one pass of every duty that is due.
-func (r *Replicator) round(lastCheck, lastMaintain *time.Time) {
+func (r *Replicator) round(lastCheck, lastMaintain, lastEscrow *time.Time) {
 	now := time.Now()
 	r.mu.Lock()
 	wait := now.Before(r.retryAt)
@@ -160,6 +161,12 @@ func (r *Replicator) round(lastCheck, lastMaintain *time.Time) {
 	}
 	if netErr == nil {
 		netErr = r.uploadPending()
+	}
+	// The escrow is asked even when uploads fail: an empty escrow is one
+	// reason they do.
+	if now.Sub(*lastEscrow) >= r.cfg.CheckInterval {
+		r.checkEscrow()
+		*lastEscrow = now
 	}
 	if netErr == nil && now.Sub(*lastCheck) >= r.cfg.CheckInterval {
 		if netErr = r.checkHealth(); netErr == nil {

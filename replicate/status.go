@@ -32,6 +32,7 @@ type Status struct {
 	LastSnapshot     *time.Time `json:"last_snapshot"`
 	NextRetry        *time.Time `json:"next_retry,omitempty"`
 	Errors           []string   `json:"errors"`
+	Escrow           string     `json:"escrow_warning,omitempty"` // from the mediator, when payments are on
 }
 
 // Status reports the engine's state; segment counts come from the index.
@@ -39,6 +40,7 @@ func (r *Replicator) Status(ctx context.Context) Status {
 	r.mu.Lock()
 	st := r.st
 	lastSync, lastSnap := r.lastSync, r.lastSnapshot
+	st.Escrow = r.escrow
 	for _, e := range r.errs {
 		st.Errors = append(st.Errors, e.at.UTC().Format(time.RFC3339)+" "+e.msg)
 	}

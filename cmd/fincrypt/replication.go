@@ -296,6 +296,9 @@ func printStatus(w io.Writer, st *replicate.Status) {
 	if st.NextRetry != nil {
 		fmt.Fprintf(w, "next retry:     %s\n", st.NextRetry.Local().Format(time.RFC3339))
 	}
+	if st.Escrow != "" {
+		fmt.Fprintf(w, "escrow:         %s\n", st.Escrow)
+	}
 	for _, e := range st.Errors {
 		fmt.Fprintf(w, "error:          %s\n", e)
 	}

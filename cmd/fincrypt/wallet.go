@@ -11,6 +11,7 @@ import (
 
 	"github.com/fincrypt/fincrypt/mediator"
 	fnet "github.com/fincrypt/fincrypt/net"
+	"github.com/fincrypt/fincrypt/replicate"
 )
 
 func init() {
@@ -88,29 +89,11 @@ func init() {
 				} else {
 					fmt.Fprintln(out, "last charge      nothing charged yet")
 				}
-				fmt.Fprintln(out, balanceWarning(b))
+				fmt.Fprintln(out, b.Verdict())
 				return nil
 			},
 		}},
 	})
-}
-
-// balanceWarning is the one-line verdict `fincrypt wallet balance` prints
-// (and `fincrypt status` can print).
-func balanceWarning(b *fnet.BalanceReply) string {
-	switch {
-	case !b.Metered:
-		return "no payments on this network"
-	case b.Debt < 0:
-		return "WARNING: the account owes money after a reorganisation took back a deposit; deposit to continue"
-	case b.Delinquent:
-		return fmt.Sprintf("WARNING: the escrow ran out: no new data is stored, and your data is released after %s unless you deposit", b.ReleaseAt.UTC().Format(time.RFC3339))
-	case !b.CanPlace:
-		return "WARNING: no escrow yet: deposit to the address above before storing data"
-	case b.Low:
-		return "WARNING: the escrow runs out in less than 14 days at the current usage: deposit more"
-	}
-	return "ok"
 }
 
 func orDash(s string) string {
@@ -131,7 +114,7 @@ func walletClient(c *cli.Context) (*mediator.Client, context.Context, func(), er
 	if maddr == "" {
 		maddr = v.Config.Mediator
 	}
-	ident, err := fnet.NewIdentity(v.Keys.Account[:])
+	ident, err := replicate.AccountIdentity(v)
 	v.Close()
 	if err != nil {
 		return nil, nil, nil, userErr(exitFailure, "account identity: %v", err)

@@ -1,0 +1,48 @@
+package replicate
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fincrypt/fincrypt/mediator"
+	"github.com/fincrypt/fincrypt/mediator/testplanet"
+	"github.com/fincrypt/fincrypt/vault"
+)
+
+// With payments on, an account without escrow gets no placements, and the
+// mount's status says why, well before anything is released.
+func TestStatusWarnsWithoutEscrow(t *testing.T) {
+	if _, err := os.Stat("/dev/fuse"); err != nil || os.Geteuid() != 0 {
+		t.Skip("needs /dev/fuse and root")
+	}
+	p := testplanet.New(t, testplanet.Config{StorageNodes: 5, Network: "regtest", Reconfigure: func(c *mediator.Config) {
+		c.Network = "regtest"
+		// Metered without a Bitcoin node: payouts would be PSBT files.
+		c.Payments = mediator.Payments{Passphrase: []byte("escrow test"), KDF: vault.KDFParams{Time: 1, MemoryK: 64, Threads: 1}, PSBT: true}
+	}})
+	home := filepath.Join(t.TempDir(), "home")
+	newVault(t, home)
+	c := mount(t, p, home, fastConfig())
+	writeTree(t, c.mnt, 1)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c.rep.Kick()
+		st, err := QueryStatus(home)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(st.Escrow, "WARNING:") && strings.Contains(st.Escrow, "escrow") {
+			if st.SegmentsDurable != 0 || st.PendingBytes == 0 {
+				t.Fatalf("without escrow nothing may be placed: %+v", st)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no escrow warning in status: %+v", st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
