@@ -37,7 +37,7 @@ func build(t *testing.T, data []byte) (*Tree, PieceID) {
 	return tree, tree.Root()
 }
 
-// naiveRoot recomputes the root from scratch as docs/FORMAT-storage.md says.
+// naiveRoot recomputes the root from scratch as docs/FORMAT.md §4 says.
 func naiveRoot(data []byte) Hash {
 	var level []Hash
 	for off := 0; off < len(data); off += LeafSize {

@@ -3,7 +3,7 @@
 // leaves of its bytes, and a node proves it still holds a piece by opening a
 // few leaves chosen from a fresh nonce. A verifier needs only the piece id and
 // its size. The byte-level rules are in docs/PROTOCOL.md and
-// docs/FORMAT-storage.md.
+// docs/FORMAT.md §4.
 package challenge
 
 import (

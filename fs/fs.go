@@ -7,7 +7,7 @@
 // under a fresh random chunk id, and the chunk map in the index points at it.
 // Chunks are never rewritten in place: a changed chunk gets a new id and
 // version, and the old one is deleted once the index commit that replaced it
-// is durable. docs/FORMAT-fs.md describes the formats.
+// is durable. docs/FORMAT.md §2 describes the formats.
 package fs
 
 import (

@@ -18,7 +18,7 @@
 //	client.go        the client half of the protocol
 //
 // The protocol is in docs/PROTOCOL.md (part 2), the state in
-// docs/FORMAT-mediator.md.
+// docs/FORMAT.md §5.
 package mediator
 
 import (

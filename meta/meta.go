@@ -5,7 +5,7 @@
 // associated data, so a value cannot be moved to another key. Keys hold no
 // names: a directory entry's key carries a keyed hash of its name
 // (vault.Keys.NameMAC) and the sealed value carries the name itself. The key
-// layout is versioned by a format record; docs/FORMAT-fs.md describes it.
+// layout is versioned by a format record; docs/FORMAT.md §2 describes it.
 package meta
 
 import (
@@ -23,7 +23,7 @@ import (
 // FormatVersion is the version of the key layout this package writes and reads.
 const FormatVersion = 1
 
-// Key prefixes (one byte each). Documented in docs/FORMAT-fs.md.
+// Key prefixes (one byte each). Documented in docs/FORMAT.md §2.
 const (
 	pFormat  = 'F' // F                        -> format record
 	pCounter = 'C' // C name                   -> uint64 (reserved ceiling)

@@ -9,7 +9,7 @@ import (
 )
 
 // Records of the replication engine (package replicate). They share the
-// index, and its sealing, with the file system's records; docs/FORMAT-fs.md
+// index, and its sealing, with the file system's records; docs/FORMAT.md §2
 // lists the prefixes.
 const (
 	pLocation = 'L' // L chunkid(16)  -> location of a chunk inside a segment

@@ -58,7 +58,7 @@ gocryptfs_setup() {
 	mkdir -p "$OUT/gocryptfs/mnt" "$OUT/gocryptfs/cipher"
 	gocryptfs -init -q -extpass "echo bench" "$OUT/gocryptfs/cipher" >/dev/null
 }
-gocryptfs_mount() { gocryptfs -q -extpass "echo bench" "$OUT/gocryptfs/cipher" "$OUT/gocryptfs/mnt"; }
+gocryptfs_mount() { gocryptfs -q -nosyslog -extpass "echo bench" "$OUT/gocryptfs/cipher" "$OUT/gocryptfs/mnt"; }
 gocryptfs_umount() { umount "$OUT/gocryptfs/mnt" 2>/dev/null || fusermount3 -u "$OUT/gocryptfs/mnt"; }
 
 record() { # target line-from-fsbench

@@ -25,7 +25,7 @@ import (
 	fnet "github.com/fincrypt/fincrypt/net"
 )
 
-// On-disk layout (docs/FORMAT-storage.md).
+// On-disk layout (docs/FORMAT.md §4).
 const (
 	piecesDir     = "pieces"
 	tmpDir        = "tmp"

@@ -81,6 +81,36 @@ func setUsageErrors(cmds []*cli.Command) {
 	}
 }
 
+// commandOrder groups the commands by role in --help, in the order a
+// newcomer meets them.
+var commandOrder = []struct{ category, names string }{
+	{"client: your vault", "init mount umount status account check passwd restore wallet"},
+	{"storage node: selling disk space", "storage id"},
+	{"mediator: running a network", "mediator devnet"},
+}
+
+func orderCommands(cmds []*cli.Command) []*cli.Command {
+	var out []*cli.Command
+	placed := map[*cli.Command]bool{}
+	for _, g := range commandOrder {
+		for _, name := range strings.Fields(g.names) {
+			for _, c := range cmds {
+				if c.Name == name && !placed[c] {
+					c.Category = g.category
+					out = append(out, c)
+					placed[c] = true
+				}
+			}
+		}
+	}
+	for _, c := range cmds { // anything not listed keeps its place at the end
+		if !placed[c] {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 func newApp() *cli.App {
 	setUsageErrors(commands)
 	return &cli.App{
@@ -116,7 +146,7 @@ func newApp() *cli.App {
 			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
 			return nil
 		},
-		Commands:             commands,
+		Commands:             orderCommands(commands),
 		EnableBashCompletion: true,
 		ExitErrHandler:       func(*cli.Context, error) {}, // we print errors ourselves
 	}

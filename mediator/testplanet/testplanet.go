@@ -310,7 +310,7 @@ func (p *Planet) NodeIndex(id fnet.NodeID) int {
 	return -1
 }
 
-// PieceFile is where node i keeps a piece (docs/FORMAT-storage.md): the
+// PieceFile is where node i keeps a piece (docs/FORMAT.md §4): the
 // piece's bytes start after a 64-byte header.
 func (p *Planet) PieceFile(i int, piece challenge.PieceID) string {
 	h := piece.String()
