@@ -26,6 +26,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/fincrypt/fincrypt/internal/fsutil"
+	"github.com/fincrypt/fincrypt/internal/rungroup"
 	"io"
 	"log/slog"
 	stdnet "net"
@@ -35,7 +37,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/btcsuite/btcd/btcutil"
@@ -267,7 +268,7 @@ func Start(cfg Config) (_ *Net, err error) {
 	if err := n.listenControl(); err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(filepath.Join(cfg.Dir, AddressFile), []byte(maddr.String()+"\n")); err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(cfg.Dir, AddressFile), []byte(maddr.String()+"\n"), 0o644); err != nil {
 		return nil, err
 	}
 	n.log.Info("devnet ready", "mediator", maddr.String(), "nodes", len(n.Nodes), "bitcoin", n.btc != nil,
@@ -328,7 +329,7 @@ func (n *Net) saveState() error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(n.cfg.Dir, StateFile), append(b, '\n'))
+	return fsutil.WriteFileAtomic(filepath.Join(n.cfg.Dir, StateFile), append(b, '\n'), 0o600)
 }
 
 // logger makes a logger writing to D/logs/<name>.log.
@@ -344,23 +345,8 @@ func (n *Net) logger(name string) (*slog.Logger, error) {
 // Run serves the mediator, the nodes, the block miner and the control
 // socket until ctx ends or one of them fails.
 func (n *Net) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg    sync.WaitGroup
-		once  sync.Once
-		first error
-	)
-	run := func(name string, fn func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := fn(ctx); err != nil && ctx.Err() == nil {
-				once.Do(func() { first = fmt.Errorf("%s: %w", name, err) })
-				cancel()
-			}
-		}()
-	}
+	g := rungroup.New(ctx)
+	run := g.Go
 	run("mediator", n.Mediator.Run)
 	for i, node := range n.Nodes {
 		run(fmt.Sprintf(NodeDirFmt, i+1), node.Run)
@@ -376,8 +362,7 @@ func (n *Net) Run(ctx context.Context) error {
 		}
 		return nil
 	})
-	wg.Wait()
-	return first
+	return g.Wait()
 }
 
 // mine mines one block every BlockInterval, so that deposits and payouts
@@ -546,36 +531,9 @@ var ErrRunning = errors.New("another devnet is running in this directory")
 
 // lockDir takes an exclusive flock on D/lock, before anything in D changes.
 func lockDir(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, err
+	f, err := fsutil.Lock(filepath.Join(dir, "lock"))
+	if errors.Is(err, fsutil.ErrLocked) {
+		return nil, fmt.Errorf("%s: %w", dir, ErrRunning)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%s: %w", dir, ErrRunning)
-		}
-		return nil, fmt.Errorf("%s: lock: %w", dir, err)
-	}
-	return f, nil
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	f, err := os.Open(tmp)
-	if err == nil {
-		err = f.Sync()
-		f.Close()
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return nil
+	return f, err
 }

@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/fincrypt/fincrypt/internal/fsutil"
+	"github.com/fincrypt/fincrypt/internal/rungroup"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	fnet "github.com/fincrypt/fincrypt/net"
@@ -118,7 +119,7 @@ func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error
 		}
 	}
 	{ // address file, last: it tells scripts the mediator is ready
-		if err := writeFileAtomic(filepath.Join(cfg.Dir, AddressFile), []byte(p.Address().String()+"\n")); err != nil {
+		if err := fsutil.WriteFileAtomic(filepath.Join(cfg.Dir, AddressFile), []byte(p.Address().String()+"\n"), 0o644); err != nil {
 			return nil, err
 		}
 	}
@@ -148,23 +149,8 @@ func (p *Peer) RepairScan(ctx context.Context) (RepairResult, error) { return p.
 // Run serves until ctx is done or a service fails; the services run in
 // one group and the first error stops the others.
 func (p *Peer) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg    sync.WaitGroup
-		once  sync.Once
-		first error
-	)
-	run := func(name string, fn func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := fn(ctx); err != nil && ctx.Err() == nil {
-				once.Do(func() { first = fmt.Errorf("%s: %w", name, err) })
-				cancel()
-			}
-		}()
-	}
+	g := rungroup.New(ctx)
+	run := g.Go
 	run("endpoint", func(ctx context.Context) error { return p.Transport.Serve(ctx, &endpoint{c: p.core}) })
 	run("control", p.control.run)
 	run("scheduler", p.schedule)
@@ -174,8 +160,7 @@ func (p *Peer) Run(ctx context.Context) error {
 	p.Log.Info("mediator running", "address", p.Address().String(), "scheme", p.Config.Scheme.String(),
 		"period", p.Config.Period, "offline_after", p.Config.OfflineAfter,
 		"wallet", p.pay != nil, "metered", p.pay.metered())
-	wg.Wait()
-	return first
+	return g.Wait()
 }
 
 // schedule runs a challenge round and a repair scan every period. The
@@ -267,39 +252,9 @@ const LockFile = "lock"
 // lockDir takes an exclusive flock on DIR/lock, so that a second mediator
 // on the same directory (in this process or another) stops at once.
 func lockDir(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, LockFile), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, err
+	f, err := fsutil.Lock(filepath.Join(dir, LockFile))
+	if errors.Is(err, fsutil.ErrLocked) {
+		return nil, fmt.Errorf("%s: %w: another mediator is running there", dir, ErrLocked)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%s: %w: another mediator is running there", dir, ErrLocked)
-		}
-		return nil, fmt.Errorf("%s: lock: %w", dir, err)
-	}
-	return f, nil
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return nil
+	return f, err
 }

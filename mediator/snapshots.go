@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/fincrypt/fincrypt/internal/fsutil"
 	"os"
 	"path/filepath"
 
@@ -74,7 +75,7 @@ func (c *core) PutSnapshot(ctx context.Context, acct fnet.AccountID, m *fnet.Sna
 	if err := os.MkdirAll(filepath.Dir(c.snapshotPath(acct)), 0o700); err != nil {
 		return fmt.Errorf("%w: %v", fnet.ErrInternal, err)
 	}
-	if err := writeFileAtomic(c.snapshotPath(acct), b); err != nil {
+	if err := fsutil.WriteFileAtomic(c.snapshotPath(acct), b, 0o600); err != nil {
 		return fmt.Errorf("%w: %v", fnet.ErrInternal, err)
 	}
 	c.log.Info("snapshot pointer stored", "account", fnet.NodeID(acct), "seq", m.Pointer.Seq)
