@@ -11,10 +11,14 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base32"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/quic-go/quic-go"
+	"golang.org/x/crypto/hkdf"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -205,4 +209,18 @@ func ParseAddress(s string) (Address, error) {
 		return Address{}, fmt.Errorf("%w %q: want NODEID@host:port", ErrBadAddress, s)
 	}
 	return Address{ID: id, HostPort: hp}, nil
+}
+
+// statelessResetKey is the key of the QUIC stateless reset tokens this
+// identity hands out. It is derived from the private key, so a daemon that
+// restarts with the same identity can reset the connections its previous
+// process had open: peers learn at once that it restarted instead of waiting
+// for their idle timeout (RFC 9000, section 10.3).
+func (id *Identity) statelessResetKey() quic.StatelessResetKey {
+	var k quic.StatelessResetKey
+	r := hkdf.New(sha256.New, id.priv.Seed(), nil, []byte("fincrypt/v1 quic stateless reset"))
+	if _, err := io.ReadFull(r, k[:]); err != nil {
+		panic(err) // HKDF cannot fail for 32 bytes
+	}
+	return k
 }

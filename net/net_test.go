@@ -461,3 +461,56 @@ func TestCheckChallenge(t *testing.T) {
 		t.Fatalf("reordered: %v", err)
 	}
 }
+
+// A daemon restarted with the same identity on the same port resets the
+// connections of its previous process, so their next call fails at once
+// (and a client redials) instead of hanging until the idle timeout.
+func TestRestartedPeerResetsOldConnections(t *testing.T) {
+	id := mustIdentity(t)
+	srv, err := Listen(id, "127.0.0.1:0", Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go srv.Serve(ctx, echo)
+	addr := srv.Address()
+	cli, err := NewDialer(mustIdentity(t), Config{MaxIdleTimeout: time.Minute, KeepAlivePeriod: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	c, err := cli.Dial(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CallFor[*HeartbeatReply](ctx, c, &Heartbeat{Pieces: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// "Crash": the process's socket goes away without closing connections.
+	srv.udp.Close()
+	srv2, err := Listen(id, addr.HostPort, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv2.Close()
+	go srv2.Serve(ctx, echo)
+
+	callCtx, callCancel := context.WithTimeout(ctx, 20*time.Second)
+	defer callCancel()
+	start := time.Now()
+	_, err = CallFor[*HeartbeatReply](callCtx, c, &Heartbeat{Pieces: 1})
+	if err == nil {
+		t.Fatal("a call on the dead process's connection succeeded")
+	}
+	if callCtx.Err() != nil {
+		t.Fatalf("the old connection hung for %s instead of being reset: %v", time.Since(start), err)
+	}
+	c2, err := cli.Dial(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CallFor[*HeartbeatReply](ctx, c2, &Heartbeat{Pieces: 1}); err != nil {
+		t.Fatalf("after redial: %v", err)
+	}
+}

@@ -112,7 +112,8 @@ func newTransport(id *Identity, hostport string, listen bool, cfg Config) (*Tran
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", hostport, err)
 	}
-	t := &Transport{id: id, cfg: cfg, udp: udp, tr: &quic.Transport{Conn: udp}, cert: cert}
+	resetKey := id.statelessResetKey()
+	t := &Transport{id: id, cfg: cfg, udp: udp, tr: &quic.Transport{Conn: udp, StatelessResetKey: &resetKey}, cert: cert}
 	if listen {
 		t.ln, err = t.tr.Listen(t.serverTLS(), cfg.quic())
 		if err != nil {
