@@ -430,7 +430,10 @@ func TestE2EFaults(t *testing.T) {
 			}
 		}
 	}()
-	time.Sleep(100 * time.Millisecond) // let some unsynced writes be in flight; not a speed assumption
+	waitFor(t, "unsynced writes under way", 30*time.Second, func() (bool, string) {
+		m, _ := filepath.Glob(filepath.Join(mnt, "crash", "unsynced*"))
+		return len(m) >= 10, fmt.Sprintf("%d unsynced files", len(m))
+	})
 	pid := (&vaultEnv{home: home}).pid()
 	if pid <= 0 {
 		t.Fatal("no mount.pid")
