@@ -1,0 +1,488 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/btcsuite/btcd/btcutil"
+	"github.com/btcsuite/btcd/chaincfg"
+)
+
+// e2eBigSize is the size of the one big file of TestE2EFaults. The issue
+// asks for 200 MiB; the default is 50 MiB so that `make test` stays fast.
+// FINCRYPT_E2E_BIG (e.g. 200MiB, or a number of bytes) scales it.
+func e2eBigSize(t *testing.T) int64 {
+	s := os.Getenv("FINCRYPT_E2E_BIG")
+	if s == "" {
+		return 50 << 20
+	}
+	s = strings.TrimSuffix(strings.TrimSpace(s), "B")
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(s, "Mi"):
+		mult, s = 1<<20, strings.TrimSuffix(s, "Mi")
+	case strings.HasSuffix(s, "Gi"):
+		mult, s = 1<<30, strings.TrimSuffix(s, "Gi")
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		t.Fatalf("FINCRYPT_E2E_BIG=%q: want a size such as 200MiB", os.Getenv("FINCRYPT_E2E_BIG"))
+	}
+	return n * mult
+}
+
+// e2eNode is one storage node process that can be killed and restarted.
+type e2eNode struct {
+	dir, id, hostport string
+	args              []string
+	kill              func()
+}
+
+func (n *e2eNode) start(t *testing.T, logDir, name string) {
+	t.Helper()
+	listen := "127.0.0.1:0"
+	if n.hostport != "" {
+		listen = n.hostport
+	}
+	n.kill = daemon(t, logDir, name, append(append([]string{}, n.args...), "--listen", listen)...)
+	addr := waitForFile(t, filepath.Join(n.dir, "address"))
+	id, hp, ok := strings.Cut(addr, "@")
+	if !ok {
+		t.Fatalf("%s/address: %q is not NODEID@HOST:PORT", n.dir, addr)
+	}
+	n.id, n.hostport = id, hp
+}
+
+// waitFor polls cond (which describes the state it saw) until it holds or
+// the deadline passes.
+func waitFor(t *testing.T, what string, limit time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reached after %v; last state: %s", what, limit, state)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+func clientStatus(t *testing.T, home string) (map[string]any, string) {
+	t.Helper()
+	r := fincrypt(t, nil, "--home", home, "status", "--json")
+	if r.code != 0 {
+		t.Fatalf("status --json: %+v", r)
+	}
+	var st map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		t.Fatalf("status --json is not JSON: %v\n%s", err, r.stdout)
+	}
+	return st, r.stdout
+}
+
+// durable: nothing pending, nothing degraded, and an index snapshot newer
+// than the last sync (so that restore sees everything).
+func durable(t *testing.T, home string) func() (bool, string) {
+	return func() (bool, string) {
+		st, raw := clientStatus(t, home)
+		snap, _ := st["last_snapshot"].(string)
+		lastSync, _ := st["last_sync"].(string)
+		return st["pending_bytes"] == 0.0 && st["pending_files"] == 0.0 && st["segments_degraded"] == 0.0 &&
+			st["segments_dead"] == 0.0 && st["segments_durable"].(float64) > 0 && snap != "" && lastSync != "" && snap > lastSync, raw
+	}
+}
+
+// treeSums hashes every regular file under root, by relative path.
+func treeSums(t *testing.T, root string) map[string]string {
+	t.Helper()
+	sums := map[string]string{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		h := sha256.New()
+		if _, err := io.Copy(h, f); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		rel, _ := filepath.Rel(root, p)
+		sums[rel] = hex.EncodeToString(h.Sum(nil))
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("reading %s: %v", root, err)
+	}
+	return sums
+}
+
+func sameSums(t *testing.T, what string, got, want map[string]string) {
+	t.Helper()
+	bad := 0
+	for name, sum := range want {
+		if got[name] != sum {
+			if bad < 10 {
+				t.Errorf("%s: %s differs or is missing (got %.12q, want %.12q)", what, name, got[name], sum)
+			}
+			bad++
+		}
+	}
+	if bad > 0 {
+		t.Fatalf("%s: %d of %d files differ", what, bad, len(want))
+	}
+}
+
+func dropPageCache(t *testing.T) {
+	t.Helper()
+	syscall.Sync()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0); err != nil {
+		t.Logf("drop_caches: %v (reading through the remounted FUSE mount anyway)", err)
+	}
+}
+
+func countPieces(t *testing.T, nodeDir string) int {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(nodeDir, "pieces", "*", "*.piece"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(m)
+}
+
+func writeSynced(t *testing.T, path string, b []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestE2EFaults runs a mediator and five storage nodes as processes (a
+// devnet runs all nodes in one process, so single nodes could not be
+// killed) with the devnet's scheme 2/4 and repair threshold 4, so that one
+// node is spare for repair. Through a real mount it writes a git
+// repository, 2,000 small files and a big file, then: kills N-K = 2 nodes
+// and reads everything back with an emptied cache; corrupts every piece on
+// one node and waits for the mediator to find and repair them; kills -9 the
+// mount during writes; and finally restores into a fresh home.
+func TestE2EFaults(t *testing.T) {
+	needFUSE(t)
+	if testing.Short() {
+		t.Skip("skipping end-to-end fault test in -short mode")
+	}
+	start := time.Now()
+	dir := t.TempDir()
+	mdir := filepath.Join(dir, "mediator")
+	daemon(t, dir, "mediator", "mediator", "--dir", mdir, "--listen", "127.0.0.1:0", "--period", "2s",
+		"--heartbeat", "200ms", "--challenge-timeout", "1s", "--scheme", "2/4", "--repair-threshold", "4")
+	maddr := waitForFile(t, filepath.Join(mdir, "address"))
+	payout, _ := btcutil.NewAddressPubKeyHash(bytes.Repeat([]byte{7}, 20), &chaincfg.SimNetParams)
+	nodes := make([]*e2eNode, 5)
+	for i := range nodes {
+		ndir := filepath.Join(dir, fmt.Sprintf("node%d", i))
+		nodes[i] = &e2eNode{dir: ndir, args: []string{"storage", "--dir", ndir, "--mediator", maddr,
+			"--capacity", "1GiB", "--price", fmt.Sprint(1000 + i),
+			"--payout-address", payout.EncodeAddress(), "--network", "simnet"}}
+		nodes[i].start(t, dir, fmt.Sprintf("node%d", i))
+	}
+	medStatus := func() (map[string]any, string) {
+		r := fincrypt(t, nil, "mediator", "status", "--dir", mdir, "--json")
+		if r.code != 0 {
+			t.Fatalf("mediator status: %+v", r)
+		}
+		var st map[string]any
+		if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+			t.Fatalf("mediator status --json: %v\n%s", err, r.stdout)
+		}
+		return st, r.stdout
+	}
+	waitFor(t, "5 nodes online", 30*time.Second, func() (bool, string) {
+		st, raw := medStatus()
+		online := 0
+		ns, _ := st["nodes"].([]any)
+		for _, n := range ns {
+			if m, _ := n.(map[string]any); m["online"] == true {
+				online++
+			}
+		}
+		return online == 5, raw
+	})
+
+	home := filepath.Join(dir, "home")
+	mnt := filepath.Join(dir, "mnt")
+	pw := writePassword(t, "pw")
+	r := fincrypt(t, nil, "--home", home, "init", "--password-file", pw, "--mediator", maddr)
+	if r.code != 0 {
+		t.Fatalf("init --mediator: %+v", r)
+	}
+	r = fincrypt(t, nil, "--home", home, "account")
+	acct := strings.TrimSpace(r.stdout)
+	if r.code != 0 || acct == "" {
+		t.Fatalf("account: %+v", r)
+	}
+	mount := func(home, mnt string, extra ...string) {
+		t.Helper()
+		args := append([]string{"--home", home, "mount", "--password-file", pw, "--flush-after", "200ms", "--snapshot-interval", "500ms"}, extra...)
+		if r := fincrypt(t, nil, append(args, mnt)...); r.code != 0 {
+			log, _ := os.ReadFile(filepath.Join(home, mountLogName))
+			t.Fatalf("mount: %+v\n%s", r, log)
+		}
+		if !isMounted(mnt) {
+			t.Fatal("mount returned 0 but nothing is mounted")
+		}
+	}
+	umount := func(mnt string) {
+		t.Helper()
+		if r := fincrypt(t, nil, "umount", mnt); r.code != 0 || isMounted(mnt) {
+			t.Fatalf("umount %s: %+v", mnt, r)
+		}
+	}
+	t.Cleanup(func() {
+		for _, m := range []string{mnt, filepath.Join(dir, "mnt2")} {
+			if isMounted(m) {
+				syscall.Unmount(m, syscall.MNT_DETACH)
+			}
+		}
+		for _, h := range []string{home, filepath.Join(dir, "restored")} {
+			if pid := (&vaultEnv{home: h}).pid(); pid > 0 {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	mount(home, mnt)
+
+	// 1. A git repository, 2,000 small files and a big file.
+	sh(t, mnt, `mkdir repo && cd repo && git init -q . &&
+		for d in 0 1 2 3 4 5 6 7 8 9; do mkdir src$d; for i in $(seq 1 30); do
+			printf 'package p%d\n\n// file %d of dir %d\nfunc F%d() int { return %d }\n' $d $i $d $i $((d*i)) > src$d/f$i.go; done; done &&
+		git add -A && git -c user.name=e2e -c user.email=e2e@invalid commit -q -m 'three hundred files' &&
+		echo change >> src0/f1.go && git -c user.name=e2e -c user.email=e2e@invalid commit -q -am second`)
+	rng := rand.New(rand.NewSource(7))
+	for i := 0; i < 2000; i++ {
+		b := make([]byte, rng.Intn(4096)+1)
+		rng.Read(b)
+		p := filepath.Join(mnt, "small", fmt.Sprintf("d%02d", i%40), fmt.Sprintf("f%04d", i))
+		if i < 40 {
+			os.MkdirAll(filepath.Dir(p), 0o755)
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bigSize := e2eBigSize(t)
+	f, err := os.Create(filepath.Join(mnt, "big.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	for left := bigSize; left > 0; left -= int64(len(buf)) {
+		rng.Read(buf)
+		n := int64(len(buf))
+		if left < n {
+			n = left
+		}
+		if _, err := f.Write(buf[:n]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, mnt, "sync -f .")
+	sums := treeSums(t, mnt)
+	if len(sums) < 2300 {
+		t.Fatalf("only %d files in the tree", len(sums))
+	}
+	t.Logf("wrote %d files (big file %d MiB) at %v", len(sums), bigSize>>20, time.Since(start).Round(time.Second))
+	waitFor(t, "data durable", 5*time.Minute, durable(t, home))
+	t.Logf("durable at %v", time.Since(start).Round(time.Second))
+
+	// Empty the client's cache: remount bounded to 1 byte, wait until the
+	// local store shrank, then kill N-K nodes and drop the page cache.
+	umount(mnt)
+	mount(home, mnt, "--cache-size", "1")
+	waitFor(t, "cache evicted", time.Minute, func() (bool, string) {
+		st, raw := clientStatus(t, home)
+		return st["cache_bytes"].(float64) < float64(bigSize/10), raw
+	})
+	for _, n := range nodes[:2] {
+		if c := countPieces(t, n.dir); c == 0 {
+			t.Fatalf("%s holds no pieces: killing it proves nothing", n.dir)
+		}
+		n.kill()
+	}
+	dropPageCache(t)
+	sameSums(t, "with 2 of 5 nodes down", treeSums(t, mnt), sums)
+	sh(t, filepath.Join(mnt, "repo"), "git fsck --full --no-progress && test -z \"$(git status --porcelain)\"")
+	t.Logf("read back with 2 nodes down at %v", time.Since(start).Round(time.Second))
+	nodes[0].start(t, dir, "node0-restarted")
+	nodes[1].start(t, dir, "node1-restarted")
+
+	// 2. Corrupt every piece on one node; the mediator's challenges find
+	// it and the pieces are rebuilt elsewhere.
+	victim := nodes[2]
+	flipped := 0
+	filepath.WalkDir(filepath.Join(victim.dir, "pieces"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !strings.HasSuffix(p, ".piece") {
+			return nil
+		}
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		fi, _ := f.Stat()
+		if fi.Size() <= 64 {
+			return nil
+		}
+		// Every byte after the 64-byte header (docs/FORMAT.md §4): a
+		// challenge opens only a few leaves, so partial damage would be
+		// found only by chance in a given period.
+		body := make([]byte, fi.Size()-64)
+		if _, err := f.ReadAt(body, 64); err != nil {
+			t.Fatal(err)
+		}
+		for i := range body {
+			body[i] ^= 0xff
+		}
+		if _, err := f.WriteAt(body, 64); err != nil {
+			t.Fatal(err)
+		}
+		flipped++
+		return nil
+	})
+	if flipped == 0 {
+		t.Fatalf("no pieces on %s to corrupt", victim.dir)
+	}
+	waitFor(t, "corrupt pieces found and repaired", 2*time.Minute, func() (bool, string) {
+		st, raw := medStatus()
+		var failed float64
+		ns, _ := st["nodes"].([]any)
+		for _, n := range ns {
+			if m, _ := n.(map[string]any); m["id"] == victim.id {
+				failed, _ = m["failed"].(float64)
+			}
+		}
+		return failed > 0 && st["repaired"].(float64) >= float64(flipped) && st["lost"] == 0.0 &&
+			st["healthy"] == st["pieces"], raw
+	})
+	st, _ := medStatus()
+	t.Logf("mediator: %v segments, %v pieces, %v healthy, %v lost, %v repaired", st["segments"], st["pieces"], st["healthy"], st["lost"], st["repaired"])
+	t.Logf("%d corrupted pieces repaired at %v", flipped, time.Since(start).Round(time.Second))
+
+	// 3. kill -9 the mount while it writes; fsynced files survive.
+	umount(mnt)
+	mount(home, mnt)
+	synced := map[string][]byte{}
+	for i := 0; i < 20; i++ {
+		b := make([]byte, rng.Intn(256<<10)+1)
+		rng.Read(b)
+		name := fmt.Sprintf("crash/synced%02d", i)
+		writeSynced(t, filepath.Join(mnt, name), b)
+		synced[name] = b
+	}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() { // unsynced writes, until the mount dies or 2,000 files
+		defer wg.Done()
+		b := make([]byte, 64<<10)
+		for i := 0; i < 2000; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if os.WriteFile(filepath.Join(mnt, "crash", fmt.Sprintf("unsynced%04d", i)), b, 0o644) != nil {
+				return
+			}
+		}
+	}()
+	waitFor(t, "unsynced writes under way", 30*time.Second, func() (bool, string) {
+		m, _ := filepath.Glob(filepath.Join(mnt, "crash", "unsynced*"))
+		return len(m) >= 10, fmt.Sprintf("%d unsynced files", len(m))
+	})
+	pid := (&vaultEnv{home: home}).pid()
+	if pid <= 0 {
+		t.Fatal("no mount.pid")
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "mount process gone", 20*time.Second, func() (bool, string) {
+		return syscall.Kill(pid, 0) != nil, fmt.Sprintf("pid %d alive", pid)
+	})
+	if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
+		t.Fatalf("umount -l: %v", err)
+	}
+	close(stop)
+	wg.Wait()
+	mount(home, mnt)
+	for name, want := range synced {
+		got, err := os.ReadFile(filepath.Join(mnt, name))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("after kill -9: %s: %d bytes, err %v; want %d bytes", name, len(got), err, len(want))
+		}
+		sum := sha256.Sum256(want)
+		sums[name] = hex.EncodeToString(sum[:])
+	}
+	waitFor(t, "uploads resumed and finished", 3*time.Minute, durable(t, home))
+	t.Logf("kill -9 survived, durable again at %v", time.Since(start).Round(time.Second))
+	// What survived of the unsynced files is whatever the index holds now:
+	// it must be durable too, so it is part of what a restore must bring back.
+	all := treeSums(t, mnt)
+	sameSums(t, "before restore", all, sums)
+	umount(mnt)
+
+	// 4. Lose the home; restore from the network into a fresh one.
+	if err := os.RemoveAll(home); err != nil {
+		t.Fatal(err)
+	}
+	home2 := filepath.Join(dir, "restored")
+	if r := fincrypt(t, nil, "--home", home2, "restore", "--mediator", maddr, "--account", acct, "--password-file", pw); r.code != 0 {
+		t.Fatalf("restore: %+v", r)
+	}
+	mnt2 := filepath.Join(dir, "mnt2")
+	mount(home2, mnt2)
+	dropPageCache(t)
+	got := treeSums(t, mnt2)
+	sameSums(t, "restored", got, all)
+	if len(got) != len(all) {
+		t.Fatalf("restored %d files, want %d", len(got), len(all))
+	}
+	sh(t, filepath.Join(mnt2, "repo"), "git fsck --full --no-progress && test -z \"$(git status --porcelain)\"")
+	umount(mnt2)
+	t.Logf("restored %d files byte-identical; whole test %v", len(all), time.Since(start).Round(time.Second))
+}
