@@ -122,8 +122,13 @@ awk '
 			printf "%-12s %-8s %12s %12s %10s %12s %12s\n", w, u[w], p, f, rp, (g == "" ? "-" : g), rg
 		}
 	}' "$RESULTS"
-# Go benchmarks: every metric they reported, one row each.
+# Go benchmarks: one row each, every metric it reported; each reports its
+# baseline from the same run and the ratio to it.
+echo
+printf "%-30s %s\n" "go benchmark" "figures (baseline and ratio from the same run)"
 awk '/^Benchmark/ {
-	name = $1; sub(/-[0-9]+$/, "", name)
-	for (i = 3; i < NF; i += 2) if ($(i+1) != "ns/op") printf "%-44s %14s %s\n", name, $i, $(i+1)
+	name = $1; sub(/-[0-9]+$/, "", name); sub(/^Benchmark/, "", name)
+	line = ""
+	for (i = 3; i < NF; i += 2) if ($(i+1) != "ns/op") line = line (line == "" ? "" : ", ") $i " " $(i+1)
+	printf "%-30s %s\n", name, line
 }' "$GOBENCH"
