@@ -156,6 +156,8 @@ func (r *Replicator) maintain() error {
 	}
 	r.mu.Lock()
 	r.st.LiveBytes = live
+	counted := time.Now()
+	r.st.LiveCounted = &counted
 	r.mu.Unlock()
 	if repacked {
 		r.Kick()

@@ -25,6 +25,7 @@ type Status struct {
 	SegmentsDead     int        `json:"segments_dead"`
 	StoredBytes      uint64     `json:"stored_bytes"`
 	LiveBytes        uint64     `json:"live_bytes"`
+	LiveCounted      *time.Time `json:"live_counted_at"` // live bytes are counted by maintenance, once a MaintainInterval
 	MinHealthy       int        `json:"min_healthy_pieces"`
 	CacheBytes       uint64     `json:"cache_bytes"`
 	CacheLimit       uint64     `json:"cache_limit"`

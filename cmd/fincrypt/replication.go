@@ -285,7 +285,11 @@ func printStatus(w io.Writer, st *replicate.Status) {
 	}
 	fmt.Fprintf(w, "segments:       %d durable, %d degraded, %d dead (awaiting release)\n", st.SegmentsDurable, st.SegmentsDegraded, st.SegmentsDead)
 	fmt.Fprintf(w, "redundancy:     every segment has at least %d healthy piece(s)\n", st.MinHealthy)
-	fmt.Fprintf(w, "stored:         %s on the network for %s live\n", units.HumanSize(st.StoredBytes), units.HumanSize(st.LiveBytes))
+	live := "live data not counted yet"
+	if st.LiveCounted != nil {
+		live = fmt.Sprintf("%s live when counted %s", units.HumanSize(st.LiveBytes), when(st.LiveCounted))
+	}
+	fmt.Fprintf(w, "stored:         %s on the network; %s\n", units.HumanSize(st.StoredBytes), live)
 	limit := "no limit"
 	if st.CacheLimit > 0 {
 		limit = units.HumanSize(st.CacheLimit)
