@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"math/rand"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -50,6 +51,7 @@ type e2eNode struct {
 	dir, id, hostport string
 	args              []string
 	kill              func()
+	term              func(t *testing.T)
 }
 
 func (n *e2eNode) start(t *testing.T, logDir, name string) {
@@ -58,13 +60,53 @@ func (n *e2eNode) start(t *testing.T, logDir, name string) {
 	if n.hostport != "" {
 		listen = n.hostport
 	}
-	n.kill = daemon(t, logDir, name, append(append([]string{}, n.args...), "--listen", listen)...)
+	n.term, n.kill = daemonTerm(t, logDir, name, append(append([]string{}, n.args...), "--listen", listen)...)
 	addr := waitForFile(t, filepath.Join(n.dir, "address"))
 	id, hp, ok := strings.Cut(addr, "@")
 	if !ok {
 		t.Fatalf("%s/address: %q is not NODEID@HOST:PORT", n.dir, addr)
 	}
 	n.id, n.hostport = id, hp
+}
+
+// daemonTerm is daemon with a graceful stop as well: term sends SIGTERM
+// and waits (generously) for the process to exit.
+func daemonTerm(t *testing.T, dir, name string, args ...string) (term func(t *testing.T), kill func()) {
+	t.Helper()
+	logPath := filepath.Join(dir, name+".log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binPath, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); logf.Close(); close(done) }()
+	kill = func() { cmd.Process.Kill(); <-done }
+	term = func(t *testing.T) {
+		t.Helper()
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			kill()
+			t.Fatalf("%s did not exit within 30s of SIGTERM", name)
+		}
+	}
+	t.Cleanup(func() {
+		kill()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			if len(b) > 2000 {
+				b = b[len(b)-2000:]
+			}
+			t.Logf("%s log:\n%s", name, b)
+		}
+	})
+	return term, kill
 }
 
 // waitFor polls cond (which describes the state it saw) until it holds or
@@ -196,7 +238,8 @@ func writeSynced(t *testing.T, path string, b []byte) {
 // repository, 2,000 small files and a big file, then: kills N-K = 2 nodes
 // and reads everything back with an emptied cache; corrupts every piece on
 // one node and waits for the mediator to find and repair them; kills -9 the
-// mount during writes; and finally restores into a fresh home.
+// mount during writes; restarts the mediator and then each node in turn
+// while a client writes and fsyncs; and finally restores into a fresh home.
 func TestE2EFaults(t *testing.T) {
 	needFUSE(t)
 	if testing.Short() {
@@ -205,8 +248,11 @@ func TestE2EFaults(t *testing.T) {
 	start := time.Now()
 	dir := t.TempDir()
 	mdir := filepath.Join(dir, "mediator")
-	daemon(t, dir, "mediator", "mediator", "--dir", mdir, "--listen", "127.0.0.1:0", "--period", "2s",
-		"--heartbeat", "200ms", "--challenge-timeout", "1s", "--scheme", "2/4", "--repair-threshold", "4")
+	medArgs := func(listen string) []string {
+		return []string{"mediator", "--dir", mdir, "--listen", listen, "--period", "2s",
+			"--heartbeat", "200ms", "--challenge-timeout", "1s", "--scheme", "2/4", "--repair-threshold", "4"}
+	}
+	medTerm, _ := daemonTerm(t, dir, "mediator", medArgs("127.0.0.1:0")...)
 	maddr := waitForFile(t, filepath.Join(mdir, "address"))
 	payout, _ := btcutil.NewAddressPubKeyHash(bytes.Repeat([]byte{7}, 20), &chaincfg.SimNetParams)
 	nodes := make([]*e2eNode, 5)
@@ -460,13 +506,141 @@ func TestE2EFaults(t *testing.T) {
 	}
 	waitFor(t, "uploads resumed and finished", 3*time.Minute, durable(t, home))
 	t.Logf("kill -9 survived, durable again at %v", time.Since(start).Round(time.Second))
+
+	// 4. Restart the mediator, then every storage node one after another,
+	// while a client writes and fsyncs: nothing is lost.
+	nodeSeenSince := func(id string, since time.Time) (bool, string) {
+		// Not medStatus: a mediator that is starting up may not answer yet.
+		r := fincrypt(t, nil, "mediator", "status", "--dir", mdir, "--json")
+		var st map[string]any
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil {
+			return false, fmt.Sprintf("%+v", r)
+		}
+		raw := r.stdout
+		ns, _ := st["nodes"].([]any)
+		for _, n := range ns {
+			m, _ := n.(map[string]any)
+			if m["id"] != id {
+				continue
+			}
+			seen, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(m["last_seen"]))
+			return m["online"] == true && seen.After(since), raw
+		}
+		return false, raw
+	}
+	allSeenSince := func(since time.Time) func() (bool, string) {
+		return func() (bool, string) {
+			for _, n := range nodes {
+				if ok, raw := nodeSeenSince(n.id, since); !ok {
+					return false, n.id + " not seen yet: " + raw
+				}
+			}
+			return true, ""
+		}
+	}
+	type written struct{ name, sum string }
+	var (
+		wmu      sync.Mutex
+		wrote    []written
+		werrs    []string
+		wstop    = make(chan struct{})
+		wdone    = make(chan struct{})
+		wstarted = make(chan struct{})
+	)
+	go func() { // fsynced writes until stopped, at most 300 files
+		defer close(wdone)
+		wrng := rand.New(rand.NewSource(11))
+		for i := 0; i < 300; i++ {
+			if i == 5 {
+				close(wstarted)
+			}
+			select {
+			case <-wstop:
+				return
+			case <-time.After(30 * time.Millisecond): // pacing only, so the writes span the restarts
+			}
+			b := make([]byte, 4<<10+wrng.Intn(60<<10+1))
+			wrng.Read(b)
+			name := fmt.Sprintf("restart/d%d/w%03d", i%4, i)
+			p := filepath.Join(mnt, name)
+			err := os.MkdirAll(filepath.Dir(p), 0o755)
+			var f *os.File
+			if err == nil {
+				f, err = os.Create(p)
+			}
+			if err == nil {
+				if _, err = f.Write(b); err == nil {
+					err = f.Sync()
+				}
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
+			}
+			wmu.Lock()
+			if err != nil {
+				werrs = append(werrs, fmt.Sprintf("%s: %v", name, err))
+			} else {
+				sum := sha256.Sum256(b)
+				wrote = append(wrote, written{name, hex.EncodeToString(sum[:])})
+			}
+			wmu.Unlock()
+		}
+	}()
+	nWrote := func() int { wmu.Lock(); defer wmu.Unlock(); return len(wrote) }
+	select {
+	case <-wstarted:
+	case <-wdone:
+	case <-time.After(30 * time.Second):
+		t.Fatal("writer did not get going in 30s")
+	}
+	before := nWrote()
+	_, mhostport, _ := strings.Cut(maddr, "@")
+	medTerm(t)
+	restarted := time.Now()
+	medTerm, _ = daemonTerm(t, dir, "mediator-restarted", medArgs(mhostport)...)
+	waitFor(t, "nodes back with the restarted mediator", time.Minute, allSeenSince(restarted))
+	for i, n := range nodes {
+		n.term(t)
+		restarted := time.Now()
+		n.start(t, dir, fmt.Sprintf("node%d-rolled", i))
+		waitFor(t, fmt.Sprintf("node%d online again", i), time.Minute, func() (bool, string) { return nodeSeenSince(n.id, restarted) })
+	}
+	during := nWrote() - before
+	close(wstop)
+	<-wdone
+	wmu.Lock()
+	if len(werrs) > 0 {
+		t.Errorf("%d of %d writes failed during the restarts, e.g. %s", len(werrs), len(werrs)+len(wrote), werrs[0])
+	}
+	if during == 0 {
+		t.Errorf("no file was written while the mediator and nodes restarted")
+	}
+	for _, w := range wrote {
+		sums[w.name] = w.sum
+	}
+	t.Logf("restarted mediator and 5 nodes; %d files fsynced (%d during the restarts)", len(wrote), during)
+	wmu.Unlock()
+	waitFor(t, "durable after the restarts", 3*time.Minute, durable(t, home))
+	waitFor(t, "mediator: every piece healthy after the restarts", time.Minute, func() (bool, string) {
+		st, raw := medStatus()
+		return st["lost"] == 0.0 && st["pieces"].(float64) > 0 && st["healthy"] == st["pieces"], raw
+	})
+	dropPageCache(t)
+	for _, w := range wrote {
+		b, err := os.ReadFile(filepath.Join(mnt, w.name))
+		sum := sha256.Sum256(b)
+		if err != nil || hex.EncodeToString(sum[:]) != w.sum {
+			t.Fatalf("after the restarts: %s: %d bytes, err %v, sha256 %x, want %s", w.name, len(b), err, sum, w.sum)
+		}
+	}
+	t.Logf("restarts survived, %d files verified, durable at %v", len(wrote), time.Since(start).Round(time.Second))
 	// What survived of the unsynced files is whatever the index holds now:
 	// it must be durable too, so it is part of what a restore must bring back.
 	all := treeSums(t, mnt)
 	sameSums(t, "before restore", all, sums)
 	umount(mnt)
 
-	// 4. Lose the home; restore from the network into a fresh one.
+	// 5. Lose the home; restore from the network into a fresh one.
 	if err := os.RemoveAll(home); err != nil {
 		t.Fatal(err)
 	}
