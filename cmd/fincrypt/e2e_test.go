@@ -248,9 +248,13 @@ func TestE2EFaults(t *testing.T) {
 	start := time.Now()
 	dir := t.TempDir()
 	mdir := filepath.Join(dir, "mediator")
+	// A wallet passphrase without a Bitcoin node: unmetered, so the ledger
+	// records what each node earned per period (docs/WALLET.md).
+	wpw := writePassword(t, "e2e wallet")
 	medArgs := func(listen string) []string {
 		return []string{"mediator", "--dir", mdir, "--listen", listen, "--period", "2s",
-			"--heartbeat", "200ms", "--challenge-timeout", "1s", "--scheme", "2/4", "--repair-threshold", "4"}
+			"--heartbeat", "200ms", "--challenge-timeout", "1s", "--scheme", "2/4", "--repair-threshold", "4",
+			"--wallet-passphrase-file", wpw, "--network", "simnet"}
 	}
 	medTerm, _ := daemonTerm(t, dir, "mediator", medArgs("127.0.0.1:0")...)
 	maddr := waitForFile(t, filepath.Join(mdir, "address"))
@@ -259,7 +263,8 @@ func TestE2EFaults(t *testing.T) {
 	for i := range nodes {
 		ndir := filepath.Join(dir, fmt.Sprintf("node%d", i))
 		nodes[i] = &e2eNode{dir: ndir, args: []string{"storage", "--dir", ndir, "--mediator", maddr,
-			"--capacity", "1GiB", "--price", fmt.Sprint(1000 + i),
+			// ~1e12 sat/GiB/month: a few MiB earn thousands of sat per 2s period.
+			"--capacity", "1GiB", "--price", fmt.Sprint(1_000_000_000_000 + i),
 			"--payout-address", payout.EncodeAddress(), "--network", "simnet"}}
 		nodes[i].start(t, dir, fmt.Sprintf("node%d", i))
 	}
@@ -395,10 +400,35 @@ func TestE2EFaults(t *testing.T) {
 	t.Logf("read back with 2 nodes down at %v", time.Since(start).Round(time.Second))
 	nodes[0].start(t, dir, "node0-restarted")
 	nodes[1].start(t, dir, "node1-restarted")
+	// Before the corruption, a settled period with every node paid for the
+	// account's bytes it holds (a restarted node that missed a challenge
+	// earns nothing for that period, like the victim after step 2).
+	restartedAt := time.Now()
+	waitFor(t, "a period after the restarts in which every node holding bytes is paid", 20*time.Second, func() (bool, string) {
+		periods, _ := ledgerSettlements(t, mdir, acct)
+		for p, lines := range periods {
+			if p <= restartedAt.UnixNano() {
+				continue
+			}
+			all := lines[nodes[2].id].earned > 0 // the victim-to-be, too
+			for _, n := range nodes {
+				if l := lines[n.id]; l.bytes > 0 && l.earned <= 0 {
+					all = false
+				}
+			}
+			if all {
+				return true, fmt.Sprint(lines)
+			}
+		}
+		return false, fmt.Sprintf("%d periods settled", len(periods))
+	})
+	t.Logf("every node paid again at %v", time.Since(start).Round(time.Millisecond))
 
 	// 2. Corrupt every piece on one node; the mediator's challenges find
-	// it and the pieces are rebuilt elsewhere.
+	// it, the pieces are rebuilt elsewhere, and the node is not paid for
+	// the period in which it failed.
 	victim := nodes[2]
+	corrupted := time.Now()
 	flipped := 0
 	filepath.WalkDir(filepath.Join(victim.dir, "pieces"), func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !strings.HasSuffix(p, ".piece") {
@@ -444,6 +474,7 @@ func TestE2EFaults(t *testing.T) {
 		return failed > 0 && st["repaired"].(float64) >= float64(flipped) && st["lost"] == 0.0 &&
 			st["healthy"] == st["pieces"], raw
 	})
+	checkNotPaid(t, mdir, acct, victim.id, nodes, corrupted)
 	st, _ := medStatus()
 	t.Logf("mediator: %v segments, %v pieces, %v healthy, %v lost, %v repaired", st["segments"], st["pieces"], st["healthy"], st["lost"], st["repaired"])
 	t.Logf("%d corrupted pieces repaired at %v", flipped, time.Since(start).Round(time.Second))
@@ -659,4 +690,141 @@ func TestE2EFaults(t *testing.T) {
 	sh(t, filepath.Join(mnt2, "repo"), "git fsck --full --no-progress && test -z \"$(git status --porcelain)\"")
 	umount(mnt2)
 	t.Logf("restored %d files byte-identical; whole test %v", len(all), time.Since(start).Round(time.Second))
+}
+
+// e2eSettled is one settlement line read back from the ledger's journal:
+// what a node earned for an account's bytes in one period.
+type e2eSettled struct {
+	bytes, earned int64
+}
+
+// ledgerSettlements reads `fincrypt mediator ledger --json` and returns the
+// settlement lines of account acct by period (unix nanoseconds of its start)
+// and node. An unmetered line is the journal entry settle/<period>/<node>/
+// <account>, memo "period P: B bytes, unmetered", moving the earnings from
+// ext:unmetered to unmetered:<node> (no postings when it earned nothing).
+func ledgerSettlements(t *testing.T, mdir, acct string) (map[int64]map[string]e2eSettled, string) {
+	t.Helper()
+	r := fincrypt(t, nil, "mediator", "ledger", "--dir", mdir, "--json", "--limit", "10000")
+	if r.code != 0 {
+		t.Fatalf("mediator ledger: %+v", r)
+	}
+	var rep struct {
+		Metered bool `json:"metered"`
+		Entries []struct {
+			Seq      uint64 `json:"seq"`
+			Key      string `json:"key"`
+			Memo     string `json:"memo"`
+			Postings []struct {
+				Account string `json:"account"`
+				Amount  int64  `json:"amount"`
+			} `json:"postings"`
+		} `json:"entries"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("mediator ledger --json: %v\n%s", err, r.stdout)
+	}
+	if rep.Metered {
+		t.Fatalf("mediator ledger: metered, want unmetered (no --btcd-rpc)")
+	}
+	if len(rep.Entries) >= 10000 {
+		t.Fatalf("mediator ledger: %d entries, more than one page", len(rep.Entries))
+	}
+	out := map[int64]map[string]e2eSettled{}
+	for _, e := range rep.Entries {
+		parts := strings.Split(e.Key, "/")
+		if len(parts) != 4 || parts[0] != "settle" || parts[3] != acct {
+			continue
+		}
+		period, err := strconv.ParseInt(parts[1], 10, 64)
+		if err != nil {
+			t.Fatalf("ledger entry %d: key %q", e.Seq, e.Key)
+		}
+		node := parts[2]
+		var s e2eSettled
+		if _, err := fmt.Sscanf(e.Memo, "period %d: %d bytes", new(int64), &s.bytes); err != nil {
+			t.Fatalf("ledger entry %d %s: memo %q: %v", e.Seq, e.Key, e.Memo, err)
+		}
+		for _, p := range e.Postings {
+			if p.Account == "unmetered:"+node {
+				s.earned += p.Amount
+			}
+		}
+		if out[period] == nil {
+			out[period] = map[string]e2eSettled{}
+		}
+		out[period][node] = s
+	}
+	return out, r.stdout
+}
+
+// checkNotPaid asserts from the mediator's ledger that in every settled
+// period since since in which the victim held the account's bytes and
+// earned nothing for them (it failed its challenges), each other node that
+// held bytes of the account earned something; that there is such a period;
+// and, so that "nothing" means something, that the victim earned before.
+func checkNotPaid(t *testing.T, mdir, acct, victim string, nodes []*e2eNode, since time.Time) {
+	t.Helper()
+	t0 := time.Now()
+	var failedIn []int64
+	var periods map[int64]map[string]e2eSettled
+	waitFor(t, "the victim's failed period settled in the ledger", 15*time.Second, func() (bool, string) {
+		var raw string
+		periods, raw = ledgerSettlements(t, mdir, acct)
+		failedIn = failedIn[:0]
+		for p, lines := range periods {
+			// The period of the round that started before the corruption
+			// may have passed; only rounds starting after it must fail.
+			if v, ok := lines[victim]; ok && v.bytes > 0 && v.earned == 0 && p > since.UnixNano() {
+				failedIn = append(failedIn, p)
+			}
+		}
+		if len(raw) > 2000 {
+			raw = raw[len(raw)-2000:]
+		}
+		return len(failedIn) > 0, fmt.Sprintf("%d periods settled; ledger tail: %s", len(periods), raw)
+	})
+	// Every piece body on the victim is flipped, so its first round after
+	// the corruption in which it held the account's bytes must have failed
+	// (not only some later one).
+	first := int64(-1)
+	for p, lines := range periods {
+		if v, ok := lines[victim]; ok && v.bytes > 0 && p > since.UnixNano() && (first < 0 || p < first) {
+			first = p
+		}
+	}
+	if v := periods[first][victim]; v.earned != 0 {
+		t.Errorf("ledger period %d, the first after the corruption: the victim %s held %d bytes and earned %d sat, want 0", first, victim, v.bytes, v.earned)
+	}
+	paidBefore := false
+	for p, lines := range periods {
+		if v, ok := lines[victim]; ok && p < since.UnixNano() && v.earned > 0 {
+			paidBefore = true
+		}
+	}
+	if !paidBefore {
+		t.Errorf("ledger: the victim %s earned nothing before its pieces were corrupted either: %v", victim, periods)
+	}
+	for _, p := range failedIn {
+		lines := periods[p]
+		others := 0
+		for _, n := range nodes {
+			if n.id == victim {
+				continue
+			}
+			l, ok := lines[n.id]
+			if !ok || l.bytes == 0 {
+				continue
+			}
+			others++
+			if l.earned <= 0 {
+				t.Errorf("ledger period %d: healthy node %s held %d bytes of the account and earned %d sat", p, n.id, l.bytes, l.earned)
+			}
+		}
+		if others == 0 {
+			t.Errorf("ledger period %d: no other node held bytes of the account: %v", p, lines)
+		}
+		t.Logf("ledger period %d: victim held %d bytes and earned 0; %v", p, lines[victim].bytes, lines)
+	}
+	t.Logf("ledger checked: victim unpaid in %d period(s), in %v", len(failedIn), time.Since(t0).Round(time.Millisecond))
 }
