@@ -23,13 +23,13 @@ import (
 	"github.com/btcsuite/btcd/chaincfg"
 )
 
-// e2eBigSize is the size of the one big file of TestE2EFaults. The issue
-// asks for 200 MiB; the default is 50 MiB so that `make test` stays fast.
-// FINCRYPT_E2E_BIG (e.g. 200MiB, or a number of bytes) scales it.
+// e2eBigSize is the size of the one big file of TestE2EFaults: 200 MiB, as
+// the issue asks (about 30 s more than 50 MiB on two cores).
+// FINCRYPT_E2E_BIG (e.g. 50MiB, or a number of bytes) scales it.
 func e2eBigSize(t *testing.T) int64 {
 	s := os.Getenv("FINCRYPT_E2E_BIG")
 	if s == "" {
-		return 50 << 20
+		return 200 << 20
 	}
 	s = strings.TrimSuffix(strings.TrimSpace(s), "B")
 	mult := int64(1)
