@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -18,32 +17,10 @@ import (
 )
 
 // daemon runs the binary in the background until the test ends (or kill
-// is called).
+// is called); its log is shown if the test fails.
 func daemon(t *testing.T, dir, name string, args ...string) (kill func()) {
 	t.Helper()
-	logPath := filepath.Join(dir, name+".log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(binPath, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); logf.Close(); close(done) }()
-	kill = func() { cmd.Process.Kill(); <-done }
-	t.Cleanup(func() {
-		kill()
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			if len(b) > 2000 {
-				b = b[len(b)-2000:]
-			}
-			t.Logf("%s log:\n%s", name, b)
-		}
-	})
+	_, kill = daemonTerm(t, dir, name, args...)
 	return kill
 }
 
