@@ -117,22 +117,12 @@ func TestCrashDurability(t *testing.T) {
 			for i := 0; i < 400 && !stopped(); i++ {
 				name := fmt.Sprintf("w%d-%03d", w, i)
 				data := randBytes(uint64(w*1000+i), 1000+(i*7919)%(600<<10))
-				f, err := os.Create(filepath.Join(mnt, name))
-				if err != nil {
-					return
-				}
-				if _, err := f.Write(data); err != nil {
-					f.Close()
-					return
-				}
-				if err := f.Sync(); err != nil {
-					f.Close()
+				if !writeSynced(filepath.Join(mnt, name), os.O_TRUNC, data) {
 					return
 				}
 				mu.Lock()
 				durable[name] = sha256.Sum256(data)
 				mu.Unlock()
-				f.Close()
 			}
 		}()
 	}
@@ -149,22 +139,12 @@ func TestCrashDurability(t *testing.T) {
 			delete(durable, name)
 			mu.Unlock()
 			copy(data[(i*40009)%(1<<20-5000):], randBytes(uint64(i), 5000))
-			f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
-			if err != nil {
-				return
-			}
-			if _, err := f.WriteAt(data, 0); err != nil {
-				f.Close()
-				return
-			}
-			if err := f.Sync(); err != nil {
-				f.Close()
+			if !writeSynced(p, 0, data) {
 				return
 			}
 			mu.Lock()
 			durable[name] = sha256.Sum256(data)
 			mu.Unlock()
-			f.Close()
 		}
 	}()
 	// A heavy writer that never fsyncs.
@@ -350,4 +330,19 @@ func TestTamperedChunks(t *testing.T) {
 			wantErrno(t, "tampered chunk", err, syscall.EIO)
 		})
 	}
+}
+
+// writeSynced writes data at offset 0 of path (created if missing; flag may
+// add O_TRUNC) and fsyncs it; it reports whether the fsync returned success,
+// which is when the data must survive a crash.
+func writeSynced(path string, flag int, data []byte) bool {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|flag, 0o644)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(data, 0); err != nil {
+		return false
+	}
+	return f.Sync() == nil
 }

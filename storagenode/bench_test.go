@@ -332,7 +332,8 @@ func BenchmarkChallenge100kPieces(b *testing.B) {
 	// The fixture is built once per process: the benchmark function runs
 	// more than once (b.N = 1 first).
 	challengeFixture.Do(func() {
-		bigDir, smallDir := filepath.Join(testTmp, "fixture-100k"), filepath.Join(testTmp, "fixture-100")
+		tmp := filepath.Dir(fincryptBin) // the test binary's directory, removed after the run
+		bigDir, smallDir := filepath.Join(tmp, "fixture-100k"), filepath.Join(tmp, "fixture-100")
 		start := time.Now()
 		bigIDs := populate(b, bigDir, 100_000, size)
 		smallIDs := populate(b, smallDir, 100, size)

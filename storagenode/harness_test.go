@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/fincrypt/fincrypt/internal/testbin"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -26,30 +27,14 @@ import (
 )
 
 // fincryptBin is the fincrypt binary built once for this package's tests;
-// testTmp holds it and fixtures shared by benchmark runs.
-var fincryptBin, testTmp string
+// its directory also holds fixtures shared by benchmark runs.
+var fincryptBin string
 
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(benchHelperEnv); dir != "" {
 		os.Exit(runBenchHelper(dir))
 	}
-	tmp, err := os.MkdirTemp("", "fincrypt-storagenode-test")
-	testTmp = tmp
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	fincryptBin = filepath.Join(tmp, "fincrypt")
-	build := exec.Command("go", "build", "-o", fincryptBin, "github.com/fincrypt/fincrypt/cmd/fincrypt")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building fincrypt:", err)
-		os.RemoveAll(tmp)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(tmp)
-	os.Exit(code)
+	testbin.Main(m, &fincryptBin)
 }
 
 func payoutAddress(t testing.TB) string { return payoutOn(t, &chaincfg.SimNetParams) }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"github.com/fincrypt/fincrypt/internal/testbin"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,21 +17,7 @@ import (
 // The CLI tests run the real binary, built once for the package.
 var binPath string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "fincrypt-cli-test")
-	if err != nil {
-		panic(err)
-	}
-	binPath = filepath.Join(dir, "fincrypt")
-	out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-	if err != nil {
-		os.Stderr.Write(out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m, &binPath) }
 
 type result struct {
 	stdout, stderr string

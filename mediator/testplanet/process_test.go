@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/fincrypt/fincrypt/internal/testbin"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,24 +25,7 @@ import (
 // fincryptBin is the binary the real-process tests run, built in TestMain.
 var fincryptBin string
 
-func TestMain(m *testing.M) {
-	tmp, err := os.MkdirTemp("", "fincrypt-mediator-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	fincryptBin = filepath.Join(tmp, "fincrypt")
-	build := exec.Command("go", "build", "-o", fincryptBin, "github.com/fincrypt/fincrypt/cmd/fincrypt")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building fincrypt:", err)
-		os.RemoveAll(tmp)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(tmp)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m, &fincryptBin) }
 
 type proc struct {
 	name string

@@ -1,0 +1,33 @@
+// Package testbin builds the fincrypt binary once for a test package whose
+// tests run real daemon processes.
+package testbin
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// Main builds the fincrypt binary into a temporary directory, stores its
+// path in *bin, runs the package's tests and exits with their status. Use it
+// as the body of TestMain.
+func Main(m *testing.M, bin *string) {
+	tmp, err := os.MkdirTemp("", "fincrypt-test-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*bin = filepath.Join(tmp, "fincrypt")
+	build := exec.Command("go", "build", "-o", *bin, "github.com/fincrypt/fincrypt/cmd/fincrypt")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building fincrypt:", err)
+		os.RemoveAll(tmp)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(tmp)
+	os.Exit(code)
+}
