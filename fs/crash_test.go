@@ -181,10 +181,16 @@ func TestCrashDurability(t *testing.T) {
 	}
 	srv.Wait()
 	close(stop)
+	// The dead connection fails every writer's next call. Wait for them all
+	// before detaching: a writer still running after the detach would write
+	// into the bare mountpoint directory and count that file as durable.
+	wg.Wait()
 	if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
 		t.Fatalf("detaching the dead mount: %v", err)
 	}
-	wg.Wait()
+	if ents, err := os.ReadDir(mnt); err != nil || len(ents) != 0 {
+		t.Fatalf("the bare mountpoint holds %d entries (%v): a write escaped the mount", len(ents), err)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if len(durable) < 5 {

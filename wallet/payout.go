@@ -16,6 +16,8 @@ import (
 	"github.com/btcsuite/btcd/btcutil/psbt"
 	"github.com/btcsuite/btcd/txscript"
 	"github.com/btcsuite/btcd/wire"
+
+	"github.com/fincrypt/fincrypt/internal/fsutil"
 )
 
 // dustLimit is the smallest output a payout creates (546 sat, the P2PKH dust
@@ -717,7 +719,9 @@ func (w *Wallet) WritePayoutPSBT(dir string) (*Payout, error) {
 		return nil, err
 	}
 	p.PSBTFile = filepath.Join(dir, fmt.Sprintf("payout-%d.psbt", p.ID))
-	if err := writeFileExclusive(p.PSBTFile, buf.Bytes()); err != nil {
+	// An existing file of this name is left from a run that crashed before
+	// its commit: that payout was never recorded, so it is replaced.
+	if err := fsutil.WriteFileAtomic(p.PSBTFile, buf.Bytes(), 0o600); err != nil {
 		return nil, fmt.Errorf("payout %d: %w", p.ID, err)
 	}
 	if err := t.setJSON(pPayout+be64(p.ID), p); err != nil {

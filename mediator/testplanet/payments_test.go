@@ -501,15 +501,15 @@ func TestPlanetPayoutPSBT(t *testing.T) {
 	if _, err := p.Client.Store(ctx, p.Scheme(), randomData(3, segSize)); err != nil {
 		t.Fatal(err)
 	}
-	var files []string
-	waitUntil(t, "a PSBT in DIR/payouts", 20*time.Second, func() bool {
-		files, _ = filepath.Glob(filepath.Join(p.Mediator.Dir, mediator.PayoutsDir, "payout-*.psbt"))
-		return len(files) > 0
-	})
+	// The file is written before the payout is recorded; wait for the record.
 	w := p.Mediator.Peer.Wallet()
-	list, err := w.Payouts()
-	if err != nil || len(list) == 0 || list[0].State != wallet.PayoutPSBT {
-		t.Fatalf("payouts %+v, %v", list, err)
+	var list []wallet.Payout
+	waitUntil(t, "a PSBT payout recorded", 20*time.Second, func() bool {
+		list, err = w.Payouts()
+		return err == nil && len(list) > 0
+	})
+	if list[0].State != wallet.PayoutPSBT {
+		t.Fatalf("payouts %+v", list)
 	}
 	if b, _ := btc.RPC.GetRawMempool(); len(b) != 0 {
 		t.Fatalf("a PSBT payout was broadcast: mempool %v", b)
