@@ -83,6 +83,12 @@ func TestInitWrongPasswordPasswd(t *testing.T) {
 	assertUserError(t, fincrypt(t, nil, "--home", home, "check", "--password-file", bad), exitPassword, "wrong password")
 	// The password also comes from the environment, and FINCRYPT_HOME names the home.
 	assertUserError(t, fincrypt(t, []string{"FINCRYPT_HOME=" + home, "FINCRYPT_PASSWORD=nope"}, "check"), exitPassword, "wrong password")
+	// --home also works after the command, and wins over FINCRYPT_HOME.
+	elsewhere := []string{"FINCRYPT_HOME=" + t.TempDir()}
+	if r := fincrypt(t, elsewhere, "check", "--home", home, "--password-file", pw); r.code != 0 {
+		t.Fatalf("check --home after the command: %+v", r)
+	}
+	assertUserError(t, fincrypt(t, elsewhere, "check", "--password-file", pw), exitNotFound, "no vault")
 	// No password source and no terminal: a clear error, not a hang.
 	assertUserError(t, fincrypt(t, nil, "--home", home, "check"), exitUsage, "no password")
 

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -111,8 +112,42 @@ func orderCommands(cmds []*cli.Command) []*cli.Command {
 	return out
 }
 
+// addHomeFlag repeats the global --home on the client commands and their
+// subcommands, so that `fincrypt mount --home DIR MNT` works as well as
+// `fincrypt --home DIR mount MNT`; homeDir reads the one given.
+func addHomeFlag(cmds []*cli.Command) {
+	names := strings.Fields(commandOrder[0].names)
+	for _, c := range cmds {
+		if slices.Contains(names, c.Name) {
+			addHomeFlagTree(c)
+		}
+	}
+}
+
+func addHomeFlagTree(c *cli.Command) {
+	if !slices.ContainsFunc(c.Flags, func(f cli.Flag) bool { return slices.Contains(f.Names(), "home") }) {
+		c.Flags = append(c.Flags, &cli.StringFlag{Name: "home", Usage: "the client's `DIR` (as the global --home)"})
+	}
+	for _, sub := range c.Subcommands {
+		addHomeFlagTree(sub)
+	}
+}
+
+// homeDir is the client's directory: the --home given nearest the command,
+// else the global one (from FINCRYPT_HOME or the default).
+func homeDir(c *cli.Context) string {
+	lineage := c.Lineage()
+	for _, ctx := range lineage {
+		if slices.Contains(ctx.LocalFlagNames(), "home") {
+			return ctx.String("home")
+		}
+	}
+	return lineage[len(lineage)-1].String("home")
+}
+
 func newApp() *cli.App {
 	setUsageErrors(commands)
+	addHomeFlag(commands)
 	return &cli.App{
 		OnUsageError: usageError,
 		CommandNotFound: func(c *cli.Context, name string) {

@@ -86,7 +86,7 @@ func mountAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	home, err := filepath.Abs(c.String("home"))
+	home, err := filepath.Abs(homeDir(c))
 	if err != nil {
 		return err
 	}

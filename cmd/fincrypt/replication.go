@@ -156,7 +156,7 @@ func init() {
 			"mediator in the config, as `fincrypt init --mediator` does (asks the password).",
 		Flags: []cli.Flag{passwordFileFlag, mediatorFlag},
 		Action: func(c *cli.Context) error {
-			home := c.String("home")
+			home := homeDir(c)
 			if !c.IsSet("mediator") {
 				if b, err := os.ReadFile(filepath.Join(home, accountFileName)); err == nil {
 					fmt.Fprint(c.App.Writer, string(b))
@@ -193,7 +193,7 @@ func init() {
 			"pending_bytes, pending_files, segments_durable, segments_degraded, last_sync.",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
 		Action: func(c *cli.Context) error {
-			home := c.String("home")
+			home := homeDir(c)
 			st, err := replicate.QueryStatus(home)
 			if errors.Is(err, replicate.ErrNotRunning) {
 				return userErr(exitNotFound, "%s is not mounted with a mediator (no status socket answers)", home)
@@ -224,7 +224,7 @@ func init() {
 			&cli.StringFlag{Name: "account", Usage: "the account `ID` (from `fincrypt account`)", Required: true},
 		},
 		Action: func(c *cli.Context) error {
-			home, err := filepath.Abs(c.String("home"))
+			home, err := filepath.Abs(homeDir(c))
 			if err != nil {
 				return err
 			}

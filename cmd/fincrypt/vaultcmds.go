@@ -39,7 +39,7 @@ func applySettingFlags(c *cli.Context, v *vault.Vault) {
 
 // openVault asks for the password and unlocks the vault under --home.
 func openVault(c *cli.Context, lock bool) (*vault.Vault, error) {
-	home := c.String("home")
+	home := homeDir(c)
 	if _, err := vault.ReadKeyFile(home); err != nil {
 		return nil, vaultErr(home, err)
 	}
@@ -68,7 +68,7 @@ func init() {
 			&cli.StringFlag{Name: "mediator", Usage: "join the network of the mediator at `NODEID@HOST:PORT`: register the account and print its id"},
 		},
 		Action: func(c *cli.Context) error {
-			home := c.String("home")
+			home := homeDir(c)
 			if _, err := vault.ReadKeyFile(home); err == nil {
 				return userErr(exitUsage, "%s already holds a vault", home)
 			}
@@ -114,7 +114,7 @@ func init() {
 			&cli.StringFlag{Name: "new-password-file", Usage: "read the new password from `FILE`"},
 		},
 		Action: func(c *cli.Context) error {
-			home := c.String("home")
+			home := homeDir(c)
 			if _, err := vault.ReadKeyFile(home); err != nil {
 				return vaultErr(home, err)
 			}
