@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -69,7 +70,14 @@ type Index struct {
 
 	mu      sync.Mutex
 	counter map[string]*counter
+
+	gen atomic.Uint64 // see Generation
 }
+
+// Generation counts the batches committed to the index since it was opened.
+// It grows after a commit is visible, so a reader that notes it before a
+// scan and finds it unchanged later knows that nothing changed since.
+func (x *Index) Generation() uint64 { return x.gen.Load() }
 
 type counter struct {
 	next, ceiling uint64
@@ -302,7 +310,11 @@ func (b *Batch) Commit(sync bool) error {
 	if sync {
 		opt = pebble.Sync
 	}
-	return b.b.Commit(opt)
+	if err := b.b.Commit(opt); err != nil {
+		return err
+	}
+	b.x.gen.Add(1)
+	return nil
 }
 
 // Discard drops the batch without applying it.

@@ -113,6 +113,30 @@ func TestCountersNeverRepeat(t *testing.T) {
 	}
 }
 
+// Generation moves with every commit that changes the index, and with
+// nothing else.
+func TestGeneration(t *testing.T) {
+	x := openTest(t, filepath.Join(t.TempDir(), "index"), testKeys(t, 1))
+	defer x.Close()
+	g0 := x.Generation()
+	if _, err := x.NextIno(); err != nil { // a counter reservation, not a change
+		t.Fatal(err)
+	}
+	x.NewBatch().Commit(true) // empty
+	x.GetInode(7)
+	if x.Generation() != g0 {
+		t.Fatalf("generation %d after reads and an empty batch, want %d", x.Generation(), g0)
+	}
+	b := x.NewBatch()
+	b.PutInode(&Inode{Ino: 7, Nlink: 1})
+	if err := b.Commit(false); err != nil {
+		t.Fatal(err)
+	}
+	if x.Generation() != g0+1 {
+		t.Fatalf("generation %d after a commit, want %d", x.Generation(), g0+1)
+	}
+}
+
 // Values are sealed under their key: the wrong key, a moved value or a
 // flipped bit all read as ErrCorrupt, never as data.
 func TestSealedValues(t *testing.T) {

@@ -282,7 +282,11 @@ func (x *Index) Import(records func(fn func(key, sealed []byte) error) error) er
 	x.mu.Lock()
 	x.counter = map[string]*counter{}
 	x.mu.Unlock()
-	return b.Commit(pebble.Sync)
+	if err := b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	x.gen.Add(1)
+	return nil
 }
 
 // ReplRecords calls fn with every replication state record whose name

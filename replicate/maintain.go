@@ -41,17 +41,20 @@ func (r *Replicator) checkHealth() error {
 				healthy++
 			}
 		}
-		s.Healthy = uint8(healthy)
-		s.Checked = time.Now().UnixNano()
+		state := meta.SegmentDegraded
 		if healthy >= int(s.N) {
-			s.State = meta.SegmentDurable
-		} else {
-			s.State = meta.SegmentDegraded
+			state = meta.SegmentDurable
 		}
-		b := r.idx.NewBatch()
-		b.PutSegment(&s)
-		if err := b.Commit(false); err != nil {
-			r.noteErr(fmt.Errorf("segment %s: %w", s.ID, err))
+		// The record changes only with the health: an idle vault's index
+		// stays unchanged, so nothing rescans it.
+		if s.Healthy != uint8(healthy) || s.State != state {
+			s.Healthy, s.State = uint8(healthy), state
+			s.Checked = time.Now().UnixNano()
+			b := r.idx.NewBatch()
+			b.PutSegment(&s)
+			if err := b.Commit(false); err != nil {
+				r.noteErr(fmt.Errorf("segment %s: %w", s.ID, err))
+			}
 		}
 		r.mu.Lock()
 		r.st.Online = true

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fincrypt/fincrypt/challenge"
@@ -49,6 +50,12 @@ type Replicator struct {
 	lastSync     time.Time // last segment committed (persisted as R last_sync)
 	lastSnapshot time.Time // last snapshot pointer stored (R last_snapshot)
 	escrow       string    // the mediator's verdict on the account's escrow, when it warns
+	// settledGen is 1 + the index generation at which a scan found nothing
+	// pending (0: none did); until the index changes, nothing is.
+	settledGen  uint64
+	snapGen     uint64       // the same for an index export that found no change,
+	snapKeyFile []byte       // with this key file
+	scans       atomic.Int64 // full scans for pending chunks (tests)
 
 	fetchMu  sync.Mutex
 	fetching map[meta.SegmentID]*fetchCall
@@ -220,9 +227,30 @@ type pendingChunk struct {
 	size int // sealed size
 }
 
-// pending lists the chunks referenced by the index that no segment holds
-// (and that no upload in progress holds), in index order.
+// pending lists the chunks referenced by the index that no segment holds,
+// in index order. The scan decrypts the whole index, so it is skipped while
+// nothing was committed since a scan found nothing pending: an idle mount
+// whose data is all on the network does no work.
 func (r *Replicator) pending() ([]pendingChunk, error) {
+	gen := r.idx.Generation()
+	r.mu.Lock()
+	settled := r.settledGen == gen+1
+	r.mu.Unlock()
+	if settled {
+		return nil, nil
+	}
+	out, err := r.scanPending()
+	if err == nil && len(out) == 0 {
+		r.mu.Lock()
+		r.settledGen = gen + 1
+		r.mu.Unlock()
+	}
+	return out, err
+}
+
+// scanPending is pending without the shortcut.
+func (r *Replicator) scanPending() ([]pendingChunk, error) {
+	r.scans.Add(1)
 	located := map[meta.ChunkID]struct{}{}
 	if err := r.idx.Locations(func(id meta.ChunkID, _ meta.Location) error {
 		located[id] = struct{}{}

@@ -147,9 +147,19 @@ func (r *Replicator) maybeSnapshot() error {
 	if busy || !due || r.ctx.Err() != nil {
 		return nil
 	}
+	gen := r.idx.Generation()
 	keyFile, err := os.ReadFile(filepath.Join(r.v.Home, vault.KeyFileName))
 	if err != nil {
 		r.noteErr(fmt.Errorf("snapshot: %w", err))
+		return nil
+	}
+	// Exporting reads the whole index: not again while neither the index
+	// nor the key file (`fincrypt passwd`) changed since an export that
+	// found nothing new.
+	r.mu.Lock()
+	unchanged := r.snapGen == gen+1 && bytes.Equal(r.snapKeyFile, keyFile)
+	r.mu.Unlock()
+	if unchanged {
 		return nil
 	}
 	blob, err := exportIndex(r.idx)
@@ -163,6 +173,9 @@ func (r *Replicator) maybeSnapshot() error {
 		return nil
 	}
 	if old, err := r.idx.GetRepl("snapshot_hash"); err == nil && bytes.Equal(old, sum) {
+		r.mu.Lock()
+		r.snapGen, r.snapKeyFile = gen+1, keyFile
+		r.mu.Unlock()
 		return nil
 	}
 	return r.snapshot(keyFile, blob, sum)
