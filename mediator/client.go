@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"github.com/fincrypt/fincrypt/challenge"
@@ -228,6 +229,23 @@ func (c *Client) Segment(ctx context.Context, seg fnet.SegmentID) (*fnet.Segment
 		return nil, fmt.Errorf("segment %x: %w", seg, err)
 	}
 	return rep, nil
+}
+
+// Health reports how many pieces of each segment are healthy, in order,
+// asking MaxHealthBatch segments a call.
+func (c *Client) Health(ctx context.Context, ids []fnet.SegmentID) ([]fnet.SegmentHealth, error) {
+	out := make([]fnet.SegmentHealth, 0, len(ids))
+	for batch := range slices.Chunk(ids, fnet.MaxHealthBatch) {
+		rep, err := callMediator[*fnet.HealthReply](ctx, c, &fnet.HealthRequest{Segments: batch})
+		if err != nil {
+			return nil, fmt.Errorf("segment health: %w", err)
+		}
+		if len(rep.Segments) != len(batch) {
+			return nil, fmt.Errorf("segment health: %d answers to %d segments", len(rep.Segments), len(batch))
+		}
+		out = append(out, rep.Segments...)
+	}
+	return out, nil
 }
 
 // Store erasure-codes data under scheme s, places, uploads and commits it,

@@ -161,6 +161,25 @@ func (c *core) Release(ctx context.Context, acct fnet.AccountID, id SegmentID) e
 // SegmentInfo describes a contract to its owner, with get tickets for the
 // healthy pieces; when fewer than K are healthy, also for the lost pieces
 // whose node is online (marked Healthy on the wire: "offered").
+// SegmentHealth reports how many pieces of each segment are healthy, for
+// the account's own segments; any other is reported unknown.
+func (c *core) SegmentHealth(ctx context.Context, acct fnet.AccountID, ids []fnet.SegmentID) (*fnet.HealthReply, error) {
+	rep := &fnet.HealthReply{Segments: make([]fnet.SegmentHealth, len(ids))}
+	for i, id := range ids {
+		seg, err := c.store.GetSegment(ctx, SegmentID(id))
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if seg.Account == acct {
+			rep.Segments[i] = fnet.SegmentHealth{Known: true, Healthy: uint8(seg.Healthy()), N: uint8(seg.Scheme.N)}
+		}
+	}
+	return rep, nil
+}
+
 func (c *core) SegmentInfo(ctx context.Context, acct fnet.AccountID, id SegmentID) (*fnet.SegmentReply, error) {
 	seg, err := c.store.GetSegment(ctx, id)
 	if errors.Is(err, ErrNotFound) {

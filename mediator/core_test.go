@@ -395,6 +395,20 @@ func TestLiveAndRelease(t *testing.T) {
 	if err != nil || len(info.Pieces) != 5 || !info.Pieces[2].Healthy || info.Pieces[2].Target.Ticket.Op != fnet.OpGet {
 		t.Fatalf("segment info: %+v %v", info, err)
 	}
+	// Health counts only healthy pieces, and only for the owner.
+	lost := w.segment(seg)
+	lost.Pieces[1].State = PieceLost
+	if err := w.store.UpdateSegment(ctx, lost); err != nil {
+		t.Fatal(err)
+	}
+	ids := []fnet.SegmentID{fnet.SegmentID(seg), {9, 9}}
+	if h, err := w.c.SegmentHealth(ctx, acct, ids); err != nil || len(h.Segments) != 2 ||
+		h.Segments[0] != (fnet.SegmentHealth{Known: true, Healthy: 4, N: 5}) || h.Segments[1].Known {
+		t.Fatalf("health: %+v %v", h, err)
+	}
+	if h, err := w.c.SegmentHealth(ctx, other, ids); err != nil || h.Segments[0].Known {
+		t.Fatalf("health asked by another account: %+v %v", h, err)
+	}
 	if err := w.c.Release(ctx, other, seg); !errors.Is(err, ErrNotOwner) {
 		t.Fatalf("release by another account: %v", err)
 	}

@@ -70,6 +70,8 @@ func (e *endpoint) handle(ctx context.Context, peer fnet.NodeID, req fnet.Messag
 		return &fnet.ReleaseReply{}, e.c.Release(ctx, acct, SegmentID(m.Segment))
 	case *fnet.SegmentRequest:
 		return e.c.SegmentInfo(ctx, acct, SegmentID(m.Segment))
+	case *fnet.HealthRequest:
+		return e.c.SegmentHealth(ctx, acct, m.Segments)
 	case *fnet.DepositAddressRequest:
 		return e.c.depositAddress(ctx, acct)
 	case *fnet.BalanceRequest:

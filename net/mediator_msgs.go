@@ -30,6 +30,8 @@ const (
 	TypeReleaseReply     MsgType = 0x47
 	TypeSegmentRequest   MsgType = 0x48
 	TypeSegmentReply     MsgType = 0x49
+	TypeHealthRequest    MsgType = 0x4a
+	TypeHealthReply      MsgType = 0x4b
 )
 
 // Limits of mediator messages.
@@ -38,6 +40,8 @@ const (
 	MaxSegmentPieces = 64
 	// MaxMediatorBody bounds the body of every mediator message.
 	MaxMediatorBody = 64 << 10
+	// MaxHealthBatch bounds the segments of one HealthRequest.
+	MaxHealthBatch = 2048
 )
 
 // SegmentID names a contracted segment (assigned by the mediator).
@@ -65,6 +69,10 @@ func newMediatorMessage(t MsgType) Message {
 		return &SegmentRequest{}
 	case TypeSegmentReply:
 		return &SegmentReply{}
+	case TypeHealthRequest:
+		return &HealthRequest{}
+	case TypeHealthReply:
+		return &HealthReply{}
 	}
 	if m := newWalletMessage(t); m != nil {
 		return m
@@ -78,6 +86,7 @@ var mediatorTypeNames = map[MsgType]string{
 	TypeCommitRequest: "CommitRequest", TypeCommitReply: "CommitReply",
 	TypeReleaseRequest: "ReleaseRequest", TypeReleaseReply: "ReleaseReply",
 	TypeSegmentRequest: "SegmentRequest", TypeSegmentReply: "SegmentReply",
+	TypeHealthRequest: "HealthRequest", TypeHealthReply: "HealthReply",
 }
 
 // TypeName names any message type, mediator types included.
@@ -376,6 +385,61 @@ type SegmentRequest struct{ Segment SegmentID }
 func (*SegmentRequest) Type() MsgType       { return TypeSegmentRequest }
 func (m *SegmentRequest) encode(e *encoder) { e.fixed(m.Segment[:]) }
 func (m *SegmentRequest) decode(d *decoder) { d.fixed(m.Segment[:]) }
+
+// HealthRequest asks how many pieces of each of the account's segments
+// are healthy: the client's periodic check, many segments a call and no
+// tickets signed.
+type HealthRequest struct{ Segments []SegmentID }
+
+func (*HealthRequest) Type() MsgType { return TypeHealthRequest }
+func (m *HealthRequest) encode(e *encoder) {
+	e.u32(uint32(len(m.Segments)))
+	for i := range m.Segments {
+		e.fixed(m.Segments[i][:])
+	}
+}
+func (m *HealthRequest) decode(d *decoder) {
+	n := d.count(MaxHealthBatch, len(SegmentID{}))
+	if n > 0 {
+		m.Segments = make([]SegmentID, n)
+	}
+	for i := range n {
+		d.fixed(m.Segments[i][:])
+	}
+}
+
+// SegmentHealth is one segment of a HealthReply. Known is false for a
+// segment the mediator has no contract for under this account (released,
+// lost, or never committed); Healthy and N are then zero.
+type SegmentHealth struct {
+	Known      bool
+	Healthy, N uint8
+}
+
+// HealthReply answers a HealthRequest, one entry per segment, in order.
+type HealthReply struct{ Segments []SegmentHealth }
+
+func (*HealthReply) Type() MsgType { return TypeHealthReply }
+func (m *HealthReply) encode(e *encoder) {
+	e.u32(uint32(len(m.Segments)))
+	for _, s := range m.Segments {
+		e.boolean(s.Known)
+		e.u8(s.Healthy)
+		e.u8(s.N)
+	}
+}
+func (m *HealthReply) decode(d *decoder) {
+	n := d.count(MaxHealthBatch, 3)
+	if n > 0 {
+		m.Segments = make([]SegmentHealth, n)
+	}
+	for i := range n {
+		s := &m.Segments[i]
+		s.Known = d.boolean()
+		s.Healthy = d.u8()
+		s.N = d.u8()
+	}
+}
 
 // SegmentPiece is one piece of a SegmentReply; a lost piece carries no
 // target (only healthy pieces are encoded with an address and a ticket).

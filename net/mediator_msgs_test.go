@@ -28,6 +28,8 @@ func sampleMediatorMessages(t testing.TB) []Message {
 			{Piece: challenge.PieceID{1}, Healthy: true, Target: Target{Address: addr, Ticket: tk}},
 			{Piece: challenge.PieceID{2}},
 		}},
+		&HealthRequest{Segments: []SegmentID{{1}, {2}, {3}}},
+		&HealthReply{Segments: []SegmentHealth{{Known: true, Healthy: 4, N: 4}, {}, {Known: true, Healthy: 1, N: 4}}},
 	}
 }
 
@@ -76,6 +78,10 @@ func TestMediatorMessagesRoundTrip(t *testing.T) {
 	b, _ = EncodeAnyFrame(big)
 	if _, err := DecodeAnyFrame(b); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("too many pieces: %v", err)
+	}
+	b, _ = EncodeAnyFrame(&HealthRequest{Segments: make([]SegmentID, MaxHealthBatch+1)})
+	if _, err := DecodeAnyFrame(b); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("too many segments in a health request: %v", err)
 	}
 	hdr := []byte{Version, byte(TypePlacementReply), 0x00, 0x10, 0x00, 0x01}
 	if _, err := ReadAnyMessage(bytes.NewReader(hdr)); !errors.Is(err, ErrTooLarge) {

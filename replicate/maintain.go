@@ -21,26 +21,34 @@ func (r *Replicator) checkHealth() error {
 		r.noteErr(fmt.Errorf("reading segments: %w", err))
 		return nil
 	}
-	for _, s := range segs {
+	if len(segs) == 0 {
+		return nil
+	}
+	ids := make([]fnet.SegmentID, len(segs))
+	for i, s := range segs {
+		ids[i] = fnet.SegmentID(s.ID)
+	}
+	// One call per fnet.MaxHealthBatch segments, each with its own timeout.
+	timeout := r.cfg.CallTimeout * time.Duration(1+len(ids)/fnet.MaxHealthBatch)
+	ctx, cancel := context.WithTimeout(r.ctx, timeout)
+	health, err := r.client.Health(ctx, ids)
+	cancel()
+	if err != nil {
 		if r.ctx.Err() != nil {
 			return nil
 		}
-		ctx, cancel := context.WithTimeout(r.ctx, r.cfg.CallTimeout)
-		info, err := r.client.Segment(ctx, fnet.SegmentID(s.ID))
-		cancel()
-		if errors.Is(err, fnet.ErrNotFound) {
+		return err
+	}
+	r.mu.Lock()
+	r.st.Online = true
+	r.mu.Unlock()
+	for i, s := range segs {
+		h := health[i]
+		if !h.Known {
 			r.noteErr(fmt.Errorf("segment %s: the mediator does not know it (released or lost)", s.ID))
 			continue
 		}
-		if err != nil {
-			return err
-		}
-		healthy := 0
-		for _, p := range info.Pieces {
-			if p.Healthy {
-				healthy++
-			}
-		}
+		healthy := int(h.Healthy)
 		state := meta.SegmentDegraded
 		if healthy >= int(s.N) {
 			state = meta.SegmentDurable
@@ -56,9 +64,6 @@ func (r *Replicator) checkHealth() error {
 				r.noteErr(fmt.Errorf("segment %s: %w", s.ID, err))
 			}
 		}
-		r.mu.Lock()
-		r.st.Online = true
-		r.mu.Unlock()
 	}
 	return nil
 }

@@ -66,6 +66,16 @@ func TestPlanetStoreFetchRelease(t *testing.T) {
 		if _, err := other.Segment(ctx, seg); !errors.Is(err, fnet.ErrUnauthorized) {
 			t.Fatalf("lookup by another account: %v", err)
 		}
+		// The batched health check: its own segment counted, another
+		// account's and an unknown one reported unknown.
+		stray := fnet.SegmentID{0xee}
+		h, err := p.Client.Health(ctx, []fnet.SegmentID{seg, stray})
+		if err != nil || len(h) != 2 || h[0] != (fnet.SegmentHealth{Known: true, Healthy: 5, N: 5}) || h[1].Known {
+			t.Fatalf("health: %+v %v", h, err)
+		}
+		if h, err := other.Health(ctx, []fnet.SegmentID{seg}); err != nil || h[0].Known {
+			t.Fatalf("health asked by another account: %+v %v", h, err)
+		}
 
 		pieces := p.Segment(seg).Pieces
 		if err := p.Client.Release(ctx, seg); err != nil {
