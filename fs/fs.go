@@ -13,12 +13,12 @@ package fs
 import (
 	"errors"
 	"fmt"
-	"github.com/fincrypt/fincrypt/internal/fsutil"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +30,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fincrypt/fincrypt/chunkstore"
+	"github.com/fincrypt/fincrypt/internal/fsutil"
 	"github.com/fincrypt/fincrypt/meta"
 	"github.com/fincrypt/fincrypt/vault"
 )
@@ -113,6 +114,7 @@ type fsys struct {
 	open   map[uint64]*openFile
 
 	sealSem chan struct{} // bounds chunks sealed and written at once
+	space   *spaceGuard   // nil when read-only
 
 	syncMu  sync.Mutex // serialises syncIndex
 	pendMu  sync.Mutex
@@ -177,6 +179,11 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 		r.idx.Close()
 		return nil, err
 	}
+	// Before the first write to the index: at a full disk this gives back
+	// the ballast, so that recovery can write.
+	if r.space, err = newSpaceGuard(v.IndexDir(), r.log); err != nil {
+		return fail(err)
+	}
 	if err := r.ensureRoot(); err != nil {
 		return fail(err)
 	}
@@ -203,6 +210,7 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 			// Every change goes through this kernel, so its page cache is
 			// never stale: keep it across opens and attribute changes.
 			ExplicitDataCacheControl: true,
+			PanicHandler:             r.panicked,
 		},
 		EntryTimeout:    &opt.EntryTimeout,
 		AttrTimeout:     &opt.AttrTimeout,
@@ -440,6 +448,23 @@ func (r *fsys) recover() error {
 	}
 	return r.store.Sync()
 }
+
+// panicked handles a panic in a FUSE handler. Answering EIO and serving on
+// could leave locks held (Pebble panics with its own mutex held when it
+// cannot write its log), so that every later call on the mount hangs: the
+// process stops instead, the kernel fails the mount's calls at once, and the
+// next mount recovers the index as after a crash (fsynced data is intact).
+func (r *fsys) panicked(v any) fuse.Status {
+	buf := make([]byte, 64<<10)
+	buf = buf[:runtime.Stack(buf, false)]
+	r.log.Error("the file system stopped after an internal error; remount to recover", "panic", fmt.Sprint(v), "stack", string(buf))
+	fmt.Fprintf(os.Stderr, "fincrypt: the file system stopped after an internal error: %v\n", v)
+	os.Exit(exitPanic)
+	return fuse.EIO
+}
+
+// exitPanic is the mount process's exit status after a panic in a handler.
+const exitPanic = 70
 
 // supersede schedules chunk id for deletion once the commit that stopped
 // referencing it is durable.

@@ -77,6 +77,9 @@ func (n *Node) create(ctx context.Context, name string, mode uint32, fill func(*
 		return in, false, e
 	}
 	r := n.r
+	if e := r.space.room(); e != 0 {
+		return in, false, e
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	dir, err := r.idx.GetInode(n.ino())
@@ -171,6 +174,9 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if e := badName(name); e != 0 {
 		return nil, e
 	}
+	if e := n.r.space.room(); e != 0 {
+		return nil, e
+	}
 	in, errno := n.link(target.EmbeddedInode().StableAttr().Ino, name)
 	if errno != 0 {
 		return nil, errno
@@ -250,6 +256,7 @@ func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
 }
 
 func (n *Node) remove(name string, dirWanted bool) syscall.Errno {
+	n.r.space.freeing()
 	r := n.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -310,6 +317,7 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if e := badName(newName); e != 0 {
 		return e
 	}
+	n.r.space.freeing()
 	if flags&^(renameNoReplace|renameExchange) != 0 || flags == renameNoReplace|renameExchange {
 		return syscall.EINVAL // RENAME_WHITEOUT is not supported
 	}

@@ -80,6 +80,9 @@ func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if len(data) > MaxXattrSize {
 		return syscall.E2BIG
 	}
+	if e := n.r.space.room(); e != 0 {
+		return e
+	}
 	return n.changeXattr(attr, func(b *meta.Batch, exists bool) syscall.Errno {
 		switch {
 		case exists && flags&xattrCreate != 0:
