@@ -93,6 +93,9 @@ func mountAction(c *cli.Context) error {
 	if _, err := vault.ReadKeyFile(home); err != nil {
 		return vaultErr(home, err)
 	}
+	if err := clearDeadMount(c, mnt); err != nil {
+		return err
+	}
 	if fi, err := os.Stat(mnt); errors.Is(err, os.ErrNotExist) {
 		if err := os.MkdirAll(mnt, 0o700); err != nil {
 			return userErr(exitUsage, "creating mountpoint: %v", err)
@@ -326,6 +329,33 @@ func umountAction(c *cli.Context) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// clearDeadMount detaches a fincrypt mount at mnt whose process is gone
+// (it crashed or was killed): the kernel then answers every call on it with
+// "transport endpoint is not connected", and the user wants to mount again.
+// A mount whose vault is still locked by a live process is left alone.
+func clearDeadMount(c *cli.Context, mnt string) error {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(mnt, &st); !errors.Is(err, syscall.ENOTCONN) {
+		return nil
+	}
+	m, ok := fsutil.FindMount(mnt)
+	if !ok || m.FSType != "fuse."+fsTypeName || !strings.HasPrefix(m.Source, fsTypeName+":") {
+		return nil
+	}
+	if fsutil.Locked(filepath.Join(strings.TrimPrefix(m.Source, fsTypeName+":"), vault.LockFileName)) {
+		return nil
+	}
+	if err := syscall.Unmount(mnt, syscall.MNT_DETACH); errors.Is(err, syscall.EPERM) {
+		if out, ferr := exec.Command("fusermount3", "-uz", mnt).CombinedOutput(); ferr != nil {
+			return userErr(exitFailure, "clearing the dead mount at %s: %s", mnt, strings.TrimSpace(string(out)))
+		}
+	} else if err != nil {
+		return userErr(exitFailure, "clearing the dead mount at %s: %v", mnt, err)
+	}
+	fmt.Fprintf(c.App.ErrWriter, "fincrypt: cleared the dead mount at %s left by a mount process that stopped (see its mount.log)\n", mnt)
+	return nil
 }
 
 // isMounted reports whether mnt is a mount point now.
