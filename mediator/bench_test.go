@@ -240,3 +240,72 @@ func BenchmarkMillionPieces(b *testing.B) {
 		b.ReportMetric(statusTook.Seconds()*1000, "status_ms")
 	}
 }
+
+// BenchmarkSegmentHealth measures a client's periodic health check of 1,000
+// segments over QUIC against a real mediator: batched HealthRequests, with
+// one SegmentRequest per segment (what the check did before, signing a get
+// ticket per healthy piece) as the baseline in the same run.
+func BenchmarkSegmentHealth(b *testing.B) {
+	const segments = 1000
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := New(log, nil, Config{Dir: b.TempDir(), Listen: "127.0.0.1:0", Logger: log})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() { cancel(); <-done; p.Close() }()
+	var nodes []fnet.NodeID
+	for i := 0; i < 10; i++ {
+		id, _ := fnet.GenerateIdentity()
+		addr := fnet.Address{ID: id.ID(), HostPort: fmt.Sprintf("10.%d.0.1:7780", i)}.String()
+		if _, err := p.core.Register(ctx, id.ID(), &fnet.RegisterRequest{Node: id.ID(), Address: addr, Capacity: 1 << 40, Price: 100}); err != nil {
+			b.Fatal(err)
+		}
+		nodes = append(nodes, id.ID())
+	}
+	cid, _ := fnet.GenerateIdentity()
+	c, err := NewClient(cid, p.Address(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.RegisterAccount(ctx); err != nil {
+		b.Fatal(err)
+	}
+	ids := make([]fnet.SegmentID, segments)
+	for s := range ids {
+		seg := &Segment{ID: newSegmentID(), Account: fnet.AccountID(cid.ID()), Scheme: DefaultScheme, PieceSize: 1 << 20, Created: time.Now()}
+		for i := 0; i < DefaultScheme.N; i++ {
+			var pid challenge.PieceID
+			rand.Read(pid[:])
+			seg.Pieces = append(seg.Pieces, Piece{Index: i, ID: pid, Node: nodes[(s+i)%len(nodes)]})
+		}
+		if err := p.core.store.CommitSegment(ctx, seg); err != nil {
+			b.Fatal(err)
+		}
+		ids[s] = fnet.SegmentID(seg.ID)
+	}
+	b.ResetTimer()
+	var took, base time.Duration
+	for n := 0; n < b.N; n++ {
+		start := time.Now()
+		h, err := c.Health(ctx, ids)
+		if err != nil || len(h) != segments || !h[segments-1].Known || int(h[0].Healthy) != DefaultScheme.N {
+			b.Fatalf("health: %d answers, %v", len(h), err)
+		}
+		took += time.Since(start)
+		start = time.Now()
+		for _, id := range ids {
+			if _, err := c.Segment(ctx, id); err != nil {
+				b.Fatal(err)
+			}
+		}
+		base += time.Since(start)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(segments*b.N)/took.Seconds(), "segments/s")
+	b.ReportMetric(float64(segments*b.N)/base.Seconds(), "baseline_segments/s")
+	b.ReportMetric(base.Seconds()/took.Seconds(), "speedup_vs_per_segment")
+}
