@@ -7,10 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/fincrypt/fincrypt/challenge"
+	"github.com/fincrypt/fincrypt/internal/units"
 	fnet "github.com/fincrypt/fincrypt/net"
 )
 
@@ -392,4 +394,29 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// ParseScrubRate parses a scrub rate as written on the command line: a
+// size per second ("16MiB/s"; "/s" may be left out) in any form
+// units.ParseSize takes. "0" disables scrubbing and returns -1, which
+// Config.ScrubRate reads as disabled.
+func ParseScrubRate(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	if i := strings.LastIndex(t, "/"); i >= 0 {
+		if per := strings.ToLower(strings.TrimSpace(t[i+1:])); per != "s" && per != "sec" {
+			return 0, fmt.Errorf("scrub rate %q: want a size per second, e.g. 16MiB/s", s)
+		}
+		t = t[:i]
+	}
+	n, err := units.ParseSize(t)
+	if err != nil {
+		return 0, fmt.Errorf("scrub rate %q: %w", s, err)
+	}
+	if n > 1<<40 {
+		return 0, fmt.Errorf("scrub rate %q: more than 1TiB/s", s)
+	}
+	if n == 0 {
+		return -1, nil
+	}
+	return int64(n), nil
 }

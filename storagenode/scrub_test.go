@@ -365,3 +365,18 @@ func TestScrubRunReportsWithRetries(t *testing.T) {
 		t.Fatalf("damage kept after the report: %+v", ds)
 	}
 }
+
+func TestParseScrubRate(t *testing.T) {
+	for in, want := range map[string]int64{
+		"16MiB/s": 16 << 20, "16MiB": 16 << 20, "1 GB / s": 1e9, "4096/s": 4096, "0": -1, "0/s": -1, "512k/sec": 512 << 10,
+	} {
+		if got, err := ParseScrubRate(in); err != nil || got != want {
+			t.Errorf("%q: %d %v, want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "fast", "16MiB/h", "-1", "2PiB/s", "/s"} {
+		if got, err := ParseScrubRate(in); err == nil {
+			t.Errorf("%q accepted as %d", in, got)
+		}
+	}
+}
