@@ -40,6 +40,8 @@ type pieceResult struct {
 // pieces, records the results per piece, per node and per period, and
 // returns a summary.
 func (c *core) Round(ctx context.Context) (RoundResult, error) {
+	c.rounds.Add(1)
+	defer c.rounds.Add(-1)
 	res := RoundResult{Start: c.now()}
 	if err := c.startPeriod(ctx, res.Start); err != nil { // damage reports count in it (damage.go)
 		return res, err

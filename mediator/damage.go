@@ -109,7 +109,9 @@ func (c *core) ReportDamage(ctx context.Context, peer fnet.NodeID, req *fnet.Dam
 // pieces were placed after it) is created for the reported bytes. If that
 // period is settled already, the failures are carried to the node's next
 // record for the account instead (takeCarriedDamage), so the report costs
-// the node one period's pay for the account either way.
+// the node one period's pay for the account either way. So are failures
+// reported while a round runs, since the round replaces the records it
+// writes.
 func (c *core) recordDamage(ctx context.Context, node fnet.NodeID, failed []PieceRef) error {
 	if len(failed) == 0 {
 		return nil
@@ -143,9 +145,10 @@ func (c *core) recordDamage(ctx context.Context, node fnet.NodeID, failed []Piec
 	if err != nil {
 		return err
 	}
-	if start == 0 || start <= settled {
-		// No round yet (nothing recorded to be paid), or the period is
-		// settled: the next record takes the failures.
+	if start == 0 || start <= settled || c.rounds.Load() > 0 {
+		// No round yet (nothing recorded to be paid), the period is
+		// settled, or a round is writing its records (it would replace
+		// ours): the next record takes the failures.
 		for acct, a := range per {
 			if _, err := c.store.AddCounter(ctx, carriedDamageName(node, acct), int64(a.pieces)); err != nil {
 				return err
