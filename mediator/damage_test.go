@@ -158,3 +158,36 @@ func TestReportDamageAfterSettlementCarriesToTheNextPeriod(t *testing.T) {
 		t.Fatalf("third period record %+v", rec)
 	}
 }
+
+// A report that arrives while a round writes its records is carried, so
+// the round's records cannot overwrite it.
+func TestReportDamageDuringARoundIsCarried(t *testing.T) {
+	w := newWorld(t, 7)
+	ctx := context.Background()
+	acct := w.account()
+	segA, _ := w.storeSegment(acct, 6000)
+	w.storeSegment(acct, 9000)
+	first := w.now()
+	if _, err := w.c.Round(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sa := w.segment(segA)
+	node := sa.Pieces[0].Node
+	w.c.rounds.Add(1) // as if a round were running
+	if rep, err := w.c.ReportDamage(ctx, node, &fnet.DamageReport{Pieces: []challenge.PieceID{sa.Pieces[0].ID}}); err != nil || rep.Accepted != 1 {
+		t.Fatalf("report: %+v %v", rep, err)
+	}
+	w.c.rounds.Add(-1)
+	if rec := w.periodRecord(first, node, acct); rec == nil || rec.Failed != 0 {
+		t.Fatalf("record written during a round: %+v", rec)
+	}
+	w.advance(w.c.cfg.Period)
+	w.heartbeat()
+	second := w.now()
+	if _, err := w.c.Round(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rec := w.periodRecord(second, node, acct); rec == nil || rec.Failed != 1 {
+		t.Fatalf("next record %+v, want the carried failure", rec)
+	}
+}
