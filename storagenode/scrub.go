@@ -256,21 +256,15 @@ func (s *Scrubber) reportLoop(ctx context.Context) {
 	backoff := s.retryMin
 	for {
 		n, err := s.Report(ctx)
-		var wait <-chan time.Time
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			s.log.Warn("damage not reported yet, retrying", "in", backoff, "err", err)
-			t := time.NewTimer(backoff)
-			wait = t.C
-			backoff = min(2*backoff, s.retryMax)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if sleepCtx(ctx, backoff) != nil {
 				return
-			case <-wait:
 			}
+			backoff = min(2*backoff, s.retryMax)
 			continue
 		}
 		backoff = s.retryMin
