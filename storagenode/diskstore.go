@@ -617,7 +617,7 @@ func (s *DiskStore) Put(ctx context.Context, id challenge.PieceID, size int64, a
 		return fmt.Errorf("piece %s: %w", id, diskErr(err))
 	}
 	info := PieceInfo{ID: id, Size: size, StoredAt: time.Now(), Account: account}
-	if err := s.db.Set(indexKey(id), encodeIndex(info), s.writeOpts()); err != nil {
+	if err := s.indexPut(info); err != nil {
 		os.Remove(final)
 		return fmt.Errorf("piece %s: index: %w", id, diskErr(err))
 	}

@@ -152,6 +152,25 @@ func (s *DiskStore) dropDamaged(checked PieceInfo, why error) (bool, error) {
 	return true, nil
 }
 
+// indexPut commits a new piece's index entry. A damage entry for the same
+// id not yet reported is dropped in the same commit: the piece is whole
+// again, and a late report would make the mediator count the new copy lost.
+func (s *DiskStore) indexPut(info PieceInfo) error {
+	_, closer, err := s.db.Get(damageKey(info.ID))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return s.db.Set(indexKey(info.ID), encodeIndex(info), s.writeOpts())
+	}
+	if err != nil {
+		return err
+	}
+	closer.Close()
+	b := s.db.NewBatch()
+	defer b.Close()
+	b.Set(indexKey(info.ID), encodeIndex(info), nil)
+	b.Delete(damageKey(info.ID), nil)
+	return b.Commit(s.writeOpts())
+}
+
 // Damaged lists up to limit damaged pieces not yet reported, in id order.
 // An unreadable entry is returned with its id only, so that it is still
 // reported and then cleared.
