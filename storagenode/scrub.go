@@ -95,15 +95,19 @@ func newScrubber(log *slog.Logger, store *DiskStore, mediator caller, rate int64
 	return s
 }
 
-// Run scrubs pass after pass and reports damage until ctx is done.
+// Run scrubs pass after pass and reports damage until ctx is done. A pass
+// that fails for a reason other than damage (the index) is retried after
+// a minute; Run itself never fails.
 func (s *Scrubber) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		s.reportLoop(ctx)
 	}()
-	defer wg.Wait()
 	if s.limit == nil {
 		s.log.Info("scrubbing disabled")
 		<-ctx.Done()
@@ -112,18 +116,16 @@ func (s *Scrubber) Run(ctx context.Context) error {
 	for {
 		cur, err := s.store.loadScrubCursor()
 		if err != nil {
-			return err
+			s.log.Error("scrub cursor unreadable, retrying", "in", scrubRetry, "err", err)
+			if sleepCtx(ctx, scrubRetry) != nil {
+				return nil
+			}
+			continue
 		}
 		if cur.Done {
 			next := cur.Start.Add(s.interval)
-			if wait := next.Sub(s.now()); wait > 0 {
-				t := time.NewTimer(wait)
-				select {
-				case <-ctx.Done():
-					t.Stop()
-					return nil
-				case <-t.C:
-				}
+			if wait := next.Sub(s.now()); wait > 0 && sleepCtx(ctx, wait) != nil {
+				return nil
 			}
 		}
 		res, err := s.Pass(ctx)
@@ -132,12 +134,8 @@ func (s *Scrubber) Run(ctx context.Context) error {
 		}
 		if err != nil {
 			s.log.Error("scrub pass failed, retrying", "in", scrubRetry, "err", err)
-			t := time.NewTimer(scrubRetry)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if sleepCtx(ctx, scrubRetry) != nil {
 				return nil
-			case <-t.C:
 			}
 			continue
 		}
