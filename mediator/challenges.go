@@ -40,7 +40,12 @@ type pieceResult struct {
 // pieces, records the results per piece, per node and per period, and
 // returns a summary.
 func (c *core) Round(ctx context.Context) (RoundResult, error) {
+	c.rounds.Add(1)
+	defer c.rounds.Add(-1)
 	res := RoundResult{Start: c.now()}
+	if err := c.startPeriod(ctx, res.Start); err != nil { // damage reports count in it (damage.go)
+		return res, err
+	}
 	nodes, err := c.store.ListNodes(ctx)
 	if err != nil {
 		return res, err
@@ -271,6 +276,15 @@ func (c *core) record(ctx context.Context, node fnet.NodeID, results []pieceResu
 			a.failed++
 		}
 	}
+	var clear []func() error
+	for acct, a := range per { // damage reported after its period was settled
+		carried, done, err := c.takeCarriedDamage(ctx, node, acct)
+		if err != nil {
+			return err
+		}
+		a.failed += carried
+		clear = append(clear, done)
+	}
 	recs := make([]PeriodRecord, 0, len(per))
 	for acct, a := range per {
 		recs = append(recs, PeriodRecord{
@@ -278,7 +292,15 @@ func (c *core) record(ctx context.Context, node fnet.NodeID, results []pieceResu
 			Pieces: uint32(a.pieces), Passed: uint32(a.passed), Failed: uint32(a.failed), Price: n.Price,
 		})
 	}
-	return c.store.PutPeriodRecords(ctx, recs)
+	if err := c.store.PutPeriodRecords(ctx, recs); err != nil {
+		return err
+	}
+	for _, done := range clear {
+		if err := done(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // applyResults writes challenge results into the contracts (c.mu held). A

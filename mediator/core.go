@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fincrypt/fincrypt/challenge"
@@ -64,6 +65,10 @@ type core struct {
 	repairMu sync.Mutex
 
 	snapMu sync.Mutex // serialises snapshot pointer updates (snapshots.go)
+
+	// rounds counts challenge rounds in progress: damage reports that
+	// arrive meanwhile are carried to the next record (damage.go).
+	rounds atomic.Int32
 
 	resMu    sync.Mutex
 	reserved map[SegmentID]reservation // uncommitted placements

@@ -15,7 +15,7 @@ import (
 const requestTimeout = 30 * time.Second
 
 // endpoint serves the mediator's QUIC streams: storage nodes register,
-// heartbeat and ask which pieces are live; clients register accounts,
+// heartbeat, ask which pieces are live and report damaged pieces; clients register accounts,
 // place, commit, release and look up segments. One request per stream.
 type endpoint struct {
 	c *core
@@ -59,6 +59,8 @@ func (e *endpoint) handle(ctx context.Context, peer fnet.NodeID, req fnet.Messag
 		return &fnet.HeartbeatReply{Policy: p}, err
 	case *fnet.LiveRequest:
 		return e.c.Live(ctx, peer, m)
+	case *fnet.DamageReport:
+		return e.c.ReportDamage(ctx, peer, m)
 	case *fnet.AccountRequest:
 		created, err := e.c.RegisterAccount(ctx, acct)
 		return &fnet.AccountReply{Created: created}, err

@@ -94,6 +94,11 @@ func FuzzReadAnyMessage(f *testing.F) {
 		b, _ := EncodeAnyFrame(m)
 		f.Add(b)
 	}
+	// Node messages the mediator reads through ReadAnyMessage too.
+	for _, m := range []Message{&DamageReport{Pieces: []challenge.PieceID{{1}, {2}}}, &DamageReply{Accepted: 1}, &LiveRequest{}} {
+		b, _ := EncodeAnyFrame(m)
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := ReadAnyMessage(bytes.NewReader(b))
 		if err != nil {

@@ -31,6 +31,8 @@ const (
 	TypeHeartbeatReply    MsgType = 0x33
 	TypeLiveRequest       MsgType = 0x34
 	TypeLiveReply         MsgType = 0x35
+	TypeDamageReport      MsgType = 0x36
+	TypeDamageReply       MsgType = 0x37
 )
 
 // Limits of message fields.
@@ -41,10 +43,12 @@ const (
 	MaxNetworkName      = 16
 	MaxChallengePieces  = 32
 	MaxLivePieces       = 8192
+	MaxDamagePieces     = 1024
 	maxPathLen          = 32
 	maxChallengeBody    = MaxBody
 	maxLiveRequestBody  = 4 + MaxLivePieces*challenge.HashSize
 	maxLiveReplyBody    = 4 + MaxLivePieces
+	maxDamageReportBody = 4 + MaxDamagePieces*challenge.HashSize
 	maxControlBodyLimit = MaxControlBody
 )
 
@@ -56,6 +60,7 @@ var typeNames = map[MsgType]string{
 	TypeRegisterRequest: "RegisterRequest", TypeRegisterReply: "RegisterReply",
 	TypeHeartbeat: "Heartbeat", TypeHeartbeatReply: "HeartbeatReply",
 	TypeLiveRequest: "LiveRequest", TypeLiveReply: "LiveReply",
+	TypeDamageReport: "DamageReport", TypeDamageReply: "DamageReply",
 }
 
 func (t MsgType) String() string {
@@ -101,6 +106,10 @@ func newMessage(t MsgType) Message {
 		return &LiveRequest{}
 	case TypeLiveReply:
 		return &LiveReply{}
+	case TypeDamageReport:
+		return &DamageReport{}
+	case TypeDamageReply:
+		return &DamageReply{}
 	}
 	return nil
 }
@@ -113,6 +122,8 @@ func bodyLimit(t MsgType) int {
 		return maxLiveRequestBody
 	case TypeLiveReply:
 		return maxLiveReplyBody
+	case TypeDamageReport:
+		return maxDamageReportBody
 	}
 	return maxControlBodyLimit
 }
@@ -557,4 +568,44 @@ func (m *LiveReply) decode(d *decoder) {
 	for i := range n {
 		m.Live[i] = d.boolean()
 	}
+}
+
+// DamageReport tells the mediator that the node found these pieces damaged
+// on its own disk (its scrubber re-read them) and no longer holds them: the
+// mediator marks them lost and the node forgoes pay for them.
+type DamageReport struct{ Pieces []challenge.PieceID }
+
+func (*DamageReport) Type() MsgType { return TypeDamageReport }
+func (m *DamageReport) encode(e *encoder) {
+	e.u32(uint32(len(m.Pieces)))
+	for _, p := range m.Pieces {
+		e.fixed(p[:])
+	}
+}
+func (m *DamageReport) decode(d *decoder) {
+	n := d.count(MaxDamagePieces, challenge.HashSize)
+	if n > 0 {
+		m.Pieces = make([]challenge.PieceID, n)
+	}
+	for i := range n {
+		d.fixed(m.Pieces[i][:])
+	}
+}
+
+// DamageReply acknowledges a DamageReport: Accepted pieces were under a
+// contract on the node and are now lost; Ignored ones were not (unknown,
+// already lost or moved). Either way the node is done with all of them.
+type DamageReply struct {
+	Accepted uint32
+	Ignored  uint32
+}
+
+func (*DamageReply) Type() MsgType { return TypeDamageReply }
+func (m *DamageReply) encode(e *encoder) {
+	e.u32(m.Accepted)
+	e.u32(m.Ignored)
+}
+func (m *DamageReply) decode(d *decoder) {
+	m.Accepted = d.u32()
+	m.Ignored = d.u32()
 }

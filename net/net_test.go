@@ -3,6 +3,7 @@ package net
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"os"
@@ -171,6 +172,8 @@ func sampleMessages(t testing.TB) []Message {
 		&HeartbeatReply{Policy: NodePolicy{HeartbeatInterval: 2 * time.Second}},
 		&LiveRequest{Pieces: []challenge.PieceID{{1}, {2}, {3}}},
 		&LiveReply{Live: []bool{true, false, true}},
+		&DamageReport{Pieces: []challenge.PieceID{{4}, {5}}},
+		&DamageReply{Accepted: 1, Ignored: 1},
 	}
 }
 
@@ -512,5 +515,32 @@ func TestRestartedPeerResetsOldConnections(t *testing.T) {
 	}
 	if _, err := CallFor[*HeartbeatReply](ctx, c2, &Heartbeat{Pieces: 1}); err != nil {
 		t.Fatalf("after redial: %v", err)
+	}
+}
+
+func TestDamageReportLimits(t *testing.T) {
+	full := &DamageReport{Pieces: make([]challenge.PieceID, MaxDamagePieces)}
+	b, err := EncodeFrame(full)
+	if err != nil {
+		t.Fatalf("a report of %d pieces: %v", MaxDamagePieces, err)
+	}
+	if m, err := DecodeFrame(b); err != nil || len(m.(*DamageReport).Pieces) != MaxDamagePieces {
+		t.Fatalf("decode a full report: %v", err)
+	}
+	// One piece more is refused when encoding and when decoding.
+	over := &DamageReport{Pieces: make([]challenge.PieceID, MaxDamagePieces+1)}
+	if _, err := EncodeFrame(over); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("encode %d pieces: %v", MaxDamagePieces+1, err)
+	}
+	body := binary.BigEndian.AppendUint32(nil, MaxDamagePieces+1)
+	body = append(body, make([]byte, (MaxDamagePieces+1)*challenge.HashSize)...)
+	frame := append([]byte{Version, byte(TypeDamageReport), 0, 0, 0, 0}, body...)
+	binary.BigEndian.PutUint32(frame[2:], uint32(len(body)))
+	if _, err := DecodeFrame(frame); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("decode %d pieces: %v", MaxDamagePieces+1, err)
+	}
+	// The mediator's reader dispatches it like any node message.
+	if m, err := ReadAnyMessage(bytes.NewReader(b)); err != nil || m.Type() != TypeDamageReport {
+		t.Fatalf("ReadAnyMessage: %v", err)
 	}
 }

@@ -288,7 +288,7 @@ func (s *DiskStore) reconcile() error {
 			perr = fmt.Errorf("%w: in directory %s", ErrCorrupt, filepath.Base(filepath.Dir(path)))
 		}
 		if perr == nil {
-			info, perr = checkPieceFile(path, id)
+			info, perr = checkPieceFile(path, id, nil)
 		}
 		if perr != nil {
 			quarantined++
@@ -319,8 +319,11 @@ func (s *DiskStore) reconcile() error {
 // checkPieceFile reads a whole piece file and checks everything it holds
 // against id: the header (magic, version, CRC, id), the file's size, the
 // Merkle root of the bytes and every stored tree node. StoredAt is the
-// file's modification time; the account is unknown (zero).
-func checkPieceFile(path string, id challenge.PieceID) (PieceInfo, error) {
+// file's modification time; the account is unknown (zero). Every failure
+// to read or to match after the file is open wraps ErrCorrupt. wrap, if
+// not nil, wraps the file's reader (the scrubber limits the rate with it);
+// it gets the file's size.
+func checkPieceFile(path string, id challenge.PieceID, wrap func(r io.Reader, size int64) io.Reader) (PieceInfo, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return PieceInfo{}, err
@@ -330,7 +333,11 @@ func checkPieceFile(path string, id challenge.PieceID) (PieceInfo, error) {
 	if err != nil {
 		return PieceInfo{}, err
 	}
-	r := bufio.NewReaderSize(f, 1<<20)
+	var src io.Reader = f
+	if wrap != nil {
+		src = wrap(f, fi.Size())
+	}
+	r := bufio.NewReaderSize(src, 1<<20)
 	h := make([]byte, pieceHeaderSize)
 	if _, err := io.ReadFull(r, h); err != nil {
 		return PieceInfo{}, fmt.Errorf("%w: header: %w", ErrCorrupt, err)
@@ -610,7 +617,7 @@ func (s *DiskStore) Put(ctx context.Context, id challenge.PieceID, size int64, a
 		return fmt.Errorf("piece %s: %w", id, diskErr(err))
 	}
 	info := PieceInfo{ID: id, Size: size, StoredAt: time.Now(), Account: account}
-	if err := s.db.Set(indexKey(id), encodeIndex(info), s.writeOpts()); err != nil {
+	if err := s.indexPut(info); err != nil {
 		os.Remove(final)
 		return fmt.Errorf("piece %s: index: %w", id, diskErr(err))
 	}

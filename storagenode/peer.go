@@ -42,7 +42,13 @@ type Config struct {
 	RetryMax       time.Duration // longest retry delay (1m)
 	RequestTimeout time.Duration // to read a request frame, or a mediator call (10s)
 	IdleTimeout    time.Duration // longest pause within a transfer (30s)
-	Transport      fnet.Config
+	// ScrubRate is the bytes per second the scrubber re-reads pieces at:
+	// 0 takes DefaultScrubRate, a negative rate disables scrubbing.
+	ScrubRate int64
+	// ScrubInterval is the least time between the starts of two scrub
+	// passes (0: DefaultScrubInterval).
+	ScrubInterval time.Duration
+	Transport     fnet.Config
 }
 
 // Networks maps --network names to their parameters.
@@ -90,6 +96,15 @@ func (c *Config) Validate() error {
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 30 * time.Second
+	}
+	if c.ScrubRate == 0 {
+		c.ScrubRate = DefaultScrubRate
+	}
+	switch {
+	case c.ScrubInterval < 0:
+		return fmt.Errorf("%w: scrub interval %s is negative", ErrConfig, c.ScrubInterval)
+	case c.ScrubInterval == 0:
+		c.ScrubInterval = DefaultScrubInterval
 	}
 	return nil
 }
@@ -140,14 +155,15 @@ type Peer struct {
 	Endpoint  *Endpoint
 	Contact   *Contact
 	Collector *Collector
+	Scrubber  *Scrubber
 
 	closers []func() error
 	once    sync.Once
 }
 
 // New builds a storage node: the piece store (reconciled with the disk),
-// the listening transport, the endpoint, the mediator contact and the
-// collector. On failure everything built so far is closed.
+// the listening transport, the endpoint, the mediator contact, the
+// collector and the scrubber. On failure everything built so far is closed.
 func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -159,12 +175,13 @@ func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error
 		}
 	}()
 
+	var disk *DiskStore
 	{ // piece store
 		store, err := OpenDiskStore(cfg.Dir, DiskStoreOptions{Capacity: cfg.Capacity, Logger: log.With("service", "piecestore")})
 		if err != nil {
 			return nil, err
 		}
-		p.Store = store
+		p.Store, disk = store, store
 		p.closers = append(p.closers, store.Close)
 	}
 
@@ -196,6 +213,11 @@ func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error
 
 	{ // garbage collection
 		p.Collector = newCollector(log.With("service", "collector"), p.Store, p.Contact)
+	}
+
+	{ // scrubbing: find damage on the own disk, report it
+		p.Scrubber = newScrubber(log.With("service", "scrubber"), disk, p.Contact, cfg.ScrubRate, cfg.ScrubInterval,
+			cfg.RetryMin, cfg.RetryMax)
 	}
 
 	if ip := p.Transport.Addr().IP; cfg.Advertise == "" && ip.IsUnspecified() {
@@ -249,6 +271,7 @@ func (p *Peer) Run(ctx context.Context) error {
 		{"endpoint", func(ctx context.Context) error { return p.Transport.Serve(ctx, p.Endpoint) }},
 		{"contact", p.Contact.Run},
 		{"collector", p.Collector.Run},
+		{"scrubber", p.Scrubber.Run},
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, len(services))

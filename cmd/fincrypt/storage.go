@@ -26,6 +26,9 @@ func init() {
 			"retrying while the mediator is unreachable, and exits (code 2) if the mediator\n" +
 			"refuses its registration for good, e.g. because the payout address is not on\n" +
 			"the mediator's bitcoin network. Stop it with Ctrl-C.\n\n" +
+			"In the background it re-reads its pieces (--scrub-rate, --scrub-interval);\n" +
+			"a damaged one is moved to DIR/quarantine/ and reported to the mediator,\n" +
+			"which rebuilds it elsewhere (the node is not paid for it that period).\n\n" +
 			"Example:\n" +
 			"  fincrypt storage --dir /srv/fincrypt --listen 0.0.0.0:7780 --advertise my.host:7780 \\\n" +
 			"    --mediator NODEID@mediator.example:7770 --capacity 500GiB --price 2000 \\\n" +
@@ -40,6 +43,9 @@ func init() {
 			&cli.StringFlag{Name: "payout-address", Usage: "bitcoin `ADDRESS` for payouts (required)"},
 			&cli.StringFlag{Name: "network", Usage: "bitcoin `NETWORK` of the payout address: mainnet, testnet3, regtest or simnet " +
 				"(default: the mediator's, among those the address is valid on)"},
+			&cli.StringFlag{Name: "scrub-rate", Usage: "re-read the stored pieces to find damage (bit rot) at `SIZE/s`; " +
+				"damaged pieces are dropped and reported so the network rebuilds them (0: no scrubbing)", Value: "16MiB/s"},
+			&cli.DurationFlag{Name: "scrub-interval", Usage: "start a scrub pass over all pieces at most every `DURATION`", Value: storagenode.DefaultScrubInterval},
 		},
 		Action: runStorage,
 	})
@@ -73,10 +79,18 @@ func storageConfig(c *cli.Context) (storagenode.Config, error) {
 	if capacity > 1<<62 {
 		return storagenode.Config{}, userErr(exitUsage, "--capacity: %s is too large", c.String("capacity"))
 	}
+	scrubRate, err := storagenode.ParseScrubRate(c.String("scrub-rate"))
+	if err != nil {
+		return storagenode.Config{}, userErr(exitUsage, "--scrub-rate: %v", err)
+	}
+	if c.Duration("scrub-interval") <= 0 {
+		return storagenode.Config{}, userErr(exitUsage, "--scrub-interval: %s is not a positive duration", c.Duration("scrub-interval"))
+	}
 	cfg := storagenode.Config{
 		Dir: c.String("dir"), Listen: c.String("listen"), Advertise: c.String("advertise"),
 		Mediator: med, Capacity: int64(capacity), Price: c.Uint64("price"),
 		Payout: c.String("payout-address"), Network: c.String("network"),
+		ScrubRate: scrubRate, ScrubInterval: c.Duration("scrub-interval"),
 	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, userErr(exitUsage, "%v", err)
