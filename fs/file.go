@@ -28,7 +28,8 @@ type openFile struct {
 	r   *fsys
 	ino uint64
 
-	refs int // guarded by r.openMu
+	refs     int  // guarded by r.openMu
+	unlinked bool // its last link went while open; guarded by r.openMu
 
 	mu         sync.Mutex
 	size       uint64            // authoritative while open
@@ -95,11 +96,42 @@ func (r *fsys) acquire(ino uint64) (*openFile, error) {
 		of.refs++
 		return of, nil
 	}
-	of := &openFile{r: r, ino: ino, refs: 1, size: n.Size, dirty: map[uint64][]byte{},
+	return r.addOpenLocked(&n), nil
+}
+
+// openNew returns the state of regular file n, which the caller has just
+// created and holds r.mu for: no other operation can have opened it yet, so
+// its record need not be read back.
+func (r *fsys) openNew(n *meta.Inode) *openFile {
+	r.openMu.Lock()
+	defer r.openMu.Unlock()
+	if of := r.open[n.Ino]; of != nil { // cannot happen: inode numbers are never reused
+		of.refs++
+		return of
+	}
+	return r.addOpenLocked(n)
+}
+
+// addOpenLocked registers a fresh open state with one reference for inode
+// n; caller holds r.openMu.
+func (r *fsys) addOpenLocked(n *meta.Inode) *openFile {
+	of := &openFile{r: r, ino: n.Ino, refs: 1, size: n.Size, dirty: map[uint64][]byte{},
 		inflight: map[uint64][]byte{}, newest: map[uint64]uint64{}}
 	of.cond = sync.NewCond(&of.mu)
-	r.open[ino] = of
-	return of, nil
+	r.open[n.Ino] = of
+	return of
+}
+
+// markUnlinked notes that inode ino lost its last link; if it is open, its
+// last release purges it. It reports whether ino is open. Caller holds r.mu.
+func (r *fsys) markUnlinked(ino uint64) bool {
+	r.openMu.Lock()
+	defer r.openMu.Unlock()
+	of := r.open[ino]
+	if of != nil {
+		of.unlinked = true
+	}
+	return of != nil
 }
 
 // peek returns the open state of ino, if any, without taking a reference.
@@ -112,13 +144,24 @@ func (r *fsys) peek(ino uint64) *openFile {
 func (r *fsys) isOpen(ino uint64) bool { return r.peek(ino) != nil }
 
 // release drops a reference; the last one flushes the file, frees its
-// buffers and purges the inode if it was unlinked meanwhile.
+// buffers and purges the inode if it was unlinked meanwhile. Other
+// references keep the unsaved data (and any pending error) for their own
+// flush, fsync or release.
 func (r *fsys) release(of *openFile) error {
 	of.mu.Lock()
-	err := of.flushLocked()
+	r.openMu.Lock()
+	if of.refs > 1 {
+		of.refs--
+		r.openMu.Unlock()
+		of.mu.Unlock()
+		return nil
+	}
+	r.openMu.Unlock()
+	err := of.flushLocked() // may wait, releasing of.mu: another acquire may come
 	r.openMu.Lock()
 	of.refs--
 	last := of.refs == 0
+	unlinked := of.unlinked
 	if last {
 		delete(r.open, of.ino)
 	}
@@ -134,7 +177,7 @@ func (r *fsys) release(of *openFile) error {
 		}
 	}
 	of.mu.Unlock()
-	if last {
+	if last && unlinked {
 		if perr := r.purgeIfUnlinked(of.ino); err == nil {
 			err = perr
 		}
@@ -426,6 +469,12 @@ func (of *openFile) loadForWrite(idx uint64) ([]byte, error) {
 	}
 	if of.cacheOK && of.cacheIdx == idx {
 		return append(of.r.newBuf(uint64(len(of.cache))), of.cache...), nil
+	}
+	if idx*of.r.cs >= of.size {
+		// The chunk starts at or past the end: the index holds nothing
+		// there (truncation drops such chunks), so there is nothing to
+		// read. This spares a lookup for every new file's first write.
+		return nil, nil
 	}
 	b, _, err := of.loadChunk(idx, nil)
 	return b, err
