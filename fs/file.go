@@ -40,6 +40,8 @@ type openFile struct {
 	cacheIdx   uint64
 	cache      []byte // plaintext of chunk cacheIdx when cacheOK
 	cacheOK    bool
+	nextLoad   uint64    // index after the chunk last loaded for reading
+	pf         *prefetch // the chunk being loaded ahead, or nil
 
 	// Full chunks are sealed and stored by a background worker, so the
 	// FUSE write that filled a chunk returns at once and the next chunk's
@@ -244,32 +246,95 @@ func (r *fsys) putBuf(b []byte) {
 
 // loadChunk returns the plaintext of chunk idx (nil for a hole), appended to dst.
 func (of *openFile) loadChunk(idx uint64, dst []byte) ([]byte, bool, error) {
-	r := of.r
-	ref, ok, err := r.idx.GetChunk(of.ino, idx)
+	ref, ok, err := of.r.idx.GetChunk(of.ino, idx)
 	if err != nil || !ok {
 		return dst, false, err
 	}
+	out, err := of.openChunk(idx, ref, dst)
+	return out, err == nil, err
+}
+
+// openChunk reads the sealed chunk ref of chunk idx and appends its
+// plaintext to dst. It touches no field of of that can change, so it runs
+// without of.mu.
+func (of *openFile) openChunk(idx uint64, ref meta.ChunkRef, dst []byte) ([]byte, error) {
+	r := of.r
 	sb := r.sealBufs.Get().(*[]byte)
 	defer r.sealBufs.Put(sb)
 	sealed, err := r.store.Get(ref.ID, (*sb)[:0])
 	if err != nil {
-		return dst, false, fmt.Errorf("inode %d chunk %d: %w: %w", of.ino, idx, errChunk, err)
+		return dst, fmt.Errorf("inode %d chunk %d: %w: %w", of.ino, idx, errChunk, err)
 	}
 	if cap(sealed) <= cap(*sb) {
 		*sb = sealed[:0]
 	}
 	out, err := r.v.Keys.Chunk.Open(dst, sealed, vault.ChunkAD(of.ino, idx, ref.Version))
 	if err != nil {
-		return dst, false, fmt.Errorf("inode %d chunk %d (%s): %w: %w", of.ino, idx, ref.ID, errChunk, err)
+		return dst, fmt.Errorf("inode %d chunk %d (%s): %w: %w", of.ino, idx, ref.ID, errChunk, err)
 	}
 	if uint64(len(out)-len(dst)) != uint64(ref.Len) || uint64(ref.Len) > r.cs {
-		return dst, false, fmt.Errorf("inode %d chunk %d: %d bytes, index says %d: %w", of.ino, idx, len(out)-len(dst), ref.Len, errChunk)
+		return dst, fmt.Errorf("inode %d chunk %d: %d bytes, index says %d: %w", of.ino, idx, len(out)-len(dst), ref.Len, errChunk)
 	}
-	return out, true, nil
+	return out, nil
+}
+
+// prefetch is the next chunk of a sequential reader, loaded in the
+// background while the reader is served the current one, so that reading a
+// chunk file from disk overlaps with opening (decrypting) the one before.
+type prefetch struct {
+	idx  uint64
+	done chan struct{} // closed when the fields below are set
+	ref  meta.ChunkRef // the chunk loaded, valid if err is nil
+	buf  []byte        // its plaintext (a pooled buffer)
+	err  error
+}
+
+// startPrefetch loads chunk idx in the background; caller holds of.mu.
+func (of *openFile) startPrefetch(idx uint64) {
+	pf := &prefetch{idx: idx, done: make(chan struct{})}
+	of.pf = pf
+	go func() {
+		defer close(pf.done)
+		ref, ok, err := of.r.idx.GetChunk(of.ino, idx)
+		if err == nil && !ok {
+			err = meta.ErrNotFound // a hole: nothing to load ahead
+		}
+		if err != nil {
+			pf.err = err
+			return
+		}
+		pf.ref = ref
+		pf.buf, pf.err = of.openChunk(idx, ref, of.r.getBuf())
+	}()
+}
+
+// takePrefetch returns the plaintext of chunk idx if it was loaded ahead and
+// is still the chunk the index holds; caller holds of.mu (and keeps it while
+// it waits: the loader does not need it).
+func (of *openFile) takePrefetch(idx uint64) ([]byte, bool) {
+	pf := of.pf
+	if pf == nil || pf.idx != idx {
+		return nil, false
+	}
+	of.pf = nil
+	<-pf.done
+	if pf.err != nil {
+		return nil, false
+	}
+	// Dirty and queued chunks are served before this is asked for, so the
+	// index is the authority: the chunk must not have been replaced (by a
+	// commit or a truncate) since it was loaded.
+	ref, ok, err := of.r.idx.GetChunk(of.ino, idx)
+	if err != nil || !ok || ref != pf.ref {
+		of.r.putBuf(pf.buf)
+		return nil, false
+	}
+	return pf.buf, true
 }
 
 // chunkData returns chunk idx's current plaintext (dirty, cached or loaded);
-// nil means a hole. The result is valid while of.mu is held.
+// nil means a hole. The result is valid while of.mu is held. A reader that
+// goes from one chunk to the next gets the chunk after loaded ahead.
 func (of *openFile) chunkData(idx uint64) ([]byte, error) {
 	if b, ok := of.dirty[idx]; ok {
 		return b, nil
@@ -281,6 +346,19 @@ func (of *openFile) chunkData(idx uint64) ([]byte, error) {
 		return of.cache, nil
 	}
 	of.cacheOK = false
+	sequential := of.nextLoad == idx
+	of.nextLoad = idx + 1
+	if b, ok := of.takePrefetch(idx); ok {
+		if of.cache != nil {
+			of.r.putBuf(of.cache)
+		}
+		of.cache, of.cacheIdx, of.cacheOK = b, idx, true
+		of.maybePrefetch(idx + 1)
+		return b, nil
+	}
+	if sequential {
+		of.maybePrefetch(idx + 1)
+	}
 	b, ok, err := of.loadChunk(idx, of.cache[:0]) // grows the buffer as needed
 	if err != nil {
 		return nil, err
@@ -290,6 +368,21 @@ func (of *openFile) chunkData(idx uint64) ([]byte, error) {
 	}
 	of.cache, of.cacheIdx, of.cacheOK = b, idx, true
 	return b, nil
+}
+
+// maybePrefetch starts loading chunk idx ahead if it lies within the file
+// and is neither buffered nor queued nor already being loaded.
+func (of *openFile) maybePrefetch(idx uint64) {
+	if idx*of.r.cs >= of.size || (of.pf != nil && of.pf.idx == idx) {
+		return
+	}
+	if _, ok := of.dirty[idx]; ok {
+		return
+	}
+	if _, ok := of.inflight[idx]; ok {
+		return
+	}
+	of.startPrefetch(idx)
 }
 
 // read fills dest from offset off and returns the byte count.
