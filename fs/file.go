@@ -319,6 +319,7 @@ func (of *openFile) takePrefetch(idx uint64) ([]byte, bool) {
 	of.pf = nil
 	<-pf.done
 	if pf.err != nil {
+		of.r.putBuf(pf.buf) // a failure is reported by the load that follows
 		return nil, false
 	}
 	// Dirty and queued chunks are served before this is asked for, so the
