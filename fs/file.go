@@ -28,7 +28,8 @@ type openFile struct {
 	r   *fsys
 	ino uint64
 
-	refs int // guarded by r.openMu
+	refs     int  // guarded by r.openMu
+	unlinked bool // its last link went while open; guarded by r.openMu
 
 	mu         sync.Mutex
 	size       uint64            // authoritative while open
@@ -39,6 +40,8 @@ type openFile struct {
 	cacheIdx   uint64
 	cache      []byte // plaintext of chunk cacheIdx when cacheOK
 	cacheOK    bool
+	nextLoad   uint64    // index after the chunk last loaded for reading
+	pf         *prefetch // the chunk being loaded ahead, or nil
 
 	// Full chunks are sealed and stored by a background worker, so the
 	// FUSE write that filled a chunk returns at once and the next chunk's
@@ -95,11 +98,42 @@ func (r *fsys) acquire(ino uint64) (*openFile, error) {
 		of.refs++
 		return of, nil
 	}
-	of := &openFile{r: r, ino: ino, refs: 1, size: n.Size, dirty: map[uint64][]byte{},
+	return r.addOpenLocked(&n), nil
+}
+
+// openNew returns the state of regular file n, which the caller has just
+// created and holds r.mu for: no other operation can have opened it yet, so
+// its record need not be read back.
+func (r *fsys) openNew(n *meta.Inode) *openFile {
+	r.openMu.Lock()
+	defer r.openMu.Unlock()
+	if of := r.open[n.Ino]; of != nil { // cannot happen: inode numbers are never reused
+		of.refs++
+		return of
+	}
+	return r.addOpenLocked(n)
+}
+
+// addOpenLocked registers a fresh open state with one reference for inode
+// n; caller holds r.openMu.
+func (r *fsys) addOpenLocked(n *meta.Inode) *openFile {
+	of := &openFile{r: r, ino: n.Ino, refs: 1, size: n.Size, dirty: map[uint64][]byte{},
 		inflight: map[uint64][]byte{}, newest: map[uint64]uint64{}}
 	of.cond = sync.NewCond(&of.mu)
-	r.open[ino] = of
-	return of, nil
+	r.open[n.Ino] = of
+	return of
+}
+
+// markUnlinked notes that inode ino lost its last link; if it is open, its
+// last release purges it. It reports whether ino is open. Caller holds r.mu.
+func (r *fsys) markUnlinked(ino uint64) bool {
+	r.openMu.Lock()
+	defer r.openMu.Unlock()
+	of := r.open[ino]
+	if of != nil {
+		of.unlinked = true
+	}
+	return of != nil
 }
 
 // peek returns the open state of ino, if any, without taking a reference.
@@ -112,13 +146,24 @@ func (r *fsys) peek(ino uint64) *openFile {
 func (r *fsys) isOpen(ino uint64) bool { return r.peek(ino) != nil }
 
 // release drops a reference; the last one flushes the file, frees its
-// buffers and purges the inode if it was unlinked meanwhile.
+// buffers and purges the inode if it was unlinked meanwhile. Other
+// references keep the unsaved data (and any pending error) for their own
+// flush, fsync or release.
 func (r *fsys) release(of *openFile) error {
 	of.mu.Lock()
-	err := of.flushLocked()
+	r.openMu.Lock()
+	if of.refs > 1 {
+		of.refs--
+		r.openMu.Unlock()
+		of.mu.Unlock()
+		return nil
+	}
+	r.openMu.Unlock()
+	err := of.flushLocked() // may wait, releasing of.mu: another acquire may come
 	r.openMu.Lock()
 	of.refs--
 	last := of.refs == 0
+	unlinked := of.unlinked
 	if last {
 		delete(r.open, of.ino)
 	}
@@ -134,7 +179,7 @@ func (r *fsys) release(of *openFile) error {
 		}
 	}
 	of.mu.Unlock()
-	if last {
+	if last && unlinked {
 		if perr := r.purgeIfUnlinked(of.ino); err == nil {
 			err = perr
 		}
@@ -201,32 +246,96 @@ func (r *fsys) putBuf(b []byte) {
 
 // loadChunk returns the plaintext of chunk idx (nil for a hole), appended to dst.
 func (of *openFile) loadChunk(idx uint64, dst []byte) ([]byte, bool, error) {
-	r := of.r
-	ref, ok, err := r.idx.GetChunk(of.ino, idx)
+	ref, ok, err := of.r.idx.GetChunk(of.ino, idx)
 	if err != nil || !ok {
 		return dst, false, err
 	}
+	out, err := of.openChunk(idx, ref, dst)
+	return out, err == nil, err
+}
+
+// openChunk reads the sealed chunk ref of chunk idx and appends its
+// plaintext to dst. It touches no field of of that can change, so it runs
+// without of.mu.
+func (of *openFile) openChunk(idx uint64, ref meta.ChunkRef, dst []byte) ([]byte, error) {
+	r := of.r
 	sb := r.sealBufs.Get().(*[]byte)
 	defer r.sealBufs.Put(sb)
 	sealed, err := r.store.Get(ref.ID, (*sb)[:0])
 	if err != nil {
-		return dst, false, fmt.Errorf("inode %d chunk %d: %w: %w", of.ino, idx, errChunk, err)
+		return dst, fmt.Errorf("inode %d chunk %d: %w: %w", of.ino, idx, errChunk, err)
 	}
 	if cap(sealed) <= cap(*sb) {
 		*sb = sealed[:0]
 	}
 	out, err := r.v.Keys.Chunk.Open(dst, sealed, vault.ChunkAD(of.ino, idx, ref.Version))
 	if err != nil {
-		return dst, false, fmt.Errorf("inode %d chunk %d (%s): %w: %w", of.ino, idx, ref.ID, errChunk, err)
+		return dst, fmt.Errorf("inode %d chunk %d (%s): %w: %w", of.ino, idx, ref.ID, errChunk, err)
 	}
 	if uint64(len(out)-len(dst)) != uint64(ref.Len) || uint64(ref.Len) > r.cs {
-		return dst, false, fmt.Errorf("inode %d chunk %d: %d bytes, index says %d: %w", of.ino, idx, len(out)-len(dst), ref.Len, errChunk)
+		return dst, fmt.Errorf("inode %d chunk %d: %d bytes, index says %d: %w", of.ino, idx, len(out)-len(dst), ref.Len, errChunk)
 	}
-	return out, true, nil
+	return out, nil
+}
+
+// prefetch is the next chunk of a sequential reader, loaded in the
+// background while the reader is served the current one, so that reading a
+// chunk file from disk overlaps with opening (decrypting) the one before.
+type prefetch struct {
+	idx  uint64
+	done chan struct{} // closed when the fields below are set
+	ref  meta.ChunkRef // the chunk loaded, valid if err is nil
+	buf  []byte        // its plaintext (a pooled buffer)
+	err  error
+}
+
+// startPrefetch loads chunk idx in the background; caller holds of.mu.
+func (of *openFile) startPrefetch(idx uint64) {
+	pf := &prefetch{idx: idx, done: make(chan struct{})}
+	of.pf = pf
+	go func() {
+		defer close(pf.done)
+		ref, ok, err := of.r.idx.GetChunk(of.ino, idx)
+		if err == nil && !ok {
+			err = meta.ErrNotFound // a hole: nothing to load ahead
+		}
+		if err != nil {
+			pf.err = err
+			return
+		}
+		pf.ref = ref
+		pf.buf, pf.err = of.openChunk(idx, ref, of.r.getBuf())
+	}()
+}
+
+// takePrefetch returns the plaintext of chunk idx if it was loaded ahead and
+// is still the chunk the index holds; caller holds of.mu (and keeps it while
+// it waits: the loader does not need it).
+func (of *openFile) takePrefetch(idx uint64) ([]byte, bool) {
+	pf := of.pf
+	if pf == nil || pf.idx != idx {
+		return nil, false
+	}
+	of.pf = nil
+	<-pf.done
+	if pf.err != nil {
+		of.r.putBuf(pf.buf) // a failure is reported by the load that follows
+		return nil, false
+	}
+	// Dirty and queued chunks are served before this is asked for, so the
+	// index is the authority: the chunk must not have been replaced (by a
+	// commit or a truncate) since it was loaded.
+	ref, ok, err := of.r.idx.GetChunk(of.ino, idx)
+	if err != nil || !ok || ref != pf.ref {
+		of.r.putBuf(pf.buf)
+		return nil, false
+	}
+	return pf.buf, true
 }
 
 // chunkData returns chunk idx's current plaintext (dirty, cached or loaded);
-// nil means a hole. The result is valid while of.mu is held.
+// nil means a hole. The result is valid while of.mu is held. A reader that
+// goes from one chunk to the next gets the chunk after loaded ahead.
 func (of *openFile) chunkData(idx uint64) ([]byte, error) {
 	if b, ok := of.dirty[idx]; ok {
 		return b, nil
@@ -238,6 +347,19 @@ func (of *openFile) chunkData(idx uint64) ([]byte, error) {
 		return of.cache, nil
 	}
 	of.cacheOK = false
+	sequential := of.nextLoad == idx
+	of.nextLoad = idx + 1
+	if b, ok := of.takePrefetch(idx); ok {
+		if of.cache != nil {
+			of.r.putBuf(of.cache)
+		}
+		of.cache, of.cacheIdx, of.cacheOK = b, idx, true
+		of.maybePrefetch(idx + 1)
+		return b, nil
+	}
+	if sequential {
+		of.maybePrefetch(idx + 1)
+	}
 	b, ok, err := of.loadChunk(idx, of.cache[:0]) // grows the buffer as needed
 	if err != nil {
 		return nil, err
@@ -247,6 +369,21 @@ func (of *openFile) chunkData(idx uint64) ([]byte, error) {
 	}
 	of.cache, of.cacheIdx, of.cacheOK = b, idx, true
 	return b, nil
+}
+
+// maybePrefetch starts loading chunk idx ahead if it lies within the file
+// and is neither buffered nor queued nor already being loaded.
+func (of *openFile) maybePrefetch(idx uint64) {
+	if idx*of.r.cs >= of.size || (of.pf != nil && of.pf.idx == idx) {
+		return
+	}
+	if _, ok := of.dirty[idx]; ok {
+		return
+	}
+	if _, ok := of.inflight[idx]; ok {
+		return
+	}
+	of.startPrefetch(idx)
 }
 
 // read fills dest from offset off and returns the byte count.
@@ -426,6 +563,12 @@ func (of *openFile) loadForWrite(idx uint64) ([]byte, error) {
 	}
 	if of.cacheOK && of.cacheIdx == idx {
 		return append(of.r.newBuf(uint64(len(of.cache))), of.cache...), nil
+	}
+	if idx*of.r.cs >= of.size {
+		// The chunk starts at or past the end: the index holds nothing
+		// there (truncation drops such chunks), so there is nothing to
+		// read. This spares a lookup for every new file's first write.
+		return nil, nil
 	}
 	b, _, err := of.loadChunk(idx, nil)
 	return b, err

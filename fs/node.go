@@ -66,11 +66,14 @@ func (n *Node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 	return 0
 }
 
+// Setattr changes mode, owner, times or size. On an open file, a size
+// change goes through the file's data state (truncate); other changes need
+// only its unsaved size and times, under its lock, and leave its unsaved
+// data buffered or queued: chmod, chown or utimes on a file being written
+// (as tar and cp -p do before close) does not wait for its chunks.
 func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	r := n.r
 	ino := n.ino()
-	// A size change, or a time change on a file with unsaved writes, goes
-	// through the file's data state first.
 	size, setSize := in.GetSize()
 	var of *openFile
 	if n.StableAttr().Mode&syscall.S_IFMT == syscall.S_IFREG {
@@ -103,8 +106,6 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 			if err := of.truncateLocked(size); err != nil {
 				return r.errno("truncate", err)
 			}
-		} else if err := of.flushLocked(); err != nil {
-			return r.errno("setattr", err)
 		}
 	}
 	r.mu.Lock()
@@ -112,6 +113,11 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	node, err := r.idx.GetInode(ino)
 	if err != nil {
 		return r.errno("setattr", err)
+	}
+	if of != nil && of.dirtyTimes {
+		// Times of writes not yet committed: they are the file's times
+		// unless this call sets others.
+		node.Mtime, node.Ctime = of.mtime, of.mtime
 	}
 	now := time.Now().UnixNano()
 	changed := setSize
@@ -152,6 +158,9 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	}
 	// of.mu is held: the node now carries the file's size and times.
 	r.fillAttrRaw(&node, &out.Attr, node.Size, node.Mtime, node.Ctime)
+	// go-fuse sets no timeout on a SETATTR reply; without one, the kernel
+	// asks again (GETATTR) at the next stat.
+	out.SetTimeout(r.opt.AttrTimeout)
 	return 0
 }
 

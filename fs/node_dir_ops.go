@@ -72,7 +72,9 @@ func (r *fsys) newInode(ctx context.Context, parent *meta.Inode, mode uint32) (m
 
 // create adds a new inode named name in directory n; it holds r.mu.
 // With exclusive false, an existing entry is returned instead (found=true).
-func (n *Node) create(ctx context.Context, name string, mode uint32, fill func(*meta.Inode), exclusive bool) (in meta.Inode, found bool, errno syscall.Errno) {
+// created, if set, runs under r.mu once the new inode is committed, before
+// any other operation can see it.
+func (n *Node) create(ctx context.Context, name string, mode uint32, fill func(*meta.Inode), exclusive bool, created func(*meta.Inode)) (in meta.Inode, found bool, errno syscall.Errno) {
 	if e := badName(name); e != 0 {
 		return in, false, e
 	}
@@ -116,11 +118,14 @@ func (n *Node) create(ctx context.Context, name string, mode uint32, fill func(*
 	if err := b.Commit(false); err != nil {
 		return in, false, r.errno("create", err)
 	}
+	if created != nil {
+		created(&in)
+	}
 	return in, false, 0
 }
 
 func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	in, _, errno := n.create(ctx, name, syscall.S_IFDIR|mode&0o7777, func(in *meta.Inode) { in.Nlink = 2 }, true)
+	in, _, errno := n.create(ctx, name, syscall.S_IFDIR|mode&0o7777, func(in *meta.Inode) { in.Nlink = 2 }, true, nil)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -136,7 +141,7 @@ func (n *Node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	default:
 		return nil, syscall.EINVAL
 	}
-	in, _, errno := n.create(ctx, name, mode, func(in *meta.Inode) { in.Rdev = dev }, true)
+	in, _, errno := n.create(ctx, name, mode, func(in *meta.Inode) { in.Rdev = dev }, true, nil)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -151,7 +156,7 @@ func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	in, _, errno := n.create(ctx, name, syscall.S_IFLNK|0o777, func(in *meta.Inode) {
 		in.Target = []byte(target)
 		in.Size = uint64(len(target))
-	}, true)
+	}, true, nil)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -239,7 +244,7 @@ func (r *fsys) dropLink(b *meta.Batch, in *meta.Inode, now int64) ([]meta.ChunkI
 		b.PutInode(in)
 		return nil, nil
 	}
-	if !isDir && r.isOpen(in.Ino) {
+	if !isDir && r.markUnlinked(in.Ino) {
 		b.PutInode(in)
 		b.AddOrphan(in.Ino)
 		return nil, nil

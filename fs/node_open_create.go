@@ -6,6 +6,8 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/fincrypt/fincrypt/meta"
 )
 
 // openHandle opens the data state of inode ino for a new handle, applying
@@ -45,25 +47,33 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	return fh, fuse.FOPEN_KEEP_CACHE, 0
 }
 
+// Create opens a new file's state while it creates it (under r.mu), so it
+// neither reads the inode back nor commits an O_TRUNC: a new file is empty
+// and its times were just set. An existing file (no O_EXCL) is opened as by
+// Open.
 func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
-	in, found, errno := n.create(ctx, name, syscall.S_IFREG|mode&0o7777, nil, flags&syscall.O_EXCL != 0)
+	var of *openFile
+	in, found, errno := n.create(ctx, name, syscall.S_IFREG|mode&0o7777, nil, flags&syscall.O_EXCL != 0,
+		func(in *meta.Inode) { of = n.r.openNew(in) })
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	if found && in.Mode&syscall.S_IFMT != syscall.S_IFREG {
-		if in.Mode&syscall.S_IFMT == syscall.S_IFDIR {
-			return nil, nil, 0, syscall.EISDIR
-		}
-		return nil, nil, 0, syscall.EEXIST
-	}
-	fh, errno := n.r.openHandle(in.Ino, flags)
-	if errno != 0 {
-		return nil, nil, 0, errno
-	}
+	var fh *fileHandle
 	if found {
+		if in.Mode&syscall.S_IFMT != syscall.S_IFREG {
+			if in.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+				return nil, nil, 0, syscall.EISDIR
+			}
+			return nil, nil, 0, syscall.EEXIST
+		}
+		if fh, errno = n.r.openHandle(in.Ino, flags); errno != 0 {
+			return nil, nil, 0, errno
+		}
 		if in2, err := n.r.idx.GetInode(in.Ino); err == nil {
 			in = in2
 		}
+	} else {
+		fh = &fileHandle{of: of, flags: flags}
 	}
 	n.r.fillAttr(&in, &out.Attr)
 	return n.newChild(ctx, &in), fh, fuse.FOPEN_KEEP_CACHE, 0
