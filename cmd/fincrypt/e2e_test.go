@@ -100,6 +100,10 @@ func daemonTerm(t *testing.T, dir, name string, args ...string) (term func(t *te
 		kill()
 		if t.Failed() {
 			b, _ := os.ReadFile(logPath)
+			if dir := os.Getenv("FINCRYPT_E2E_LOGS"); dir != "" { // whole logs, for a failure's post-mortem
+				os.MkdirAll(dir, 0o755)
+				os.WriteFile(filepath.Join(dir, name+".log"), b, 0o644)
+			}
 			if len(b) > 2000 {
 				b = b[len(b)-2000:]
 			}
@@ -252,8 +256,12 @@ func TestE2EFaults(t *testing.T) {
 	// records what each node earned per period (docs/WALLET.md).
 	wpw := writePassword(t, "e2e wallet")
 	medArgs := func(listen string) []string {
+		// Deadlines generous for a loaded machine: a node that answers a
+		// challenge late, or whose heartbeat is late, is not paid for the
+		// period or not chosen for repair, which the checks below would take
+		// for misbehaviour.
 		return []string{"mediator", "--dir", mdir, "--listen", listen, "--period", "2s",
-			"--heartbeat", "200ms", "--challenge-timeout", "1s", "--scheme", "2/4", "--repair-threshold", "4",
+			"--heartbeat", "200ms", "--online-window", "2s", "--challenge-timeout", "2s", "--scheme", "2/4", "--repair-threshold", "4",
 			"--wallet-passphrase-file", wpw, "--network", "simnet"}
 	}
 	medTerm, _ := daemonTerm(t, dir, "mediator", medArgs("127.0.0.1:0")...)
