@@ -32,11 +32,11 @@ type RepairResult struct {
 // then repairs every segment below its repair threshold with
 // Config.RepairWorkers workers, most endangered first (repair_queue.go). A
 // segment whose repair fails is counted and retried by the next scan; the
-// others go on. When ctx is cancelled the workers stop after their current
-// transfer and RepairScan returns ctx's error: a segment whose repair was
-// cut short keeps its contract as it was (pieces already uploaded for it
-// have no contract, and their nodes collect them), and the next scan
-// repairs it.
+// others go on. When ctx is cancelled the workers start no new transfer
+// and RepairScan returns ctx's error: of a repair cut short, only pieces
+// already placed and verified enter the contract; the rest leaves it as it
+// was (a piece uploaded but not verified has no contract, and its node
+// collects it), and the next scan repairs what is left.
 func (c *core) RepairScan(ctx context.Context) (RepairResult, error) {
 	c.repairMu.Lock()
 	defer c.repairMu.Unlock()
@@ -347,6 +347,8 @@ func (c *core) repairSegment(ctx context.Context, seg *Segment, w *repairWave) (
 	}()
 	used := make([]bool, len(targets))
 	attempts := 2 * len(want)
+	var stopped error // the scan was cancelled: no more uploads
+place:
 	for _, i := range want {
 		for attempts > 0 {
 			var eligible []int
@@ -375,7 +377,8 @@ func (c *core) repairSegment(ctx context.Context, seg *Segment, w *repairWave) (
 					return true
 				})
 			if err != nil {
-				return 0, err
+				stopped = err
+				break place
 			}
 			if k < 0 {
 				continue // every eligible target was claimed meanwhile: look again
@@ -388,7 +391,8 @@ func (c *core) repairSegment(ctx context.Context, seg *Segment, w *repairWave) (
 			w.slots.release(n.ID)
 			if err != nil {
 				if ctx.Err() != nil {
-					return 0, ctx.Err()
+					stopped = ctx.Err()
+					break place
 				}
 				c.log.Info("repair: node refused a piece", "segment", seg.ID, "piece", i, "node", n.ID, "err", err)
 				continue
@@ -398,6 +402,9 @@ func (c *core) repairSegment(ctx context.Context, seg *Segment, w *repairWave) (
 		}
 	}
 	if len(placed) == 0 {
+		if stopped != nil {
+			return 0, stopped
+		}
 		return 0, fmt.Errorf("segment %s: no repaired piece could be placed", seg.ID)
 	}
 	// Every placed piece is verified: record them even if the scan is
@@ -409,6 +416,9 @@ func (c *core) repairSegment(ctx context.Context, seg *Segment, w *repairWave) (
 	}
 	w.applied(seg.PieceSize, placed)
 	c.deleteLater(seg.Account, seg.PieceSize, old)
+	if stopped != nil {
+		return n, stopped
+	}
 	if len(placed) < len(want) {
 		return n, fmt.Errorf("segment %s: placed %d of %d repaired pieces", seg.ID, len(placed), len(want))
 	}
