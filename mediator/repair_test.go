@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -510,5 +513,95 @@ func TestNodeSlots(t *testing.T) {
 	}
 	if k, _ := s.pick(context.Background(), 2, func(k int) fnet.NodeID { return nodes[k] }, func(int) bool { return false }); k != -1 {
 		t.Fatalf("pick with no acceptable candidate: %d", k)
+	}
+}
+
+// blockedGets is a NodeClient whose gets wait until stop is closed (past
+// their own deadline: a transfer that hangs), and whose challenges fail at
+// once.
+type blockedGets struct {
+	NodeClient
+	stop    <-chan struct{}
+	waiting atomic.Int32
+}
+
+func (b *blockedGets) Challenge(context.Context, fnet.Address, *fnet.ChallengeRequest) (*fnet.ChallengeResponse, error) {
+	return nil, errors.New("unreachable")
+}
+
+func (b *blockedGets) Get(context.Context, fnet.Address, fnet.SignedTicket) ([]byte, error) {
+	b.waiting.Add(1)
+	defer b.waiting.Add(-1)
+	<-b.stop
+	return nil, context.Canceled
+}
+
+// TestLongRepairDoesNotHoldUpRounds: while a repair scan hangs on a
+// transfer, the scheduler keeps running challenge rounds every period and
+// starts no second scan; stopping the mediator stops the hanging scan.
+func TestLongRepairDoesNotHoldUpRounds(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := New(log, nil, Config{
+		Dir: t.TempDir(), Listen: "127.0.0.1:0", Period: 100 * time.Millisecond,
+		HeartbeatInterval: time.Second, OnlineWindow: time.Hour, OfflineAfter: 2 * time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx := context.Background()
+	runCtx, cancel := context.WithCancel(ctx)
+	blocked := &blockedGets{stop: runCtx.Done()}
+	p.core.nodes = blocked
+	var nodes []fnet.NodeID
+	for i := range 5 {
+		id, _ := fnet.GenerateIdentity()
+		addr := fnet.Address{ID: id.ID(), HostPort: fmt.Sprintf("10.0.%d.1:7000", i)}.String()
+		if _, err := p.core.Register(ctx, id.ID(), &fnet.RegisterRequest{Node: id.ID(), Address: addr, Capacity: 1 << 30, Price: 100}); err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, id.ID())
+	}
+	seg := &Segment{ID: SegmentID{1}, Account: fnet.AccountID{1}, Scheme: DefaultScheme, PieceSize: 4096, Created: time.Now()}
+	for i, n := range nodes {
+		seg.Pieces = append(seg.Pieces, Piece{Index: i, ID: challenge.PieceID{byte(i + 1)}, Node: n})
+	}
+	seg.Pieces[0].State, seg.Pieces[1].State = PieceLost, PieceLost // 3 healthy, below the threshold 4
+	if err := p.Store.CommitSegment(ctx, seg); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	// The first scan hangs on a get; rounds go on regardless.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rounds, err := p.Store.Counter(ctx, CounterRounds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if blocked.waiting.Load() > 0 && rounds >= 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d rounds, %d gets waiting: rounds stopped behind the repair scan", rounds, blocked.waiting.Load())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := blocked.waiting.Load(); n != 1 {
+		t.Fatalf("%d gets waiting: a second scan started beside the first", n)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		done <- err // for the deferred wait
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the mediator did not stop while a repair scan was hanging")
 	}
 }
