@@ -130,7 +130,7 @@ func (s *slowNodes) counts() (calls, puts int) {
 // every segment is gone past the offline limit, and segment s has s%3
 // more pieces failed: 1 to 3 of each segment's 5 pieces need rebuilding,
 // leaving it 2, 1 or 0 pieces above K. It returns the original pieces.
-func degradedWorld(t *testing.T) (*world, map[SegmentID][][]byte) {
+func degradedWorld(t testing.TB) (*world, map[SegmentID][][]byte) {
 	t.Helper()
 	w := newWorld(t, 12)
 	w.c.cfg.RepairThreshold = w.c.cfg.Scheme.N
@@ -604,4 +604,42 @@ func TestLongRepairDoesNotHoldUpRounds(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the mediator did not stop while a repair scan was hanging")
 	}
+}
+
+// BenchmarkRepairWorkersLatency: segments repaired per second when every
+// transfer costs a simulated 5 ms network round trip (memory nodes behind
+// slowNodes; the case of nodes across a WAN, where the loopback planet of
+// testplanet's BenchmarkRepairWorkers is CPU-bound instead), with one
+// worker (the baseline) and with the default workers, on two copies of the
+// same degraded state in the same run.
+func BenchmarkRepairWorkersLatency(b *testing.B) {
+	const rtt = 5 * time.Millisecond
+	var serial, parallel time.Duration
+	var segments int
+	for n := 0; n < b.N; n++ {
+		b.StopTimer()
+		one, _ := degradedWorld(b)
+		def := one.clone()
+		one.c.cfg.RepairWorkers = 1
+		def.c.cfg.RepairWorkers = DefaultRepairWorkers
+		b.StartTimer()
+		for _, w := range []*world{one, def} {
+			w.c.nodes = newSlowNodes(w.mem, rtt)
+			start := time.Now()
+			res, err := w.c.RepairScan(context.Background())
+			took := time.Since(start)
+			if err != nil || res.Failed != 0 || res.Repaired != 60 {
+				b.Fatalf("%d workers: %+v %v", w.c.cfg.RepairWorkers, res, err)
+			}
+			if w == one {
+				serial += took
+				segments += res.Segments
+			} else {
+				parallel += took
+			}
+		}
+	}
+	b.ReportMetric(float64(segments)/serial.Seconds(), "segments/s_1_worker")
+	b.ReportMetric(float64(segments)/parallel.Seconds(), "segments/s_default")
+	b.ReportMetric(serial.Seconds()/parallel.Seconds(), "ratio_vs_1_worker")
 }
