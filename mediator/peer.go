@@ -142,7 +142,7 @@ func (p *Peer) Status(ctx context.Context) (*Status, error) {
 }
 
 // ChallengeRound runs one challenge round now (tests, tools).
-func (p *Peer) ChallengeRound(ctx context.Context) (RoundResult, error) { return p.core.Round(ctx) }
+func (p *Peer) ChallengeRound(ctx context.Context) (RoundResult, error) { return p.core.round(ctx) }
 
 // RepairScan runs one repair scan now (tests, tools).
 func (p *Peer) RepairScan(ctx context.Context) (RepairResult, error) { return p.core.RepairScan(ctx) }
@@ -169,7 +169,9 @@ func (p *Peer) Run(ctx context.Context) error {
 // schedule instead of starting a fresh period. The repair scan runs beside
 // the schedule, so that a long repair wave (a big node gone) does not delay
 // the next round or settlement; a round that finds the previous scan still
-// running starts none (the running one is working through the queue).
+// running starts none (the running one is working through the queue). A
+// round pauses the scan's transfers (core.round), so that repair traffic
+// never makes a node miss its challenge.
 func (p *Peer) schedule(ctx context.Context) error {
 	var (
 		repairing sync.WaitGroup
@@ -197,7 +199,7 @@ func (p *Peer) schedule(ctx context.Context) error {
 		if _, err := p.Store.AddCounter(ctx, counterLastRound, start.UnixNano()-last); err != nil {
 			return err
 		}
-		if _, err := p.core.Round(ctx); err != nil && ctx.Err() == nil {
+		if _, err := p.core.round(ctx); err != nil && ctx.Err() == nil {
 			p.Log.Error("challenge round", "err", err)
 		}
 		if busy.CompareAndSwap(false, true) {

@@ -516,93 +516,161 @@ func TestNodeSlots(t *testing.T) {
 	}
 }
 
-// blockedGets is a NodeClient whose gets wait until stop is closed (past
-// their own deadline: a transfer that hangs), and whose challenges fail at
-// once.
-type blockedGets struct {
+// hangingGets is a NodeClient whose gets never answer (they return at
+// their deadline), and whose challenges fail at once.
+type hangingGets struct {
 	NodeClient
-	stop    <-chan struct{}
-	waiting atomic.Int32
+	gets atomic.Int32
 }
 
-func (b *blockedGets) Challenge(context.Context, fnet.Address, *fnet.ChallengeRequest) (*fnet.ChallengeResponse, error) {
+func (h *hangingGets) Challenge(context.Context, fnet.Address, *fnet.ChallengeRequest) (*fnet.ChallengeResponse, error) {
 	return nil, errors.New("unreachable")
 }
 
-func (b *blockedGets) Get(context.Context, fnet.Address, fnet.SignedTicket) ([]byte, error) {
-	b.waiting.Add(1)
-	defer b.waiting.Add(-1)
-	<-b.stop
-	return nil, context.Canceled
+func (h *hangingGets) Get(ctx context.Context, _ fnet.Address, _ fnet.SignedTicket) ([]byte, error) {
+	h.gets.Add(1)
+	<-ctx.Done()
+	return nil, ctx.Err()
 }
 
-// TestLongRepairDoesNotHoldUpRounds: while a repair scan hangs on a
-// transfer, the scheduler keeps running challenge rounds every period and
-// starts no second scan; stopping the mediator stops the hanging scan.
+// TestLongRepairDoesNotHoldUpRounds: while a repair scan crawls (every
+// fetch hangs until its deadline), the scheduler keeps running challenge
+// rounds every period; stopping the mediator stops the scan.
 func TestLongRepairDoesNotHoldUpRounds(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	const period = 100 * time.Millisecond
 	p, err := New(log, nil, Config{
-		Dir: t.TempDir(), Listen: "127.0.0.1:0", Period: 100 * time.Millisecond,
-		HeartbeatInterval: time.Second, OnlineWindow: time.Hour, OfflineAfter: 2 * time.Hour,
+		Dir: t.TempDir(), Listen: "127.0.0.1:0", Period: period, ChallengeTimeout: period,
+		HeartbeatInterval: time.Second, OnlineWindow: time.Minute, OfflineAfter: time.Hour,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
 	ctx := context.Background()
-	runCtx, cancel := context.WithCancel(ctx)
-	blocked := &blockedGets{stop: runCtx.Done()}
-	p.core.nodes = blocked
+	hanging := &hangingGets{}
+	p.core.nodes = hanging
+	// Five nodes last seen 10 minutes ago: offline (not challenged), not
+	// gone (their pieces stay healthy).
 	var nodes []fnet.NodeID
 	for i := range 5 {
 		id, _ := fnet.GenerateIdentity()
 		addr := fnet.Address{ID: id.ID(), HostPort: fmt.Sprintf("10.0.%d.1:7000", i)}.String()
-		if _, err := p.core.Register(ctx, id.ID(), &fnet.RegisterRequest{Node: id.ID(), Address: addr, Capacity: 1 << 30, Price: 100}); err != nil {
+		n := &Node{ID: id.ID(), Address: addr, Capacity: 1 << 30, Price: 100, LastSeen: time.Now().Add(-10 * time.Minute)}
+		if err := p.Store.PutNode(ctx, n); err != nil {
 			t.Fatal(err)
 		}
 		nodes = append(nodes, id.ID())
 	}
-	seg := &Segment{ID: SegmentID{1}, Account: fnet.AccountID{1}, Scheme: DefaultScheme, PieceSize: 4096, Created: time.Now()}
-	for i, n := range nodes {
-		seg.Pieces = append(seg.Pieces, Piece{Index: i, ID: challenge.PieceID{byte(i + 1)}, Node: n})
+	// 30 segments with 3 healthy pieces, below the threshold 4: the first
+	// scan makes 3 fetches for each, 90 in all, each hanging one period.
+	const segments, fetches = 30, 90
+	for s := range segments {
+		seg := &Segment{ID: SegmentID{byte(s + 1)}, Account: fnet.AccountID{1}, Scheme: DefaultScheme, PieceSize: 4096, Created: time.Now()}
+		for i, n := range nodes {
+			seg.Pieces = append(seg.Pieces, Piece{Index: i, ID: challenge.PieceID{byte(s + 1), byte(i + 1)}, Node: n})
+		}
+		seg.Pieces[0].State, seg.Pieces[1].State = PieceLost, PieceLost
+		if err := p.Store.CommitSegment(ctx, seg); err != nil {
+			t.Fatal(err)
+		}
 	}
-	seg.Pieces[0].State, seg.Pieces[1].State = PieceLost, PieceLost // 3 healthy, below the threshold 4
-	if err := p.Store.CommitSegment(ctx, seg); err != nil {
-		t.Fatal(err)
-	}
+	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- p.Run(runCtx) }()
+	stopped := false
 	defer func() {
-		cancel()
-		<-done
+		if !stopped {
+			cancel()
+			<-done
+		}
 	}()
-	// The first scan hangs on a get; rounds go on regardless.
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		rounds, err := p.Store.Counter(ctx, CounterRounds)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if blocked.waiting.Load() > 0 && rounds >= 5 {
+		gets := hanging.gets.Load()
+		if gets > 0 && gets < fetches && rounds >= 5 {
 			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d rounds, %d gets waiting: rounds stopped behind the repair scan", rounds, blocked.waiting.Load())
+		if time.Now().After(deadline) || gets >= fetches {
+			t.Fatalf("%d rounds, %d of the first scan's %d fetches: rounds waited for the scan", rounds, gets, fetches)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if n := blocked.waiting.Load(); n != 1 {
-		t.Fatalf("%d gets waiting: a second scan started beside the first", n)
+		time.Sleep(10 * time.Millisecond)
 	}
 	cancel()
+	stopped = true
 	select {
 	case err := <-done:
-		done <- err // for the deferred wait
 		if err != nil {
 			t.Fatal(err)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("the mediator did not stop while a repair scan was hanging")
+		t.Fatal("the mediator did not stop while a repair scan was running")
+	}
+}
+
+// roundWatch wraps slowNodes: a challenge of more than one piece (a
+// round's sample; repair verifies one piece at a time) that starts while a
+// repair get or put is in flight is counted as an overlap.
+type roundWatch struct {
+	*slowNodes
+	rounds, overlaps atomic.Int32
+}
+
+func (r *roundWatch) Challenge(ctx context.Context, addr fnet.Address, req *fnet.ChallengeRequest) (*fnet.ChallengeResponse, error) {
+	if len(req.Pieces) > 1 {
+		r.rounds.Add(1)
+		r.slowNodes.mu.Lock()
+		if r.slowNodes.total > 0 {
+			r.overlaps.Add(1)
+		}
+		r.slowNodes.mu.Unlock()
+	}
+	return r.slowNodes.Challenge(ctx, addr, req)
+}
+
+// TestRoundPausesRepairTransfers: challenge rounds run while a repair
+// wave is under way, and no round challenge overlaps a repair transfer.
+func TestRoundPausesRepairTransfers(t *testing.T) {
+	w, orig := degradedWorld(t)
+	slow := newSlowNodes(w.mem, 2*time.Millisecond)
+	started := make(chan struct{})
+	var once sync.Once
+	slow.onPut = func(int) { once.Do(func() { close(started) }) }
+	watch := &roundWatch{slowNodes: slow}
+	w.c.nodes = watch
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() { _, err := w.c.RepairScan(ctx); done <- err }()
+	<-started
+	var rounds int
+	for scanning := true; scanning; {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			scanning = false
+		default:
+			if _, err := w.c.round(ctx); err != nil {
+				t.Fatal(err)
+			}
+			rounds++
+		}
+	}
+	if rounds == 0 || watch.rounds.Load() == 0 {
+		t.Fatalf("%d rounds, %d round challenges during the wave", rounds, watch.rounds.Load())
+	}
+	if n := watch.overlaps.Load(); n > 0 {
+		t.Fatalf("%d round challenges began while a repair transfer was in flight", n)
+	}
+	for id, h := range w.checkContracts(orig) {
+		if h != 5 {
+			t.Fatalf("segment %s: %d healthy after the wave", id, h)
+		}
 	}
 }
 
