@@ -62,10 +62,6 @@ type core struct {
 
 	// repairMu lets one repair scan run at a time.
 	repairMu sync.Mutex
-	// roundGate keeps repair transfers out of a scheduled challenge
-	// round, so that the mediator's own repair traffic never makes a node
-	// miss its challenge deadline (repair.go: round, transfer).
-	roundGate sync.RWMutex
 
 	snapMu sync.Mutex // serialises snapshot pointer updates (snapshots.go)
 

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	fnet "github.com/fincrypt/fincrypt/net"
@@ -142,7 +141,7 @@ func (p *Peer) Status(ctx context.Context) (*Status, error) {
 }
 
 // ChallengeRound runs one challenge round now (tests, tools).
-func (p *Peer) ChallengeRound(ctx context.Context) (RoundResult, error) { return p.core.round(ctx) }
+func (p *Peer) ChallengeRound(ctx context.Context) (RoundResult, error) { return p.core.Round(ctx) }
 
 // RepairScan runs one repair scan now (tests, tools).
 func (p *Peer) RepairScan(ctx context.Context) (RepairResult, error) { return p.core.RepairScan(ctx) }
@@ -166,18 +165,8 @@ func (p *Peer) Run(ctx context.Context) error {
 
 // schedule runs a challenge round and a repair scan every period. The
 // time of the last round is stored, so a restarted mediator keeps the
-// schedule instead of starting a fresh period. The repair scan runs beside
-// the schedule, so that a long repair wave (a big node gone) does not delay
-// the next round or settlement; a round that finds the previous scan still
-// running starts none (the running one is working through the queue). A
-// round pauses the scan's transfers (core.round), so that repair traffic
-// never makes a node miss its challenge.
+// schedule instead of starting a fresh period.
 func (p *Peer) schedule(ctx context.Context) error {
-	var (
-		repairing sync.WaitGroup
-		busy      atomic.Bool
-	)
-	defer repairing.Wait() // a cancelled scan returns promptly
 	// Periods recorded before a stop are settled (and due balances paid)
 	// at once; settling is idempotent per period.
 	p.settleLogged(ctx)
@@ -199,20 +188,11 @@ func (p *Peer) schedule(ctx context.Context) error {
 		if _, err := p.Store.AddCounter(ctx, counterLastRound, start.UnixNano()-last); err != nil {
 			return err
 		}
-		if _, err := p.core.round(ctx); err != nil && ctx.Err() == nil {
+		if _, err := p.core.Round(ctx); err != nil && ctx.Err() == nil {
 			p.Log.Error("challenge round", "err", err)
 		}
-		if busy.CompareAndSwap(false, true) {
-			repairing.Add(1)
-			go func() {
-				defer repairing.Done()
-				defer busy.Store(false)
-				if _, err := p.core.RepairScan(ctx); err != nil && ctx.Err() == nil {
-					p.Log.Error("repair scan", "err", err)
-				}
-			}()
-		} else {
-			p.Log.Warn("repair scan of an earlier period still running; this period starts none")
+		if _, err := p.core.RepairScan(ctx); err != nil && ctx.Err() == nil {
+			p.Log.Error("repair scan", "err", err)
 		}
 		p.settleLogged(ctx)
 	}

@@ -159,24 +159,6 @@ func (w *repairWave) repairQueued(ctx context.Context, job repairJob, res *Repai
 	}
 }
 
-// round runs a challenge round while no repair transfer runs: it waits
-// for the transfers in flight (a fetch is bounded by ChallengeTimeout, a
-// put and its verifying challenge by twice that), and new ones wait for
-// the round. The scheduler and Peer.ChallengeRound use it.
-func (c *core) round(ctx context.Context) (RoundResult, error) {
-	c.roundGate.Lock()
-	defer c.roundGate.Unlock()
-	return c.Round(ctx)
-}
-
-// transfer runs one repair transfer (a fetch, or a put and its verifying
-// challenge) outside challenge rounds.
-func (c *core) transfer(fn func() error) error {
-	c.roundGate.RLock()
-	defer c.roundGate.RUnlock()
-	return fn()
-}
-
 // markGone marks the healthy pieces of a segment offline (lost, but
 // revivable) when their node is unknown or has been silent past the
 // offline limit.
@@ -296,11 +278,7 @@ func (c *core) repairSegment(ctx context.Context, seg *Segment, w *repairWave) (
 		i := sources[j]
 		sources = slices.Delete(sources, j, j+1)
 		p := seg.Pieces[i]
-		var data []byte
-		err = c.transfer(func() (err error) {
-			data, err = c.fetch(ctx, seg, nodes[p.Node], p.ID)
-			return err
-		})
+		data, err := c.fetch(ctx, seg, nodes[p.Node], p.ID)
 		w.slots.release(p.Node)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -409,7 +387,7 @@ place:
 			n := targets[j]
 			used[j] = true
 			attempts--
-			err = c.transfer(func() error { return c.putVerified(ctx, seg, n, i, pieces[i]) })
+			err = c.putVerified(ctx, seg, n, i, pieces[i])
 			w.slots.release(n.ID)
 			if err != nil {
 				if ctx.Err() != nil {
