@@ -43,6 +43,14 @@ const (
 	DefaultTicketTTL         = time.Hour
 	DefaultGracePeriod       = 24 * time.Hour
 	DefaultGCInterval        = time.Hour
+	// DefaultRepairWorkers is the number of segments repaired at once.
+	DefaultRepairWorkers = 4
+	// DefaultRepairNodeTransfers bounds the repair transfers (a piece
+	// fetched from a node, or put on it and verified) that run at once on
+	// one node.
+	DefaultRepairNodeTransfers = 2
+	// MaxRepairWorkers bounds RepairWorkers and RepairNodeTransfers.
+	MaxRepairWorkers = 64
 )
 
 // DefaultScheme suits a five-node devnet: any 2 of 5 pieces rebuild a
@@ -71,6 +79,13 @@ type Config struct {
 	// RepairThreshold: a segment with fewer healthy pieces is repaired.
 	// K < threshold <= N. For another scheme the same margin below N applies.
 	RepairThreshold int
+	// RepairWorkers is the number of segments a repair scan rebuilds at
+	// once, most endangered first (repair.go); 1 repairs one at a time.
+	RepairWorkers int
+	// RepairNodeTransfers bounds the concurrent repair transfers per
+	// storage node (as source or as target), so that a repair wave does not
+	// swamp one node.
+	RepairNodeTransfers int
 	// Period between challenge rounds.
 	Period time.Duration
 	// OfflineAfter: a node silent this long has all its pieces counted lost.
@@ -114,6 +129,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.RepairThreshold == 0 {
 		c.RepairThreshold = c.Scheme.K + (c.Scheme.N-c.Scheme.K+1)/2
+	}
+	if c.RepairWorkers == 0 {
+		c.RepairWorkers = DefaultRepairWorkers
+	}
+	if c.RepairNodeTransfers == 0 {
+		c.RepairNodeTransfers = DefaultRepairNodeTransfers
 	}
 	if c.Period == 0 {
 		c.Period = DefaultPeriod
@@ -172,6 +193,12 @@ func (c Config) Validate() error {
 	}
 	if c.RepairThreshold <= c.Scheme.K || c.RepairThreshold > c.Scheme.N {
 		return bad("repair threshold %d: want %d < threshold <= %d", c.RepairThreshold, c.Scheme.K, c.Scheme.N)
+	}
+	if c.RepairWorkers < 1 || c.RepairWorkers > MaxRepairWorkers {
+		return bad("repair workers %d: want 1..%d", c.RepairWorkers, MaxRepairWorkers)
+	}
+	if c.RepairNodeTransfers < 1 || c.RepairNodeTransfers > MaxRepairWorkers {
+		return bad("repair transfers per node %d: want 1..%d", c.RepairNodeTransfers, MaxRepairWorkers)
 	}
 	for name, d := range map[string]time.Duration{
 		"period": c.Period, "offline-after": c.OfflineAfter, "heartbeat": c.HeartbeatInterval,

@@ -135,7 +135,7 @@ func (m *memNodes) Delete(_ context.Context, addr fnet.Address, t fnet.SignedTic
 
 // world is a mediator core over memNodes with a clock the test moves.
 type world struct {
-	t     *testing.T
+	t     testing.TB
 	c     *core
 	store *PebbleStore
 	dir   string
@@ -158,7 +158,7 @@ func testConfig() Config {
 
 // newWorld starts a core with n registered nodes; node i is on subnet
 // 10.0.i.0/24 with price prices[i] (default 100+i).
-func newWorld(t *testing.T, n int, prices ...uint64) *world {
+func newWorld(t testing.TB, n int, prices ...uint64) *world {
 	t.Helper()
 	w := &world{t: t, dir: t.TempDir()}
 	w.clock.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())

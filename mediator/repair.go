@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/fincrypt/fincrypt/challenge"
@@ -28,7 +29,14 @@ type RepairResult struct {
 }
 
 // RepairScan marks the pieces of nodes gone past the offline limit as lost,
-// then repairs every segment below its repair threshold.
+// then repairs every segment below its repair threshold with
+// Config.RepairWorkers workers, most endangered first (repair_queue.go). A
+// segment whose repair fails is counted and retried by the next scan; the
+// others go on. When ctx is cancelled the workers start no new transfer
+// and RepairScan returns ctx's error: of a repair cut short, only pieces
+// already placed and verified enter the contract; the rest leaves it as it
+// was (a piece uploaded but not verified has no contract, and its node
+// collects it), and the next scan repairs what is left.
 func (c *core) RepairScan(ctx context.Context) (RepairResult, error) {
 	c.repairMu.Lock()
 	defer c.repairMu.Unlock()
@@ -45,7 +53,7 @@ func (c *core) RepairScan(ctx context.Context) (RepairResult, error) {
 	if _, err := c.store.DeletePendingBefore(ctx, now); err != nil {
 		return res, err
 	}
-	silent := map[fnet.NodeID]bool{} // nodes that did not answer a revival challenge in this scan
+	var queue []repairJob
 	var after SegmentID
 	for {
 		var page []*Segment
@@ -67,48 +75,88 @@ func (c *core) RepairScan(ctx context.Context) (RepairResult, error) {
 				return res, err
 			}
 			res.MarkedLost += marked
-			seg, err := c.store.GetSegment(ctx, seg.ID)
-			if errors.Is(err, ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return res, err
-			}
-			if seg.Healthy() >= c.cfg.threshold(seg.Scheme) {
-				continue
-			}
-			// Before rebuilding, take back the pieces whose node is online
-			// again and still holds them.
-			if revived := c.revive(ctx, seg, nodes, now, silent); revived > 0 {
-				res.Revived += revived
-				if seg, err = c.store.GetSegment(ctx, seg.ID); errors.Is(err, ErrNotFound) {
+			if marked > 0 {
+				seg, err = c.store.GetSegment(ctx, seg.ID)
+				if errors.Is(err, ErrNotFound) {
 					continue
-				} else if err != nil {
+				}
+				if err != nil {
 					return res, err
 				}
-				if seg.Healthy() >= c.cfg.threshold(seg.Scheme) {
-					continue
-				}
 			}
-			n, err := c.repairSegment(ctx, seg, nodeList)
-			res.Repaired += n
-			switch {
-			case errors.Is(err, ErrUnrecoverable):
-				res.Unrecoverable++
-				c.log.Error("segment cannot be repaired", "segment", seg.ID, "err", err)
-			case err != nil:
-				res.Failed++
-				c.log.Warn("repair failed; will retry", "segment", seg.ID, "err", err)
-			}
-			if ctx.Err() != nil {
-				return res, ctx.Err()
+			if h := seg.Healthy(); h < c.cfg.threshold(seg.Scheme) {
+				queue = append(queue, repairJob{id: seg.ID, margin: h - seg.Scheme.K})
 			}
 		}
 	}
+	sortRepairQueue(queue)
+	w := newRepairWave(c, nodeList, now)
+	w.run(ctx, queue, c.cfg.RepairWorkers, &res)
 	if res.Repaired > 0 || res.MarkedLost > 0 || res.Revived > 0 || res.Failed > 0 {
-		c.log.Info("repair scan", "segments", res.Segments, "marked_lost", res.MarkedLost, "revived", res.Revived, "repaired", res.Repaired, "failed", res.Failed, "unrecoverable", res.Unrecoverable)
+		c.log.Info("repair scan", "segments", res.Segments, "queued", len(queue), "marked_lost", res.MarkedLost, "revived", res.Revived, "repaired", res.Repaired, "failed", res.Failed, "unrecoverable", res.Unrecoverable)
+	}
+	if err := ctx.Err(); err != nil {
+		return res, err
 	}
 	return res, nil
+}
+
+// repairQueued is the work of one queued segment, run by a worker:
+// it reads the contract again (a round or a client may have changed it
+// since the scan), takes back offline pieces whose node is back, and
+// rebuilds the rest. It adds its outcome to res (under w.resMu).
+func (w *repairWave) repairQueued(ctx context.Context, job repairJob, res *RepairResult) {
+	c := w.c
+	count := func(f func(*RepairResult)) {
+		w.resMu.Lock()
+		f(res)
+		w.resMu.Unlock()
+	}
+	failed := func(err error) {
+		if ctx.Err() != nil {
+			return // cut short by the shutdown: retried by the next scan, not a failure
+		}
+		switch {
+		case errors.Is(err, ErrUnrecoverable):
+			count(func(r *RepairResult) { r.Unrecoverable++ })
+			c.log.Error("segment cannot be repaired", "segment", job.id, "err", err)
+		default:
+			count(func(r *RepairResult) { r.Failed++ })
+			c.log.Warn("repair failed; will retry", "segment", job.id, "err", err)
+		}
+	}
+	seg, err := c.store.GetSegment(ctx, job.id)
+	if errors.Is(err, ErrNotFound) {
+		return // released meanwhile
+	}
+	if err != nil {
+		failed(fmt.Errorf("segment %s: %w", job.id, err))
+		return
+	}
+	if seg.Healthy() >= c.cfg.threshold(seg.Scheme) {
+		return
+	}
+	// Before rebuilding, take back the pieces whose node is online again
+	// and still holds them.
+	if revived := c.revive(ctx, seg, w.scanNodes, w.start, w.silent); revived > 0 {
+		count(func(r *RepairResult) { r.Revived += revived })
+		if seg, err = c.store.GetSegment(ctx, job.id); errors.Is(err, ErrNotFound) {
+			return
+		} else if err != nil {
+			failed(fmt.Errorf("segment %s: %w", job.id, err))
+			return
+		}
+		if seg.Healthy() >= c.cfg.threshold(seg.Scheme) {
+			return
+		}
+	}
+	n, err := c.repairSegment(ctx, seg, w)
+	if n > 0 {
+		count(func(r *RepairResult) { r.Repaired += n })
+	}
+	if err != nil {
+		failed(err)
+	}
 }
 
 // markGone marks the healthy pieces of a segment offline (lost, but
@@ -146,13 +194,13 @@ func (c *core) markGone(ctx context.Context, id SegmentID, nodes map[fnet.NodeID
 // online (at the scan's start) and makes those that verify healthy again.
 // It returns how many. A node that cannot be reached is added to silent
 // and not asked again in this scan.
-func (c *core) revive(ctx context.Context, seg *Segment, nodes map[fnet.NodeID]*Node, now time.Time, silent map[fnet.NodeID]bool) int {
+func (c *core) revive(ctx context.Context, seg *Segment, nodes map[fnet.NodeID]*Node, now time.Time, silent *nodeSet) int {
 	byNode := map[fnet.NodeID][]PieceRef{}
 	for _, p := range seg.Pieces {
 		if p.State != PieceOffline {
 			continue
 		}
-		if n := nodes[p.Node]; n != nil && c.online(n, now) && !silent[p.Node] {
+		if n := nodes[p.Node]; n != nil && c.online(n, now) && !silent.has(p.Node) {
 			byNode[p.Node] = append(byNode[p.Node], PieceRef{
 				Segment: seg.ID, Index: p.Index, ID: p.ID, Size: seg.PieceSize, Account: seg.Account, State: p.State,
 			})
@@ -163,7 +211,7 @@ func (c *core) revive(ctx context.Context, seg *Segment, nodes map[fnet.NodeID]*
 		res, reached, err := c.challengePieces(ctx, nodes[id], refs)
 		if err != nil || !reached {
 			c.log.Info("revive: node did not answer", "segment", seg.ID, "node", id, "err", err)
-			silent[id] = true
+			silent.add(id)
 			continue
 		}
 		n, err := c.recordRevival(ctx, id, res)
@@ -197,32 +245,45 @@ func (c *core) recordRevival(ctx context.Context, node fnet.NodeID, results []pi
 // repairSegment fetches K healthy pieces, rebuilds the lost ones, checks
 // that each rebuilt piece has its recorded id, places them on nodes that
 // hold no piece of the segment, verifies them with a challenge and updates
-// the contract. It returns the number of pieces repaired.
-func (c *core) repairSegment(ctx context.Context, seg *Segment, nodeList []*Node) (int, error) {
+// the contract. It returns the number of pieces repaired. Each fetch and
+// each put holds one of the wave's transfer slots on its node; a node whose
+// slots are taken is passed over for another that can serve or take the
+// piece, and waited for only when there is none.
+func (c *core) repairSegment(ctx context.Context, seg *Segment, w *repairWave) (int, error) {
 	coder, err := erasure.New(seg.Scheme)
 	if err != nil {
 		return 0, fmt.Errorf("segment %s: %w", seg.ID, err)
 	}
-	nodes := map[fnet.NodeID]*Node{}
-	for _, n := range nodeList {
-		nodes[n.ID] = n
-	}
 	if seg.Healthy() < seg.Scheme.K {
 		return 0, fmt.Errorf("segment %s: %w: %d of %d", seg.ID, ErrUnrecoverable, seg.Healthy(), seg.Scheme.N)
+	}
+	nodeList, nodes, err := w.nodes(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("segment %s: %w", seg.ID, err)
 	}
 	// Fetch K healthy pieces, checking each against its id.
 	pieces := make([][]byte, seg.Scheme.N)
 	have := 0
-	var bad []int
+	var bad, sources []int
 	for i, p := range seg.Pieces {
-		if have == seg.Scheme.K {
-			break
+		if p.State == PieceHealthy && nodes[p.Node] != nil {
+			sources = append(sources, i)
 		}
-		if p.State != PieceHealthy || nodes[p.Node] == nil {
-			continue
-		}
-		data, err := c.fetch(ctx, seg, nodes[p.Node], p.ID)
+	}
+	for have < seg.Scheme.K && len(sources) > 0 {
+		j, err := w.slots.pick(ctx, len(sources), func(k int) fnet.NodeID { return seg.Pieces[sources[k]].Node }, nil)
 		if err != nil {
+			return 0, err
+		}
+		i := sources[j]
+		sources = slices.Delete(sources, j, j+1)
+		p := seg.Pieces[i]
+		data, err := c.fetch(ctx, seg, nodes[p.Node], p.ID)
+		w.slots.release(p.Node)
+		if err != nil {
+			if ctx.Err() != nil {
+				return 0, ctx.Err()
+			}
 			c.log.Info("repair: piece unavailable", "segment", seg.ID, "piece", i, "node", p.Node, "err", err)
 			if errors.Is(err, fnet.ErrNotFound) || errors.Is(err, fnet.ErrMismatch) || errors.Is(err, errWrongPiece) {
 				bad = append(bad, i)
@@ -269,33 +330,70 @@ func (c *core) repairSegment(ctx context.Context, seg *Segment, nodeList []*Node
 			}
 		}
 	}
-	targets := c.selectNodes(nodeList, len(nodeList), seg.PieceSize, exclude, avoid, c.reservedBytes(c.now()))
+	targets := c.selectNodes(nodeList, len(nodeList), seg.PieceSize, exclude, avoid, w.reserved())
 	if len(targets) == 0 {
 		return 0, fmt.Errorf("segment %s: %w: no node can take a repaired piece", seg.ID, ErrNotEnoughNodes)
 	}
 	// Each target takes at most one piece, and no node that holds the same
-	// piece id for another segment; at most 2 uploads per piece are tried.
+	// piece id for another segment, in a contract, a placement or another
+	// worker's repair in flight (a claim, released when this repair ends);
+	// at most 2 uploads per piece are tried.
 	placed := map[int]fnet.NodeID{}
+	var claims []nodePiece
+	defer func() {
+		for _, k := range claims {
+			w.unclaim(k, seg.PieceSize)
+		}
+	}()
 	used := make([]bool, len(targets))
 	attempts := 2 * len(want)
+	var stopped error // the scan was cancelled: no more uploads
+place:
 	for _, i := range want {
-		for j, n := range targets {
-			if attempts == 0 {
+		for attempts > 0 {
+			var eligible []int
+			for j, n := range targets {
+				if used[j] {
+					continue
+				}
+				held, err := c.holdsPiece(ctx, n.ID, seg.Pieces[i].ID, seg.ID, true)
+				if err != nil {
+					return 0, err
+				}
+				if !held && !w.claimed(nodePiece{n.ID, seg.Pieces[i].ID}) {
+					eligible = append(eligible, j)
+				}
+			}
+			if len(eligible) == 0 {
 				break
 			}
-			if used[j] {
-				continue
-			}
-			held, err := c.holdsPiece(ctx, n.ID, seg.Pieces[i].ID, seg.ID, true)
+			k, err := w.slots.pick(ctx, len(eligible), func(k int) fnet.NodeID { return targets[eligible[k]].ID },
+				func(k int) bool {
+					np := nodePiece{targets[eligible[k]].ID, seg.Pieces[i].ID}
+					if !w.claim(np, seg.PieceSize) {
+						return false
+					}
+					claims = append(claims, np)
+					return true
+				})
 			if err != nil {
-				return 0, err
+				stopped = err
+				break place
 			}
-			if held {
-				continue
+			if k < 0 {
+				continue // every eligible target was claimed meanwhile: look again
 			}
+			j := eligible[k]
+			n := targets[j]
 			used[j] = true
 			attempts--
-			if err := c.putVerified(ctx, seg, n, i, pieces[i]); err != nil {
+			err = c.putVerified(ctx, seg, n, i, pieces[i])
+			w.slots.release(n.ID)
+			if err != nil {
+				if ctx.Err() != nil {
+					stopped = ctx.Err()
+					break place
+				}
 				c.log.Info("repair: node refused a piece", "segment", seg.ID, "piece", i, "node", n.ID, "err", err)
 				continue
 			}
@@ -304,13 +402,23 @@ func (c *core) repairSegment(ctx context.Context, seg *Segment, nodeList []*Node
 		}
 	}
 	if len(placed) == 0 {
+		if stopped != nil {
+			return 0, stopped
+		}
 		return 0, fmt.Errorf("segment %s: no repaired piece could be placed", seg.ID)
 	}
-	n, old, err := c.applyRepair(ctx, seg.ID, placed)
+	// Every placed piece is verified: record them even if the scan is
+	// being cancelled (one local transaction), so that they are not
+	// orphaned.
+	n, old, err := c.applyRepair(context.WithoutCancel(ctx), seg.ID, placed)
 	if err != nil {
 		return 0, err
 	}
+	w.applied(seg.PieceSize, placed)
 	c.deleteLater(seg.Account, seg.PieceSize, old)
+	if stopped != nil {
+		return n, stopped
+	}
 	if len(placed) < len(want) {
 		return n, fmt.Errorf("segment %s: placed %d of %d repaired pieces", seg.ID, len(placed), len(want))
 	}

@@ -57,6 +57,8 @@ func init() {
 			&cli.StringFlag{Name: "advertise", Usage: "`HOST:PORT` that others dial, when it differs from --listen"},
 			&cli.StringFlag{Name: "scheme", Usage: "default erasure scheme `K/N`: any K of N pieces rebuild a segment (N/K >= 2)", Value: mediator.DefaultScheme.String()},
 			&cli.IntFlag{Name: "repair-threshold", Usage: "repair a segment with fewer healthy pieces than `T` (K < T <= N)", DefaultText: "4 for 2/5, else K+(N-K+1)/2"},
+			&cli.IntFlag{Name: "repair-workers", Usage: "repair up to `N` segments at once, most endangered first (1.." + fmt.Sprint(mediator.MaxRepairWorkers) + ")", Value: mediator.DefaultRepairWorkers},
+			&cli.IntFlag{Name: "repair-node-transfers", Usage: "at most `N` repair transfers at once per storage node, as source or target (1.." + fmt.Sprint(mediator.MaxRepairWorkers) + ")", Value: mediator.DefaultRepairNodeTransfers},
 			&cli.DurationFlag{Name: "period", Usage: "time between challenge rounds", Value: mediator.DefaultPeriod},
 			&cli.DurationFlag{Name: "offline-after", Usage: "a node silent this long has its pieces counted lost and repaired", Value: mediator.DefaultOfflineAfter},
 			&cli.DurationFlag{Name: "heartbeat", Usage: "heartbeat interval asked of nodes", Value: mediator.DefaultHeartbeatInterval},
@@ -115,6 +117,7 @@ func mediatorConfig(c *cli.Context) (mediator.Config, error) {
 	cfg := mediator.Config{
 		Dir: c.String("dir"), Listen: c.String("listen"), Advertise: c.String("advertise"),
 		Scheme: scheme, RepairThreshold: c.Int("repair-threshold"),
+		RepairWorkers: c.Int("repair-workers"), RepairNodeTransfers: c.Int("repair-node-transfers"),
 		Period: c.Duration("period"), OfflineAfter: c.Duration("offline-after"),
 		HeartbeatInterval: c.Duration("heartbeat"), OnlineWindow: c.Duration("online-window"),
 		ChallengeSample: c.Int("challenge-sample"), ChallengeOpenings: c.Int("challenge-openings"),

@@ -18,6 +18,10 @@ func TestMediatorExitCodes(t *testing.T) {
 	assertUserError(t, fincrypt(t, nil, "mediator", "--dir", dir, "--listen", "999.1.1.1:0"), exitUsage, "listen")
 	assertUserError(t, fincrypt(t, nil, "mediator", "--dir", dir, "--listen", "127.0.0.1:0",
 		"--offline-after", "1s", "--period", "1h"), exitUsage, "offline-after")
+	assertUserError(t, fincrypt(t, nil, "mediator", "--dir", dir, "--listen", "127.0.0.1:0",
+		"--repair-workers", "-1"), exitUsage, "repair workers")
+	assertUserError(t, fincrypt(t, nil, "mediator", "--dir", dir, "--listen", "127.0.0.1:0",
+		"--repair-node-transfers", "1000"), exitUsage, "repair transfers per node")
 
 	first := exec.Command(binPath, "mediator", "--dir", dir, "--listen", "127.0.0.1:0")
 	first.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
