@@ -78,31 +78,8 @@ func BenchmarkProofVerify(b *testing.B) {
 // the round trip of an account request on the same connection.
 func BenchmarkPlacement(b *testing.B) {
 	const count = 200
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	p, err := New(log, nil, Config{Dir: b.TempDir(), Listen: "127.0.0.1:0", Logger: log})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	defer func() { cancel(); <-done; p.Close() }()
-	for i := 0; i < 20; i++ {
-		id, _ := fnet.GenerateIdentity()
-		addr := fnet.Address{ID: id.ID(), HostPort: fmt.Sprintf("10.%d.0.1:7780", i)}.String()
-		if _, err := p.core.Register(ctx, id.ID(), &fnet.RegisterRequest{Node: id.ID(), Address: addr, Capacity: 1 << 40, Price: uint64(100 + i)}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	cid, _ := fnet.GenerateIdentity()
-	c, err := NewClient(cid, p.Address(), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.RegisterAccount(ctx); err != nil {
-		b.Fatal(err)
-	}
+	_, c, _ := benchMediator(b, 20)
+	ctx := context.Background()
 	ids := make([]challenge.PieceID, DefaultScheme.N)
 	b.ResetTimer()
 	var took, base time.Duration
@@ -127,6 +104,41 @@ func BenchmarkPlacement(b *testing.B) {
 	b.ReportMetric(float64(count*b.N)/took.Seconds(), "placements/s")
 	b.ReportMetric(float64(count*b.N)/base.Seconds(), "roundtrips/s")
 	b.ReportMetric(base.Seconds()/took.Seconds(), "ratio_vs_roundtrip")
+}
+
+// benchMediator runs a real mediator (Pebble, synced writes) on loopback
+// with n registered nodes and returns it, a registered client connected to
+// it over QUIC, and the nodes' ids; both are closed when b ends.
+func benchMediator(b *testing.B, n int) (*Peer, *Client, []fnet.NodeID) {
+	b.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := New(log, nil, Config{Dir: b.TempDir(), Listen: "127.0.0.1:0", Logger: log})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	b.Cleanup(func() { cancel(); <-done; p.Close() })
+	var nodes []fnet.NodeID
+	for i := 0; i < n; i++ {
+		id, _ := fnet.GenerateIdentity()
+		addr := fnet.Address{ID: id.ID(), HostPort: fmt.Sprintf("10.%d.0.1:7780", i)}.String()
+		if _, err := p.core.Register(ctx, id.ID(), &fnet.RegisterRequest{Node: id.ID(), Address: addr, Capacity: 1 << 40, Price: uint64(100 + i)}); err != nil {
+			b.Fatal(err)
+		}
+		nodes = append(nodes, id.ID())
+	}
+	cid, _ := fnet.GenerateIdentity()
+	c, err := NewClient(cid, p.Address(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	if _, err := c.RegisterAccount(ctx); err != nil {
+		b.Fatal(err)
+	}
+	return p, c, nodes
 }
 
 func dirSize(dir string) int64 {
@@ -247,36 +259,11 @@ func BenchmarkMillionPieces(b *testing.B) {
 // ticket per healthy piece) as the baseline in the same run.
 func BenchmarkSegmentHealth(b *testing.B) {
 	const segments = 1000
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	p, err := New(log, nil, Config{Dir: b.TempDir(), Listen: "127.0.0.1:0", Logger: log})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	defer func() { cancel(); <-done; p.Close() }()
-	var nodes []fnet.NodeID
-	for i := 0; i < 10; i++ {
-		id, _ := fnet.GenerateIdentity()
-		addr := fnet.Address{ID: id.ID(), HostPort: fmt.Sprintf("10.%d.0.1:7780", i)}.String()
-		if _, err := p.core.Register(ctx, id.ID(), &fnet.RegisterRequest{Node: id.ID(), Address: addr, Capacity: 1 << 40, Price: 100}); err != nil {
-			b.Fatal(err)
-		}
-		nodes = append(nodes, id.ID())
-	}
-	cid, _ := fnet.GenerateIdentity()
-	c, err := NewClient(cid, p.Address(), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.RegisterAccount(ctx); err != nil {
-		b.Fatal(err)
-	}
+	p, c, nodes := benchMediator(b, 10)
+	ctx := context.Background()
 	ids := make([]fnet.SegmentID, segments)
 	for s := range ids {
-		seg := &Segment{ID: newSegmentID(), Account: fnet.AccountID(cid.ID()), Scheme: DefaultScheme, PieceSize: 1 << 20, Created: time.Now()}
+		seg := &Segment{ID: newSegmentID(), Account: c.Account(), Scheme: DefaultScheme, PieceSize: 1 << 20, Created: time.Now()}
 		for i := 0; i < DefaultScheme.N; i++ {
 			var pid challenge.PieceID
 			rand.Read(pid[:])

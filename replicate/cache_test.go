@@ -5,19 +5,12 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/fincrypt/fincrypt/mediator/testplanet"
 )
 
 // TestCacheLimit: with a small --cache-size the local store shrinks to the
 // limit once the data is durable, and every file still reads back.
 func TestCacheLimit(t *testing.T) {
-	if _, err := os.Stat("/dev/fuse"); err != nil || os.Geteuid() != 0 {
-		t.Skip("needs /dev/fuse and root")
-	}
-	p := testplanet.New(t, testplanet.Config{StorageNodes: 5})
-	home := filepath.Join(t.TempDir(), "home")
-	newVault(t, home)
+	p, home := planetAndVault(t)
 	cfg := fastConfig()
 	cfg.CacheSize = 128 << 10
 	c := mount(t, p, home, cfg)
@@ -46,12 +39,7 @@ func TestCacheLimit(t *testing.T) {
 // walks the index for pending chunks only after the index changed, not at
 // every tick; a new write is still found and uploaded.
 func TestIdleMountDoesNotScan(t *testing.T) {
-	if _, err := os.Stat("/dev/fuse"); err != nil || os.Geteuid() != 0 {
-		t.Skip("needs /dev/fuse and root")
-	}
-	p := testplanet.New(t, testplanet.Config{StorageNodes: 5})
-	home := filepath.Join(t.TempDir(), "home")
-	newVault(t, home)
+	p, home := planetAndVault(t)
 	cfg := fastConfig()
 	c := mount(t, p, home, cfg)
 	writeTree(t, c.mnt, 4)

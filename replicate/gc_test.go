@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fincrypt/fincrypt/mediator/testplanet"
 	"github.com/fincrypt/fincrypt/meta"
 	fnet "github.com/fincrypt/fincrypt/net"
 )
@@ -17,12 +16,7 @@ import (
 // the release delay (and a newer snapshot exists) releases it at the
 // mediator, so stored bytes track live bytes.
 func TestReleaseAndRepack(t *testing.T) {
-	if _, err := os.Stat("/dev/fuse"); err != nil || os.Geteuid() != 0 {
-		t.Skip("needs /dev/fuse and root")
-	}
-	p := testplanet.New(t, testplanet.Config{StorageNodes: 5})
-	home := filepath.Join(t.TempDir(), "home")
-	newVault(t, home)
+	p, home := planetAndVault(t)
 	cfg := fastConfig()
 	cfg.ReleaseDelay = time.Second
 	c := mount(t, p, home, cfg)
@@ -81,12 +75,7 @@ func TestReleaseAndRepack(t *testing.T) {
 // TestInterruptedUploadReleased: a segment the mediator committed but the
 // client never recorded (a crash in between) is released at the next start.
 func TestInterruptedUploadReleased(t *testing.T) {
-	if _, err := os.Stat("/dev/fuse"); err != nil || os.Geteuid() != 0 {
-		t.Skip("needs /dev/fuse and root")
-	}
-	p := testplanet.New(t, testplanet.Config{StorageNodes: 5})
-	home := filepath.Join(t.TempDir(), "home")
-	newVault(t, home)
+	p, home := planetAndVault(t)
 	c := mount(t, p, home, fastConfig())
 	seg, err := c.mc.Store(p.Context(), DefaultScheme, make([]byte, 1000))
 	if err != nil {

@@ -62,6 +62,19 @@ func mediatorAddr(p *testplanet.Planet) fnet.Address {
 
 func newVault(t testing.TB, home string) { newVaultChunks(t, home, 64<<10) }
 
+// planetAndVault starts a network of five storage nodes and creates a vault
+// to mount on it; it skips the test where FUSE cannot mount.
+func planetAndVault(t *testing.T) (*testplanet.Planet, string) {
+	t.Helper()
+	if _, err := os.Stat("/dev/fuse"); err != nil || os.Geteuid() != 0 {
+		t.Skip("needs /dev/fuse and root")
+	}
+	p := testplanet.New(t, testplanet.Config{StorageNodes: 5})
+	home := filepath.Join(t.TempDir(), "home")
+	newVault(t, home)
+	return p, home
+}
+
 func newVaultChunks(t testing.TB, home string, chunkSize uint32) {
 	t.Helper()
 	if err := vault.Create(home, testPassword, vault.CreateOptions{KDF: vault.KDFParams{Time: 1, MemoryK: 8 << 10, Threads: 1}, ChunkSize: chunkSize}); err != nil {
@@ -231,12 +244,7 @@ func segmentPieces(t *testing.T, idx *meta.Index) []meta.Segment {
 }
 
 func TestReplication(t *testing.T) {
-	if _, err := os.Stat("/dev/fuse"); err != nil || os.Geteuid() != 0 {
-		t.Skip("needs /dev/fuse and root")
-	}
-	p := testplanet.New(t, testplanet.Config{StorageNodes: 5})
-	home := filepath.Join(t.TempDir(), "home")
-	newVault(t, home)
+	p, home := planetAndVault(t)
 	c := mount(t, p, home, fastConfig())
 	files := writeTree(t, c.mnt, 1)
 	c.waitSynced("first tree")
