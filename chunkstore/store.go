@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -36,11 +37,19 @@ const syncfsThreshold = 128
 type Store struct {
 	dir string
 
+	readOnly bool // opened by OpenExisting: reads leave the files as they are
+
 	mu       sync.Mutex
 	unsynced map[meta.ChunkID]struct{}
 	dirs     map[string]struct{} // subdirectories changed since the last Sync
 	fetcher  Fetcher             // fills misses (SetFetcher); nil: none
 }
+
+// TouchAfter is how old a chunk file's modification time may grow before a
+// read sets it to now. The cache evicts the chunks with the oldest times
+// first, so a chunk read in the last TouchAfter counts as recently used;
+// the coarse step keeps reads from writing to the disk each time.
+const TouchAfter = time.Hour
 
 // Open opens the store in dir, creating it if needed.
 func Open(dir string) (*Store, error) {
@@ -127,6 +136,11 @@ func (s *Store) Get(id meta.ChunkID, dst []byte) ([]byte, error) {
 	buf := dst[len(dst) : len(dst)+n]
 	if err := readFull(fd, buf); err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", id, err)
+	}
+	if !s.readOnly && time.Since(time.Unix(st.Mtim.Unix())) > TouchAfter {
+		// Best effort: a chunk that keeps its old time is only evicted sooner.
+		now := unix.NsecToTimespec(time.Now().UnixNano())
+		unix.UtimesNanoAt(unix.AT_FDCWD, s.Path(id), []unix.Timespec{now, now}, 0)
 	}
 	return dst[:len(dst)+n], nil
 }
@@ -380,5 +394,5 @@ func OpenExisting(dir string) (*Store, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("chunk store %s: not a directory", dir)
 	}
-	return &Store{dir: dir, unsynced: map[meta.ChunkID]struct{}{}, dirs: map[string]struct{}{}}, nil
+	return &Store{dir: dir, readOnly: true, unsynced: map[meta.ChunkID]struct{}{}, dirs: map[string]struct{}{}}, nil
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/fincrypt/fincrypt/meta"
 )
@@ -81,5 +82,55 @@ func TestNamesRevealNothing(t *testing.T) {
 	p := s.Path(a)
 	if filepath.Base(filepath.Dir(p)) != a.String()[:2] || filepath.Base(p) != a.String() {
 		t.Fatalf("path %s does not follow the layout", p)
+	}
+}
+
+// TestReadsRefreshAge: a read sets the time of a chunk older than
+// TouchAfter to now, so the cache keeps what is read; a younger chunk, and
+// any chunk read through a read-only store, keep their times.
+func TestReadsRefreshAge(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, young, checked := NewID(), NewID(), NewID()
+	past := time.Now().Add(-2 * TouchAfter)
+	recent := time.Now().Add(-TouchAfter / 2)
+	for id, at := range map[meta.ChunkID]time.Time{old: past, young: recent, checked: past} {
+		if err := s.Put(id, []byte("data")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(s.Path(id), at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ro, err := OpenExisting(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		s  *Store
+		id meta.ChunkID
+	}{{s, old}, {s, young}, {ro, checked}} {
+		if _, err := c.s.Get(c.id, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mtime := func(id meta.ChunkID) time.Time {
+		fi, err := os.Stat(s.Path(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.ModTime()
+	}
+	if m := mtime(old); time.Since(m) > time.Minute {
+		t.Errorf("a chunk read after %v kept its time %v", 2*TouchAfter, m)
+	}
+	if m := mtime(young); !m.Equal(recent) {
+		t.Errorf("a chunk read after %v got time %v, want %v unchanged", TouchAfter/2, m, recent)
+	}
+	if m := mtime(checked); !m.Equal(past) {
+		t.Errorf("a read through a read-only store changed the time to %v", m)
 	}
 }
