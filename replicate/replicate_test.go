@@ -65,11 +65,16 @@ func newVault(t testing.TB, home string) { newVaultChunks(t, home, 64<<10) }
 // planetAndVault starts a network of five storage nodes and creates a vault
 // to mount on it; it skips the test where FUSE cannot mount.
 func planetAndVault(t *testing.T) (*testplanet.Planet, string) {
+	return planetWithVault(t, testplanet.Config{StorageNodes: 5})
+}
+
+// planetWithVault is planetAndVault for a planet of the given shape.
+func planetWithVault(t *testing.T, pc testplanet.Config) (*testplanet.Planet, string) {
 	t.Helper()
 	if _, err := os.Stat("/dev/fuse"); err != nil || os.Geteuid() != 0 {
 		t.Skip("needs /dev/fuse and root")
 	}
-	p := testplanet.New(t, testplanet.Config{StorageNodes: 5})
+	p := testplanet.New(t, pc)
 	home := filepath.Join(t.TempDir(), "home")
 	newVault(t, home)
 	return p, home

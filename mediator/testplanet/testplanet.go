@@ -49,6 +49,10 @@ type Config struct {
 	// Logs shows the daemons' debug logs (also FINCRYPT_TESTPLANET_LOGS=1);
 	// else only warnings and errors, with -v.
 	Logs bool
+	// Relays puts a UDP relay in front of every node (its advertised
+	// address), so that tests can freeze a node (Freeze): it then looks hung
+	// rather than stopped.
+	Relays bool
 }
 
 // Planet is a running network.
@@ -83,6 +87,7 @@ type Node struct {
 	Config   storagenode.Config
 	cancel   context.CancelFunc
 	done     chan error
+	relay    *relay // with Config.Relays
 }
 
 // ID is the node's id.
@@ -265,10 +270,33 @@ func (p *Planet) AddNode() *Node {
 		Price: price, Payout: p.PayoutAddress(i), Network: p.cfg.Network,
 		RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, RequestTimeout: 5 * time.Second,
 	}
+	if p.cfg.Relays {
+		if n.relay, err = newRelay(); err != nil {
+			p.t.Fatal(err)
+		}
+		p.t.Cleanup(n.relay.Close)
+		n.Config.Advertise = n.relay.Addr()
+	}
 	p.Nodes = append(p.Nodes, n)
 	p.StartNode(i)
-	n.Config.Listen = n.Peer.Address().HostPort // restarts keep the port
+	n.Config.Listen = n.Peer.Transport.Addr().String() // restarts keep the port
+	if n.relay != nil {
+		if err := n.relay.setTarget(n.Config.Listen); err != nil {
+			p.t.Fatal(err)
+		}
+	}
 	return n
+}
+
+// Freeze makes node i look hung (true) or brings it back (false): its
+// relay drops every datagram, so open connections stay open and go
+// silent. It needs Config.Relays.
+func (p *Planet) Freeze(i int, frozen bool) {
+	r := p.Nodes[i].relay
+	if r == nil {
+		p.t.Fatal("Freeze needs testplanet.Config{Relays: true}")
+	}
+	r.frozen.Store(frozen)
 }
 
 // StartNode starts a stopped node on its directory and address.
