@@ -193,7 +193,7 @@ func (c *core) markGone(ctx context.Context, id SegmentID, nodes map[fnet.NodeID
 // revive challenges the pieces of seg in state offline whose node is
 // online (at the scan's start) and makes those that verify healthy again.
 // It returns how many. A node that cannot be reached is added to silent
-// and not asked again in this scan.
+// and not asked again in this scan; workers take turns on a node for that.
 func (c *core) revive(ctx context.Context, seg *Segment, nodes map[fnet.NodeID]*Node, now time.Time, silent *nodeSet) int {
 	byNode := map[fnet.NodeID][]PieceRef{}
 	for _, p := range seg.Pieces {
@@ -208,12 +208,19 @@ func (c *core) revive(ctx context.Context, seg *Segment, nodes map[fnet.NodeID]*
 	}
 	revived := 0
 	for id, refs := range byNode {
+		done := silent.turn(id)
+		if silent.has(id) { // found silent while this worker waited its turn
+			done()
+			continue
+		}
 		res, reached, err := c.challengePieces(ctx, nodes[id], refs)
 		if err != nil || !reached {
 			c.log.Info("revive: node did not answer", "segment", seg.ID, "node", id, "err", err)
 			silent.add(id)
+			done()
 			continue
 		}
+		done()
 		n, err := c.recordRevival(ctx, id, res)
 		if err != nil {
 			c.log.Warn("revive: recording the results", "segment", seg.ID, "node", id, "err", err)

@@ -166,8 +166,28 @@ func (w *repairWave) applied(size int64, placed map[int]fnet.NodeID) {
 
 // nodeSet is a set of nodes safe for concurrent use.
 type nodeSet struct {
-	mu sync.Mutex
-	m  map[fnet.NodeID]bool
+	mu    sync.Mutex
+	m     map[fnet.NodeID]bool
+	turns map[fnet.NodeID]*sync.Mutex
+}
+
+// turn waits until no other worker holds id's turn and returns the
+// function that ends this one: workers that revive pieces on one node take
+// turns, so that a node found silent is asked once per scan, not once per
+// worker that reached it at the same time.
+func (s *nodeSet) turn(id fnet.NodeID) (done func()) {
+	s.mu.Lock()
+	if s.turns == nil {
+		s.turns = map[fnet.NodeID]*sync.Mutex{}
+	}
+	t := s.turns[id]
+	if t == nil {
+		t = &sync.Mutex{}
+		s.turns[id] = t
+	}
+	s.mu.Unlock()
+	t.Lock()
+	return t.Unlock
 }
 
 func (s *nodeSet) has(id fnet.NodeID) bool {
