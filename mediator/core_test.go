@@ -231,12 +231,7 @@ func TestChallengeFailsDeletedAndFlippedPiecesAndRepairsThem(t *testing.T) {
 	flipNode, flipIdx := sb.Pieces[3].Node, 3
 	w.mem.nodes[flipNode].pieces[sb.Pieces[3].ID][12345%len(piecesB[3])] ^= 0x40
 
-	w.advance(w.c.cfg.Period)
-	w.heartbeat()
-	r, err = w.c.Round(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, r = w.nextRound()
 	if r.Failed != 2 || r.Passed != 8 {
 		t.Fatalf("round after the faults: %+v", r)
 	}
@@ -299,10 +294,8 @@ func TestChallengeFailsDeletedAndFlippedPiecesAndRepairsThem(t *testing.T) {
 	}
 	w.checkTotals()
 	// The next round passes everywhere.
-	w.advance(w.c.cfg.Period)
-	w.heartbeat()
-	if r, err = w.c.Round(ctx); err != nil || r.Failed != 0 || r.Passed != 10 {
-		t.Fatalf("round after repair: %+v %v", r, err)
+	if _, r = w.nextRound(); r.Failed != 0 || r.Passed != 10 {
+		t.Fatalf("round after repair: %+v", r)
 	}
 }
 

@@ -133,12 +133,7 @@ func TestReportDamageAfterSettlementCarriesToTheNextPeriod(t *testing.T) {
 	if rec := w.periodRecord(first, node, acct); rec == nil || rec.Failed != 0 {
 		t.Fatalf("settled record changed: %+v", rec)
 	}
-	w.advance(w.c.cfg.Period)
-	w.heartbeat()
-	second := w.now()
-	if _, err := w.c.Round(ctx); err != nil {
-		t.Fatal(err)
-	}
+	second, _ := w.nextRound()
 	rec := w.periodRecord(second, node, acct)
 	if rec == nil {
 		// The node holds a piece of the other segment: it has a record.
@@ -148,12 +143,7 @@ func TestReportDamageAfterSettlementCarriesToTheNextPeriod(t *testing.T) {
 		t.Fatalf("second period record %+v, want the carried failure", rec)
 	}
 	// Carried once only.
-	w.advance(w.c.cfg.Period)
-	w.heartbeat()
-	third := w.now()
-	if _, err := w.c.Round(ctx); err != nil {
-		t.Fatal(err)
-	}
+	third, _ := w.nextRound()
 	if rec := w.periodRecord(third, node, acct); rec != nil && rec.Failed != 0 {
 		t.Fatalf("third period record %+v", rec)
 	}
@@ -181,12 +171,7 @@ func TestReportDamageDuringARoundIsCarried(t *testing.T) {
 	if rec := w.periodRecord(first, node, acct); rec == nil || rec.Failed != 0 {
 		t.Fatalf("record written during a round: %+v", rec)
 	}
-	w.advance(w.c.cfg.Period)
-	w.heartbeat()
-	second := w.now()
-	if _, err := w.c.Round(ctx); err != nil {
-		t.Fatal(err)
-	}
+	second, _ := w.nextRound()
 	if rec := w.periodRecord(second, node, acct); rec == nil || rec.Failed != 1 {
 		t.Fatalf("next record %+v, want the carried failure", rec)
 	}

@@ -149,6 +149,20 @@ func (w *world) now() time.Time { return time.Unix(0, w.clock.Load()) }
 
 func (w *world) advance(d time.Duration) { w.clock.Add(int64(d)) }
 
+// nextRound moves the clock on by a period, lets every node heartbeat and
+// runs a challenge round; it returns the round's start and result.
+func (w *world) nextRound() (time.Time, RoundResult) {
+	w.t.Helper()
+	w.advance(w.c.cfg.Period)
+	w.heartbeat()
+	start := w.now()
+	r, err := w.c.Round(context.Background())
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return start, r
+}
+
 func testConfig() Config {
 	return Config{
 		Period: time.Minute, OfflineAfter: 10 * time.Minute, HeartbeatInterval: time.Minute,
