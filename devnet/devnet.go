@@ -13,6 +13,7 @@
 //	D/btcd/            btcd's chain (data/) and its own logs (logs/)
 //	D/logs/            devnet.log, mediator.log, node-I.log
 //	D/devnet.sock      control socket: POST /fund (fincrypt devnet fund)
+//	D/summary.txt      nodes, capacity, what the network holds, prices (written at start)
 //	D/lock             flocked by the running devnet
 //
 // Restarting on the same D resumes the same network: identities live in
@@ -37,12 +38,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/btcsuite/btcd/btcutil"
 	"github.com/btcsuite/btcd/chaincfg"
 
 	"github.com/fincrypt/fincrypt/erasure"
+	"github.com/fincrypt/fincrypt/internal/units"
 	"github.com/fincrypt/fincrypt/mediator"
 	fnet "github.com/fincrypt/fincrypt/net"
 	"github.com/fincrypt/fincrypt/storagenode"
@@ -58,23 +61,74 @@ const (
 	LogsDir      = "logs"
 	BtcdDir      = "btcd"
 	ControlSock  = "devnet.sock"
+	SummaryFile  = "summary.txt"
 	NodeDirFmt   = "node-%d"
 	stateVersion = 1
 )
 
 // Defaults.
 const (
-	DefaultNodes    = 5
-	DefaultPeriod   = 10 * time.Second
-	DefaultCapacity = 256 << 20
-	// DefaultPrice is absurdly high (about 0.01 BTC per GiB per hour) so
-	// that the few megabytes of a demo earn visibly within seconds.
-	DefaultPrice = 1_000_000_000_000_000
-	// DefaultPayoutThreshold is low for the same reason.
+	DefaultNodes  = 5
+	DefaultPeriod = 10 * time.Second
+	// DefaultPrice is node 1's price, 10 000 000 sat (0.1 devnet BTC) per
+	// GiB-month: about 39 sat per GiB of pieces per 10-second period, so
+	// that a demo's first megabytes show a charge within a period or two.
+	// Node i asks DefaultPrice + (i-1)*DefaultPrice/10.
+	DefaultPrice = 10_000_000
+	// MaxPrice is the devnet mediator's --max-price: ten times
+	// DefaultPrice, above every devnet node's price (64 nodes ask at most
+	// 7.3 times DefaultPrice).
+	MaxPrice = 10 * DefaultPrice
+	// DemoDeposit is what `fincrypt devnet fund` (and so `make demo`)
+	// deposits by default: 1 devnet BTC. At DefaultPrice and 2/4 it keeps
+	// 10 GiB of a user's data (20 GiB of pieces on the 4 cheapest nodes,
+	// 885 sat per 10-second period) for about 13 days, 50 GiB for about
+	// 2.6 days (TestDemoEconomics derives these from the constants).
+	DemoDeposit = 100_000_000
+	// WarnPeriods: clients are warned while their escrow lasts fewer
+	// periods than this (a real mediator warns a week ahead).
+	WarnPeriods = 10
+	// DefaultPayoutThreshold is low so that payouts happen within minutes.
 	DefaultPayoutThreshold = 5_000
 	// MinConf of the devnet's wallet: one block credits a deposit.
 	MinConf = 1
 )
+
+// Capacity per node, unless --capacity says otherwise: a quarter of the
+// disk space free where the devnet lives, shared among the nodes, each
+// between MinCapacity and MaxDefaultCapacity.
+const (
+	DiskShareDivisor   = 4
+	MinCapacity        = 64 << 20
+	MaxDefaultCapacity = 64 << 30
+)
+
+// DefaultCapacity is the per-node capacity for n nodes on a disk with
+// free bytes available.
+func DefaultCapacity(free uint64, n int) int64 {
+	c := free / DiskShareDivisor / uint64(max(n, 1))
+	return int64(min(max(c, MinCapacity), MaxDefaultCapacity))
+}
+
+// NodePrice is node i's (from 0) price.
+func NodePrice(i int) uint64 { return DefaultPrice + uint64(i)*DefaultPrice/10 }
+
+// Holds is about how much of a user's data n nodes of capacity bytes each
+// hold at scheme s: each segment puts N pieces of size/K on N distinct
+// nodes.
+func Holds(n int, capacity int64, s erasure.Scheme) int64 {
+	return int64(n) * capacity / int64(s.N) * int64(s.K)
+}
+
+// freeSpace is the space available to an unprivileged user on the file
+// system that holds dir.
+func freeSpace(dir string) (uint64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
 
 // DefaultScheme leaves a spare node for repair in a five-node devnet: 2/4
 // with repair below 4 healthy pieces (the mediator's 2/5 default would
@@ -101,7 +155,9 @@ type Config struct {
 	Period          time.Duration
 	Scheme          erasure.Scheme
 	RepairThreshold int
-	Capacity        int64
+	// Capacity is each node's capacity in bytes; zero: DefaultCapacity
+	// of the disk space free in Dir (see CapacityNote).
+	Capacity int64
 	// NoBitcoin runs without btcd: a private network without payments
 	// (the ledger still records what each node earned).
 	NoBitcoin bool
@@ -127,8 +183,8 @@ func (c *Config) defaults() error {
 	if c.Scheme == (erasure.Scheme{}) {
 		c.Scheme, c.RepairThreshold = SchemeFor(c.Nodes)
 	}
-	if c.Capacity == 0 {
-		c.Capacity = DefaultCapacity
+	if c.Capacity < 0 {
+		return fmt.Errorf("devnet: capacity %d: want a positive size", c.Capacity)
 	}
 	if c.BlockInterval == 0 {
 		c.BlockInterval = c.Period
@@ -160,6 +216,8 @@ type Net struct {
 	lock     *os.File
 	ctl      *http.Server
 	ctlLn    stdnet.Listener
+	// capacityNote says where the nodes' capacity came from.
+	capacityNote string
 
 	mineMu sync.Mutex
 }
@@ -191,6 +249,18 @@ func Start(cfg Config) (_ *Net, err error) {
 	if err := n.loadState(); err != nil {
 		return nil, err
 	}
+	if n.cfg.Capacity == 0 {
+		free, err := freeSpace(cfg.Dir)
+		if err != nil {
+			return nil, fmt.Errorf("free disk space in %s: %w", cfg.Dir, err)
+		}
+		n.cfg.Capacity = DefaultCapacity(free, cfg.Nodes)
+		n.capacityNote = fmt.Sprintf("1/%d of the %s free on %s's disk, shared by %d nodes, at most %s each",
+			DiskShareDivisor, units.HumanSize(free), cfg.Dir, cfg.Nodes, units.HumanSize(MaxDefaultCapacity))
+	} else {
+		n.capacityNote = "set with --capacity"
+	}
+	cfg = n.cfg
 	os.Remove(filepath.Join(cfg.Dir, AddressFile))
 	if n.st.Bitcoin {
 		if os.Getenv("FINCRYPT_BTCD") == "" {
@@ -215,6 +285,7 @@ func Start(cfg Config) (_ *Net, err error) {
 		Scheme: cfg.Scheme, RepairThreshold: cfg.RepairThreshold, Period: cfg.Period,
 		HeartbeatInterval: min(cfg.Period, 10*time.Second), OfflineAfter: max(6*cfg.Period, 30*time.Second),
 		TicketTTL: 10 * time.Minute, GracePeriod: time.Hour,
+		MaxPrice: MaxPrice, WarnRunway: WarnPeriods * cfg.Period,
 		Payments: mediator.Payments{Passphrase: pass, MinConf: MinConf, PayoutThreshold: DefaultPayoutThreshold,
 			SyncInterval: time.Second, FeeBPS: 100},
 	}
@@ -250,7 +321,7 @@ func Start(cfg Config) (_ *Net, err error) {
 		}
 		scfg := storagenode.Config{
 			Dir: dir, Listen: n.st.Nodes[i], Mediator: maddr, Capacity: cfg.Capacity,
-			Price: DefaultPrice + uint64(i)*DefaultPrice/10, Payout: payout, Network: network,
+			Price: NodePrice(i), Payout: payout, Network: network,
 			RetryMin: 200 * time.Millisecond, RetryMax: 5 * time.Second,
 		}
 		node, err := storagenode.New(nlog, ident, scfg)
@@ -271,9 +342,23 @@ func Start(cfg Config) (_ *Net, err error) {
 	if err := fsutil.WriteFileAtomic(filepath.Join(cfg.Dir, AddressFile), []byte(maddr.String()+"\n"), 0o644); err != nil {
 		return nil, err
 	}
+	if err := fsutil.WriteFileAtomic(filepath.Join(cfg.Dir, SummaryFile), []byte(n.Summary()+"\n"), 0o644); err != nil {
+		return nil, err
+	}
 	n.log.Info("devnet ready", "mediator", maddr.String(), "nodes", len(n.Nodes), "bitcoin", n.btc != nil,
-		"scheme", cfg.Scheme.String(), "period", cfg.Period)
+		"scheme", cfg.Scheme.String(), "period", cfg.Period, "capacity", cfg.Capacity)
 	return n, nil
+}
+
+// Summary says what the devnet offers: nodes, capacity, how much of a
+// user's data that holds, and the prices. `make demo` prints it.
+func (n *Net) Summary() string {
+	c := n.cfg
+	lo, hi := NodePrice(0), NodePrice(len(n.Nodes)-1)
+	return fmt.Sprintf("%d storage nodes of %s each (%s): at %s the network holds about %s of your data.\n"+
+		"Prices %d to %d sat per GiB-month of pieces; a period is %s; the escrow warning starts %d periods ahead.",
+		len(n.Nodes), units.HumanSize(uint64(c.Capacity)), n.capacityNote, c.Scheme, units.HumanSize(uint64(Holds(len(n.Nodes), c.Capacity, c.Scheme))),
+		lo, hi, c.Period, WarnPeriods)
 }
 
 // payoutAddress is a node's devnet payout address: P2WPKH of the hash of

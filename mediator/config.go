@@ -113,6 +113,13 @@ type Config struct {
 	// Payments configures the wallet, escrow and payouts (payments.go);
 	// zero: no wallet.
 	Payments Payments
+	// MaxPrice is the highest asking price (satoshis per GiB per month) a
+	// storage node may register with; a node asking more is refused
+	// (price.go). Zero: DefaultMaxPrice.
+	MaxPrice uint64
+	// WarnRunway: clients are warned while their escrow lasts less than
+	// this at their current usage (zero: DefaultWarnRunway).
+	WarnRunway time.Duration
 	// Transport tunes QUIC.
 	Transport fnet.Config
 	// Logger, or slog.Default().
@@ -165,6 +172,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.GCInterval == 0 {
 		c.GCInterval = DefaultGCInterval
+	}
+	if c.MaxPrice == 0 {
+		c.MaxPrice = DefaultMaxPrice
+	}
+	if c.WarnRunway == 0 {
+		c.WarnRunway = DefaultWarnRunway
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -223,6 +236,9 @@ func (c Config) Validate() error {
 	}
 	if c.ChallengeOpenings < 1 || c.ChallengeOpenings > challenge.MaxOpenings {
 		return bad("challenge openings %d: want 1..%d", c.ChallengeOpenings, challenge.MaxOpenings)
+	}
+	if err := c.validatePrices(); err != nil {
+		return bad("%v", err)
 	}
 	return c.Payments.validate(c.Network)
 }

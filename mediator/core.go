@@ -66,6 +66,10 @@ type core struct {
 
 	snapMu sync.Mutex // serialises snapshot pointer updates (snapshots.go)
 
+	// terms caches the accounts' terms of the last settled period (price.go).
+	termsMu sync.Mutex
+	terms   termsCache
+
 	// rounds counts challenge rounds in progress: damage reports that
 	// arrive meanwhile are carried to the next record (damage.go).
 	rounds atomic.Int32

@@ -284,12 +284,13 @@ func (c *core) balance(ctx context.Context, acct fnet.AccountID) (*fnet.BalanceR
 	if err != nil {
 		return nil, fmt.Errorf("balance: %w", err)
 	}
-	return &fnet.BalanceReply{
+	rep := &fnet.BalanceReply{
 		Metered: true, Network: wallet.NetworkName(c.pay.w.Network()), DepositAddress: st.DepositAddress,
 		Escrow: st.Escrow, Debt: st.Debt, Pending: st.Pending, LastCharge: st.LastCharge, PeriodsLeft: st.PeriodsLeft,
 		Period: c.cfg.Period, Delinquent: st.Delinquent, CanPlace: st.CanPlace(), Low: st.LowEscrow(c.cfg.Period),
 		ReleaseAt: st.ReleaseAt,
-	}, nil
+	}
+	return rep, c.fillTerms(ctx, acct, rep, st.DelinquentSince)
 }
 
 // SettleResult summarises one settlement step.

@@ -24,6 +24,9 @@ func (c *core) Register(ctx context.Context, peer fnet.NodeID, req *fnet.Registe
 	if req.Node != peer {
 		return fnet.NodePolicy{}, fmt.Errorf("%w: registration for node %s over a connection from %s", fnet.ErrUnauthorized, req.Node, peer)
 	}
+	if err := c.checkPrice(req.Price); err != nil {
+		return fnet.NodePolicy{}, err
+	}
 	addr, err := fnet.ParseAddress(req.Address)
 	if err != nil {
 		return fnet.NodePolicy{}, fmt.Errorf("%w: %v", fnet.ErrBadRequest, err)

@@ -97,6 +97,15 @@ type BalanceReply struct {
 	CanPlace       bool      // new placements are accepted
 	Low            bool      // the client should be warned (delinquent, in debt, or under 14 days left)
 	ReleaseAt      time.Time // when delinquent: segments may be released after this (second precision)
+
+	// What the account pays, from the last settled period (an optional
+	// block at the end of the body: a reply without it decodes with these
+	// zero).
+	Bytes           int64         // piece bytes the nodes held for the account
+	Price           uint64        // their mean price, sat per GiB-month of pieces
+	Runway          time.Duration // how long Escrow lasts at Bytes and Price; -1 unknown (nothing charged yet)
+	WarnRunway      time.Duration // Low is set while Runway is shorter than this
+	DelinquentSince time.Time     // when delinquent: when the escrow ran out (second precision)
 }
 
 func (*BalanceReply) Type() MsgType { return TypeBalanceReply }
@@ -118,6 +127,15 @@ func (m *BalanceReply) encode(e *encoder) {
 		at = m.ReleaseAt.Unix()
 	}
 	e.i64(at)
+	e.i64(m.Bytes)
+	e.u64(m.Price)
+	e.i64(int64(m.Runway))
+	e.i64(int64(m.WarnRunway))
+	var since int64
+	if !m.DelinquentSince.IsZero() {
+		since = m.DelinquentSince.Unix()
+	}
+	e.i64(since)
 }
 func (m *BalanceReply) decode(d *decoder) {
 	m.Metered = d.boolean()
@@ -135,6 +153,27 @@ func (m *BalanceReply) decode(d *decoder) {
 	if at := d.i64(); at != 0 {
 		m.ReleaseAt = time.Unix(at, 0)
 	}
+	m.Runway = -1
+	if len(d.b) == 0 {
+		return // a mediator without the terms block
+	}
+	m.Bytes = d.i64()
+	m.Price = d.u64()
+	m.Runway = time.Duration(d.i64())
+	m.WarnRunway = time.Duration(d.i64())
+	if since := d.i64(); since != 0 {
+		m.DelinquentSince = time.Unix(since, 0)
+	}
+}
+
+// MonthlyCharge is what the account pays per month at Bytes and Price.
+func (b *BalanceReply) MonthlyCharge() float64 {
+	return float64(b.Bytes) * float64(b.Price) / (1 << 30)
+}
+
+// PeriodCharge is what the account pays per period at Bytes and Price.
+func (b *BalanceReply) PeriodCharge() float64 {
+	return b.MonthlyCharge() * float64(b.Period) / float64(30*24*time.Hour)
 }
 
 // Verdict is the one-line judgement a client shows about its escrow: "ok",
@@ -149,11 +188,30 @@ func (b *BalanceReply) Verdict() string {
 		return fmt.Sprintf("WARNING: the escrow ran out: no new data is stored, and your data is released after %s unless you deposit", b.ReleaseAt.UTC().Format(time.RFC3339))
 	case !b.CanPlace:
 		return "WARNING: no escrow yet: deposit to the account's address (fincrypt wallet deposit-address) before storing data"
+	case b.Low && b.Runway >= 0:
+		return fmt.Sprintf("WARNING: the escrow runs out in about %s at the current usage: deposit more", HumanDuration(b.Runway))
 	case b.Low:
-		return "WARNING: the escrow runs out in less than 14 days at the current usage: deposit more"
+		return "WARNING: the escrow runs low at the current usage: deposit more"
 	}
 	return "ok"
 }
 
 // Warns reports whether Verdict is a warning.
 func (b *BalanceReply) Warns() bool { return strings.HasPrefix(b.Verdict(), "WARNING:") }
+
+// HumanDuration rounds d for people: "3d 4h", "5h 12m", "42s".
+func HumanDuration(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "unknown"
+	case d >= 365*24*time.Hour:
+		return fmt.Sprintf("%.1f years", d.Hours()/(365*24))
+	case d >= 24*time.Hour:
+		return fmt.Sprintf("%dd %dh", int(d/(24*time.Hour)), int(d%(24*time.Hour)/time.Hour))
+	case d >= time.Hour:
+		return fmt.Sprintf("%dh %dm", int(d/time.Hour), int(d%time.Hour/time.Minute))
+	case d >= time.Minute:
+		return fmt.Sprintf("%dm %ds", int(d/time.Minute), int(d%time.Minute/time.Second))
+	}
+	return d.Round(time.Second).String()
+}

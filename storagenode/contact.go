@@ -178,7 +178,7 @@ func (c *Contact) registerOn(ctx context.Context, conn *fnet.Conn) (*fnet.Regist
 		c.log.Debug("registration refused", "network", network, "err", err)
 		refusals = append(refusals, re.Error())
 	}
-	return nil, "", fmt.Errorf("%w: %s (check --network, --payout-address and --advertise)",
+	return nil, "", fmt.Errorf("%w: %s (check --network, --payout-address, --advertise and --price)",
 		ErrRegistrationRefused, strings.Join(refusals, "; "))
 }
 

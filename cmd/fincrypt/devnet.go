@@ -15,6 +15,7 @@ import (
 
 	"github.com/fincrypt/fincrypt/devnet"
 	"github.com/fincrypt/fincrypt/erasure"
+	"github.com/fincrypt/fincrypt/internal/units"
 )
 
 func init() {
@@ -35,7 +36,15 @@ func init() {
 			"The erasure scheme leaves a spare node for repair: with 5 nodes it is 2/4 with\n" +
 			"repair threshold 4 (the mediator's own 2/5 default would leave no node to\n" +
 			"rebuild a lost piece on); in general N = nodes-1 (at most 4), K = N/2.\n" +
-			"Prices are absurdly high so that a demo's megabytes earn visibly in seconds.\n" +
+			"Each node offers --capacity; by default a quarter of the disk space free in\n" +
+			"--dir, shared by the nodes (64 MiB to 64 GiB each). At start the devnet says,\n" +
+			"and writes to D/summary.txt, how much of a user's data the network holds.\n\n" +
+			"Prices: node i asks 10 000 000 sat (0.1 devnet BTC) per GiB-month of pieces\n" +
+			"plus 10% per node after the first, so a demo's charge shows every period;\n" +
+			"`devnet fund` deposits 1 BTC by default, which keeps 10 GiB of data (20 GiB of\n" +
+			"pieces at 2/4) for about 13 days. The mediator refuses nodes above 10 times\n" +
+			"that price (--max-price of `fincrypt mediator`) and warns clients 10 periods\n" +
+			"before their escrow runs out.\n" +
 			"btcd is $FINCRYPT_BTCD, btcd in $PATH, or tools/bin/btcd of the source tree\n" +
 			"(`make tools`); --no-bitcoin runs without payments.",
 		Flags: []cli.Flag{
@@ -45,6 +54,7 @@ func init() {
 			&cli.StringFlag{Name: "scheme", Usage: "erasure scheme `K/N` (default: see above)"},
 			&cli.IntFlag{Name: "repair-threshold", Usage: "repair below `T` healthy pieces (default: N)"},
 			&cli.BoolFlag{Name: "no-bitcoin", Usage: "no btcd: a private network without payments"},
+			&cli.StringFlag{Name: "capacity", Usage: "each storage node's capacity, `SIZE` like 2GiB", DefaultText: "a quarter of the free disk, shared by the nodes, at most 64GiB each"},
 		},
 		Action: runDevnet,
 		Subcommands: []*cli.Command{{
@@ -53,7 +63,7 @@ func init() {
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "dir", Usage: "the running devnet's `DIR`", Required: true},
 				&cli.StringFlag{Name: "address", Usage: "simnet `ADDRESS` to pay (from `fincrypt wallet deposit-address`)", Required: true},
-				&cli.StringFlag{Name: "amount", Usage: "`BTC` to send", Value: "0.1"},
+				&cli.StringFlag{Name: "amount", Usage: "`BTC` to send", Value: strconv.FormatFloat(devnet.DemoDeposit/1e8, 'f', -1, 64)},
 			},
 			Action: func(c *cli.Context) error {
 				btc, err := strconv.ParseFloat(c.String("amount"), 64)
@@ -97,14 +107,21 @@ func runDevnet(c *cli.Context) error {
 	if cfg.Period <= 0 {
 		return userErr(exitUsage, "--period must be positive")
 	}
+	if c.IsSet("capacity") {
+		size, err := units.ParseSize(c.String("capacity"))
+		if err != nil || size < devnet.MinCapacity || size > math.MaxInt64 {
+			return userErr(exitUsage, "--capacity %q: want a size of at least %s, like 2GiB", c.String("capacity"), units.HumanSize(devnet.MinCapacity))
+		}
+		cfg.Capacity = int64(size)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	n, err := devnet.Start(cfg)
 	if err != nil {
 		return userErr(exitFailure, "devnet: %v", err)
 	}
-	fmt.Fprintf(c.App.ErrWriter, "devnet running: mediator %s, %d storage nodes; logs in %s/logs. Ctrl-C stops it.\n",
-		n.Mediator.Address(), len(n.Nodes), cfg.Dir)
+	fmt.Fprintf(c.App.ErrWriter, "devnet running: mediator %s, %d storage nodes; logs in %s/logs. Ctrl-C stops it.\n%s\n",
+		n.Mediator.Address(), len(n.Nodes), cfg.Dir, n.Summary())
 	runErr := n.Run(ctx)
 	closeErr := n.Close()
 	if runErr != nil {

@@ -262,7 +262,7 @@ func TestE2EFaults(t *testing.T) {
 		// for misbehaviour.
 		return []string{"mediator", "--dir", mdir, "--listen", listen, "--period", "2s",
 			"--heartbeat", "200ms", "--online-window", "2s", "--challenge-timeout", "2s", "--scheme", "2/4", "--repair-threshold", "4",
-			"--wallet-passphrase-file", wpw, "--network", "simnet"}
+			"--wallet-passphrase-file", wpw, "--network", "simnet", "--max-price", "2000000000000"}
 	}
 	medTerm, _ := daemonTerm(t, dir, "mediator", medArgs("127.0.0.1:0")...)
 	maddr := waitForFile(t, filepath.Join(mdir, "address"))

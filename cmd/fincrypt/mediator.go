@@ -45,6 +45,10 @@ func init() {
 			"with --payout-psbt. An account without escrow gets no placements; after\n" +
 			"--escrow-grace its segments are released. Storage nodes' payout addresses\n" +
 			"must be of --network. `fincrypt mediator ledger` and `payouts` show the books.\n\n" +
+			"Prices. A storage node asks --price satoshis per GiB per month; the mediator\n" +
+			"refuses at registration a node asking more than --max-price (default 10 000:\n" +
+			"100 times a typical 100 sat, about $0.10 at $100 000 per bitcoin), so that a\n" +
+			"typo or a greedy node cannot drain clients' escrow.\n\n" +
 			"Example:\n" +
 			"  fincrypt mediator --dir /srv/mediator --listen 0.0.0.0:7770 --advertise my.host:7770\n" +
 			"  fincrypt mediator --dir /tmp/m --listen 127.0.0.1:0 --period 5s --heartbeat 1s --offline-after 15s\n" +
@@ -82,6 +86,8 @@ func init() {
 			&cli.DurationFlag{Name: "escrow-grace", Usage: "an account whose escrow ran out keeps its segments this long", Value: wallet.DefaultGracePeriod},
 			&cli.DurationFlag{Name: "sync-interval", Usage: "how often the bitcoin node is polled", Value: mediator.DefaultSyncInterval},
 			&cli.Int64Flag{Name: "start-height", Usage: "first block a new wallet scans", DefaultText: "the current height on mainnet, the genesis block elsewhere"},
+			&cli.Uint64Flag{Name: "max-price", Usage: "refuse storage nodes asking more than `SAT` satoshis per GiB per month (100 times a typical price of 100 sat)", Value: mediator.DefaultMaxPrice},
+			&cli.DurationFlag{Name: "warn-runway", Usage: "warn clients while their escrow lasts less than this at their usage", Value: mediator.DefaultWarnRunway},
 		},
 		Action: runMediator,
 		Subcommands: []*cli.Command{mediatorLedgerCommand, mediatorPayoutsCommand, {
@@ -125,6 +131,10 @@ func mediatorConfig(c *cli.Context) (mediator.Config, error) {
 		GracePeriod: c.Duration("grace-period"), Network: c.String("network"),
 	}
 	cfg.Payments = pay
+	cfg.MaxPrice, cfg.WarnRunway = c.Uint64("max-price"), c.Duration("warn-runway")
+	if cfg.MaxPrice == 0 || cfg.WarnRunway <= 0 {
+		return cfg, userErr(exitUsage, "--max-price and --warn-runway must be positive")
+	}
 	if cfg.RepairThreshold == 0 && scheme == mediator.DefaultScheme {
 		cfg.RepairThreshold = mediator.DefaultRepairThreshold
 	}

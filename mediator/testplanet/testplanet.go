@@ -138,6 +138,10 @@ func New(t testing.TB, cfg Config) *Planet {
 	}
 	mcfg.Scheme = mediator.DefaultScheme
 	mcfg.RepairThreshold = mcfg.Scheme.N
+	// The planet's mediator accepts the prices its nodes ask.
+	for _, price := range cfg.Prices {
+		mcfg.MaxPrice = max(mcfg.MaxPrice, price)
+	}
 	if cfg.Reconfigure != nil {
 		cfg.Reconfigure(&mcfg)
 	}
