@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/fincrypt/fincrypt/challenge"
 	"github.com/fincrypt/fincrypt/erasure"
@@ -26,6 +27,13 @@ type Client struct {
 
 	mu    sync.Mutex
 	conns map[fnet.NodeID]*fnet.Conn
+
+	// contact: whether the mediator answered the latest call (a refusal
+	// is an answer), and when (MediatorAnswers).
+	contactMu  sync.Mutex
+	answered   bool
+	answeredAt time.Time // of the latest answer
+	contactAt  time.Time // of the latest call that ended either way
 }
 
 // NewClient makes a client for the account id; tr may be nil, and then the
@@ -113,7 +121,35 @@ func callMediator[T fnet.Message](ctx context.Context, c *Client, req fnet.Messa
 		rep, err = fnet.CallAnyFor[T](ctx, conn, req)
 		return err
 	})
+	c.noteContact(ctx, err)
 	return rep, err
+}
+
+// noteContact records whether a call reached the mediator: it answered
+// (with a reply or a refusal), or it did not (unreachable, or no answer
+// before the deadline). A call the caller cancelled says nothing.
+func (c *Client) noteContact(ctx context.Context, err error) {
+	var re *fnet.RemoteError
+	ok := err == nil || errors.As(err, &re)
+	if !ok && errors.Is(ctx.Err(), context.Canceled) {
+		return
+	}
+	now := time.Now()
+	c.contactMu.Lock()
+	defer c.contactMu.Unlock()
+	c.answered, c.contactAt = ok, now
+	if ok {
+		c.answeredAt = now
+	}
+}
+
+// MediatorAnswers reports whether the mediator answered the latest call
+// (false before any), when it last answered, and when the latest call
+// ended.
+func (c *Client) MediatorAnswers() (ok bool, lastAnswer, lastCall time.Time) {
+	c.contactMu.Lock()
+	defer c.contactMu.Unlock()
+	return c.answered, c.answeredAt, c.contactAt
 }
 
 // RegisterAccount registers the account (idempotent); it reports whether

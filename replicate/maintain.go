@@ -282,10 +282,47 @@ func (r *Replicator) checkEscrow() {
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.CallTimeout)
 	defer cancel()
 	verdict := ""
-	if b, err := r.client.Balance(ctx); err == nil && b.Warns() {
+	b, err := r.client.Balance(ctx)
+	if err == nil && b.Warns() {
 		verdict = b.Verdict()
 	}
 	r.mu.Lock()
 	r.escrow = verdict
+	r.escrowStale = false
+	if err == nil {
+		r.balance, r.balanceAt = b, time.Now()
+	}
 	r.mu.Unlock()
+}
+
+// escrowDue reports whether the escrow is to be asked again: every
+// CheckInterval, or every period of the mediator's when that is shorter
+// (so that a devnet's status follows its charges), and at once after a
+// placement was refused.
+func (r *Replicator) escrowDue(now, last time.Time) bool {
+	every := r.cfg.CheckInterval
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.balance != nil && r.balance.Metered && r.balance.Period > 0 {
+		every = min(every, max(r.balance.Period, time.Second))
+	}
+	return r.escrowStale || now.Sub(last) >= every
+}
+
+// notePlaceRefused records a placement the mediator refused (it answered,
+// so it is online); a refusal for want of escrow asks for the balance at
+// the next round, so that status says why in words.
+func (r *Replicator) notePlaceRefused(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	since := time.Now()
+	if r.refused != nil && r.refused.Since != nil {
+		since = *r.refused.Since
+	}
+	if f := placeRefusal(err, since); f != nil {
+		r.refused = f
+		if errors.Is(err, fnet.ErrUnauthorized) {
+			r.escrowStale = true
+		}
+	}
 }

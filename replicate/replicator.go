@@ -50,6 +50,13 @@ type Replicator struct {
 	lastSync     time.Time // last segment committed (persisted as R last_sync)
 	lastSnapshot time.Time // last snapshot pointer stored (R last_snapshot)
 	escrow       string    // the mediator's verdict on the account's escrow, when it warns
+	// balance is the mediator's latest BalanceReply (at balanceAt);
+	// refused the latest placement it refused, until a segment is placed;
+	// escrowStale asks for a new balance at the next round.
+	balance     *fnet.BalanceReply
+	balanceAt   time.Time
+	refused     *Refusal
+	escrowStale bool
 	// settledGen is 1 + the index generation at which a scan found nothing
 	// pending (0: none did); until the index changes, nothing is.
 	settledGen  uint64
@@ -171,7 +178,7 @@ func (r *Replicator) round(lastCheck, lastMaintain, lastEscrow *time.Time) {
 	}
 	// The escrow is asked even when uploads fail: an empty escrow is one
 	// reason they do.
-	if now.Sub(*lastEscrow) >= r.cfg.CheckInterval {
+	if r.escrowDue(now, *lastEscrow) {
 		r.checkEscrow()
 		*lastEscrow = now
 	}
@@ -437,6 +444,7 @@ func (r *Replicator) uploadSegment(p *plannedSegment) error {
 	r.lastSync = now
 	r.st.Online = true
 	r.cacheDirty = true
+	r.refused = nil
 	r.mu.Unlock()
 	r.log.Info("segment durable", "segment", seg.ID, "chunks", len(ids), "bytes", used, "class", class, "pieces", pieces)
 	return nil
@@ -466,6 +474,7 @@ func (r *Replicator) put(content []byte, class int) (*meta.Segment, int, error) 
 	pl, err := r.client.Place(ctx, s, int64(len(pieces[0])), ids)
 	cancel()
 	if err != nil {
+		r.notePlaceRefused(err)
 		return nil, 0, err
 	}
 	// Record the intent before anything is stored, so that a crash between

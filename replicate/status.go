@@ -34,6 +34,12 @@ type Status struct {
 	NextRetry        *time.Time `json:"next_retry,omitempty"`
 	Errors           []string   `json:"errors"`
 	Escrow           string     `json:"escrow_warning,omitempty"` // from the mediator, when payments are on
+
+	// Protection and payments (protection.go): whether new data reaches
+	// the network, why not, and what the account pays.
+	Protected bool           `json:"protected"`
+	Refusal   *Refusal       `json:"refusal,omitempty"`
+	Payments  *PaymentStatus `json:"payments,omitempty"`
 }
 
 // Status reports the engine's state; segment counts come from the index.
@@ -49,7 +55,13 @@ func (r *Replicator) Status(ctx context.Context) Status {
 		t := r.retryAt
 		st.NextRetry = &t
 	}
+	balance, balanceAt, refused := r.balance, r.balanceAt, r.refused
 	r.mu.Unlock()
+	// Online means the mediator answered the latest call (a refusal is an
+	// answer).
+	if ok, _, last := r.client.MediatorAnswers(); !last.IsZero() {
+		st.Online = ok
+	}
 	if st.Errors == nil {
 		st.Errors = []string{}
 	}
@@ -86,6 +98,16 @@ func (r *Replicator) Status(ctx context.Context) Status {
 	if st.MinHealthy < 0 {
 		st.MinHealthy = 0
 	}
+	st.Payments = paymentStatus(balance, balanceAt, float64(r.cfg.Scheme.N)/float64(r.cfg.Scheme.K))
+	st.Refusal = escrowRefusal(balance)
+	if st.Refusal == nil && refused != nil {
+		f := *refused
+		st.Refusal = &f
+	}
+	if st.Refusal != nil {
+		st.Refusal.WaitingBytes = st.PendingBytes
+	}
+	st.Protected = st.Refusal == nil
 	if !lastSync.IsZero() {
 		t := lastSync.UTC()
 		st.LastSync = &t

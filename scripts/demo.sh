@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # make demo: start a devnet (mediator, 5 storage nodes, btcd in simnet) in the
-# background, create a demo vault against it, fund the vault's account and
-# mount it at ./Fincrypt.  make demo-stop: unmount and stop the devnet.
+# background, create a demo vault against it, fund the vault's account, wait
+# until the deposit is credited and mount it at ./Fincrypt.
+# make demo-stop: unmount and stop the devnet.
+# FINCRYPT_DEMO_PERIOD (a duration like 3s) shortens the devnet's period
+# (the tests use it); FINCRYPT_DEMO_CAPACITY sets each node's capacity.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -63,7 +66,10 @@ if devnet_running; then
 	echo "devnet already running (pid $(cat "$PIDFILE"))."
 else
 	rm -f "$NET/mediator.addr"
-	nohup "$BIN" devnet --dir "$NET" >>"$DEVNET_LOG" 2>&1 </dev/null &
+	args=(devnet --dir "$NET")
+	[ -n "${FINCRYPT_DEMO_PERIOD:-}" ] && args+=(--period "$FINCRYPT_DEMO_PERIOD")
+	[ -n "${FINCRYPT_DEMO_CAPACITY:-}" ] && args+=(--capacity "$FINCRYPT_DEMO_CAPACITY")
+	nohup "$BIN" "${args[@]}" >>"$DEVNET_LOG" 2>&1 </dev/null &
 	echo $! >"$PIDFILE"
 	echo "Starting the devnet (pid $!; output in $DEVNET_LOG, logs in $NET/logs) ..."
 fi
@@ -81,6 +87,7 @@ if [ ! -s "$NET/mediator.addr" ]; then
 	exit 1
 fi
 MEDIATOR=$(cat "$NET/mediator.addr")
+cat "$NET/summary.txt"
 
 # 2. The vault, connected to the devnet's mediator when init supports it.
 export FINCRYPT_HOME=$HOME_DIR
@@ -95,13 +102,32 @@ if [ ! -e "$HOME_DIR/vault.json" ]; then
 	fi
 fi
 
-# 3. Escrow for the vault's account: 0.1 (devnet) BTC, once.
+# 3. Escrow for the vault's account: 1 (devnet) BTC, once (the default of
+# `fincrypt devnet fund`: it keeps 10 GiB of data for about 13 days).
 if [ ! -e "$DEMO/funded" ]; then
-	DEPOSIT=$("$BIN" wallet deposit-address --mediator "$MEDIATOR")
-	TXID=$("$BIN" devnet fund --dir "$NET" --address "$DEPOSIT" --amount 0.1)
-	echo "Funded the demo account's escrow: 0.1 BTC to $DEPOSIT (tx $TXID)."
+	DEPOSIT=$("$BIN" wallet deposit-address --mediator "$MEDIATOR" 2>/dev/null)
+	TXID=$("$BIN" devnet fund --dir "$NET" --address "$DEPOSIT")
+	echo "Funded the demo account's escrow: 1 BTC to $DEPOSIT (tx $TXID)."
 	echo "$TXID" >"$DEMO/funded"
 fi
+# Mount only once the deposit is credited, so that nothing written is
+# refused for want of escrow.
+credited=
+for _ in $(seq 1 120); do
+	if BAL=$("$BIN" wallet balance --json --mediator "$MEDIATOR" 2>/dev/null) &&
+		printf '%s' "$BAL" | grep -q '"CanPlace": true'; then
+		credited=1
+		break
+	fi
+	devnet_running || { echo "demo: the devnet stopped; see $DEVNET_LOG" >&2; exit 1; }
+	sleep 1
+done
+if [ -z "$credited" ]; then
+	echo "demo: the deposit was not credited within 2 minutes:" >&2
+	"$BIN" wallet balance --mediator "$MEDIATOR" >&2 || true
+	exit 1
+fi
+echo "The deposit is credited: $(printf '%s' "$BAL" | grep -o '"Escrow": [0-9]*' | grep -o '[0-9]*') sat in escrow."
 
 # 4. Mount.
 if grep -qs " $MNT " /proc/self/mountinfo; then
@@ -119,12 +145,13 @@ Fincrypt demo
   vault home:  $HOME_DIR
   password:    $PASSWORD   (demo only: use your own for real data)
   mounted at:  $MNT
-  network:     mediator $MEDIATOR, 5 storage nodes and btcd (simnet) in $NET
+  network:     mediator $MEDIATOR, storage nodes and btcd (simnet) in $NET
+$(sed 's/^/               /' "$NET/summary.txt")
 
 Try:
   cp -r /etc/ssl $MNT/ && ls -l $MNT/ssl
   grep -r "BEGIN CERTIFICATE" $HOME_DIR $NET || echo "nothing readable on disk"
-Watch:
+Watch (what the account pays per period, and how long its escrow lasts):
   watch -n2 $STATUS_HINT
   watch -n2 $BIN mediator status --dir $NET/mediator
   $BIN mediator ledger --dir $NET/mediator      (escrow, what each node earned)

@@ -190,7 +190,15 @@ func init() {
 		Description: "Asks the running mount (over HOME/control.sock) what is pending upload, how\n" +
 			"many segments are durable or degraded, the last successful sync and recent\n" +
 			"errors. --json prints one JSON object; scripts may rely on the fields account,\n" +
-			"pending_bytes, pending_files, segments_durable, segments_degraded, last_sync.",
+			"pending_bytes, pending_files, segments_durable, segments_degraded, last_sync.\n\n" +
+			"online means the mediator answered the latest call (a refusal is an answer).\n" +
+			"When the mediator refuses new data, the first line says why (\"not protected:\n" +
+			"escrow ran out at T; 628 MiB waiting; deposit to ADDRESS\"); --json has it as\n" +
+			"protected (false) and refusal {reason, since, waiting_bytes, deposit_address,\n" +
+			"release_at}. With payments on, payments {escrow_sat, price_sat_per_gib_month (of\n" +
+			"your data), charge_per_period_sat, period_seconds, runway_seconds, runs_out_at,\n" +
+			"warn_runway_seconds, warning, ...} says what the account pays and how long its\n" +
+			"escrow lasts; the mediator warns while that is under --warn-runway (a week).",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
 		Action: func(c *cli.Context) error {
 			home := homeDir(c)
@@ -272,9 +280,12 @@ func printStatus(w io.Writer, st *replicate.Status) {
 		}
 		return fmt.Sprintf("%s (%s ago)", t.Local().Format(time.RFC3339), time.Since(*t).Round(time.Second))
 	}
-	online := "online"
+	online := "online (the mediator answers)"
 	if !st.Online {
-		online = "offline or not yet synced"
+		online = "offline (the mediator does not answer, or was not asked yet)"
+	}
+	if st.Refusal != nil {
+		fmt.Fprintln(w, strings.ToUpper(st.Refusal.Summary()[:1])+st.Refusal.Summary()[1:])
 	}
 	fmt.Fprintf(w, "account:        %s\n", st.Account)
 	fmt.Fprintf(w, "network:        %s, scheme %s\n", online, st.Scheme)
@@ -300,10 +311,39 @@ func printStatus(w io.Writer, st *replicate.Status) {
 	if st.NextRetry != nil {
 		fmt.Fprintf(w, "next retry:     %s\n", st.NextRetry.Local().Format(time.RFC3339))
 	}
+	printPayments(w, st.Payments)
 	if st.Escrow != "" {
 		fmt.Fprintf(w, "escrow:         %s\n", st.Escrow)
 	}
 	for _, e := range st.Errors {
 		fmt.Fprintf(w, "error:          %s\n", e)
 	}
+}
+
+// printPayments prints what the account pays and how long its escrow
+// lasts (payments on only).
+func printPayments(w io.Writer, p *replicate.PaymentStatus) {
+	if p == nil {
+		return
+	}
+	period := time.Duration(p.PeriodSeconds * float64(time.Second))
+	fmt.Fprintf(w, "balance:        %d sat in escrow", p.EscrowSat)
+	if p.PendingSat > 0 {
+		fmt.Fprintf(w, " (+%d sat awaiting confirmations)", p.PendingSat)
+	}
+	fmt.Fprintf(w, ", checked %s ago\n", time.Since(p.CheckedAt).Round(time.Second))
+	if p.ChargedBytes == 0 {
+		fmt.Fprintf(w, "price:          nothing charged yet (the nodes are paid per %s period)\n", period)
+		return
+	}
+	fmt.Fprintf(w, "price:          %.0f sat per GiB-month of your data (%d per GiB-month of pieces); %.1f sat per %s period for %s of pieces\n",
+		p.PricePerGiBMonth, p.PiecePrice, p.ChargePerPeriodSat, period, units.HumanSize(uint64(p.ChargedBytes)))
+	runway := "unknown"
+	if p.RunwaySeconds >= 0 {
+		runway = fnet.HumanDuration(time.Duration(p.RunwaySeconds) * time.Second)
+		if p.RunsOutAt != nil {
+			runway += " (until " + p.RunsOutAt.Local().Format(time.RFC3339) + ")"
+		}
+	}
+	fmt.Fprintf(w, "runway:         %s at this usage; warns under %s\n", runway, fnet.HumanDuration(time.Duration(p.WarnRunwaySeconds)*time.Second))
 }
