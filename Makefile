@@ -5,7 +5,7 @@ PKGS     := ./...
 # Tests that mount FUSE or start daemons get a generous but bounded budget.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build tools test fuzz bench demo demo-stop lint clean
+.PHONY: all build tools test fuzz bench demo demo-stop demo-check lint clean
 
 all: build
 
@@ -47,6 +47,11 @@ demo: build tools
 
 demo-stop:
 	./scripts/demo.sh stop
+
+# The demo as a user runs it, with 1 GiB of data at the demo's own period
+# (make test runs the same test, TestDemo, with 256 MiB and 3 s periods).
+demo-check: build tools
+	FINCRYPT_DEMO_SIZE=1GiB FINCRYPT_DEMO_TEST_PERIOD=10s $(GO) test -count=1 -timeout 30m -v -run '^TestDemo$$' ./cmd/fincrypt
 
 clean:
 	rm -rf bin tools

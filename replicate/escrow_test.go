@@ -38,6 +38,12 @@ func TestStatusWarnsWithoutEscrow(t *testing.T) {
 			if st.SegmentsDurable != 0 || st.PendingBytes == 0 {
 				t.Fatalf("without escrow nothing may be placed: %+v", st)
 			}
+			// The mediator answers (it refuses), and status says why in
+			// words, with what waits.
+			if !st.Online || st.Protected || st.Refusal == nil || st.Refusal.WaitingBytes != st.PendingBytes ||
+				!strings.HasPrefix(st.Refusal.Summary(), "not protected: no escrow yet; ") {
+				t.Fatalf("status of a refused account: online %v protected %v refusal %+v", st.Online, st.Protected, st.Refusal)
+			}
 			break
 		}
 		if time.Now().After(deadline) {

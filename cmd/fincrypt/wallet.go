@@ -53,7 +53,8 @@ func init() {
 			Usage: "show the account's escrow, pending deposits and how long it lasts",
 			Description: "Prints the escrow (credited deposits minus charges), deposits awaiting\n" +
 				"confirmations, the last period's charge and how many periods the escrow lasts\n" +
-				"at that rate, and warns when it runs low (under 14 days), ran out, or the\n" +
+				"at that rate, and warns when it runs low (under the mediator's --warn-runway,\n" +
+				"a week by default), ran out, or the\n" +
 				"account is in debt. Amounts in satoshis. With --json: the fields of the\n" +
 				"mediator's BalanceReply (docs/PROTOCOL.md, wallet messages).",
 			Flags: []cli.Flag{passwordFileFlag, mediatorFlag, &cli.BoolFlag{Name: "json", Usage: "print JSON"}},
