@@ -12,9 +12,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/fincrypt/fincrypt/devnet"
 	"github.com/fincrypt/fincrypt/internal/units"
 	"github.com/fincrypt/fincrypt/wallet/btcdtest"
 )
@@ -152,6 +154,18 @@ func TestDemo(t *testing.T) {
 		}
 	}
 	d.env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "FINCRYPT_DEMO_PERIOD=" + period}
+	// The nodes' default capacity is a share of the free disk; on a small
+	// disk give them what the data needs (pieces at 2/4 over 5 nodes, with
+	// room for padding and repair).
+	var fsst syscall.Statfs_t
+	if err := syscall.Statfs(root, &fsst); err != nil {
+		t.Fatal(err)
+	}
+	need := int64(size) * 2 / 5 * 2
+	if devnet.DefaultCapacity(fsst.Bavail*uint64(fsst.Bsize), devnet.DefaultNodes) < need {
+		t.Logf("small disk: the nodes get --capacity %d", need)
+		d.env = append(d.env, fmt.Sprintf("FINCRYPT_DEMO_CAPACITY=%d", need))
+	}
 	t.Cleanup(func() {
 		if left := d.leftovers(); len(left) > 0 {
 			d.script("stop") // the test failed half-way: do not leave the demo running

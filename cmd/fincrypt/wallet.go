@@ -9,6 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/fincrypt/fincrypt/internal/units"
 	"github.com/fincrypt/fincrypt/mediator"
 	fnet "github.com/fincrypt/fincrypt/net"
 	"github.com/fincrypt/fincrypt/replicate"
@@ -89,6 +90,10 @@ func init() {
 					fmt.Fprintf(out, "last charge      %d sat per %s: lasts about %s\n", b.LastCharge, b.Period, time.Duration(b.PeriodsLeft)*b.Period)
 				} else {
 					fmt.Fprintln(out, "last charge      nothing charged yet")
+				}
+				if b.Bytes > 0 {
+					fmt.Fprintf(out, "pays             %d sat per GiB-month for %s of pieces: %.1f sat per %s, lasts %s\n",
+						b.Price, units.HumanSize(uint64(b.Bytes)), b.PeriodCharge(), b.Period, fnet.HumanDuration(b.Runway))
 				}
 				fmt.Fprintln(out, b.Verdict())
 				return nil
