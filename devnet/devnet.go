@@ -75,7 +75,8 @@ const (
 	// that a demo's first megabytes show a charge within a period or two.
 	// Node i asks DefaultPrice + (i-1)*DefaultPrice/10.
 	DefaultPrice = 10_000_000
-	// MaxPrice is the devnet mediator's --max-price: ten times
+	// MaxPrice is the devnet mediator's --max-price (with the default
+	// price; in general ten times Config.Price): ten times
 	// DefaultPrice, above every devnet node's price (64 nodes ask at most
 	// 7.3 times DefaultPrice).
 	MaxPrice = 10 * DefaultPrice
@@ -88,7 +89,9 @@ const (
 	// WarnPeriods: clients are warned while their escrow lasts fewer
 	// periods than this (a real mediator warns a week ahead).
 	WarnPeriods = 10
-	// DefaultPayoutThreshold is low so that payouts happen within minutes.
+	// DefaultPayoutThreshold is low so that payouts show within the
+	// hour: at DefaultPrice a node holding 1 GiB of pieces earns 39 sat
+	// per 10-second period, 5 000 sat in about 22 minutes.
 	DefaultPayoutThreshold = 5_000
 	// MinConf of the devnet's wallet: one block credits a deposit.
 	MinConf = 1
@@ -110,8 +113,11 @@ func DefaultCapacity(free uint64, n int) int64 {
 	return int64(min(max(c, MinCapacity), MaxDefaultCapacity))
 }
 
-// NodePrice is node i's (from 0) price.
-func NodePrice(i int) uint64 { return DefaultPrice + uint64(i)*DefaultPrice/10 }
+// NodePrice is node i's (from 0) price at the default price.
+func NodePrice(i int) uint64 { return nodePrice(DefaultPrice, i) }
+
+// nodePrice is node i's price when node 0 asks base: 10% more per node.
+func nodePrice(base uint64, i int) uint64 { return base + uint64(i)*(base/10) }
 
 // Holds is about how much of a user's data n nodes of capacity bytes each
 // hold at scheme s: each segment puts N pieces of size/K on N distinct
@@ -155,6 +161,10 @@ type Config struct {
 	Period          time.Duration
 	Scheme          erasure.Scheme
 	RepairThreshold int
+	// Price is node 1's price in sat per GiB-month (zero: DefaultPrice);
+	// node i asks 10% more per node, and the mediator's max price is ten
+	// times Price.
+	Price uint64
 	// Capacity is each node's capacity in bytes; zero: DefaultCapacity
 	// of the disk space free in Dir (see CapacityNote).
 	Capacity int64
@@ -182,6 +192,12 @@ func (c *Config) defaults() error {
 	}
 	if c.Scheme == (erasure.Scheme{}) {
 		c.Scheme, c.RepairThreshold = SchemeFor(c.Nodes)
+	}
+	if c.Price == 0 {
+		c.Price = DefaultPrice
+	}
+	if c.Price > mediator.MaxMaxPrice/10 {
+		return fmt.Errorf("devnet: price %d: want at most %d sat per GiB-month", c.Price, uint64(mediator.MaxMaxPrice/10))
 	}
 	if c.Capacity < 0 {
 		return fmt.Errorf("devnet: capacity %d: want a positive size", c.Capacity)
@@ -285,7 +301,7 @@ func Start(cfg Config) (_ *Net, err error) {
 		Scheme: cfg.Scheme, RepairThreshold: cfg.RepairThreshold, Period: cfg.Period,
 		HeartbeatInterval: min(cfg.Period, 10*time.Second), OfflineAfter: max(6*cfg.Period, 30*time.Second),
 		TicketTTL: 10 * time.Minute, GracePeriod: time.Hour,
-		MaxPrice: MaxPrice, WarnRunway: WarnPeriods * cfg.Period,
+		MaxPrice: 10 * cfg.Price, WarnRunway: WarnPeriods * cfg.Period,
 		Payments: mediator.Payments{Passphrase: pass, MinConf: MinConf, PayoutThreshold: DefaultPayoutThreshold,
 			SyncInterval: time.Second, FeeBPS: 100},
 	}
@@ -321,7 +337,7 @@ func Start(cfg Config) (_ *Net, err error) {
 		}
 		scfg := storagenode.Config{
 			Dir: dir, Listen: n.st.Nodes[i], Mediator: maddr, Capacity: cfg.Capacity,
-			Price: NodePrice(i), Payout: payout, Network: network,
+			Price: nodePrice(cfg.Price, i), Payout: payout, Network: network,
 			RetryMin: 200 * time.Millisecond, RetryMax: 5 * time.Second,
 		}
 		node, err := storagenode.New(nlog, ident, scfg)
@@ -354,7 +370,7 @@ func Start(cfg Config) (_ *Net, err error) {
 // user's data that holds, and the prices. `make demo` prints it.
 func (n *Net) Summary() string {
 	c := n.cfg
-	lo, hi := NodePrice(0), NodePrice(len(n.Nodes)-1)
+	lo, hi := nodePrice(c.Price, 0), nodePrice(c.Price, len(n.Nodes)-1)
 	return fmt.Sprintf("%d storage nodes of %s each (%s): at %s the network holds about %s of your data.\n"+
 		"Prices %d to %d sat per GiB-month of pieces; a period is %s; the escrow warning starts %d periods ahead.",
 		len(n.Nodes), units.HumanSize(uint64(c.Capacity)), n.capacityNote, c.Scheme, units.HumanSize(uint64(Holds(len(n.Nodes), c.Capacity, c.Scheme))),

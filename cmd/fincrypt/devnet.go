@@ -16,6 +16,7 @@ import (
 	"github.com/fincrypt/fincrypt/devnet"
 	"github.com/fincrypt/fincrypt/erasure"
 	"github.com/fincrypt/fincrypt/internal/units"
+	"github.com/fincrypt/fincrypt/mediator"
 )
 
 func init() {
@@ -39,7 +40,7 @@ func init() {
 			"Each node offers --capacity; by default a quarter of the disk space free in\n" +
 			"--dir, shared by the nodes (64 MiB to 64 GiB each). At start the devnet says,\n" +
 			"and writes to D/summary.txt, how much of a user's data the network holds.\n\n" +
-			"Prices: node i asks 10 000 000 sat (0.1 devnet BTC) per GiB-month of pieces\n" +
+			"Prices: node i asks --price, 10 000 000 sat (0.1 devnet BTC) per GiB-month of pieces,\n" +
 			"plus 10% per node after the first, so a demo's charge shows every period;\n" +
 			"`devnet fund` deposits 1 BTC by default, which keeps 10 GiB of data (20 GiB of\n" +
 			"pieces at 2/4) for about 13 days. The mediator refuses nodes above 10 times\n" +
@@ -54,6 +55,7 @@ func init() {
 			&cli.StringFlag{Name: "scheme", Usage: "erasure scheme `K/N` (default: see above)"},
 			&cli.IntFlag{Name: "repair-threshold", Usage: "repair below `T` healthy pieces (default: N)"},
 			&cli.BoolFlag{Name: "no-bitcoin", Usage: "no btcd: a private network without payments"},
+			&cli.Uint64Flag{Name: "price", Usage: "node 1's price in `SAT` per GiB-month (node i asks 10% more per node)", Value: devnet.DefaultPrice},
 			&cli.StringFlag{Name: "capacity", Usage: "each storage node's capacity, `SIZE` like 2GiB", DefaultText: "a quarter of the free disk, shared by the nodes, at most 64GiB each"},
 		},
 		Action: runDevnet,
@@ -93,7 +95,11 @@ func runDevnet(c *cli.Context) error {
 	if c.Args().Present() {
 		return userErr(exitUsage, "unexpected argument %q (subcommand: fund)", c.Args().First())
 	}
-	cfg := devnet.Config{Dir: c.String("dir"), Nodes: c.Int("nodes"), Period: c.Duration("period"), NoBitcoin: c.Bool("no-bitcoin")}
+	cfg := devnet.Config{Dir: c.String("dir"), Nodes: c.Int("nodes"), Period: c.Duration("period"), NoBitcoin: c.Bool("no-bitcoin"),
+		Price: c.Uint64("price")}
+	if cfg.Price == 0 || cfg.Price > mediator.MaxMaxPrice/10 {
+		return userErr(exitUsage, "--price %d: want 1 to %d sat per GiB-month", cfg.Price, uint64(mediator.MaxMaxPrice/10))
+	}
 	if s := c.String("scheme"); s != "" {
 		scheme, err := erasure.ParseScheme(s)
 		if err != nil {

@@ -134,7 +134,10 @@ func TestDevnet(t *testing.T) {
 	d := filepath.Join(t.TempDir(), "net")
 	med := filepath.Join(d, "mediator")
 
-	p := startDevnet(t, env, "--dir", d, "--nodes", "3", "--period", "2s")
+	// Prices ten million times the demo's, so that the 4 MiB stored below
+	// earn the payout threshold within a period.
+	price := "100000000000000"
+	p := startDevnet(t, env, "--dir", d, "--nodes", "3", "--period", "2s", "--price", price)
 	addr := waitFile(t, p, filepath.Join(d, "mediator.addr"), 60*time.Second)
 	var st statusJSON
 	pollJSON(t, "3 nodes online", 30*time.Second, env, &st, func() bool { return len(onlineIDs(&st)) == 3 },
@@ -207,7 +210,7 @@ func TestDevnet(t *testing.T) {
 	}
 
 	// Restart: same mediator address, same node ids, escrow kept.
-	p = startDevnet(t, env, "--dir", d, "--nodes", "3", "--period", "2s")
+	p = startDevnet(t, env, "--dir", d, "--nodes", "3", "--period", "2s", "--price", price)
 	if got := waitFile(t, p, filepath.Join(d, "mediator.addr"), 60*time.Second); got != addr {
 		t.Fatalf("restarted mediator at %s, was %s", got, addr)
 	}
