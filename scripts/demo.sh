@@ -105,7 +105,7 @@ fi
 # 3. Escrow for the vault's account: 1 (devnet) BTC, once (the default of
 # `fincrypt devnet fund`: it keeps 10 GiB of data for about 13 days).
 if [ ! -e "$DEMO/funded" ]; then
-	DEPOSIT=$("$BIN" wallet deposit-address --mediator "$MEDIATOR" 2>/dev/null)
+	DEPOSIT=$("$BIN" wallet deposit-address --mediator "$MEDIATOR")
 	TXID=$("$BIN" devnet fund --dir "$NET" --address "$DEPOSIT")
 	echo "Funded the demo account's escrow: 1 BTC to $DEPOSIT (tx $TXID)."
 	echo "$TXID" >"$DEMO/funded"
@@ -123,8 +123,9 @@ for _ in $(seq 1 120); do
 	sleep 1
 done
 if [ -z "$credited" ]; then
-	echo "demo: the deposit was not credited within 2 minutes:" >&2
+	echo "demo: the account's escrow does not allow placements after 2 minutes:" >&2
 	"$BIN" wallet balance --mediator "$MEDIATOR" >&2 || true
+	echo "(deposit more with: $BIN devnet fund --dir $NET --address \$($BIN wallet deposit-address))" >&2
 	exit 1
 fi
 echo "The deposit is credited: $(printf '%s' "$BAL" | grep -o '"Escrow": [0-9]*' | grep -o '[0-9]*') sat in escrow."
