@@ -40,12 +40,12 @@ func init() {
 			"Each node offers --capacity; by default a quarter of the disk space free in\n" +
 			"--dir, shared by the nodes (64 MiB to 64 GiB each). At start the devnet says,\n" +
 			"and writes to D/summary.txt, how much of a user's data the network holds.\n\n" +
-			"Prices: node i asks --price, 10 000 000 sat (0.1 devnet BTC) per GiB-month of pieces,\n" +
-			"plus 10% per node after the first, so a demo's charge shows every period;\n" +
-			"`devnet fund` deposits 1 BTC by default, which keeps 10 GiB of data (20 GiB of\n" +
-			"pieces at 2/4) for about 13 days. The mediator refuses nodes above 10 times\n" +
-			"that price (--max-price of `fincrypt mediator`) and warns clients 10 periods\n" +
-			"before their escrow runs out.\n" +
+			"Prices: node 1 asks --price (default 10 000 000 sat, 0.1 devnet BTC, per\n" +
+			"GiB-month of pieces), each further node 10% more, so a demo's charge shows\n" +
+			"every period; `devnet fund` deposits 1 BTC by default, which at the default\n" +
+			"price keeps 10 GiB of data (20 GiB of pieces at 2/4) for about 13 days. The\n" +
+			"mediator refuses nodes above 10 times --price (--max-price of `fincrypt\n" +
+			"mediator`) and warns clients 10 periods before their escrow runs out.\n" +
 			"btcd is $FINCRYPT_BTCD, btcd in $PATH, or tools/bin/btcd of the source tree\n" +
 			"(`make tools`); --no-bitcoin runs without payments.",
 		Flags: []cli.Flag{
