@@ -113,6 +113,12 @@ type Config struct {
 	// Payments configures the wallet, escrow and payouts (payments.go);
 	// zero: no wallet.
 	Payments Payments
+	// Placement is what an operator of many nodes cannot get around:
+	// diversity by verified address, vetting, reputation (reputation.go).
+	Placement PlacementPolicy
+	// Reservations bounds what accounts may hold without uploading
+	// (accounts.go).
+	Reservations ReservationPolicy
 	// Transport tunes QUIC.
 	Transport fnet.Config
 	// Logger, or slog.Default().
@@ -169,6 +175,8 @@ func (c Config) WithDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.Placement = c.Placement.withDefaults()
+	c.Reservations = c.Reservations.withDefaults(c.TicketTTL)
 	return c
 }
 
@@ -223,6 +231,12 @@ func (c Config) Validate() error {
 	}
 	if c.ChallengeOpenings < 1 || c.ChallengeOpenings > challenge.MaxOpenings {
 		return bad("challenge openings %d: want 1..%d", c.ChallengeOpenings, challenge.MaxOpenings)
+	}
+	if err := c.Placement.validate(); err != nil {
+		return bad("%v", err)
+	}
+	if err := c.Reservations.validate(c.TicketTTL); err != nil {
+		return bad("%v", err)
 	}
 	return c.Payments.validate(c.Network)
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -189,6 +190,12 @@ func newWorld(t testing.TB, n int, prices ...uint64) *world {
 	w.c = newCore(testConfig(), w.store, mid, w.mem)
 	w.c.now = w.now
 	w.c.started = w.now()
+	w.c.dialBack = func(_ context.Context, addr fnet.Address) error {
+		w.mem.mu.Lock()
+		defer w.mem.mu.Unlock()
+		_, err := w.mem.node(addr)
+		return err
+	}
 	for i := 0; i < n; i++ {
 		price := uint64(100 + i)
 		if i < len(prices) {
@@ -203,7 +210,7 @@ func (w *world) addNode(hostport string, price uint64) *fnet.Identity {
 	id, _ := fnet.GenerateIdentity()
 	w.mem.nodes[id.ID()] = &memNode{id: id.ID(), pieces: map[challenge.PieceID][]byte{}}
 	addr := fnet.Address{ID: id.ID(), HostPort: hostport}.String()
-	_, err := w.c.Register(context.Background(), id.ID(), &fnet.RegisterRequest{
+	_, err := w.c.Register(fromHost(hostport), id.ID(), &fnet.RegisterRequest{
 		Node: id.ID(), Address: addr, Capacity: 1 << 30, Price: price, PayoutAddress: "payout-" + hostport,
 	})
 	if err != nil {
@@ -214,13 +221,23 @@ func (w *world) addNode(hostport string, price uint64) *fnet.Identity {
 	return id
 }
 
+// heartbeatNode sends node i's heartbeat with a capacity.
+func (w *world) heartbeatNode(i int, capacity uint64) {
+	w.t.Helper()
+	a, _ := fnet.ParseAddress(w.addrs[i])
+	if _, err := w.c.Heartbeat(fromHost(a.HostPort), w.ids[i].ID(), &fnet.Heartbeat{Capacity: capacity}); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
 // heartbeat refreshes every node that is not down.
 func (w *world) heartbeat() {
-	for _, id := range w.ids {
+	for i, id := range w.ids {
 		if w.mem.nodes[id.ID()].down {
 			continue
 		}
-		if _, err := w.c.Heartbeat(context.Background(), id.ID(), &fnet.Heartbeat{Capacity: 1 << 30}); err != nil {
+		a, _ := fnet.ParseAddress(w.addrs[i])
+		if _, err := w.c.Heartbeat(fromHost(a.HostPort), id.ID(), &fnet.Heartbeat{Capacity: 1 << 30}); err != nil {
 			w.t.Fatal(err)
 		}
 	}
@@ -299,4 +316,11 @@ func (w *world) checkTotals() {
 	if st.Segments != segs || st.Pieces != pieces || st.Healthy != healthy || st.Lost != pieces-healthy {
 		w.t.Fatalf("status counts %d/%d/%d/%d, scan %d/%d/%d", st.Segments, st.Pieces, st.Healthy, st.Lost, segs, pieces, healthy)
 	}
+}
+
+// fromHost is a context as a request from hostport's address (an IP
+// literal) carries it.
+func fromHost(hostport string) context.Context {
+	ap := netip.MustParseAddrPort(hostport)
+	return fnet.WithRemoteIP(context.Background(), ap.Addr())
 }

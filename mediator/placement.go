@@ -3,40 +3,17 @@ package mediator
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
-	stdnet "net"
 	"slices"
 
 	"github.com/fincrypt/fincrypt/challenge"
 	"github.com/fincrypt/fincrypt/erasure"
 	fnet "github.com/fincrypt/fincrypt/net"
+	"github.com/fincrypt/fincrypt/wallet"
 )
-
-// subnet is the diversity key of a node: its IPv4 /24, its IPv6 /64, or
-// its host name.
-func subnet(address string) string {
-	a, err := fnet.ParseAddress(address)
-	if err != nil {
-		return address
-	}
-	host, _, err := stdnet.SplitHostPort(a.HostPort)
-	if err != nil {
-		return a.HostPort
-	}
-	ip := stdnet.ParseIP(host)
-	switch {
-	case ip == nil:
-		return host
-	case ip.To4() != nil:
-		return ip.Mask(stdnet.CIDRMask(24, 32)).String()
-	default:
-		return ip.Mask(stdnet.CIDRMask(64, 128)).String()
-	}
-}
-
-// reliable: a node whose challenges mostly fail gets no new pieces.
-func reliable(n *Node) bool { return n.Failed == 0 || n.Passed >= n.Failed }
 
 // free is the room left on a node for new pieces.
 func free(n *Node, reserved int64) int64 {
@@ -45,56 +22,69 @@ func free(n *Node, reserved int64) int64 {
 	return max(f, 0)
 }
 
-// selectNodes picks count distinct nodes for pieces of size bytes: online,
-// reliable, with room, not in exclude; cheapest first (ties: fewer failures,
-// then random), preferring nodes on subnets not yet used (including the
-// subnets in avoid). It returns fewer than count if there are not enough.
-func (c *core) selectNodes(nodes []*Node, count int, size int64, exclude map[fnet.NodeID]bool, avoid map[string]bool, reserved map[fnet.NodeID]int64) []*Node {
+// selectNodes picks up to count nodes, any need of which may take pieces
+// of size bytes of a segment of scheme s whose other pieces occupy taken
+// (nil: none): nodes
+// that are placeable (online, verified, not disqualified), have room and
+// are not in exclude, cheapest first (ties: better reputation, then
+// random), such that
+//
+//   - no two pieces of the segment share a subnet (c.subnet), taken
+//     included, whatever names the nodes advertise: one operator's
+//     network never holds more than one piece, fewer than the N-K whose
+//     loss the segment survives;
+//   - at most Placement.UnvettedPieces go to unvetted nodes, unless vetted
+//     nodes on enough free subnets are missing (a young network), when
+//     unvetted nodes fill the gap;
+//   - accept (if not nil) takes the node, asked last.
+//
+// It returns fewer than count if there are not enough.
+func (c *core) selectNodes(nodes []*Node, count, need int, size int64, s erasure.Scheme, exclude map[fnet.NodeID]bool, taken *spread, reserved map[fnet.NodeID]int64, accept func(*Node) bool) []*Node {
 	now := c.now()
+	if taken == nil {
+		taken = newSpread()
+	}
 	var cand []*Node
 	for _, n := range nodes {
-		if exclude[n.ID] || !c.online(n, now) || !reliable(n) || free(n, reserved[n.ID]) < size {
+		if exclude[n.ID] || !c.placeable(n, now) || free(n, reserved[n.ID]) < size {
 			continue
 		}
 		cand = append(cand, n)
 	}
 	rand.Shuffle(len(cand), func(i, j int) { cand[i], cand[j] = cand[j], cand[i] })
-	failRate := func(n *Node) float64 {
-		if n.Passed+n.Failed == 0 {
-			return 0
-		}
-		return float64(n.Failed) / float64(n.Passed+n.Failed)
-	}
 	slices.SortStableFunc(cand, func(a, b *Node) int {
 		if c := cmp.Compare(a.Price, b.Price); c != 0 {
 			return c
 		}
-		return cmp.Compare(failRate(a), failRate(b))
+		return cmp.Compare(b.Reputation(), a.Reputation())
 	})
-	used := map[string]bool{}
-	for s := range avoid {
-		used[s] = true
+	vettedSubnets := map[string]bool{}
+	for _, n := range cand {
+		if k := c.subnet(n); c.vetted(n) && !taken.subnets[k] {
+			vettedSubnets[k] = true
+		}
 	}
-	picked := map[fnet.NodeID]bool{}
+	unvetted := max(c.cfg.Placement.UnvettedPieces-taken.unvetted, need-len(vettedSubnets), 0)
+	sp := &spread{subnets: maps.Clone(taken.subnets), unvetted: taken.unvetted}
 	var out []*Node
-	for _, n := range cand { // first pass: one node per subnet
-		if len(out) == count {
-			return out
-		}
-		if s := subnet(n.Address); !used[s] {
-			used[s] = true
-			picked[n.ID] = true
-			out = append(out, n)
-		}
-	}
-	for _, n := range cand { // then the cheapest of the rest
+	for _, n := range cand {
 		if len(out) == count {
 			break
 		}
-		if !picked[n.ID] {
-			picked[n.ID] = true
-			out = append(out, n)
+		if sp.subnets[c.subnet(n)] {
+			continue
 		}
+		if !c.vetted(n) && unvetted == 0 {
+			continue
+		}
+		if accept != nil && !accept(n) {
+			continue
+		}
+		if !c.vetted(n) {
+			unvetted--
+		}
+		sp.add(c, n)
+		out = append(out, n)
 	}
 	return out
 }
@@ -127,13 +117,36 @@ func (c *core) Place(ctx context.Context, acct fnet.AccountID, req *fnet.Placeme
 		return nil, err
 	}
 	reserved := c.reservedBytes(c.now())
-	cand := c.selectNodes(nodes, len(nodes), size, nil, nil, reserved)
-	if len(cand) < s.N {
-		return nil, fmt.Errorf("%w: scheme %s needs %d nodes with %d bytes free, %d qualify", ErrNotEnoughNodes, s, s.N, size, len(cand))
-	}
-	picked, err := c.assign(ctx, cand, req.Pieces)
-	if err != nil {
-		return nil, err
+	// A node that holds one of these piece ids for another contract cannot
+	// take it again: pick again without it (rare: identical bytes in two
+	// segments).
+	exclude := map[fnet.NodeID]bool{}
+	var picked []*Node
+	for {
+		cand := c.selectNodes(nodes, s.N, s.N, size, s, exclude, nil, reserved, nil)
+		if len(cand) < s.N {
+			return nil, fmt.Errorf("%w: scheme %s needs %d nodes on distinct networks with %d bytes free, %d qualify", ErrNotEnoughNodes, s, s.N, size, len(cand))
+		}
+		picked, err = c.assign(ctx, cand, req.Pieces)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrNotEnoughNodes) {
+			return nil, err
+		}
+		more := false
+		for _, n := range cand {
+			for _, id := range req.Pieces {
+				if held, err := c.holdsPiece(ctx, n.ID, id, SegmentID{}, false); err != nil {
+					return nil, err
+				} else if held && !exclude[n.ID] {
+					exclude[n.ID], more = true, true
+				}
+			}
+		}
+		if !more {
+			return nil, err
+		}
 	}
 	now := c.now()
 	p := &Pending{
@@ -148,7 +161,17 @@ func (c *core) Place(ctx context.Context, acct fnet.AccountID, req *fnet.Placeme
 			Ticket:  c.ticket(n.ID, req.Pieces[i], fnet.OpPut, acct, size),
 		})
 	}
-	if err := c.reserve(p.Segment, reservation{account: acct, nodes: p.Nodes, pieces: p.Pieces, size: size, expires: p.Expires}); err != nil {
+	r := reservation{account: acct, nodes: p.Nodes, pieces: p.Pieces, size: size}
+	r.expires = now.Add(c.cfg.Reservations.hold(r.bytes(), c.cfg.TicketTTL))
+	for _, n := range picked {
+		sat, _ := wallet.ProRate(size, int64(min(n.Price, 21e14)), c.cfg.Period, nil)
+		r.cost += sat + 1 // rounded up
+	}
+	budget, err := c.escrowBudget(acct)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.reserve(p.Segment, r, budget); err != nil {
 		return nil, err
 	}
 	if err := c.store.PutPending(ctx, p); err != nil {
