@@ -144,6 +144,7 @@ type world struct {
 	clock atomic.Int64
 	ids   []*fnet.Identity
 	addrs []string
+	from  []netip.Addr // where each node's requests come from
 }
 
 func (w *world) now() time.Time { return time.Unix(0, w.clock.Load()) }
@@ -207,25 +208,37 @@ func newWorld(t testing.TB, n int, prices ...uint64) *world {
 }
 
 func (w *world) addNode(hostport string, price uint64) *fnet.Identity {
-	id, _ := fnet.GenerateIdentity()
-	w.mem.nodes[id.ID()] = &memNode{id: id.ID(), pieces: map[challenge.PieceID][]byte{}}
-	addr := fnet.Address{ID: id.ID(), HostPort: hostport}.String()
-	_, err := w.c.Register(fromHost(hostport), id.ID(), &fnet.RegisterRequest{
-		Node: id.ID(), Address: addr, Capacity: 1 << 30, Price: price, PayoutAddress: "payout-" + hostport,
-	})
+	w.t.Helper()
+	ap := netip.MustParseAddrPort(hostport)
+	id, err := w.addNodeAs(hostport, ap.Addr(), price)
 	if err != nil {
 		w.t.Fatal(err)
 	}
+	return id
+}
+
+// addNodeAs registers a new node that advertises hostport (any name) over
+// a connection from ip.
+func (w *world) addNodeAs(hostport string, from netip.Addr, price uint64) (*fnet.Identity, error) {
+	id, _ := fnet.GenerateIdentity()
+	w.mem.nodes[id.ID()] = &memNode{id: id.ID(), pieces: map[challenge.PieceID][]byte{}}
+	addr := fnet.Address{ID: id.ID(), HostPort: hostport}.String()
+	_, err := w.c.Register(fnet.WithRemoteIP(context.Background(), from), id.ID(), &fnet.RegisterRequest{
+		Node: id.ID(), Address: addr, Capacity: 1 << 30, Price: price, PayoutAddress: "payout-" + hostport,
+	})
+	if err != nil {
+		return nil, err
+	}
 	w.ids = append(w.ids, id)
 	w.addrs = append(w.addrs, addr)
-	return id
+	w.from = append(w.from, from)
+	return id, nil
 }
 
 // heartbeatNode sends node i's heartbeat with a capacity.
 func (w *world) heartbeatNode(i int, capacity uint64) {
 	w.t.Helper()
-	a, _ := fnet.ParseAddress(w.addrs[i])
-	if _, err := w.c.Heartbeat(fromHost(a.HostPort), w.ids[i].ID(), &fnet.Heartbeat{Capacity: capacity}); err != nil {
+	if _, err := w.c.Heartbeat(fnet.WithRemoteIP(context.Background(), w.from[i]), w.ids[i].ID(), &fnet.Heartbeat{Capacity: capacity}); err != nil {
 		w.t.Fatal(err)
 	}
 }
@@ -236,8 +249,7 @@ func (w *world) heartbeat() {
 		if w.mem.nodes[id.ID()].down {
 			continue
 		}
-		a, _ := fnet.ParseAddress(w.addrs[i])
-		if _, err := w.c.Heartbeat(fromHost(a.HostPort), id.ID(), &fnet.Heartbeat{Capacity: 1 << 30}); err != nil {
+		if _, err := w.c.Heartbeat(fnet.WithRemoteIP(context.Background(), w.from[i]), id.ID(), &fnet.Heartbeat{Capacity: 1 << 30}); err != nil {
 			w.t.Fatal(err)
 		}
 	}

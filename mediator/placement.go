@@ -22,69 +22,82 @@ func free(n *Node, reserved int64) int64 {
 	return max(f, 0)
 }
 
-// selectNodes picks up to count nodes, any need of which may take pieces
-// of size bytes of a segment of scheme s whose other pieces occupy taken
-// (nil: none): nodes
-// that are placeable (online, verified, not disqualified), have room and
-// are not in exclude, cheapest first (ties: better reputation, then
-// random), such that
+// selectNodes picks up to count nodes, any of which may take pieces of
+// size bytes of a segment whose other pieces occupy taken (nil: none):
+// nodes that are placeable (online, verified, not disqualified), have room
+// and are not in exclude, such that
 //
 //   - no two pieces of the segment share a subnet (c.subnet), taken
 //     included, whatever names the nodes advertise: one operator's
 //     network never holds more than one piece, fewer than the N-K whose
-//     loss the segment survives;
-//   - at most Placement.UnvettedPieces go to unvetted nodes, unless vetted
-//     nodes on enough free subnets are missing (a young network), when
-//     unvetted nodes fill the gap;
+//     loss a segment survives;
+//   - unvetted nodes, chosen at random (a low price buys a new node
+//     nothing), get Placement.UnvettedPieces of the segment, more only
+//     where vetted nodes on free subnets are missing (a young network:
+//     then the cheapest);
+//   - vetted nodes are chosen by price (ties: better reputation, then
+//     random);
 //   - accept (if not nil) takes the node, asked last.
 //
 // It returns fewer than count if there are not enough.
-func (c *core) selectNodes(nodes []*Node, count, need int, size int64, s erasure.Scheme, exclude map[fnet.NodeID]bool, taken *spread, reserved map[fnet.NodeID]int64, accept func(*Node) bool) []*Node {
+func (c *core) selectNodes(nodes []*Node, count int, size int64, exclude map[fnet.NodeID]bool, taken *spread, reserved map[fnet.NodeID]int64, accept func(*Node) bool) []*Node {
 	now := c.now()
 	if taken == nil {
 		taken = newSpread()
 	}
-	var cand []*Node
+	var vetted, unvetted []*Node
 	for _, n := range nodes {
 		if exclude[n.ID] || !c.placeable(n, now) || free(n, reserved[n.ID]) < size {
 			continue
 		}
-		cand = append(cand, n)
-	}
-	rand.Shuffle(len(cand), func(i, j int) { cand[i], cand[j] = cand[j], cand[i] })
-	slices.SortStableFunc(cand, func(a, b *Node) int {
-		if c := cmp.Compare(a.Price, b.Price); c != 0 {
-			return c
-		}
-		return cmp.Compare(b.Reputation(), a.Reputation())
-	})
-	vettedSubnets := map[string]bool{}
-	for _, n := range cand {
-		if k := c.subnet(n); c.vetted(n) && !taken.subnets[k] {
-			vettedSubnets[k] = true
+		if c.vetted(n) {
+			vetted = append(vetted, n)
+		} else {
+			unvetted = append(unvetted, n)
 		}
 	}
-	unvetted := max(c.cfg.Placement.UnvettedPieces-taken.unvetted, need-len(vettedSubnets), 0)
+	byPrice := func(l []*Node) {
+		rand.Shuffle(len(l), func(i, j int) { l[i], l[j] = l[j], l[i] })
+		slices.SortStableFunc(l, func(a, b *Node) int {
+			if c := cmp.Compare(a.Price, b.Price); c != 0 {
+				return c
+			}
+			return cmp.Compare(b.Reputation(), a.Reputation())
+		})
+	}
+	byPrice(vetted)
+	random := slices.Clone(unvetted)
+	rand.Shuffle(len(random), func(i, j int) { random[i], random[j] = random[j], random[i] })
+	byPrice(unvetted)
 	sp := &spread{subnets: maps.Clone(taken.subnets), unvetted: taken.unvetted}
+	picked := map[fnet.NodeID]bool{}
 	var out []*Node
-	for _, n := range cand {
-		if len(out) == count {
-			break
+	take := func(from []*Node, limit int) {
+		for _, n := range from {
+			if len(out) >= limit {
+				return
+			}
+			if picked[n.ID] || sp.subnets[c.subnet(n)] || (accept != nil && !accept(n)) {
+				continue
+			}
+			picked[n.ID] = true
+			sp.add(c, n)
+			out = append(out, n)
 		}
-		if sp.subnets[c.subnet(n)] {
-			continue
+	}
+	share := min(count, max(c.cfg.Placement.UnvettedPieces-taken.unvetted, 0))
+	subnets := map[string]bool{}
+	for _, n := range vetted {
+		if k := c.subnet(n); !taken.subnets[k] {
+			subnets[k] = true
 		}
-		if !c.vetted(n) && unvetted == 0 {
-			continue
-		}
-		if accept != nil && !accept(n) {
-			continue
-		}
-		if !c.vetted(n) {
-			unvetted--
-		}
-		sp.add(c, n)
-		out = append(out, n)
+	}
+	if len(subnets) >= count-share { // else a young network: all by price
+		take(random, share)
+	}
+	take(vetted, count)
+	if len(out) < count { // too few vetted nodes on free subnets: by price
+		take(unvetted, count)
 	}
 	return out
 }
@@ -123,7 +136,7 @@ func (c *core) Place(ctx context.Context, acct fnet.AccountID, req *fnet.Placeme
 	exclude := map[fnet.NodeID]bool{}
 	var picked []*Node
 	for {
-		cand := c.selectNodes(nodes, s.N, s.N, size, s, exclude, nil, reserved, nil)
+		cand := c.selectNodes(nodes, s.N, size, exclude, nil, reserved, nil)
 		if len(cand) < s.N {
 			return nil, fmt.Errorf("%w: scheme %s needs %d nodes on distinct networks with %d bytes free, %d qualify", ErrNotEnoughNodes, s, s.N, size, len(cand))
 		}

@@ -361,7 +361,7 @@ func (c *core) repairSegment(ctx context.Context, seg *Segment, w *repairWave) (
 		}
 		return true
 	}
-	targets := c.selectNodes(nodeList, 2*len(want), len(want), seg.PieceSize, seg.Scheme, exclude, taken, w.reserved(), holdsNone)
+	targets := c.selectNodes(nodeList, 2*len(want), seg.PieceSize, exclude, taken, w.reserved(), holdsNone)
 	if len(targets) == 0 {
 		return 0, fmt.Errorf("segment %s: %w: no node can take a repaired piece", seg.ID, ErrNotEnoughNodes)
 	}
