@@ -36,6 +36,9 @@ func TestSybilNodesCannotTakeSegmentsHostage(t *testing.T) {
 		// gives the Sybils to behave, as it would in the world.
 		c.Placement.DisqualifyAfter = 1
 		c.Placement.VettingChallenges = 40
+		// Thirteen nodes and a round a second on a loaded machine: a late
+		// heartbeat must not take honest nodes offline.
+		c.OnlineWindow, c.OfflineAfter = 5*time.Second, 20*time.Second
 	}})
 	scheme := p.Scheme()
 	files := map[fnet.SegmentID][]byte{}
@@ -46,7 +49,17 @@ func TestSybilNodesCannotTakeSegmentsHostage(t *testing.T) {
 		for range n {
 			seed++
 			data := randomData(seed, segSize)
-			seg, err := p.Client.Store(p.Context(), scheme, data)
+			// A client tries again when the mediator is busy (as the
+			// replication engine does), a few times.
+			var seg fnet.SegmentID
+			var err error
+			for try := 0; try < 5; try++ {
+				if seg, err = p.Client.Store(p.Context(), scheme, data); fnet.CodeOf(err) != fnet.CodeBusy {
+					break
+				}
+				t.Logf("upload refused (%v); again", err)
+				time.Sleep(500 * time.Millisecond)
+			}
 			if err != nil {
 				t.Fatalf("honest upload: %v", err)
 			}
