@@ -325,3 +325,54 @@ func TestReservationFloodDoesNotBlockUploads(t *testing.T) {
 		t.Fatalf("placement after abandoning one: %v", err)
 	}
 }
+
+// TestRepairKeepsOnePiecePerNetwork is issue 21's repair diversity on real
+// nodes: a rebuilt piece never goes to a node on the network (/24) of
+// another piece of its segment, however cheap; it waits for a node on a
+// free network.
+func TestRepairKeepsOnePiecePerNetwork(t *testing.T) {
+	p := testplanet.New(t, testplanet.Config{StorageNodes: 5})
+	ctx := p.Context()
+	data := randomData(300, segSize)
+	id, err := p.Client.Store(ctx, p.Scheme(), data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg := p.Segment(id)
+	// A cheap node joins the network of piece 0's node.
+	host := p.Nodes[p.NodeIndex(seg.Pieces[0].Node)].Config.Listen
+	ip := netip.MustParseAddrPort(host).Addr().As4()
+	ip[3] = 2
+	neighbour := p.AddNodeWith(testplanet.NodeOptions{IP: netip.AddrFrom4(ip).String(), Price: 1})
+	p.WaitFor("the neighbour online", 10*time.Second, func(st *mediator.Status) bool {
+		for _, n := range st.Nodes {
+			if n.ID == neighbour.ID().String() {
+				return n.Online && n.IP != ""
+			}
+		}
+		return false
+	})
+	// Piece 1 is lost: the only node free to take it shares piece 0's network.
+	lostNode := p.NodeIndex(seg.Pieces[1].Node)
+	p.DeletePiece(lostNode, seg.Pieces[1].ID)
+	p.WaitFor("the piece counted lost", 20*time.Second, func(st *mediator.Status) bool { return st.Lost > 0 })
+	rounds := p.Status().Rounds
+	p.WaitFor("three more rounds and repair scans", 30*time.Second, func(st *mediator.Status) bool { return st.Rounds >= rounds+3 })
+	for _, pc := range p.Segment(id).Pieces {
+		if pc.Node == neighbour.ID() {
+			t.Fatalf("piece %d rebuilt on %s, the network of piece 0", pc.Index, neighbour.Config.Listen)
+		}
+	}
+	if p.Segment(id).Healthy() != p.Scheme().N-1 {
+		t.Fatalf("segment has %d healthy pieces, want %d (nowhere to repair to)", p.Segment(id).Healthy(), p.Scheme().N-1)
+	}
+	// A node on a network of its own takes it.
+	far := p.AddNodeWith(testplanet.NodeOptions{IP: "127.0.99.1", Price: 5000})
+	p.WaitFor("the piece rebuilt", 30*time.Second, func(st *mediator.Status) bool { return st.Lost == 0 && st.Repaired > 0 })
+	if got := p.Segment(id).Pieces[1]; got.Node != far.ID() || got.State != mediator.PieceHealthy {
+		t.Fatalf("piece 1 after repair: %+v, want on %s", got, far.Config.Listen)
+	}
+	if got, err := p.Client.Fetch(p.Context(), id, len(data)); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read after repair: %v", err)
+	}
+}
