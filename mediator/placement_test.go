@@ -348,3 +348,19 @@ func TestReservationsBounded(t *testing.T) {
 		t.Fatalf("account after the interval: %v", err)
 	}
 }
+
+// TestSharedAddresses: five nodes behind one address place no segment,
+// unless the mediator runs a private network that allows it.
+func TestSharedAddresses(t *testing.T) {
+	for _, shared := range []bool{false, true} {
+		w := newWorld(t, 0)
+		w.c.cfg.Placement.SharedAddresses = shared
+		for i := range 5 {
+			w.addNode(netip.AddrPortFrom(netip.MustParseAddr("192.168.1.1"), uint16(7000+i)).String(), 100)
+		}
+		_, err := w.c.Place(context.Background(), w.account(), &fnet.PlacementRequest{PieceSize: 100, Pieces: distinctIDs(5)})
+		if shared && err != nil || !shared && !errors.Is(err, ErrNotEnoughNodes) {
+			t.Fatalf("shared addresses %v: %v", shared, err)
+		}
+	}
+}

@@ -82,6 +82,9 @@ func init() {
 			&cli.DurationFlag{Name: "escrow-grace", Usage: "an account whose escrow ran out keeps its segments this long", Value: wallet.DefaultGracePeriod},
 			&cli.DurationFlag{Name: "sync-interval", Usage: "how often the bitcoin node is polled", Value: mediator.DefaultSyncInterval},
 			&cli.Int64Flag{Name: "start-height", Usage: "first block a new wallet scans", DefaultText: "the current height on mainnet, the genesis block elsewhere"},
+			// Placement (docs/SECURITY.md, "Adversaries").
+			&cli.BoolFlag{Name: "shared-addresses", Usage: "a private network on one machine or LAN: nodes may share an address or /24, each its own failure domain (never on a public network)"},
+			&cli.Uint64Flag{Name: "vetting-challenges", Usage: "challenges a new node must pass before it gets more than one piece of a segment", DefaultText: "16"},
 		},
 		Action: runMediator,
 		Subcommands: []*cli.Command{mediatorLedgerCommand, mediatorPayoutsCommand, {
@@ -125,6 +128,8 @@ func mediatorConfig(c *cli.Context) (mediator.Config, error) {
 		GracePeriod: c.Duration("grace-period"), Network: c.String("network"),
 	}
 	cfg.Payments = pay
+	cfg.Placement.SharedAddresses = c.Bool("shared-addresses")
+	cfg.Placement.VettingChallenges = c.Uint64("vetting-challenges")
 	if cfg.RepairThreshold == 0 && scheme == mediator.DefaultScheme {
 		cfg.RepairThreshold = mediator.DefaultRepairThreshold
 	}
