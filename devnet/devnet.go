@@ -36,6 +36,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -307,6 +308,7 @@ func Start(cfg Config) (_ *Net, err error) {
 	}
 	network := "simnet"
 	mcfg.Network = network
+	mcfg.Placement.SharedAddresses = !distinctLoopback
 	if n.btc != nil {
 		mcfg.Payments.RPC = &wallet.RPCConfig{Host: n.btc.Host, User: n.btc.User, Pass: n.btc.Pass}
 	}
@@ -345,7 +347,7 @@ func Start(cfg Config) (_ *Net, err error) {
 			return nil, fmt.Errorf("node %d: %w", i+1, err)
 		}
 		n.Nodes = append(n.Nodes, node)
-		if n.st.Nodes[i] == "127.0.0.1:0" {
+		if n.st.Nodes[i] == nodeListen(i) {
 			n.st.Nodes[i] = node.Address().HostPort
 		}
 	}
@@ -397,8 +399,8 @@ func (n *Net) loadState() error {
 			return err
 		}
 		n.st = state{Version: stateVersion, Mediator: "127.0.0.1:0", Passphrase: hex.EncodeToString(pass), Bitcoin: !n.cfg.NoBitcoin}
-		for range n.cfg.Nodes {
-			n.st.Nodes = append(n.st.Nodes, "127.0.0.1:0")
+		for i := range n.cfg.Nodes {
+			n.st.Nodes = append(n.st.Nodes, nodeListen(i))
 		}
 		return nil
 	}
@@ -420,10 +422,33 @@ func (n *Net) loadState() error {
 	// More nodes than last time: the new ones get fresh ports. Fewer: the
 	// others stay stopped (their pieces are repaired elsewhere).
 	for len(n.st.Nodes) < n.cfg.Nodes {
-		n.st.Nodes = append(n.st.Nodes, "127.0.0.1:0")
+		n.st.Nodes = append(n.st.Nodes, nodeListen(len(n.st.Nodes)))
+	}
+	// Nodes of a devnet made before they had a network each move to theirs
+	// (same port): the mediator places one piece per network.
+	for i, hp := range n.st.Nodes {
+		if host, port, err := stdnet.SplitHostPort(hp); err == nil && host == "127.0.0.1" && distinctLoopback {
+			n.st.Nodes[i] = stdnet.JoinHostPort(nodeIP(i), port)
+		}
 	}
 	return nil
 }
+
+// distinctLoopback: every address in 127.0.0.0/8 is the loopback (Linux),
+// so each node listens on its own 127.0.i.1, a network (/24) of its own,
+// as nodes of a real network would be. Elsewhere (macOS has 127.0.0.1
+// only) the nodes share 127.0.0.1 and the mediator is told that they may
+// (PlacementPolicy.SharedAddresses).
+var distinctLoopback = runtime.GOOS == "linux"
+
+func nodeIP(i int) string {
+	if !distinctLoopback {
+		return "127.0.0.1"
+	}
+	return fmt.Sprintf("127.0.%d.1", i+1)
+}
+
+func nodeListen(i int) string { return stdnet.JoinHostPort(nodeIP(i), "0") }
 
 func (n *Net) saveState() error {
 	b, err := json.MarshalIndent(&n.st, "", "  ")

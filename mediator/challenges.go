@@ -56,8 +56,8 @@ func (c *core) Round(ctx context.Context) (RoundResult, error) {
 		sem = make(chan struct{}, challengeConcurrency)
 	)
 	for _, n := range nodes {
-		if !c.online(n, res.Start) {
-			continue
+		if !c.online(n, res.Start) || !n.Disqualified.IsZero() {
+			continue // a disqualified node's pieces are rebuilt elsewhere
 		}
 		wg.Add(1)
 		sem <- struct{}{}
@@ -250,6 +250,10 @@ func (c *core) record(ctx context.Context, node fnet.NodeID, results []pieceResu
 	}
 	n.Passed += passed
 	n.Failed += failed
+	if !reached {
+		failed = 0 // a node that is away is not lying: the offline limit deals with it
+	}
+	c.observe(n, passed, failed)
 	if err := c.store.PutNode(ctx, n); err != nil {
 		return err
 	}

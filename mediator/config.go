@@ -120,6 +120,12 @@ type Config struct {
 	// WarnRunway: clients are warned while their escrow lasts less than
 	// this at their current usage (zero: DefaultWarnRunway).
 	WarnRunway time.Duration
+	// Placement is what an operator of many nodes cannot get around:
+	// diversity by verified address, vetting, reputation (reputation.go).
+	Placement PlacementPolicy
+	// Reservations bounds what accounts may hold without uploading
+	// (accounts.go).
+	Reservations ReservationPolicy
 	// Transport tunes QUIC.
 	Transport fnet.Config
 	// Logger, or slog.Default().
@@ -182,6 +188,8 @@ func (c Config) WithDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.Placement = c.Placement.withDefaults()
+	c.Reservations = c.Reservations.withDefaults(c.TicketTTL)
 	return c
 }
 
@@ -238,6 +246,12 @@ func (c Config) Validate() error {
 		return bad("challenge openings %d: want 1..%d", c.ChallengeOpenings, challenge.MaxOpenings)
 	}
 	if err := c.validatePrices(); err != nil {
+		return bad("%v", err)
+	}
+	if err := c.Placement.validate(); err != nil {
+		return bad("%v", err)
+	}
+	if err := c.Reservations.validate(c.TicketTTL); err != nil {
 		return bad("%v", err)
 	}
 	return c.Payments.validate(c.Network)

@@ -131,7 +131,8 @@ func (c *core) verifyStored(ctx context.Context, seg *Segment) {
 	wg.Wait()
 }
 
-// Release ends a contract and deletes its pieces from the nodes.
+// Release ends a contract and deletes its pieces from the nodes; for a
+// placement not yet committed it cancels the placement (abandon).
 func (c *core) Release(ctx context.Context, acct fnet.AccountID, id SegmentID) error {
 	c.mu.Lock()
 	seg, err := c.store.GetSegment(ctx, id)
@@ -143,7 +144,7 @@ func (c *core) Release(ctx context.Context, acct fnet.AccountID, id SegmentID) e
 	}
 	c.mu.Unlock()
 	if errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("segment %s: %w", id, ErrNoSegment)
+		return c.abandon(ctx, acct, id)
 	}
 	if err != nil {
 		return fmt.Errorf("segment %s: %w", id, err)
@@ -155,6 +156,33 @@ func (c *core) Release(ctx context.Context, acct fnet.AccountID, id SegmentID) e
 		}
 	}
 	c.deleteLater(seg.Account, seg.PieceSize, dels)
+	return nil
+}
+
+// abandon cancels an account's uncommitted placement: its room is free at
+// once, and pieces already uploaded under it are deleted. Without such a
+// placement it returns ErrNoSegment.
+func (c *core) abandon(ctx context.Context, acct fnet.AccountID, id SegmentID) error {
+	p, err := c.store.GetPending(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("segment %s: %w", id, ErrNoSegment)
+	}
+	if err != nil {
+		return fmt.Errorf("segment %s: %w", id, err)
+	}
+	if p.Account != acct {
+		return fmt.Errorf("segment %s: %w", id, ErrNotOwner)
+	}
+	if err := c.store.DeletePending(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("segment %s: %w", id, err)
+	}
+	c.unreserve(id)
+	dels := make([]pieceDelete, 0, len(p.Nodes))
+	for i, n := range p.Nodes {
+		dels = append(dels, pieceDelete{node: n, piece: p.Pieces[i], account: acct, size: p.PieceSize})
+	}
+	c.deletePieces(dels)
+	c.log.Debug("placement abandoned", "segment", id)
 	return nil
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	stdnet "net"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -80,6 +82,14 @@ type core struct {
 	// put that piece id on that node.
 	resPieces map[nodePiece][]SegmentID
 
+	// newAccounts rate-limits account creation per network (accounts.go).
+	newAccounts buckets
+
+	// resolve and dialBack verify a registering node's address
+	// (registry.go): the Peer dials over its transport.
+	resolve  func(ctx context.Context, host string) ([]netip.Addr, error)
+	dialBack func(ctx context.Context, addr fnet.Address) error
+
 	bg       sync.WaitGroup // background deletes
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
@@ -91,13 +101,22 @@ type reservation struct {
 	pieces  []challenge.PieceID // pieces[i] goes to nodes[i]
 	size    int64
 	expires time.Time
+	// cost is what the reserved bytes cost for one period at their
+	// nodes' prices, in satoshis (payments bound it by the escrow).
+	cost int64
 }
+
+// bytes is the room the reservation takes on all its nodes.
+func (r reservation) bytes() int64 { return r.size * int64(len(r.nodes)) }
 
 func newCore(cfg Config, store Store, id *fnet.Identity, nodes NodeClient) *core {
 	c := &core{
 		cfg: cfg, log: cfg.Logger, store: store, id: id, nodes: nodes,
 		now: time.Now, started: time.Now(), reserved: map[SegmentID]reservation{},
 		resPieces: map[nodePiece][]SegmentID{},
+		resolve: func(ctx context.Context, host string) ([]netip.Addr, error) {
+			return stdnet.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		},
 	}
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
 	return c
@@ -113,7 +132,9 @@ func (c *core) loadReservations(ctx context.Context) error {
 	now := c.now()
 	for _, p := range pending {
 		if p.Expires.After(now) {
-			c.reserve(p.Segment, reservation{account: p.Account, nodes: p.Nodes, pieces: p.Pieces, size: p.PieceSize, expires: p.Expires})
+			r := reservation{account: p.Account, nodes: p.Nodes, pieces: p.Pieces, size: p.PieceSize, expires: p.Expires}
+			r.expires = minTime(r.expires, now.Add(c.cfg.Reservations.hold(r.bytes(), c.cfg.TicketTTL)))
+			c.reserve(p.Segment, r, -1)
 		}
 	}
 	return nil
@@ -154,19 +175,39 @@ func (c *core) reservedBytes(now time.Time) map[fnet.NodeID]int64 {
 	return out
 }
 
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
 // reserve records a placement's reservation; it fails if the account has
-// MaxPendingPerAccount placements awaiting commit already.
-func (c *core) reserve(seg SegmentID, r reservation) error {
+// MaxPendingPerAccount placements awaiting commit already, or if the
+// account's live reservations with this one would take more than
+// Reservations.AccountBytes or, with budget >= 0, cost more for one period
+// than budget satoshis (one placement at a time is always allowed: an
+// account with any escrow can upload, if only one segment at a time).
+func (c *core) reserve(seg SegmentID, r reservation, budget int64) error {
 	c.resMu.Lock()
 	defer c.resMu.Unlock()
-	n := 0
-	for _, o := range c.reserved {
-		if o.account == r.account {
+	n, bytes, cost := 0, r.bytes(), r.cost
+	now := c.now()
+	for id, o := range c.reserved {
+		if o.account == r.account && id != seg && !now.After(o.expires) {
 			n++
+			bytes += o.bytes()
+			cost += o.cost
 		}
 	}
 	if n >= MaxPendingPerAccount {
 		return fmt.Errorf("%w: %d placements await their commit (at most %d per account)", ErrTooManyPending, n, MaxPendingPerAccount)
+	}
+	if limit := c.cfg.Reservations.AccountBytes; bytes > limit {
+		return fmt.Errorf("%w: %d bytes reserved with this placement, at most %d", ErrAccountQuota, bytes, limit)
+	}
+	if budget >= 0 && n > 0 && cost > budget {
+		return fmt.Errorf("%w: uncommitted placements would cost %d sat a period, escrow %d sat", ErrAccountQuota, cost, budget)
 	}
 	c.dropReservation(seg)
 	c.reserved[seg] = r

@@ -57,12 +57,16 @@ func TestPlacementCheapestOnDistinctSubnets(t *testing.T) {
 	}
 
 	// With two nodes down, the network can no longer spread over five
-	// subnets: the second node of the shared subnet fills in.
+	// subnets: the second node of the shared subnet does not fill in,
+	// whatever its name (one piece per /24, whatever the price).
 	w.mem.nodes[c.ID()].down = true
 	w.mem.nodes[d.ID()].down = true
 	w.advance(2 * w.c.cfg.OnlineWindow)
 	w.heartbeat()
-	pl, err = w.c.Place(context.Background(), acct, &fnet.PlacementRequest{K: 2, N: 5, PieceSize: 1000, Pieces: ids})
+	if _, err := w.c.Place(context.Background(), acct, &fnet.PlacementRequest{K: 2, N: 5, PieceSize: 1000, Pieces: ids}); !errors.Is(err, ErrNotEnoughNodes) {
+		t.Fatalf("placement over four subnets for five pieces: %v", err)
+	}
+	pl, err = w.c.Place(context.Background(), acct, &fnet.PlacementRequest{K: 2, N: 4, PieceSize: 1000, Pieces: ids[:4]})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +74,7 @@ func TestPlacementCheapestOnDistinctSubnets(t *testing.T) {
 	for _, tg := range pl.Targets {
 		got[tg.Ticket.Node] = true
 	}
-	if !got[a.ID()] || !got[b.ID()] || !got[g.ID()] || got[c.ID()] || got[d.ID()] {
+	if got[a.ID()] == got[b.ID()] || !got[e.ID()] || !got[f.ID()] || !got[g.ID()] || got[c.ID()] || got[d.ID()] {
 		t.Fatalf("placement with two nodes offline: %v", got)
 	}
 }
@@ -94,8 +98,8 @@ func TestPlacementRefusals(t *testing.T) {
 		{"empty pieces", acct, fnet.PlacementRequest{K: 2, N: 5, PieceSize: 0, Pieces: ids(5)}, fnet.ErrBadRequest},
 	}
 	// Shrink every node so that 200 MiB pieces do not fit.
-	for _, id := range w.ids {
-		w.c.Heartbeat(ctx, id.ID(), &fnet.Heartbeat{Capacity: 100 << 20})
+	for i := range w.ids {
+		w.heartbeatNode(i, 100<<20)
 	}
 	for _, tc := range cases {
 		_, err := w.c.Place(ctx, tc.acct, &tc.req)
@@ -105,8 +109,8 @@ func TestPlacementRefusals(t *testing.T) {
 	}
 	// A node that goes silent is no longer placed on.
 	w.advance(w.c.cfg.OnlineWindow + time.Second)
-	for _, id := range w.ids[1:] {
-		w.c.Heartbeat(ctx, id.ID(), &fnet.Heartbeat{Capacity: 100 << 20})
+	for i := range w.ids[1:] {
+		w.heartbeatNode(i+1, 100<<20)
 	}
 	if _, err := w.c.Place(ctx, acct, &fnet.PlacementRequest{K: 2, N: 5, PieceSize: 10, Pieces: ids(5)}); !errors.Is(err, ErrNotEnoughNodes) {
 		t.Fatalf("with one node offline: %v", err)

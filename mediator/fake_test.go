@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -143,6 +144,7 @@ type world struct {
 	clock atomic.Int64
 	ids   []*fnet.Identity
 	addrs []string
+	from  []netip.Addr // where each node's requests come from
 }
 
 func (w *world) now() time.Time { return time.Unix(0, w.clock.Load()) }
@@ -189,6 +191,12 @@ func newWorld(t testing.TB, n int, prices ...uint64) *world {
 	w.c = newCore(testConfig(), w.store, mid, w.mem)
 	w.c.now = w.now
 	w.c.started = w.now()
+	w.c.dialBack = func(_ context.Context, addr fnet.Address) error {
+		w.mem.mu.Lock()
+		defer w.mem.mu.Unlock()
+		_, err := w.mem.node(addr)
+		return err
+	}
 	for i := 0; i < n; i++ {
 		price := uint64(100 + i)
 		if i < len(prices) {
@@ -200,27 +208,48 @@ func newWorld(t testing.TB, n int, prices ...uint64) *world {
 }
 
 func (w *world) addNode(hostport string, price uint64) *fnet.Identity {
-	id, _ := fnet.GenerateIdentity()
-	w.mem.nodes[id.ID()] = &memNode{id: id.ID(), pieces: map[challenge.PieceID][]byte{}}
-	addr := fnet.Address{ID: id.ID(), HostPort: hostport}.String()
-	_, err := w.c.Register(context.Background(), id.ID(), &fnet.RegisterRequest{
-		Node: id.ID(), Address: addr, Capacity: 1 << 30, Price: price, PayoutAddress: "payout-" + hostport,
-	})
+	w.t.Helper()
+	ap := netip.MustParseAddrPort(hostport)
+	id, err := w.addNodeAs(hostport, ap.Addr(), price)
 	if err != nil {
 		w.t.Fatal(err)
 	}
+	return id
+}
+
+// addNodeAs registers a new node that advertises hostport (any name) over
+// a connection from ip.
+func (w *world) addNodeAs(hostport string, from netip.Addr, price uint64) (*fnet.Identity, error) {
+	id, _ := fnet.GenerateIdentity()
+	w.mem.nodes[id.ID()] = &memNode{id: id.ID(), pieces: map[challenge.PieceID][]byte{}}
+	addr := fnet.Address{ID: id.ID(), HostPort: hostport}.String()
+	_, err := w.c.Register(fnet.WithRemoteIP(context.Background(), from), id.ID(), &fnet.RegisterRequest{
+		Node: id.ID(), Address: addr, Capacity: 1 << 30, Price: price, PayoutAddress: "payout-" + hostport,
+	})
+	if err != nil {
+		return nil, err
+	}
 	w.ids = append(w.ids, id)
 	w.addrs = append(w.addrs, addr)
-	return id
+	w.from = append(w.from, from)
+	return id, nil
+}
+
+// heartbeatNode sends node i's heartbeat with a capacity.
+func (w *world) heartbeatNode(i int, capacity uint64) {
+	w.t.Helper()
+	if _, err := w.c.Heartbeat(fnet.WithRemoteIP(context.Background(), w.from[i]), w.ids[i].ID(), &fnet.Heartbeat{Capacity: capacity}); err != nil {
+		w.t.Fatal(err)
+	}
 }
 
 // heartbeat refreshes every node that is not down.
 func (w *world) heartbeat() {
-	for _, id := range w.ids {
+	for i, id := range w.ids {
 		if w.mem.nodes[id.ID()].down {
 			continue
 		}
-		if _, err := w.c.Heartbeat(context.Background(), id.ID(), &fnet.Heartbeat{Capacity: 1 << 30}); err != nil {
+		if _, err := w.c.Heartbeat(fnet.WithRemoteIP(context.Background(), w.from[i]), id.ID(), &fnet.Heartbeat{Capacity: 1 << 30}); err != nil {
 			w.t.Fatal(err)
 		}
 	}
@@ -299,4 +328,11 @@ func (w *world) checkTotals() {
 	if st.Segments != segs || st.Pieces != pieces || st.Healthy != healthy || st.Lost != pieces-healthy {
 		w.t.Fatalf("status counts %d/%d/%d/%d, scan %d/%d/%d", st.Segments, st.Pieces, st.Healthy, st.Lost, segs, pieces, healthy)
 	}
+}
+
+// fromHost is a context as a request from hostport's address (an IP
+// literal) carries it.
+func fromHost(hostport string) context.Context {
+	ap := netip.MustParseAddrPort(hostport)
+	return fnet.WithRemoteIP(context.Background(), ap.Addr())
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/fincrypt/fincrypt/challenge"
@@ -116,6 +117,18 @@ type Node struct {
 	// Contracted is the sum of the sizes of the pieces contracted on the
 	// node; the store maintains it and ignores it in PutNode.
 	Contracted uint64
+	// IP is the address the mediator verified at registration (the
+	// advertised name resolves to it, the registration came from it and
+	// the node answered there with its key); zero until then. Placement
+	// diversity is by its /24 (IPv4) or /48 (IPv6) (reputation.go).
+	IP netip.Addr `json:",omitzero"`
+	// RepPass and RepFail are the decayed weights of passed and failed
+	// challenges and reads (reputation.go).
+	RepPass float64 `json:",omitempty"`
+	RepFail float64 `json:",omitempty"`
+	// Disqualified is when the node's reputation fell below the
+	// threshold: it gets no pieces and its pieces are rebuilt elsewhere.
+	Disqualified time.Time `json:",omitzero"`
 }
 
 // Account is a client account: its ed25519 public key.

@@ -253,6 +253,20 @@ func (c *core) canPlace(acct fnet.AccountID) error {
 	}
 }
 
+// escrowBudget is what an account's uncommitted placements may cost for
+// one period: its confirmed escrow when payments are metered, else -1 (no
+// bound but the byte quota).
+func (c *core) escrowBudget(acct fnet.AccountID) (int64, error) {
+	if !c.pay.metered() {
+		return -1, nil
+	}
+	st, err := c.pay.w.AccountStatus(fnet.NodeID(acct).String())
+	if err != nil {
+		return 0, err
+	}
+	return max(st.Escrow, 0), nil
+}
+
 // depositAddress answers DepositAddressRequest.
 func (c *core) depositAddress(ctx context.Context, acct fnet.AccountID) (*fnet.DepositAddressReply, error) {
 	if !c.pay.metered() {

@@ -11,6 +11,7 @@ import (
 	"github.com/btcsuite/btcd/btcutil"
 	"github.com/btcsuite/btcd/chaincfg"
 
+	"github.com/fincrypt/fincrypt/challenge"
 	fnet "github.com/fincrypt/fincrypt/net"
 	"github.com/fincrypt/fincrypt/vault"
 	"github.com/fincrypt/fincrypt/wallet"
@@ -38,8 +39,9 @@ func p2pkh(t *testing.T, net *chaincfg.Params, b byte) string {
 
 func register(w *world, payout string) error {
 	id, _ := fnet.GenerateIdentity()
+	w.mem.nodes[id.ID()] = &memNode{id: id.ID(), pieces: map[challenge.PieceID][]byte{}}
 	addr := fnet.Address{ID: id.ID(), HostPort: "10.9.0.1:7000"}.String()
-	_, err := w.c.Register(context.Background(), id.ID(), &fnet.RegisterRequest{
+	_, err := w.c.Register(fromHost("10.9.0.1:7000"), id.ID(), &fnet.RegisterRequest{
 		Node: id.ID(), Address: addr, Capacity: 1 << 30, Price: 100, PayoutAddress: payout, Network: "regtest",
 	})
 	return err

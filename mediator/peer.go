@@ -109,6 +109,13 @@ func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error
 		c.Logger = cfg.Logger.With("service", "mediator")
 		p.core = newCore(c, p.Store, p.Identity, p.nodes)
 		p.core.pay = p.pay
+		p.core.dialBack = func(ctx context.Context, addr fnet.Address) error {
+			conn, err := p.Transport.Dial(ctx, addr)
+			if err != nil {
+				return err
+			}
+			return conn.Close()
+		}
 		if err := p.core.loadReservations(context.Background()); err != nil {
 			return nil, fmt.Errorf("pending placements: %w", err)
 		}

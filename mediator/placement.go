@@ -3,40 +3,17 @@ package mediator
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
-	stdnet "net"
 	"slices"
 
 	"github.com/fincrypt/fincrypt/challenge"
 	"github.com/fincrypt/fincrypt/erasure"
 	fnet "github.com/fincrypt/fincrypt/net"
+	"github.com/fincrypt/fincrypt/wallet"
 )
-
-// subnet is the diversity key of a node: its IPv4 /24, its IPv6 /64, or
-// its host name.
-func subnet(address string) string {
-	a, err := fnet.ParseAddress(address)
-	if err != nil {
-		return address
-	}
-	host, _, err := stdnet.SplitHostPort(a.HostPort)
-	if err != nil {
-		return a.HostPort
-	}
-	ip := stdnet.ParseIP(host)
-	switch {
-	case ip == nil:
-		return host
-	case ip.To4() != nil:
-		return ip.Mask(stdnet.CIDRMask(24, 32)).String()
-	default:
-		return ip.Mask(stdnet.CIDRMask(64, 128)).String()
-	}
-}
-
-// reliable: a node whose challenges mostly fail gets no new pieces.
-func reliable(n *Node) bool { return n.Failed == 0 || n.Passed >= n.Failed }
 
 // free is the room left on a node for new pieces.
 func free(n *Node, reserved int64) int64 {
@@ -45,56 +22,82 @@ func free(n *Node, reserved int64) int64 {
 	return max(f, 0)
 }
 
-// selectNodes picks count distinct nodes for pieces of size bytes: online,
-// reliable, with room, not in exclude; cheapest first (ties: fewer failures,
-// then random), preferring nodes on subnets not yet used (including the
-// subnets in avoid). It returns fewer than count if there are not enough.
-func (c *core) selectNodes(nodes []*Node, count int, size int64, exclude map[fnet.NodeID]bool, avoid map[string]bool, reserved map[fnet.NodeID]int64) []*Node {
+// selectNodes picks up to count nodes, any of which may take pieces of
+// size bytes of a segment whose other pieces occupy taken (nil: none):
+// nodes that are placeable (online, verified, not disqualified), have room
+// and are not in exclude, such that
+//
+//   - no two pieces of the segment share a subnet (c.subnet), taken
+//     included, whatever names the nodes advertise: one operator's
+//     network never holds more than one piece, fewer than the N-K whose
+//     loss a segment survives;
+//   - unvetted nodes, chosen at random (a low price buys a new node
+//     nothing), get Placement.UnvettedPieces of the segment, more only
+//     where vetted nodes on free subnets are missing (a young network:
+//     then the cheapest);
+//   - vetted nodes are chosen by price (ties: better reputation, then
+//     random);
+//   - accept (if not nil) takes the node, asked last.
+//
+// It returns fewer than count if there are not enough.
+func (c *core) selectNodes(nodes []*Node, count int, size int64, exclude map[fnet.NodeID]bool, taken *spread, reserved map[fnet.NodeID]int64, accept func(*Node) bool) []*Node {
 	now := c.now()
-	var cand []*Node
+	if taken == nil {
+		taken = newSpread()
+	}
+	var vetted, unvetted []*Node
 	for _, n := range nodes {
-		if exclude[n.ID] || !c.online(n, now) || !reliable(n) || free(n, reserved[n.ID]) < size {
+		if exclude[n.ID] || !c.placeable(n, now) || free(n, reserved[n.ID]) < size {
 			continue
 		}
-		cand = append(cand, n)
-	}
-	rand.Shuffle(len(cand), func(i, j int) { cand[i], cand[j] = cand[j], cand[i] })
-	failRate := func(n *Node) float64 {
-		if n.Passed+n.Failed == 0 {
-			return 0
+		if c.vetted(n) {
+			vetted = append(vetted, n)
+		} else {
+			unvetted = append(unvetted, n)
 		}
-		return float64(n.Failed) / float64(n.Passed+n.Failed)
 	}
-	slices.SortStableFunc(cand, func(a, b *Node) int {
-		if c := cmp.Compare(a.Price, b.Price); c != 0 {
-			return c
-		}
-		return cmp.Compare(failRate(a), failRate(b))
-	})
-	used := map[string]bool{}
-	for s := range avoid {
-		used[s] = true
+	byPrice := func(l []*Node) {
+		rand.Shuffle(len(l), func(i, j int) { l[i], l[j] = l[j], l[i] })
+		slices.SortStableFunc(l, func(a, b *Node) int {
+			if c := cmp.Compare(a.Price, b.Price); c != 0 {
+				return c
+			}
+			return cmp.Compare(b.Reputation(), a.Reputation())
+		})
 	}
+	byPrice(vetted)
+	random := slices.Clone(unvetted)
+	rand.Shuffle(len(random), func(i, j int) { random[i], random[j] = random[j], random[i] })
+	byPrice(unvetted)
+	sp := &spread{subnets: maps.Clone(taken.subnets), unvetted: taken.unvetted}
 	picked := map[fnet.NodeID]bool{}
 	var out []*Node
-	for _, n := range cand { // first pass: one node per subnet
-		if len(out) == count {
-			return out
-		}
-		if s := subnet(n.Address); !used[s] {
-			used[s] = true
+	take := func(from []*Node, limit int) {
+		for _, n := range from {
+			if len(out) >= limit {
+				return
+			}
+			if picked[n.ID] || sp.subnets[c.subnet(n)] || (accept != nil && !accept(n)) {
+				continue
+			}
 			picked[n.ID] = true
+			sp.add(c, n)
 			out = append(out, n)
 		}
 	}
-	for _, n := range cand { // then the cheapest of the rest
-		if len(out) == count {
-			break
+	share := min(count, max(c.cfg.Placement.UnvettedPieces-taken.unvetted, 0))
+	subnets := map[string]bool{}
+	for _, n := range vetted {
+		if k := c.subnet(n); !taken.subnets[k] {
+			subnets[k] = true
 		}
-		if !picked[n.ID] {
-			picked[n.ID] = true
-			out = append(out, n)
-		}
+	}
+	if len(subnets) >= count-share { // else a young network: all by price
+		take(random, share)
+	}
+	take(vetted, count)
+	if len(out) < count { // too few vetted nodes on free subnets: by price
+		take(unvetted, count)
 	}
 	return out
 }
@@ -127,13 +130,36 @@ func (c *core) Place(ctx context.Context, acct fnet.AccountID, req *fnet.Placeme
 		return nil, err
 	}
 	reserved := c.reservedBytes(c.now())
-	cand := c.selectNodes(nodes, len(nodes), size, nil, nil, reserved)
-	if len(cand) < s.N {
-		return nil, fmt.Errorf("%w: scheme %s needs %d nodes with %d bytes free, %d qualify", ErrNotEnoughNodes, s, s.N, size, len(cand))
-	}
-	picked, err := c.assign(ctx, cand, req.Pieces)
-	if err != nil {
-		return nil, err
+	// A node that holds one of these piece ids for another contract cannot
+	// take it again: pick again without it (rare: identical bytes in two
+	// segments).
+	exclude := map[fnet.NodeID]bool{}
+	var picked []*Node
+	for {
+		cand := c.selectNodes(nodes, s.N, size, exclude, nil, reserved, nil)
+		if len(cand) < s.N {
+			return nil, fmt.Errorf("%w: scheme %s needs %d nodes on distinct networks with %d bytes free, %d qualify", ErrNotEnoughNodes, s, s.N, size, len(cand))
+		}
+		picked, err = c.assign(ctx, cand, req.Pieces)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrNotEnoughNodes) {
+			return nil, err
+		}
+		more := false
+		for _, n := range cand {
+			for _, id := range req.Pieces {
+				if held, err := c.holdsPiece(ctx, n.ID, id, SegmentID{}, false); err != nil {
+					return nil, err
+				} else if held && !exclude[n.ID] {
+					exclude[n.ID], more = true, true
+				}
+			}
+		}
+		if !more {
+			return nil, err
+		}
 	}
 	now := c.now()
 	p := &Pending{
@@ -148,7 +174,17 @@ func (c *core) Place(ctx context.Context, acct fnet.AccountID, req *fnet.Placeme
 			Ticket:  c.ticket(n.ID, req.Pieces[i], fnet.OpPut, acct, size),
 		})
 	}
-	if err := c.reserve(p.Segment, reservation{account: acct, nodes: p.Nodes, pieces: p.Pieces, size: size, expires: p.Expires}); err != nil {
+	r := reservation{account: acct, nodes: p.Nodes, pieces: p.Pieces, size: size}
+	r.expires = now.Add(c.cfg.Reservations.hold(r.bytes(), c.cfg.TicketTTL))
+	for _, n := range picked {
+		sat, _ := wallet.ProRate(size, int64(min(n.Price, 21e14)), c.cfg.Period, nil)
+		r.cost += sat + 1 // rounded up
+	}
+	budget, err := c.escrowBudget(acct)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.reserve(p.Segment, r, budget); err != nil {
 		return nil, err
 	}
 	if err := c.store.PutPending(ctx, p); err != nil {

@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	stdnet "net"
+	"net/netip"
+	"slices"
+
 	"github.com/fincrypt/fincrypt/wallet"
 
 	fnet "github.com/fincrypt/fincrypt/net"
@@ -50,6 +54,11 @@ func (c *core) Register(ctx context.Context, peer fnet.NodeID, req *fnet.Registe
 	if err := c.checkPayout(peer, req.PayoutAddress); err != nil {
 		return fnet.NodePolicy{}, err
 	}
+	ip, err := c.verifyAddress(ctx, addr)
+	if err != nil {
+		c.log.Info("storage node address refused", "node", peer, "address", req.Address, "err", err)
+		return fnet.NodePolicy{}, err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
@@ -60,7 +69,7 @@ func (c *core) Register(ctx context.Context, peer fnet.NodeID, req *fnet.Registe
 	} else if err != nil {
 		return fnet.NodePolicy{}, err
 	}
-	n.Address = req.Address
+	n.Address, n.IP = req.Address, ip
 	n.Capacity, n.Used, n.Pieces = req.Capacity, req.Used, req.Pieces
 	n.Price, n.PayoutAddress, n.Network = req.Price, req.PayoutAddress, req.Network
 	n.LastSeen = now
@@ -81,6 +90,12 @@ func (c *core) Heartbeat(ctx context.Context, peer fnet.NodeID, hb *fnet.Heartbe
 	}
 	if err != nil {
 		return fnet.NodePolicy{}, err
+	}
+	// The verified address is where the node's connection comes from; a
+	// node that moved (or a record from before verification) registers
+	// again and is verified again.
+	if from, ok := fnet.RemoteIP(ctx); !ok || !n.IP.IsValid() || from != n.IP {
+		return fnet.NodePolicy{}, fmt.Errorf("node %s: connection from %s, verified address %s: %w", peer, from, n.IP, fnet.ErrNotRegistered)
 	}
 	n.Capacity, n.Used, n.Pieces = hb.Capacity, hb.Used, hb.Pieces
 	n.LastSeen = c.now()
@@ -110,4 +125,37 @@ func (c *core) Live(ctx context.Context, peer fnet.NodeID, req *fnet.LiveRequest
 		rep.Live[i] = ok
 	}
 	return rep, nil
+}
+
+// verifyAddress checks a registering node's advertised address: the host
+// must resolve to the address the registration comes from, and the node
+// must answer there, with its key, on the advertised port. It returns that
+// address: the one placement diversity counts (reputation.go), whatever
+// name the node gave.
+func (c *core) verifyAddress(ctx context.Context, addr fnet.Address) (netip.Addr, error) {
+	from, ok := fnet.RemoteIP(ctx)
+	if !ok {
+		return netip.Addr{}, fmt.Errorf("%w: the registration's source address is unknown", fnet.ErrBadRequest)
+	}
+	host, port, err := stdnet.SplitHostPort(addr.HostPort)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("%w: address %s: %v", fnet.ErrBadRequest, addr, err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.cfg.Placement.DialBackTimeout)
+	defer cancel()
+	ips, err := c.resolve(rctx, host)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("%w: advertised host %q does not resolve: %v", fnet.ErrBadRequest, host, err)
+	}
+	if !slices.ContainsFunc(ips, func(ip netip.Addr) bool { return ip.Unmap() == from }) {
+		return netip.Addr{}, fmt.Errorf("%w: advertised host %q resolves to %v, but the node connects from %s", fnet.ErrBadRequest, host, ips, from)
+	}
+	if c.dialBack == nil {
+		return netip.Addr{}, fmt.Errorf("%w: this mediator cannot dial nodes back", fnet.ErrInternal)
+	}
+	back := fnet.Address{ID: addr.ID, HostPort: stdnet.JoinHostPort(from.String(), port)}
+	if err := c.dialBack(rctx, back); err != nil {
+		return netip.Addr{}, fmt.Errorf("%w: the mediator could not reach the node at %s: %v", fnet.ErrBadRequest, back.HostPort, err)
+	}
+	return from, nil
 }

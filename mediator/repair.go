@@ -161,7 +161,7 @@ func (w *repairWave) repairQueued(ctx context.Context, job repairJob, res *Repai
 
 // markGone marks the healthy pieces of a segment offline (lost, but
 // revivable) when their node is unknown or has been silent past the
-// offline limit.
+// offline limit, and the pieces of a disqualified node lost.
 func (c *core) markGone(ctx context.Context, id SegmentID, nodes map[fnet.NodeID]*Node, now time.Time) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -175,10 +175,14 @@ func (c *core) markGone(ctx context.Context, id SegmentID, nodes map[fnet.NodeID
 	marked := 0
 	for i := range seg.Pieces {
 		p := &seg.Pieces[i]
-		if p.State != PieceHealthy {
-			continue
-		}
-		if n := nodes[p.Node]; n == nil || c.gone(n, now) {
+		n := nodes[p.Node]
+		switch {
+		case n != nil && !n.Disqualified.IsZero() && p.State != PieceLost:
+			// Not to be revived: a disqualified node's word is not taken.
+			p.State = PieceLost
+			marked++
+		case p.State != PieceHealthy:
+		case n == nil || c.gone(n, now):
 			p.State = PieceOffline
 			marked++
 		}
@@ -246,6 +250,7 @@ func (c *core) recordRevival(ctx context.Context, node fnet.NodeID, results []pi
 	}
 	n.Passed += passed
 	n.Failed += failed
+	c.observe(n, passed, failed)
 	return revived, c.store.PutNode(ctx, n)
 }
 
@@ -304,6 +309,14 @@ func (c *core) repairSegment(ctx context.Context, seg *Segment, w *repairWave) (
 		if err := c.markLost(ctx, seg.ID, bad, nodesOf(seg, bad)); err != nil {
 			return 0, err
 		}
+		// A read that returned nothing, or other bytes, counts against
+		// the node like a failed challenge.
+		c.mu.Lock()
+		err := c.observeFailedReads(ctx, nodesOf(seg, bad))
+		c.mu.Unlock()
+		if err != nil {
+			return 0, err
+		}
 	}
 	if have < seg.Scheme.K {
 		return 0, fmt.Errorf("segment %s: fetched %d of the %d pieces needed", seg.ID, have, seg.Scheme.K)
@@ -326,18 +339,29 @@ func (c *core) repairSegment(ctx context.Context, seg *Segment, w *repairWave) (
 			return 0, fmt.Errorf("segment %s piece %d: rebuilt bytes have id %s, contract says %s", seg.ID, i, id, seg.Pieces[i].ID)
 		}
 	}
-	// Place: nodes that hold no piece of this segment, other subnets first.
+	// Place: nodes that hold no piece of this segment, each on a subnet
+	// that the pieces kept leave free, within the vetting limit
+	// (selectNodes); any subset of the targets keeps the rules.
 	exclude := map[fnet.NodeID]bool{}
-	avoid := map[string]bool{}
-	for _, p := range seg.Pieces {
+	taken := newSpread()
+	for i, p := range seg.Pieces {
 		if !p.Node.IsZero() {
 			exclude[p.Node] = true
-			if n := nodes[p.Node]; n != nil && p.State == PieceHealthy {
-				avoid[subnet(n.Address)] = true
+			if n := nodes[p.Node]; n != nil && p.State == PieceHealthy && !slicesContains(want, i) {
+				taken.add(c, n)
 			}
 		}
 	}
-	targets := c.selectNodes(nodeList, len(nodeList), seg.PieceSize, exclude, avoid, w.reserved())
+	holdsNone := func(n *Node) bool { // a node keeps one copy of a piece id
+		for _, i := range want {
+			held, err := c.holdsPiece(ctx, n.ID, seg.Pieces[i].ID, seg.ID, true)
+			if err != nil || held || w.claimed(nodePiece{n.ID, seg.Pieces[i].ID}) {
+				return false
+			}
+		}
+		return true
+	}
+	targets := c.selectNodes(nodeList, 2*len(want), seg.PieceSize, exclude, taken, w.reserved(), holdsNone)
 	if len(targets) == 0 {
 		return 0, fmt.Errorf("segment %s: %w: no node can take a repaired piece", seg.ID, ErrNotEnoughNodes)
 	}

@@ -21,6 +21,12 @@ type NodeStatus struct {
 	Contracted uint64    `json:"contracted"`
 	Payout     string    `json:"payout_address"`
 	LastSeen   time.Time `json:"last_seen"`
+	// Placement (reputation.go): the verified address, reputation,
+	// vetting and disqualification.
+	IP           string  `json:"ip,omitempty"`
+	Reputation   float64 `json:"reputation"`
+	Vetted       bool    `json:"vetted"`
+	Disqualified bool    `json:"disqualified,omitempty"`
 }
 
 // Status is the report of `fincrypt mediator status`. Scripts rely on the
@@ -52,7 +58,11 @@ func (c *core) Status(ctx context.Context, self string) (*Status, error) {
 			ID: n.ID.String(), Address: n.Address, Online: c.online(n, now),
 			Capacity: n.Capacity, Used: n.Used, Price: n.Price, Passed: n.Passed, Failed: n.Failed,
 			Contracted: n.Contracted, Payout: n.PayoutAddress, LastSeen: n.LastSeen.UTC(),
+			Reputation: n.Reputation(), Vetted: c.vetted(n), Disqualified: !n.Disqualified.IsZero(),
 		})
+		if n.IP.IsValid() {
+			st.Nodes[len(st.Nodes)-1].IP = n.IP.String()
+		}
 	}
 	slices.SortFunc(st.Nodes, func(a, b NodeStatus) int { return strings.Compare(a.ID, b.ID) })
 	for name, v := range map[string]*int64{CounterSegments: &st.Segments, CounterPieces: &st.Pieces, CounterHealthy: &st.Healthy} {

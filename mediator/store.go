@@ -48,6 +48,9 @@ type Store interface {
 	// DeletePendingBefore removes placements that expired before t and
 	// returns how many.
 	DeletePendingBefore(ctx context.Context, t time.Time) (int, error)
+	// DeletePending removes a pending placement (abandoned by its
+	// client); ErrNotFound if there is none.
+	DeletePending(ctx context.Context, id SegmentID) error
 	// PendingPiece reports whether a piece is in some pending placement on
 	// node (so that a node does not collect it before the commit).
 	PendingPiece(ctx context.Context, node fnet.NodeID, piece challenge.PieceID) (bool, error)

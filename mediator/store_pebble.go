@@ -320,6 +320,18 @@ func (s *PebbleStore) DeletePendingBefore(ctx context.Context, t time.Time) (int
 	return len(old), b.Commit(s.wo)
 }
 
+// DeletePending implements Store.
+func (s *PebbleStore) DeletePending(ctx context.Context, id SegmentID) error {
+	p, err := s.GetPending(ctx, id)
+	if err != nil {
+		return err
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	deletePending(b, p)
+	return b.Commit(s.wo)
+}
+
 // PendingPiece implements Store.
 func (s *PebbleStore) PendingPiece(_ context.Context, node fnet.NodeID, piece challenge.PieceID) (bool, error) {
 	_, err := get(s.db, key(pfxPendPiece, node[:], piece[:]))

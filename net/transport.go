@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math/big"
 	stdnet "net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -356,7 +357,7 @@ func (t *Transport) serveConn(ctx context.Context, c *Conn, h Handler) {
 			defer wg.Done()
 			defer s.CancelRead(0)
 			defer s.Close()
-			h.HandleStream(ctx, c.peer, s)
+			h.HandleStream(withRemote(ctx, c.RemoteAddr()), c.peer, s)
 		}()
 	}
 }
@@ -366,3 +367,29 @@ func (t *Transport) serveConn(ctx context.Context, c *Conn, h Handler) {
 func (t *Transport) ServeConn(ctx context.Context, c *Conn, h Handler) { t.serveConn(ctx, c, h) }
 
 func splitHostPort(hp string) (string, string, error) { return stdnet.SplitHostPort(hp) }
+
+type remoteKey struct{}
+
+func withRemote(ctx context.Context, a stdnet.Addr) context.Context {
+	return context.WithValue(ctx, remoteKey{}, a)
+}
+
+// RemoteIP is the IP address that the connection of the stream being
+// served comes from (Handler), and false outside a served stream.
+func RemoteIP(ctx context.Context) (netip.Addr, bool) {
+	a, _ := ctx.Value(remoteKey{}).(stdnet.Addr)
+	if a == nil {
+		return netip.Addr{}, false
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return ap.Addr().Unmap(), true
+}
+
+// WithRemoteIP returns ctx as a Handler sees it for a connection from ip
+// (tests that call a handler's logic directly).
+func WithRemoteIP(ctx context.Context, ip netip.Addr) context.Context {
+	return withRemote(ctx, stdnet.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
+}

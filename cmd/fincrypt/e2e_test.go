@@ -49,6 +49,7 @@ func e2eBigSize(t *testing.T) int64 {
 // e2eNode is one storage node process that can be killed and restarted.
 type e2eNode struct {
 	dir, id, hostport string
+	ip                string
 	args              []string
 	kill              func()
 	term              func(t *testing.T)
@@ -56,7 +57,7 @@ type e2eNode struct {
 
 func (n *e2eNode) start(t *testing.T, logDir, name string) {
 	t.Helper()
-	listen := "127.0.0.1:0"
+	listen := n.ip + ":0" // each node on a network (/24) of its own
 	if n.hostport != "" {
 		listen = n.hostport
 	}
@@ -270,7 +271,7 @@ func TestE2EFaults(t *testing.T) {
 	nodes := make([]*e2eNode, 5)
 	for i := range nodes {
 		ndir := filepath.Join(dir, fmt.Sprintf("node%d", i))
-		nodes[i] = &e2eNode{dir: ndir, args: []string{"storage", "--dir", ndir, "--mediator", maddr,
+		nodes[i] = &e2eNode{dir: ndir, ip: fmt.Sprintf("127.0.%d.1", i+1), args: []string{"storage", "--dir", ndir, "--mediator", maddr,
 			// ~1e12 sat/GiB/month: a few MiB earn thousands of sat per 2s period.
 			"--capacity", "1GiB", "--price", fmt.Sprint(1_000_000_000_000 + i),
 			"--payout-address", payout.EncodeAddress(), "--network", "simnet"}}

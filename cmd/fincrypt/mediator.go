@@ -88,6 +88,9 @@ func init() {
 			&cli.Int64Flag{Name: "start-height", Usage: "first block a new wallet scans", DefaultText: "the current height on mainnet, the genesis block elsewhere"},
 			&cli.Uint64Flag{Name: "max-price", Usage: "refuse storage nodes asking more than `SAT` satoshis per GiB per month (100 times a typical price of 100 sat)", Value: mediator.DefaultMaxPrice},
 			&cli.DurationFlag{Name: "warn-runway", Usage: "warn clients while their escrow lasts less than this at their usage", Value: mediator.DefaultWarnRunway},
+			// Placement (docs/SECURITY.md, "Adversaries").
+			&cli.BoolFlag{Name: "shared-addresses", Usage: "a private network on one machine or LAN: nodes may share an address or /24, each its own failure domain (never on a public network)"},
+			&cli.Uint64Flag{Name: "vetting-challenges", Usage: "challenges a new node must pass before it gets more than one piece of a segment", DefaultText: "16"},
 		},
 		Action: runMediator,
 		Subcommands: []*cli.Command{mediatorLedgerCommand, mediatorPayoutsCommand, {
@@ -135,6 +138,8 @@ func mediatorConfig(c *cli.Context) (mediator.Config, error) {
 	if cfg.MaxPrice == 0 || cfg.WarnRunway <= 0 {
 		return cfg, userErr(exitUsage, "--max-price and --warn-runway must be positive")
 	}
+	cfg.Placement.SharedAddresses = c.Bool("shared-addresses")
+	cfg.Placement.VettingChallenges = c.Uint64("vetting-challenges")
 	if cfg.RepairThreshold == 0 && scheme == mediator.DefaultScheme {
 		cfg.RepairThreshold = mediator.DefaultRepairThreshold
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/btcsuite/btcd/chaincfg"
 
 	"github.com/fincrypt/fincrypt/mediator"
+	"github.com/fincrypt/fincrypt/mediator/testplanet"
 	fnet "github.com/fincrypt/fincrypt/net"
 )
 
@@ -148,7 +149,7 @@ func TestDaemons(t *testing.T) {
 	nodes := map[string]*proc{} // by node id
 	for i := 0; i < 6; i++ {
 		ndir := filepath.Join(dir, fmt.Sprintf("node%d", i))
-		p := start(t, dir, fmt.Sprintf("node%d", i), "storage", "--dir", ndir, "--listen", "127.0.0.1:0",
+		p := start(t, dir, fmt.Sprintf("node%d", i), "storage", "--dir", ndir, "--listen", testplanet.NodeIP(i)+":0", // a network each
 			"--mediator", maddr, "--capacity", "64MiB", "--price", fmt.Sprint(1000+i),
 			"--payout-address", payout.EncodeAddress(), "--network", "simnet")
 		addr, err := fnet.ParseAddress(waitFile(t, p, filepath.Join(ndir, "address")))
@@ -172,7 +173,7 @@ func TestDaemons(t *testing.T) {
 		}
 		id, _ := n["id"].(string)
 		addr, _ := n["address"].(string)
-		if nodes[id] == nil || !strings.HasPrefix(addr, id+"@127.0.0.1:") {
+		if nodes[id] == nil || !strings.HasPrefix(addr, id+"@127.0.") {
 			t.Fatalf("status node id %q address %q", id, addr)
 		}
 		if num(t, n, "capacity") != 64<<20 {

@@ -20,8 +20,10 @@ type relay struct {
 	backs map[string]*net.UDPConn // per peer address: the socket towards the node
 }
 
-func newRelay() (*relay, error) {
-	front, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+// newRelay listens on ip, the node's own address (the mediator checks
+// that a node is reachable at the address it connects from).
+func newRelay(ip string) (*relay, error) {
+	front, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip)})
 	if err != nil {
 		return nil, err
 	}

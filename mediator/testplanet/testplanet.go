@@ -1,6 +1,7 @@
 // Package testplanet runs a whole Fincrypt network in one test process: a
 // real mediator, real storage nodes (storagenode.New) and a test client,
-// all on 127.0.0.1 with a fast period, with the faults that tests inject (a
+// on loopback with a fast period, each node on its own 127.x.y.1 (its own
+// /24: NodeIP), with the faults that tests inject (a
 // piece deleted or flipped on a node's disk, a node stopped, restarted or
 // killed for good, the mediator restarted).
 //
@@ -12,10 +13,12 @@ package testplanet
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -257,8 +260,31 @@ func (p *Planet) PayoutAddress(i int) string {
 	return a.EncodeAddress()
 }
 
-// AddNode starts one more storage node.
-func (p *Planet) AddNode() *Node {
+// NodeIP is the address node i listens on by default: 127.0.i+1.1, so
+// that every node is on its own /24 as if on its own network (on Linux all
+// of 127.0.0.0/8 is loopback). The mediator listens on 127.0.0.1.
+func NodeIP(i int) string { return fmt.Sprintf("127.%d.%d.1", (i+1)/256, (i+1)%256) }
+
+// NodeOptions shapes a node started with AddNodeWith; zero fields take the
+// planet's defaults.
+type NodeOptions struct {
+	// IP is the address to listen on (default NodeIP(i)).
+	IP string
+	// Host is the name to advertise (default IP): another name for the
+	// same address, as an operator of several nodes would use.
+	Host string
+	// Price and Capacity, or the planet's.
+	Price    uint64
+	Capacity int64
+	// Payout is the payout address (default PayoutAddress(i)).
+	Payout string
+}
+
+// AddNode starts one more storage node, on an address of its own.
+func (p *Planet) AddNode() *Node { return p.AddNodeWith(NodeOptions{}) }
+
+// AddNodeWith starts one more storage node shaped by o.
+func (p *Planet) AddNodeWith(o NodeOptions) *Node {
 	i := len(p.Nodes)
 	ident, err := fnet.GenerateIdentity()
 	if err != nil {
@@ -268,18 +294,40 @@ func (p *Planet) AddNode() *Node {
 	if i < len(p.cfg.Prices) {
 		price = p.cfg.Prices[i]
 	}
+	if o.Price != 0 {
+		price = o.Price
+	}
+	if o.IP == "" {
+		o.IP = NodeIP(i)
+	}
+	if o.Capacity == 0 {
+		o.Capacity = p.cfg.NodeCapacity
+	}
+	if o.Payout == "" {
+		o.Payout = p.PayoutAddress(i)
+	}
 	n := &Node{Index: i, Dir: filepath.Join(p.dir, fmt.Sprintf("node%d", i)), Identity: ident}
 	n.Config = storagenode.Config{
-		Dir: n.Dir, Listen: "127.0.0.1:0", Mediator: p.Mediator.address, Capacity: p.cfg.NodeCapacity,
-		Price: price, Payout: p.PayoutAddress(i), Network: p.cfg.Network,
+		Dir: n.Dir, Listen: net.JoinHostPort(o.IP, "0"), Mediator: p.Mediator.address, Capacity: o.Capacity,
+		Price: price, Payout: o.Payout, Network: p.cfg.Network,
 		RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, RequestTimeout: 5 * time.Second,
 	}
-	if p.cfg.Relays {
-		if n.relay, err = newRelay(); err != nil {
+	switch {
+	case p.cfg.Relays:
+		if n.relay, err = newRelay(o.IP); err != nil {
 			p.t.Fatal(err)
 		}
 		p.t.Cleanup(n.relay.Close)
-		n.Config.Advertise = n.relay.Addr()
+		_, port, _ := net.SplitHostPort(n.relay.Addr())
+		n.Config.Advertise = net.JoinHostPort(cmp.Or(o.Host, o.IP), port)
+	case o.Host != "":
+		// The port must be known to advertise it under another name.
+		port, err := freePort(o.IP)
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		n.Config.Listen = net.JoinHostPort(o.IP, port)
+		n.Config.Advertise = net.JoinHostPort(o.Host, port)
 	}
 	p.Nodes = append(p.Nodes, n)
 	p.StartNode(i)
@@ -429,4 +477,15 @@ func (p *Planet) stopAll() {
 		p.StopNode(i)
 	}
 	p.StopMediator()
+}
+
+// freePort finds a UDP port free on ip.
+func freePort(ip string) (string, error) {
+	c, err := net.ListenPacket("udp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_, port, err := net.SplitHostPort(c.LocalAddr().String())
+	return port, err
 }
