@@ -122,11 +122,13 @@ func (l *limiter) verifySource(stdnet.Addr) bool {
 }
 
 // attach registers a connection's use of its peer's and address's buckets;
-// the returned func releases it.
+// the returned func releases it. A bucket outlives its connections until it
+// has refilled, so that reconnecting does not buy a fresh burst.
 func (l *limiter) attach(peer NodeID, ip netip.Addr) func() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
+	l.sweep(now)
 	pb := l.peers[peer]
 	if pb == nil {
 		pb = &bucket{tokens: float64(l.cfg.RequestBurst), last: now}
@@ -142,14 +144,34 @@ func (l *limiter) attach(peer NodeID, ip netip.Addr) func() {
 	return func() {
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		if pb.refs--; pb.refs == 0 {
-			delete(l.peers, peer)
+		pb.refs--
+		ib.refs--
+	}
+}
+
+// sweep drops unused buckets that have refilled (they hold no history),
+// once the maps have grown; l.mu is held.
+func (l *limiter) sweep(now time.Time) {
+	if len(l.peers)+len(l.ips) < 2*sweepAt {
+		return
+	}
+	full := func(b *bucket, rate float64, burst int) bool {
+		return b.refs <= 0 && (rate <= 0 || b.tokens+now.Sub(b.last).Seconds()*rate >= float64(burst))
+	}
+	for k, b := range l.peers {
+		if full(b, l.cfg.RequestRate, l.cfg.RequestBurst) {
+			delete(l.peers, k)
 		}
-		if ib.refs--; ib.refs == 0 {
-			delete(l.ips, ip)
+	}
+	for k, b := range l.ips {
+		if full(b, l.cfg.IPRequestRate, l.cfg.IPRequestBurst) {
+			delete(l.ips, k)
 		}
 	}
 }
+
+// sweepAt is the bucket count from which attach sweeps.
+const sweepAt = 1024
 
 // allow takes one request from the peer's and the address's buckets.
 func (l *limiter) allow(peer NodeID, ip netip.Addr) bool {
