@@ -429,8 +429,6 @@ func FuzzClientReplies(f *testing.F) {
 	})
 }
 
-
-
 // Buckets outlive their connections until refilled (reconnecting buys no
 // fresh burst), and unused refilled ones are swept so that many identities
 // cannot grow the limiter without bound.
