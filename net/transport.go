@@ -132,6 +132,12 @@ func NewDialer(id *Identity, cfg Config) (*Transport, error) {
 	return newTransport(id, ":0", false, cfg)
 }
 
+// NewDialerAt is NewDialer bound to hostport (a source address of its
+// own, as tests on loopback use to stand for another network).
+func NewDialerAt(id *Identity, hostport string, cfg Config) (*Transport, error) {
+	return newTransport(id, hostport, false, cfg)
+}
+
 func newTransport(id *Identity, hostport string, listen bool, cfg Config) (*Transport, error) {
 	cfg = cfg.withDefaults()
 	cert, err := selfSigned(id)
