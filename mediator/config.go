@@ -113,7 +113,8 @@ type Config struct {
 	// Payments configures the wallet, escrow and payouts (payments.go);
 	// zero: no wallet.
 	Payments Payments
-	// Transport tunes QUIC.
+	// Transport tunes QUIC and carries the connection caps and request
+	// rates (fnet.Config; zero fields take the defaults).
 	Transport fnet.Config
 	// Logger, or slog.Default().
 	Logger *slog.Logger

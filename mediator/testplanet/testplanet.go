@@ -269,6 +269,7 @@ func (p *Planet) AddNode() *Node {
 		Dir: n.Dir, Listen: "127.0.0.1:0", Mediator: p.Mediator.address, Capacity: p.cfg.NodeCapacity,
 		Price: price, Payout: p.PayoutAddress(i), Network: p.cfg.Network,
 		RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, RequestTimeout: 5 * time.Second,
+		TicketTTL: p.Mediator.Config.TicketTTL, // single-use put tickets: the mediator's lifetime
 	}
 	if p.cfg.Relays {
 		if n.relay, err = newRelay(); err != nil {
