@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -93,14 +94,54 @@ func TestHeaderFloodKeepsNodeMemoryFlat(t *testing.T) {
 	base := rss(t, n.cmd.Process.Pid)
 
 	const conns, duration = 24, 4 * time.Second
+	var peakRSS atomic.Int64
+	stop := make(chan struct{})
+	endFlood := headerFlood(t, n.addr, conns)
+	sampler := make(chan struct{})
+	go func() {
+		defer close(sampler)
+		for {
+			peakRSS.Store(max(peakRSS.Load(), rss(t, n.cmd.Process.Pid)))
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	deadline := time.Now().Add(duration)
+	rounds := 0
+	for seed := uint64(2); time.Now().Before(deadline) || rounds < 3; seed++ {
+		if err := honest(seed); err != nil {
+			t.Fatalf("honest request %d under the flood: %v", rounds, err)
+		}
+		rounds++
+	}
+	close(stop)
+	opened := endFlood()
+	<-sampler
+	t.Logf("header flood: %d streams from %d connections; node RSS %d MB before, peak %d MB; %d honest put+get meanwhile",
+		opened, conns, base>>20, peakRSS.Load()>>20, rounds)
+	if opened < conns*64 {
+		t.Fatalf("the flood opened only %d streams", opened)
+	}
+	if p := peakRSS.Load(); p > MaxFloodRSS {
+		t.Fatalf("node RSS peaked at %d MB under the header flood, bound %d MB", p>>20, MaxFloodRSS>>20)
+	}
+}
+
+// headerFlood starts conns attackers from 127.0.0.2, each opening every
+// stream it may and writing only a frame header that announces the largest
+// body (a ChallengeResponse's 8 MiB or a PutRequest's 16 KiB). The returned
+// func stops them and reports the streams opened.
+func headerFlood(t testing.TB, addr fnet.Address, conns int) func() int64 {
 	var (
-		wg      sync.WaitGroup
-		opened  atomic.Int64
-		peakRSS atomic.Int64
+		wg     sync.WaitGroup
+		opened atomic.Int64
 	)
 	stop := make(chan struct{})
 	for i := range conns {
-		a, err := attacker(t, "127.0.0.2", n.addr)
+		a, err := attacker(t, "127.0.0.2", addr)
 		if err != nil {
 			t.Fatalf("attacker %d: %v", i, err)
 		}
@@ -129,37 +170,62 @@ func TestHeaderFloodKeepsNodeMemoryFlat(t *testing.T) {
 			}
 		}()
 	}
-	sampler := make(chan struct{})
-	go func() {
-		defer close(sampler)
-		for {
-			peakRSS.Store(max(peakRSS.Load(), rss(t, n.cmd.Process.Pid)))
-			select {
-			case <-stop:
-				return
-			case <-time.After(50 * time.Millisecond):
+	return func() int64 {
+		close(stop)
+		wg.Wait()
+		return opened.Load()
+	}
+}
+
+// BenchmarkHeaderFlood is the latency of an honest put+get of a 256 KiB
+// piece on a node (another process) while 24 connections flood it with
+// frame headers, as a ratio to the same operations without the flood in the
+// same run (ABA: without, with, without), and the node's peak RSS.
+func BenchmarkHeaderFlood(b *testing.B) {
+	med := newMediator(b)
+	n := startNode(b, med, nodeOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	c := dialNode(b, n.addr)
+	seed := uint64(0)
+	measure := func(ops int) []time.Duration {
+		var d []time.Duration
+		for range ops {
+			seed++
+			data, id := piece(b, seed, 256<<10)
+			start := time.Now()
+			if err := put(ctx, c, med, n.addr.ID, id, data); err != nil {
+				b.Fatal(err)
 			}
+			if _, err := get(ctx, c, med, n.addr.ID, id, int64(len(data)), 0, 0); err != nil {
+				b.Fatal(err)
+			}
+			d = append(d, time.Since(start))
 		}
-	}()
-	deadline := time.Now().Add(duration)
-	rounds := 0
-	for seed := uint64(2); time.Now().Before(deadline) || rounds < 3; seed++ {
-		if err := honest(seed); err != nil {
-			t.Fatalf("honest request %d under the flood: %v", rounds, err)
-		}
-		rounds++
+		return d
 	}
-	close(stop)
-	wg.Wait()
-	<-sampler
-	t.Logf("header flood: %d streams from %d connections; node RSS %d MB before, peak %d MB; %d honest put+get meanwhile",
-		opened.Load(), conns, base>>20, peakRSS.Load()>>20, rounds)
-	if opened.Load() < conns*64 {
-		t.Fatalf("the flood opened only %d streams", opened.Load())
+	median := func(d []time.Duration) time.Duration {
+		slices.Sort(d)
+		return d[len(d)/2]
 	}
-	if p := peakRSS.Load(); p > MaxFloodRSS {
-		t.Fatalf("node RSS peaked at %d MB under the header flood, bound %d MB", p>>20, MaxFloodRSS>>20)
+	const ops = 30
+	measure(5) // warm up
+	b.ResetTimer()
+	var base, flood []time.Duration
+	var peak int64
+	for range b.N {
+		base = append(base, measure(ops/2)...)
+		end := headerFlood(b, n.addr, 24)
+		flood = append(flood, measure(ops)...)
+		peak = max(peak, rss(b, n.cmd.Process.Pid))
+		end()
+		base = append(base, measure(ops/2)...)
 	}
+	mb, mf := median(base), median(flood)
+	b.ReportMetric(float64(mb.Microseconds())/1000, "base-ms")
+	b.ReportMetric(float64(mf.Microseconds())/1000, "flood-ms")
+	b.ReportMetric(float64(mf)/float64(mb), "flood/base")
+	b.ReportMetric(float64(peak>>20), "node-RSS-MB")
 }
 
 // A connection flood from many identities on one address is capped at
