@@ -132,8 +132,9 @@ func TestHeaderFloodKeepsNodeMemoryFlat(t *testing.T) {
 
 // headerFlood starts conns attackers from 127.0.0.2, each opening every
 // stream it may and writing only a frame header that announces the largest
-// body (a ChallengeResponse's 8 MiB or a PutRequest's 16 KiB). The returned
-// func stops them and reports the streams opened.
+// body (a ChallengeResponse's 8 MiB or a PutRequest's 16 KiB); most are
+// held open, every fourth is reset and replaced. The returned func stops
+// them and reports the streams opened.
 func headerFlood(t testing.TB, addr fnet.Address, conns int) func() int64 {
 	var (
 		wg     sync.WaitGroup
@@ -165,8 +166,15 @@ func headerFlood(t testing.TB, addr fnet.Address, conns int) func() int64 {
 				if k%2 == 1 {
 					hdr = frameHeader(fnet.TypePutRequest, fnet.MaxControlBody)
 				}
-				s.Write(hdr) // and nothing more, never closed
+				s.Write(hdr) // and nothing more
 				opened.Add(1)
+				if k%4 == 0 {
+					// Every fourth is abandoned at once and replaced:
+					// a node that allocated from the header churns
+					// through such buffers, and their memory is touched.
+					time.Sleep(time.Millisecond)
+					s.CancelWrite(fnet.StreamCancelled)
+				}
 			}
 		}()
 	}
