@@ -341,6 +341,7 @@ func Start(cfg Config) (_ *Net, err error) {
 			Dir: dir, Listen: n.st.Nodes[i], Mediator: maddr, Capacity: cfg.Capacity,
 			Price: nodePrice(cfg.Price, i), Payout: payout, Network: network,
 			RetryMin: 200 * time.Millisecond, RetryMax: 5 * time.Second,
+			TicketTTL: mcfg.TicketTTL, // single-use put tickets: the mediator's lifetime
 		}
 		node, err := storagenode.New(nlog, ident, scfg)
 		if err != nil {

@@ -25,8 +25,9 @@ type Client struct {
 	tr       *fnet.Transport
 	ownTr    bool
 
-	mu    sync.Mutex
-	conns map[fnet.NodeID]*fnet.Conn
+	mu      sync.Mutex
+	conns   map[fnet.NodeID]*fnet.Conn
+	strikes map[fnet.NodeID]int
 
 	// contact: whether the mediator answered the latest call (a refusal
 	// is an answer), and when (MediatorAnswers).
@@ -35,6 +36,9 @@ type Client struct {
 	answeredAt time.Time // of the latest answer
 	contactAt  time.Time // of the latest call that ended either way
 }
+
+// maxStrikeNodes bounds the nodes whose failures a client remembers.
+const maxStrikeNodes = 4096
 
 // NewClient makes a client for the account id; tr may be nil, and then the
 // client makes (and closes) its own dialling transport.
@@ -101,7 +105,10 @@ func (c *Client) retry(ctx context.Context, addr fnet.Address, fn func(*fnet.Con
 			return nil
 		}
 		var re *fnet.RemoteError
-		if errors.As(err, &re) || ctx.Err() != nil {
+		// A remote error or a reply that breaks the protocol (a wrong
+		// type or length) is the node's answer: asking again on a new
+		// connection would only get it again.
+		if errors.As(err, &re) || errors.Is(err, fnet.ErrMalformed) || ctx.Err() != nil {
 			return err
 		}
 		c.mu.Lock()
@@ -217,21 +224,36 @@ func (c *Client) PutPiece(ctx context.Context, t fnet.Target, data []byte) error
 }
 
 // GetPiece downloads a whole piece under a get ticket and checks that its
-// bytes hash to the piece id.
+// bytes hash to the piece id. A node must announce exactly the ticket's
+// size (fnet.CheckGetReply) and no more is ever read; a node that fails
+// in any way but by the caller's cancellation gets a strike (Strikes).
 func (c *Client) GetPiece(ctx context.Context, t fnet.Target) ([]byte, error) {
 	addr, err := fnet.ParseAddress(t.Address)
 	if err != nil {
 		return nil, err
 	}
+	data, err := c.getPiece(ctx, addr, t)
+	if err != nil && ctx.Err() == nil {
+		c.strike(addr.ID)
+	}
+	return data, err
+}
+
+func (c *Client) getPiece(ctx context.Context, addr fnet.Address, t fnet.Target) ([]byte, error) {
 	var data []byte
-	err = c.retry(ctx, addr, func(conn *fnet.Conn) error {
-		r, _, err := conn.Get(ctx, &fnet.GetRequest{Piece: t.Ticket.Piece, Ticket: t.Ticket})
+	err := c.retry(ctx, addr, func(conn *fnet.Conn) error {
+		r, n, err := conn.Get(ctx, &fnet.GetRequest{Piece: t.Ticket.Piece, Ticket: t.Ticket})
 		if err != nil {
 			return err
 		}
 		defer r.Close()
-		data, err = io.ReadAll(r)
-		return err
+		// n is the ticket's size, which the mediator set: bounded by
+		// the largest piece, and checked before any byte arrived.
+		data = make([]byte, n)
+		if _, err := io.ReadFull(r, data); err != nil {
+			return fmt.Errorf("get %s: %w", t.Ticket.Piece, err)
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -240,6 +262,39 @@ func (c *Client) GetPiece(ctx context.Context, t fnet.Target) ([]byte, error) {
 		return nil, fmt.Errorf("piece %s: %w", t.Ticket.Piece, fnet.ErrMismatch)
 	}
 	return data, nil
+}
+
+// strike counts a failure against node.
+func (c *Client) strike(node fnet.NodeID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.strikes == nil || len(c.strikes) >= maxStrikeNodes {
+		c.strikes = map[fnet.NodeID]int{}
+	}
+	c.strikes[node]++
+}
+
+// Strikes is how many piece reads from node failed (wrong length or type,
+// bytes that do not match the piece id, errors, timeouts). Reads ask nodes
+// with fewer strikes first.
+func (c *Client) Strikes(node fnet.NodeID) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.strikes[node]
+}
+
+// ByStrikes orders targets so that nodes with fewer strikes come first,
+// keeping the order among equals.
+func (c *Client) ByStrikes(idx []int, target func(int) fnet.Target) {
+	c.mu.Lock()
+	n := make(map[int]int, len(idx))
+	for _, i := range idx {
+		if a, err := fnet.ParseAddress(target(i).Address); err == nil {
+			n[i] = c.strikes[a.ID]
+		}
+	}
+	c.mu.Unlock()
+	slices.SortStableFunc(idx, func(a, b int) int { return n[a] - n[b] })
 }
 
 // Commit records the contract for a placement.
@@ -330,7 +385,13 @@ func (c *Client) Fetch(ctx context.Context, seg fnet.SegmentID, size int) ([]byt
 	pieces := make([][]byte, s.N)
 	have := 0
 	var errs []error
-	for i, p := range info.Pieces {
+	order := make([]int, len(info.Pieces))
+	for i := range order {
+		order[i] = i
+	}
+	c.ByStrikes(order, func(i int) fnet.Target { return info.Pieces[i].Target })
+	for _, i := range order {
+		p := info.Pieces[i]
 		if have == s.K {
 			break
 		}

@@ -126,7 +126,8 @@ type Config struct {
 	// Reservations bounds what accounts may hold without uploading
 	// (accounts.go).
 	Reservations ReservationPolicy
-	// Transport tunes QUIC.
+	// Transport tunes QUIC and carries the connection caps and request
+	// rates (fnet.Config; zero fields take the defaults).
 	Transport fnet.Config
 	// Logger, or slog.Default().
 	Logger *slog.Logger

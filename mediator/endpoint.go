@@ -23,14 +23,27 @@ type endpoint struct {
 
 func asRemote(err error, re **fnet.RemoteError) bool { return errors.As(err, re) }
 
+// mediatorRequests are the only types the mediator reads where a request
+// belongs (those handle serves); replies and node-only messages are refused
+// before their bodies are read, so that a header cannot make the mediator
+// read a body of a reply's larger limit.
+var mediatorRequests = fnet.OneOf(fnet.TypeRegisterRequest, fnet.TypeHeartbeat, fnet.TypeLiveRequest,
+	fnet.TypeDamageReport, fnet.TypeAccountRequest, fnet.TypePlacementRequest, fnet.TypeCommitRequest,
+	fnet.TypeReleaseRequest, fnet.TypeSegmentRequest, fnet.TypeHealthRequest, fnet.TypeDepositAddressRequest,
+	fnet.TypeBalanceRequest, fnet.TypeSnapshotPutRequest, fnet.TypeSnapshotGetRequest)
+
 // HandleStream implements fnet.Handler.
 func (e *endpoint) HandleStream(ctx context.Context, peer fnet.NodeID, s *quic.Stream) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	s.SetDeadline(time.Now().Add(requestTimeout))
-	req, err := fnet.ReadAnyMessage(s)
+	req, err := fnet.ReadMessageOf(s, mediatorRequests)
 	if err != nil {
 		e.c.log.Debug("bad request", "peer", peer, "err", err)
+		if errors.Is(err, fnet.ErrUnsupported) {
+			fnet.WriteAnyMessage(s, &fnet.ErrorReply{Code: fnet.CodeUnsupported, Message: err.Error()})
+			return
+		}
 		fnet.WriteAnyMessage(s, fnet.NewErrorReply(fmt.Errorf("%w: %v", fnet.ErrBadRequest, err)))
 		return
 	}

@@ -33,9 +33,11 @@ func (c *Conn) openRequest(ctx context.Context) (*quic.Stream, func(), error) {
 	return s, func() { stop() }, nil
 }
 
-// readReply reads one reply and turns an ErrorReply into a *RemoteError.
-func readReply(s io.Reader) (Message, error) {
-	m, err := ReadMessage(s)
+// readReply reads one reply of type want (or an ErrorReply, which it turns
+// into a *RemoteError); any other type is refused before its body is read,
+// so that a peer cannot make this side read a body of another type's limit.
+func readReply(s io.Reader, want MsgType) (Message, error) {
+	m, err := ReadMessageOf(s, OneOf(want, TypeError))
 	if err != nil {
 		return nil, fmt.Errorf("reply: %w", err)
 	}
@@ -71,7 +73,7 @@ func (c *Conn) Call(ctx context.Context, req Message) (Message, error) {
 		return nil, fmt.Errorf("%s to %s: %w", req.Type(), c.peer, err)
 	}
 	s.Close()
-	m, err := readReply(s)
+	m, err := readReply(s, ReplyType(req.Type()))
 	if err != nil {
 		return nil, fmt.Errorf("%s to %s: %w", req.Type(), c.peer, err)
 	}
@@ -105,7 +107,7 @@ func (c *Conn) Put(ctx context.Context, req *PutRequest, data io.Reader) error {
 		s.CancelWrite(StreamCancelled)
 		// The node may have refused early; its reply says why.
 		s.SetReadDeadline(time.Now().Add(2 * time.Second))
-		m, rerr := readReply(s)
+		m, rerr := readReply(s, TypePutReply)
 		var re *RemoteError
 		if errors.As(rerr, &re) {
 			return fmt.Errorf("put %s: %w", req.Piece, re)
@@ -116,16 +118,59 @@ func (c *Conn) Put(ctx context.Context, req *PutRequest, data io.Reader) error {
 		return fmt.Errorf("put %s: %w", req.Piece, werr)
 	}
 	s.Close()
-	if _, err := expect[*PutReply](readReply(s)); err != nil {
+	if _, err := expect[*PutReply](readReply(s, TypePutReply)); err != nil {
 		return fmt.Errorf("put %s: %w", req.Piece, err)
 	}
 	return nil
 }
 
-// Get reads a piece or a range of it. The reader returns exactly length
-// bytes and then io.EOF (io.ErrUnexpectedEOF if the node stops short);
-// Close it when done.
+// ErrReplyLength means a node announced another number of bytes than the
+// request asked for: the reply is refused before any of them is read.
+var ErrReplyLength = fmt.Errorf("%w: reply length", ErrMalformed)
+
+// WantLength is the number of bytes a GetRequest asks for: Length, or
+// with Length 0 the ticket's piece size less Offset. A reply announcing
+// anything else is refused (CheckGetReply).
+func (m *GetRequest) WantLength() (uint64, error) {
+	size := uint64(max(m.Ticket.Size, 0))
+	if m.Offset > size {
+		return 0, fmt.Errorf("%w: offset %d beyond the ticket's %d bytes", ErrBadRequest, m.Offset, size)
+	}
+	if m.Length == 0 {
+		return size - m.Offset, nil
+	}
+	if m.Length > size-m.Offset {
+		return 0, fmt.Errorf("%w: range %d+%d beyond the ticket's %d bytes", ErrBadRequest, m.Offset, m.Length, size)
+	}
+	return m.Length, nil
+}
+
+// CheckGetReply reads a node's answer to req from r and checks the length
+// it announces against what req asked for, before any byte of the piece is
+// read. It returns the length.
+func CheckGetReply(r io.Reader, req *GetRequest) (uint64, error) {
+	want, err := req.WantLength()
+	if err != nil {
+		return 0, err
+	}
+	rep, err := expect[*GetReply](readReply(r, TypeGetReply))
+	if err != nil {
+		return 0, err
+	}
+	if rep.Length != want {
+		return 0, fmt.Errorf("%w: node announces %d bytes, the request asked for %d", ErrReplyLength, rep.Length, want)
+	}
+	return want, nil
+}
+
+// Get reads a piece or a range of it. The node's reply must announce
+// exactly the bytes asked for (CheckGetReply); the reader returns that
+// many bytes and then io.EOF (io.ErrUnexpectedEOF if the node stops
+// short), and never reads past them. Close it when done.
 func (c *Conn) Get(ctx context.Context, req *GetRequest) (io.ReadCloser, int64, error) {
+	if _, err := req.WantLength(); err != nil {
+		return nil, 0, fmt.Errorf("get %s: %w", req.Piece, err)
+	}
 	s, stop, err := c.openRequest(ctx)
 	if err != nil {
 		return nil, 0, err
@@ -137,13 +182,13 @@ func (c *Conn) Get(ctx context.Context, req *GetRequest) (io.ReadCloser, int64, 
 		return nil, 0, fmt.Errorf("get %s: %w", req.Piece, err)
 	}
 	s.Close()
-	rep, err := expect[*GetReply](readReply(s))
+	n, err := CheckGetReply(s, req)
 	if err != nil {
 		stop()
 		s.CancelRead(StreamCancelled)
 		return nil, 0, fmt.Errorf("get %s: %w", req.Piece, err)
 	}
-	return &getReader{s: s, left: int64(rep.Length), stop: stop}, int64(rep.Length), nil
+	return &getReader{s: s, left: int64(n), stop: stop}, int64(n), nil
 }
 
 type getReader struct {

@@ -10,7 +10,6 @@ package net
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -152,46 +151,11 @@ func decodeMediatorBody(t MsgType, body []byte) (Message, error) {
 	return m, nil
 }
 
-type prefixedReader struct {
-	head []byte
-	r    io.Reader
-}
-
-func (p *prefixedReader) Read(b []byte) (int, error) {
-	if len(p.head) > 0 {
-		n := copy(b, p.head)
-		p.head = p.head[n:]
-		return n, nil
-	}
-	return p.r.Read(b)
-}
-
-// ReadAnyMessage reads one frame of any type: mediator messages are decoded
-// here, all others by ReadMessage.
+// ReadAnyMessage reads one frame of any type (mediator, wallet and snapshot
+// messages included). Servers read with ReadMessageOf, which refuses types
+// that do not belong at that point before reading their bodies.
 func ReadAnyMessage(r io.Reader) (Message, error) {
-	var h [HeaderSize]byte
-	if _, err := io.ReadFull(r, h[:]); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, fmt.Errorf("%w: header", ErrTruncated)
-		}
-		return nil, err
-	}
-	t := MsgType(h[1])
-	if h[0] != Version || newMediatorMessage(t) == nil {
-		return ReadMessage(&prefixedReader{head: h[:], r: r})
-	}
-	n := binary.BigEndian.Uint32(h[2:])
-	if n > MaxMediatorBody {
-		return nil, fmt.Errorf("%s: %w: body of %d bytes exceeds %d", TypeName(t), ErrTooLarge, n, MaxMediatorBody)
-	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("%s: %w: body", TypeName(t), ErrTruncated)
-		}
-		return nil, err
-	}
-	return decodeMediatorBody(t, body)
+	return ReadMessageOf(r, knownType)
 }
 
 // CallAny is Conn.Call for requests whose reply may be a mediator message.
@@ -207,7 +171,7 @@ func (c *Conn) CallAny(ctx context.Context, req Message) (Message, error) {
 		return nil, fmt.Errorf("%s to %s: %w", TypeName(req.Type()), c.peer, err)
 	}
 	s.Close()
-	m, err := ReadAnyMessage(s)
+	m, err := ReadMessageOf(s, OneOf(ReplyType(req.Type()), TypeError))
 	if err != nil {
 		return nil, fmt.Errorf("%s to %s: reply: %w", TypeName(req.Type()), c.peer, err)
 	}

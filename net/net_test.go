@@ -382,7 +382,7 @@ func TestTransportMutualAuth(t *testing.T) {
 	s, _ := c.OpenStream(ctx)
 	s.Write([]byte{Version, byte(TypeHeartbeat), 0xff, 0xff, 0xff, 0xff})
 	s.Close()
-	if _, err := readReply(s); !errors.Is(err, ErrBadRequest) {
+	if _, err := readReply(s, TypeHeartbeatReply); !errors.Is(err, ErrBadRequest) {
 		t.Fatalf("oversized: %v", err)
 	}
 	if _, err := CallFor[*HeartbeatReply](ctx, c, &Heartbeat{Pieces: 1}); err != nil {

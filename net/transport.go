@@ -39,6 +39,21 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// MaxIncomingStreams bounds concurrent requests per connection (default 64).
 	MaxIncomingStreams int64
+	// MaxConns bounds the incoming connections open at once, handshakes
+	// included (default DefaultMaxConns); MaxConnsPerIP bounds those from
+	// one source address (default DefaultMaxConnsPerIP). A connection over
+	// either is refused at its first packet.
+	MaxConns      int
+	MaxConnsPerIP int
+	// RequestRate is the requests a second one peer identity may start on
+	// this side, over all its connections, with bursts of RequestBurst
+	// (defaults DefaultRequestRate, DefaultRequestBurst); IPRequestRate and
+	// IPRequestBurst do the same per source address. A request over the
+	// rate is answered CodeBusy without being read. Negative disables.
+	RequestRate    float64
+	RequestBurst   int
+	IPRequestRate  float64
+	IPRequestBurst int
 	// Logger, or slog.Default().
 	Logger *slog.Logger
 }
@@ -55,6 +70,24 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxIncomingStreams <= 0 {
 		c.MaxIncomingStreams = 64
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = DefaultMaxConns
+	}
+	if c.MaxConnsPerIP <= 0 {
+		c.MaxConnsPerIP = DefaultMaxConnsPerIP
+	}
+	if c.RequestRate == 0 {
+		c.RequestRate = DefaultRequestRate
+	}
+	if c.RequestBurst <= 0 {
+		c.RequestBurst = max(DefaultRequestBurst, int(2*c.RequestRate))
+	}
+	if c.IPRequestRate == 0 {
+		c.IPRequestRate = DefaultIPRequestRate
+	}
+	if c.IPRequestBurst <= 0 {
+		c.IPRequestBurst = max(DefaultIPRequestBurst, int(2*c.IPRequestRate))
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -86,6 +119,7 @@ type Transport struct {
 	tr   *quic.Transport
 	ln   *quic.Listener
 	cert tls.Certificate
+	lim  *limiter
 	once sync.Once
 }
 
@@ -97,6 +131,12 @@ func Listen(id *Identity, hostport string, cfg Config) (*Transport, error) {
 // NewDialer makes a Transport that only dials (clients).
 func NewDialer(id *Identity, cfg Config) (*Transport, error) {
 	return newTransport(id, ":0", false, cfg)
+}
+
+// NewDialerAt is NewDialer bound to hostport (a source address of its
+// own, as tests on loopback use to stand for another network).
+func NewDialerAt(id *Identity, hostport string, cfg Config) (*Transport, error) {
+	return newTransport(id, hostport, false, cfg)
 }
 
 func newTransport(id *Identity, hostport string, listen bool, cfg Config) (*Transport, error) {
@@ -114,8 +154,11 @@ func newTransport(id *Identity, hostport string, listen bool, cfg Config) (*Tran
 		return nil, fmt.Errorf("listen %s: %w", hostport, err)
 	}
 	resetKey := id.statelessResetKey()
-	t := &Transport{id: id, cfg: cfg, udp: udp, tr: &quic.Transport{Conn: udp, StatelessResetKey: &resetKey}, cert: cert}
+	t := &Transport{id: id, cfg: cfg, udp: udp, tr: &quic.Transport{Conn: udp, StatelessResetKey: &resetKey}, cert: cert,
+		lim: newLimiter(cfg)}
 	if listen {
+		t.tr.ConnContext = t.lim.connContext
+		t.tr.VerifySourceAddress = t.lim.verifySource
 		t.ln, err = t.tr.Listen(t.serverTLS(), cfg.quic())
 		if err != nil {
 			t.tr.Close()
@@ -347,10 +390,20 @@ func (t *Transport) serveConn(ctx context.Context, c *Conn, h Handler) {
 	defer wg.Wait()
 	stop := context.AfterFunc(ctx, func() { c.qc.CloseWithError(0, "shutting down") })
 	defer stop()
+	ip := addrIP(c.RemoteAddr())
+	defer t.lim.attach(c.peer, ip)()
 	for {
 		s, err := c.AcceptStream(ctx)
 		if err != nil {
 			return
+		}
+		if !t.lim.allow(c.peer, ip) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				refuseBusy(s)
+			}()
+			continue
 		}
 		wg.Add(1)
 		go func() {

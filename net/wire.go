@@ -233,9 +233,28 @@ func WriteMessage(w io.Writer, m Message) error {
 	return err
 }
 
-// ReadMessage reads one frame, refusing bodies above the type's limit
-// before reading them.
+// ReadMessage reads one frame of a storage-protocol type, refusing bodies
+// above the type's limit before reading them. Callers that know what may
+// come next use ReadMessageOf instead.
 func ReadMessage(r io.Reader) (Message, error) {
+	return ReadMessageOf(r, func(t MsgType) bool { return newMessage(t) != nil })
+}
+
+// ErrUnexpectedType means a frame of a known type arrived where another was
+// expected (a reply where a request belongs, or the wrong reply).
+var ErrUnexpectedType = fmt.Errorf("%w: unexpected type", ErrMalformed)
+
+// initialBodyBuffer is the first allocation for a body; the buffer then
+// doubles as bytes arrive, so that a header alone never costs more than
+// this, and a body costs at most twice the bytes actually received.
+const initialBodyBuffer = 4 << 10
+
+// ReadMessageOf reads one frame of any type (mediator types included) that
+// accept allows. The type is checked before the body is read, the body
+// length against that type's own limit, and the body is read into a buffer
+// that grows as bytes arrive: a peer that announces a large body and sends
+// nothing makes this side allocate next to nothing.
+func ReadMessageOf(r io.Reader, accept func(MsgType) bool) (Message, error) {
 	var h [HeaderSize]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
@@ -243,16 +262,82 @@ func ReadMessage(r io.Reader) (Message, error) {
 		}
 		return nil, err
 	}
-	t, n, err := parseHeader(h[:])
-	if err != nil {
-		return nil, err
+	if h[0] != Version {
+		return nil, fmt.Errorf("%w %d (this build speaks %d)", ErrVersion, h[0], Version)
 	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
+	t := MsgType(h[1])
+	if !knownType(t) {
+		return nil, fmt.Errorf("%w 0x%02x", ErrUnknownType, h[1])
+	}
+	if !accept(t) {
+		if IsRequest(t) { // a request this side does not serve
+			return nil, fmt.Errorf("%w %s here: %w", ErrUnexpectedType, TypeName(t), ErrUnsupported)
+		}
+		return nil, fmt.Errorf("%w %s here", ErrUnexpectedType, TypeName(t))
+	}
+	n := int64(binary.BigEndian.Uint32(h[2:]))
+	if limit := int64(BodyLimit(t)); n > limit {
+		return nil, fmt.Errorf("%s: %w: body of %d bytes exceeds %d", TypeName(t), ErrTooLarge, n, limit)
+	}
+	body, err := readBody(r, int(n))
+	if err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("%s: %w: body", t, ErrTruncated)
+			return nil, fmt.Errorf("%s: %w: body", TypeName(t), ErrTruncated)
 		}
 		return nil, err
 	}
-	return decodeBody(t, body)
+	if newMessage(t) != nil {
+		return decodeBody(t, body)
+	}
+	return decodeMediatorBody(t, body)
+}
+
+// readBody reads exactly n bytes into a buffer that starts small and
+// doubles as bytes arrive.
+func readBody(r io.Reader, n int) ([]byte, error) {
+	body := make([]byte, min(n, initialBodyBuffer))
+	got := 0
+	for {
+		m, err := io.ReadFull(r, body[got:])
+		got += m
+		if err != nil {
+			return nil, err
+		}
+		if got == n {
+			return body, nil
+		}
+		grown := make([]byte, min(n, 2*len(body)))
+		copy(grown, body)
+		body = grown
+	}
+}
+
+// knownType reports whether t is any message type of this build.
+func knownType(t MsgType) bool { return newMessage(t) != nil || newMediatorMessage(t) != nil }
+
+// BodyLimit is the largest body a message of type t may have.
+func BodyLimit(t MsgType) int {
+	if newMediatorMessage(t) != nil {
+		return MaxMediatorBody
+	}
+	return bodyLimit(t)
+}
+
+// IsRequest reports whether t is a request: requests have even type
+// numbers, their replies the next (odd) one, ErrorReply included.
+func IsRequest(t MsgType) bool { return knownType(t) && t&1 == 0 }
+
+// ReplyType is the reply type that answers a request of type t.
+func ReplyType(t MsgType) MsgType { return t + 1 }
+
+// OneOf accepts exactly the types listed.
+func OneOf(types ...MsgType) func(MsgType) bool {
+	return func(t MsgType) bool {
+		for _, u := range types {
+			if t == u {
+				return true
+			}
+		}
+		return false
+	}
 }

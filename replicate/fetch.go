@@ -125,6 +125,8 @@ func FetchSegment(ctx context.Context, c *mediator.Client, seg fnet.SegmentID, s
 	if len(cands) < k {
 		return nil, fmt.Errorf("segment %x: %d healthy pieces, need %d: %w", seg, len(cands), k, erasure.ErrTooFew)
 	}
+	// Nodes that failed reads before are asked last.
+	c.ByStrikes(cands, func(i int) fnet.Target { return info.Pieces[i].Target })
 	type result struct {
 		i    int
 		data []byte

@@ -40,6 +40,10 @@ const (
 	indexVersion   = 1
 	indexValueSize = 1 + 8 + 8 + 8 + 32
 	indexPrefix    = 'p'
+	// releasePrefix keys the time a piece was deleted (u64 unix nanos),
+	// kept for ReleaseWindow so that a put ticket issued before the delete
+	// cannot store the piece again (Endpoint.checkReleased).
+	releasePrefix = 'r'
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -136,6 +140,8 @@ type DiskStore struct {
 	capacity int64
 	// NoSync skips fsyncs; only for populating benchmark stores.
 	noSync bool
+	// releaseWindow: see DiskStoreOptions.ReleaseWindow.
+	releaseWindow time.Duration
 
 	mu       sync.Mutex
 	used     int64
@@ -152,6 +158,9 @@ type DiskStoreOptions struct {
 	// NoSync turns off every fsync. Never for real nodes: benchmarks use it
 	// to populate a store quickly.
 	NoSync bool
+	// ReleaseWindow is how long the store remembers that a piece was
+	// deleted (default DefaultTicketTTL, the longest ticket lifetime).
+	ReleaseWindow time.Duration
 }
 
 // OpenDiskStore opens (creating) the store in dir and reconciles the index
@@ -194,7 +203,15 @@ func OpenDiskStore(dir string, o DiskStoreOptions) (_ *DiskStore, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("piece store index: %w", err)
 	}
-	s := &DiskStore{dir: dir, db: db, dirLock: lock, log: o.Logger, capacity: o.Capacity, noSync: o.NoSync}
+	if o.ReleaseWindow <= 0 {
+		o.ReleaseWindow = DefaultTicketTTL
+	}
+	s := &DiskStore{dir: dir, db: db, dirLock: lock, log: o.Logger, capacity: o.Capacity, noSync: o.NoSync,
+		releaseWindow: o.ReleaseWindow}
+	if err := s.pruneReleases(time.Now()); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("piece store: %w", err)
+	}
 	if err := s.reconcile(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("piece store: reconcile: %w", err)
@@ -690,14 +707,62 @@ func (s *DiskStore) Delete(id challenge.PieceID) error {
 	if err := s.syncDirs(filepath.Dir(s.piecePath(id))); err != nil {
 		return fmt.Errorf("piece %s: %w", id, err)
 	}
-	if err := s.db.Delete(indexKey(id), s.writeOpts()); err != nil {
+	b := s.db.NewBatch()
+	b.Delete(indexKey(id), nil)
+	b.Set(releaseKey(id), binary.BigEndian.AppendUint64(nil, uint64(time.Now().UnixNano())), nil)
+	if err := b.Commit(s.writeOpts()); err != nil {
+		b.Close()
 		return fmt.Errorf("piece %s: index: %w", id, err)
 	}
+	b.Close()
 	s.mu.Lock()
 	s.used -= p.Size
 	s.pieces--
 	s.mu.Unlock()
 	return nil
+}
+
+func releaseKey(id challenge.PieceID) []byte { return append([]byte{releasePrefix}, id[:]...) }
+
+// ReleasedAt reports when piece id was last deleted, if within the release
+// window (Endpoint.checkReleased).
+func (s *DiskStore) ReleasedAt(id challenge.PieceID) (time.Time, bool) {
+	v, closer, err := s.db.Get(releaseKey(id))
+	if err != nil {
+		return time.Time{}, false
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return time.Time{}, false
+	}
+	at := time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+	if time.Since(at) > s.releaseWindow {
+		return time.Time{}, false
+	}
+	return at, true
+}
+
+// pruneReleases forgets releases older than the window.
+func (s *DiskStore) pruneReleases(now time.Time) error {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{releasePrefix}, UpperBound: []byte{releasePrefix + 1}})
+	if err != nil {
+		return err
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	for it.First(); it.Valid(); it.Next() {
+		v := it.Value()
+		if len(v) != 8 || now.Sub(time.Unix(0, int64(binary.BigEndian.Uint64(v)))) > s.releaseWindow {
+			b.Delete(append([]byte{}, it.Key()...), nil)
+		}
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	if b.Empty() {
+		return nil
+	}
+	return b.Commit(pebble.Sync)
 }
 
 // List implements PieceStore.

@@ -26,23 +26,53 @@ type Endpoint struct {
 	// idleTimeout bounds a transfer's pause between two reads or writes.
 	idleTimeout time.Duration
 	now         func() time.Time
+
+	// MinUploadRate and UploadGrace bound a whole upload: a put must be
+	// done within UploadGrace plus its size at MinUploadRate bytes a
+	// second, or it is dropped with its temporary file and reservation
+	// (defaults DefaultMinUploadRate, DefaultUploadGrace).
+	MinUploadRate int64
+	UploadGrace   time.Duration
+	// TicketTTL is the longest lifetime of the mediator's tickets: a put
+	// ticket for a piece this node released is refused if it could have
+	// been issued before the release (DefaultTicketTTL).
+	TicketTTL time.Duration
 }
+
+// Defaults of the endpoint's limits.
+const (
+	DefaultMinUploadRate = 64 << 10
+	DefaultUploadGrace   = 30 * time.Second
+	DefaultTicketTTL     = time.Hour
+)
 
 // NewEndpoint serves store for node self, trusting tickets of mediator.
 func NewEndpoint(log *slog.Logger, self, mediator fnet.NodeID, store PieceStore, requestTimeout, idleTimeout time.Duration) *Endpoint {
 	return &Endpoint{log: log, self: self, mediator: mediator, store: store,
-		requestTimeout: requestTimeout, idleTimeout: idleTimeout, now: time.Now}
+		requestTimeout: requestTimeout, idleTimeout: idleTimeout, now: time.Now,
+		MinUploadRate: DefaultMinUploadRate, UploadGrace: DefaultUploadGrace, TicketTTL: DefaultTicketTTL}
 }
 
+// nodeRequests are the only types a storage node reads where a request
+// belongs; anything else is refused before its body is read.
+var nodeRequests = fnet.OneOf(fnet.TypePutRequest, fnet.TypeGetRequest, fnet.TypeStatRequest,
+	fnet.TypeDeleteRequest, fnet.TypeChallengeRequest)
+
 // idleStream extends the stream's deadlines before every read and write,
-// so that a stalled peer is dropped but a long transfer is not.
+// so that a stalled peer is dropped but a long transfer is not; a non-zero
+// end is a total deadline no extension passes.
 type idleStream struct {
 	s    *quic.Stream
 	idle time.Duration
+	end  time.Time
 }
 
 func (i idleStream) Read(p []byte) (int, error) {
-	i.s.SetReadDeadline(time.Now().Add(i.idle))
+	d := time.Now().Add(i.idle)
+	if !i.end.IsZero() && i.end.Before(d) {
+		d = i.end
+	}
+	i.s.SetReadDeadline(d)
 	return i.s.Read(p)
 }
 
@@ -54,7 +84,7 @@ func (i idleStream) Write(p []byte) (int, error) {
 // HandleStream implements fnet.Handler.
 func (e *Endpoint) HandleStream(ctx context.Context, peer fnet.NodeID, s *quic.Stream) {
 	s.SetReadDeadline(time.Now().Add(e.requestTimeout))
-	m, err := fnet.ReadMessage(s)
+	m, err := fnet.ReadMessageOf(s, nodeRequests)
 	if err != nil {
 		e.log.Debug("bad request", "peer", peer, "err", err)
 		e.reply(s, fnet.NewErrorReply(fmt.Errorf("%w: %w", fnet.ErrBadRequest, err)))
@@ -117,12 +147,55 @@ func (e *Endpoint) put(ctx context.Context, peer fnet.NodeID, s *quic.Stream, m 
 	if err := challenge.CheckSize(m.Ticket.Size); err != nil {
 		return fmt.Errorf("put %s: %w: %w", m.Piece, fnet.ErrPieceTooLarge, err)
 	}
+	if err := e.checkReleased(m); err != nil {
+		return err
+	}
 	s.SetReadDeadline(time.Time{})
 	start := time.Now()
-	if err := e.store.Put(ctx, m.Piece, m.Ticket.Size, m.Ticket.Account, idleStream{s, e.idleTimeout}); err != nil {
+	limit := e.uploadLimit(m.Ticket.Size)
+	ctx, cancel := context.WithDeadline(ctx, start.Add(limit))
+	defer cancel()
+	if err := e.store.Put(ctx, m.Piece, m.Ticket.Size, m.Ticket.Account, idleStream{s: s, idle: e.idleTimeout, end: start.Add(limit)}); err != nil {
+		if time.Since(start) >= limit {
+			return fmt.Errorf("put %s: %w: upload of %d bytes not done within %s (%d bytes/s at least): %w",
+				m.Piece, fnet.ErrBadRequest, m.Ticket.Size, limit, e.MinUploadRate, err)
+		}
 		return err
 	}
 	e.log.Debug("stored piece", "piece", m.Piece, "size", m.Ticket.Size, "peer", peer, "took", time.Since(start))
+	return nil
+}
+
+// uploadLimit is the time a put of size bytes may take in all.
+func (e *Endpoint) uploadLimit(size int64) time.Duration {
+	rate := max(e.MinUploadRate, 1)
+	return e.UploadGrace + time.Duration(float64(size)/float64(rate)*float64(time.Second))
+}
+
+// Releases is what a store that remembers released pieces offers (the
+// DiskStore does): when each piece was last deleted, for as long as a
+// ticket issued before then may still be valid.
+type Releases interface {
+	ReleasedAt(id challenge.PieceID) (time.Time, bool)
+}
+
+// checkReleased makes put tickets single-use: a ticket for a piece this
+// node has released since is refused while it may still be valid.
+func (e *Endpoint) checkReleased(m *fnet.PutRequest) error {
+	r, ok := e.store.(Releases)
+	if !ok {
+		return nil
+	}
+	at, ok := r.ReleasedAt(m.Piece)
+	if !ok {
+		return nil
+	}
+	// The ticket was issued at Expires - TTL at the latest: before the
+	// release unless Expires is later than release + TTL.
+	if !m.Ticket.Expires.After(at.Add(e.TicketTTL)) {
+		return fmt.Errorf("put %s: %w: the piece was released at %s, after this ticket was issued (tickets are single-use)",
+			m.Piece, fnet.ErrUnauthorized, at.UTC().Format(time.RFC3339))
+	}
 	return nil
 }
 
@@ -158,7 +231,7 @@ func (e *Endpoint) get(peer fnet.NodeID, s *quic.Stream, m *fnet.GetRequest) err
 	if length > size-m.Offset {
 		return fmt.Errorf("get %s: %w: range %d+%d outside %d bytes", m.Piece, fnet.ErrBadRequest, m.Offset, length, size)
 	}
-	w := idleStream{s, e.idleTimeout}
+	w := idleStream{s: s, idle: e.idleTimeout}
 	if err := fnet.WriteMessage(w, &fnet.GetReply{Length: length}); err != nil {
 		e.log.Debug("get: reply not sent", "err", err)
 		return nil

@@ -189,6 +189,7 @@ type nodeOpts struct {
 	mediator string // default med's address
 	network  string // --network; default simnet, "-" for none
 	payout   string // --payout-address; default payoutAddress(t)
+	extra    []string
 }
 
 func startNode(t testing.TB, med *mediator, o nodeOpts) *node {
@@ -219,6 +220,7 @@ func startNode(t testing.TB, med *mediator, o nodeOpts) *node {
 	if o.network != "-" {
 		args = append(args, "--network", o.network)
 	}
+	args = append(args, o.extra...)
 	cmd := exec.Command(fincryptBin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

@@ -694,6 +694,11 @@ func TestCLIRejectsBadFlags(t *testing.T) {
 	// Missing flags are named, with exit 2.
 	out, err = exec.Command(fincryptBin, "storage", "--dir", t.TempDir(), "--price", "1").CombinedOutput()
 	assertUsageLine(t, "storage without flags", out, err, "missing --mediator, --capacity, --payout-address")
+	// An upload rate that is no rate is refused.
+	out, err = exec.Command(fincryptBin, "storage", "--dir", t.TempDir(), "--listen", "127.0.0.1:0",
+		"--mediator", med.tr.Address().String(), "--capacity", "1GiB", "--price", "1", "--network", "simnet",
+		"--payout-address", payoutAddress(t), "--min-upload-rate", "0").CombinedOutput()
+	assertUsageLine(t, "zero upload rate", out, err, "--min-upload-rate")
 	// id without --dir is a usage error on one line.
 	out, err = exec.Command(fincryptBin, "id").CombinedOutput()
 	assertUsageLine(t, "id without --dir", out, err, "--dir is required")

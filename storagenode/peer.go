@@ -48,7 +48,18 @@ type Config struct {
 	// ScrubInterval is the least time between the starts of two scrub
 	// passes (0: DefaultScrubInterval).
 	ScrubInterval time.Duration
-	Transport     fnet.Config
+	// MinUploadRate (bytes/s) and UploadGrace give every upload a total
+	// deadline of UploadGrace + size/MinUploadRate, after which it is
+	// dropped with its temporary file and reservation (64 KiB/s, 30s).
+	MinUploadRate int64
+	UploadGrace   time.Duration
+	// TicketTTL is the mediator's ticket lifetime (its --ticket-ttl; 1h):
+	// a put ticket for a piece this node deleted is refused while a ticket
+	// issued before the delete could still be valid.
+	TicketTTL time.Duration
+	// Transport carries the connection caps and request rates
+	// (fnet.Config; zero fields take the defaults).
+	Transport fnet.Config
 }
 
 // Networks maps --network names to their parameters.
@@ -99,6 +110,15 @@ func (c *Config) Validate() error {
 	}
 	if c.ScrubRate == 0 {
 		c.ScrubRate = DefaultScrubRate
+	}
+	if c.MinUploadRate <= 0 {
+		c.MinUploadRate = DefaultMinUploadRate
+	}
+	if c.UploadGrace <= 0 {
+		c.UploadGrace = DefaultUploadGrace
+	}
+	if c.TicketTTL <= 0 {
+		c.TicketTTL = DefaultTicketTTL
 	}
 	switch {
 	case c.ScrubInterval < 0:
@@ -177,7 +197,8 @@ func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error
 
 	var disk *DiskStore
 	{ // piece store
-		store, err := OpenDiskStore(cfg.Dir, DiskStoreOptions{Capacity: cfg.Capacity, Logger: log.With("service", "piecestore")})
+		store, err := OpenDiskStore(cfg.Dir, DiskStoreOptions{Capacity: cfg.Capacity, Logger: log.With("service", "piecestore"),
+			ReleaseWindow: cfg.TicketTTL})
 		if err != nil {
 			return nil, err
 		}
@@ -199,6 +220,7 @@ func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error
 	{ // endpoint
 		p.Endpoint = NewEndpoint(log.With("service", "endpoint"), ident.ID(), cfg.Mediator.ID, p.Store,
 			cfg.RequestTimeout, cfg.IdleTimeout)
+		p.Endpoint.MinUploadRate, p.Endpoint.UploadGrace, p.Endpoint.TicketTTL = cfg.MinUploadRate, cfg.UploadGrace, cfg.TicketTTL
 	}
 
 	{ // mediator contact

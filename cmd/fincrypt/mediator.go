@@ -72,6 +72,9 @@ func init() {
 			&cli.DurationFlag{Name: "challenge-timeout", Usage: "deadline for a node's answer", DefaultText: "min(period/2, 30s)"},
 			&cli.DurationFlag{Name: "ticket-ttl", Usage: "lifetime of tickets and uncommitted placements", Value: mediator.DefaultTicketTTL},
 			&cli.DurationFlag{Name: "grace-period", Usage: "nodes delete pieces without contract after this long", Value: mediator.DefaultGracePeriod},
+			&cli.IntFlag{Name: "max-conns", Usage: "incoming connections at once", Value: fnet.DefaultMaxConns},
+			&cli.IntFlag{Name: "max-conns-per-ip", Usage: "incoming connections at once from one address", Value: fnet.DefaultMaxConnsPerIP},
+			&cli.Float64Flag{Name: "request-rate", Usage: "requests per second one peer may make (bursts of twice as many); over it the mediator answers busy", Value: fnet.DefaultRequestRate},
 			&cli.StringFlag{Name: "network", Usage: "bitcoin network nodes are paid on: mainnet, testnet, regtest or simnet (empty: any; a private network)"},
 			&cli.StringFlag{Name: "wallet-passphrase-file", Usage: "read the wallet passphrase from `FILE` (first line); else $FINCRYPT_WALLET_PASSPHRASE; without either, no wallet (a prompt only with --btcd-rpc)"},
 			&cli.StringFlag{Name: "btcd-rpc", Usage: "`HOST:PORT` of the bitcoin node's JSON-RPC (btcd or bitcoind): switches payments on"},
@@ -140,6 +143,8 @@ func mediatorConfig(c *cli.Context) (mediator.Config, error) {
 	}
 	cfg.Placement.SharedAddresses = c.Bool("shared-addresses")
 	cfg.Placement.VettingChallenges = c.Uint64("vetting-challenges")
+	cfg.Transport.MaxConns, cfg.Transport.MaxConnsPerIP = c.Int("max-conns"), c.Int("max-conns-per-ip")
+	cfg.Transport.RequestRate, cfg.Transport.RequestBurst = c.Float64("request-rate"), int(2*c.Float64("request-rate"))
 	if cfg.RepairThreshold == 0 && scheme == mediator.DefaultScheme {
 		cfg.RepairThreshold = mediator.DefaultRepairThreshold
 	}

@@ -46,6 +46,12 @@ func init() {
 			&cli.StringFlag{Name: "scrub-rate", Usage: "re-read the stored pieces to find damage (bit rot) at `SIZE/s`; " +
 				"damaged pieces are dropped and reported so the network rebuilds them (0: no scrubbing)", Value: "16MiB/s"},
 			&cli.DurationFlag{Name: "scrub-interval", Usage: "start a scrub pass over all pieces at most every `DURATION`", Value: storagenode.DefaultScrubInterval},
+			&cli.StringFlag{Name: "min-upload-rate", Usage: "drop an upload slower than `SIZE/s` on average (after --upload-grace)", Value: "64KiB/s"},
+			&cli.DurationFlag{Name: "upload-grace", Usage: "time every upload has beyond its size at --min-upload-rate", Value: storagenode.DefaultUploadGrace},
+			&cli.DurationFlag{Name: "ticket-ttl", Usage: "the mediator's ticket lifetime (its --ticket-ttl): how long a deleted piece's put tickets stay refused", Value: storagenode.DefaultTicketTTL},
+			&cli.IntFlag{Name: "max-conns", Usage: "incoming connections at once", Value: fnet.DefaultMaxConns},
+			&cli.IntFlag{Name: "max-conns-per-ip", Usage: "incoming connections at once from one address", Value: fnet.DefaultMaxConnsPerIP},
+			&cli.Float64Flag{Name: "request-rate", Usage: "requests per second one peer may make (bursts of twice as many); over it the node answers busy", Value: fnet.DefaultRequestRate},
 		},
 		Action: runStorage,
 	})
@@ -86,11 +92,18 @@ func storageConfig(c *cli.Context) (storagenode.Config, error) {
 	if c.Duration("scrub-interval") <= 0 {
 		return storagenode.Config{}, userErr(exitUsage, "--scrub-interval: %s is not a positive duration", c.Duration("scrub-interval"))
 	}
+	uploadRate, err := storagenode.ParseScrubRate(c.String("min-upload-rate"))
+	if err != nil || uploadRate <= 0 {
+		return storagenode.Config{}, userErr(exitUsage, "--min-upload-rate: %q is not a positive size per second (e.g. 64KiB/s)", c.String("min-upload-rate"))
+	}
 	cfg := storagenode.Config{
 		Dir: c.String("dir"), Listen: c.String("listen"), Advertise: c.String("advertise"),
 		Mediator: med, Capacity: int64(capacity), Price: c.Uint64("price"),
 		Payout: c.String("payout-address"), Network: c.String("network"),
 		ScrubRate: scrubRate, ScrubInterval: c.Duration("scrub-interval"),
+		MinUploadRate: uploadRate, UploadGrace: c.Duration("upload-grace"), TicketTTL: c.Duration("ticket-ttl"),
+		Transport: fnet.Config{MaxConns: c.Int("max-conns"), MaxConnsPerIP: c.Int("max-conns-per-ip"),
+			RequestRate: c.Float64("request-rate"), RequestBurst: int(2 * c.Float64("request-rate"))},
 	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, userErr(exitUsage, "%v", err)

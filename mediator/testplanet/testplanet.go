@@ -311,6 +311,7 @@ func (p *Planet) AddNodeWith(o NodeOptions) *Node {
 		Dir: n.Dir, Listen: net.JoinHostPort(o.IP, "0"), Mediator: p.Mediator.address, Capacity: o.Capacity,
 		Price: price, Payout: o.Payout, Network: p.cfg.Network,
 		RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, RequestTimeout: 5 * time.Second,
+		TicketTTL: p.Mediator.Config.TicketTTL, // single-use put tickets: the mediator's lifetime
 	}
 	switch {
 	case p.cfg.Relays:

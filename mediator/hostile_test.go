@@ -1,0 +1,218 @@
+package mediator
+
+import (
+	"context"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	fnet "github.com/fincrypt/fincrypt/net"
+)
+
+// maxFloodHeap bounds the growth of the Go heap in use while the mediator
+// is under the header flood below (attackers' own connections, in the same
+// process, included). Before bodies were read under the expected type's
+// limit and allocated as they arrived, a flood like it took a mediator from
+// 132 MB to 1.46 GB (issue 18).
+const maxFloodHeap = 96 << 20
+
+func heapNow() int64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapInuse)
+}
+
+// A header flood against the mediator: peers with no account open every
+// stream they may and announce large bodies (a challenge response's 8 MiB,
+// a placement's 64 KiB, a live request's 256 KiB) and send nothing. The
+// heap stays under a bound and honest requests keep succeeding.
+func TestHeaderFloodKeepsMediatorMemoryFlat(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := New(log, nil, Config{Dir: t.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() { cancel(); <-done; p.Close() }()
+
+	id, _ := fnet.GenerateIdentity()
+	client, err := NewClient(id, p.Address(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if _, err := client.RegisterAccount(ctx); err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	base := heapNow()
+
+	const conns, duration = 24, 4 * time.Second
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	endFlood := mediatorHeaderFlood(t, ctx, p.Address(), conns)
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			peak.Store(max(peak.Load(), heapNow()))
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	deadline := time.Now().Add(duration)
+	rounds := 0
+	for time.Now().Before(deadline) || rounds < 3 {
+		if _, err := client.RegisterAccount(ctx); err != nil {
+			t.Fatalf("honest request %d under the flood: %v", rounds, err)
+		}
+		if _, err := client.Health(ctx, []fnet.SegmentID{{1}}); err != nil {
+			t.Fatalf("honest request %d under the flood: %v", rounds, err)
+		}
+		rounds++
+		time.Sleep(5 * time.Millisecond) // an honest client's pace, well under the request rate
+	}
+	close(stop)
+	opened := endFlood()
+	<-sampled
+	t.Logf("header flood: %d streams from %d connections; heap in use %d MB before, peak %d MB; %d honest rounds meanwhile",
+		opened, conns, base>>20, peak.Load()>>20, rounds)
+	if opened < conns*48 {
+		t.Fatalf("the flood opened only %d streams", opened)
+	}
+	if growth := peak.Load() - base; growth > maxFloodHeap {
+		t.Fatalf("heap grew by %d MB under the header flood, bound %d MB", growth>>20, maxFloodHeap>>20)
+	}
+}
+
+// mediatorHeaderFlood starts conns attackers from 127.0.0.2 that open every
+// stream they may on the mediator and write only a header announcing the
+// largest body of a challenge response, a placement or a live request.
+// The returned func stops them and reports the streams opened.
+func mediatorHeaderFlood(t testing.TB, ctx context.Context, addr fnet.Address, conns int) func() int64 {
+	headers := [][]byte{
+		{fnet.Version, byte(fnet.TypeChallengeResponse), 0, 0, 0, 0},
+		{fnet.Version, byte(fnet.TypePlacementRequest), 0, 0, 0, 0},
+		{fnet.Version, byte(fnet.TypeLiveRequest), 0, 0, 0, 0},
+	}
+	for _, h := range headers {
+		binary.BigEndian.PutUint32(h[2:], uint32(fnet.BodyLimit(fnet.MsgType(h[1]))))
+	}
+	var (
+		wg     sync.WaitGroup
+		opened atomic.Int64
+		trs    []*fnet.Transport
+	)
+	stop := make(chan struct{})
+	for i := range conns {
+		aid, _ := fnet.GenerateIdentity()
+		tr, err := fnet.NewDialerAt(aid, "127.0.0.2:0", fnet.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		trs = append(trs, tr)
+		a, err := tr.Dial(ctx, addr)
+		if err != nil {
+			t.Fatalf("attacker %d: %v", i, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer a.Close()
+			for k := 0; k < 2000; k++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				octx, ocancel := context.WithTimeout(ctx, 200*time.Millisecond)
+				s, err := a.OpenStream(octx)
+				ocancel()
+				if err != nil {
+					continue
+				}
+				s.Write(headers[k%len(headers)])
+				opened.Add(1)
+			}
+		}()
+	}
+	return func() int64 {
+		close(stop)
+		wg.Wait()
+		for _, tr := range trs {
+			tr.Close()
+		}
+		return opened.Load()
+	}
+}
+
+// BenchmarkMediatorHeaderFlood is the latency of an honest client's
+// request round (account, segment health) to the mediator while 24
+// connections flood it with frame headers, as a ratio to the same rounds
+// without the flood in the same run (ABA), and the growth of the heap.
+func BenchmarkMediatorHeaderFlood(b *testing.B) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := New(log, nil, Config{Dir: b.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() { cancel(); <-done; p.Close() }()
+	id, _ := fnet.GenerateIdentity()
+	client, err := NewClient(id, p.Address(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	measure := func(n int) []time.Duration {
+		var d []time.Duration
+		for range n {
+			start := time.Now()
+			if _, err := client.RegisterAccount(ctx); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := client.Health(ctx, []fnet.SegmentID{{1}}); err != nil {
+				b.Fatal(err)
+			}
+			d = append(d, time.Since(start))
+			time.Sleep(5 * time.Millisecond)
+		}
+		return d
+	}
+	median := func(d []time.Duration) time.Duration {
+		slices.Sort(d)
+		return d[len(d)/2]
+	}
+	measure(10)
+	runtime.GC()
+	base := heapNow()
+	var peak int64
+	b.ResetTimer()
+	var without, with []time.Duration
+	for range b.N {
+		without = append(without, measure(50)...)
+		end := mediatorHeaderFlood(b, ctx, p.Address(), 24)
+		with = append(with, measure(100)...)
+		peak = max(peak, heapNow())
+		end()
+		without = append(without, measure(50)...)
+	}
+	mb, mf := median(without), median(with)
+	b.ReportMetric(float64(mb.Microseconds())/1000, "base-ms")
+	b.ReportMetric(float64(mf.Microseconds())/1000, "flood-ms")
+	b.ReportMetric(float64(mf)/float64(mb), "flood/base")
+	b.ReportMetric(float64((peak-base)>>20), "heap-growth-MB")
+}
