@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	mrand "math/rand/v2"
 	"sync"
 	"time"
@@ -44,6 +45,9 @@ func (c *core) Round(ctx context.Context) (RoundResult, error) {
 	defer c.rounds.Add(-1)
 	res := RoundResult{Start: c.now()}
 	if err := c.startPeriod(ctx, res.Start); err != nil { // damage reports count in it (damage.go)
+		return res, err
+	}
+	if err := c.applyDueReprices(ctx, res.Start); err != nil { // price rises past their notice (prices.go)
 		return res, err
 	}
 	nodes, err := c.store.ListNodes(ctx)
@@ -254,7 +258,12 @@ func (c *core) record(ctx context.Context, node fnet.NodeID, results []pieceResu
 		return err
 	}
 	// Period records: what the node held for each account, and how it did.
-	type acc struct{ bytes, pieces, passed, failed uint64 }
+	// Each piece is charged at its contract price: the record carries the
+	// mean price of the account's bytes on the node, weighted by size.
+	type acc struct {
+		bytes, pieces, passed, failed uint64
+		priced                        big.Int // sum of size*price
+	}
 	per := map[fnet.AccountID]*acc{}
 	for _, r := range all {
 		a := per[r.Account]
@@ -264,6 +273,8 @@ func (c *core) record(ctx context.Context, node fnet.NodeID, results []pieceResu
 		}
 		a.bytes += uint64(r.Size)
 		a.pieces++
+		var x big.Int
+		a.priced.Add(&a.priced, x.Mul(big.NewInt(r.Size), new(big.Int).SetUint64(r.Price)))
 	}
 	for _, r := range results {
 		a := per[r.ref.Account]
@@ -289,7 +300,7 @@ func (c *core) record(ctx context.Context, node fnet.NodeID, results []pieceResu
 	for acct, a := range per {
 		recs = append(recs, PeriodRecord{
 			Period: period, Node: node, Account: acct, Bytes: a.bytes,
-			Pieces: uint32(a.pieces), Passed: uint32(a.passed), Failed: uint32(a.failed), Price: n.Price,
+			Pieces: uint32(a.pieces), Passed: uint32(a.passed), Failed: uint32(a.failed), Price: meanPrice(&a.priced, a.bytes),
 		})
 	}
 	if err := c.store.PutPeriodRecords(ctx, recs); err != nil {
@@ -365,4 +376,16 @@ func (c *core) applyResults(ctx context.Context, node fnet.NodeID, results []pie
 	}
 	c.deletePieces(stale)
 	return passed, failed, revived, nil
+}
+
+// meanPrice is priced/bytes rounded to the nearest satoshi (0 for no bytes).
+func meanPrice(priced *big.Int, bytes uint64) uint64 {
+	if bytes == 0 {
+		return 0
+	}
+	b := new(big.Int).SetUint64(bytes)
+	q := new(big.Int).Mul(priced, big.NewInt(2))
+	q.Add(q, b)
+	q.Quo(q, new(big.Int).Mul(b, big.NewInt(2)))
+	return q.Uint64()
 }

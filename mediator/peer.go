@@ -112,6 +112,9 @@ func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error
 		if err := p.core.loadReservations(context.Background()); err != nil {
 			return nil, fmt.Errorf("pending placements: %w", err)
 		}
+		if err := p.core.priceLegacyContracts(context.Background()); err != nil {
+			return nil, fmt.Errorf("pricing contracts from before contract prices: %w", err)
+		}
 	}
 	{ // control socket
 		if p.control, err = listenControl(cfg.Dir, p.Status, p.controlPayments); err != nil {

@@ -89,6 +89,12 @@ func init() {
 				} else {
 					fmt.Fprintln(out, "last charge      nothing charged yet")
 				}
+				if b.Needed > 0 {
+					fmt.Fprintf(out, "runway needed    %d sat to store new data or end delinquency\n", b.Needed)
+				}
+				if b.NoticeCharge > 0 {
+					fmt.Fprintf(out, "price notice     +%d sat per %s from %s\n", b.NoticeCharge, b.Period, b.NoticeAt.UTC().Format(time.RFC3339))
+				}
 				fmt.Fprintln(out, b.Verdict())
 				return nil
 			},
