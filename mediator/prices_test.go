@@ -34,7 +34,9 @@ func (w *world) records(start time.Time) map[[2]string]PeriodRecord {
 	return out
 }
 
-func rk(n fnet.NodeID, a fnet.AccountID) [2]string { return [2]string{n.String(), fnet.NodeID(a).String()} }
+func rk(n fnet.NodeID, a fnet.AccountID) [2]string {
+	return [2]string{n.String(), fnet.NodeID(a).String()}
+}
 
 // TestContractPrices: a node that raises its price 100-fold gets it for new
 // pieces at once and for the pieces it holds only after the notice, which

@@ -368,8 +368,8 @@ type AccountStatus struct {
 	PeriodsLeft int64 `json:"periods_left"`
 	// Needed is the escrow new placements need, and that ends delinquency
 	// (with no debt): RunwayPeriods × LastCharge, at least 1 sat.
-	Needed int64 `json:"needed"`
-	Delinquent  bool  `json:"delinquent"`
+	Needed     int64 `json:"needed"`
+	Delinquent bool  `json:"delinquent"`
 	// DelinquentSince and ReleaseAt (DelinquentSince + grace period) are set
 	// when Delinquent: after ReleaseAt the account's segments may be released.
 	DelinquentSince time.Time `json:"delinquent_since,omitzero"`

@@ -18,11 +18,11 @@ const DBDirName = "wallet.db"
 
 // Defaults of Config.
 const (
-	DefaultMinConf         = 6
-	DefaultGracePeriod     = 7 * 24 * time.Hour
+	DefaultMinConf     = 6
+	DefaultGracePeriod = 7 * 24 * time.Hour
 	// DefaultRunwayPeriods: placement needs escrow for this many periods
 	// at the account's current charge (docs/WALLET.md, "Delinquency").
-	DefaultRunwayPeriods = 3
+	DefaultRunwayPeriods   = 3
 	DefaultPayoutThreshold = 10_000 // satoshis
 	DefaultFeeRate         = 2      // sat/vB
 )
