@@ -40,10 +40,15 @@ type pieceResult struct {
 // Round challenges every online node on a random sample of its healthy
 // pieces, records the results per piece, per node and per period, and
 // returns a summary.
-func (c *core) Round(ctx context.Context) (RoundResult, error) {
+func (c *core) Round(ctx context.Context) (RoundResult, error) { return c.roundAt(ctx, c.now()) }
+
+// roundAt runs the round of the period that starts at start (now, or the
+// period of a round that a crash interrupted) and, once it completed,
+// stores start as CounterRoundDone: settlement reads periods up to it.
+func (c *core) roundAt(ctx context.Context, start time.Time) (RoundResult, error) {
 	c.rounds.Add(1)
 	defer c.rounds.Add(-1)
-	res := RoundResult{Start: c.now()}
+	res := RoundResult{Start: start}
 	if err := c.startPeriod(ctx, res.Start); err != nil { // damage reports count in it (damage.go)
 		return res, err
 	}
@@ -89,6 +94,9 @@ func (c *core) Round(ctx context.Context) (RoundResult, error) {
 		return res, err
 	}
 	if _, err := c.store.AddCounter(ctx, CounterRounds, 1); err != nil {
+		return res, err
+	}
+	if err := setCounter(ctx, c.store, CounterRoundDone, res.Start.UnixNano()); err != nil {
 		return res, err
 	}
 	level := slog.LevelInfo

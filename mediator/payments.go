@@ -96,6 +96,9 @@ type Payments struct {
 	// it already holds are charged at the new price (default
 	// DefaultPriceNotice; prices.go).
 	PriceNotice time.Duration
+	// RPCTimeout bounds each call to the bitcoin node (default
+	// wallet.DefaultRPCTimeout).
+	RPCTimeout time.Duration
 	// RunwayPeriods is the escrow, in periods at the account's current
 	// charge, that placement needs and that a deposit must leave after
 	// paying debt to end delinquency (default DefaultRunwayPeriods).
@@ -130,7 +133,7 @@ func (p Payments) validate(network string) error {
 	if p.FeeBPS > wallet.MaxFeeBPS {
 		return bad("fee %d basis points above %d", p.FeeBPS, wallet.MaxFeeBPS)
 	}
-	if p.SyncInterval < 0 || p.EscrowGrace < 0 || p.PriceNotice < 0 || p.RunwayPeriods < 0 {
+	if p.SyncInterval < 0 || p.EscrowGrace < 0 || p.PriceNotice < 0 || p.RunwayPeriods < 0 || p.RPCTimeout < 0 {
 		return bad("negative interval")
 	}
 	return nil
@@ -185,7 +188,7 @@ func openPayments(dir, network string, cfg Payments, log *slog.Logger) (_ *payme
 		if p.chain, err = wallet.DialRPC(*cfg.RPC); err != nil {
 			return nil, err
 		}
-		wc.Chain = p.chain
+		wc.Chain = wallet.WithTimeout(p.chain, cfg.RPCTimeout)
 	}
 	if p.w, err = wallet.Open(wc); err != nil {
 		return nil, fmt.Errorf("wallet: %w", err)
@@ -330,7 +333,13 @@ func (c *core) settle(ctx context.Context) (SettleResult, error) {
 	if err != nil {
 		return res, err
 	}
-	recs, err := c.store.PeriodRecords(ctx, time.Unix(0, through+1), c.now().Add(time.Nanosecond))
+	// Only the periods whose round completed: an interrupted round is run
+	// again for its period (schedule.go) before its period is settled.
+	done, err := c.store.Counter(ctx, CounterRoundDone)
+	if err != nil {
+		return res, err
+	}
+	recs, err := c.store.PeriodRecords(ctx, time.Unix(0, through+1), time.Unix(0, min(done, c.now().UnixNano())+1))
 	if err != nil {
 		return res, err
 	}

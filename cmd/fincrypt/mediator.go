@@ -82,6 +82,9 @@ func init() {
 			&cli.DurationFlag{Name: "escrow-grace", Usage: "an account whose escrow ran out keeps its segments this long", Value: wallet.DefaultGracePeriod},
 			&cli.DurationFlag{Name: "sync-interval", Usage: "how often the bitcoin node is polled", Value: mediator.DefaultSyncInterval},
 			&cli.Int64Flag{Name: "start-height", Usage: "first block a new wallet scans", DefaultText: "the current height on mainnet, the genesis block elsewhere"},
+			&cli.DurationFlag{Name: "price-notice", Usage: "a node's price rise applies to the pieces it holds after this notice (new pieces at once)", Value: mediator.DefaultPriceNotice},
+			&cli.IntFlag{Name: "runway-periods", Usage: "escrow for `N` periods at the account's charge is needed to place new data and to end delinquency", Value: wallet.DefaultRunwayPeriods},
+			&cli.DurationFlag{Name: "rpc-timeout", Usage: "bound on each call to the bitcoin node", Value: wallet.DefaultRPCTimeout},
 		},
 		Action: runMediator,
 		Subcommands: []*cli.Command{mediatorLedgerCommand, mediatorPayoutsCommand, {
@@ -185,7 +188,9 @@ func mediatorStatus(c *cli.Context) error {
 		return enc.Encode(st)
 	}
 	fmt.Fprintf(out, "mediator %s\nscheme %s, period %s, %d challenge rounds\n", st.Mediator, st.Scheme, st.Period, st.Rounds)
-	fmt.Fprintf(out, "segments %d, pieces %d: %d healthy, %d lost, %d repaired so far\n\n", st.Segments, st.Pieces, st.Healthy, st.Lost, st.Repaired)
+	fmt.Fprintf(out, "segments %d, pieces %d: %d healthy, %d lost, %d repaired so far\n", st.Segments, st.Pieces, st.Healthy, st.Lost, st.Repaired)
+	printSchedule(out, st)
+	fmt.Fprintln(out)
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tONLINE\tCAPACITY\tUSED\tPRICE\tPASSED\tFAILED\tADDRESS")
 	for _, n := range st.Nodes {
