@@ -156,7 +156,7 @@ func (p *Peer) Run(ctx context.Context) error {
 	run := g.Go
 	run("endpoint", func(ctx context.Context) error { return p.Transport.Serve(ctx, &endpoint{c: p.core}) })
 	run("control", p.control.run)
-	run("scheduler", p.schedule)     // schedule.go
+	run("scheduler", p.schedule)    // schedule.go
 	run("settlement", p.settlement) // on its own: a bitcoin node that is down never delays a round
 	if p.pay != nil && p.pay.chain != nil {
 		run("wallet", p.pay.watch)
