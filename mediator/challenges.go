@@ -64,8 +64,9 @@ func (c *core) roundAt(ctx context.Context, start time.Time) (RoundResult, error
 		wg  sync.WaitGroup
 		sem = make(chan struct{}, challengeConcurrency)
 	)
+	began := c.now()
 	for _, n := range nodes {
-		if !c.online(n, res.Start) {
+		if !c.online(n, began) && !c.awaited(n, began) {
 			continue
 		}
 		wg.Add(1)
@@ -103,8 +104,16 @@ func (c *core) roundAt(ctx context.Context, start time.Time) (RoundResult, error
 	if res.Nodes == 0 {
 		level = slog.LevelDebug
 	}
-	c.log.Log(ctx, level, "challenge round", "nodes", res.Nodes, "unreachable", res.Unreachable, "passed", res.Passed, "failed", res.Failed, "took", c.now().Sub(res.Start).Round(time.Millisecond))
+	c.log.Log(ctx, level, "challenge round", "nodes", res.Nodes, "unreachable", res.Unreachable, "passed", res.Passed, "failed", res.Failed, "took", c.now().Sub(began).Round(time.Millisecond))
 	return res, nil
+}
+
+// awaited: the node was last heard of before this process started and
+// is not gone, so its silence may be the mediator's own absence (it has
+// not reconnected yet): it is challenged all the same, so that a round
+// right after a restart does not skip the nodes through no fault of theirs.
+func (c *core) awaited(n *Node, now time.Time) bool {
+	return n.LastSeen.Before(c.started) && !c.gone(n, now)
 }
 
 // sample returns up to k healthy refs chosen uniformly (reservoir

@@ -44,6 +44,13 @@ func setCounter(ctx context.Context, s Store, name string, v int64) error {
 // passed without a round are counted as gaps.
 func (p *Peer) schedule(ctx context.Context) error {
 	c := p.core
+	// Give the nodes one online window to heartbeat this process first, so
+	// that a round right after a restart does not take them for offline.
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-time.After(min(p.Config.OnlineWindow, p.Config.Period)):
+	}
 	if err := p.rerunInterrupted(ctx); err != nil {
 		return err
 	}
