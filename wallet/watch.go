@@ -76,6 +76,8 @@ type SyncReport struct {
 	Credited     []string `json:"credited,omitempty"`
 	Reversed     []string `json:"reversed,omitempty"`
 	Confirmed    []uint64 `json:"confirmed,omitempty"` // payouts
+	// Abandoned: payouts whose input left the best chain (abandonOrphaned).
+	Abandoned []uint64 `json:"abandoned,omitempty"`
 }
 
 // Sync follows the node's best chain: it undoes blocks that are no longer in
@@ -114,6 +116,9 @@ func (w *Wallet) Sync(ctx context.Context) (*SyncReport, error) {
 		}
 	}
 	if err := w.settleConfirmations(rep); err != nil {
+		return rep, err
+	}
+	if err := w.abandonOrphaned(rep); err != nil {
 		return rep, err
 	}
 	w.rebroadcast(ctx)
