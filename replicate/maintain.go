@@ -46,6 +46,16 @@ func (r *Replicator) checkHealth() error {
 		h := health[i]
 		if !h.Known {
 			r.noteErr(fmt.Errorf("segment %s: the mediator does not know it (released or lost)", s.ID))
+			// Never durable again: not counted so, and its local chunks
+			// are kept (evict needs durable or more than K healthy).
+			if s.State == meta.SegmentDurable || s.Healthy != 0 {
+				s.Healthy, s.State, s.Checked = 0, meta.SegmentDegraded, time.Now().UnixNano()
+				b := r.idx.NewBatch()
+				b.PutSegment(&s)
+				if err := b.Commit(false); err != nil {
+					r.noteErr(fmt.Errorf("segment %s: %w", s.ID, err))
+				}
+			}
 			continue
 		}
 		healthy := int(h.Healthy)
@@ -282,10 +292,14 @@ func (r *Replicator) checkEscrow() {
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.CallTimeout)
 	defer cancel()
 	verdict := ""
-	if b, err := r.client.Balance(ctx); err == nil && b.Warns() {
+	b, err := r.client.Balance(ctx)
+	if err == nil && b.Warns() {
 		verdict = b.Verdict()
 	}
 	r.mu.Lock()
 	r.escrow = verdict
+	if err == nil && b.Period > 0 {
+		r.escrowEvery = b.Period // asked once a period: a change shows within one
+	}
 	r.mu.Unlock()
 }

@@ -47,9 +47,10 @@ type Replicator struct {
 	cacheDirty   bool // segments were committed since the last cache trim
 	intentsLeft  bool // upload intents may need cleanIntents (set at start)
 	lastEvict    time.Time
-	lastSync     time.Time // last segment committed (persisted as R last_sync)
-	lastSnapshot time.Time // last snapshot pointer stored (R last_snapshot)
-	escrow       string    // the mediator's verdict on the account's escrow, when it warns
+	lastSync     time.Time     // last segment committed (persisted as R last_sync)
+	lastSnapshot time.Time     // last snapshot pointer stored (R last_snapshot)
+	escrow       string        // the mediator's verdict on the account's escrow, when it warns
+	escrowEvery  time.Duration // the mediator's period, once known: the escrow is asked that often (at most CheckInterval)
 	// settledGen is 1 + the index generation at which a scan found nothing
 	// pending (0: none did); until the index changes, nothing is.
 	settledGen  uint64
@@ -171,7 +172,13 @@ func (r *Replicator) round(lastCheck, lastMaintain, lastEscrow *time.Time) {
 	}
 	// The escrow is asked even when uploads fail: an empty escrow is one
 	// reason they do.
-	if now.Sub(*lastEscrow) >= r.cfg.CheckInterval {
+	r.mu.Lock()
+	escrowEvery := r.cfg.CheckInterval
+	if r.escrowEvery > 0 {
+		escrowEvery = min(escrowEvery, r.escrowEvery)
+	}
+	r.mu.Unlock()
+	if now.Sub(*lastEscrow) >= escrowEvery {
 		r.checkEscrow()
 		*lastEscrow = now
 	}

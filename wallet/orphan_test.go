@@ -75,3 +75,39 @@ func TestPayoutInputReorganisedAway(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPaymentToChangeAddressSurfaced: a payment to a wallet change address
+// that no payout made is reported (and logged), not silently absorbed.
+func TestPaymentToChangeAddressSurfaced(t *testing.T) {
+	chain := newFakeChain(11)
+	w := newTestWallet(t, "regtest", func(c *Config) { c.Chain = chain; c.MinConf = 1 })
+	ctx := context.Background()
+	fakeDeposit(t, chain, w, "acct", 1_000_000, 1)
+	chain.mine(1)
+	mustSync(t, w)
+	in := PeriodInput{Period: 1, Length: Month, Nodes: []NodeTerms{{ID: "n", PriceSatPerGiBMonth: 1000, PayoutAddress: regtestAddr(t)}},
+		Holdings: []Holding{{Node: "n", Account: "acct", Bytes: 100 * GiB, Passed: true}}}
+	if _, err := w.Settle(in); err != nil {
+		t.Fatal(err)
+	}
+	p, err := w.Payout(ctx)
+	if err != nil || p == nil || p.ChangeVout < 0 {
+		t.Fatalf("payout with change: %+v %v", p, err)
+	}
+	ptx, _ := p.tx()
+	chain.mine(1)
+	if rep, err := w.Sync(ctx); err != nil || len(rep.Stray) != 0 {
+		t.Fatalf("a payout's own change reported stray: %+v %v", rep, err)
+	}
+	stray := wire.NewMsgTx(2)
+	stray.AddTxIn(wire.NewTxIn(wire.NewOutPoint(&chainhash.Hash{7, 0xee}, 0), nil, nil))
+	stray.AddTxOut(wire.NewTxOut(12_345, ptx.TxOut[p.ChangeVout].PkScript))
+	if _, err := chain.SendRawTransaction(stray, false); err != nil {
+		t.Fatal(err)
+	}
+	chain.mine(1)
+	rep, err := w.Sync(ctx)
+	if err != nil || len(rep.Stray) != 1 {
+		t.Fatalf("payment to a change address: %+v %v", rep, err)
+	}
+}
