@@ -334,6 +334,15 @@ func TestProcessMoney(t *testing.T) {
 	if before < 5 {
 		t.Fatalf("node 0 charges %d sat a period: too little to compare", before)
 	}
+	passed0 := func(s map[string]any) float64 {
+		for _, n := range nodesOf(t, s) {
+			if n["id"] == n0 {
+				return num(t, n, "passed")
+			}
+		}
+		return 0
+	}
+	was := passed0(statusJSON(t, m.mdir))
 	m.startNode(0, 100*moneyBasePrice)
 	waitStatus(t, m.mdir, "node 0 at its new price", 30*time.Second, func(s map[string]any) bool {
 		for _, n := range nodesOf(t, s) {
@@ -343,6 +352,10 @@ func TestProcessMoney(t *testing.T) {
 		}
 		return false
 	})
+	// The mediator may still hold its connection to the node's old
+	// process (not this test's subject): wait until a round reached the
+	// new one before bob's commit challenges it.
+	waitStatus(t, m.mdir, "node 0 challenged again", 30*time.Second, func(s map[string]any) bool { return passed0(s) > was+1 })
 	if b := m.balance(alice); b.NoticeCharge <= 0 || b.NoticeAt.Before(time.Now().Add(50*time.Minute)) {
 		t.Fatalf("alice is not told of the rise: %+v", b)
 	}
