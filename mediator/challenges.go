@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	mrand "math/rand/v2"
 	"sync"
 	"time"
@@ -39,11 +40,19 @@ type pieceResult struct {
 // Round challenges every online node on a random sample of its healthy
 // pieces, records the results per piece, per node and per period, and
 // returns a summary.
-func (c *core) Round(ctx context.Context) (RoundResult, error) {
+func (c *core) Round(ctx context.Context) (RoundResult, error) { return c.roundAt(ctx, c.now()) }
+
+// roundAt runs the round of the period that starts at start (now, or the
+// period of a round that a crash interrupted) and, once it completed,
+// stores start as CounterRoundDone: settlement reads periods up to it.
+func (c *core) roundAt(ctx context.Context, start time.Time) (RoundResult, error) {
 	c.rounds.Add(1)
 	defer c.rounds.Add(-1)
-	res := RoundResult{Start: c.now()}
+	res := RoundResult{Start: start}
 	if err := c.startPeriod(ctx, res.Start); err != nil { // damage reports count in it (damage.go)
+		return res, err
+	}
+	if err := c.applyDueReprices(ctx, res.Start); err != nil { // price rises past their notice (prices.go)
 		return res, err
 	}
 	nodes, err := c.store.ListNodes(ctx)
@@ -55,8 +64,9 @@ func (c *core) Round(ctx context.Context) (RoundResult, error) {
 		wg  sync.WaitGroup
 		sem = make(chan struct{}, challengeConcurrency)
 	)
+	began := c.now()
 	for _, n := range nodes {
-		if !c.online(n, res.Start) || !n.Disqualified.IsZero() {
+		if (!c.online(n, began) && !c.awaited(n, began)) || !n.Disqualified.IsZero() {
 			continue // a disqualified node's pieces are rebuilt elsewhere
 		}
 		wg.Add(1)
@@ -87,12 +97,23 @@ func (c *core) Round(ctx context.Context) (RoundResult, error) {
 	if _, err := c.store.AddCounter(ctx, CounterRounds, 1); err != nil {
 		return res, err
 	}
+	if err := setCounter(ctx, c.store, CounterRoundDone, res.Start.UnixNano()); err != nil {
+		return res, err
+	}
 	level := slog.LevelInfo
 	if res.Nodes == 0 {
 		level = slog.LevelDebug
 	}
-	c.log.Log(ctx, level, "challenge round", "nodes", res.Nodes, "unreachable", res.Unreachable, "passed", res.Passed, "failed", res.Failed, "took", c.now().Sub(res.Start).Round(time.Millisecond))
+	c.log.Log(ctx, level, "challenge round", "nodes", res.Nodes, "unreachable", res.Unreachable, "passed", res.Passed, "failed", res.Failed, "took", c.now().Sub(began).Round(time.Millisecond))
 	return res, nil
+}
+
+// awaited: the node was last heard of before this process started and
+// is not gone, so its silence may be the mediator's own absence (it has
+// not reconnected yet): it is challenged all the same, so that a round
+// right after a restart does not skip the nodes through no fault of theirs.
+func (c *core) awaited(n *Node, now time.Time) bool {
+	return n.LastSeen.Before(c.started) && !c.gone(n, now)
 }
 
 // sample returns up to k healthy refs chosen uniformly (reservoir
@@ -258,7 +279,12 @@ func (c *core) record(ctx context.Context, node fnet.NodeID, results []pieceResu
 		return err
 	}
 	// Period records: what the node held for each account, and how it did.
-	type acc struct{ bytes, pieces, passed, failed uint64 }
+	// Each piece is charged at its contract price: the record carries the
+	// mean price of the account's bytes on the node, weighted by size.
+	type acc struct {
+		bytes, pieces, passed, failed uint64
+		priced                        big.Int // sum of size*price
+	}
 	per := map[fnet.AccountID]*acc{}
 	for _, r := range all {
 		a := per[r.Account]
@@ -268,6 +294,8 @@ func (c *core) record(ctx context.Context, node fnet.NodeID, results []pieceResu
 		}
 		a.bytes += uint64(r.Size)
 		a.pieces++
+		var x big.Int
+		a.priced.Add(&a.priced, x.Mul(big.NewInt(r.Size), new(big.Int).SetUint64(r.Price)))
 	}
 	for _, r := range results {
 		a := per[r.ref.Account]
@@ -293,7 +321,7 @@ func (c *core) record(ctx context.Context, node fnet.NodeID, results []pieceResu
 	for acct, a := range per {
 		recs = append(recs, PeriodRecord{
 			Period: period, Node: node, Account: acct, Bytes: a.bytes,
-			Pieces: uint32(a.pieces), Passed: uint32(a.passed), Failed: uint32(a.failed), Price: n.Price,
+			Pieces: uint32(a.pieces), Passed: uint32(a.passed), Failed: uint32(a.failed), Price: meanPrice(&a.priced, a.bytes),
 		})
 	}
 	if err := c.store.PutPeriodRecords(ctx, recs); err != nil {
@@ -369,4 +397,16 @@ func (c *core) applyResults(ctx context.Context, node fnet.NodeID, results []pie
 	}
 	c.deletePieces(stale)
 	return passed, failed, revived, nil
+}
+
+// meanPrice is priced/bytes rounded to the nearest satoshi (0 for no bytes).
+func meanPrice(priced *big.Int, bytes uint64) uint64 {
+	if bytes == 0 {
+		return 0
+	}
+	b := new(big.Int).SetUint64(bytes)
+	q := new(big.Int).Mul(priced, big.NewInt(2))
+	q.Add(q, b)
+	q.Quo(q, new(big.Int).Mul(b, big.NewInt(2)))
+	return q.Uint64()
 }

@@ -54,6 +54,11 @@ func (c *core) Commit(ctx context.Context, acct fnet.AccountID, req *fnet.Commit
 		}
 		seg.Pieces[i].Node = sp.Node
 		seg.Pieces[i].State = PieceHealthy
+		if i < len(p.Prices) {
+			seg.Pieces[i].Price = p.Prices[i]
+		} else if n, err := c.store.GetNode(ctx, sp.Node); err == nil {
+			seg.Pieces[i].Price = n.Price // a placement recorded before contract prices
+		}
 	}
 	if h := seg.Healthy(); h < p.Scheme.K {
 		return fmt.Errorf("segment %s: %w: %d pieces stored, at least %d needed", id, ErrBadCommit, h, p.Scheme.K)

@@ -506,7 +506,11 @@ func FuzzDecodeSegment(f *testing.F) {
 			return
 		}
 		// Records are written in the current version; the rest must match.
-		if enc := encodeSegment(seg); enc[0] != segmentVersion || !bytes.Equal(enc[1:], b[1:]) {
+		enc := encodeSegment(seg)
+		if seg.unpriced {
+			enc = encodeLegacySegment(seg, b[0])
+		}
+		if !bytes.Equal(enc[1:], b[1:]) || (!seg.unpriced && enc[0] != segmentVersion) {
 			t.Fatal("decoded record does not encode back to the same bytes")
 		}
 	})
@@ -724,16 +728,27 @@ func TestSegmentRecordV1Loads(t *testing.T) {
 			t.Fatalf("piece %d: %+v", i, p)
 		}
 	}
-	if enc := encodeSegment(s); s.Healthy() != 4 || enc[0] != segmentVersion || !bytes.Equal(enc[1:], b[1:]) {
-		t.Fatal("sample does not re-encode to the same bytes (but for the version)")
+	if enc := encodeLegacySegment(s, 1); s.Healthy() != 4 || !s.unpriced || !bytes.Equal(enc, b) {
+		t.Fatal("sample does not re-encode to the same bytes")
 	}
 	// Version 1 knew only healthy and lost.
 	for i := range s.Pieces {
 		s.Pieces[i].State = PieceOffline
 	}
-	v1 := encodeSegment(s)
-	v1[0] = 1
+	v1 := encodeLegacySegment(s, 1)
 	if _, err := decodeSegment(v1); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("version 1 record with state offline: %v", err)
 	}
+}
+
+// encodeLegacySegment is the record of s as versions 1 and 2 wrote it
+// (without piece prices).
+func encodeLegacySegment(s *Segment, version byte) []byte {
+	b := encodeSegment(s)
+	out := append([]byte{version}, b[1:segmentHeaderSize]...)
+	for i := range s.Pieces {
+		r := b[segmentHeaderSize+i*pieceRecordSize:]
+		out = append(out, r[:legacyPieceRecordSize]...)
+	}
+	return out
 }

@@ -74,6 +74,11 @@ type Piece struct {
 	Passed      uint32 // challenges passed on this node
 	Failed      uint32 // challenges failed on this node
 	LastChecked time.Time
+	// Price is the contract price of the piece on its node, satoshis per
+	// GiB per month: the node's price when the piece was placed there,
+	// changed only as docs/WALLET.md "Contract prices" says (a rise after
+	// the node's notice period, a cut at once).
+	Price uint64
 }
 
 // Segment is a client's contract: K-of-N pieces of PieceSize bytes each.
@@ -85,6 +90,9 @@ type Segment struct {
 	Created   time.Time
 	Repaired  uint32 // pieces rebuilt so far
 	Pieces    []Piece
+	// unpriced: decoded from a record older than version 3, whose pieces
+	// carry no price yet (priceLegacyContracts gives them their node's).
+	unpriced bool
 }
 
 // Healthy counts the pieces in state healthy.
@@ -129,6 +137,10 @@ type Node struct {
 	// Disqualified is when the node's reputation fell below the
 	// threshold: it gets no pieces and its pieces are rebuilt elsewhere.
 	Disqualified time.Time `json:",omitzero"`
+	// RepriceAt, when set, is the end of the notice of a price rise: from
+	// then on the pieces the node held before the rise are charged at
+	// Price too (until then at their contract price). Zero: no rise pending.
+	RepriceAt time.Time `json:",omitzero"`
 }
 
 // Account is a client account: its ed25519 public key.
@@ -145,7 +157,11 @@ type Pending struct {
 	PieceSize int64
 	Pieces    []challenge.PieceID
 	Nodes     []fnet.NodeID
-	Expires   time.Time
+	// Prices[i] is the price Nodes[i] asked when the placement was made:
+	// the contract price of piece i (older pending records have none; the
+	// node's price at commit is taken then).
+	Prices  []uint64 `json:",omitempty"`
+	Expires time.Time
 }
 
 // PeriodRecord is what settlement reads: in one challenge period, a node
@@ -160,7 +176,10 @@ type PeriodRecord struct {
 	Pieces  uint32
 	Passed  uint32
 	Failed  uint32
-	Price   uint64 // the node's price at the time
+	// Price is the contract price of these bytes (sat per GiB per month):
+	// the mean of the pieces' contract prices weighted by size, rounded
+	// to the nearest satoshi.
+	Price uint64
 }
 
 // PieceRef locates a piece contracted on a node.
@@ -171,15 +190,21 @@ type PieceRef struct {
 	Size    int64
 	Account fnet.AccountID
 	State   PieceState
+	Price   uint64 // the piece's contract price
 }
 
 // segmentVersion is the first byte of an encoded segment record. Version
-// 2 added the piece state PieceOffline; version 1 records (states healthy
-// and lost only) still load.
-const segmentVersion = 2
+// 2 added the piece state PieceOffline, version 3 the contract price of
+// each piece (8 bytes after LastChecked); version 1 and 2 records still
+// load (unpriced until priceLegacyContracts prices them).
+const segmentVersion = 3
 
-// pieceRecordSize is the encoded size of one piece in a segment record.
-const pieceRecordSize = 32 + 32 + 1 + 4 + 4 + 8
+// pieceRecordSize is the encoded size of one piece in a segment record
+// (version 3); legacyPieceRecordSize that of versions 1 and 2.
+const (
+	legacyPieceRecordSize = 32 + 32 + 1 + 4 + 4 + 8
+	pieceRecordSize       = legacyPieceRecordSize + 8
+)
 
 const segmentHeaderSize = 1 + 16 + 32 + 1 + 1 + 8 + 8 + 4 + 1
 
@@ -206,6 +231,7 @@ func encodeSegment(s *Segment) []byte {
 			t = p.LastChecked.UnixNano()
 		}
 		b = binary.BigEndian.AppendUint64(b, uint64(t))
+		b = binary.BigEndian.AppendUint64(b, p.Price)
 	}
 	return b
 }
@@ -215,14 +241,18 @@ func decodeSegment(b []byte) (*Segment, error) {
 		return nil, fmt.Errorf("%w: segment record of %d bytes", ErrCorrupt, len(b))
 	}
 	version := b[0]
-	if version != 1 && version != segmentVersion {
+	if version < 1 || version > segmentVersion {
 		return nil, fmt.Errorf("%w: segment record version %d, want 1..%d", ErrCorrupt, version, segmentVersion)
 	}
 	maxState := PieceOffline
 	if version == 1 {
 		maxState = PieceLost
 	}
-	s := &Segment{}
+	recSize := pieceRecordSize
+	if version < 3 {
+		recSize = legacyPieceRecordSize
+	}
+	s := &Segment{unpriced: version < 3}
 	copy(s.ID[:], b[1:17])
 	copy(s.Account[:], b[17:49])
 	s.Scheme = erasure.Scheme{K: int(b[49]), N: int(b[50])}
@@ -231,13 +261,13 @@ func decodeSegment(b []byte) (*Segment, error) {
 	s.Repaired = binary.BigEndian.Uint32(b[67:71])
 	n := int(b[71])
 	b = b[segmentHeaderSize:]
-	if len(b) != n*pieceRecordSize || n != s.Scheme.N {
+	if len(b) != n*recSize || n != s.Scheme.N {
 		return nil, fmt.Errorf("%w: segment %s: %d piece bytes for %d pieces of scheme %s", ErrCorrupt, s.ID, len(b), n, s.Scheme)
 	}
 	s.Pieces = make([]Piece, n)
 	for i := range s.Pieces {
 		p := &s.Pieces[i]
-		r := b[i*pieceRecordSize:]
+		r := b[i*recSize:]
 		p.Index = i
 		copy(p.ID[:], r[0:32])
 		copy(p.Node[:], r[32:64])
@@ -246,6 +276,9 @@ func decodeSegment(b []byte) (*Segment, error) {
 		p.Failed = binary.BigEndian.Uint32(r[69:73])
 		if t := int64(binary.BigEndian.Uint64(r[73:81])); t != 0 {
 			p.LastChecked = time.Unix(0, t)
+		}
+		if recSize == pieceRecordSize {
+			p.Price = binary.BigEndian.Uint64(r[81:89])
 		}
 		if p.State > maxState {
 			return nil, fmt.Errorf("%w: segment %s piece %d: state %d", ErrCorrupt, s.ID, i, p.State)

@@ -92,6 +92,17 @@ type Payments struct {
 	SyncInterval time.Duration
 	// StartHeight is the first block a new wallet scans.
 	StartHeight int64
+	// PriceNotice is how long after a node raises its price the pieces
+	// it already holds are charged at the new price (default
+	// DefaultPriceNotice; prices.go).
+	PriceNotice time.Duration
+	// RPCTimeout bounds each call to the bitcoin node (default
+	// wallet.DefaultRPCTimeout).
+	RPCTimeout time.Duration
+	// RunwayPeriods is the escrow, in periods at the account's current
+	// charge, that placement needs and that a deposit must leave after
+	// paying debt to end delinquency (default DefaultRunwayPeriods).
+	RunwayPeriods int
 }
 
 // Enabled reports whether the mediator keeps a wallet.
@@ -122,7 +133,7 @@ func (p Payments) validate(network string) error {
 	if p.FeeBPS > wallet.MaxFeeBPS {
 		return bad("fee %d basis points above %d", p.FeeBPS, wallet.MaxFeeBPS)
 	}
-	if p.SyncInterval < 0 || p.EscrowGrace < 0 {
+	if p.SyncInterval < 0 || p.EscrowGrace < 0 || p.PriceNotice < 0 || p.RunwayPeriods < 0 || p.RPCTimeout < 0 {
 		return bad("negative interval")
 	}
 	return nil
@@ -171,13 +182,13 @@ func openPayments(dir, network string, cfg Payments, log *slog.Logger) (_ *payme
 	wc := wallet.Config{
 		Dir: wdir, Passphrase: cfg.Passphrase, Network: network, MinConf: cfg.MinConf,
 		StartHeight: cfg.StartHeight, GracePeriod: cfg.EscrowGrace, PayoutThreshold: cfg.PayoutThreshold,
-		FeeRate: cfg.FeeRate, Logger: log,
+		FeeRate: cfg.FeeRate, Logger: log, RunwayPeriods: cfg.RunwayPeriods,
 	}
 	if cfg.RPC != nil {
 		if p.chain, err = wallet.DialRPC(*cfg.RPC); err != nil {
 			return nil, err
 		}
-		wc.Chain = p.chain
+		wc.Chain = wallet.WithTimeout(p.chain, cfg.RPCTimeout)
 	}
 	if p.w, err = wallet.Open(wc); err != nil {
 		return nil, fmt.Errorf("wallet: %w", err)
@@ -247,7 +258,9 @@ func (c *core) canPlace(acct fnet.AccountID) error {
 	case st.Debt < 0:
 		return fmt.Errorf("%w: it owes %d sat after a reorganisation", ErrNoEscrow, -st.Debt)
 	case st.Delinquent:
-		return fmt.Errorf("%w: its escrow ran out; segments are released after %s", ErrNoEscrow, st.ReleaseAt.UTC().Format(time.RFC3339))
+		return fmt.Errorf("%w: its escrow ran out; segments are released after %s unless a deposit brings the escrow to %d sat", ErrNoEscrow, st.ReleaseAt.UTC().Format(time.RFC3339), st.Needed)
+	case st.Escrow > 0:
+		return fmt.Errorf("%w: escrow %d sat, new data needs %d sat (the runway at the current charge)", ErrNoEscrow, st.Escrow, st.Needed)
 	default:
 		return fmt.Errorf("%w: escrow %d sat, %d sat awaiting confirmations", ErrNoEscrow, st.Escrow, st.Pending)
 	}
@@ -298,11 +311,15 @@ func (c *core) balance(ctx context.Context, acct fnet.AccountID) (*fnet.BalanceR
 	if err != nil {
 		return nil, fmt.Errorf("balance: %w", err)
 	}
+	notice, err := c.accountNotices(ctx, acct)
+	if err != nil {
+		return nil, fmt.Errorf("balance: price notices: %w", err)
+	}
 	rep := &fnet.BalanceReply{
 		Metered: true, Network: wallet.NetworkName(c.pay.w.Network()), DepositAddress: st.DepositAddress,
 		Escrow: st.Escrow, Debt: st.Debt, Pending: st.Pending, LastCharge: st.LastCharge, PeriodsLeft: st.PeriodsLeft,
 		Period: c.cfg.Period, Delinquent: st.Delinquent, CanPlace: st.CanPlace(), Low: st.LowEscrow(c.cfg.Period),
-		ReleaseAt: st.ReleaseAt,
+		ReleaseAt: st.ReleaseAt, NoticeCharge: notice.Charge, NoticeAt: notice.At, Needed: st.Needed,
 	}
 	return rep, c.fillTerms(ctx, acct, rep, st.DelinquentSince)
 }
@@ -331,7 +348,13 @@ func (c *core) settle(ctx context.Context) (SettleResult, error) {
 	if err != nil {
 		return res, err
 	}
-	recs, err := c.store.PeriodRecords(ctx, time.Unix(0, through+1), c.now().Add(time.Nanosecond))
+	// Only the periods whose round completed: an interrupted round is run
+	// again for its period (schedule.go) before its period is settled.
+	done, err := c.store.Counter(ctx, CounterRoundDone)
+	if err != nil {
+		return res, err
+	}
+	recs, err := c.store.PeriodRecords(ctx, time.Unix(0, through+1), time.Unix(0, min(done, c.now().UnixNano())+1))
 	if err != nil {
 		return res, err
 	}
@@ -406,8 +429,10 @@ func (c *core) periodInput(ctx context.Context, period int64, recs []PeriodRecor
 			terms[r.Node] = len(in.Nodes)
 			in.Nodes = append(in.Nodes, wallet.NodeTerms{ID: r.Node.String(), PriceSatPerGiBMonth: int64(min(r.Price, 21e14)), PayoutAddress: addr})
 		}
+		price := int64(min(r.Price, 21e14)) // the contract price of these bytes
 		in.Holdings = append(in.Holdings, wallet.Holding{
 			Node: r.Node.String(), Account: fnet.NodeID(r.Account).String(), Bytes: int64(r.Bytes), Passed: r.Failed == 0,
+			Price: &price,
 		})
 	}
 	return in, nil

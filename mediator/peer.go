@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"time"
 
 	fnet "github.com/fincrypt/fincrypt/net"
 )
@@ -24,8 +23,6 @@ const (
 	AddressFile = "address" // NODEID@host:port, written once listening
 	dbDir       = "db"      // Pebble
 )
-
-const counterLastRound = "last_round_unix_nano"
 
 // Peer is a running mediator: every service it is made of, built in New
 // and closed in reverse order by Close.
@@ -43,6 +40,9 @@ type Peer struct {
 	nodes   *transportNodes
 	core    *core
 	control *controlServer
+
+	// settleNow wakes the settlement service after a round.
+	settleNow chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
@@ -64,7 +64,7 @@ func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error
 	if cfg.Dir == "" {
 		return nil, fmt.Errorf("%w: no directory", ErrConfig)
 	}
-	p := &Peer{Log: cfg.Logger, Config: cfg, Identity: ident}
+	p := &Peer{Log: cfg.Logger, Config: cfg, Identity: ident, settleNow: make(chan struct{}, 1)}
 	defer func() {
 		if err != nil {
 			p.Close()
@@ -119,6 +119,9 @@ func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error
 		if err := p.core.loadReservations(context.Background()); err != nil {
 			return nil, fmt.Errorf("pending placements: %w", err)
 		}
+		if err := p.core.priceLegacyContracts(context.Background()); err != nil {
+			return nil, fmt.Errorf("pricing contracts from before contract prices: %w", err)
+		}
 	}
 	{ // control socket
 		if p.control, err = listenControl(cfg.Dir, p.Status, p.controlPayments); err != nil {
@@ -160,7 +163,8 @@ func (p *Peer) Run(ctx context.Context) error {
 	run := g.Go
 	run("endpoint", func(ctx context.Context) error { return p.Transport.Serve(ctx, &endpoint{c: p.core}) })
 	run("control", p.control.run)
-	run("scheduler", p.schedule)
+	run("scheduler", p.schedule)    // schedule.go
+	run("settlement", p.settlement) // on its own: a bitcoin node that is down never delays a round
 	if p.pay != nil && p.pay.chain != nil {
 		run("wallet", p.pay.watch)
 	}
@@ -168,58 +172,6 @@ func (p *Peer) Run(ctx context.Context) error {
 		"period", p.Config.Period, "offline_after", p.Config.OfflineAfter,
 		"wallet", p.pay != nil, "metered", p.pay.metered())
 	return g.Wait()
-}
-
-// schedule runs a challenge round and a repair scan every period. The
-// time of the last round is stored, so a restarted mediator keeps the
-// schedule instead of starting a fresh period.
-func (p *Peer) schedule(ctx context.Context) error {
-	// Periods recorded before a stop are settled (and due balances paid)
-	// at once; settling is idempotent per period.
-	p.settleLogged(ctx)
-	for {
-		last, err := p.Store.Counter(ctx, counterLastRound)
-		if err != nil {
-			return err
-		}
-		next := time.Now().Add(p.Config.Period)
-		if last != 0 {
-			next = time.Unix(0, last).Add(p.Config.Period)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Until(next)):
-		}
-		start := time.Now()
-		if _, err := p.Store.AddCounter(ctx, counterLastRound, start.UnixNano()-last); err != nil {
-			return err
-		}
-		if _, err := p.core.Round(ctx); err != nil && ctx.Err() == nil {
-			p.Log.Error("challenge round", "err", err)
-		}
-		if _, err := p.core.RepairScan(ctx); err != nil && ctx.Err() == nil {
-			p.Log.Error("repair scan", "err", err)
-		}
-		p.settleLogged(ctx)
-	}
-}
-
-// settleLogged settles and pays out, logging failures: a Bitcoin node that
-// is down must not stop challenges and repair; the next period retries.
-func (p *Peer) settleLogged(ctx context.Context) {
-	res, err := p.core.settle(ctx)
-	if err != nil && ctx.Err() == nil {
-		p.Log.Error("settlement", "err", err)
-	}
-	for _, r := range res.Reports {
-		var earned, shortfall int64
-		for _, l := range r.Lines {
-			earned += l.Earned
-			shortfall += l.Shortfall
-		}
-		p.Log.Debug("period settled", "period", r.Period, "lines", len(r.Lines), "earned", earned, "shortfall", shortfall, "unmetered", r.Unmetered)
-	}
 }
 
 // Close stops every service, in reverse order of New.

@@ -169,6 +169,7 @@ func (c *core) Place(ctx context.Context, acct fnet.AccountID, req *fnet.Placeme
 	rep := &fnet.PlacementReply{Segment: fnet.SegmentID(p.Segment), Expires: p.Expires}
 	for i, n := range picked {
 		p.Nodes = append(p.Nodes, n.ID)
+		p.Prices = append(p.Prices, n.Price)
 		rep.Targets = append(rep.Targets, fnet.Target{
 			Address: n.Address,
 			Ticket:  c.ticket(n.ID, req.Pieces[i], fnet.OpPut, acct, size),

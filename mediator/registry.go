@@ -63,7 +63,8 @@ func (c *core) Register(ctx context.Context, peer fnet.NodeID, req *fnet.Registe
 	defer c.mu.Unlock()
 	now := c.now()
 	n, err := c.store.GetNode(ctx, peer)
-	if errors.Is(err, ErrNotFound) {
+	isNew := errors.Is(err, ErrNotFound)
+	if isNew {
 		n = &Node{ID: peer, Registered: now}
 		c.log.Info("storage node registered", "node", peer, "address", req.Address, "capacity", req.Capacity, "price", req.Price)
 	} else if err != nil {
@@ -71,7 +72,10 @@ func (c *core) Register(ctx context.Context, peer fnet.NodeID, req *fnet.Registe
 	}
 	n.Address, n.IP = req.Address, ip
 	n.Capacity, n.Used, n.Pieces = req.Capacity, req.Used, req.Pieces
-	n.Price, n.PayoutAddress, n.Network = req.Price, req.PayoutAddress, req.Network
+	if err := c.notePrice(ctx, n, n.Price, req.Price, isNew, now); err != nil { // contract prices (prices.go)
+		return fnet.NodePolicy{}, err
+	}
+	n.PayoutAddress, n.Network = req.PayoutAddress, req.Network
 	n.LastSeen = now
 	if err := c.store.PutNode(ctx, n); err != nil {
 		return fnet.NodePolicy{}, err

@@ -555,7 +555,11 @@ func (c *core) applyRepair(ctx context.Context, id SegmentID, placed map[int]fne
 		if !p.Node.IsZero() {
 			old[p.Node] = p.ID
 		}
-		*p = Piece{Index: i, ID: p.ID, Node: node, State: PieceHealthy, Passed: 1, LastChecked: now}
+		var price uint64 // a new piece on its node: at the node's price now
+		if n, err := c.store.GetNode(ctx, node); err == nil {
+			price = n.Price
+		}
+		*p = Piece{Index: i, ID: p.ID, Node: node, State: PieceHealthy, Passed: 1, LastChecked: now, Price: price}
 	}
 	seg.Repaired += uint32(len(placed))
 	if err := c.store.UpdateSegment(ctx, seg); err != nil {

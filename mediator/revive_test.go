@@ -3,6 +3,7 @@ package mediator
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"reflect"
 	"testing"
@@ -360,13 +361,15 @@ func TestSegmentRecordV2Loads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := sampleV2(); !reflect.DeepEqual(s, want) {
+	want := sampleV2()
+	want.unpriced = true
+	if !reflect.DeepEqual(s, want) {
 		t.Fatalf("sample:\n%+v\nwant\n%+v", s, want)
 	}
 	if s.Healthy() != 2 || countState(s, PieceOffline) != 1 || s.Pieces[2].State.String() != "offline" {
 		t.Fatalf("states: %+v", s.Pieces)
 	}
-	if !bytes.Equal(encodeSegment(s), b) {
+	if !bytes.Equal(encodeLegacySegment(s, 2), b) {
 		t.Fatal("sample does not re-encode to the same bytes")
 	}
 }
@@ -403,4 +406,41 @@ func TestReviveAsksASilentNodeOncePerScan(t *testing.T) {
 		t.Fatalf("scan with the node answering: %+v %v", rr, err)
 	}
 	w.checkTotals()
+}
+
+// TestSegmentRecordV3Loads decodes the version-3 sample (pieces with
+// contract prices) kept in testdata; FINCRYPT_WRITE_SAMPLES=1 writes it.
+func TestSegmentRecordV3Loads(t *testing.T) {
+	want := sampleV2()
+	for i := range want.Pieces {
+		if !want.Pieces[i].Node.IsZero() {
+			want.Pieces[i].Price = uint64(1000 * (i + 1))
+		}
+	}
+	want.Pieces[3].Price = 1<<63 + 5 // all 64 bits kept
+	if os.Getenv("FINCRYPT_WRITE_SAMPLES") != "" {
+		if err := os.WriteFile("testdata/segment-v3.bin", encodeSegment(want), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile("testdata/segment-v3.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b[0] != 3 || len(b) != segmentHeaderSize+5*pieceRecordSize {
+		t.Fatalf("sample version %d, %d bytes", b[0], len(b))
+	}
+	s, err := decodeSegment(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(s, want) {
+		t.Fatalf("sample:\n%+v\nwant\n%+v", s, want)
+	}
+	if !bytes.Equal(encodeSegment(s), b) {
+		t.Fatal("sample does not re-encode to the same bytes")
+	}
+	if _, err := decodeSegment(b[:len(b)-8]); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("version 3 record without the last price: %v", err)
+	}
 }

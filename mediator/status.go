@@ -42,6 +42,13 @@ type Status struct {
 	Healthy  int64        `json:"healthy"`
 	Lost     int64        `json:"lost"`
 	Repaired int64        `json:"repaired"`
+	// Schedule and settlement (schedule.go): periods that passed without
+	// a round, rounds run again after an interruption, and the start of
+	// the last completed and the last settled period.
+	PeriodGaps     int64     `json:"period_gaps"`
+	RoundsRerun    int64     `json:"rounds_rerun"`
+	LastRound      time.Time `json:"last_round,omitzero"`
+	SettledThrough time.Time `json:"settled_through,omitzero"`
 }
 
 // Status reports every node and the network's counts (kept by the store,
@@ -75,6 +82,9 @@ func (c *core) Status(ctx context.Context, self string) (*Status, error) {
 		return nil, err
 	}
 	if st.Rounds, err = c.store.Counter(ctx, CounterRounds); err != nil {
+		return nil, err
+	}
+	if err := c.scheduleStatus(ctx, st); err != nil {
 		return nil, err
 	}
 	return st, nil

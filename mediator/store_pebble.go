@@ -634,7 +634,8 @@ func (s *PebbleStore) NodePieces(ctx context.Context, node fnet.NodeID, fn func(
 		if r.index >= len(seg.Pieces) || seg.Pieces[r.index].ID != r.piece || seg.Pieces[r.index].Node != node {
 			continue // moved meanwhile
 		}
-		ref := PieceRef{Segment: r.seg, Index: r.index, ID: r.piece, Size: seg.PieceSize, Account: seg.Account, State: seg.Pieces[r.index].State}
+		ref := PieceRef{Segment: r.seg, Index: r.index, ID: r.piece, Size: seg.PieceSize, Account: seg.Account,
+			State: seg.Pieces[r.index].State, Price: seg.Pieces[r.index].Price}
 		if err := fn(ref); err != nil {
 			return err
 		}
@@ -666,7 +667,7 @@ func (s *PebbleStore) LookupPiece(ctx context.Context, node fnet.NodeID, piece c
 	if r.Index >= len(seg.Pieces) || seg.Pieces[r.Index].ID != piece || seg.Pieces[r.Index].Node != node {
 		return PieceRef{}, false, nil
 	}
-	r.Size, r.Account, r.State = seg.PieceSize, seg.Account, seg.Pieces[r.Index].State
+	r.Size, r.Account, r.State, r.Price = seg.PieceSize, seg.Account, seg.Pieces[r.Index].State, seg.Pieces[r.Index].Price
 	return r, true, nil
 }
 

@@ -106,6 +106,15 @@ type BalanceReply struct {
 	Runway          time.Duration // how long Escrow lasts at Bytes and Price; -1 unknown (nothing charged yet)
 	WarnRunway      time.Duration // Low is set while Runway is shorter than this
 	DelinquentSince time.Time     // when delinquent: when the escrow ran out (second precision)
+
+	// A second optional block after the terms (mediators before contract
+	// prices send none of it): NoticeCharge is what price rises under
+	// notice add to the charge per period from NoticeAt on (second
+	// precision); Needed is the escrow placement needs (RunwayPeriods at
+	// the current charge), 0 if unknown.
+	NoticeCharge int64
+	NoticeAt     time.Time
+	Needed       int64
 }
 
 func (*BalanceReply) Type() MsgType { return TypeBalanceReply }
@@ -136,6 +145,13 @@ func (m *BalanceReply) encode(e *encoder) {
 		since = m.DelinquentSince.Unix()
 	}
 	e.i64(since)
+	e.i64(m.NoticeCharge)
+	var nat int64
+	if !m.NoticeAt.IsZero() {
+		nat = m.NoticeAt.Unix()
+	}
+	e.i64(nat)
+	e.i64(m.Needed)
 }
 func (m *BalanceReply) decode(d *decoder) {
 	m.Metered = d.boolean()
@@ -164,6 +180,14 @@ func (m *BalanceReply) decode(d *decoder) {
 	if since := d.i64(); since != 0 {
 		m.DelinquentSince = time.Unix(since, 0)
 	}
+	if len(d.b) == 0 {
+		return // a mediator from before contract prices
+	}
+	m.NoticeCharge = d.i64()
+	if at := d.i64(); at != 0 {
+		m.NoticeAt = time.Unix(at, 0)
+	}
+	m.Needed = d.i64()
 }
 
 // MonthlyCharge is what the account pays per month at Bytes and Price.
@@ -186,12 +210,17 @@ func (b *BalanceReply) Verdict() string {
 		return "WARNING: the account owes money after a reorganisation took back a deposit; deposit to continue"
 	case b.Delinquent:
 		return fmt.Sprintf("WARNING: the escrow ran out: no new data is stored, and your data is released after %s unless you deposit", b.ReleaseAt.UTC().Format(time.RFC3339))
+	case !b.CanPlace && b.Escrow > 0 && b.Needed > b.Escrow:
+		return fmt.Sprintf("WARNING: the escrow (%d sat) is below the %d sat new data needs: deposit more", b.Escrow, b.Needed)
 	case !b.CanPlace:
 		return "WARNING: no escrow yet: deposit to the account's address (fincrypt wallet deposit-address) before storing data"
 	case b.Low && b.Runway >= 0:
 		return fmt.Sprintf("WARNING: the escrow runs out in about %s at the current usage: deposit more", HumanDuration(b.Runway))
 	case b.Low:
-		return "WARNING: the escrow runs low at the current usage: deposit more"
+		return "WARNING: the escrow runs out soon at the current usage: deposit more"
+	case b.NoticeCharge > 0:
+		return fmt.Sprintf("WARNING: storage nodes raised their prices: from %s your charge rises by %d sat per %s (the mediator may move the pieces to cheaper nodes first)",
+			b.NoticeAt.UTC().Format(time.RFC3339), b.NoticeCharge, b.Period)
 	}
 	return "ok"
 }

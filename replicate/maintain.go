@@ -46,6 +46,16 @@ func (r *Replicator) checkHealth() error {
 		h := health[i]
 		if !h.Known {
 			r.noteErr(fmt.Errorf("segment %s: the mediator does not know it (released or lost)", s.ID))
+			// Never durable again: not counted so, and its local chunks
+			// are kept (evict needs durable or more than K healthy).
+			if s.State == meta.SegmentDurable || s.Healthy != 0 {
+				s.Healthy, s.State, s.Checked = 0, meta.SegmentDegraded, time.Now().UnixNano()
+				b := r.idx.NewBatch()
+				b.PutSegment(&s)
+				if err := b.Commit(false); err != nil {
+					r.noteErr(fmt.Errorf("segment %s: %w", s.ID, err))
+				}
+			}
 			continue
 		}
 		healthy := int(h.Healthy)

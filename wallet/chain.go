@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
 	"github.com/btcsuite/btcd/rpcclient"
@@ -76,3 +77,62 @@ func alreadyKnown(err error) bool {
 }
 
 func jsonUnmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
+
+// DefaultRPCTimeout bounds one call to the Bitcoin node (WithTimeout).
+const DefaultRPCTimeout = 10 * time.Second
+
+// ErrRPCTimeout is returned by a call that WithTimeout gave up on.
+var ErrRPCTimeout = errors.New("bitcoin node did not answer in time")
+
+// WithTimeout bounds every call to c by d: the RPC client retries a node
+// that is down for about 20 s a call, and the wallet holds its lock
+// meanwhile. A call given up on finishes in the background (the RPC
+// client's own retries bound it) and its result is dropped.
+func WithTimeout(c Chain, d time.Duration) Chain {
+	if d <= 0 {
+		d = DefaultRPCTimeout
+	}
+	return timeoutChain{c: c, d: d}
+}
+
+type timeoutChain struct {
+	c Chain
+	d time.Duration
+}
+
+func bounded[T any](d time.Duration, what string, f func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		v, err := f()
+		ch <- result{v, err}
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-t.C:
+		var zero T
+		return zero, fmt.Errorf("%s: %w (%s)", what, ErrRPCTimeout, d)
+	}
+}
+
+func (t timeoutChain) GetBlockCount() (int64, error) {
+	return bounded(t.d, "getblockcount", t.c.GetBlockCount)
+}
+
+func (t timeoutChain) GetBlockHash(h int64) (*chainhash.Hash, error) {
+	return bounded(t.d, "getblockhash", func() (*chainhash.Hash, error) { return t.c.GetBlockHash(h) })
+}
+
+func (t timeoutChain) GetBlock(hash *chainhash.Hash) (*wire.MsgBlock, error) {
+	return bounded(t.d, "getblock", func() (*wire.MsgBlock, error) { return t.c.GetBlock(hash) })
+}
+
+func (t timeoutChain) SendRawTransaction(tx *wire.MsgTx, allowHighFees bool) (*chainhash.Hash, error) {
+	return bounded(t.d, "sendrawtransaction", func() (*chainhash.Hash, error) { return t.c.SendRawTransaction(tx, allowHighFees) })
+}

@@ -26,7 +26,8 @@ func (w *Wallet) creditDeposit(t *rw, op string, u *utxo, now time.Time) (bool, 
 		return false, err
 	}
 	// A deposit ends delinquency once the account owes nothing and its escrow
-	// covers at least one more period at its last charge.
+	// covers the runway (RunwayPeriods at its current charge): dust does not,
+	// and leaves the grace period running from the first missed period.
 	escrow, err := t.balance(EscrowAccount(u.Account))
 	if err != nil {
 		return false, err
@@ -35,7 +36,7 @@ func (w *Wallet) creditDeposit(t *rw, op string, u *utxo, now time.Time) (bool, 
 	if err != nil {
 		return false, err
 	}
-	if debt+repay == 0 && escrow > 0 && escrow >= charge {
+	if debt+repay == 0 && w.coversRunway(escrow, charge) {
 		if err := t.del(pDelinquent + u.Account); err != nil {
 			return false, err
 		}

@@ -24,6 +24,9 @@ type fakeChain struct {
 	rng     *rand.Rand
 	blocks  []*wire.MsgBlock
 	mempool []*wire.MsgTx
+	// gone lists transactions a reorganisation took away for good:
+	// spending their outputs is refused as an orphan, as btcd does.
+	gone map[chainhash.Hash]bool
 }
 
 func newFakeChain(seed int64) *fakeChain {
@@ -136,6 +139,9 @@ func (c *fakeChain) SendRawTransaction(tx *wire.MsgTx, _ bool) (*chainhash.Hash,
 	fetch := txscript.NewMultiPrevOutFetcher(nil)
 	external := false
 	for _, in := range tx.TxIn {
+		if c.gone[in.PreviousOutPoint.Hash] {
+			return nil, fmt.Errorf("-22: orphan transaction %v: input %v unknown", h, in.PreviousOutPoint)
+		}
 		if o, ok := set[in.PreviousOutPoint]; ok {
 			fetch.AddPrevOut(in.PreviousOutPoint, o)
 		} else if c.created(in.PreviousOutPoint) {

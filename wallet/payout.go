@@ -88,6 +88,9 @@ type Payout struct {
 	Prev string `json:"prev_state,omitempty"`
 	// Gen counts how often the payout was mined; it names its ledger keys.
 	Gen int `json:"gen"`
+	// MissingSince is the tip height at which an input was found no longer
+	// in the best chain (abandonOrphaned); 0 while every input is there.
+	MissingSince int64 `json:"missing_since,omitempty"`
 }
 
 // PayoutKey is the ledger key that debits the nodes' balances of payout id;
@@ -525,6 +528,16 @@ func (w *Wallet) AbandonPayout(id uint64) error {
 	if p.State != PayoutConflicted || tip-p.ConflictHeight+1 < int64(w.cfg.MinConf) {
 		return fmt.Errorf("payout %d is %s: %w", id, p.State, ErrNotConflicted)
 	}
+	if err := w.abandon(t, &p, "abandoned "+p.TxID); err != nil {
+		return err
+	}
+	return t.commit()
+}
+
+// abandon returns a payout's debits to the nodes' balances (they are paid
+// by a later payout), releases its inputs and marks it abandoned, in t.
+func (w *Wallet) abandon(t *rw, pp *Payout, memo string) error {
+	p, id := *pp, pp.ID
 	var total int64
 	ps := []Posting{}
 	for _, o := range p.Outputs {
@@ -532,7 +545,7 @@ func (w *Wallet) AbandonPayout(id uint64) error {
 		ps = append(ps, Posting{NodeAccount(o.Node), o.Debit})
 	}
 	ps = append(ps, Posting{AcctPayoutInflight, -total})
-	if _, err := t.post(fmt.Sprintf("payout/%d/abandon/%d", id, p.Gen), "abandoned "+p.TxID, w.cfg.Now(), ps...); err != nil {
+	if _, err := t.post(fmt.Sprintf("payout/%d/abandon/%d", id, p.Gen), memo, w.cfg.Now(), ps...); err != nil {
 		return err
 	}
 	for _, op := range p.Inputs {
@@ -555,7 +568,75 @@ func (w *Wallet) AbandonPayout(id uint64) error {
 	if err := t.setJSON(pPayout+be64(id), &p); err != nil {
 		return err
 	}
-	w.log.Warn("payout abandoned", "id", id, "txid", p.TxID)
+	*pp = p
+	w.log.Warn("payout abandoned; its nodes' balances are paid by a later payout", "id", id, "txid", p.TxID, "why", memo)
+	return nil
+}
+
+// abandonOrphaned abandons the payouts not in a block that spend an output
+// which is no longer the wallet's: a deposit or a change output whose block
+// a reorganisation took away (their transaction can never be mined while
+// that holds, and every later payout chained through their change would
+// wait too). An input missing for MinConf blocks is taken as gone: the
+// payout is abandoned, its nodes get their balances back and are paid by a
+// new payout from other coins. Should the old transaction be mined after
+// all, payoutMined debits the nodes again (ext:overpaid for what their
+// balances no longer cover). It returns the payouts abandoned.
+func (w *Wallet) abandonOrphaned(rep *SyncReport) error {
+	t := w.begin()
+	defer t.discard()
+	tip, err := t.getInt(kTip)
+	if err != nil {
+		return err
+	}
+	var due []*Payout
+	if err := t.scan(pPayout, func(k string, v []byte) error {
+		p, err := decodePayout(v)
+		if err != nil {
+			return err
+		}
+		if p.State == PayoutSigned || p.State == PayoutBroadcast {
+			due = append(due, p)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	changed := false
+	for _, p := range due {
+		missing := ""
+		for _, op := range p.Inputs {
+			if _, ok, err := t.get(pUTXO + op); err != nil {
+				return err
+			} else if !ok {
+				missing = op
+				break
+			}
+		}
+		switch {
+		case missing == "" && p.MissingSince == 0:
+			continue
+		case missing == "":
+			p.MissingSince = 0 // back in the chain
+		case p.MissingSince == 0:
+			p.MissingSince = tip
+			w.log.Warn("payout input left the best chain; the payout is abandoned unless it comes back", "id", p.ID, "txid", p.TxID, "input", missing, "within_blocks", w.cfg.MinConf)
+		case tip-p.MissingSince+1 >= int64(w.cfg.MinConf):
+			if err := w.abandon(t, p, fmt.Sprintf("input %s left the best chain", missing)); err != nil {
+				return err
+			}
+			rep.Abandoned = append(rep.Abandoned, p.ID)
+		default:
+			continue
+		}
+		if err := t.setJSON(pPayout+be64(p.ID), p); err != nil {
+			return err
+		}
+		changed = true
+	}
+	if !changed {
+		return nil
+	}
 	return t.commit()
 }
 

@@ -35,6 +35,9 @@ type Holding struct {
 	Account string `json:"account"`
 	Bytes   int64  `json:"bytes"`
 	Passed  bool   `json:"passed"`
+	// Price, when set, is the contract price of these bytes (sat per GiB
+	// per month); nil: the node's price in Nodes.
+	Price *int64 `json:"price,omitempty"`
 }
 
 // PeriodInput is what the mediator gives Settle once per period.
@@ -150,6 +153,9 @@ func (in *PeriodInput) validate(net *chaincfg.Params) (map[string]NodeTerms, err
 		if h.Bytes < 0 {
 			return nil, fmt.Errorf("%w: node %s account %s holds %d bytes", ErrBadPeriod, h.Node, h.Account, h.Bytes)
 		}
+		if h.Price != nil && (*h.Price < 0 || *h.Price > 21e14) {
+			return nil, fmt.Errorf("%w: node %s account %s price %d", ErrBadPeriod, h.Node, h.Account, *h.Price)
+		}
 		k := [2]string{h.Node, h.Account}
 		if seen[k] {
 			return nil, fmt.Errorf("%w: node %s account %s listed twice", ErrBadPeriod, h.Node, h.Account)
@@ -205,7 +211,11 @@ func (w *Wallet) Settle(in PeriodInput) (*PeriodReport, error) {
 			if err != nil {
 				return nil, err
 			}
-			owed, carry := ProRate(h.Bytes, nodes[h.Node].PriceSatPerGiBMonth, in.Length, new(big.Int).SetBytes(c))
+			price := nodes[h.Node].PriceSatPerGiBMonth
+			if h.Price != nil {
+				price = *h.Price
+			}
+			owed, carry := ProRate(h.Bytes, price, in.Length, new(big.Int).SetBytes(c))
 			if owed < 0 {
 				return nil, fmt.Errorf("%w: node %s account %s owes more than 2^63 sat", ErrBadPeriod, h.Node, h.Account)
 			}
@@ -273,7 +283,10 @@ func (w *Wallet) Settle(in PeriodInput) (*PeriodReport, error) {
 				return nil, err
 			}
 		}
-		if err := t.setInt(pCharge+acct, charged); err != nil {
+		// The account's charge is what the period cost (owed), not what the
+		// escrow could still pay: runway and the end of delinquency are
+		// measured against it.
+		if err := t.setInt(pCharge+acct, total); err != nil {
 			return nil, err
 		}
 		debt, err := t.balance(DebtAccount(acct))
@@ -283,7 +296,11 @@ func (w *Wallet) Settle(in PeriodInput) (*PeriodReport, error) {
 		if short {
 			rep.Delinquent = append(rep.Delinquent, acct)
 		}
-		if err := w.setDelinquent(t, acct, short || debt < 0, in.Period, in.End); err != nil {
+		// A period the escrow covered ends delinquency only if what is left
+		// also covers the runway; the grace keeps running from the first
+		// missed period otherwise.
+		left := escrow - charged
+		if err := w.setDelinquent(t, acct, short || debt < 0 || !w.coversRunway(left, total), in.Period, in.End, short || debt < 0); err != nil {
 			return nil, err
 		}
 		start = end
@@ -317,12 +334,17 @@ type delinquency struct {
 	Since       time.Time `json:"since"`
 }
 
-func (w *Wallet) setDelinquent(t *rw, acct string, now bool, period uint64, at time.Time) error {
+// setDelinquent records the account's standing after a period: stay
+// says it may not leave delinquency (escrow below the runway, or in debt),
+// start that it enters it (the period was not covered). A delinquency keeps
+// the time it started.
+func (w *Wallet) setDelinquent(t *rw, acct string, stay bool, period uint64, at time.Time, start bool) error {
 	var d delinquency
 	was, err := t.getJSON(pDelinquent+acct, &d)
 	if err != nil {
 		return err
 	}
+	now := start || (was && stay)
 	switch {
 	case now && !was:
 		w.log.Warn("account delinquent", "account", acct, "period", period)
@@ -341,10 +363,13 @@ type AccountStatus struct {
 	Escrow         int64  `json:"escrow"` // credited, unspent satoshis
 	Debt           int64  `json:"debt"`   // <= 0: owed after a reorg took back a spent deposit
 	Pending        int64  `json:"pending"`
-	LastCharge     int64  `json:"last_charge"` // satoshis charged in the last settled period
+	LastCharge     int64  `json:"last_charge"` // what the last settled period cost, sat (owed: more than was taken when the escrow ran short)
 	// PeriodsLeft is Escrow / LastCharge (-1 when nothing was charged).
 	PeriodsLeft int64 `json:"periods_left"`
-	Delinquent  bool  `json:"delinquent"`
+	// Needed is the escrow new placements need, and that ends delinquency
+	// (with no debt): RunwayPeriods × LastCharge, at least 1 sat.
+	Needed     int64 `json:"needed"`
+	Delinquent bool  `json:"delinquent"`
 	// DelinquentSince and ReleaseAt (DelinquentSince + grace period) are set
 	// when Delinquent: after ReleaseAt the account's segments may be released.
 	DelinquentSince time.Time `json:"delinquent_since,omitzero"`
@@ -370,8 +395,26 @@ func (s AccountStatus) LowEscrow(period time.Duration) bool {
 	return s.Delinquent || s.Debt < 0 || (r >= 0 && r < WarnRunway)
 }
 
-// CanPlace reports whether the account may get new placements.
-func (s AccountStatus) CanPlace() bool { return !s.Delinquent && s.Escrow > 0 && s.Debt == 0 }
+// CanPlace reports whether the account may get new placements: not
+// delinquent, no debt, and escrow for the runway (Needed, at least 1 sat).
+func (s AccountStatus) CanPlace() bool {
+	return !s.Delinquent && s.Escrow > 0 && s.Escrow >= s.Needed && s.Debt == 0
+}
+
+// coversRunway reports whether escrow lasts RunwayPeriods at charge per
+// period (and is positive).
+func (w *Wallet) coversRunway(escrow, charge int64) bool {
+	return escrow > 0 && escrow >= w.runwayNeed(charge)
+}
+
+// runwayNeed is RunwayPeriods times charge, saturating.
+func (w *Wallet) runwayNeed(charge int64) int64 {
+	r := int64(w.cfg.RunwayPeriods)
+	if charge > 0 && charge > (1<<62)/r {
+		return 1 << 62
+	}
+	return max(charge*r, 1)
+}
 
 // AccountStatus returns an account's standing. Pending counts deposits seen
 // on chain that do not yet have enough confirmations.
@@ -395,6 +438,7 @@ func (w *Wallet) AccountStatus(account string) (AccountStatus, error) {
 	if st.LastCharge > 0 {
 		st.PeriodsLeft = st.Escrow / st.LastCharge
 	}
+	st.Needed = w.runwayNeed(st.LastCharge)
 	var d delinquency
 	ok, err := t.getJSON(pDelinquent+account, &d)
 	if err != nil {

@@ -464,7 +464,7 @@ func TestSettleEscrowRunsOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !st.Delinquent || st.CanPlace() || !st.ReleaseAt.Equal(end.Add(48*time.Hour)) || st.LastCharge != 15000 || st.PeriodsLeft != 0 {
+	if !st.Delinquent || st.CanPlace() || !st.ReleaseAt.Equal(end.Add(48*time.Hour)) || st.LastCharge != 30000 || st.PeriodsLeft != 0 {
 		t.Fatalf("status %+v", st)
 	}
 	if !st.LowEscrow(time.Hour) {

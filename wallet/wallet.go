@@ -18,8 +18,11 @@ const DBDirName = "wallet.db"
 
 // Defaults of Config.
 const (
-	DefaultMinConf         = 6
-	DefaultGracePeriod     = 7 * 24 * time.Hour
+	DefaultMinConf     = 6
+	DefaultGracePeriod = 7 * 24 * time.Hour
+	// DefaultRunwayPeriods: placement needs escrow for this many periods
+	// at the account's current charge (docs/WALLET.md, "Delinquency").
+	DefaultRunwayPeriods   = 3
 	DefaultPayoutThreshold = 10_000 // satoshis
 	DefaultFeeRate         = 2      // sat/vB
 )
@@ -43,6 +46,10 @@ type Config struct {
 	// GracePeriod is how long a delinquent account keeps its segments before
 	// they may be released (default 7 days).
 	GracePeriod time.Duration
+	// RunwayPeriods is the escrow, in periods at the account's current
+	// charge, that new placements need and that a deposit must leave (after
+	// repaying debt) to end delinquency (default DefaultRunwayPeriods).
+	RunwayPeriods int
 	// PayoutThreshold: node balances at or above it are paid out (default
 	// 10 000 sat; never below the dust limit).
 	PayoutThreshold int64
@@ -58,6 +65,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.GracePeriod == 0 {
 		c.GracePeriod = DefaultGracePeriod
+	}
+	if c.RunwayPeriods <= 0 {
+		c.RunwayPeriods = DefaultRunwayPeriods
 	}
 	if c.PayoutThreshold == 0 {
 		c.PayoutThreshold = DefaultPayoutThreshold

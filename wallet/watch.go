@@ -76,6 +76,11 @@ type SyncReport struct {
 	Credited     []string `json:"credited,omitempty"`
 	Reversed     []string `json:"reversed,omitempty"`
 	Confirmed    []uint64 `json:"confirmed,omitempty"` // payouts
+	// Abandoned: payouts whose input left the best chain (abandonOrphaned).
+	Abandoned []uint64 `json:"abandoned,omitempty"`
+	// Stray: outputs paying a wallet change address that no payout made
+	// (logged; credited to no account).
+	Stray []string `json:"stray,omitempty"`
 }
 
 // Sync follows the node's best chain: it undoes blocks that are no longer in
@@ -114,6 +119,9 @@ func (w *Wallet) Sync(ctx context.Context) (*SyncReport, error) {
 		}
 	}
 	if err := w.settleConfirmations(rep); err != nil {
+		return rep, err
+	}
+	if err := w.abandonOrphaned(rep); err != nil {
 		return rep, err
 	}
 	w.rebroadcast(ctx)
@@ -227,7 +235,8 @@ func (w *Wallet) connect(h int64, blk *wire.MsgBlock, rep *SyncReport) error {
 	block := bh.String()
 	for _, tx := range blk.Transactions {
 		txid := tx.TxHash()
-		if id, err := t.getInt(pPayoutTx + txid.String()); err != nil {
+		payoutID, err := t.getInt(pPayoutTx + txid.String())
+		if id := payoutID; err != nil {
 			return err
 		} else if id > 0 {
 			if err := w.payoutMined(t, uint64(id), tx, h, block); err != nil {
@@ -287,6 +296,12 @@ func (w *Wallet) connect(h int64, blk *wire.MsgBlock, rep *SyncReport) error {
 			}
 			if si.Account != "" {
 				w.log.Info("deposit seen", "account", si.Account, "outpoint", op.String(), "sat", out.Value, "height", h)
+			} else if payoutID == 0 {
+				// Someone paid a change address (not a payout's change):
+				// it is no client's deposit, so nobody's escrow grows.
+				w.log.Warn("payment to a wallet change address credited to no account: a client who sent it must be refunded by the operator",
+					"outpoint", op.String(), "sat", out.Value, "height", h)
+				rep.Stray = append(rep.Stray, op.String())
 			}
 		}
 	}

@@ -94,6 +94,9 @@ func init() {
 			// Placement (docs/SECURITY.md, "Adversaries").
 			&cli.BoolFlag{Name: "shared-addresses", Usage: "a private network on one machine or LAN: nodes may share an address or /24, each its own failure domain (never on a public network)"},
 			&cli.Uint64Flag{Name: "vetting-challenges", Usage: "challenges a new node must pass before it gets more than one piece of a segment", DefaultText: "16"},
+			&cli.DurationFlag{Name: "price-notice", Usage: "a node's price rise applies to the pieces it holds after this notice (new pieces at once)", Value: mediator.DefaultPriceNotice},
+			&cli.IntFlag{Name: "runway-periods", Usage: "escrow for `N` periods at the account's charge is needed to place new data and to end delinquency", Value: wallet.DefaultRunwayPeriods},
+			&cli.DurationFlag{Name: "rpc-timeout", Usage: "bound on each call to the bitcoin node", Value: wallet.DefaultRPCTimeout},
 		},
 		Action: runMediator,
 		Subcommands: []*cli.Command{mediatorLedgerCommand, mediatorPayoutsCommand, {
@@ -205,7 +208,9 @@ func mediatorStatus(c *cli.Context) error {
 		return enc.Encode(st)
 	}
 	fmt.Fprintf(out, "mediator %s\nscheme %s, period %s, %d challenge rounds\n", st.Mediator, st.Scheme, st.Period, st.Rounds)
-	fmt.Fprintf(out, "segments %d, pieces %d: %d healthy, %d lost, %d repaired so far\n\n", st.Segments, st.Pieces, st.Healthy, st.Lost, st.Repaired)
+	fmt.Fprintf(out, "segments %d, pieces %d: %d healthy, %d lost, %d repaired so far\n", st.Segments, st.Pieces, st.Healthy, st.Lost, st.Repaired)
+	printSchedule(out, st)
+	fmt.Fprintln(out)
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tONLINE\tCAPACITY\tUSED\tPRICE\tPASSED\tFAILED\tADDRESS")
 	for _, n := range st.Nodes {

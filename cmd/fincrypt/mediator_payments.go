@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strings"
@@ -26,6 +27,7 @@ func paymentsConfig(c *cli.Context) (mediator.Payments, error) {
 		PSBT: c.Bool("payout-psbt"), MinConf: c.Int("min-conf"), PayoutThreshold: c.Int64("payout-threshold"),
 		FeeRate: c.Int64("fee-rate"), FeeBPS: uint32(c.Uint("fee-bps")), EscrowGrace: c.Duration("escrow-grace"),
 		SyncInterval: c.Duration("sync-interval"), StartHeight: c.Int64("start-height"),
+		PriceNotice: c.Duration("price-notice"), RunwayPeriods: c.Int("runway-periods"), RPCTimeout: c.Duration("rpc-timeout"),
 	}
 	if c.Uint("fee-bps") > wallet.MaxFeeBPS {
 		return p, userErr(exitUsage, "--fee-bps %d: at most %d", c.Uint("fee-bps"), wallet.MaxFeeBPS)
@@ -175,4 +177,17 @@ func controlErr(err error) error {
 		return userErr(exitNotFound, "%v", err)
 	}
 	return userErr(exitFailure, "%v", err)
+}
+
+// printSchedule prints the schedule's line of `fincrypt mediator status`:
+// periods without a round, rounds run again, the last round and settlement.
+func printSchedule(out io.Writer, st *mediator.Status) {
+	ts := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return t.UTC().Format(time.RFC3339)
+	}
+	fmt.Fprintf(out, "periods without a round %d, rounds run again after a crash %d, last round %s, settled through %s\n",
+		st.PeriodGaps, st.RoundsRerun, ts(st.LastRound), ts(st.SettledThrough))
 }

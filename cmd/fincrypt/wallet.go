@@ -95,6 +95,12 @@ func init() {
 					fmt.Fprintf(out, "pays             %d sat per GiB-month for %s of pieces: %.1f sat per %s, lasts %s\n",
 						b.Price, units.HumanSize(uint64(b.Bytes)), b.PeriodCharge(), b.Period, fnet.HumanDuration(b.Runway))
 				}
+				if b.Needed > 0 {
+					fmt.Fprintf(out, "runway needed    %d sat to store new data or end delinquency\n", b.Needed)
+				}
+				if b.NoticeCharge > 0 {
+					fmt.Fprintf(out, "price notice     +%d sat per %s from %s\n", b.NoticeCharge, b.Period, b.NoticeAt.UTC().Format(time.RFC3339))
+				}
 				fmt.Fprintln(out, b.Verdict())
 				return nil
 			},

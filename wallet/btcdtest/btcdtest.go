@@ -121,11 +121,14 @@ func freePort() (int, error) {
 }
 
 func (n *Node) start(bin string) error {
-	port, err := freePort()
-	if err != nil {
-		return err
+	var err error
+	if n.Host == "" { // a restart keeps its port
+		port, err := freePort()
+		if err != nil {
+			return err
+		}
+		n.Host = "127.0.0.1:" + strconv.Itoa(port)
 	}
-	n.Host = "127.0.0.1:" + strconv.Itoa(port)
 	netFlag := "--regtest"
 	if n.Net.Name == chaincfg.SimNetParams.Name {
 		netFlag = "--simnet"
@@ -191,6 +194,22 @@ func (n *Node) Stop() {
 	case <-n.exited:
 	case <-time.After(10 * time.Second):
 		n.kill()
+	}
+}
+
+// Restart starts a stopped node again on the same RPC port and data
+// directory (a simnet chain survives it; btcd wipes a regtest one), with
+// the same mining key.
+func (n *Node) Restart() error {
+	bin, err := Binary()
+	if err != nil {
+		return err
+	}
+	for attempt := 0; ; attempt++ {
+		if err = n.start(bin); err == nil || attempt == 20 {
+			return err
+		}
+		time.Sleep(250 * time.Millisecond) // the port may linger
 	}
 }
 
