@@ -52,8 +52,8 @@ type Replicator struct {
 	escrow       string    // the mediator's verdict on the account's escrow, when it warns
 	// settledGen is 1 + the index generation at which a scan found nothing
 	// pending (0: none did); until the index changes, nothing is.
-	settledGen  uint64
-	scans       atomic.Int64 // full scans for pending chunks (tests)
+	settledGen uint64
+	scans      atomic.Int64 // full scans for pending chunks (tests)
 
 	// Restorability (protect.go); guarded by mu.
 	protMu           sync.Mutex // serialises computing the live state hash
