@@ -76,7 +76,8 @@ func writeAccountFile(home string, acct fnet.AccountID) error {
 // the engine's config.
 func replicationConfig(c *cli.Context, v *vault.Vault) (replicate.Config, error) {
 	cfg := replicate.Config{CacheSize: v.Config.CacheSize, Logger: slog.Default().With("service", "replicate"),
-		FlushAfter: c.Duration("flush-after"), SnapshotInterval: c.Duration("snapshot-interval")}
+		FlushAfter: c.Duration("flush-after"), SnapshotInterval: c.Duration("snapshot-interval"),
+		SnapshotDelay: c.Duration("snapshot-delay"), SyncTimeout: c.Duration("sync-timeout")}
 	if v.Config.Scheme != "" {
 		s, err := erasure.ParseScheme(v.Config.Scheme)
 		if err != nil {
@@ -97,12 +98,14 @@ func replicationConfig(c *cli.Context, v *vault.Vault) (replicate.Config, error)
 // replicationService is what fs.Options.Attach starts: the engine and its
 // control socket, closed in reverse order.
 type replicationService struct {
-	rep *replicate.Replicator
-	ctl *replicate.Control
-	mc  *mediator.Client
+	rep  *replicate.Replicator
+	ctl  *replicate.Control
+	mc   *mediator.Client
+	home string
 }
 
 func (s *replicationService) Close() error {
+	finishSync(s.rep, s.home) // with the control socket open, for `umount`'s progress
 	s.ctl.Close()
 	err := s.rep.Close()
 	s.mc.Close()
@@ -143,7 +146,7 @@ func attachReplication(c *cli.Context, v *vault.Vault) (func(*meta.Index, *chunk
 			mc.Close()
 			return nil, err
 		}
-		return &replicationService{rep: rep, ctl: ctl, mc: mc}, nil
+		return &replicationService{rep: rep, ctl: ctl, mc: mc, home: v.Home}, nil
 	}, nil
 }
 
@@ -297,6 +300,7 @@ func printStatus(w io.Writer, st *replicate.Status) {
 	fmt.Fprintf(w, "local cache:    %s (limit %s)\n", units.HumanSize(st.CacheBytes), limit)
 	fmt.Fprintf(w, "last sync:      %s\n", when(st.LastSync))
 	fmt.Fprintf(w, "last snapshot:  %s\n", when(st.LastSnapshot))
+	printRestorable(w, st)
 	if st.NextRetry != nil {
 		fmt.Fprintf(w, "next retry:     %s\n", st.NextRetry.Local().Format(time.RFC3339))
 	}
