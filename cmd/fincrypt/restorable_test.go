@@ -145,11 +145,12 @@ func statusNum(st map[string]any, k string) float64 {
 // the next mount finishes the snapshot).
 func TestRestorableAfterUnmount(t *testing.T) {
 	needFUSE(t)
+	t0 := time.Now()
 	n := startTestNet(t)
 	v, acct := n.newVault(t, "v")
 	v.mountWith(t, "--flush-after", "200ms")
 	rng := rand.New(rand.NewSource(14))
-	files := smallFiles(rng, "small", 300)
+	files := smallFiles(rng, "small", 200)
 	big := make([]byte, 32<<20)
 	rng.Read(big)
 	files["big"] = big
@@ -159,6 +160,7 @@ func TestRestorableAfterUnmount(t *testing.T) {
 		st, raw := clientStatus(t, v.home)
 		return statusNum(st, "pending_bytes") == 0 && statusNum(st, "pending_files") == 0, raw
 	})
+	t.Logf("%s: nothing pending", time.Since(t0).Round(time.Millisecond))
 	// No sleep: unmount right away, as the user in the issue did.
 	r := fincrypt(t, nil, "umount", v.mnt)
 	if r.code != 0 || r.stderr != "" || isMounted(v.mnt) {
@@ -171,9 +173,16 @@ func TestRestorableAfterUnmount(t *testing.T) {
 	if st, raw := clientStatus(t, v.home); st["restorable"] != true {
 		t.Fatalf("a freshly restored vault is not restorable: %s", raw)
 	}
+	t.Logf("%s: restored after umount", time.Since(t0).Round(time.Millisecond))
+	// The big file has been read back from the network once; deleting it
+	// keeps the later restores short (and checks that a deletion is restored).
+	if err := os.Remove(filepath.Join(v.mnt, "big")); err != nil {
+		t.Fatal(err)
+	}
+	delete(want, "big")
 
 	// fincrypt sync, then kill -9: nothing is lost.
-	more := smallFiles(rng, "more", 40)
+	more := smallFiles(rng, "more", 30)
 	more["small/d0/f000"] = []byte("rewritten after the restore")
 	writeFiles(t, v.mnt, more)
 	for k, s := range sumsOf(more) {
@@ -190,6 +199,7 @@ func TestRestorableAfterUnmount(t *testing.T) {
 	v.mountWith(t)
 	dropPageCache(t)
 	sameSums(t, "restored after sync and kill -9", treeSums(t, v.mnt), want)
+	t.Logf("%s: restored after sync and kill -9", time.Since(t0).Round(time.Millisecond))
 
 	// The mediator is down: sync times out with its code, umount warns in
 	// one line and unmounts; the next mount finishes the snapshot.
@@ -211,17 +221,21 @@ func TestRestorableAfterUnmount(t *testing.T) {
 	if v.pid() != 0 {
 		t.Fatal("the mount process is still running after umount")
 	}
+	t.Logf("%s: unmounted without the mediator", time.Since(t0).Round(time.Millisecond))
 	n.restartMediator(t)
 	v.mountWith(t)
 	waitFor(t, "the next mount stores the snapshot", 90*time.Second, func() (bool, string) {
 		st, raw := clientStatus(t, v.home)
 		return st["restorable"] == true && st["unprotected_since"] == nil, raw
 	})
+	t.Logf("%s: the next mount stored the snapshot", time.Since(t0).Round(time.Millisecond))
 	v.kill() // the snapshot is stored: even kill -9 loses nothing now
 	n.restoreInto(t, v.home, acct, v.pw)
+	t.Logf("%s: restored", time.Since(t0).Round(time.Millisecond))
 	v.mountWith(t)
 	dropPageCache(t)
 	sameSums(t, "restored after an unmount without the network", treeSums(t, v.mnt), want)
+	t.Logf("%s: compared", time.Since(t0).Round(time.Millisecond))
 	v.umount(t)
 }
 
@@ -230,7 +244,7 @@ func TestRestorableAfterUnmount(t *testing.T) {
 // writes, and whatever they bring back reads back intact.
 func TestSteadyWriterRestoreBound(t *testing.T) {
 	needFUSE(t)
-	const interval = 8 * time.Second
+	const interval = 6 * time.Second
 	n := startTestNet(t)
 	v, acct := n.newVault(t, "w")
 	// A long quiet delay: only the bound under steady writes takes snapshots.
@@ -274,7 +288,7 @@ func TestSteadyWriterRestoreBound(t *testing.T) {
 	}
 	var restores []restored
 	start := time.Now()
-	for i, after := range []time.Duration{9 * time.Second, 14 * time.Second, 19 * time.Second} {
+	for i, after := range []time.Duration{6500 * time.Millisecond, 10 * time.Second, 13500 * time.Millisecond} {
 		time.Sleep(time.Until(start.Add(after)))
 		home := filepath.Join(n.dir, fmt.Sprintf("restore%d", i))
 		restores = append(restores, restored{home, time.Now()})
@@ -292,9 +306,16 @@ func TestSteadyWriterRestoreBound(t *testing.T) {
 		rv.mountWith(t)
 		got := treeSums(t, rv.mnt)
 		var newest time.Time
-		for _, w := range log {
+		last := -1 // the newest file the restore holds
+		for j, w := range log {
+			if _, ok := got[w.name]; ok {
+				last = j
+			}
+		}
+		for j, w := range log {
 			sum, ok := got[w.name]
-			if ok && sum != w.sum {
+			// A snapshot may catch the one file being written half done.
+			if ok && sum != w.sum && j != last {
 				t.Errorf("restore %d: %s differs", i, w.name)
 			}
 			if ok && w.at.After(newest) {
@@ -308,8 +329,10 @@ func TestSteadyWriterRestoreBound(t *testing.T) {
 		if len(got) == 0 {
 			t.Errorf("restore %d brought back nothing", i)
 		}
-		t.Logf("restore %d at +%s: %d files, the newest written %s before the restore", i, rs.at.Sub(start).Round(time.Millisecond),
-			len(got), rs.at.Sub(newest).Round(time.Millisecond))
+		if !newest.IsZero() {
+			t.Logf("restore %d at +%s: %d files, the newest written %s before the restore (bound %s)", i, rs.at.Sub(start).Round(time.Millisecond),
+				len(got), rs.at.Sub(newest).Round(time.Millisecond), interval)
+		}
 		rv.umount(t)
 	}
 }
