@@ -193,7 +193,9 @@ func init() {
 		Description: "Asks the running mount (over HOME/control.sock) what is pending upload, how\n" +
 			"many segments are durable or degraded, the last successful sync and recent\n" +
 			"errors. --json prints one JSON object; scripts may rely on the fields account,\n" +
-			"pending_bytes, pending_files, segments_durable, segments_degraded, last_sync.",
+			"pending_bytes, pending_files, segments_durable, segments_degraded, last_sync.\n" +
+			"restorable is true only when a restore would bring back everything written so\n" +
+			"far; unprotected_since is the oldest change a restore would miss now.",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
 		Action: func(c *cli.Context) error {
 			home := homeDir(c)
@@ -219,8 +221,9 @@ func init() {
 		Description: "Fetches the account's newest signed index snapshot from the mediator, unwraps\n" +
 			"the vault key it carries with your password, and rebuilds the vault's index in\n" +
 			"--home, which must hold no vault. Mount it afterwards: file data is fetched from\n" +
-			"the storage nodes as it is read. Everything that was durable at the last\n" +
-			"snapshot comes back byte-identical.",
+			"the storage nodes as it is read. Everything the newest snapshot covers comes\n" +
+			"back byte-identical: everything, if the old mount's `fincrypt status` said\n" +
+			"restorable, or after `fincrypt sync` or a clean `fincrypt umount`.",
 		Flags: []cli.Flag{
 			passwordFileFlag,
 			&cli.StringFlag{Name: "mediator", Usage: "the mediator's `NODEID@HOST:PORT`", Required: true},
