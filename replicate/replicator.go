@@ -556,6 +556,9 @@ func (r *Replicator) uploadPieces(ctx context.Context, pl *fnet.PlacementReply, 
 	return stored, errs
 }
 
+// abandonGrace is how long abandon may go on after the engine stops.
+const abandonGrace = 2 * time.Second
+
 // intentName is the R record kept while segment id is being stored.
 func intentName(id meta.SegmentID) string { return "up/" + string(id[:]) }
 
@@ -565,6 +568,10 @@ func intentName(id meta.SegmentID) string { return "up/" + string(id[:]) }
 func (r *Replicator) abandon(id meta.SegmentID) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.CallTimeout)
 	defer cancel()
+	// It may outlive a stop of the engine, but not by much: the intent is
+	// recorded, so the next start releases the segment anyway.
+	stop := context.AfterFunc(r.ctx, func() { time.AfterFunc(abandonGrace, cancel) })
+	defer stop()
 	if err := r.client.Release(ctx, fnet.SegmentID(id)); err != nil && !errors.Is(err, fnet.ErrNotFound) {
 		r.mu.Lock()
 		r.intentsLeft = true // cleanIntents retries once the network is back

@@ -63,7 +63,12 @@ func (n *testNet) newVault(t *testing.T, name string) (*vaultEnv, string) {
 		t.Fatalf("init --mediator: %+v", r)
 	}
 	acct, _, _ := strings.Cut(r.stdout[strings.Index(r.stdout, "Account: ")+9:], "\n")
-	t.Cleanup(func() { v.kill() })
+	t.Cleanup(func() {
+		v.kill()
+		if b, _ := os.ReadFile(filepath.Join(v.home, mountLogName)); t.Failed() {
+			t.Logf("%s mount.log:\n%s", name, b[max(0, len(b)-3000):])
+		}
+	})
 	return v, acct
 }
 
@@ -210,6 +215,7 @@ func TestRestorableAfterUnmount(t *testing.T) {
 	}
 	n.stopMediator()
 	assertUserError(t, fincrypt(t, nil, "--home", v.home, "sync", "--timeout", "2s"), exitUnsynced, "not restorable")
+	t.Logf("%s: sync timed out", time.Since(t0).Round(time.Millisecond))
 	r = fincrypt(t, nil, "umount", "--sync-timeout", "4s", v.mnt)
 	if r.code != 0 || isMounted(v.mnt) {
 		t.Fatalf("umount with the mediator down: %+v", r)
@@ -221,6 +227,7 @@ func TestRestorableAfterUnmount(t *testing.T) {
 	if v.pid() != 0 {
 		t.Fatal("the mount process is still running after umount")
 	}
+
 	t.Logf("%s: unmounted without the mediator", time.Since(t0).Round(time.Millisecond))
 	n.restartMediator(t)
 	v.mountWith(t)
@@ -296,10 +303,25 @@ func TestSteadyWriterRestoreBound(t *testing.T) {
 	}
 	close(stop)
 	<-done
-	v.umount(t)
-
+	// SIGTERM, as to `mount --foreground` (the background mount is that
+	// process): it stores a final snapshot before it exits.
+	if err := syscall.Kill(v.pid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the mount exits after SIGTERM", 60*time.Second, func() (bool, string) {
+		return !isMounted(v.mnt) && v.pid() == 0, "still mounted or running"
+	})
+	n.restoreInto(t, v.home, acct, v.pw)
+	v.mountWith(t)
 	mu.Lock()
 	defer mu.Unlock()
+	all := map[string]string{}
+	for _, w := range log {
+		all[w.name] = w.sum
+	}
+	sameSums(t, "restored after SIGTERM", treeSums(t, v.mnt), all)
+	v.umount(t)
+
 	for i, rs := range restores {
 		rv := &vaultEnv{home: rs.home, mnt: filepath.Join(n.dir, fmt.Sprintf("restore%d-mnt", i)), pw: v.pw}
 		t.Cleanup(rv.kill)
