@@ -57,6 +57,7 @@ type Replicator struct {
 
 	// Restorability (protect.go); guarded by mu.
 	protMu           sync.Mutex // serialises computing the live state hash
+	snapMu           sync.Mutex // serialises taking snapshots
 	protGen          uint64     // 1 + the index generation protHash was computed at
 	protKey          []byte     // the key file protHash covers
 	protHash         []byte     // state hash of the live index

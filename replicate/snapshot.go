@@ -156,6 +156,8 @@ func (r *Replicator) Snapshot() error {
 // a snapshot, unless the newest stored snapshot holds the same state. It
 // returns an error only for a failure of the network.
 func (r *Replicator) takeSnapshot() error {
+	r.snapMu.Lock() // Snapshot may run beside the engine's own
+	defer r.snapMu.Unlock()
 	keyFile, err := r.readKeyFile()
 	if err != nil {
 		r.noteErr(fmt.Errorf("snapshot: %w", err))
