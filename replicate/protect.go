@@ -109,6 +109,7 @@ func (r *Replicator) protection() (covered bool, since time.Time, err error) {
 	covered = r.snapHash != nil && bytes.Equal(r.protHash, r.snapHash)
 	if covered {
 		r.unprotectedSince = time.Time{}
+		r.syncWanted = time.Time{} // nothing to wait for: no flushing either
 	} else if r.unprotectedSince.IsZero() {
 		r.unprotectedSince = time.Now()
 	}
@@ -128,9 +129,10 @@ func (r *Replicator) urgentLocked() bool {
 }
 
 // tick is how often the engine looks for work: often enough for the
-// snapshot deadlines it keeps.
+// bound on unprotected changes it keeps (the quiet delay is kept to within
+// a ScanInterval).
 func (r *Replicator) tick() time.Duration {
-	return max(min(r.cfg.ScanInterval, r.cfg.SnapshotDelay/4, r.cfg.SnapshotInterval/8), 100*time.Millisecond)
+	return max(min(r.cfg.ScanInterval, r.cfg.SnapshotInterval/8), 100*time.Millisecond)
 }
 
 // maybeSnapshot stores a snapshot when one is due (see the top of this

@@ -73,7 +73,7 @@ func init() {
 			"finishes the upload and the snapshot.",
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: "timeout", Value: 2 * time.Minute, Usage: "how long to wait for the flush"},
-			&cli.DurationFlag{Name: "sync-timeout", Usage: "how long the mount may wait for uploads and the final snapshot (default: the mount's --sync-timeout)"},
+			&cli.DurationFlag{Name: "sync-timeout", Usage: "how long the mount may wait for uploads and the final snapshot", DefaultText: "the mount's --sync-timeout"},
 		},
 		Action: umountAction,
 	})
