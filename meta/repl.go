@@ -298,3 +298,106 @@ func (x *Index) ReplRecords(prefix string, fn func(name string, val []byte) erro
 
 // DeleteRepl removes a named replication state record.
 func (b *Batch) DeleteRepl(name string) { b.del(append([]byte{pRepl}, name...)) }
+
+// ExportState is Export that also returns, read from the same consistent
+// view, the chunks that chunk maps reference but no location record places:
+// what a snapshot of this view still needs uploaded before a restore of it
+// can read every file. (Location keys sort before chunk-map keys, so one
+// pass sees every location before the references.)
+func (x *Index) ExportState(fn func(key, sealed []byte) error) (missing []ChunkID, err error) {
+	located := map[ChunkID]struct{}{}
+	listed := map[ChunkID]struct{}{}
+	var buf []byte
+	err = x.Export(func(key, sealed []byte) error {
+		switch {
+		case len(key) == 1+ChunkIDSize && key[0] == pLocation:
+			located[ChunkID(key[1:])] = struct{}{}
+		case len(key) == 17 && key[0] == pChunk:
+			var err error
+			if buf, err = x.keys.Meta.Open(buf[:0], sealed, key); err != nil {
+				return fmt.Errorf("record %x: %w: %w", key, ErrCorrupt, err)
+			}
+			ref, err := decodeChunkRef(buf)
+			if err != nil {
+				return err
+			}
+			if _, ok := located[ref.ID]; !ok {
+				if _, ok := listed[ref.ID]; !ok {
+					listed[ref.ID] = struct{}{}
+					missing = append(missing, ref.ID)
+				}
+			}
+		}
+		return fn(key, sealed)
+	})
+	return missing, err
+}
+
+// LocatedRecords calls fn with the stored location record of each chunk in
+// ids that has one, and once with the record of each segment those
+// locations name; it returns the chunks without a location.
+func (x *Index) LocatedRecords(ids []ChunkID, fn func(key, sealed []byte) error) (missing []ChunkID, err error) {
+	segs := map[SegmentID]struct{}{}
+	for _, id := range ids {
+		k := locationKey(id)
+		sealed, err := x.raw(k)
+		if errors.Is(err, ErrNotFound) {
+			missing = append(missing, id)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		pt, err := x.keys.Meta.Open(nil, sealed, k)
+		if err != nil {
+			return nil, fmt.Errorf("record %x: %w: %w", k, ErrCorrupt, err)
+		}
+		l, err := decodeLocation(pt)
+		if err != nil {
+			return nil, err
+		}
+		if err := fn(k, sealed); err != nil {
+			return nil, err
+		}
+		if _, ok := segs[l.Segment]; ok {
+			continue
+		}
+		segs[l.Segment] = struct{}{}
+		sk := segmentKey(l.Segment)
+		sv, err := x.raw(sk)
+		if err != nil {
+			return nil, fmt.Errorf("segment %s of chunk %s: %w", l.Segment, id, err)
+		}
+		if err := fn(sk, sv); err != nil {
+			return nil, err
+		}
+	}
+	return missing, nil
+}
+
+// OpenSegmentRecord decodes a segment record as Export passes it (key and
+// sealed value); ok is false for a record that is not a segment's.
+func (x *Index) OpenSegmentRecord(key, sealed []byte) (s Segment, ok bool, err error) {
+	if len(key) != 1+SegmentIDSize || key[0] != pSegment {
+		return Segment{}, false, nil
+	}
+	b, err := x.keys.Meta.Open(nil, sealed, key)
+	if err != nil {
+		return Segment{}, true, fmt.Errorf("segment record %x: %w: %w", key, ErrCorrupt, err)
+	}
+	s, err = decodeSegment(SegmentID(key[1:]), b)
+	return s, true, err
+}
+
+// raw returns a copy of the sealed value stored under key.
+func (x *Index) raw(key []byte) ([]byte, error) {
+	v, closer, err := x.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer closer.Close()
+	return append([]byte(nil), v...), nil
+}

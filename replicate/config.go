@@ -56,8 +56,16 @@ type Config struct {
 	// MaintainInterval is how often dead data is released, segments repacked
 	// and the cache trimmed (default 1m).
 	MaintainInterval time.Duration
-	// SnapshotInterval is the least time between index snapshots (default 10m).
+	// SnapshotInterval bounds how long a change may go without being in a
+	// stored index snapshot while writes go on (default 10m): a snapshot is
+	// taken once the oldest unprotected change is half this old.
 	SnapshotInterval time.Duration
+	// SnapshotDelay is how long the index must be quiet (no write, no
+	// upload) before a snapshot is taken of what changed (default 30s).
+	SnapshotDelay time.Duration
+	// SyncTimeout bounds Finish: the uploads and the final snapshot of an
+	// unmount (default 3m).
+	SyncTimeout time.Duration
 	// ReleaseDelay is how long a segment holding no live chunk is kept before
 	// it is released (default 24h), so that an older snapshot stays readable.
 	ReleaseDelay time.Duration
@@ -93,6 +101,8 @@ func (c *Config) setDefaults() {
 	def(&c.CheckInterval, 10*time.Minute)
 	def(&c.MaintainInterval, time.Minute)
 	def(&c.SnapshotInterval, 10*time.Minute)
+	def(&c.SnapshotDelay, 30*time.Second)
+	def(&c.SyncTimeout, 3*time.Minute)
 	def(&c.ReleaseDelay, 24*time.Hour)
 	def(&c.PieceTimeout, 30*time.Second)
 	def(&c.CallTimeout, 20*time.Second)

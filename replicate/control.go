@@ -15,7 +15,10 @@ import (
 )
 
 // ControlSocketName is the status socket in the vault's home, mode 0600:
-// a client writes one command line ("status") and reads one JSON reply.
+// a client writes one command line and reads one JSON reply. Commands:
+// "status" (a Status); "sync" (asks for a snapshot of everything written so
+// far: {"mark": time}, see Status.Covered); "sync-timeout DURATION" (bounds
+// the uploads and final snapshot of the coming unmount: {"ok": true}).
 const ControlSocketName = "control.sock"
 
 // ErrNotRunning means no mount serves the vault's control socket.
@@ -61,9 +64,20 @@ func ServeControl(home string, r *Replicator) (*Control, error) {
 					return
 				}
 				enc := json.NewEncoder(conn)
-				switch strings.TrimSpace(line) {
+				cmd, arg, _ := strings.Cut(strings.TrimSpace(line), " ")
+				switch cmd {
 				case "status":
 					enc.Encode(r.Status(context.Background()))
+				case "sync":
+					enc.Encode(syncReply{Mark: r.RequestSync()})
+				case "sync-timeout":
+					d, err := time.ParseDuration(arg)
+					if err != nil || d <= 0 {
+						enc.Encode(map[string]string{"error": "sync-timeout wants a positive duration"})
+						return
+					}
+					r.SetSyncTimeout(d)
+					enc.Encode(map[string]bool{"ok": true})
 				default:
 					enc.Encode(map[string]string{"error": "unknown command"})
 				}
@@ -83,18 +97,60 @@ func (c *Control) Close() error {
 
 // QueryStatus asks the mount serving home for its status.
 func QueryStatus(home string) (*Status, error) {
+	var st Status
+	if err := control(home, "status", &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+type syncReply struct {
+	Mark  time.Time `json:"mark"`
+	Error string    `json:"error,omitempty"`
+}
+
+// RequestSync asks the mount serving home for a snapshot of everything
+// written so far; the mark it returns is for Status.Covered.
+func RequestSync(home string) (time.Time, error) {
+	var rep syncReply
+	if err := control(home, "sync", &rep); err != nil {
+		return time.Time{}, err
+	}
+	if rep.Error != "" || rep.Mark.IsZero() {
+		return time.Time{}, fmt.Errorf("control socket: sync: %s (is the mount older than this fincrypt?)", rep.Error)
+	}
+	return rep.Mark, nil
+}
+
+// SetSyncTimeout tells the mount serving home how long its coming unmount
+// may wait for uploads and the final snapshot.
+func SetSyncTimeout(home string, d time.Duration) error {
+	var rep struct {
+		OK    bool   `json:"ok"`
+		Error string `json:"error"`
+	}
+	if err := control(home, "sync-timeout "+d.String(), &rep); err != nil {
+		return err
+	}
+	if !rep.OK {
+		return fmt.Errorf("control socket: sync-timeout: %s", rep.Error)
+	}
+	return nil
+}
+
+// control sends one command to the mount serving home and decodes its reply.
+func control(home, cmd string, reply any) error {
 	conn, err := net.DialTimeout("unix", filepath.Join(home, ControlSocketName), 5*time.Second)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNotRunning, err)
+		return fmt.Errorf("%w: %v", ErrNotRunning, err)
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := conn.Write([]byte("status\n")); err != nil {
-		return nil, err
+	if _, err := conn.Write([]byte(cmd + "\n")); err != nil {
+		return err
 	}
-	var st Status
-	if err := json.NewDecoder(conn).Decode(&st); err != nil {
-		return nil, fmt.Errorf("control socket reply: %w", err)
+	if err := json.NewDecoder(conn).Decode(reply); err != nil {
+		return fmt.Errorf("control socket reply: %w", err)
 	}
-	return &st, nil
+	return nil
 }

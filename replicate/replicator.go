@@ -59,10 +59,24 @@ type Replicator struct {
 	escrowStale bool
 	// settledGen is 1 + the index generation at which a scan found nothing
 	// pending (0: none did); until the index changes, nothing is.
-	settledGen  uint64
-	snapGen     uint64       // the same for an index export that found no change,
-	snapKeyFile []byte       // with this key file
-	scans       atomic.Int64 // full scans for pending chunks (tests)
+	settledGen uint64
+	scans      atomic.Int64 // full scans for pending chunks (tests)
+
+	// Restorability (protect.go); guarded by mu.
+	protMu           sync.Mutex // serialises computing the live state hash
+	snapMu           sync.Mutex // serialises taking snapshots
+	protGen          uint64     // 1 + the index generation protHash was computed at
+	protKey          []byte     // the key file protHash covers
+	protHash         []byte     // state hash of the live index
+	snapHash         []byte     // state hash of the newest stored snapshot (R snapshot_hash)
+	snapCovers       time.Time  // when that snapshot's export was read (R snapshot_covers)
+	unprotectedSince time.Time  // the oldest change not in a stored snapshot (zero: none)
+	lastChange       time.Time  // when the live state hash last changed
+	syncWanted       time.Time  // a snapshot exported after this is wanted now
+	flushing         bool       // upload partly filled segments at once
+	closing          bool       // Finish runs
+	netFails         int        // rounds in a row that failed on the network
+	syncTimeout      time.Duration
 
 	fetchMu  sync.Mutex
 	fetching map[meta.SegmentID]*fetchCall
@@ -104,6 +118,7 @@ func New(v *vault.Vault, idx *meta.Index, store *chunkstore.Store, client *media
 	if b, err := idx.GetRepl("last_sync"); err == nil && len(b) == 8 {
 		r.lastSync = time.Unix(0, int64(beUint64(b)))
 	}
+	r.loadProtection()
 	store.SetFetcher(r.fetchChunk)
 	go r.run()
 	return r, nil
@@ -138,7 +153,7 @@ func (r *Replicator) noteErr(err error) {
 
 func (r *Replicator) run() {
 	defer close(r.done)
-	t := time.NewTicker(r.cfg.ScanInterval)
+	t := time.NewTicker(r.tick())
 	defer t.Stop()
 	var lastCheck, lastMaintain, lastEscrow time.Time
 	for {
@@ -220,10 +235,15 @@ func (r *Replicator) round(lastCheck, lastMaintain, lastEscrow *time.Time) {
 		} else {
 			r.backoff = min(2*r.backoff, r.cfg.RetryMax)
 		}
+		if r.closing {
+			r.backoff = r.cfg.RetryMin // an unmount waits: retry at once
+		}
 		r.retryAt = time.Now().Add(r.backoff)
 		r.st.Online = false
+		r.netFails++
 	} else if netErr == nil {
 		r.backoff = 0
+		r.netFails = 0
 	}
 }
 
@@ -336,8 +356,9 @@ func (r *Replicator) uploadPending() error {
 		cur.used += c.size
 	}
 	// A partly filled segment waits for more chunks, unless its oldest
-	// chunk has waited long enough or the engine is stopping.
-	if len(cur.chunks) > 0 && now.Sub(oldest) >= r.cfg.FlushAfter {
+	// chunk has waited long enough or a snapshot, a sync or an unmount
+	// waits for it.
+	if len(cur.chunks) > 0 && (now.Sub(oldest) >= r.cfg.FlushAfter || r.urgent()) {
 		plan = append(plan, cur)
 	}
 	if len(plan) == 0 {
@@ -545,6 +566,9 @@ func (r *Replicator) uploadPieces(ctx context.Context, pl *fnet.PlacementReply, 
 	return stored, errs
 }
 
+// abandonGrace is how long abandon may go on after the engine stops.
+const abandonGrace = 2 * time.Second
+
 // intentName is the R record kept while segment id is being stored.
 func intentName(id meta.SegmentID) string { return "up/" + string(id[:]) }
 
@@ -554,6 +578,10 @@ func intentName(id meta.SegmentID) string { return "up/" + string(id[:]) }
 func (r *Replicator) abandon(id meta.SegmentID) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.CallTimeout)
 	defer cancel()
+	// It may outlive a stop of the engine, but not by much: the intent is
+	// recorded, so the next start releases the segment anyway.
+	stop := context.AfterFunc(r.ctx, func() { time.AfterFunc(abandonGrace, cancel) })
+	defer stop()
 	if err := r.client.Release(ctx, fnet.SegmentID(id)); err != nil && !errors.Is(err, fnet.ErrNotFound) {
 		r.mu.Lock()
 		r.intentsLeft = true // cleanIntents retries once the network is back

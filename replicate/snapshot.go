@@ -3,13 +3,13 @@ package replicate
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/fincrypt/fincrypt/mediator"
@@ -90,17 +90,24 @@ func decodeList(b []byte) (uint64, []snapSegment, error) {
 	return blobLen, segs, nil
 }
 
-// exportIndex serialises every index record (sealed values as stored).
-func exportIndex(idx *meta.Index) ([]byte, error) {
-	b := []byte(snapshotMagic)
-	err := idx.Export(func(key, sealed []byte) error {
-		b = binary.BigEndian.AppendUint32(b, uint32(len(key)))
-		b = append(b, key...)
-		b = binary.BigEndian.AppendUint32(b, uint32(len(sealed)))
-		b = append(b, sealed...)
-		return nil
-	})
-	return b, err
+// record is one index record as stored (key and sealed value).
+type record struct{ key, sealed []byte }
+
+// encodeRecords serialises index records.
+func encodeRecords(recs []record) []byte {
+	n := len(snapshotMagic)
+	for _, rc := range recs {
+		n += 8 + len(rc.key) + len(rc.sealed)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, snapshotMagic...)
+	for _, rc := range recs {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(rc.key)))
+		b = append(b, rc.key...)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(rc.sealed)))
+		b = append(b, rc.sealed...)
+	}
+	return b
 }
 
 // importRecords walks a serialised index.
@@ -136,106 +143,98 @@ func importRecords(b []byte) func(fn func(key, sealed []byte) error) error {
 	}
 }
 
-// maybeSnapshot backs the index up when nothing is pending, the index
-// changed since the last snapshot, and SnapshotInterval has passed. It
-// returns an error only for a failure of the network.
-func (r *Replicator) maybeSnapshot() error {
-	r.mu.Lock()
-	busy := r.st.PendingChunks > 0 || len(r.inflight) > 0
-	due := time.Since(r.lastSnapshot) >= r.cfg.SnapshotInterval
-	r.mu.Unlock()
-	if busy || !due || r.ctx.Err() != nil {
-		return nil
-	}
-	gen := r.idx.Generation()
-	keyFile, err := os.ReadFile(filepath.Join(r.v.Home, vault.KeyFileName))
-	if err != nil {
-		r.noteErr(fmt.Errorf("snapshot: %w", err))
-		return nil
-	}
-	// Exporting reads the whole index: not again while neither the index
-	// nor the key file (`fincrypt passwd`) changed since an export that
-	// found nothing new.
-	r.mu.Lock()
-	unchanged := r.snapGen == gen+1 && bytes.Equal(r.snapKeyFile, keyFile)
-	r.mu.Unlock()
-	if unchanged {
-		return nil
-	}
-	blob, err := exportIndex(r.idx)
-	if err != nil {
-		r.noteErr(fmt.Errorf("snapshot: %w", err))
-		return nil
-	}
-	sum, err := r.changeHash(keyFile)
-	if err != nil {
-		r.noteErr(fmt.Errorf("snapshot: %w", err))
-		return nil
-	}
-	if old, err := r.idx.GetRepl("snapshot_hash"); err == nil && bytes.Equal(old, sum) {
-		r.mu.Lock()
-		r.snapGen, r.snapKeyFile = gen+1, keyFile
-		r.mu.Unlock()
-		return nil
-	}
-	return r.snapshot(keyFile, blob, sum)
-}
-
-// Snapshot backs the index up now, whatever is pending (tests, and the
-// engine through maybeSnapshot).
+// Snapshot backs the index up now, whatever is pending (tests).
 func (r *Replicator) Snapshot() error {
-	keyFile, err := os.ReadFile(filepath.Join(r.v.Home, vault.KeyFileName))
-	if err != nil {
-		return err
-	}
-	blob, err := exportIndex(r.idx)
-	if err != nil {
-		return err
-	}
-	sum, err := r.changeHash(keyFile)
-	if err != nil {
-		return err
-	}
-	return r.snapshot(keyFile, blob, sum)
+	r.mu.Lock()
+	r.syncWanted = time.Now()
+	r.mu.Unlock()
+	return r.takeSnapshot()
 }
 
-// changeHash summarises what a snapshot must capture: the key file, every
-// record but the segment records, and which data segments exist and are
-// dead. Health-check fields and the snapshot segments' own records are
-// left out, so that storing a snapshot (or checking health) does not by
-// itself call for another one.
-func (r *Replicator) changeHash(keyFile []byte) ([]byte, error) {
-	h := sha256.New()
-	h.Write(keyFile)
-	err := r.idx.Export(func(key, sealed []byte) error {
-		if len(key) > 0 && key[0] != 'S' {
-			h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(key))))
-			h.Write(key)
-			h.Write(sealed)
+// takeSnapshot exports the index, uploads the chunks the export references
+// that no segment holds yet, adds their locations and stores the result as
+// a snapshot, unless the newest stored snapshot holds the same state. It
+// returns an error only for a failure of the network.
+func (r *Replicator) takeSnapshot() error {
+	r.snapMu.Lock() // Snapshot may run beside the engine's own
+	defer r.snapMu.Unlock()
+	keyFile, err := r.readKeyFile()
+	if err != nil {
+		r.noteErr(fmt.Errorf("snapshot: %w", err))
+		return nil
+	}
+	exportAt := time.Now()
+	var recs []record
+	missing, err := r.idx.ExportState(func(k, v []byte) error {
+		recs = append(recs, record{bytes.Clone(k), bytes.Clone(v)})
+		return nil
+	})
+	if err != nil {
+		r.noteErr(fmt.Errorf("snapshot: %w", err))
+		return nil
+	}
+	if len(missing) > 0 {
+		r.mu.Lock()
+		r.flushing = true
+		r.mu.Unlock()
+		defer func() {
+			r.mu.Lock()
+			r.flushing = false
+			r.mu.Unlock()
+		}()
+		for attempt := 1; ; attempt++ {
+			if err := r.uploadPending(); err != nil {
+				return err
+			}
+			var extra []record
+			still, err := r.idx.LocatedRecords(missing, func(k, v []byte) error {
+				extra = append(extra, record{bytes.Clone(k), bytes.Clone(v)})
+				return nil
+			})
+			if err != nil {
+				r.noteErr(fmt.Errorf("snapshot: %w", err))
+				return nil
+			}
+			if len(still) == 0 {
+				recs = append(recs, extra...)
+				break
+			}
+			if attempt == 3 || r.ctx.Err() != nil {
+				// Superseded (and deleted) since the export: the next
+				// round exports again.
+				r.log.Info("snapshot postponed: chunks of its export are not uploaded", "chunks", len(still))
+				return nil
+			}
+		}
+		slices.SortFunc(recs, func(a, b record) int { return bytes.Compare(a.key, b.key) })
+	}
+	sum, err := stateHash(r.idx, keyFile, func(fn func(key, sealed []byte) error) error {
+		for _, rc := range recs {
+			if err := fn(rc.key, rc.sealed); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, err
-	}
-	err = r.idx.Segments(func(s meta.Segment) error {
-		if s.Kind == meta.KindData {
-			h.Write(s.ID[:])
-			h.Write([]byte{boolByte(s.DeadSince != 0)})
-		}
+		r.noteErr(fmt.Errorf("snapshot: %w", err))
 		return nil
-	})
-	return h.Sum(nil), err
-}
-
-func boolByte(b bool) byte {
-	if b {
-		return 1
 	}
-	return 0
+	r.mu.Lock()
+	same := bytes.Equal(sum, r.snapHash)
+	if same {
+		r.snapCovers = exportAt // the stored snapshot holds this very state
+	}
+	r.mu.Unlock()
+	if same {
+		return nil
+	}
+	return r.snapshot(keyFile, encodeRecords(recs), sum, exportAt)
 }
 
-func (r *Replicator) snapshot(keyFile, blob, sum []byte) error {
+// snapshot stores blob as the account's newest snapshot; sum is its state
+// hash and covers the time its export was read.
+func (r *Replicator) snapshot(keyFile, blob, sum []byte, covers time.Time) error {
 	acct := r.client.Account()
 	seq := uint64(time.Now().UnixNano())
 	sealed := r.snap.Seal(nil, blob, snapshotAD("index", acct, seq))
@@ -263,7 +262,7 @@ func (r *Replicator) snapshot(keyFile, blob, sum []byte) error {
 	cancel()
 	if err != nil {
 		r.recordDeadSnapshot(recs)
-		return err
+		return fmt.Errorf("snapshot: storing the pointer: %w", err)
 	}
 	now := time.Now()
 	b := r.idx.NewBatch()
@@ -285,13 +284,19 @@ func (r *Replicator) snapshot(keyFile, blob, sum []byte) error {
 	}
 	b.PutRepl("last_snapshot", putUint64(uint64(now.UnixNano())))
 	b.PutRepl("snapshot_hash", sum)
+	b.PutRepl("snapshot_covers", putUint64(uint64(covers.UnixNano())))
+	// The pointer is stored: what it covers is restorable even if this
+	// record is lost (the next run then takes one more snapshot).
+	r.mu.Lock()
+	r.lastSnapshot, r.snapHash, r.snapCovers = now, sum, covers
+	if !r.unprotectedSince.IsZero() {
+		r.unprotectedSince = covers // changes since the export may be missing
+	}
+	r.mu.Unlock()
 	if err := b.Commit(true); err != nil {
 		r.noteErr(fmt.Errorf("snapshot: %w", err))
 		return nil
 	}
-	r.mu.Lock()
-	r.lastSnapshot = now
-	r.mu.Unlock()
 	r.log.Info("index snapshot stored", "segments", len(list), "bytes", len(sealed))
 	return nil
 }
@@ -454,6 +459,19 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 	err = idx.Import(func(fn func(key, sealed []byte) error) error {
 		return importRecords(blob)(func(k, s []byte) error { n++; return fn(k, s) })
 	})
+	if err == nil {
+		// The restored vault starts out covered by the snapshot it came
+		// from: `fincrypt status` says restorable, and the mount takes no
+		// snapshot until something changes.
+		var sum []byte
+		if sum, err = stateHash(idx, p.KeyFile, importRecords(blob)); err == nil {
+			b := idx.NewBatch()
+			b.PutRepl("snapshot_hash", sum)
+			b.PutRepl("snapshot_covers", putUint64(p.Seq))
+			b.PutRepl("last_snapshot", putUint64(p.Seq))
+			err = b.Commit(true)
+		}
+	}
 	if cerr := idx.Close(); err == nil {
 		err = cerr
 	}

@@ -40,6 +40,15 @@ type Status struct {
 	Protected bool           `json:"protected"`
 	Refusal   *Refusal       `json:"refusal,omitempty"`
 	Payments  *PaymentStatus `json:"payments,omitempty"`
+
+	// Restorability (protect.go). Restorable is true only when nothing is
+	// pending and the newest stored index snapshot covers every change, so
+	// that a restore would bring back everything written so far.
+	// UnprotectedSince is the oldest change that a restore would miss;
+	// SnapshotCovers is when the newest stored snapshot's export was read.
+	Restorable       bool       `json:"restorable"`
+	UnprotectedSince *time.Time `json:"unprotected_since"`
+	SnapshotCovers   *time.Time `json:"snapshot_covers"`
 }
 
 // Status reports the engine's state; segment counts come from the index.
@@ -116,5 +125,6 @@ func (r *Replicator) Status(ctx context.Context) Status {
 		t := lastSnap.UTC()
 		st.LastSnapshot = &t
 	}
+	r.restorability(&st)
 	return st
 }

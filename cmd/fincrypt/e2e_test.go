@@ -314,7 +314,7 @@ func TestE2EFaults(t *testing.T) {
 	}
 	mount := func(home, mnt string, extra ...string) {
 		t.Helper()
-		args := append([]string{"--home", home, "mount", "--password-file", pw, "--flush-after", "200ms", "--snapshot-interval", "500ms"}, extra...)
+		args := append([]string{"--home", home, "mount", "--password-file", pw, "--flush-after", "200ms", "--snapshot-delay", "500ms"}, extra...)
 		if r := fincrypt(t, nil, append(args, mnt)...); r.code != 0 {
 			log, _ := os.ReadFile(filepath.Join(home, mountLogName))
 			t.Fatalf("mount: %+v\n%s", r, log)

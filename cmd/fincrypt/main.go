@@ -26,6 +26,7 @@ const (
 	exitNotFound  = 4 // no vault (or directory) where one was expected
 	exitCorrupt   = 5 // check found problems
 	exitBusy      = 6 // already mounted / locked by another process
+	exitUnsynced  = 7 // fincrypt sync: not restorable within --timeout
 	exitInterrupt = 130
 )
 

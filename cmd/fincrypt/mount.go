@@ -17,6 +17,7 @@ import (
 
 	"github.com/fincrypt/fincrypt/fs"
 	"github.com/fincrypt/fincrypt/internal/fsutil"
+	"github.com/fincrypt/fincrypt/replicate"
 	"github.com/fincrypt/fincrypt/vault"
 	"github.com/urfave/cli/v2"
 )
@@ -51,7 +52,9 @@ func init() {
 			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request, file names included, to the log (very verbose; for debugging only)"},
 			&cli.StringFlag{Name: "cache-size", Usage: "bound the local store to `SIZE` once data is durable on the network (default: the config's cache-size; 0 = no limit)"},
 			&cli.DurationFlag{Name: "flush-after", Usage: "upload a partly filled segment once its oldest chunk waited this long", Value: 10 * time.Second},
-			&cli.DurationFlag{Name: "snapshot-interval", Usage: "least time between backups of the index to the network", Value: 10 * time.Minute},
+			&cli.DurationFlag{Name: "snapshot-interval", Usage: "while writes go on, a change waits at most this long for a backup of the index to the network (what a restore brings back)", Value: 10 * time.Minute},
+			&cli.DurationFlag{Name: "snapshot-delay", Usage: "back the index up once writes and uploads have paused this long", Value: 30 * time.Second},
+			syncTimeoutFlag,
 		},
 		Action: mountAction,
 	})
@@ -62,9 +65,15 @@ func init() {
 		ArgsUsage: "MOUNTPOINT",
 		Description: "Unmounts MOUNTPOINT and waits until the mount process has written\n" +
 			"everything to the local store and exited. Fails, changing nothing, while files\n" +
-			"under the mount are still open (the kernel says the mount is busy).",
+			"under the mount are still open (the kernel says the mount is busy).\n\n" +
+			"A vault on a network first uploads what is pending and stores a final index\n" +
+			"snapshot, so that a restore brings everything back (progress is shown on a\n" +
+			"terminal). If the network does not answer within --sync-timeout, it says in\n" +
+			"one line what is not yet restorable and unmounts anyway; the next mount\n" +
+			"finishes the upload and the snapshot.",
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: "timeout", Value: 2 * time.Minute, Usage: "how long to wait for the flush"},
+			&cli.DurationFlag{Name: "sync-timeout", Usage: "how long the mount may wait for uploads and the final snapshot", DefaultText: "the mount's --sync-timeout"},
 		},
 		Action: umountAction,
 	})
@@ -178,7 +187,7 @@ func spawnMount(c *cli.Context, home, mnt string, pw []byte) error {
 	if c.IsSet("cache-size") {
 		args = append(args, "--cache-size", c.String("cache-size"))
 	}
-	for _, f := range []string{"flush-after", "snapshot-interval"} {
+	for _, f := range []string{"flush-after", "snapshot-interval", "snapshot-delay", "sync-timeout"} {
 		if c.IsSet(f) {
 			args = append(args, "--"+f, c.Duration(f).String())
 		}
@@ -306,6 +315,15 @@ func umountAction(c *cli.Context) error {
 	if !ok || m.FSType != "fuse."+fsTypeName || !strings.HasPrefix(m.Source, fsTypeName+":") {
 		return userErr(exitNotFound, "%s is not a mounted fincrypt vault", mnt)
 	}
+	home := strings.TrimPrefix(m.Source, fsTypeName+":")
+	syncWait := syncTimeoutFlag.Value
+	if c.IsSet("sync-timeout") {
+		syncWait = c.Duration("sync-timeout")
+		if err := replicate.SetSyncTimeout(home, syncWait); err != nil && !errors.Is(err, replicate.ErrNotRunning) {
+			return userErr(exitFailure, "telling the mount its sync timeout: %v", err)
+		}
+	}
+	started := time.Now()
 	if err := syscall.Unmount(mnt, 0); err != nil {
 		if errors.Is(err, syscall.EPERM) {
 			if out, ferr := exec.Command("fusermount3", "-u", mnt).CombinedOutput(); ferr != nil {
@@ -317,16 +335,25 @@ func umountAction(c *cli.Context) error {
 			return userErr(exitFailure, "unmounting %s: %v", mnt, err)
 		}
 	}
-	// The mount process flushes and exits, which releases the vault's lock.
-	lock := filepath.Join(strings.TrimPrefix(m.Source, fsTypeName+":"), vault.LockFileName)
-	deadline := time.Now().Add(c.Duration("timeout"))
+	// The mount process flushes, finishes its uploads and final snapshot,
+	// and exits, which releases the vault's lock.
+	lock := filepath.Join(home, vault.LockFileName)
+	wait := c.Duration("timeout") + syncWait
+	deadline := time.Now().Add(wait)
+	prog := newProgress(c.App.ErrWriter)
 	for {
 		if !fsutil.Locked(lock) {
+			prog.done()
+			if msg := readUnmountResult(home, started); msg != "" {
+				fmt.Fprintln(c.App.ErrWriter, "fincrypt: "+msg)
+			}
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return userErr(exitBusy, "unmounted %s, but the mount process has not finished flushing after %s", mnt, c.Duration("timeout"))
+			prog.done()
+			return userErr(exitBusy, "unmounted %s, but the mount process has not finished flushing after %s", mnt, wait)
 		}
+		prog.poll(home)
 		time.Sleep(50 * time.Millisecond)
 	}
 }

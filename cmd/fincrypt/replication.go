@@ -76,7 +76,8 @@ func writeAccountFile(home string, acct fnet.AccountID) error {
 // the engine's config.
 func replicationConfig(c *cli.Context, v *vault.Vault) (replicate.Config, error) {
 	cfg := replicate.Config{CacheSize: v.Config.CacheSize, Logger: slog.Default().With("service", "replicate"),
-		FlushAfter: c.Duration("flush-after"), SnapshotInterval: c.Duration("snapshot-interval")}
+		FlushAfter: c.Duration("flush-after"), SnapshotInterval: c.Duration("snapshot-interval"),
+		SnapshotDelay: c.Duration("snapshot-delay"), SyncTimeout: c.Duration("sync-timeout")}
 	if v.Config.Scheme != "" {
 		s, err := erasure.ParseScheme(v.Config.Scheme)
 		if err != nil {
@@ -97,12 +98,14 @@ func replicationConfig(c *cli.Context, v *vault.Vault) (replicate.Config, error)
 // replicationService is what fs.Options.Attach starts: the engine and its
 // control socket, closed in reverse order.
 type replicationService struct {
-	rep *replicate.Replicator
-	ctl *replicate.Control
-	mc  *mediator.Client
+	rep  *replicate.Replicator
+	ctl  *replicate.Control
+	mc   *mediator.Client
+	home string
 }
 
 func (s *replicationService) Close() error {
+	finishSync(s.rep, s.home) // with the control socket open, for `umount`'s progress
 	s.ctl.Close()
 	err := s.rep.Close()
 	s.mc.Close()
@@ -143,7 +146,7 @@ func attachReplication(c *cli.Context, v *vault.Vault) (func(*meta.Index, *chunk
 			mc.Close()
 			return nil, err
 		}
-		return &replicationService{rep: rep, ctl: ctl, mc: mc}, nil
+		return &replicationService{rep: rep, ctl: ctl, mc: mc, home: v.Home}, nil
 	}, nil
 }
 
@@ -198,7 +201,10 @@ func init() {
 			"release_at}. With payments on, payments {escrow_sat, price_sat_per_gib_month (of\n" +
 			"your data), charge_per_period_sat, period_seconds, runway_seconds, runs_out_at,\n" +
 			"warn_runway_seconds, warning, ...} says what the account pays and how long its\n" +
-			"escrow lasts; the mediator warns while that is under --warn-runway (a week).",
+			"escrow lasts; the mediator warns while that is under --warn-runway (a week).\n" +
+
+			"restorable is true only when a restore would bring back everything written so\n" +
+			"far; unprotected_since is the oldest change a restore would miss now.",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
 		Action: func(c *cli.Context) error {
 			home := homeDir(c)
@@ -224,8 +230,9 @@ func init() {
 		Description: "Fetches the account's newest signed index snapshot from the mediator, unwraps\n" +
 			"the vault key it carries with your password, and rebuilds the vault's index in\n" +
 			"--home, which must hold no vault. Mount it afterwards: file data is fetched from\n" +
-			"the storage nodes as it is read. Everything that was durable at the last\n" +
-			"snapshot comes back byte-identical.",
+			"the storage nodes as it is read. Everything the newest snapshot covers comes\n" +
+			"back byte-identical: everything, if the old mount's `fincrypt status` said\n" +
+			"restorable, or after `fincrypt sync` or a clean `fincrypt umount`.",
 		Flags: []cli.Flag{
 			passwordFileFlag,
 			&cli.StringFlag{Name: "mediator", Usage: "the mediator's `NODEID@HOST:PORT`", Required: true},
@@ -308,6 +315,7 @@ func printStatus(w io.Writer, st *replicate.Status) {
 	fmt.Fprintf(w, "local cache:    %s (limit %s)\n", units.HumanSize(st.CacheBytes), limit)
 	fmt.Fprintf(w, "last sync:      %s\n", when(st.LastSync))
 	fmt.Fprintf(w, "last snapshot:  %s\n", when(st.LastSnapshot))
+	printRestorable(w, st)
 	if st.NextRetry != nil {
 		fmt.Fprintf(w, "next retry:     %s\n", st.NextRetry.Local().Format(time.RFC3339))
 	}

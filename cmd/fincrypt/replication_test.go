@@ -69,7 +69,7 @@ func TestReplicationProcesses(t *testing.T) {
 		t.Fatalf("account: %+v, want %s", r, acct)
 	}
 	assertUserError(t, fincrypt(t, nil, "--home", v.home, "status"), exitNotFound, "not mounted")
-	if r := fincrypt(t, nil, "--home", v.home, "mount", "--password-file", v.pw, "--flush-after", "200ms", "--snapshot-interval", "500ms", v.mnt); r.code != 0 {
+	if r := fincrypt(t, nil, "--home", v.home, "mount", "--password-file", v.pw, "--flush-after", "200ms", "--snapshot-delay", "500ms", v.mnt); r.code != 0 {
 		log, _ := os.ReadFile(filepath.Join(v.home, mountLogName))
 		t.Fatalf("mount: %+v\n%s", r, log)
 	}
@@ -112,7 +112,7 @@ func TestReplicationProcesses(t *testing.T) {
 	syscall.Unmount(v.mnt, syscall.MNT_DETACH)
 	_, hostport, _ := strings.Cut(maddr, "@")
 	daemon(t, dir, "mediator2", append(medArgs, "--listen", hostport)...)
-	if r := fincrypt(t, nil, "--home", v.home, "mount", "--password-file", v.pw, "--flush-after", "200ms", "--snapshot-interval", "500ms", v.mnt); r.code != 0 {
+	if r := fincrypt(t, nil, "--home", v.home, "mount", "--password-file", v.pw, "--flush-after", "200ms", "--snapshot-delay", "500ms", v.mnt); r.code != 0 {
 		log, _ := os.ReadFile(filepath.Join(v.home, mountLogName))
 		t.Fatalf("mount after kill -9: %+v\n%s", r, log)
 	}
