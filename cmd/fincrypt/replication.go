@@ -202,7 +202,6 @@ func init() {
 			"your data), charge_per_period_sat, period_seconds, runway_seconds, runs_out_at,\n" +
 			"warn_runway_seconds, warning, ...} says what the account pays and how long its\n" +
 			"escrow lasts; the mediator warns while that is under --warn-runway (a week).\n" +
-
 			"restorable is true only when a restore would bring back everything written so\n" +
 			"far; unprotected_since is the oldest change a restore would miss now.",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
