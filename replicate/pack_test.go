@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -369,4 +370,48 @@ func FuzzPackSegment(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestRepackKeepsLocationWhenCacheCannotKeepChunk: repacking brings a
+// segment's live chunks back into the local store, then forgets their
+// locations. When the store cannot keep a fetched chunk (here: its
+// directory is immutable, as a full disk would refuse it), the location
+// must stay: otherwise the chunk is pending with no copy anywhere once the
+// old segment is released.
+func TestRepackKeepsLocationWhenCacheCannotKeepChunk(t *testing.T) {
+	e := newEngine(t, nil)
+	rng := rand.New(rand.NewPCG(3, 4))
+	ids, _ := e.addChunks(t, rng, 5000)
+	if err := e.r.uploadSegment(e.planFor(t, ids)); err != nil {
+		t.Fatal(err)
+	}
+	loc, err := e.idx.GetLocation(ids[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg, err := e.idx.GetSegment(loc.Segment)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.r.EvictAll(); err != nil || n != 1 {
+		t.Fatalf("evicted %d, %v", n, err)
+	}
+	dir := filepath.Dir(e.store.Path(ids[0]))
+	if out, err := exec.Command("chattr", "+i", dir).CombinedOutput(); err != nil {
+		t.Skipf("chattr +i: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("chattr", "-i", dir).Run() })
+	if err := e.r.repack(seg, ids); err == nil {
+		t.Fatal("repack succeeded though the store could not keep the chunk")
+	}
+	if _, err := e.idx.GetLocation(ids[0]); err != nil {
+		t.Fatalf("repack dropped the location of a chunk the store does not hold: %v", err)
+	}
+	exec.Command("chattr", "-i", dir).Run()
+	if err := e.r.repack(seg, ids); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := e.store.Has(ids[0]); !ok {
+		t.Fatal("repack left the chunk out of the local store")
+	}
 }
