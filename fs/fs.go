@@ -227,6 +227,9 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 		AttrTimeout:     &opt.AttrTimeout,
 		NegativeTimeout: &neg,
 		RootStableAttr:  &gofs.StableAttr{Ino: meta.RootIno},
+		// Mode bits as stored: go-fuse would otherwise show a file created
+		// or chmodded to 0000 as 0644 (0755 for a directory).
+		NullPermissions: true,
 		Logger:          slog.NewLogLogger(opt.Logger.Handler(), slog.LevelWarn),
 	}
 	mo.MountOptions.Logger = fuseLogger(opt.Logger.Handler(), opt.Debug)
