@@ -129,6 +129,24 @@ func (e *engine) planFor(t *testing.T, ids []meta.ChunkID) *plannedSegment {
 	return p
 }
 
+// upload uploads a planned segment as the engine does, trying again while
+// the network refuses it (a loaded machine can leave too few nodes healthy
+// for a moment); a panic is not retried.
+func (e *engine) upload(t *testing.T, p *plannedSegment) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		err := e.r.uploadSegment(p)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("upload: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // checkUploaded asserts that exactly the chunks in want have a location,
 // and that the network copy of their segment holds their bytes there.
 func (e *engine) checkUploaded(t *testing.T, want map[meta.ChunkID][]byte, gone []meta.ChunkID) {
@@ -206,9 +224,7 @@ func TestUploadAfterChunksVanished(t *testing.T) {
 				}
 				data[ids[i]] = d
 			}
-			if err := e.r.uploadSegment(p); err != nil {
-				t.Fatalf("upload: %v", err)
-			}
+			e.upload(t, p)
 			e.checkUploaded(t, data, gone)
 		})
 	}
@@ -382,9 +398,7 @@ func TestRepackKeepsLocationWhenCacheCannotKeepChunk(t *testing.T) {
 	e := newEngine(t, nil)
 	rng := rand.New(rand.NewPCG(3, 4))
 	ids, _ := e.addChunks(t, rng, 5000)
-	if err := e.r.uploadSegment(e.planFor(t, ids)); err != nil {
-		t.Fatal(err)
-	}
+	e.upload(t, e.planFor(t, ids))
 	loc, err := e.idx.GetLocation(ids[0])
 	if err != nil {
 		t.Fatal(err)
