@@ -5,7 +5,7 @@ PKGS     := ./...
 # Tests that mount FUSE or start daemons get a generous but bounded budget.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build tools test fuzz bench demo demo-stop demo-check lint clean
+.PHONY: all build tools test test-race fuzz bench demo demo-stop demo-check lint clean
 
 all: build
 
@@ -26,7 +26,18 @@ lint:
 # /dev/fuse), real daemons over loopback QUIC, and a brief run of each fuzz target.
 test: build lint tools
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	$(MAKE) test-race
 	$(MAKE) fuzz
+
+# The race detector over the packages where goroutines share state. It makes
+# the code 5-20 times slower, so it leaves out the tests that only add time
+# there: external tools (git, tar, cp) on the mount, the long replication
+# scenario (timing-bound under the detector; its paths run in the others), the
+# idle-scan and placement-bound tests; TestPOSIX uses a smaller big directory.
+RACE_PKGS ?= ./chunkstore ./meta ./internal/fault ./replicate ./fs ./mediator
+RACE_SKIP ?= ^(TestExternalTools|TestReplication|TestIdleMountDoesNotScan|TestPendingPlacementsPerAccountAreBounded)$$
+test-race:
+	$(GO) test -race -short -count=1 -timeout $(TEST_TIMEOUT) -skip '$(RACE_SKIP)' $(RACE_PKGS)
 
 # A count, not a duration: Go 1.26's fuzz coordinator can report a spurious
 # "context deadline exceeded" when a duration ends mid-execution (go.dev/issue/75804).

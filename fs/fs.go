@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -30,6 +31,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fincrypt/fincrypt/chunkstore"
+	"github.com/fincrypt/fincrypt/internal/fault"
 	"github.com/fincrypt/fincrypt/internal/fsutil"
 	"github.com/fincrypt/fincrypt/meta"
 	"github.com/fincrypt/fincrypt/vault"
@@ -58,6 +60,11 @@ type Options struct {
 	// the mount serves; its Close runs after the last flush and before the
 	// index closes.
 	Attach func(idx *meta.Index, store *chunkstore.Store) (io.Closer, error)
+	// Faults records the failures of the mount's background work (shown
+	// by `fincrypt status`; share it with the replication engine); nil: a
+	// board of the mount's own. The mount makes it stop the process for a
+	// panic inside the index's database, as for one in a FUSE handler.
+	Faults *fault.Board
 }
 
 // Defaults for Options.
@@ -91,6 +98,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.SyncInterval <= 0 {
 		o.SyncInterval = DefaultSyncInterval
+	}
+	if o.Faults == nil {
+		o.Faults = fault.New(o.Logger)
 	}
 }
 
@@ -175,6 +185,7 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 	if err != nil {
 		return nil, err
 	}
+	opt.Faults.SetFatal(r.fatalBackground)
 	fail := func(err error) (*Mounted, error) {
 		r.idx.Close()
 		return nil, err
@@ -216,11 +227,12 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 		AttrTimeout:     &opt.AttrTimeout,
 		NegativeTimeout: &neg,
 		RootStableAttr:  &gofs.StableAttr{Ino: meta.RootIno},
+		// Mode bits as stored: go-fuse would otherwise show a file created
+		// or chmodded to 0000 as 0644 (0755 for a directory).
+		NullPermissions: true,
 		Logger:          slog.NewLogLogger(opt.Logger.Handler(), slog.LevelWarn),
 	}
-	if opt.Debug {
-		mo.MountOptions.Logger = slog.NewLogLogger(opt.Logger.Handler(), slog.LevelDebug)
-	}
+	mo.MountOptions.Logger = fuseLogger(opt.Logger.Handler(), opt.Debug)
 	root := &Node{r: r}
 	server, err := gofs.Mount(mountpoint, root, mo)
 	if err != nil {
@@ -238,6 +250,20 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 	go m.background()
 	r.log.Info("mounted", "mountpoint", mountpoint, "chunk_size", r.cs)
 	return m, nil
+}
+
+// fuseLogger is go-fuse's own log (fuse.MountOptions.Logger). Left unset,
+// go-fuse writes to the standard logger, which the command routes to slog at
+// INFO: its internal chatter ("trySplice: splice: want ... bytes") would fill
+// the mount log. Its messages are debug output, then, unless the user asked
+// for the FUSE trace (Options.Debug, --debug-fuse): that trace is logged at
+// INFO so that it shows without --debug.
+func fuseLogger(h slog.Handler, trace bool) *log.Logger {
+	level := slog.LevelDebug
+	if trace {
+		level = slog.LevelInfo
+	}
+	return slog.NewLogLogger(h.WithAttrs([]slog.Attr{slog.String("component", "go-fuse")}), level)
 }
 
 // closeFuseOnExec marks this process's /dev/fuse descriptors close-on-exec.
@@ -277,7 +303,8 @@ func (m *Mounted) background() {
 			n := len(m.r.pending)
 			m.r.pendMu.Unlock()
 			if n > 0 {
-				if err := m.r.syncAll(); err != nil {
+				// A fault here fails this sync only; the next tick retries.
+				if err := m.r.opt.Faults.Run("sync", m.r.syncAll); err != nil {
 					m.r.log.Error("background sync", "err", err)
 				}
 			}
@@ -461,6 +488,15 @@ func (r *fsys) panicked(v any) fuse.Status {
 	fmt.Fprintf(os.Stderr, "fincrypt: the file system stopped after an internal error: %v\n", v)
 	os.Exit(exitPanic)
 	return fuse.EIO
+}
+
+// fatalBackground handles a panic in background work that ran inside the
+// index's database: as for a handler (panicked), the process stops rather
+// than leave the database's locks held and every later call hanging.
+func (r *fsys) fatalBackground(work string, v any, stack []byte) {
+	r.log.Error("the file system stopped after an internal error in the index; remount to recover", "work", work, "panic", fmt.Sprint(v), "stack", string(stack))
+	fmt.Fprintf(os.Stderr, "fincrypt: the file system stopped after an internal error in the index (%s): %v\n", work, v)
+	os.Exit(exitPanic)
 }
 
 // exitPanic is the mount process's exit status after a panic in a handler.

@@ -67,7 +67,15 @@ func ServeControl(home string, r *Replicator) (*Control, error) {
 				cmd, arg, _ := strings.Cut(strings.TrimSpace(line), " ")
 				switch cmd {
 				case "status":
-					enc.Encode(r.Status(context.Background()))
+					var st Status
+					if err := r.faults.Protect("status", func() error {
+						st = r.Status(context.Background())
+						return nil
+					}); err != nil {
+						enc.Encode(map[string]string{"error": err.Error()})
+						return
+					}
+					enc.Encode(st)
 				case "sync":
 					enc.Encode(syncReply{Mark: r.RequestSync()})
 				case "sync-timeout":

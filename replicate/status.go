@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/fincrypt/fincrypt/internal/fault"
 	"github.com/fincrypt/fincrypt/meta"
 )
 
@@ -34,6 +35,12 @@ type Status struct {
 	NextRetry        *time.Time `json:"next_retry,omitempty"`
 	Errors           []string   `json:"errors"`
 	Escrow           string     `json:"escrow_warning,omitempty"` // from the mediator, when payments are on
+
+	// Faults is the background work that is failing now (uploads, fetches,
+	// cache trimming, snapshots, maintenance, the file system's syncs):
+	// what, since when, why. Empty while everything works; each entry is
+	// cleared by that work's next success.
+	Faults []fault.Fault `json:"faults"`
 
 	// Protection and payments (protection.go): whether new data reaches
 	// the network, why not, and what the account pays.
@@ -71,6 +78,7 @@ func (r *Replicator) Status(ctx context.Context) Status {
 	if ok, _, last := r.client.MediatorAnswers(); !last.IsZero() {
 		st.Online = ok
 	}
+	st.Faults = r.faults.List()
 	if st.Errors == nil {
 		st.Errors = []string{}
 	}

@@ -1,0 +1,5 @@
+//go:build race
+
+package fs_test
+
+func init() { bigDirEntries = 2000 }
