@@ -3,10 +3,12 @@ package mediator
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/fincrypt/fincrypt/challenge"
 	fnet "github.com/fincrypt/fincrypt/net"
 	"github.com/fincrypt/fincrypt/wallet"
 )
@@ -17,8 +19,9 @@ import (
 func TestRegisterRefusesPriceAboveMax(t *testing.T) {
 	w := newWorld(t, 0)
 	w.c.cfg.MaxPrice = 1000
-	ctx := context.Background()
+	ctx := fnet.WithRemoteIP(context.Background(), netip.MustParseAddr("10.0.0.1"))
 	id, _ := fnet.GenerateIdentity()
+	w.mem.nodes[id.ID()] = &memNode{id: id.ID(), pieces: map[challenge.PieceID][]byte{}}
 	req := &fnet.RegisterRequest{Node: id.ID(), Address: fnet.Address{ID: id.ID(), HostPort: "10.0.0.1:7000"}.String(),
 		Capacity: 1 << 30, Price: 1001}
 	_, err := w.c.Register(ctx, id.ID(), req)

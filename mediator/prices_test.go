@@ -12,7 +12,7 @@ import (
 func (w *world) reregister(i int, price uint64) {
 	w.t.Helper()
 	id := w.ids[i]
-	if _, err := w.c.Register(context.Background(), id.ID(), &fnet.RegisterRequest{
+	if _, err := w.c.Register(fnet.WithRemoteIP(context.Background(), w.from[i]), id.ID(), &fnet.RegisterRequest{
 		Node: id.ID(), Address: w.addrs[i], Capacity: 1 << 30, Price: price, PayoutAddress: "payout",
 	}); err != nil {
 		w.t.Fatal(err)
