@@ -54,7 +54,7 @@ clean:
 # Longer power-loss runs than the seeded few that `make test` does.
 POWERLOSS_RUNS ?= 2000
 stress:
-	FINCRYPT_POWERLOSS_RUNS=$(POWERLOSS_RUNS) $(GO) test -count=1 -timeout 60m -run 'TestPowerLoss' ./chunkstore/ ./wallet/ ./mediator/
+	FINCRYPT_POWERLOSS_RUNS=$(POWERLOSS_RUNS) $(GO) test -count=1 -timeout 60m -run 'TestPowerLoss' ./chunkstore/ ./storagenode/ ./wallet/ ./mediator/
 
 # Mutation report per package (gremlins, installed into tools/bin); slow,
 # not part of `make test`. MUTATE_PKGS="net challenge" picks packages.
