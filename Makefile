@@ -5,7 +5,7 @@ PKGS     := ./...
 # Tests that mount FUSE or start daemons get a generous but bounded budget.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build tools test test-race fuzz bench demo demo-stop demo-check lint clean
+.PHONY: all build tools test test-race fuzz bench demo demo-stop demo-check lint clean stress mutate
 
 all: build
 
@@ -66,3 +66,13 @@ demo-check: build tools
 
 clean:
 	rm -rf bin tools
+
+# Longer power-loss runs than the seeded few that `make test` does.
+POWERLOSS_RUNS ?= 2000
+stress:
+	FINCRYPT_POWERLOSS_RUNS=$(POWERLOSS_RUNS) $(GO) test -count=1 -timeout 60m -run 'TestPowerLoss' ./chunkstore/ ./storagenode/ ./wallet/ ./mediator/
+
+# Mutation report per package (gremlins, installed into tools/bin); slow,
+# not part of `make test`. MUTATE_PKGS="net challenge" picks packages.
+mutate:
+	./scripts/mutate.sh

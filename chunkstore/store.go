@@ -16,11 +16,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"golang.org/x/sys/unix"
 
 	"github.com/fincrypt/fincrypt/meta"
@@ -36,6 +36,7 @@ const syncfsThreshold = 128
 // Store is a directory of sealed chunks. It is safe for concurrent use.
 type Store struct {
 	dir string
+	sys fileSystem
 
 	readOnly bool // opened by OpenExisting: reads leave the files as they are
 
@@ -52,17 +53,29 @@ type Store struct {
 const TouchAfter = time.Hour
 
 // Open opens the store in dir, creating it if needed.
-func Open(dir string) (*Store, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+func Open(dir string) (*Store, error) { return open(dir, osFS{}) }
+
+// OpenFS is Open on a pebble vfs.FS instead of the operating system's file
+// system (power-loss tests run the store and the index on one crashable
+// in-memory file system).
+func OpenFS(dir string, fsys vfs.FS) (*Store, error) { return open(dir, vfsFS{fsys}) }
+
+func open(dir string, sys fileSystem) (*Store, error) {
+	if err := sys.mkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("chunk store: %w", err)
 	}
 	for i := 0; i < 256; i++ {
-		if err := os.Mkdir(filepath.Join(dir, fmt.Sprintf("%02x", i)), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		if err := sys.mkdir(filepath.Join(dir, fmt.Sprintf("%02x", i))); err != nil {
 			return nil, fmt.Errorf("chunk store: %w", err)
 		}
 	}
-	s := &Store{dir: dir, unsynced: map[meta.ChunkID]struct{}{}, dirs: map[string]struct{}{}}
-	if err := syncDir(dir); err != nil {
+	s := &Store{dir: dir, sys: sys, unsynced: map[meta.ChunkID]struct{}{}, dirs: map[string]struct{}{}}
+	// The subdirectories' entries, and the store's own entry in its parent
+	// (new at the first mount): else a power cut can take the whole store.
+	if err := sys.sync(dir); err != nil {
+		return nil, fmt.Errorf("chunk store: %w", err)
+	}
+	if err := sys.sync(filepath.Dir(dir)); err != nil {
 		return nil, fmt.Errorf("chunk store: %w", err)
 	}
 	return s, nil
@@ -87,23 +100,9 @@ func (s *Store) Path(id meta.ChunkID) string {
 }
 
 // Put stores a sealed chunk under a new id. It fails if the id exists.
-//
-// Put and Get use plain system calls rather than os.File: a chunk file is
-// opened for one write or one read, and os.File's poller registration (an
-// epoll_ctl that fails for regular files, and four fcntl calls around it)
-// would cost more system calls than the access itself.
 func (s *Store) Put(id meta.ChunkID, sealed []byte) error {
 	p := s.Path(id)
-	fd, err := openRetry(p, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return fmt.Errorf("chunk %s: %w", id, err)
-	}
-	err = writeAll(fd, sealed)
-	if cerr := unix.Close(fd); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(p)
+	if err := s.sys.create(p, sealed); err != nil {
 		return fmt.Errorf("chunk %s: %w", id, err)
 	}
 	s.mu.Lock()
@@ -117,34 +116,18 @@ func (s *Store) Put(id meta.ChunkID, sealed []byte) error {
 // was (its length unchanged, though bytes past its length may be written),
 // so that a caller packing chunks into one buffer keeps what it packed.
 func (s *Store) Get(id meta.ChunkID, dst []byte) ([]byte, error) {
-	fd, err := openRetry(s.Path(id), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	out, mtime, err := s.sys.read(s.Path(id), dst)
 	if errors.Is(err, fs.ErrNotExist) {
 		return s.fetch(id, dst)
 	}
 	if err != nil {
 		return dst, fmt.Errorf("chunk %s: %w", id, err)
 	}
-	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return dst, fmt.Errorf("chunk %s: %w", id, err)
-	}
-	n := int(st.Size)
-	out := dst
-	if cap(out)-len(out) < n {
-		out = make([]byte, len(dst), len(dst)+n)
-		copy(out, dst)
-	}
-	buf := out[len(dst) : len(dst)+n]
-	if err := readFull(fd, buf); err != nil {
-		return dst, fmt.Errorf("chunk %s: %w", id, err)
-	}
-	if !s.readOnly && time.Since(time.Unix(st.Mtim.Unix())) > TouchAfter {
+	if !s.readOnly && time.Since(mtime) > TouchAfter {
 		// Best effort: a chunk that keeps its old time is only evicted sooner.
-		now := unix.NsecToTimespec(time.Now().UnixNano())
-		unix.UtimesNanoAt(unix.AT_FDCWD, s.Path(id), []unix.Timespec{now, now}, 0)
+		s.sys.touch(s.Path(id), time.Now())
 	}
-	return out[:len(dst)+n], nil
+	return out, nil
 }
 
 // openRetry is open(2), retried when a signal interrupts it.
@@ -196,7 +179,7 @@ func readFull(fd int, b []byte) error {
 // Delete removes chunk id; a missing chunk is not an error.
 func (s *Store) Delete(id meta.ChunkID) error {
 	p := s.Path(id)
-	err := os.Remove(p)
+	err := s.sys.remove(p)
 	s.mu.Lock()
 	delete(s.unsynced, id)
 	s.dirs[filepath.Dir(p)] = struct{}{}
@@ -229,7 +212,7 @@ func (s *Store) Sync() error {
 		return nil
 	}
 	if len(ids) > syncfsThreshold {
-		if err := syncFS(s.dir); err != nil {
+		if err := s.sys.syncAll(s.dir); err != nil {
 			restore()
 			return fmt.Errorf("chunk store sync: %w", err)
 		}
@@ -242,7 +225,7 @@ func (s *Store) Sync() error {
 	for d := range dirs {
 		paths = append(paths, d)
 	}
-	first := syncPaths(paths)
+	first := s.syncPaths(paths)
 	if first != nil {
 		restore()
 		return fmt.Errorf("chunk store sync: %w", first)
@@ -258,7 +241,7 @@ func (s *Store) SyncIDs(ids []meta.ChunkID) error {
 	}
 	if len(ids) > syncfsThreshold {
 		// One syncfs beats hundreds of fsyncs of files and directories.
-		if err := syncFS(s.dir); err != nil {
+		if err := s.sys.syncAll(s.dir); err != nil {
 			return fmt.Errorf("chunk store sync: %w", err)
 		}
 		s.mu.Lock()
@@ -278,21 +261,21 @@ func (s *Store) SyncIDs(ids []meta.ChunkID) error {
 		dirs[filepath.Dir(p)] = struct{}{}
 	}
 	s.mu.Unlock()
-	if err := syncPaths(paths); err != nil {
+	if err := s.syncPaths(paths); err != nil {
 		return fmt.Errorf("chunk store sync: %w", err)
 	}
 	dirList := make([]string, 0, len(dirs))
 	for d := range dirs {
 		dirList = append(dirList, d)
 	}
-	if err := syncPaths(dirList); err != nil {
+	if err := s.syncPaths(dirList); err != nil {
 		return fmt.Errorf("chunk store sync: %w", err)
 	}
 	return nil
 }
 
 // syncPaths fsyncs files in parallel; missing files are skipped.
-func syncPaths(paths []string) error {
+func (s *Store) syncPaths(paths []string) error {
 	var (
 		wg    sync.WaitGroup
 		errMu sync.Mutex
@@ -304,7 +287,7 @@ func syncPaths(paths []string) error {
 		go func() {
 			defer wg.Done()
 			for p := range work {
-				if err := syncFile(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				if err := s.sys.sync(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 					errMu.Lock()
 					if first == nil {
 						first = err
@@ -330,31 +313,31 @@ const OwnerFile = "VAULT"
 // List calls fn with the id of every chunk in the store, and bad with the
 // path of every file that is not a chunk.
 func (s *Store) List(fn func(id meta.ChunkID) error, bad func(path string)) error {
-	top, err := os.ReadDir(s.dir)
+	top, err := s.sys.readDir(s.dir)
 	if err != nil {
 		return fmt.Errorf("chunk store: %w", err)
 	}
 	for _, t := range top {
-		sub := filepath.Join(s.dir, t.Name())
-		if t.Name() == OwnerFile && t.Type().IsRegular() {
+		sub := filepath.Join(s.dir, t.name)
+		if t.name == OwnerFile && t.regular {
 			continue
 		}
-		if !t.IsDir() || len(t.Name()) != 2 {
+		if !t.dir || len(t.name) != 2 {
 			if bad != nil {
 				bad(sub)
 			}
 			continue
 		}
-		ents, err := os.ReadDir(sub)
+		ents, err := s.sys.readDir(sub)
 		if err != nil {
 			return fmt.Errorf("chunk store: %w", err)
 		}
 		for _, e := range ents {
 			var id meta.ChunkID
-			b, err := hex.DecodeString(e.Name())
-			if err != nil || len(b) != len(id) || !e.Type().IsRegular() || e.Name()[:2] != t.Name() {
+			b, err := hex.DecodeString(e.name)
+			if err != nil || len(b) != len(id) || !e.regular || e.name[:2] != t.name {
 				if bad != nil {
-					bad(filepath.Join(sub, e.Name()))
+					bad(filepath.Join(sub, e.name))
 				}
 				continue
 			}
@@ -367,34 +350,17 @@ func (s *Store) List(fn func(id meta.ChunkID) error, bad func(path string)) erro
 	return nil
 }
 
-func syncFile(p string) error {
-	f, err := os.Open(p)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
-}
-
-func syncDir(p string) error { return syncFile(p) }
-
-func syncFS(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return unix.Syncfs(int(f.Fd()))
-}
+// Size is the size of chunk id's file in the store.
+func (s *Store) Size(id meta.ChunkID) (int64, error) { return s.sys.size(s.Path(id)) }
 
 // OpenExisting opens a store without creating anything (for offline checks).
 func OpenExisting(dir string) (*Store, error) {
-	st, err := os.Stat(dir)
+	isDir, err := osFS{}.isDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("chunk store: %w", err)
 	}
-	if !st.IsDir() {
+	if !isDir {
 		return nil, fmt.Errorf("chunk store %s: not a directory", dir)
 	}
-	return &Store{dir: dir, readOnly: true, unsynced: map[meta.ChunkID]struct{}{}, dirs: map[string]struct{}{}}, nil
+	return &Store{dir: dir, sys: osFS{}, readOnly: true, unsynced: map[meta.ChunkID]struct{}{}, dirs: map[string]struct{}{}}, nil
 }

@@ -22,22 +22,48 @@ import (
 //
 // Inodes on the orphan list (unlinked while open when the last mount ended)
 // and chunks no file references (written but never committed before a
-// crash) are consistent states after a crash, not problems: the next mount
-// removes them. Unreferenced chunks are counted in one "note:" line.
+// crash) are consistent states after a crash, not problems. Unreferenced
+// chunks are counted in one "note:" line. A damaged index (one that does not
+// match its clean-unmount record, is missing or empty while the store holds
+// chunks, or does not open) is a problem: the report says what is lost and
+// how to get it back (clean.go).
 func Check(v *vault.Vault, w io.Writer) (problems int, err error) {
-	if _, err := os.Stat(v.IndexDir()); errors.Is(err, os.ErrNotExist) {
-		return 0, nil // never mounted: nothing stored, nothing to check
+	report := func(format string, args ...any) {
+		problems++
+		fmt.Fprintf(w, format+"\n", args...)
+	}
+	exists, err := meta.Exists(v.IndexDir(), nil)
+	if err != nil {
+		return 0, err
+	}
+	if !exists {
+		n := countFiles(v.StoreDir(), chunkstore.OwnerFile)
+		if n == 0 {
+			return 0, nil // never mounted: nothing stored, nothing to check
+		}
+		report("the index %s is missing or empty, but the local store %s holds %d chunk(s): every file name, directory "+
+			"and chunk map is lost; the chunks are kept, but cannot be read without it", v.IndexDir(), v.StoreDir(), n)
+		fmt.Fprintf(w, "to get it back: %s\n", RecoverHint)
+		return problems, nil
 	}
 	opt := Options{}
 	opt.setDefaults()
 	r, err := newFsys(v, opt, true)
+	var ioe *indexOpenError
+	if errors.As(err, &ioe) || errors.Is(err, ErrForeignStore) {
+		report("%v", err)
+		return problems, nil
+	}
 	if err != nil {
 		return 0, err
 	}
 	defer r.idx.Close()
-	report := func(format string, args ...any) {
-		problems++
-		fmt.Fprintf(w, format+"\n", args...)
+	clean, err := verifyClean(r)
+	if err != nil {
+		return problems, err
+	}
+	if clean.recorded && !clean.whole {
+		report("the index does not match the record of the last clean unmount: %s", clean.problem)
 	}
 
 	inodes := map[uint64]meta.Inode{}
@@ -193,10 +219,13 @@ func Check(v *vault.Vault, w io.Writer) (problems int, err error) {
 	if onNetwork > 0 {
 		fmt.Fprintf(w, "note: %d chunk(s) are only on the network (evicted from the local cache); not checked offline\n", onNetwork)
 	}
-	unreferenced := 0
+	unreferenced, unrefBytes := 0, int64(0)
 	err = r.store.List(func(id meta.ChunkID) error {
 		if _, ok := referenced[id]; !ok {
 			unreferenced++
+			if st, err := os.Stat(r.store.Path(id)); err == nil {
+				unrefBytes += st.Size()
+			}
 		}
 		return nil
 	}, func(path string) {
@@ -205,11 +234,21 @@ func Check(v *vault.Vault, w io.Writer) (problems int, err error) {
 	if err != nil {
 		return problems, fmt.Errorf("listing the chunk store: %w", err)
 	}
-	if unreferenced > 0 {
+	switch {
+	case clean.recorded && !clean.whole:
+		if clean.then > clean.now {
+			fmt.Fprintf(w, "lost: %d chunk reference(s) of files (the index held %d at the clean unmount, %d now)\n", clean.then-clean.now, clean.then, clean.now)
+		}
+		fmt.Fprintf(w, "lost: %d chunk(s) (%d bytes) in the store are no longer referenced: they hold the data of the files or versions the index lost, and are kept\n", unreferenced, unrefBytes)
+		fmt.Fprintf(w, "to get it back: %s\n", RecoverHint)
+	case unreferenced > 0 && clean.whole:
+		// Superseded but not yet deleted: the next mount deletes them.
+		fmt.Fprintf(w, "note: %d chunk(s) in the store are not referenced by any file (superseded, not yet deleted); the next mount deletes them\n", unreferenced)
+	case unreferenced > 0:
 		// Expected after a crash (chunks written but never committed, or
-		// superseded but not yet deleted): not a problem, the next mount
-		// deletes them.
-		fmt.Fprintf(w, "note: %d chunk(s) in the store are not referenced by any file (left by a crash or an unclean stop); the next mount deletes them\n", unreferenced)
+		// superseded but not yet deleted): not a problem.
+		fmt.Fprintf(w, "note: %d chunk(s) (%d bytes) in the store are not referenced by any file (left by a crash or an unclean stop, or the data of files the index lost); "+
+			"they are kept until a clean unmount and mount; if files are missing: %s\n", unreferenced, unrefBytes, RecoverHint)
 	}
 	return problems, nil
 }

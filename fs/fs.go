@@ -137,7 +137,7 @@ func newFsys(v *vault.Vault, opt Options, readOnly bool) (*fsys, error) {
 	}
 	idx, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{ReadOnly: readOnly, Logger: opt.Logger.With("component", "pebble")})
 	if err != nil {
-		return nil, err
+		return nil, &indexOpenError{fmt.Errorf("%w; %s", err, RecoverHint)}
 	}
 	var store *chunkstore.Store
 	if readOnly {
@@ -160,6 +160,13 @@ func newFsys(v *vault.Vault, opt Options, readOnly bool) (*fsys, error) {
 	r.sealBufs.New = func() any { b := make([]byte, 0, cs+vault.Overhead); return &b }
 	return r, nil
 }
+
+// indexOpenError is an index that does not open (damaged, or another
+// vault's): check reports it as a problem of the vault.
+type indexOpenError struct{ err error }
+
+func (e *indexOpenError) Error() string { return e.err.Error() }
+func (e *indexOpenError) Unwrap() error { return e.err }
 
 // Mounted is a mounted vault. (Go does not allow a type and a function both
 // named Mount in one package, so the function Mount returns a *Mounted.)
@@ -190,6 +197,18 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 		r.idx.Close()
 		return nil, err
 	}
+	// Before anything changes the index: is it the one the last clean
+	// unmount left? A damaged index stops the mount, deleting nothing.
+	clean, err := verifyClean(r)
+	if err != nil {
+		return fail(fmt.Errorf("%s: %w; %s", v.IndexDir(), err, RecoverHint))
+	}
+	if clean.recorded && !clean.whole {
+		return fail(fmt.Errorf("%s: %w: %s; %s", v.IndexDir(), ErrIndexDamaged, clean.problem, RecoverHint))
+	}
+	if err := consumeClean(v); err != nil {
+		return fail(err)
+	}
 	// Before the first write to the index: at a full disk this gives back
 	// the ballast, so that recovery can write.
 	if r.space, err = newSpaceGuard(v.IndexDir(), r.log); err != nil {
@@ -198,7 +217,7 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 	if err := r.ensureRoot(); err != nil {
 		return fail(err)
 	}
-	if err := r.recover(); err != nil {
+	if err := r.recover(clean.whole); err != nil {
 		return fail(fmt.Errorf("recovery: %w", err))
 	}
 	var svc io.Closer
@@ -389,6 +408,13 @@ func (m *Mounted) shutdown() error {
 				errs = append(errs, err)
 			}
 		}
+		if len(errs) == 0 {
+			// Last: the next mount may collect unreferenced chunks only
+			// if the index it finds is this one, whole.
+			if err := writeClean(r); err != nil {
+				r.log.Warn("no clean-unmount record: the next mount will not collect unreferenced chunks", "err", err)
+			}
+		}
 		if err := r.idx.Close(); err != nil {
 			errs = append(errs, err)
 		}
@@ -421,9 +447,10 @@ func (r *fsys) ensureRoot() error {
 }
 
 // recover purges inodes that were unlinked while open when the last mount
-// ended, and deletes chunks that no index entry references (written but never
-// committed before a crash, or superseded but not yet deleted).
-func (r *fsys) recover() error {
+// ended and, if collect (the index is known whole: see clean.go), deletes
+// chunks that no index entry references (written but never committed before
+// a crash, or superseded but not yet deleted).
+func (r *fsys) recover(collect bool) error {
 	orphans, err := r.idx.Orphans()
 	if err != nil {
 		return err
@@ -440,6 +467,10 @@ func (r *fsys) recover() error {
 	}
 	if err := r.idx.Sync(); err != nil {
 		return err
+	}
+	if !collect {
+		r.log.Info("the last mount did not end with a clean unmount: chunks no file references are kept until the next clean unmount and mount")
+		return nil
 	}
 	refs := map[meta.ChunkID]struct{}{}
 	var bad error

@@ -10,6 +10,7 @@ import (
 
 	"github.com/fincrypt/fincrypt/chunkstore"
 	"github.com/fincrypt/fincrypt/internal/fsutil"
+	"github.com/fincrypt/fincrypt/meta"
 	"github.com/fincrypt/fincrypt/vault"
 )
 
@@ -17,7 +18,8 @@ import (
 var (
 	// ErrForeignStore means the configured store belongs to another vault.
 	ErrForeignStore = errors.New("the local store belongs to another vault")
-	// ErrIndexMissing means the index is gone while the store holds chunks:
+	// ErrIndexMissing means the index is gone (or its directory holds no
+	// database) while the store holds chunks:
 	// mounting would start an empty index and collect every chunk as garbage.
 	ErrIndexMissing = errors.New("the index is missing but the local store holds chunks")
 )
@@ -38,9 +40,14 @@ func guardStore(v *vault.Vault, readOnly bool) error {
 	case !errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("local store: %w", err)
 	}
-	if _, err := os.Stat(v.IndexDir()); errors.Is(err, os.ErrNotExist) {
+	exists, xerr := meta.Exists(v.IndexDir(), nil)
+	if xerr != nil {
+		return xerr
+	}
+	if !exists {
+		// Missing, or a directory that holds no database (emptied).
 		if n := countFiles(dir, chunkstore.OwnerFile); n > 0 {
-			return fmt.Errorf("%s: %w (%d files in %s); refusing to mount so that nothing is deleted: put the index back, or restore the vault",
+			return fmt.Errorf("%s: %w (%d files in %s); refusing to mount so that nothing is deleted: put the index back, or run `fincrypt recover` to rebuild it from the network snapshot",
 				v.IndexDir(), ErrIndexMissing, n, dir)
 		}
 	}

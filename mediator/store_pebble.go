@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/fincrypt/fincrypt/challenge"
 	fnet "github.com/fincrypt/fincrypt/net"
@@ -65,6 +66,9 @@ func prefixEnd(p []byte) []byte {
 type PebbleOptions struct {
 	// NoSync skips fsync on commit (bulk loads and benchmarks only).
 	NoSync bool
+	// FS holds the database instead of the operating system's file system
+	// (power-loss tests pass a crashable in-memory one).
+	FS vfs.FS
 }
 
 // PebbleStore is the default Store: Pebble in one directory.
@@ -79,7 +83,7 @@ var _ Store = (*PebbleStore)(nil)
 
 // OpenPebbleStore opens or creates the store in dir.
 func OpenPebbleStore(dir string, opt PebbleOptions) (*PebbleStore, error) {
-	db, err := pebble.Open(dir, &pebble.Options{Logger: quietLogger{}})
+	db, err := pebble.Open(dir, &pebble.Options{Logger: quietLogger{}, FS: opt.FS})
 	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
 		return nil, fmt.Errorf("mediator store %s: %w: in use by another process (is a mediator running there?)", dir, ErrLocked)
 	}

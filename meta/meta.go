@@ -13,10 +13,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/fincrypt/fincrypt/vault"
 )
@@ -52,6 +54,9 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrCorrupt means a record failed to decrypt or decode.
 	ErrCorrupt = errors.New("index record is corrupt")
+	// ErrForeignIndex means the index's format record does not open with
+	// this vault's key: the index belongs to another vault, or is damaged.
+	ErrForeignIndex = errors.New("the index does not open with this vault's key (it belongs to another vault, or is damaged)")
 )
 
 // Options tune Open.
@@ -60,6 +65,27 @@ type Options struct {
 	ReadOnly bool
 	// Logger receives Pebble's messages at debug level; nil discards them.
 	Logger *slog.Logger
+	// FS is the file system the index lives on; nil means the operating
+	// system's (tests pass a crashable in-memory one).
+	FS vfs.FS
+}
+
+// Exists reports whether dir holds an index (a Pebble database), as
+// opposed to nothing or an empty directory.
+func Exists(dir string, fs vfs.FS) (bool, error) {
+	if fs == nil {
+		fs = vfs.Default
+	}
+	if _, err := fs.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	d, err := pebble.Peek(dir, fs)
+	if err != nil {
+		return false, fmt.Errorf("index %s: %w", dir, err)
+	}
+	return d.Exists, nil
 }
 
 // Index is an open index. Its methods are safe for concurrent use; callers
@@ -101,7 +127,7 @@ func Open(dir string, keys *vault.Keys, opt Options) (*Index, error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	po := &pebble.Options{ReadOnly: opt.ReadOnly, Logger: pebbleLogger{lg}}
+	po := &pebble.Options{ReadOnly: opt.ReadOnly, Logger: pebbleLogger{lg}, FS: opt.FS}
 	if opt.ReadOnly {
 		po.ErrorIfNotExists = true
 	}
@@ -128,6 +154,9 @@ func (x *Index) checkFormat(readOnly bool) error {
 		binary.BigEndian.PutUint32(b[:], FormatVersion)
 		return x.db.Set(key, x.keys.Meta.Seal(nil, b[:], key), pebble.Sync)
 	}
+	if errors.Is(err, ErrCorrupt) {
+		return fmt.Errorf("index format record: %w: %w", ErrForeignIndex, err)
+	}
 	if err != nil {
 		return fmt.Errorf("index format record: %w", err)
 	}
@@ -142,6 +171,10 @@ func (x *Index) checkFormat(readOnly bool) error {
 
 // Close closes the index.
 func (x *Index) Close() error { return x.db.Close() }
+
+// Flush writes what the index holds in memory to table files (tests of
+// damaged tables use it).
+func (x *Index) Flush() error { return x.db.Flush() }
 
 // Sync makes every commit so far durable.
 func (x *Index) Sync() error { return x.db.LogData(nil, pebble.Sync) }

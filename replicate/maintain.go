@@ -59,10 +59,7 @@ func (r *Replicator) checkHealth() error {
 			continue
 		}
 		healthy := int(h.Healthy)
-		state := meta.SegmentDegraded
-		if healthy >= int(s.N) {
-			state = meta.SegmentDurable
-		}
+		state := healthState(healthy, s.N)
 		// The record changes only with the health: an idle vault's index
 		// stays unchanged, so nothing rescans it.
 		if s.Healthy != uint8(healthy) || s.State != state {
@@ -76,6 +73,23 @@ func (r *Replicator) checkHealth() error {
 		}
 	}
 	return nil
+}
+
+// healthState is the state of a segment of n pieces with healthy of them
+// healthy: durable only with all n.
+func healthState(healthy int, n uint8) meta.SegmentState {
+	if healthy >= int(n) {
+		return meta.SegmentDurable
+	}
+	return meta.SegmentDegraded
+}
+
+// evictable reports whether the local copies of a segment's chunks may be
+// dropped: the segment is durable, or degraded but still able to lose a
+// piece (more than K healthy). At exactly K one more loss loses the data,
+// so the local copy is kept.
+func evictable(s meta.Segment) bool {
+	return s.State == meta.SegmentDurable || s.Healthy > s.K
 }
 
 type segUsage struct {
@@ -271,8 +285,7 @@ func (r *Replicator) evictTo(limit uint64, countOnly bool) (int, error) {
 		ok, seen := durable[loc.Segment]
 		if !seen {
 			s, err := r.idx.GetSegment(loc.Segment)
-			// Degraded but still able to lose a piece is safe enough.
-			ok = err == nil && (s.State == meta.SegmentDurable || s.Healthy > s.K)
+			ok = err == nil && evictable(s)
 			durable[loc.Segment] = ok
 		}
 		if !ok {

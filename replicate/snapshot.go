@@ -410,44 +410,16 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 		undo()
 		return nil, ErrWrongAccount
 	}
-	sealer, err := vault.NewSealer(v.Keys.Segment[:], "fincrypt snapshot v1")
-	if err != nil {
-		undo()
-		return nil, err
-	}
-	listBytes, err := sealer.Open(nil, p.Sealed, snapshotAD("list", o.Account, p.Seq))
-	if err != nil {
-		undo()
-		return nil, fmt.Errorf("%w: segment list: %w", ErrSnapshot, err)
-	}
-	blobLen, list, err := decodeList(listBytes)
-	if err != nil {
-		undo()
-		return nil, err
-	}
 	client, err := mediator.NewClient(id, o.Mediator, nil)
 	if err != nil {
 		undo()
 		return nil, err
 	}
 	defer client.Close()
-	sealed := make([]byte, 0, blobLen)
-	for i, s := range list {
-		data, err := FetchSegment(ctx, client, fnet.SegmentID(s.id), int(s.class), o.PieceTimeout, o.HedgeAfter)
-		if err != nil {
-			undo()
-			return nil, fmt.Errorf("snapshot segment %d of %d: %w", i+1, len(list), err)
-		}
-		if len(data) < int(s.used) {
-			undo()
-			return nil, fmt.Errorf("%w: segment %d holds %d bytes, list says %d", ErrSnapshot, i, len(data), s.used)
-		}
-		sealed = append(sealed, data[:s.used]...)
-	}
-	blob, err := sealer.Open(nil, sealed, snapshotAD("index", o.Account, p.Seq))
+	blob, nsegs, err := fetchSnapshot(ctx, client, v, o.Account, p, o.PieceTimeout, o.HedgeAfter)
 	if err != nil {
 		undo()
-		return nil, fmt.Errorf("%w: %w", ErrSnapshot, err)
+		return nil, err
 	}
 	created = append(created, v.IndexDir())
 	idx, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{Logger: log})
@@ -479,6 +451,40 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 		undo()
 		return nil, fmt.Errorf("restoring the index: %w", err)
 	}
-	log.Info("restored", "records", n, "segments", len(list))
-	return &RestoreResult{Taken: time.Unix(0, int64(p.Seq)), Segments: len(list), Records: n}, nil
+	log.Info("restored", "records", n, "segments", nsegs)
+	return &RestoreResult{Taken: time.Unix(0, int64(p.Seq)), Segments: nsegs, Records: n}, nil
+}
+
+// fetchSnapshot reads and opens the serialised index that pointer p names:
+// its segment list, then its segments from the storage nodes.
+func fetchSnapshot(ctx context.Context, client *mediator.Client, v *vault.Vault, acct fnet.AccountID, p *fnet.SnapshotPointer,
+	pieceTimeout, hedge time.Duration) (blob []byte, segments int, err error) {
+	sealer, err := vault.NewSealer(v.Keys.Segment[:], "fincrypt snapshot v1")
+	if err != nil {
+		return nil, 0, err
+	}
+	listBytes, err := sealer.Open(nil, p.Sealed, snapshotAD("list", acct, p.Seq))
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: segment list: %w", ErrSnapshot, err)
+	}
+	blobLen, list, err := decodeList(listBytes)
+	if err != nil {
+		return nil, 0, err
+	}
+	sealed := make([]byte, 0, blobLen)
+	for i, s := range list {
+		data, err := FetchSegment(ctx, client, fnet.SegmentID(s.id), int(s.class), pieceTimeout, hedge)
+		if err != nil {
+			return nil, 0, fmt.Errorf("snapshot segment %d of %d: %w", i+1, len(list), err)
+		}
+		if len(data) < int(s.used) {
+			return nil, 0, fmt.Errorf("%w: segment %d holds %d bytes, list says %d", ErrSnapshot, i, len(data), s.used)
+		}
+		sealed = append(sealed, data[:s.used]...)
+	}
+	blob, err = sealer.Open(nil, sealed, snapshotAD("index", acct, p.Seq))
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: %w", ErrSnapshot, err)
+	}
+	return blob, len(list), nil
 }

@@ -10,16 +10,18 @@ import (
 	"github.com/fincrypt/fincrypt/internal/fsutil"
 	"hash/crc32"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/fincrypt/fincrypt/challenge"
 	fnet "github.com/fincrypt/fincrypt/net"
@@ -135,7 +137,8 @@ func firstByte(b []byte) int {
 type DiskStore struct {
 	dir      string
 	db       *pebble.DB
-	dirLock  *os.File
+	dirLock  io.Closer // nil on a vfs.FS of a test
+	fs       vfs.FS    // vfs.Default, or DiskStoreOptions.FS
 	log      *slog.Logger
 	capacity int64
 	// NoSync skips fsyncs; only for populating benchmark stores.
@@ -161,6 +164,10 @@ type DiskStoreOptions struct {
 	// ReleaseWindow is how long the store remembers that a piece was
 	// deleted (default DefaultTicketTTL, the longest ticket lifetime).
 	ReleaseWindow time.Duration
+	// FS holds the store instead of the operating system's file system
+	// (power-loss tests pass pebble's crashable in-memory one); the
+	// directory lock is then not taken.
+	FS vfs.FS
 }
 
 // OpenDiskStore opens (creating) the store in dir and reconciles the index
@@ -172,42 +179,63 @@ func OpenDiskStore(dir string, o DiskStoreOptions) (_ *DiskStore, err error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	lock, err := lockDir(dir)
-	if err != nil {
-		return nil, err
+	fsys := o.FS
+	if fsys == nil {
+		fsys = vfs.Default
+	}
+	// Directories this open creates, whose entries must be synced in their
+	// parents (a new node's --dir may be several levels deep).
+	var created []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := fsys.Stat(d); err == nil || filepath.Dir(d) == d {
+			break
+		}
+		created = append(created, d)
+	}
+	var lock io.Closer
+	if o.FS == nil {
+		f, err := lockDir(dir)
+		if err != nil {
+			return nil, err
+		}
+		lock = f
+	} else if err := fsys.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("piece store: %w", err)
 	}
 	defer func() {
-		if err != nil {
+		if err != nil && lock != nil {
 			lock.Close()
 		}
 	}()
 	for _, d := range []string{filepath.Join(dir, piecesDir), filepath.Join(dir, tmpDir)} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
+		if err := fsys.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("piece store: %w", err)
 		}
 	}
 	for i := range 256 {
-		if err := os.MkdirAll(filepath.Join(dir, piecesDir, fmt.Sprintf("%02x", i)), 0o700); err != nil {
+		if err := fsys.MkdirAll(filepath.Join(dir, piecesDir, fmt.Sprintf("%02x", i)), 0o700); err != nil {
 			return nil, fmt.Errorf("piece store: %w", err)
 		}
 	}
-	if !o.NoSync {
-		for _, d := range []string{dir, filepath.Join(dir, piecesDir)} {
-			if f, err := os.Open(d); err == nil {
-				f.Sync()
-				f.Close()
-			}
-		}
+	s := &DiskStore{dir: dir, fs: fsys, dirLock: lock, log: o.Logger, capacity: o.Capacity, noSync: o.NoSync}
+	// The directories' entries: the pieces' subdirectories, the store's
+	// own, and those of every directory created above.
+	toSync := []string{dir, filepath.Join(dir, piecesDir)}
+	for _, d := range created {
+		toSync = append(toSync, filepath.Dir(d))
 	}
-	db, err := pebble.Open(filepath.Join(dir, indexDir), &pebble.Options{Logger: pebbleLogger{o.Logger}})
+	if err := s.syncDirs(toSync...); err != nil {
+		return nil, fmt.Errorf("piece store: %w", err)
+	}
+	db, err := pebble.Open(filepath.Join(dir, indexDir), &pebble.Options{Logger: pebbleLogger{o.Logger}, FS: o.FS})
 	if err != nil {
 		return nil, fmt.Errorf("piece store index: %w", err)
 	}
+	s.db = db
 	if o.ReleaseWindow <= 0 {
 		o.ReleaseWindow = DefaultTicketTTL
 	}
-	s := &DiskStore{dir: dir, db: db, dirLock: lock, log: o.Logger, capacity: o.Capacity, noSync: o.NoSync,
-		releaseWindow: o.ReleaseWindow}
+	s.releaseWindow = o.ReleaseWindow
 	if err := s.pruneReleases(time.Now()); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("piece store: %w", err)
@@ -236,12 +264,12 @@ func (s *DiskStore) reconcile() error {
 	// reaches its final name by a rename after its fsync, so nothing in
 	// tmp/ was ever acknowledged.
 	tmp := filepath.Join(s.dir, tmpDir)
-	ents, err := os.ReadDir(tmp)
+	ents, err := s.fs.List(tmp)
 	if err != nil {
 		return err
 	}
 	for _, e := range ents {
-		if err := os.Remove(filepath.Join(tmp, e.Name())); err != nil {
+		if err := s.fs.Remove(filepath.Join(tmp, e)); err != nil {
 			return err
 		}
 	}
@@ -263,7 +291,7 @@ func (s *DiskStore) reconcile() error {
 			drop = append(drop, append([]byte{}, it.Key()...))
 			continue
 		}
-		fi, err := os.Stat(s.piecePath(p.ID))
+		fi, err := s.fs.Stat(s.piecePath(p.ID))
 		if err != nil || fi.Size() != PieceFileSize(p.Size) {
 			if err == nil {
 				err = fmt.Errorf("file of %d bytes, want %d", fi.Size(), PieceFileSize(p.Size))
@@ -289,14 +317,11 @@ func (s *DiskStore) reconcile() error {
 	// pieces: re-index the valid ones with an unknown account, quarantine
 	// the others.
 	var found, quarantined int
-	err = filepath.WalkDir(filepath.Join(s.dir, piecesDir), func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() || !strings.HasSuffix(d.Name(), pieceExt) {
+	err = walkFiles(s.fs, filepath.Join(s.dir, piecesDir), func(path, name string) error {
+		if !strings.HasSuffix(name, pieceExt) {
 			return nil
 		}
-		id, perr := challenge.ParsePieceID(strings.TrimSuffix(d.Name(), pieceExt))
+		id, perr := challenge.ParsePieceID(strings.TrimSuffix(name, pieceExt))
 		if _, ok := seen[id]; perr == nil && ok {
 			return nil
 		}
@@ -305,7 +330,7 @@ func (s *DiskStore) reconcile() error {
 			perr = fmt.Errorf("%w: in directory %s", ErrCorrupt, filepath.Base(filepath.Dir(path)))
 		}
 		if perr == nil {
-			info, perr = checkPieceFile(path, id, nil)
+			info, perr = checkPieceFile(s.fs, path, id, nil)
 		}
 		if perr != nil {
 			quarantined++
@@ -340,8 +365,8 @@ func (s *DiskStore) reconcile() error {
 // to read or to match after the file is open wraps ErrCorrupt. wrap, if
 // not nil, wraps the file's reader (the scrubber limits the rate with it);
 // it gets the file's size.
-func checkPieceFile(path string, id challenge.PieceID, wrap func(r io.Reader, size int64) io.Reader) (PieceInfo, error) {
-	f, err := os.Open(path)
+func checkPieceFile(fsys vfs.FS, path string, id challenge.PieceID, wrap func(r io.Reader, size int64) io.Reader) (PieceInfo, error) {
+	f, err := fsys.Open(path)
 	if err != nil {
 		return PieceInfo{}, err
 	}
@@ -398,14 +423,14 @@ func checkPieceFile(path string, id challenge.PieceID, wrap func(r io.Reader, si
 // its name, so that an operator can look at it; nothing there is served.
 func (s *DiskStore) quarantine(path string, why error) error {
 	qdir := filepath.Join(s.dir, quarantineDir)
-	if err := os.MkdirAll(qdir, 0o700); err != nil {
+	if err := s.fs.MkdirAll(qdir, 0o700); err != nil {
 		return fmt.Errorf("quarantine: %w", err)
 	}
 	dst := filepath.Join(qdir, filepath.Base(path))
-	if _, err := os.Lstat(dst); err == nil {
+	if _, err := s.fs.Stat(dst); err == nil {
 		dst = fmt.Sprintf("%s.%d", dst, time.Now().UnixNano())
 	}
-	if err := os.Rename(path, dst); err != nil {
+	if err := s.fs.Rename(path, dst); err != nil {
 		return fmt.Errorf("quarantine %s: %w", path, err)
 	}
 	if err := s.syncDirs(filepath.Dir(path), qdir); err != nil {
@@ -526,9 +551,39 @@ func pipeCopy(dst io.Writer, src io.Reader) (int64, error) {
 	return total, nil
 }
 
+// tmpSeq makes the names of upload files unique within the process (those
+// of earlier processes are removed at start).
+var tmpSeq atomic.Uint64
+
+// walkFiles calls fn with every regular file under dir, recursively.
+func walkFiles(fsys vfs.FS, dir string, fn func(path, name string) error) error {
+	names, err := fsys.List(dir)
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		p := filepath.Join(dir, n)
+		st, err := fsys.Stat(p)
+		if err != nil {
+			return err
+		}
+		if st.IsDir() {
+			if err := walkFiles(fsys, p, fn); err != nil {
+				return err
+			}
+		} else if st.Mode().IsRegular() {
+			if err := fn(p, n); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // writebackWriter starts the kernel's writeback every writebackChunk bytes.
 type writebackWriter struct {
-	f       *os.File
+	f       vfs.File
 	off     int64
 	started int64
 }
@@ -539,7 +594,9 @@ func (w *writebackWriter) Write(p []byte) (int, error) {
 	n, err := w.f.Write(p)
 	w.off += int64(n)
 	if w.off-w.started >= writebackChunk {
-		startWriteback(w.f, w.started, w.off-w.started)
+		if fd := w.f.Fd(); fd != vfs.InvalidFd {
+			startWriteback(fd, w.started, w.off-w.started)
+		}
 		w.started = w.off
 	}
 	return n, err
@@ -558,17 +615,20 @@ func (s *DiskStore) Put(ctx context.Context, id challenge.PieceID, size int64, a
 	}
 	defer s.unreserve(size)
 
-	f, err := os.CreateTemp(filepath.Join(s.dir, tmpDir), "*.part")
+	tmpName := filepath.Join(s.dir, tmpDir, fmt.Sprintf("%s.%d.part", id.String()[:16], tmpSeq.Add(1)))
+	f, err := s.fs.Create(tmpName, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return fmt.Errorf("piece %s: %w", id, diskErr(err))
 	}
-	tmpName := f.Name()
+	if s.fs == vfs.Default {
+		os.Chmod(tmpName, 0o600) // vfs creates files 0666 less the umask
+	}
 	defer func() {
 		if f != nil {
 			f.Close()
 		}
 		if err != nil {
-			os.Remove(tmpName)
+			s.fs.Remove(tmpName)
 		}
 	}()
 	b, _ := challenge.NewBuilder(size)
@@ -620,22 +680,22 @@ func (s *DiskStore) Put(ctx context.Context, id challenge.PieceID, size int64, a
 	unlock := s.lock(id)
 	defer unlock()
 	if _, err := s.Stat(id); err == nil {
-		return os.Remove(tmpName) // a concurrent upload won
+		return s.fs.Remove(tmpName) // a concurrent upload won
 	}
 	final := s.piecePath(id)
-	if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
+	if err := s.fs.MkdirAll(filepath.Dir(final), 0o700); err != nil {
 		return fmt.Errorf("piece %s: %w", id, diskErr(err))
 	}
-	if err := os.Rename(tmpName, final); err != nil {
+	if err := s.fs.Rename(tmpName, final); err != nil {
 		return fmt.Errorf("piece %s: %w", id, diskErr(err))
 	}
 	if err := s.syncDirs(filepath.Dir(final), filepath.Join(s.dir, tmpDir)); err != nil {
-		os.Remove(final)
+		s.fs.Remove(final)
 		return fmt.Errorf("piece %s: %w", id, diskErr(err))
 	}
 	info := PieceInfo{ID: id, Size: size, StoredAt: time.Now(), Account: account}
 	if err := s.indexPut(info); err != nil {
-		os.Remove(final)
+		s.fs.Remove(final)
 		return fmt.Errorf("piece %s: index: %w", id, diskErr(err))
 	}
 	s.mu.Lock()
@@ -650,7 +710,7 @@ func (s *DiskStore) syncDirs(dirs ...string) error {
 		return nil
 	}
 	for _, d := range dirs {
-		f, err := os.Open(d)
+		f, err := s.fs.OpenDir(d)
 		if err != nil {
 			return err
 		}
@@ -701,7 +761,7 @@ func (s *DiskStore) Delete(id challenge.PieceID) error {
 	if err != nil {
 		return err
 	}
-	if err := os.Remove(s.piecePath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := s.fs.Remove(s.piecePath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("piece %s: %w", id, err)
 	}
 	if err := s.syncDirs(filepath.Dir(s.piecePath(id))); err != nil {
@@ -793,7 +853,7 @@ func (s *DiskStore) Open(id challenge.PieceID) (Piece, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open(s.piecePath(id))
+	f, err := s.fs.Open(s.piecePath(id))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("piece %s: %w: file missing", id, ErrCorrupt)
@@ -825,7 +885,9 @@ func (s *DiskStore) Open(id challenge.PieceID) (Piece, error) {
 // Close implements PieceStore.
 func (s *DiskStore) Close() error {
 	err := s.db.Close()
-	s.dirLock.Close() // releases the flock
+	if s.dirLock != nil {
+		s.dirLock.Close() // releases the flock
+	}
 	return err
 }
 
@@ -848,7 +910,7 @@ func lockDir(dir string) (*os.File, error) {
 }
 
 type diskPiece struct {
-	f        *os.File
+	f        vfs.File
 	size     int64
 	levelOff []int64
 	counts   []int

@@ -215,7 +215,7 @@ func (s *Scrubber) Pass(ctx context.Context) (ScrubResult, error) {
 // queued for the mediator. It returns the bytes read.
 func (s *Scrubber) check(ctx context.Context, p PieceInfo) (int64, bool, error) {
 	rr := &rateReader{ctx: ctx, limit: s.limit, burst: s.burst}
-	info, err := checkPieceFile(s.store.piecePath(p.ID), p.ID, func(r io.Reader, size int64) io.Reader {
+	info, err := checkPieceFile(s.store.fs, s.store.piecePath(p.ID), p.ID, func(r io.Reader, size int64) io.Reader {
 		rr.r, rr.left = r, size
 		return rr
 	})

@@ -2,6 +2,4 @@
 
 package storagenode
 
-import "os"
-
-func startWriteback(f *os.File, off, n int64) {}
+func startWriteback(fd uintptr, off, n int64) {}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/btcsuite/btcd/chaincfg"
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // DBDirName is the wallet's Pebble database inside Config.Dir.
@@ -57,6 +58,10 @@ type Config struct {
 	FeeRate int64
 	Logger  *slog.Logger
 	Now     func() time.Time // default time.Now
+	// FS holds the wallet database instead of the operating system's file
+	// system (power-loss tests pass a crashable in-memory one); the seed
+	// file stays in Dir.
+	FS vfs.FS
 }
 
 func (c *Config) setDefaults() {
@@ -146,7 +151,7 @@ func Open(cfg Config) (*Wallet, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := pebble.Open(filepath.Join(cfg.Dir, DBDirName), &pebble.Options{Logger: pebbleLogger{cfg.Logger.With("service", "wallet.db")}})
+	db, err := pebble.Open(filepath.Join(cfg.Dir, DBDirName), &pebble.Options{Logger: pebbleLogger{cfg.Logger.With("service", "wallet.db")}, FS: cfg.FS})
 	if err != nil {
 		return nil, fmt.Errorf("wallet database: %w", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/fincrypt/fincrypt/fs"
 	"github.com/fincrypt/fincrypt/internal/fault"
 	"github.com/fincrypt/fincrypt/internal/fsutil"
+	"github.com/fincrypt/fincrypt/meta"
 	"github.com/fincrypt/fincrypt/replicate"
 	"github.com/fincrypt/fincrypt/vault"
 	"github.com/urfave/cli/v2"
@@ -277,6 +278,9 @@ func serveMount(c *cli.Context, home, mnt string, pw []byte) (err error) {
 		Attach:     attach,
 		Faults:     faults,
 	})
+	if errors.Is(err, fs.ErrIndexDamaged) || errors.Is(err, fs.ErrIndexMissing) || errors.Is(err, meta.ErrForeignIndex) {
+		return userErr(exitCorrupt, "mounting %s: %v", mnt, err)
+	}
 	if err != nil {
 		return userErr(exitFailure, "mounting %s: %v", mnt, err)
 	}

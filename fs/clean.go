@@ -1,0 +1,234 @@
+package fs
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/fincrypt/fincrypt/chunkstore"
+	"github.com/fincrypt/fincrypt/internal/fsutil"
+	"github.com/fincrypt/fincrypt/meta"
+	"github.com/fincrypt/fincrypt/vault"
+)
+
+// The clean-close record tells a mount that the index it opens is whole, so
+// that chunks no index entry references may be deleted. A mount that ends
+// cleanly writes, as its last change to the index, a random mark (a
+// replication-state record, never exported in snapshots), syncs it, and then
+// writes HOME/index.clean: the mark, the number of chunk references and a
+// digest over them, sealed with the vault's index key. The next mount
+// compares the file with the index before it changes anything, deletes the
+// file, and collects unreferenced chunks only if both agree. A torn log
+// loses the mark (it is the last record written); a lost table file, an
+// emptied or replaced index changes the references. Without the file (the
+// last mount crashed) nothing is collected; the next clean unmount and mount
+// collect what a crash left.
+const (
+	// CleanFileName is the clean-close record, in the vault's home.
+	CleanFileName = "index.clean"
+	cleanMark     = "clean_close" // the index's replication-state record
+	cleanAD       = "fincrypt clean close v1"
+	cleanLen      = 16 + 8 + sha256.Size
+)
+
+// ErrIndexDamaged means the index does not match the record its last clean
+// unmount left: records were lost or changed since. A mount refuses it, and
+// nothing is deleted.
+var ErrIndexDamaged = errors.New("the index does not match the state it was closed in")
+
+// RecoverHint says how to get a damaged index back.
+const RecoverHint = "nothing was deleted; `fincrypt check` lists what is lost, `fincrypt recover` rebuilds the index " +
+	"from the newest network snapshot and the local store, and `fincrypt recover --local` keeps this index " +
+	"and moves the chunks it does not reference aside"
+
+// indexSummary is what the clean-close record pins of an index: its chunk
+// references, in key order.
+type indexSummary struct {
+	chunks uint64
+	digest [sha256.Size]byte
+}
+
+func summarize(idx *meta.Index) (indexSummary, error) {
+	h := sha256.New()
+	var s indexSummary
+	var b []byte
+	err := idx.Walk(meta.Visitor{
+		Chunk: func(ino, i uint64, ref meta.ChunkRef) {
+			b = binary.BigEndian.AppendUint64(b[:0], ino)
+			b = binary.BigEndian.AppendUint64(b, i)
+			b = append(b, ref.ID[:]...)
+			b = binary.BigEndian.AppendUint64(b, ref.Version)
+			h.Write(b)
+			s.chunks++
+		},
+		Bad: func(key []byte, _ error) { h.Write([]byte("bad")); h.Write(key) },
+	})
+	h.Sum(s.digest[:0])
+	return s, err
+}
+
+func cleanPath(v *vault.Vault) string { return filepath.Join(v.Home, CleanFileName) }
+
+func cleanAssociated(v *vault.Vault) []byte { return []byte(cleanAD + v.KeyFile.VaultID) }
+
+// writeClean marks the index as closed cleanly: the mark in the index
+// (synced), then the record in the home.
+func writeClean(r *fsys) error {
+	var mark [16]byte
+	if _, err := rand.Read(mark[:]); err != nil {
+		return err
+	}
+	b := r.idx.NewBatch()
+	b.PutRepl(cleanMark, mark[:])
+	if err := b.Commit(true); err != nil {
+		return fmt.Errorf("clean-close mark: %w", err)
+	}
+	s, err := summarize(r.idx)
+	if err != nil {
+		return fmt.Errorf("clean-close record: %w", err)
+	}
+	pt := append(mark[:], binary.BigEndian.AppendUint64(nil, s.chunks)...)
+	pt = append(pt, s.digest[:]...)
+	sealed := r.v.Keys.Meta.Seal(nil, pt, cleanAssociated(r.v))
+	if err := fsutil.WriteFileAtomic(cleanPath(r.v), sealed, 0o600); err != nil {
+		return fmt.Errorf("clean-close record: %w", err)
+	}
+	return nil
+}
+
+// cleanState is what a mount or check learns from the clean-close record.
+type cleanState struct {
+	recorded bool   // the last mount ended cleanly (a record exists)
+	whole    bool   // recorded, and the index matches it
+	problem  string // why it does not match, when recorded && !whole
+	then     uint64 // chunk references at the clean unmount
+	now      uint64 // chunk references now
+}
+
+// verifyClean compares the index with the clean-close record, if any.
+func verifyClean(r *fsys) (cleanState, error) {
+	sealed, err := os.ReadFile(cleanPath(r.v))
+	if errors.Is(err, os.ErrNotExist) {
+		return cleanState{}, nil
+	}
+	if err != nil {
+		return cleanState{}, fmt.Errorf("clean-close record: %w", err)
+	}
+	st := cleanState{recorded: true}
+	pt, err := r.v.Keys.Meta.Open(nil, sealed, cleanAssociated(r.v))
+	if err != nil || len(pt) != cleanLen {
+		st.problem = fmt.Sprintf("the clean-unmount record %s does not open with this vault's key", cleanPath(r.v))
+		return st, nil
+	}
+	st.then = binary.BigEndian.Uint64(pt[16:])
+	s, err := summarize(r.idx)
+	if err != nil {
+		return st, fmt.Errorf("reading the index: %w", err)
+	}
+	st.now = s.chunks
+	mark, err := r.idx.GetRepl(cleanMark)
+	switch {
+	case errors.Is(err, meta.ErrNotFound) || (err == nil && !bytes.Equal(mark, pt[:16])):
+		st.problem = "the mark written last at the clean unmount is missing: the index lost its last changes (a torn or truncated log), or it is another copy of the index"
+	case err != nil:
+		st.problem = fmt.Sprintf("the clean-unmount mark does not read: %v", err)
+	case s.chunks != st.then || s.digest != [sha256.Size]byte(pt[24:]):
+		st.problem = fmt.Sprintf("its chunk references changed since the clean unmount (%d then, %d now): index records were lost or changed (a missing table file?)", st.then, s.chunks)
+	default:
+		st.whole = true
+	}
+	return st, nil
+}
+
+// consumeClean removes the clean-close record before a mount changes the
+// index, so that a crash from now on leaves none.
+func consumeClean(v *vault.Vault) error {
+	if err := os.Remove(cleanPath(v)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("clean-close record: %w", err)
+	}
+	if err := fsutil.SyncDir(v.Home); err != nil {
+		return fmt.Errorf("clean-close record: %w", err)
+	}
+	return nil
+}
+
+// SetAsideUnreferenced moves every chunk that the vault's index does not
+// reference (all of them, if there is no index) out of the store into a new
+// directory beside it, dir, and removes the clean-close record, so that the
+// next mount accepts the index as it is and nothing the index lost is ever
+// deleted (`fincrypt recover`). The vault must not be mounted.
+func SetAsideUnreferenced(v *vault.Vault) (n int, dir string, err error) {
+	refs := map[meta.ChunkID]bool{}
+	exists, err := meta.Exists(v.IndexDir(), nil)
+	if err != nil {
+		return 0, "", err
+	}
+	if exists {
+		idx, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{ReadOnly: true})
+		if err != nil {
+			return 0, "", err
+		}
+		var bad error
+		err = idx.Walk(meta.Visitor{
+			Chunk: func(_, _ uint64, ref meta.ChunkRef) { refs[ref.ID] = true },
+			Bad: func(key []byte, err error) {
+				if bad == nil {
+					bad = fmt.Errorf("index record %x: %w", key, err)
+				}
+			},
+		})
+		idx.Close()
+		if err == nil {
+			err = bad // an unreadable record could reference any chunk
+		}
+		if err != nil {
+			return 0, "", fmt.Errorf("reading the index: %w", err)
+		}
+	}
+	if _, err := os.Stat(v.StoreDir()); errors.Is(err, os.ErrNotExist) {
+		return 0, "", consumeClean(v)
+	}
+	store, err := chunkstore.OpenExisting(v.StoreDir())
+	if err != nil {
+		return 0, "", err
+	}
+	dir = fmt.Sprintf("%s.lost-%s", filepath.Clean(v.StoreDir()), time.Now().UTC().Format("20060102T150405Z"))
+	changed := map[string]bool{}
+	err = store.List(func(id meta.ChunkID) error {
+		if refs[id] {
+			return nil
+		}
+		src := store.Path(id)
+		dst := filepath.Join(dir, filepath.Base(filepath.Dir(src)), filepath.Base(src))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+			return err
+		}
+		if err := os.Rename(src, dst); err != nil {
+			return err
+		}
+		changed[filepath.Dir(src)], changed[filepath.Dir(dst)] = true, true
+		n++
+		return nil
+	}, nil)
+	if n > 0 {
+		changed[dir], changed[filepath.Dir(dir)] = true, true
+	}
+	for d := range changed {
+		if serr := fsutil.SyncDir(d); err == nil {
+			err = serr
+		}
+	}
+	if err != nil {
+		return n, dir, fmt.Errorf("setting unreferenced chunks aside: %w", err)
+	}
+	if n == 0 {
+		dir = ""
+	}
+	return n, dir, consumeClean(v)
+}
