@@ -38,7 +38,7 @@ func startTestNet(t *testing.T) *testNet {
 	payout, _ := btcutil.NewAddressPubKeyHash(bytes.Repeat([]byte{7}, 20), &chaincfg.SimNetParams)
 	for i := 0; i < 5; i++ {
 		ndir := filepath.Join(dir, fmt.Sprintf("node%d", i))
-		daemon(t, dir, fmt.Sprintf("node%d", i), "storage", "--dir", ndir, "--listen", "127.0.0.1:0",
+		daemon(t, dir, fmt.Sprintf("node%d", i), "storage", "--dir", ndir, "--listen", fmt.Sprintf("127.0.%d.1:0", i+1), // a network each
 			"--mediator", n.maddr, "--capacity", "256MiB", "--price", fmt.Sprint(1000+i),
 			"--payout-address", payout.EncodeAddress(), "--network", "simnet")
 		waitForFile(t, filepath.Join(ndir, "address"))

@@ -18,6 +18,7 @@ import (
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
 
 	"github.com/fincrypt/fincrypt/mediator"
+	"github.com/fincrypt/fincrypt/mediator/testplanet"
 	fnet "github.com/fincrypt/fincrypt/net"
 	"github.com/fincrypt/fincrypt/wallet"
 	"github.com/fincrypt/fincrypt/wallet/btcdtest"
@@ -73,12 +74,13 @@ func startMoneyNet(t *testing.T) *moneyNet {
 		"--challenge-timeout", "800ms", "--network", "simnet", "--wallet-passphrase-file", pass,
 		"--btcd-rpc", m.btc.Host, "--btcd-rpc-user", m.btc.User, "--btcd-rpc-pass", m.btc.Pass,
 		"--min-conf", "1", "--sync-interval", "200ms", "--payout-threshold", "2000", "--fee-bps", "1000",
-		"--escrow-grace", "1h", "--price-notice", "1h", "--runway-periods", "3", "--rpc-timeout", "1s"}
+		"--escrow-grace", "1h", "--price-notice", "1h", "--runway-periods", "3", "--rpc-timeout", "1s",
+		"--max-price", "2000000000000000"} // the nodes ask ~1e13, then 100 times that
 	m.startMediator()
 	for i := 0; i < 5; i++ {
 		payout, _ := btcutil.DecodeAddress(m.newWalletAddress(), &chaincfg.SimNetParams)
 		ndir := filepath.Join(m.dir, fmt.Sprintf("node%d", i))
-		m.nargs = append(m.nargs, []string{"storage", "--dir", ndir, "--listen", "127.0.0.1:0",
+		m.nargs = append(m.nargs, []string{"storage", "--dir", ndir, "--listen", testplanet.NodeIP(i) + ":0", // a network each
 			"--mediator", m.maddr.String(), "--capacity", "64MiB", "--payout-address", payout.EncodeAddress(), "--network", "simnet"})
 		m.nodes = append(m.nodes, nil)
 		m.startNode(i, moneyBasePrice+uint64(i)*100_000_000_000)
