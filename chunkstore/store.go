@@ -43,7 +43,21 @@ type Store struct {
 	unsynced map[meta.ChunkID]struct{}
 	dirs     map[string]struct{} // subdirectories changed since the last Sync
 	fetcher  Fetcher             // fills misses (SetFetcher); nil: none
+
+	// writes holds, by shard of the id, the chunks whose file Put has
+	// created but not yet written whole. Put creates the file and Get opens
+	// it under the shard's lock, so a Get never reads a chunk file that
+	// exists but is not complete (two reads of one evicted chunk, the first
+	// of which fetches and stores it): it waits for the write instead.
+	writes [32]writeShard
 }
+
+type writeShard struct {
+	mu      sync.Mutex
+	writing map[meta.ChunkID]chan struct{} // closed when the file is whole (or removed)
+}
+
+func (s *Store) shard(id meta.ChunkID) *writeShard { return &s.writes[int(id[0])%len(s.writes)] }
 
 // TouchAfter is how old a chunk file's modification time may grow before a
 // read sets it to now. The cache evicts the chunks with the oldest times
@@ -94,16 +108,35 @@ func (s *Store) Path(id meta.ChunkID) string {
 // would cost more system calls than the access itself.
 func (s *Store) Put(id meta.ChunkID, sealed []byte) error {
 	p := s.Path(id)
+	sh := s.shard(id)
+	sh.mu.Lock()
+	if sh.writing[id] != nil {
+		sh.mu.Unlock()
+		return fmt.Errorf("chunk %s: %w", id, fs.ErrExist)
+	}
 	fd, err := openRetry(p, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
 	if err != nil {
+		sh.mu.Unlock()
 		return fmt.Errorf("chunk %s: %w", id, err)
 	}
+	done := make(chan struct{})
+	if sh.writing == nil {
+		sh.writing = map[meta.ChunkID]chan struct{}{}
+	}
+	sh.writing[id] = done
+	sh.mu.Unlock()
 	err = writeAll(fd, sealed)
 	if cerr := unix.Close(fd); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		os.Remove(p)
+	}
+	sh.mu.Lock()
+	delete(sh.writing, id)
+	sh.mu.Unlock()
+	close(done)
+	if err != nil {
 		return fmt.Errorf("chunk %s: %w", id, err)
 	}
 	s.mu.Lock()
@@ -115,7 +148,16 @@ func (s *Store) Put(id meta.ChunkID, sealed []byte) error {
 
 // Get appends the sealed chunk id to dst.
 func (s *Store) Get(id meta.ChunkID, dst []byte) ([]byte, error) {
+	sh := s.shard(id)
+	sh.mu.Lock()
+	for sh.writing[id] != nil {
+		busy := sh.writing[id]
+		sh.mu.Unlock()
+		<-busy
+		sh.mu.Lock()
+	}
 	fd, err := openRetry(s.Path(id), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	sh.mu.Unlock()
 	if errors.Is(err, fs.ErrNotExist) {
 		return s.fetch(id, dst)
 	}
