@@ -5,7 +5,7 @@ PKGS     := ./...
 # Tests that mount FUSE or start daemons get a generous but bounded budget.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build tools test fuzz bench demo demo-stop lint clean
+.PHONY: all build tools test fuzz bench demo demo-stop lint clean stress
 
 all: build
 
@@ -38,6 +38,16 @@ fuzz:
 	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$t || exit 1; \
 	  done; \
 	done
+
+# The stress suite (internal/stress) for as long as asked, e.g.
+# `make stress STRESS_TIME=2h`: fresh seeds over its scenarios (network with
+# node and mediator kills, local, kill -9 of the mount), stopping at the
+# first failure with its seed. STRESS_OPS is operations per worker;
+# STRESS_SEED=N replays one seed. `make test` runs each scenario once, short.
+STRESS_TIME ?= 10m
+STRESS_OPS  ?= 1000
+stress: build
+	STRESS_TIME=$(STRESS_TIME) STRESS_OPS=$(STRESS_OPS) $(GO) test -count=1 -timeout 0 -run '^TestStressLoop$$' -v ./internal/stress
 
 bench: build tools
 	./scripts/bench.sh
