@@ -26,11 +26,11 @@ func (s *Store) fetch(id meta.ChunkID, dst []byte) ([]byte, error) {
 	f := s.fetcher
 	s.mu.Unlock()
 	if f == nil {
-		return nil, fmt.Errorf("chunk %s: %w", id, ErrNotFound)
+		return dst, fmt.Errorf("chunk %s: %w", id, ErrNotFound)
 	}
 	sealed, err := f(id)
 	if err != nil {
-		return nil, fmt.Errorf("chunk %s: %w", id, err)
+		return dst, fmt.Errorf("chunk %s: %w", id, err)
 	}
 	// The read succeeds even if the cache cannot keep the chunk (a full
 	// disk, or a concurrent fetch stored it first).

@@ -146,7 +146,9 @@ func (s *Store) Put(id meta.ChunkID, sealed []byte) error {
 	return nil
 }
 
-// Get appends the sealed chunk id to dst.
+// Get appends the sealed chunk id to dst. On an error it returns dst as it
+// was (its length unchanged, though bytes past its length may be written),
+// so that a caller packing chunks into one buffer keeps what it packed.
 func (s *Store) Get(id meta.ChunkID, dst []byte) ([]byte, error) {
 	sh := s.shard(id)
 	sh.mu.Lock()
@@ -162,29 +164,29 @@ func (s *Store) Get(id meta.ChunkID, dst []byte) ([]byte, error) {
 		return s.fetch(id, dst)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("chunk %s: %w", id, err)
+		return dst, fmt.Errorf("chunk %s: %w", id, err)
 	}
 	defer unix.Close(fd)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return nil, fmt.Errorf("chunk %s: %w", id, err)
+		return dst, fmt.Errorf("chunk %s: %w", id, err)
 	}
 	n := int(st.Size)
-	if cap(dst)-len(dst) < n {
-		nd := make([]byte, len(dst), len(dst)+n)
-		copy(nd, dst)
-		dst = nd
+	out := dst
+	if cap(out)-len(out) < n {
+		out = make([]byte, len(dst), len(dst)+n)
+		copy(out, dst)
 	}
-	buf := dst[len(dst) : len(dst)+n]
+	buf := out[len(dst) : len(dst)+n]
 	if err := readFull(fd, buf); err != nil {
-		return nil, fmt.Errorf("chunk %s: %w", id, err)
+		return dst, fmt.Errorf("chunk %s: %w", id, err)
 	}
 	if !s.readOnly && time.Since(time.Unix(st.Mtim.Unix())) > TouchAfter {
 		// Best effort: a chunk that keeps its old time is only evicted sooner.
 		now := unix.NsecToTimespec(time.Now().UnixNano())
 		unix.UtimesNanoAt(unix.AT_FDCWD, s.Path(id), []unix.Timespec{now, now}, 0)
 	}
-	return dst[:len(dst)+n], nil
+	return out[:len(dst)+n], nil
 }
 
 // openRetry is open(2), retried when a signal interrupts it.

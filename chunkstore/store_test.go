@@ -137,6 +137,51 @@ func TestReadsRefreshAge(t *testing.T) {
 	}
 }
 
+// TestGetKeepsDstOnError: a Get that fails returns dst as it was, so a
+// caller appending several chunks to one buffer (the uploader packing a
+// segment) keeps the ones it already has when one is gone.
+func TestGetKeepsDstOnError(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := NewID()
+	if err := s.Put(have, []byte("first chunk")); err != nil {
+		t.Fatal(err)
+	}
+	buf, err := s.Get(have, make([]byte, 0, 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Missing, with and without a fetcher that fails.
+	for _, f := range []Fetcher{nil, func(meta.ChunkID) ([]byte, error) { return nil, errors.New("network down") }} {
+		s.SetFetcher(f)
+		got, err := s.Get(NewID(), buf)
+		if err == nil {
+			t.Fatal("Get of a missing chunk succeeded")
+		}
+		if f == nil && !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Get of a missing chunk: %v, want ErrNotFound", err)
+		}
+		if string(got) != "first chunk" {
+			t.Fatalf("Get of a missing chunk returned %q, want dst (%q) back", got, buf)
+		}
+	}
+	s.SetFetcher(nil)
+	// Unreadable: a directory where the chunk file should be.
+	bad := NewID()
+	if err := os.Mkdir(s.Path(bad), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(bad, buf)
+	if err == nil {
+		t.Fatal("Get of a directory succeeded")
+	}
+	if string(got) != "first chunk" {
+		t.Fatalf("failed Get returned %q, want dst back", got)
+	}
+}
+
 // TestConcurrentFetchSeesWholeChunk reads one evicted chunk from several
 // goroutines at once, as the kernel's readahead does: the first fetches
 // and stores it, and none may read the file while it is being written (a

@@ -30,6 +30,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fincrypt/fincrypt/chunkstore"
+	"github.com/fincrypt/fincrypt/internal/fault"
 	"github.com/fincrypt/fincrypt/internal/fsutil"
 	"github.com/fincrypt/fincrypt/meta"
 	"github.com/fincrypt/fincrypt/vault"
@@ -58,6 +59,11 @@ type Options struct {
 	// the mount serves; its Close runs after the last flush and before the
 	// index closes.
 	Attach func(idx *meta.Index, store *chunkstore.Store) (io.Closer, error)
+	// Faults records the failures of the mount's background work (shown
+	// by `fincrypt status`; share it with the replication engine); nil: a
+	// board of the mount's own. The mount makes it stop the process for a
+	// panic inside the index's database, as for one in a FUSE handler.
+	Faults *fault.Board
 }
 
 // Defaults for Options.
@@ -91,6 +97,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.SyncInterval <= 0 {
 		o.SyncInterval = DefaultSyncInterval
+	}
+	if o.Faults == nil {
+		o.Faults = fault.New(o.Logger)
 	}
 }
 
@@ -175,6 +184,7 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 	if err != nil {
 		return nil, err
 	}
+	opt.Faults.SetFatal(r.fatalBackground)
 	fail := func(err error) (*Mounted, error) {
 		r.idx.Close()
 		return nil, err
@@ -277,7 +287,8 @@ func (m *Mounted) background() {
 			n := len(m.r.pending)
 			m.r.pendMu.Unlock()
 			if n > 0 {
-				if err := m.r.syncAll(); err != nil {
+				// A fault here fails this sync only; the next tick retries.
+				if err := m.r.opt.Faults.Run("sync", m.r.syncAll); err != nil {
 					m.r.log.Error("background sync", "err", err)
 				}
 			}
@@ -461,6 +472,15 @@ func (r *fsys) panicked(v any) fuse.Status {
 	fmt.Fprintf(os.Stderr, "fincrypt: the file system stopped after an internal error: %v\n", v)
 	os.Exit(exitPanic)
 	return fuse.EIO
+}
+
+// fatalBackground handles a panic in background work that ran inside the
+// index's database: as for a handler (panicked), the process stops rather
+// than leave the database's locks held and every later call hanging.
+func (r *fsys) fatalBackground(work string, v any, stack []byte) {
+	r.log.Error("the file system stopped after an internal error in the index; remount to recover", "work", work, "panic", fmt.Sprint(v), "stack", string(stack))
+	fmt.Fprintf(os.Stderr, "fincrypt: the file system stopped after an internal error in the index (%s): %v\n", work, v)
+	os.Exit(exitPanic)
 }
 
 // exitPanic is the mount process's exit status after a panic in a handler.

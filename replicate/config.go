@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/fincrypt/fincrypt/erasure"
+	"github.com/fincrypt/fincrypt/internal/fault"
 )
 
 // DefaultScheme suits a five-node network: any 2 of 4 pieces rebuild a
@@ -72,6 +73,10 @@ type Config struct {
 	PieceTimeout, HedgeAfter time.Duration
 	// Logger receives the engine's messages; nil discards them.
 	Logger *slog.Logger
+	// Faults records the background work that fails (shown by Status);
+	// nil: a board of the engine's own. The mount shares one with the
+	// file system (fs.Options.Faults).
+	Faults *fault.Board
 }
 
 // ErrConfig wraps invalid settings.
@@ -105,6 +110,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Faults == nil {
+		c.Faults = fault.New(c.Logger)
 	}
 }
 

@@ -63,7 +63,15 @@ func ServeControl(home string, r *Replicator) (*Control, error) {
 				enc := json.NewEncoder(conn)
 				switch strings.TrimSpace(line) {
 				case "status":
-					enc.Encode(r.Status(context.Background()))
+					var st Status
+					if err := r.faults.Protect("status", func() error {
+						st = r.Status(context.Background())
+						return nil
+					}); err != nil {
+						enc.Encode(map[string]string{"error": err.Error()})
+						return
+					}
+					enc.Encode(st)
 				default:
 					enc.Encode(map[string]string{"error": "unknown command"})
 				}

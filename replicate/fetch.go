@@ -8,6 +8,7 @@ import (
 
 	"github.com/fincrypt/fincrypt/chunkstore"
 	"github.com/fincrypt/fincrypt/erasure"
+	"github.com/fincrypt/fincrypt/internal/fault"
 	"github.com/fincrypt/fincrypt/mediator"
 	"github.com/fincrypt/fincrypt/meta"
 	fnet "github.com/fincrypt/fincrypt/net"
@@ -32,8 +33,26 @@ type fetchCall struct {
 }
 
 // fetchChunk is the store's Fetcher: it returns the sealed bytes of an
-// evicted chunk from its segment on the network.
-func (r *Replicator) fetchChunk(id meta.ChunkID) ([]byte, error) {
+// evicted chunk from its segment on the network. It runs in the reader's
+// FUSE request, but its work is the engine's: a fault in it fails that
+// read (EIO), is recorded as a fault of "fetch", and leaves the mount
+// serving; the next read tries again.
+func (r *Replicator) fetchChunk(id meta.ChunkID) (sealed []byte, err error) {
+	err = r.faults.Protect("fetch", func() error {
+		r.faults.Hook("fetch")
+		sealed, err = r.fetchChunkUnprotected(id)
+		return err
+	})
+	switch {
+	case err == nil:
+		r.faults.OK("fetch")
+	case !errors.Is(err, chunkstore.ErrNotFound):
+		r.faults.Fail("fetch", err)
+	}
+	return sealed, err
+}
+
+func (r *Replicator) fetchChunkUnprotected(id meta.ChunkID) ([]byte, error) {
 	loc, err := r.idx.GetLocation(id)
 	if errors.Is(err, meta.ErrNotFound) {
 		return nil, chunkstore.ErrNotFound
@@ -75,9 +94,15 @@ func (r *Replicator) segment(seg meta.Segment) ([]byte, error) {
 	r.fetching[seg.ID] = call
 	r.fetchMu.Unlock()
 
-	ctx, cancel := context.WithTimeout(r.ctx, fetchTimeout)
-	call.data, call.err = FetchSegment(ctx, r.client, fnet.SegmentID(seg.ID), int(seg.Class), r.cfg.PieceTimeout, r.cfg.HedgeAfter)
-	cancel()
+	// Protected, so that a fault cannot leave the call open: every reader
+	// waiting on it would wait forever.
+	call.err = r.faults.Protect("fetch", func() error {
+		ctx, cancel := context.WithTimeout(r.ctx, fetchTimeout)
+		defer cancel()
+		var err error
+		call.data, err = FetchSegment(ctx, r.client, fnet.SegmentID(seg.ID), int(seg.Class), r.cfg.PieceTimeout, r.cfg.HedgeAfter)
+		return err
+	})
 	r.fetchMu.Lock()
 	delete(r.fetching, seg.ID)
 	if call.err == nil {
@@ -141,7 +166,11 @@ func FetchSegment(ctx context.Context, c *mediator.Client, seg fnet.SegmentID, s
 		go func() {
 			pctx, pcancel := context.WithTimeout(ctx, pieceTimeout)
 			defer pcancel()
-			d, err := c.GetPiece(pctx, info.Pieces[i].Target)
+			var d []byte
+			err := fault.Protect(nil, "fetch", func() (err error) {
+				d, err = c.GetPiece(pctx, info.Pieces[i].Target)
+				return err
+			})
 			results <- result{i, d, err}
 		}()
 	}

@@ -182,6 +182,12 @@ func (r *Replicator) repack(s meta.Segment, live []meta.ChunkID) error {
 		if buf, err = r.store.Get(id, buf[:0]); err != nil {
 			return fmt.Errorf("repacking segment %s: chunk %s: %w", s.ID, id, err)
 		}
+		// A fetch that could not keep the chunk (a full disk) still reads:
+		// its location must then stay, or the chunk would be pending with
+		// no copy left once the segment is released.
+		if _, ok := r.store.Has(id); !ok {
+			return fmt.Errorf("repacking segment %s: chunk %s could not be kept in the local store", s.ID, id)
+		}
 	}
 	if err := r.store.SyncIDs(live); err != nil {
 		return fmt.Errorf("repacking segment %s: %w", s.ID, err)

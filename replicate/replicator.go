@@ -2,7 +2,6 @@ package replicate
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +13,7 @@ import (
 	"github.com/fincrypt/fincrypt/challenge"
 	"github.com/fincrypt/fincrypt/chunkstore"
 	"github.com/fincrypt/fincrypt/erasure"
+	"github.com/fincrypt/fincrypt/internal/fault"
 	"github.com/fincrypt/fincrypt/mediator"
 	"github.com/fincrypt/fincrypt/meta"
 	fnet "github.com/fincrypt/fincrypt/net"
@@ -25,6 +25,7 @@ import (
 type Replicator struct {
 	cfg    Config
 	log    *slog.Logger
+	faults *fault.Board // what background work is failing (Status)
 	v      *vault.Vault
 	idx    *meta.Index
 	store  *chunkstore.Store
@@ -83,7 +84,7 @@ func New(v *vault.Vault, idx *meta.Index, store *chunkstore.Store, client *media
 	if err != nil {
 		return nil, err
 	}
-	r := &Replicator{cfg: cfg, log: cfg.Logger, v: v, idx: idx, store: store, client: client, coder: coder, snap: snap,
+	r := &Replicator{cfg: cfg, log: cfg.Logger, faults: cfg.Faults, v: v, idx: idx, store: store, client: client, coder: coder, snap: snap,
 		done: make(chan struct{}), kick: make(chan struct{}, 1),
 		inflight: map[meta.ChunkID]struct{}{}, firstSeen: map[meta.ChunkID]time.Time{},
 		fetching: map[meta.SegmentID]*fetchCall{}, intentsLeft: true}
@@ -135,7 +136,13 @@ func (r *Replicator) run() {
 	defer t.Stop()
 	var lastCheck, lastMaintain, lastEscrow time.Time
 	for {
-		r.round(&lastCheck, &lastMaintain, &lastEscrow)
+		// Each duty of a round is protected on its own; this catches a
+		// fault in the round's own bookkeeping, so that the engine keeps
+		// running whatever happens.
+		r.faults.Run("replication", func() error {
+			r.round(&lastCheck, &lastMaintain, &lastEscrow)
+			return nil
+		})
 		select {
 		case <-r.ctx.Done():
 			return
@@ -160,33 +167,36 @@ func (r *Replicator) round(lastCheck, lastMaintain, lastEscrow *time.Time) {
 	r.intentsLeft = false
 	r.mu.Unlock()
 	if clean {
-		if netErr = r.cleanIntents(); netErr != nil {
+		if netErr = r.faults.Run("release", r.cleanIntents); netErr != nil {
 			r.mu.Lock()
 			r.intentsLeft = true
 			r.mu.Unlock()
 		}
 	}
+	// Every duty runs as a unit of work (fault.Board.Run): a panic in one
+	// fails it like a network error does (recorded, retried with backoff)
+	// and leaves the mount serving.
 	if netErr == nil {
-		netErr = r.uploadPending()
+		netErr = r.faults.Run("upload", r.uploadPending)
 	}
 	// The escrow is asked even when uploads fail: an empty escrow is one
 	// reason they do.
 	if now.Sub(*lastEscrow) >= r.cfg.CheckInterval {
-		r.checkEscrow()
+		r.faults.Run("escrow", func() error { r.checkEscrow(); return nil })
 		*lastEscrow = now
 	}
 	if netErr == nil && now.Sub(*lastCheck) >= r.cfg.CheckInterval {
-		if netErr = r.checkHealth(); netErr == nil {
+		if netErr = r.faults.Run("health", r.checkHealth); netErr == nil {
 			*lastCheck = now
 		}
 	}
 	if netErr == nil && now.Sub(*lastMaintain) >= r.cfg.MaintainInterval {
-		if netErr = r.maintain(); netErr == nil {
+		if netErr = r.faults.Run("maintain", r.maintain); netErr == nil {
 			*lastMaintain = now
 		}
 	}
 	if netErr == nil {
-		netErr = r.maybeSnapshot()
+		netErr = r.faults.Run("snapshot", r.maybeSnapshot)
 	}
 	// Trimming the cache lists the store: do it after uploads made chunks
 	// evictable, and otherwise now and then (reads refill the cache).
@@ -195,7 +205,7 @@ func (r *Replicator) round(lastCheck, lastMaintain, lastEscrow *time.Time) {
 	r.cacheDirty = false
 	r.mu.Unlock()
 	if trim {
-		if err := r.evict(); err != nil {
+		if err := r.faults.Run("evict", r.evict); err != nil {
 			r.noteErr(err)
 		}
 		r.mu.Lock()
@@ -375,7 +385,12 @@ func (r *Replicator) uploadAll(plan []*plannedSegment) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := r.uploadSegment(p); err != nil {
+			// A goroutine of its own: a panic here would escape the
+			// round's protection.
+			if err := r.faults.Protect("upload", func() error {
+				r.faults.Hook("upload segment")
+				return r.uploadSegment(p)
+			}); err != nil {
 				errMu.Lock()
 				if netErr == nil {
 					netErr = err
@@ -390,32 +405,20 @@ func (r *Replicator) uploadAll(plan []*plannedSegment) error {
 
 // uploadSegment builds, uploads and commits one data segment.
 func (r *Replicator) uploadSegment(p *plannedSegment) error {
-	class := classFor(p.used)
-	buf := make([]byte, 0, class)
-	locs := make([]meta.Location, 0, len(p.chunks))
-	ids := make([]meta.ChunkID, 0, len(p.chunks))
-	for _, c := range p.chunks {
-		off := len(buf)
-		var err error
-		buf, err = r.store.Get(c.id, buf)
-		if errors.Is(err, chunkstore.ErrNotFound) {
-			continue // superseded and deleted since the scan
-		}
-		if err != nil {
-			return fmt.Errorf("reading chunk %s: %w", c.id, err)
-		}
-		if len(buf) > class {
-			return fmt.Errorf("chunk %s is %d bytes, the index implies %d", c.id, len(buf)-off, c.size)
-		}
-		locs = append(locs, meta.Location{Offset: uint32(off), Length: uint32(len(buf) - off)})
-		ids = append(ids, c.id)
+	pk, skipped, err := packSegment(r.store.Get, p.chunks, MaxSegment)
+	for _, e := range skipped {
+		r.noteErr(e)
 	}
-	if len(ids) == 0 {
+	if err != nil {
+		return err
+	}
+	if len(pk.ids) == 0 {
 		return nil
 	}
-	used := len(buf)
-	class = classFor(used)
-	seg, pieces, err := r.put(buf, class)
+	locs, ids := pk.locs, pk.ids
+	used := len(pk.content)
+	class := classFor(used)
+	seg, pieces, err := r.put(pk.content, class)
 	if err != nil {
 		return err
 	}
@@ -446,9 +449,8 @@ func (r *Replicator) uploadSegment(p *plannedSegment) error {
 // uploads and commits it. It returns the segment record (not yet written)
 // and the number of pieces stored.
 func (r *Replicator) put(content []byte, class int) (*meta.Segment, int, error) {
-	used := len(content)
-	data := content[:class]
-	if _, err := rand.Read(data[used:]); err != nil {
+	data, err := padToClass(content, class)
+	if err != nil {
 		return nil, 0, err
 	}
 	pieces, err := r.coder.Encode(data)
@@ -518,7 +520,7 @@ func (r *Replicator) uploadPieces(ctx context.Context, pl *fnet.PlacementReply, 
 		go func() {
 			defer wg.Done()
 			pctx, cancel := context.WithTimeout(ctx, r.cfg.PieceTimeout+time.Duration(len(pieces[i])>>20)*time.Second)
-			err := r.client.PutPiece(pctx, t, pieces[i])
+			err := r.faults.Protect("upload", func() error { return r.client.PutPiece(pctx, t, pieces[i]) })
 			cancel()
 			mu.Lock()
 			defer mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/fincrypt/fincrypt/internal/fault"
 	"github.com/fincrypt/fincrypt/meta"
 )
 
@@ -33,7 +34,12 @@ type Status struct {
 	LastSnapshot     *time.Time `json:"last_snapshot"`
 	NextRetry        *time.Time `json:"next_retry,omitempty"`
 	Errors           []string   `json:"errors"`
-	Escrow           string     `json:"escrow_warning,omitempty"` // from the mediator, when payments are on
+	// Faults is the background work that is failing now (uploads, fetches,
+	// cache trimming, snapshots, maintenance, the file system's syncs):
+	// what, since when, why. Empty while everything works; each entry is
+	// cleared by that work's next success.
+	Faults []fault.Fault `json:"faults"`
+	Escrow string        `json:"escrow_warning,omitempty"` // from the mediator, when payments are on
 }
 
 // Status reports the engine's state; segment counts come from the index.
@@ -50,6 +56,7 @@ func (r *Replicator) Status(ctx context.Context) Status {
 		st.NextRetry = &t
 	}
 	r.mu.Unlock()
+	st.Faults = r.faults.List()
 	if st.Errors == nil {
 		st.Errors = []string{}
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fincrypt/fincrypt/fs"
+	"github.com/fincrypt/fincrypt/internal/fault"
 	"github.com/fincrypt/fincrypt/internal/fsutil"
 	"github.com/fincrypt/fincrypt/vault"
 	"github.com/urfave/cli/v2"
@@ -252,7 +253,10 @@ func serveMount(c *cli.Context, home, mnt string, pw []byte) (err error) {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
-	attach, err := attachReplication(c, v)
+	// One record of failing background work for the file system and the
+	// replication engine, shown by `fincrypt status`.
+	faults := fault.New(slog.Default().With("component", "background"))
+	attach, err := attachReplication(c, v, faults)
 	if err != nil {
 		return err
 	}
@@ -262,6 +266,7 @@ func serveMount(c *cli.Context, home, mnt string, pw []byte) (err error) {
 		FsName:     fsTypeName + ":" + home,
 		Logger:     slog.Default().With("component", "fs"),
 		Attach:     attach,
+		Faults:     faults,
 	})
 	if err != nil {
 		return userErr(exitFailure, "mounting %s: %v", mnt, err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/fincrypt/fincrypt/chunkstore"
 	"github.com/fincrypt/fincrypt/erasure"
+	"github.com/fincrypt/fincrypt/internal/fault"
 	"github.com/fincrypt/fincrypt/internal/units"
 	"github.com/fincrypt/fincrypt/mediator"
 	"github.com/fincrypt/fincrypt/meta"
@@ -111,7 +112,7 @@ func (s *replicationService) Close() error {
 
 // attachReplication returns the fs.Options.Attach hook for a vault that
 // has joined a network, or nil.
-func attachReplication(c *cli.Context, v *vault.Vault) (func(*meta.Index, *chunkstore.Store) (io.Closer, error), error) {
+func attachReplication(c *cli.Context, v *vault.Vault, faults *fault.Board) (func(*meta.Index, *chunkstore.Store) (io.Closer, error), error) {
 	if v.Config.Mediator == "" {
 		return nil, nil
 	}
@@ -123,6 +124,7 @@ func attachReplication(c *cli.Context, v *vault.Vault) (func(*meta.Index, *chunk
 	if err != nil {
 		return nil, err
 	}
+	cfg.Faults = faults
 	return func(idx *meta.Index, store *chunkstore.Store) (io.Closer, error) {
 		id, err := replicate.AccountIdentity(v)
 		if err != nil {
@@ -305,5 +307,19 @@ func printStatus(w io.Writer, st *replicate.Status) {
 	}
 	for _, e := range st.Errors {
 		fmt.Fprintf(w, "error:          %s\n", e)
+	}
+	printFaults(w, st.Faults)
+}
+
+// printFaults shows the background work that is failing: what stopped,
+// since when, how often, and why.
+func printFaults(w io.Writer, faults []fault.Fault) {
+	for _, f := range faults {
+		kind := "failing"
+		if f.Panics > 0 {
+			kind = fmt.Sprintf("failing (%d internal error(s), see the mount log)", f.Panics)
+		}
+		fmt.Fprintf(w, "fault:          %s %s since %s, %d time(s), retried: %s\n", f.Work, kind,
+			f.Since.Local().Format(time.RFC3339), f.Failures, f.Err)
 	}
 }
