@@ -469,6 +469,37 @@ func (c *client) indexSegments() map[string]bool {
 	return out
 }
 
+// checkLog fails the test on any fault the mount survived only by
+// containing it (a panic in background work is logged with its stack and
+// retried; a test must still see it) and lists the errors it logged.
+func (c *client) checkLog() {
+	c.t.Helper()
+	b, err := os.ReadFile(filepath.Join(c.home, "mount.log"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var errs []string
+	seen := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, "panic") || strings.Contains(line, "fatal error") || strings.Contains(line, "internal error") {
+			c.t.Fatalf("%s/mount.log: a fault in the mount: %s", c.home, line)
+		}
+		if strings.Contains(line, "level=ERROR") {
+			msg := line
+			if i := strings.Index(line, "msg="); i >= 0 {
+				msg = line[i:]
+			}
+			if !seen[msg] && len(errs) < 5 {
+				errs = append(errs, msg)
+			}
+			seen[msg] = true
+		}
+	}
+	if len(errs) > 0 {
+		c.t.Logf("%s/mount.log: %d distinct errors logged, e.g.:\n%s", c.home, len(seen), strings.Join(errs, "\n"))
+	}
+}
+
 // restore restores the client's account into a fresh home under dir.
 func (c *client) restore(dir string) *client {
 	c.t.Helper()

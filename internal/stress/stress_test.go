@@ -286,6 +286,7 @@ func runScenario(t *testing.T, sc scenario) {
 		c.mount()
 		compare("after a remount", c.mnt)
 		c.umount()
+		c.checkLog()
 		t.Logf("%s: passed in %v", sc, time.Since(start).Round(time.Millisecond))
 		return
 	}
@@ -336,6 +337,8 @@ func runScenario(t *testing.T, sc scenario) {
 	compare("restored into an empty home", restored.mnt)
 	restored.umount()
 	restored.check("of the restored vault")
+	c.checkLog()
+	restored.checkLog()
 	t.Logf("%s: passed in %v", sc, time.Since(start).Round(time.Millisecond))
 }
 
