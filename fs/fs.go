@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -226,11 +227,12 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 		AttrTimeout:     &opt.AttrTimeout,
 		NegativeTimeout: &neg,
 		RootStableAttr:  &gofs.StableAttr{Ino: meta.RootIno},
+		// Mode bits as stored: go-fuse would otherwise show a file created
+		// or chmodded to 0000 as 0644 (0755 for a directory).
+		NullPermissions: true,
 		Logger:          slog.NewLogLogger(opt.Logger.Handler(), slog.LevelWarn),
 	}
-	if opt.Debug {
-		mo.MountOptions.Logger = slog.NewLogLogger(opt.Logger.Handler(), slog.LevelDebug)
-	}
+	mo.MountOptions.Logger = fuseLogger(opt.Logger.Handler(), opt.Debug)
 	root := &Node{r: r}
 	server, err := gofs.Mount(mountpoint, root, mo)
 	if err != nil {
@@ -248,6 +250,20 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 	go m.background()
 	r.log.Info("mounted", "mountpoint", mountpoint, "chunk_size", r.cs)
 	return m, nil
+}
+
+// fuseLogger is go-fuse's own log (fuse.MountOptions.Logger). Left unset,
+// go-fuse writes to the standard logger, which the command routes to slog at
+// INFO: its internal chatter ("trySplice: splice: want ... bytes") would fill
+// the mount log. Its messages are debug output, then, unless the user asked
+// for the FUSE trace (Options.Debug, --debug-fuse): that trace is logged at
+// INFO so that it shows without --debug.
+func fuseLogger(h slog.Handler, trace bool) *log.Logger {
+	level := slog.LevelDebug
+	if trace {
+		level = slog.LevelInfo
+	}
+	return slog.NewLogLogger(h.WithAttrs([]slog.Attr{slog.String("component", "go-fuse")}), level)
 }
 
 // closeFuseOnExec marks this process's /dev/fuse descriptors close-on-exec.
