@@ -584,7 +584,7 @@ func withFile(path string, flags int, mode uint32, f func(fd int) error) error {
 	return err
 }
 
-var fileModes = []uint32{0o644, 0o600, 0o755, 0o640, 0o444, 0o400, 0o666, 0o4755, 0o2750, 0o1777, 0o700}
+var fileModes = []uint32{0o644, 0o600, 0o755, 0o640, 0o444, 0o400, 0o000, 0o666, 0o4755, 0o2750, 0o1777, 0o700}
 
 func opCreate(w *worker) error {
 	p := w.newName()
@@ -799,7 +799,7 @@ func opUnlink(w *worker) error {
 	return nil
 }
 
-var dirModes = []uint32{0o755, 0o700, 0o750, 0o555, 0o1777, 0o2755}
+var dirModes = []uint32{0o755, 0o700, 0o750, 0o555, 0o1777, 0o2755, 0o000}
 
 func opMkdir(w *worker) error {
 	p := w.newName()

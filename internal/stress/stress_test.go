@@ -180,6 +180,20 @@ func runScenario(t *testing.T, sc scenario) {
 	stop := make(chan struct{})
 	var bg sync.WaitGroup
 	var faults atomic.Int64
+	// Reads of evicted data ask the mediator where the pieces are: while
+	// the final comparisons read everything back from the network, chaos
+	// kills storage nodes only (reads must get around a dead node).
+	var nodesOnly atomic.Bool
+	readsOnly := func(on bool) {
+		nodesOnly.Store(on)
+		if on && net != nil {
+			waitFor(t, "the mediator back up", time.Minute, func() (bool, string) {
+				net.mu.Lock()
+				defer net.mu.Unlock()
+				return net.med.running(), "down"
+			})
+		}
+	}
 	stopChaos := make(chan struct{})
 	chaosDone := make(chan struct{})
 	endChaos := func() {
@@ -193,7 +207,7 @@ func runScenario(t *testing.T, sc scenario) {
 	if sc.chaos {
 		go func() {
 			defer close(chaosDone)
-			chaos(t, net, rand.New(rand.NewPCG(uint64(sc.seed), 7)), stopChaos, &faults)
+			chaos(t, net, rand.New(rand.NewPCG(uint64(sc.seed), 7)), stopChaos, &faults, &nodesOnly)
 		}()
 	} else {
 		close(chaosDone)
@@ -237,6 +251,7 @@ func runScenario(t *testing.T, sc scenario) {
 		c.detach()
 		c.check("after kill -9 of the mount")
 		c.mount()
+		readsOnly(true)
 		durable := r.Durable()
 		if len(durable) == 0 && r.Ops() > 100 {
 			t.Errorf("no file was durable when the mount was killed after %d operations: the crash check proves little", r.Ops())
@@ -261,6 +276,7 @@ func runScenario(t *testing.T, sc scenario) {
 		}
 		mtimes = allPaths(want)
 	} else {
+		readsOnly(true)
 		if err := stress.Compare(c.mnt, oracle, r.ExplicitMtimes()); err != nil {
 			t.Fatalf("%s: at the end: %v", sc, err)
 		}
@@ -291,6 +307,7 @@ func runScenario(t *testing.T, sc scenario) {
 		return
 	}
 	// A few more kills while the engine uploads what the run wrote.
+	readsOnly(false)
 	if sc.chaos {
 		more := faults.Load() + 3
 		deadline := time.Now().Add(20 * time.Second)
@@ -370,7 +387,7 @@ func dropCaches() {
 // end, while the engine uploads what they wrote and the final comparison
 // reads it back from the network, so kills land in the middle of uploads.
 // It counts the kills in kills.
-func chaos(t *testing.T, net *network, rng *rand.Rand, stop chan struct{}, kills *atomic.Int64) {
+func chaos(t *testing.T, net *network, rng *rand.Rand, stop chan struct{}, kills *atomic.Int64, nodesOnly *atomic.Bool) {
 	sleep := func(min, spread time.Duration) bool {
 		select {
 		case <-stop:
@@ -384,7 +401,7 @@ func chaos(t *testing.T, net *network, rng *rand.Rand, stop chan struct{}, kills
 	for sleep(300*time.Millisecond, 1200*time.Millisecond) {
 		net.mu.Lock()
 		d := net.med
-		if rng.IntN(10) < 7 {
+		if rng.IntN(10) < 7 || nodesOnly.Load() {
 			d = net.nodes[rng.IntN(len(net.nodes))]
 		}
 		d.kill()
