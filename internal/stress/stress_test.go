@@ -134,9 +134,10 @@ func TestStressLoop(t *testing.T) {
 	requireFUSE(t)
 	end := time.Now().Add(d)
 	kinds := []struct {
-		name                  string
+		name, test            string
 		network, chaos, crash bool
-	}{{"network", true, true, false}, {"local", false, false, false}, {"crash-local", false, false, true}, {"crash-network", true, true, true}}
+	}{{"network", "TestStressNetwork", true, true, false}, {"local", "TestStressLocal", false, false, false},
+		{"crash-local", "TestStressCrashLocal", false, false, true}, {"crash-network", "TestStressCrashNetwork", true, true, true}}
 	for i := 0; time.Now().Before(end); i++ {
 		k := kinds[i%len(kinds)]
 		sc := newScenario(k.network, k.chaos, k.crash)
@@ -145,8 +146,8 @@ func TestStressLoop(t *testing.T) {
 		}
 		ok := t.Run(fmt.Sprintf("%s/seed=%d", k.name, sc.seed), func(t *testing.T) { runScenario(t, sc) })
 		if !ok {
-			t.Fatalf("stopped at the first failure: %s (replay: go test -run %s ./internal/stress -seed %d -ops %d)",
-				sc, map[bool]string{true: "TestStressCrash", false: "TestStressNetwork"}[k.crash], sc.seed, sc.ops)
+			t.Fatalf("stopped at the first failure: %s (replay: go test -run '^%s$' ./internal/stress -seed %d -ops %d -workers %d)",
+				sc, k.test, sc.seed, sc.ops, sc.workers)
 		}
 	}
 }
