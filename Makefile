@@ -50,6 +50,20 @@ fuzz:
 	  done; \
 	done
 
+# The stress suite (internal/stress) for as long as asked, e.g.
+# `make stress STRESS_TIME=2h`: fresh seeds over its scenarios (network with
+# node and mediator kills, local, kill -9 of the mount), stopping at the
+# first failure with its seed. STRESS_OPS is operations per worker;
+# STRESS_SEED=N replays one seed. `make test` runs each scenario once, short.
+# Then longer power-loss runs (POWERLOSS_RUNS seeds each) than the seeded few
+# that `make test` does.
+STRESS_TIME    ?= 10m
+STRESS_OPS     ?= 1000
+POWERLOSS_RUNS ?= 2000
+stress: build
+	STRESS_TIME=$(STRESS_TIME) STRESS_OPS=$(STRESS_OPS) $(GO) test -count=1 -timeout 0 -run '^TestStressLoop$$' -v ./internal/stress
+	FINCRYPT_POWERLOSS_RUNS=$(POWERLOSS_RUNS) $(GO) test -count=1 -timeout 60m -run 'TestPowerLoss' ./chunkstore/ ./storagenode/ ./wallet/ ./mediator/
+
 bench: build tools
 	./scripts/bench.sh
 
@@ -67,10 +81,6 @@ demo-check: build tools
 clean:
 	rm -rf bin tools
 
-# Longer power-loss runs than the seeded few that `make test` does.
-POWERLOSS_RUNS ?= 2000
-stress:
-	FINCRYPT_POWERLOSS_RUNS=$(POWERLOSS_RUNS) $(GO) test -count=1 -timeout 60m -run 'TestPowerLoss' ./chunkstore/ ./storagenode/ ./wallet/ ./mediator/
 
 # Mutation report per package (gremlins, installed into tools/bin); slow,
 # not part of `make test`. MUTATE_PKGS="net challenge" picks packages.

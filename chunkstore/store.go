@@ -44,7 +44,44 @@ type Store struct {
 	unsynced map[meta.ChunkID]struct{}
 	dirs     map[string]struct{} // subdirectories changed since the last Sync
 	fetcher  Fetcher             // fills misses (SetFetcher); nil: none
+
+	// writes holds, by shard of the id, the chunks that Put is writing.
+	// Put registers a chunk (and counts a generation) before it creates the
+	// file; Get waits for a chunk being written, and reads again when a Put
+	// began in its shard while it read. So a Get never returns a chunk file
+	// that exists but is not complete (two reads of one evicted chunk, the
+	// first of which fetches and stores it): it waits for the write instead.
+	writes [32]writeShard
 }
+
+type writeShard struct {
+	mu      sync.Mutex
+	writing map[meta.ChunkID]chan struct{} // closed when the file is whole (or removed)
+	gen     uint64                         // Puts begun in the shard
+}
+
+// settled waits until no Put of id is in progress and returns the shard's
+// generation then.
+func (sh *writeShard) settled(id meta.ChunkID) uint64 {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	for sh.writing[id] != nil {
+		busy := sh.writing[id]
+		sh.mu.Unlock()
+		<-busy
+		sh.mu.Lock()
+	}
+	return sh.gen
+}
+
+// unchanged reports whether no Put began in the shard since generation gen.
+func (sh *writeShard) unchanged(gen uint64) bool {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.gen == gen
+}
+
+func (s *Store) shard(id meta.ChunkID) *writeShard { return &s.writes[int(id[0])%len(s.writes)] }
 
 // TouchAfter is how old a chunk file's modification time may grow before a
 // read sets it to now. The cache evicts the chunks with the oldest times
@@ -102,7 +139,25 @@ func (s *Store) Path(id meta.ChunkID) string {
 // Put stores a sealed chunk under a new id. It fails if the id exists.
 func (s *Store) Put(id meta.ChunkID, sealed []byte) error {
 	p := s.Path(id)
-	if err := s.sys.create(p, sealed); err != nil {
+	sh := s.shard(id)
+	sh.mu.Lock()
+	if sh.writing[id] != nil {
+		sh.mu.Unlock()
+		return fmt.Errorf("chunk %s: %w", id, fs.ErrExist)
+	}
+	done := make(chan struct{})
+	if sh.writing == nil {
+		sh.writing = map[meta.ChunkID]chan struct{}{}
+	}
+	sh.writing[id] = done
+	sh.gen++
+	sh.mu.Unlock()
+	err := s.sys.create(p, sealed)
+	sh.mu.Lock()
+	delete(sh.writing, id)
+	sh.mu.Unlock()
+	close(done)
+	if err != nil {
 		return fmt.Errorf("chunk %s: %w", id, err)
 	}
 	s.mu.Lock()
@@ -116,7 +171,21 @@ func (s *Store) Put(id meta.ChunkID, sealed []byte) error {
 // was (its length unchanged, though bytes past its length may be written),
 // so that a caller packing chunks into one buffer keeps what it packed.
 func (s *Store) Get(id meta.ChunkID, dst []byte) ([]byte, error) {
-	out, mtime, err := s.sys.read(s.Path(id), dst)
+	sh := s.shard(id)
+	var (
+		out   []byte
+		mtime time.Time
+		err   error
+	)
+	for {
+		gen := sh.settled(id)
+		out, mtime, err = s.sys.read(s.Path(id), dst)
+		if sh.unchanged(gen) {
+			break
+		}
+		// A Put began while we read: the file may have been partial (or
+		// just created). Read again once it is whole.
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return s.fetch(id, dst)
 	}
