@@ -4,30 +4,16 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/fincrypt/fincrypt/chunkstore"
+	"github.com/fincrypt/fincrypt/internal/powerloss"
 	"github.com/fincrypt/fincrypt/meta"
 	"github.com/fincrypt/fincrypt/vault"
 )
-
-// powerLossRuns is how many seeded workloads TestPowerLoss cuts; set
-// FINCRYPT_POWERLOSS_RUNS for longer runs (make stress).
-func powerLossRuns(t *testing.T) int {
-	if s := os.Getenv("FINCRYPT_POWERLOSS_RUNS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil {
-			t.Fatalf("FINCRYPT_POWERLOSS_RUNS=%q: %v", s, err)
-		}
-		return n
-	}
-	return 40
-}
 
 type fileState struct {
 	ref     meta.ChunkRef
@@ -56,7 +42,7 @@ func TestPowerLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runs := powerLossRuns(t)
+	runs := powerloss.Runs(t, 40)
 	for seed := 0; seed < runs; seed++ {
 		powerLossRun(t, v.Keys, uint64(seed))
 	}

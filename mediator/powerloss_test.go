@@ -3,14 +3,13 @@ package mediator
 import (
 	"context"
 	"math/rand/v2"
-	"os"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/fincrypt/fincrypt/erasure"
+	"github.com/fincrypt/fincrypt/internal/powerloss"
 	fnet "github.com/fincrypt/fincrypt/net"
 )
 
@@ -21,14 +20,7 @@ import (
 // after the "reboot" that everything acknowledged is there and that no
 // period record counts twice.
 func TestPowerLossStore(t *testing.T) {
-	runs := 30
-	if s := os.Getenv("FINCRYPT_POWERLOSS_RUNS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		runs = n
-	}
+	runs := powerloss.Runs(t, powerloss.DefaultRuns)
 	for seed := 0; seed < runs; seed++ {
 		powerLossStore(t, uint64(seed))
 	}

@@ -6,13 +6,12 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
-	"os"
-	"strconv"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/fincrypt/fincrypt/challenge"
+	"github.com/fincrypt/fincrypt/internal/powerloss"
 	fnet "github.com/fincrypt/fincrypt/net"
 )
 
@@ -23,14 +22,7 @@ import (
 // whose upload was acknowledged is there, indexed and byte-identical, and
 // that no acknowledged deletion came back.
 func TestPowerLossPieceStore(t *testing.T) {
-	runs := 30
-	if s := os.Getenv("FINCRYPT_POWERLOSS_RUNS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		runs = n
-	}
+	runs := powerloss.Runs(t, powerloss.DefaultRuns)
 	for seed := 0; seed < runs; seed++ {
 		powerLossPieces(t, uint64(seed))
 	}

@@ -2,11 +2,12 @@ package wallet
 
 import (
 	"math/rand/v2"
-	"os"
 	"strconv"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/fincrypt/fincrypt/internal/powerloss"
 )
 
 // TestPowerLossSettlements runs the wallet's database on a file system that
@@ -16,14 +17,7 @@ import (
 // every period (it settles again whatever it did not see acknowledged) pays
 // each exactly once, and that the ledger balances.
 func TestPowerLossSettlements(t *testing.T) {
-	runs := 30
-	if s := os.Getenv("FINCRYPT_POWERLOSS_RUNS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		runs = n
-	}
+	runs := powerloss.Runs(t, powerloss.DefaultRuns)
 	dir := t.TempDir()
 	if err := CreateSeed(dir, testPass, "regtest", cheapKDF); err != nil {
 		t.Fatal(err)
