@@ -115,7 +115,7 @@ type Config struct {
 	Payments Payments
 	// MaxPrice is the highest asking price (satoshis per GiB per month) a
 	// storage node may register with; a node asking more is refused
-	// (price.go). Zero: DefaultMaxPrice.
+	// (terms.go). Zero: DefaultMaxPrice.
 	MaxPrice uint64
 	// WarnRunway: clients are warned while their escrow lasts less than
 	// this at their current usage (zero: DefaultWarnRunway).

@@ -68,7 +68,7 @@ type core struct {
 
 	snapMu sync.Mutex // serialises snapshot pointer updates (snapshots.go)
 
-	// terms caches the accounts' terms of the last settled period (price.go).
+	// terms caches the accounts' terms of the last settled period (terms.go).
 	termsMu sync.Mutex
 	terms   termsCache
 

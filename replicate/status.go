@@ -42,7 +42,7 @@ type Status struct {
 	// cleared by that work's next success.
 	Faults []fault.Fault `json:"faults"`
 
-	// Protection and payments (protection.go): whether new data reaches
+	// Protection and payments (escrowstatus.go): whether new data reaches
 	// the network, why not, and what the account pays.
 	Protected bool           `json:"protected"`
 	Refusal   *Refusal       `json:"refusal,omitempty"`
