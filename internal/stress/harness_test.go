@@ -70,6 +70,7 @@ type daemon struct {
 	dir      string // its --dir, where it writes "address"
 	logDir   string
 	args     []string
+	ip       string // where it listens (empty: 127.0.0.1)
 	hostport string // kept across restarts
 	id       string
 	cmd      *exec.Cmd
@@ -100,6 +101,9 @@ func (d *daemon) start() {
 
 func (d *daemon) tryStart() error {
 	listen := "127.0.0.1:0"
+	if d.ip != "" {
+		listen = d.ip + ":0"
+	}
 	if d.hostport != "" {
 		listen = d.hostport
 	}
@@ -187,9 +191,10 @@ func newNetwork(t *testing.T, dir string, nodes int) *network {
 	payout, _ := btcutil.NewAddressPubKeyHash(bytes.Repeat([]byte{7}, 20), &chaincfg.SimNetParams)
 	for i := 0; i < nodes; i++ {
 		ndir := filepath.Join(dir, fmt.Sprintf("node%d", i))
-		d := &daemon{t: t, name: fmt.Sprintf("node%d", i), dir: ndir, logDir: dir, args: []string{"storage", "--dir", ndir,
-			"--mediator", n.med.address(), "--capacity", "4GiB", "--price", fmt.Sprint(1000 + i),
-			"--payout-address", payout.EncodeAddress(), "--network", "simnet"}}
+		d := &daemon{t: t, name: fmt.Sprintf("node%d", i), dir: ndir, logDir: dir, ip: fmt.Sprintf("127.0.%d.1", i+1), // a network each
+			args: []string{"storage", "--dir", ndir,
+				"--mediator", n.med.address(), "--capacity", "4GiB", "--price", fmt.Sprint(1000 + i),
+				"--payout-address", payout.EncodeAddress(), "--network", "simnet"}}
 		d.start()
 		n.nodes = append(n.nodes, d)
 	}

@@ -232,7 +232,9 @@ func runScenario(t *testing.T, sc scenario) {
 		bg.Add(1)
 		go func() {
 			defer bg.Done()
-			for r.Ops() < killAt {
+			// At the drawn point, once some file is durable: a kill with
+			// none would prove little.
+			for r.Ops() < killAt || r.DurableNow() == 0 {
 				select {
 				case <-stop:
 					return
