@@ -33,20 +33,30 @@ func TestRepairSkipsAPieceWithWrongBytes(t *testing.T) {
 			b[len(b)/2] ^= 0x40
 		}
 	}
-	w.heartbeat()
-	res, err := w.c.RepairScan(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Unrecoverable != 0 || res.Failed != 0 {
-		t.Fatalf("repair %+v: a wrong piece failed the repair instead of being skipped", res)
+	// The wrong reads can disqualify a node during the scan (reputation.go);
+	// its pieces not yet read are then marked lost and rebuilt by the next
+	// scan, as in service.
+	repaired := 0
+	for scan := 0; scan < 3; scan++ {
+		w.heartbeat()
+		res, err := w.c.RepairScan(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Unrecoverable != 0 || res.Failed != 0 {
+			t.Fatalf("repair %+v: a wrong piece failed the repair instead of being skipped", res)
+		}
+		if res.Repaired == 0 {
+			break
+		}
+		repaired += res.Repaired
 	}
 	for id, h := range w.checkContracts(orig) {
 		if h != n {
 			t.Errorf("segment %s: %d of %d pieces healthy after repair", id, h, n)
 		}
 	}
-	if want := int64(len(orig) * (n - k)); int64(res.Repaired) != want {
-		t.Errorf("repaired %d pieces, want %d (the lost one and the wrong ones)", res.Repaired, want)
+	if want := len(orig) * (n - k); repaired != want {
+		t.Errorf("repaired %d pieces, want %d (the lost one and the wrong ones)", repaired, want)
 	}
 }

@@ -89,17 +89,11 @@ fi
 MEDIATOR=$(cat "$NET/mediator.addr")
 cat "$NET/summary.txt"
 
-# 2. The vault, connected to the devnet's mediator when init supports it.
+# 2. The vault, connected to the devnet's mediator.
 export FINCRYPT_HOME=$HOME_DIR
 export FINCRYPT_PASSWORD=$PASSWORD
 if [ ! -e "$HOME_DIR/vault.json" ]; then
-	if "$BIN" init --help 2>/dev/null | grep -q -- '--mediator'; then
-		"$BIN" init --mediator "$MEDIATOR"
-	else
-		"$BIN" init
-		echo "note: this build's \`fincrypt init\` has no --mediator yet: the vault stays local;"
-		echo "      its account is still funded below, and wallet commands take --mediator."
-	fi
+	"$BIN" init --mediator "$MEDIATOR"
 fi
 
 # 3. Escrow for the vault's account: 1 (devnet) BTC, once (the default of
@@ -115,7 +109,7 @@ fi
 credited=
 for _ in $(seq 1 120); do
 	if BAL=$("$BIN" wallet balance --json --mediator "$MEDIATOR" 2>/dev/null) &&
-		printf '%s' "$BAL" | grep -q '"CanPlace": true'; then
+		grep -q '"CanPlace": true' <<<"$BAL"; then
 		credited=1
 		break
 	fi
