@@ -5,7 +5,7 @@ PKGS     := ./...
 # Tests that mount FUSE or start daemons get a generous but bounded budget.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build tools test test-race fuzz bench demo demo-stop demo-check lint clean stress mutate
+.PHONY: all build tools deps test test-race fuzz bench demo demo-stop demo-check lint clean stress mutate
 
 all: build
 
@@ -24,7 +24,11 @@ lint:
 
 # All tests: unit tests, FUSE mounts (skipped, with a message, without root or
 # /dev/fuse), real daemons over loopback QUIC, and a brief run of each fuzz target.
-test: build lint tools
+# Debian packages the tests need (scripts/deps/*.list), installed as root.
+deps:
+	./scripts/deps.sh
+
+test: build lint tools deps
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 	$(MAKE) test-race
 	$(MAKE) fuzz
