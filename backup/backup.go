@@ -381,7 +381,7 @@ func (p *pass) touched(dir string) bool {
 
 func (p *pass) skip(path, reason string) {
 	p.rep.Skipped = append(p.rep.Skipped, Skip{Path: path, Reason: reason})
-	p.log.Warn("backup: skipped", "path", path, "reason", reason)
+	p.log.Debug("backup: skipped", "path", path, "reason", reason)
 }
 
 // cacheDirTag is the signature a CACHEDIR.TAG file starts with

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -107,6 +108,24 @@ func writeClean(r *fsys) error {
 		return fmt.Errorf("clean-close record: %w", err)
 	}
 	return nil
+}
+
+// OpenOffline opens the index and the store of the unmounted vault v (v
+// holds the vault's lock) as a mount would, for work that changes them
+// without a mount (backups). Change the index only inside ChangeOffline.
+func OpenOffline(v *vault.Vault, log *slog.Logger) (*meta.Index, *chunkstore.Store, error) {
+	opt := Options{Logger: log}
+	opt.setDefaults()
+	r, err := newFsys(v, opt, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	// A vault never mounted gets its root directory, as a mount gives it.
+	if err := r.ensureRoot(); err != nil {
+		r.idx.Close()
+		return nil, nil, err
+	}
+	return r.idx, r.store, nil
 }
 
 // ChangeOffline runs fn, which changes the index of the unmounted vault v
