@@ -366,9 +366,11 @@ func TestBackupKill9(t *testing.T) {
 }
 
 // TestBackupRestoreFromPassword destroys the home after two passes on a
-// network: restore by password brings back both snapshots, and the oldest
-// restores from the storage nodes.
+// network (the second while mounted, in the mount process): restore by
+// password brings back both snapshots, and the oldest restores from the
+// storage nodes.
 func TestBackupRestoreFromPassword(t *testing.T) {
+	needFUSE(t)
 	n := startTestNet(t)
 	v, acct := n.newVault(t, "bk")
 	src := filepath.Join(n.dir, "src")
@@ -380,8 +382,14 @@ func TestBackupRestoreFromPassword(t *testing.T) {
 	firstSums := treeSums(t, src)
 	os.Remove(filepath.Join(src, "d0/f000.bin"))
 	fillSource(t, src, 2, 300<<10, 2)
-	second := backupRun(t, v.home, v.pw, nil, "--sync-timeout", "90s")
+	// While mounted, the pass runs in the mount process (control socket).
+	v.mountWith(t)
+	second := backupRun(t, v.home, v.pw, nil)
 	secondSums := treeSums(t, src)
+	if s := listSnapshots(t, v.home, v.pw); len(s) != 2 || s[1].ID != second.Snapshot {
+		t.Fatalf("snapshots while mounted: %+v", s)
+	}
+	v.umount(t) // uploads, and stores the final index snapshot
 
 	n.restoreInto(t, v.home, acct, v.pw)
 	snaps := listSnapshots(t, v.home, v.pw)

@@ -148,6 +148,7 @@ func attachReplication(c *cli.Context, v *vault.Vault, faults *fault.Board) (fun
 			mc.Close()
 			return nil, err
 		}
+		serveBackups(ctl, v, idx, store) // backup commands while mounted
 		return &replicationService{rep: rep, ctl: ctl, mc: mc, home: v.Home}, nil
 	}, nil
 }
