@@ -141,12 +141,12 @@ func init() {
 				Usage:     "back up these folders from now on",
 				ArgsUsage: "DIR...",
 				Flags:     []cli.Flag{passwordFileFlag},
-				Action: backupAddAction,
+				Action:    backupAddAction,
 			},
 			{
-				Name:  "list",
-				Usage: "list the backed-up folders",
-				Flags: []cli.Flag{passwordFileFlag},
+				Name:   "list",
+				Usage:  "list the backed-up folders",
+				Flags:  []cli.Flag{passwordFileFlag},
 				Action: backupListAction,
 			},
 			{
@@ -154,7 +154,7 @@ func init() {
 				Usage:     "stop backing up a folder (its snapshots stay until forget)",
 				ArgsUsage: "DIR",
 				Flags:     []cli.Flag{passwordFileFlag},
-				Action: backupRemoveAction,
+				Action:    backupRemoveAction,
 			},
 			{
 				Name:  "run",
@@ -180,7 +180,7 @@ func init() {
 		Usage: "list the backup snapshots",
 		Description: "Lists every backup snapshot, oldest first: id, time, host, new bytes (stored\n" +
 			"first by that pass), total bytes (of every file in it) and the folders.",
-		Flags: []cli.Flag{passwordFileFlag, &cli.BoolFlag{Name: "json", Usage: "print JSON"}},
+		Flags:  []cli.Flag{passwordFileFlag, &cli.BoolFlag{Name: "json", Usage: "print JSON"}},
 		Action: snapshotsAction,
 	})
 	register(&cli.Command{
