@@ -420,3 +420,63 @@ func TestExcludesIgnoreFilesAndCaches(t *testing.T) {
 		t.Fatal("a bad pattern was accepted")
 	}
 }
+
+// TestFileChangingWhileReadIsNeverCapturedHalfWay rewrites a file in place
+// (all 'A', then all 'B', ...) while passes read it: each pass either skips
+// it, saying why, or keeps one whole state, never a mix.
+func TestFileChangingWhileReadIsNeverCapturedHalfWay(t *testing.T) {
+	repo := newRepo(t)
+	src := t.TempDir()
+	path := filepath.Join(src, "rewritten.db")
+	const size = 4 << 20
+	writeFile(t, path, bytes.Repeat([]byte{'A'}, size), 0o644)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			f.WriteAt(bytes.Repeat([]byte{'A' + byte(i%2)}, size), 0)
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	var reports []*Report
+	for i := 0; i < 6; i++ {
+		rep, err := Run(context.Background(), repo, Options{Paths: []string{src}, Rereads: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reports = append(reports, rep)
+	}
+	close(stop)
+	<-done
+	skipped := 0
+	for _, rep := range reports {
+		if rep.Files == 0 {
+			if len(rep.Skipped) != 1 || !strings.Contains(rep.Skipped[0].Reason, "changed while it was read") {
+				t.Fatalf("skipped without the reason: %+v", rep.Skipped)
+			}
+			skipped++
+			continue
+		}
+		snap, _ := FindSnapshot(repo.Index, rep.Snapshot)
+		target := t.TempDir()
+		if _, err := Restore(context.Background(), repo, snap, RestoreOptions{Target: target}); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := os.ReadFile(filepath.Join(target, path))
+		if len(got) != size || (!bytes.Equal(got, bytes.Repeat([]byte{'A'}, size)) && !bytes.Equal(got, bytes.Repeat([]byte{'B'}, size))) {
+			t.Fatalf("a pass captured the file half-way: %d bytes, %d of them 'A'", len(got), bytes.Count(got, []byte{'A'}))
+		}
+	}
+	t.Logf("%d of %d passes skipped the file being rewritten", skipped, len(reports))
+}
