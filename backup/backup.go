@@ -23,6 +23,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -160,6 +161,18 @@ func Roots(idx *meta.Index) ([]string, error) {
 	return r, err
 }
 
+// indexLocks serialises passes and sweeps on one index within a process: a
+// sweep must never see a pass's blobs before its snapshot (callers in
+// several processes are kept apart by the vault's lock).
+var indexLocks sync.Map // *meta.Index -> *sync.Mutex
+
+func lockIndex(idx *meta.Index) func() {
+	m, _ := indexLocks.LoadOrStore(idx, &sync.Mutex{})
+	mu := m.(*sync.Mutex)
+	mu.Lock()
+	return mu.Unlock
+}
+
 // ErrNoPaths means a pass was given no folder.
 var ErrNoPaths = errors.New("no folder to back up (add one with fincrypt backup add DIR)")
 
@@ -189,8 +202,10 @@ type pass struct {
 	changed  []string
 }
 
-// Run makes one backup pass and records its snapshot.
+// Run makes one backup pass and records its snapshot. Passes, Forget and
+// Sweep on one index wait for each other.
 func Run(ctx context.Context, repo Repo, opt Options) (*Report, error) {
+	defer lockIndex(repo.Index)()
 	if opt.Rereads == 0 {
 		opt.Rereads = 3
 	}

@@ -89,6 +89,12 @@ func Forget(repo Repo, p Policy, dry bool) (*ForgetResult, error) {
 	if dry {
 		return res, nil
 	}
+	unlock := lockIndex(repo.Index)
+	defer func() {
+		if unlock != nil {
+			unlock()
+		}
+	}()
 	if len(res.Forget) > 0 {
 		b := repo.Index.NewBatch()
 		for _, s := range res.Forget {
@@ -98,6 +104,8 @@ func Forget(repo Repo, p Policy, dry bool) (*ForgetResult, error) {
 			return res, fmt.Errorf("forgetting snapshots: %w", err)
 		}
 	}
+	unlock()
+	unlock = nil
 	sw, err := Sweep(repo)
 	res.Sweep = sw
 	return res, err
@@ -114,9 +122,11 @@ type SweepResult struct {
 // records, durably, then the blobs' local copies. Blobs already on the
 // network leave their segments' live share, and the replication engine
 // repacks or releases those segments (replicate maintain). It must not run
-// while a pass runs on the same index (its blobs have no snapshot yet):
-// callers serialise them (the vault's lock).
+// while a pass runs on the same index (its blobs have no snapshot yet): in
+// one process Run and Sweep wait for each other; across processes the
+// vault's lock keeps them apart.
 func Sweep(repo Repo) (SweepResult, error) {
+	defer lockIndex(repo.Index)()
 	var res SweepResult
 	snaps, err := Snapshots(repo.Index)
 	if err != nil {
