@@ -480,3 +480,48 @@ func TestFileChangingWhileReadIsNeverCapturedHalfWay(t *testing.T) {
 	}
 	t.Logf("%d of %d passes skipped the file being rewritten", skipped, len(reports))
 }
+
+// TestChangedLimitsThePass: a pass given the changed paths (a watcher's)
+// looks only there; every other folder comes from the parent unlisted.
+func TestChangedLimitsThePass(t *testing.T) {
+	repo := newRepo(t)
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "a/one"), []byte("one"), 0o644)
+	writeFile(t, filepath.Join(src, "b/two"), []byte("two"), 0o644)
+	writeFile(t, filepath.Join(src, "b/deep/three"), []byte("three"), 0o644)
+	if _, err := Run(context.Background(), repo, Options{Paths: []string{src}}); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(src, "a/unannounced"), []byte("not looked at"), 0o644)
+	writeFile(t, filepath.Join(src, "b/deep/three"), []byte("THREE, changed"), 0o644)
+	rep, err := Run(context.Background(), repo, Options{Paths: []string{src}, Changed: []string{filepath.Join(src, "b/deep/three")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, _ := FindSnapshot(repo.Index, rep.Snapshot)
+	target := t.TempDir()
+	if _, err := Restore(context.Background(), repo, snap, RestoreOptions{Target: target}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, f := range []string{"a/one", "a/unannounced", "b/two", "b/deep/three"} {
+		b, err := os.ReadFile(filepath.Join(target, src, f))
+		if err == nil {
+			got[f] = string(b)
+		}
+	}
+	want := map[string]string{"a/one": "one", "b/two": "two", "b/deep/three": "THREE, changed"}
+	if len(got) != len(want) {
+		t.Fatalf("restored %v, want %v (a/ was not to be listed)", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Fatalf("restored %v, want %v", got, want)
+		}
+	}
+	// A full pass then sees everything.
+	rep, err = Run(context.Background(), repo, Options{Paths: []string{src}})
+	if err != nil || rep.Files != 4 {
+		t.Fatalf("full pass: %+v %v", rep, err)
+	}
+}
