@@ -179,7 +179,18 @@ var ErrNoPaths = errors.New("no folder to back up (add one with fincrypt backup 
 // Polynomial is the chunker's polynomial of the vault: derived from the
 // vault key, never stored.
 func Polynomial(k *vault.Keys) (chunker.Pol, error) {
-	return chunker.DerivePolynomial(hkdf.New(sha256.New, k.Chunker[:], nil, []byte("fincrypt chunker polynomial v1")))
+	// One HKDF stream (8160 bytes) fails to hold an irreducible polynomial
+	// with a chance of about 1e-8; the next stream is then tried.
+	for i := 0; ; i++ {
+		info := "fincrypt chunker polynomial v1"
+		if i > 0 {
+			info += fmt.Sprintf(" %d", i)
+		}
+		pol, err := chunker.DerivePolynomial(hkdf.New(sha256.New, k.Chunker[:], nil, []byte(info)))
+		if err == nil || i >= 8 {
+			return pol, err
+		}
+	}
 }
 
 // pass is one running backup.
