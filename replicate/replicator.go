@@ -308,9 +308,9 @@ func (r *Replicator) scanPending() ([]pendingChunk, error) {
 }
 
 // pendingBlob is where backup blobs (package backup) join the chunks to
-// upload: every blob the index records that no segment holds. They are
-// packed after the files' chunks (ino 0 sorts first, so they get the
-// largest number).
+// upload: every blob the index records that no segment holds. They carry
+// the largest inode number, so they are packed after the files' chunks (and
+// count as one file in Status.PendingFiles).
 func pendingBlob(located map[meta.ChunkID]struct{}, out *[]pendingChunk) func(meta.ChunkID, uint32) {
 	return func(id meta.ChunkID, plainLen uint32) {
 		if _, ok := located[id]; !ok {
