@@ -230,7 +230,13 @@ var ErrStateElsewhere = errors.New("mediator state is in another store")
 // migrate` copies it and moves DIR/db aside.
 func openStore(cfg Config) (Store, error) {
 	if cfg.DB == "" {
-		return OpenPebbleStore(filepath.Join(cfg.Dir, dbDir), PebbleOptions{})
+		pebbleDir := filepath.Join(cfg.Dir, dbDir)
+		if _, err := os.Stat(pebbleDir); errors.Is(err, os.ErrNotExist) {
+			if _, err := os.Stat(pebbleDir + MigratedSuffix); err == nil {
+				return nil, fmt.Errorf("%w: %s was migrated to a database (%s is the copy it was made from); run the mediator with --db URL", ErrStateElsewhere, pebbleDir, pebbleDir+MigratedSuffix)
+			}
+		}
+		return OpenPebbleStore(pebbleDir, PebbleOptions{})
 	}
 	if _, err := os.Stat(filepath.Join(cfg.Dir, dbDir)); err == nil {
 		return nil, fmt.Errorf("%w: %s holds a Pebble store; copy it with `fincrypt mediator migrate --from %s --to URL` first", ErrStateElsewhere, filepath.Join(cfg.Dir, dbDir), cfg.Dir)
