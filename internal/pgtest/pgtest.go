@@ -133,7 +133,8 @@ func runAs() (*syscall.Credential, error) {
 
 // Start runs initdb into a new temporary directory and starts postgres on
 // a unix socket there, with durability off (fsync, synchronous_commit:
-// test data only); Stop stops it and removes the directory.
+// test data only) unless FINCRYPT_PG_FSYNC=1 (benchmarks that compare
+// with Pebble's synced writes); Stop stops it and removes the directory.
 func Start() (*Server, error) {
 	bin, err := binDir()
 	if err != nil {
@@ -174,9 +175,11 @@ func Start() (*Server, error) {
 		return fail(err)
 	}
 	defer logf.Close()
-	s.cmd = cmd("postgres", "-D", data, "-k", dir, "-c", "listen_addresses=",
-		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-		"-c", "max_connections=300", "-c", "shared_buffers=32MB")
+	args := []string{"-D", data, "-k", dir, "-c", "listen_addresses=", "-c", "max_connections=300", "-c", "shared_buffers=128MB"}
+	if os.Getenv("FINCRYPT_PG_FSYNC") != "1" {
+		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+	}
+	s.cmd = cmd("postgres", args...)
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	if err := s.cmd.Start(); err != nil {
 		return fail(fmt.Errorf("postgres: %w", err))
