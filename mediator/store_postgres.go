@@ -60,7 +60,7 @@ type PostgresOptions struct {
 	// URL's pool_max_conns).
 	MaxConns int32
 	// MaxRetries bounds the attempts of a transaction that hits a
-	// serialization failure or a deadlock (0: 10).
+	// serialization failure or a deadlock (0: 20).
 	MaxRetries int
 }
 
@@ -105,7 +105,7 @@ func OpenPostgresStore(ctx context.Context, url string, opt PostgresOptions) (*P
 	}
 	s := &PostgresStore{pool: pool, retries: opt.MaxRetries}
 	if s.retries <= 0 {
-		s.retries = 10
+		s.retries = 20
 	}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
