@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -181,10 +182,25 @@ func Start() (*Server, error) {
 	}
 	s.cmd = cmd("postgres", args...)
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
-	if err := s.cmd.Start(); err != nil {
+	// Pdeathsig fires when the thread that started the server exits: start
+	// it from a goroutine locked to its thread until the server ends, so
+	// that the server dies with the test process and only then.
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := s.cmd.Start(); err != nil {
+			started <- err
+			close(s.exited)
+			return
+		}
+		started <- nil
+		s.cmd.Wait()
+		close(s.exited)
+	}()
+	if err := <-started; err != nil {
 		return fail(fmt.Errorf("postgres: %w", err))
 	}
-	go func() { s.cmd.Wait(); close(s.exited) }()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
