@@ -111,8 +111,15 @@ func BenchmarkPlacement(b *testing.B) {
 // it over QUIC, and the nodes' ids; both are closed when b ends.
 func benchMediator(b *testing.B, n int) (*Peer, *Client, []fnet.NodeID) {
 	b.Helper()
+	return benchMediatorDB(b, n, "")
+}
+
+// benchMediatorDB is benchMediator with its state in the database at db
+// (empty: Pebble).
+func benchMediatorDB(b *testing.B, n int, db string) (*Peer, *Client, []fnet.NodeID) {
+	b.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	p, err := New(log, nil, Config{Dir: b.TempDir(), Listen: "127.0.0.1:0", Logger: log})
+	p, err := New(log, nil, Config{Dir: b.TempDir(), DB: db, Listen: "127.0.0.1:0", Logger: log})
 	if err != nil {
 		b.Fatal(err)
 	}

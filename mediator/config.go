@@ -69,6 +69,11 @@ type Config struct {
 	// Dir holds the identity, the Pebble state (DIR/db), DIR/address and
 	// the control socket DIR/control.sock.
 	Dir string
+	// DB, when set, is a postgres:// URL: the state (everything behind
+	// Store) lives in that PostgreSQL or CockroachDB database instead of
+	// DIR/db (docs/OPERATIONS.md). The identity, the wallet and snapshot
+	// pointers stay in Dir.
+	DB string
 	// Listen is the UDP host:port for QUIC (port 0 picks one).
 	Listen string
 	// Advertise is the host:port others dial, when it differs from Listen.
@@ -201,6 +206,9 @@ func (c Config) Validate() error {
 	}
 	if c.Listen == "" {
 		return bad("no listen address")
+	}
+	if c.DB != "" && !IsPostgresURL(c.DB) {
+		return bad("database %q: want a postgres:// or postgresql:// URL", c.DB)
 	}
 	if c.Advertise != "" {
 		if _, _, err := stdnet.SplitHostPort(c.Advertise); err != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	fnet "github.com/fincrypt/fincrypt/net"
 )
@@ -30,8 +31,9 @@ type Peer struct {
 	Log      *slog.Logger
 	Config   Config
 	Identity *fnet.Identity
-	// Store is the durable state (Pebble under DIR/db).
-	Store *PebbleStore
+	// Store is the durable state: Pebble under DIR/db, or PostgreSQL
+	// (Config.DB).
+	Store Store
 	// Transport serves nodes and clients and dials nodes.
 	Transport *fnet.Transport
 
@@ -87,7 +89,7 @@ func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error
 		}
 	}
 	{ // state
-		if p.Store, err = OpenPebbleStore(filepath.Join(cfg.Dir, dbDir), PebbleOptions{}); err != nil {
+		if p.Store, err = openStore(cfg); err != nil {
 			return nil, err
 		}
 	}
@@ -216,4 +218,30 @@ func lockDir(dir string) (*os.File, error) {
 		return nil, fmt.Errorf("%s: %w: another mediator is running there", dir, ErrLocked)
 	}
 	return f, err
+}
+
+// ErrStateElsewhere: the mediator was asked to use a database while its
+// directory still holds Pebble state (or the reverse would lose it).
+var ErrStateElsewhere = errors.New("mediator state is in another store")
+
+// openStore opens Pebble under DIR/db, or the database cfg.DB names. It
+// refuses a database while DIR/db holds state, so that a mediator never
+// runs on an empty database next to its real state: `fincrypt mediator
+// migrate` copies it and moves DIR/db aside.
+func openStore(cfg Config) (Store, error) {
+	if cfg.DB == "" {
+		pebbleDir := filepath.Join(cfg.Dir, dbDir)
+		if _, err := os.Stat(pebbleDir); errors.Is(err, os.ErrNotExist) {
+			if _, err := os.Stat(pebbleDir + MigratedSuffix); err == nil {
+				return nil, fmt.Errorf("%w: %s was migrated to a database (%s is the copy it was made from); run the mediator with --db URL", ErrStateElsewhere, pebbleDir, pebbleDir+MigratedSuffix)
+			}
+		}
+		return OpenPebbleStore(pebbleDir, PebbleOptions{})
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Dir, dbDir)); err == nil {
+		return nil, fmt.Errorf("%w: %s holds a Pebble store; copy it with `fincrypt mediator migrate --from %s --to URL` first", ErrStateElsewhere, filepath.Join(cfg.Dir, dbDir), cfg.Dir)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return OpenPostgresStore(ctx, cfg.DB, PostgresOptions{})
 }

@@ -11,7 +11,8 @@
 # report their own baselines. The table ends the output.
 #
 # BENCH_SIZE (default 1GiB), BENCH_SMALL (default 10000 files) scale part 1;
-# BENCH_SKIP_FS=1 or BENCH_SKIP_GO=1 skip a part; BENCH_DIR picks the scratch directory.
+# BENCH_SKIP_FS=1 or BENCH_SKIP_GO=1 skip a part; BENCH_DIR picks the scratch directory;
+# BENCH_STORE_PIECES scales the mediator store benchmark (default 1000000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -143,6 +144,16 @@ if [ "${BENCH_SKIP_BACKUP:-}" != 1 ]; then
 	echo "== backup"
 	bench_backup
 fi
+# The mediator's two stores in one run: placements/s over QUIC and a repair
+# scan over BENCH_STORE_PIECES contracted pieces (default 1000000) on Pebble
+# and on PostgreSQL (a server the benchmark starts, fsync on as Pebble's
+# synced writes are). Skipped with a message where PostgreSQL is missing.
+store_backends_bench() {
+	echo "== mediator stores: Pebble and PostgreSQL, ${BENCH_STORE_PIECES:-1000000} pieces"
+	./scripts/deps.sh postgres || true
+	FINCRYPT_PG_FSYNC=1 FINCRYPT_BENCH_PIECES=${BENCH_STORE_PIECES:-1000000} \
+		go test -run '^$' -bench '^BenchmarkStoreBackends$' -benchtime 1x -timeout 60m ./mediator | tee -a "$GOBENCH"
+}
 
 GOBENCH=$OUT/go-bench.txt
 : >"$GOBENCH"
@@ -150,8 +161,9 @@ if [ "${BENCH_SKIP_GO:-}" != 1 ]; then
 	pkgs=$(grep -rl --include='*_test.go' '^func Benchmark' . | xargs -r -n1 dirname | sort -u)
 	for p in $pkgs; do
 		echo "== go benchmarks in $p"
-		go test -run '^$' -bench . -benchtime 1x -timeout 30m "$p" | tee -a "$GOBENCH"
+		go test -run '^$' -bench . -skip '^BenchmarkStoreBackends$' -benchtime 1x -timeout 30m "$p" | tee -a "$GOBENCH"
 	done
+	store_backends_bench
 fi
 
 echo

@@ -57,6 +57,7 @@ func init() {
 		Flags: []cli.Flag{
 			// Not Required: urfave/cli would then demand it before `status` too.
 			&cli.StringFlag{Name: "dir", Usage: "the mediator's `DIR`: identity, state, address, control socket (required)"},
+			mediatorDBFlag,
 			&cli.StringFlag{Name: "listen", Usage: "UDP `HOST:PORT` to listen on (port 0: any free port)", Value: "127.0.0.1:7770"},
 			&cli.StringFlag{Name: "advertise", Usage: "`HOST:PORT` that others dial, when it differs from --listen"},
 			&cli.StringFlag{Name: "scheme", Usage: "default erasure scheme `K/N`: any K of N pieces rebuild a segment (N/K >= 2)", Value: mediator.DefaultScheme.String()},
@@ -99,7 +100,7 @@ func init() {
 			&cli.DurationFlag{Name: "rpc-timeout", Usage: "bound on each call to the bitcoin node", Value: wallet.DefaultRPCTimeout},
 		},
 		Action: runMediator,
-		Subcommands: []*cli.Command{mediatorLedgerCommand, mediatorPayoutsCommand, {
+		Subcommands: []*cli.Command{mediatorLedgerCommand, mediatorPayoutsCommand, mediatorMigrateCommand, {
 			Name:  "status",
 			Usage: "show the nodes and the network's health, from the running mediator",
 			Description: "Asks the mediator running in DIR over DIR/control.sock. With --json it prints\n" +
@@ -119,7 +120,7 @@ func mediatorConfig(c *cli.Context) (mediator.Config, error) {
 		return mediator.Config{}, userErr(exitUsage, "--dir is required")
 	}
 	if c.Args().Present() {
-		return mediator.Config{}, userErr(exitUsage, "unexpected argument %q (subcommands: status, ledger, payouts)", c.Args().First())
+		return mediator.Config{}, userErr(exitUsage, "unexpected argument %q (subcommands: status, ledger, payouts, migrate)", c.Args().First())
 	}
 	scheme, err := erasure.ParseScheme(c.String("scheme"))
 	if err != nil {
@@ -130,7 +131,7 @@ func mediatorConfig(c *cli.Context) (mediator.Config, error) {
 		return mediator.Config{}, err
 	}
 	cfg := mediator.Config{
-		Dir: c.String("dir"), Listen: c.String("listen"), Advertise: c.String("advertise"),
+		Dir: c.String("dir"), DB: c.String("db"), Listen: c.String("listen"), Advertise: c.String("advertise"),
 		Scheme: scheme, RepairThreshold: c.Int("repair-threshold"),
 		RepairWorkers: c.Int("repair-workers"), RepairNodeTransfers: c.Int("repair-node-transfers"),
 		Period: c.Duration("period"), OfflineAfter: c.Duration("offline-after"),
@@ -177,6 +178,8 @@ func runMediator(c *cli.Context) error {
 			return userErr(exitPassword, "mediator: %v (the passphrase that created %s/wallet)", err, cfg.Dir)
 		case errors.Is(err, mediator.ErrLocked):
 			return userErr(exitBusy, "mediator: %v", err)
+		case errors.Is(err, mediator.ErrStateElsewhere), errors.Is(err, mediator.ErrSchemaNewer):
+			return userErr(exitUsage, "mediator: %v", err)
 		case errors.Is(err, mediator.ErrListen):
 			return userErr(exitUsage, "mediator: %v", err)
 		}

@@ -43,6 +43,24 @@ func TestMediatorExitCodes(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	assertUserError(t, fincrypt(t, nil, "mediator", "--dir", dir, "--listen", "127.0.0.1:0"), exitBusy, "another mediator")
+	// migrate needs the mediator stopped.
+	assertUserError(t, fincrypt(t, nil, "mediator", "migrate", "--from", dir, "--to", "postgres:///m?host=/nonexistent"), exitBusy, "stop the mediator")
+}
+
+// TestMediatorDBUsage: --db and migrate reject what they cannot use, before
+// touching any state.
+func TestMediatorDBUsage(t *testing.T) {
+	dir := t.TempDir()
+	assertUserError(t, fincrypt(t, nil, "mediator", "--dir", dir, "--listen", "127.0.0.1:0", "--db", "mysql://x/y"), exitUsage, "postgres://")
+	assertUserError(t, fincrypt(t, nil, "mediator", "migrate", "--from", dir, "--to", "/srv/db"), exitUsage, "postgres://")
+	assertUserError(t, fincrypt(t, nil, "mediator", "migrate", "--from", dir, "--to", "postgres:///m?host=/nonexistent"), exitNotFound, "db")
+	// A directory with Pebble state is not silently left behind.
+	st, err := mediator.OpenPebbleStore(filepath.Join(dir, "db"), mediator.PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	assertUserError(t, fincrypt(t, nil, "mediator", "--dir", dir, "--listen", "127.0.0.1:0", "--db", "postgres:///m?host=/nonexistent"), exitUsage, "fincrypt mediator migrate")
 }
 
 // TestMediatorHelpDefaults: flags whose default is computed say how, not

@@ -7,13 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"testing"
 )
 
 // Main builds the fincrypt binary into a temporary directory, stores its
 // path in *bin, runs the package's tests and exits with their status. Use it
 // as the body of TestMain.
-func Main(m *testing.M, bin *string) {
+func Main(m interface{ Run() int }, bin *string) {
 	tmp, err := os.MkdirTemp("", "fincrypt-test-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

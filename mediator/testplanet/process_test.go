@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/fincrypt/fincrypt/internal/pgtest"
 	"github.com/fincrypt/fincrypt/internal/testbin"
 	"os"
 	"os/exec"
@@ -26,7 +27,9 @@ import (
 // fincryptBin is the binary the real-process tests run, built in TestMain.
 var fincryptBin string
 
-func TestMain(m *testing.M) { testbin.Main(m, &fincryptBin) }
+// TestMain builds the fincrypt binary, and stops the package's PostgreSQL
+// server (if a test started one) after the tests.
+func TestMain(m *testing.M) { testbin.Main(pgtest.Wrap(m), &fincryptBin) }
 
 type proc struct {
 	name string
