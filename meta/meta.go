@@ -23,8 +23,13 @@ import (
 	"github.com/fincrypt/fincrypt/vault"
 )
 
-// FormatVersion is the version of the key layout this package writes and reads.
-const FormatVersion = 1
+// FormatVersion is the version of the key layout this package writes. It
+// reads format 1 too: format 2 adds the pending feed (feed.go), which the
+// first writable Open of a format 1 index builds from a walk.
+const FormatVersion = 2
+
+// formatNoFeed is the format before the pending feed.
+const formatNoFeed = 1
 
 // Key prefixes (one byte each). Documented in docs/FORMAT.md §2.
 const (
@@ -35,6 +40,7 @@ const (
 	pChunk   = 'M' // M ino(8) index(8)        -> chunk reference
 	pXattr   = 'X' // X ino(8) mac(16)         -> xattr record
 	pOrphan  = 'O' // O ino(8)                 -> empty (unlinked while open)
+	pPending = 'P' // P chunkid(16)            -> pending feed entry (format 2)
 )
 
 // RootIno is the inode number of the root directory.
@@ -96,9 +102,18 @@ type Index struct {
 
 	mu      sync.Mutex
 	counter map[string]*counter
+	log     *slog.Logger
 
 	gen atomic.Uint64 // see Generation
+
+	feedReady bool         // the pending feed is kept (format 2)
+	read      atomic.Int64 // records read by scans (RecordsRead)
 }
+
+// RecordsRead counts the records that scans and walks of the index have
+// read since it was opened (point reads not included): what a cost that must
+// not grow with the vault is measured in.
+func (x *Index) RecordsRead() int64 { return x.read.Load() }
 
 // Generation counts the batches committed to the index since it was opened.
 // It grows after a commit is visible, so a reader that notes it before a
@@ -135,7 +150,7 @@ func Open(dir string, keys *vault.Keys, opt Options) (*Index, error) {
 	if err != nil {
 		return nil, fmt.Errorf("index %s: %w", dir, err)
 	}
-	x := &Index{db: db, keys: keys, counter: map[string]*counter{}}
+	x := &Index{db: db, keys: keys, counter: map[string]*counter{}, log: lg}
 	if err := x.checkFormat(opt.ReadOnly); err != nil {
 		db.Close()
 		return nil, err
@@ -152,6 +167,7 @@ func (x *Index) checkFormat(readOnly bool) error {
 		}
 		var b [4]byte
 		binary.BigEndian.PutUint32(b[:], FormatVersion)
+		x.feedReady = true // a new index: its feed is empty, and exact
 		return x.db.Set(key, x.keys.Meta.Seal(nil, b[:], key), pebble.Sync)
 	}
 	if errors.Is(err, ErrCorrupt) {
@@ -163,8 +179,19 @@ func (x *Index) checkFormat(readOnly bool) error {
 	if len(val) != 4 {
 		return fmt.Errorf("index format record is %d bytes, want 4: %w", len(val), ErrCorrupt)
 	}
-	if v := binary.BigEndian.Uint32(val); v != FormatVersion {
-		return fmt.Errorf("index format %d, this fincrypt reads format %d", v, FormatVersion)
+	switch v := binary.BigEndian.Uint32(val); {
+	case v == FormatVersion:
+		x.feedReady = true
+	case v == formatNoFeed && readOnly:
+		// Read as it is: everything but the feed is the same.
+	case v == formatNoFeed:
+		n, err := x.rebuildFeed()
+		if err != nil {
+			return fmt.Errorf("upgrading the index from format %d to %d: %w", v, FormatVersion, err)
+		}
+		x.log.Info("index upgraded: pending feed built from a walk", "from", v, "to", FormatVersion, "pending", n)
+	default:
+		return fmt.Errorf("index format %d, this fincrypt reads formats %d to %d", v, formatNoFeed, FormatVersion)
 	}
 	return nil
 }
@@ -211,6 +238,7 @@ func (x *Index) scanRange(lower, upper []byte, fn func(key, val []byte) error) e
 	defer it.Close()
 	var buf []byte
 	for ok := it.First(); ok; ok = it.Next() {
+		x.read.Add(1)
 		v, err := it.ValueAndErr()
 		if err != nil {
 			return err
@@ -308,6 +336,7 @@ func (x *Index) NextVersion() (uint64, error) { return x.next("version", version
 type Batch struct {
 	x *Index
 	b *pebble.Batch
+	batchState
 }
 
 // NewBatch starts a batch.
@@ -333,6 +362,9 @@ func (b *Batch) Empty() bool { return b.b.Empty() }
 // durable when Commit returns.
 func (b *Batch) Commit(sync bool) error {
 	defer b.b.Close()
+	if b.err != nil {
+		return fmt.Errorf("index batch not applied: %w", b.err)
+	}
 	if b.b.Empty() {
 		if sync {
 			return b.x.Sync()

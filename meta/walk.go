@@ -32,6 +32,7 @@ func (x *Index) Walk(v Visitor) error {
 	}
 	var buf []byte
 	for ok := it.First(); ok; ok = it.Next() {
+		x.read.Add(1)
 		key := it.Key()
 		val, err := it.ValueAndErr()
 		if err != nil {
@@ -91,6 +92,10 @@ func (x *Index) Walk(v Visitor) error {
 			}
 		case len(key) == 1+SegmentIDSize && key[0] == pSegment:
 			if _, err := decodeSegment(SegmentID(key[1:]), buf); err != nil {
+				bad(key, err)
+			}
+		case len(key) == 1+ChunkIDSize && key[0] == pPending:
+			if _, err := decodePending(ChunkID(key[1:]), buf); err != nil {
 				bad(key, err)
 			}
 		case len(key) > 1 && key[0] == pRepl:
