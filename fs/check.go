@@ -58,7 +58,7 @@ func Check(v *vault.Vault, w io.Writer) (problems int, err error) {
 		return 0, err
 	}
 	defer r.idx.Close()
-	clean, err := verifyClean(r)
+	clean, err := verifyClean(r, true)
 	if err != nil {
 		return problems, err
 	}

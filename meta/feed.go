@@ -102,6 +102,8 @@ type batchState struct {
 	located map[ChunkID]bool       // locations put (true) or deleted
 	feed    map[ChunkID]bool       // pending marks set or cleared
 	err     error                  // a failed read; Commit returns it
+	state   bool                   // touched snapshot state (StateGeneration)
+	segs    bool                   // touched segment records
 }
 
 // chunkAt is the chunk id referenced at (ino, idx) as of this batch.

@@ -103,8 +103,12 @@ type Index struct {
 	mu      sync.Mutex
 	counter map[string]*counter
 	log     *slog.Logger
+	dir     string
+	fs      vfs.FS
 
-	gen atomic.Uint64 // see Generation
+	gen    atomic.Uint64 // see Generation
+	sgen   atomic.Uint64 // see StateGeneration
+	seggen atomic.Uint64 // see SegmentGeneration
 
 	feedReady bool         // the pending feed is kept (format 2)
 	read      atomic.Int64 // records read by scans (RecordsRead)
@@ -119,6 +123,16 @@ func (x *Index) RecordsRead() int64 { return x.read.Load() }
 // It grows after a commit is visible, so a reader that notes it before a
 // scan and finds it unchanged later knows that nothing changed since.
 func (x *Index) Generation() uint64 { return x.gen.Load() }
+
+// StateGeneration counts the committed batches that changed what an index
+// snapshot captures: every record but the replication engine's state, the
+// pending feed, and the health of live segments (a data segment's death or
+// release counts). It grows after the commit is visible.
+func (x *Index) StateGeneration() uint64 { return x.sgen.Load() }
+
+// SegmentGeneration counts the committed batches that wrote or deleted a
+// segment record.
+func (x *Index) SegmentGeneration() uint64 { return x.seggen.Load() }
 
 type counter struct {
 	next, ceiling uint64
@@ -150,7 +164,11 @@ func Open(dir string, keys *vault.Keys, opt Options) (*Index, error) {
 	if err != nil {
 		return nil, fmt.Errorf("index %s: %w", dir, err)
 	}
-	x := &Index{db: db, keys: keys, counter: map[string]*counter{}, log: lg}
+	fsys := opt.FS
+	if fsys == nil {
+		fsys = vfs.Default
+	}
+	x := &Index{db: db, keys: keys, counter: map[string]*counter{}, log: lg, dir: dir, fs: fsys}
 	if err := x.checkFormat(opt.ReadOnly); err != nil {
 		db.Close()
 		return nil, err
@@ -192,6 +210,35 @@ func (x *Index) checkFormat(readOnly bool) error {
 		x.log.Info("index upgraded: pending feed built from a walk", "from", v, "to", FormatVersion, "pending", n)
 	default:
 		return fmt.Errorf("index format %d, this fincrypt reads formats %d to %d", v, formatNoFeed, FormatVersion)
+	}
+	return nil
+}
+
+// CheckTables verifies that every table file the index's manifest lists
+// is there with its recorded size: a check that costs a stat per table,
+// not a read of every record (the mount's check after a clean unmount).
+func (x *Index) CheckTables() error {
+	levels, err := x.db.SSTables()
+	if err != nil {
+		return err
+	}
+	seen := map[uint64]bool{}
+	for _, level := range levels {
+		for _, t := range level {
+			n := uint64(t.BackingSSTNum)
+			if seen[n] {
+				continue
+			}
+			seen[n] = true
+			p := x.fs.PathJoin(x.dir, fmt.Sprintf("%06d.sst", n))
+			st, err := x.fs.Stat(p)
+			if err != nil {
+				return fmt.Errorf("index table %s: %w", p, err)
+			}
+			if !t.Virtual && uint64(st.Size()) != t.Size {
+				return fmt.Errorf("index table %s is %d bytes, the manifest says %d: %w", p, st.Size(), t.Size, ErrCorrupt)
+			}
+		}
 	}
 	return nil
 }
@@ -343,6 +390,7 @@ type Batch struct {
 func (x *Index) NewBatch() *Batch { return &Batch{x: x, b: x.db.NewBatch()} }
 
 func (b *Batch) set(key, val []byte) {
+	b.touch(key)
 	// Batch.Set copies key and value; it fails only on a closed batch.
 	if err := b.b.Set(key, b.x.keys.Meta.Seal(nil, val, key), nil); err != nil {
 		panic(err)
@@ -350,6 +398,7 @@ func (b *Batch) set(key, val []byte) {
 }
 
 func (b *Batch) del(key []byte) {
+	b.touch(key)
 	if err := b.b.Delete(key, nil); err != nil {
 		panic(err)
 	}
@@ -378,8 +427,27 @@ func (b *Batch) Commit(sync bool) error {
 	if err := b.b.Commit(opt); err != nil {
 		return err
 	}
+	if b.state {
+		b.x.sgen.Add(1)
+	}
+	if b.segs {
+		b.x.seggen.Add(1)
+	}
 	b.x.gen.Add(1)
 	return nil
+}
+
+// touch notes what kind of record a change touches: engine state (R), the
+// pending feed (P) and segment records (S) are not snapshot state by
+// themselves (PutSegment and DeleteSegment say when they are).
+func (b *Batch) touch(key []byte) {
+	switch {
+	case len(key) > 0 && key[0] == pSegment:
+		b.segs = true
+	case len(key) > 0 && (key[0] == pRepl || key[0] == pPending):
+	default:
+		b.state = true
+	}
 }
 
 // Discard drops the batch without applying it.

@@ -213,11 +213,20 @@ func (b *Batch) DeleteLocation(id ChunkID) {
 	b.noteLocated(id, false)
 }
 
-// PutSegment writes a segment record.
-func (b *Batch) PutSegment(s *Segment) { b.set(segmentKey(s.ID), s.encode()) }
+// PutSegment writes a segment record. A dead data segment's record is
+// snapshot state (StateGeneration); a live one's health is not.
+func (b *Batch) PutSegment(s *Segment) {
+	b.set(segmentKey(s.ID), s.encode())
+	if s.Kind == KindData && s.DeadSince != 0 {
+		b.state = true
+	}
+}
 
 // DeleteSegment removes a segment record.
-func (b *Batch) DeleteSegment(id SegmentID) { b.del(segmentKey(id)) }
+func (b *Batch) DeleteSegment(id SegmentID) {
+	b.del(segmentKey(id))
+	b.state = true
+}
 
 // PutRepl writes a named replication state record.
 func (b *Batch) PutRepl(name string, val []byte) { b.set(append([]byte{pRepl}, name...), val) }
@@ -301,6 +310,8 @@ func (x *Index) Import(records func(fn func(key, sealed []byte) error) error) er
 		return err
 	}
 	x.gen.Add(1)
+	x.sgen.Add(1)
+	x.seggen.Add(1)
 	_, err = x.rebuildFeed()
 	return err
 }

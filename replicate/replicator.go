@@ -60,28 +60,51 @@ type Replicator struct {
 	escrowStale bool
 	// settledGen is 1 + the index generation at which a scan found nothing
 	// pending (0: none did); until the index changes, nothing is.
-	settledGen uint64
-	scans      atomic.Int64 // full scans for pending chunks (tests)
+	settledGen  uint64
+	scans       atomic.Int64 // full scans for pending chunks (tests)
+	rounds      atomic.Int64 // rounds run (tests)
+	segStats    segStats     // segment counts for Status
+	segStatsGen uint64       // 1 + the segment generation they were read at
+	// evictGen is 1 + the index generation at the last cache trim;
+	// evictEvery how often a change of the index calls for one.
+	evictEvery time.Duration
+	evictGen   uint64
+	// maintGen, maintSnap and maintNext say when maintain has nothing to
+	// do: the index is at generation maintGen-1, the newest snapshot is
+	// maintSnap, and no dead segment is due for release before maintNext.
+	maintGen  uint64
+	maintSnap time.Time
+	maintNext time.Time
+	passes    passCounters // periodic passes that read the whole index or store (tests)
 
 	// Restorability (protect.go); guarded by mu.
-	protMu           sync.Mutex // serialises computing the live state hash
-	snapMu           sync.Mutex // serialises taking snapshots
-	protGen          uint64     // 1 + the index generation protHash was computed at
-	protKey          []byte     // the key file protHash covers
-	protHash         []byte     // state hash of the live index
-	snapHash         []byte     // state hash of the newest stored snapshot (R snapshot_hash)
-	snapCovers       time.Time  // when that snapshot's export was read (R snapshot_covers)
-	unprotectedSince time.Time  // the oldest change not in a stored snapshot (zero: none)
-	lastChange       time.Time  // when the live state hash last changed
-	syncWanted       time.Time  // a snapshot exported after this is wanted now
-	flushing         bool       // upload partly filled segments at once
-	closing          bool       // Finish runs
-	netFails         int        // rounds in a row that failed on the network
+	protMu           sync.Mutex   // serialises computing the live state hash
+	snapMu           sync.Mutex   // serialises taking snapshots
+	protGen          uint64       // 1 + the index generation protHash was computed at
+	protKey          []byte       // the key file protHash covers
+	protHash         []byte       // state hash of the live index (when protGen was hashed)
+	snapGen          uint64       // 1 + the index state generation the stored snapshot covers (0: not known)
+	hashes           atomic.Int64 // full hashes of the live index (tests)
+	snapHash         []byte       // state hash of the newest stored snapshot (R snapshot_hash)
+	snapCovers       time.Time    // when that snapshot's export was read (R snapshot_covers)
+	unprotectedSince time.Time    // the oldest change not in a stored snapshot (zero: none)
+	lastChange       time.Time    // when the live state hash last changed
+	syncWanted       time.Time    // a snapshot exported after this is wanted now
+	flushing         bool         // upload partly filled segments at once
+	closing          bool         // Finish runs
+	netFails         int          // rounds in a row that failed on the network
 	syncTimeout      time.Duration
 
 	fetchMu  sync.Mutex
 	fetching map[meta.SegmentID]*fetchCall
 	segCache []cachedSegment
+}
+
+// passCounters count the periodic passes whose cost grows with the vault,
+// so that tests can assert that an idle mount runs none of them.
+type passCounters struct {
+	evict    atomic.Int64 // listings of the local store
+	maintain atomic.Int64 // walks of every chunk reference
 }
 
 type timedErr struct {
@@ -108,7 +131,7 @@ func New(v *vault.Vault, idx *meta.Index, store *chunkstore.Store, client *media
 	r := &Replicator{cfg: cfg, log: cfg.Logger, faults: cfg.Faults, v: v, idx: idx, store: store, client: client, coder: coder, snap: snap,
 		done: make(chan struct{}), kick: make(chan struct{}, 1),
 		inflight: map[meta.ChunkID]struct{}{}, firstSeen: map[meta.ChunkID]time.Time{},
-		fetching: map[meta.SegmentID]*fetchCall{}, intentsLeft: true}
+		fetching: map[meta.SegmentID]*fetchCall{}, intentsLeft: true, evictEvery: evictEvery}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.st.Account = fnet.NodeID(client.Account()).String()
 	r.st.Scheme = cfg.Scheme.String()
@@ -165,6 +188,7 @@ func (r *Replicator) run() {
 			r.round(&lastCheck, &lastMaintain, &lastEscrow)
 			return nil
 		})
+		r.rounds.Add(1)
 		select {
 		case <-r.ctx.Done():
 			return
@@ -222,11 +246,18 @@ func (r *Replicator) round(lastCheck, lastMaintain, lastEscrow *time.Time) {
 	}
 	// Trimming the cache lists the store: do it after uploads made chunks
 	// evictable, and otherwise now and then (reads refill the cache).
+	// Nothing changes what the store holds but the index's commits (writes,
+	// uploads) and fetches (cacheDirty): an idle mount does not list it.
+	gen := r.idx.Generation()
 	r.mu.Lock()
-	trim := r.cacheDirty || time.Since(r.lastEvict) >= evictEvery
+	trim := r.cacheDirty || (time.Since(r.lastEvict) >= r.evictEvery && r.evictGen != gen+1)
 	r.cacheDirty = false
 	r.mu.Unlock()
 	if trim {
+		r.passes.evict.Add(1)
+		r.mu.Lock()
+		r.evictGen = gen + 1
+		r.mu.Unlock()
 		if err := r.faults.Run("evict", r.evict); err != nil {
 			r.noteErr(err)
 		}
@@ -259,15 +290,16 @@ func (r *Replicator) round(lastCheck, lastMaintain, lastEscrow *time.Time) {
 
 // pendingChunk is a chunk that no committed segment holds yet.
 type pendingChunk struct {
-	id   meta.ChunkID
-	ino  uint64
-	size int // sealed size
+	id    meta.ChunkID
+	ino   uint64 // owner: 0 for a chunk of no file
+	index uint64
+	size  int // sealed size
 }
 
-// pending lists the chunks referenced by the index that no segment holds,
-// in index order. The scan decrypts the whole index, so it is skipped while
-// nothing was committed since a scan found nothing pending: an idle mount
-// whose data is all on the network does no work.
+// pending lists the chunks that no segment holds yet, from the index's
+// pending feed (meta.Index.PendingChunks): its cost follows the pending
+// work, not the vault. An index without a feed (never the case for a
+// mounted one: opening it writable builds the feed) falls back to a walk.
 func (r *Replicator) pending() ([]pendingChunk, error) {
 	gen := r.idx.Generation()
 	r.mu.Lock()
@@ -276,7 +308,19 @@ func (r *Replicator) pending() ([]pendingChunk, error) {
 	if settled {
 		return nil, nil
 	}
-	out, err := r.scanPending()
+	var out []pendingChunk
+	var err error
+	if r.idx.FeedReady() {
+		err = r.idx.PendingChunks(func(p meta.Pending) error {
+			out = append(out, pendingChunk{id: p.ID, ino: p.Owner, index: p.Index, size: int(p.Size)})
+			return nil
+		})
+		if err != nil {
+			err = fmt.Errorf("reading the pending feed: %w", err)
+		}
+	} else {
+		out, err = r.scanPending()
+	}
 	if err == nil && len(out) == 0 {
 		r.mu.Lock()
 		r.settledGen = gen + 1
@@ -285,7 +329,8 @@ func (r *Replicator) pending() ([]pendingChunk, error) {
 	return out, err
 }
 
-// scanPending is pending without the shortcut.
+// scanPending finds the pending chunks by a walk of the whole index (an
+// index without a feed; tests compare it with the feed).
 func (r *Replicator) scanPending() ([]pendingChunk, error) {
 	r.scans.Add(1)
 	located := map[meta.ChunkID]struct{}{}
@@ -296,9 +341,9 @@ func (r *Replicator) scanPending() ([]pendingChunk, error) {
 		return nil, fmt.Errorf("scanning locations: %w", err)
 	}
 	var out []pendingChunk
-	err := r.idx.Walk(meta.Visitor{Chunk: func(ino, _ uint64, ref meta.ChunkRef) {
+	err := r.idx.Walk(meta.Visitor{Chunk: func(ino, idx uint64, ref meta.ChunkRef) {
 		if _, ok := located[ref.ID]; !ok {
-			out = append(out, pendingChunk{id: ref.ID, ino: ino, size: int(ref.Len) + vault.Overhead})
+			out = append(out, pendingChunk{id: ref.ID, ino: ino, index: idx, size: int(ref.Len) + vault.Overhead})
 		}
 	}})
 	if err != nil {
@@ -349,8 +394,13 @@ func (r *Replicator) uploadPending() error {
 	if len(todo) == 0 {
 		return nil
 	}
-	// Group by file first, so a file's chunks sit together.
-	sort.SliceStable(todo, func(i, j int) bool { return todo[i].ino < todo[j].ino })
+	// Group by file first, so a file's chunks sit together, in order.
+	sort.Slice(todo, func(i, j int) bool {
+		if todo[i].ino != todo[j].ino {
+			return todo[i].ino < todo[j].ino
+		}
+		return todo[i].index < todo[j].index
+	})
 	var plan []*plannedSegment
 	cur := &plannedSegment{}
 	for _, c := range todo {
