@@ -5,13 +5,19 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"sort"
+	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/fincrypt/fincrypt/chunkstore"
 	"github.com/fincrypt/fincrypt/meta"
 	"github.com/fincrypt/fincrypt/vault"
 )
+
+// checkBatch is how many chunks a worker of Check takes at a time.
+const checkBatch = 256
 
 // Check verifies the vault offline: every record of the index decrypts under
 // its key, every chunk referenced exists and decrypts under its associated
@@ -171,11 +177,13 @@ func Check(v *vault.Vault, w io.Writer) (problems int, err error) {
 		}
 	}
 
-	// Chunks: the index's view against the store's.
-	referenced := map[meta.ChunkID]chunkKey{}
-	var sealedBuf, plainBuf []byte
-	onNetwork := 0
-	for _, k := range chunkOrder {
+	// Chunks: the index's view against the store's. The structural checks
+	// run in index order; reading and opening the chunks, the bulk of the
+	// work, runs on every core, and its problems are reported in index
+	// order too.
+	referenced := make(map[meta.ChunkID]chunkKey, len(chunkOrder))
+	toRead := make([]int, 0, len(chunkOrder))
+	for i, k := range chunkOrder {
 		ref := chunks[k]
 		in, ok := inodes[k.ino]
 		switch {
@@ -194,27 +202,63 @@ func Check(v *vault.Vault, w io.Writer) (problems int, err error) {
 			report("inode %d chunk %d: length %d exceeds the chunk size %d", k.ino, k.idx, ref.Len, r.cs)
 			continue
 		}
-		sealedBuf, err = r.store.Get(ref.ID, sealedBuf[:0])
-		if errors.Is(err, chunkstore.ErrNotFound) {
-			if _, lerr := r.idx.GetLocation(ref.ID); lerr == nil {
-				onNetwork++ // evicted from the local cache; its segment holds it
-				continue
+		toRead = append(toRead, i)
+	}
+	found := make([]string, len(toRead)) // a problem per chunk read, or ""
+	netOnly := make([]bool, len(toRead))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range max(1, runtime.GOMAXPROCS(0)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var sealedBuf, plainBuf []byte
+			for {
+				lo := int(next.Add(checkBatch)) - checkBatch
+				if lo >= len(toRead) {
+					return
+				}
+				for j := lo; j < min(lo+checkBatch, len(toRead)); j++ {
+					k := chunkOrder[toRead[j]]
+					ref := chunks[k]
+					var err error
+					sealedBuf, err = r.store.Get(ref.ID, sealedBuf[:0])
+					if errors.Is(err, chunkstore.ErrNotFound) {
+						if _, lerr := r.idx.GetLocation(ref.ID); lerr == nil {
+							netOnly[j] = true // evicted from the local cache; its segment holds it
+							continue
+						}
+						found[j] = fmt.Sprintf("inode %d chunk %d: chunk %s is missing from the store", k.ino, k.idx, ref.ID)
+						continue
+					}
+					if err != nil {
+						found[j] = fmt.Sprintf("inode %d chunk %d: %v", k.ino, k.idx, err)
+						continue
+					}
+					plainBuf, err = v.Keys.Chunk.Open(plainBuf[:0], sealedBuf, vault.ChunkAD(k.ino, k.idx, ref.Version))
+					if err != nil {
+						found[j] = fmt.Sprintf("inode %d chunk %d: chunk %s does not decrypt: %v", k.ino, k.idx, ref.ID, err)
+						continue
+					}
+					if len(plainBuf) != int(ref.Len) {
+						found[j] = fmt.Sprintf("inode %d chunk %d: chunk %s holds %d bytes, the index says %d", k.ino, k.idx, ref.ID, len(plainBuf), ref.Len)
+					}
+				}
 			}
-			report("inode %d chunk %d: chunk %s is missing from the store", k.ino, k.idx, ref.ID)
-			continue
+		}()
+	}
+	wg.Wait()
+	onNetwork := 0
+	for j := range toRead {
+		if netOnly[j] {
+			onNetwork++
 		}
-		if err != nil {
-			report("inode %d chunk %d: %v", k.ino, k.idx, err)
-			continue
+		if found[j] != "" {
+			report("%s", found[j])
 		}
-		plainBuf, err = v.Keys.Chunk.Open(plainBuf[:0], sealedBuf, vault.ChunkAD(k.ino, k.idx, ref.Version))
-		if err != nil {
-			report("inode %d chunk %d: chunk %s does not decrypt: %v", k.ino, k.idx, ref.ID, err)
-			continue
-		}
-		if len(plainBuf) != int(ref.Len) {
-			report("inode %d chunk %d: chunk %s holds %d bytes, the index says %d", k.ino, k.idx, ref.ID, len(plainBuf), ref.Len)
-		}
+	}
+	if r.idx.FeedReady() {
+		checkFeed(r.idx, chunks, report)
 	}
 	if onNetwork > 0 {
 		fmt.Fprintf(w, "note: %d chunk(s) are only on the network (evicted from the local cache); not checked offline\n", onNetwork)
@@ -251,4 +295,38 @@ func Check(v *vault.Vault, w io.Writer) (problems int, err error) {
 			"they are kept until a clean unmount and mount; if files are missing: %s\n", unreferenced, unrefBytes, RecoverHint)
 	}
 	return problems, nil
+}
+
+// checkFeed compares the index's pending feed (meta.Index.PendingChunks)
+// with the chunk references and their locations: a chunk missing from the
+// feed would never be uploaded, a stale entry keeps status pending.
+func checkFeed[K comparable](idx *meta.Index, chunks map[K]meta.ChunkRef, report func(string, ...any)) {
+	located := map[meta.ChunkID]bool{}
+	if err := idx.Locations(func(id meta.ChunkID, _ meta.Location) error { located[id] = true; return nil }); err != nil {
+		report("reading chunk locations: %v", err)
+		return
+	}
+	want := map[meta.ChunkID]bool{}
+	for _, ref := range chunks {
+		if !located[ref.ID] {
+			want[ref.ID] = true
+		}
+	}
+	fed := map[meta.ChunkID]bool{}
+	err := idx.PendingChunks(func(p meta.Pending) error {
+		fed[p.ID] = true
+		if !want[p.ID] && p.Owner != 0 {
+			report("pending feed: chunk %s is listed for upload but is located or no longer referenced", p.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		report("reading the pending feed: %v", err)
+		return
+	}
+	for id := range want {
+		if !fed[id] {
+			report("pending feed: chunk %s has no location and is not listed for upload (it would never be uploaded)", id)
+		}
+	}
 }

@@ -82,6 +82,12 @@ func (b *Batch) markPending(id ChunkID, owner, index uint64, size uint32) {
 	b.pend(id, true)
 }
 
+// ForgetPending takes chunk id off the pending feed without recording a
+// location: its producer no longer needs it uploaded (a blob it dropped).
+// The replication engine uses it for a file's chunk that is gone from the
+// store and no longer referenced.
+func (b *Batch) ForgetPending(id ChunkID) { b.unmarkPending(id) }
+
 // unmarkPending drops chunk id from the feed in the batch.
 func (b *Batch) unmarkPending(id ChunkID) {
 	b.del(pendingKey(id))

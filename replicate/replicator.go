@@ -250,7 +250,7 @@ func (r *Replicator) round(lastCheck, lastMaintain, lastEscrow *time.Time) {
 	// uploads) and fetches (cacheDirty): an idle mount does not list it.
 	gen := r.idx.Generation()
 	r.mu.Lock()
-	trim := r.cacheDirty || (time.Since(r.lastEvict) >= r.evictEvery && r.evictGen != gen+1)
+	trim := r.trimDueLocked(gen)
 	r.cacheDirty = false
 	r.mu.Unlock()
 	if trim {
@@ -380,7 +380,9 @@ func (r *Replicator) uploadPending() error {
 		}
 		seen[c.id] = t
 		bytes += uint64(c.size)
-		files[c.ino] = struct{}{}
+		if c.ino != 0 {
+			files[c.ino] = struct{}{}
+		}
 		if _, busy := r.inflight[c.id]; !busy {
 			todo = append(todo, c)
 			if t.Before(oldest) {
@@ -425,6 +427,13 @@ func (r *Replicator) uploadPending() error {
 		return nil
 	}
 	return r.uploadAll(plan)
+}
+
+// trimDueLocked says whether the cache is to be trimmed (the store listed)
+// now, at index generation gen: after a fetch, or after a commit once
+// evictEvery has passed since the last trim.
+func (r *Replicator) trimDueLocked(gen uint64) bool {
+	return r.cacheDirty || (time.Since(r.lastEvict) >= r.evictEvery && r.evictGen != gen+1)
 }
 
 // evictEvery is how often the cache is trimmed when nothing was uploaded.
@@ -490,6 +499,9 @@ func (r *Replicator) uploadSegment(p *plannedSegment) error {
 	if err != nil {
 		return err
 	}
+	if len(pk.ids) < len(p.chunks) {
+		r.forgetGone(p.chunks, pk.ids)
+	}
 	if len(pk.ids) == 0 {
 		return nil
 	}
@@ -522,6 +534,38 @@ func (r *Replicator) uploadSegment(p *plannedSegment) error {
 	r.mu.Unlock()
 	r.log.Info("segment durable", "segment", seg.ID, "chunks", len(ids), "bytes", used, "class", class, "pieces", pieces)
 	return nil
+}
+
+// forgetGone takes off the pending feed the planned chunks that were not
+// packed because they are gone from the store and no file references them
+// any more (superseded while a repack queued them again). A referenced
+// chunk missing from the store stays pending: `fincrypt check` reports it.
+func (r *Replicator) forgetGone(planned []pendingChunk, packed []meta.ChunkID) {
+	in := make(map[meta.ChunkID]struct{}, len(packed))
+	for _, id := range packed {
+		in[id] = struct{}{}
+	}
+	b := r.idx.NewBatch()
+	for _, c := range planned {
+		if _, ok := in[c.id]; ok || c.ino == 0 {
+			continue
+		}
+		if _, ok := r.store.Has(c.id); ok {
+			continue // left for another segment
+		}
+		ref, ok, err := r.idx.GetChunk(c.ino, c.index)
+		if err != nil || (ok && ref.ID == c.id) {
+			continue
+		}
+		b.ForgetPending(c.id)
+	}
+	if b.Empty() {
+		b.Discard()
+		return
+	}
+	if err := b.Commit(false); err != nil {
+		r.noteErr(fmt.Errorf("pending feed: %w", err))
+	}
 }
 
 // put pads content with random bytes to class, erasure-codes, places,

@@ -89,7 +89,9 @@ func (r *Replicator) Status(ctx context.Context) Status {
 		st.PendingBytes, st.PendingChunks = 0, len(pend)
 		for _, c := range pend {
 			st.PendingBytes += uint64(c.size)
-			files[c.ino] = struct{}{}
+			if c.ino != 0 {
+				files[c.ino] = struct{}{}
+			}
 		}
 		st.PendingFiles = len(files)
 	}
