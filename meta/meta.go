@@ -6,6 +6,14 @@
 // names: a directory entry's key carries a keyed hash of its name
 // (vault.Keys.NameMAC) and the sealed value carries the name itself. The key
 // layout is versioned by a format record; docs/FORMAT.md §2 describes it.
+//
+// The index also keeps the pending feed (feed.go): the chunks that still
+// need uploading, maintained in the same batches that change chunk
+// references and locations, so that the replication engine and `fincrypt
+// status` find pending work at a cost proportional to it. A producer of
+// chunks that are not chunk-map entries marks one as needing upload with
+// Batch.MarkPending (and takes the mark back with Batch.ForgetPending);
+// Batch.PutLocation clears it once the chunk is in a committed segment.
 package meta
 
 import (
