@@ -143,6 +143,7 @@ func New(v *vault.Vault, idx *meta.Index, store *chunkstore.Store, client *media
 		r.lastSync = time.Unix(0, int64(beUint64(b)))
 	}
 	r.loadProtection()
+	r.loadIdle()
 	store.SetFetcher(r.fetchChunk)
 	go r.run()
 	return r, nil
@@ -154,6 +155,7 @@ func (r *Replicator) Close() error {
 	r.cancel()
 	<-r.done
 	r.store.SetFetcher(nil)
+	r.saveIdle()
 	return nil
 }
 
