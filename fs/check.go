@@ -81,7 +81,9 @@ func Check(v *vault.Vault, w io.Writer) (problems int, err error) {
 	var dirents []meta.Dirent
 	orphans := map[uint64]bool{}
 	var xattrOwners []uint64
-	err = r.idx.Walk(meta.Visitor{
+	// Each kind of record is read on its own core; each callback below
+	// touches only its own kind's state (Bad calls are serialised).
+	err = r.idx.WalkParallel(meta.Visitor{
 		Inode: func(n meta.Inode) { inodes[n.Ino] = n },
 		Dirent: func(d meta.Dirent) {
 			dirents = append(dirents, d)

@@ -1,6 +1,7 @@
 package meta
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
@@ -254,5 +255,48 @@ func TestFeedCostFollowsPending(t *testing.T) {
 	}
 	if read := x.RecordsRead() - before; n != 1 || read != 1 {
 		t.Fatalf("feed of %d entries read %d records", n, read)
+	}
+}
+
+// TestWalkParallelSeesEverything: the parallel walk visits the same
+// records as the walk in key order, bad ones included.
+func TestWalkParallelSeesEverything(t *testing.T) {
+	x := openTest(t, filepath.Join(t.TempDir(), "index"), testKeys(t, 6))
+	defer x.Close()
+	b := x.NewBatch()
+	for i := range 300 {
+		ino := uint64(10 + i)
+		b.PutInode(&Inode{Ino: ino, Mode: 0o100644, Nlink: 1})
+		b.PutDirent(&Dirent{Parent: 1, Name: fmt.Sprintf("f%d", i), Ino: ino, Type: 0o100000})
+		b.PutChunk(ino, 0, &ChunkRef{ID: ChunkID{byte(i), byte(i >> 8)}, Len: 5})
+		b.PutXattr(ino, "user.a", []byte("v"))
+		if i%7 == 0 {
+			b.AddOrphan(ino)
+		}
+	}
+	if err := b.Commit(false); err != nil {
+		t.Fatal(err)
+	}
+	// One record that does not open.
+	if err := x.db.Set(key8(pInode, 5), []byte("not sealed"), pebble.NoSync); err != nil {
+		t.Fatal(err)
+	}
+	count := func(walk func(Visitor) error) [6]int {
+		var n [6]int
+		if err := walk(Visitor{
+			Inode:  func(Inode) { n[0]++ },
+			Dirent: func(Dirent) { n[1]++ },
+			Chunk:  func(_, _ uint64, _ ChunkRef) { n[2]++ },
+			Xattr:  func(uint64, string, []byte) { n[3]++ },
+			Orphan: func(uint64) { n[4]++ },
+			Bad:    func([]byte, error) { n[5]++ },
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	seq, par := count(x.Walk), count(x.WalkParallel)
+	if seq != par || seq != [6]int{300, 300, 300, 300, 43, 1} {
+		t.Fatalf("walk counted %v, parallel walk %v", seq, par)
 	}
 }
