@@ -60,9 +60,14 @@ type Replicator struct {
 	escrowStale bool
 	// settledGen is 1 + the index generation at which a scan found nothing
 	// pending (0: none did); until the index changes, nothing is.
-	settledGen  uint64
-	scans       atomic.Int64 // full scans for pending chunks (tests)
-	rounds      atomic.Int64 // rounds run (tests)
+	settledGen uint64
+	scans      atomic.Int64 // full scans for pending chunks (tests)
+
+	// Passes that would grow with the vault, gated on change (tests count
+	// them in passes, rounds and hashes).
+	rounds      atomic.Int64 // rounds run
+	passes      passCounters // periodic passes that read the whole index or store
+	hashes      atomic.Int64 // full hashes of the live index (protect.go)
 	segStats    segStats     // segment counts for Status
 	segStatsGen uint64       // 1 + the segment generation they were read at
 	// evictGen is 1 + the index generation at the last cache trim;
@@ -75,25 +80,25 @@ type Replicator struct {
 	maintGen  uint64
 	maintSnap time.Time
 	maintNext time.Time
-	passes    passCounters // periodic passes that read the whole index or store (tests)
 
 	// Restorability (protect.go); guarded by mu.
-	protMu           sync.Mutex   // serialises computing the live state hash
-	snapMu           sync.Mutex   // serialises taking snapshots
-	protGen          uint64       // 1 + the index generation protHash was computed at
-	protKey          []byte       // the key file protHash covers
-	protHash         []byte       // state hash of the live index (when protGen was hashed)
-	snapGen          uint64       // 1 + the index state generation the stored snapshot covers (0: not known)
-	hashes           atomic.Int64 // full hashes of the live index (tests)
-	snapHash         []byte       // state hash of the newest stored snapshot (R snapshot_hash)
-	snapCovers       time.Time    // when that snapshot's export was read (R snapshot_covers)
-	unprotectedSince time.Time    // the oldest change not in a stored snapshot (zero: none)
-	lastChange       time.Time    // when the live state hash last changed
-	syncWanted       time.Time    // a snapshot exported after this is wanted now
-	flushing         bool         // upload partly filled segments at once
-	closing          bool         // Finish runs
-	netFails         int          // rounds in a row that failed on the network
+	protMu           sync.Mutex // serialises computing the live state hash
+	snapMu           sync.Mutex // serialises taking snapshots
+	protGen          uint64     // 1 + the index generation protHash was computed at
+	protKey          []byte     // the key file protHash covers
+	protHash         []byte     // state hash of the live index
+	snapHash         []byte     // state hash of the newest stored snapshot (R snapshot_hash)
+	snapCovers       time.Time  // when that snapshot's export was read (R snapshot_covers)
+	unprotectedSince time.Time  // the oldest change not in a stored snapshot (zero: none)
+	lastChange       time.Time  // when the live state hash last changed
+	syncWanted       time.Time  // a snapshot exported after this is wanted now
+	flushing         bool       // upload partly filled segments at once
+	closing          bool       // Finish runs
+	netFails         int        // rounds in a row that failed on the network
 	syncTimeout      time.Duration
+	// snapGen is 1 + the index state generation (meta.Index.
+	// StateGeneration) the stored snapshot covers; 0: not known.
+	snapGen uint64
 
 	fetchMu  sync.Mutex
 	fetching map[meta.SegmentID]*fetchCall
