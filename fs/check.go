@@ -5,13 +5,19 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"sort"
+	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/fincrypt/fincrypt/chunkstore"
 	"github.com/fincrypt/fincrypt/meta"
 	"github.com/fincrypt/fincrypt/vault"
 )
+
+// checkBatch is how many chunks a worker of Check takes at a time.
+const checkBatch = 256
 
 // Check verifies the vault offline: every record of the index decrypts under
 // its key, every chunk referenced exists and decrypts under its associated
@@ -58,7 +64,7 @@ func Check(v *vault.Vault, w io.Writer) (problems int, err error) {
 		return 0, err
 	}
 	defer r.idx.Close()
-	clean, err := verifyClean(r)
+	clean, err := verifyClean(r, true)
 	if err != nil {
 		return problems, err
 	}
@@ -80,7 +86,9 @@ func Check(v *vault.Vault, w io.Writer) (problems int, err error) {
 		len uint32
 	}
 	var blobs []blobRef // backup blobs (package backup)
-	err = r.idx.Walk(meta.Visitor{
+	// Each kind of record is read on its own core; each callback below
+	// touches only its own kind's state (Bad calls are serialised).
+	err = r.idx.WalkParallel(meta.Visitor{
 		Inode: func(n meta.Inode) { inodes[n.Ino] = n },
 		Dirent: func(d meta.Dirent) {
 			dirents = append(dirents, d)
@@ -177,11 +185,13 @@ func Check(v *vault.Vault, w io.Writer) (problems int, err error) {
 		}
 	}
 
-	// Chunks: the index's view against the store's.
-	referenced := map[meta.ChunkID]chunkKey{}
-	var sealedBuf, plainBuf []byte
-	onNetwork := 0
-	for _, k := range chunkOrder {
+	// Chunks: the index's view against the store's. The structural checks
+	// run in index order; reading and opening the chunks, the bulk of the
+	// work, runs on every core, and its problems are reported in index
+	// order too.
+	referenced := make(map[meta.ChunkID]chunkKey, len(chunkOrder))
+	toRead := make([]int, 0, len(chunkOrder))
+	for i, k := range chunkOrder {
 		ref := chunks[k]
 		in, ok := inodes[k.ino]
 		switch {
@@ -200,28 +210,62 @@ func Check(v *vault.Vault, w io.Writer) (problems int, err error) {
 			report("inode %d chunk %d: length %d exceeds the chunk size %d", k.ino, k.idx, ref.Len, r.cs)
 			continue
 		}
-		sealedBuf, err = r.store.Get(ref.ID, sealedBuf[:0])
-		if errors.Is(err, chunkstore.ErrNotFound) {
-			if _, lerr := r.idx.GetLocation(ref.ID); lerr == nil {
-				onNetwork++ // evicted from the local cache; its segment holds it
-				continue
+		toRead = append(toRead, i)
+	}
+	found := make([]string, len(toRead)) // a problem per chunk read, or ""
+	netOnly := make([]bool, len(toRead))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range max(1, runtime.GOMAXPROCS(0)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var sealedBuf, plainBuf []byte
+			for {
+				lo := int(next.Add(checkBatch)) - checkBatch
+				if lo >= len(toRead) {
+					return
+				}
+				for j := lo; j < min(lo+checkBatch, len(toRead)); j++ {
+					k := chunkOrder[toRead[j]]
+					ref := chunks[k]
+					var err error
+					sealedBuf, err = r.store.Get(ref.ID, sealedBuf[:0])
+					if errors.Is(err, chunkstore.ErrNotFound) {
+						if _, lerr := r.idx.GetLocation(ref.ID); lerr == nil {
+							netOnly[j] = true // evicted from the local cache; its segment holds it
+							continue
+						}
+						found[j] = fmt.Sprintf("inode %d chunk %d: chunk %s is missing from the store", k.ino, k.idx, ref.ID)
+						continue
+					}
+					if err != nil {
+						found[j] = fmt.Sprintf("inode %d chunk %d: %v", k.ino, k.idx, err)
+						continue
+					}
+					plainBuf, err = v.Keys.Chunk.Open(plainBuf[:0], sealedBuf, vault.ChunkAD(k.ino, k.idx, ref.Version))
+					if err != nil {
+						found[j] = fmt.Sprintf("inode %d chunk %d: chunk %s does not decrypt: %v", k.ino, k.idx, ref.ID, err)
+						continue
+					}
+					if len(plainBuf) != int(ref.Len) {
+						found[j] = fmt.Sprintf("inode %d chunk %d: chunk %s holds %d bytes, the index says %d", k.ino, k.idx, ref.ID, len(plainBuf), ref.Len)
+					}
+				}
 			}
-			report("inode %d chunk %d: chunk %s is missing from the store", k.ino, k.idx, ref.ID)
-			continue
+		}()
+	}
+	wg.Wait()
+	onNetwork := 0
+	for j := range toRead {
+		if netOnly[j] {
+			onNetwork++
 		}
-		if err != nil {
-			report("inode %d chunk %d: %v", k.ino, k.idx, err)
-			continue
-		}
-		plainBuf, err = v.Keys.Chunk.Open(plainBuf[:0], sealedBuf, vault.ChunkAD(k.ino, k.idx, ref.Version))
-		if err != nil {
-			report("inode %d chunk %d: chunk %s does not decrypt: %v", k.ino, k.idx, ref.ID, err)
-			continue
-		}
-		if len(plainBuf) != int(ref.Len) {
-			report("inode %d chunk %d: chunk %s holds %d bytes, the index says %d", k.ino, k.idx, ref.ID, len(plainBuf), ref.Len)
+		if found[j] != "" {
+			report("%s", found[j])
 		}
 	}
+	var sealedBuf, plainBuf []byte
 	// Backup blobs: in the store (or on the network), sealed under their
 	// own domain with their id as associated data.
 	for _, b := range blobs {
@@ -250,6 +294,13 @@ func Check(v *vault.Vault, w io.Writer) (problems int, err error) {
 		if len(plainBuf) != int(b.len) || v.Keys.BlobID("blob", plainBuf) != b.id {
 			report("backup blob %s holds %d bytes that do not match its id (the index says %d bytes)", b.id, len(plainBuf), b.len)
 		}
+	}
+	if r.idx.FeedReady() {
+		blobIDs := make([]meta.ChunkID, len(blobs))
+		for i, b := range blobs {
+			blobIDs[i] = b.id
+		}
+		checkFeed(r.idx, chunks, blobIDs, report)
 	}
 	if onNetwork > 0 {
 		fmt.Fprintf(w, "note: %d chunk(s) are only on the network (evicted from the local cache); not checked offline\n", onNetwork)
@@ -286,4 +337,43 @@ func Check(v *vault.Vault, w io.Writer) (problems int, err error) {
 			"they are kept until a clean unmount and mount; if files are missing: %s\n", unreferenced, unrefBytes, RecoverHint)
 	}
 	return problems, nil
+}
+
+// checkFeed compares the index's pending feed (meta.Index.PendingChunks)
+// with the chunk references and their locations: a chunk missing from the
+// feed would never be uploaded, a stale entry keeps status pending.
+func checkFeed[K comparable](idx *meta.Index, chunks map[K]meta.ChunkRef, blobs []meta.ChunkID, report func(string, ...any)) {
+	located := map[meta.ChunkID]bool{}
+	if err := idx.Locations(func(id meta.ChunkID, _ meta.Location) error { located[id] = true; return nil }); err != nil {
+		report("reading chunk locations: %v", err)
+		return
+	}
+	want := map[meta.ChunkID]bool{}
+	for _, ref := range chunks {
+		if !located[ref.ID] {
+			want[ref.ID] = true
+		}
+	}
+	for _, id := range blobs {
+		if !located[id] {
+			want[id] = true
+		}
+	}
+	fed := map[meta.ChunkID]bool{}
+	err := idx.PendingChunks(func(p meta.Pending) error {
+		fed[p.ID] = true
+		if !want[p.ID] && p.Owner != 0 {
+			report("pending feed: chunk %s is listed for upload but is located or no longer referenced", p.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		report("reading the pending feed: %v", err)
+		return
+	}
+	for id := range want {
+		if !fed[id] {
+			report("pending feed: chunk %s has no location and is not listed for upload (it would never be uploaded)", id)
+		}
+	}
 }

@@ -69,3 +69,44 @@ func TestCheckReportsIndexProblems(t *testing.T) {
 		t.Errorf("check found %d problems, want 3 (an unreferenced chunk is not one by itself):\n%s", n, report)
 	}
 }
+
+// TestCheckReportsFeedProblems: a chunk with no location that is missing
+// from the pending feed (it would never be uploaded) is a problem check
+// names.
+func TestCheckReportsFeedProblems(t *testing.T) {
+	requireFUSE(t)
+	home := newVault(t, vault.CreateOptions{ChunkSize: 4096})
+	tm := mountVault(t, home)
+	writeFile(t, tm.path("a"), randBytes(2, 5000))
+	ia := stat(t, tm.path("a")).Ino
+	tm.unmount()
+	checkVault(t, home)
+
+	v, err := vault.Open(home, testPassword, vault.OpenOptions{Lock: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	x, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, ok, err := x.GetChunk(ia, 1)
+	if err != nil || !ok {
+		t.Fatalf("chunk 1 of a: %v %v", ok, err)
+	}
+	b := x.NewBatch()
+	b.ForgetPending(ref.ID)
+	if err := b.Commit(true); err != nil {
+		t.Fatal(err)
+	}
+	x.Close()
+	var out strings.Builder
+	n, err := fs.Check(v, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "pending feed: chunk " + ref.ID.String() + " has no location and is not listed for upload"; n != 1 || !strings.Contains(out.String(), want) {
+		t.Fatalf("check: %d problems, want 1 naming %q:\n%s", n, want, out.String())
+	}
+}

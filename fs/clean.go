@@ -35,7 +35,13 @@ const (
 	CleanFileName = "index.clean"
 	cleanMark     = "clean_close" // the index's replication-state record
 	cleanAD       = "fincrypt clean close v1"
-	cleanLen      = 16 + 8 + sha256.Size
+	cleanLenV1    = 16 + 8 + sha256.Size
+	// cleanLen adds a flags byte: cleanOwed says chunks no file references
+	// may be in the store (the mount began after a crash, or a chunk could
+	// not be deleted), so the next mount walks the index to collect them.
+	// A record without it (written before the flag) counts as owed.
+	cleanLen  = cleanLenV1 + 1
+	cleanOwed = 1
 )
 
 // ErrIndexDamaged means the index does not match the record its last clean
@@ -103,6 +109,11 @@ func writeClean(r *fsys) error {
 	}
 	pt := append(mark[:], binary.BigEndian.AppendUint64(nil, s.chunks)...)
 	pt = append(pt, s.digest[:]...)
+	var flags byte
+	if r.owe.Load() {
+		flags |= cleanOwed
+	}
+	pt = append(pt, flags)
 	sealed := r.v.Keys.Meta.Seal(nil, pt, cleanAssociated(r.v))
 	if err := fsutil.WriteFileAtomic(cleanPath(r.v), sealed, 0o600); err != nil {
 		return fmt.Errorf("clean-close record: %w", err)
@@ -137,7 +148,7 @@ func OpenOffline(v *vault.Vault, log *slog.Logger) (*meta.Index, *chunkstore.Sto
 // gone, as after a crashed mount (the next mount collects nothing).
 func ChangeOffline(v *vault.Vault, idx *meta.Index, fn func() error) error {
 	r := &fsys{v: v, idx: idx}
-	st, err := verifyClean(r)
+	st, err := verifyClean(r, false)
 	if err != nil {
 		return fmt.Errorf("%s: %w; %s", v.IndexDir(), err, RecoverHint)
 	}
@@ -149,6 +160,7 @@ func ChangeOffline(v *vault.Vault, idx *meta.Index, fn func() error) error {
 			return err
 		}
 	}
+	r.owe.Store(st.owed) // a collection still owed stays owed
 	ferr := fn()
 	if st.recorded {
 		if err := writeClean(r); err != nil && ferr == nil {
@@ -162,13 +174,18 @@ func ChangeOffline(v *vault.Vault, idx *meta.Index, fn func() error) error {
 type cleanState struct {
 	recorded bool   // the last mount ended cleanly (a record exists)
 	whole    bool   // recorded, and the index matches it
+	owed     bool   // unreferenced chunks may be in the store: collect
+	walked   bool   // whole was decided by a walk of every chunk reference
 	problem  string // why it does not match, when recorded && !whole
 	then     uint64 // chunk references at the clean unmount
 	now      uint64 // chunk references now
 }
 
-// verifyClean compares the index with the clean-close record, if any.
-func verifyClean(r *fsys) (cleanState, error) {
+// verifyClean compares the index with the clean-close record, if any. With
+// full, or when the record says a collection is owed, it walks every chunk
+// reference and compares their digest; otherwise it checks the mark and
+// that the index's table files are all there, and reads nothing else.
+func verifyClean(r *fsys, full bool) (cleanState, error) {
 	sealed, err := os.ReadFile(cleanPath(r.v))
 	if errors.Is(err, os.ErrNotExist) {
 		return cleanState{}, nil
@@ -178,17 +195,32 @@ func verifyClean(r *fsys) (cleanState, error) {
 	}
 	st := cleanState{recorded: true}
 	pt, err := r.v.Keys.Meta.Open(nil, sealed, cleanAssociated(r.v))
-	if err != nil || len(pt) != cleanLen {
+	if err != nil || (len(pt) != cleanLen && len(pt) != cleanLenV1) {
 		st.problem = fmt.Sprintf("the clean-unmount record %s does not open with this vault's key", cleanPath(r.v))
 		return st, nil
 	}
 	st.then = binary.BigEndian.Uint64(pt[16:])
+	st.owed = len(pt) == cleanLenV1 || pt[cleanLenV1]&cleanOwed != 0
+	mark, err := r.idx.GetRepl(cleanMark)
+	if !full && !st.owed {
+		switch terr := r.idx.CheckTables(); {
+		case errors.Is(err, meta.ErrNotFound) || (err == nil && !bytes.Equal(mark, pt[:16])):
+			st.problem = "the mark written last at the clean unmount is missing: the index lost its last changes (a torn or truncated log), or it is another copy of the index"
+		case err != nil:
+			st.problem = fmt.Sprintf("the clean-unmount mark does not read: %v", err)
+		case terr != nil:
+			st.problem = fmt.Sprintf("index records were lost since the clean unmount: %v", terr)
+		default:
+			st.whole = true
+		}
+		return st, nil
+	}
+	st.walked = true
 	s, err := summarize(r.idx)
 	if err != nil {
 		return st, fmt.Errorf("reading the index: %w", err)
 	}
 	st.now = s.chunks
-	mark, err := r.idx.GetRepl(cleanMark)
 	switch {
 	case errors.Is(err, meta.ErrNotFound) || (err == nil && !bytes.Equal(mark, pt[:16])):
 		st.problem = "the mark written last at the clean unmount is missing: the index lost its last changes (a torn or truncated log), or it is another copy of the index"

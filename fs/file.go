@@ -506,7 +506,7 @@ func (of *openFile) worker() {
 			var old []meta.ChunkID
 			old, err = of.commit([]sealed{done}, nil)
 			if err != nil {
-				r.store.Delete(done.ref.ID)
+				r.discard(done.ref.ID)
 			} else {
 				r.supersede(old...)
 			}
@@ -625,7 +625,7 @@ func (of *openFile) sealChunks(idxs []uint64) ([]sealed, error) {
 	if err := errors.Join(errs...); err != nil {
 		for _, s := range out {
 			if s.ref.Version != 0 {
-				r.store.Delete(s.ref.ID)
+				r.discard(s.ref.ID)
 			}
 		}
 		return nil, err
@@ -651,6 +651,7 @@ func (of *openFile) sealOne(idx uint64, pt []byte) (sealed, error) {
 	}
 	r.sealBufs.Put(sb)
 	if err != nil {
+		r.owe.Store(true) // a partly written chunk may be left
 		return sealed{}, fmt.Errorf("inode %d chunk %d: %w", of.ino, idx, err)
 	}
 	return sealed{idx: idx, ref: meta.ChunkRef{ID: id, Version: ver, Len: uint32(len(pt))}}, nil
@@ -667,7 +668,7 @@ func (of *openFile) flushChunks(idxs []uint64) error {
 	old, err := of.commit(done, nil)
 	if err != nil {
 		for _, s := range done {
-			r.store.Delete(s.ref.ID)
+			r.discard(s.ref.ID)
 		}
 		return err
 	}
@@ -868,7 +869,7 @@ func (of *openFile) truncateLocked(size uint64) error {
 	})
 	if err != nil {
 		for _, s := range done {
-			r.store.Delete(s.ref.ID)
+			r.discard(s.ref.ID)
 		}
 		return err
 	}
@@ -927,3 +928,11 @@ func (f *fileHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 }
 
 var _ gofs.FileHandle = (*fileHandle)(nil)
+
+// discard deletes a chunk that an operation which failed had stored; if
+// that fails too, the next mount collects it.
+func (r *fsys) discard(id meta.ChunkID) {
+	if err := r.store.Delete(id); err != nil {
+		r.owe.Store(true)
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -129,6 +130,11 @@ type fsys struct {
 	syncMu  sync.Mutex // serialises syncIndex
 	pendMu  sync.Mutex
 	pending []meta.ChunkID // superseded chunks, deleted after the next index sync
+
+	// owe says the store may hold chunks that no index entry references
+	// (this mount began after a crash, or a chunk could not be deleted):
+	// the clean-close record then asks the next mount to collect them.
+	owe atomic.Bool
 }
 
 func newFsys(v *vault.Vault, opt Options, readOnly bool) (*fsys, error) {
@@ -199,7 +205,7 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 	}
 	// Before anything changes the index: is it the one the last clean
 	// unmount left? A damaged index stops the mount, deleting nothing.
-	clean, err := verifyClean(r)
+	clean, err := verifyClean(r, false)
 	if err != nil {
 		return fail(fmt.Errorf("%s: %w; %s", v.IndexDir(), err, RecoverHint))
 	}
@@ -217,7 +223,14 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 	if err := r.ensureRoot(); err != nil {
 		return fail(err)
 	}
-	if err := r.recover(clean.whole); err != nil {
+	// After a crash (no record) chunks no file references may be left in
+	// the store; they are collected by the first mount after a clean
+	// unmount, which then walks the index once.
+	r.owe.Store(!clean.whole)
+	if clean.whole && clean.owed && !clean.walked {
+		return fail(fmt.Errorf("clean-close record: a collection is owed but the index was not walked"))
+	}
+	if err := r.recover(clean.whole && clean.owed); err != nil {
 		return fail(fmt.Errorf("recovery: %w", err))
 	}
 	var svc io.Closer
@@ -447,9 +460,11 @@ func (r *fsys) ensureRoot() error {
 }
 
 // recover purges inodes that were unlinked while open when the last mount
-// ended and, if collect (the index is known whole: see clean.go), deletes
-// chunks that no index entry references (written but never committed before
-// a crash, or superseded but not yet deleted).
+// ended and, if collect (the index is known whole and the last mount says
+// unreferenced chunks may be left: see clean.go), deletes chunks that no
+// index entry references (written but never committed before a crash, or
+// superseded but not yet deleted). Without collect it reads nothing but
+// the orphan list.
 func (r *fsys) recover(collect bool) error {
 	orphans, err := r.idx.Orphans()
 	if err != nil {
@@ -469,7 +484,9 @@ func (r *fsys) recover(collect bool) error {
 		return err
 	}
 	if !collect {
-		r.log.Info("the last mount did not end with a clean unmount: chunks no file references are kept until the next clean unmount and mount")
+		if r.owe.Load() {
+			r.log.Info("the last mount did not end with a clean unmount: chunks no file references are kept until the next clean unmount and mount")
+		}
 		return nil
 	}
 	refs := map[meta.ChunkID]struct{}{}
@@ -489,6 +506,7 @@ func (r *fsys) recover(collect bool) error {
 	if bad != nil {
 		// An unreadable chunk map entry could reference any chunk: collect nothing.
 		r.log.Error("index has unreadable records; not collecting unreferenced chunks", "err", bad)
+		r.owe.Store(true)
 		return nil
 	}
 	removed := 0
@@ -500,6 +518,7 @@ func (r *fsys) recover(collect bool) error {
 		return r.store.Delete(id)
 	}, nil)
 	if err != nil {
+		r.owe.Store(true)
 		return err
 	}
 	if removed > 0 {
@@ -571,6 +590,7 @@ func (r *fsys) syncIndex() error {
 	r.pendMu.Unlock()
 	for _, id := range del {
 		if err := r.store.Delete(id); err != nil {
+			r.owe.Store(true) // the next mount collects it
 			r.log.Warn("deleting superseded chunk", "err", err)
 		}
 	}

@@ -3,6 +3,8 @@ package meta
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/fincrypt/fincrypt/vault"
 )
 
 // Records of backups (package backup). They share the index, its sealing and
@@ -52,16 +54,23 @@ func (x *Index) Blobs(fn func(id ChunkID, plainLen uint32) error) error {
 
 // PutBlob records that sealed blob id (plainLen bytes of plaintext) is in
 // the chunk store: from now on it is kept, uploaded and never collected
-// until DeleteBlob.
+// until DeleteBlob. A blob no segment holds yet joins the pending feed, as
+// an owner-less mark.
 func (b *Batch) PutBlob(id ChunkID, plainLen uint32) {
 	v := make([]byte, 5)
 	v[0] = blobRecV1
 	binary.BigEndian.PutUint32(v[1:], plainLen)
 	b.set(blobKey(id), v)
+	if !b.isLocated(id) {
+		b.markPending(id, 0, 0, plainLen+vault.Overhead)
+	}
 }
 
-// DeleteBlob forgets blob id.
-func (b *Batch) DeleteBlob(id ChunkID) { b.del(blobKey(id)) }
+// DeleteBlob forgets blob id, and takes it off the pending feed.
+func (b *Batch) DeleteBlob(id ChunkID) {
+	b.del(blobKey(id))
+	b.unmarkPending(id)
+}
 
 // TreeIDSize is the size of a tree id.
 const TreeIDSize = 16

@@ -6,6 +6,14 @@
 // names: a directory entry's key carries a keyed hash of its name
 // (vault.Keys.NameMAC) and the sealed value carries the name itself. The key
 // layout is versioned by a format record; docs/FORMAT.md §2 describes it.
+//
+// The index also keeps the pending feed (feed.go): the chunks that still
+// need uploading, maintained in the same batches that change chunk
+// references and locations, so that the replication engine and `fincrypt
+// status` find pending work at a cost proportional to it. A producer of
+// chunks that are not chunk-map entries marks one as needing upload with
+// Batch.MarkPending (and takes the mark back with Batch.ForgetPending);
+// Batch.PutLocation clears it once the chunk is in a committed segment.
 package meta
 
 import (
@@ -23,8 +31,13 @@ import (
 	"github.com/fincrypt/fincrypt/vault"
 )
 
-// FormatVersion is the version of the key layout this package writes and reads.
-const FormatVersion = 1
+// FormatVersion is the version of the key layout this package writes. It
+// reads format 1 too: format 2 adds the pending feed (feed.go), which the
+// first writable Open of a format 1 index builds from a walk.
+const FormatVersion = 2
+
+// formatNoFeed is the format before the pending feed.
+const formatNoFeed = 1
 
 // Key prefixes (one byte each). Documented in docs/FORMAT.md §2.
 const (
@@ -35,6 +48,7 @@ const (
 	pChunk   = 'M' // M ino(8) index(8)        -> chunk reference
 	pXattr   = 'X' // X ino(8) mac(16)         -> xattr record
 	pOrphan  = 'O' // O ino(8)                 -> empty (unlinked while open)
+	pPending = 'P' // P chunkid(16)            -> pending feed entry (format 2)
 )
 
 // RootIno is the inode number of the root directory.
@@ -96,14 +110,37 @@ type Index struct {
 
 	mu      sync.Mutex
 	counter map[string]*counter
+	log     *slog.Logger
+	dir     string
+	fs      vfs.FS
 
-	gen atomic.Uint64 // see Generation
+	gen    atomic.Uint64 // see Generation
+	sgen   atomic.Uint64 // see StateGeneration
+	seggen atomic.Uint64 // see SegmentGeneration
+
+	feedReady bool         // the pending feed is kept (format 2)
+	read      atomic.Int64 // records read by scans (RecordsRead)
 }
+
+// RecordsRead counts the records that scans and walks of the index have
+// read since it was opened (point reads not included): what a cost that must
+// not grow with the vault is measured in.
+func (x *Index) RecordsRead() int64 { return x.read.Load() }
 
 // Generation counts the batches committed to the index since it was opened.
 // It grows after a commit is visible, so a reader that notes it before a
 // scan and finds it unchanged later knows that nothing changed since.
 func (x *Index) Generation() uint64 { return x.gen.Load() }
+
+// StateGeneration counts the committed batches that changed what an index
+// snapshot captures: every record but the replication engine's state, the
+// pending feed, and the health of live segments (a data segment's death or
+// release counts). It grows after the commit is visible.
+func (x *Index) StateGeneration() uint64 { return x.sgen.Load() }
+
+// SegmentGeneration counts the committed batches that wrote or deleted a
+// segment record.
+func (x *Index) SegmentGeneration() uint64 { return x.seggen.Load() }
 
 type counter struct {
 	next, ceiling uint64
@@ -135,7 +172,11 @@ func Open(dir string, keys *vault.Keys, opt Options) (*Index, error) {
 	if err != nil {
 		return nil, fmt.Errorf("index %s: %w", dir, err)
 	}
-	x := &Index{db: db, keys: keys, counter: map[string]*counter{}}
+	fsys := opt.FS
+	if fsys == nil {
+		fsys = vfs.Default
+	}
+	x := &Index{db: db, keys: keys, counter: map[string]*counter{}, log: lg, dir: dir, fs: fsys}
 	if err := x.checkFormat(opt.ReadOnly); err != nil {
 		db.Close()
 		return nil, err
@@ -152,6 +193,7 @@ func (x *Index) checkFormat(readOnly bool) error {
 		}
 		var b [4]byte
 		binary.BigEndian.PutUint32(b[:], FormatVersion)
+		x.feedReady = true // a new index: its feed is empty, and exact
 		return x.db.Set(key, x.keys.Meta.Seal(nil, b[:], key), pebble.Sync)
 	}
 	if errors.Is(err, ErrCorrupt) {
@@ -163,8 +205,48 @@ func (x *Index) checkFormat(readOnly bool) error {
 	if len(val) != 4 {
 		return fmt.Errorf("index format record is %d bytes, want 4: %w", len(val), ErrCorrupt)
 	}
-	if v := binary.BigEndian.Uint32(val); v != FormatVersion {
-		return fmt.Errorf("index format %d, this fincrypt reads format %d", v, FormatVersion)
+	switch v := binary.BigEndian.Uint32(val); {
+	case v == FormatVersion:
+		x.feedReady = true
+	case v == formatNoFeed && readOnly:
+		// Read as it is: everything but the feed is the same.
+	case v == formatNoFeed:
+		n, err := x.rebuildFeed()
+		if err != nil {
+			return fmt.Errorf("upgrading the index from format %d to %d: %w", v, FormatVersion, err)
+		}
+		x.log.Info("index upgraded: pending feed built from a walk", "from", v, "to", FormatVersion, "pending", n)
+	default:
+		return fmt.Errorf("index format %d, this fincrypt reads formats %d to %d", v, formatNoFeed, FormatVersion)
+	}
+	return nil
+}
+
+// CheckTables verifies that every table file the index's manifest lists
+// is there with its recorded size: a check that costs a stat per table,
+// not a read of every record (the mount's check after a clean unmount).
+func (x *Index) CheckTables() error {
+	levels, err := x.db.SSTables()
+	if err != nil {
+		return err
+	}
+	seen := map[uint64]bool{}
+	for _, level := range levels {
+		for _, t := range level {
+			n := uint64(t.BackingSSTNum)
+			if seen[n] {
+				continue
+			}
+			seen[n] = true
+			p := x.fs.PathJoin(x.dir, fmt.Sprintf("%06d.sst", n))
+			st, err := x.fs.Stat(p)
+			if err != nil {
+				return fmt.Errorf("index table %s: %w", p, err)
+			}
+			if !t.Virtual && uint64(st.Size()) != t.Size {
+				return fmt.Errorf("index table %s is %d bytes, the manifest says %d: %w", p, st.Size(), t.Size, ErrCorrupt)
+			}
+		}
 	}
 	return nil
 }
@@ -211,6 +293,7 @@ func (x *Index) scanRange(lower, upper []byte, fn func(key, val []byte) error) e
 	defer it.Close()
 	var buf []byte
 	for ok := it.First(); ok; ok = it.Next() {
+		x.read.Add(1)
 		v, err := it.ValueAndErr()
 		if err != nil {
 			return err
@@ -308,12 +391,14 @@ func (x *Index) NextVersion() (uint64, error) { return x.next("version", version
 type Batch struct {
 	x *Index
 	b *pebble.Batch
+	batchState
 }
 
 // NewBatch starts a batch.
 func (x *Index) NewBatch() *Batch { return &Batch{x: x, b: x.db.NewBatch()} }
 
 func (b *Batch) set(key, val []byte) {
+	b.touch(key)
 	// Batch.Set copies key and value; it fails only on a closed batch.
 	if err := b.b.Set(key, b.x.keys.Meta.Seal(nil, val, key), nil); err != nil {
 		panic(err)
@@ -321,6 +406,7 @@ func (b *Batch) set(key, val []byte) {
 }
 
 func (b *Batch) del(key []byte) {
+	b.touch(key)
 	if err := b.b.Delete(key, nil); err != nil {
 		panic(err)
 	}
@@ -333,6 +419,9 @@ func (b *Batch) Empty() bool { return b.b.Empty() }
 // durable when Commit returns.
 func (b *Batch) Commit(sync bool) error {
 	defer b.b.Close()
+	if b.err != nil {
+		return fmt.Errorf("index batch not applied: %w", b.err)
+	}
 	if b.b.Empty() {
 		if sync {
 			return b.x.Sync()
@@ -346,8 +435,27 @@ func (b *Batch) Commit(sync bool) error {
 	if err := b.b.Commit(opt); err != nil {
 		return err
 	}
+	if b.state {
+		b.x.sgen.Add(1)
+	}
+	if b.segs {
+		b.x.seggen.Add(1)
+	}
 	b.x.gen.Add(1)
 	return nil
+}
+
+// touch notes what kind of record a change touches: engine state (R), the
+// pending feed (P) and segment records (S) are not snapshot state by
+// themselves (PutSegment and DeleteSegment say when they are).
+func (b *Batch) touch(key []byte) {
+	switch {
+	case len(key) > 0 && key[0] == pSegment:
+		b.segs = true
+	case len(key) > 0 && (key[0] == pRepl || key[0] == pPending):
+	default:
+		b.state = true
+	}
 }
 
 // Discard drops the batch without applying it.

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/fincrypt/fincrypt/vault"
 )
 
 // Inode is an inode record.
@@ -293,13 +295,30 @@ func (b *Batch) DeleteDirent(parent uint64, name string) {
 	b.del(keyMAC(pDirent, parent, b.x.keys.NameMAC(parent, name)))
 }
 
-// PutChunk writes the chunk map entry of chunk idx of inode ino.
+// PutChunk writes the chunk map entry of chunk idx of inode ino. In the
+// same batch it keeps the pending feed: the chunk it replaces there leaves
+// the feed, and ref's chunk joins it unless it already has a location.
 func (b *Batch) PutChunk(ino, idx uint64, ref *ChunkRef) {
+	if old, ok := b.chunkAt(ino, idx); ok && old != ref.ID {
+		b.unmarkPending(old)
+	}
 	b.set(key16(pChunk, ino, idx), ref.encode())
+	id := ref.ID
+	b.noteChunk(ino, idx, &id)
+	if !b.isLocated(ref.ID) {
+		b.markPending(ref.ID, ino, idx, ref.Len+vault.Overhead)
+	}
 }
 
-// DeleteChunk removes the chunk map entry of chunk idx of inode ino.
-func (b *Batch) DeleteChunk(ino, idx uint64) { b.del(key16(pChunk, ino, idx)) }
+// DeleteChunk removes the chunk map entry of chunk idx of inode ino, and its
+// chunk from the pending feed.
+func (b *Batch) DeleteChunk(ino, idx uint64) {
+	if old, ok := b.chunkAt(ino, idx); ok {
+		b.unmarkPending(old)
+	}
+	b.del(key16(pChunk, ino, idx))
+	b.noteChunk(ino, idx, nil)
+}
 
 // PutXattr writes an extended attribute.
 func (b *Batch) PutXattr(ino uint64, name string, value []byte) {

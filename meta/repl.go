@@ -197,24 +197,44 @@ func (x *Index) GetRepl(name string) ([]byte, error) {
 	return x.get(append([]byte{pRepl}, name...))
 }
 
-// PutLocation records where chunk id is stored.
-func (b *Batch) PutLocation(id ChunkID, l *Location) { b.set(locationKey(id), l.encode()) }
+// PutLocation records where chunk id is stored, and takes it off the
+// pending feed in the same batch.
+func (b *Batch) PutLocation(id ChunkID, l *Location) {
+	b.set(locationKey(id), l.encode())
+	b.noteLocated(id, true)
+	b.unmarkPending(id)
+}
 
-// DeleteLocation forgets where chunk id is stored.
-func (b *Batch) DeleteLocation(id ChunkID) { b.del(locationKey(id)) }
+// DeleteLocation forgets where chunk id is stored. A chunk that is still
+// needed must be marked again (MarkPending) in the same batch: a repack
+// does, a released segment's dead chunks are not.
+func (b *Batch) DeleteLocation(id ChunkID) {
+	b.del(locationKey(id))
+	b.noteLocated(id, false)
+}
 
-// PutSegment writes a segment record.
-func (b *Batch) PutSegment(s *Segment) { b.set(segmentKey(s.ID), s.encode()) }
+// PutSegment writes a segment record. A dead data segment's record is
+// snapshot state (StateGeneration); a live one's health is not.
+func (b *Batch) PutSegment(s *Segment) {
+	b.set(segmentKey(s.ID), s.encode())
+	if s.Kind == KindData && s.DeadSince != 0 {
+		b.state = true
+	}
+}
 
 // DeleteSegment removes a segment record.
-func (b *Batch) DeleteSegment(id SegmentID) { b.del(segmentKey(id)) }
+func (b *Batch) DeleteSegment(id SegmentID) {
+	b.del(segmentKey(id))
+	b.state = true
+}
 
 // PutRepl writes a named replication state record.
 func (b *Batch) PutRepl(name string, val []byte) { b.set(append([]byte{pRepl}, name...), val) }
 
 // Export calls fn with every record of the index as stored (key and sealed
-// value), except the replication engine's own state; the slices are valid
-// only during the call. It reads one consistent snapshot of the index.
+// value), except the replication engine's own state and the pending feed
+// (derived: Import rebuilds it); the slices are valid only during the call.
+// It reads one consistent snapshot of the index.
 func (x *Index) Export(fn func(key, sealed []byte) error) error {
 	snap := x.db.NewSnapshot()
 	defer snap.Close()
@@ -225,7 +245,8 @@ func (x *Index) Export(fn func(key, sealed []byte) error) error {
 	defer it.Close()
 	for ok := it.First(); ok; ok = it.Next() {
 		k := it.Key()
-		if len(k) > 0 && k[0] == pRepl {
+		x.read.Add(1)
+		if len(k) > 0 && (k[0] == pRepl || k[0] == pPending) {
 			continue
 		}
 		v, err := it.ValueAndErr()
@@ -269,10 +290,13 @@ func (x *Index) Import(records func(fn func(key, sealed []byte) error) error) er
 			return fmt.Errorf("record %x: %w: %w", key, ErrCorrupt, err)
 		}
 		if key[0] == pFormat {
-			if len(buf) != 4 || binary.BigEndian.Uint32(buf) != FormatVersion {
-				return fmt.Errorf("snapshot of index format %x, this fincrypt reads format %d", buf, FormatVersion)
+			if v := binary.BigEndian.Uint32(buf); len(buf) != 4 || v < formatNoFeed || v > FormatVersion {
+				return fmt.Errorf("snapshot of index format %x, this fincrypt reads formats %d to %d", buf, formatNoFeed, FormatVersion)
 			}
 			return nil
+		}
+		if key[0] == pPending {
+			return nil // derived: rebuilt below
 		}
 		return b.Set(key, sealed, nil)
 	})
@@ -286,7 +310,10 @@ func (x *Index) Import(records func(fn func(key, sealed []byte) error) error) er
 		return err
 	}
 	x.gen.Add(1)
-	return nil
+	x.sgen.Add(1)
+	x.seggen.Add(1)
+	_, err = x.rebuildFeed()
+	return err
 }
 
 // ReplRecords calls fn with every replication state record whose name

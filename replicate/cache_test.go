@@ -35,22 +35,55 @@ func TestCacheLimit(t *testing.T) {
 	checkTree(t, c.mnt, files)
 }
 
-// TestIdleMountDoesNotScan: once everything is on the network, the engine
-// walks the index for pending chunks only after the index changed, not at
-// every tick; a new write is still found and uploaded.
+// TestIdleMountDoesNotScan: once everything is on the network, no periodic
+// pass that grows with the vault runs while the index does not change: no
+// walk for pending chunks (the feed replaces it), no listing of the local
+// store for the cache, no maintenance walk, no hash of the whole index. A
+// new write is still found and uploaded.
 func TestIdleMountDoesNotScan(t *testing.T) {
 	p, home := planetAndVault(t)
 	cfg := fastConfig()
 	c := mount(t, p, home, cfg)
+	c.rep.mu.Lock()
+	c.rep.evictEvery = cfg.ScanInterval // as often as the engine looks
+	c.rep.mu.Unlock()
 	writeTree(t, c.mnt, 4)
 	c.waitSyncedFor(t, "tree", 40*time.Second)
 
-	gen0, scans0 := c.rep.idx.Generation(), c.rep.scans.Load()
-	time.Sleep(20 * cfg.ScanInterval)
-	gens, scans := c.rep.idx.Generation()-gen0, c.rep.scans.Load()-scans0
-	t.Logf("idle for %s: %d index commits, %d scans", 20*cfg.ScanInterval, gens, scans)
-	if scans > int64(gens)+1 {
-		t.Fatalf("%d scans for pending chunks while the index changed %d times", scans, gens)
+	type counts struct{ gen, scans, evict, maintain, hashes int64 }
+	now := func() counts {
+		return counts{int64(c.rep.idx.Generation()), c.rep.scans.Load(), c.rep.passes.evict.Load(),
+			c.rep.passes.maintain.Load(), c.rep.hashes.Load()}
+	}
+	// Let the passes that the last commits called for run first: wait
+	// for a quiet spell longer than any pass's interval.
+	for i := 0; i < 40; i++ {
+		g := c.rep.idx.Generation()
+		time.Sleep(2 * cfg.MaintainInterval)
+		if c.rep.idx.Generation() == g {
+			break
+		}
+	}
+	// Idle for longer than every interval of a pass (maintenance 300 ms,
+	// cache trim 100 ms here), so that each would have run several times.
+	a := now()
+	time.Sleep(max(20*cfg.ScanInterval, 6*cfg.MaintainInterval))
+	b := now()
+	gens := b.gen - a.gen
+	t.Logf("idle: %d index commits, %d pending walks, %d store listings, %d maintenance walks, %d index hashes",
+		gens, b.scans-a.scans, b.evict-a.evict, b.maintain-a.maintain, b.hashes-a.hashes)
+	if b.scans != a.scans {
+		t.Errorf("%d walks for pending chunks on an idle mount (the feed makes none)", b.scans-a.scans)
+	}
+	// A commit (a health check that changed a segment, a snapshot) may
+	// call for one pass of each; without one, none runs.
+	for _, pass := range []struct {
+		name string
+		n    int64
+	}{{"store listings", b.evict - a.evict}, {"maintenance walks", b.maintain - a.maintain}, {"index hashes", b.hashes - a.hashes}} {
+		if pass.n > gens {
+			t.Errorf("%d %s while the index changed %d times", pass.n, pass.name, gens)
+		}
 	}
 	f, err := os.Create(filepath.Join(c.mnt, "late"))
 	if err != nil {

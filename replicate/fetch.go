@@ -46,6 +46,9 @@ func (r *Replicator) fetchChunk(id meta.ChunkID) (sealed []byte, err error) {
 	switch {
 	case err == nil:
 		r.faults.OK("fetch")
+		r.mu.Lock()
+		r.cacheDirty = true // the store holds one more chunk: trim it
+		r.mu.Unlock()
 	case !errors.Is(err, chunkstore.ErrNotFound):
 		r.faults.Fail("fetch", err)
 	}

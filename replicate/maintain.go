@@ -10,6 +10,7 @@ import (
 
 	"github.com/fincrypt/fincrypt/meta"
 	fnet "github.com/fincrypt/fincrypt/net"
+	"github.com/fincrypt/fincrypt/vault"
 )
 
 // checkHealth asks the mediator how many pieces of each segment are healthy
@@ -95,6 +96,13 @@ func evictable(s meta.Segment) bool {
 type segUsage struct {
 	live, dead       uint64
 	liveIDs, deadIDs []meta.ChunkID
+	liveRefs         []liveRef // where each of liveIDs is referenced
+}
+
+// liveRef is where a chunk is referenced, and its sealed size.
+type liveRef struct {
+	ino, idx uint64
+	size     uint32
 }
 
 // maintain releases segments that have held no live chunk for ReleaseDelay
@@ -102,11 +110,31 @@ type segUsage struct {
 // live share fell below RepackBelow: their live chunks are brought back to
 // the local store and queued again, which leaves the old segment dead. It
 // returns an error only for a failure of the network.
+//
+// Its walk of every chunk reference is skipped while nothing it decides on
+// changed: the index (its generation), the newest snapshot, and the time
+// the first dead segment becomes due for release.
 func (r *Replicator) maintain() error {
-	refs := map[meta.ChunkID]struct{}{}
+	gen := r.idx.Generation()
+	r.mu.Lock()
+	lastSnap := r.lastSnapshot
+	idle := r.maintGen == gen+1 && r.maintSnap.Equal(lastSnap) && time.Now().Before(r.maintNext)
+	r.mu.Unlock()
+	if idle {
+		return nil
+	}
+	r.passes.maintain.Add(1)
+	refs := map[meta.ChunkID]liveRef{}
 	if err := r.idx.Walk(meta.Visitor{
-		Chunk: func(_, _ uint64, ref meta.ChunkRef) { refs[ref.ID] = struct{}{} },
-		Blob:  func(id meta.ChunkID, _ uint32) { refs[id] = struct{}{} }, // kept by a backup
+		Chunk: func(ino, idx uint64, ref meta.ChunkRef) {
+			refs[ref.ID] = liveRef{ino: ino, idx: idx, size: ref.Len + vault.Overhead}
+		},
+		// Kept by a backup: an owner-less mark when a repack queues it again.
+		Blob: func(id meta.ChunkID, n uint32) {
+			if _, dup := refs[id]; !dup {
+				refs[id] = liveRef{size: n + vault.Overhead}
+			}
+		},
 	}); err != nil {
 		r.noteErr(fmt.Errorf("scanning the index: %w", err))
 		return nil
@@ -118,9 +146,10 @@ func (r *Replicator) maintain() error {
 			u = &segUsage{}
 			usage[l.Segment] = u
 		}
-		if _, ok := refs[id]; ok {
+		if ref, ok := refs[id]; ok {
 			u.live += uint64(l.Length)
 			u.liveIDs = append(u.liveIDs, id)
+			u.liveRefs = append(u.liveRefs, ref)
 		} else {
 			u.dead += uint64(l.Length)
 			u.deadIDs = append(u.deadIDs, id)
@@ -136,10 +165,9 @@ func (r *Replicator) maintain() error {
 		r.noteErr(fmt.Errorf("reading segments: %w", err))
 		return nil
 	}
-	r.mu.Lock()
-	lastSnap := r.lastSnapshot
-	r.mu.Unlock()
 	now := time.Now()
+	next := now.Add(365 * 24 * time.Hour) // no dead segment waits
+	changed := false
 	var live uint64
 	repacked := false
 	for _, s := range segs {
@@ -155,13 +183,18 @@ func (r *Replicator) maintain() error {
 			if err := b.Commit(false); err != nil {
 				r.noteErr(err)
 			}
+			changed = true
 			continue
 		}
 		if s.DeadSince != 0 {
 			dead := time.Unix(0, s.DeadSince)
 			if now.Sub(dead) < r.cfg.ReleaseDelay || !lastSnap.After(dead) {
+				if due := dead.Add(r.cfg.ReleaseDelay); due.Before(next) {
+					next = due // (a newer snapshot changes lastSnap)
+				}
 				continue
 			}
+			changed = true
 			ctx, cancel := context.WithTimeout(r.ctx, r.cfg.CallTimeout)
 			err := r.client.Release(ctx, fnet.SegmentID(s.ID))
 			cancel()
@@ -182,12 +215,18 @@ func (r *Replicator) maintain() error {
 		}
 		if s.Kind == meta.KindData && s.State == meta.SegmentDurable && s.Used > 0 &&
 			float64(u.live) < r.cfg.RepackBelow*float64(s.Used) {
-			if err := r.repack(s, u.liveIDs); err != nil {
+			changed = true
+			if err := r.repack(s, u.liveIDs, u.liveRefs); err != nil {
 				r.noteErr(err)
 				continue
 			}
 			repacked = true
 		}
+	}
+	if !changed {
+		r.mu.Lock()
+		r.maintGen, r.maintSnap, r.maintNext = gen+1, lastSnap, next
+		r.mu.Unlock()
 	}
 	r.mu.Lock()
 	r.st.LiveBytes = live
@@ -202,7 +241,7 @@ func (r *Replicator) maintain() error {
 
 // repack brings a segment's live chunks into the local store and forgets
 // their location, so that the next scan packs them into a new segment.
-func (r *Replicator) repack(s meta.Segment, live []meta.ChunkID) error {
+func (r *Replicator) repack(s meta.Segment, live []meta.ChunkID, refs []liveRef) error {
 	var buf []byte
 	for _, id := range live {
 		var err error
@@ -220,8 +259,10 @@ func (r *Replicator) repack(s meta.Segment, live []meta.ChunkID) error {
 		return fmt.Errorf("repacking segment %s: %w", s.ID, err)
 	}
 	b := r.idx.NewBatch()
-	for _, id := range live {
+	for i, id := range live {
 		b.DeleteLocation(id)
+		// Queued again, unless its file dropped it since the walk.
+		b.MarkPending(id, refs[i].ino, refs[i].idx, refs[i].size)
 	}
 	if err := b.Commit(true); err != nil {
 		return fmt.Errorf("repacking segment %s: %w", s.ID, err)

@@ -66,12 +66,12 @@ func newEngine(t *testing.T, tune func(*Config)) *engine {
 		idx.Close()
 	})
 	e := &engine{p: p, v: v, idx: idx, store: store, r: r, ino: 100}
-	// The first round runs at once; wait for its scan so that the test's
-	// own steps do not overlap it.
+	// The first round runs at once; wait for it so that the test's own
+	// steps do not overlap it.
 	deadline := time.Now().Add(30 * time.Second)
-	for r.scans.Load() == 0 {
+	for r.rounds.Load() == 0 {
 		if time.Now().After(deadline) {
-			t.Fatal("the engine's first round did not scan within 30s")
+			t.Fatal("the engine's first round did not end within 30s")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -108,9 +108,16 @@ func (e *engine) addChunks(t *testing.T, rng *rand.Rand, sizes ...int) ([]meta.C
 // scan sees them now.
 func (e *engine) planFor(t *testing.T, ids []meta.ChunkID) *plannedSegment {
 	t.Helper()
-	all, err := e.r.scanPending()
+	all, err := e.r.pending()
 	if err != nil {
 		t.Fatal(err)
+	}
+	walked, err := e.r.scanPending()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(walked) != len(all) {
+		t.Fatalf("the pending feed holds %d chunks, a walk finds %d", len(all), len(walked))
 	}
 	want := map[meta.ChunkID]bool{}
 	for _, id := range ids {
@@ -415,17 +422,33 @@ func TestRepackKeepsLocationWhenCacheCannotKeepChunk(t *testing.T) {
 		t.Skipf("chattr +i: %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("chattr", "-i", dir).Run() })
-	if err := e.r.repack(seg, ids); err == nil {
+	if err := e.r.repack(seg, ids, liveRefsOf(t, e.idx, ids)); err == nil {
 		t.Fatal("repack succeeded though the store could not keep the chunk")
 	}
 	if _, err := e.idx.GetLocation(ids[0]); err != nil {
 		t.Fatalf("repack dropped the location of a chunk the store does not hold: %v", err)
 	}
 	exec.Command("chattr", "-i", dir).Run()
-	if err := e.r.repack(seg, ids); err != nil {
+	if err := e.r.repack(seg, ids, liveRefsOf(t, e.idx, ids)); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := e.store.Has(ids[0]); !ok {
 		t.Fatal("repack left the chunk out of the local store")
 	}
+}
+
+// liveRefsOf is where each of ids is referenced (repack's argument).
+func liveRefsOf(t *testing.T, idx *meta.Index, ids []meta.ChunkID) []liveRef {
+	t.Helper()
+	at := map[meta.ChunkID]liveRef{}
+	if err := idx.Walk(meta.Visitor{Chunk: func(ino, i uint64, ref meta.ChunkRef) {
+		at[ref.ID] = liveRef{ino: ino, idx: i, size: ref.Len + vault.Overhead}
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	out := make([]liveRef, len(ids))
+	for i, id := range ids {
+		out[i] = at[id]
+	}
+	return out
 }

@@ -81,6 +81,13 @@ func (r *Replicator) loadProtection() {
 // protection compares the live index with the newest stored snapshot. It
 // returns whether the snapshot covers everything and, if not, the time of
 // the oldest change it misses (as first seen by this engine).
+//
+// Once a snapshot taken by this engine (or one hash of the live index) ties
+// the stored snapshot to an index state generation (meta.Index.
+// StateGeneration), coverage is a comparison of generations: no walk of
+// the index per change or per status call. The live index is hashed only
+// when nothing ties them yet (the first round after start) or the key file
+// changed.
 func (r *Replicator) protection() (covered bool, since time.Time, err error) {
 	keyFile, err := r.readKeyFile()
 	if err != nil {
@@ -88,25 +95,39 @@ func (r *Replicator) protection() (covered bool, since time.Time, err error) {
 	}
 	r.protMu.Lock()
 	defer r.protMu.Unlock()
-	gen := r.idx.Generation()
+	sg := r.idx.StateGeneration()
 	r.mu.Lock()
-	fresh := r.protGen == gen+1 && bytes.Equal(r.protKey, keyFile)
+	if !bytes.Equal(r.protKey, keyFile) {
+		// A new key file (a password change) is not in the snapshot.
+		r.protKey, r.protHash, r.snapGen = keyFile, nil, 0
+	}
+	if r.protGen != sg+1 {
+		r.protGen, r.protHash = sg+1, nil // protHash was of another state
+		r.lastChange = time.Now()
+	}
+	// Tied to a generation, the snapshot covers exactly that one; untied
+	// (at start, after a snapshot completed by uploads), one hash of the
+	// live index ties it if they agree.
+	hash := r.snapGen == 0 && r.protHash == nil && r.snapHash != nil
 	r.mu.Unlock()
-	if !fresh {
+	if hash {
+		r.hashes.Add(1)
 		h, err := stateHash(r.idx, keyFile, r.idx.Export)
 		if err != nil {
 			return false, time.Time{}, fmt.Errorf("snapshot: hashing the index: %w", err)
 		}
 		r.mu.Lock()
-		if !bytes.Equal(h, r.protHash) {
-			r.lastChange = time.Now()
+		if r.protGen == sg+1 && bytes.Equal(r.protKey, keyFile) {
+			r.protHash = h
 		}
-		r.protHash, r.protGen, r.protKey = h, gen+1, keyFile
 		r.mu.Unlock()
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	covered = r.snapHash != nil && bytes.Equal(r.protHash, r.snapHash)
+	if r.snapGen == 0 && r.protHash != nil && r.protGen == sg+1 && bytes.Equal(r.protHash, r.snapHash) {
+		r.snapGen = sg + 1 // (read before the hash: never too new)
+	}
+	covered = r.snapHash != nil && r.snapGen == sg+1
 	if covered {
 		r.unprotectedSince = time.Time{}
 		r.syncWanted = time.Time{} // nothing to wait for: no flushing either

@@ -63,6 +63,24 @@ type Replicator struct {
 	settledGen uint64
 	scans      atomic.Int64 // full scans for pending chunks (tests)
 
+	// Passes that would grow with the vault, gated on change (tests count
+	// them in passes, rounds and hashes).
+	rounds      atomic.Int64 // rounds run
+	passes      passCounters // periodic passes that read the whole index or store
+	hashes      atomic.Int64 // full hashes of the live index (protect.go)
+	segStats    segStats     // segment counts for Status
+	segStatsGen uint64       // 1 + the segment generation they were read at
+	// evictGen is 1 + the index generation at the last cache trim;
+	// evictEvery how often a change of the index calls for one.
+	evictEvery time.Duration
+	evictGen   uint64
+	// maintGen, maintSnap and maintNext say when maintain has nothing to
+	// do: the index is at generation maintGen-1, the newest snapshot is
+	// maintSnap, and no dead segment is due for release before maintNext.
+	maintGen  uint64
+	maintSnap time.Time
+	maintNext time.Time
+
 	// Restorability (protect.go); guarded by mu.
 	protMu           sync.Mutex // serialises computing the live state hash
 	snapMu           sync.Mutex // serialises taking snapshots
@@ -78,10 +96,20 @@ type Replicator struct {
 	closing          bool       // Finish runs
 	netFails         int        // rounds in a row that failed on the network
 	syncTimeout      time.Duration
+	// snapGen is 1 + the index state generation (meta.Index.
+	// StateGeneration) the stored snapshot covers; 0: not known.
+	snapGen uint64
 
 	fetchMu  sync.Mutex
 	fetching map[meta.SegmentID]*fetchCall
 	segCache []cachedSegment
+}
+
+// passCounters count the periodic passes whose cost grows with the vault,
+// so that tests can assert that an idle mount runs none of them.
+type passCounters struct {
+	evict    atomic.Int64 // listings of the local store
+	maintain atomic.Int64 // walks of every chunk reference
 }
 
 type timedErr struct {
@@ -108,7 +136,7 @@ func New(v *vault.Vault, idx *meta.Index, store *chunkstore.Store, client *media
 	r := &Replicator{cfg: cfg, log: cfg.Logger, faults: cfg.Faults, v: v, idx: idx, store: store, client: client, coder: coder, snap: snap,
 		done: make(chan struct{}), kick: make(chan struct{}, 1),
 		inflight: map[meta.ChunkID]struct{}{}, firstSeen: map[meta.ChunkID]time.Time{},
-		fetching: map[meta.SegmentID]*fetchCall{}, intentsLeft: true}
+		fetching: map[meta.SegmentID]*fetchCall{}, intentsLeft: true, evictEvery: evictEvery}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.st.Account = fnet.NodeID(client.Account()).String()
 	r.st.Scheme = cfg.Scheme.String()
@@ -120,6 +148,7 @@ func New(v *vault.Vault, idx *meta.Index, store *chunkstore.Store, client *media
 		r.lastSync = time.Unix(0, int64(beUint64(b)))
 	}
 	r.loadProtection()
+	r.loadIdle()
 	store.SetFetcher(r.fetchChunk)
 	go r.run()
 	return r, nil
@@ -131,6 +160,7 @@ func (r *Replicator) Close() error {
 	r.cancel()
 	<-r.done
 	r.store.SetFetcher(nil)
+	r.saveIdle()
 	return nil
 }
 
@@ -165,6 +195,7 @@ func (r *Replicator) run() {
 			r.round(&lastCheck, &lastMaintain, &lastEscrow)
 			return nil
 		})
+		r.rounds.Add(1)
 		select {
 		case <-r.ctx.Done():
 			return
@@ -222,11 +253,18 @@ func (r *Replicator) round(lastCheck, lastMaintain, lastEscrow *time.Time) {
 	}
 	// Trimming the cache lists the store: do it after uploads made chunks
 	// evictable, and otherwise now and then (reads refill the cache).
+	// Nothing changes what the store holds but the index's commits (writes,
+	// uploads) and fetches (cacheDirty): an idle mount does not list it.
+	gen := r.idx.Generation()
 	r.mu.Lock()
-	trim := r.cacheDirty || time.Since(r.lastEvict) >= evictEvery
+	trim := r.trimDueLocked(gen)
 	r.cacheDirty = false
 	r.mu.Unlock()
 	if trim {
+		r.passes.evict.Add(1)
+		r.mu.Lock()
+		r.evictGen = gen + 1
+		r.mu.Unlock()
 		if err := r.faults.Run("evict", r.evict); err != nil {
 			r.noteErr(err)
 		}
@@ -259,15 +297,16 @@ func (r *Replicator) round(lastCheck, lastMaintain, lastEscrow *time.Time) {
 
 // pendingChunk is a chunk that no committed segment holds yet.
 type pendingChunk struct {
-	id   meta.ChunkID
-	ino  uint64
-	size int // sealed size
+	id    meta.ChunkID
+	ino   uint64 // owner: 0 for a chunk of no file
+	index uint64
+	size  int // sealed size
 }
 
-// pending lists the chunks referenced by the index that no segment holds,
-// in index order. The scan decrypts the whole index, so it is skipped while
-// nothing was committed since a scan found nothing pending: an idle mount
-// whose data is all on the network does no work.
+// pending lists the chunks that no segment holds yet, from the index's
+// pending feed (meta.Index.PendingChunks): its cost follows the pending
+// work, not the vault. An index without a feed (never the case for a
+// mounted one: opening it writable builds the feed) falls back to a walk.
 func (r *Replicator) pending() ([]pendingChunk, error) {
 	gen := r.idx.Generation()
 	r.mu.Lock()
@@ -276,7 +315,19 @@ func (r *Replicator) pending() ([]pendingChunk, error) {
 	if settled {
 		return nil, nil
 	}
-	out, err := r.scanPending()
+	var out []pendingChunk
+	var err error
+	if r.idx.FeedReady() {
+		err = r.idx.PendingChunks(func(p meta.Pending) error {
+			out = append(out, pendingChunk{id: p.ID, ino: p.Owner, index: p.Index, size: int(p.Size)})
+			return nil
+		})
+		if err != nil {
+			err = fmt.Errorf("reading the pending feed: %w", err)
+		}
+	} else {
+		out, err = r.scanPending()
+	}
 	if err == nil && len(out) == 0 {
 		r.mu.Lock()
 		r.settledGen = gen + 1
@@ -285,7 +336,8 @@ func (r *Replicator) pending() ([]pendingChunk, error) {
 	return out, err
 }
 
-// scanPending is pending without the shortcut.
+// scanPending finds the pending chunks by a walk of the whole index (an
+// index without a feed; tests compare it with the feed).
 func (r *Replicator) scanPending() ([]pendingChunk, error) {
 	r.scans.Add(1)
 	located := map[meta.ChunkID]struct{}{}
@@ -296,9 +348,9 @@ func (r *Replicator) scanPending() ([]pendingChunk, error) {
 		return nil, fmt.Errorf("scanning locations: %w", err)
 	}
 	var out []pendingChunk
-	err := r.idx.Walk(meta.Visitor{Chunk: func(ino, _ uint64, ref meta.ChunkRef) {
+	err := r.idx.Walk(meta.Visitor{Chunk: func(ino, idx uint64, ref meta.ChunkRef) {
 		if _, ok := located[ref.ID]; !ok {
-			out = append(out, pendingChunk{id: ref.ID, ino: ino, size: int(ref.Len) + vault.Overhead})
+			out = append(out, pendingChunk{id: ref.ID, ino: ino, index: idx, size: int(ref.Len) + vault.Overhead})
 		}
 	}, Blob: pendingBlob(located, &out)})
 	if err != nil {
@@ -308,19 +360,15 @@ func (r *Replicator) scanPending() ([]pendingChunk, error) {
 }
 
 // pendingBlob is where backup blobs (package backup) join the chunks to
-// upload: every blob the index records that no segment holds. They carry
-// the largest inode number, so they are packed after the files' chunks (and
-// count as one file in Status.PendingFiles).
+// upload in a walk: every blob the index records that no segment holds,
+// owner-less as in the pending feed (meta.Batch.PutBlob marks them there).
 func pendingBlob(located map[meta.ChunkID]struct{}, out *[]pendingChunk) func(meta.ChunkID, uint32) {
 	return func(id meta.ChunkID, plainLen uint32) {
 		if _, ok := located[id]; !ok {
-			*out = append(*out, pendingChunk{id: id, ino: blobIno, size: int(plainLen) + vault.Overhead})
+			*out = append(*out, pendingChunk{id: id, size: int(plainLen) + vault.Overhead})
 		}
 	}
 }
-
-// blobIno groups backup blobs when segments are packed.
-const blobIno = ^uint64(0)
 
 // plannedSegment is a group of chunks to upload together.
 type plannedSegment struct {
@@ -350,7 +398,9 @@ func (r *Replicator) uploadPending() error {
 		}
 		seen[c.id] = t
 		bytes += uint64(c.size)
-		files[c.ino] = struct{}{}
+		if c.ino != 0 {
+			files[c.ino] = struct{}{}
+		}
 		if _, busy := r.inflight[c.id]; !busy {
 			todo = append(todo, c)
 			if t.Before(oldest) {
@@ -364,8 +414,13 @@ func (r *Replicator) uploadPending() error {
 	if len(todo) == 0 {
 		return nil
 	}
-	// Group by file first, so a file's chunks sit together.
-	sort.SliceStable(todo, func(i, j int) bool { return todo[i].ino < todo[j].ino })
+	// Group by file first, so a file's chunks sit together, in order.
+	sort.Slice(todo, func(i, j int) bool {
+		if todo[i].ino != todo[j].ino {
+			return todo[i].ino < todo[j].ino
+		}
+		return todo[i].index < todo[j].index
+	})
 	var plan []*plannedSegment
 	cur := &plannedSegment{}
 	for _, c := range todo {
@@ -390,6 +445,13 @@ func (r *Replicator) uploadPending() error {
 		return nil
 	}
 	return r.uploadAll(plan)
+}
+
+// trimDueLocked says whether the cache is to be trimmed (the store listed)
+// now, at index generation gen: after a fetch, or after a commit once
+// evictEvery has passed since the last trim.
+func (r *Replicator) trimDueLocked(gen uint64) bool {
+	return r.cacheDirty || (time.Since(r.lastEvict) >= r.evictEvery && r.evictGen != gen+1)
 }
 
 // evictEvery is how often the cache is trimmed when nothing was uploaded.
@@ -455,6 +517,9 @@ func (r *Replicator) uploadSegment(p *plannedSegment) error {
 	if err != nil {
 		return err
 	}
+	if len(pk.ids) < len(p.chunks) {
+		r.forgetGone(p.chunks, pk.ids)
+	}
 	if len(pk.ids) == 0 {
 		return nil
 	}
@@ -487,6 +552,38 @@ func (r *Replicator) uploadSegment(p *plannedSegment) error {
 	r.mu.Unlock()
 	r.log.Info("segment durable", "segment", seg.ID, "chunks", len(ids), "bytes", used, "class", class, "pieces", pieces)
 	return nil
+}
+
+// forgetGone takes off the pending feed the planned chunks that were not
+// packed because they are gone from the store and no file references them
+// any more (superseded while a repack queued them again). A referenced
+// chunk missing from the store stays pending: `fincrypt check` reports it.
+func (r *Replicator) forgetGone(planned []pendingChunk, packed []meta.ChunkID) {
+	in := make(map[meta.ChunkID]struct{}, len(packed))
+	for _, id := range packed {
+		in[id] = struct{}{}
+	}
+	b := r.idx.NewBatch()
+	for _, c := range planned {
+		if _, ok := in[c.id]; ok || c.ino == 0 {
+			continue
+		}
+		if _, ok := r.store.Has(c.id); ok {
+			continue // left for another segment
+		}
+		ref, ok, err := r.idx.GetChunk(c.ino, c.index)
+		if err != nil || (ok && ref.ID == c.id) {
+			continue
+		}
+		b.ForgetPending(c.id)
+	}
+	if b.Empty() {
+		b.Discard()
+		return
+	}
+	if err := b.Commit(false); err != nil {
+		r.noteErr(fmt.Errorf("pending feed: %w", err))
+	}
 }
 
 // put pads content with random bytes to class, erasure-codes, places,

@@ -164,6 +164,8 @@ func (r *Replicator) takeSnapshot() error {
 		return nil
 	}
 	exportAt := time.Now()
+	// Read before the export: the snapshot covers at least this state.
+	sg := r.idx.StateGeneration()
 	var recs []record
 	missing, err := r.idx.ExportState(func(k, v []byte) error {
 		recs = append(recs, record{bytes.Clone(k), bytes.Clone(v)})
@@ -224,17 +226,23 @@ func (r *Replicator) takeSnapshot() error {
 	same := bytes.Equal(sum, r.snapHash)
 	if same {
 		r.snapCovers = exportAt // the stored snapshot holds this very state
+		if len(missing) == 0 && bytes.Equal(keyFile, r.protKey) {
+			r.snapGen = sg + 1
+		}
 	}
 	r.mu.Unlock()
 	if same {
 		return nil
 	}
-	return r.snapshot(keyFile, encodeRecords(recs), sum, exportAt)
+	return r.snapshot(keyFile, encodeRecords(recs), sum, exportAt, sg, len(missing) == 0)
 }
 
 // snapshot stores blob as the account's newest snapshot; sum is its state
 // hash and covers the time its export was read.
-func (r *Replicator) snapshot(keyFile, blob, sum []byte, covers time.Time) error {
+//
+// asOf is the index state generation read before the export; exact says
+// the export is that state (no chunk was uploaded to complete it).
+func (r *Replicator) snapshot(keyFile, blob, sum []byte, covers time.Time, asOf uint64, exact bool) error {
 	acct := r.client.Account()
 	seq := uint64(time.Now().UnixNano())
 	sealed := r.snap.Seal(nil, blob, snapshotAD("index", acct, seq))
@@ -289,6 +297,10 @@ func (r *Replicator) snapshot(keyFile, blob, sum []byte, covers time.Time) error
 	// record is lost (the next run then takes one more snapshot).
 	r.mu.Lock()
 	r.lastSnapshot, r.snapHash, r.snapCovers = now, sum, covers
+	r.snapGen = 0
+	if exact && bytes.Equal(keyFile, r.protKey) {
+		r.snapGen = asOf + 1
+	}
 	if !r.unprotectedSince.IsZero() {
 		r.unprotectedSince = covers // changes since the export may be missing
 	}

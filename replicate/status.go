@@ -89,32 +89,13 @@ func (r *Replicator) Status(ctx context.Context) Status {
 		st.PendingBytes, st.PendingChunks = 0, len(pend)
 		for _, c := range pend {
 			st.PendingBytes += uint64(c.size)
-			files[c.ino] = struct{}{}
+			if c.ino != 0 {
+				files[c.ino] = struct{}{}
+			}
 		}
 		st.PendingFiles = len(files)
 	}
-	st.MinHealthy = -1
-	_ = r.idx.Segments(func(s meta.Segment) error {
-		if s.Kind != meta.KindData {
-			return nil
-		}
-		switch {
-		case s.DeadSince != 0:
-			st.SegmentsDead++
-		case s.State == meta.SegmentDegraded:
-			st.SegmentsDegraded++
-		default:
-			st.SegmentsDurable++
-		}
-		st.StoredBytes += uint64(s.Class)
-		if st.MinHealthy < 0 || int(s.Healthy) < st.MinHealthy {
-			st.MinHealthy = int(s.Healthy)
-		}
-		return nil
-	})
-	if st.MinHealthy < 0 {
-		st.MinHealthy = 0
-	}
+	r.segmentCounts(&st)
 	st.Payments = paymentStatus(balance, balanceAt, float64(r.cfg.Scheme.N)/float64(r.cfg.Scheme.K))
 	st.Refusal = escrowRefusal(balance)
 	if st.Refusal == nil && refused != nil {
@@ -135,4 +116,50 @@ func (r *Replicator) Status(ctx context.Context) Status {
 	}
 	r.restorability(&st)
 	return st
+}
+
+// segStats are the segment counts of Status.
+type segStats struct {
+	durable, degraded, dead, minHealthy int
+	stored                              uint64
+}
+
+// segmentCounts fills the segment counts of st from the segment records,
+// read again only after one changed (meta.Index.SegmentGeneration).
+func (r *Replicator) segmentCounts(st *Status) {
+	sg := r.idx.SegmentGeneration()
+	r.mu.Lock()
+	c, ok := r.segStats, r.segStatsGen == sg+1
+	r.mu.Unlock()
+	if !ok {
+		c = segStats{minHealthy: -1}
+		err := r.idx.Segments(func(s meta.Segment) error {
+			if s.Kind != meta.KindData {
+				return nil
+			}
+			switch {
+			case s.DeadSince != 0:
+				c.dead++
+			case s.State == meta.SegmentDegraded:
+				c.degraded++
+			default:
+				c.durable++
+			}
+			c.stored += uint64(s.Class)
+			if c.minHealthy < 0 || int(s.Healthy) < c.minHealthy {
+				c.minHealthy = int(s.Healthy)
+			}
+			return nil
+		})
+		if c.minHealthy < 0 {
+			c.minHealthy = 0
+		}
+		if err == nil {
+			r.mu.Lock()
+			r.segStats, r.segStatsGen = c, sg+1
+			r.mu.Unlock()
+		}
+	}
+	st.SegmentsDurable, st.SegmentsDegraded, st.SegmentsDead = c.durable, c.degraded, c.dead
+	st.StoredBytes, st.MinHealthy = c.stored, c.minHealthy
 }

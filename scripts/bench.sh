@@ -166,6 +166,20 @@ if [ "${BENCH_SKIP_GO:-}" != 1 ]; then
 	store_backends_bench
 fi
 
+# Part 3: how the client's costs grow with the vault (replicate's
+# TestScaleReport: vaults generated through the index API, one row per size
+# and the growth from the first). BENCH_SCALE picks the sizes (default
+# 10000,100000; add 1000000 for the issue's figure: about 10 minutes and
+# 5 GB of scratch); BENCH_SKIP_SCALE=1 skips it.
+SCALE=$OUT/scale.txt
+: >"$SCALE"
+scale_report() {
+	echo "== scale report: ${BENCH_SCALE:-10000,100000} files"
+	TMPDIR=$OUT FINCRYPT_SCALE=${BENCH_SCALE:-10000,100000} go test -count=1 -v -run '^TestScaleReport$' -timeout 60m ./replicate/ |
+		grep '^scale' | tee -a "$SCALE" || echo "the scale report failed (run it alone: FINCRYPT_SCALE=... go test -v -run TestScaleReport ./replicate/)"
+}
+if [ "${BENCH_SKIP_SCALE:-}" != 1 ]; then scale_report; fi
+
 echo
 echo "Fincrypt benchmark table ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores; ratio > 1 means Fincrypt is faster)"
 awk '
@@ -196,3 +210,8 @@ awk '/^Benchmark/ {
 	for (i = 3; i < NF; i += 2) if ($(i+1) != "ns/op") line = line (line == "" ? "" : ", ") $i " " $(i+1)
 	printf "%-30s %s\n", name, line
 }' "$GOBENCH"
+if [ -s "$SCALE" ]; then
+	echo
+	echo "growth with the vault (mount, finding pending work, status, idle passes per minute, check):"
+	cat "$SCALE"
+fi

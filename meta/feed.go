@@ -1,0 +1,350 @@
+package meta
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/fincrypt/fincrypt/vault"
+)
+
+// The pending feed: what still needs uploading, kept in the index itself so
+// that finding it costs in proportion to the pending work, not the vault.
+//
+// A record `P chunk id (16)` exists exactly while the chunk needs uploading:
+// the batch that adds a chunk reference (PutChunk) to a chunk without a
+// location adds it, the batch that records the chunk's location
+// (PutLocation) or drops its last reference (DeleteChunk, or a PutChunk over
+// it) deletes it, in the same atomic Pebble batch, so a crash can never
+// separate the feed from the records it follows. Its value names the owner
+// (an inode number, 0 for chunks that belong to no file), the chunk's index
+// within the owner and the sealed size in the local store.
+//
+// Producers of chunks that are not chunk-map entries (backup blobs, a
+// repack that brings a segment's live chunks back) mark them with
+// Batch.MarkPending: the one way to say "upload this". Indexes written by
+// format 1 have no feed; the first writable Open rebuilds it once from a
+// walk (format 2), and `fincrypt check` verifies it (VerifyFeed).
+
+// Pending is one entry of the pending feed.
+type Pending struct {
+	ID ChunkID
+	// Owner is the inode the chunk belongs to (0: none, e.g. a backup
+	// blob); Index is the chunk's index within it.
+	Owner, Index uint64
+	// Size is the chunk's sealed size in the local store, in bytes.
+	Size uint32
+}
+
+const pendingValSize = 8 + 8 + 4
+
+func pendingKey(id ChunkID) []byte { return append([]byte{pPending}, id[:]...) }
+
+func (p *Pending) encode() []byte {
+	b := make([]byte, pendingValSize)
+	binary.BigEndian.PutUint64(b, p.Owner)
+	binary.BigEndian.PutUint64(b[8:], p.Index)
+	binary.BigEndian.PutUint32(b[16:], p.Size)
+	return b
+}
+
+func decodePending(id ChunkID, b []byte) (Pending, error) {
+	if len(b) != pendingValSize {
+		return Pending{}, fmt.Errorf("pending record of chunk %s: %d bytes, want %d: %w", id, len(b), pendingValSize, ErrCorrupt)
+	}
+	return Pending{ID: id, Owner: beUint64(b), Index: beUint64(b[8:]), Size: binary.BigEndian.Uint32(b[16:])}, nil
+}
+
+// MarkPending records in the batch that chunk id needs uploading: the
+// replication engine packs it into a segment, and PutLocation (in the batch
+// that records where it went) clears the mark. owner is the inode the chunk
+// belongs to (0 for none: status counts its bytes but no file), index its
+// position there, size its sealed size in the local store. PutChunk marks
+// the chunks of files itself; call this for any other chunk that must reach
+// the network (backup blobs, a chunk whose location was dropped to repack
+// it), in the same batch that makes it needed. With an owner, the mark is
+// made only while chunk index of owner is id (as of this batch): a chunk
+// that its file dropped meanwhile is not queued.
+func (b *Batch) MarkPending(id ChunkID, owner, index uint64, size uint32) {
+	if owner != 0 {
+		if cur, ok := b.chunkAt(owner, index); !ok || cur != id {
+			return
+		}
+	}
+	b.markPending(id, owner, index, size)
+}
+
+func (b *Batch) markPending(id ChunkID, owner, index uint64, size uint32) {
+	p := Pending{ID: id, Owner: owner, Index: index, Size: size}
+	b.set(pendingKey(id), p.encode())
+	b.pend(id, true)
+}
+
+// ForgetPending takes chunk id off the pending feed without recording a
+// location: its producer no longer needs it uploaded (a blob it dropped).
+// The replication engine uses it for a file's chunk that is gone from the
+// store and no longer referenced.
+func (b *Batch) ForgetPending(id ChunkID) { b.unmarkPending(id) }
+
+// unmarkPending drops chunk id from the feed in the batch.
+func (b *Batch) unmarkPending(id ChunkID) {
+	b.del(pendingKey(id))
+	b.pend(id, false)
+}
+
+func (b *Batch) pend(id ChunkID, on bool) {
+	if b.feed == nil {
+		b.feed = map[ChunkID]bool{}
+	}
+	b.feed[id] = on
+}
+
+// batchState is what a batch changed of the records the feed follows, so
+// that later calls in the same batch see it (Pebble's batch is write-only).
+type batchState struct {
+	chunks  map[[2]uint64]*ChunkID // chunk map entries set (nil: deleted)
+	located map[ChunkID]bool       // locations put (true) or deleted
+	feed    map[ChunkID]bool       // pending marks set or cleared
+	err     error                  // a failed read; Commit returns it
+	state   bool                   // touched snapshot state (StateGeneration)
+	segs    bool                   // touched segment records
+}
+
+// chunkAt is the chunk id referenced at (ino, idx) as of this batch.
+func (b *Batch) chunkAt(ino, idx uint64) (ChunkID, bool) {
+	if id, ok := b.chunks[[2]uint64{ino, idx}]; ok {
+		if id == nil {
+			return ChunkID{}, false
+		}
+		return *id, true
+	}
+	ref, ok, err := b.x.GetChunk(ino, idx)
+	if err != nil {
+		b.fail(err)
+		return ChunkID{}, false
+	}
+	return ref.ID, ok
+}
+
+// isLocated reports whether chunk id has a location as of this batch.
+func (b *Batch) isLocated(id ChunkID) bool {
+	if l, ok := b.located[id]; ok {
+		return l
+	}
+	ok, err := b.x.has(locationKey(id))
+	if err != nil {
+		b.fail(err)
+	}
+	return ok
+}
+
+func (b *Batch) fail(err error) {
+	if b.err == nil {
+		b.err = err
+	}
+}
+
+func (b *Batch) noteChunk(ino, idx uint64, id *ChunkID) {
+	if b.chunks == nil {
+		b.chunks = map[[2]uint64]*ChunkID{}
+	}
+	b.chunks[[2]uint64{ino, idx}] = id
+}
+
+func (b *Batch) noteLocated(id ChunkID, on bool) {
+	if b.located == nil {
+		b.located = map[ChunkID]bool{}
+	}
+	b.located[id] = on
+}
+
+// has reports whether key exists (its value is not opened).
+func (x *Index) has(key []byte) (bool, error) {
+	_, closer, err := x.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	closer.Close()
+	return true, nil
+}
+
+// FeedReady reports whether the index keeps the pending feed (format 2); a
+// format 1 index opened read-only does not.
+func (x *Index) FeedReady() bool { return x.feedReady }
+
+// ErrNoFeed means the index was written by format 1 and opened read-only:
+// it has no pending feed.
+var ErrNoFeed = errors.New("the index has no pending feed (format 1, opened read-only)")
+
+// PendingChunks calls fn with every entry of the pending feed, in chunk id
+// order. Its cost is proportional to the pending work, not to the index.
+func (x *Index) PendingChunks(fn func(Pending) error) error {
+	if !x.feedReady {
+		return ErrNoFeed
+	}
+	return x.scan([]byte{pPending}, func(key, val []byte) error {
+		if len(key) != 1+ChunkIDSize {
+			return fmt.Errorf("pending key %x: %w", key, ErrCorrupt)
+		}
+		p, err := decodePending(ChunkID(key[1:]), val)
+		if err != nil {
+			return err
+		}
+		return fn(p)
+	})
+}
+
+// IsPending reports whether chunk id is in the pending feed.
+func (x *Index) IsPending(id ChunkID) (bool, error) { return x.has(pendingKey(id)) }
+
+// FeedFromWalk computes the pending feed from a walk of every chunk
+// reference and location: what the feed must hold for the chunks of files.
+// Marks of chunks that belong to no file (MarkPending with owner 0) cannot
+// be derived and are not in it.
+func (x *Index) FeedFromWalk() (map[ChunkID]Pending, error) {
+	located := map[ChunkID]struct{}{}
+	out := map[ChunkID]Pending{}
+	err := x.scan([]byte{pLocation}, func(key, _ []byte) error {
+		if len(key) == 1+ChunkIDSize {
+			located[ChunkID(key[1:])] = struct{}{}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = x.scan([]byte{pChunk}, func(key, val []byte) error {
+		if len(key) != 17 {
+			return fmt.Errorf("chunk key %x: %w", key, ErrCorrupt)
+		}
+		ref, err := decodeChunkRef(val)
+		if err != nil {
+			return err
+		}
+		if _, ok := located[ref.ID]; !ok {
+			out[ref.ID] = Pending{ID: ref.ID, Owner: beUint64(key[1:]), Index: beUint64(key[9:]), Size: ref.Len + vault.Overhead}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Backup blobs (owner-less marks), unless a file chunk has the same id.
+	err = x.scan([]byte{pBlob}, func(key, val []byte) error {
+		if len(key) != 1+ChunkIDSize {
+			return fmt.Errorf("blob key %x: %w", key, ErrCorrupt)
+		}
+		n, err := decodeBlob(val)
+		if err != nil {
+			return err
+		}
+		id := ChunkID(key[1:])
+		if _, ok := located[id]; !ok {
+			if _, dup := out[id]; !dup {
+				out[id] = Pending{ID: id, Size: n + vault.Overhead}
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// FeedReport compares the pending feed with a walk (VerifyFeed).
+type FeedReport struct {
+	Entries int // records in the feed
+	// Missing are chunks the walk finds pending and the feed lacks: they
+	// would never be uploaded.
+	Missing []ChunkID
+	// Stale are feed records of file chunks that are located or no longer
+	// referenced (owner-less marks are not judged).
+	Stale []ChunkID
+}
+
+// OK reports whether the feed agrees with the walk.
+func (f *FeedReport) OK() bool { return len(f.Missing) == 0 && len(f.Stale) == 0 }
+
+// VerifyFeed compares the pending feed with what a full walk finds.
+func (x *Index) VerifyFeed() (FeedReport, error) {
+	var rep FeedReport
+	want, err := x.FeedFromWalk()
+	if err != nil {
+		return rep, err
+	}
+	seen := map[ChunkID]bool{}
+	err = x.PendingChunks(func(p Pending) error {
+		rep.Entries++
+		seen[p.ID] = true
+		if _, ok := want[p.ID]; !ok && p.Owner != 0 {
+			rep.Stale = append(rep.Stale, p.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		return rep, err
+	}
+	for id := range want {
+		if !seen[id] {
+			rep.Missing = append(rep.Missing, id)
+		}
+	}
+	return rep, nil
+}
+
+// rebuildFeed replaces the pending feed with what a walk finds (keeping
+// owner-less marks whose chunk has no location) and writes the format
+// record, in one batch: an index written by format 1 gets its feed once.
+func (x *Index) rebuildFeed() (int, error) {
+	want, err := x.FeedFromWalk()
+	if err != nil {
+		return 0, fmt.Errorf("rebuilding the pending feed: %w", err)
+	}
+	keep := map[ChunkID]Pending{}
+	if x.feedReady {
+		err = x.PendingChunks(func(p Pending) error {
+			if p.Owner == 0 {
+				if ok, err := x.has(locationKey(p.ID)); err != nil {
+					return err
+				} else if !ok {
+					keep[p.ID] = p
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, fmt.Errorf("rebuilding the pending feed: %w", err)
+		}
+	}
+	b := x.db.NewBatch()
+	defer b.Close()
+	if err := b.DeleteRange([]byte{pPending}, []byte{pPending + 1}, nil); err != nil {
+		return 0, err
+	}
+	for _, m := range []map[ChunkID]Pending{want, keep} {
+		for id, p := range m {
+			k := pendingKey(id)
+			if err := b.Set(k, x.keys.Meta.Seal(nil, p.encode(), k), nil); err != nil {
+				return 0, err
+			}
+		}
+	}
+	fk := []byte{pFormat}
+	if err := b.Set(fk, x.keys.Meta.Seal(nil, binary.BigEndian.AppendUint32(nil, FormatVersion), fk), nil); err != nil {
+		return 0, err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return 0, fmt.Errorf("rebuilding the pending feed: %w", err)
+	}
+	x.gen.Add(1)
+	x.feedReady = true
+	return len(want) + len(keep), nil
+}
+
+// RebuildFeed rebuilds the pending feed from a full walk (a repair: the
+// feed is kept exact by every batch, so this is needed only for an index
+// that something other than this package changed).
+func (x *Index) RebuildFeed() (int, error) { return x.rebuildFeed() }

@@ -1,0 +1,269 @@
+package replicate
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fincrypt/fincrypt/chunkstore"
+	ffs "github.com/fincrypt/fincrypt/fs"
+	"github.com/fincrypt/fincrypt/mediator/testplanet"
+	"github.com/fincrypt/fincrypt/meta"
+	"github.com/fincrypt/fincrypt/vault"
+)
+
+// TestScaleReport measures how the client's costs grow with the vault: it
+// builds vaults of FINCRYPT_SCALE files (comma-separated, e.g.
+// "10000,100000,1000000") directly through the meta API, every file one
+// sealed chunk of 2 KiB held in the local store and located in a durable
+// segment, 1000 files per directory, and prints one row per size and the
+// growth from the first size. Not part of `make test`: scripts/bench.sh
+// runs it (FINCRYPT_SCALE unset skips it).
+//
+// Rows: mount (fs.Mount after a clean unmount, until it serves), pending
+// (the engine finding one new chunk to upload: what a write waits for
+// beyond the round's tick), status (Replicator.Status after a change, one
+// chunk pending), idle/min (the periodic passes an idle mount runs in a
+// minute at the default intervals: six cache trims and one maintenance
+// pass, timed one by one; the health check asks the mediator and is left
+// out), check (fs.Check, unmounted).
+func TestScaleReport(t *testing.T) {
+	spec := os.Getenv("FINCRYPT_SCALE")
+	if spec == "" {
+		t.Skip("FINCRYPT_SCALE is not set (e.g. 10000,100000): the scale report runs from scripts/bench.sh")
+	}
+	skipCheck := os.Getenv("FINCRYPT_SCALE_NOCHECK") != ""
+	var rows []scaleRow
+	for _, f := range strings.Split(spec, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			t.Fatalf("FINCRYPT_SCALE: %q is not a count of files", f)
+		}
+		row := measureScale(t, n, skipCheck)
+		rows = append(rows, row)
+		fmt.Printf("scale files=%d gen=%s mount=%s pending=%s status=%s idle_per_min=%s check=%s\n", row.files,
+			row.gen.Round(time.Millisecond), row.mount.Round(time.Microsecond), row.pending.Round(time.Microsecond),
+			row.status.Round(time.Microsecond), row.idle.Round(time.Microsecond), row.check.Round(time.Millisecond))
+	}
+	if len(rows) > 1 {
+		a, b := rows[0], rows[len(rows)-1]
+		ratio := func(x, y time.Duration) string {
+			if x <= 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.1fx", float64(y)/float64(x))
+		}
+		fmt.Printf("scale growth %d->%d files (%.0fx): mount %s pending %s status %s idle_per_min %s check %s\n",
+			a.files, b.files, float64(b.files)/float64(a.files), ratio(a.mount, b.mount), ratio(a.pending, b.pending),
+			ratio(a.status, b.status), ratio(a.idle, b.idle), ratio(a.check, b.check))
+	}
+}
+
+type scaleRow struct {
+	files                                    int
+	gen, mount, pending, status, idle, check time.Duration
+}
+
+func measureScale(t *testing.T, n int, skipCheck bool) scaleRow {
+	row := scaleRow{files: n}
+	home := filepath.Join(t.TempDir(), "home")
+	newVaultChunks(t, home, 64<<10)
+	v, err := vault.Open(home, testPassword, vault.OpenOptions{Lock: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	start := time.Now()
+	generateVault(t, v, n)
+	row.gen = time.Since(start)
+
+	// Mounts: the first has no clean-unmount record (as after a crash),
+	// the second collects, the third is the steady state that is timed.
+	if os.Geteuid() == 0 {
+		for i := 0; i < 3; i++ {
+			mnt := t.TempDir()
+			start := time.Now()
+			m, err := ffs.Mount(v, mnt, ffs.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i == 2 {
+				row.mount = time.Since(start)
+			}
+			if err := m.Unmount(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	// The engine, stopped after its start so that its steps are timed one
+	// by one.
+	p := testplanet.New(t, testplanet.Config{StorageNodes: 4})
+	idx, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := chunkstore.Open(v.StoreDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := fastConfig()
+	cfg.ScanInterval, cfg.FlushAfter, cfg.CheckInterval = time.Hour, time.Hour, time.Hour
+	cfg.MaintainInterval, cfg.SnapshotInterval = time.Hour, time.Hour
+	r, err := New(v, idx, store, p.Client, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	r.ctx, r.cancel = context.WithCancel(context.Background()) // its steps run on
+	changes := 0
+	change := func() {
+		changes++
+		ino, err := idx.NextIno()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := chunkstore.NewID()
+		if err := store.Put(id, v.Keys.Chunk.Seal(nil, make([]byte, 2048), vault.ChunkAD(ino, 0, 1))); err != nil {
+			t.Fatal(err)
+		}
+		b := idx.NewBatch()
+		b.PutInode(&meta.Inode{Ino: ino, Mode: syscall.S_IFREG | 0o644, Nlink: 1, Size: 2048})
+		b.PutDirent(&meta.Dirent{Parent: meta.RootIno, Name: fmt.Sprintf("new%d", changes), Ino: ino, Type: syscall.S_IFREG})
+		b.PutChunk(ino, 0, &meta.ChunkRef{ID: id, Version: 1, Len: 2048})
+		if err := b.Commit(false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	timed := func(f func()) time.Duration {
+		start := time.Now()
+		f()
+		return time.Since(start)
+	}
+	// Steady state: the second change after the first was seen.
+	change()
+	r.pending()
+	r.Status(context.Background())
+	change()
+	row.pending = timed(func() {
+		if got, err := r.pending(); err != nil || len(got) != 2 {
+			t.Fatalf("pending: %d chunks, %v", len(got), err)
+		}
+	})
+	change()
+	row.status = timed(func() {
+		if st := r.Status(context.Background()); st.PendingChunks != 3 {
+			t.Fatalf("status: %d pending", st.PendingChunks)
+		}
+	})
+	// Idle: what the periodic passes cost once nothing changes (each
+	// pass run once first, as after the change).
+	r.maintain()
+	r.evict()
+	maint := timed(func() { r.maintain() })
+	var trim time.Duration
+	if r.idleTrims() {
+		trim = timed(func() { r.evict() })
+	}
+	row.idle = maint + 6*trim
+	r.cancel()
+	r.store.SetFetcher(nil)
+	if err := idx.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The engine's steps changed the index outside a mount: as after a
+	// crash, there is no clean-unmount record to compare with.
+	os.Remove(filepath.Join(home, ffs.CleanFileName))
+	if !skipCheck {
+		var out strings.Builder
+		row.check = timed(func() {
+			if n, err := ffs.Check(v, &out); err != nil || n != 0 {
+				t.Fatalf("check: %d problems, %v\n%.2000s", n, err, out.String())
+			}
+		})
+	}
+	return row
+}
+
+// generateVault writes n files of one 2 KiB chunk each, 1000 per
+// directory, through the meta API, with their sealed chunks in the store
+// and located in durable segments of 1000 chunks.
+func generateVault(t *testing.T, v *vault.Vault, n int) {
+	idx, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idx.Close()
+	store, err := chunkstore.Open(v.StoreDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixNano()
+	root := meta.Inode{Ino: meta.RootIno, Mode: syscall.S_IFDIR | 0o755, Nlink: 2, Atime: now, Mtime: now, Ctime: now}
+	plain := make([]byte, 2048)
+	rand.Read(plain)
+	const perDir = 1000
+	for d := 0; d*perDir < n; d++ {
+		dino, err := idx.NextIno()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := idx.NewBatch()
+		root.Nlink++
+		b.PutInode(&meta.Inode{Ino: dino, Mode: syscall.S_IFDIR | 0o755, Nlink: 2, Atime: now, Mtime: now, Ctime: now})
+		b.PutDirent(&meta.Dirent{Parent: meta.RootIno, Name: fmt.Sprintf("d%05d", d), Ino: dino, Type: syscall.S_IFDIR})
+		var seg meta.SegmentID
+		rand.Read(seg[:])
+		off := uint32(0)
+		for i := 0; i < perDir && d*perDir+i < n; i++ {
+			fino, err := idx.NextIno()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ver, err := idx.NextVersion()
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := chunkstore.NewID()
+			sealed := v.Keys.Chunk.Seal(nil, plain, vault.ChunkAD(fino, 0, ver))
+			if err := store.Put(id, sealed); err != nil {
+				t.Fatal(err)
+			}
+			b.PutInode(&meta.Inode{Ino: fino, Mode: syscall.S_IFREG | 0o644, Nlink: 1, Size: uint64(len(plain)), Atime: now, Mtime: now, Ctime: now})
+			b.PutDirent(&meta.Dirent{Parent: dino, Name: fmt.Sprintf("f%05d", i), Ino: fino, Type: syscall.S_IFREG})
+			b.PutChunk(fino, 0, &meta.ChunkRef{ID: id, Version: ver, Len: uint32(len(plain))})
+			b.PutLocation(id, &meta.Location{Segment: seg, Offset: off, Length: uint32(len(sealed))})
+			off += uint32(len(sealed))
+		}
+		b.PutSegment(&meta.Segment{ID: seg, Kind: meta.KindData, State: meta.SegmentDurable, K: 2, N: 4, Healthy: 4,
+			Used: off, Class: off, Created: now, Checked: now, Pieces: make([]meta.SegmentPiece, 4)})
+		if err := b.Commit(false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := idx.NewBatch()
+	b.PutInode(&root)
+	if err := b.Commit(true); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// idleTrims reports whether an idle mount trims the cache (lists the
+// store) every evictEvery: not once the trim waits for a change.
+func (r *Replicator) idleTrims() bool {
+	gen := r.idx.Generation()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.evictGen, r.cacheDirty, r.lastEvict = gen+1, false, time.Time{} // a trim just ran, long ago
+	return r.trimDueLocked(gen)
+}
