@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"syscall"
 	"time"
@@ -40,8 +41,8 @@ type openFile struct {
 	cacheIdx   uint64
 	cache      []byte // plaintext of chunk cacheIdx when cacheOK
 	cacheOK    bool
-	nextLoad   uint64    // index after the chunk last loaded for reading
-	pf         *prefetch // the chunk being loaded ahead, or nil
+	nextLoad   uint64      // index after the chunk last loaded for reading
+	pf         []*prefetch // chunks being loaded ahead, in index order
 
 	// Full chunks are sealed and stored by a background worker, so the
 	// FUSE write that filled a chunk returns at once and the next chunk's
@@ -289,10 +290,16 @@ type prefetch struct {
 	err  error
 }
 
+// readAhead is how many chunks a sequential reader gets loaded ahead, in
+// parallel: reading chunk files from disk and opening them overlap with each
+// other and with the reader. It bounds the memory too (readAhead chunks per
+// sequential reader).
+const readAhead = 4
+
 // startPrefetch loads chunk idx in the background; caller holds of.mu.
 func (of *openFile) startPrefetch(idx uint64) {
 	pf := &prefetch{idx: idx, done: make(chan struct{})}
-	of.pf = pf
+	of.pf = append(of.pf, pf)
 	go func() {
 		defer close(pf.done)
 		ref, ok, err := of.r.idx.GetChunk(of.ino, idx)
@@ -308,15 +315,38 @@ func (of *openFile) startPrefetch(idx uint64) {
 	}()
 }
 
+// dropPrefetch forgets the loads ahead before index idx (a reader that
+// skipped them, or read them from elsewhere); their buffers go back to the
+// pool once loaded. Caller holds of.mu.
+func (of *openFile) dropPrefetch(idx uint64) {
+	i := 0
+	for i < len(of.pf) && of.pf[i].idx < idx {
+		pf := of.pf[i]
+		go func() {
+			<-pf.done
+			of.r.putBuf(pf.buf)
+		}()
+		i++
+	}
+	of.pf = of.pf[i:]
+}
+
 // takePrefetch returns the plaintext of chunk idx if it was loaded ahead and
 // is still the chunk the index holds; caller holds of.mu (and keeps it while
 // it waits: the loader does not need it).
 func (of *openFile) takePrefetch(idx uint64) ([]byte, bool) {
-	pf := of.pf
-	if pf == nil || pf.idx != idx {
+	of.dropPrefetch(idx)
+	if len(of.pf) == 0 {
 		return nil, false
 	}
-	of.pf = nil
+	if of.pf[0].idx != idx {
+		// The reader went back: the window is refilled from where it
+		// reads, in order, once it is sequential again.
+		of.dropPrefetch(math.MaxUint64)
+		return nil, false
+	}
+	pf := of.pf[0]
+	of.pf = of.pf[1:]
 	<-pf.done
 	if pf.err != nil {
 		of.r.putBuf(pf.buf) // a failure is reported by the load that follows
@@ -354,11 +384,11 @@ func (of *openFile) chunkData(idx uint64) ([]byte, error) {
 			of.r.putBuf(of.cache)
 		}
 		of.cache, of.cacheIdx, of.cacheOK = b, idx, true
-		of.maybePrefetch(idx + 1)
+		of.prefetchAfter(idx)
 		return b, nil
 	}
 	if sequential {
-		of.maybePrefetch(idx + 1)
+		of.prefetchAfter(idx)
 	}
 	b, ok, err := of.loadChunk(idx, of.cache[:0]) // grows the buffer as needed
 	if err != nil {
@@ -371,11 +401,23 @@ func (of *openFile) chunkData(idx uint64) ([]byte, error) {
 	return b, nil
 }
 
+// prefetchAfter keeps the readAhead chunks after idx loading.
+func (of *openFile) prefetchAfter(idx uint64) {
+	for i := idx + 1; i <= idx+readAhead; i++ {
+		of.maybePrefetch(i)
+	}
+}
+
 // maybePrefetch starts loading chunk idx ahead if it lies within the file
 // and is neither buffered nor queued nor already being loaded.
 func (of *openFile) maybePrefetch(idx uint64) {
-	if idx*of.r.cs >= of.size || (of.pf != nil && of.pf.idx == idx) {
+	if idx*of.r.cs >= of.size {
 		return
+	}
+	for _, pf := range of.pf {
+		if pf.idx == idx {
+			return
+		}
 	}
 	if _, ok := of.dirty[idx]; ok {
 		return

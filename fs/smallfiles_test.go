@@ -285,6 +285,24 @@ func TestSequentialReadAhead(t *testing.T) {
 	for i := 0; i < 8; i++ {
 		mustEqual(t, fmt.Sprintf("chunk %d", i), readDirect(t, r, int64(i*cs), cs), model[i*cs:(i+1)*cs])
 	}
+	// Chunks 0 and 1 read in order load several chunks ahead (2 to 5);
+	// chunk 4, inside that window, is rewritten; the reader then goes on
+	// in order, jumps back and reads in order again.
+	mustEqual(t, "chunk 0 again", readDirect(t, r, 0, cs), model[:cs])
+	mustEqual(t, "chunk 1 again", readDirect(t, r, cs, cs), model[cs:2*cs])
+	// A whole chunk is written without reading it (a partial write would
+	// load the chunk through the same state, taking it from the window).
+	full := randBytes(99, cs)
+	if _, err := w.WriteAt(full, 4*cs); err != nil {
+		t.Fatal(err)
+	}
+	copy(model[4*cs:], full)
+	if err := w.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{2, 3, 4, 5, 1, 2, 3, 4, 5, 6, 7} {
+		mustEqual(t, fmt.Sprintf("window: chunk %d", i), readDirect(t, r, int64(i*cs), cs), model[i*cs:(i+1)*cs])
+	}
 	// Chunk 5 read after chunk 4 loads chunk 6 ahead; then chunks 6 and 2
 	// are rewritten and committed (the read cache now holds chunk 2).
 	mustEqual(t, "chunk 4 again", readDirect(t, r, 4*cs, cs), model[4*cs:5*cs])

@@ -10,14 +10,17 @@
 # has no network there, so these are the bytes queued for upload). Part 2 runs the Go benchmarks (network, proofs, ...), which
 # report their own baselines. The table ends the output.
 #
-# BENCH_SIZE (default 1GiB), BENCH_SMALL (default 10000 files) scale part 1;
-# BENCH_SKIP_FS=1 or BENCH_SKIP_GO=1 skip a part; BENCH_DIR picks the scratch directory;
-# BENCH_STORE_PIECES scales the mediator store benchmark (default 1000000).
+# BENCH_SIZE (default 1GiB), BENCH_SMALL (default 10000 files), BENCH_FIND
+# (default 100000 entries) scale part 1; BENCH_TARGETS (default "plain fincrypt
+# gocryptfs") picks its targets; BENCH_SKIP_FS=1 or BENCH_SKIP_GO=1 skip a part;
+# BENCH_DIR picks the scratch directory; BENCH_STORE_PIECES scales the mediator
+# store benchmark (default 1000000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 SIZE=${BENCH_SIZE:-1GiB}
 SMALL=${BENCH_SMALL:-10000}
+FIND=${BENCH_FIND:-100000}
 # Scratch space on the same disk as a typical home; removed at the end unless BENCH_KEEP=1.
 OUT=${BENCH_DIR:-$(mktemp -d /var/tmp/fincrypt-bench.XXXXXX)}
 BIN=$ROOT/bin/fincrypt
@@ -82,21 +85,51 @@ run_target() {
 	"${t}_umount"; drop_caches; "${t}_mount"
 	record "$t" "$("$FSBENCH" small-read "$d" "$SMALL")"
 	record "$t" "$("$FSBENCH" untar "$d" "$OUT/gosrc.tar")"
+	rm -rf "$d/small" "$d/src"
+	# A large repository: cloned (untimed), then git status and git checkout
+	# with a cold cache.
+	git clone -q --no-local "$OUT/gorepo" "$d/repo"
+	"${t}_umount"; drop_caches; "${t}_mount"
+	record "$t" "$("$FSBENCH" git-status "$d")"
+	record "$t" "$("$FSBENCH" git-checkout "$d" HEAD~1)"
+	rm -rf "$d/repo"
+	record "$t" "$("$FSBENCH" mktree "$d" "$FIND")"
+	"${t}_umount"; drop_caches; "${t}_mount"
+	record "$t" "$("$FSBENCH" find "$d" "$FIND")"
 	"${t}_umount"
+}
+
+# make_repo: a git repository of the Go source tree with two commits, the
+# second changing every 7th .go file, deleting every 53rd and adding 300.
+make_repo() {
+	local r=$OUT/gorepo
+	mkdir -p "$r"
+	tar xf "$OUT/gosrc.tar" -C "$r"
+	local g=(git -C "$r" -c user.name=bench -c user.email=bench@localhost -c commit.gpgsign=false)
+	"${g[@]}" init -q
+	"${g[@]}" add -A
+	"${g[@]}" commit -q -m "go source tree"
+	(cd "$r" && git ls-files '*.go' | awk 'NR % 7 == 0' | while read -r f; do echo "// bench change" >>"$f"; done)
+	(cd "$r" && git ls-files '*.go' | awk 'NR % 53 == 0' | xargs git rm -qf)
+	mkdir -p "$r/src/benchnew"
+	for i in $(seq 300); do echo "package benchnew // $i" >"$r/src/benchnew/f$i.go"; done
+	"${g[@]}" add -A
+	"${g[@]}" commit -q -m "changes"
+	echo "git workload: $("${g[@]}" ls-files | wc -l) files, $(( $("${g[@]}" diff --name-only HEAD~1 | wc -l) )) changed by the checkout"
 }
 
 if [ "${BENCH_SKIP_FS:-}" != 1 ]; then
 	tar cf "$OUT/gosrc.tar" -C "$(go env GOROOT)" src
 	echo "untar workload: $(go env GOROOT)/src, $(tar tf "$OUT/gosrc.tar" | wc -l) entries, $(du -h "$OUT/gosrc.tar" | cut -f1)"
-	targets="plain fincrypt"
-	if { ! command -v gocryptfs || ! command -v fusermount; } >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-		echo "installing Debian's gocryptfs (and fuse3, whose fusermount it needs) for the comparison"
-		(apt-get install -y -qq gocryptfs fuse3 >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq gocryptfs fuse3 >/dev/null 2>&1; }) || true
-	fi
-	if command -v gocryptfs >/dev/null && command -v fusermount >/dev/null; then
-		targets="$targets gocryptfs"
-	else
-		echo "gocryptfs is not installed: no comparison with it in this run"
+	make_repo
+	targets=${BENCH_TARGETS:-plain fincrypt gocryptfs}
+	if [[ " $targets " == *" gocryptfs "* ]]; then
+		# Debian's gocryptfs (and fuse3, whose fusermount it needs): scripts/deps/bench-fs.list.
+		./scripts/deps.sh bench-fs || true
+		if ! command -v gocryptfs >/dev/null || ! command -v fusermount >/dev/null; then
+			echo "gocryptfs is not installed: no comparison with it in this run"
+			targets=${targets//gocryptfs/}
+		fi
 	fi
 	for t in $targets; do run_target "$t"; done
 fi

@@ -8,6 +8,10 @@
 //	fsbench small-write DIR N   N small files (1-16 KiB) in 100 directories, each created and written
 //	fsbench small-read DIR N    read them back and verify
 //	fsbench untar DIR TARBALL   tar xf TARBALL inside DIR
+//	fsbench git-status DIR      git status in the repository DIR/repo (cloned there beforehand)
+//	fsbench git-checkout DIR REV  git checkout REV in DIR/repo, then sync
+//	fsbench mktree DIR N        N empty files in directories of 1000 under DIR/tree
+//	fsbench find DIR N          find over DIR/tree, checking it lists the N files and their directories
 package main
 
 import (
@@ -46,6 +50,14 @@ func main() {
 		err = small(dir, arg, false)
 	case "untar":
 		err = untar(dir, arg)
+	case "git-status":
+		err = gitStatus(dir)
+	case "git-checkout":
+		err = gitCheckout(dir, arg)
+	case "mktree":
+		err = mktree(dir, arg)
+	case "find":
+		err = find(dir, arg)
 	default:
 		err = fmt.Errorf("unknown workload %q", os.Args[1])
 	}
@@ -184,6 +196,81 @@ func untar(dir, tarball string) error {
 	sync := exec.Command("sync", "-f", dir)
 	sync.Run()
 	report("untar", time.Since(start).Seconds(), "s")
+	return nil
+}
+
+func gitStatus(dir string) error {
+	start := time.Now()
+	cmd := exec.Command("git", "-C", filepath.Join(dir, "repo"), "status", "--porcelain")
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("git status: %w", err)
+	}
+	if len(out) != 0 {
+		return fmt.Errorf("git status: the fresh checkout is not clean:\n%s", out)
+	}
+	report("git-status", time.Since(start).Seconds(), "s")
+	return nil
+}
+
+func gitCheckout(dir, rev string) error {
+	repo := filepath.Join(dir, "repo")
+	start := time.Now()
+	cmd := exec.Command("git", "-C", repo, "checkout", "-q", rev)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("git checkout %s: %w", rev, err)
+	}
+	if err := exec.Command("sync", "-f", repo).Run(); err != nil {
+		return fmt.Errorf("sync: %w", err)
+	}
+	report("git-checkout", time.Since(start).Seconds(), "s")
+	return nil
+}
+
+const treeFanout = 1000
+
+func mktree(dir, nArg string) error {
+	n, err := strconv.Atoi(nArg)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("want an entry count, got %q", nArg)
+	}
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		d := filepath.Join(dir, "tree", strconv.Itoa(i/treeFanout))
+		if i%treeFanout == 0 {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return err
+			}
+		}
+		f, err := os.Create(filepath.Join(d, "e"+strconv.Itoa(i)))
+		if err != nil {
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+	}
+	report("mktree", float64(n)/time.Since(start).Seconds(), "files/s")
+	return nil
+}
+
+func find(dir, nArg string) error {
+	n, err := strconv.Atoi(nArg)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("want an entry count, got %q", nArg)
+	}
+	start := time.Now()
+	out, err := exec.Command("find", filepath.Join(dir, "tree")).Output()
+	if err != nil {
+		return fmt.Errorf("find: %w", err)
+	}
+	got := bytes.Count(out, []byte("\n"))
+	want := 1 + n + (n+treeFanout-1)/treeFanout
+	if got != want {
+		return fmt.Errorf("find listed %d entries, want %d", got, want)
+	}
+	report("find", time.Since(start).Seconds(), "s")
 	return nil
 }
 
