@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 )
 
 const (
@@ -152,6 +153,20 @@ type Builder struct {
 	n      int64
 	leaf   []byte
 	leaves []Hash
+	h      hash.Hash // reused for every leaf
+}
+
+// leafHash is LeafHash with the builder's hash state (no allocation).
+func (b *Builder) leafHash(leaf []byte) Hash {
+	if b.h == nil {
+		b.h = sha256.New()
+	}
+	b.h.Reset()
+	b.h.Write([]byte{leafPrefix})
+	b.h.Write(leaf)
+	var out Hash
+	b.h.Sum(out[:0])
+	return out
 }
 
 // NewBuilder expects exactly size bytes.
@@ -177,12 +192,12 @@ func (b *Builder) Write(p []byte) (int, error) {
 		b.leaf = append(b.leaf, p[:k]...)
 		p = p[k:]
 		if len(b.leaf) == LeafSize {
-			b.leaves = append(b.leaves, LeafHash(b.leaf))
+			b.leaves = append(b.leaves, b.leafHash(b.leaf))
 			b.leaf = b.leaf[:0]
 		}
 	}
 	for len(p) >= LeafSize {
-		b.leaves = append(b.leaves, LeafHash(p[:LeafSize]))
+		b.leaves = append(b.leaves, b.leafHash(p[:LeafSize]))
 		p = p[LeafSize:]
 	}
 	b.leaf = append(b.leaf, p...)
@@ -196,7 +211,7 @@ func (b *Builder) Tree() (*Tree, error) {
 	}
 	leaves := b.leaves
 	if len(b.leaf) > 0 {
-		leaves = append(leaves, LeafHash(b.leaf))
+		leaves = append(leaves, b.leafHash(b.leaf))
 	}
 	return BuildTree(b.size, leaves)
 }

@@ -96,14 +96,28 @@ func (c *Coder) Scheme() Scheme { return c.s }
 // PieceSize is the size of each piece of a segment of size bytes.
 func (c *Coder) PieceSize(size int) int { return (size + c.s.K - 1) / c.s.K }
 
-// Encode returns the N pieces of segment. The pieces share one backing array.
+// EncodedSize is the room Encode lays out the N pieces of a segment of size
+// bytes in: a segment with this much capacity is encoded in place.
+func (c *Coder) EncodedSize(size int) int { return c.PieceSize(size) * c.s.N }
+
+// Encode returns the N pieces of segment. The pieces share one backing
+// array: segment's own when its capacity is at least EncodedSize (then the
+// data pieces are segment's bytes, zero-padded, and the parity pieces its
+// spare capacity, so nothing is copied), a new one otherwise. Either way
+// segment's first len(segment) bytes are not modified.
 func (c *Coder) Encode(segment []byte) ([][]byte, error) {
 	if len(segment) == 0 {
 		return nil, ErrEmptyInput
 	}
 	p := c.PieceSize(len(segment))
-	buf := make([]byte, p*c.s.N)
-	copy(buf, segment)
+	var buf []byte
+	if cap(segment) >= p*c.s.N {
+		buf = segment[:p*c.s.N]
+		clear(buf[len(segment) : p*c.s.K]) // the data pieces' zero padding
+	} else {
+		buf = make([]byte, p*c.s.N)
+		copy(buf, segment)
+	}
 	pieces := make([][]byte, c.s.N)
 	for i := range pieces {
 		pieces[i] = buf[i*p : (i+1)*p : (i+1)*p]
@@ -181,6 +195,41 @@ func (c *Coder) Decode(pieces [][]byte, size int) ([]byte, error) {
 		out = append(out, work[i][:min(p, size-len(out))]...)
 	}
 	return out, nil
+}
+
+// ReconstructData fills in the missing data pieces (0..K-1) from any K
+// present ones, in place: a missing data piece is an entry of length 0,
+// and is rebuilt into its spare capacity when it has the piece size (a
+// caller that laid the data pieces out back to back in one buffer then
+// holds the segment there), into a new array otherwise. Parity pieces
+// that are missing stay missing.
+func (c *Coder) ReconstructData(pieces [][]byte) error {
+	if len(pieces) != c.s.N {
+		return fmt.Errorf("%w: %d, want %d", ErrPieceNumber, len(pieces), c.s.N)
+	}
+	size, have := -1, 0
+	for i, p := range pieces {
+		if len(p) == 0 {
+			continue
+		}
+		if size >= 0 && len(p) != size {
+			return fmt.Errorf("%w: piece %d is %d bytes, others %d", ErrPieceSize, i, len(p), size)
+		}
+		size = len(p)
+		have++
+	}
+	if have < c.s.K {
+		return fmt.Errorf("%w: %d of %d present, need %d", ErrTooFew, have, c.s.N, c.s.K)
+	}
+	for i := c.s.K; i < c.s.N; i++ {
+		if len(pieces[i]) == 0 {
+			pieces[i] = nil // not to be rebuilt
+		}
+	}
+	if err := c.enc.ReconstructData(pieces); err != nil {
+		return fmt.Errorf("erasure decode: %w", err)
+	}
+	return nil
 }
 
 // Verify reports whether the parity pieces match the data pieces (all N

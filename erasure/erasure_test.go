@@ -129,3 +129,76 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestEncodeInPlace: a segment with room for its pieces is encoded in its
+// own array, with the same pieces as a copy gets (stale bytes in the spare
+// room, where the zero padding goes, do not leak into them), and
+// ReconstructData rebuilds missing data pieces into the room they are given.
+func TestEncodeInPlace(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, s := range []Scheme{{2, 4}, {3, 6}, {4, 9}} {
+		c, err := New(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, size := range []int{1, 4097, 10001, 69632} {
+			seg := randBytes(r, size)
+			want, err := c.Encode(seg) // no spare capacity: a copy
+			if err != nil {
+				t.Fatal(err)
+			}
+			room := randBytes(r, c.EncodedSize(size)) // stale bytes everywhere
+			copy(room, seg)
+			in := room[:size]
+			got, err := c.Encode(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if &got[0][0] != &room[0] {
+				t.Fatalf("%s size %d: not encoded in place", s, size)
+			}
+			if !bytes.Equal(in, seg) {
+				t.Fatalf("%s size %d: Encode changed the segment's bytes", s, size)
+			}
+			for i := range want {
+				if !bytes.Equal(got[i], want[i]) {
+					t.Fatalf("%s size %d: piece %d differs from the copying encode", s, size, i)
+				}
+			}
+			// Lose data pieces (up to N-K), keep the data area as one
+			// buffer, and rebuild into it.
+			p := c.PieceSize(size)
+			data := make([]byte, p*s.K)
+			pieces := make([][]byte, s.N)
+			lost := r.Perm(s.K)[:min(s.K, s.N-s.K)]
+			isLost := map[int]bool{}
+			for _, i := range lost {
+				isLost[i] = true
+			}
+			for i := range s.N {
+				switch {
+				case i < s.K && isLost[i]:
+					pieces[i] = data[i*p : i*p : (i+1)*p]
+				case i < s.K:
+					copy(data[i*p:], want[i])
+					pieces[i] = data[i*p : (i+1)*p]
+				default:
+					pieces[i] = want[i]
+				}
+			}
+			if err := c.ReconstructData(pieces); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(data[:size], seg) {
+				t.Fatalf("%s size %d: rebuilt data pieces %v do not give the segment", s, size, lost)
+			}
+		}
+	}
+	c, _ := New(Scheme{2, 4})
+	if err := c.ReconstructData(make([][]byte, 4)); !errors.Is(err, ErrTooFew) {
+		t.Fatalf("ReconstructData of nothing: %v, want ErrTooFew", err)
+	}
+	if err := c.ReconstructData([][]byte{make([]byte, 3), make([]byte, 4), nil, nil}); !errors.Is(err, ErrPieceSize) {
+		t.Fatalf("ReconstructData of unequal pieces: %v, want ErrPieceSize", err)
+	}
+}

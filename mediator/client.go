@@ -240,28 +240,77 @@ func (c *Client) GetPiece(ctx context.Context, t fnet.Target) ([]byte, error) {
 }
 
 func (c *Client) getPiece(ctx context.Context, addr fnet.Address, t fnet.Target) ([]byte, error) {
-	var data []byte
+	// The ticket's size was set by the mediator: bounded by the largest
+	// piece (CheckSize), and the node must announce exactly it.
+	if err := challenge.CheckSize(t.Ticket.Size); err != nil {
+		return nil, fmt.Errorf("get %s: %w", t.Ticket.Piece, err)
+	}
+	data := make([]byte, t.Ticket.Size)
+	if err := c.getPieceInto(ctx, addr, t, data); err != nil {
+		return nil, err
+	}
+	return data, nil
+}
+
+// GetPieceInto is GetPiece reading into dst, which must be exactly the
+// ticket's size: a caller fetching several pieces lays them out in one
+// buffer. The piece id is checked as the bytes arrive. On error dst holds
+// garbage; dst is not written to after GetPieceInto returns.
+func (c *Client) GetPieceInto(ctx context.Context, t fnet.Target, dst []byte) error {
+	addr, err := fnet.ParseAddress(t.Address)
+	if err != nil {
+		return err
+	}
+	if int64(len(dst)) != t.Ticket.Size {
+		return fmt.Errorf("get %s: a buffer of %d bytes for a piece of %d", t.Ticket.Piece, len(dst), t.Ticket.Size)
+	}
+	err = c.getPieceInto(ctx, addr, t, dst)
+	if err != nil && ctx.Err() == nil {
+		c.strike(addr.ID)
+	}
+	return err
+}
+
+// getPieceInto reads the piece into dst (its size) and hashes it as it
+// arrives, so that the id check is done when the last byte is.
+func (c *Client) getPieceInto(ctx context.Context, addr fnet.Address, t fnet.Target, dst []byte) error {
+	var root challenge.PieceID
 	err := c.retry(ctx, addr, func(conn *fnet.Conn) error {
 		r, n, err := conn.Get(ctx, &fnet.GetRequest{Piece: t.Ticket.Piece, Ticket: t.Ticket})
 		if err != nil {
 			return err
 		}
 		defer r.Close()
-		// n is the ticket's size, which the mediator set: bounded by
-		// the largest piece, and checked before any byte arrived.
-		data = make([]byte, n)
-		if _, err := io.ReadFull(r, data); err != nil {
+		if n != int64(len(dst)) {
+			return fmt.Errorf("get %s: %w: %d bytes announced, %d wanted", t.Ticket.Piece, fnet.ErrReplyLength, n, len(dst))
+		}
+		b, err := challenge.NewBuilder(n)
+		if err != nil {
 			return fmt.Errorf("get %s: %w", t.Ticket.Piece, err)
 		}
+		const step = 256 << 10
+		for off := 0; off < len(dst); {
+			m, err := io.ReadFull(r, dst[off:min(off+step, len(dst))])
+			b.Write(dst[off : off+m])
+			off += m
+			if err != nil {
+				return fmt.Errorf("get %s: %w", t.Ticket.Piece, err)
+			}
+		}
+		tree, err := b.Tree()
+		if err != nil {
+			return fmt.Errorf("get %s: %w", t.Ticket.Piece, err)
+		}
+		root = tree.Root()
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if id, err := challenge.ComputeID(data); err != nil || id != t.Ticket.Piece {
-		return nil, fmt.Errorf("piece %s: %w", t.Ticket.Piece, fnet.ErrMismatch)
+	if root != t.Ticket.Piece {
+		return fmt.Errorf("piece %s: %w", t.Ticket.Piece, fnet.ErrMismatch)
 	}
-	return data, nil
+	return nil
 }
 
 // strike counts a failure against node.

@@ -5,13 +5,17 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/quic-go/quic-go"
 
 	"github.com/fincrypt/fincrypt/internal/units"
+	"github.com/fincrypt/fincrypt/mediator"
 	"github.com/fincrypt/fincrypt/mediator/testplanet"
+	"github.com/fincrypt/fincrypt/meta"
 	fnet "github.com/fincrypt/fincrypt/net"
 )
 
@@ -90,11 +94,51 @@ func bareQUIC(b *testing.B, n int64) time.Duration {
 	return time.Since(start)
 }
 
-func report(b *testing.B, n int64, took, base time.Duration) {
+// cpuTime is the CPU (user + system) this process has used: the planet's
+// nodes, mediator and mount all run in it, and so does the writer.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// measured is a wall-clock time and the process CPU spent in it.
+type measured struct{ wall, cpu time.Duration }
+
+func measure(b *testing.B, f func()) measured {
+	c0, t0 := cpuTime(b), time.Now()
+	f()
+	return measured{time.Since(t0), cpuTime(b) - c0}
+}
+
+// bareBaseline runs bareQUIC twice, before and after the measured work,
+// and keeps the faster run: on a shared machine the load of other jobs
+// comes and goes, and the faster run is the fairer ceiling.
+type bareBaseline struct {
+	n    int64
+	best measured
+}
+
+func (bb *bareBaseline) run(b *testing.B) {
+	m := measure(b, func() { bareQUIC(b, bb.n) })
+	if bb.best.wall == 0 || m.wall < bb.best.wall {
+		bb.best = m
+	}
+}
+
+// report gives MB/s against the bare stream's (ratio), and the same
+// comparison by CPU spent per byte (cpu-ratio: bare CPU per byte over
+// ours), which the load of other jobs on the machine disturbs less.
+func report(b *testing.B, n int64, got measured, base measured) {
 	mb := float64(n) / 1e6
-	b.ReportMetric(mb/took.Seconds(), "MB/s")
-	b.ReportMetric(mb/base.Seconds(), "base-MB/s")
-	b.ReportMetric(base.Seconds()/took.Seconds(), "ratio")
+	b.ReportMetric(mb/got.wall.Seconds(), "MB/s")
+	b.ReportMetric(mb/base.wall.Seconds(), "base-MB/s")
+	b.ReportMetric(base.wall.Seconds()/got.wall.Seconds(), "ratio")
+	b.ReportMetric(got.cpu.Seconds()/(mb/1000), "cpu-s/GB")
+	b.ReportMetric(base.cpu.Seconds()/(mb/1000), "base-cpu-s/GB")
+	b.ReportMetric(base.cpu.Seconds()/got.cpu.Seconds(), "cpu-ratio")
 }
 
 // BenchmarkDurable writes one file of FINCRYPT_BENCH_BYTES through the
@@ -103,13 +147,15 @@ func report(b *testing.B, n int64, took, base time.Duration) {
 func BenchmarkDurable(b *testing.B) {
 	n := benchBytes(b)
 	for range b.N {
-		p, c, _ := benchPlanet(b, n)
-		start := time.Now()
-		writeBench(b, c, n)
-		c.waitSyncedFor(b, "bench write", 30*time.Minute)
-		took := time.Since(start)
-		report(b, n, took, bareQUIC(b, n))
-		_ = p
+		base := bareBaseline{n: n}
+		base.run(b)
+		_, c, _ := benchPlanet(b, n)
+		got := measure(b, func() {
+			writeBench(b, c, n)
+			c.waitSyncedFor(b, "bench write", 30*time.Minute)
+		})
+		base.run(b)
+		report(b, n, got, base.best)
 	}
 }
 
@@ -119,6 +165,8 @@ func BenchmarkDurable(b *testing.B) {
 func BenchmarkRestore(b *testing.B) {
 	n := benchBytes(b)
 	for range b.N {
+		base := bareBaseline{n: n}
+		base.run(b)
 		p, c, home := benchPlanet(b, n)
 		writeBench(b, c, n)
 		c.waitSyncedFor(b, "bench write", 30*time.Minute)
@@ -126,32 +174,48 @@ func BenchmarkRestore(b *testing.B) {
 		c.unmount()
 		os.RemoveAll(home)
 		home2 := filepath.Join(b.TempDir(), "restored")
-		start := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-		if _, err := Restore(ctx, RestoreOptions{Home: home2, Mediator: p.Mediator.Address(), Account: acct, Password: testPassword}); err != nil {
-			b.Fatal(err)
-		}
-		cancel()
-		c2 := mount(b, p, home2, benchConfig())
-		f, err := os.Open(filepath.Join(c2.mnt, "big"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		got, err := io.Copy(io.Discard, f)
-		f.Close()
-		if err != nil || got != n {
-			b.Fatalf("read back %d of %d bytes: %v", got, n, err)
-		}
-		took := time.Since(start)
-		report(b, n, took, bareQUIC(b, n))
+		var c2 *client
+		got := measure(b, func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+			if _, err := Restore(ctx, RestoreOptions{Home: home2, Mediator: p.Mediator.Address(), Account: acct, Password: testPassword}); err != nil {
+				b.Fatal(err)
+			}
+			cancel()
+			c2 = mount(b, p, home2, benchConfig())
+			f, err := os.Open(filepath.Join(c2.mnt, "big"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			got, err := io.Copy(io.Discard, f)
+			f.Close()
+			if err != nil || got != n {
+				b.Fatalf("read back %d of %d bytes: %v", got, n, err)
+			}
+		})
+		// Segment downloads per data segment: 1 when read-ahead fetches
+		// nothing twice and nothing in vain.
+		data := 0
+		c2.rep.idx.Segments(func(s meta.Segment) error {
+			if s.Kind == meta.KindData {
+				data++
+			}
+			return nil
+		})
+		b.ReportMetric(float64(c2.rep.segFetches.Load())/float64(max(data, 1)), "fetches/segment")
+		base.run(b)
+		report(b, n, got, base.best)
 	}
 }
 
+// benchConfig is fastConfig with the engine's default upload parallelism
+// and timeouts that a loaded machine does not trip.
 func benchConfig() Config {
 	cfg := fastConfig()
 	cfg.PieceTimeout = time.Minute
 	cfg.CallTimeout = time.Minute
-	cfg.Parallel = 2
+	if s := os.Getenv("FINCRYPT_BENCH_PARALLEL"); s != "" { // to compare settings
+		cfg.Parallel, _ = strconv.Atoi(s)
+	}
 	return cfg
 }
 
@@ -159,7 +223,11 @@ func benchPlanet(b *testing.B, n int64) (*testplanet.Planet, *client, string) {
 	if _, err := os.Stat("/dev/fuse"); err != nil || os.Geteuid() != 0 {
 		b.Skip("needs /dev/fuse and root")
 	}
-	p := testplanet.New(b, testplanet.Config{StorageNodes: 5, NodeCapacity: n + n/2 + 64<<20})
+	// Challenges every 10 minutes, not the planet's every second: a real
+	// network challenges hourly, and a round a second over every node's
+	// pieces is work no user's upload competes with.
+	p := testplanet.New(b, testplanet.Config{StorageNodes: 5, NodeCapacity: n + n/2 + 64<<20,
+		Reconfigure: func(c *mediator.Config) { c.Period = 10 * time.Minute }})
 	home := filepath.Join(b.TempDir(), "home")
 	if err := os.MkdirAll(home, 0o700); err != nil {
 		b.Fatal(err)

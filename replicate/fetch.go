@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
+	"github.com/fincrypt/fincrypt/challenge"
 	"github.com/fincrypt/fincrypt/chunkstore"
 	"github.com/fincrypt/fincrypt/erasure"
 	"github.com/fincrypt/fincrypt/internal/fault"
@@ -19,7 +21,9 @@ const fetchTimeout = 2 * time.Minute
 
 // segCacheSize is how many decoded segments are kept in memory, so that
 // reading a segment's chunks one after another downloads it once.
-const segCacheSize = 2
+// Four: the one being read, the prefetchAhead next, and one more for a
+// reader that goes back a little.
+const segCacheSize = 4
 
 type cachedSegment struct {
 	id   meta.SegmentID
@@ -79,8 +83,17 @@ func (r *Replicator) fetchChunkUnprotected(id meta.ChunkID) ([]byte, error) {
 }
 
 // segment returns a segment's padded content, from memory or the network;
-// concurrent requests for one segment share one download.
+// concurrent requests for one segment share one download. A reader that
+// moves on to the data segment stored after the one it read last is taken
+// to read sequentially: the next ones are fetched ahead (prefetch).
 func (r *Replicator) segment(seg meta.Segment) ([]byte, error) {
+	r.prefetchAfter(seg)
+	return r.fetchSegment(seg, false)
+}
+
+// fetchSegment is segment without the read-ahead; a prefetch records no
+// error (the read that needs the segment will).
+func (r *Replicator) fetchSegment(seg meta.Segment, prefetch bool) ([]byte, error) {
 	r.fetchMu.Lock()
 	for _, c := range r.segCache {
 		if c.id == seg.ID {
@@ -96,6 +109,7 @@ func (r *Replicator) segment(seg meta.Segment) ([]byte, error) {
 	call := &fetchCall{done: make(chan struct{})}
 	r.fetching[seg.ID] = call
 	r.fetchMu.Unlock()
+	r.segFetches.Add(1)
 
 	// Protected, so that a fault cannot leave the call open: every reader
 	// waiting on it would wait forever.
@@ -116,10 +130,99 @@ func (r *Replicator) segment(seg meta.Segment) ([]byte, error) {
 	}
 	r.fetchMu.Unlock()
 	close(call.done)
-	if call.err != nil {
+	if call.err != nil && !prefetch {
 		r.noteErr(call.err)
 	}
 	return call.data, call.err
+}
+
+// prefetchAhead is how many data segments are fetched ahead of a
+// sequential reader: two, because segments uploaded in parallel may be
+// committed out of the order they were packed in.
+const prefetchAhead = 2
+
+// segOrderTTL bounds how stale the order of segments used for read-ahead
+// may be (it is only a hint).
+const segOrderTTL = 10 * time.Second
+
+// prefetchAfter starts fetching the data segments that follow seg in the
+// order they were stored, when the reader came to seg from the one before
+// it (within prefetchAhead): a file written in one go is packed into
+// segments in its order.
+func (r *Replicator) prefetchAfter(seg meta.Segment) {
+	if seg.Kind != meta.KindData {
+		return
+	}
+	r.fetchMu.Lock()
+	prev := r.lastRead
+	r.lastRead = seg.ID
+	r.fetchMu.Unlock()
+	if prev == seg.ID || prev == (meta.SegmentID{}) {
+		return
+	}
+	order := r.segmentOrder()
+	pos, ok := order.pos[seg.ID]
+	if !ok {
+		return
+	}
+	if pp, ok := order.pos[prev]; !ok || pp >= pos || pos-pp > prefetchAhead {
+		return // not a sequential reader
+	}
+	for _, next := range order.segs[pos+1 : min(pos+1+prefetchAhead, len(order.segs))] {
+		r.fetchMu.Lock()
+		busy := r.fetching[next.ID] != nil || r.closed
+		for _, c := range r.segCache {
+			busy = busy || c.id == next.ID
+		}
+		if !busy {
+			r.prefetches.Add(1)
+			r.prefetched.Add(1)
+		}
+		r.fetchMu.Unlock()
+		if busy {
+			continue
+		}
+		go func() {
+			defer r.prefetches.Done()
+			r.fetchSegment(next, true)
+		}()
+	}
+}
+
+// segOrder is the data segments in the order they were stored.
+type segOrder struct {
+	at   time.Time
+	gen  uint64
+	segs []meta.Segment
+	pos  map[meta.SegmentID]int
+}
+
+// segmentOrder returns the order of data segments, listed again when the
+// index changed and the list is older than segOrderTTL.
+func (r *Replicator) segmentOrder() *segOrder {
+	gen := r.idx.Generation()
+	r.fetchMu.Lock()
+	o := r.segOrder
+	r.fetchMu.Unlock()
+	if o != nil && (o.gen == gen || time.Since(o.at) < segOrderTTL) {
+		return o
+	}
+	o = &segOrder{at: time.Now(), gen: gen, pos: map[meta.SegmentID]int{}}
+	r.idx.Segments(func(s meta.Segment) error {
+		if s.Kind == meta.KindData {
+			s.Pieces = nil
+			o.segs = append(o.segs, s)
+		}
+		return nil
+	})
+	sort.SliceStable(o.segs, func(i, j int) bool { return o.segs[i].Created < o.segs[j].Created })
+	for i, s := range o.segs {
+		o.pos[s.ID] = i
+	}
+	r.fetchMu.Lock()
+	r.segOrder = o
+	r.fetchMu.Unlock()
+	return o
 }
 
 // dropSegmentCache forgets decoded segments (tests that drop the cache).
@@ -134,6 +237,12 @@ func (r *Replicator) dropSegmentCache() {
 // returns bytes that do not hash to the piece id, or takes longer than
 // hedge is backed up by the next one, and none is waited for longer than
 // pieceTimeout.
+//
+// The data pieces are read straight into one buffer, back to back, and
+// the parity pieces into their own: when every data piece arrives the
+// segment is that buffer with nothing decoded or copied, and a missing
+// data piece is rebuilt into its place in it. Every download has ended
+// when FetchSegment returns (none writes to the buffer afterwards).
 func FetchSegment(ctx context.Context, c *mediator.Client, seg fnet.SegmentID, size int, pieceTimeout, hedge time.Duration) ([]byte, error) {
 	info, err := c.Segment(ctx, seg)
 	if err != nil {
@@ -143,15 +252,39 @@ func FetchSegment(ctx context.Context, c *mediator.Client, seg fnet.SegmentID, s
 	if err != nil {
 		return nil, fmt.Errorf("segment %x: %w", seg, err)
 	}
+	if len(info.Pieces) != int(info.N) {
+		return nil, fmt.Errorf("segment %x: %d pieces listed for scheme %d/%d: %w", seg, len(info.Pieces), info.K, info.N, fnet.ErrMalformed)
+	}
 	k := int(info.K)
 	var cands []int
+	psize := int64(-1)
 	for i, p := range info.Pieces {
-		if p.Healthy {
-			cands = append(cands, i)
+		if !p.Healthy {
+			continue
 		}
+		// Every piece of a segment has one size; the tickets say it.
+		if ts := p.Target.Ticket.Size; psize < 0 {
+			psize = ts
+		} else if ts != psize {
+			return nil, fmt.Errorf("segment %x: piece %d of %d bytes, others %d: %w", seg, i, ts, psize, erasure.ErrPieceSize)
+		}
+		cands = append(cands, i)
 	}
 	if len(cands) < k {
 		return nil, fmt.Errorf("segment %x: %d healthy pieces, need %d: %w", seg, len(cands), k, erasure.ErrTooFew)
+	}
+	if err := challenge.CheckSize(psize); err != nil {
+		return nil, fmt.Errorf("segment %x: %w", seg, err)
+	}
+	p := int(psize)
+	data := make([]byte, p*k)
+	// dst is where piece i is read: its place among the data pieces, or a
+	// buffer of its own for a parity piece.
+	dst := func(i int) []byte {
+		if i < k {
+			return data[i*p : (i+1)*p : (i+1)*p]
+		}
+		return make([]byte, p)
 	}
 	// Nodes that failed reads before are asked last.
 	c.ByStrikes(cands, func(i int) fnet.Target { return info.Pieces[i].Target })
@@ -171,14 +304,21 @@ func FetchSegment(ctx context.Context, c *mediator.Client, seg fnet.SegmentID, s
 		go func() {
 			pctx, pcancel := context.WithTimeout(ctx, pieceTimeout)
 			defer pcancel()
-			var d []byte
-			err := fault.Protect(nil, "fetch", func() (err error) {
-				d, err = c.GetPiece(pctx, info.Pieces[i].Target)
-				return err
+			d := dst(i)
+			err := fault.Protect(nil, "fetch", func() error {
+				return c.GetPieceInto(pctx, info.Pieces[i].Target, d)
 			})
 			results <- result{i, d, err}
 		}()
 	}
+	// Whatever happens, no download outlives the call: the buffer is the
+	// caller's once it returns.
+	defer func() {
+		cancel()
+		for ; running > 0; running-- {
+			<-results
+		}
+	}()
 	for running < k && next < len(cands) {
 		start()
 	}
@@ -215,14 +355,25 @@ func FetchSegment(ctx context.Context, c *mediator.Client, seg fnet.SegmentID, s
 	if have < k {
 		return nil, fmt.Errorf("segment %x: %d of %d pieces readable: %w", seg, have, k, errors.Join(errs...))
 	}
-	psize := 0
-	for _, p := range pieces {
-		if p != nil {
-			psize = len(p)
+	cancel()
+	for ; running > 0; running-- {
+		<-results // slower pieces still running are not needed
+	}
+	if size <= 0 || size > p*k {
+		size = p * k
+	}
+	for i := range k {
+		if pieces[i] == nil {
+			pieces[i] = data[i*p : i*p : (i+1)*p] // rebuilt in place
 		}
 	}
-	if size <= 0 || size > psize*k {
-		size = psize * k
+	if err := coder.ReconstructData(pieces); err != nil {
+		return nil, fmt.Errorf("segment %x: %w", seg, err)
 	}
-	return coder.Decode(pieces, size)
+	for i := range k {
+		if &pieces[i][:1][0] != &data[i*p] {
+			copy(data[i*p:(i+1)*p], pieces[i]) // the coder used its own array
+		}
+	}
+	return data[:size:size], nil
 }

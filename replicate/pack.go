@@ -28,13 +28,25 @@ type packedSegment struct {
 // stays pending) with an error in skipped. Only a failed read is an error:
 // the segment is not built and its chunks are tried again.
 func packSegment(get chunkGetter, chunks []pendingChunk, limit int) (p packedSegment, skipped []error, err error) {
+	// The plan is a hint for the first allocation only; the buffer grows
+	// if the chunks turn out bigger.
+	return packSegmentInto(get, chunks, limit, make([]byte, 0, max(0, min(plannedBytes(chunks), limit))))
+}
+
+// plannedBytes is the sealed size the plan expects of chunks.
+func plannedBytes(chunks []pendingChunk) int {
 	planned := 0
 	for _, c := range chunks {
 		planned += c.size
 	}
-	// The plan is a hint for the first allocation only; the buffer grows
-	// if the chunks turn out bigger.
-	buf := make([]byte, 0, max(0, min(planned, limit)))
+	return planned
+}
+
+// packSegmentInto is packSegment appending to buf (from its length 0): a
+// buffer with room for the padding and the parity pieces after the content
+// lets put pad and erasure-code it in place.
+func packSegmentInto(get chunkGetter, chunks []pendingChunk, limit int, buf []byte) (p packedSegment, skipped []error, err error) {
+	buf = buf[:0]
 	p.locs = make([]meta.Location, 0, len(chunks))
 	p.ids = make([]meta.ChunkID, 0, len(chunks))
 	for _, c := range chunks {

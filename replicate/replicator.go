@@ -100,9 +100,17 @@ type Replicator struct {
 	// StateGeneration) the stored snapshot covers; 0: not known.
 	snapGen uint64
 
-	fetchMu  sync.Mutex
-	fetching map[meta.SegmentID]*fetchCall
-	segCache []cachedSegment
+	segBufs sync.Pool // *[]byte of EncodedSize(MaxSegment) (segBuf)
+
+	fetchMu    sync.Mutex
+	fetching   map[meta.SegmentID]*fetchCall
+	segCache   []cachedSegment
+	lastRead   meta.SegmentID // the segment a read needed last (prefetchAfter)
+	segOrder   *segOrder      // data segments in the order stored (read-ahead)
+	closed     bool           // Close began: no new prefetch
+	prefetches sync.WaitGroup // prefetches running (Close waits)
+	segFetches atomic.Int64   // segment downloads started (tests)
+	prefetched atomic.Int64   // of which read-ahead (tests)
 }
 
 // passCounters count the periodic passes whose cost grows with the vault,
@@ -159,6 +167,10 @@ func New(v *vault.Vault, idx *meta.Index, store *chunkstore.Store, client *media
 func (r *Replicator) Close() error {
 	r.cancel()
 	<-r.done
+	r.fetchMu.Lock()
+	r.closed = true
+	r.fetchMu.Unlock()
+	r.prefetches.Wait()
 	r.store.SetFetcher(nil)
 	r.saveIdle()
 	return nil
@@ -510,7 +522,19 @@ func (r *Replicator) uploadAll(plan []*plannedSegment) error {
 
 // uploadSegment builds, uploads and commits one data segment.
 func (r *Replicator) uploadSegment(p *plannedSegment) error {
-	pk, skipped, err := packSegment(r.store.Get, p.chunks, MaxSegment)
+	// A full segment is packed into a pooled buffer with room for its
+	// padding and parity, so that put pads and encodes it without a copy
+	// or a fresh 2x-segment allocation; the buffer comes back once put has
+	// returned (every piece upload has ended by then).
+	var buf []byte
+	if planned := plannedBytes(p.chunks); planned > MaxSegment/2 {
+		bp := r.segBuf()
+		defer r.segBufs.Put(bp)
+		buf = *bp
+	} else {
+		buf = make([]byte, 0, r.coder.EncodedSize(classFor(max(1, min(planned, MaxSegment)))))
+	}
+	pk, skipped, err := packSegmentInto(r.store.Get, p.chunks, MaxSegment, buf)
 	for _, e := range skipped {
 		r.noteErr(e)
 	}
@@ -599,11 +623,9 @@ func (r *Replicator) put(content []byte, class int) (*meta.Segment, int, error) 
 		return nil, 0, err
 	}
 	s := r.cfg.Scheme
-	ids := make([]challenge.PieceID, len(pieces))
-	for i, pc := range pieces {
-		if ids[i], err = challenge.ComputeID(pc); err != nil {
-			return nil, 0, err
-		}
+	ids, err := pieceIDs(pieces)
+	if err != nil {
+		return nil, 0, err
 	}
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.CallTimeout)
 	pl, err := r.client.Place(ctx, s, int64(len(pieces[0])), ids)
@@ -646,6 +668,32 @@ func (r *Replicator) put(content []byte, class int) (*meta.Segment, int, error) 
 		seg.State = meta.SegmentDegraded
 	}
 	return seg, len(stored), nil
+}
+
+// pieceIDs computes the Merkle root of every piece, each on its own
+// goroutine (all cores hash while other segments wait on the network).
+func pieceIDs(pieces [][]byte) ([]challenge.PieceID, error) {
+	ids := make([]challenge.PieceID, len(pieces))
+	errs := make([]error, len(pieces))
+	var wg sync.WaitGroup
+	for i, pc := range pieces {
+		wg.Go(func() { ids[i], errs[i] = challenge.ComputeID(pc) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return ids, nil
+}
+
+// segBuf returns a buffer (length 0) with room for a full segment's
+// pieces: EncodedSize of the largest size class.
+func (r *Replicator) segBuf() *[]byte {
+	if bp, ok := r.segBufs.Get().(*[]byte); ok {
+		return bp
+	}
+	b := make([]byte, 0, r.coder.EncodedSize(MaxSegment))
+	return &b
 }
 
 // uploadPieces is mediator.Client.Upload with progress accounting.
