@@ -19,11 +19,15 @@ import (
 // fetchTimeout bounds the fetch of one evicted chunk's segment.
 const fetchTimeout = 2 * time.Minute
 
-// segCacheSize is how many decoded segments are kept in memory, so that
-// reading a segment's chunks one after another downloads it once.
-// Four: the one being read, the prefetchAhead next, and one more for a
-// reader that goes back a little.
-const segCacheSize = 4
+// segCacheSize and segCacheBytes bound the decoded segments kept in
+// memory, so that reading a segment's chunks one after another downloads it
+// once: the one being read, the prefetchAhead next, and room for the file
+// system's own read-ahead of several chunks (which may span segments) and a
+// reader that goes back a little; at most about 72 MiB of the largest.
+const (
+	segCacheSize  = 8
+	segCacheBytes = 72 << 20
+)
 
 type cachedSegment struct {
 	id   meta.SegmentID
@@ -95,8 +99,11 @@ func (r *Replicator) segment(seg meta.Segment) ([]byte, error) {
 // error (the read that needs the segment will).
 func (r *Replicator) fetchSegment(seg meta.Segment, prefetch bool) ([]byte, error) {
 	r.fetchMu.Lock()
-	for _, c := range r.segCache {
+	for i, c := range r.segCache {
 		if c.id == seg.ID {
+			// Least recently used goes first: a segment whose chunks are
+			// still being read (the file system reads several ahead) stays.
+			r.segCache = append(append(r.segCache[:i:i], r.segCache[i+1:]...), c)
 			r.fetchMu.Unlock()
 			return c.data, nil
 		}
@@ -124,7 +131,12 @@ func (r *Replicator) fetchSegment(seg meta.Segment, prefetch bool) ([]byte, erro
 	delete(r.fetching, seg.ID)
 	if call.err == nil {
 		r.segCache = append(r.segCache, cachedSegment{seg.ID, call.data})
-		if len(r.segCache) > segCacheSize {
+		total := 0
+		for _, c := range r.segCache {
+			total += len(c.data)
+		}
+		for len(r.segCache) > 1 && (len(r.segCache) > segCacheSize || total > segCacheBytes) {
+			total -= len(r.segCache[0].data)
 			r.segCache = r.segCache[1:]
 		}
 	}
