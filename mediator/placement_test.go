@@ -3,6 +3,7 @@ package mediator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -360,5 +361,41 @@ func TestSharedAddresses(t *testing.T) {
 		if shared && err != nil || !shared && !errors.Is(err, ErrNotEnoughNodes) {
 			t.Fatalf("shared addresses %v: %v", shared, err)
 		}
+	}
+}
+
+// TestRandomDrawIsPerSubnet: the pieces that price may not choose are
+// drawn with every subnet equally likely, so an operator who puts forty
+// nodes on one /24 is drawn no more often than a /24 with one node (drawn
+// per node, it would win 40 draws of 43).
+func TestRandomDrawIsPerSubnet(t *testing.T) {
+	c := &core{}
+	var nodes []*Node
+	add := func(ip string) {
+		id, err := fnet.GenerateIdentity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, &Node{ID: id.ID(), IP: netip.MustParseAddr(ip)})
+	}
+	for i := range 40 {
+		add(fmt.Sprintf("10.9.9.%d", i+1))
+	}
+	for _, ip := range []string{"10.1.0.1", "10.2.0.1", "10.3.0.1"} {
+		add(ip)
+	}
+	rng := newLockedRand(21)
+	first := map[string]int{}
+	const draws = 4000
+	for range draws {
+		first[subnetOf(c.bySubnetAtRandom(rng, nodes)[0].IP)]++
+	}
+	for sn, n := range first {
+		if n < draws/4-200 || n > draws/4+200 { // mean 1000, sd 27
+			t.Fatalf("subnet %s first in %d of %d draws, want about a quarter: %v", sn, n, draws, first)
+		}
+	}
+	if len(first) != 4 {
+		t.Fatalf("subnets drawn first: %v", first)
 	}
 }
