@@ -142,3 +142,73 @@ func TestPowerLossSeedFile(t *testing.T) {
 		}
 	}
 }
+
+// TestPowerLossPayout records a payout (coins reserved, the nodes'
+// balances moved in flight, committed with pebble.Sync), cuts the power
+// with a seeded share of the unsynced writes kept, and after the "reboot"
+// checks that the acknowledged payout is all there (its coins reserved, the
+// balances in flight) and that asking for a payout again pays nobody a
+// second time; the ledger balances. It fails when the commit's Sync is
+// removed.
+func TestPowerLossPayout(t *testing.T) {
+	runs := powerloss.Runs(t, 5)
+	dir := t.TempDir()
+	if err := CreateSeed(dir, testPass, "regtest", cheapKDF); err != nil {
+		t.Fatal(err)
+	}
+	addrs := []string{regtestAddr(t), regtestAddr(t)}
+	for seed := range runs {
+		rng := rand.New(rand.NewPCG(uint64(seed), 9))
+		mem := vfs.NewCrashableMem()
+		cfg := Config{Dir: dir, Passphrase: testPass, Logger: testLogger(), FS: mem, FeeRate: 10, PayoutThreshold: 1000}
+		w, err := Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addCoin(t, w, "acct", 300_000+int64(rng.IntN(100_000)), 1)
+		addCoin(t, w, "acct", 200_000, 2)
+		in := PeriodInput{Period: 1, Length: Month, Nodes: []NodeTerms{
+			{ID: "a", PriceSatPerGiBMonth: 1000, PayoutAddress: addrs[0]},
+			{ID: "b", PriceSatPerGiBMonth: 1000, PayoutAddress: addrs[1]},
+		}, Holdings: []Holding{
+			{Node: "a", Account: "acct", Bytes: int64(10+rng.IntN(100)) * GiB, Passed: true},
+			{Node: "b", Account: "acct", Bytes: int64(10+rng.IntN(100)) * GiB, Passed: true},
+		}}
+		if _, err := w.Settle(in); err != nil {
+			t.Fatal(err)
+		}
+		p, err := w.WritePayoutPSBT(t.TempDir())
+		if err != nil || p == nil {
+			t.Fatalf("seed %d: payout: %v", seed, err)
+		}
+		inflight := mustBal(t, w, AcctPayoutInflight)
+		clone := mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(50), RNG: rand.New(rand.NewPCG(uint64(seed), 10))})
+		w.Close()
+
+		cfg.FS = clone
+		w, err = Open(cfg)
+		if err != nil {
+			t.Fatalf("seed %d: the wallet does not open after the power cut: %v", seed, err)
+		}
+		if got := mustBal(t, w, AcctPayoutInflight); got != inflight || inflight == 0 {
+			t.Fatalf("seed %d: %d in flight after the power cut, %d acknowledged", seed, got, inflight)
+		}
+		for _, n := range []string{"a", "b"} {
+			if b := mustBal(t, w, NodeAccount(n)); b != 0 {
+				t.Fatalf("seed %d: node %s has %d again after its payout was recorded: it would be paid twice", seed, n, b)
+			}
+		}
+		// Asked again, the wallet pays nobody: the payees' balances are in
+		// flight and the coins reserved.
+		if again, err := w.WritePayoutPSBT(t.TempDir()); err == nil && again != nil {
+			t.Fatalf("seed %d: a second payout after the power cut: %+v", seed, again.Outputs)
+		}
+		if got := mustBal(t, w, AcctPayoutInflight); got != inflight {
+			t.Fatalf("seed %d: in flight went from %d to %d", seed, inflight, got)
+		}
+		if err := w.CheckLedger(); err != nil {
+			t.Fatalf("seed %d: %v", seed, err)
+		}
+		w.Close()
+	}
+}
