@@ -51,6 +51,8 @@ type core struct {
 	id    *fnet.Identity
 	nodes NodeClient
 	now   func() time.Time
+	// rng makes the random choices of placement (selectNodes).
+	rng *lockedRand
 	// pay is the wallet side (payments.go); nil without a wallet.
 	pay *payments
 	// started is when this mediator process started: a node's silence is
@@ -119,6 +121,7 @@ func newCore(cfg Config, store Store, id *fnet.Identity, nodes NodeClient) *core
 		},
 	}
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
+	c.rng = newLockedRand(cfg.Placement.Seed)
 	return c
 }
 

@@ -231,7 +231,7 @@ func TestChallengeFailsDeletedAndFlippedPiecesAndRepairsThem(t *testing.T) {
 	// One node deletes a piece of A, another flips a byte of a piece of B.
 	sa, sb := w.segment(segA), w.segment(segB)
 	delNode, delIdx := sa.Pieces[1].Node, 1
-	delete(w.mem.nodes[delNode].pieces, sa.Pieces[1].ID)
+	w.mem.dropPiece(delNode, sa.Pieces[1].ID)
 	flipNode, flipIdx := sb.Pieces[3].Node, 3
 	w.mem.nodes[flipNode].pieces[sb.Pieces[3].ID][12345%len(piecesB[3])] ^= 0x40
 

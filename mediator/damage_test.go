@@ -99,7 +99,7 @@ func TestReportDamageMarksLostAndFailsThePeriod(t *testing.T) {
 	}
 	// Repair rebuilds it elsewhere.
 	w.c.cfg.RepairThreshold = 5
-	delete(w.mem.nodes[node].pieces, sa.Pieces[2].ID) // the node dropped it
+	w.mem.dropPiece(node, sa.Pieces[2].ID) // the node dropped it
 	if rr, err := w.c.RepairScan(ctx); err != nil || rr.Repaired != 1 {
 		t.Fatalf("repair: %+v %v", rr, err)
 	}

@@ -134,6 +134,23 @@ func (m *memNodes) Delete(_ context.Context, addr fnet.Address, t fnet.SignedTic
 	return nil
 }
 
+// dropPiece makes node lose one piece, under the lock that the background
+// work of the core (deletes after a repair, challenges) takes as well.
+func (m *memNodes) dropPiece(node fnet.NodeID, piece challenge.PieceID) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.nodes[node].pieces, piece)
+}
+
+// dropAll makes node lose every piece it holds and returns how many.
+func (m *memNodes) dropAll(node fnet.NodeID) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := len(m.nodes[node].pieces)
+	m.nodes[node].pieces = map[challenge.PieceID][]byte{}
+	return n
+}
+
 // world is a mediator core over memNodes with a clock the test moves.
 type world struct {
 	t     testing.TB

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"sync"
 
 	"github.com/fincrypt/fincrypt/challenge"
 	"github.com/fincrypt/fincrypt/erasure"
@@ -36,14 +37,22 @@ func free(n *Node, reserved int64) int64 {
 //     where vetted nodes on free subnets are missing (a young network:
 //     then the cheapest);
 //   - vetted nodes are chosen by price (ties: better reputation, then
-//     random);
+//     random) for at most priced of the pieces, and the rest at random
+//     among the vetted nodes left, each free subnet equally likely
+//     whatever number of nodes it holds: operators who undercut everyone
+//     on N-K+1 networks get the N-K pieces that price hands out, and a
+//     further piece only by the luck of the draw (docs/SECURITY.md);
 //   - accept (if not nil) takes the node, asked last.
 //
 // It returns fewer than count if there are not enough.
-func (c *core) selectNodes(nodes []*Node, count int, size int64, exclude map[fnet.NodeID]bool, taken *spread, reserved map[fnet.NodeID]int64, accept func(*Node) bool) []*Node {
+func (c *core) selectNodes(nodes []*Node, count, priced int, size int64, exclude map[fnet.NodeID]bool, taken *spread, reserved map[fnet.NodeID]int64, accept func(*Node) bool) []*Node {
 	now := c.now()
 	if taken == nil {
 		taken = newSpread()
+	}
+	rng := c.rng
+	if rng == nil {
+		rng = newLockedRand(0)
 	}
 	var vetted, unvetted []*Node
 	for _, n := range nodes {
@@ -56,8 +65,12 @@ func (c *core) selectNodes(nodes []*Node, count int, size int64, exclude map[fne
 			unvetted = append(unvetted, n)
 		}
 	}
+	// A seeded rng gives the same choices for the same nodes, whatever
+	// order the store lists them in.
+	slices.SortFunc(vetted, func(a, b *Node) int { return cmp.Compare(a.ID.String(), b.ID.String()) })
+	slices.SortFunc(unvetted, func(a, b *Node) int { return cmp.Compare(a.ID.String(), b.ID.String()) })
 	byPrice := func(l []*Node) {
-		rand.Shuffle(len(l), func(i, j int) { l[i], l[j] = l[j], l[i] })
+		shuffleWith(rng, l)
 		slices.SortStableFunc(l, func(a, b *Node) int {
 			if c := cmp.Compare(a.Price, b.Price); c != 0 {
 				return c
@@ -65,9 +78,10 @@ func (c *core) selectNodes(nodes []*Node, count int, size int64, exclude map[fne
 			return cmp.Compare(b.Reputation(), a.Reputation())
 		})
 	}
-	byPrice(vetted)
 	random := slices.Clone(unvetted)
-	rand.Shuffle(len(random), func(i, j int) { random[i], random[j] = random[j], random[i] })
+	shuffleWith(rng, random)
+	drawn := c.bySubnetAtRandom(rng, vetted)
+	byPrice(vetted)
 	byPrice(unvetted)
 	sp := &spread{subnets: maps.Clone(taken.subnets), unvetted: taken.unvetted}
 	picked := map[fnet.NodeID]bool{}
@@ -95,11 +109,60 @@ func (c *core) selectNodes(nodes []*Node, count int, size int64, exclude map[fne
 	if len(subnets) >= count-share { // else a young network: all by price
 		take(random, share)
 	}
-	take(vetted, count)
+	take(vetted, len(out)+max(priced, 0))
+	take(drawn, count)
 	if len(out) < count { // too few vetted nodes on free subnets: by price
 		take(unvetted, count)
 	}
 	return out
+}
+
+// bySubnetAtRandom orders nodes for a draw in which every subnet is
+// equally likely first (a subnet of a thousand nodes no likelier than one
+// of one), then a node of it at random; subnets repeat in later rounds.
+func (c *core) bySubnetAtRandom(rng *lockedRand, nodes []*Node) []*Node {
+	groups := map[string][]*Node{}
+	var keys []string
+	for _, n := range nodes {
+		k := c.subnet(n)
+		if groups[k] == nil {
+			keys = append(keys, k)
+		}
+		groups[k] = append(groups[k], n)
+	}
+	slices.Sort(keys)
+	shuffleWith(rng, keys)
+	for _, k := range keys {
+		shuffleWith(rng, groups[k])
+	}
+	out := make([]*Node, 0, len(nodes))
+	for round := 0; len(out) < len(nodes); round++ {
+		for _, k := range keys {
+			if round < len(groups[k]) {
+				out = append(out, groups[k][round])
+			}
+		}
+	}
+	return out
+}
+
+// lockedRand is a random source that placements running at once share.
+type lockedRand struct {
+	mu sync.Mutex
+	r  *rand.Rand
+}
+
+func newLockedRand(seed uint64) *lockedRand {
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	return &lockedRand{r: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
+}
+
+func shuffleWith[T any](l *lockedRand, s []T) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.r.Shuffle(len(s), func(i, j int) { s[i], s[j] = s[j], s[i] })
 }
 
 // Place answers a client's placement request with N nodes and signed put
@@ -136,7 +199,7 @@ func (c *core) Place(ctx context.Context, acct fnet.AccountID, req *fnet.Placeme
 	exclude := map[fnet.NodeID]bool{}
 	var picked []*Node
 	for {
-		cand := c.selectNodes(nodes, s.N, size, exclude, nil, reserved, nil)
+		cand := c.selectNodes(nodes, s.N, s.N-s.K, size, exclude, nil, reserved, nil)
 		if len(cand) < s.N {
 			return nil, fmt.Errorf("%w: scheme %s needs %d nodes on distinct networks with %d bytes free, %d qualify", ErrNotEnoughNodes, s, s.N, size, len(cand))
 		}

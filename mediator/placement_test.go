@@ -3,6 +3,7 @@ package mediator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -123,7 +124,7 @@ func TestRepairKeepsOnePiecePerSubnet(t *testing.T) {
 	host[3] = 77
 	cheap := w.addNode(netip.AddrPortFrom(netip.AddrFrom4(host), 7000).String(), 1)
 	// Piece 1 is lost.
-	delete(w.mem.nodes[seg.Pieces[1].Node].pieces, seg.Pieces[1].ID)
+	w.mem.dropPiece(seg.Pieces[1].Node, seg.Pieces[1].ID)
 	seg.Pieces[1].State = PieceLost
 	if err := w.store.UpdateSegment(ctx, seg); err != nil {
 		t.Fatal(err)
@@ -234,13 +235,9 @@ func TestReputationDisqualifiesLiars(t *testing.T) {
 	// The liar: one node drops every piece.
 	liar := w.segment(segs[0]).Pieces[0].Node
 	honestLoser := w.segment(segs[0]).Pieces[1].Node
-	held := 0
-	for id := range w.mem.nodes[liar].pieces {
-		delete(w.mem.nodes[liar].pieces, id)
-		held++
-	}
+	held := w.mem.dropAll(liar)
 	// Another loses a single piece.
-	delete(w.mem.nodes[honestLoser].pieces, w.segment(segs[0]).Pieces[1].ID)
+	w.mem.dropPiece(honestLoser, w.segment(segs[0]).Pieces[1].ID)
 	if held < 3 {
 		t.Fatalf("the liar held %d pieces; the test needs 3", held)
 	}
@@ -266,7 +263,9 @@ func TestReputationDisqualifiesLiars(t *testing.T) {
 		}
 	}
 	// Back again, the liar gets nothing.
-	w.mem.nodes[liar].pieces = map[challenge.PieceID][]byte{}
+	// (The repair's background deletes may still be running: the fake is
+	// changed under its lock.)
+	w.mem.dropAll(liar)
 	w.nextRound()
 	for range 10 {
 		pl, err := w.c.Place(ctx, acct, &fnet.PlacementRequest{PieceSize: 100, Pieces: distinctIDs(5)})
@@ -362,5 +361,41 @@ func TestSharedAddresses(t *testing.T) {
 		if shared && err != nil || !shared && !errors.Is(err, ErrNotEnoughNodes) {
 			t.Fatalf("shared addresses %v: %v", shared, err)
 		}
+	}
+}
+
+// TestRandomDrawIsPerSubnet: the pieces that price may not choose are
+// drawn with every subnet equally likely, so an operator who puts forty
+// nodes on one /24 is drawn no more often than a /24 with one node (drawn
+// per node, it would win 40 draws of 43).
+func TestRandomDrawIsPerSubnet(t *testing.T) {
+	c := &core{}
+	var nodes []*Node
+	add := func(ip string) {
+		id, err := fnet.GenerateIdentity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, &Node{ID: id.ID(), IP: netip.MustParseAddr(ip)})
+	}
+	for i := range 40 {
+		add(fmt.Sprintf("10.9.9.%d", i+1))
+	}
+	for _, ip := range []string{"10.1.0.1", "10.2.0.1", "10.3.0.1"} {
+		add(ip)
+	}
+	rng := newLockedRand(21)
+	first := map[string]int{}
+	const draws = 4000
+	for range draws {
+		first[subnetOf(c.bySubnetAtRandom(rng, nodes)[0].IP)]++
+	}
+	for sn, n := range first {
+		if n < draws/4-200 || n > draws/4+200 { // mean 1000, sd 27
+			t.Fatalf("subnet %s first in %d of %d draws, want about a quarter: %v", sn, n, draws, first)
+		}
+	}
+	if len(first) != 4 {
+		t.Fatalf("subnets drawn first: %v", first)
 	}
 }

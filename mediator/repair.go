@@ -341,14 +341,19 @@ func (c *core) repairSegment(ctx context.Context, seg *Segment, w *repairWave) (
 	}
 	// Place: nodes that hold no piece of this segment, each on a subnet
 	// that the pieces kept leave free, within the vetting limit
-	// (selectNodes); any subset of the targets keeps the rules.
+	// (selectNodes); any subset of the targets keeps the rules. Price
+	// chooses only what the kept pieces leave of the N-K it may choose
+	// (they may all have been chosen by price): with K or more kept, the
+	// rebuilt pieces are drawn at random.
 	exclude := map[fnet.NodeID]bool{}
 	taken := newSpread()
+	kept := 0
 	for i, p := range seg.Pieces {
 		if !p.Node.IsZero() {
 			exclude[p.Node] = true
 			if n := nodes[p.Node]; n != nil && p.State == PieceHealthy && !slicesContains(want, i) {
 				taken.add(c, n)
+				kept++
 			}
 		}
 	}
@@ -361,7 +366,7 @@ func (c *core) repairSegment(ctx context.Context, seg *Segment, w *repairWave) (
 		}
 		return true
 	}
-	targets := c.selectNodes(nodeList, 2*len(want), seg.PieceSize, exclude, taken, w.reserved(), holdsNone)
+	targets := c.selectNodes(nodeList, 2*len(want), seg.Scheme.N-seg.Scheme.K-kept, seg.PieceSize, exclude, taken, w.reserved(), holdsNone)
 	if len(targets) == 0 {
 		return 0, fmt.Errorf("segment %s: %w: no node can take a repaired piece", seg.ID, ErrNotEnoughNodes)
 	}

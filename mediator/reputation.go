@@ -47,6 +47,9 @@ type PlacementPolicy struct {
 	// DialBackTimeout bounds the mediator's dial back to a registering
 	// node (default 10s).
 	DialBackTimeout time.Duration
+	// Seed, if not 0, seeds the random choices of placement and repair
+	// (tests that count where pieces go); 0 seeds from the system.
+	Seed uint64
 }
 
 func (p PlacementPolicy) withDefaults() PlacementPolicy {

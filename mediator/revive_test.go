@@ -124,7 +124,7 @@ func TestOfflinePiecesReviveWhenTheirNodeReturns(t *testing.T) {
 	for _, i := range back {
 		w.mem.nodes[seg.Pieces[i].Node].down = false
 	}
-	delete(w.mem.nodes[seg.Pieces[4].Node].pieces, seg.Pieces[4].ID)
+	w.mem.dropPiece(seg.Pieces[4].Node, seg.Pieces[4].ID)
 	w.heartbeat()
 	info, err = w.c.SegmentInfo(ctx, acct, id)
 	if err != nil {
@@ -302,7 +302,7 @@ func TestFailedProofIsNotRevived(t *testing.T) {
 	for _, n := range w.mem.nodes {
 		n.down = false
 	}
-	delete(w.mem.nodes[seg.Pieces[1].Node].pieces, seg.Pieces[1].ID)
+	w.mem.dropPiece(seg.Pieces[1].Node, seg.Pieces[1].ID)
 	w.heartbeat()
 	rr, err := w.c.RepairScan(ctx)
 	if err != nil || rr.Revived != 1 || rr.Repaired != 1 {

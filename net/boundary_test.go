@@ -67,3 +67,32 @@ func TestProofWithFewerOpeningsThanAsked(t *testing.T) {
 		}
 	}
 }
+
+// TestWantLengthBounds: a get may ask for any range inside the ticket's
+// piece, to its last byte exactly, and nothing past it.
+func TestWantLengthBounds(t *testing.T) {
+	const size = 1000
+	for _, c := range []struct {
+		offset, length, want uint64
+		ok                   bool
+	}{
+		{0, 0, size, true},
+		{size, 0, 0, true}, // an empty range at the end
+		{size + 1, 0, 0, false},
+		{0, size, size, true},
+		{0, size + 1, 0, false},
+		{300, size - 300, size - 300, true}, // to the last byte
+		{300, size - 299, 0, false},         // one past it
+		{300, 0, size - 300, true},
+	} {
+		r := &GetRequest{Offset: c.offset, Length: c.length}
+		r.Ticket.Size = size
+		got, err := r.WantLength()
+		if c.ok != (err == nil) || (c.ok && got != c.want) {
+			t.Fatalf("offset %d length %d of %d: %d, %v; want %d, ok %v", c.offset, c.length, size, got, err, c.want, c.ok)
+		}
+		if err != nil && !errors.Is(err, ErrBadRequest) {
+			t.Fatalf("offset %d length %d: %v, want ErrBadRequest", c.offset, c.length, err)
+		}
+	}
+}

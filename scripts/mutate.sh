@@ -17,10 +17,16 @@ summary=""
 for p in $PKGS; do
 	log=".mutate/$(echo "$p" | tr / _).log"
 	echo "== $p (log: $log)"
-	"$GREMLINS" unleash --workers 1 --timeout-coefficient 3 "./$p" >"$log" 2>&1 || true
+	# -short: each package's quick tests (the long e2e and stress runs
+	# would make one mutant cost minutes on a shared machine); nice, one
+	# worker, one CPU per test run: a report that finishes beside other work.
+	GOFLAGS="${MUTATE_GOFLAGS:--short}" nice -n "${MUTATE_NICE:-10}" \
+		"$GREMLINS" unleash --workers 1 --test-cpu 1 --timeout-coefficient "${MUTATE_TIMEOUT_COEFFICIENT:-5}" "./$p" >"$log" 2>&1 || true
 	grep -E '^ *LIVED' "$log" || true
 	eff=$(grep -Eo 'Test efficacy: [0-9.]+%' "$log" | tail -1 || true)
 	counts=$(grep -E 'Killed: [0-9]+, Lived: [0-9]+' "$log" | tail -1 | sed 's/^ *//' || true)
+	timedout=$(grep -Eo 'Timed out: [0-9]+' "$log" | tail -1 || true)
+	counts="$counts${timedout:+, $timedout}"
 	summary="$summary$p: ${eff:-no result (see $log)} ${counts}
 "
 done

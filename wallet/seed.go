@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/btcsuite/btcd/btcutil/hdkeychain"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"golang.org/x/crypto/argon2"
 
 	"github.com/fincrypt/fincrypt/vault"
@@ -85,6 +86,11 @@ func ImportSeed(dir string, seed, passphrase []byte, net string, kdf vault.KDFPa
 }
 
 func writeSeed(dir string, seed, passphrase []byte, net string, kdf vault.KDFParams) error {
+	return writeSeedFS(vfs.Default, dir, seed, passphrase, net, kdf)
+}
+
+// writeSeedFS is writeSeed on fs (the power-loss test's crashable one).
+func writeSeedFS(fs vfs.FS, dir string, seed, passphrase []byte, net string, kdf vault.KDFParams) error {
 	if len(passphrase) == 0 {
 		return errors.New("the wallet passphrase is empty")
 	}
@@ -95,11 +101,11 @@ func writeSeed(dir string, seed, passphrase []byte, net string, kdf vault.KDFPar
 	if kdf == (vault.KDFParams{}) {
 		kdf = vault.DefaultKDF
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := mkdirAllSynced(fs, dir); err != nil {
 		return err
 	}
 	path := filepath.Join(dir, SeedFileName)
-	if _, err := os.Stat(path); err == nil {
+	if _, err := fs.Stat(path); err == nil {
 		return fmt.Errorf("%s: %w", path, ErrSeedExists)
 	}
 	salt := make([]byte, 32)
@@ -117,21 +123,30 @@ func writeSeed(dir string, seed, passphrase []byte, net string, kdf vault.KDFPar
 	if err != nil {
 		return err
 	}
-	return writeFileExclusive(path, append(data, '\n'))
+	return writeFileExclusive(fs, path, append(data, '\n'))
 }
 
 // writeFileExclusive writes a new file durably; it fails if path exists.
-func writeFileExclusive(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+// The sync points, each guarded by TestPowerLossSeedFile: the temporary
+// file's data before it is linked, and the directory after the link.
+func writeFileExclusive(fs vfs.FS, path string, data []byte) error {
+	var suffix [8]byte
+	if _, err := rand.Read(suffix[:]); err != nil {
+		return err
+	}
+	tmpName := filepath.Join(filepath.Dir(path), fmt.Sprintf(".%s.tmp%x", filepath.Base(path), suffix))
+	tmp, err := fs.Create(tmpName, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
+	defer fs.Remove(tmpName)
+	if fs == vfs.Default { // the seed is readable by its owner only, before it is written
+		if err := os.Chmod(tmpName, 0o600); err != nil {
+			tmp.Close()
+			return err
+		}
 	}
-	if err := tmp.Chmod(0o600); err != nil {
+	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
 		return err
 	}
@@ -143,17 +158,43 @@ func writeFileExclusive(path string, data []byte) error {
 		return err
 	}
 	// Link fails if path exists: never overwrite a seed.
-	if err := os.Link(tmp.Name(), path); err != nil {
+	if err := fs.Link(tmpName, path); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("%s: %w", path, ErrSeedExists)
 		}
 		return err
 	}
-	return syncDir(filepath.Dir(path))
+	return syncDir(fs, filepath.Dir(path))
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
+// mkdirAllSynced creates dir and its missing parents (mode 0700) and syncs
+// the parent of each one created, so that a power cut after the seed file
+// is acknowledged cannot take the new directory, and the seed with it.
+func mkdirAllSynced(fs vfs.FS, dir string) error {
+	dir = filepath.Clean(dir)
+	var created []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := fs.Stat(d); err == nil {
+			break
+		}
+		created = append(created, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if err := fs.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	for i := len(created) - 1; i >= 0; i-- {
+		if err := syncDir(fs, filepath.Dir(created[i])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func syncDir(fs vfs.FS, dir string) error {
+	d, err := fs.OpenDir(dir)
 	if err != nil {
 		return err
 	}
@@ -162,9 +203,11 @@ func syncDir(dir string) error {
 }
 
 // ReadSeedFile reads and checks dir/wallet-seed.json without decrypting it.
-func ReadSeedFile(dir string) (*SeedFile, error) {
+func ReadSeedFile(dir string) (*SeedFile, error) { return readSeedFileFS(vfs.Default, dir) }
+
+func readSeedFileFS(fs vfs.FS, dir string) (*SeedFile, error) {
 	path := filepath.Join(dir, SeedFileName)
-	data, err := os.ReadFile(path)
+	data, err := readAll(fs, path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%s: %w", path, ErrNoSeed)
 	}
@@ -184,9 +227,31 @@ func ReadSeedFile(dir string) (*SeedFile, error) {
 	return &sf, nil
 }
 
+func readAll(fs vfs.FS, path string) ([]byte, error) {
+	f, err := fs.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, st.Size())
+	n, err := f.ReadAt(buf, 0)
+	if n == len(buf) {
+		err = nil
+	}
+	return buf[:n], err
+}
+
 // openSeed decrypts the seed in dir.
 func openSeed(dir string, passphrase []byte) ([]byte, *SeedFile, error) {
-	sf, err := ReadSeedFile(dir)
+	return openSeedFS(vfs.Default, dir, passphrase)
+}
+
+func openSeedFS(fs vfs.FS, dir string, passphrase []byte) ([]byte, *SeedFile, error) {
+	sf, err := readSeedFileFS(fs, dir)
 	if err != nil {
 		return nil, nil, err
 	}

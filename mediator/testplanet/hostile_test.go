@@ -39,6 +39,10 @@ func TestSybilNodesCannotTakeSegmentsHostage(t *testing.T) {
 		// Thirteen nodes and a round a second on a loaded machine: a late
 		// heartbeat must not take honest nodes offline.
 		c.OnlineWindow, c.OfflineAfter = 5*time.Second, 20*time.Second
+		// Nor a late answer to a challenge count against an honest node
+		// (an unanswered challenge fails its pieces; the Sybils answer
+		// "missing" at once).
+		c.Period, c.ChallengeTimeout = 2*time.Second, 2*time.Second
 	}})
 	scheme := p.Scheme()
 	files := map[fnet.SegmentID][]byte{}
