@@ -28,6 +28,21 @@ import (
 // chunks, or does not open) is a problem: the report says what is lost and
 // how to get it back (clean.go).
 func Check(v *vault.Vault, w io.Writer) (problems int, err error) {
+	return CheckWith(v, w, CheckOptions{})
+}
+
+// CheckOptions adds to Check.
+type CheckOptions struct {
+	// Progress, if set, is called before each chunk is checked and once after the
+	// last: chunks and their plaintext bytes done, and the totals.
+	Progress func(chunks, totalChunks int, bytes, totalBytes int64)
+}
+
+// CheckWith is Check with options.
+func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err error) {
+	if o.Progress == nil {
+		o.Progress = func(int, int, int64, int64) {}
+	}
 	report := func(format string, args ...any) {
 		problems++
 		fmt.Fprintf(w, format+"\n", args...)
@@ -175,8 +190,15 @@ func Check(v *vault.Vault, w io.Writer) (problems int, err error) {
 	referenced := map[meta.ChunkID]chunkKey{}
 	var sealedBuf, plainBuf []byte
 	onNetwork := 0
+	var doneBytes, totalBytes int64
 	for _, k := range chunkOrder {
+		totalBytes += int64(chunks[k].Len)
+	}
+	o.Progress(0, len(chunkOrder), 0, totalBytes)
+	for i, k := range chunkOrder {
 		ref := chunks[k]
+		o.Progress(i, len(chunkOrder), doneBytes, totalBytes)
+		doneBytes += int64(ref.Len)
 		in, ok := inodes[k.ino]
 		switch {
 		case !ok:
@@ -216,6 +238,7 @@ func Check(v *vault.Vault, w io.Writer) (problems int, err error) {
 			report("inode %d chunk %d: chunk %s holds %d bytes, the index says %d", k.ino, k.idx, ref.ID, len(plainBuf), ref.Len)
 		}
 	}
+	o.Progress(len(chunkOrder), len(chunkOrder), doneBytes, totalBytes)
 	if onNetwork > 0 {
 		fmt.Fprintf(w, "note: %d chunk(s) are only on the network (evicted from the local cache); not checked offline\n", onNetwork)
 	}

@@ -206,9 +206,13 @@ func init() {
 			"escrow lasts; the mediator warns while that is under --warn-runway (a week).\n" +
 			"restorable is true only when a restore would bring back everything written so\n" +
 			"far; unprotected_since is the oldest change a restore would miss now.",
-		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
+		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+			&cli.BoolFlag{Name: "watch", Usage: "follow the sync until nothing is pending: files and bytes left, rate, ETA (on a terminal; JSON lines with --json); Ctrl-C stops watching"}},
 		Action: func(c *cli.Context) error {
 			home := homeDir(c)
+			if c.Bool("watch") {
+				return statusWatch(c, home, time.Second)
+			}
 			st, err := replicate.QueryStatus(home)
 			if errors.Is(err, replicate.ErrNotRunning) {
 				return userErr(exitNotFound, "%s is not mounted with a mediator (no status socket answers)", home)
@@ -238,6 +242,7 @@ func init() {
 			passwordFileFlag,
 			&cli.StringFlag{Name: "mediator", Usage: "the mediator's `NODEID@HOST:PORT`", Required: true},
 			&cli.StringFlag{Name: "account", Usage: "the account `ID` (from `fincrypt account`)", Required: true},
+			jsonProgressFlag,
 		},
 		Action: func(c *cli.Context) error {
 			home, err := filepath.Abs(homeDir(c))
@@ -261,8 +266,10 @@ func init() {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 			defer cancel()
+			prog := newReporter(c, "restore")
 			res, err := replicate.Restore(ctx, replicate.RestoreOptions{Home: home, Mediator: a, Account: fnet.AccountID(acctID), Password: pw,
-				Logger: slog.Default().With("service", "restore")})
+				Logger: slog.Default().With("service", "restore"), Progress: reportSegments(prog)})
+			prog.Finish(err)
 			switch {
 			case errors.Is(err, vault.ErrWrongPassword):
 				return userErr(exitPassword, "wrong password for account %s", acctID)
@@ -274,7 +281,7 @@ func init() {
 				return userErr(exitFailure, "restore: %v", err)
 			}
 			writeAccountFile(home, fnet.AccountID(acctID))
-			fmt.Fprintf(c.App.Writer, "Restored %s from the snapshot of %s (%d index records, %d segments).\nMount it with: fincrypt --home %s mount ~/Fincrypt\n",
+			fmt.Fprintf(messages(c), "Restored %s from the snapshot of %s (%d index records, %d segments).\nMount it with: fincrypt --home %s mount ~/Fincrypt\n",
 				home, res.Taken.UTC().Format(time.RFC3339), res.Records, res.Segments, home)
 			return nil
 		},
