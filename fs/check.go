@@ -90,6 +90,11 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 	var dirents []meta.Dirent
 	orphans := map[uint64]bool{}
 	var xattrOwners []uint64
+	type blobRef struct {
+		id  meta.ChunkID
+		len uint32
+	}
+	var blobs []blobRef // backup blobs (package backup)
 	err = r.idx.Walk(meta.Visitor{
 		Inode: func(n meta.Inode) { inodes[n.Ino] = n },
 		Dirent: func(d meta.Dirent) {
@@ -106,6 +111,7 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 		},
 		Xattr:  func(ino uint64, _ string, _ []byte) { xattrOwners = append(xattrOwners, ino) },
 		Orphan: func(ino uint64) { orphans[ino] = true },
+		Blob:   func(id meta.ChunkID, n uint32) { blobs = append(blobs, blobRef{id, n}) },
 		Bad: func(key []byte, err error) {
 			report("index record %x: %v", key, err)
 		},
@@ -239,6 +245,35 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 		}
 	}
 	o.Progress(len(chunkOrder), len(chunkOrder), doneBytes, totalBytes)
+	// Backup blobs: in the store (or on the network), sealed under their
+	// own domain with their id as associated data.
+	for _, b := range blobs {
+		if _, dup := referenced[b.id]; dup {
+			report("backup blob %s has the id of a file chunk", b.id)
+		}
+		referenced[b.id] = chunkKey{}
+		sealedBuf, err = r.store.Get(b.id, sealedBuf[:0])
+		if errors.Is(err, chunkstore.ErrNotFound) {
+			if _, lerr := r.idx.GetLocation(b.id); lerr == nil {
+				onNetwork++
+				continue
+			}
+			report("backup blob %s is missing from the store and from the network", b.id)
+			continue
+		}
+		if err != nil {
+			report("backup blob %s: %v", b.id, err)
+			continue
+		}
+		plainBuf, err = v.Keys.Blob.Open(plainBuf[:0], sealedBuf, b.id[:])
+		if err != nil {
+			report("backup blob %s does not decrypt: %v", b.id, err)
+			continue
+		}
+		if len(plainBuf) != int(b.len) || v.Keys.BlobID("blob", plainBuf) != b.id {
+			report("backup blob %s holds %d bytes that do not match its id (the index says %d bytes)", b.id, len(plainBuf), b.len)
+		}
+	}
 	if onNetwork > 0 {
 		fmt.Fprintf(w, "note: %d chunk(s) are only on the network (evicted from the local cache); not checked offline\n", onNetwork)
 	}

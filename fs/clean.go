@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -67,6 +68,13 @@ func summarize(idx *meta.Index) (indexSummary, error) {
 			h.Write(b)
 			s.chunks++
 		},
+		// Backup blobs count as references: a lost blob record would
+		// otherwise let the next mount collect a kept blob.
+		Blob: func(id meta.ChunkID, n uint32) {
+			b = append(append(b[:0], "blob"...), id[:]...)
+			h.Write(binary.BigEndian.AppendUint32(b, n))
+			s.chunks++
+		},
 		Bad: func(key []byte, _ error) { h.Write([]byte("bad")); h.Write(key) },
 	})
 	h.Sum(s.digest[:0])
@@ -100,6 +108,54 @@ func writeClean(r *fsys) error {
 		return fmt.Errorf("clean-close record: %w", err)
 	}
 	return nil
+}
+
+// OpenOffline opens the index and the store of the unmounted vault v (v
+// holds the vault's lock) as a mount would, for work that changes them
+// without a mount (backups). Change the index only inside ChangeOffline.
+func OpenOffline(v *vault.Vault, log *slog.Logger) (*meta.Index, *chunkstore.Store, error) {
+	opt := Options{Logger: log}
+	opt.setDefaults()
+	r, err := newFsys(v, opt, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	// A vault never mounted gets its root directory, as a mount gives it.
+	if err := r.ensureRoot(); err != nil {
+		r.idx.Close()
+		return nil, nil, err
+	}
+	return r.idx, r.store, nil
+}
+
+// ChangeOffline runs fn, which changes the index of the unmounted vault v
+// (v holds the vault's lock; idx is its open index), and keeps the
+// clean-close record true: a record that matched the index before is
+// written again for the index fn left, so the next mount still collects
+// unreferenced chunks. A record that does not match refuses the change
+// (ErrIndexDamaged), deleting nothing. If fn is interrupted the record is
+// gone, as after a crashed mount (the next mount collects nothing).
+func ChangeOffline(v *vault.Vault, idx *meta.Index, fn func() error) error {
+	r := &fsys{v: v, idx: idx}
+	st, err := verifyClean(r)
+	if err != nil {
+		return fmt.Errorf("%s: %w; %s", v.IndexDir(), err, RecoverHint)
+	}
+	if st.recorded && !st.whole {
+		return fmt.Errorf("%s: %w: %s; %s", v.IndexDir(), ErrIndexDamaged, st.problem, RecoverHint)
+	}
+	if st.recorded {
+		if err := consumeClean(v); err != nil {
+			return err
+		}
+	}
+	ferr := fn()
+	if st.recorded {
+		if err := writeClean(r); err != nil && ferr == nil {
+			ferr = err
+		}
+	}
+	return ferr
 }
 
 // cleanState is what a mount or check learns from the clean-close record.
@@ -177,6 +233,7 @@ func SetAsideUnreferenced(v *vault.Vault) (n int, dir string, err error) {
 		var bad error
 		err = idx.Walk(meta.Visitor{
 			Chunk: func(_, _ uint64, ref meta.ChunkRef) { refs[ref.ID] = true },
+			Blob:  func(id meta.ChunkID, _ uint32) { refs[id] = true },
 			Bad: func(key []byte, err error) {
 				if bad == nil {
 					bad = fmt.Errorf("index record %x: %w", key, err)

@@ -476,6 +476,7 @@ func (r *fsys) recover(collect bool) error {
 	var bad error
 	err = r.idx.Walk(meta.Visitor{
 		Chunk: func(_, _ uint64, ref meta.ChunkRef) { refs[ref.ID] = struct{}{} },
+		Blob:  func(id meta.ChunkID, _ uint32) { refs[id] = struct{}{} }, // kept by a backup
 		Bad: func(key []byte, err error) {
 			if bad == nil {
 				bad = fmt.Errorf("index record %x: %w (run `fincrypt check`)", key, err)

@@ -307,9 +307,12 @@ func (b *Batch) DeleteRepl(name string) { b.del(append([]byte{pRepl}, name...)) 
 func (x *Index) ExportState(fn func(key, sealed []byte) error) (missing []ChunkID, err error) {
 	located := map[ChunkID]struct{}{}
 	listed := map[ChunkID]struct{}{}
+	var blobs []ChunkID // blob keys sort before locations: checked at the end
 	var buf []byte
 	err = x.Export(func(key, sealed []byte) error {
 		switch {
+		case len(key) == 1+ChunkIDSize && key[0] == pBlob:
+			blobs = append(blobs, ChunkID(key[1:]))
 		case len(key) == 1+ChunkIDSize && key[0] == pLocation:
 			located[ChunkID(key[1:])] = struct{}{}
 		case len(key) == 17 && key[0] == pChunk:
@@ -330,6 +333,11 @@ func (x *Index) ExportState(fn func(key, sealed []byte) error) (missing []ChunkI
 		}
 		return fn(key, sealed)
 	})
+	for _, id := range blobs {
+		if _, ok := located[id]; !ok {
+			missing = append(missing, id)
+		}
+	}
 	return missing, err
 }
 

@@ -15,7 +15,11 @@ type Visitor struct {
 	Chunk  func(ino, idx uint64, ref ChunkRef)
 	Xattr  func(ino uint64, name string, value []byte)
 	Orphan func(ino uint64)
-	Bad    func(key []byte, err error)
+	// Blob is every backup blob: a chunk that a backup keeps (package
+	// backup). Whoever collects, checks, uploads or releases chunks must
+	// count blobs as referenced as well as chunk map entries.
+	Blob func(id ChunkID, plainLen uint32)
+	Bad  func(key []byte, err error)
 }
 
 // Walk visits every record of the index in key order.
@@ -94,6 +98,16 @@ func (x *Index) Walk(v Visitor) error {
 				bad(key, err)
 			}
 		case len(key) > 1 && key[0] == pRepl:
+		case len(key) == 1+ChunkIDSize && key[0] == pBlob:
+			n, err := decodeBlob(buf)
+			if err != nil {
+				bad(key, err)
+			} else if v.Blob != nil {
+				v.Blob(ChunkID(key[1:]), n)
+			}
+		case len(key) == 1+TreeIDSize && key[0] == pTree:
+		case len(key) == 9 && key[0] == pBackupSnap:
+		case len(key) == 17 && key[0] == pBackupRoot:
 		default:
 			bad(key, fmt.Errorf("unknown key: %w", ErrCorrupt))
 		}

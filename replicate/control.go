@@ -29,6 +29,25 @@ type Control struct {
 	ln   net.Listener
 	path string
 	wg   sync.WaitGroup
+
+	ctx      context.Context // ends at Close: handlers stop
+	cancel   context.CancelFunc
+	mu       sync.Mutex
+	handlers map[string]Handler
+}
+
+// Handler serves a control command that another part of the mount adds
+// (Handle; the command wires backups this way): arg is the rest of the
+// command line, the result is encoded as the one JSON reply. It runs
+// without the socket's deadline (a backup pass may take hours); ctx ends
+// when the control socket closes.
+type Handler func(ctx context.Context, arg string) any
+
+// Handle serves command cmd with h from now on.
+func (c *Control) Handle(cmd string, h Handler) {
+	c.mu.Lock()
+	c.handlers[cmd] = h
+	c.mu.Unlock()
 }
 
 // ServeControl listens on home/control.sock and answers status requests
@@ -45,7 +64,8 @@ func ServeControl(home string, r *Replicator) (*Control, error) {
 		ln.Close()
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	c := &Control{ln: ln, path: path}
+	c := &Control{ln: ln, path: path, handlers: map[string]Handler{}}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -87,7 +107,19 @@ func ServeControl(home string, r *Replicator) (*Control, error) {
 					r.SetSyncTimeout(d)
 					enc.Encode(map[string]bool{"ok": true})
 				default:
-					enc.Encode(map[string]string{"error": "unknown command"})
+					c.mu.Lock()
+					h := c.handlers[cmd]
+					c.mu.Unlock()
+					if h == nil {
+						enc.Encode(map[string]string{"error": "unknown command"})
+						return
+					}
+					conn.SetDeadline(time.Time{})
+					var reply any
+					if err := r.faults.Protect(cmd, func() error { reply = h(c.ctx, arg); return nil }); err != nil {
+						reply = map[string]string{"error": err.Error()}
+					}
+					enc.Encode(reply)
 				}
 			}()
 		}
@@ -97,6 +129,7 @@ func ServeControl(home string, r *Replicator) (*Control, error) {
 
 // Close stops serving and removes the socket.
 func (c *Control) Close() error {
+	c.cancel()
 	err := c.ln.Close()
 	c.wg.Wait()
 	os.Remove(c.path)
@@ -147,13 +180,19 @@ func SetSyncTimeout(home string, d time.Duration) error {
 }
 
 // control sends one command to the mount serving home and decodes its reply.
-func control(home, cmd string, reply any) error {
+func control(home, cmd string, reply any) error { return Call(home, cmd, reply, 30*time.Second) }
+
+// Call sends one command to the mount serving home and decodes its reply,
+// waiting at most timeout (0: as long as it takes).
+func Call(home, cmd string, reply any, timeout time.Duration) error {
 	conn, err := net.DialTimeout("unix", filepath.Join(home, ControlSocketName), 5*time.Second)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrNotRunning, err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if timeout > 0 {
+		conn.SetDeadline(time.Now().Add(timeout))
+	}
 	if _, err := conn.Write([]byte(cmd + "\n")); err != nil {
 		return err
 	}

@@ -104,7 +104,10 @@ type segUsage struct {
 // returns an error only for a failure of the network.
 func (r *Replicator) maintain() error {
 	refs := map[meta.ChunkID]struct{}{}
-	if err := r.idx.Walk(meta.Visitor{Chunk: func(_, _ uint64, ref meta.ChunkRef) { refs[ref.ID] = struct{}{} }}); err != nil {
+	if err := r.idx.Walk(meta.Visitor{
+		Chunk: func(_, _ uint64, ref meta.ChunkRef) { refs[ref.ID] = struct{}{} },
+		Blob:  func(id meta.ChunkID, _ uint32) { refs[id] = struct{}{} }, // kept by a backup
+	}); err != nil {
 		r.noteErr(fmt.Errorf("scanning the index: %w", err))
 		return nil
 	}

@@ -300,12 +300,27 @@ func (r *Replicator) scanPending() ([]pendingChunk, error) {
 		if _, ok := located[ref.ID]; !ok {
 			out = append(out, pendingChunk{id: ref.ID, ino: ino, size: int(ref.Len) + vault.Overhead})
 		}
-	}})
+	}, Blob: pendingBlob(located, &out)})
 	if err != nil {
 		return nil, fmt.Errorf("scanning the index: %w", err)
 	}
 	return out, nil
 }
+
+// pendingBlob is where backup blobs (package backup) join the chunks to
+// upload: every blob the index records that no segment holds. They carry
+// the largest inode number, so they are packed after the files' chunks (and
+// count as one file in Status.PendingFiles).
+func pendingBlob(located map[meta.ChunkID]struct{}, out *[]pendingChunk) func(meta.ChunkID, uint32) {
+	return func(id meta.ChunkID, plainLen uint32) {
+		if _, ok := located[id]; !ok {
+			*out = append(*out, pendingChunk{id: id, ino: blobIno, size: int(plainLen) + vault.Overhead})
+		}
+	}
+}
+
+// blobIno groups backup blobs when segments are packed.
+const blobIno = ^uint64(0)
 
 // plannedSegment is a group of chunks to upload together.
 type plannedSegment struct {

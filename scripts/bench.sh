@@ -4,7 +4,10 @@
 # Part 1 runs the same file-system workloads on a plain directory, a Fincrypt
 # mount and (where Debian's gocryptfs can be installed) a gocryptfs mount, all on
 # the same disk; cold reads come after an unmount, a remount and dropping the
-# page cache. Part 2 runs the Go benchmarks (network, proofs, ...), which
+# page cache. A backup row compares `fincrypt backup run` with `restic backup`
+# to a local repository (first pass of $(go env GOROOT)/src, an unchanged
+# second pass, and the bytes a 1 MiB edit in a 256 MiB file stores; the vault
+# has no network there, so these are the bytes queued for upload). Part 2 runs the Go benchmarks (network, proofs, ...), which
 # report their own baselines. The table ends the output.
 #
 # BENCH_SIZE (default 1GiB), BENCH_SMALL (default 10000 files) scale part 1;
@@ -97,6 +100,50 @@ if [ "${BENCH_SKIP_FS:-}" != 1 ]; then
 	for t in $targets; do run_target "$t"; done
 fi
 
+# Backups (issue 10): fincrypt backup against restic backup to a local
+# repository, same data, same disk. BENCH_SKIP_BACKUP=1 skips it;
+# BENCH_BACKUP_MIB (default 256) sizes the file of the edit row.
+BACKUP_RESULTS=$OUT/backup-results.txt
+: >"$BACKUP_RESULTS"
+bench_backup() {
+	local d=$OUT/backup src=$(go env GOROOT)/src mib=${BENCH_BACKUP_MIB:-256}
+	"$ROOT/scripts/deps.sh" bench-restic || true
+	if ! command -v restic >/dev/null; then
+		echo "restic is not installed: no backup comparison in this run"
+		return
+	fi
+	mkdir -p "$d/big"
+	export FINCRYPT_PASSWORD=bench RESTIC_PASSWORD=bench
+	"$BIN" --home "$d/home" init >/dev/null
+	"$BIN" --home "$d/home" backup add "$src" "$d/big" >/dev/null
+	restic -q -r "$d/restic" init >/dev/null
+	secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N); awk "BEGIN { printf \"%.2f\", $t1 - $t0 }"; }
+	local f1 r1 f2 r2
+	drop_caches
+	f1=$(secs "$BIN" --home "$d/home" backup run)
+	drop_caches
+	r1=$(secs restic -q -r "$d/restic" backup "$src" "$d/big")
+	f2=$(secs "$BIN" --home "$d/home" backup run)
+	r2=$(secs restic -q -r "$d/restic" backup "$src" "$d/big")
+	echo "backup-first s $f1 $r1" >>"$BACKUP_RESULTS"
+	echo "backup-again s $f2 $r2" >>"$BACKUP_RESULTS"
+	# A 1 MiB edit in the middle of a big file: bytes stored (to upload).
+	head -c "$((mib << 20))" /dev/urandom >"$d/big/big.bin"
+	"$BIN" --home "$d/home" backup run >/dev/null
+	restic -q -r "$d/restic" backup "$src" "$d/big" >/dev/null
+	head -c $((1 << 20)) /dev/urandom | dd of="$d/big/big.bin" bs=1 seek=$(((mib << 19) + 12345)) conv=notrunc status=none
+	local fb rb
+	fb=$("$BIN" --home "$d/home" backup run --json | sed -n 's/.*"new_bytes": \([0-9]*\).*/\1/p')
+	rb=$(restic -r "$d/restic" backup --json "$src" "$d/big" | sed -n 's/.*"data_added":\([0-9]*\).*/\1/p' | tail -1)
+	echo "edit-1MiB-in-${mib}MiB bytes $fb $rb" >>"$BACKUP_RESULTS"
+	unset FINCRYPT_PASSWORD RESTIC_PASSWORD
+	echo "backup workload: $src ($(du -sh "$src" | cut -f1)); edit row: 1 MiB in a $mib MiB file"
+}
+if [ "${BENCH_SKIP_BACKUP:-}" != 1 ]; then
+	echo "== backup"
+	bench_backup
+fi
+
 GOBENCH=$OUT/go-bench.txt
 : >"$GOBENCH"
 if [ "${BENCH_SKIP_GO:-}" != 1 ]; then
@@ -122,6 +169,11 @@ awk '
 			printf "%-12s %-8s %12s %12s %10s %12s %12s\n", w, u[w], p, f, rp, (g == "" ? "-" : g), rg
 		}
 	}' "$RESULTS"
+if [ -s "$BACKUP_RESULTS" ]; then
+	echo
+	printf "%-22s %-6s %12s %12s %s\n" "backup" "unit" "fincrypt" "restic" "ratio (> 1: fincrypt better)"
+	awk '{ r = ($3 > 0) ? sprintf("%.2f", $4 / $3) : "-"; printf "%-22s %-6s %12s %12s %s\n", $1, $2, $3, $4, r }' "$BACKUP_RESULTS"
+fi
 # Go benchmarks: one row each, every metric it reported; each reports its
 # baseline from the same run and the ratio to it.
 echo

@@ -37,6 +37,13 @@ type Keys struct {
 	nameKey [32]byte // keys the HMAC that hides names in index keys
 	Account [32]byte // seed of the account's ed25519 identity
 	Segment [32]byte // reserved for segment-level keys (network layer)
+
+	// Backups (package backup): Blob seals content-addressed blobs,
+	// blobIDKey keys the MAC that names them, Chunker seeds the
+	// content-defined chunker's polynomial.
+	Blob      *Sealer
+	blobIDKey [32]byte
+	Chunker   [32]byte
 }
 
 // DeriveKeys derives every subkey from the master key.
@@ -64,6 +71,11 @@ func DeriveKeys(master []byte) (*Keys, error) {
 	copy(k.nameKey[:], sub("name"))
 	copy(k.Account[:], sub("account"))
 	copy(k.Segment[:], sub("segment"))
+	if k.Blob, err = NewSealer(sub("blob"), "fincrypt blob v1"); err != nil {
+		return nil, err
+	}
+	copy(k.blobIDKey[:], sub("blob id"))
+	copy(k.Chunker[:], sub("chunker"))
 	return k, nil
 }
 
@@ -76,6 +88,20 @@ func (k *Keys) NameMAC(parent uint64, name string) [16]byte {
 	binary.BigEndian.PutUint64(p[:], parent)
 	m.Write(p[:])
 	m.Write([]byte(name))
+	var out [16]byte
+	copy(out[:], m.Sum(nil))
+	return out
+}
+
+// BlobID names a backup blob or tree by its content: HMAC-SHA256 under the
+// "blob id" subkey of kind || 0x00 || data, cut to 16 bytes. Equal contents
+// get equal ids within a vault, and nobody without the key can tell which
+// contents an id names.
+func (k *Keys) BlobID(kind string, data []byte) [16]byte {
+	m := hmac.New(sha256.New, k.blobIDKey[:])
+	m.Write([]byte(kind))
+	m.Write([]byte{0})
+	m.Write(data)
 	var out [16]byte
 	copy(out[:], m.Sum(nil))
 	return out

@@ -86,7 +86,7 @@ func setUsageErrors(cmds []*cli.Command) {
 // commandOrder groups the commands by role in --help, in the order a
 // newcomer meets them.
 var commandOrder = []struct{ category, names string }{
-	{"client: your vault", "init mount umount status account check passwd restore wallet"},
+	{"client: your vault", "init mount umount status account check passwd restore wallet backup snapshots forget"},
 	{"storage node: selling disk space", "storage id"},
 	{"mediator: running a network", "mediator devnet"},
 }

@@ -148,6 +148,7 @@ func attachReplication(c *cli.Context, v *vault.Vault, faults *fault.Board) (fun
 			mc.Close()
 			return nil, err
 		}
+		serveBackups(ctl, v, idx, store) // backup commands while mounted
 		return &replicationService{rep: rep, ctl: ctl, mc: mc, home: v.Home}, nil
 	}, nil
 }
@@ -237,14 +238,34 @@ func init() {
 			"--home, which must hold no vault. Mount it afterwards: file data is fetched from\n" +
 			"the storage nodes as it is read. Everything the newest snapshot covers comes\n" +
 			"back byte-identical: everything, if the old mount's `fincrypt status` said\n" +
-			"restorable, or after `fincrypt sync` or a clean `fincrypt umount`.",
+			"restorable, or after `fincrypt sync` or a clean `fincrypt umount`.\n\n" +
+			"With --snapshot ID (see `fincrypt snapshots`; \"latest\" for the newest), it\n" +
+			"restores a backup snapshot of the vault in --home instead: its files (or only\n" +
+			"--path, an absolute path as backed up) go under --target with their modes,\n" +
+			"owners (as root), mtimes, symlinks, hard links and extended attributes; a file\n" +
+			"backed up as /home/a/f comes back as TARGET/home/a/f. Nothing is replaced\n" +
+			"without --overwrite. Data evicted from the local cache is fetched from the\n" +
+			"network. After a restore from the network, every backup snapshot is there.",
 		Flags: []cli.Flag{
 			passwordFileFlag,
-			&cli.StringFlag{Name: "mediator", Usage: "the mediator's `NODEID@HOST:PORT`", Required: true},
-			&cli.StringFlag{Name: "account", Usage: "the account `ID` (from `fincrypt account`)", Required: true},
+			&cli.StringFlag{Name: "mediator", Usage: "the mediator's `NODEID@HOST:PORT` (required without --snapshot)"},
+			&cli.StringFlag{Name: "account", Usage: "the account `ID` (from `fincrypt account`; required without --snapshot)"},
+			&cli.StringFlag{Name: "snapshot", Usage: "restore backup snapshot `ID` (or \"latest\") of the vault in --home"},
+			&cli.StringFlag{Name: "path", Usage: "with --snapshot: restore only this absolute `PATH` as it was backed up"},
+			&cli.StringFlag{Name: "target", Usage: "with --snapshot: the `DIR` to restore under"},
+			&cli.BoolFlag{Name: "overwrite", Usage: "with --snapshot: replace existing files"},
+			syncTimeoutFlag,
 			jsonProgressFlag,
 		},
 		Action: func(c *cli.Context) error {
+			if c.IsSet("snapshot") {
+				return restoreSnapshotAction(c)
+			}
+			for _, f := range []string{"mediator", "account"} {
+				if !c.IsSet(f) {
+					return userErr(exitUsage, "Required flag %q not set (restore from the network needs --mediator and --account; a backup snapshot needs --snapshot)", f)
+				}
+			}
 			home, err := filepath.Abs(homeDir(c))
 			if err != nil {
 				return err
