@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// watcherProc is a running `fincrypt backup watch` and the snapshots it reported.
+type watcherProc struct {
+	cmd   *exec.Cmd
+	snaps chan string
+	done  chan error
+}
+
+func startWatcher(t *testing.T, home, pw, base string) *watcherProc {
+	t.Helper()
+	cmd := exec.Command(binPath, "--home", home, "backup", "watch", "--password-file", pw, "--settle", "200ms", "--rescan", "1h")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + base}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logf, _ := os.Create(filepath.Join(base, "watch.log"))
+	cmd.Stderr = logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w := &watcherProc{cmd: cmd, snaps: make(chan string, 100), done: make(chan error, 1)}
+	re := regexp.MustCompile(`snapshot (\S+):`)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+				w.snaps <- m[1]
+			}
+		}
+		w.done <- cmd.Wait()
+		logf.Close()
+	}()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	return w
+}
+
+// settled waits for at least one new snapshot, then until none came for a while, and
+// returns the last.
+func (w *watcherProc) settled(t *testing.T, what string) string {
+	t.Helper()
+	var last string
+	select {
+	case last = <-w.snaps:
+	case err := <-w.done:
+		t.Fatalf("%s: the watcher exited: %v", what, err)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("%s: no snapshot within 60s", what)
+	}
+	for {
+		select {
+		case last = <-w.snaps:
+		case <-time.After(3 * time.Second):
+			return last
+		}
+	}
+}
+
+// TestBackupWatch: each change to a watched folder (create, edit in the middle, rename,
+// chmod, delete, a folder created and filled at once) becomes a snapshot that restores
+// to the folder as it was; a watcher killed -9 mid-pass finishes on its restart.
+func TestBackupWatch(t *testing.T) {
+	base := t.TempDir()
+	home, pw := filepath.Join(base, "home"), writePassword(t, "pw")
+	if r := fincrypt(t, nil, "--home", home, "init", "--password-file", pw); r.code != 0 {
+		t.Fatalf("init: %+v", r)
+	}
+	src := filepath.Join(base, "src")
+	fillSource(t, src, 6, 256<<10, 1)
+	if r := fincrypt(t, nil, "--home", home, "backup", "add", "--password-file", pw, src); r.code != 0 {
+		t.Fatalf("backup add: %+v", r)
+	}
+	w := startWatcher(t, home, pw, base)
+	want := map[string]map[string]string{}
+	step := func(what string, change func()) {
+		t.Helper()
+		start := time.Now()
+		change()
+		id := w.settled(t, what)
+		t.Logf("%s: snapshot %s (%v after the change, 3s quiet included)", what, id, time.Since(start).Round(time.Millisecond))
+		want[id] = backupTree(t, src)
+	}
+	step("first pass", func() {})
+	p := func(n string) string { return filepath.Join(src, n) }
+	step("create", func() { os.WriteFile(p("new.txt"), []byte("new file"), 0o644) })
+	step("edit in the middle", func() {
+		f, err := os.OpenFile(p("d0/f000.bin"), os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteAt([]byte("edited in the middle"), 100<<10)
+		f.Close()
+	})
+	step("rename", func() { os.Rename(p("d1/f001.bin"), p("d2/renamed.bin")) })
+	step("chmod", func() { os.Chmod(p("d2/f002.bin"), 0o600) })
+	step("delete", func() { os.Remove(p("d0/f003.bin")) })
+	step("mkdir -p and fill", func() {
+		os.MkdirAll(p("x/y/z"), 0o755)
+		for _, n := range []string{"x/a", "x/y/b", "x/y/z/c"} {
+			os.WriteFile(p(n), []byte(n), 0o644)
+		}
+	})
+
+	// kill -9 mid-pass: a big change, killed once the pass stored some of it.
+	store := filepath.Join(home, "store")
+	n0 := countStore(store)
+	fillSource(t, src, 6, 2<<20, 2)
+	deadline := time.Now().Add(60 * time.Second)
+	for countStore(store) < n0+8 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	w.cmd.Process.Signal(syscall.SIGKILL)
+	<-w.done
+	w = startWatcher(t, home, pw, base)
+	step("restart after kill -9", func() {})
+
+	w.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-w.done:
+		if err != nil {
+			t.Fatalf("the watcher on SIGTERM: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the watcher did not stop on SIGTERM")
+	}
+	for id, tree := range want {
+		dst := filepath.Join(base, "r-"+id)
+		restoreSnapshot(t, home, pw, id, dst)
+		sameTree(t, "snapshot "+id, backupTree(t, filepath.Join(dst, src)), tree)
+	}
+	(&vaultEnv{home: home, pw: pw}).check(t)
+}
