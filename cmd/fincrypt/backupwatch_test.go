@@ -68,15 +68,15 @@ func (w *watcherProc) settled(t *testing.T, what string) string {
 	}
 }
 
-// TestBackupWatch: each change to a watched folder (create, edit in the middle, rename,
-// chmod, delete, a folder created and filled at once) becomes a snapshot that restores
-// to the folder as it was; a watcher killed -9 mid-pass finishes on its restart.
+// TestBackupWatch, on a vault with a network (mediator and nodes on loopback): each change
+// to a watched folder (create, edit in the middle, rename, chmod, delete, a folder created
+// and filled at once) becomes a snapshot; a watcher killed -9 mid-pass finishes on its
+// restart; after it stops, the home is destroyed and restored by password, and every
+// snapshot restores (from the storage nodes) to the folder as it was.
 func TestBackupWatch(t *testing.T) {
-	base := t.TempDir()
-	home, pw := filepath.Join(base, "home"), writePassword(t, "pw")
-	if r := fincrypt(t, nil, "--home", home, "init", "--password-file", pw); r.code != 0 {
-		t.Fatalf("init: %+v", r)
-	}
+	n := startTestNet(t)
+	v, acct := n.newVault(t, "bw")
+	home, pw, base := v.home, v.pw, n.dir
 	src := filepath.Join(base, "src")
 	fillSource(t, src, 6, 256<<10, 1)
 	if r := fincrypt(t, nil, "--home", home, "backup", "add", "--password-file", pw, src); r.code != 0 {
@@ -118,7 +118,10 @@ func TestBackupWatch(t *testing.T) {
 	n0 := countStore(store)
 	fillSource(t, src, 6, 2<<20, 2)
 	deadline := time.Now().Add(60 * time.Second)
-	for countStore(store) < n0+8 && time.Now().Before(deadline) {
+	for countStore(store) < n0+8 {
+		if time.Now().After(deadline) {
+			t.Fatal("the pass stored nothing within 60s")
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	w.cmd.Process.Signal(syscall.SIGKILL)
@@ -135,9 +138,10 @@ func TestBackupWatch(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("the watcher did not stop on SIGTERM")
 	}
+	n.restoreInto(t, home, acct, pw)
 	for id, tree := range want {
 		dst := filepath.Join(base, "r-"+id)
-		restoreSnapshot(t, home, pw, id, dst)
+		restoreSnapshot(t, home, pw, id, dst, "--sync-timeout", "60s")
 		sameTree(t, "snapshot "+id, backupTree(t, filepath.Join(dst, src)), tree)
 	}
 	(&vaultEnv{home: home, pw: pw}).check(t)
