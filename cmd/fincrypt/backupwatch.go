@@ -3,14 +3,20 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/fincrypt/fincrypt/backup"
+	"github.com/fincrypt/fincrypt/chunkstore"
+	"github.com/fincrypt/fincrypt/internal/fault"
 	"github.com/fincrypt/fincrypt/internal/watch"
+	"github.com/fincrypt/fincrypt/meta"
+	"github.com/fincrypt/fincrypt/vault"
 )
 
 // backupWatchCommand is `fincrypt backup watch`: passes for what changed, as it changes.
@@ -125,4 +131,89 @@ func globExclude(patterns []string) func(string) bool {
 		}
 		return false
 	}
+}
+
+var watchBackupsFlag = &cli.BoolFlag{Name: "watch-backups", Usage: "also back up the folders added with `fincrypt backup add` as they change (as `fincrypt backup watch` does), in the mount's background"}
+
+// closerFunc is an io.Closer.
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
+
+// watchBackupsInMount runs `backup watch` in the mount's background: a full pass of the
+// added folders, then a pass over each batch of changes, every pass a snapshot uploaded by
+// the mount's replication engine. Folders added or removed while mounted are picked up
+// within rootsEvery. Each pass runs as the contained background work "backup watch" (a
+// failure or panic shows in `fincrypt status` and is retried with the next batch or
+// rescan). Closing it stops the watcher, waits for a pass under way, then closes svc.
+func watchBackupsInMount(v *vault.Vault, idx *meta.Index, store *chunkstore.Store, faults *fault.Board, svc io.Closer) io.Closer {
+	const rootsEvery = 5 * time.Second
+	log := slog.Default().With("service", "backup-watch")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	repo := backup.Repo{Keys: v.Keys, Index: idx, Store: store}
+	go func() {
+		defer close(done)
+		var roots []string
+		var w *watch.Watcher
+		var wstop context.CancelFunc = func() {}
+		defer func() { wstop() }()
+		full := true
+		pass := func(changed []string) {
+			faults.Run("backup watch", func() error {
+				backupMu.Lock()
+				defer backupMu.Unlock()
+				rep, err := backup.Run(ctx, repo, backup.Options{Changed: changed, Logger: log})
+				if err == nil {
+					log.Info("backup pass", "snapshot", rep.Snapshot, "files", rep.Files, "new_bytes", rep.NewBytes, "changed", len(changed))
+				} else if ctx.Err() == nil {
+					full = true // the next check makes a full pass
+				}
+				return err
+			})
+		}
+		tick := time.NewTicker(rootsEvery)
+		defer tick.Stop()
+		for {
+			if r, err := backup.Roots(idx); err == nil && !slices.Equal(r, roots) {
+				wstop()
+				roots, w, wstop, full = r, nil, func() {}, true
+				if len(roots) > 0 {
+					nw, err := watch.New(watch.Config{Roots: roots, Report: func(r watch.Report) { log.Info("watch", "event", r.Kind) }})
+					if err != nil {
+						faults.Fail("backup watch", err)
+					} else {
+						wctx, c := context.WithCancel(ctx)
+						wstop = c
+						w = nw
+						go w.Run(wctx)
+					}
+				}
+			}
+			if full && len(roots) > 0 && ctx.Err() == nil {
+				full = false
+				pass(nil)
+			}
+			var batches <-chan watch.Batch
+			if w != nil {
+				batches = w.Batches()
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			case b, ok := <-batches:
+				if !ok {
+					w = nil
+					continue
+				}
+				pass(b.Paths)
+			}
+		}
+	}()
+	return closerFunc(func() error {
+		cancel()
+		<-done
+		return svc.Close()
+	})
 }

@@ -146,3 +146,41 @@ func TestBackupWatch(t *testing.T) {
 	}
 	(&vaultEnv{home: home, pw: pw}).check(t)
 }
+
+// TestMountWatchesBackups: a mount with --watch-backups backs up a folder added while
+// mounted, and then each change to it, without any `backup run`.
+func TestMountWatchesBackups(t *testing.T) {
+	needFUSE(t)
+	n := startTestNet(t)
+	v, _ := n.newVault(t, "mw")
+	src := filepath.Join(n.dir, "src")
+	fillSource(t, src, 3, 64<<10, 1)
+	v.mountWith(t, "--watch-backups")
+	if r := fincrypt(t, nil, "--home", v.home, "backup", "add", "--password-file", v.pw, src); r.code != 0 {
+		t.Fatalf("backup add: %+v", r)
+	}
+	waitSnaps := func(what string, min int) []snapJSON {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			s := listSnapshots(t, v.home, v.pw)
+			if len(s) >= min {
+				return s
+			}
+			if time.Now().After(deadline) {
+				log, _ := os.ReadFile(filepath.Join(v.home, mountLogName))
+				t.Fatalf("%s: %d snapshots after 60s, want %d\n%s", what, len(s), min, log)
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+	}
+	first := waitSnaps("the first pass of an added folder", 1)
+	os.WriteFile(filepath.Join(src, "later.txt"), []byte("written while mounted"), 0o644)
+	after := waitSnaps("a change", len(first)+1)
+	v.umount(t)
+	dst := filepath.Join(n.dir, "r")
+	restoreSnapshot(t, v.home, v.pw, after[len(after)-1].ID, dst)
+	if b, err := os.ReadFile(filepath.Join(dst, src, "later.txt")); err != nil || string(b) != "written while mounted" {
+		t.Fatalf("the change is not in the latest snapshot: %q, %v", b, err)
+	}
+}

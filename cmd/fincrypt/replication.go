@@ -149,7 +149,11 @@ func attachReplication(c *cli.Context, v *vault.Vault, faults *fault.Board) (fun
 			return nil, err
 		}
 		serveBackups(ctl, v, idx, store) // backup commands while mounted
-		return &replicationService{rep: rep, ctl: ctl, mc: mc, home: v.Home}, nil
+		svc := &replicationService{rep: rep, ctl: ctl, mc: mc, home: v.Home}
+		if c.Bool("watch-backups") {
+			return watchBackupsInMount(v, idx, store, faults, svc), nil
+		}
+		return svc, nil
 	}, nil
 }
 
