@@ -34,6 +34,21 @@ const checkBatch = 256
 // chunks, or does not open) is a problem: the report says what is lost and
 // how to get it back (clean.go).
 func Check(v *vault.Vault, w io.Writer) (problems int, err error) {
+	return CheckWith(v, w, CheckOptions{})
+}
+
+// CheckOptions adds to Check.
+type CheckOptions struct {
+	// Progress, if set, is called before each chunk is checked and once after the
+	// last: chunks and their plaintext bytes done, and the totals.
+	Progress func(chunks, totalChunks int, bytes, totalBytes int64)
+}
+
+// CheckWith is Check with options.
+func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err error) {
+	if o.Progress == nil {
+		o.Progress = func(int, int, int64, int64) {}
+	}
 	report := func(format string, args ...any) {
 		problems++
 		fmt.Fprintf(w, format+"\n", args...)
@@ -191,6 +206,11 @@ func Check(v *vault.Vault, w io.Writer) (problems int, err error) {
 	// order too.
 	referenced := make(map[meta.ChunkID]chunkKey, len(chunkOrder))
 	toRead := make([]int, 0, len(chunkOrder))
+	var totalBytes int64
+	for _, k := range chunkOrder {
+		totalBytes += int64(chunks[k].Len)
+	}
+	o.Progress(0, len(chunkOrder), 0, totalBytes)
 	for i, k := range chunkOrder {
 		ref := chunks[k]
 		in, ok := inodes[k.ino]
@@ -216,6 +236,8 @@ func Check(v *vault.Vault, w io.Writer) (problems int, err error) {
 	netOnly := make([]bool, len(toRead))
 	var next atomic.Int64
 	var wg sync.WaitGroup
+	var progMu sync.Mutex // Progress is called from one worker at a time
+	var doneN, doneBytes int64
 	for range max(1, runtime.GOMAXPROCS(0)) {
 		wg.Add(1)
 		go func() {
@@ -226,9 +248,11 @@ func Check(v *vault.Vault, w io.Writer) (problems int, err error) {
 				if lo >= len(toRead) {
 					return
 				}
+				var batchBytes int64
 				for j := lo; j < min(lo+checkBatch, len(toRead)); j++ {
 					k := chunkOrder[toRead[j]]
 					ref := chunks[k]
+					batchBytes += int64(ref.Len)
 					var err error
 					sealedBuf, err = r.store.Get(ref.ID, sealedBuf[:0])
 					if errors.Is(err, chunkstore.ErrNotFound) {
@@ -252,6 +276,11 @@ func Check(v *vault.Vault, w io.Writer) (problems int, err error) {
 						found[j] = fmt.Sprintf("inode %d chunk %d: chunk %s holds %d bytes, the index says %d", k.ino, k.idx, ref.ID, len(plainBuf), ref.Len)
 					}
 				}
+				progMu.Lock()
+				doneN += int64(min(lo+checkBatch, len(toRead)) - lo)
+				doneBytes += batchBytes
+				o.Progress(int(doneN), len(chunkOrder), doneBytes, totalBytes)
+				progMu.Unlock()
 			}
 		}()
 	}
@@ -265,6 +294,7 @@ func Check(v *vault.Vault, w io.Writer) (problems int, err error) {
 			report("%s", found[j])
 		}
 	}
+	o.Progress(len(chunkOrder), len(chunkOrder), totalBytes, totalBytes)
 	var sealedBuf, plainBuf []byte
 	// Backup blobs: in the store (or on the network), sealed under their
 	// own domain with their id as associated data.

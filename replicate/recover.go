@@ -66,7 +66,7 @@ func RecoverIndex(ctx context.Context, o RecoverOptions) (*RecoverResult, error)
 	if err != nil {
 		return nil, fmt.Errorf("the account's snapshot pointer: %w", err)
 	}
-	blob, nsegs, err := fetchSnapshot(ctx, client, v, acct, p, o.PieceTimeout, o.HedgeAfter)
+	blob, nsegs, err := fetchSnapshot(ctx, client, v, acct, p, o.PieceTimeout, o.HedgeAfter, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -344,6 +344,9 @@ type RestoreOptions struct {
 	// PieceTimeout and HedgeAfter as in Config (zero: defaults).
 	PieceTimeout, HedgeAfter time.Duration
 	Logger                   *slog.Logger
+	// Progress, if set, is called before the first and after each snapshot segment is
+	// fetched: segments and sealed bytes done, and their totals.
+	Progress func(segments, totalSegments int, bytes, totalBytes int64)
 }
 
 // RestoreResult describes a finished restore.
@@ -428,7 +431,7 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 		return nil, err
 	}
 	defer client.Close()
-	blob, nsegs, err := fetchSnapshot(ctx, client, v, o.Account, p, o.PieceTimeout, o.HedgeAfter)
+	blob, nsegs, err := fetchSnapshot(ctx, client, v, o.Account, p, o.PieceTimeout, o.HedgeAfter, o.Progress)
 	if err != nil {
 		undo()
 		return nil, err
@@ -470,7 +473,10 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 // fetchSnapshot reads and opens the serialised index that pointer p names:
 // its segment list, then its segments from the storage nodes.
 func fetchSnapshot(ctx context.Context, client *mediator.Client, v *vault.Vault, acct fnet.AccountID, p *fnet.SnapshotPointer,
-	pieceTimeout, hedge time.Duration) (blob []byte, segments int, err error) {
+	pieceTimeout, hedge time.Duration, progress func(int, int, int64, int64)) (blob []byte, segments int, err error) {
+	if progress == nil {
+		progress = func(int, int, int64, int64) {}
+	}
 	sealer, err := vault.NewSealer(v.Keys.Segment[:], "fincrypt snapshot v1")
 	if err != nil {
 		return nil, 0, err
@@ -484,6 +490,7 @@ func fetchSnapshot(ctx context.Context, client *mediator.Client, v *vault.Vault,
 		return nil, 0, err
 	}
 	sealed := make([]byte, 0, blobLen)
+	progress(0, len(list), 0, int64(blobLen))
 	for i, s := range list {
 		data, err := FetchSegment(ctx, client, fnet.SegmentID(s.id), int(s.class), pieceTimeout, hedge)
 		if err != nil {
@@ -493,6 +500,7 @@ func fetchSnapshot(ctx context.Context, client *mediator.Client, v *vault.Vault,
 			return nil, 0, fmt.Errorf("%w: segment %d holds %d bytes, list says %d", ErrSnapshot, i, len(data), s.used)
 		}
 		sealed = append(sealed, data[:s.used]...)
+		progress(i+1, len(list), int64(len(sealed)), int64(blobLen))
 	}
 	blob, err = sealer.Open(nil, sealed, snapshotAD("index", acct, p.Seq))
 	if err != nil {

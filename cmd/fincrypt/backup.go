@@ -173,6 +173,7 @@ func init() {
 				},
 				Action: backupRunAction,
 			},
+			backupWatchCommand,
 		},
 	})
 	register(&cli.Command{

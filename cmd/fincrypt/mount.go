@@ -57,6 +57,7 @@ func init() {
 			&cli.DurationFlag{Name: "snapshot-interval", Usage: "while writes go on, a change waits at most this long for a backup of the index to the network (what a restore brings back)", Value: 10 * time.Minute},
 			&cli.DurationFlag{Name: "snapshot-delay", Usage: "back the index up once writes and uploads have paused this long", Value: 30 * time.Second},
 			syncTimeoutFlag,
+			watchBackupsFlag,
 		},
 		Action: mountAction,
 	})
@@ -193,6 +194,9 @@ func spawnMount(c *cli.Context, home, mnt string, pw []byte) error {
 		if c.IsSet(f) {
 			args = append(args, "--"+f, c.Duration(f).String())
 		}
+	}
+	if c.Bool("watch-backups") {
+		args = append(args, "--watch-backups")
 	}
 	args = append(args, mnt)
 	cmd := exec.Command(self, args...)

@@ -149,7 +149,11 @@ func attachReplication(c *cli.Context, v *vault.Vault, faults *fault.Board) (fun
 			return nil, err
 		}
 		serveBackups(ctl, v, idx, store) // backup commands while mounted
-		return &replicationService{rep: rep, ctl: ctl, mc: mc, home: v.Home}, nil
+		svc := &replicationService{rep: rep, ctl: ctl, mc: mc, home: v.Home}
+		if c.Bool("watch-backups") {
+			return watchBackupsInMount(v, idx, store, faults, svc), nil
+		}
+		return svc, nil
 	}, nil
 }
 
@@ -207,9 +211,13 @@ func init() {
 			"escrow lasts; the mediator warns while that is under --warn-runway (a week).\n" +
 			"restorable is true only when a restore would bring back everything written so\n" +
 			"far; unprotected_since is the oldest change a restore would miss now.",
-		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
+		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+			&cli.BoolFlag{Name: "watch", Usage: "follow the sync until nothing is pending: files and bytes left, rate, ETA (on a terminal; JSON lines with --json); Ctrl-C stops watching"}},
 		Action: func(c *cli.Context) error {
 			home := homeDir(c)
+			if c.Bool("watch") {
+				return statusWatch(c, home, time.Second)
+			}
 			st, err := replicate.QueryStatus(home)
 			if errors.Is(err, replicate.ErrNotRunning) {
 				return userErr(exitNotFound, "%s is not mounted with a mediator (no status socket answers)", home)
@@ -251,6 +259,7 @@ func init() {
 			&cli.StringFlag{Name: "target", Usage: "with --snapshot: the `DIR` to restore under"},
 			&cli.BoolFlag{Name: "overwrite", Usage: "with --snapshot: replace existing files"},
 			syncTimeoutFlag,
+			jsonProgressFlag,
 		},
 		Action: func(c *cli.Context) error {
 			if c.IsSet("snapshot") {
@@ -282,8 +291,10 @@ func init() {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 			defer cancel()
+			prog := newReporter(c, "restore")
 			res, err := replicate.Restore(ctx, replicate.RestoreOptions{Home: home, Mediator: a, Account: fnet.AccountID(acctID), Password: pw,
-				Logger: slog.Default().With("service", "restore")})
+				Logger: slog.Default().With("service", "restore"), Progress: reportSegments(prog)})
+			prog.Finish(err)
 			switch {
 			case errors.Is(err, vault.ErrWrongPassword):
 				return userErr(exitPassword, "wrong password for account %s", acctID)
@@ -295,7 +306,7 @@ func init() {
 				return userErr(exitFailure, "restore: %v", err)
 			}
 			writeAccountFile(home, fnet.AccountID(acctID))
-			fmt.Fprintf(c.App.Writer, "Restored %s from the snapshot of %s (%d index records, %d segments).\nMount it with: fincrypt --home %s mount ~/Fincrypt\n",
+			fmt.Fprintf(messages(c), "Restored %s from the snapshot of %s (%d index records, %d segments).\nMount it with: fincrypt --home %s mount ~/Fincrypt\n",
 				home, res.Taken.UTC().Format(time.RFC3339), res.Records, res.Segments, home)
 			return nil
 		},

@@ -116,6 +116,15 @@ func TestReplicationProcesses(t *testing.T) {
 		log, _ := os.ReadFile(filepath.Join(v.home, mountLogName))
 		t.Fatalf("mount after kill -9: %+v\n%s", r, log)
 	}
+	// The first sync, followed until nothing is pending.
+	if r := fincrypt(t, nil, "--home", v.home, "status", "--watch", "--json"); r.code != 0 {
+		t.Fatalf("status --watch --json: %+v", r)
+	} else {
+		first, sum := jsonProgress(t, "sync", r.stdout)
+		if sum.Files != sum.TotalFiles || sum.Bytes != sum.TotalBytes || (first.TotalFiles == 5 && sum.Files != 5) {
+			t.Fatalf("status --watch: first %+v, summary %+v", first, sum)
+		}
+	}
 
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -155,8 +164,17 @@ func TestReplicationProcesses(t *testing.T) {
 	if err := os.RemoveAll(v.home); err != nil {
 		t.Fatal(err)
 	}
-	if r := fincrypt(t, nil, "--home", home2, "restore", "--mediator", maddr, "--account", acct, "--password-file", v.pw); r.code != 0 {
+	if r := fincrypt(t, nil, "--home", home2, "restore", "--mediator", maddr, "--account", acct, "--password-file", v.pw, "--json"); r.code != 0 {
 		t.Fatalf("restore: %+v", r)
+	} else {
+		_, sum := jsonProgress(t, "restore", r.stdout)
+		var recs, segs int64
+		if _, err := fmt.Sscanf(r.stderr[strings.Index(r.stderr, "("):], "(%d index records, %d segments)", &recs, &segs); err != nil {
+			t.Fatalf("restore's message: %v\n%s", err, r.stderr)
+		}
+		if sum.Files != segs || sum.TotalFiles != segs || sum.Bytes != sum.TotalBytes || sum.Bytes == 0 {
+			t.Fatalf("restore --json summary %+v, restore says %d segments", sum, segs)
+		}
 	}
 	v2 := &vaultEnv{home: home2, mnt: filepath.Join(dir, "mnt2"), pw: v.pw}
 	v2.mount(t)
@@ -172,4 +190,16 @@ func TestReplicationProcesses(t *testing.T) {
 		}
 	}
 	v2.umount(t)
+	if r := fincrypt(t, nil, "--home", home2, "check", "--password-file", v.pw, "--json"); r.code != 0 {
+		t.Fatalf("check --json: %+v", r)
+	} else {
+		_, sum := jsonProgress(t, "check", r.stdout)
+		var total int64
+		for _, b := range files {
+			total += int64(len(b))
+		}
+		if sum.Bytes != total || sum.TotalBytes != total || sum.Files != sum.TotalFiles || sum.Files < int64(len(files)) {
+			t.Fatalf("check --json summary %+v; the files hold %d bytes", sum, total)
+		}
+	}
 }

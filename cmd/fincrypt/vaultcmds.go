@@ -3,9 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
 
-	"github.com/fincrypt/fincrypt/fs"
 	"github.com/fincrypt/fincrypt/internal/units"
 	fnet "github.com/fincrypt/fincrypt/net"
 	"github.com/fincrypt/fincrypt/vault"
@@ -141,21 +139,21 @@ func init() {
 		Usage: "verify the vault offline: every chunk decrypts, index and store agree",
 		Description: "Reads every index record and every chunk and reports each problem on its own\n" +
 			"line. The vault must not be mounted. Exit status 0 means consistent, 5 means problems.",
-		Flags: []cli.Flag{passwordFileFlag, storeFlag},
+		Flags: []cli.Flag{passwordFileFlag, storeFlag, jsonProgressFlag},
 		Action: func(c *cli.Context) error {
 			v, err := openVault(c, true)
 			if err != nil {
 				return err
 			}
 			defer v.Close()
-			n, err := fs.Check(v, os.Stdout)
+			n, err := checkWithProgress(c, v)
 			if err != nil {
 				return userErr(exitFailure, "check: %v", err)
 			}
 			if n > 0 {
 				return userErr(exitCorrupt, "check found %d problem(s) in %s", n, v.Home)
 			}
-			fmt.Printf("%s: consistent\n", v.Home)
+			fmt.Fprintf(messages(c), "%s: consistent\n", v.Home)
 			return nil
 		},
 	})

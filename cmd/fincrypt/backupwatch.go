@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/fincrypt/fincrypt/backup"
+	"github.com/fincrypt/fincrypt/chunkstore"
+	"github.com/fincrypt/fincrypt/internal/fault"
+	"github.com/fincrypt/fincrypt/internal/watch"
+	"github.com/fincrypt/fincrypt/meta"
+	"github.com/fincrypt/fincrypt/vault"
+)
+
+// backupWatchCommand is `fincrypt backup watch`: passes for what changed, as it changes.
+var backupWatchCommand = &cli.Command{
+	Name:  "watch",
+	Usage: "back up the added folders, then keep backing up each change as it happens",
+	Description: "Makes one pass of every added folder, then watches them (inotify, plus a full\n" +
+		"rescan every --rescan as the safety net) and makes a pass over what changed once\n" +
+		"each changed file has stopped changing (--settle); every pass records a snapshot.\n" +
+		"The vault must not be mounted; with a network, the replication engine runs all\n" +
+		"along, so a change is on the network within seconds. Ctrl-C or SIGTERM stops it\n" +
+		"after uploading what is left (within --sync-timeout). Killed mid-pass, nothing is\n" +
+		"lost: the next start makes a full pass.",
+	Flags: []cli.Flag{passwordFileFlag,
+		&cli.StringSliceFlag{Name: "exclude", Usage: "skip entries whose name or full path matches glob `PATTERN` (repeatable)"},
+		&cli.BoolFlag{Name: "keep-caches", Usage: "back up directories holding a CACHEDIR.TAG too"},
+		&cli.DurationFlag{Name: "rescan", Value: 10 * time.Minute, Usage: "full rescan every `DURATION`"},
+		&cli.DurationFlag{Name: "settle", Value: 500 * time.Millisecond, Usage: "a changed file is backed up once its size and mtime held for `DURATION`"},
+		syncTimeoutFlag,
+	},
+	Action: backupWatchAction,
+}
+
+func backupWatchAction(c *cli.Context) error {
+	excludes := c.StringSlice("exclude")
+	for _, p := range excludes {
+		if _, err := filepath.Match(p, ""); err != nil {
+			return userErr(exitUsage, "--exclude %q: %v", p, err)
+		}
+	}
+	s, err := openBackup(c)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	roots, err := backup.Roots(s.idx)
+	if err != nil {
+		return userErr(exitCorrupt, "backup watch: %v", err)
+	}
+	if len(roots) == 0 {
+		return userErr(exitUsage, "backup watch: no folders added (`fincrypt backup add DIR`)")
+	}
+	ctx, stop := interruptible()
+	defer stop()
+	log := slog.Default().With("service", "backup-watch")
+	return s.change(true, func() error {
+		opt := backup.Options{Excludes: excludes, KeepCaches: c.Bool("keep-caches"), Logger: log}
+		pass := func(changed []string) error {
+			backupMu.Lock()
+			defer backupMu.Unlock()
+			o := opt
+			o.Changed = changed
+			rep, err := backup.Run(ctx, s.repo(), o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "%s snapshot %s: %d files, %d new bytes, %d skipped (%d changed paths)\n",
+				time.Now().Format(time.RFC3339), rep.Snapshot, rep.Files, rep.NewBytes, len(rep.Skipped), len(changed))
+			return nil
+		}
+		// The watcher first (its index is what it diffs against), then the full pass:
+		// a change between the two is in both or in the next batch.
+		w, err := watch.New(watch.Config{Roots: roots, Exclude: globExclude(excludes), Rescan: c.Duration("rescan"),
+			Debounce: c.Duration("settle"), Settle: c.Duration("settle"),
+			Report: func(r watch.Report) { log.Info("watch", "event", r.String()) }})
+		if err != nil {
+			return userErr(exitFailure, "backup watch: %v", err)
+		}
+		wctx, wstop := context.WithCancel(ctx)
+		defer wstop()
+		go w.Run(wctx)
+		if err := pass(nil); err != nil {
+			return watchErr(ctx, err)
+		}
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case b, ok := <-w.Batches():
+				if !ok {
+					return nil
+				}
+				if err := pass(b.Paths); err != nil {
+					return watchErr(ctx, err)
+				}
+			}
+		}
+	})
+}
+
+func watchErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil // stopped mid-pass: the next start makes a full pass
+	}
+	return userErr(exitFailure, "backup watch: %v", err)
+}
+
+// globExclude applies --exclude patterns to the watcher as the pass does: to an entry's
+// name and to its full path.
+func globExclude(patterns []string) func(string) bool {
+	if len(patterns) == 0 {
+		return nil
+	}
+	return func(p string) bool {
+		for _, pat := range patterns {
+			if ok, _ := filepath.Match(pat, filepath.Base(p)); ok {
+				return true
+			}
+			if ok, _ := filepath.Match(pat, p); ok {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+var watchBackupsFlag = &cli.BoolFlag{Name: "watch-backups", Usage: "also back up the folders added with `fincrypt backup add` as they change (as `fincrypt backup watch` does), in the mount's background"}
+
+// closerFunc is an io.Closer.
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
+
+// watchBackupsInMount runs `backup watch` in the mount's background: a full pass of the
+// added folders, then a pass over each batch of changes, every pass a snapshot uploaded by
+// the mount's replication engine. Folders added or removed while mounted are picked up
+// within rootsEvery. Each pass runs as the contained background work "backup watch" (a
+// failure or panic shows in `fincrypt status` and is retried with the next batch or
+// rescan). Closing it stops the watcher, waits for a pass under way, then closes svc.
+func watchBackupsInMount(v *vault.Vault, idx *meta.Index, store *chunkstore.Store, faults *fault.Board, svc io.Closer) io.Closer {
+	const rootsEvery = 5 * time.Second
+	log := slog.Default().With("service", "backup-watch")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	repo := backup.Repo{Keys: v.Keys, Index: idx, Store: store}
+	go func() {
+		defer close(done)
+		var roots []string
+		var w *watch.Watcher
+		var wstop context.CancelFunc = func() {}
+		defer func() { wstop() }()
+		full := true
+		pass := func(changed []string) {
+			faults.Run("backup watch", func() error {
+				backupMu.Lock()
+				defer backupMu.Unlock()
+				rep, err := backup.Run(ctx, repo, backup.Options{Changed: changed, Logger: log})
+				if err == nil {
+					log.Info("backup pass", "snapshot", rep.Snapshot, "files", rep.Files, "new_bytes", rep.NewBytes, "changed", len(changed))
+				} else if ctx.Err() == nil {
+					full = true // the next check makes a full pass
+				}
+				return err
+			})
+		}
+		tick := time.NewTicker(rootsEvery)
+		defer tick.Stop()
+		for {
+			if r, err := backup.Roots(idx); err == nil && !slices.Equal(r, roots) {
+				wstop()
+				roots, w, wstop, full = r, nil, func() {}, true
+				if len(roots) > 0 {
+					nw, err := watch.New(watch.Config{Roots: roots, Report: func(r watch.Report) { log.Info("watch", "event", r.Kind) }})
+					if err != nil {
+						faults.Fail("backup watch", err)
+					} else {
+						wctx, c := context.WithCancel(ctx)
+						wstop = c
+						w = nw
+						go w.Run(wctx)
+					}
+				}
+			}
+			if full && len(roots) > 0 && ctx.Err() == nil {
+				full = false
+				pass(nil)
+			}
+			var batches <-chan watch.Batch
+			if w != nil {
+				batches = w.Batches()
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			case b, ok := <-batches:
+				if !ok {
+					w = nil
+					continue
+				}
+				pass(b.Paths)
+			}
+		}
+	}()
+	return closerFunc(func() error {
+		cancel()
+		<-done
+		return svc.Close()
+	})
+}

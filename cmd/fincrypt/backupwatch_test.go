@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// watcherProc is a running `fincrypt backup watch` and the snapshots it reported.
+type watcherProc struct {
+	cmd   *exec.Cmd
+	snaps chan string
+	done  chan error
+}
+
+func startWatcher(t *testing.T, home, pw, base string) *watcherProc {
+	t.Helper()
+	cmd := exec.Command(binPath, "--home", home, "backup", "watch", "--password-file", pw, "--settle", "200ms", "--rescan", "1h")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + base}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logf, _ := os.Create(filepath.Join(base, "watch.log"))
+	cmd.Stderr = logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w := &watcherProc{cmd: cmd, snaps: make(chan string, 100), done: make(chan error, 1)}
+	re := regexp.MustCompile(`snapshot (\S+):`)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+				w.snaps <- m[1]
+			}
+		}
+		w.done <- cmd.Wait()
+		logf.Close()
+	}()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	return w
+}
+
+// settled waits for at least one new snapshot, then until none came for a while, and
+// returns the last.
+func (w *watcherProc) settled(t *testing.T, what string) string {
+	t.Helper()
+	var last string
+	select {
+	case last = <-w.snaps:
+	case err := <-w.done:
+		t.Fatalf("%s: the watcher exited: %v", what, err)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("%s: no snapshot within 60s", what)
+	}
+	for {
+		select {
+		case last = <-w.snaps:
+		case <-time.After(3 * time.Second):
+			return last
+		}
+	}
+}
+
+// TestBackupWatch, on a vault with a network (mediator and nodes on loopback): each change
+// to a watched folder (create, edit in the middle, rename, chmod, delete, a folder created
+// and filled at once) becomes a snapshot; a watcher killed -9 mid-pass finishes on its
+// restart; after it stops, the home is destroyed and restored by password, and every
+// snapshot restores (from the storage nodes) to the folder as it was.
+func TestBackupWatch(t *testing.T) {
+	n := startTestNet(t)
+	v, acct := n.newVault(t, "bw")
+	home, pw, base := v.home, v.pw, n.dir
+	src := filepath.Join(base, "src")
+	fillSource(t, src, 6, 256<<10, 1)
+	if r := fincrypt(t, nil, "--home", home, "backup", "add", "--password-file", pw, src); r.code != 0 {
+		t.Fatalf("backup add: %+v", r)
+	}
+	w := startWatcher(t, home, pw, base)
+	want := map[string]map[string]string{}
+	step := func(what string, change func()) {
+		t.Helper()
+		start := time.Now()
+		change()
+		id := w.settled(t, what)
+		t.Logf("%s: snapshot %s (%v after the change, 3s quiet included)", what, id, time.Since(start).Round(time.Millisecond))
+		want[id] = backupTree(t, src)
+	}
+	step("first pass", func() {})
+	p := func(n string) string { return filepath.Join(src, n) }
+	step("create", func() { os.WriteFile(p("new.txt"), []byte("new file"), 0o644) })
+	step("edit in the middle", func() {
+		f, err := os.OpenFile(p("d0/f000.bin"), os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteAt([]byte("edited in the middle"), 100<<10)
+		f.Close()
+	})
+	step("rename", func() { os.Rename(p("d1/f001.bin"), p("d2/renamed.bin")) })
+	step("chmod", func() { os.Chmod(p("d2/f002.bin"), 0o600) })
+	step("delete", func() { os.Remove(p("d0/f003.bin")) })
+	step("mkdir -p and fill", func() {
+		os.MkdirAll(p("x/y/z"), 0o755)
+		for _, n := range []string{"x/a", "x/y/b", "x/y/z/c"} {
+			os.WriteFile(p(n), []byte(n), 0o644)
+		}
+	})
+
+	// kill -9 mid-pass: a big change, killed once the pass stored some of it.
+	store := filepath.Join(home, "store")
+	n0 := countStore(store)
+	fillSource(t, src, 6, 2<<20, 2)
+	deadline := time.Now().Add(60 * time.Second)
+	for countStore(store) < n0+8 {
+		if time.Now().After(deadline) {
+			t.Fatal("the pass stored nothing within 60s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	w.cmd.Process.Signal(syscall.SIGKILL)
+	<-w.done
+	w = startWatcher(t, home, pw, base)
+	step("restart after kill -9", func() {})
+
+	w.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-w.done:
+		if err != nil {
+			t.Fatalf("the watcher on SIGTERM: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the watcher did not stop on SIGTERM")
+	}
+	n.restoreInto(t, home, acct, pw)
+	for id, tree := range want {
+		dst := filepath.Join(base, "r-"+id)
+		restoreSnapshot(t, home, pw, id, dst, "--sync-timeout", "60s")
+		sameTree(t, "snapshot "+id, backupTree(t, filepath.Join(dst, src)), tree)
+	}
+	(&vaultEnv{home: home, pw: pw}).check(t)
+}
+
+// TestMountWatchesBackups: a mount with --watch-backups backs up a folder added while
+// mounted, and then each change to it, without any `backup run`.
+func TestMountWatchesBackups(t *testing.T) {
+	needFUSE(t)
+	n := startTestNet(t)
+	v, _ := n.newVault(t, "mw")
+	src := filepath.Join(n.dir, "src")
+	fillSource(t, src, 3, 64<<10, 1)
+	v.mountWith(t, "--watch-backups")
+	if r := fincrypt(t, nil, "--home", v.home, "backup", "add", "--password-file", v.pw, src); r.code != 0 {
+		t.Fatalf("backup add: %+v", r)
+	}
+	waitSnaps := func(what string, min int) []snapJSON {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			s := listSnapshots(t, v.home, v.pw)
+			if len(s) >= min {
+				return s
+			}
+			if time.Now().After(deadline) {
+				log, _ := os.ReadFile(filepath.Join(v.home, mountLogName))
+				t.Fatalf("%s: %d snapshots after 60s, want %d\n%s", what, len(s), min, log)
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+	}
+	first := waitSnaps("the first pass of an added folder", 1)
+	os.WriteFile(filepath.Join(src, "later.txt"), []byte("written while mounted"), 0o644)
+	after := waitSnaps("a change", len(first)+1)
+	v.umount(t)
+	dst := filepath.Join(n.dir, "r")
+	restoreSnapshot(t, v.home, v.pw, after[len(after)-1].ID, dst)
+	if b, err := os.ReadFile(filepath.Join(dst, src, "later.txt")); err != nil || string(b) != "written while mounted" {
+		t.Fatalf("the change is not in the latest snapshot: %q, %v", b, err)
+	}
+}
