@@ -100,7 +100,9 @@ func (r *Replicator) segment(seg meta.Segment) ([]byte, error) {
 		ctx, cancel := context.WithTimeout(r.ctx, fetchTimeout)
 		defer cancel()
 		var err error
+		start := time.Now()
 		call.data, err = FetchSegment(ctx, r.client, fnet.SegmentID(seg.ID), int(seg.Class), r.cfg.PieceTimeout, r.cfg.HedgeAfter)
+		r.fetches.done(start, len(call.data), err)
 		return err
 	})
 	r.fetchMu.Lock()

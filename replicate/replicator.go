@@ -79,6 +79,9 @@ type Replicator struct {
 	netFails         int        // rounds in a row that failed on the network
 	syncTimeout      time.Duration
 
+	// uploads and fetches count segment transfers (metrics.go).
+	uploads, fetches transferStats
+
 	fetchMu  sync.Mutex
 	fetching map[meta.SegmentID]*fetchCall
 	segCache []cachedSegment
@@ -109,6 +112,8 @@ func New(v *vault.Vault, idx *meta.Index, store *chunkstore.Store, client *media
 		done: make(chan struct{}), kick: make(chan struct{}, 1),
 		inflight: map[meta.ChunkID]struct{}{}, firstSeen: map[meta.ChunkID]time.Time{},
 		fetching: map[meta.SegmentID]*fetchCall{}, intentsLeft: true}
+	r.uploads = newTransferStats("upload", "uploaded and committed")
+	r.fetches = newTransferStats("fetch", "fetched from the network")
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.st.Account = fnet.NodeID(client.Account()).String()
 	r.st.Scheme = cfg.Scheme.String()
@@ -446,7 +451,9 @@ func (r *Replicator) uploadSegment(p *plannedSegment) error {
 	locs, ids := pk.locs, pk.ids
 	used := len(pk.content)
 	class := classFor(used)
+	start := time.Now()
 	seg, pieces, err := r.put(pk.content, class)
+	r.uploads.done(start, used, err)
 	if err != nil {
 		return err
 	}
