@@ -20,15 +20,15 @@ type transferStats struct {
 	latency prometheus.Histogram
 }
 
-func newTransferStats(what, help string) transferStats {
+func newTransferStats(what, plural, help string) transferStats {
 	ns, sub := metrics.Namespace, "mount"
 	return transferStats{
-		count: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: what + "s_total",
+		count: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: plural + "_total",
 			Help: "Segments " + help + "."}),
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: what + "_bytes_total",
 			Help: "Bytes of segment content " + help + " (before erasure coding)."}),
 		errors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: what + "_errors_total",
-			Help: "Segment " + what + "s that failed (retried later)."}),
+			Help: "Segment " + plural + " that failed (retried later)."}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: what + "_duration_seconds",
 			Help: "Time to " + what + " one segment, successful or not.", Buckets: prometheus.ExponentialBuckets(0.005, 4, 9)}),
 	}

@@ -112,8 +112,8 @@ func New(v *vault.Vault, idx *meta.Index, store *chunkstore.Store, client *media
 		done: make(chan struct{}), kick: make(chan struct{}, 1),
 		inflight: map[meta.ChunkID]struct{}{}, firstSeen: map[meta.ChunkID]time.Time{},
 		fetching: map[meta.SegmentID]*fetchCall{}, intentsLeft: true}
-	r.uploads = newTransferStats("upload", "uploaded and committed")
-	r.fetches = newTransferStats("fetch", "fetched from the network")
+	r.uploads = newTransferStats("upload", "uploads", "uploaded to the nodes")
+	r.fetches = newTransferStats("fetch", "fetches", "fetched from the network")
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.st.Account = fnet.NodeID(client.Account()).String()
 	r.st.Scheme = cfg.Scheme.String()
