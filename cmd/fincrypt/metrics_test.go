@@ -1,0 +1,101 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/btcsuite/btcd/btcutil"
+	"github.com/btcsuite/btcd/chaincfg"
+
+	"github.com/fincrypt/fincrypt/internal/metrics/metricstest"
+)
+
+// metricsURL waits for the daemon's JSON log line that says where its
+// metrics listener is, and checks that every line of the log so far is a
+// JSON record.
+func metricsURL(t *testing.T, logPath string) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, _ := os.ReadFile(logPath)
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			if l == "" {
+				continue
+			}
+			var rec map[string]any
+			if err := json.Unmarshal([]byte(l), &rec); err != nil {
+				t.Fatalf("%s: not a JSON log line: %q", logPath, l)
+			}
+			if rec["msg"] == "serving metrics and status page" {
+				return rec["url"].(string)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: no metrics listener after 30s:\n%s", logPath, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestDaemonMetrics runs a mediator and a storage node as real processes
+// with --metrics-listen 127.0.0.1:0 and --log-format json: the metrics
+// follow the network (the node registers, rounds run), the pages are valid
+// HTML, every log line is JSON; a public address without --metrics-public
+// and an unknown log format are usage errors.
+func TestDaemonMetrics(t *testing.T) {
+	dir := t.TempDir()
+	mdir, ndir := filepath.Join(dir, "mediator"), filepath.Join(dir, "node")
+	daemon(t, dir, "mediator", "mediator", "--dir", mdir, "--listen", "127.0.0.1:0", "--period", "1s", "--heartbeat", "200ms",
+		"--challenge-timeout", "500ms", "--metrics-listen", "127.0.0.1:0", "--log-format", "json")
+	maddr := waitForFile(t, filepath.Join(mdir, "address"))
+	medURL := metricsURL(t, filepath.Join(dir, "mediator.log"))
+	payout, _ := btcutil.NewAddressPubKeyHash(bytes.Repeat([]byte{7}, 20), &chaincfg.SimNetParams)
+	nodeArgs := []string{"storage", "--dir", ndir, "--listen", "127.0.0.1:0", "--mediator", maddr, "--capacity", "64MiB",
+		"--price", "1234", "--payout-address", payout.EncodeAddress(), "--network", "simnet"}
+	daemon(t, dir, "node", append(nodeArgs, "--metrics-listen", "127.0.0.1:0", "--log-format", "json")...)
+	nodeURL := metricsURL(t, filepath.Join(dir, "node.log"))
+
+	var rounds float64
+	waitFor(t, "the node online and rounds counted", 60*time.Second, func() (bool, string) {
+		m, _ := metricstest.Scrape(t, medURL)
+		online := m.Must(t, "fincrypt_mediator_nodes", "state", "online")
+		rounds = m.Must(t, "fincrypt_mediator_challenge_rounds_total")
+		return online == 1 && rounds >= 1, fmt.Sprintf("%v nodes online, %v rounds", online, rounds)
+	})
+	waitFor(t, "more rounds", 60*time.Second, func() (bool, string) {
+		m, _ := metricstest.Scrape(t, medURL)
+		return m.Must(t, "fincrypt_mediator_challenge_rounds_total") > rounds, "rounds not growing"
+	})
+	nm, _ := metricstest.Scrape(t, nodeURL)
+	if v := nm.Must(t, "fincrypt_node_capacity_bytes"); v != 64<<20 {
+		t.Errorf("node capacity %v, want 64MiB", v)
+	}
+	if v := nm.Must(t, "fincrypt_node_price_sats_per_gib_month"); v != 1234 {
+		t.Errorf("node price %v, want 1234", v)
+	}
+	for what, u := range map[string]string{"mediator": medURL, "node": nodeURL} {
+		page := metricstest.Get(t, u)
+		if err := metricstest.ValidHTML(page); err != nil {
+			t.Errorf("%s page: %v", what, err)
+		}
+	}
+	if page := string(metricstest.Get(t, medURL)); !strings.Contains(page, "Storage nodes") || !strings.Contains(page, "127.0.0.1") {
+		t.Errorf("mediator page lacks the nodes table:\n%s", page)
+	}
+	for _, name := range []string{"mediator", "node"} {
+		metricsURL(t, filepath.Join(dir, name+".log")) // every line JSON, now with the rounds' lines
+	}
+
+	// Usage errors, before anything starts.
+	assertUserError(t, fincrypt(t, nil, append(nodeArgs[:len(nodeArgs):len(nodeArgs)], "--metrics-listen", "0.0.0.0:9100")...),
+		exitUsage, "--metrics-public")
+	assertUserError(t, fincrypt(t, nil, "mediator", "--dir", filepath.Join(dir, "m2"), "--metrics-listen", "192.0.2.1:9100"),
+		exitUsage, "loopback")
+	assertUserError(t, fincrypt(t, nil, "mediator", "--dir", filepath.Join(dir, "m3"), "--log-format", "xml"), exitUsage, "text or json")
+}
