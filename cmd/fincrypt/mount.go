@@ -276,6 +276,11 @@ func serveMount(c *cli.Context, home, mnt string, pw []byte) (err error) {
 	attach = mon.wrap(attach)
 	reg := metrics.NewRegistry()
 	reg.MustRegister(mon)
+	var ops *fs.OpMetrics // FUSE requests, only when served
+	if c.IsSet("metrics-listen") {
+		ops = fs.NewOpMetrics()
+		reg.MustRegister(ops.Collectors()...)
+	}
 	stopMetrics, err := startMonitor(c, reg, mon.page)
 	if err != nil {
 		return err
@@ -288,6 +293,7 @@ func serveMount(c *cli.Context, home, mnt string, pw []byte) (err error) {
 		Logger:     slog.Default().With("component", "fs"),
 		Attach:     attach,
 		Faults:     faults,
+		Metrics:    ops,
 	})
 	if errors.Is(err, fs.ErrIndexDamaged) || errors.Is(err, fs.ErrIndexMissing) || errors.Is(err, meta.ErrForeignIndex) {
 		return userErr(exitCorrupt, "mounting %s: %v", mnt, err)
