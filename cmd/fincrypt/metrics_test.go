@@ -99,3 +99,60 @@ func TestDaemonMetrics(t *testing.T) {
 		exitUsage, "loopback")
 	assertUserError(t, fincrypt(t, nil, "mediator", "--dir", filepath.Join(dir, "m3"), "--log-format", "xml"), exitUsage, "text or json")
 }
+
+// TestMountMetricsPrivacy mounts in the background with --metrics-listen
+// and --log-format json (and --debug): the FUSE requests show in the
+// metrics; the page is valid HTML; the log is JSON; and neither the log,
+// the metrics nor the page names a file or shows its content.
+func TestMountMetricsPrivacy(t *testing.T) {
+	needFUSE(t)
+	base := t.TempDir()
+	v := &vaultEnv{home: filepath.Join(base, "home"), mnt: filepath.Join(base, "mnt"), pw: writePassword(t, "pw")}
+	if r := fincrypt(t, nil, "--home", v.home, "init", "--password-file", v.pw); r.code != 0 {
+		t.Fatalf("init: %+v", r)
+	}
+	if r := fincrypt(t, nil, "--home", v.home, "--debug", "mount", "--password-file", v.pw, "--metrics-listen", "127.0.0.1:0",
+		"--log-format", "json", v.mnt); r.code != 0 {
+		log, _ := os.ReadFile(filepath.Join(v.home, mountLogName))
+		t.Fatalf("mount: %+v\nmount.log:\n%s", r, log)
+	}
+	t.Cleanup(func() {
+		if isMounted(v.mnt) {
+			fincrypt(t, nil, "umount", v.mnt)
+		}
+	})
+	logPath := filepath.Join(v.home, mountLogName)
+	url := metricsURL(t, logPath)
+	const marker = "fincrypt-marker-5d3f9e1c"
+	sh(t, v.mnt, `
+		mkdir -p `+marker+`-dir
+		echo "`+marker+` in the content" > `+marker+`-dir/`+marker+`-named-file
+		cat `+marker+`-dir/`+marker+`-named-file > /dev/null
+		ls -l `+marker+`-dir > /dev/null
+		stat nonexistent-`+marker+` 2>/dev/null || true`)
+	m, metricsBody := metricstest.Scrape(t, url)
+	if v := m.Must(t, "fincrypt_mount_fuse_op_duration_seconds", "op", "create"); v < 1 {
+		t.Errorf("no create counted: %v", v)
+	}
+	if v := m.Must(t, "fincrypt_mount_fuse_op_duration_seconds", "op", "mkdir"); v < 1 {
+		t.Errorf("no mkdir counted: %v", v)
+	}
+	page := metricstest.Get(t, url)
+	if err := metricstest.ValidHTML(page); err != nil {
+		t.Errorf("page: %v", err)
+	}
+	if !strings.Contains(string(page), "local only") {
+		t.Errorf("the page of a vault without a network does not say so:\n%s", page)
+	}
+	v.umount(t)
+	logb, _ := os.ReadFile(logPath)
+	metricsURL(t, logPath) // every line JSON, through the unmount
+	if !bytes.Contains(logb, []byte(`"msg":"mounted"`)) {
+		t.Errorf("mount.log has no JSON mounted record:\n%s", logb)
+	}
+	for what, b := range map[string][]byte{"mount.log": logb, "metrics": metricsBody, "page": page} {
+		if bytes.Contains(b, []byte(marker)) {
+			t.Errorf("%s names the marker file or shows its content", what)
+		}
+	}
+}
