@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -153,6 +155,60 @@ func TestMountMetricsPrivacy(t *testing.T) {
 	for what, b := range map[string][]byte{"mount.log": logb, "metrics": metricsBody, "page": page} {
 		if bytes.Contains(b, []byte(marker)) {
 			t.Errorf("%s names the marker file or shows its content", what)
+		}
+	}
+}
+
+// TestDevnetMetrics: a devnet serves the mediator's metrics and every
+// node's (labelled node="1".."N") on one listener, its page lists the
+// nodes, and --log-format json makes its log files JSON.
+func TestDevnetMetrics(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	d := filepath.Join(t.TempDir(), "devnet")
+	p := startDevnet(t, nil, "--dir", d, "--no-bitcoin", "--nodes", "3", "--period", "1s",
+		"--metrics-listen", addr, "--log-format", "json")
+	url := "http://" + addr + "/"
+	waitFor(t, "three nodes online and a round", 90*time.Second, func() (bool, string) {
+		c := &http.Client{Timeout: 5 * time.Second}
+		resp, err := c.Get(url + "metrics")
+		if err != nil {
+			return false, err.Error()
+		}
+		resp.Body.Close()
+		m, _ := metricstest.Scrape(t, url)
+		online, _ := m.Value("fincrypt_mediator_nodes", "state", "online")
+		rounds, _ := m.Value("fincrypt_mediator_challenge_rounds_total")
+		return online == 3 && rounds >= 1, fmt.Sprintf("%v online, %v rounds", online, rounds)
+	})
+	m, _ := metricstest.Scrape(t, url)
+	for _, n := range []string{"1", "2", "3"} {
+		if v := m.Must(t, "fincrypt_node_capacity_bytes", "node", n); v <= 0 {
+			t.Errorf("node %s capacity %v", n, v)
+		}
+	}
+	page := metricstest.Get(t, url)
+	if err := metricstest.ValidHTML(page); err != nil {
+		t.Errorf("page: %v", err)
+	}
+	if !strings.Contains(string(page), "Storage nodes of this devnet") {
+		t.Errorf("devnet page lacks its nodes:\n%s", page)
+	}
+	p.interrupt(t)
+	logs, _ := filepath.Glob(filepath.Join(d, "logs", "*.log"))
+	if len(logs) == 0 {
+		t.Fatal("no devnet logs")
+	}
+	for _, f := range logs {
+		b, _ := os.ReadFile(f)
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			if l != "" && !json.Valid([]byte(l)) {
+				t.Fatalf("%s: not a JSON log line: %q", f, l)
+			}
 		}
 	}
 }
