@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -192,16 +191,24 @@ func TestMetricsFollowTheWork(t *testing.T) {
 		}
 	}
 
-	// The mount's page in a real browser.
-	if _, err := os.Stat("/usr/bin/chromium"); err == nil {
-		dom, shot := metricstest.Render(t, mountURL, 1024, 768)
-		for _, w := range []string{"Fincrypt mount", "Waiting for upload", "durable"} {
+	// The pages in a real browser (skipped, saying so, without chromium).
+	metricstest.Chromium(t)
+	for _, pg := range []struct {
+		url  string
+		want []string
+	}{
+		{mountURL, []string{"Fincrypt mount", "Waiting for upload", "durable"}},
+		{medURL, []string{"Fincrypt mediator", "Storage nodes", "Challenge rounds", p.Nodes[1].ID().String()[:12]}},
+		{nodeURLs[0], []string{"Fincrypt storage node", "Earnings", "Recent challenges", "Disk use"}},
+	} {
+		dom, shot := metricstest.Render(t, pg.url, 1024, 768)
+		for _, w := range pg.want {
 			if !strings.Contains(dom, w) {
-				t.Errorf("rendered mount page lacks %q", w)
+				t.Errorf("%s rendered lacks %q", pg.url, w)
 			}
 		}
 		if b := shot.Bounds(); b.Dx() != 1024 || b.Dy() != 768 || metricstest.Colours(shot, 16) < 4 {
-			t.Errorf("screenshot %v with %d colours", b, metricstest.Colours(shot, 16))
+			t.Errorf("%s: screenshot %v with %d colours", pg.url, b, metricstest.Colours(shot, 16))
 		}
 	}
 }
