@@ -176,6 +176,9 @@ type Config struct {
 	// deposits and payouts confirm (default: the period).
 	BlockInterval time.Duration
 	Logger        *slog.Logger
+	// LogJSON writes the logs in D/logs as JSON, one object a line
+	// (--log-format json); default text.
+	LogJSON bool
 }
 
 func (c *Config) defaults() error {
@@ -466,7 +469,11 @@ func (n *Net) logger(name string) (*slog.Logger, error) {
 		return nil, err
 	}
 	n.logs = append(n.logs, f)
-	return slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug})).With("role", name), nil
+	opts := &slog.HandlerOptions{Level: slog.LevelDebug}
+	if n.cfg.LogJSON {
+		return slog.New(slog.NewJSONHandler(f, opts)).With("role", name), nil
+	}
+	return slog.New(slog.NewTextHandler(f, opts)).With("role", name), nil
 }
 
 // Run serves the mediator, the nodes, the block miner and the control

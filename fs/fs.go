@@ -66,6 +66,9 @@ type Options struct {
 	// board of the mount's own. The mount makes it stop the process for a
 	// panic inside the index's database, as for one in a FUSE handler.
 	Faults *fault.Board
+	// Metrics, if set, counts every FUSE request by operation with its
+	// latency (opmetrics.go).
+	Metrics *OpMetrics
 }
 
 // Defaults for Options.
@@ -266,7 +269,7 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 	}
 	mo.MountOptions.Logger = fuseLogger(opt.Logger.Handler(), opt.Debug)
 	root := &Node{r: r}
-	server, err := gofs.Mount(mountpoint, root, mo)
+	server, err := mountRaw(mountpoint, root, mo, opt.Metrics)
 	if err != nil {
 		if svc != nil {
 			svc.Close()
@@ -283,6 +286,23 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 	go m.background()
 	r.log.Info("mounted", "mountpoint", mountpoint, "chunk_size", r.cs)
 	return m, nil
+}
+
+// mountRaw is gofs.Mount with the raw file system wrapped by metrics.
+func mountRaw(dir string, root gofs.InodeEmbedder, mo *gofs.Options, m *OpMetrics) (*fuse.Server, error) {
+	raw := gofs.NewNodeFS(root, mo)
+	if m != nil {
+		raw = m.wrap(raw)
+	}
+	server, err := fuse.NewServer(raw, dir, &mo.MountOptions)
+	if err != nil {
+		return nil, err
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		return nil, err // as gofs.Mount: the serve loop ends with the failed mount
+	}
+	return server, nil
 }
 
 // fuseLogger is go-fuse's own log (fuse.MountOptions.Logger). Left unset,

@@ -100,6 +100,7 @@ func (c *core) roundAt(ctx context.Context, start time.Time) (RoundResult, error
 	if err := setCounter(ctx, c.store, CounterRoundDone, res.Start.UnixNano()); err != nil {
 		return res, err
 	}
+	c.obs.round(res, c.now().Sub(began))
 	level := slog.LevelInfo
 	if res.Nodes == 0 {
 		level = slog.LevelDebug

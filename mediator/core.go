@@ -55,6 +55,8 @@ type core struct {
 	rng *lockedRand
 	// pay is the wallet side (payments.go); nil without a wallet.
 	pay *payments
+	// obs counts rounds and repair scans for the metrics (metrics.go).
+	obs *observer
 	// started is when this mediator process started: a node's silence is
 	// counted from its last heartbeat or from started, whichever is later,
 	// so that a mediator that was itself down does not take every node for

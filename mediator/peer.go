@@ -110,6 +110,7 @@ func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error
 		c := cfg
 		c.Logger = cfg.Logger.With("service", "mediator")
 		p.core = newCore(c, p.Store, p.Identity, p.nodes)
+		p.core.obs = newObserver()
 		p.core.pay = p.pay
 		p.core.dialBack = func(ctx context.Context, addr fnet.Address) error {
 			conn, err := p.Transport.Dial(ctx, addr)

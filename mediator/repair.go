@@ -92,6 +92,7 @@ func (c *core) RepairScan(ctx context.Context) (RepairResult, error) {
 	sortRepairQueue(queue)
 	w := newRepairWave(c, nodeList, now)
 	w.run(ctx, queue, c.cfg.RepairWorkers, &res)
+	c.obs.repairScan(res, len(queue), ctx.Err() != nil)
 	if res.Repaired > 0 || res.MarkedLost > 0 || res.Revived > 0 || res.Failed > 0 {
 		c.log.Info("repair scan", "segments", res.Segments, "queued", len(queue), "marked_lost", res.MarkedLost, "revived", res.Revived, "repaired", res.Repaired, "failed", res.Failed, "unrecoverable", res.Unrecoverable)
 	}

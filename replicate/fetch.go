@@ -124,7 +124,9 @@ func (r *Replicator) fetchSegment(seg meta.Segment, prefetch bool) ([]byte, erro
 		ctx, cancel := context.WithTimeout(r.ctx, fetchTimeout)
 		defer cancel()
 		var err error
+		start := time.Now()
 		call.data, err = FetchSegment(ctx, r.client, fnet.SegmentID(seg.ID), int(seg.Class), r.cfg.PieceTimeout, r.cfg.HedgeAfter)
+		r.fetches.done(start, len(call.data), err)
 		return err
 	})
 	r.fetchMu.Lock()

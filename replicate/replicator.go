@@ -100,6 +100,9 @@ type Replicator struct {
 	// StateGeneration) the stored snapshot covers; 0: not known.
 	snapGen uint64
 
+	// uploads and fetches count segment transfers (metrics.go).
+	uploads, fetches transferStats
+
 	segBufs sync.Pool // *[]byte of EncodedSize(MaxSegment) (segBuf)
 
 	fetchMu    sync.Mutex
@@ -145,6 +148,8 @@ func New(v *vault.Vault, idx *meta.Index, store *chunkstore.Store, client *media
 		done: make(chan struct{}), kick: make(chan struct{}, 1),
 		inflight: map[meta.ChunkID]struct{}{}, firstSeen: map[meta.ChunkID]time.Time{},
 		fetching: map[meta.SegmentID]*fetchCall{}, intentsLeft: true, evictEvery: evictEvery}
+	r.uploads = newTransferStats("upload", "uploads", "uploaded to the nodes")
+	r.fetches = newTransferStats("fetch", "fetches", "fetched from the network")
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.st.Account = fnet.NodeID(client.Account()).String()
 	r.st.Scheme = cfg.Scheme.String()
@@ -550,7 +555,9 @@ func (r *Replicator) uploadSegment(p *plannedSegment) error {
 	locs, ids := pk.locs, pk.ids
 	used := len(pk.content)
 	class := classFor(used)
+	start := time.Now()
 	seg, pieces, err := r.put(pk.content, class)
+	r.uploads.done(start, used, err)
 	if err != nil {
 		return err
 	}

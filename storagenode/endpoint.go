@@ -37,6 +37,8 @@ type Endpoint struct {
 	// ticket for a piece this node released is refused if it could have
 	// been issued before the release (DefaultTicketTTL).
 	TicketTTL time.Duration
+
+	stats *nodeStats // challenges answered (metrics.go); nil: not counted
 }
 
 // Defaults of the endpoint's limits.
@@ -286,7 +288,10 @@ func (e *Endpoint) challenge(peer fnet.NodeID, m *fnet.ChallengeRequest) (fnet.M
 	if peer != e.mediator {
 		return nil, fmt.Errorf("%w: challenges are accepted only from the mediator", fnet.ErrUnauthorized)
 	}
-	return Answer(e.store, m), nil
+	start := e.now()
+	rep := Answer(e.store, m)
+	e.stats.challenged(rep, e.now().Sub(start), start)
+	return rep, nil
 }
 
 // Answer proves possession of each challenged piece, reading only the

@@ -179,6 +179,8 @@ type Peer struct {
 
 	closers []func() error
 	once    sync.Once
+	disk    *DiskStore // the Store, for the scrub cursor and damage (metrics.go)
+	stats   *nodeStats // event counters (metrics.go)
 }
 
 // New builds a storage node: the piece store (reconciled with the disk),
@@ -188,7 +190,7 @@ func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	p := &Peer{Log: log, Identity: ident, Config: cfg}
+	p := &Peer{Log: log, Identity: ident, Config: cfg, stats: newNodeStats()}
 	defer func() {
 		if err != nil {
 			p.Close()
@@ -202,7 +204,7 @@ func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error
 		if err != nil {
 			return nil, err
 		}
-		p.Store, disk = store, store
+		p.Store, disk, p.disk = store, store, store
 		p.closers = append(p.closers, store.Close)
 	}
 
@@ -221,6 +223,7 @@ func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error
 		p.Endpoint = NewEndpoint(log.With("service", "endpoint"), ident.ID(), cfg.Mediator.ID, p.Store,
 			cfg.RequestTimeout, cfg.IdleTimeout)
 		p.Endpoint.MinUploadRate, p.Endpoint.UploadGrace, p.Endpoint.TicketTTL = cfg.MinUploadRate, cfg.UploadGrace, cfg.TicketTTL
+		p.Endpoint.stats = p.stats
 	}
 
 	{ // mediator contact
@@ -240,6 +243,7 @@ func New(log *slog.Logger, ident *fnet.Identity, cfg Config) (_ *Peer, err error
 	{ // scrubbing: find damage on the own disk, report it
 		p.Scrubber = newScrubber(log.With("service", "scrubber"), disk, p.Contact, cfg.ScrubRate, cfg.ScrubInterval,
 			cfg.RetryMin, cfg.RetryMax)
+		p.Scrubber.stats = p.stats
 	}
 
 	if ip := p.Transport.Addr().IP; cfg.Advertise == "" && ip.IsUnspecified() {

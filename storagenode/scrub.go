@@ -73,6 +73,8 @@ type Scrubber struct {
 	// afterPiece, if set, is called after each piece's cursor is saved
 	// (tests stop a pass half-way with it).
 	afterPiece func(challenge.PieceID)
+
+	stats *nodeStats // pieces checked (metrics.go); nil: not counted
 }
 
 // ScrubResult summarises one pass (or the part of it run now).
@@ -198,6 +200,7 @@ func (s *Scrubber) Pass(ctx context.Context) (ScrubResult, error) {
 			if damaged {
 				res.Damaged++
 			}
+			s.stats.scrubbedPiece(n, damaged)
 			cur.Last, cur.HasLast = p.ID, true
 			if err := s.store.saveScrubCursor(cur, false); err != nil {
 				return res, err

@@ -96,7 +96,7 @@ func runDevnet(c *cli.Context) error {
 		return userErr(exitUsage, "unexpected argument %q (subcommand: fund)", c.Args().First())
 	}
 	cfg := devnet.Config{Dir: c.String("dir"), Nodes: c.Int("nodes"), Period: c.Duration("period"), NoBitcoin: c.Bool("no-bitcoin"),
-		Price: c.Uint64("price")}
+		Price: c.Uint64("price"), LogJSON: c.String("log-format") == "json"}
 	if cfg.Price == 0 || cfg.Price > mediator.MaxMaxPrice/10 {
 		return userErr(exitUsage, "--price %d: want 1 to %d sat per GiB-month", cfg.Price, uint64(mediator.MaxMaxPrice/10))
 	}
@@ -126,6 +126,12 @@ func runDevnet(c *cli.Context) error {
 	if err != nil {
 		return userErr(exitFailure, "devnet: %v", err)
 	}
+	stopMetrics, err := startMonitor(c, devnetRegistry(n), devnetPage(n))
+	if err != nil {
+		n.Close()
+		return err
+	}
+	defer stopMetrics()
 	fmt.Fprintf(c.App.ErrWriter, "devnet running: mediator %s, %d storage nodes; logs in %s/logs. Ctrl-C stops it.\n%s\n",
 		n.Mediator.Address(), len(n.Nodes), cfg.Dir, n.Summary())
 	runErr := n.Run(ctx)

@@ -149,6 +149,11 @@ func homeDir(c *cli.Context) string {
 func newApp() *cli.App {
 	setUsageErrors(commands)
 	addHomeFlag(commands)
+	for _, c := range commands {
+		if slices.Contains(strings.Fields(daemonCommands), c.Name) {
+			addDaemonFlags(c) // monitor.go
+		}
+	}
 	return &cli.App{
 		OnUsageError: usageError,
 		CommandNotFound: func(c *cli.Context, name string) {

@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/fincrypt/fincrypt/erasure"
+	"github.com/fincrypt/fincrypt/internal/metrics"
 	"github.com/fincrypt/fincrypt/internal/units"
 	"github.com/fincrypt/fincrypt/mediator"
 	fnet "github.com/fincrypt/fincrypt/net"
@@ -186,6 +187,15 @@ func runMediator(c *cli.Context) error {
 		return userErr(exitFailure, "mediator: %v", err)
 	}
 	defer peer.Close()
+	reg := metrics.NewRegistry()
+	if err := peer.RegisterMetrics(reg); err != nil {
+		return userErr(exitFailure, "metrics: %v", err)
+	}
+	stopMetrics, err := startMonitor(c, reg, peer.StatusPage)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := peer.Run(ctx); err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/fincrypt/fincrypt/fs"
 	"github.com/fincrypt/fincrypt/internal/fault"
 	"github.com/fincrypt/fincrypt/internal/fsutil"
+	"github.com/fincrypt/fincrypt/internal/metrics"
 	"github.com/fincrypt/fincrypt/meta"
 	"github.com/fincrypt/fincrypt/replicate"
 	"github.com/fincrypt/fincrypt/vault"
@@ -179,6 +180,7 @@ func spawnMount(c *cli.Context, home, mnt string, pw []byte) error {
 		args = append(args, "--debug")
 	}
 	args = append(args, "mount", "--foreground")
+	args = append(args, daemonFlagArgs(c)...)
 	for _, f := range []string{"allow-other", "debug-fuse"} {
 		if c.Bool(f) {
 			args = append(args, "--"+f)
@@ -274,6 +276,20 @@ func serveMount(c *cli.Context, home, mnt string, pw []byte) (err error) {
 	if err != nil {
 		return err
 	}
+	mon := &mountMonitor{networked: attach != nil} // metrics and status page (monitor.go)
+	attach = mon.wrap(attach)
+	reg := metrics.NewRegistry()
+	reg.MustRegister(mon)
+	var ops *fs.OpMetrics // FUSE requests, only when served
+	if c.IsSet("metrics-listen") {
+		ops = fs.NewOpMetrics()
+		reg.MustRegister(ops.Collectors()...)
+	}
+	stopMetrics, err := startMonitor(c, reg, mon.page)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	m, err := fs.Mount(v, mnt, fs.Options{
 		AllowOther: c.Bool("allow-other"),
 		Debug:      c.Bool("debug-fuse"),
@@ -281,6 +297,7 @@ func serveMount(c *cli.Context, home, mnt string, pw []byte) (err error) {
 		Logger:     slog.Default().With("component", "fs"),
 		Attach:     attach,
 		Faults:     faults,
+		Metrics:    ops,
 	})
 	if errors.Is(err, fs.ErrIndexDamaged) || errors.Is(err, fs.ErrIndexMissing) || errors.Is(err, meta.ErrForeignIndex) {
 		return userErr(exitCorrupt, "mounting %s: %v", mnt, err)

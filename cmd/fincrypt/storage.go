@@ -11,6 +11,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/fincrypt/fincrypt/internal/metrics"
 	"github.com/fincrypt/fincrypt/internal/units"
 	fnet "github.com/fincrypt/fincrypt/net"
 	"github.com/fincrypt/fincrypt/storagenode"
@@ -132,6 +133,15 @@ func runStorage(c *cli.Context) error {
 		return userErr(exitFailure, "storage node: %v", err)
 	}
 	defer peer.Close()
+	reg := metrics.NewRegistry()
+	if err := peer.RegisterMetrics(reg); err != nil {
+		return userErr(exitFailure, "metrics: %v", err)
+	}
+	stopMetrics, err := startMonitor(c, reg, peer.StatusPage)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := peer.Run(ctx); err != nil {

@@ -1,0 +1,199 @@
+package main
+
+// The daemons' shared flags for metrics, the status page and log format
+// (docs/OPERATIONS.md, "Metrics, status page and logs").
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/urfave/cli/v2"
+
+	"github.com/fincrypt/fincrypt/chunkstore"
+	"github.com/fincrypt/fincrypt/devnet"
+	"github.com/fincrypt/fincrypt/internal/metrics"
+	"github.com/fincrypt/fincrypt/internal/units"
+	"github.com/fincrypt/fincrypt/meta"
+	"github.com/fincrypt/fincrypt/replicate"
+)
+
+// daemonCommands have the daemon flags.
+const daemonCommands = "mount storage mediator devnet"
+
+// addDaemonFlags gives a daemon command --metrics-listen, --metrics-public
+// and --log-format, and sets up logging from them before it runs.
+func addDaemonFlags(c *cli.Command) {
+	c.Flags = append(c.Flags,
+		&cli.StringFlag{Name: "metrics-listen", Usage: "serve Prometheus metrics (/metrics) and a status page (/) over HTTP on `HOST:PORT`; " +
+			"loopback only (127.0.0.1, ::1, localhost) unless --metrics-public (default: off)"},
+		&cli.BoolFlag{Name: "metrics-public", Usage: "allow --metrics-listen on a non-loopback address: anyone who can connect sees the daemon's state (put a proxy with authentication in front)"},
+		&cli.StringFlag{Name: "log-format", Usage: "log `FORMAT`: text or json (one object per line)", Value: "text"},
+	)
+	before := c.Before
+	c.Before = func(ctx *cli.Context) error {
+		if err := setLogFormat(ctx, os.Stderr); err != nil {
+			return err
+		}
+		if ctx.IsSet("metrics-listen") {
+			if err := metrics.CheckAddr(ctx.String("metrics-listen"), ctx.Bool("metrics-public")); err != nil {
+				return userErr(exitUsage, "--metrics-listen: %v", err)
+			}
+		}
+		if before != nil {
+			return before(ctx)
+		}
+		return nil
+	}
+}
+
+// setLogFormat replaces the default logger with one of --log-format,
+// keeping the level --debug chose.
+func setLogFormat(c *cli.Context, w io.Writer) error {
+	level := slog.LevelInfo
+	if c.Bool("debug") {
+		level = slog.LevelDebug
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch c.String("log-format") {
+	case "", "text":
+		slog.SetDefault(slog.New(slog.NewTextHandler(w, opts)))
+	case "json":
+		slog.SetDefault(slog.New(slog.NewJSONHandler(w, opts)))
+	default:
+		return userErr(exitUsage, "--log-format %q: want text or json", c.String("log-format"))
+	}
+	return nil
+}
+
+// daemonFlagArgs repeats the daemon flags given, for a re-executed child
+// (the background mount).
+func daemonFlagArgs(c *cli.Context) []string {
+	var args []string
+	for _, f := range []string{"metrics-listen", "log-format"} {
+		if c.IsSet(f) {
+			args = append(args, "--"+f, c.String(f))
+		}
+	}
+	if c.Bool("metrics-public") {
+		args = append(args, "--metrics-public")
+	}
+	return args
+}
+
+// startMonitor serves reg and page on --metrics-listen, if given, until
+// stop is called; without the flag it does nothing.
+func startMonitor(c *cli.Context, reg *prometheus.Registry, page metrics.PageFunc) (stop func(), err error) {
+	if !c.IsSet("metrics-listen") {
+		return func() {}, nil
+	}
+	_, stop, err = metrics.Start(metrics.Options{Addr: c.String("metrics-listen"), Public: c.Bool("metrics-public"),
+		Registry: reg, Page: page, Logger: slog.Default().With("service", "metrics")})
+	if err != nil {
+		return nil, userErr(exitUsage, "--metrics-listen: %v", err)
+	}
+	return stop, nil
+}
+
+// mountMonitor is the mount's metrics: the replication engine's, while it
+// runs (it starts with the mount and stops at unmount, before the index
+// closes; a scrape never reads a closed index).
+type mountMonitor struct {
+	networked bool // the vault has joined a network
+	mu        sync.RWMutex
+	rep       *replicate.Replicator
+}
+
+func (m *mountMonitor) Describe(chan<- *prometheus.Desc) {} // unchecked: the engine comes and goes
+
+func (m *mountMonitor) Collect(ch chan<- prometheus.Metric) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.rep == nil {
+		return
+	}
+	for _, c := range m.rep.Collectors() {
+		c.Collect(ch)
+	}
+}
+
+func (m *mountMonitor) page(ctx context.Context) (*metrics.Page, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.rep == nil {
+		what := "none: this vault is local only, nothing is replicated"
+		if m.networked {
+			what = "the replication engine is not running (the mount starts or stops)"
+		}
+		return &metrics.Page{Title: "Fincrypt mount", Sections: []metrics.Section{{Heading: "Replication",
+			Facts: []metrics.Fact{metrics.F("Network", what)}}}}, nil
+	}
+	return m.rep.StatusPage(ctx)
+}
+
+// wrap hooks the monitor into the replication engine's attach.
+func (m *mountMonitor) wrap(attach func(*meta.Index, *chunkstore.Store) (io.Closer, error)) func(*meta.Index, *chunkstore.Store) (io.Closer, error) {
+	if attach == nil {
+		return nil
+	}
+	return func(idx *meta.Index, store *chunkstore.Store) (io.Closer, error) {
+		cl, err := attach(idx, store)
+		if err != nil {
+			return cl, err
+		}
+		svc, ok := cl.(*replicationService)
+		if !ok {
+			return cl, nil
+		}
+		m.mu.Lock()
+		m.rep = svc.rep
+		m.mu.Unlock()
+		return closerFunc(func() error {
+			err := cl.Close() // the final sync: still shown
+			m.mu.Lock()
+			m.rep = nil // before the index closes
+			m.mu.Unlock()
+			return err
+		}), nil
+	}
+}
+
+// devnetRegistry holds the mediator's metrics and every node's, each
+// node's labelled node="1".."N".
+func devnetRegistry(n *devnet.Net) *prometheus.Registry {
+	reg := metrics.NewRegistry()
+	n.Mediator.RegisterMetrics(reg)
+	for i, node := range n.Nodes {
+		node.RegisterMetrics(prometheus.WrapRegistererWith(prometheus.Labels{"node": strconv.Itoa(i + 1)}, reg))
+	}
+	return reg
+}
+
+// devnetPage shows the mediator's page and a summary of every node.
+func devnetPage(n *devnet.Net) metrics.PageFunc {
+	return func(ctx context.Context) (*metrics.Page, error) {
+		page, err := n.Mediator.StatusPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		page.Title = "Fincrypt devnet"
+		nodes := metrics.Section{Heading: "Storage nodes of this devnet",
+			Table: &metrics.Table{Head: []string{"Node", "Address", "Pieces", "Stored", "Capacity", "Challenges answered", "Earning now"}}}
+		for i, node := range n.Nodes {
+			st, err := node.Status()
+			if err != nil {
+				return nil, err
+			}
+			nodes.Table.Rows = append(nodes.Table.Rows, []string{strconv.Itoa(i + 1), st.Address, fmt.Sprint(st.Pieces),
+				units.HumanSize(uint64(st.StoredBytes)), units.HumanSize(uint64(st.CapacityBytes)),
+				fmt.Sprint(len(node.Challenges())), fmt.Sprintf("%.0f sat/month", st.EarningRate())})
+		}
+		page.Sections = append(page.Sections, nodes)
+		return page, nil
+	}
+}
