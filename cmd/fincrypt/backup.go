@@ -166,8 +166,7 @@ func init() {
 					"directories holding a valid CACHEDIR.TAG, and what a .fincryptignore file\n" +
 					"names (one glob pattern a line, for its folder and below).",
 				Flags: []cli.Flag{passwordFileFlag,
-					&cli.StringSliceFlag{Name: "exclude", Usage: "skip entries whose name or full path matches glob `PATTERN` (repeatable)"},
-					&cli.BoolFlag{Name: "keep-caches", Usage: "back up directories holding a CACHEDIR.TAG too"},
+					excludeFlag, keepCachesFlag,
 					&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
 					syncTimeoutFlag,
 				},
@@ -621,3 +620,9 @@ func restoreSnapshotAction(c *cli.Context) error {
 		rep.Snap.ID, rep.Snap.Time.Local().Format(time.RFC3339), target, res.Files, units.HumanSize(res.Bytes), res.Dirs, res.Symlinks, res.Links)
 	return nil
 }
+
+// The flags of what a backup pass skips, for `backup run` and `backup watch`.
+var (
+	excludeFlag    = &cli.StringSliceFlag{Name: "exclude", Usage: "skip entries whose name or full path matches glob `PATTERN` (repeatable)"}
+	keepCachesFlag = &cli.BoolFlag{Name: "keep-caches", Usage: "back up directories holding a CACHEDIR.TAG too"}
+)

@@ -31,8 +31,7 @@ var backupWatchCommand = &cli.Command{
 		"after uploading what is left (within --sync-timeout). Killed mid-pass, nothing is\n" +
 		"lost: the next start makes a full pass.",
 	Flags: []cli.Flag{passwordFileFlag,
-		&cli.StringSliceFlag{Name: "exclude", Usage: "skip entries whose name or full path matches glob `PATTERN` (repeatable)"},
-		&cli.BoolFlag{Name: "keep-caches", Usage: "back up directories holding a CACHEDIR.TAG too"},
+		excludeFlag, keepCachesFlag,
 		&cli.DurationFlag{Name: "rescan", Value: 10 * time.Minute, Usage: "full rescan every `DURATION`"},
 		&cli.DurationFlag{Name: "settle", Value: 500 * time.Millisecond, Usage: "a changed file is backed up once its size and mtime held for `DURATION`"},
 		syncTimeoutFlag,

@@ -15,7 +15,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/fincrypt/fincrypt/erasure"
-	"github.com/fincrypt/fincrypt/internal/metrics"
 	"github.com/fincrypt/fincrypt/internal/units"
 	"github.com/fincrypt/fincrypt/mediator"
 	fnet "github.com/fincrypt/fincrypt/net"
@@ -187,11 +186,7 @@ func runMediator(c *cli.Context) error {
 		return userErr(exitFailure, "mediator: %v", err)
 	}
 	defer peer.Close()
-	reg := metrics.NewRegistry()
-	if err := peer.RegisterMetrics(reg); err != nil {
-		return userErr(exitFailure, "metrics: %v", err)
-	}
-	stopMetrics, err := startMonitor(c, reg, peer.StatusPage)
+	stopMetrics, err := serveDaemonMetrics(c, peer.RegisterMetrics, peer.StatusPage)
 	if err != nil {
 		return err
 	}

@@ -88,6 +88,16 @@ func daemonFlagArgs(c *cli.Context) []string {
 
 // startMonitor serves reg and page on --metrics-listen, if given, until
 // stop is called; without the flag it does nothing.
+// serveDaemonMetrics registers a daemon's metrics in a registry of its own
+// and serves them with its status page when --metrics-listen asks.
+func serveDaemonMetrics(c *cli.Context, register func(prometheus.Registerer) error, page metrics.PageFunc) (stop func(), err error) {
+	reg := metrics.NewRegistry()
+	if err := register(reg); err != nil {
+		return nil, userErr(exitFailure, "metrics: %v", err)
+	}
+	return startMonitor(c, reg, page)
+}
+
 func startMonitor(c *cli.Context, reg *prometheus.Registry, page metrics.PageFunc) (stop func(), err error) {
 	if !c.IsSet("metrics-listen") {
 		return func() {}, nil

@@ -11,7 +11,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/fincrypt/fincrypt/internal/metrics"
 	"github.com/fincrypt/fincrypt/internal/units"
 	fnet "github.com/fincrypt/fincrypt/net"
 	"github.com/fincrypt/fincrypt/storagenode"
@@ -133,11 +132,7 @@ func runStorage(c *cli.Context) error {
 		return userErr(exitFailure, "storage node: %v", err)
 	}
 	defer peer.Close()
-	reg := metrics.NewRegistry()
-	if err := peer.RegisterMetrics(reg); err != nil {
-		return userErr(exitFailure, "metrics: %v", err)
-	}
-	stopMetrics, err := startMonitor(c, reg, peer.StatusPage)
+	stopMetrics, err := serveDaemonMetrics(c, peer.RegisterMetrics, peer.StatusPage)
 	if err != nil {
 		return err
 	}
