@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that tests and benchmarks need, idempotently.
 # Each file scripts/deps/NAME.list names the packages of one need, one per
-# line (# comments allowed). Usage: scripts/deps.sh NAME... (no name: all).
+# line (# comments allowed). Usage: scripts/deps.sh NAME... (no name: every
+# list but the benchmarks' bench-*, which scripts/bench.sh installs itself).
 # As root it runs apt-get install -y for what is missing; otherwise it only
 # reports what is missing, and the tests that need it skip and say so.
 set -euo pipefail
 cd "$(dirname "$0")/deps"
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
-	for f in *.list; do [ -e "$f" ] && names+=("${f%.list}"); done
+	for f in *.list; do
+		case "$f" in bench-*) continue ;; esac
+		[ -e "$f" ] && names+=("${f%.list}")
+	done
 fi
 pkgs=()
 for n in "${names[@]}"; do
