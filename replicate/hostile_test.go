@@ -103,10 +103,12 @@ func TestFetchFromLyingNodes(t *testing.T) {
 
 	clientID, _ := fnet.GenerateIdentity()
 	var med *fnet.Transport
+	medSet := make(chan struct{}) // med is assigned (the race detector sees no order through the network)
 	med = serveOn(t, func(ctx context.Context, _ fnet.NodeID, s *quic.Stream) {
 		if _, err := fnet.ReadAnyMessage(s); err != nil {
 			return
 		}
+		<-medSet
 		rep := &fnet.SegmentReply{K: k, N: n, PieceSize: uint64(len(pieces[0]))}
 		for i, tr := range nodes {
 			rep.Pieces = append(rep.Pieces, fnet.SegmentPiece{Piece: ids[i], Healthy: true, Target: fnet.Target{
@@ -117,6 +119,7 @@ func TestFetchFromLyingNodes(t *testing.T) {
 		}
 		fnet.WriteAnyMessage(s, rep)
 	})
+	close(medSet)
 	client, err := mediator.NewClient(clientID, med.Address(), nil)
 	if err != nil {
 		t.Fatal(err)
