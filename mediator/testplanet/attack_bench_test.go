@@ -26,10 +26,10 @@ import (
 // then without one again; reported as ratios to the unattacked medians of
 // the same run (ratio > 1: slower under the attack). The attacks: a header
 // flood on the mediator (24 connections from 127.0.0.2), a connection flood
-// (64 identities from 127.0.0.3 on the mediator and 16 on each node), a
-// reservation flood (new accounts placing the largest pieces they may and
-// never uploading), and, last because it loses pieces, one node that
-// withholds every piece it holds. A node announcing a huge reply length or
+// (96 identities from 127.0.0.3 on the mediator, more than one address may
+// hold, and 24 on each node), a reservation flood (new accounts placing the
+// largest pieces they may and never uploading), and, last because it loses
+// pieces, one node that withholds every piece it holds. A node announcing a huge reply length or
 // streaming junk is not here (planet nodes are real storage nodes): the
 // client's side of it is replicate's TestFetchFromLyingNodes, with its heap
 // bound.
@@ -124,9 +124,9 @@ func BenchmarkHonestOpsUnderAttack(b *testing.B) {
 			return func() string { return fmt.Sprintf("%d streams", end()) }
 		})
 		under("connflood", func() func() string {
-			ends := []func() int{hostile.ConnFlood(b, ctx, p.Mediator.Address(), "127.0.0.3", 64)}
+			ends := []func() int{hostile.ConnFlood(b, ctx, p.Mediator.Address(), "127.0.0.3", 96)}
 			for _, n := range p.Nodes {
-				ends = append(ends, hostile.ConnFlood(b, ctx, n.Peer.Address(), "127.0.0.3", 16))
+				ends = append(ends, hostile.ConnFlood(b, ctx, n.Peer.Address(), "127.0.0.3", 24))
 			}
 			return func() string {
 				var got []string
