@@ -38,7 +38,7 @@ import (
 // figures are the whole planet's: the process's peak resident set (VmHWM,
 // reset through /proc/self/clear_refs before each phase) during each phase.
 func BenchmarkHonestOpsUnderAttack(b *testing.B) {
-	const ops = 10
+	const ops = 20
 	p := testplanet.New(b, testplanet.Config{StorageNodes: 6, NodeCapacity: 64 << 20, Reconfigure: func(c *mediator.Config) {
 		c.Reservations.AccountBytes = 48 << 20 // as TestReservationFloodDoesNotBlockUploads
 		c.Reservations.NewAccounts = 4
