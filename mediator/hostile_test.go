@@ -2,16 +2,15 @@ package mediator
 
 import (
 	"context"
-	"encoding/binary"
 	"io"
 	"log/slog"
 	"runtime"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/fincrypt/fincrypt/internal/hostile"
 	fnet "github.com/fincrypt/fincrypt/net"
 )
 
@@ -101,60 +100,7 @@ func TestHeaderFloodKeepsMediatorMemoryFlat(t *testing.T) {
 // largest body of a challenge response, a placement or a live request.
 // The returned func stops them and reports the streams opened.
 func mediatorHeaderFlood(t testing.TB, ctx context.Context, addr fnet.Address, conns int) func() int64 {
-	headers := [][]byte{
-		{fnet.Version, byte(fnet.TypeChallengeResponse), 0, 0, 0, 0},
-		{fnet.Version, byte(fnet.TypePlacementRequest), 0, 0, 0, 0},
-		{fnet.Version, byte(fnet.TypeLiveRequest), 0, 0, 0, 0},
-	}
-	for _, h := range headers {
-		binary.BigEndian.PutUint32(h[2:], uint32(fnet.BodyLimit(fnet.MsgType(h[1]))))
-	}
-	var (
-		wg     sync.WaitGroup
-		opened atomic.Int64
-		trs    []*fnet.Transport
-	)
-	stop := make(chan struct{})
-	for i := range conns {
-		aid, _ := fnet.GenerateIdentity()
-		tr, err := fnet.NewDialerAt(aid, "127.0.0.2:0", fnet.Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		trs = append(trs, tr)
-		a, err := tr.Dial(ctx, addr)
-		if err != nil {
-			t.Fatalf("attacker %d: %v", i, err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer a.Close()
-			for k := 0; k < 2000; k++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				octx, ocancel := context.WithTimeout(ctx, 200*time.Millisecond)
-				s, err := a.OpenStream(octx)
-				ocancel()
-				if err != nil {
-					continue
-				}
-				s.Write(headers[k%len(headers)])
-				opened.Add(1)
-			}
-		}()
-	}
-	return func() int64 {
-		close(stop)
-		wg.Wait()
-		for _, tr := range trs {
-			tr.Close()
-		}
-		return opened.Load()
-	}
+	return hostile.HeaderFlood(t, ctx, addr, "127.0.0.2", conns, hostile.MediatorHeaders())
 }
 
 // BenchmarkMediatorHeaderFlood is the latency of an honest client's
