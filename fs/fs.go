@@ -138,6 +138,8 @@ type fsys struct {
 	// (this mount began after a crash, or a chunk could not be deleted):
 	// the clean-close record then asks the next mount to collect them.
 	owe atomic.Bool
+
+	snaps *snapView // MOUNT/.snapshots (snapshots.go)
 }
 
 func newFsys(v *vault.Vault, opt Options, readOnly bool) (*fsys, error) {
@@ -165,6 +167,7 @@ func newFsys(v *vault.Vault, opt Options, readOnly bool) (*fsys, error) {
 	cs := uint64(v.KeyFile.ChunkSize)
 	r := &fsys{v: v, idx: idx, store: store, cs: cs, opt: opt, log: opt.Logger, open: map[uint64]*openFile{}, startTime: time.Now(),
 		sealSem: make(chan struct{}, sealParallel)}
+	r.snaps = newSnapView(r)
 	r.bufs.New = func() any { b := make([]byte, 0, cs); return &b }
 	r.sealBufs.New = func() any { b := make([]byte, 0, cs+vault.Overhead); return &b }
 	return r, nil

@@ -24,6 +24,15 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 		return nil, e
 	}
 	d, err := n.r.idx.Lookup(n.ino(), name)
+	if name == SnapshotsDirName && n.ino() == meta.RootIno {
+		// A real entry of that name wins over the snapshot view (snapshots.go).
+		if errors.Is(err, meta.ErrNotFound) {
+			return n.r.snaps.lookupRoot(ctx, n.EmbeddedInode(), out)
+		}
+		if err == nil {
+			n.r.snaps.shadowed()
+		}
+	}
 	if err != nil {
 		return nil, n.r.errno("lookup", err)
 	}
@@ -179,6 +188,9 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if e := badName(name); e != 0 {
 		return nil, e
 	}
+	if _, ok := target.(*Node); !ok {
+		return nil, syscall.EXDEV // a file of the snapshot view
+	}
 	if e := n.r.space.room(); e != 0 {
 		return nil, e
 	}
@@ -325,6 +337,9 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	n.r.space.freeing()
 	if flags&^(renameNoReplace|renameExchange) != 0 || flags == renameNoReplace|renameExchange {
 		return syscall.EINVAL // RENAME_WHITEOUT is not supported
+	}
+	if _, ok := newParent.(*Node); !ok {
+		return syscall.EROFS // into the snapshot view
 	}
 	r := n.r
 	r.mu.Lock()
