@@ -32,22 +32,7 @@ func heapNow() int64 {
 // a placement's 64 KiB, a live request's 256 KiB) and send nothing. The
 // heap stays under a bound and honest requests keep succeeding.
 func TestHeaderFloodKeepsMediatorMemoryFlat(t *testing.T) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	p, err := New(log, nil, Config{Dir: t.TempDir(), Listen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	defer func() { cancel(); <-done; p.Close() }()
-
-	id, _ := fnet.GenerateIdentity()
-	client, err := NewClient(id, p.Address(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	p, client, ctx := runMediatorWithClient(t, 60*time.Second)
 	if _, err := client.RegisterAccount(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -103,26 +88,34 @@ func mediatorHeaderFlood(t testing.TB, ctx context.Context, addr fnet.Address, c
 	return hostile.HeaderFlood(t, ctx, addr, "127.0.0.2", conns, hostile.MediatorHeaders())
 }
 
+// runMediatorWithClient runs a mediator on loopback for at most limit and a
+// client of a fresh identity connected to it; both stop when tb ends.
+func runMediatorWithClient(tb testing.TB, limit time.Duration) (*Peer, *Client, context.Context) {
+	tb.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := New(log, nil, Config{Dir: tb.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	tb.Cleanup(func() { cancel(); <-done; p.Close() })
+	id, _ := fnet.GenerateIdentity()
+	client, err := NewClient(id, p.Address(), nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { client.Close() })
+	return p, client, ctx
+}
+
 // BenchmarkMediatorHeaderFlood is the latency of an honest client's
 // request round (account, segment health) to the mediator while 24
 // connections flood it with frame headers, as a ratio to the same rounds
 // without the flood in the same run (ABA), and the growth of the heap.
 func BenchmarkMediatorHeaderFlood(b *testing.B) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	p, err := New(log, nil, Config{Dir: b.TempDir(), Listen: "127.0.0.1:0"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	defer func() { cancel(); <-done; p.Close() }()
-	id, _ := fnet.GenerateIdentity()
-	client, err := NewClient(id, p.Address(), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer client.Close()
+	p, client, ctx := runMediatorWithClient(b, 10*time.Minute)
 	measure := func(n int) []time.Duration {
 		var d []time.Duration
 		for range n {
