@@ -24,6 +24,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -72,8 +73,11 @@ type Options struct {
 	// every directory neither on nor under one of them is taken from the
 	// parent snapshot without being listed (a watcher's pass).
 	Changed []string
-	// Progress, if set, is called after each file (from the pass's
-	// goroutine; keep it short).
+	// Progress, if set, is called after each file and each chunk read
+	// (from the pass's goroutine; keep it short). A full pass (Changed nil)
+	// with Progress set also counts the files to back up with a stat-only
+	// walk running alongside (see Count), for Progress.TotalFiles and
+	// TotalBytes.
 	Progress func(Progress)
 	// Rereads is how often a file that changed while it was read is read
 	// again before it is skipped; 0 means 3.
@@ -88,7 +92,15 @@ type Progress struct {
 	Dirs      uint64 `json:"dirs"`
 	BytesRead uint64 `json:"bytes_read"`
 	NewBytes  uint64 `json:"new_bytes"`
-	Current   string `json:"current,omitempty"`
+	// Bytes is the size of the files done (read, or unchanged and not
+	// read) plus what was read of the current one: it ends at the report's
+	// TotalBytes.
+	Bytes uint64 `json:"bytes"`
+	// TotalFiles and TotalBytes are what the counting walk found (0 until
+	// it finished, and in a watcher's limited pass).
+	TotalFiles uint64 `json:"total_files"`
+	TotalBytes uint64 `json:"total_bytes"`
+	Current    string `json:"current,omitempty"`
 }
 
 // Skip is an entry a pass did not keep, and why.
@@ -210,7 +222,10 @@ type pass struct {
 	newTrees map[meta.TreeID]struct{}
 	links    map[[2]uint64]*Node // hard links seen in this pass
 	rep      Report
-	changed  []string
+	changed  map[string]bool // Options.Changed, cleaned
+	above    map[string]bool // every directory above a changed path
+	totals   atomic.Pointer[[2]uint64]
+	cur      uint64 // bytes read of the current file (progress)
 }
 
 // Run makes one backup pass and records its snapshot. Passes, Forget and
@@ -274,9 +289,24 @@ func Run(ctx context.Context, repo Repo, opt Options) (*Report, error) {
 		}
 	}()
 	if opt.Changed != nil {
+		p.changed, p.above = map[string]bool{}, map[string]bool{"/": true}
 		for _, c := range opt.Changed {
-			p.changed = append(p.changed, filepath.Clean(c))
+			c = filepath.Clean(c)
+			p.changed[c] = true
+			for d := filepath.Dir(c); d != "/" && d != "." && !p.above[d]; d = filepath.Dir(d) {
+				p.above[d] = true
+			}
 		}
+	}
+	if opt.Progress != nil && opt.Changed == nil {
+		cctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go func() {
+			files, bytes, err := Count(cctx, clean, opt)
+			if err == nil {
+				p.totals.Store(&[2]uint64{files, bytes})
+			}
+		}()
 	}
 	var parentTree *Tree
 	parent := parentOf(all, clean)
@@ -392,17 +422,34 @@ func (p *pass) parentSubtree(pn *Node) (*Tree, error) {
 	return t, nil
 }
 
-// touched reports whether a limited pass (Options.Changed) must look at dir.
+// touched reports whether a limited pass (Options.Changed) must look at
+// dir: it is changed, under a changed path, or above one. It costs one map
+// look-up per level of dir, however many paths changed.
 func (p *pass) touched(dir string) bool {
-	if p.changed == nil {
+	if p.changed == nil || p.above[dir] {
 		return true
 	}
-	for _, c := range p.changed {
-		if c == dir || strings.HasPrefix(c, dir+"/") || strings.HasPrefix(dir, c+"/") || dir == "/" {
+	for d := dir; ; d = filepath.Dir(d) {
+		if p.changed[d] {
 			return true
 		}
+		if d == "/" || d == "." {
+			return false
+		}
 	}
-	return false
+}
+
+// progress reports where the pass is, if asked to.
+func (p *pass) progress(current string) {
+	if p.opt.Progress == nil {
+		return
+	}
+	pr := Progress{Files: p.rep.Files, Dirs: p.rep.Dirs, BytesRead: p.rep.BytesRead, NewBytes: p.rep.NewBytes,
+		Bytes: p.rep.TotalBytes + p.cur, Current: current}
+	if t := p.totals.Load(); t != nil {
+		pr.TotalFiles, pr.TotalBytes = t[0], t[1]
+	}
+	p.opt.Progress(pr)
 }
 
 func (p *pass) skip(path, reason string) {
@@ -653,9 +700,7 @@ func (p *pass) saveEntry(path string, fi fs.FileInfo, pn *Node, rules []ignoreRu
 		p.rep.Files++
 		p.rep.TotalBytes += n.Size
 	}
-	if p.opt.Progress != nil {
-		p.opt.Progress(Progress{Files: p.rep.Files, Dirs: p.rep.Dirs, BytesRead: p.rep.BytesRead, NewBytes: p.rep.NewBytes, Current: path})
-	}
+	p.progress(path)
 	return n, nil
 }
 
@@ -747,6 +792,8 @@ func (p *pass) readFile(path string, n *Node) (blobs []meta.ChunkID, size uint64
 	defer f.Close()
 	p.ch.ResetWithBoundaries(f, p.pol, MinBlob, MaxBlob)
 	p.ch.SetAverageBits(averageBits)
+	defer func() { p.cur = 0 }()
+	p.cur = 0
 	for {
 		if err := p.ctx.Err(); err != nil {
 			return nil, 0, false, err
@@ -765,6 +812,8 @@ func (p *pass) readFile(path string, n *Node) (blobs []meta.ChunkID, size uint64
 			return nil, 0, false, err
 		}
 		blobs = append(blobs, id)
+		p.cur = size
+		p.progress(path)
 	}
 	var st syscall.Stat_t
 	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {

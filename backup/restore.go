@@ -25,15 +25,17 @@ type RestoreOptions struct {
 	// Overwrite replaces existing files; without it a restore that would
 	// replace one writes nothing and fails with ErrExists.
 	Overwrite bool
-	// Progress, if set, is called after each file.
+	// Progress, if set, is called once the totals are known, then after
+	// each blob and each file written.
 	Progress func(RestoreProgress)
 }
 
 // RestoreProgress is where a restore is.
 type RestoreProgress struct {
-	Files uint64 `json:"files"`
-	Bytes uint64 `json:"bytes"`
-	Total uint64 `json:"total_bytes"`
+	Files      uint64 `json:"files"`
+	Bytes      uint64 `json:"bytes"`
+	TotalFiles uint64 `json:"total_files"` // files to write (a hard link's second name is not written)
+	Total      uint64 `json:"total_bytes"`
 }
 
 // ErrExists means a restore would replace existing files.
@@ -118,18 +120,30 @@ func Restore(ctx context.Context, repo Repo, snap Snapshot, opt RestoreOptions) 
 		nodes = start.tree.Nodes
 	}
 	var clash []string
+	linked := map[[2]uint64]bool{}
 	if err := r.walk(start.dir, nodes, func(path string, n *Node) {
 		if fi, err := os.Lstat(path); err == nil && !(n.Type == TypeDir && fi.IsDir()) && len(clash) < 5 {
 			clash = append(clash, path)
 		}
 		if n.Type == TypeFile {
+			if n.Nlink > 1 {
+				key := [2]uint64{n.Dev, n.Inode}
+				if linked[key] {
+					return
+				}
+				linked[key] = true
+			}
 			r.prog.Total += n.Size
+			r.prog.TotalFiles++
 		}
 	}); err != nil {
 		return nil, err
 	}
 	if len(clash) > 0 && !opt.Overwrite {
 		return nil, fmt.Errorf("%w: %s", ErrExists, strings.Join(clash, ", "))
+	}
+	if opt.Progress != nil {
+		opt.Progress(r.prog)
 	}
 	// The folders above the start exist as in the snapshot.
 	if err := os.MkdirAll(start.dir, 0o700); err != nil {
@@ -271,6 +285,9 @@ func (r *restorer) writeFile(path string, n *Node) error {
 		}
 		written += uint64(len(plain))
 		r.prog.Bytes += uint64(len(plain))
+		if r.opt.Progress != nil {
+			r.opt.Progress(r.prog)
+		}
 	}
 	r.res.Bytes += written
 	if written != n.Size {

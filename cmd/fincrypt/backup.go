@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/term"
 
 	"github.com/fincrypt/fincrypt/backup"
 	"github.com/fincrypt/fincrypt/chunkstore"
@@ -164,10 +163,12 @@ func init() {
 					"(sockets, devices and fifos are not kept; unreadable files and files that\n" +
 					"vanished or kept changing while read are named). Skipped by default:\n" +
 					"directories holding a valid CACHEDIR.TAG, and what a .fincryptignore file\n" +
-					"names (one glob pattern a line, for its folder and below).",
+					"names (one glob pattern a line, for its folder and below).\n\n" +
+					"On a terminal it shows progress: files and bytes done, rate, and an ETA once\n" +
+					"a stat-only count of the folders (run alongside the pass) has the totals.",
 				Flags: []cli.Flag{passwordFileFlag,
 					excludeFlag, keepCachesFlag,
-					&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
+					&cli.BoolFlag{Name: "json", Usage: "print progress as JSON lines on stdout ({\"type\":\"progress\",...} at most once a second, then one {\"type\":\"summary\",...,\"result\":REPORT}); other output goes to stderr"},
 					syncTimeoutFlag,
 				},
 				Action: backupRunAction,
@@ -504,31 +505,30 @@ func backupRunAction(c *cli.Context) error {
 		}
 		req.Time = tm
 	}
-	tty := !c.Bool("json") && term.IsTerminal(int(os.Stderr.Fd()))
-	if tty {
-		start, last := time.Now(), time.Time{}
-		req.progress = func(p backup.Progress) {
-			if time.Since(last) < 200*time.Millisecond {
-				return
-			}
-			last = time.Now()
-			rate := float64(p.BytesRead) / max(time.Since(start).Seconds(), 0.001)
-			fmt.Fprintf(os.Stderr, "\r\x1b[K%d files, %s read (%s/s), %s new", p.Files, units.HumanSize(p.BytesRead),
-				units.HumanSize(uint64(rate)), units.HumanSize(p.NewBytes))
+	prog := newReporter(c, "backup")
+	local := false
+	req.progress = func(p backup.Progress) {
+		local = true
+		if p.TotalFiles > 0 || p.TotalBytes > 0 {
+			prog.SetTotal(int64(p.TotalFiles), int64(p.TotalBytes))
 		}
-		defer fmt.Fprint(os.Stderr, "\r\x1b[K")
+		prog.Set(int64(p.Files), int64(p.Bytes))
 	}
 	rep, err := doBackup(c, req, true, true)
+	if rep != nil && rep.Report != nil && !local {
+		// The pass ran in the mount process: only its result came back.
+		prog.Set(int64(rep.Report.Files), int64(rep.Report.TotalBytes))
+	}
 	if rep == nil || rep.Report == nil {
+		prog.Finish(err)
 		return err
 	}
 	if c.Bool("json") {
-		if perr := printJSON(c.App.Writer, rep.Report); perr != nil {
-			return perr
-		}
-	} else {
-		printReport(c.App.Writer, rep.Report)
+		prog.FinishWith(err, rep.Report)
+		return err
 	}
+	prog.Finish(err)
+	printReport(c.App.Writer, rep.Report)
 	return err
 }
 
@@ -600,22 +600,29 @@ func restoreSnapshotAction(c *cli.Context) error {
 		return err
 	}
 	req := &backupRequest{Op: "restore", Snapshot: c.String("snapshot"), Path: c.String("path"), Target: target, Overwrite: c.Bool("overwrite")}
-	if term.IsTerminal(int(os.Stderr.Fd())) {
-		last := time.Time{}
-		req.restoreProgress = func(p backup.RestoreProgress) {
-			if time.Since(last) >= 200*time.Millisecond {
-				last = time.Now()
-				fmt.Fprintf(os.Stderr, "\r\x1b[K%d files, %s of %s", p.Files, units.HumanSize(p.Bytes), units.HumanSize(p.Total))
-			}
-		}
-		defer fmt.Fprint(os.Stderr, "\r\x1b[K")
+	prog := newReporter(c, "restore")
+	local := false
+	req.restoreProgress = func(p backup.RestoreProgress) {
+		local = true
+		prog.SetTotal(int64(p.TotalFiles), int64(p.Total))
+		prog.Set(int64(p.Files), int64(p.Bytes))
 	}
 	// Here, the engine runs to fetch evicted blobs from the network.
 	rep, err := doBackup(c, req, true, true)
 	if err != nil {
+		prog.Finish(err)
 		return err
 	}
 	res := rep.Restored
+	if !local {
+		prog.Set(int64(res.Files), int64(res.Bytes))
+	}
+	if c.Bool("json") {
+		prog.FinishWith(nil, map[string]any{"snapshot": rep.Snap.ID, "time": rep.Snap.Time, "target": target, "files": res.Files,
+			"bytes": res.Bytes, "dirs": res.Dirs, "symlinks": res.Symlinks, "hard_links": res.Links})
+		return nil
+	}
+	prog.Finish(nil)
 	fmt.Fprintf(c.App.Writer, "restored snapshot %s of %s into %s: %d files (%s), %d folders, %d symlinks, %d hard links\n",
 		rep.Snap.ID, rep.Snap.Time.Local().Format(time.RFC3339), target, res.Files, units.HumanSize(res.Bytes), res.Dirs, res.Symlinks, res.Links)
 	return nil

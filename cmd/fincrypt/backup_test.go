@@ -129,11 +129,57 @@ func backupRun(t *testing.T, home, pw string, env []string, args ...string) back
 	if r.code != 0 {
 		t.Fatalf("backup run: %+v", r)
 	}
+	sum := progressLines(t, "backup run --json", r.stdout)
 	var rep backupReport
-	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
-		t.Fatalf("backup run --json: %v\n%s", err, r.stdout)
+	if err := json.Unmarshal(sum.Result, &rep); err != nil || rep.Snapshot == "" {
+		t.Fatalf("backup run --json: the summary's result %s: %v", sum.Result, err)
+	}
+	if sum.Files != int64(rep.Files) || sum.Bytes != int64(rep.TotalBytes) {
+		t.Fatalf("backup run --json: the summary says %d files, %d bytes; the report %d files, %d bytes", sum.Files, sum.Bytes, rep.Files, rep.TotalBytes)
 	}
 	return rep
+}
+
+// progressSummary is the last line of a command's --json progress.
+type progressSummary struct {
+	Type       string          `json:"type"`
+	Files      int64           `json:"files"`
+	TotalFiles int64           `json:"total_files"`
+	Bytes      int64           `json:"bytes"`
+	TotalBytes int64           `json:"total_bytes"`
+	Error      string          `json:"error"`
+	Result     json.RawMessage `json:"result"`
+	lines      int             // progress lines before it
+}
+
+// progressLines checks --json output: JSON lines only, progress lines whose counts never go
+// back and never pass a known total, then one summary line; it returns the summary.
+func progressLines(t *testing.T, what, stdout string) progressSummary {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	var last progressSummary
+	for i, l := range lines {
+		var s progressSummary
+		if err := json.Unmarshal([]byte(l), &s); err != nil {
+			t.Fatalf("%s: line %d is not JSON: %v\n%s", what, i+1, err, stdout)
+		}
+		want := "progress"
+		if i == len(lines)-1 {
+			want = "summary"
+		}
+		if s.Type != want {
+			t.Fatalf("%s: line %d is a %q, want a %q\n%s", what, i+1, s.Type, want, stdout)
+		}
+		if s.Files < last.Files || s.Bytes < last.Bytes {
+			t.Fatalf("%s: line %d goes back (%+v after %+v)", what, i+1, s, last)
+		}
+		if want == "progress" && s.TotalBytes > 0 && s.Bytes > s.TotalBytes {
+			t.Fatalf("%s: line %d is past its total: %+v", what, i+1, s)
+		}
+		last = s
+	}
+	last.lines = len(lines) - 1
+	return last
 }
 
 type snapJSON struct {

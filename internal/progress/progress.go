@@ -7,6 +7,7 @@
 //	p.Add(1, n)                   // from any goroutine, as work completes
 //	p.Set(doneFiles, doneBytes)   // or absolute counts (e.g. pending going down)
 //	p.Finish(err)                 // the final line or JSON summary; call once
+//	p.FinishWith(err, result)     // the same, with the command's result in the JSON summary
 //
 // Three modes, chosen by New:
 //   - JSON (Options.JSON): one JSON object per line, {"type":"progress",...} at most once per
@@ -54,6 +55,9 @@ type State struct {
 	Rate       float64 `json:"rate_bps"` // bytes per second (files per second when no bytes are counted)
 	ETA        float64 `json:"eta_s"`    // seconds; 0 when unknown or done
 	Error      string  `json:"error,omitempty"`
+	// Result is what the command did, in the summary of a command that has
+	// more to say than the counts (FinishWith).
+	Result any `json:"result,omitempty"`
 }
 
 type mode int
@@ -179,7 +183,10 @@ func (r *Reporter) maybe() {
 
 // Finish writes the final state (JSON: the summary line; terminal: the last line and a
 // newline). Later calls do nothing.
-func (r *Reporter) Finish(err error) {
+func (r *Reporter) Finish(err error) { r.FinishWith(err, nil) }
+
+// FinishWith is Finish with the command's result in the JSON summary.
+func (r *Reporter) FinishWith(err error, result any) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.finished {
@@ -187,6 +194,7 @@ func (r *Reporter) Finish(err error) {
 	}
 	r.finished = true
 	s := r.state("summary")
+	s.Result = result
 	if err != nil {
 		s.Error = err.Error()
 	}
