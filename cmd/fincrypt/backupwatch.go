@@ -27,13 +27,21 @@ var backupWatchCommand = &cli.Command{
 		"rescan every --rescan as the safety net) and makes a pass over what changed once\n" +
 		"each changed file has stopped changing (--settle); every pass records a snapshot.\n" +
 		"The vault must not be mounted; with a network, the replication engine runs all\n" +
-		"along, so a change is on the network within seconds. Ctrl-C or SIGTERM stops it\n" +
+		"along: a pass's new data is uploaded within --flush-after, and is restorable from\n" +
+		"the password alone (`fincrypt status` says restorable) once the index backup\n" +
+		"that follows --snapshot-delay later is stored. Ctrl-C or SIGTERM stops it\n" +
 		"after uploading what is left (within --sync-timeout). Killed mid-pass, nothing is\n" +
 		"lost: the next start makes a full pass.",
 	Flags: []cli.Flag{passwordFileFlag,
 		excludeFlag, keepCachesFlag,
 		&cli.DurationFlag{Name: "rescan", Value: 10 * time.Minute, Usage: "full rescan every `DURATION`"},
 		&cli.DurationFlag{Name: "settle", Value: 500 * time.Millisecond, Usage: "a changed file is backed up once its size and mtime held for `DURATION`"},
+		// The replication engine's timing, as for mount: a change is durable on the
+		// network (uploaded, and in a stored index snapshot) about flush-after +
+		// snapshot-delay after its pass.
+		&cli.DurationFlag{Name: "flush-after", Usage: "upload a partly filled segment once its oldest chunk waited this long", Value: 10 * time.Second},
+		&cli.DurationFlag{Name: "snapshot-interval", Usage: "while changes go on, a pass waits at most this long for a backup of the index to the network (what a restore brings back)", Value: 10 * time.Minute},
+		&cli.DurationFlag{Name: "snapshot-delay", Usage: "back the index up once passes and uploads have paused this long", Value: 30 * time.Second},
 		syncTimeoutFlag,
 	},
 	Action: backupWatchAction,

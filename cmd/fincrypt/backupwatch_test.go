@@ -9,18 +9,22 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fincrypt/fincrypt/replicate"
 )
 
 // watcherProc is a running `fincrypt backup watch` and the snapshots it reported.
 type watcherProc struct {
 	cmd   *exec.Cmd
+	home  string
 	snaps chan string
 	done  chan error
 }
 
 func startWatcher(t *testing.T, home, pw, base string) *watcherProc {
 	t.Helper()
-	cmd := exec.Command(binPath, "--home", home, "backup", "watch", "--password-file", pw, "--settle", "200ms", "--rescan", "1h")
+	cmd := exec.Command(binPath, "--home", home, "backup", "watch", "--password-file", pw, "--settle", "200ms", "--rescan", "1h",
+		"--flush-after", "1s", "--snapshot-delay", "1s")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + base}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -31,7 +35,7 @@ func startWatcher(t *testing.T, home, pw, base string) *watcherProc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	w := &watcherProc{cmd: cmd, snaps: make(chan string, 100), done: make(chan error, 1)}
+	w := &watcherProc{cmd: cmd, home: home, snaps: make(chan string, 100), done: make(chan error, 1)}
 	re := regexp.MustCompile(`snapshot (\S+):`)
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -47,9 +51,11 @@ func startWatcher(t *testing.T, home, pw, base string) *watcherProc {
 	return w
 }
 
-// settled waits for at least one new snapshot, then until none came for a while, and
-// returns the last.
-func (w *watcherProc) settled(t *testing.T, what string) string {
+// settled waits for at least one new snapshot, then until none came for a while and the
+// last one is durable on the network: uploaded and in a stored index snapshot (the status
+// socket says restorable, asked after the snapshot was reported). It returns the last
+// snapshot and how long after it became durable.
+func (w *watcherProc) settled(t *testing.T, what string) (string, time.Duration) {
 	t.Helper()
 	var last string
 	select {
@@ -59,11 +65,34 @@ func (w *watcherProc) settled(t *testing.T, what string) string {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("%s: no snapshot within 60s", what)
 	}
+	const quiet, bound = 3 * time.Second, 60 * time.Second
+	at := time.Now()
+	durable := time.Duration(-1)
+	quietT := time.NewTimer(quiet)
+	defer quietT.Stop()
+	poll := time.NewTicker(200 * time.Millisecond)
+	defer poll.Stop()
 	for {
 		select {
 		case last = <-w.snaps:
-		case <-time.After(3 * time.Second):
-			return last
+			at, durable = time.Now(), -1
+			quietT.Reset(quiet)
+		case <-quietT.C:
+			if durable >= 0 {
+				return last, durable
+			}
+			quietT.Reset(quiet)
+		case <-poll.C:
+			if durable >= 0 {
+				continue
+			}
+			asked := time.Now()
+			st, err := replicate.QueryStatus(w.home)
+			if err == nil && st.Restorable && st.PendingBytes == 0 {
+				durable = asked.Sub(at)
+			} else if time.Since(at) > bound {
+				t.Fatalf("%s: snapshot %s not durable on the network %v after it was made: %+v, %v", what, last, bound, st, err)
+			}
 		}
 	}
 }
@@ -88,8 +117,9 @@ func TestBackupWatch(t *testing.T) {
 		t.Helper()
 		start := time.Now()
 		change()
-		id := w.settled(t, what)
-		t.Logf("%s: snapshot %s (%v after the change, 3s quiet included)", what, id, time.Since(start).Round(time.Millisecond))
+		id, durable := w.settled(t, what)
+		t.Logf("%s: snapshot %s, durable on the network %v after it was made (%v after the change, 3s quiet included)",
+			what, id, durable.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 		want[id] = backupTree(t, src)
 	}
 	step("first pass", func() {})
