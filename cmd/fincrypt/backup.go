@@ -133,7 +133,10 @@ func init() {
 			"--sync-timeout), so the snapshot is restorable from the password alone\n" +
 			"(`fincrypt restore --mediator --account`). While the vault is mounted with a\n" +
 			"network they run in the mount process, which uploads as it does for files;\n" +
-			"mounted without a network, unmount it first.",
+			"mounted without a network, unmount it first.\n\n" +
+			"Watching: `fincrypt backup watch` (unmounted vault) makes a pass per change as\n" +
+			"it happens. A mount with a network does the same by default for every added\n" +
+			"folder (`fincrypt mount --watch-backups=false` turns it off).",
 		Subcommands: []*cli.Command{
 			{
 				Name:      "add",
@@ -465,6 +468,7 @@ func backupAddAction(c *cli.Context) error {
 	for _, a := range rep.Roots {
 		fmt.Fprintf(c.App.Writer, "backing up %s\n", a)
 	}
+	fmt.Fprintln(c.App.ErrWriter, "a mount with a network backs it up as it changes; otherwise run `fincrypt backup watch`, or `fincrypt backup run` from cron")
 	return nil
 }
 

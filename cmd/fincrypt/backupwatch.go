@@ -140,7 +140,12 @@ func globExclude(patterns []string) func(string) bool {
 	}
 }
 
-var watchBackupsFlag = &cli.BoolFlag{Name: "watch-backups", Usage: "also back up the folders added with `fincrypt backup add` as they change (as `fincrypt backup watch` does), in the mount's background"}
+// watchBackupsFlag: on by default, since someone who ran `fincrypt backup add` and then
+// mounts expects the folders to go on being backed up (the mount holds the vault's lock, so
+// `backup watch` cannot run beside it). It costs one index read every 5s while no folder is
+// added.
+var watchBackupsFlag = &cli.BoolFlag{Name: "watch-backups", Value: true,
+	Usage: "with a network, back up the folders added with `fincrypt backup add` as they change (as `fincrypt backup watch` does), in the mount's background; --watch-backups=false leaves them to `backup run`"}
 
 // closerFunc is an io.Closer.
 type closerFunc func() error

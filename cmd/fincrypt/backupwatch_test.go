@@ -177,7 +177,7 @@ func TestBackupWatch(t *testing.T) {
 	(&vaultEnv{home: home, pw: pw}).check(t)
 }
 
-// TestMountWatchesBackups: a mount with --watch-backups backs up a folder added while
+// TestMountWatchesBackups: a mount (watching is its default) backs up a folder added while
 // mounted, and then each change to it, without any `backup run`.
 func TestMountWatchesBackups(t *testing.T) {
 	needFUSE(t)
@@ -185,7 +185,7 @@ func TestMountWatchesBackups(t *testing.T) {
 	v, _ := n.newVault(t, "mw")
 	src := filepath.Join(n.dir, "src")
 	fillSource(t, src, 3, 64<<10, 1)
-	v.mountWith(t, "--watch-backups")
+	v.mountWith(t)
 	if r := fincrypt(t, nil, "--home", v.home, "backup", "add", "--password-file", v.pw, src); r.code != 0 {
 		t.Fatalf("backup add: %+v", r)
 	}

@@ -197,8 +197,8 @@ func spawnMount(c *cli.Context, home, mnt string, pw []byte) error {
 			args = append(args, "--"+f, c.Duration(f).String())
 		}
 	}
-	if c.Bool("watch-backups") {
-		args = append(args, "--watch-backups")
+	if !c.Bool("watch-backups") {
+		args = append(args, "--watch-backups=false")
 	}
 	args = append(args, mnt)
 	cmd := exec.Command(self, args...)
