@@ -531,6 +531,15 @@ func (p *pass) saveDirRules(path string, parent *Tree, rules []ignoreRule) (meta
 	if err := p.ctx.Err(); err != nil {
 		return meta.TreeID{}, err
 	}
+	before := totals{p.rep.Files, p.rep.Dirs, p.rep.TotalBytes}
+	id, err := p.listDir(path, parent, rules)
+	if err == nil {
+		rememberTotals(p.repo.Index, id, totals{p.rep.Files - before.files, p.rep.Dirs - before.dirs, p.rep.TotalBytes - before.bytes})
+	}
+	return id, err
+}
+
+func (p *pass) listDir(path string, parent *Tree, rules []ignoreRule) (meta.TreeID, error) {
 	rules = append(slices.Clip(rules), readIgnore(path)...)
 	f, err := os.Open(path)
 	if err != nil {
@@ -668,7 +677,16 @@ func (p *pass) saveEntry(path string, fi fs.FileInfo, pn *Node, rules []ignoreRu
 		}
 		p.rep.Dirs++
 		if !p.touched(path) && pn != nil && pn.Type == TypeDir {
-			// A limited pass: this directory did not change.
+			// A limited pass: this directory did not change. Its files count in
+			// the snapshot's totals all the same.
+			tt, err := p.treeTotals(pn.Subtree)
+			if err != nil {
+				return nil, fmt.Errorf("parent snapshot: %w", err)
+			}
+			p.rep.Files += tt.files
+			p.rep.Unchanged += tt.files
+			p.rep.Dirs += tt.dirs
+			p.rep.TotalBytes += tt.bytes
 			n.Subtree = pn.Subtree
 			return n, nil
 		}
@@ -886,6 +904,69 @@ func (p *pass) flush(sync bool) error {
 	p.batch = p.repo.Index.NewBatch()
 	p.batchN, p.batchB = 0, 0
 	return nil
+}
+
+// totals are the files, folders and file bytes under a tree (the tree's
+// own folder not counted).
+type totals struct{ files, dirs, bytes uint64 }
+
+// treeTotalsCache remembers the totals of trees this process saved or
+// counted: trees are immutable and named by their content, so an entry never
+// goes stale. A watcher's pass then adds an unchanged folder's totals with
+// one look-up instead of reading its trees. It is emptied past maxTreeTotals
+// entries.
+var treeTotalsCache = struct {
+	sync.Mutex
+	m map[treeKey]totals
+}{m: map[treeKey]totals{}}
+
+const maxTreeTotals = 1 << 20
+
+type treeKey struct {
+	idx *meta.Index
+	id  meta.TreeID
+}
+
+func rememberTotals(idx *meta.Index, id meta.TreeID, t totals) {
+	treeTotalsCache.Lock()
+	defer treeTotalsCache.Unlock()
+	if len(treeTotalsCache.m) >= maxTreeTotals {
+		clear(treeTotalsCache.m)
+	}
+	treeTotalsCache.m[treeKey{idx, id}] = t
+}
+
+// treeTotals is the totals of tree id: remembered, or counted from its
+// records (and then remembered, for every subtree too).
+func (p *pass) treeTotals(id meta.TreeID) (totals, error) {
+	treeTotalsCache.Lock()
+	t, ok := treeTotalsCache.m[treeKey{p.repo.Index, id}]
+	treeTotalsCache.Unlock()
+	if ok {
+		return t, nil
+	}
+	tree, err := LoadTree(p.repo.Index, id)
+	if err != nil {
+		return t, err
+	}
+	for i := range tree.Nodes {
+		n := &tree.Nodes[i]
+		switch n.Type {
+		case TypeFile:
+			t.files++
+			t.bytes += n.Size
+		case TypeDir:
+			sub, err := p.treeTotals(n.Subtree)
+			if err != nil {
+				return t, err
+			}
+			t.files += sub.files
+			t.dirs += sub.dirs + 1
+			t.bytes += sub.bytes
+		}
+	}
+	rememberTotals(p.repo.Index, id, t)
+	return t, nil
 }
 
 // LoadTree reads and decodes tree id.

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -233,6 +234,44 @@ func TestVanishingMidPassIsAWarning(t *testing.T) {
 	for name, want := range map[string]string{"1-first.txt": "first", "5-last.txt": "last"} {
 		if b, err := os.ReadFile(filepath.Join(target, src, name)); err != nil || string(b) != want {
 			t.Errorf("%s after the pass: %q %v", name, b, err)
+		}
+	}
+}
+
+// TestLimitedPassTotals: a watcher's pass (Options.Changed) records the same totals (files,
+// folders, bytes) as a full pass of the same folder would, whether the unchanged folders'
+// totals are remembered from an earlier pass or counted from their trees.
+func TestLimitedPassTotals(t *testing.T) {
+	for _, cold := range []bool{false, true} {
+		repo := newRepo(t)
+		src := t.TempDir()
+		for i := 0; i < 30; i++ {
+			writeFile(t, filepath.Join(src, "d"+strconv.Itoa(i%4), "e"+strconv.Itoa(i%3), "f"+strconv.Itoa(i)), seeded(uint64(i), 1000+i), 0o644)
+		}
+		if _, err := Run(context.Background(), repo, Options{Paths: []string{src}}); err != nil {
+			t.Fatal(err)
+		}
+		changed := filepath.Join(src, "d1/e0/f9")
+		writeFile(t, changed, []byte("changed"), 0o644)
+		if cold {
+			treeTotalsCache.Lock()
+			clear(treeTotalsCache.m)
+			treeTotalsCache.Unlock()
+		}
+		lim, err := Run(context.Background(), repo, Options{Paths: []string{src}, Changed: []string{changed}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		full, err := Run(context.Background(), repo, Options{Paths: []string{src}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lim.Files != 30 || lim.Files != full.Files || lim.Dirs != full.Dirs || lim.TotalBytes != full.TotalBytes || lim.BytesRead != 7 {
+			t.Fatalf("cold %v: the limited pass %+v, the full pass %+v: want the same totals, 7 bytes read", cold, lim, full)
+		}
+		snaps, _ := Snapshots(repo.Index)
+		if s := snaps[len(snaps)-2]; s.Files != full.Files || s.TotalBytes != full.TotalBytes {
+			t.Fatalf("the limited pass's snapshot records %d files, %d bytes", s.Files, s.TotalBytes)
 		}
 	}
 }
