@@ -511,12 +511,14 @@ func backupRunAction(c *cli.Context) error {
 	}
 	prog := newReporter(c, "backup")
 	local := false
-	req.progress = func(p backup.Progress) {
-		local = true
-		if p.TotalFiles > 0 || p.TotalBytes > 0 {
-			prog.SetTotal(int64(p.TotalFiles), int64(p.TotalBytes))
+	if prog.Active() { // else no counting walk either
+		req.progress = func(p backup.Progress) {
+			local = true
+			if p.TotalFiles > 0 || p.TotalBytes > 0 {
+				prog.SetTotal(int64(p.TotalFiles), int64(p.TotalBytes))
+			}
+			prog.Set(int64(p.Files), int64(p.Bytes))
 		}
-		prog.Set(int64(p.Files), int64(p.Bytes))
 	}
 	rep, err := doBackup(c, req, true, true)
 	if rep != nil && rep.Report != nil && !local {
