@@ -121,6 +121,10 @@ type Report struct {
 	NewBlobs   uint64 `json:"new_blobs"`
 	TotalBytes uint64 `json:"total_bytes"`
 	Skipped    []Skip `json:"skipped"`
+	// Same says a watcher's pass (Options.Changed) found the tree its parent
+	// recorded (the changes were excluded, or undone): no snapshot was
+	// recorded, and Snapshot names the parent.
+	Same bool `json:"same_as_parent,omitempty"`
 }
 
 // AddRoot records folders to back up (made absolute and cleaned).
@@ -344,6 +348,14 @@ func Run(ctx context.Context, repo Repo, opt Options) (*Report, error) {
 	}
 	if err := p.flush(true); err != nil {
 		return nil, err
+	}
+	if p.rep.Skipped == nil {
+		p.rep.Skipped = []Skip{}
+	}
+	if opt.Changed != nil && parent != nil && rootID == parent.Tree && slices.Equal(parent.Paths, clean) {
+		// Nothing to keep: a snapshot per excluded change would only pile up.
+		p.rep.Snapshot, p.rep.Same = parent.ID.String(), true
+		return &p.rep, nil
 	}
 	snap := Snapshot{ID: newSnapID(), Time: opt.Time, Host: opt.Host, Paths: clean, Tree: rootID,
 		Files: p.rep.Files, Dirs: p.rep.Dirs, NewBytes: p.rep.NewBytes, TotalBytes: p.rep.TotalBytes}

@@ -275,3 +275,35 @@ func TestLimitedPassTotals(t *testing.T) {
 		}
 	}
 }
+
+// TestExcludedChangeRecordsNoSnapshot: a watcher's pass over changes that are all excluded
+// (here by a .fincryptignore file) finds its parent's tree and records no snapshot; a real
+// change then records one.
+func TestExcludedChangeRecordsNoSnapshot(t *testing.T) {
+	repo := newRepo(t)
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, ".fincryptignore"), []byte("build\n"), 0o644)
+	writeFile(t, filepath.Join(src, "build/out.o"), []byte("1"), 0o644)
+	writeFile(t, filepath.Join(src, "main.c"), []byte("int main;"), 0o644)
+	first, err := Run(context.Background(), repo, Options{Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(src, "build/out.o")
+	writeFile(t, out, []byte("rebuilt"), 0o644)
+	rep, err := Run(context.Background(), repo, Options{Paths: []string{src}, Changed: []string{out}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snaps, _ := Snapshots(repo.Index); !rep.Same || rep.Snapshot != first.Snapshot || len(snaps) != 1 {
+		t.Fatalf("an excluded change: %+v, %d snapshots; want none recorded", rep, len(snaps))
+	}
+	writeFile(t, filepath.Join(src, "main.c"), []byte("int main(void);"), 0o644)
+	rep, err = Run(context.Background(), repo, Options{Paths: []string{src}, Changed: []string{filepath.Join(src, "main.c")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snaps, _ := Snapshots(repo.Index); rep.Same || rep.Snapshot == first.Snapshot || len(snaps) != 2 {
+		t.Fatalf("a real change: %+v, %d snapshots; want a new one", rep, len(snaps))
+	}
+}

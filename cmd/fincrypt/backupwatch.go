@@ -25,7 +25,8 @@ var backupWatchCommand = &cli.Command{
 	Usage: "back up the added folders, then keep backing up each change as it happens",
 	Description: "Makes one pass of every added folder, then watches them (inotify, plus a full\n" +
 		"rescan every --rescan as the safety net) and makes a pass over what changed once\n" +
-		"each changed file has stopped changing (--settle); every pass records a snapshot.\n" +
+		"each changed file has stopped changing (--settle); every pass records a snapshot\n" +
+		"(unless what changed is all excluded: then it says so and records none).\n" +
 		"The vault must not be mounted; with a network, the replication engine runs all\n" +
 		"along: a pass's new data is uploaded within --flush-after, and is restorable from\n" +
 		"the password alone (`fincrypt status` says restorable) once the index backup\n" +
@@ -79,6 +80,11 @@ func backupWatchAction(c *cli.Context) error {
 			rep, err := backup.Run(ctx, s.repo(), o)
 			if err != nil {
 				return err
+			}
+			if rep.Same {
+				fmt.Fprintf(c.App.Writer, "%s no change to keep (%d changed paths excluded or undone); snapshot %s stands\n",
+					time.Now().Format(time.RFC3339), len(changed), rep.Snapshot)
+				return nil
 			}
 			fmt.Fprintf(c.App.Writer, "%s snapshot %s: %d files, %d new bytes, %d skipped (%d changed paths)\n",
 				time.Now().Format(time.RFC3339), rep.Snapshot, rep.Files, rep.NewBytes, len(rep.Skipped), len(changed))
@@ -177,7 +183,7 @@ func watchBackupsInMount(v *vault.Vault, idx *meta.Index, store *chunkstore.Stor
 				defer backupMu.Unlock()
 				rep, err := backup.Run(ctx, repo, backup.Options{Changed: changed, Logger: log})
 				if err == nil {
-					log.Info("backup pass", "snapshot", rep.Snapshot, "files", rep.Files, "new_bytes", rep.NewBytes, "changed", len(changed))
+					log.Info("backup pass", "snapshot", rep.Snapshot, "same_as_parent", rep.Same, "files", rep.Files, "new_bytes", rep.NewBytes, "changed", len(changed))
 				} else if ctx.Err() == nil {
 					full = true // the next check makes a full pass
 				}
