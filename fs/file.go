@@ -178,6 +178,13 @@ func (r *fsys) release(of *openFile) error {
 			r.putBuf(of.cache)
 			of.cache, of.cacheOK = nil, false
 		}
+		// Loads ahead nobody read (a file opened and closed unread) end
+		// before the handle does, so none outlives the mount's index.
+		for _, pf := range of.pf {
+			<-pf.done
+			r.putBuf(pf.buf)
+		}
+		of.pf = nil
 	}
 	of.mu.Unlock()
 	if last && unlinked {
@@ -399,6 +406,16 @@ func (of *openFile) chunkData(idx uint64) ([]byte, error) {
 	}
 	of.cache, of.cacheIdx, of.cacheOK = b, idx, true
 	return b, nil
+}
+
+// prefetchOnOpen starts loading the first chunk for a reader that has just
+// opened the file, unless it is already at hand (buffered, queued, cached or
+// loading); caller holds of.mu.
+func (of *openFile) prefetchOnOpen() {
+	if of.nextLoad != 0 || (of.cacheOK && of.cacheIdx == 0) {
+		return
+	}
+	of.maybePrefetch(0)
 }
 
 // prefetchAfter keeps the readAhead chunks after idx loading.
@@ -745,6 +762,14 @@ func (of *openFile) commit(done []sealed, drop func(b *meta.Batch) ([]meta.Chunk
 	b := r.idx.NewBatch()
 	var old []meta.ChunkID
 	for _, s := range done {
+		if s.idx*r.cs >= n.Size {
+			// Past the indexed end the index holds no chunk (a truncate
+			// drops them in the batch that shrinks the size, and a chunk
+			// is committed with a size that covers it): a new file's
+			// chunks need no look-up.
+			b.PutChunk(of.ino, s.idx, &s.ref)
+			continue
+		}
 		prev, ok, err := r.idx.GetChunk(of.ino, s.idx)
 		if err != nil {
 			b.Discard()

@@ -46,9 +46,14 @@ type Options struct {
 
 	// Logger receives the file system's messages; nil discards them.
 	Logger *slog.Logger
-	// AttrTimeout and EntryTimeout are how long the kernel may cache
-	// attributes and names; zero means DefaultTimeout. Every change goes
-	// through this mount, so the kernel's caches stay correct.
+	// AttrTimeout and EntryTimeout are how long the kernel may cache the
+	// attributes and names of the vault's tree; zero means DefaultTimeout.
+	// Every change to the tree goes through this mount's kernel, which
+	// updates or drops what it cached (a create or unlink drops the
+	// directory's attributes, a write the file's times), so a long timeout
+	// is safe and spares a LOOKUP or GETATTR per path component once the
+	// kernel has seen it. Missing names and the snapshot view, which change
+	// without a request (a new backup snapshot), keep viewTimeout.
 	AttrTimeout, EntryTimeout time.Duration
 	// MaxDirtyChunks bounds the unsealed chunks buffered per open file;
 	// zero means DefaultMaxDirtyChunks.
@@ -73,7 +78,7 @@ type Options struct {
 
 // Defaults for Options.
 const (
-	DefaultTimeout        = time.Second
+	DefaultTimeout        = time.Hour
 	DefaultMaxDirtyChunks = 8
 	DefaultSyncInterval   = 5 * time.Second
 	// MaxNameLen is the longest name, in bytes, a directory entry may have.
@@ -83,6 +88,11 @@ const (
 	// sealParallel is how many chunks a mount seals and stores at once.
 	sealParallel = 4
 )
+
+// viewTimeout is the kernel's cache time for what can change without a
+// request through it: missing names (the view's .snapshots appears with the
+// first backup snapshot) and the snapshot view's entries.
+const viewTimeout = time.Second
 
 func (o *Options) setDefaults() {
 	if o.FsName == "" {
@@ -245,7 +255,9 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 			return fail(err)
 		}
 	}
-	neg := opt.EntryTimeout
+	// The tree's own replies carry opt's timeouts (fillEntry); these
+	// defaults apply to the rest (the snapshot view, missing names).
+	view := viewTimeout
 	mo := &gofs.Options{
 		MountOptions: fuse.MountOptions{
 			AllowOther:   opt.AllowOther,
@@ -261,9 +273,9 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 			ExplicitDataCacheControl: true,
 			PanicHandler:             r.panicked,
 		},
-		EntryTimeout:    &opt.EntryTimeout,
-		AttrTimeout:     &opt.AttrTimeout,
-		NegativeTimeout: &neg,
+		EntryTimeout:    &view,
+		AttrTimeout:     &view,
+		NegativeTimeout: &view,
 		RootStableAttr:  &gofs.StableAttr{Ino: meta.RootIno},
 		// Mode bits as stored: go-fuse would otherwise show a file created
 		// or chmodded to 0000 as 0644 (0755 for a directory).

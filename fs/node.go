@@ -43,6 +43,16 @@ func (r *fsys) fillAttr(in *meta.Inode, out *fuse.Attr) {
 	r.fillAttrRaw(in, out, size, mtime, ctime)
 }
 
+// fillEntry is fillAttr for a reply that names an inode of the vault's tree
+// (lookup, create, mkdir, ...), with the tree's entry and attribute
+// timeouts. The snapshot view and negative entries keep go-fuse's defaults
+// (viewTimeout): they change without a request through this kernel.
+func (r *fsys) fillEntry(in *meta.Inode, out *fuse.EntryOut) {
+	r.fillAttr(in, &out.Attr)
+	out.SetEntryTimeout(r.opt.EntryTimeout)
+	out.SetAttrTimeout(r.opt.AttrTimeout)
+}
+
 // fillAttrRaw is fillAttr with the size and times given.
 func (r *fsys) fillAttrRaw(in *meta.Inode, out *fuse.Attr, size uint64, mtime, ctime int64) {
 	out.Ino = in.Ino
@@ -63,6 +73,7 @@ func (n *Node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 		return n.r.errno("getattr", err)
 	}
 	n.r.fillAttr(&in, &out.Attr)
+	out.SetTimeout(n.r.opt.AttrTimeout)
 	return 0
 }
 

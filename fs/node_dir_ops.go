@@ -40,7 +40,7 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	if err != nil {
 		return nil, n.r.errno("lookup", err)
 	}
-	n.r.fillAttr(&in, &out.Attr)
+	n.r.fillEntry(&in, out)
 	return n.newChild(ctx, &in), 0
 }
 
@@ -138,7 +138,7 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	if errno != 0 {
 		return nil, errno
 	}
-	n.r.fillAttr(&in, &out.Attr)
+	n.r.fillEntry(&in, out)
 	return n.newChild(ctx, &in), 0
 }
 
@@ -154,7 +154,7 @@ func (n *Node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	if errno != 0 {
 		return nil, errno
 	}
-	n.r.fillAttr(&in, &out.Attr)
+	n.r.fillEntry(&in, out)
 	return n.newChild(ctx, &in), 0
 }
 
@@ -169,7 +169,7 @@ func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	if errno != 0 {
 		return nil, errno
 	}
-	n.r.fillAttr(&in, &out.Attr)
+	n.r.fillEntry(&in, out)
 	return n.newChild(ctx, &in), 0
 }
 
@@ -200,7 +200,7 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	}
 	// Not under r.mu: fillAttr takes the open file's lock, which is
 	// taken before r.mu elsewhere.
-	n.r.fillAttr(&in, &out.Attr)
+	n.r.fillEntry(&in, out)
 	return n.newChild(ctx, &in), 0
 }
 
