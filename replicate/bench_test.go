@@ -180,6 +180,11 @@ func BenchmarkDurable(b *testing.B) {
 		})
 		base.run(b)
 		report(b, n, got, base.best)
+		// How busy the upload slots were: 1 when Parallel segments were
+		// in flight all the time, lower when the engine left slots idle
+		// (between rounds, or waiting for a round's slowest upload).
+		busy := time.Duration(c.rep.uploadBusy.Load())
+		b.ReportMetric(busy.Seconds()/(got.wall.Seconds()*float64(c.rep.cfg.Parallel)), "slots-busy")
 	}
 }
 
