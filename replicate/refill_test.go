@@ -120,6 +120,23 @@ func TestUploadTakesNewChunksWhileUploading(t *testing.T) {
 	if len(intents) != 0 || inflight != 0 {
 		t.Fatalf("after sync: %d upload intents left, %d chunks in flight", len(intents), inflight)
 	}
+	// The segments stored without the stopped node are repaired before
+	// they can be evicted (dropCaches); a loaded machine (or -race) makes
+	// the repair slow, so wait for it with a generous bound first.
+	deadline = time.Now().Add(4 * time.Minute)
+	for {
+		st, err := QueryStatus(c.home)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.SegmentsDegraded == 0 && st.SegmentsDurable > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("segments not repaired after the node stopped: %+v", st)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	c.dropCaches(t)
 	checkTree(t, c.mnt, files)
 }
