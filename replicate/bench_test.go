@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"syscall"
 	"testing"
@@ -113,6 +114,27 @@ func measure(b *testing.B, f func()) measured {
 	return measured{time.Since(t0), cpuTime(b) - c0}
 }
 
+// profiled runs f under a CPU profile written to FINCRYPT_BENCH_CPUPROFILE
+// (when set): the measured work alone, without the bare baseline's runs
+// or the planet's start that -cpuprofile would mix in.
+func profiled(b *testing.B, f func()) {
+	path := os.Getenv("FINCRYPT_BENCH_CPUPROFILE")
+	if path == "" {
+		f()
+		return
+	}
+	out, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer out.Close()
+	if err := pprof.StartCPUProfile(out); err != nil {
+		b.Fatal(err)
+	}
+	defer pprof.StopCPUProfile()
+	f()
+}
+
 // bareBaseline runs bareQUIC twice, before and after the measured work,
 // and keeps the faster run: on a shared machine the load of other jobs
 // comes and goes, and the faster run is the fairer ceiling.
@@ -151,11 +173,18 @@ func BenchmarkDurable(b *testing.B) {
 		base.run(b)
 		_, c, _ := benchPlanet(b, n)
 		got := measure(b, func() {
-			writeBench(b, c, n)
-			c.waitSyncedFor(b, "bench write", 30*time.Minute)
+			profiled(b, func() {
+				writeBench(b, c, n)
+				c.waitSyncedFor(b, "bench write", 30*time.Minute)
+			})
 		})
 		base.run(b)
 		report(b, n, got, base.best)
+		// How busy the upload slots were: 1 when Parallel segments were
+		// in flight all the time, lower when the engine left slots idle
+		// (between rounds, or waiting for a round's slowest upload).
+		busy := time.Duration(c.rep.uploadBusy.Load())
+		b.ReportMetric(busy.Seconds()/(got.wall.Seconds()*float64(c.rep.cfg.Parallel)), "slots-busy")
 	}
 }
 
@@ -176,21 +205,23 @@ func BenchmarkRestore(b *testing.B) {
 		home2 := filepath.Join(b.TempDir(), "restored")
 		var c2 *client
 		got := measure(b, func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-			if _, err := Restore(ctx, RestoreOptions{Home: home2, Mediator: p.Mediator.Address(), Account: acct, Password: testPassword}); err != nil {
-				b.Fatal(err)
-			}
-			cancel()
-			c2 = mount(b, p, home2, benchConfig())
-			f, err := os.Open(filepath.Join(c2.mnt, "big"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			got, err := io.Copy(io.Discard, f)
-			f.Close()
-			if err != nil || got != n {
-				b.Fatalf("read back %d of %d bytes: %v", got, n, err)
-			}
+			profiled(b, func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+				if _, err := Restore(ctx, RestoreOptions{Home: home2, Mediator: p.Mediator.Address(), Account: acct, Password: testPassword}); err != nil {
+					b.Fatal(err)
+				}
+				cancel()
+				c2 = mount(b, p, home2, benchConfig())
+				f, err := os.Open(filepath.Join(c2.mnt, "big"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				got, err := io.Copy(io.Discard, f)
+				f.Close()
+				if err != nil || got != n {
+					b.Fatalf("read back %d of %d bytes: %v", got, n, err)
+				}
+			})
 		})
 		// Segment downloads per data segment: 1 when read-ahead fetches
 		// nothing twice and nothing in vain.

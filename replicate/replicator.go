@@ -113,6 +113,9 @@ type Replicator struct {
 	closed     bool           // Close began: no new prefetch
 	prefetches sync.WaitGroup // prefetches running (Close waits)
 	segFetches atomic.Int64   // segment downloads started (tests)
+	refills    atomic.Int64   // plans uploadAll took on while uploading (tests)
+	uploadBusy atomic.Int64   // nanoseconds spent in segment uploads, summed over slots (benchmarks)
+	streamFor  time.Duration  // streamFor, or what a test sets
 	prefetched atomic.Int64   // of which read-ahead (tests)
 }
 
@@ -144,7 +147,7 @@ func New(v *vault.Vault, idx *meta.Index, store *chunkstore.Store, client *media
 	if err != nil {
 		return nil, err
 	}
-	r := &Replicator{cfg: cfg, log: cfg.Logger, faults: cfg.Faults, v: v, idx: idx, store: store, client: client, coder: coder, snap: snap,
+	r := &Replicator{streamFor: streamFor, cfg: cfg, log: cfg.Logger, faults: cfg.Faults, v: v, idx: idx, store: store, client: client, coder: coder, snap: snap,
 		done: make(chan struct{}), kick: make(chan struct{}, 1),
 		inflight: map[meta.ChunkID]struct{}{}, firstSeen: map[meta.ChunkID]time.Time{},
 		fetching: map[meta.SegmentID]*fetchCall{}, intentsLeft: true, evictEvery: evictEvery}
@@ -396,6 +399,17 @@ type plannedSegment struct {
 // uploadPending packs pending chunks into segments and uploads them. It
 // returns an error only for a failure of the network (to back off).
 func (r *Replicator) uploadPending() error {
+	plan := r.planPending(false)
+	if len(plan) == 0 {
+		return nil
+	}
+	return r.uploadAll(plan)
+}
+
+// planPending packs the pending chunks that no upload holds into segments:
+// every full one, and (unless fullOnly) a partly filled one too once its
+// oldest chunk has waited FlushAfter or something waits for it (urgent).
+func (r *Replicator) planPending(fullOnly bool) []*plannedSegment {
 	all, err := r.pending()
 	if err != nil {
 		r.noteErr(err)
@@ -455,13 +469,10 @@ func (r *Replicator) uploadPending() error {
 	// A partly filled segment waits for more chunks, unless its oldest
 	// chunk has waited long enough or a snapshot, a sync or an unmount
 	// waits for it.
-	if len(cur.chunks) > 0 && (now.Sub(oldest) >= r.cfg.FlushAfter || r.urgent()) {
+	if len(cur.chunks) > 0 && !fullOnly && (now.Sub(oldest) >= r.cfg.FlushAfter || r.urgent()) {
 		plan = append(plan, cur)
 	}
-	if len(plan) == 0 {
-		return nil
-	}
-	return r.uploadAll(plan)
+	return plan
 }
 
 // trimDueLocked says whether the cache is to be trimmed (the store listed)
@@ -474,16 +485,30 @@ func (r *Replicator) trimDueLocked(gen uint64) bool {
 // evictEvery is how often the cache is trimmed when nothing was uploaded.
 const evictEvery = 10 * time.Second
 
-// uploadAll uploads the planned segments, Parallel at a time.
+// streamFor bounds how long one round keeps taking newly written chunks
+// into its uploads (uploadAll), so that the round's other duties (the
+// snapshot, health checks, trimming the cache) still come around while a
+// writer never stops.
+const streamFor = 10 * time.Second
+
+// uploadAll uploads the planned segments, Parallel at a time. Whenever a
+// slot frees up once the plan is done, it plans again from the pending
+// feed: chunks written while the round uploads go out in the same round,
+// as soon as they fill a segment, and no slot waits for the slowest
+// upload of the round to end (for up to streamFor).
 func (r *Replicator) uploadAll(plan []*plannedSegment) error {
-	r.mu.Lock()
-	for _, p := range plan {
-		for _, c := range p.chunks {
-			r.inflight[c.id] = struct{}{}
+	begin := time.Now()
+	mark := func(more []*plannedSegment) {
+		r.mu.Lock()
+		for _, p := range more {
+			for _, c := range p.chunks {
+				r.inflight[c.id] = struct{}{}
+			}
+			r.st.UploadTotal += uint64(p.used)
 		}
-		r.st.UploadTotal += uint64(p.used)
+		r.mu.Unlock()
 	}
-	r.mu.Unlock()
+	mark(plan)
 	defer func() {
 		r.mu.Lock()
 		for _, p := range plan {
@@ -498,17 +523,63 @@ func (r *Replicator) uploadAll(plan []*plannedSegment) error {
 	var wg sync.WaitGroup
 	var errMu sync.Mutex
 	var netErr error
-	for _, p := range plan {
-		if r.ctx.Err() != nil {
-			break
-		}
+	failed := func() bool {
+		errMu.Lock()
+		defer errMu.Unlock()
+		return netErr != nil
+	}
+	var running atomic.Int64
+	finished := make(chan struct{}, r.cfg.Parallel)
+	for next := 0; r.ctx.Err() == nil; {
 		sem <- struct{}{}
+		if next == len(plan) {
+			// A slot is free and the plan is done: take the full
+			// segments written since (a partly filled one waits for the
+			// next round, it may fill yet), unless the round has run long
+			// enough or an upload failed (the round's backoff applies).
+			if time.Since(begin) >= r.streamFor || failed() || r.ctx.Err() != nil {
+				<-sem
+				break
+			}
+			more := r.planPending(true)
+			if len(more) == 0 {
+				<-sem
+				if running.Load() == 0 {
+					break
+				}
+				// Uploads still run: look again when one ends, or
+				// after a scan interval (the writer may fill a segment).
+				t := time.NewTimer(r.tick())
+				select {
+				case <-finished:
+				case <-t.C:
+				case <-r.ctx.Done():
+				}
+				t.Stop()
+				continue
+			}
+			mark(more)
+			plan = append(plan, more...)
+			r.refills.Add(1)
+		}
+		p := plan[next]
+		next++
+		running.Add(1)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { <-sem }()
+			defer func() {
+				running.Add(-1)
+				<-sem
+				select {
+				case finished <- struct{}{}:
+				default:
+				}
+			}()
 			// A goroutine of its own: a panic here would escape the
 			// round's protection.
+			t0 := time.Now()
+			defer func() { r.uploadBusy.Add(int64(time.Since(t0))) }()
 			if err := r.faults.Protect("upload", func() error {
 				r.faults.Hook("upload segment")
 				return r.uploadSegment(p)

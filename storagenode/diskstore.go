@@ -492,20 +492,41 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
+// pipeBufs buffers of pipeBufSize each are in flight in one pipeCopy;
+// they come from a pool, since every piece upload would otherwise
+// allocate (and clear) all of them afresh.
+const pipeBufs, pipeBufSize = 4, 1 << 20
+
+var pipeBufPool sync.Pool
+
+func getPipeBuf() []byte {
+	if b, ok := pipeBufPool.Get().(*[]byte); ok {
+		return *b
+	}
+	return make([]byte, pipeBufSize)
+}
+
+// putPipeBuf returns a buffer no goroutine uses any more. The buffers of a
+// pipeCopy that failed are left to the collector: its reader may still be
+// filling one.
+func putPipeBuf(b []byte) {
+	b = b[:cap(b)]
+	pipeBufPool.Put(&b)
+}
+
 // pipeCopy is io.Copy with the reads in their own goroutine, a few MiB
 // ahead of the writes, so that receiving from the network overlaps with
 // hashing and with write(2) calls that the kernel throttles to disk speed.
 func pipeCopy(dst io.Writer, src io.Reader) (int64, error) {
-	const nbuf, bufSize = 4, 1 << 20
 	type chunk struct {
 		b   []byte
 		err error
 	}
-	free := make(chan []byte, nbuf)
-	for range nbuf {
-		free <- make([]byte, bufSize)
+	free := make(chan []byte, pipeBufs)
+	for range pipeBufs {
+		free <- getPipeBuf()
 	}
-	full := make(chan chunk, nbuf)
+	full := make(chan chunk, pipeBufs)
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
@@ -541,6 +562,12 @@ func pipeCopy(dst io.Writer, src io.Reader) (int64, error) {
 			}
 		}
 		if c.err == io.EOF {
+			// The reader has stopped: every buffer is back in free or
+			// in hand, and goes back to the pool.
+			putPipeBuf(c.b)
+			for range pipeBufs - 1 {
+				putPipeBuf(<-free)
+			}
 			return total, nil
 		}
 		if c.err != nil {
@@ -636,11 +663,13 @@ func (s *DiskStore) Put(ctx context.Context, id challenge.PieceID, size int64, a
 	if !s.noSync {
 		fw = &writebackWriter{f: f}
 	}
-	w := bufio.NewWriterSize(fw, 1<<20)
-	if _, err := w.Write(encodePieceHeader(id, size)); err != nil {
+	if _, err := fw.Write(encodePieceHeader(id, size)); err != nil {
 		return fmt.Errorf("piece %s: %w", id, diskErr(err))
 	}
-	n, err := pipeCopy(io.MultiWriter(b, w), io.LimitReader(ctxReader{ctx, r}, size+1))
+	// The piece's bytes go from pipeCopy's buffers to the file and the
+	// tree builder as they are (1 MiB writes, no second copy); the tree
+	// after them goes through a buffer.
+	n, err := pipeCopy(io.MultiWriter(b, fw), io.LimitReader(ctxReader{ctx, r}, size+1))
 	switch {
 	case errors.Is(err, challenge.ErrTooLong) || (err == nil && n > size):
 		return fmt.Errorf("piece %s: %w: more than the %d bytes announced", id, fnet.ErrBadRequest, size)
@@ -656,6 +685,7 @@ func (s *DiskStore) Put(ctx context.Context, id challenge.PieceID, size int64, a
 	if tree.Root() != id {
 		return fmt.Errorf("piece %s: %w (root is %s)", id, ErrMismatch, tree.Root())
 	}
+	w := bufio.NewWriterSize(fw, 64<<10)
 	for _, level := range tree.Levels {
 		for i := range level {
 			if _, err := w.Write(level[i][:]); err != nil {

@@ -1,0 +1,81 @@
+package net
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+)
+
+// onlyReader hides a reader's other methods (WriteTo, Len): Put must copy
+// from it the generic way.
+type onlyReader struct{ r io.Reader }
+
+func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
+
+// Put sends exactly the ticket's size of bytes, whether the data is a
+// bytes.Reader of that size (written to the stream in one go), a longer
+// one or any other reader; data that ends short fails without a reply
+// being taken for success.
+func TestPutSendsExactlyTheTicketsBytes(t *testing.T) {
+	got := make(chan []byte, 1)
+	srv := startServer(t, HandlerFunc(func(ctx context.Context, _ NodeID, s *quic.Stream) {
+		m, err := ReadMessageOf(s, OneOf(TypePutRequest))
+		if err != nil {
+			t.Errorf("request: %v", err)
+			got <- nil
+			return
+		}
+		req := m.(*PutRequest)
+		body, err := io.ReadAll(io.LimitReader(s, req.Ticket.Size+1))
+		if err != nil || int64(len(body)) != req.Ticket.Size {
+			s.CancelWrite(StreamCancelled)
+			got <- body
+			return
+		}
+		got <- body
+		WriteMessage(s, &PutReply{})
+		s.Close()
+	}))
+	cli, err := NewDialer(mustIdentity(t), Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := cli.Dial(ctx, srv.Address())
+	if err != nil {
+		t.Fatal(err)
+	}
+	piece := make([]byte, 3<<20+17) // several packets' and copy buffers' worth, not a multiple of either
+	for i := range piece {
+		piece[i] = byte(i*31 + i>>9)
+	}
+	size := int64(len(piece))
+	for _, tc := range []struct {
+		name string
+		data io.Reader
+	}{
+		{"bytes.Reader of the size", bytes.NewReader(piece)},
+		{"longer bytes.Reader", bytes.NewReader(append(append([]byte{}, piece...), "trailing bytes not to send"...))},
+		{"plain reader", onlyReader{bytes.NewReader(piece)}},
+	} {
+		req := &PutRequest{Ticket: SignedTicket{Ticket: Ticket{Op: OpPut, Size: size}}}
+		if err := c.Put(ctx, req, tc.data); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if body := <-got; !bytes.Equal(body, piece) {
+			t.Fatalf("%s: node received %d bytes, not the piece's %d", tc.name, len(body), size)
+		}
+	}
+	req := &PutRequest{Ticket: SignedTicket{Ticket: Ticket{Op: OpPut, Size: size}}}
+	err = c.Put(ctx, req, bytes.NewReader(piece[:size-1]))
+	if err == nil || !strings.Contains(err.Error(), "data ended") {
+		t.Fatalf("short data: %v", err)
+	}
+}
