@@ -119,6 +119,10 @@ type Index struct {
 	seggen atomic.Uint64 // see SegmentGeneration
 
 	feedReady bool         // the pending feed is kept (format 2)
+
+	refMu  sync.Mutex // serialises the commits that change refSum
+	refSum RefSum     // see TrackRefs
+	refOn  bool
 	read      atomic.Int64 // records read by scans (RecordsRead)
 }
 
@@ -432,7 +436,19 @@ func (b *Batch) Commit(sync bool) error {
 	if sync {
 		opt = pebble.Sync
 	}
-	if err := b.b.Commit(opt); err != nil {
+	if len(b.refs) > 0 {
+		if err := b.commitRefs(); err != nil {
+			return err
+		}
+		if sync {
+			// Syncing the log makes this batch durable with it; the
+			// sync runs outside refMu, so concurrent commits still
+			// share one.
+			if err := b.x.Sync(); err != nil {
+				return err
+			}
+		}
+	} else if err := b.b.Commit(opt); err != nil {
 		return err
 	}
 	if b.state {
