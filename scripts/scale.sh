@@ -21,7 +21,9 @@
 # commit of MEASURED.md) the "before" commit, or SCALE_BINS="name=path ..." the
 # binaries to compare; SCALE_IDLE (default 60) the idle window in seconds;
 # SCALE_DIR the scratch directory (removed at the end unless SCALE_KEEP=1).
-# Every row ends with the 1-minute load average, as the machine may be shared.
+# Every row ends with the 1-minute load average, as the machine may be shared;
+# the CPU seconds next to a time (the mount process's own for mount and find,
+# the command's for check) do not depend on the load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -110,24 +112,27 @@ local_rows() { # NAME N
 	"$FSBENCH" fill "$r/mnt" "$n" >"$r/fill.txt"
 	"$BIN" umount "$r/mnt"
 	drop_caches
-	local t0 mount find pid rss fsync idle check
+	local t0 mount find pid rss fsync idle check mcpu fcpu ccpu c0
 	t0=$(now)
 	mount_vault "$r/home" "$r/mnt"
 	mount=$(since "$t0")
 	pid=$(cat "$r/home/mount.pid")
+	mcpu=$(awk -v t="$TICK" '{printf "%.2f", ($14+$15)/t}' "/proc/$pid/stat")
 	t0=$(now)
+	c0=$(cpu_ticks "$pid")
 	local got
 	got=$(find "$r/mnt" | wc -l)
 	find=$(since "$t0")
+	fcpu=$(awk -v a="$c0" -v b="$(cpu_ticks "$pid")" -v t="$TICK" 'BEGIN{printf "%.2f", (b-a)/t}')
 	rss=$(rss_mb "$pid")
 	fsync=$("$FSBENCH" write-fsync "$r/mnt" | awk '{print $2}')
 	sleep 5
 	idle=$(idle_cpu "$pid" "$IDLE")
 	"$BIN" umount "$r/mnt"
 	t0=$(now)
-	"$BIN" --home "$r/home" check >/dev/null
+	ccpu=$(/usr/bin/time -f '%U %S' "$BIN" --home "$r/home" check 2>&1 >/dev/null | tail -1 | awk '{printf "%.2f", $1+$2}')
 	check=$(since "$t0")
-	record "local $name files=$n fill=$(awk '{print $2}' "$r/fill.txt")files/s mount_cold=${mount}s find_cold=${find}s(${got}) rss_after_find=${rss}MB write_fsync=${fsync}ms idle_cpu=${idle}s/min check=${check}s load=$(load)"
+	record "local $name files=$n fill=$(awk '{print $2}' "$r/fill.txt")files/s mount_cold=${mount}s(cpu ${mcpu}s) find_cold=${find}s(${got}, mount cpu ${fcpu}s) rss_after_find=${rss}MB write_fsync=${fsync}ms idle_cpu=${idle}s/min check=${check}s(cpu ${ccpu}s) load=$(load)"
 	rm -rf "$r"
 }
 
