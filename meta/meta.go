@@ -118,12 +118,12 @@ type Index struct {
 	sgen   atomic.Uint64 // see StateGeneration
 	seggen atomic.Uint64 // see SegmentGeneration
 
-	feedReady bool         // the pending feed is kept (format 2)
+	feedReady bool // the pending feed is kept (format 2)
 
 	refMu  sync.Mutex // serialises the commits that change refSum
 	refSum RefSum     // see TrackRefs
 	refOn  bool
-	read      atomic.Int64 // records read by scans (RecordsRead)
+	read   atomic.Int64 // records read by scans (RecordsRead)
 }
 
 // RecordsRead counts the records that scans and walks of the index have
