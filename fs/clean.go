@@ -42,6 +42,9 @@ const (
 	// A record without it (written before the flag) counts as owed.
 	cleanLen  = cleanLenV1 + 1
 	cleanOwed = 1
+	// cleanSum says the count and digest are the index's meta.RefSum (else
+	// they are an indexSummary).
+	cleanSum = 2
 )
 
 // ErrIndexDamaged means the index does not match the record its last clean
@@ -54,8 +57,10 @@ const RecoverHint = "nothing was deleted; `fincrypt check` lists what is lost, `
 	"from the newest network snapshot and the local store, and `fincrypt recover --local` keeps this index " +
 	"and moves the chunks it does not reference aside"
 
-// indexSummary is what the clean-close record pins of an index: its chunk
-// references, in key order.
+// indexSummary is what a clean-close record of the first kind (without
+// cleanSum) pins of an index: its chunk references, in key order. Records
+// written now hold the index's meta.RefSum, which the mount tracks as it
+// changes the index, so an unmount reads nothing of it.
 type indexSummary struct {
 	chunks uint64
 	digest [sha256.Size]byte
@@ -103,13 +108,19 @@ func writeClean(r *fsys) error {
 	if err := b.Commit(true); err != nil {
 		return fmt.Errorf("clean-close mark: %w", err)
 	}
-	s, err := summarize(r.idx)
-	if err != nil {
-		return fmt.Errorf("clean-close record: %w", err)
+	// The RefSum the index tracked since the mount began; a walk only when
+	// it began without one (after a crash, or from a record of the first
+	// kind).
+	s, ok := r.idx.TrackedRefs()
+	if !ok {
+		var err error
+		if s, err = r.idx.WalkRefSum(); err != nil {
+			return fmt.Errorf("clean-close record: %w", err)
+		}
 	}
-	pt := append(mark[:], binary.BigEndian.AppendUint64(nil, s.chunks)...)
-	pt = append(pt, s.digest[:]...)
-	var flags byte
+	pt := append(mark[:], binary.BigEndian.AppendUint64(nil, s.N)...)
+	pt = append(pt, s.Sum[:]...)
+	flags := byte(cleanSum)
 	if r.owe.Load() {
 		flags |= cleanOwed
 	}
@@ -161,6 +172,7 @@ func ChangeOffline(v *vault.Vault, idx *meta.Index, fn func() error) error {
 		}
 	}
 	r.owe.Store(st.owed) // a collection still owed stays owed
+	st.track(idx)
 	ferr := fn()
 	if st.recorded {
 		if err := writeClean(r); err != nil && ferr == nil {
@@ -172,13 +184,23 @@ func ChangeOffline(v *vault.Vault, idx *meta.Index, fn func() error) error {
 
 // cleanState is what a mount or check learns from the clean-close record.
 type cleanState struct {
-	recorded bool   // the last mount ended cleanly (a record exists)
-	whole    bool   // recorded, and the index matches it
-	owed     bool   // unreferenced chunks may be in the store: collect
-	walked   bool   // whole was decided by a walk of every chunk reference
-	problem  string // why it does not match, when recorded && !whole
-	then     uint64 // chunk references at the clean unmount
-	now      uint64 // chunk references now
+	recorded bool         // the last mount ended cleanly (a record exists)
+	whole    bool         // recorded, and the index matches it
+	owed     bool         // unreferenced chunks may be in the store: collect
+	walked   bool         // whole was decided by a walk of every chunk reference
+	problem  string       // why it does not match, when recorded && !whole
+	then     uint64       // chunk references at the clean unmount
+	now      uint64       // chunk references now
+	sum      *meta.RefSum // the index's RefSum, when whole and known
+}
+
+// track makes idx keep its RefSum from the one the record gave, if the
+// index is whole and the record had one: then the next clean-close record
+// needs no walk.
+func (st cleanState) track(idx *meta.Index) {
+	if st.whole && st.sum != nil {
+		idx.TrackRefs(*st.sum)
+	}
 }
 
 // verifyClean compares the index with the clean-close record, if any. With
@@ -201,6 +223,10 @@ func verifyClean(r *fsys, full bool) (cleanState, error) {
 	}
 	st.then = binary.BigEndian.Uint64(pt[16:])
 	st.owed = len(pt) == cleanLenV1 || pt[cleanLenV1]&cleanOwed != 0
+	var recSum *meta.RefSum
+	if len(pt) == cleanLen && pt[cleanLenV1]&cleanSum != 0 {
+		recSum = &meta.RefSum{N: st.then, Sum: [sha256.Size]byte(pt[24:])}
+	}
 	mark, err := r.idx.GetRepl(cleanMark)
 	if !full && !st.owed {
 		switch terr := r.idx.CheckTables(); {
@@ -211,25 +237,34 @@ func verifyClean(r *fsys, full bool) (cleanState, error) {
 		case terr != nil:
 			st.problem = fmt.Sprintf("index records were lost since the clean unmount: %v", terr)
 		default:
-			st.whole = true
+			st.whole, st.sum = true, recSum
 		}
 		return st, nil
 	}
 	st.walked = true
-	s, err := summarize(r.idx)
-	if err != nil {
-		return st, fmt.Errorf("reading the index: %w", err)
+	var matches bool
+	if recSum != nil {
+		s, werr := r.idx.WalkRefSum()
+		if werr != nil {
+			return st, fmt.Errorf("reading the index: %w", werr)
+		}
+		st.now, matches = s.N, s == *recSum
+	} else {
+		s, werr := summarize(r.idx)
+		if werr != nil {
+			return st, fmt.Errorf("reading the index: %w", werr)
+		}
+		st.now, matches = s.chunks, s.digest == [sha256.Size]byte(pt[24:])
 	}
-	st.now = s.chunks
 	switch {
 	case errors.Is(err, meta.ErrNotFound) || (err == nil && !bytes.Equal(mark, pt[:16])):
 		st.problem = "the mark written last at the clean unmount is missing: the index lost its last changes (a torn or truncated log), or it is another copy of the index"
 	case err != nil:
 		st.problem = fmt.Sprintf("the clean-unmount mark does not read: %v", err)
-	case s.chunks != st.then || s.digest != [sha256.Size]byte(pt[24:]):
-		st.problem = fmt.Sprintf("its chunk references changed since the clean unmount (%d then, %d now): index records were lost or changed (a missing table file?)", st.then, s.chunks)
+	case !matches:
+		st.problem = fmt.Sprintf("its chunk references changed since the clean unmount (%d then, %d now): index records were lost or changed (a missing table file?)", st.then, st.now)
 	default:
-		st.whole = true
+		st.whole, st.sum = true, recSum
 	}
 	return st, nil
 }

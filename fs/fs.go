@@ -231,6 +231,18 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 	if err := consumeClean(v); err != nil {
 		return fail(err)
 	}
+	clean.track(r.idx)
+	// A new index (no root yet, no record) has nothing to collect: the
+	// first mount of a vault owes the next one no walk.
+	_, rootErr := r.idx.GetInode(meta.RootIno)
+	fresh := !clean.recorded && errors.Is(rootErr, meta.ErrNotFound)
+	if fresh {
+		sum, err := r.idx.WalkRefSum() // an index without a root holds next to nothing
+		if err != nil {
+			return fail(err)
+		}
+		r.idx.TrackRefs(sum)
+	}
 	// Before the first write to the index: at a full disk this gives back
 	// the ballast, so that recovery can write.
 	if r.space, err = newSpaceGuard(v.IndexDir(), r.log); err != nil {
@@ -242,7 +254,7 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 	// After a crash (no record) chunks no file references may be left in
 	// the store; they are collected by the first mount after a clean
 	// unmount, which then walks the index once.
-	r.owe.Store(!clean.whole)
+	r.owe.Store(!clean.whole && !fresh)
 	if clean.whole && clean.owed && !clean.walked {
 		return fail(fmt.Errorf("clean-close record: a collection is owed but the index was not walked"))
 	}

@@ -108,6 +108,7 @@ type batchState struct {
 	located map[ChunkID]bool       // locations put (true) or deleted
 	feed    map[ChunkID]bool       // pending marks set or cleared
 	err     error                  // a failed read; Commit returns it
+	refs    map[string]refChange   // chunk references and blobs written, when the RefSum is tracked
 	state   bool                   // touched snapshot state (StateGeneration)
 	segs    bool                   // touched segment records
 }

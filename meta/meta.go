@@ -118,8 +118,12 @@ type Index struct {
 	sgen   atomic.Uint64 // see StateGeneration
 	seggen atomic.Uint64 // see SegmentGeneration
 
-	feedReady bool         // the pending feed is kept (format 2)
-	read      atomic.Int64 // records read by scans (RecordsRead)
+	feedReady bool // the pending feed is kept (format 2)
+
+	refMu  sync.Mutex // serialises the commits that change refSum
+	refSum RefSum     // see TrackRefs
+	refOn  bool
+	read   atomic.Int64 // records read by scans (RecordsRead)
 }
 
 // RecordsRead counts the records that scans and walks of the index have
@@ -432,7 +436,19 @@ func (b *Batch) Commit(sync bool) error {
 	if sync {
 		opt = pebble.Sync
 	}
-	if err := b.b.Commit(opt); err != nil {
+	if len(b.refs) > 0 {
+		if err := b.commitRefs(); err != nil {
+			return err
+		}
+		if sync {
+			// Syncing the log makes this batch durable with it; the
+			// sync runs outside refMu, so concurrent commits still
+			// share one.
+			if err := b.x.Sync(); err != nil {
+				return err
+			}
+		}
+	} else if err := b.b.Commit(opt); err != nil {
 		return err
 	}
 	if b.state {

@@ -302,7 +302,10 @@ func (b *Batch) PutChunk(ino, idx uint64, ref *ChunkRef) {
 	if old, ok := b.chunkAt(ino, idx); ok && old != ref.ID {
 		b.unmarkPending(old)
 	}
-	b.set(key16(pChunk, ino, idx), ref.encode())
+	key := key16(pChunk, ino, idx)
+	b.set(key, ref.encode())
+	r := *ref
+	b.noteRef(key, refChange{chunk: &r, isRef: true})
 	id := ref.ID
 	b.noteChunk(ino, idx, &id)
 	if !b.isLocated(ref.ID) {
@@ -316,7 +319,9 @@ func (b *Batch) DeleteChunk(ino, idx uint64) {
 	if old, ok := b.chunkAt(ino, idx); ok {
 		b.unmarkPending(old)
 	}
-	b.del(key16(pChunk, ino, idx))
+	key := key16(pChunk, ino, idx)
+	b.del(key)
+	b.noteRef(key, refChange{isRef: true})
 	b.noteChunk(ino, idx, nil)
 }
 

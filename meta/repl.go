@@ -278,6 +278,7 @@ func (x *Index) Import(records func(fn func(key, sealed []byte) error) error) er
 	if !empty {
 		return ErrNotEmpty
 	}
+	x.stopTracking() // raw records: a RefSum cannot follow them
 	b := x.db.NewBatch()
 	defer b.Close()
 	var buf []byte

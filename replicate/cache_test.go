@@ -111,3 +111,32 @@ func TestIdleMountDoesNotScan(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestUnlimitedCacheCountsRarely: without a cache limit, the listing of the
+// local store (a stat of every chunk, only to count its bytes for status)
+// runs at most once per CountInterval, not after every uploaded segment or
+// write: three trees written and uploaded one after another cost one
+// listing.
+func TestUnlimitedCacheCountsRarely(t *testing.T) {
+	p, home := planetAndVault(t)
+	cfg := fastConfig()
+	cfg.CountInterval = time.Hour
+	c := mount(t, p, home, cfg)
+	defer c.unmount()
+	for i := range 3 {
+		writeTree(t, c.mnt, int64(10+i))
+		c.waitSyncedFor(t, "tree", 60*time.Second)
+	}
+	st, err := QueryStatus(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listings := c.rep.passes.evict.Load()
+	t.Logf("%d store listings, %d segments durable, cache %d bytes", listings, st.SegmentsDurable, st.CacheBytes)
+	if st.SegmentsDurable < 3 {
+		t.Fatalf("only %d segments durable: the test uploads too little to tell", st.SegmentsDurable)
+	}
+	if listings > 1 {
+		t.Fatalf("%d listings of the store within one CountInterval", listings)
+	}
+}

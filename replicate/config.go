@@ -57,6 +57,11 @@ type Config struct {
 	// MaintainInterval is how often dead data is released, segments repacked
 	// and the cache trimmed (default 1m).
 	MaintainInterval time.Duration
+	// CountInterval is how often, at most, the local store is listed to
+	// count its bytes (status's cache_bytes) when there is no CacheSize:
+	// the listing costs a stat of every chunk, so it does not follow each
+	// upload or write (default 10m).
+	CountInterval time.Duration
 	// SnapshotInterval bounds how long a change may go without being in a
 	// stored index snapshot while writes go on (default 10m): a snapshot is
 	// taken once the oldest unprotected change is half this old.
@@ -105,6 +110,7 @@ func (c *Config) setDefaults() {
 	def(&c.RetryMax, 2*time.Minute)
 	def(&c.CheckInterval, 10*time.Minute)
 	def(&c.MaintainInterval, time.Minute)
+	def(&c.CountInterval, 10*time.Minute)
 	def(&c.SnapshotInterval, 10*time.Minute)
 	def(&c.SnapshotDelay, 30*time.Second)
 	def(&c.SyncTimeout, 3*time.Minute)

@@ -177,7 +177,7 @@ func (r *Replicator) StatusPage(ctx context.Context) (*metrics.Page, error) {
 			metrics.F("Last index snapshot", when(st.LastSnapshot)),
 		}},
 		{Heading: "Cached", Facts: []metrics.Fact{
-			metrics.F("Local store", units.HumanSize(st.CacheBytes)+" (counted by maintenance, once a minute)"),
+			metrics.F("Local store", units.HumanSize(st.CacheBytes)+" (counted after changes: without a cache limit at most every 10 minutes)"),
 			metrics.F("Limit", limit),
 		}},
 	}

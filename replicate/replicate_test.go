@@ -36,7 +36,7 @@ func fastConfig() Config {
 	return Config{
 		ScanInterval: 100 * time.Millisecond, FlushAfter: 200 * time.Millisecond,
 		RetryMin: 100 * time.Millisecond, RetryMax: 500 * time.Millisecond,
-		CheckInterval: time.Second, MaintainInterval: 300 * time.Millisecond,
+		CheckInterval: time.Second, MaintainInterval: 300 * time.Millisecond, CountInterval: 100 * time.Millisecond,
 		SnapshotInterval: 300 * time.Millisecond, ReleaseDelay: time.Hour,
 		PieceTimeout: 3 * time.Second, HedgeAfter: time.Second, CallTimeout: 2 * time.Second,
 	}

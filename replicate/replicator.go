@@ -278,7 +278,9 @@ func (r *Replicator) round(lastCheck, lastMaintain, lastEscrow *time.Time) {
 	gen := r.idx.Generation()
 	r.mu.Lock()
 	trim := r.trimDueLocked(gen)
-	r.cacheDirty = false
+	if trim {
+		r.cacheDirty = false
+	}
 	r.mu.Unlock()
 	if trim {
 		r.passes.evict.Add(1)
@@ -478,7 +480,12 @@ func (r *Replicator) planPending(fullOnly bool) []*plannedSegment {
 // trimDueLocked says whether the cache is to be trimmed (the store listed)
 // now, at index generation gen: after a fetch, or after a commit once
 // evictEvery has passed since the last trim.
+// Without a cache limit a trim only counts the store's bytes, at most every
+// CountInterval.
 func (r *Replicator) trimDueLocked(gen uint64) bool {
+	if r.cfg.CacheSize == 0 {
+		return (r.cacheDirty || r.evictGen != gen+1) && time.Since(r.lastEvict) >= r.cfg.CountInterval
+	}
 	return r.cacheDirty || (time.Since(r.lastEvict) >= r.evictEvery && r.evictGen != gen+1)
 }
 

@@ -12,6 +12,8 @@
 //	fsbench git-checkout DIR REV  git checkout REV in DIR/repo, then sync
 //	fsbench mktree DIR N        N empty files in directories of 1000 under DIR/tree
 //	fsbench find DIR N          find over DIR/tree, checking it lists the N files and their directories
+//	fsbench fill DIR N          N files of 1-4 KiB, 1000 a directory under DIR/fill, by 8 parallel writers
+//	fsbench write-fsync DIR     a 4 KiB file written and fsynced in a deep directory, 50 times: the median
 package main
 
 import (
@@ -22,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -58,6 +61,10 @@ func main() {
 		err = mktree(dir, arg)
 	case "find":
 		err = find(dir, arg)
+	case "fill":
+		err = fill(dir, arg)
+	case "write-fsync":
+		err = writeFsync(dir)
 	default:
 		err = fmt.Errorf("unknown workload %q", os.Args[1])
 	}
@@ -276,4 +283,78 @@ func find(dir, nArg string) error {
 
 func report(name string, v float64, unit string) {
 	fmt.Printf("%s %.2f %s\n", name, v, unit)
+}
+
+// fill writes N files of 1-4 KiB, 1000 a directory, with 8 writers each
+// taking whole directories in turn: the vault of ../shared/MEASURED.md.
+func fill(dir, nArg string) error {
+	n, err := strconv.Atoi(nArg)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("want a file count, got %q", nArg)
+	}
+	const writers, perDir = 8, 1000
+	dirs := (n + perDir - 1) / perDir
+	start := time.Now()
+	errs := make(chan error, writers)
+	for w := 0; w < writers; w++ {
+		go func(w int) {
+			for d := w; d < dirs; d += writers {
+				p := filepath.Join(dir, "fill", strconv.Itoa(d))
+				if err := os.MkdirAll(p, 0o755); err != nil {
+					errs <- err
+					return
+				}
+				for i := d * perDir; i < min(n, (d+1)*perDir); i++ {
+					b := make([]byte, 1024+(i*2654435761)%(3*1024))
+					block(int64(i)+2e6, b)
+					if err := os.WriteFile(filepath.Join(p, "f"+strconv.Itoa(i)), b, 0o644); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+			errs <- nil
+		}(w)
+	}
+	for w := 0; w < writers; w++ {
+		if err := <-errs; err != nil {
+			return err
+		}
+	}
+	report("fill", float64(n)/time.Since(start).Seconds(), "files/s")
+	return nil
+}
+
+// writeFsync times a 4 KiB write and fsync of a new file in a directory
+// eight levels deep, 50 times, and reports the median.
+func writeFsync(dir string) error {
+	d := filepath.Join(dir, "deep", "a", "b", "c", "d", "e", "f", "g")
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		return err
+	}
+	b := make([]byte, 4096)
+	var took []time.Duration
+	for i := 0; i < 50; i++ {
+		block(int64(i)+3e6, b)
+		start := time.Now()
+		f, err := os.Create(filepath.Join(d, "w"+strconv.Itoa(i)))
+		if err != nil {
+			return err
+		}
+		if _, err := f.Write(b); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		took = append(took, time.Since(start))
+	}
+	slices.Sort(took)
+	report("write-fsync", float64(took[len(took)/2].Microseconds())/1000, "ms")
+	return nil
 }
