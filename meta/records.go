@@ -300,7 +300,7 @@ func (b *Batch) DeleteDirent(parent uint64, name string) {
 // the feed, and ref's chunk joins it unless it already has a location.
 func (b *Batch) PutChunk(ino, idx uint64, ref *ChunkRef) {
 	if old, ok := b.chunkAt(ino, idx); ok && old != ref.ID {
-		b.unmarkPending(old)
+		b.dropRef(old)
 	}
 	b.set(key16(pChunk, ino, idx), ref.encode())
 	id := ref.ID
@@ -314,7 +314,7 @@ func (b *Batch) PutChunk(ino, idx uint64, ref *ChunkRef) {
 // chunk from the pending feed.
 func (b *Batch) DeleteChunk(ino, idx uint64) {
 	if old, ok := b.chunkAt(ino, idx); ok {
-		b.unmarkPending(old)
+		b.dropRef(old)
 	}
 	b.del(key16(pChunk, ino, idx))
 	b.noteChunk(ino, idx, nil)
