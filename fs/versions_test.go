@@ -258,7 +258,6 @@ func seededBytes(seed byte, n int) []byte {
 	return b
 }
 
-
 // pinTimes sets the access and modification times of files to a fixed
 // moment in the past.
 func pinTimes(t *testing.T, paths ...string) {
