@@ -51,6 +51,10 @@ type VersionReport struct {
 	IndexBytes uint64 `json:"index_bytes"`
 }
 
+// testHookAfterPins, set by tests, runs after a version's pins and trees
+// are committed and before its record: an error there stands for a crash.
+var testHookAfterPins func() error
+
 // ErrNoRoot means the index holds no root directory (a vault never mounted).
 var ErrNoRoot = errors.New("the vault has no root directory yet (mount it once)")
 
@@ -165,6 +169,11 @@ func TakeVersion(repo Repo, opt VersionOptions) (*VersionReport, error) {
 	}
 	if err := v.flush(true); err != nil {
 		return nil, err
+	}
+	if testHookAfterPins != nil {
+		if err := testHookAfterPins(); err != nil {
+			return nil, err // a crash here: pins and trees, no record
+		}
 	}
 	release()
 	held = false

@@ -285,3 +285,60 @@ func BenchmarkVersion(b *testing.B) {
 		})
 	}
 }
+
+// TestVersionCrashBeforeItsRecord: a version that stops after its pins
+// and trees are durable but before its record (a crash) leaves the kept
+// version whole, the feed exact, and the next version reuses the pins; a
+// forget then sweeps what the crashed one left, and a sweep that stops
+// after its records' commit (before deleting local copies) loses nothing
+// kept either.
+func TestVersionCrashBeforeItsRecord(t *testing.T) {
+	repo := newRepo(t)
+	m := &mountTree{t: t, repo: repo, store: true}
+	m.build(2, 3)
+	t0 := time.Now().Add(-time.Hour)
+	takeVersion(t, repo, t0)
+	oldID, newData := m.rewrite(4, 1)
+	crash := fmt.Errorf("crash")
+	testHookAfterPins = func() error { return crash }
+	_, err := TakeVersion(repo, VersionOptions{ChunkSize: testCS, Time: t0.Add(time.Minute)})
+	testHookAfterPins = nil
+	if err != crash {
+		t.Fatalf("the crashed version: %v", err)
+	}
+	if n := len(mustSnapshots(t, repo)); n != 1 {
+		t.Fatalf("%d snapshots after a version crashed before its record, want 1", n)
+	}
+	if rep, err := repo.Index.VerifyFeed(); err != nil || !rep.OK() {
+		t.Fatalf("pending feed after the crash: %+v %v", rep, err)
+	}
+	// The kept version still restores the old bytes.
+	dir := t.TempDir()
+	s := mustSnapshots(t, repo)[0]
+	if _, err := Restore(context.Background(), repo, s, RestoreOptions{Target: dir}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "d0000", "f00001")); !bytes.Equal(got, m.content(4, 0)) {
+		t.Fatal("the kept version lost its old bytes after a crashed version")
+	}
+	// The next version reuses the crashed one's pin.
+	rep := takeVersion(t, repo, t0.Add(2*time.Minute))
+	if rep.Snapshot == "" || rep.NewChunks != 0 || rep.NewTrees != 0 {
+		t.Fatalf("the version after the crash: %+v (want the crashed one's pins and trees reused)", rep)
+	}
+	// Forget the first: the sweep frees its chunk; the kept one restores.
+	res, err := Forget(repo, Policy{Last: 1}, false)
+	if err != nil || res.Sweep.Pins != 1 {
+		t.Fatalf("forget: %+v %v", res, err)
+	}
+	if _, ok := repo.Store.Has(oldID); ok {
+		t.Fatal("the forgotten version's chunk is still in the store")
+	}
+	dir = t.TempDir()
+	if _, err := Restore(context.Background(), repo, mustSnapshots(t, repo)[0], RestoreOptions{Target: dir}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "d0000", "f00001")); !bytes.Equal(got, newData) {
+		t.Fatal("the kept version does not restore")
+	}
+}

@@ -278,7 +278,6 @@ type backupRequest struct {
 	Path       string         `json:"path,omitempty"`
 	Target     string         `json:"target,omitempty"`
 	Overwrite  bool           `json:"overwrite,omitempty"`
-
 	Force      bool           `json:"force,omitempty"` // version: record one even if nothing changed
 
 	chunkSize       uint64                       // version on an unmounted vault
