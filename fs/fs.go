@@ -644,6 +644,9 @@ func (r *fsys) syncIndex() error {
 	// for the next sync: the version may pin them (backup.TakeVersion).
 	unlock, ok := r.idx.TryLockDrops()
 	if !ok {
+		// Should the mount end before the next sync, the next mount
+		// collects them.
+		r.owe.Store(true)
 		return nil
 	}
 	defer unlock()
