@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -243,6 +244,31 @@ func TestMountVersions(t *testing.T) {
 		return nil
 	})
 	checkVault(t, home)
+
+	// check knows the pins: a pinned chunk lost from the store is reported.
+	offlineRepo(t, home, func(repo backup.Repo) error {
+		var victim meta.ChunkID
+		found := false
+		err := repo.Index.Pins(func(id meta.ChunkID, p meta.Pin) error {
+			if !found {
+				victim, found = id, true
+			}
+			return nil
+		})
+		if err != nil || !found {
+			t.Fatalf("no pin left to lose: %v", err)
+		}
+		return repo.Store.Delete(victim)
+	})
+	v, err := vault.Open(home, testPassword, vault.OpenOptions{Lock: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	var out strings.Builder
+	if n, err := fincryptfs.Check(v, &out); err != nil || n == 0 || !strings.Contains(out.String(), "pinned chunk") {
+		t.Fatalf("check with a pinned chunk lost: %d problems, %v:\n%s", n, err, out.String())
+	}
 }
 
 // seededBytes is n deterministic pseudo-random bytes.
