@@ -25,7 +25,7 @@ import (
 )
 
 // newRepo is a vault's keys, index and store in a temporary directory.
-func newRepo(t *testing.T) Repo {
+func newRepo(t testing.TB) Repo {
 	t.Helper()
 	master := make([]byte, vault.KeySize)
 	rand.Read(master)

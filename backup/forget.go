@@ -3,6 +3,7 @@ package backup
 import (
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/fincrypt/fincrypt/meta"
@@ -85,7 +86,22 @@ func Forget(repo Repo, p Policy, dry bool) (*ForgetResult, error) {
 		return nil, err
 	}
 	res := &ForgetResult{}
-	res.Keep, res.Forget = p.Apply(all)
+	// The rules apply to backups and to versions of the mount apart:
+	// --keep-last 3 keeps the three newest of each.
+	bySource := map[Source][]Snapshot{}
+	for _, s := range all {
+		bySource[s.Source] = append(bySource[s.Source], s)
+	}
+	for _, src := range []Source{SourceBackup, SourceMount} {
+		k, f := p.Apply(bySource[src])
+		res.Keep = append(res.Keep, k...)
+		res.Forget = append(res.Forget, f...)
+	}
+	byTime := func(l []Snapshot) {
+		sort.SliceStable(l, func(i, j int) bool { return l[i].Time.Before(l[j].Time) })
+	}
+	byTime(res.Keep)
+	byTime(res.Forget)
 	if dry {
 		return res, nil
 	}
@@ -115,6 +131,9 @@ func Forget(repo Repo, p Policy, dry bool) (*ForgetResult, error) {
 type SweepResult struct {
 	Blobs, Trees uint64
 	Bytes        uint64 // plaintext bytes of the blobs removed
+	// Pins counts the chunks of versions of the mount no kept version
+	// names any more, PinBytes their plaintext bytes.
+	Pins, PinBytes uint64
 }
 
 // Sweep removes every blob and tree that no snapshot needs (left by forget,
@@ -173,6 +192,22 @@ func Sweep(repo Repo) (SweepResult, error) {
 		}
 		return nil
 	})
+	// Chunks of versions: the pin goes; the local copy too, unless the
+	// file still references the chunk (it is then the file's to drop).
+	var deadPins []meta.ChunkID
+	var deadPinRefs []meta.Pin
+	if err == nil {
+		err = repo.Index.Pins(func(id meta.ChunkID, p meta.Pin) error {
+			if _, ok := liveBlobs[id]; !ok {
+				deadPins = append(deadPins, id)
+				deadPinRefs = append(deadPinRefs, p)
+				b.DeletePin(id, p)
+				res.Pins++
+				res.PinBytes += uint64(p.Len)
+			}
+			return nil
+		})
+	}
 	if err == nil {
 		err = repo.Index.Trees(func(id meta.TreeID) error {
 			if _, ok := liveTrees[id]; !ok {
@@ -190,6 +225,21 @@ func Sweep(repo Repo) (SweepResult, error) {
 		return SweepResult{}, err
 	}
 	for _, id := range deadBlobs {
+		if err := repo.Store.Delete(id); err != nil {
+			return res, err
+		}
+	}
+	// A chunk id is sealed once, for one place of one file: once no file
+	// references it after the commit above, none ever will again.
+	for i, id := range deadPins {
+		p := deadPinRefs[i]
+		ref, ok, err := repo.Index.GetChunk(p.Ino, p.Index)
+		if err != nil {
+			return res, err
+		}
+		if ok && ref.ID == id {
+			continue
+		}
 		if err := repo.Store.Delete(id); err != nil {
 			return res, err
 		}

@@ -268,18 +268,22 @@ func removeExisting(path string) error {
 }
 
 func (r *restorer) writeFile(path string, n *Node) error {
+	exts, err := Extents(r.repo.Index, n)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
 	var plain []byte
 	var written uint64
-	for _, id := range n.Blobs {
-		if plain, err = ReadBlob(r.repo, id, plain[:0], &r.buf); err != nil {
+	for _, e := range exts {
+		if plain, err = ReadExtent(r.repo, e, plain[:0], &r.buf); err != nil {
 			f.Close()
 			return fmt.Errorf("%s: %w", path, err)
 		}
-		if _, err := f.Write(plain); err != nil {
+		if _, err := f.WriteAt(plain, int64(e.Off)); err != nil {
 			f.Close()
 			return err
 		}
@@ -290,9 +294,10 @@ func (r *restorer) writeFile(path string, n *Node) error {
 		}
 	}
 	r.res.Bytes += written
-	if written != n.Size {
+	// A version's file may end in a hole: the size is the entry's.
+	if err := f.Truncate(int64(n.Size)); err != nil {
 		f.Close()
-		return fmt.Errorf("%s: the snapshot's blobs hold %d bytes, the entry says %d: %w", path, written, n.Size, ErrCorrupt)
+		return err
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()

@@ -26,12 +26,46 @@ type Snapshot struct {
 	Dirs       uint64
 	NewBytes   uint64
 	TotalBytes uint64
+	// Source is what the snapshot is of: backed-up folders, or a version
+	// of the mount itself (version.go).
+	Source Source
 }
 
-const snapRecV1 = 1
+// Source is what a snapshot records.
+type Source uint8
+
+// Sources of snapshots.
+const (
+	// SourceBackup is a backup pass of folders outside the mount.
+	SourceBackup Source = 0
+	// SourceMount is a version of the mount's own tree.
+	SourceMount Source = 1
+)
+
+func (s Source) String() string {
+	switch s {
+	case SourceBackup:
+		return "backup"
+	case SourceMount:
+		return "mount"
+	}
+	return fmt.Sprintf("source %d", uint8(s))
+}
+
+// snapRecV1 is a backup's record; snapRecV2 adds the source byte (written
+// for versions of the mount only, so backups stay readable by older
+// versions of fincrypt).
+const (
+	snapRecV1 = 1
+	snapRecV2 = 2
+)
 
 func (s *Snapshot) encode() []byte {
-	b := []byte{snapRecV1}
+	v := byte(snapRecV1)
+	if s.Source != SourceBackup {
+		v = snapRecV2
+	}
+	b := []byte{v}
 	b = binary.BigEndian.AppendUint64(b, uint64(s.Time.UnixNano()))
 	b = appendStr(b, s.Host)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(s.Paths)))
@@ -42,14 +76,18 @@ func (s *Snapshot) encode() []byte {
 	for _, v := range []uint64{s.Files, s.Dirs, s.NewBytes, s.TotalBytes} {
 		b = binary.BigEndian.AppendUint64(b, v)
 	}
+	if v == snapRecV2 {
+		b = append(b, byte(s.Source))
+	}
 	return b
 }
 
 func decodeSnapshot(id meta.BackupSnapID, b []byte) (Snapshot, error) {
 	r := &reader{b: b}
 	s := Snapshot{ID: id}
-	if v := r.u8(); r.err == nil && v != snapRecV1 {
-		return s, fmt.Errorf("snapshot %s: record version %d, this fincrypt reads %d: %w", id, v, snapRecV1, ErrCorrupt)
+	v := r.u8()
+	if r.err == nil && v != snapRecV1 && v != snapRecV2 {
+		return s, fmt.Errorf("snapshot %s: record version %d, this fincrypt reads %d and %d: %w", id, v, snapRecV1, snapRecV2, ErrCorrupt)
 	}
 	s.Time = time.Unix(0, int64(r.u64()))
 	s.Host = r.str()
@@ -58,6 +96,12 @@ func decodeSnapshot(id meta.BackupSnapID, b []byte) (Snapshot, error) {
 	}
 	copy(s.Tree[:], r.take(meta.TreeIDSize))
 	s.Files, s.Dirs, s.NewBytes, s.TotalBytes = r.u64(), r.u64(), r.u64(), r.u64()
+	if v == snapRecV2 {
+		s.Source = Source(r.u8())
+		if r.err == nil && s.Source != SourceBackup && s.Source != SourceMount {
+			r.err = fmt.Errorf("unknown source %d: %w", s.Source, ErrCorrupt)
+		}
+	}
 	if r.err == nil && len(r.b) != 0 {
 		r.err = fmt.Errorf("%d bytes after the record: %w", len(r.b), ErrCorrupt)
 	}
@@ -124,7 +168,7 @@ func FindSnapshot(idx *meta.Index, prefix string) (Snapshot, error) {
 // parentOf is the newest snapshot of the same set of folders, or nil.
 func parentOf(all []Snapshot, paths []string) *Snapshot {
 	for i := len(all) - 1; i >= 0; i-- {
-		if slices.Equal(all[i].Paths, paths) {
+		if all[i].Source == SourceBackup && slices.Equal(all[i].Paths, paths) {
 			return &all[i]
 		}
 	}

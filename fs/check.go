@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/fincrypt/fincrypt/backup"
 	"github.com/fincrypt/fincrypt/chunkstore"
 	"github.com/fincrypt/fincrypt/meta"
 	"github.com/fincrypt/fincrypt/vault"
@@ -101,6 +102,11 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 		len uint32
 	}
 	var blobs []blobRef // backup blobs (package backup)
+	type pinRef struct {
+		id meta.ChunkID
+		p  meta.Pin
+	}
+	var pins []pinRef // chunks versions of the mount keep
 	// Each kind of record is read on its own core; each callback below
 	// touches only its own kind's state (Bad calls are serialised).
 	err = r.idx.WalkParallel(meta.Visitor{
@@ -120,6 +126,9 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 		Xattr:  func(ino uint64, _ string, _ []byte) { xattrOwners = append(xattrOwners, ino) },
 		Orphan: func(ino uint64) { orphans[ino] = true },
 		Blob:   func(id meta.ChunkID, n uint32) { blobs = append(blobs, blobRef{id, n}) },
+		Pin: func(id meta.ChunkID, p meta.Pin) {
+			pins = append(pins, pinRef{id, p})
+		},
 		Bad: func(key []byte, err error) {
 			report("index record %x: %v", key, err)
 		},
@@ -325,10 +334,49 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 			report("backup blob %s holds %d bytes that do not match its id (the index says %d bytes)", b.id, len(plainBuf), b.len)
 		}
 	}
+	// Chunks versions pin: in the store (or on the network), opening as the
+	// chunk of the file they were sealed for. The file may still reference
+	// the same chunk.
+	pinned := make(map[meta.ChunkID]bool, len(pins))
+	for _, pr := range pins {
+		pinned[pr.id] = true
+		if k, ok := referenced[pr.id]; ok && (k.ino != pr.p.Ino || k.idx != pr.p.Index) {
+			report("pinned chunk %s (inode %d chunk %d) is referenced as inode %d chunk %d", pr.id, pr.p.Ino, pr.p.Index, k.ino, k.idx)
+		}
+		referenced[pr.id] = chunkKey{pr.p.Ino, pr.p.Index}
+		if pr.p.Offset != pr.p.Index*r.cs || uint64(pr.p.Len) > r.cs {
+			report("pinned chunk %s: offset %d and length %d do not fit chunk %d of size %d", pr.id, pr.p.Offset, pr.p.Len, pr.p.Index, r.cs)
+		}
+		sealedBuf, err = r.store.Get(pr.id, sealedBuf[:0])
+		if errors.Is(err, chunkstore.ErrNotFound) {
+			if _, lerr := r.idx.GetLocation(pr.id); lerr == nil {
+				onNetwork++
+				continue
+			}
+			report("pinned chunk %s (inode %d chunk %d) is missing from the store and from the network", pr.id, pr.p.Ino, pr.p.Index)
+			continue
+		}
+		if err != nil {
+			report("pinned chunk %s: %v", pr.id, err)
+			continue
+		}
+		plainBuf, err = v.Keys.Chunk.Open(plainBuf[:0], sealedBuf, vault.ChunkAD(pr.p.Ino, pr.p.Index, pr.p.Version))
+		if err != nil {
+			report("pinned chunk %s (inode %d chunk %d) does not decrypt: %v", pr.id, pr.p.Ino, pr.p.Index, err)
+			continue
+		}
+		if len(plainBuf) != int(pr.p.Len) {
+			report("pinned chunk %s holds %d bytes, its pin says %d", pr.id, len(plainBuf), pr.p.Len)
+		}
+	}
+	checkSnapshotContents(r.idx, pinned, report)
 	if r.idx.FeedReady() {
-		blobIDs := make([]meta.ChunkID, len(blobs))
-		for i, b := range blobs {
-			blobIDs[i] = b.id
+		blobIDs := make([]meta.ChunkID, 0, len(blobs)+len(pins))
+		for _, b := range blobs {
+			blobIDs = append(blobIDs, b.id)
+		}
+		for _, pr := range pins {
+			blobIDs = append(blobIDs, pr.id)
 		}
 		checkFeed(r.idx, chunks, blobIDs, report)
 	}
@@ -405,5 +453,45 @@ func checkFeed[K comparable](idx *meta.Index, chunks map[K]meta.ChunkRef, blobs 
 		if !fed[id] {
 			report("pending feed: chunk %s has no location and is not listed for upload (it would never be uploaded)", id)
 		}
+	}
+}
+
+// checkSnapshotContents reports content a snapshot names that no blob
+// record or pin keeps: a version whose chunk could be collected.
+func checkSnapshotContents(idx *meta.Index, pinned map[meta.ChunkID]bool, report func(string, ...any)) {
+	snaps, err := backup.Snapshots(idx)
+	if err != nil {
+		report("snapshots: %v", err)
+		return
+	}
+	seen := map[meta.TreeID]bool{}
+	var walk func(snap string, id meta.TreeID)
+	walk = func(snap string, id meta.TreeID) {
+		if seen[id] {
+			return
+		}
+		seen[id] = true
+		t, err := backup.LoadTree(idx, id)
+		if err != nil {
+			report("snapshot %s: %v", snap, err)
+			return
+		}
+		for i := range t.Nodes {
+			n := &t.Nodes[i]
+			for _, c := range n.Blobs {
+				if pinned[c] {
+					continue
+				}
+				if _, err := idx.GetBlob(c); err != nil {
+					report("snapshot %s: %q names content %s that no blob record or pin keeps (%v)", snap, n.Name, c, err)
+				}
+			}
+			if n.Type == backup.TypeDir {
+				walk(snap, n.Subtree)
+			}
+		}
+	}
+	for _, s := range snaps {
+		walk(s.ID.String(), s.Tree)
 	}
 }

@@ -86,6 +86,13 @@ func summarize(idx *meta.Index) (indexSummary, error) {
 			h.Write(binary.BigEndian.AppendUint32(b, n))
 			s.chunks++
 		},
+		// So do chunks versions pin.
+		Pin: func(id meta.ChunkID, p meta.Pin) {
+			b = append(append(b[:0], "pin"...), id[:]...)
+			b = binary.BigEndian.AppendUint64(b, p.Ino)
+			h.Write(binary.BigEndian.AppendUint64(b, p.Index))
+			s.chunks++
+		},
 		Bad: func(key []byte, _ error) { h.Write([]byte("bad")); h.Write(key) },
 	})
 	h.Sum(s.digest[:0])
@@ -301,6 +308,7 @@ func SetAsideUnreferenced(v *vault.Vault) (n int, dir string, err error) {
 		err = idx.Walk(meta.Visitor{
 			Chunk: func(_, _ uint64, ref meta.ChunkRef) { refs[ref.ID] = true },
 			Blob:  func(id meta.ChunkID, _ uint32) { refs[id] = true },
+			Pin:   func(id meta.ChunkID, _ meta.Pin) { refs[id] = true },
 			Bad: func(key []byte, err error) {
 				if bad == nil {
 					bad = fmt.Errorf("index record %x: %w", key, err)

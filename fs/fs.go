@@ -74,6 +74,9 @@ type Options struct {
 	// Metrics, if set, counts every FUSE request by operation with its
 	// latency (opmetrics.go).
 	Metrics *OpMetrics
+	// VersionInterval is how often the mount records a version of its
+	// tree, when anything changed (versions.go); zero: never by itself.
+	VersionInterval time.Duration
 }
 
 // Defaults for Options.
@@ -150,6 +153,7 @@ type fsys struct {
 	owe atomic.Bool
 
 	snaps *snapView // MOUNT/.snapshots (snapshots.go)
+	vers  versioner // versions of the mount (versions.go)
 }
 
 func newFsys(v *vault.Vault, opt Options, readOnly bool) (*fsys, error) {
@@ -200,6 +204,7 @@ type Mounted struct {
 	stop   chan struct{}
 	bgDone chan struct{}
 
+	wg       sync.WaitGroup // the versions goroutine
 	once     sync.Once
 	closed   chan struct{} // closed when shutdown has finished
 	closeErr error
@@ -311,6 +316,10 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 	}
 	m := &Mounted{r: r, svc: svc, server: server, dir: abs, closed: make(chan struct{}), stop: make(chan struct{}), bgDone: make(chan struct{})}
 	go m.background()
+	if opt.VersionInterval > 0 {
+		m.wg.Add(1)
+		go m.versions(opt.VersionInterval)
+	}
 	r.log.Info("mounted", "mountpoint", mountpoint, "chunk_size", r.cs)
 	return m, nil
 }
@@ -467,6 +476,7 @@ func (m *Mounted) shutdown() error {
 	m.once.Do(func() {
 		close(m.stop)
 		<-m.bgDone
+		m.wg.Wait()
 		r := m.r
 		var errs []error
 		r.openMu.Lock()
@@ -562,7 +572,8 @@ func (r *fsys) recover(collect bool) error {
 	var bad error
 	err = r.idx.Walk(meta.Visitor{
 		Chunk: func(_, _ uint64, ref meta.ChunkRef) { refs[ref.ID] = struct{}{} },
-		Blob:  func(id meta.ChunkID, _ uint32) { refs[id] = struct{}{} }, // kept by a backup
+		Blob:  func(id meta.ChunkID, _ uint32) { refs[id] = struct{}{} },   // kept by a backup
+		Pin:   func(id meta.ChunkID, _ meta.Pin) { refs[id] = struct{}{} }, // kept by a version
 		Bad: func(key []byte, err error) {
 			if bad == nil {
 				bad = fmt.Errorf("index record %x: %w (run `fincrypt check`)", key, err)
@@ -653,11 +664,27 @@ func (r *fsys) syncIndex() error {
 	if err := r.idx.Sync(); err != nil {
 		return fmt.Errorf("index sync: %w", err)
 	}
+	// While a version of the mount is being taken, dropped chunks wait
+	// for the next sync: the version may pin them (backup.TakeVersion).
+	unlock, ok := r.idx.TryLockDrops()
+	if !ok {
+		// Should the mount end before the next sync, the next mount
+		// collects them.
+		r.owe.Store(true)
+		return nil
+	}
+	defer unlock()
 	r.pendMu.Lock()
 	del := append([]meta.ChunkID(nil), r.pending[:n]...)
 	r.pending = append(r.pending[:0], r.pending[n:]...)
 	r.pendMu.Unlock()
 	for _, id := range del {
+		if pinned, err := r.idx.Pinned(id); err != nil || pinned {
+			if err != nil {
+				r.owe.Store(true) // the next mount collects it if no pin keeps it
+			}
+			continue // a version keeps it (Sweep deletes it once none does)
+		}
 		if err := r.store.Delete(id); err != nil {
 			r.owe.Store(true) // the next mount collects it
 			r.log.Warn("deleting superseded chunk", "err", err)

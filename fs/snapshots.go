@@ -2,8 +2,9 @@ package fs
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
-	"fmt"
+	"hash/fnv"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -159,6 +160,9 @@ type snapEntry struct {
 	v   *snapView
 	n   backup.Node
 	top bool // SnapshotsDirName itself: its children are the snapshots
+	// snap is the root tree of the snapshot the entry is in (hard link
+	// groups are per snapshot).
+	snap meta.TreeID
 }
 
 func typeBits(t backup.Type) uint32 {
@@ -176,6 +180,9 @@ func (e *snapEntry) fill(out *fuse.Attr) {
 	out.Ino = e.StableAttr().Ino
 	out.Mode = typeBits(n.Type) | n.Mode&0o7777
 	out.Nlink = 1
+	if n.Type == backup.TypeFile && n.Nlink > 1 {
+		out.Nlink = n.Nlink // the group's entries share this inode
+	}
 	out.Size = n.Size
 	switch n.Type {
 	case backup.TypeDir:
@@ -196,10 +203,37 @@ func (e *snapEntry) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.At
 }
 
 func (e *snapEntry) child(ctx context.Context, n backup.Node, out *fuse.EntryOut) *gofs.Inode {
-	c := &snapEntry{v: e.v, n: n}
-	ch := e.NewInode(ctx, c, gofs.StableAttr{Mode: typeBits(n.Type)})
-	c.fill(&out.Attr)
+	c := &snapEntry{v: e.v, n: n, snap: e.snap}
+	if e.top {
+		c.snap = n.Subtree // a snapshot's directory: its root tree names it
+	}
+	st := gofs.StableAttr{Mode: typeBits(n.Type)}
+	if n.Type == backup.TypeFile && n.Nlink > 1 {
+		// The entries of one hard link group share an inode: go-fuse gives
+		// back the live inode of that number, if any.
+		st.Ino = linkIno(c.snap, n.Dev, n.Inode)
+	}
+	ch := e.NewInode(ctx, c, st)
+	if emb, ok := ch.Operations().(*snapEntry); ok {
+		emb.fill(&out.Attr)
+	} else {
+		c.fill(&out.Attr)
+	}
 	return ch
+}
+
+// linkIno is the inode number of a hard link group of a snapshot: a hash
+// of the snapshot's root tree and the group's (device, inode), with the two
+// top bits set, apart from go-fuse's automatic numbers, which count up
+// from 1<<63.
+func linkIno(snap meta.TreeID, dev, ino uint64) uint64 {
+	h := fnv.New64a()
+	h.Write(snap[:])
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:], dev)
+	binary.BigEndian.PutUint64(b[8:], ino)
+	h.Write(b[:])
+	return h.Sum64() | 3<<62
 }
 
 func (e *snapEntry) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -308,25 +342,18 @@ func (e *snapEntry) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	case backup.TypeSymlink:
 		return nil, 0, syscall.ELOOP
 	}
-	h := &snapHandle{e: e, offs: make([]uint64, len(e.n.Blobs)+1), cur: -1}
-	for i, id := range e.n.Blobs {
-		n, err := e.v.r.idx.GetBlob(id)
-		if err != nil {
-			return nil, 0, e.v.r.errno("open in snapshot", fmt.Errorf("blob %s: %w", id, err))
-		}
-		h.offs[i+1] = h.offs[i] + uint64(n)
+	exts, err := backup.Extents(e.v.r.idx, &e.n)
+	if err != nil {
+		return nil, 0, e.v.r.errno("open in snapshot", err)
 	}
-	if h.offs[len(e.n.Blobs)] != e.n.Size {
-		return nil, 0, e.v.r.errno("open in snapshot", fmt.Errorf("%s: the blobs hold %d bytes, the entry says %d: %w",
-			e.n.Name, h.offs[len(e.n.Blobs)], e.n.Size, meta.ErrCorrupt))
-	}
-	return h, fuse.FOPEN_KEEP_CACHE, 0
+	return &snapHandle{e: e, exts: exts, cur: -1}, fuse.FOPEN_KEEP_CACHE, 0
 }
 
-// snapHandle is an open file of a snapshot; it keeps the last blob read.
+// snapHandle is an open file of a snapshot; it keeps the last extent read.
+// Bytes no extent holds (a version's sparse file) read as zeros.
 type snapHandle struct {
 	e    *snapEntry
-	offs []uint64 // offs[i] is where blob i starts; the last is the size
+	exts []backup.Extent
 	mu   sync.Mutex
 	cur  int
 	data []byte
@@ -336,25 +363,33 @@ type snapHandle struct {
 func (h *snapHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	size := h.offs[len(h.offs)-1]
+	size := h.e.n.Size
 	pos := uint64(max(off, 0))
 	n := 0
 	for n < len(dest) && pos < size {
-		i := sort.Search(len(h.offs)-1, func(i int) bool { return h.offs[i+1] > pos }) // blob holding pos
+		i := sort.Search(len(h.exts), func(i int) bool { return h.exts[i].Off+uint64(h.exts[i].Len) > pos }) // first extent ending after pos
+		if i == len(h.exts) || h.exts[i].Off > pos {
+			// A hole up to the next extent (or the end).
+			end := size
+			if i < len(h.exts) {
+				end = h.exts[i].Off
+			}
+			c := int(min(uint64(len(dest)-n), end-pos))
+			clear(dest[n : n+c])
+			n += c
+			pos += uint64(c)
+			continue
+		}
 		if i != h.cur {
 			var err error
 			repo := backup.Repo{Keys: h.e.v.r.v.Keys, Index: h.e.v.r.idx, Store: h.e.v.r.store}
 			h.cur = -1
-			if h.data, err = backup.ReadBlob(repo, h.e.n.Blobs[i], h.data[:0], &h.buf); err != nil {
+			if h.data, err = backup.ReadExtent(repo, h.exts[i], h.data[:0], &h.buf); err != nil {
 				return nil, h.e.v.r.errno("read in snapshot", err)
-			}
-			if uint64(len(h.data)) != h.offs[i+1]-h.offs[i] {
-				return nil, h.e.v.r.errno("read in snapshot", fmt.Errorf("blob %s holds %d bytes, its record says %d: %w",
-					h.e.n.Blobs[i], len(h.data), h.offs[i+1]-h.offs[i], meta.ErrCorrupt))
 			}
 			h.cur = i
 		}
-		c := copy(dest[n:], h.data[pos-h.offs[i]:])
+		c := copy(dest[n:], h.data[pos-h.exts[i].Off:])
 		n += c
 		pos += uint64(c)
 	}

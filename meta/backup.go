@@ -61,7 +61,7 @@ func (b *Batch) PutBlob(id ChunkID, plainLen uint32) {
 	v[0] = blobRecV1
 	binary.BigEndian.PutUint32(v[1:], plainLen)
 	b.set(blobKey(id), v)
-	b.noteRef(blobKey(id), refChange{blob: &plainLen})
+	b.noteRef(blobKey(id), refChange{blob: &plainLen, kind: pBlob})
 	if !b.isLocated(id) {
 		b.markPending(id, 0, 0, plainLen+vault.Overhead)
 	}
@@ -70,7 +70,7 @@ func (b *Batch) PutBlob(id ChunkID, plainLen uint32) {
 // DeleteBlob forgets blob id, and takes it off the pending feed.
 func (b *Batch) DeleteBlob(id ChunkID) {
 	b.del(blobKey(id))
-	b.noteRef(blobKey(id), refChange{})
+	b.noteRef(blobKey(id), refChange{kind: pBlob})
 	b.unmarkPending(id)
 }
 

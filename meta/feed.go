@@ -107,6 +107,7 @@ type batchState struct {
 	chunks  map[[2]uint64]*ChunkID // chunk map entries set (nil: deleted)
 	located map[ChunkID]bool       // locations put (true) or deleted
 	feed    map[ChunkID]bool       // pending marks set or cleared
+	pins    map[ChunkID]*Pin       // pins put (nil: deleted)
 	err     error                  // a failed read; Commit returns it
 	refs    map[string]refChange   // chunk references and blobs written, when the RefSum is tracked
 	state   bool                   // touched snapshot state (StateGeneration)
@@ -163,7 +164,7 @@ func (b *Batch) noteLocated(id ChunkID, on bool) {
 
 // has reports whether key exists (its value is not opened).
 func (x *Index) has(key []byte) (bool, error) {
-	_, closer, err := x.db.Get(key)
+	_, closer, err := x.reader().Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return false, nil
 	}
@@ -248,6 +249,26 @@ func (x *Index) FeedFromWalk() (map[ChunkID]Pending, error) {
 		if _, ok := located[id]; !ok {
 			if _, dup := out[id]; !dup {
 				out[id] = Pending{ID: id, Size: n + vault.Overhead}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return out, err
+	}
+	// Chunks versions pin (owner-less marks), unless a file still has them.
+	err = x.scan([]byte{pPin}, func(key, val []byte) error {
+		if len(key) != 1+ChunkIDSize {
+			return fmt.Errorf("pin key %x: %w", key, ErrCorrupt)
+		}
+		p, err := decodePin(val)
+		if err != nil {
+			return err
+		}
+		id := ChunkID(key[1:])
+		if _, ok := located[id]; !ok {
+			if _, dup := out[id]; !dup {
+				out[id] = Pending{ID: id, Size: p.Len + vault.Overhead}
 			}
 		}
 		return nil

@@ -49,6 +49,7 @@ const (
 	pXattr   = 'X' // X ino(8) mac(16)         -> xattr record
 	pOrphan  = 'O' // O ino(8)                 -> empty (unlinked while open)
 	pPending = 'P' // P chunkid(16)            -> pending feed entry (format 2)
+	// K chunkid(16) -> pin record (pins.go, a version of the mount keeps the chunk)
 )
 
 // RootIno is the inode number of the root directory.
@@ -118,7 +119,10 @@ type Index struct {
 	sgen   atomic.Uint64 // see StateGeneration
 	seggen atomic.Uint64 // see SegmentGeneration
 
-	feedReady bool // the pending feed is kept (format 2)
+	feedReady bool          // the pending feed is kept (format 2)
+	pinState  atomic.Int32  // pinsUnknown, pinsNone or pinsSome (pins.go)
+	rd        pebble.Reader // a View's snapshot; nil: db
+	dropMu    sync.Mutex    // see LockDrops
 
 	refMu  sync.Mutex // serialises the commits that change refSum
 	refSum RefSum     // see TrackRefs
@@ -267,7 +271,7 @@ func (x *Index) Sync() error { return x.db.LogData(nil, pebble.Sync) }
 
 // get returns the opened value stored under key.
 func (x *Index) get(key []byte) ([]byte, error) {
-	v, closer, err := x.db.Get(key)
+	v, closer, err := x.reader().Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, ErrNotFound
 	}
@@ -290,7 +294,7 @@ func (x *Index) scan(prefix []byte, fn func(key, val []byte) error) error {
 
 // scanRange is scan over the keys in [lower, upper).
 func (x *Index) scanRange(lower, upper []byte, fn func(key, val []byte) error) error {
-	it, err := x.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	it, err := x.reader().NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return err
 	}

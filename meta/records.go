@@ -300,12 +300,12 @@ func (b *Batch) DeleteDirent(parent uint64, name string) {
 // the feed, and ref's chunk joins it unless it already has a location.
 func (b *Batch) PutChunk(ino, idx uint64, ref *ChunkRef) {
 	if old, ok := b.chunkAt(ino, idx); ok && old != ref.ID {
-		b.unmarkPending(old)
+		b.dropRef(old)
 	}
 	key := key16(pChunk, ino, idx)
 	b.set(key, ref.encode())
 	r := *ref
-	b.noteRef(key, refChange{chunk: &r, isRef: true})
+	b.noteRef(key, refChange{chunk: &r, kind: pChunk})
 	id := ref.ID
 	b.noteChunk(ino, idx, &id)
 	if !b.isLocated(ref.ID) {
@@ -317,11 +317,11 @@ func (b *Batch) PutChunk(ino, idx uint64, ref *ChunkRef) {
 // chunk from the pending feed.
 func (b *Batch) DeleteChunk(ino, idx uint64) {
 	if old, ok := b.chunkAt(ino, idx); ok {
-		b.unmarkPending(old)
+		b.dropRef(old)
 	}
 	key := key16(pChunk, ino, idx)
 	b.del(key)
-	b.noteRef(key, refChange{isRef: true})
+	b.noteRef(key, refChange{kind: pChunk})
 	b.noteChunk(ino, idx, nil)
 }
 

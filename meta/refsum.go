@@ -10,7 +10,7 @@ import (
 	"math/bits"
 )
 
-// RefSum is an order-free digest of the index's chunk references and blobs
+// RefSum is an order-free digest of the index's chunk references, blobs and pins
 // (and of the keys of records that do not open): their count, and the sum
 // modulo 2^256 of the SHA-256 of each. A change adds and subtracts only the
 // elements it writes or removes, so an index that tracks it (TrackRefs)
@@ -42,6 +42,10 @@ func blobElem(id ChunkID, plainLen uint32) refElem {
 	copy(b[1:], id[:])
 	binary.BigEndian.PutUint32(b[1+ChunkIDSize:], plainLen)
 	return sha256.Sum256(b[:])
+}
+
+func pinElem(id ChunkID, p *Pin) refElem {
+	return sha256.Sum256(append(append([]byte{pPin}, id[:]...), p.encode()...))
 }
 
 func badElem(key []byte) refElem {
@@ -83,6 +87,7 @@ func (x *Index) WalkRefSum() (RefSum, error) {
 	err := x.Walk(Visitor{
 		Chunk: func(ino, idx uint64, ref ChunkRef) { s.add(chunkElem(ino, idx, &ref), 1) },
 		Blob:  func(id ChunkID, n uint32) { s.add(blobElem(id, n), 1) },
+		Pin:   func(id ChunkID, p Pin) { s.add(pinElem(id, &p), 1) },
 		Bad:   func(key []byte, _ error) { s.add(badElem(key), 1) },
 	})
 	return s, err
@@ -113,12 +118,13 @@ func (x *Index) stopTracking() {
 	x.refOn = false
 }
 
-// refChange is a chunk reference or blob a batch writes (nil: deletes).
+// refChange is a chunk reference, blob or pin a batch writes (nil: deletes).
 type refChange struct {
 	key   []byte
 	chunk *ChunkRef
 	blob  *uint32
-	isRef bool // a chunk reference, else a blob
+	pin   *Pin
+	kind  byte // pChunk, pBlob or pPin
 }
 
 func (b *Batch) noteRef(key []byte, c refChange) {
@@ -151,12 +157,19 @@ func (b *Batch) refDelta() (RefSum, error) {
 			return d, err
 		case err != nil:
 			d.add(badElem(c.key), -1)
-		case c.isRef:
+		case c.kind == pChunk:
 			ref, err := decodeChunkRef(old)
 			if err != nil {
 				d.add(badElem(c.key), -1)
 			} else {
 				d.add(chunkElem(beUint64(c.key[1:]), beUint64(c.key[9:]), &ref), -1)
+			}
+		case c.kind == pPin:
+			p, err := decodePin(old)
+			if err != nil {
+				d.add(badElem(c.key), -1)
+			} else {
+				d.add(pinElem(ChunkID(c.key[1:]), &p), -1)
 			}
 		default:
 			n, err := decodeBlob(old)
@@ -171,6 +184,8 @@ func (b *Batch) refDelta() (RefSum, error) {
 			d.add(chunkElem(beUint64(c.key[1:]), beUint64(c.key[9:]), c.chunk), 1)
 		case c.blob != nil:
 			d.add(blobElem(ChunkID(c.key[1:]), *c.blob), 1)
+		case c.pin != nil:
+			d.add(pinElem(ChunkID(c.key[1:]), c.pin), 1)
 		}
 	}
 	return d, nil

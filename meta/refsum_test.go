@@ -7,7 +7,7 @@ import (
 )
 
 // TestRefSumTracked: the RefSum an index tracks through commits equals the
-// one a walk computes, over random batches of chunk references and blobs
+// one a walk computes, over random batches of chunk references, blobs and pins
 // (put, overwritten, deleted, several times in one batch) committed by four
 // writers at once on overlapping keys, with and without sync; Import stops
 // the tracking.
@@ -31,11 +31,19 @@ func TestRefSumTracked(t *testing.T) {
 						ino, idx := 2+r.Uint64N(6), r.Uint64N(4)
 						var id ChunkID
 						id[0], id[1] = byte(r.IntN(12)), byte(w)
-						switch r.IntN(4) {
+						switch r.IntN(5) {
 						case 0, 1:
 							b.PutChunk(ino, idx, &ChunkRef{ID: id, Version: r.Uint64N(3), Len: 10})
 						case 2:
 							b.DeleteChunk(ino, idx)
+						case 3: // pins, as versions take and forget them
+							id[1] = 0
+							p := Pin{Ino: ino, Index: idx, Version: r.Uint64N(3), Len: 10}
+							if r.IntN(2) == 0 {
+								b.PutPin(id, p)
+							} else {
+								b.DeletePin(id, p)
+							}
 						default:
 							id[1] = 0 // blobs shared by the writers
 							if r.IntN(2) == 0 {

@@ -339,8 +339,8 @@ func (x *Index) ExportState(fn func(key, sealed []byte) error) (missing []ChunkI
 	var buf []byte
 	err = x.Export(func(key, sealed []byte) error {
 		switch {
-		case len(key) == 1+ChunkIDSize && key[0] == pBlob:
-			blobs = append(blobs, ChunkID(key[1:]))
+		case len(key) == 1+ChunkIDSize && (key[0] == pBlob || key[0] == pPin):
+			blobs = append(blobs, ChunkID(key[1:])) // pins too sort before locations
 		case len(key) == 1+ChunkIDSize && key[0] == pLocation:
 			located[ChunkID(key[1:])] = struct{}{}
 		case len(key) == 17 && key[0] == pChunk:
@@ -362,7 +362,8 @@ func (x *Index) ExportState(fn func(key, sealed []byte) error) (missing []ChunkI
 		return fn(key, sealed)
 	})
 	for _, id := range blobs {
-		if _, ok := located[id]; !ok {
+		_, dup := listed[id] // a pinned chunk its file still references
+		if _, ok := located[id]; !ok && !dup {
 			missing = append(missing, id)
 		}
 	}
@@ -427,7 +428,7 @@ func (x *Index) OpenSegmentRecord(key, sealed []byte) (s Segment, ok bool, err e
 
 // raw returns a copy of the sealed value stored under key.
 func (x *Index) raw(key []byte) ([]byte, error) {
-	v, closer, err := x.db.Get(key)
+	v, closer, err := x.reader().Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, ErrNotFound
 	}

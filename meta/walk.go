@@ -21,7 +21,11 @@ type Visitor struct {
 	// backup). Whoever collects, checks, uploads or releases chunks must
 	// count blobs as referenced as well as chunk map entries.
 	Blob func(id ChunkID, plainLen uint32)
-	Bad  func(key []byte, err error)
+	// Pin is every chunk a version of the mount keeps (pins.go): counted
+	// as referenced wherever blobs are, and opened as chunk p.Index of
+	// file p.Ino.
+	Pin func(id ChunkID, p Pin)
+	Bad func(key []byte, err error)
 }
 
 // Walk visits every record of the index in key order.
@@ -61,7 +65,7 @@ func (x *Index) WalkParallel(v Visitor) error {
 // walkRange is Walk over the keys in [lower, upper) (nil: unbounded); a
 // non-nil badMu serialises Bad calls.
 func (x *Index) walkRange(lower, upper []byte, v Visitor, badMu *sync.Mutex) error {
-	it, err := x.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	it, err := x.reader().NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return err
 	}
@@ -151,6 +155,13 @@ func (x *Index) walkRange(lower, upper []byte, v Visitor, badMu *sync.Mutex) err
 			} else if v.Blob != nil {
 				v.Blob(ChunkID(key[1:]), n)
 			}
+		case len(key) == 1+ChunkIDSize && key[0] == pPin:
+			p, err := decodePin(buf)
+			if err != nil {
+				bad(key, err)
+			} else if v.Pin != nil {
+				v.Pin(ChunkID(key[1:]), p)
+			}
 		case len(key) == 1+TreeIDSize && key[0] == pTree:
 		case len(key) == 9 && key[0] == pBackupSnap:
 		case len(key) == 17 && key[0] == pBackupRoot:
@@ -159,4 +170,16 @@ func (x *Index) walkRange(lower, upper []byte, v Visitor, badMu *sync.Mutex) err
 		}
 	}
 	return it.Error()
+}
+
+// WalkTree visits, as Walk does, only the records a version of the mount
+// reads: directory entries, inodes, pins, chunk-map entries and extended
+// attributes (each kind in key order), skipping the replication engine's.
+func (x *Index) WalkTree(v Visitor) error {
+	for _, p := range []byte{pDirent, pInode, pPin, pChunk, pXattr} {
+		if err := x.walkRange([]byte{p}, []byte{p + 1}, v, nil); err != nil {
+			return err
+		}
+	}
+	return nil
 }

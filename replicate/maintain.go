@@ -135,6 +135,14 @@ func (r *Replicator) maintain() error {
 				refs[id] = liveRef{size: n + vault.Overhead}
 			}
 		},
+		// Kept by a version of the mount: owner-less too, unless its file
+		// still references it (pins sort before chunk-map entries, whose
+		// callback then names the file).
+		Pin: func(id meta.ChunkID, p meta.Pin) {
+			if _, dup := refs[id]; !dup {
+				refs[id] = liveRef{size: p.Len + vault.Overhead}
+			}
+		},
 	}); err != nil {
 		r.noteErr(fmt.Errorf("scanning the index: %w", err))
 		return nil

@@ -370,13 +370,22 @@ func (r *Replicator) scanPending() ([]pendingChunk, error) {
 		return nil, fmt.Errorf("scanning locations: %w", err)
 	}
 	var out []pendingChunk
+	pins := map[meta.ChunkID]meta.Pin{} // chunks versions keep, owner-less unless a file has them
 	err := r.idx.Walk(meta.Visitor{Chunk: func(ino, idx uint64, ref meta.ChunkRef) {
+		delete(pins, ref.ID)
 		if _, ok := located[ref.ID]; !ok {
 			out = append(out, pendingChunk{id: ref.ID, ino: ino, index: idx, size: int(ref.Len) + vault.Overhead})
 		}
-	}, Blob: pendingBlob(located, &out)})
+	}, Blob: pendingBlob(located, &out), Pin: func(id meta.ChunkID, p meta.Pin) {
+		if _, ok := located[id]; !ok {
+			pins[id] = p
+		}
+	}})
 	if err != nil {
 		return nil, fmt.Errorf("scanning the index: %w", err)
+	}
+	for id, p := range pins {
+		out = append(out, pendingChunk{id: id, size: int(p.Len) + vault.Overhead})
 	}
 	return out, nil
 }

@@ -181,9 +181,11 @@ func init() {
 	})
 	register(&cli.Command{
 		Name:  "snapshots",
-		Usage: "list the backup snapshots",
-		Description: "Lists every backup snapshot, oldest first: id, time, host, new bytes (stored\n" +
-			"first by that pass), total bytes (of every file in it) and the folders.",
+		Usage: "list the backup snapshots and the versions of the mount",
+		Description: "Lists every snapshot, oldest first: id, time, source (backup: a pass of\n" +
+			"backed-up folders; mount: a version of the mount itself), host, new bytes\n" +
+			"(stored, or pinned, first by that snapshot), total bytes (of every file in\n" +
+			"it) and the folders.",
 		Flags:  []cli.Flag{passwordFileFlag, &cli.BoolFlag{Name: "json", Usage: "print JSON"}},
 		Action: snapshotsAction,
 	})
@@ -193,7 +195,8 @@ func init() {
 		Description: "Keeps the snapshots any --keep-* rule names (the newest N; the newest of each\n" +
 			"of the newest N hours, days, ISO weeks, months that have snapshots, in local\n" +
 			"time) and forgets the others: their records go first, durably, then every\n" +
-			"blob no kept snapshot needs is deleted. On the network the segments that\n" +
+			"blob no kept snapshot needs is deleted. The rules apply to backups and to\n" +
+			"versions of the mount apart (--keep-last 3 keeps three of each). On the network the segments that\n" +
 			"held them are repacked or released by the replication engine (a mount's\n" +
 			"maintenance). A crash in the middle loses no kept snapshot; run forget again\n" +
 			"to finish. --dry-run only says what would go.",
@@ -231,6 +234,7 @@ func printReport(w io.Writer, r *backup.Report) {
 
 type snapshotJSON struct {
 	ID         string    `json:"id"`
+	Source     string    `json:"source"` // backup, or mount (a version of the mount)
 	Time       time.Time `json:"time"`
 	Host       string    `json:"host"`
 	Paths      []string  `json:"paths"`
@@ -242,7 +246,7 @@ type snapshotJSON struct {
 func snapshotsJSON(snaps []backup.Snapshot) []snapshotJSON {
 	out := []snapshotJSON{}
 	for _, s := range snaps {
-		out = append(out, snapshotJSON{ID: s.ID.String(), Time: s.Time, Host: s.Host, Paths: s.Paths, Files: s.Files,
+		out = append(out, snapshotJSON{ID: s.ID.String(), Source: s.Source.String(), Time: s.Time, Host: s.Host, Paths: s.Paths, Files: s.Files,
 			NewBytes: s.NewBytes, TotalBytes: s.TotalBytes})
 	}
 	return out
@@ -250,13 +254,17 @@ func snapshotsJSON(snaps []backup.Snapshot) []snapshotJSON {
 
 func printSnapshots(w io.Writer, snaps []snapshotJSON) {
 	if len(snaps) == 0 {
-		fmt.Fprintln(w, "no snapshots (run `fincrypt backup run`)")
+		fmt.Fprintln(w, "no snapshots (run `fincrypt backup run` or `fincrypt snapshot`)")
 		return
 	}
-	fmt.Fprintf(w, "%-16s  %-25s  %-12s  %10s  %10s  %s\n", "ID", "TIME", "HOST", "NEW", "TOTAL", "PATHS")
+	fmt.Fprintf(w, "%-16s  %-25s  %-6s  %-12s  %10s  %10s  %s\n", "ID", "TIME", "SOURCE", "HOST", "NEW", "TOTAL", "PATHS")
 	for _, s := range snaps {
-		fmt.Fprintf(w, "%-16s  %-25s  %-12s  %10s  %10s  %s\n", s.ID, s.Time.Local().Format(time.RFC3339), s.Host,
-			units.HumanSize(s.NewBytes), units.HumanSize(s.TotalBytes), strings.Join(s.Paths, " "))
+		paths := strings.Join(s.Paths, " ")
+		if s.Source == backup.SourceMount.String() {
+			paths = "(the mount)"
+		}
+		fmt.Fprintf(w, "%-16s  %-25s  %-6s  %-12s  %10s  %10s  %s\n", s.ID, s.Time.Local().Format(time.RFC3339), s.Source, s.Host,
+			units.HumanSize(s.NewBytes), units.HumanSize(s.TotalBytes), paths)
 	}
 }
 
@@ -274,7 +282,9 @@ type backupRequest struct {
 	Path       string         `json:"path,omitempty"`
 	Target     string         `json:"target,omitempty"`
 	Overwrite  bool           `json:"overwrite,omitempty"`
+	Force      bool           `json:"force,omitempty"` // version: record one even if nothing changed
 
+	chunkSize       uint64                       // version on an unmounted vault
 	progress        func(backup.Progress)        // local runs only
 	restoreProgress func(backup.RestoreProgress) // local runs only
 }
@@ -291,6 +301,7 @@ type backupReply struct {
 	Swept     *backup.SweepResult   `json:"swept,omitempty"`
 	Restored  *backup.RestoreResult `json:"restored,omitempty"`
 	Snap      *snapshotJSON         `json:"snap,omitempty"`
+	Version   *backup.VersionReport `json:"version,omitempty"`
 }
 
 func failed(code int, format string, args ...any) *backupReply {
@@ -367,6 +378,9 @@ func execBackup(ctx context.Context, repo backup.Repo, req *backupRequest) *back
 		sj := snapshotsJSON([]backup.Snapshot{snap})[0]
 		return &backupReply{Restored: res, Snap: &sj}
 	}
+	if req.Op == "version" {
+		return execVersion(repo, req)
+	}
 	return failed(exitUsage, "unknown backup operation %q", req.Op)
 }
 
@@ -415,6 +429,7 @@ func doBackup(c *cli.Context, req *backupRequest, changes, network bool) (*backu
 		return nil, err
 	}
 	defer s.Close()
+	req.chunkSize = uint64(s.v.KeyFile.ChunkSize) // a version on this unmounted vault
 	ctx, stop := interruptible()
 	defer stop()
 	var rep *backupReply
@@ -569,7 +584,8 @@ func forgetAction(c *cli.Context) error {
 	}
 	if c.Bool("json") {
 		if perr := printJSON(c.App.Writer, map[string]any{"dry_run": dry, "keep": orEmpty(rep.Keep), "forget": orEmpty(rep.Forget),
-			"swept_blobs": rep.Swept.Blobs, "swept_bytes": rep.Swept.Bytes, "swept_trees": rep.Swept.Trees}); perr != nil {
+			"swept_blobs": rep.Swept.Blobs, "swept_bytes": rep.Swept.Bytes, "swept_trees": rep.Swept.Trees,
+			"swept_chunks": rep.Swept.Pins, "swept_chunk_bytes": rep.Swept.PinBytes}); perr != nil {
 			return perr
 		}
 		return err
@@ -584,6 +600,9 @@ func forgetAction(c *cli.Context) error {
 	}
 	if !dry {
 		fmt.Fprintf(c.App.Writer, "freed %s in %d blob(s)\n", units.HumanSize(rep.Swept.Bytes), rep.Swept.Blobs)
+		if rep.Swept.Pins > 0 {
+			fmt.Fprintf(c.App.Writer, "freed %s in %d chunk(s) of versions of the mount\n", units.HumanSize(rep.Swept.PinBytes), rep.Swept.Pins)
+		}
 	}
 	return err
 }

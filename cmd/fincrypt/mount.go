@@ -57,6 +57,7 @@ func init() {
 			&cli.DurationFlag{Name: "flush-after", Usage: "upload a partly filled segment once its oldest chunk waited this long", Value: 10 * time.Second},
 			&cli.DurationFlag{Name: "snapshot-interval", Usage: "while writes go on, a change waits at most this long for a backup of the index to the network (what a restore brings back)", Value: 10 * time.Minute},
 			&cli.DurationFlag{Name: "snapshot-delay", Usage: "back the index up once writes and uploads have paused this long", Value: 30 * time.Second},
+			versionIntervalFlag,
 			syncTimeoutFlag,
 			watchBackupsFlag,
 		},
@@ -192,7 +193,7 @@ func spawnMount(c *cli.Context, home, mnt string, pw []byte) error {
 	if c.IsSet("cache-size") {
 		args = append(args, "--cache-size", c.String("cache-size"))
 	}
-	for _, f := range []string{"flush-after", "snapshot-interval", "snapshot-delay", "sync-timeout"} {
+	for _, f := range []string{"flush-after", "snapshot-interval", "snapshot-delay", "sync-timeout", "version-interval"} {
 		if c.IsSet(f) {
 			args = append(args, "--"+f, c.Duration(f).String())
 		}
@@ -298,6 +299,8 @@ func serveMount(c *cli.Context, home, mnt string, pw []byte) (err error) {
 		Attach:     attach,
 		Faults:     faults,
 		Metrics:    ops,
+
+		VersionInterval: c.Duration("version-interval"),
 	})
 	if errors.Is(err, fs.ErrIndexDamaged) || errors.Is(err, fs.ErrIndexMissing) || errors.Is(err, meta.ErrForeignIndex) {
 		return userErr(exitCorrupt, "mounting %s: %v", mnt, err)
@@ -305,6 +308,7 @@ func serveMount(c *cli.Context, home, mnt string, pw []byte) (err error) {
 	if err != nil {
 		return userErr(exitFailure, "mounting %s: %v", mnt, err)
 	}
+	setMountVersioner(m)
 	pidFile := filepath.Join(home, mountPIDName)
 	os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
 	defer os.Remove(pidFile)
