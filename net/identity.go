@@ -16,12 +16,14 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"github.com/quic-go/quic-go"
-	"golang.org/x/crypto/hkdf"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/quic-go/quic-go"
+	"golang.org/x/crypto/hkdf"
 )
 
 // IdentityFile is the name of the identity file inside a daemon's directory.
@@ -124,11 +126,18 @@ func ParseIdentity(b []byte) (*Identity, error) {
 }
 
 // LoadIdentity reads DIR/identity.
-func LoadIdentity(dir string) (*Identity, error) {
+func LoadIdentity(dir string) (*Identity, error) { return loadIdentityFS(vfs.Default, dir) }
+
+func loadIdentityFS(fs vfs.FS, dir string) (*Identity, error) {
 	p := filepath.Join(dir, IdentityFile)
-	b, err := os.ReadFile(p)
+	f, err := fs.Open(p)
 	if err != nil {
 		return nil, err
+	}
+	b, err := io.ReadAll(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
 	}
 	id, err := ParseIdentity(b)
 	if err != nil {
@@ -140,11 +149,21 @@ func LoadIdentity(dir string) (*Identity, error) {
 // LoadOrCreateIdentity reads DIR/identity, creating DIR and a new identity
 // (mode 0600, written durably) when there is none.
 func LoadOrCreateIdentity(dir string) (*Identity, error) {
-	id, err := LoadIdentity(dir)
+	return loadOrCreateIdentityFS(vfs.Default, dir)
+}
+
+// loadOrCreateIdentityFS is LoadOrCreateIdentity on fs (the power-loss
+// test's crashable one). The sync points, each guarded by
+// TestPowerLossIdentityFile: the parent of every directory it creates, the
+// temporary file's data (and its Close error) before it is linked, and
+// the directory after the link. Without them a power cut after a node's
+// first start could take the identity it has already given out.
+func loadOrCreateIdentityFS(fs vfs.FS, dir string) (*Identity, error) {
+	id, err := loadIdentityFS(fs, dir)
 	if err == nil || !errors.Is(err, os.ErrNotExist) {
 		return id, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := mkdirAllSynced(fs, dir); err != nil {
 		return nil, err
 	}
 	id, err = GenerateIdentity()
@@ -153,11 +172,16 @@ func LoadOrCreateIdentity(dir string) (*Identity, error) {
 	}
 	p := filepath.Join(dir, IdentityFile)
 	tmp := p + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := fs.Create(tmp, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return nil, err
 	}
-	_, err = f.Write(id.marshal())
+	if fs == vfs.Default { // the key is readable by its owner only, before it is written
+		err = os.Chmod(tmp, 0o600)
+	}
+	if err == nil {
+		_, err = f.Write(id.marshal())
+	}
 	if err == nil {
 		err = f.Sync()
 	}
@@ -165,20 +189,54 @@ func LoadOrCreateIdentity(dir string) (*Identity, error) {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Link(tmp, p) // fails if another process created it meanwhile
+		err = fs.Link(tmp, p) // fails if another process created it meanwhile
 	}
-	os.Remove(tmp)
+	fs.Remove(tmp)
 	if errors.Is(err, os.ErrExist) {
-		return LoadIdentity(dir)
+		return loadIdentityFS(fs, dir)
+	}
+	if err == nil {
+		err = syncDir(fs, dir)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("identity %s: %w", p, err)
 	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 	return id, nil
+}
+
+// mkdirAllSynced creates dir and its missing parents (mode 0700) and syncs
+// the parent of each one created, so that a power cut after the identity
+// is written cannot take the new directory, and the identity with it.
+func mkdirAllSynced(fs vfs.FS, dir string) error {
+	dir = filepath.Clean(dir)
+	var created []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := fs.Stat(d); err == nil {
+			break
+		}
+		created = append(created, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if err := fs.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	for i := len(created) - 1; i >= 0; i-- {
+		if err := syncDir(fs, filepath.Dir(created[i])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func syncDir(fs vfs.FS, dir string) error {
+	d, err := fs.OpenDir(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // Address is where a node listens, pinned to its id: NODEID@host:port.

@@ -208,6 +208,9 @@ func (w *Wallet) Journal(from uint64, limit int) ([]Entry, error) {
 func (w *Wallet) EntryByKey(key string) (Entry, bool, error) {
 	t := w.begin()
 	defer t.discard()
+	if done, err := t.posted(key); err != nil || !done {
+		return Entry{}, false, err
+	}
 	seq, err := t.getInt(pTxKey + key)
 	if err != nil {
 		return Entry{}, false, err
