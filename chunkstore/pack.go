@@ -130,9 +130,9 @@ type pack struct {
 	size  int64 // where the next record goes (end of the valid log)
 	live  int64 // bytes of records the map points to
 	dels  []deletion
-	dirty bool // written since its last sync
+	dirty bool   // written since its last sync
 	holes []hole // records deleted since the last sync: punched after it
-	bad   bool // holds a record that fails its checksum: never compacted
+	bad   bool   // holds a record that fails its checksum: never compacted
 }
 
 type packSet struct {
