@@ -1,6 +1,7 @@
 package chunkstore
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -20,26 +21,57 @@ func (s *Store) SetFetcher(f Fetcher) {
 	s.mu.Unlock()
 }
 
-// fetch asks the fetcher for a missing chunk and caches it.
-func (s *Store) fetch(id meta.ChunkID, dst []byte) ([]byte, error) {
+// ErrBadFetch means the bytes fetched for a chunk failed verification:
+// they were not kept.
+var ErrBadFetch = errors.New("the fetched chunk failed verification")
+
+func (s *Store) hasFetcher() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fetcher != nil
+}
+
+// fetch asks the fetcher for a missing (or locally damaged: local is that
+// error) chunk, verifies it, and only then caches it.
+func (s *Store) fetch(id meta.ChunkID, dst []byte, verify func([]byte) error, local error) ([]byte, error) {
 	s.mu.Lock()
 	f := s.fetcher
 	s.mu.Unlock()
 	if f == nil {
+		if local != nil {
+			return dst, local
+		}
 		return dst, fmt.Errorf("chunk %s: %w", id, ErrNotFound)
 	}
 	sealed, err := f(id)
 	if err != nil {
 		return dst, fmt.Errorf("chunk %s: %w", id, err)
 	}
+	if verify != nil {
+		if err := verify(sealed); err != nil {
+			return dst, fmt.Errorf("chunk %s: %w: %w", id, ErrBadFetch, err)
+		}
+	}
 	// The read succeeds even if the cache cannot keep the chunk (a full
 	// disk, or a concurrent fetch stored it first).
-	_ = s.Put(id, sealed)
+	if s.packs != nil {
+		_ = s.packs.put(id, sealed, local != nil)
+	} else {
+		_ = s.Put(id, sealed)
+	}
 	return append(dst, sealed...), nil
 }
 
 // Has reports whether chunk id is in the local store, and its size.
 func (s *Store) Has(id meta.ChunkID) (int64, bool) {
+	if s.packs != nil {
+		if l := s.packs.lookup(id); l != nil {
+			return int64(l.n), true
+		}
+		if !s.loose {
+			return 0, false
+		}
+	}
 	st, err := os.Stat(s.Path(id))
 	if err != nil {
 		return 0, false

@@ -43,12 +43,14 @@ func TestPowerLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	runs := powerloss.Runs(t, 40)
-	for seed := 0; seed < runs; seed++ {
-		powerLossRun(t, v.Keys, uint64(seed))
+	for _, format := range []int{chunkstore.FormatFiles, chunkstore.FormatPacks} {
+		for seed := 0; seed < runs; seed++ {
+			powerLossRun(t, v.Keys, uint64(seed), format)
+		}
 	}
 }
 
-func powerLossRun(t *testing.T, keys *vault.Keys, seed uint64) {
+func powerLossRun(t *testing.T, keys *vault.Keys, seed uint64, format int) {
 	rng := rand.New(rand.NewPCG(seed, 21))
 	mem := vfs.NewCrashableMem()
 	const indexDir, storeDir = "/vault/index", "/vault/store"
@@ -56,7 +58,7 @@ func powerLossRun(t *testing.T, keys *vault.Keys, seed uint64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := chunkstore.OpenFS(storeDir, mem)
+	store, err := chunkstore.OpenFSFormat(storeDir, mem, format)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,6 +199,9 @@ func powerLossRun(t *testing.T, keys *vault.Keys, seed uint64) {
 	if err != nil {
 		t.Fatalf("seed %d: %v", seed, err)
 	}
+	if store2.Format() != format {
+		t.Fatalf("seed %d: the store's format is %d after the cut, want %d", seed, store2.Format(), format)
+	}
 	checked := 0
 	for ino, f := range files {
 		if !f.synced {
@@ -225,6 +230,6 @@ func powerLossRun(t *testing.T, keys *vault.Keys, seed uint64) {
 		}
 	}
 	if testing.Verbose() {
-		fmt.Printf("seed %d: cut after %d of %d steps, %d fsynced files intact\n", seed, crashAt, steps, checked)
+		fmt.Printf("format %d seed %d: cut after %d of %d steps, %d fsynced files intact\n", format, seed, crashAt, steps, checked)
 	}
 }

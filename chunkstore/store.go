@@ -1,12 +1,14 @@
-// Package chunkstore is the local store of sealed chunks: one file per chunk,
-// named by its random chunk id, under the vault's store directory. It never
-// sees plaintext or keys; the file system seals chunks before Put and opens
-// them after Get.
+// Package chunkstore is the local store of sealed chunks, under the vault's
+// store directory. It never sees plaintext or keys; the file system seals
+// chunks before Put and opens them after Get.
 //
-// Layout: <dir>/<first two hex digits of the id>/<32 hex digits of the id>.
-// Names are random, so the store reveals only how many chunks there are and
-// how big each is. Put does not sync; Sync makes every chunk written so far
-// durable, and must be called before an index commit that backs an fsync.
+// Format 2 (new stores): chunks appended to pack files under <dir>/packs
+// (pack.go). Format 1 (stores made before it, until `fincrypt upgrade`):
+// one file per chunk, <dir>/<first two hex digits of the id>/<32 hex
+// digits of the id>. Ids are random, so the store reveals only how many
+// chunks there are and how big each is. Put does not sync; Sync makes every
+// chunk written so far durable, and must be called before an index commit
+// that backs an fsync.
 package chunkstore
 
 import (
@@ -39,6 +41,10 @@ type Store struct {
 	sys fileSystem
 
 	readOnly bool // opened by OpenExisting: reads leave the files as they are
+
+	format int      // FormatFiles or FormatPacks
+	packs  *packSet // format 2; nil in format 1
+	loose  bool     // chunk files of format 1 may be present (always in format 1)
 
 	mu       sync.Mutex
 	unsynced map[meta.ChunkID]struct{}
@@ -89,24 +95,97 @@ func (s *Store) shard(id meta.ChunkID) *writeShard { return &s.writes[int(id[0])
 // the coarse step keeps reads from writing to the disk each time.
 const TouchAfter = time.Hour
 
-// Open opens the store in dir, creating it if needed.
-func Open(dir string) (*Store, error) { return open(dir, osFS{}) }
+// Open opens the store in dir, creating it if needed (in the current
+// format; an existing store keeps its own).
+func Open(dir string) (*Store, error) { return open(dir, osFS{}, CurrentFormat) }
 
 // OpenFS is Open on a pebble vfs.FS instead of the operating system's file
 // system (power-loss tests run the store and the index on one crashable
 // in-memory file system).
-func OpenFS(dir string, fsys vfs.FS) (*Store, error) { return open(dir, vfsFS{fsys}) }
+func OpenFS(dir string, fsys vfs.FS) (*Store, error) { return open(dir, vfsFS{fsys}, CurrentFormat) }
 
-func open(dir string, sys fileSystem) (*Store, error) {
+// OpenFSFormat is OpenFS that creates a new store in the given format
+// (tests of format 1 stores and of their upgrade).
+func OpenFSFormat(dir string, fsys vfs.FS, format int) (*Store, error) {
+	return open(dir, vfsFS{fsys}, format)
+}
+
+// OpenFormat is Open that creates a new store in the given format.
+func OpenFormat(dir string, format int) (*Store, error) { return open(dir, osFS{}, format) }
+
+// readFormat returns the store's format: FORMAT's, else 1 if the store
+// holds anything but the owner file, else 0 (a new store).
+func readFormat(dir string, sys fileSystem) (int, error) {
+	b, _, err := sys.read(filepath.Join(dir, FormatFile), nil)
+	if err == nil {
+		return parseFormat(b)
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return 0, err
+	}
+	ents, err := sys.readDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range ents {
+		if e.name != OwnerFile && e.name != FormatFile+".tmp" {
+			return FormatFiles, nil
+		}
+	}
+	return 0, nil
+}
+
+// writeFormat records the store's format (atomically, durably).
+func writeFormat(dir string, sys fileSystem, format int) error {
+	tmp := filepath.Join(dir, FormatFile+".tmp")
+	sys.remove(tmp)
+	if err := sys.create(tmp, []byte(formatText(format))); err != nil {
+		return err
+	}
+	if err := sys.sync(tmp); err != nil {
+		return err
+	}
+	if err := sys.rename(tmp, filepath.Join(dir, FormatFile)); err != nil {
+		return err
+	}
+	return sys.sync(dir)
+}
+
+func open(dir string, sys fileSystem, newFormat int) (*Store, error) {
 	if err := sys.mkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("chunk store: %w", err)
 	}
-	for i := 0; i < 256; i++ {
-		if err := sys.mkdir(filepath.Join(dir, fmt.Sprintf("%02x", i))); err != nil {
-			return nil, fmt.Errorf("chunk store: %w", err)
+	format, err := readFormat(dir, sys)
+	if err != nil {
+		return nil, fmt.Errorf("chunk store: %w", err)
+	}
+	if format == 0 {
+		format = newFormat
+		if format == FormatPacks {
+			if err := writeFormat(dir, sys, format); err != nil {
+				return nil, fmt.Errorf("chunk store: %w", err)
+			}
 		}
 	}
-	s := &Store{dir: dir, sys: sys, unsynced: map[meta.ChunkID]struct{}{}, dirs: map[string]struct{}{}}
+	s := &Store{dir: dir, sys: sys, format: format, unsynced: map[meta.ChunkID]struct{}{}, dirs: map[string]struct{}{}}
+	if format == FormatFiles {
+		s.loose = true
+		for i := 0; i < 256; i++ {
+			if err := sys.mkdir(filepath.Join(dir, fmt.Sprintf("%02x", i))); err != nil {
+				return nil, fmt.Errorf("chunk store: %w", err)
+			}
+		}
+	} else {
+		if err := sys.mkdir(filepath.Join(dir, packsDir)); err != nil {
+			return nil, fmt.Errorf("chunk store: %w", err)
+		}
+		if err := s.openPacks(false); err != nil {
+			return nil, err
+		}
+	}
 	// The subdirectories' entries, and the store's own entry in its parent
 	// (new at the first mount): else a power cut can take the whole store.
 	if err := sys.sync(dir); err != nil {
@@ -138,6 +217,13 @@ func (s *Store) Path(id meta.ChunkID) string {
 
 // Put stores a sealed chunk under a new id. It fails if the id exists.
 func (s *Store) Put(id meta.ChunkID, sealed []byte) error {
+	if s.packs != nil {
+		return s.packs.put(id, sealed, false)
+	}
+	return s.putFile(id, sealed)
+}
+
+func (s *Store) putFile(id meta.ChunkID, sealed []byte) error {
 	p := s.Path(id)
 	sh := s.shard(id)
 	sh.mu.Lock()
@@ -171,6 +257,26 @@ func (s *Store) Put(id meta.ChunkID, sealed []byte) error {
 // was (its length unchanged, though bytes past its length may be written),
 // so that a caller packing chunks into one buffer keeps what it packed.
 func (s *Store) Get(id meta.ChunkID, dst []byte) ([]byte, error) {
+	return s.GetVerify(id, dst, nil)
+}
+
+// GetVerify is Get that, when the chunk has to be fetched from the network
+// (or replaces a damaged local copy), checks the fetched bytes with verify
+// before keeping them: a fetch that fails verify returns its error and
+// leaves nothing in the store. nil verify keeps what is fetched unchecked.
+func (s *Store) GetVerify(id meta.ChunkID, dst []byte, verify func(sealed []byte) error) ([]byte, error) {
+	if s.packs != nil {
+		out, found, err := s.packs.get(id, dst, !s.readOnly)
+		if found {
+			if errors.Is(err, ErrCorrupt) && s.hasFetcher() {
+				return s.fetch(id, dst, verify, err)
+			}
+			return out, err
+		}
+		if !s.loose {
+			return s.fetch(id, dst, verify, nil)
+		}
+	}
 	sh := s.shard(id)
 	var (
 		out   []byte
@@ -187,7 +293,7 @@ func (s *Store) Get(id meta.ChunkID, dst []byte) ([]byte, error) {
 		// just created). Read again once it is whole.
 	}
 	if errors.Is(err, fs.ErrNotExist) {
-		return s.fetch(id, dst)
+		return s.fetch(id, dst, verify, nil)
 	}
 	if err != nil {
 		return dst, fmt.Errorf("chunk %s: %w", id, err)
@@ -247,6 +353,12 @@ func readFull(fd int, b []byte) error {
 
 // Delete removes chunk id; a missing chunk is not an error.
 func (s *Store) Delete(id meta.ChunkID) error {
+	if s.packs != nil {
+		found, err := s.packs.remove(id)
+		if found || err != nil || !s.loose {
+			return err
+		}
+	}
 	p := s.Path(id)
 	err := s.sys.remove(p)
 	s.mu.Lock()
@@ -259,8 +371,33 @@ func (s *Store) Delete(id meta.ChunkID) error {
 	return nil
 }
 
-// Sync makes every chunk Put so far, and every deletion, durable.
+// Sync makes every chunk Put so far, and every deletion, durable. In a
+// format 2 store it then compacts the packs that are mostly dead chunks.
 func (s *Store) Sync() error {
+	if s.packs != nil {
+		if err := s.packs.sync(); err != nil {
+			return fmt.Errorf("chunk store sync: %w", err)
+		}
+		if _, err := s.packs.compact(); err != nil {
+			return fmt.Errorf("chunk store: %w", err)
+		}
+		if !s.loose {
+			return nil
+		}
+	}
+	return s.syncFiles()
+}
+
+// Compact rewrites the packs that are mostly dead chunks (or small) and
+// returns how many it removed.
+func (s *Store) Compact() (int, error) {
+	if s.packs == nil {
+		return 0, nil
+	}
+	return s.packs.compact()
+}
+
+func (s *Store) syncFiles() error {
 	s.mu.Lock()
 	ids := s.unsynced
 	dirs := s.dirs
@@ -307,6 +444,14 @@ func (s *Store) Sync() error {
 func (s *Store) SyncIDs(ids []meta.ChunkID) error {
 	if len(ids) == 0 {
 		return nil
+	}
+	if s.packs != nil {
+		if err := s.packs.sync(); err != nil {
+			return fmt.Errorf("chunk store sync: %w", err)
+		}
+		if !s.loose {
+			return nil
+		}
 	}
 	if len(ids) > syncfsThreshold {
 		// One syncfs beats hundreds of fsyncs of files and directories.
@@ -382,13 +527,28 @@ const OwnerFile = "VAULT"
 // List calls fn with the id of every chunk in the store, and bad with the
 // path of every file that is not a chunk.
 func (s *Store) List(fn func(id meta.ChunkID) error, bad func(path string)) error {
+	if s.packs != nil {
+		for _, id := range s.packs.ids() {
+			if err := fn(id); err != nil {
+				return err
+			}
+		}
+	}
+	return s.listFiles(fn, bad)
+}
+
+// listFiles is List of the format 1 chunk files.
+func (s *Store) listFiles(fn func(id meta.ChunkID) error, bad func(path string)) error {
 	top, err := s.sys.readDir(s.dir)
 	if err != nil {
 		return fmt.Errorf("chunk store: %w", err)
 	}
 	for _, t := range top {
 		sub := filepath.Join(s.dir, t.name)
-		if t.name == OwnerFile && t.regular {
+		if (t.name == OwnerFile || t.name == FormatFile) && t.regular {
+			continue
+		}
+		if t.name == packsDir && t.dir && s.packs != nil {
 			continue
 		}
 		if !t.dir || len(t.name) != 2 {
@@ -419,8 +579,26 @@ func (s *Store) List(fn func(id meta.ChunkID) error, bad func(path string)) erro
 	return nil
 }
 
-// Size is the size of chunk id's file in the store.
-func (s *Store) Size(id meta.ChunkID) (int64, error) { return s.sys.size(s.Path(id)) }
+// Size is the size of chunk id in the store.
+func (s *Store) Size(id meta.ChunkID) (int64, error) {
+	n, _, err := s.Info(id)
+	return n, err
+}
+
+// Info returns chunk id's size and when it was last used (written, or read
+// by the file system): the cache evicts the least recently used first. A
+// chunk not in the store gives an error wrapping fs.ErrNotExist.
+func (s *Store) Info(id meta.ChunkID) (int64, time.Time, error) {
+	if s.packs != nil {
+		if l := s.packs.lookup(id); l != nil {
+			return int64(l.n), time.Unix(l.atime.Load(), 0), nil
+		}
+		if !s.loose {
+			return 0, time.Time{}, fmt.Errorf("chunk %s: %w", id, fs.ErrNotExist)
+		}
+	}
+	return s.sys.stat(s.Path(id))
+}
 
 // OpenExisting opens a store without creating anything (for offline checks).
 func OpenExisting(dir string) (*Store, error) {
@@ -431,5 +609,46 @@ func OpenExisting(dir string) (*Store, error) {
 	if !isDir {
 		return nil, fmt.Errorf("chunk store %s: not a directory", dir)
 	}
-	return &Store{dir: dir, sys: osFS{}, readOnly: true, unsynced: map[meta.ChunkID]struct{}{}, dirs: map[string]struct{}{}}, nil
+	s := &Store{dir: dir, sys: osFS{}, readOnly: true, unsynced: map[meta.ChunkID]struct{}{}, dirs: map[string]struct{}{}}
+	if s.format, err = readFormat(dir, s.sys); err != nil {
+		return nil, fmt.Errorf("chunk store: %w", err)
+	}
+	if s.format == FormatPacks {
+		if err := s.openPacks(true); err != nil {
+			return nil, err
+		}
+	} else {
+		s.format, s.loose = FormatFiles, true
+	}
+	return s, nil
+}
+
+// openPacks loads the packs of a format 2 store and notes whether format 1
+// chunk files remain (an upgrade under way).
+func (s *Store) openPacks(readOnly bool) error {
+	s.packs = newPackSet(filepath.Join(s.dir, packsDir), s.sys, readOnly)
+	if err := s.packs.load(); err != nil {
+		return fmt.Errorf("chunk store: %w", err)
+	}
+	ents, err := s.sys.readDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("chunk store: %w", err)
+	}
+	for _, e := range ents {
+		if e.dir && len(e.name) == 2 {
+			s.loose = true
+		}
+	}
+	return nil
+}
+
+// Format is the store's format (FormatFiles or FormatPacks).
+func (s *Store) Format() int { return s.format }
+
+// Close releases the store's open files.
+func (s *Store) Close() error {
+	if s.packs == nil {
+		return nil
+	}
+	return s.packs.close()
 }

@@ -3,6 +3,7 @@ package chunkstore
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -14,10 +15,19 @@ import (
 )
 
 func TestPutGetListDelete(t *testing.T) {
+	for _, format := range []int{FormatFiles, FormatPacks} {
+		t.Run(fmt.Sprintf("format%d", format), func(t *testing.T) { testPutGetListDelete(t, format) })
+	}
+}
+
+func testPutGetListDelete(t *testing.T, format int) {
 	dir := filepath.Join(t.TempDir(), "store")
-	s, err := Open(dir)
+	s, err := OpenFormat(dir, format)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if s.Format() != format {
+		t.Fatalf("new store has format %d, want %d", s.Format(), format)
 	}
 	ids := map[meta.ChunkID][]byte{}
 	for i := 0; i < 300; i++ { // more than syncfsThreshold
@@ -44,7 +54,11 @@ func TestPutGetListDelete(t *testing.T) {
 		}
 	}
 	os.WriteFile(filepath.Join(dir, "stray"), nil, 0o600)
-	os.WriteFile(filepath.Join(dir, "ab", "not-a-chunk"), nil, 0o600)
+	wantBad := 1
+	if format == FormatFiles {
+		os.WriteFile(filepath.Join(dir, "ab", "not-a-chunk"), nil, 0o600)
+		wantBad = 2
+	}
 	seen, bad := 0, 0
 	err = s.List(func(id meta.ChunkID) error {
 		if _, ok := ids[id]; !ok {
@@ -53,7 +67,7 @@ func TestPutGetListDelete(t *testing.T) {
 		seen++
 		return nil
 	}, func(string) { bad++ })
-	if err != nil || seen != len(ids) || bad != 2 {
+	if err != nil || seen != len(ids) || bad != wantBad {
 		t.Fatalf("list: %d chunks, %d bad, %v", seen, bad, err)
 	}
 	for id := range ids {
@@ -73,7 +87,7 @@ func TestPutGetListDelete(t *testing.T) {
 }
 
 func TestNamesRevealNothing(t *testing.T) {
-	s, err := Open(filepath.Join(t.TempDir(), "store"))
+	s, err := OpenFormat(filepath.Join(t.TempDir(), "store"), FormatFiles)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +106,7 @@ func TestNamesRevealNothing(t *testing.T) {
 // any chunk read through a read-only store, keep their times.
 func TestReadsRefreshAge(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "store")
-	s, err := Open(dir)
+	s, err := OpenFormat(dir, FormatFiles)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +155,7 @@ func TestReadsRefreshAge(t *testing.T) {
 // caller appending several chunks to one buffer (the uploader packing a
 // segment) keeps the ones it already has when one is gone.
 func TestGetKeepsDstOnError(t *testing.T) {
-	s, err := Open(filepath.Join(t.TempDir(), "store"))
+	s, err := OpenFormat(filepath.Join(t.TempDir(), "store"), FormatFiles)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +202,13 @@ func TestGetKeepsDstOnError(t *testing.T) {
 // partial chunk fails authentication and the read returns EIO). Found by
 // the stress suite (internal/stress, seed 8).
 func TestConcurrentFetchSeesWholeChunk(t *testing.T) {
-	s, err := Open(filepath.Join(t.TempDir(), "store"))
+	for _, format := range []int{FormatFiles, FormatPacks} {
+		t.Run(fmt.Sprintf("format%d", format), func(t *testing.T) { testConcurrentFetch(t, format) })
+	}
+}
+
+func testConcurrentFetch(t *testing.T, format int) {
+	s, err := OpenFormat(filepath.Join(t.TempDir(), "store"), format)
 	if err != nil {
 		t.Fatal(err)
 	}

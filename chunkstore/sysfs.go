@@ -33,6 +33,9 @@ type fileSystem interface {
 	sync(path string) error   // fsync a file or a directory
 	syncAll(dir string) error // syncfs: every file and directory under dir
 	size(path string) (int64, error)
+	openPack(path string, create, writable bool) (packFile, error)
+	rename(from, to string) error
+	stat(path string) (int64, time.Time, error)
 }
 
 type dirEntry struct {
@@ -266,4 +269,129 @@ func (v vfsFS) size(p string) (int64, error) {
 		return 0, err
 	}
 	return st.Size(), nil
+}
+
+// packFile is an open pack: read anywhere, written at its end.
+type packFile interface {
+	io.ReaderAt
+	io.WriterAt
+	Close() error
+	Sync() error // the data written, and the size (fdatasync)
+	stat() (int64, time.Time, error)
+	// punch gives back the disk blocks wholly inside [off, off+n), which
+	// then read as zeroes; best effort (file systems without it keep them).
+	punch(off, n int64)
+}
+
+// punchBlock is the granularity of hole punching that is assumed.
+const punchBlock = 4096
+
+func punchRange(off, n int64) (int64, int64) {
+	start := (off + punchBlock - 1) / punchBlock * punchBlock
+	end := (off + n) / punchBlock * punchBlock
+	return start, end - start
+}
+
+func (f osPack) punch(off, n int64) {
+	if s, l := punchRange(off, n); l > 0 {
+		unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, s, l)
+	}
+}
+
+// punch in the in-memory file system writes the zeroes a punched hole
+// reads as (not synced: as a real punch, it may or may not survive a
+// crash, which the store must tolerate).
+func (f vfsPack) punch(off, n int64) {
+	if s, l := punchRange(off, n); l > 0 {
+		f.WriteAt(make([]byte, l), s)
+	}
+}
+
+type osPack struct{ *os.File }
+
+func (f osPack) Sync() error {
+	for {
+		err := unix.Fdatasync(int(f.Fd()))
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+func (f osPack) stat() (int64, time.Time, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	return st.Size(), st.ModTime(), nil
+}
+
+// openPack opens a pack file; create makes a new one (failing if it exists).
+func (osFS) openPack(p string, create, writable bool) (packFile, error) {
+	flags := os.O_RDONLY
+	if writable {
+		flags = os.O_RDWR
+	}
+	if create {
+		flags |= os.O_CREATE | os.O_EXCL
+	}
+	f, err := os.OpenFile(p, flags, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	return osPack{f}, nil
+}
+
+type vfsPack struct{ vfs.File }
+
+func (f vfsPack) stat() (int64, time.Time, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	return st.Size(), st.ModTime(), nil
+}
+
+func (v vfsFS) openPack(p string, create, writable bool) (packFile, error) {
+	if create {
+		if _, err := v.fs.Stat(p); err == nil {
+			return nil, fmt.Errorf("%s: %w", p, fs.ErrExist)
+		}
+		f, err := v.fs.Create(p, vfs.WriteCategoryUnspecified)
+		if err != nil {
+			return nil, err
+		}
+		f.Close()
+	}
+	var f vfs.File
+	var err error
+	if writable {
+		f, err = v.fs.OpenReadWrite(p, vfs.WriteCategoryUnspecified)
+	} else {
+		f, err = v.fs.Open(p)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return vfsPack{f}, nil
+}
+
+func (osFS) rename(from, to string) error { return os.Rename(from, to) }
+
+func (v vfsFS) rename(from, to string) error { return v.fs.Rename(from, to) }
+
+func (osFS) stat(p string) (int64, time.Time, error) {
+	st, err := os.Stat(p)
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	return st.Size(), st.ModTime(), nil
+}
+
+func (v vfsFS) stat(p string) (int64, time.Time, error) {
+	st, err := v.fs.Stat(p)
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	return st.Size(), st.ModTime(), nil
 }

@@ -17,6 +17,7 @@ import (
 // recorded with its cause, and once the fault is gone the next tick syncs,
 // clears it and reclaims the chunks; the vault then checks clean.
 func TestBackgroundSyncFaultContained(t *testing.T) {
+	fs.UseFileStore(t) // works on chunk files
 	requireFUSE(t)
 	home := newVault(t, vault.CreateOptions{ChunkSize: 4096})
 	board := fault.New(nil)

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"sort"
 	"sync"
@@ -387,8 +386,8 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 	err = r.store.List(func(id meta.ChunkID) error {
 		if _, ok := referenced[id]; !ok {
 			unreferenced++
-			if st, err := os.Stat(r.store.Path(id)); err == nil {
-				unrefBytes += st.Size()
+			if n, err := r.store.Size(id); err == nil {
+				unrefBytes += n
 			}
 		}
 		return nil

@@ -326,25 +326,25 @@ func SetAsideUnreferenced(v *vault.Vault) (n int, dir string, err error) {
 	if _, err := os.Stat(v.StoreDir()); errors.Is(err, os.ErrNotExist) {
 		return 0, "", consumeClean(v)
 	}
-	store, err := chunkstore.OpenExisting(v.StoreDir())
+	store, err := chunkstore.Open(v.StoreDir())
 	if err != nil {
 		return 0, "", err
 	}
+	defer store.Close()
 	dir = fmt.Sprintf("%s.lost-%s", filepath.Clean(v.StoreDir()), time.Now().UTC().Format("20060102T150405Z"))
 	changed := map[string]bool{}
 	err = store.List(func(id meta.ChunkID) error {
 		if refs[id] {
 			return nil
 		}
-		src := store.Path(id)
-		dst := filepath.Join(dir, filepath.Base(filepath.Dir(src)), filepath.Base(src))
-		if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		dst, err := store.SetAside(id, dir)
+		if err != nil {
 			return err
 		}
-		if err := os.Rename(src, dst); err != nil {
-			return err
+		if store.Format() == chunkstore.FormatFiles {
+			changed[filepath.Dir(store.Path(id))] = true
 		}
-		changed[filepath.Dir(src)], changed[filepath.Dir(dst)] = true, true
+		changed[filepath.Dir(dst)] = true
 		n++
 		return nil
 	}, nil)
@@ -355,6 +355,9 @@ func SetAsideUnreferenced(v *vault.Vault) (n int, dir string, err error) {
 		if serr := fsutil.SyncDir(d); err == nil {
 			err = serr
 		}
+	}
+	if serr := store.Sync(); err == nil {
+		err = serr // the chunks set aside from packs leave them durably
 	}
 	if err != nil {
 		return n, dir, fmt.Errorf("setting unreferenced chunks aside: %w", err)

@@ -235,6 +235,7 @@ func TestCrashDurability(t *testing.T) {
 // moved to another position and an older version put back all read as EIO,
 // never as wrong data, and Check reports them.
 func TestTamperedChunks(t *testing.T) {
+	fs.UseFileStore(t) // works on chunk files
 	requireFUSE(t)
 	const cs = 4096
 	home := newVault(t, vault.CreateOptions{ChunkSize: cs})

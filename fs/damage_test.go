@@ -88,6 +88,7 @@ func indexFiles(t *testing.T, home, suffix string) []string {
 // in each way a disk or a person can, and expects the mount to refuse with a
 // clear error, no chunk to be deleted or changed, and check to report it.
 func TestDamagedIndexDeletesNothing(t *testing.T) {
+	fs.UseFileStore(t) // works on chunk files
 	requireFUSE(t)
 	cases := []struct {
 		name    string
@@ -234,6 +235,7 @@ func flushIndex(t *testing.T, home string) {
 // by a mount that follows a clean unmount, and kept by one that follows a
 // crash (no clean-unmount record), when the index cannot be known whole.
 func TestCollectOnlyAfterCleanUnmount(t *testing.T) {
+	fs.UseFileStore(t) // works on chunk files
 	requireFUSE(t)
 	home, files := vaultWithFiles(t, 2)
 	v, err := vault.Open(home, testPassword, vault.OpenOptions{})

@@ -2,7 +2,10 @@ package fs
 
 import (
 	"fmt"
+	"testing"
 	"time"
+
+	"github.com/fincrypt/fincrypt/chunkstore"
 )
 
 // WaitIdle waits until no file of the mount is open (every handle
@@ -23,4 +26,13 @@ func (m *Mounted) WaitIdle(timeout time.Duration) error {
 		}
 		time.Sleep(100 * time.Microsecond)
 	}
+}
+
+// UseFileStore makes the stores that a test's mounts create format 1 (a
+// file per chunk), for tests that damage or count chunk files; the pack
+// format has its own damage tests in chunkstore.
+func UseFileStore(t testing.TB) {
+	old := newStoreFormat
+	newStoreFormat = chunkstore.FormatFiles
+	t.Cleanup(func() { newStoreFormat = old })
 }

@@ -269,14 +269,21 @@ func (of *openFile) openChunk(idx uint64, ref meta.ChunkRef, dst []byte) ([]byte
 	r := of.r
 	sb := r.sealBufs.Get().(*[]byte)
 	defer r.sealBufs.Put(sb)
-	sealed, err := r.store.Get(ref.ID, (*sb)[:0])
+	ad := vault.ChunkAD(of.ino, idx, ref.Version)
+	// A chunk fetched from the network is kept only if it opens: a bad copy
+	// would otherwise stay in the store and fail every later read.
+	verify := func(sealed []byte) error {
+		_, err := r.v.Keys.Chunk.Open(nil, sealed, ad)
+		return err
+	}
+	sealed, err := r.store.GetVerify(ref.ID, (*sb)[:0], verify)
 	if err != nil {
 		return dst, fmt.Errorf("inode %d chunk %d: %w: %w", of.ino, idx, errChunk, err)
 	}
 	if cap(sealed) <= cap(*sb) {
 		*sb = sealed[:0]
 	}
-	out, err := r.v.Keys.Chunk.Open(dst, sealed, vault.ChunkAD(of.ino, idx, ref.Version))
+	out, err := r.v.Keys.Chunk.Open(dst, sealed, ad)
 	if err != nil {
 		return dst, fmt.Errorf("inode %d chunk %d (%s): %w: %w", of.ino, idx, ref.ID, errChunk, err)
 	}

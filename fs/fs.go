@@ -172,7 +172,7 @@ func newFsys(v *vault.Vault, opt Options, readOnly bool) (*fsys, error) {
 		}
 		store, err = chunkstore.OpenExisting(v.StoreDir())
 	} else {
-		store, err = chunkstore.Open(v.StoreDir())
+		store, err = chunkstore.OpenFormat(v.StoreDir(), newStoreFormat)
 	}
 	if err != nil {
 		idx.Close()
@@ -607,6 +607,10 @@ func (r *fsys) recover(collect bool) error {
 	return r.store.Sync()
 }
 
+// newStoreFormat is the format of a store the mount creates (tests that
+// work on format 1's chunk files set it to chunkstore.FormatFiles).
+var newStoreFormat = chunkstore.CurrentFormat
+
 // panicked handles a panic in a FUSE handler. Answering EIO and serving on
 // could leave locks held (Pebble panics with its own mutex held when it
 // cannot write its log), so that every later call on the mount hangs: the
@@ -689,6 +693,9 @@ func (r *fsys) syncIndex() error {
 			r.owe.Store(true) // the next mount collects it
 			r.log.Warn("deleting superseded chunk", "err", err)
 		}
+	}
+	if len(del) > 0 {
+		r.store.FreeDeleted() // packs: give the space back now, not at the next sync
 	}
 	return nil
 }

@@ -60,13 +60,21 @@ func guardStore(v *vault.Vault, readOnly bool) error {
 	return fsutil.WriteFileAtomic(owner, []byte(v.KeyFile.VaultID+"\n"), 0o600)
 }
 
-// countFiles counts regular files under dir, except one named skip at its top.
+// countFiles counts regular files under dir, except one named skip at its
+// top and the store's format file; a pack file that holds nothing (its
+// header only) does not count.
 func countFiles(dir, skip string) int {
 	n := 0
 	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() && p != filepath.Join(dir, skip) {
-			n++
+		if err != nil || !d.Type().IsRegular() || p == filepath.Join(dir, skip) || p == filepath.Join(dir, chunkstore.FormatFile) {
+			return nil
 		}
+		if strings.HasSuffix(p, ".pack") {
+			if info, err := d.Info(); err == nil && info.Size() <= chunkstore.PackHeaderSize {
+				return nil
+			}
+		}
+		n++
 		return nil
 	})
 	return n

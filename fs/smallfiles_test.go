@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	fincryptfs "github.com/fincrypt/fincrypt/fs"
 	"github.com/fincrypt/fincrypt/vault"
 )
 
@@ -119,6 +120,7 @@ func TestAttrChangesWhileWriting(t *testing.T) {
 // the store once the last handle closes, in the same mount; a file with
 // another handle still open keeps its data until that one closes.
 func TestUnlinkedWhileOpenIsPurgedAtClose(t *testing.T) {
+	fincryptfs.UseFileStore(t) // counts chunk files
 	requireFUSE(t)
 	const cs = 4096
 	home := newVault(t, vault.CreateOptions{ChunkSize: cs})

@@ -98,6 +98,7 @@ func sameTree(t *testing.T, what string, got, want map[string]wantEntry) {
 // symlinks; a file deleted after the first snapshot still reads from it, an
 // evicted blob is fetched (a wrong one is EIO), and nothing there changes.
 func TestSnapshotView(t *testing.T) {
+	fincryptfs.UseFileStore(t) // works on chunk files
 	requireFUSE(t)
 	home, _ := vaultWithFiles(t, 1)
 	src := t.TempDir()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 	"time"
 
@@ -304,12 +303,12 @@ func (r *Replicator) evictTo(limit uint64, countOnly bool) (int, error) {
 	var local []localChunk
 	var total uint64
 	err := r.store.List(func(id meta.ChunkID) error {
-		st, err := os.Stat(r.store.Path(id))
+		size, used, err := r.store.Info(id)
 		if err != nil {
 			return nil // deleted meanwhile
 		}
-		local = append(local, localChunk{id, st.Size(), st.ModTime()})
-		total += uint64(st.Size())
+		local = append(local, localChunk{id, size, used})
+		total += uint64(size)
 		return nil
 	}, nil)
 	if err != nil {

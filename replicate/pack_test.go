@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -417,18 +418,32 @@ func TestRepackKeepsLocationWhenCacheCannotKeepChunk(t *testing.T) {
 	if n, err := e.r.EvictAll(); err != nil || n != 1 {
 		t.Fatalf("evicted %d, %v", n, err)
 	}
-	dir := filepath.Dir(e.store.Path(ids[0]))
-	if out, err := exec.Command("chattr", "+i", dir).CombinedOutput(); err != nil {
-		t.Skipf("chattr +i: %v %s", err, out)
+	// What the store writes a chunk into, made immutable: the chunk's
+	// directory (format 1), or the packs and their directory (format 2).
+	frozen := []string{filepath.Dir(e.store.Path(ids[0]))}
+	if e.store.Format() == chunkstore.FormatPacks {
+		d := filepath.Join(e.store.Dir(), "packs")
+		frozen = []string{d}
+		ents, _ := os.ReadDir(d)
+		for _, en := range ents {
+			frozen = append(frozen, filepath.Join(d, en.Name()))
+		}
 	}
-	t.Cleanup(func() { exec.Command("chattr", "-i", dir).Run() })
+	for _, f := range frozen {
+		if out, err := exec.Command("chattr", "+i", f).CombinedOutput(); err != nil {
+			t.Skipf("chattr +i: %v %s", err, out)
+		}
+		t.Cleanup(func() { exec.Command("chattr", "-i", f).Run() })
+	}
 	if err := e.r.repack(seg, ids, liveRefsOf(t, e.idx, ids)); err == nil {
 		t.Fatal("repack succeeded though the store could not keep the chunk")
 	}
 	if _, err := e.idx.GetLocation(ids[0]); err != nil {
 		t.Fatalf("repack dropped the location of a chunk the store does not hold: %v", err)
 	}
-	exec.Command("chattr", "-i", dir).Run()
+	for _, f := range frozen {
+		exec.Command("chattr", "-i", f).Run()
+	}
 	if err := e.r.repack(seg, ids, liveRefsOf(t, e.idx, ids)); err != nil {
 		t.Fatal(err)
 	}

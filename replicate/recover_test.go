@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fincrypt/fincrypt/chunkstore"
 	ffs "github.com/fincrypt/fincrypt/fs"
+	"github.com/fincrypt/fincrypt/meta"
 	"github.com/fincrypt/fincrypt/vault"
 )
 
@@ -82,12 +84,15 @@ func TestRecoverIndexFromSnapshot(t *testing.T) {
 
 func countFiles(t *testing.T, dir string) int {
 	t.Helper()
+	// The chunks, whether in chunk files or in packs.
+	s, err := chunkstore.OpenExisting(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
 	n := 0
-	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() && d.Name() != "VAULT" {
-			n++
-		}
-		return nil
-	})
+	if err := s.List(func(meta.ChunkID) error { n++; return nil }, nil); err != nil {
+		t.Fatal(err)
+	}
 	return n
 }
