@@ -58,20 +58,26 @@ if [ -n "${MUTATE_FILES:-}" ]; then
 	cat >"$shim/git" <<SHIM
 #!/bin/sh
 if [ "\$1" = diff ] && [ "\$2" = --merge-base ] && [ "\$3" = mutate-files ]; then
-	for spec in \$MUTATE_FILES; do
-		f=\${spec%%:*}
-		range=""
-		case \$spec in *:*) range=\${spec#*:} ;; esac
-		awk -v f="\$f" -v range="\$range" '
+	# One section per file (gremlins keeps the last section of a file),
+	# one hunk per range.
+	for f in \$(for spec in \$MUTATE_FILES; do echo "\${spec%%:*}"; done | sort -u); do
+		ranges=""
+		for spec in \$MUTATE_FILES; do
+			[ "\${spec%%:*}" = "\$f" ] || continue
+			case \$spec in *:*) ranges="\$ranges \${spec#*:}" ;; *) ranges="\$ranges 1-999999" ;; esac
+		done
+		awk -v f="\$f" -v ranges="\$ranges" '
 			{ line[NR] = \$0 }
 			END {
-				from = 1; to = NR
-				if (range != "") { split(range, r, "-"); from = r[1] + 0; to = r[2] + 0 }
-				if (to > NR) to = NR
-				if (from < 1 || to < from) exit
-				printf "diff --git a/%s b/%s\n--- a/%s\n+++ b/%s\n", f, f, f, f
-				printf "@@ -%d,0 +%d,%d @@\n", from - 1, from, to - from + 1
-				for (i = from; i <= to; i++) print "+" line[i]
+				printf "diff --git a/%s b/%s\\n--- a/%s\\n+++ b/%s\\n", f, f, f, f
+				n = split(ranges, rs, " ")
+				for (j = 1; j <= n; j++) {
+					split(rs[j], r, "-"); from = r[1] + 0; to = r[2] + 0
+					if (to > NR) to = NR
+					if (from < 1 || to < from) continue
+					printf "@@ -%d,0 +%d,%d @@\\n", from - 1, from, to - from + 1
+					for (i = from; i <= to; i++) print "+" line[i]
+				}
 			}' "$PWD/$1/\$f"
 	done
 	exit 0
