@@ -4,6 +4,15 @@
 # of killed + lived) and the mutants that lived. A report, not a gate, and
 # not part of `make test`: it runs each package's tests once per mutant
 # (tens of minutes on two cores). MUTATE_PKGS picks the packages.
+#
+# Narrowing a run (docs/TESTING.md):
+#   MUTATE_FILES  files of the package to mutate, relative to its directory,
+#                 each optionally with a line range: "diskstore.go scrub.go:40-120".
+#                 Only for a single package in MUTATE_PKGS. Leaves out the
+#                 package's sub-packages too (mediator/testplanet).
+#   MUTATE_RUN    a -run regexp: the tests run against every mutant (and for
+#                 the coverage that decides which mutants run).
+#   MUTATE_GOFLAGS go test flags (default -short).
 set -eu
 cd "$(dirname "$0")/.."
 GREMLINS=tools/bin/gremlins
@@ -13,6 +22,72 @@ if [ ! -x "$GREMLINS" ]; then
 fi
 PKGS=${MUTATE_PKGS:-"net challenge vault chunkstore meta storagenode mediator wallet replicate"}
 mkdir -p .mutate
+
+# One CPU per test run through GOFLAGS' -cpu=1. Not gremlins' --test-cpu:
+# v0.5.0 passes it to go test as the single argument "-cpu 1", which the
+# test binary rejects ("flag provided but not defined: -cpu 1", exit 1),
+# so every mutant is counted KILLED without a test having run.
+flags="${MUTATE_GOFLAGS:--short} -cpu=1"
+if [ -n "${MUTATE_RUN:-}" ]; then
+	flags="$flags -run=$MUTATE_RUN"
+fi
+
+# MUTATE_FILES: gremlins mutates only the lines its --diff reports as added,
+# and it reads that diff from `git diff --merge-base REF`. A git in front
+# of the real one answers that call with a diff that adds the chosen files
+# (or line ranges), named relative to the package directory as gremlins
+# names the files it walks; every other git call goes to the real git.
+diffargs=""
+shim=""
+if [ -n "${MUTATE_FILES:-}" ]; then
+	set -- $PKGS
+	if [ $# -ne 1 ]; then
+		echo "mutate.sh: MUTATE_FILES needs exactly one package in MUTATE_PKGS" >&2
+		exit 2
+	fi
+	for spec in $MUTATE_FILES; do
+		f=${spec%%:*}
+		if [ ! -f "$1/$f" ]; then
+			echo "mutate.sh: no file $1/$f" >&2
+			exit 2
+		fi
+	done
+	shim=$(mktemp -d)
+	trap 'rm -rf "$shim"' EXIT
+	realgit=$(command -v git)
+	cat >"$shim/git" <<SHIM
+#!/bin/sh
+if [ "\$1" = diff ] && [ "\$2" = --merge-base ] && [ "\$3" = mutate-files ]; then
+	# One section per file (gremlins keeps the last section of a file),
+	# one hunk per range.
+	for f in \$(for spec in \$MUTATE_FILES; do echo "\${spec%%:*}"; done | sort -u); do
+		ranges=""
+		for spec in \$MUTATE_FILES; do
+			[ "\${spec%%:*}" = "\$f" ] || continue
+			case \$spec in *:*) ranges="\$ranges \${spec#*:}" ;; *) ranges="\$ranges 1-999999" ;; esac
+		done
+		awk -v f="\$f" -v ranges="\$ranges" '
+			{ line[NR] = \$0 }
+			END {
+				printf "diff --git a/%s b/%s\\n--- a/%s\\n+++ b/%s\\n", f, f, f, f
+				n = split(ranges, rs, " ")
+				for (j = 1; j <= n; j++) {
+					split(rs[j], r, "-"); from = r[1] + 0; to = r[2] + 0
+					if (to > NR) to = NR
+					if (from < 1 || to < from) continue
+					printf "@@ -%d,0 +%d,%d @@\\n", from - 1, from, to - from + 1
+					for (i = from; i <= to; i++) print "+" line[i]
+				}
+			}' "$PWD/$1/\$f"
+	done
+	exit 0
+fi
+exec "$realgit" "\$@"
+SHIM
+	chmod +x "$shim/git"
+	diffargs="--diff mutate-files"
+fi
+
 summary=""
 for p in $PKGS; do
 	log=".mutate/$(echo "$p" | tr / _).log"
@@ -20,9 +95,11 @@ for p in $PKGS; do
 	# -short: each package's quick tests (the long e2e and stress runs
 	# would make one mutant cost minutes on a shared machine); nice, one
 	# worker, one CPU per test run: a report that finishes beside other work.
-	GOFLAGS="${MUTATE_GOFLAGS:--short}" nice -n "${MUTATE_NICE:-10}" \
-		"$GREMLINS" unleash --workers 1 --test-cpu 1 --timeout-coefficient "${MUTATE_TIMEOUT_COEFFICIENT:-5}" "./$p" >"$log" 2>&1 || true
-	grep -E '^ *LIVED' "$log" || true
+	PATH="${shim:+$shim:}$PATH" MUTATE_FILES="${MUTATE_FILES:-}" GOFLAGS="$flags" \
+		nice -n "${MUTATE_NICE:-10}" \
+		"$GREMLINS" unleash --workers 1 --timeout-coefficient "${MUTATE_TIMEOUT_COEFFICIENT:-5}" \
+		$diffargs "./$p" >"$log" 2>&1 || true
+	grep -E '^ *(LIVED|TIMED OUT)' "$log" || true
 	eff=$(grep -Eo 'Test efficacy: [0-9.]+%' "$log" | tail -1 || true)
 	counts=$(grep -E 'Killed: [0-9]+, Lived: [0-9]+' "$log" | tail -1 | sed 's/^ *//' || true)
 	timedout=$(grep -Eo 'Timed out: [0-9]+' "$log" | tail -1 || true)
