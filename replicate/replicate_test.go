@@ -396,6 +396,7 @@ func TestReplication(t *testing.T) {
 		if _, err := Restore(context.Background(), RestoreOptions{Home: home2, Mediator: mediatorAddr(p), Account: acct, Password: testPassword}); !errors.Is(err, ErrHomeNotEmpty) {
 			t.Fatalf("restore over a vault: %v", err)
 		}
+		c2.unmount() // before this subtest's TempDir, which holds home2, is removed
 	})
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -98,8 +99,8 @@ func (w *watcherProc) settled(t *testing.T, what string) (string, time.Duration)
 }
 
 // TestBackupWatch, on a vault with a network (mediator and nodes on loopback): each change
-// to a watched folder (create, edit in the middle, rename, chmod, delete, a folder created
-// and filled at once) becomes a snapshot; a watcher killed -9 mid-pass finishes on its
+// to a watched folder (create, a 1 MiB edit in the middle of a 64 MiB file, which must store
+// under 2 MiB, rename, chmod, delete, a folder created and filled at once) becomes a snapshot; a watcher killed -9 mid-pass finishes on its
 // restart; after it stops, the home is destroyed and restored by password, and every
 // snapshot restores (from the storage nodes) to the folder as it was.
 func TestBackupWatch(t *testing.T) {
@@ -108,12 +109,18 @@ func TestBackupWatch(t *testing.T) {
 	home, pw, base := v.home, v.pw, n.dir
 	src := filepath.Join(base, "src")
 	fillSource(t, src, 6, 256<<10, 1)
+	big := filepath.Join(src, "big.bin")
+	bigData := make([]byte, 64<<20)
+	rand.NewChaCha8([32]byte{64}).Read(bigData)
+	if err := os.WriteFile(big, bigData, 0o640); err != nil {
+		t.Fatal(err)
+	}
 	if r := fincrypt(t, nil, "--home", home, "backup", "add", "--password-file", pw, src); r.code != 0 {
 		t.Fatalf("backup add: %+v", r)
 	}
 	w := startWatcher(t, home, pw, base)
 	want := map[string]map[string]string{}
-	step := func(what string, change func()) {
+	step := func(what string, change func()) string {
 		t.Helper()
 		start := time.Now()
 		change()
@@ -121,18 +128,34 @@ func TestBackupWatch(t *testing.T) {
 		t.Logf("%s: snapshot %s, durable on the network %v after it was made (%v after the change, 3s quiet included)",
 			what, id, durable.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 		want[id] = backupTree(t, src)
+		return id
 	}
 	step("first pass", func() {})
 	p := func(n string) string { return filepath.Join(src, n) }
 	step("create", func() { os.WriteFile(p("new.txt"), []byte("new file"), 0o644) })
-	step("edit in the middle", func() {
-		f, err := os.OpenFile(p("d0/f000.bin"), os.O_WRONLY, 0)
+	editID := step("1 MiB edit in the middle of 64 MiB", func() {
+		f, err := os.OpenFile(big, os.O_WRONLY, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.WriteAt([]byte("edited in the middle"), 100<<10)
+		edit := make([]byte, 1<<20)
+		rand.NewChaCha8([32]byte{65}).Read(edit)
+		f.WriteAt(edit, 32<<20+12345)
 		f.Close()
 	})
+	for _, e := range listSnapshots(t, home, pw) {
+		if e.ID != editID {
+			continue
+		}
+		if e.NewBytes < 1<<20 || e.NewBytes >= 2<<20 {
+			t.Fatalf("the 1 MiB edit in a 64 MiB file stored %d new bytes (snapshot %s), want at least 1 MiB and under 2 MiB", e.NewBytes, e.ID)
+		}
+		t.Logf("the 1 MiB edit in a 64 MiB file stored %d new bytes", e.NewBytes)
+		editID = ""
+	}
+	if editID != "" {
+		t.Fatalf("snapshot %s of the edit is not listed", editID)
+	}
 	step("rename", func() { os.Rename(p("d1/f001.bin"), p("d2/renamed.bin")) })
 	step("chmod", func() { os.Chmod(p("d2/f002.bin"), 0o600) })
 	step("delete", func() { os.Remove(p("d0/f003.bin")) })
