@@ -303,8 +303,13 @@ func TestUnchangedRenamedCopiedStoreNothing(t *testing.T) {
 	}
 }
 
+// TestMidFileEditStoresLittle: a 1 MiB edit in the middle of a 256 MiB file
+// (64 MiB with -short) stores at least 1 MiB and under 2 MiB of new data.
 func TestMidFileEditStoresLittle(t *testing.T) {
-	mib := 64
+	mib := 256
+	if testing.Short() {
+		mib = 64
+	}
 	if s := os.Getenv("FINCRYPT_BACKUP_BIG_MIB"); s != "" {
 		mib, _ = strconv.Atoi(s)
 	}
