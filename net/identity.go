@@ -24,6 +24,8 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/quic-go/quic-go"
 	"golang.org/x/crypto/hkdf"
+
+	"github.com/fincrypt/fincrypt/internal/fsutil"
 )
 
 // IdentityFile is the name of the identity file inside a daemon's directory.
@@ -163,7 +165,7 @@ func loadOrCreateIdentityFS(fs vfs.FS, dir string) (*Identity, error) {
 	if err == nil || !errors.Is(err, os.ErrNotExist) {
 		return id, err
 	}
-	if err := mkdirAllSynced(fs, dir); err != nil {
+	if err := fsutil.MkdirAllSyncedFS(fs, dir); err != nil {
 		return nil, err
 	}
 	id, err = GenerateIdentity()
@@ -196,47 +198,12 @@ func loadOrCreateIdentityFS(fs vfs.FS, dir string) (*Identity, error) {
 		return loadIdentityFS(fs, dir)
 	}
 	if err == nil {
-		err = syncDir(fs, dir)
+		err = fsutil.SyncDirFS(fs, dir)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("identity %s: %w", p, err)
 	}
 	return id, nil
-}
-
-// mkdirAllSynced creates dir and its missing parents (mode 0700) and syncs
-// the parent of each one created, so that a power cut after the identity
-// is written cannot take the new directory, and the identity with it.
-func mkdirAllSynced(fs vfs.FS, dir string) error {
-	dir = filepath.Clean(dir)
-	var created []string
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := fs.Stat(d); err == nil {
-			break
-		}
-		created = append(created, d)
-		if filepath.Dir(d) == d {
-			break
-		}
-	}
-	if err := fs.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	for i := len(created) - 1; i >= 0; i-- {
-		if err := syncDir(fs, filepath.Dir(created[i])); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func syncDir(fs vfs.FS, dir string) error {
-	d, err := fs.OpenDir(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Address is where a node listens, pinned to its id: NODEID@host:port.

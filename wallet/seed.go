@@ -13,6 +13,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"golang.org/x/crypto/argon2"
 
+	"github.com/fincrypt/fincrypt/internal/fsutil"
 	"github.com/fincrypt/fincrypt/vault"
 )
 
@@ -101,7 +102,7 @@ func writeSeedFS(fs vfs.FS, dir string, seed, passphrase []byte, net string, kdf
 	if kdf == (vault.KDFParams{}) {
 		kdf = vault.DefaultKDF
 	}
-	if err := mkdirAllSynced(fs, dir); err != nil {
+	if err := fsutil.MkdirAllSyncedFS(fs, dir); err != nil {
 		return err
 	}
 	path := filepath.Join(dir, SeedFileName)
@@ -164,42 +165,7 @@ func writeFileExclusive(fs vfs.FS, path string, data []byte) error {
 		}
 		return err
 	}
-	return syncDir(fs, filepath.Dir(path))
-}
-
-// mkdirAllSynced creates dir and its missing parents (mode 0700) and syncs
-// the parent of each one created, so that a power cut after the seed file
-// is acknowledged cannot take the new directory, and the seed with it.
-func mkdirAllSynced(fs vfs.FS, dir string) error {
-	dir = filepath.Clean(dir)
-	var created []string
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := fs.Stat(d); err == nil {
-			break
-		}
-		created = append(created, d)
-		if filepath.Dir(d) == d {
-			break
-		}
-	}
-	if err := fs.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	for i := len(created) - 1; i >= 0; i-- {
-		if err := syncDir(fs, filepath.Dir(created[i])); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func syncDir(fs vfs.FS, dir string) error {
-	d, err := fs.OpenDir(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return fsutil.SyncDirFS(fs, filepath.Dir(path))
 }
 
 // ReadSeedFile reads and checks dir/wallet-seed.json without decrypting it.
