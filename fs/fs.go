@@ -472,6 +472,26 @@ func (m *Mounted) Detach() error {
 	return nil
 }
 
+// flushOpenFiles commits what every open file has written (each error,
+// joined; the others are still flushed).
+func (r *fsys) flushOpenFiles() error {
+	r.openMu.Lock()
+	files := make([]*openFile, 0, len(r.open))
+	for _, of := range r.open {
+		files = append(files, of)
+	}
+	r.openMu.Unlock()
+	var errs []error
+	for _, of := range files {
+		of.mu.Lock()
+		if err := of.flushLocked(); err != nil {
+			errs = append(errs, err)
+		}
+		of.mu.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
 func (m *Mounted) shutdown() error {
 	m.once.Do(func() {
 		close(m.stop)
@@ -479,18 +499,8 @@ func (m *Mounted) shutdown() error {
 		m.wg.Wait()
 		r := m.r
 		var errs []error
-		r.openMu.Lock()
-		files := make([]*openFile, 0, len(r.open))
-		for _, of := range r.open {
-			files = append(files, of)
-		}
-		r.openMu.Unlock()
-		for _, of := range files {
-			of.mu.Lock()
-			if err := of.flushLocked(); err != nil {
-				errs = append(errs, err)
-			}
-			of.mu.Unlock()
+		if err := r.flushOpenFiles(); err != nil {
+			errs = append(errs, err)
 		}
 		if err := r.syncAll(); err != nil {
 			errs = append(errs, err)

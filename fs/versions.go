@@ -35,19 +35,8 @@ func (m *Mounted) TakeVersion(force bool) (*backup.VersionReport, error) {
 func (r *fsys) takeVersion(force bool) (*backup.VersionReport, error) {
 	r.vers.mu.Lock()
 	defer r.vers.mu.Unlock()
-	r.openMu.Lock()
-	files := make([]*openFile, 0, len(r.open))
-	for _, of := range r.open {
-		files = append(files, of)
-	}
-	r.openMu.Unlock()
-	for _, of := range files {
-		of.mu.Lock()
-		err := of.flushLocked()
-		of.mu.Unlock()
-		if err != nil {
-			return nil, fmt.Errorf("version: committing an open file: %w", err)
-		}
+	if err := r.flushOpenFiles(); err != nil {
+		return nil, fmt.Errorf("version: committing the open files: %w", err)
 	}
 	host, _ := os.Hostname()
 	rep, err := backup.TakeVersion(backup.Repo{Keys: r.v.Keys, Index: r.idx, Store: r.store},
