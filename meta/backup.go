@@ -72,6 +72,7 @@ func (b *Batch) DeleteBlob(id ChunkID) {
 	b.del(blobKey(id))
 	b.noteRef(blobKey(id), refChange{kind: pBlob})
 	b.unmarkPending(id)
+	b.died(id)
 }
 
 // TreeIDSize is the size of a tree id.

@@ -112,6 +112,8 @@ type batchState struct {
 	refs    map[string]refChange   // chunk references and blobs written, when the RefSum is tracked
 	state   bool                   // touched snapshot state (StateGeneration)
 	segs    bool                   // touched segment records
+	locs    map[ChunkID]*Location  // locations put (nil: deleted), while the live feed is tracked
+	live    []LiveChange           // for the live-bytes feed (live.go)
 }
 
 // chunkAt is the chunk id referenced at (ino, idx) as of this batch.

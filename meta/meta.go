@@ -128,6 +128,8 @@ type Index struct {
 	refSum RefSum     // see TrackRefs
 	refOn  bool
 	read   atomic.Int64 // records read by scans (RecordsRead)
+
+	liveFeed liveFeed // see TrackLive
 }
 
 // RecordsRead counts the records that scans and walks of the index have
@@ -461,6 +463,7 @@ func (b *Batch) Commit(sync bool) error {
 	if b.segs {
 		b.x.seggen.Add(1)
 	}
+	b.x.noteLive(b.live)
 	b.x.gen.Add(1)
 	return nil
 }

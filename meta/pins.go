@@ -150,6 +150,7 @@ func (b *Batch) DeletePin(id ChunkID, p Pin) {
 	b.pins[id] = nil
 	if cur, ok := b.chunkAt(p.Ino, p.Index); !ok || cur != id {
 		b.unmarkPending(id)
+		b.died(id)
 	}
 }
 
@@ -187,6 +188,7 @@ func (b *Batch) dropRef(old ChunkID) {
 		return
 	}
 	b.unmarkPending(old)
+	b.died(old)
 }
 
 // View returns a read-only view of the index as it is now: its reads (and

@@ -201,6 +201,12 @@ func (x *Index) GetRepl(name string) ([]byte, error) {
 // pending feed in the same batch.
 func (b *Batch) PutLocation(id ChunkID, l *Location) {
 	b.set(locationKey(id), l.encode())
+	if b.x.tracksLive() {
+		if b.isPending(id) {
+			b.live = append(b.live, LiveChange{Segment: l.Segment, Bytes: l.Length, Live: true})
+		}
+		b.noteLoc(id, l)
+	}
 	b.noteLocated(id, true)
 	b.unmarkPending(id)
 }
@@ -210,6 +216,9 @@ func (b *Batch) PutLocation(id ChunkID, l *Location) {
 // does, a released segment's dead chunks are not.
 func (b *Batch) DeleteLocation(id ChunkID) {
 	b.del(locationKey(id))
+	if b.x.tracksLive() {
+		b.noteLoc(id, nil)
+	}
 	b.noteLocated(id, false)
 }
 

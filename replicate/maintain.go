@@ -110,9 +110,13 @@ type liveRef struct {
 // the local store and queued again, which leaves the old segment dead. It
 // returns an error only for a failure of the network.
 //
-// Its walk of every chunk reference is skipped while nothing it decides on
-// changed: the index (its generation), the newest snapshot, and the time
-// the first dead segment becomes due for release.
+// It is skipped while nothing it decides on changed: the index (its
+// generation), the newest snapshot, and the time the first dead segment
+// becomes due for release. After a change it follows the index's live-bytes
+// feed (meta.LiveChange) on its count of each segment's live bytes, and
+// walks every chunk reference only when that count finds something to do
+// (a segment to mark dead, repack or release: the walk recounts before
+// acting), when the feed overflowed, and the first time (to count).
 func (r *Replicator) maintain() error {
 	gen := r.idx.Generation()
 	r.mu.Lock()
@@ -122,7 +126,79 @@ func (r *Replicator) maintain() error {
 	if idle {
 		return nil
 	}
+	changes, complete := r.idx.TakeLive()
+	if r.liveCount != nil && complete {
+		var segs []meta.Segment
+		if err := r.idx.Segments(func(s meta.Segment) error { segs = append(segs, s); return nil }); err != nil {
+			r.noteErr(fmt.Errorf("reading segments: %w", err))
+			return nil
+		}
+		if r.followLive(changes, segs, gen, lastSnap) {
+			return nil
+		}
+	}
+	return r.maintainWalk(gen, lastSnap)
+}
+
+// followLive applies the live-bytes feed's changes to the count and, if no
+// segment is due for anything, records the pass as done and returns true.
+func (r *Replicator) followLive(changes []meta.LiveChange, segs []meta.Segment, gen uint64, lastSnap time.Time) bool {
+	for _, c := range changes {
+		n := r.liveCount[c.Segment]
+		if c.Live {
+			n += uint64(c.Bytes)
+		} else {
+			n -= min(n, uint64(c.Bytes))
+		}
+		r.liveCount[c.Segment] = n
+	}
+	now := time.Now()
+	next := now.Add(365 * 24 * time.Hour)
+	var live uint64
+	due := false
+	known := make(map[meta.SegmentID]struct{}, len(segs))
+	for _, s := range segs {
+		known[s.ID] = struct{}{}
+		n := r.liveCount[s.ID]
+		if s.Kind == meta.KindData {
+			live += n
+		}
+		switch {
+		case s.DeadSince != 0:
+			dead := time.Unix(0, s.DeadSince)
+			if now.Sub(dead) >= r.cfg.ReleaseDelay && lastSnap.After(dead) {
+				due = true
+			} else if at := dead.Add(r.cfg.ReleaseDelay); at.Before(next) {
+				next = at
+			}
+		case s.Kind != meta.KindData:
+		case n == 0:
+			due = true // dead, or a segment the count has not seen: recount
+		case s.State == meta.SegmentDurable && s.Used > 0 && float64(n) < r.cfg.RepackBelow*float64(s.Used):
+			due = true
+		}
+	}
+	if due {
+		return false
+	}
+	for id := range r.liveCount {
+		if _, ok := known[id]; !ok {
+			delete(r.liveCount, id) // released
+		}
+	}
+	r.mu.Lock()
+	r.maintGen, r.maintSnap, r.maintNext = gen+1, lastSnap, next
+	r.st.LiveBytes = live
+	counted := now
+	r.st.LiveCounted = &counted
+	r.mu.Unlock()
+	return true
+}
+
+// maintainWalk is maintain's pass over every chunk reference and location.
+func (r *Replicator) maintainWalk(gen uint64, lastSnap time.Time) error {
 	r.passes.maintain.Add(1)
+	r.liveCount = nil
 	refs := map[meta.ChunkID]liveRef{}
 	if err := r.idx.Walk(meta.Visitor{
 		Chunk: func(ino, idx uint64, ref meta.ChunkRef) {
@@ -171,6 +247,12 @@ func (r *Replicator) maintain() error {
 	if err := r.idx.Segments(func(s meta.Segment) error { segs = append(segs, s); return nil }); err != nil {
 		r.noteErr(fmt.Errorf("reading segments: %w", err))
 		return nil
+	}
+	count := make(map[meta.SegmentID]uint64, len(segs))
+	for _, s := range segs {
+		if u := usage[s.ID]; u != nil {
+			count[s.ID] = u.live
+		}
 	}
 	now := time.Now()
 	next := now.Add(365 * 24 * time.Hour) // no dead segment waits
@@ -234,6 +316,10 @@ func (r *Replicator) maintain() error {
 		r.mu.Lock()
 		r.maintGen, r.maintSnap, r.maintNext = gen+1, lastSnap, next
 		r.mu.Unlock()
+		// Followed from here by the live-bytes feed; a pass that changed
+		// something walks again next time (the segments it marked dead,
+		// repacked or released are counted then).
+		r.liveCount = count
 	}
 	r.mu.Lock()
 	r.st.LiveBytes = live

@@ -80,6 +80,10 @@ type Replicator struct {
 	maintGen  uint64
 	maintSnap time.Time
 	maintNext time.Time
+	// liveCount is maintenance's count of each segment's live bytes,
+	// followed by the index's live-bytes feed (nil: walk to count); only
+	// maintain touches it.
+	liveCount map[meta.SegmentID]uint64
 
 	// Restorability (protect.go); guarded by mu.
 	protMu           sync.Mutex // serialises computing the live state hash
@@ -118,6 +122,10 @@ type Replicator struct {
 	streamFor  time.Duration  // streamFor, or what a test sets
 	prefetched atomic.Int64   // of which read-ahead (tests)
 }
+
+// maxLiveChanges bounds the live-bytes changes (meta.LiveChange, 24 bytes
+// each) kept between two maintenance passes; past it the next pass walks.
+const maxLiveChanges = 1 << 18
 
 // passCounters count the periodic passes whose cost grows with the vault,
 // so that tests can assert that an idle mount runs none of them.
@@ -164,6 +172,7 @@ func New(v *vault.Vault, idx *meta.Index, store *chunkstore.Store, client *media
 		r.lastSync = time.Unix(0, int64(beUint64(b)))
 	}
 	r.loadProtection()
+	idx.TrackLive(maxLiveChanges)
 	r.loadIdle()
 	store.SetFetcher(r.fetchChunk)
 	go r.run()
