@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"time"
+
+	"github.com/fincrypt/fincrypt/meta"
 )
 
 // A clean stop leaves what the engine knew to be settled, so that the
@@ -30,6 +32,24 @@ const (
 
 const idleCloseLen = 1 + sha256.Size + 8 + 8
 
+// liveCountName is the record R "live_count" a clean stop leaves beside
+// idle_close: maintenance's count of each segment's live bytes, so that the
+// next start follows the live-bytes feed from it instead of walking the
+// index at its first change:
+//
+//	the index's RefSum (8 + 32: its chunk references, blobs and pins)
+//	| (segment id (16) | live bytes (8)) repeated
+//
+// It is trusted on the terms of idle_close and only if the index's tracked
+// RefSum (meta.Index.TrackedRefs) at the next start is the one recorded:
+// no chunk reference, blob or pin changed in between (a command that
+// changed them without the mount).
+const liveCountName = "live_count"
+
+const liveCountEntry = meta.SegmentIDSize + 8
+
+const liveCountHead = 8 + 32
+
 // saveIdle writes the idle_close record (Close, after the rounds stopped).
 func (r *Replicator) saveIdle() {
 	gen, sg := r.idx.Generation(), r.idx.StateGeneration()
@@ -49,10 +69,28 @@ func (r *Replicator) saveIdle() {
 		binary.BigEndian.PutUint64(b[1+sha256.Size+8:], r.st.CacheBytes)
 	}
 	r.mu.Unlock()
-	if b[0] == 0 {
+	var count []byte
+	if r.liveCount != nil {
+		// The engine has stopped: its maintenance is not running.
+		sum, tracked := r.idx.TrackedRefs()
+		if changes, complete := r.idx.TakeLive(); complete && tracked {
+			r.applyLive(changes)
+			count = make([]byte, 0, liveCountHead+len(r.liveCount)*liveCountEntry)
+			count = append(binary.BigEndian.AppendUint64(count, sum.N), sum.Sum[:]...)
+			for id, n := range r.liveCount {
+				count = binary.BigEndian.AppendUint64(append(count, id[:]...), n)
+			}
+		} else {
+			r.liveCount = nil
+		}
+	}
+	if b[0] == 0 && count == nil {
 		return
 	}
 	batch := r.idx.NewBatch()
+	if count != nil {
+		batch.PutRepl(liveCountName, count)
+	}
 	batch.PutRepl(idleCloseName, b)
 	if err := batch.Commit(false); err != nil { // the unmount syncs after
 		r.log.Warn("idle record", "err", err)
@@ -62,17 +100,32 @@ func (r *Replicator) saveIdle() {
 // loadIdle consumes the idle_close record (New) and applies what it says
 // if the index's snapshot state has not changed since it was opened.
 func (r *Replicator) loadIdle() {
+	count, cerr := r.idx.GetRepl(liveCountName)
 	b, err := r.idx.GetRepl(idleCloseName)
-	if err != nil {
+	if err != nil && cerr != nil {
 		return
 	}
 	batch := r.idx.NewBatch()
 	batch.DeleteRepl(idleCloseName)
+	batch.DeleteRepl(liveCountName)
 	if err := batch.Commit(true); err != nil {
 		r.log.Warn("idle record", "err", err)
 		return // kept: not trusted either
 	}
-	if len(b) != idleCloseLen || r.idx.StateGeneration() != 0 {
+	if r.idx.StateGeneration() != 0 {
+		return
+	}
+	if sum, ok := r.idx.TrackedRefs(); ok && cerr == nil && len(count) >= liveCountHead &&
+		(len(count)-liveCountHead)%liveCountEntry == 0 &&
+		binary.BigEndian.Uint64(count) == sum.N && [32]byte(count[8:liveCountHead]) == sum.Sum {
+		count = count[liveCountHead:]
+		m := make(map[meta.SegmentID]uint64, len(count)/liveCountEntry)
+		for ; len(count) > 0; count = count[liveCountEntry:] {
+			m[meta.SegmentID(count[:meta.SegmentIDSize])] = binary.BigEndian.Uint64(count[meta.SegmentIDSize:])
+		}
+		r.liveCount = m // the feed follows on from the TrackLive in New
+	}
+	if len(b) != idleCloseLen {
 		return
 	}
 	gen, sg := r.idx.Generation(), r.idx.StateGeneration()

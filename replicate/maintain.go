@@ -143,15 +143,7 @@ func (r *Replicator) maintain() error {
 // followLive applies the live-bytes feed's changes to the count and, if no
 // segment is due for anything, records the pass as done and returns true.
 func (r *Replicator) followLive(changes []meta.LiveChange, segs []meta.Segment, gen uint64, lastSnap time.Time) bool {
-	for _, c := range changes {
-		n := r.liveCount[c.Segment]
-		if c.Live {
-			n += uint64(c.Bytes)
-		} else {
-			n -= min(n, uint64(c.Bytes))
-		}
-		r.liveCount[c.Segment] = n
-	}
+	r.applyLive(changes)
 	now := time.Now()
 	next := now.Add(365 * 24 * time.Hour)
 	var live uint64
@@ -193,6 +185,19 @@ func (r *Replicator) followLive(changes []meta.LiveChange, segs []meta.Segment, 
 	r.st.LiveCounted = &counted
 	r.mu.Unlock()
 	return true
+}
+
+// applyLive applies the live-bytes feed's changes to the count.
+func (r *Replicator) applyLive(changes []meta.LiveChange) {
+	for _, c := range changes {
+		n := r.liveCount[c.Segment]
+		if c.Live {
+			n += uint64(c.Bytes)
+		} else {
+			n -= min(n, uint64(c.Bytes))
+		}
+		r.liveCount[c.Segment] = n
+	}
 }
 
 // maintainWalk is maintain's pass over every chunk reference and location.

@@ -56,7 +56,8 @@ func TestStatusCostIgnoresDurableFiles(t *testing.T) {
 // (everything durable and in a snapshot), the next mount's engine does not
 // hash the index, walk it for maintenance or list the store: the idle
 // record the last stop left says what was settled. It still reports the
-// vault restorable, and a write after the restart is uploaded.
+// vault restorable, and a write after the restart is uploaded, and the
+// maintenance after it does not walk either.
 func TestCleanRestartWalksNothing(t *testing.T) {
 	p, home := planetAndVault(t)
 	cfg := fastConfig()
@@ -99,4 +100,23 @@ func TestCleanRestartWalksNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitStatus(t, home, "the new file uploaded", func(st *Status) bool { return st.PendingChunks == 0 && st.Restorable })
+	// Maintenance after that change follows the count the stop left
+	// (live_count) instead of walking to count again.
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		g := c.rep.idx.Generation()
+		c.rep.mu.Lock()
+		settled := c.rep.maintGen == g+1
+		c.rep.mu.Unlock()
+		if settled {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("maintenance did not settle within 60s of the change after the restart")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if walks := c.rep.passes.maintain.Load(); walks != 0 {
+		t.Fatalf("maintenance walked the index %d times after a change that followed a clean restart", walks)
+	}
 }
