@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fincrypt/fincrypt/backup"
 	"github.com/fincrypt/fincrypt/chunkstore"
 	ffs "github.com/fincrypt/fincrypt/fs"
 	"github.com/fincrypt/fincrypt/mediator/testplanet"
@@ -35,7 +36,10 @@ import (
 // minute at the default intervals: six cache trims and one maintenance
 // pass, timed one by one; the health check asks the mediator and is left
 // out), maint_change (the maintenance pass after one durable file was
-// overwritten, and the index records it read), check (fs.Check, unmounted), heap (the Go heap in use while the
+// overwritten, and the index records it read), version (backup.TakeVersion
+// of the whole tree: the first, and the next after one file changed),
+// snapshot (Replicator.Snapshot after a change: the index exported and
+// uploaded), check (fs.Check, unmounted), heap (the Go heap in use while the
 // timed mount serves, less before it, after a collection each time).
 // FINCRYPT_SCALE_EVICTED=1 leaves the chunks out of the local store, as a
 // cache trimmed to nothing leaves them (every chunk only on the network):
@@ -54,9 +58,10 @@ func TestScaleReport(t *testing.T) {
 		}
 		row := measureScale(t, n, skipCheck)
 		rows = append(rows, row)
-		fmt.Printf("scale files=%d gen=%s mount=%s pending=%s status=%s idle_per_min=%s maint_change=%s(%d records) check=%s heap=%.1fMiB\n", row.files,
+		fmt.Printf("scale files=%d gen=%s mount=%s pending=%s status=%s idle_per_min=%s maint_change=%s(%d records) version=%s version_after_change=%s snapshot=%s check=%s heap=%.1fMiB\n", row.files,
 			row.gen.Round(time.Millisecond), row.mount.Round(time.Microsecond), row.pending.Round(time.Microsecond),
 			row.status.Round(time.Microsecond), row.idle.Round(time.Microsecond), row.maintChange.Round(time.Microsecond), row.maintRead,
+			row.version1.Round(time.Millisecond), row.version2.Round(time.Millisecond), row.snapshot.Round(time.Millisecond),
 			row.check.Round(time.Millisecond), float64(row.heap)/(1<<20))
 	}
 	if len(rows) > 1 {
@@ -67,9 +72,9 @@ func TestScaleReport(t *testing.T) {
 			}
 			return fmt.Sprintf("%.1fx", float64(y)/float64(x))
 		}
-		fmt.Printf("scale growth %d->%d files (%.0fx): mount %s pending %s status %s idle_per_min %s maint_change %s check %s\n",
+		fmt.Printf("scale growth %d->%d files (%.0fx): mount %s pending %s status %s idle_per_min %s maint_change %s version_after_change %s snapshot %s check %s\n",
 			a.files, b.files, float64(b.files)/float64(a.files), ratio(a.mount, b.mount), ratio(a.pending, b.pending),
-			ratio(a.status, b.status), ratio(a.idle, b.idle), ratio(a.maintChange, b.maintChange), ratio(a.check, b.check))
+			ratio(a.status, b.status), ratio(a.idle, b.idle), ratio(a.maintChange, b.maintChange), ratio(a.version2, b.version2), ratio(a.snapshot, b.snapshot), ratio(a.check, b.check))
 	}
 }
 
@@ -78,6 +83,7 @@ type scaleRow struct {
 	gen, mount, pending, status, idle, check time.Duration
 	maintChange                              time.Duration // maintain after one overwrite
 	maintRead                                int64         // records it read
+	version1, version2, snapshot             time.Duration
 	heap                                     int64
 }
 
@@ -216,6 +222,25 @@ func measureScale(t *testing.T, n int, skipCheck bool) scaleRow {
 		trim = timed(func() { r.evict() })
 	}
 	row.idle = maint + 6*trim
+	// A version of the whole tree (fs.Mounted.TakeVersion, `fincrypt
+	// snapshot`): the first, and the next after one file changed.
+	repo := backup.Repo{Keys: v.Keys, Index: idx, Store: store}
+	version := func() {
+		if _, err := backup.TakeVersion(repo, backup.VersionOptions{ChunkSize: 64 << 10, Host: "scale"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	row.version1 = timed(version)
+	overwrite()
+	row.version2 = timed(version)
+	// The index snapshot after a change (every SnapshotInterval while
+	// writes go on): it exports and uploads the whole index.
+	change()
+	row.snapshot = timed(func() {
+		if err := r.Snapshot(); err != nil {
+			t.Fatal(err)
+		}
+	})
 	r.cancel()
 	r.store.SetFetcher(nil)
 	if err := idx.Close(); err != nil {
