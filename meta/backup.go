@@ -57,6 +57,17 @@ func (x *Index) Blobs(fn func(id ChunkID, plainLen uint32) error) error {
 // until DeleteBlob. A blob no segment holds yet joins the pending feed, as
 // an owner-less mark.
 func (b *Batch) PutBlob(id ChunkID, plainLen uint32) {
+	if b.x.tracksLive() && b.isLocated(id) && b.pinOf(id) == nil {
+		// A located blob put again is live already, unless its record was
+		// dropped (in this batch or before): then it lives again.
+		if _, dropped := b.dead[id]; dropped {
+			b.revived(id)
+		} else if ok, err := b.x.has(blobKey(id)); err != nil {
+			b.fail(err)
+		} else if !ok {
+			b.revived(id)
+		}
+	}
 	v := make([]byte, 5)
 	v[0] = blobRecV1
 	binary.BigEndian.PutUint32(v[1:], plainLen)

@@ -114,6 +114,7 @@ type batchState struct {
 	segs    bool                   // touched segment records
 	locs    map[ChunkID]*Location  // locations put (nil: deleted), while the live feed is tracked
 	live    []LiveChange           // for the live-bytes feed (live.go)
+	dead    map[ChunkID]struct{}   // chunks whose death live holds
 }
 
 // chunkAt is the chunk id referenced at (ino, idx) as of this batch.

@@ -94,8 +94,24 @@ func (b *Batch) died(id ChunkID) {
 	if !b.x.tracksLive() {
 		return
 	}
+	if _, dup := b.dead[id]; dup {
+		return // a second DeletePin or DeleteBlob of it in this batch
+	}
 	if l, ok := b.locationOf(id); ok {
+		if b.dead == nil {
+			b.dead = map[ChunkID]struct{}{}
+		}
+		b.dead[id] = struct{}{}
 		b.live = append(b.live, LiveChange{Segment: l.Segment, Bytes: l.Length})
+	}
+}
+
+// revived notes in the batch that chunk id, referenced by nothing, got a
+// reference again (a pin): if it is located, its bytes live again.
+func (b *Batch) revived(id ChunkID) {
+	if l, ok := b.locationOf(id); ok {
+		delete(b.dead, id)
+		b.live = append(b.live, LiveChange{Segment: l.Segment, Bytes: l.Length, Live: true})
 	}
 }
 

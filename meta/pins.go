@@ -129,6 +129,11 @@ const (
 // PutPin pins chunk id for a version. A pin never changes: a chunk id is
 // sealed once, for one place of one file.
 func (b *Batch) PutPin(id ChunkID, p Pin) {
+	if b.x.tracksLive() && b.pinOf(id) == nil {
+		if cur, ok := b.chunkAt(p.Ino, p.Index); !ok || cur != id {
+			b.revived(id) // a chunk nothing referenced any more
+		}
+	}
 	b.x.pinState.Store(pinsSome)
 	b.set(pinKey(id), p.encode())
 	b.noteRef(pinKey(id), refChange{pin: &p, kind: pPin})
