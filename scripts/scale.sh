@@ -11,8 +11,8 @@
 # (as seconds a minute) and, unmounted, `fincrypt check`.
 #
 # Devnet rows: the same fill in a vault attached to a 5-node `fincrypt devnet
-# --no-bitcoin` (each binary its own devnet), waited on until nothing is pending;
-# then the idle CPU a minute, the extra CPU over SCALE_IDLE seconds that one new
+# --no-bitcoin` (each binary its own devnet), waited on until nothing is pending
+# and the index snapshot is stored (restorable); then the idle CPU a minute, the extra CPU over SCALE_IDLE seconds that one new
 # 3 KB file costs (that window minus the idle one), and `fincrypt status --json`
 # latency while a new file is pending (median of 5).
 #
@@ -153,6 +153,12 @@ devnet_rows() { # NAME N
 	fill=$(awk '{print $2}' "$r/fill.txt")
 	wait_durable "$r/home"
 	durable=$(since "$t0")
+	# The index snapshot that follows the writes (once they paused for the
+	# snapshot delay) is not idling: wait for it (at most 10 minutes).
+	for _ in $(seq 1 120); do
+		"$BIN" --home "$r/home" status --json 2>/dev/null | grep -Eq '"restorable": *true' && break
+		sleep 5
+	done
 	sleep 15
 	idle=$(idle_cpu "$pid" "$IDLE")
 	# One new 3 KB file: the mount's CPU over the same window, less the idle CPU.
