@@ -187,6 +187,16 @@ func BenchmarkDurable(b *testing.B) {
 		// through the mount (sealing and the local store included), then
 		// each stage of the segments' uploads summed over the slots.
 		reportStages(b, n, append([]stage{{"write", write}}, c.rep.stages.uploadStages()...))
+		// Piece bytes sent per plaintext byte: the scheme's expansion
+		// (N/K) times the padding of the segments' size classes.
+		var sent int64
+		c.rep.idx.Segments(func(s meta.Segment) error {
+			if s.Kind == meta.KindData {
+				sent += int64(s.Class) * int64(s.N) / int64(s.K)
+			}
+			return nil
+		})
+		b.ReportMetric(float64(sent)/float64(n), "sent-B/B")
 		// How busy the upload slots were: 1 when Parallel segments were
 		// in flight all the time, lower when the engine left slots idle
 		// (between rounds, or waiting for a round's slowest upload).
