@@ -17,8 +17,9 @@ type stageTimes struct {
 	// the mediator's commit and the index batch recording the segment
 	// (commit).
 	pack, encode, hash, place, send, commit atomic.Int64
-	// Fetch: the pieces from the nodes, checked against their ids as they
-	// arrive (pieces); rebuilding missing data pieces (decode).
+	// Fetch: the segment's record from the mediator and its pieces from
+	// the nodes, checked against their ids as they arrive (pieces);
+	// rebuilding missing data pieces (decode).
 	pieces, decode atomic.Int64
 }
 
