@@ -36,3 +36,7 @@ func UseFileStore(t testing.TB) {
 	newStoreFormat = chunkstore.FormatFiles
 	t.Cleanup(func() { newStoreFormat = old })
 }
+
+// ChunkOpens returns how many chunks were loaded (read from the store or
+// the network) and how many AEAD opens that took, since the process began.
+func ChunkOpens() (loads, opens int64) { return chunkLoads.Load(), chunkOpens.Load() }

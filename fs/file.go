@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -262,18 +263,29 @@ func (of *openFile) loadChunk(idx uint64, dst []byte) ([]byte, bool, error) {
 	return out, err == nil, err
 }
 
+// chunkLoads counts openChunk's calls and chunkOpens the AEAD opens they
+// made (tests: a chunk fetched from the network is opened once).
+var chunkLoads, chunkOpens atomic.Int64
+
 // openChunk reads the sealed chunk ref of chunk idx and appends its
 // plaintext to dst. It touches no field of of that can change, so it runs
 // without of.mu.
 func (of *openFile) openChunk(idx uint64, ref meta.ChunkRef, dst []byte) ([]byte, error) {
 	r := of.r
+	chunkLoads.Add(1)
 	sb := r.sealBufs.Get().(*[]byte)
 	defer r.sealBufs.Put(sb)
 	ad := vault.ChunkAD(of.ino, idx, ref.Version)
 	// A chunk fetched from the network is kept only if it opens: a bad copy
-	// would otherwise stay in the store and fail every later read.
+	// would otherwise stay in the store and fail every later read. The
+	// plaintext that check opens is the read's: the chunk is opened once.
+	var opened []byte
 	verify := func(sealed []byte) error {
-		_, err := r.v.Keys.Chunk.Open(nil, sealed, ad)
+		chunkOpens.Add(1)
+		out, err := r.v.Keys.Chunk.Open(dst, sealed, ad)
+		if err == nil {
+			opened = out
+		}
 		return err
 	}
 	sealed, err := r.store.GetVerify(ref.ID, (*sb)[:0], verify)
@@ -283,9 +295,12 @@ func (of *openFile) openChunk(idx uint64, ref meta.ChunkRef, dst []byte) ([]byte
 	if cap(sealed) <= cap(*sb) {
 		*sb = sealed[:0]
 	}
-	out, err := r.v.Keys.Chunk.Open(dst, sealed, ad)
-	if err != nil {
-		return dst, fmt.Errorf("inode %d chunk %d (%s): %w: %w", of.ino, idx, ref.ID, errChunk, err)
+	out := opened
+	if out == nil {
+		chunkOpens.Add(1)
+		if out, err = r.v.Keys.Chunk.Open(dst, sealed, ad); err != nil {
+			return dst, fmt.Errorf("inode %d chunk %d (%s): %w: %w", of.ino, idx, ref.ID, errChunk, err)
+		}
 	}
 	if uint64(len(out)-len(dst)) != uint64(ref.Len) || uint64(ref.Len) > r.cs {
 		return dst, fmt.Errorf("inode %d chunk %d: %d bytes, index says %d: %w", of.ino, idx, len(out)-len(dst), ref.Len, errChunk)

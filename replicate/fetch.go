@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/fincrypt/fincrypt/challenge"
@@ -83,7 +84,10 @@ func (r *Replicator) fetchChunkUnprotected(id meta.ChunkID) ([]byte, error) {
 	if end > uint64(len(data)) {
 		return nil, fmt.Errorf("segment %s: location %d+%d beyond its %d bytes: %w", seg.ID, loc.Offset, loc.Length, len(data), meta.ErrCorrupt)
 	}
-	return append([]byte(nil), data[loc.Offset:end]...), nil
+	// The segment's bytes are never written once decoded (the cache and
+	// every reader share them), and the store only reads what a fetcher
+	// returns: the chunk is handed over without a copy.
+	return data[loc.Offset:end:end], nil
 }
 
 // segment returns a segment's padded content, from memory or the network;
@@ -125,7 +129,7 @@ func (r *Replicator) fetchSegment(seg meta.Segment, prefetch bool) ([]byte, erro
 		defer cancel()
 		var err error
 		start := time.Now()
-		call.data, err = FetchSegment(ctx, r.client, fnet.SegmentID(seg.ID), int(seg.Class), r.cfg.PieceTimeout, r.cfg.HedgeAfter)
+		call.data, err = fetchSegment(ctx, r.client, fnet.SegmentID(seg.ID), int(seg.Class), r.cfg.PieceTimeout, r.cfg.HedgeAfter, &r.stages)
 		r.fetches.done(start, len(call.data), err)
 		return err
 	})
@@ -258,6 +262,17 @@ func (r *Replicator) dropSegmentCache() {
 // data piece is rebuilt into its place in it. Every download has ended
 // when FetchSegment returns (none writes to the buffer afterwards).
 func FetchSegment(ctx context.Context, c *mediator.Client, seg fnet.SegmentID, size int, pieceTimeout, hedge time.Duration) ([]byte, error) {
+	return fetchSegment(ctx, c, seg, size, pieceTimeout, hedge, nil)
+}
+
+// fetchSegment is FetchSegment adding the time of its stages to st (when
+// not nil).
+func fetchSegment(ctx context.Context, c *mediator.Client, seg fnet.SegmentID, size int, pieceTimeout, hedge time.Duration, st *stageTimes) ([]byte, error) {
+	var piecesT, decodeT *atomic.Int64
+	if st != nil {
+		piecesT, decodeT = &st.pieces, &st.decode
+	}
+	t0 := time.Now()
 	info, err := c.Segment(ctx, seg)
 	if err != nil {
 		return nil, err
@@ -373,6 +388,8 @@ func FetchSegment(ctx context.Context, c *mediator.Client, seg fnet.SegmentID, s
 	for ; running > 0; running-- {
 		<-results // slower pieces still running are not needed
 	}
+	t0 = since(piecesT, t0)
+	defer since(decodeT, t0)
 	if size <= 0 || size > p*k {
 		size = p * k
 	}

@@ -121,6 +121,7 @@ type Replicator struct {
 	uploadBusy atomic.Int64   // nanoseconds spent in segment uploads, summed over slots (benchmarks)
 	streamFor  time.Duration  // streamFor, or what a test sets
 	prefetched atomic.Int64   // of which read-ahead (tests)
+	stages     stageTimes     // time in each stage of uploads and fetches (benchmarks)
 }
 
 // maxLiveChanges bounds the live-bytes changes (meta.LiveChange, 24 bytes
@@ -627,6 +628,7 @@ func (r *Replicator) uploadSegment(p *plannedSegment) error {
 	// padding and parity, so that put pads and encodes it without a copy
 	// or a fresh 2x-segment allocation; the buffer comes back once put has
 	// returned (every piece upload has ended by then).
+	t0 := time.Now()
 	var buf []byte
 	if planned := plannedBytes(p.chunks); planned > MaxSegment/2 {
 		bp := r.segBuf()
@@ -636,6 +638,7 @@ func (r *Replicator) uploadSegment(p *plannedSegment) error {
 		buf = make([]byte, 0, r.coder.EncodedSize(classFor(max(1, min(planned, MaxSegment)))))
 	}
 	pk, skipped, err := packSegmentInto(r.store.Get, p.chunks, MaxSegment, buf)
+	since(&r.stages.pack, t0)
 	for _, e := range skipped {
 		r.noteErr(e)
 	}
@@ -660,6 +663,7 @@ func (r *Replicator) uploadSegment(p *plannedSegment) error {
 	seg.Kind = meta.KindData
 	seg.Used = uint32(used)
 	now := time.Now()
+	defer since(&r.stages.commit, now)
 	b := r.idx.NewBatch()
 	b.PutSegment(seg)
 	b.DeleteRepl(intentName(seg.ID))
@@ -717,6 +721,7 @@ func (r *Replicator) forgetGone(planned []pendingChunk, packed []meta.ChunkID) {
 // uploads and commits it. It returns the segment record (not yet written)
 // and the number of pieces stored.
 func (r *Replicator) put(content []byte, class int) (*meta.Segment, int, error) {
+	t := time.Now()
 	data, err := padToClass(content, class)
 	if err != nil {
 		return nil, 0, err
@@ -725,11 +730,13 @@ func (r *Replicator) put(content []byte, class int) (*meta.Segment, int, error) 
 	if err != nil {
 		return nil, 0, err
 	}
+	t = since(&r.stages.encode, t)
 	s := r.cfg.Scheme
 	ids, err := pieceIDs(pieces)
 	if err != nil {
 		return nil, 0, err
 	}
+	t = since(&r.stages.hash, t)
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.CallTimeout)
 	pl, err := r.client.Place(ctx, s, int64(len(pieces[0])), ids)
 	cancel()
@@ -750,13 +757,16 @@ func (r *Replicator) put(content []byte, class int) (*meta.Segment, int, error) 
 			r.abandon(meta.SegmentID(pl.Segment))
 		}
 	}()
+	t = since(&r.stages.place, t)
 	stored, errs := r.uploadPieces(r.ctx, pl, pieces)
+	t = since(&r.stages.send, t)
 	if len(stored) < s.K+1 && len(stored) < s.N {
 		return nil, 0, fmt.Errorf("upload: %d of %d pieces stored: %w", len(stored), len(pieces), errors.Join(errs...))
 	}
 	ctx, cancel = context.WithTimeout(r.ctx, r.cfg.CallTimeout)
 	err = r.client.Commit(ctx, pl.Segment, stored)
 	cancel()
+	since(&r.stages.commit, t)
 	if err != nil {
 		return nil, 0, err
 	}
