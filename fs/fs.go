@@ -289,6 +289,9 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 			// never stale: keep it across opens and attribute changes.
 			ExplicitDataCacheControl: true,
 			PanicHandler:             r.panicked,
+			// The set-id bits are cleared here, sparing a GETXATTR per
+			// WRITE and a GETATTR per chown (killpriv.go).
+			ExtraCapabilities: killPrivCaps,
 		},
 		EntryTimeout:    &view,
 		AttrTimeout:     &view,
@@ -326,7 +329,7 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 
 // mountRaw is gofs.Mount with the raw file system wrapped by metrics.
 func mountRaw(dir string, root gofs.InodeEmbedder, mo *gofs.Options, m *OpMetrics) (*fuse.Server, error) {
-	raw := gofs.NewNodeFS(root, mo)
+	raw := fuse.RawFileSystem(killPrivFS{gofs.NewNodeFS(root, mo)})
 	if m != nil {
 		raw = m.wrap(raw)
 	}

@@ -145,6 +145,12 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	if _, ok := in.GetUID(); ok && node.Mode&syscall.S_IFDIR == 0 {
 		node.Mode &^= syscall.S_ISUID | syscall.S_ISGID // chown clears set-id bits
 	}
+	if in.Valid&fuse.FATTR_KILL_SUIDGID != 0 && node.Mode&syscall.S_IFDIR == 0 {
+		// A write, truncate or chown that clears the set-id bits (killpriv.go).
+		if m := killSetID(node.Mode); m != node.Mode {
+			node.Mode, changed = m, true
+		}
+	}
 	if t, ok := in.GetATime(); ok {
 		node.Atime, changed = t.UnixNano(), true
 	}
@@ -158,6 +164,12 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	}
 	if of != nil {
 		node.Size = of.size
+	}
+	if !changed && in.Valid&^(fuse.FATTR_KILL_SUIDGID|fuse.FATTR_FH|fuse.FATTR_LOCKOWNER) == 0 {
+		// Only set-id bits to clear, and none set: nothing to commit.
+		r.fillAttrRaw(&node, &out.Attr, node.Size, node.Mtime, node.Ctime)
+		out.SetTimeout(r.opt.AttrTimeout)
+		return 0
 	}
 	b := r.idx.NewBatch()
 	b.PutInode(&node)
