@@ -133,6 +133,11 @@ type pack struct {
 	dirty bool   // written since its last sync
 	holes []hole // records deleted since the last sync: punched after it
 	bad   bool   // holds a record that fails its checksum: never compacted
+
+	// Its records, while it is the active pack (for its index, index.go),
+	// and whether it stopped taking records and waits for its index.
+	recs        []idxEntry
+	sealPending bool
 }
 
 type packSet struct {
@@ -152,6 +157,17 @@ type packSet struct {
 	skipped int64                   // bytes of unreadable log found at open
 
 	freeing, freeAgain atomic.Bool // FreeDeleted running, and asked again
+
+	// Syncs are one at a time (smu); gen counts the records appended
+	// (under wmu), durable the records a finished sync made durable (under
+	// smu), so that a sync that finds its records in a sync under way
+	// waits for it instead of returning before they are on the disk.
+	smu     sync.Mutex
+	gen     uint64
+	durable uint64
+
+	noIndex                  bool // scan every pack (tests)
+	indexed, scanned, sealed int  // packs loaded from their index, scanned; indexes written
 }
 
 func newPackSet(dir string, sys fileSystem, readOnly bool) *packSet {
@@ -188,16 +204,35 @@ func (ps *packSet) load() error {
 		}
 		p.f = f
 		ps.packs[seq] = p
-		if err := ps.scan(p, i == len(seqs)-1); err != nil {
+		ps.nextSeq = seq + 1
+		size, mtime, err := p.f.stat()
+		if err != nil {
 			return fmt.Errorf("pack %s: %w", p.path, err)
 		}
-		ps.nextSeq = seq + 1
+		if !ps.noIndex {
+			if pl, sealed, ok := readIndex(p, size); ok {
+				p.size = size
+				ps.applyIndex(p, pl, sealed)
+				ps.indexed++
+				continue
+			}
+		}
+		ents, err := ps.scan(p, i == len(seqs)-1, size, mtime.Unix())
+		if err != nil {
+			return fmt.Errorf("pack %s: %w", p.path, err)
+		}
+		ps.scanned++
+		if len(ents) > 0 {
+			// No record is appended to a pack after a restart: it gets
+			// its index now, and the next open reads that instead.
+			ps.seal(p, ents, mtime.Unix())
+		}
 	}
 	return nil
 }
 
 func parseRecHeader(h []byte) (kind byte, n uint32, id meta.ChunkID, pcrc uint32, ok bool) {
-	if (h[0] != kindChunk && h[0] != kindDelete) || h[1] != 0 || h[2] != 0 || h[3] != 0 {
+	if (h[0] != kindChunk && h[0] != kindDelete && h[0] != kindIndex) || h[1] != 0 || h[2] != 0 || h[3] != 0 {
 		return
 	}
 	if crc32.Checksum(h[:28], castagnoli) != binary.LittleEndian.Uint32(h[28:]) {
@@ -224,13 +259,11 @@ func putRecHeader(h []byte, kind byte, id meta.ChunkID, payload []byte) {
 // checksum; the payloads are checked here only in the last pack (the one
 // that was being written when the store last stopped, whose tail may be
 // torn), else when read. Bytes that hold no valid record header (a torn
-// tail, a damaged header) are skipped up to the next valid header.
-func (ps *packSet) scan(p *pack, last bool) error {
-	size, mtime, err := p.f.stat()
-	if err != nil {
-		return err
-	}
-	at := mtime.Unix()
+// tail, a damaged header) are skipped up to the next valid header. It
+// returns the records it took, for the pack's index; an earlier index
+// record is skipped.
+func (ps *packSet) scan(p *pack, last bool, size, at int64) ([]idxEntry, error) {
+	var ents []idxEntry
 	p.size = size
 	var h [recHeaderSize]byte
 	off := int64(packHeaderSize)
@@ -240,7 +273,7 @@ func (ps *packSet) scan(p *pack, last bool) error {
 		kind, n, id, pcrc, ok := byte(0), uint32(0), meta.ChunkID{}, uint32(0), false
 		if off+recHeaderSize <= size {
 			if _, err := p.f.ReadAt(h[:], off); err != nil {
-				return err
+				return nil, err
 			}
 			kind, n, id, pcrc, ok = parseRecHeader(h[:])
 			ok = ok && off+recHeaderSize+int64(n) <= size
@@ -250,13 +283,13 @@ func (ps *packSet) scan(p *pack, last bool) error {
 			if restAt < 0 {
 				rest = make([]byte, size-off)
 				if _, err := p.f.ReadAt(rest, off); err != nil && err != io.EOF {
-					return err
+					return nil, err
 				}
 				restAt = off
 			}
 			next := size
 			for i := off + 1 - restAt; i+recHeaderSize <= int64(len(rest)); i++ {
-				if rest[i] != kindChunk && rest[i] != kindDelete {
+				if rest[i] != kindChunk && rest[i] != kindDelete && rest[i] != kindIndex {
 					continue
 				}
 				_, n2, _, _, ok2 := parseRecHeader(rest[i : i+recHeaderSize])
@@ -269,37 +302,33 @@ func (ps *packSet) scan(p *pack, last bool) error {
 			off = next
 			continue
 		}
+		if kind == kindIndex {
+			off += recHeaderSize + int64(n)
+			continue
+		}
 		var payload []byte
+		e := idxEntry{off: off, n: n, kind: kind, id: id}
 		if kind == kindDelete || last {
 			payload = make([]byte, n)
 			if _, err := p.f.ReadAt(payload, off+recHeaderSize); err != nil {
-				return err
+				return nil, err
 			}
 			if crc32.Checksum(payload, castagnoli) != pcrc {
 				// A record whose payload did not reach the disk before a
 				// power cut (it was not synced, so never acknowledged), or
 				// damaged since.
-				ps.damaged[id] = fmt.Sprintf("pack %s offset %d", packName(p.seq), off)
+				e.kind = kindDamaged
 				p.bad = p.bad || !last
-				off += recHeaderSize + int64(n)
-				continue
 			}
 		}
-		switch kind {
-		case kindChunk:
-			ps.setChunk(id, p, off, n, at)
-		case kindDelete:
-			d := deletion{id: id, seq: binary.LittleEndian.Uint64(payload), off: int64(binary.LittleEndian.Uint64(payload[8:]))}
-			p.dels = append(p.dels, d)
-			delete(ps.damaged, id) // its record's blocks may have been given back
-			if cur := ps.chunks[id]; cur != nil && cur.atOrBefore(d.seq, d.off) {
-				cur.p.live -= cur.recSize()
-				delete(ps.chunks, id)
-			}
+		if e.kind == kindDelete {
+			e.dseq, e.doff = binary.LittleEndian.Uint64(payload), int64(binary.LittleEndian.Uint64(payload[8:]))
 		}
+		ps.apply(p, &e, at)
+		ents = append(ents, e)
 		off += recHeaderSize + int64(n)
 	}
-	return nil
+	return ents, nil
 }
 
 // setChunk points the map at a chunk record; caller holds ps.mu or is
@@ -336,6 +365,12 @@ func (ps *packSet) appendRecord(kind byte, id meta.ChunkID, payload []byte) (*pa
 	}
 	p.size += need
 	p.dirty = true
+	ps.gen++
+	e := idxEntry{off: off, n: uint32(len(payload)), kind: kind, id: id}
+	if kind == kindDelete {
+		e.dseq, e.doff = binary.LittleEndian.Uint64(payload), int64(binary.LittleEndian.Uint64(payload[8:]))
+	}
+	p.recs = append(p.recs, e)
 	return p, off, nil
 }
 
@@ -359,6 +394,10 @@ func (ps *packSet) rotate() error {
 		return fmt.Errorf("new pack: %w", err)
 	}
 	ps.nextSeq++
+	if old := ps.active; old != nil && len(old.recs) > 0 {
+		// Its index is written once its records are synced.
+		old.sealPending = true
+	}
 	p.f, p.size, p.dirty = f, packHeaderSize, true
 	ps.dirDirt = true
 	ps.mu.Lock()
@@ -483,10 +522,12 @@ func (ps *packSet) remove(id meta.ChunkID) (found bool, err error) {
 }
 
 // sync makes every record appended so far durable: the packs written, then
-// the packs directory if a pack was created or removed.
+// the packs directory if a pack was created or removed. Concurrent syncs
+// share the work: one that finds its records in a sync under way waits for
+// it (and syncs again only if records came after it).
 func (ps *packSet) sync() error {
 	ps.wmu.Lock()
-	dirty, dirDirt := ps.takeDirty(nil)
+	target := ps.gen
 	holes := map[*pack][]hole{}
 	ps.mu.RLock()
 	for _, p := range ps.packs {
@@ -496,15 +537,30 @@ func (ps *packSet) sync() error {
 	}
 	ps.mu.RUnlock()
 	ps.wmu.Unlock()
-	// Outside wmu: appends go on while the disk syncs.
-	if err := ps.flush(dirty, dirDirt, false); err != nil {
+	ps.smu.Lock()
+	if ps.durable < target || ps.dirDirtAny() {
 		ps.wmu.Lock()
-		for p, h := range holes {
-			p.holes = append(p.holes, h...)
-		}
+		dirty, dirDirt := ps.takeDirty(nil)
+		g := ps.gen
 		ps.wmu.Unlock()
-		return err
+		// Outside wmu: appends go on while the disk syncs.
+		if err := ps.flush(dirty, dirDirt, false); err != nil {
+			ps.smu.Unlock()
+			ps.wmu.Lock()
+			for p, h := range holes {
+				p.holes = append(p.holes, h...)
+			}
+			ps.wmu.Unlock()
+			return err
+		}
+		ps.durable = g
+		// The packs that stopped taking records and are synced now get
+		// their index (synced with the next sync).
+		ps.wmu.Lock()
+		ps.sealSynced()
+		ps.wmu.Unlock()
 	}
+	ps.smu.Unlock()
 	// The deletions are durable: give the deleted chunks' disk blocks back
 	// at once (compaction rewrites the pack later). Best effort.
 	for p, hs := range holes {
@@ -517,6 +573,13 @@ func (ps *packSet) sync() error {
 		p.mu.RUnlock()
 	}
 	return nil
+}
+
+// dirDirtAny reports whether the packs directory changed since its sync.
+func (ps *packSet) dirDirtAny() bool {
+	ps.wmu.Lock()
+	defer ps.wmu.Unlock()
+	return ps.dirDirt
 }
 
 // takeDirty returns the packs written since their last sync (but skip) and
@@ -726,6 +789,13 @@ func (ps *packSet) stats() (packs int, size, live int64) {
 func (ps *packSet) close() error {
 	ps.wmu.Lock()
 	defer ps.wmu.Unlock()
+	if a := ps.active; a != nil && !a.dirty && len(a.recs) > 0 {
+		// Synced and taking no more records: its index spares the next
+		// open a scan.
+		a.sealPending = true
+	}
+	ps.active = nil
+	ps.sealSynced()
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	var first error
