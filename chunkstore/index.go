@@ -229,7 +229,7 @@ func (ps *packSet) apply(p *pack, e *idxEntry, atime int64) {
 	case kindDelete:
 		p.dels = append(p.dels, deletion{id: e.id, seq: e.dseq, off: e.doff})
 		delete(ps.damaged, e.id) // its record's blocks may have been given back
-		if cur := ps.chunks[e.id]; cur != nil && cur.atOrBefore(e.dseq, e.doff) {
+		if cur := ps.at(e.id); cur != nil && cur.atOrBefore(e.dseq, e.doff) {
 			cur.p.live -= cur.recSize()
 			delete(ps.chunks, e.id)
 		}

@@ -33,7 +33,7 @@ func stateOf(ps *packSet) packState {
 	defer ps.mu.RUnlock()
 	st := packState{chunks: map[meta.ChunkID][3]int64{}, damaged: map[meta.ChunkID]bool{}, live: map[uint64]int64{}, dels: map[uint64]int{}}
 	for id, l := range ps.chunks {
-		st.chunks[id] = [3]int64{int64(l.p.seq), l.off, int64(l.n)}
+		st.chunks[id] = [3]int64{int64(ps.slots[l.pack].seq), int64(l.off), int64(l.n)}
 	}
 	for id := range ps.damaged {
 		st.damaged[id] = true

@@ -21,9 +21,10 @@ import (
 // Chunk store format 2 (docs/FORMAT.md, "Local chunk store"): sealed chunks
 // are appended to pack files, <dir>/packs/<16 hex digits of a sequence
 // number>.pack. A pack is a header and a log of records; each record says
-// what it is, so the store's map of chunk id -> (pack, offset, length) is
-// rebuilt at open by reading the record headers, and nothing else has to
-// be written to find a chunk. A record is
+// what it is, so the store's map of chunk id -> (pack, offset, length) can
+// be rebuilt at open by reading the record headers. A pack that takes no
+// more records ends with an index of its records (index.go), read at open
+// instead; a pack without a good index is scanned. A record is
 //
 //	kind (1 byte: 1 chunk, 2 deletion) | 3 zero bytes | payload length (uint32 LE) |
 //	chunk id (16 bytes) | CRC-32C of the payload (uint32 LE) | CRC-32C of the 28 bytes before (uint32 LE) |
@@ -94,12 +95,12 @@ func parseFormat(b []byte) (int, error) {
 	return n, nil
 }
 
-// loc is where a chunk's record is.
+// loc is where a chunk's record is (a copy of the map's entry).
 type loc struct {
 	p     *pack
 	off   int64 // of the record header
 	n     uint32
-	atime atomic.Int64 // unix seconds of the last use (cache eviction order)
+	atime int64 // unix seconds of the last use (cache eviction order)
 }
 
 func (l *loc) recSize() int64 { return recHeaderSize + int64(l.n) }
@@ -108,6 +109,20 @@ func (l *loc) recSize() int64 { return recHeaderSize + int64(l.n) }
 func (l *loc) atOrBefore(seq uint64, off int64) bool {
 	return l.p.seq < seq || (l.p.seq == seq && l.off <= off)
 }
+
+// slot is the map's entry for a chunk: 16 bytes and no pointer, so that a
+// million chunks take little memory and the garbage collector does not
+// scan the map. A pack is at most maxPackSize bytes, so an offset fits.
+type slot struct {
+	pack  uint32 // index in packSet.slots
+	off   uint32
+	n     uint32
+	atime uint32 // unix seconds
+}
+
+// maxPackSize is the largest pack the store opens (it starts a new pack
+// from packTarget on, so its own are far smaller).
+const maxPackSize = 1<<32 - 1
 
 type deletion struct {
 	id  meta.ChunkID
@@ -121,6 +136,7 @@ type hole struct{ off, n int64 }
 
 type pack struct {
 	seq  uint64
+	slot uint32 // its index in packSet.slots
 	path string
 	f    packFile
 	mu   sync.RWMutex // readers hold it shared while using f; closing takes it
@@ -151,7 +167,8 @@ type packSet struct {
 	dirDirt bool // a pack was created or removed since the packs directory's sync
 
 	mu      sync.RWMutex
-	chunks  map[meta.ChunkID]*loc
+	chunks  map[meta.ChunkID]slot
+	slots   []*pack // by pack.slot: every pack opened or started
 	packs   map[uint64]*pack
 	damaged map[meta.ChunkID]string // records dropped at open for a bad checksum
 	skipped int64                   // bytes of unreadable log found at open
@@ -172,7 +189,7 @@ type packSet struct {
 
 func newPackSet(dir string, sys fileSystem, readOnly bool) *packSet {
 	return &packSet{dir: dir, sys: sys, readOnly: readOnly, nextSeq: 1,
-		chunks: map[meta.ChunkID]*loc{}, packs: map[uint64]*pack{}, damaged: map[meta.ChunkID]string{}}
+		chunks: map[meta.ChunkID]slot{}, packs: map[uint64]*pack{}, damaged: map[meta.ChunkID]string{}}
 }
 
 func packName(seq uint64) string { return fmt.Sprintf("%016x.pack", seq) }
@@ -203,11 +220,14 @@ func (ps *packSet) load() error {
 			return fmt.Errorf("pack %s: %w", p.path, err)
 		}
 		p.f = f
-		ps.packs[seq] = p
+		ps.addPack(p)
 		ps.nextSeq = seq + 1
 		size, mtime, err := p.f.stat()
 		if err != nil {
 			return fmt.Errorf("pack %s: %w", p.path, err)
+		}
+		if size > maxPackSize {
+			return fmt.Errorf("pack %s: %d bytes, more than a pack holds (%d)", p.path, size, int64(maxPackSize))
 		}
 		if !ps.noIndex {
 			if pl, sealed, ok := readIndex(p, size); ok {
@@ -331,18 +351,32 @@ func (ps *packSet) scan(p *pack, last bool, size, at int64) ([]idxEntry, error) 
 	return ents, nil
 }
 
+// addPack makes p one of the store's packs; caller holds ps.mu or is
+// loading.
+func (ps *packSet) addPack(p *pack) {
+	p.slot = uint32(len(ps.slots))
+	ps.slots = append(ps.slots, p)
+	ps.packs[p.seq] = p
+}
+
+// at returns chunk id's location; caller holds ps.mu.
+func (ps *packSet) at(id meta.ChunkID) *loc {
+	e, ok := ps.chunks[id]
+	if !ok {
+		return nil
+	}
+	return &loc{p: ps.slots[e.pack], off: int64(e.off), n: e.n, atime: int64(e.atime)}
+}
+
 // setChunk points the map at a chunk record; caller holds ps.mu or is
 // loading.
-func (ps *packSet) setChunk(id meta.ChunkID, p *pack, off int64, n uint32, atime int64) *loc {
-	if cur := ps.chunks[id]; cur != nil {
-		cur.p.live -= cur.recSize()
+func (ps *packSet) setChunk(id meta.ChunkID, p *pack, off int64, n uint32, atime int64) {
+	if cur, ok := ps.chunks[id]; ok {
+		ps.slots[cur.pack].live -= recHeaderSize + int64(cur.n)
 	}
-	l := &loc{p: p, off: off, n: n}
-	l.atime.Store(atime)
-	ps.chunks[id] = l
-	p.live += l.recSize()
+	ps.chunks[id] = slot{pack: p.slot, off: uint32(off), n: n, atime: uint32(atime)}
+	p.live += recHeaderSize + int64(n)
 	delete(ps.damaged, id)
-	return l
 }
 
 // appendRecord writes a record to the active pack (starting a new one when
@@ -401,7 +435,7 @@ func (ps *packSet) rotate() error {
 	p.f, p.size, p.dirty = f, packHeaderSize, true
 	ps.dirDirt = true
 	ps.mu.Lock()
-	ps.packs[seq] = p
+	ps.addPack(p)
 	ps.mu.Unlock()
 	ps.active = p
 	return nil
@@ -431,7 +465,7 @@ func (ps *packSet) put(id meta.ChunkID, sealed []byte, replace bool) error {
 func (ps *packSet) lookup(id meta.ChunkID) *loc {
 	ps.mu.RLock()
 	defer ps.mu.RUnlock()
-	return ps.chunks[id]
+	return ps.at(id)
 }
 
 // get appends chunk id to dst; found is false if the packs do not hold it.
@@ -456,8 +490,13 @@ func (ps *packSet) get(id meta.ChunkID, dst []byte, touch bool) (out []byte, fou
 		out, err = readRecord(l, id, dst)
 		l.p.mu.RUnlock()
 		if err == nil && touch {
-			if now := time.Now().Unix(); now-l.atime.Load() > 1 {
-				l.atime.Store(now)
+			if now := time.Now().Unix(); now-l.atime > 1 {
+				ps.mu.Lock()
+				if e, ok := ps.chunks[id]; ok && e.pack == l.p.slot && int64(e.off) == l.off {
+					e.atime = uint32(now)
+					ps.chunks[id] = e
+				}
+				ps.mu.Unlock()
 			}
 		}
 		return out, true, err
@@ -496,7 +535,7 @@ func (ps *packSet) remove(id meta.ChunkID) (found bool, err error) {
 	ps.wmu.Lock()
 	defer ps.wmu.Unlock()
 	ps.mu.Lock()
-	l := ps.chunks[id]
+	l := ps.at(id)
 	_, damaged := ps.damaged[id]
 	delete(ps.damaged, id)
 	ps.mu.Unlock()
@@ -512,7 +551,7 @@ func (ps *packSet) remove(id meta.ChunkID) (found bool, err error) {
 	}
 	p.dels = append(p.dels, deletion{id: id, seq: l.p.seq, off: l.off})
 	ps.mu.Lock()
-	if ps.chunks[id] == l {
+	if e, ok := ps.chunks[id]; ok && e.pack == l.p.slot && int64(e.off) == l.off {
 		delete(ps.chunks, id)
 		l.p.live -= l.recSize()
 	}
@@ -668,9 +707,9 @@ func (ps *packSet) compact() (int, error) {
 	sort.Slice(cands, func(i, j int) bool { return cands[i].seq < cands[j].seq })
 	members := map[*pack][]meta.ChunkID{}
 	ps.mu.RLock()
-	for id, l := range ps.chunks {
-		if compactable(l.p) && l.p != ps.active {
-			members[l.p] = append(members[l.p], id)
+	for id, e := range ps.chunks {
+		if p := ps.slots[e.pack]; compactable(p) && p != ps.active {
+			members[p] = append(members[p], id)
 		}
 	}
 	ps.mu.RUnlock()
@@ -710,7 +749,7 @@ func (ps *packSet) compactOne(p *pack, ids []meta.ChunkID) error {
 			return fmt.Errorf("compacting %s: %w", p.path, err)
 		}
 		ps.mu.Lock()
-		ps.setChunk(id, np, off, l.n, l.atime.Load())
+		ps.setChunk(id, np, off, l.n, l.atime)
 		ps.mu.Unlock()
 		compactStep("copied")
 	}
