@@ -389,11 +389,10 @@ func (ps *packSet) appendRecord(kind byte, id meta.ChunkID, payload []byte) (*pa
 		}
 	}
 	p := ps.active
-	buf := make([]byte, need)
-	putRecHeader(buf, kind, id, payload)
-	copy(buf[recHeaderSize:], payload)
+	var h [recHeaderSize]byte
+	putRecHeader(h[:], kind, id, payload)
 	off := p.size
-	if _, err := p.f.WriteAt(buf, off); err != nil {
+	if err := p.f.writeRecord(h[:], payload, off); err != nil {
 		// The next record overwrites whatever part of this one was written.
 		return nil, 0, err
 	}
