@@ -213,6 +213,11 @@ func (ps *packSet) load() error {
 		seqs = append(seqs, seq)
 	}
 	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+	if !ps.noIndex {
+		// The map sized once for the chunks the indexes list: it does not
+		// grow (and rehash) while loading, and ends fuller.
+		ps.chunks = make(map[meta.ChunkID]slot, ps.indexedRecords(seqs))
+	}
 	for i, seq := range seqs {
 		p := &pack{seq: seq, path: filepath.Join(ps.dir, packName(seq))}
 		f, err := ps.sys.openPack(p.path, false, !ps.readOnly)
@@ -249,6 +254,26 @@ func (ps *packSet) load() error {
 		}
 	}
 	return nil
+}
+
+// indexedRecords returns how many records the packs' index trailers list
+// (unchecked: a size hint).
+func (ps *packSet) indexedRecords(seqs []uint64) int {
+	n := 0
+	for _, seq := range seqs {
+		f, err := ps.sys.openPack(filepath.Join(ps.dir, packName(seq)), false, false)
+		if err != nil {
+			continue
+		}
+		var tr [idxTrailerSize]byte
+		if size, _, err := f.stat(); err == nil && size >= idxTrailerSize {
+			if _, err := f.ReadAt(tr[:], size-idxTrailerSize); err == nil && string(tr[:8]) == idxMagic {
+				n += int(binary.LittleEndian.Uint32(tr[16:]))
+			}
+		}
+		f.Close()
+	}
+	return min(n, 1<<26)
 }
 
 func parseRecHeader(h []byte) (kind byte, n uint32, id meta.ChunkID, pcrc uint32, ok bool) {
