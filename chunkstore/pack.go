@@ -21,9 +21,10 @@ import (
 // Chunk store format 2 (docs/FORMAT.md, "Local chunk store"): sealed chunks
 // are appended to pack files, <dir>/packs/<16 hex digits of a sequence
 // number>.pack. A pack is a header and a log of records; each record says
-// what it is, so the store's map of chunk id -> (pack, offset, length) is
-// rebuilt at open by reading the record headers, and nothing else has to
-// be written to find a chunk. A record is
+// what it is, so the store's map of chunk id -> (pack, offset, length) can
+// be rebuilt at open by reading the record headers. A pack that takes no
+// more records ends with an index of its records (index.go), read at open
+// instead; a pack without a good index is scanned. A record is
 //
 //	kind (1 byte: 1 chunk, 2 deletion) | 3 zero bytes | payload length (uint32 LE) |
 //	chunk id (16 bytes) | CRC-32C of the payload (uint32 LE) | CRC-32C of the 28 bytes before (uint32 LE) |
@@ -94,12 +95,12 @@ func parseFormat(b []byte) (int, error) {
 	return n, nil
 }
 
-// loc is where a chunk's record is.
+// loc is where a chunk's record is (a copy of the map's entry).
 type loc struct {
 	p     *pack
 	off   int64 // of the record header
 	n     uint32
-	atime atomic.Int64 // unix seconds of the last use (cache eviction order)
+	atime int64 // unix seconds of the last use (cache eviction order)
 }
 
 func (l *loc) recSize() int64 { return recHeaderSize + int64(l.n) }
@@ -108,6 +109,20 @@ func (l *loc) recSize() int64 { return recHeaderSize + int64(l.n) }
 func (l *loc) atOrBefore(seq uint64, off int64) bool {
 	return l.p.seq < seq || (l.p.seq == seq && l.off <= off)
 }
+
+// slot is the map's entry for a chunk: 16 bytes and no pointer, so that a
+// million chunks take little memory and the garbage collector does not
+// scan the map. A pack is at most maxPackSize bytes, so an offset fits.
+type slot struct {
+	pack  uint32 // index in packSet.slots
+	off   uint32
+	n     uint32
+	atime uint32 // unix seconds
+}
+
+// maxPackSize is the largest pack the store opens (it starts a new pack
+// from packTarget on, so its own are far smaller).
+const maxPackSize = 1<<32 - 1
 
 type deletion struct {
 	id  meta.ChunkID
@@ -121,6 +136,7 @@ type hole struct{ off, n int64 }
 
 type pack struct {
 	seq  uint64
+	slot uint32 // its index in packSet.slots
 	path string
 	f    packFile
 	mu   sync.RWMutex // readers hold it shared while using f; closing takes it
@@ -133,6 +149,11 @@ type pack struct {
 	dirty bool   // written since its last sync
 	holes []hole // records deleted since the last sync: punched after it
 	bad   bool   // holds a record that fails its checksum: never compacted
+
+	// Its records, while it is the active pack (for its index, index.go),
+	// and whether it stopped taking records and waits for its index.
+	recs        []idxEntry
+	sealPending bool
 }
 
 type packSet struct {
@@ -146,17 +167,29 @@ type packSet struct {
 	dirDirt bool // a pack was created or removed since the packs directory's sync
 
 	mu      sync.RWMutex
-	chunks  map[meta.ChunkID]*loc
+	chunks  map[meta.ChunkID]slot
+	slots   []*pack // by pack.slot: every pack opened or started
 	packs   map[uint64]*pack
 	damaged map[meta.ChunkID]string // records dropped at open for a bad checksum
 	skipped int64                   // bytes of unreadable log found at open
 
 	freeing, freeAgain atomic.Bool // FreeDeleted running, and asked again
+
+	// Syncs are one at a time (smu); gen counts the records appended
+	// (under wmu), durable the records a finished sync made durable (under
+	// smu), so that a sync that finds its records in a sync under way
+	// waits for it instead of returning before they are on the disk.
+	smu     sync.Mutex
+	gen     uint64
+	durable uint64
+
+	noIndex                  bool // scan every pack (tests)
+	indexed, scanned, sealed int  // packs loaded from their index, scanned; indexes written
 }
 
 func newPackSet(dir string, sys fileSystem, readOnly bool) *packSet {
 	return &packSet{dir: dir, sys: sys, readOnly: readOnly, nextSeq: 1,
-		chunks: map[meta.ChunkID]*loc{}, packs: map[uint64]*pack{}, damaged: map[meta.ChunkID]string{}}
+		chunks: map[meta.ChunkID]slot{}, packs: map[uint64]*pack{}, damaged: map[meta.ChunkID]string{}}
 }
 
 func packName(seq uint64) string { return fmt.Sprintf("%016x.pack", seq) }
@@ -180,6 +213,11 @@ func (ps *packSet) load() error {
 		seqs = append(seqs, seq)
 	}
 	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+	if !ps.noIndex {
+		// The map sized once for the chunks the indexes list: it does not
+		// grow (and rehash) while loading, and ends fuller.
+		ps.chunks = make(map[meta.ChunkID]slot, ps.indexedRecords(seqs))
+	}
 	for i, seq := range seqs {
 		p := &pack{seq: seq, path: filepath.Join(ps.dir, packName(seq))}
 		f, err := ps.sys.openPack(p.path, false, !ps.readOnly)
@@ -187,17 +225,59 @@ func (ps *packSet) load() error {
 			return fmt.Errorf("pack %s: %w", p.path, err)
 		}
 		p.f = f
-		ps.packs[seq] = p
-		if err := ps.scan(p, i == len(seqs)-1); err != nil {
+		ps.addPack(p)
+		ps.nextSeq = seq + 1
+		size, mtime, err := p.f.stat()
+		if err != nil {
 			return fmt.Errorf("pack %s: %w", p.path, err)
 		}
-		ps.nextSeq = seq + 1
+		if size > maxPackSize {
+			return fmt.Errorf("pack %s: %d bytes, more than a pack holds (%d)", p.path, size, int64(maxPackSize))
+		}
+		if !ps.noIndex {
+			if pl, sealed, ok := readIndex(p, size); ok {
+				p.size = size
+				ps.applyIndex(p, pl, sealed)
+				ps.indexed++
+				continue
+			}
+		}
+		ents, err := ps.scan(p, i == len(seqs)-1, size, mtime.Unix())
+		if err != nil {
+			return fmt.Errorf("pack %s: %w", p.path, err)
+		}
+		ps.scanned++
+		if len(ents) > 0 {
+			// No record is appended to a pack after a restart: it gets
+			// its index now, and the next open reads that instead.
+			ps.seal(p, ents, mtime.Unix())
+		}
 	}
 	return nil
 }
 
+// indexedRecords returns how many records the packs' index trailers list
+// (unchecked: a size hint).
+func (ps *packSet) indexedRecords(seqs []uint64) int {
+	n := 0
+	for _, seq := range seqs {
+		f, err := ps.sys.openPack(filepath.Join(ps.dir, packName(seq)), false, false)
+		if err != nil {
+			continue
+		}
+		var tr [idxTrailerSize]byte
+		if size, _, err := f.stat(); err == nil && size >= idxTrailerSize {
+			if _, err := f.ReadAt(tr[:], size-idxTrailerSize); err == nil && string(tr[:8]) == idxMagic {
+				n += int(binary.LittleEndian.Uint32(tr[16:]))
+			}
+		}
+		f.Close()
+	}
+	return min(n, 1<<26)
+}
+
 func parseRecHeader(h []byte) (kind byte, n uint32, id meta.ChunkID, pcrc uint32, ok bool) {
-	if (h[0] != kindChunk && h[0] != kindDelete) || h[1] != 0 || h[2] != 0 || h[3] != 0 {
+	if (h[0] != kindChunk && h[0] != kindDelete && h[0] != kindIndex) || h[1] != 0 || h[2] != 0 || h[3] != 0 {
 		return
 	}
 	if crc32.Checksum(h[:28], castagnoli) != binary.LittleEndian.Uint32(h[28:]) {
@@ -224,13 +304,11 @@ func putRecHeader(h []byte, kind byte, id meta.ChunkID, payload []byte) {
 // checksum; the payloads are checked here only in the last pack (the one
 // that was being written when the store last stopped, whose tail may be
 // torn), else when read. Bytes that hold no valid record header (a torn
-// tail, a damaged header) are skipped up to the next valid header.
-func (ps *packSet) scan(p *pack, last bool) error {
-	size, mtime, err := p.f.stat()
-	if err != nil {
-		return err
-	}
-	at := mtime.Unix()
+// tail, a damaged header) are skipped up to the next valid header. It
+// returns the records it took, for the pack's index; an earlier index
+// record is skipped.
+func (ps *packSet) scan(p *pack, last bool, size, at int64) ([]idxEntry, error) {
+	var ents []idxEntry
 	p.size = size
 	var h [recHeaderSize]byte
 	off := int64(packHeaderSize)
@@ -240,7 +318,7 @@ func (ps *packSet) scan(p *pack, last bool) error {
 		kind, n, id, pcrc, ok := byte(0), uint32(0), meta.ChunkID{}, uint32(0), false
 		if off+recHeaderSize <= size {
 			if _, err := p.f.ReadAt(h[:], off); err != nil {
-				return err
+				return nil, err
 			}
 			kind, n, id, pcrc, ok = parseRecHeader(h[:])
 			ok = ok && off+recHeaderSize+int64(n) <= size
@@ -250,13 +328,13 @@ func (ps *packSet) scan(p *pack, last bool) error {
 			if restAt < 0 {
 				rest = make([]byte, size-off)
 				if _, err := p.f.ReadAt(rest, off); err != nil && err != io.EOF {
-					return err
+					return nil, err
 				}
 				restAt = off
 			}
 			next := size
 			for i := off + 1 - restAt; i+recHeaderSize <= int64(len(rest)); i++ {
-				if rest[i] != kindChunk && rest[i] != kindDelete {
+				if rest[i] != kindChunk && rest[i] != kindDelete && rest[i] != kindIndex {
 					continue
 				}
 				_, n2, _, _, ok2 := parseRecHeader(rest[i : i+recHeaderSize])
@@ -269,51 +347,61 @@ func (ps *packSet) scan(p *pack, last bool) error {
 			off = next
 			continue
 		}
+		if kind == kindIndex {
+			off += recHeaderSize + int64(n)
+			continue
+		}
 		var payload []byte
+		e := idxEntry{off: off, n: n, kind: kind, id: id}
 		if kind == kindDelete || last {
 			payload = make([]byte, n)
 			if _, err := p.f.ReadAt(payload, off+recHeaderSize); err != nil {
-				return err
+				return nil, err
 			}
 			if crc32.Checksum(payload, castagnoli) != pcrc {
 				// A record whose payload did not reach the disk before a
 				// power cut (it was not synced, so never acknowledged), or
 				// damaged since.
-				ps.damaged[id] = fmt.Sprintf("pack %s offset %d", packName(p.seq), off)
+				e.kind = kindDamaged
 				p.bad = p.bad || !last
-				off += recHeaderSize + int64(n)
-				continue
 			}
 		}
-		switch kind {
-		case kindChunk:
-			ps.setChunk(id, p, off, n, at)
-		case kindDelete:
-			d := deletion{id: id, seq: binary.LittleEndian.Uint64(payload), off: int64(binary.LittleEndian.Uint64(payload[8:]))}
-			p.dels = append(p.dels, d)
-			delete(ps.damaged, id) // its record's blocks may have been given back
-			if cur := ps.chunks[id]; cur != nil && cur.atOrBefore(d.seq, d.off) {
-				cur.p.live -= cur.recSize()
-				delete(ps.chunks, id)
-			}
+		if e.kind == kindDelete {
+			e.dseq, e.doff = binary.LittleEndian.Uint64(payload), int64(binary.LittleEndian.Uint64(payload[8:]))
 		}
+		ps.apply(p, &e, at)
+		ents = append(ents, e)
 		off += recHeaderSize + int64(n)
 	}
-	return nil
+	return ents, nil
+}
+
+// addPack makes p one of the store's packs; caller holds ps.mu or is
+// loading.
+func (ps *packSet) addPack(p *pack) {
+	p.slot = uint32(len(ps.slots))
+	ps.slots = append(ps.slots, p)
+	ps.packs[p.seq] = p
+}
+
+// at returns chunk id's location; caller holds ps.mu.
+func (ps *packSet) at(id meta.ChunkID) *loc {
+	e, ok := ps.chunks[id]
+	if !ok {
+		return nil
+	}
+	return &loc{p: ps.slots[e.pack], off: int64(e.off), n: e.n, atime: int64(e.atime)}
 }
 
 // setChunk points the map at a chunk record; caller holds ps.mu or is
 // loading.
-func (ps *packSet) setChunk(id meta.ChunkID, p *pack, off int64, n uint32, atime int64) *loc {
-	if cur := ps.chunks[id]; cur != nil {
-		cur.p.live -= cur.recSize()
+func (ps *packSet) setChunk(id meta.ChunkID, p *pack, off int64, n uint32, atime int64) {
+	if cur, ok := ps.chunks[id]; ok {
+		ps.slots[cur.pack].live -= recHeaderSize + int64(cur.n)
 	}
-	l := &loc{p: p, off: off, n: n}
-	l.atime.Store(atime)
-	ps.chunks[id] = l
-	p.live += l.recSize()
+	ps.chunks[id] = slot{pack: p.slot, off: uint32(off), n: n, atime: uint32(atime)}
+	p.live += recHeaderSize + int64(n)
 	delete(ps.damaged, id)
-	return l
 }
 
 // appendRecord writes a record to the active pack (starting a new one when
@@ -326,16 +414,21 @@ func (ps *packSet) appendRecord(kind byte, id meta.ChunkID, payload []byte) (*pa
 		}
 	}
 	p := ps.active
-	buf := make([]byte, need)
-	putRecHeader(buf, kind, id, payload)
-	copy(buf[recHeaderSize:], payload)
+	var h [recHeaderSize]byte
+	putRecHeader(h[:], kind, id, payload)
 	off := p.size
-	if _, err := p.f.WriteAt(buf, off); err != nil {
+	if err := p.f.writeRecord(h[:], payload, off); err != nil {
 		// The next record overwrites whatever part of this one was written.
 		return nil, 0, err
 	}
 	p.size += need
 	p.dirty = true
+	ps.gen++
+	e := idxEntry{off: off, n: uint32(len(payload)), kind: kind, id: id}
+	if kind == kindDelete {
+		e.dseq, e.doff = binary.LittleEndian.Uint64(payload), int64(binary.LittleEndian.Uint64(payload[8:]))
+	}
+	p.recs = append(p.recs, e)
 	return p, off, nil
 }
 
@@ -359,10 +452,14 @@ func (ps *packSet) rotate() error {
 		return fmt.Errorf("new pack: %w", err)
 	}
 	ps.nextSeq++
+	if old := ps.active; old != nil && len(old.recs) > 0 {
+		// Its index is written once its records are synced.
+		old.sealPending = true
+	}
 	p.f, p.size, p.dirty = f, packHeaderSize, true
 	ps.dirDirt = true
 	ps.mu.Lock()
-	ps.packs[seq] = p
+	ps.addPack(p)
 	ps.mu.Unlock()
 	ps.active = p
 	return nil
@@ -392,7 +489,7 @@ func (ps *packSet) put(id meta.ChunkID, sealed []byte, replace bool) error {
 func (ps *packSet) lookup(id meta.ChunkID) *loc {
 	ps.mu.RLock()
 	defer ps.mu.RUnlock()
-	return ps.chunks[id]
+	return ps.at(id)
 }
 
 // get appends chunk id to dst; found is false if the packs do not hold it.
@@ -417,8 +514,13 @@ func (ps *packSet) get(id meta.ChunkID, dst []byte, touch bool) (out []byte, fou
 		out, err = readRecord(l, id, dst)
 		l.p.mu.RUnlock()
 		if err == nil && touch {
-			if now := time.Now().Unix(); now-l.atime.Load() > 1 {
-				l.atime.Store(now)
+			if now := time.Now().Unix(); now-l.atime > 1 {
+				ps.mu.Lock()
+				if e, ok := ps.chunks[id]; ok && e.pack == l.p.slot && int64(e.off) == l.off {
+					e.atime = uint32(now)
+					ps.chunks[id] = e
+				}
+				ps.mu.Unlock()
 			}
 		}
 		return out, true, err
@@ -457,7 +559,7 @@ func (ps *packSet) remove(id meta.ChunkID) (found bool, err error) {
 	ps.wmu.Lock()
 	defer ps.wmu.Unlock()
 	ps.mu.Lock()
-	l := ps.chunks[id]
+	l := ps.at(id)
 	_, damaged := ps.damaged[id]
 	delete(ps.damaged, id)
 	ps.mu.Unlock()
@@ -473,7 +575,7 @@ func (ps *packSet) remove(id meta.ChunkID) (found bool, err error) {
 	}
 	p.dels = append(p.dels, deletion{id: id, seq: l.p.seq, off: l.off})
 	ps.mu.Lock()
-	if ps.chunks[id] == l {
+	if e, ok := ps.chunks[id]; ok && e.pack == l.p.slot && int64(e.off) == l.off {
 		delete(ps.chunks, id)
 		l.p.live -= l.recSize()
 	}
@@ -483,10 +585,12 @@ func (ps *packSet) remove(id meta.ChunkID) (found bool, err error) {
 }
 
 // sync makes every record appended so far durable: the packs written, then
-// the packs directory if a pack was created or removed.
+// the packs directory if a pack was created or removed. Concurrent syncs
+// share the work: one that finds its records in a sync under way waits for
+// it (and syncs again only if records came after it).
 func (ps *packSet) sync() error {
 	ps.wmu.Lock()
-	dirty, dirDirt := ps.takeDirty(nil)
+	target := ps.gen
 	holes := map[*pack][]hole{}
 	ps.mu.RLock()
 	for _, p := range ps.packs {
@@ -496,15 +600,30 @@ func (ps *packSet) sync() error {
 	}
 	ps.mu.RUnlock()
 	ps.wmu.Unlock()
-	// Outside wmu: appends go on while the disk syncs.
-	if err := ps.flush(dirty, dirDirt, false); err != nil {
+	ps.smu.Lock()
+	if ps.durable < target || ps.dirDirtAny() {
 		ps.wmu.Lock()
-		for p, h := range holes {
-			p.holes = append(p.holes, h...)
-		}
+		dirty, dirDirt := ps.takeDirty(nil)
+		g := ps.gen
 		ps.wmu.Unlock()
-		return err
+		// Outside wmu: appends go on while the disk syncs.
+		if err := ps.flush(dirty, dirDirt, false); err != nil {
+			ps.smu.Unlock()
+			ps.wmu.Lock()
+			for p, h := range holes {
+				p.holes = append(p.holes, h...)
+			}
+			ps.wmu.Unlock()
+			return err
+		}
+		ps.durable = g
+		// The packs that stopped taking records and are synced now get
+		// their index (synced with the next sync).
+		ps.wmu.Lock()
+		ps.sealSynced()
+		ps.wmu.Unlock()
 	}
+	ps.smu.Unlock()
 	// The deletions are durable: give the deleted chunks' disk blocks back
 	// at once (compaction rewrites the pack later). Best effort.
 	for p, hs := range holes {
@@ -517,6 +636,13 @@ func (ps *packSet) sync() error {
 		p.mu.RUnlock()
 	}
 	return nil
+}
+
+// dirDirtAny reports whether the packs directory changed since its sync.
+func (ps *packSet) dirDirtAny() bool {
+	ps.wmu.Lock()
+	defer ps.wmu.Unlock()
+	return ps.dirDirt
 }
 
 // takeDirty returns the packs written since their last sync (but skip) and
@@ -605,9 +731,9 @@ func (ps *packSet) compact() (int, error) {
 	sort.Slice(cands, func(i, j int) bool { return cands[i].seq < cands[j].seq })
 	members := map[*pack][]meta.ChunkID{}
 	ps.mu.RLock()
-	for id, l := range ps.chunks {
-		if compactable(l.p) && l.p != ps.active {
-			members[l.p] = append(members[l.p], id)
+	for id, e := range ps.chunks {
+		if p := ps.slots[e.pack]; compactable(p) && p != ps.active {
+			members[p] = append(members[p], id)
 		}
 	}
 	ps.mu.RUnlock()
@@ -647,7 +773,7 @@ func (ps *packSet) compactOne(p *pack, ids []meta.ChunkID) error {
 			return fmt.Errorf("compacting %s: %w", p.path, err)
 		}
 		ps.mu.Lock()
-		ps.setChunk(id, np, off, l.n, l.atime.Load())
+		ps.setChunk(id, np, off, l.n, l.atime)
 		ps.mu.Unlock()
 		compactStep("copied")
 	}
@@ -726,6 +852,13 @@ func (ps *packSet) stats() (packs int, size, live int64) {
 func (ps *packSet) close() error {
 	ps.wmu.Lock()
 	defer ps.wmu.Unlock()
+	if a := ps.active; a != nil && !a.dirty && len(a.recs) > 0 {
+		// Synced and taking no more records: its index spares the next
+		// open a scan.
+		a.sealPending = true
+	}
+	ps.active = nil
+	ps.sealSynced()
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	var first error

@@ -87,7 +87,11 @@ type chunkState struct {
 // put was acknowledged by a sync (and not deleted since) reads back
 // intact, that no chunk whose deletion was acknowledged comes back, that
 // any other chunk is either absent or intact, and that the store takes new
-// chunks and compacts again.
+// chunks and compacts again. The cut also comes right after a pack's index
+// is written (compactHook runs then too; the cut keeps a random part of
+// it), and the map the store loads (from the indexes that survived whole,
+// else by scanning) must be what a scan of every record gives, after the
+// cut and after a clean reopen, which reads every pack from its index.
 func TestPackPowerLoss(t *testing.T) {
 	smallPacks(t, 4096)
 	runs := powerloss.Runs(t, 150)
@@ -124,8 +128,10 @@ func packPowerLossRun(t *testing.T, seed uint64) {
 	var clone *vfs.MemFS
 	crashAt := -1 // a compaction step to crash at, if >= 0
 	compactionSteps := 0
-	compactHook = func(string) {
+	cutStage := ""
+	compactHook = func(stage string) {
 		if compactionSteps == crashAt && clone == nil {
+			cutStage = stage
 			clone = mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(60), RNG: rand.New(rand.NewPCG(seed, 12))})
 		}
 		compactionSteps++
@@ -223,6 +229,11 @@ func packPowerLossRun(t *testing.T, seed uint64) {
 		t.Fatalf("seed %d: the store does not open after the power cut: %v", seed, err)
 	}
 	defer s2.Close()
+	// What the store loaded (from the packs' indexes where they survived
+	// whole, else by scanning) is what a scan of every record gives.
+	scan, want := scanned(t, dir, vfsFS{clone})
+	sameState(t, fmt.Sprintf("seed %d after the cut", seed), stateOf(s2.packs), scan, want)
+	scan.close()
 	checkAfterCut := func(s2 *Store, when string) {
 		t.Helper()
 		for id, c := range chunks {
@@ -273,12 +284,18 @@ func packPowerLossRun(t *testing.T, seed uint64) {
 		t.Fatalf("seed %d: reopen: %v", seed, err)
 	}
 	defer s3.Close()
+	if s3.packs.scanned != 0 {
+		t.Fatalf("seed %d: after a clean close, %d packs were scanned, not read from their index", seed, s3.packs.scanned)
+	}
+	scan, want = scanned(t, dir, vfsFS{clone})
+	sameState(t, fmt.Sprintf("seed %d after compaction and reopen", seed), stateOf(s3.packs), scan, want)
+	scan.close()
 	checkAfterCut(s3, "after compaction and reopen")
 	if got, err := s3.Get(fresh, nil); err != nil || string(got) != "after the reboot" {
 		t.Fatalf("seed %d: chunk written after the reboot: %q, %v", seed, got, err)
 	}
 	if testing.Verbose() {
-		fmt.Printf("seed %d: cut at step %d of %d (compaction step %d), %d chunks\n", seed, cut, steps, crashAt, len(chunks))
+		fmt.Printf("seed %d: cut at step %d of %d (compaction or index step %d: %q), %d chunks\n", seed, cut, steps, crashAt, cutStage, len(chunks))
 	}
 }
 

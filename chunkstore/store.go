@@ -591,7 +591,7 @@ func (s *Store) Size(id meta.ChunkID) (int64, error) {
 func (s *Store) Info(id meta.ChunkID) (int64, time.Time, error) {
 	if s.packs != nil {
 		if l := s.packs.lookup(id); l != nil {
-			return int64(l.n), time.Unix(l.atime.Load(), 0), nil
+			return int64(l.n), time.Unix(l.atime, 0), nil
 		}
 		if !s.loose {
 			return 0, time.Time{}, fmt.Errorf("chunk %s: %w", id, fs.ErrNotExist)

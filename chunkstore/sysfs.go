@@ -277,6 +277,9 @@ type packFile interface {
 	io.WriterAt
 	Close() error
 	Sync() error // the data written, and the size (fdatasync)
+	// writeRecord writes a record's header and payload at off, without
+	// copying them into one buffer.
+	writeRecord(h, payload []byte, off int64) error
 	stat() (int64, time.Time, error)
 	// punch gives back the disk blocks wholly inside [off, off+n), which
 	// then read as zeroes; best effort (file systems without it keep them).
@@ -308,6 +311,34 @@ func (f vfsPack) punch(off, n int64) {
 }
 
 type osPack struct{ *os.File }
+
+func (f osPack) writeRecord(h, payload []byte, off int64) error {
+	want := len(h) + len(payload)
+	bufs := [][]byte{h, payload}
+	for want > 0 {
+		n, err := unix.Pwritev(int(f.Fd()), bufs, off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return io.ErrShortWrite
+		}
+		off += int64(n)
+		want -= n
+		for n > 0 {
+			k := min(n, len(bufs[0]))
+			bufs[0] = bufs[0][k:]
+			n -= k
+			if len(bufs[0]) == 0 {
+				bufs = bufs[1:]
+			}
+		}
+	}
+	return nil
+}
 
 func (f osPack) Sync() error {
 	for {
@@ -343,6 +374,11 @@ func (osFS) openPack(p string, create, writable bool) (packFile, error) {
 }
 
 type vfsPack struct{ vfs.File }
+
+func (f vfsPack) writeRecord(h, payload []byte, off int64) error {
+	_, err := f.WriteAt(append(append(make([]byte, 0, len(h)+len(payload)), h...), payload...), off)
+	return err
+}
 
 func (f vfsPack) stat() (int64, time.Time, error) {
 	st, err := f.Stat()

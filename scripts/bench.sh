@@ -15,7 +15,10 @@
 # (default 100000 entries) scale part 1; BENCH_TARGETS (default "plain fincrypt
 # gocryptfs") picks its targets; BENCH_SKIP_FS=1 or BENCH_SKIP_GO=1 skip a part;
 # BENCH_DIR picks the scratch directory; BENCH_STORE_PIECES scales the mediator
-# store benchmark (default 1000000).
+# store benchmark (default 1000000). The chunk store's benchmarks read
+# FINCRYPT_BENCH_CHUNKS (chunks in the store that BenchmarkStoreOpen opens,
+# default 10000; the issue's figure is 1000000) and FINCRYPT_BENCH_PUTS
+# (chunks BenchmarkPutSync writes in each format, default 10000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)

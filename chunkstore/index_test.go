@@ -1,0 +1,533 @@
+package chunkstore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/fincrypt/fincrypt/meta"
+)
+
+// packState is what opening a store built in memory: where each chunk is,
+// which records failed their checksum, and each pack's live bytes and
+// deletions.
+type packState struct {
+	chunks  map[meta.ChunkID][3]int64 // pack, offset, length
+	damaged map[meta.ChunkID]bool
+	live    map[uint64]int64
+	dels    map[uint64]int
+}
+
+func stateOf(ps *packSet) packState {
+	ps.mu.RLock()
+	defer ps.mu.RUnlock()
+	st := packState{chunks: map[meta.ChunkID][3]int64{}, damaged: map[meta.ChunkID]bool{}, live: map[uint64]int64{}, dels: map[uint64]int{}}
+	for id, l := range ps.chunks {
+		st.chunks[id] = [3]int64{int64(ps.slots[l.pack].seq), int64(l.off), int64(l.n)}
+	}
+	for id := range ps.damaged {
+		st.damaged[id] = true
+	}
+	for seq, p := range ps.packs {
+		st.live[seq] = p.live
+		st.dels[seq] = len(p.dels)
+	}
+	return st
+}
+
+// scanned loads the packs under dir read-only, scanning every record and
+// ignoring the indexes: what the store held before indexes.
+func scanned(t *testing.T, dir string, sys fileSystem) (*packSet, packState) {
+	t.Helper()
+	ps := newPackSet(filepath.Join(dir, packsDir), sys, true)
+	ps.noIndex = true
+	if err := ps.load(); err != nil {
+		t.Fatalf("scan of %s: %v", dir, err)
+	}
+	return ps, stateOf(ps)
+}
+
+// sameState fails unless the store's map (loaded from indexes) is the one
+// a scan of every record gives. A chunk record that the index marks damaged
+// (its payload failed its checksum when the pack was last scanned with
+// payloads checked) may be in the scan's map only if it does not read.
+func sameState(t *testing.T, what string, got packState, scan *packSet, want packState) {
+	t.Helper()
+	for id, w := range want.chunks {
+		g, ok := got.chunks[id]
+		if !ok && got.damaged[id] {
+			l := scan.lookup(id)
+			l.p.mu.RLock()
+			_, err := readRecord(l, id, nil)
+			l.p.mu.RUnlock()
+			if err == nil {
+				t.Fatalf("%s: chunk %s is marked damaged by the index, and reads in the scan", what, id)
+			}
+			continue
+		}
+		if g != w {
+			t.Fatalf("%s: chunk %s at %v (pack, offset, length), the scan finds it at %v", what, id, g, w)
+		}
+	}
+	for id, g := range got.chunks {
+		if _, ok := want.chunks[id]; !ok {
+			t.Fatalf("%s: chunk %s at %v is not in the scan", what, id, g)
+		}
+	}
+	for id := range want.damaged {
+		if !got.damaged[id] {
+			t.Fatalf("%s: chunk %s is damaged in the scan, not with the index", what, id)
+		}
+	}
+	if len(got.damaged) == 0 {
+		for seq, w := range want.live {
+			if got.live[seq] != w || got.dels[seq] != want.dels[seq] {
+				t.Fatalf("%s: pack %d: %d live bytes and %d deletions, the scan finds %d and %d", what, seq, got.live[seq], got.dels[seq], w, want.dels[seq])
+			}
+		}
+	}
+}
+
+// indexWorkload fills a store with small packs holding chunks, chunks
+// replaced by a later copy (fetched again), and deletions of chunks in
+// older packs, and returns what it should hold.
+func indexWorkload(t *testing.T, s *Store, rng *rand.Rand) (live map[meta.ChunkID][]byte, deleted map[meta.ChunkID]bool) {
+	t.Helper()
+	live, deleted = map[meta.ChunkID][]byte{}, map[meta.ChunkID]bool{}
+	var order []meta.ChunkID
+	for i := range 400 {
+		id := NewID()
+		b := randBytes(rng, 50+rng.IntN(700))
+		if err := s.Put(id, b); err != nil {
+			t.Fatal(err)
+		}
+		live[id] = b
+		order = append(order, id)
+		if i%7 == 6 {
+			victim := order[rng.IntN(len(order))]
+			if _, ok := live[victim]; ok {
+				if err := s.Delete(victim); err != nil {
+					t.Fatal(err)
+				}
+				deleted[victim] = true
+				if rng.IntN(2) == 0 {
+					// Evicted, then fetched again: a newer copy.
+					b := live[victim]
+					if err := s.Put(victim, b); err != nil {
+						t.Fatal(err)
+					}
+					delete(deleted, victim)
+				} else {
+					delete(live, victim)
+				}
+			}
+		}
+		if i%50 == 49 {
+			if err := s.Sync(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	return live, deleted
+}
+
+func checkDeleted(t *testing.T, s *Store, deleted map[meta.ChunkID]bool) {
+	t.Helper()
+	for id := range deleted {
+		if _, err := s.Get(id, nil); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("deleted chunk %s: %v, want ErrNotFound", id, err)
+		}
+	}
+}
+
+// TestPackIndex: a store reopened after a clean close reads every pack's
+// index and scans no record, and what it loads is exactly what a scan of
+// every record gives (chunks, newer copies, deletions across packs, live
+// bytes); a store whose packs have no index (written before indexes) opens
+// by scanning them, gives each its index, and the next open reads those.
+func TestPackIndex(t *testing.T) {
+	smallPacks(t, 8<<10)
+	rng := rand.New(rand.NewPCG(7, 8))
+	dir := filepath.Join(t.TempDir(), "store")
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, deleted := indexWorkload(t, s, rng)
+	s.Close()
+	npacks := len(packFiles(t, dir))
+	if npacks < 10 {
+		t.Fatalf("only %d packs", npacks)
+	}
+	s2, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2.packs.scanned != 0 || s2.packs.indexed != npacks {
+		t.Fatalf("after a clean close: %d packs read from their index and %d scanned, want %d and 0", s2.packs.indexed, s2.packs.scanned, npacks)
+	}
+	checkAll(t, s2, live)
+	checkDeleted(t, s2, deleted)
+	scan, want := scanned(t, dir, osFS{})
+	sameState(t, "indexed", stateOf(s2.packs), scan, want)
+	scan.close()
+	s2.Close()
+
+	// The same store as a fincrypt before indexes left it: no index.
+	for _, p := range packFiles(t, dir) {
+		stripIndex(t, p)
+	}
+	s3, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s3.packs.indexed != 0 || s3.packs.scanned != npacks {
+		t.Fatalf("packs without an index: %d read from an index, %d scanned, want 0 and %d", s3.packs.indexed, s3.packs.scanned, npacks)
+	}
+	checkAll(t, s3, live)
+	checkDeleted(t, s3, deleted)
+	if err := s3.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	s3.Close()
+	s4, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s4.Close()
+	if s4.packs.scanned != 0 {
+		t.Fatalf("the indexes written at the open before are not read: %d packs scanned", s4.packs.scanned)
+	}
+	checkAll(t, s4, live)
+	checkDeleted(t, s4, deleted)
+	scan, want = scanned(t, dir, osFS{})
+	sameState(t, "indexes written at open", stateOf(s4.packs), scan, want)
+	scan.close()
+}
+
+// indexAt returns the offset of pack p's index record (p must have one).
+func indexAt(t *testing.T, path string) (at, size int64) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := b[len(b)-idxTrailerSize:]
+	if string(tr[:8]) != idxMagic {
+		t.Fatalf("%s has no index", path)
+	}
+	return int64(binary.LittleEndian.Uint64(tr[8:])), int64(len(b))
+}
+
+// stripIndex cuts a pack's index off, as packs were before indexes.
+func stripIndex(t *testing.T, path string) {
+	t.Helper()
+	at, _ := indexAt(t, path)
+	if err := os.Truncate(path, at); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rewriteIndex lets edit change an index payload (entries and trailer),
+// then makes the index claim this pack (its number, the trailer's record
+// offset) and fixes its checksums, as a writer with a bug would leave it:
+// only the structure checks and the pack's records can refuse it.
+func rewriteIndex(t *testing.T, path string, edit func(pl []byte)) {
+	t.Helper()
+	at, _ := indexAt(t, path)
+	b, _ := os.ReadFile(path)
+	rec := b[at:]
+	pl := rec[recHeaderSize:]
+	edit(pl)
+	tr := pl[len(pl)-idxTrailerSize:]
+	binary.LittleEndian.PutUint64(tr[8:], uint64(at))
+	binary.LittleEndian.PutUint32(tr[20:], crc32.Checksum(tr[:20], castagnoli))
+	var hid meta.ChunkID
+	copy(hid[:], rec[8:24])
+	binary.LittleEndian.PutUint64(hid[:], packSeq(t, path))
+	putRecHeader(rec, kindIndex, hid, pl)
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPackIndexDamaged: an index that is torn, damaged, another pack's, or
+// wrong about its pack is never used: the pack is scanned, every chunk reads
+// back and no deleted chunk returns (the map is what a scan gives), and
+// the pack gets a good index that the next open reads.
+func TestPackIndexDamaged(t *testing.T) {
+	smallPacks(t, 8<<10)
+	type damage struct {
+		name string
+		do   func(t *testing.T, path, other string)
+	}
+	flipAt := func(t *testing.T, path string, off int64) {
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		b := []byte{0}
+		f.ReadAt(b, off)
+		b[0] ^= 0x10
+		f.WriteAt(b, off)
+	}
+	damages := []damage{
+		{"entry offset", func(t *testing.T, path, _ string) {
+			// One entry points at the next chunk record: the index's
+			// checksum no longer matches.
+			at, _ := indexAt(t, path)
+			b, _ := os.ReadFile(path)
+			pl := b[at+recHeaderSize:]
+			o1 := binary.LittleEndian.Uint64(pl[idxEntrySize:])
+			binary.LittleEndian.PutUint64(pl, o1)
+			os.WriteFile(path, b, 0o600)
+		}},
+		{"middle entry offset, checksums fixed", func(t *testing.T, path, _ string) {
+			// A middle entry points at the next record, checksummed:
+			// the entries overlap.
+			rewriteIndex(t, path, func(pl []byte) {
+				e := entries(pl)
+				k := len(e) / 2
+				copy(pl[e[k]:e[k]+8], pl[e[k+1]:e[k+1]+8])
+			})
+		}},
+		{"entry past the records, checksums fixed", func(t *testing.T, path, _ string) {
+			rewriteIndex(t, path, func(pl []byte) {
+				e := pl[len(pl)-idxTrailerSize-idxEntrySize:]
+				binary.LittleEndian.PutUint64(e, binary.LittleEndian.Uint64(e)+100)
+			})
+		}},
+		{"first entry's id, checksums fixed", func(t *testing.T, path, _ string) {
+			rewriteIndex(t, path, func(pl []byte) { pl[20] ^= 1 })
+		}},
+		{"last entry's length, checksums fixed", func(t *testing.T, path, _ string) {
+			rewriteIndex(t, path, func(pl []byte) {
+				e := entries(pl)
+				o := e[len(e)-1]
+				binary.LittleEndian.PutUint32(pl[o+8:], binary.LittleEndian.Uint32(pl[o+8:])-1)
+			})
+		}},
+		{"entry count, checksums fixed", func(t *testing.T, path, _ string) {
+			rewriteIndex(t, path, func(pl []byte) {
+				tr := pl[len(pl)-idxTrailerSize:]
+				binary.LittleEndian.PutUint32(tr[16:], binary.LittleEndian.Uint32(tr[16:])-1)
+			})
+		}},
+		{"flipped id", func(t *testing.T, path, _ string) {
+			at, _ := indexAt(t, path)
+			flipAt(t, path, at+recHeaderSize+20)
+		}},
+		{"flipped id in a middle entry", func(t *testing.T, path, _ string) {
+			at, _ := indexAt(t, path)
+			b, _ := os.ReadFile(path)
+			e := entries(b[at+recHeaderSize:])
+			flipAt(t, path, at+recHeaderSize+int64(e[len(e)/2])+20)
+		}},
+		{"flipped trailer", func(t *testing.T, path, _ string) {
+			_, size := indexAt(t, path)
+			flipAt(t, path, size-10)
+		}},
+		{"torn", func(t *testing.T, path, _ string) {
+			at, size := indexAt(t, path)
+			os.Truncate(path, at+(size-at)/2)
+		}},
+		{"zeroed block", func(t *testing.T, path, _ string) {
+			// A block of the index lost in a power cut, its trailer kept.
+			at, _ := indexAt(t, path)
+			f, _ := os.OpenFile(path, os.O_RDWR, 0)
+			f.WriteAt(make([]byte, 64), at+recHeaderSize+8)
+			f.Close()
+		}},
+		{"appended after", func(t *testing.T, path, _ string) {
+			f, _ := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+			f.Write(make([]byte, 40))
+			f.Close()
+		}},
+		{"another pack's index", func(t *testing.T, path, other string) {
+			// The index of the pack after it, in place of its own: it
+			// names another pack.
+			at, _ := indexAt(t, other)
+			b, _ := os.ReadFile(other)
+			stripIndex(t, path)
+			f, _ := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+			f.Write(b[at:])
+			f.Close()
+		}},
+		{"another pack's index, renumbered", func(t *testing.T, path, other string) {
+			// As above, made to claim this pack, checksums fixed: its
+			// entries do not match the records.
+			at, _ := indexAt(t, other)
+			b, _ := os.ReadFile(other)
+			stripIndex(t, path)
+			f, _ := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+			f.Write(b[at:])
+			f.Close()
+			rewriteIndex(t, path, func([]byte) {})
+		}},
+	}
+	for i, d := range damages {
+		t.Run(d.name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(9, uint64(i)))
+			dir := filepath.Join(t.TempDir(), "store")
+			s, err := Open(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			live, deleted := indexWorkload(t, s, rng)
+			s.Close()
+			packs := packFiles(t, dir)
+			victim := len(packs) / 2
+			d.do(t, packs[victim], packs[victim+1])
+			s2, err := Open(dir)
+			if err != nil {
+				t.Fatalf("store with a damaged index: %v", err)
+			}
+			if s2.packs.scanned != 1 || s2.packs.indexed != len(packs)-1 {
+				t.Fatalf("%d packs scanned, %d read from their index, want 1 and %d", s2.packs.scanned, s2.packs.indexed, len(packs)-1)
+			}
+			checkAll(t, s2, live)
+			checkDeleted(t, s2, deleted)
+			scan, want := scanned(t, dir, osFS{})
+			sameState(t, "damaged index", stateOf(s2.packs), scan, want)
+			scan.close()
+			if err := s2.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			s2.Close()
+			s3, err := Open(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s3.Close()
+			if s3.packs.scanned != 0 {
+				t.Fatalf("the damaged index was not replaced: %d packs scanned", s3.packs.scanned)
+			}
+			checkAll(t, s3, live)
+			checkDeleted(t, s3, deleted)
+		})
+	}
+}
+
+// entries returns where each entry of an index payload starts.
+func entries(pl []byte) []int {
+	var out []int
+	for o := 0; o < len(pl)-idxTrailerSize; {
+		out = append(out, o)
+		if pl[o+12] == kindDelete {
+			o += idxDelSize
+		} else {
+			o += idxEntrySize
+		}
+	}
+	return out
+}
+
+func packSeq(t *testing.T, path string) uint64 {
+	t.Helper()
+	var seq uint64
+	if _, err := fmt.Sscanf(filepath.Base(path), "%016x.pack", &seq); err != nil {
+		t.Fatal(err)
+	}
+	return seq
+}
+
+// blockingSyncFS holds the first Sync of a pack until released.
+type blockingSyncFS struct {
+	vfs.FS
+	once     sync.Once
+	entered  chan struct{}
+	released chan struct{}
+}
+
+type blockingSyncFile struct {
+	vfs.File
+	fs *blockingSyncFS
+}
+
+func (b *blockingSyncFS) OpenReadWrite(name string, cat vfs.DiskWriteCategory, opts ...vfs.OpenOption) (vfs.File, error) {
+	f, err := b.FS.OpenReadWrite(name, cat, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return blockingSyncFile{f, b}, nil
+}
+
+func (f blockingSyncFile) Sync() error {
+	first := false
+	f.fs.once.Do(func() { first = true })
+	if first {
+		close(f.fs.entered)
+		<-f.fs.released
+	}
+	return f.File.Sync()
+}
+
+// TestSyncWaitsForSyncUnderWay: two chunks put, the first fsync (or the
+// background sync that frees deleted chunks) starts syncing the pack, and a
+// second fsync for the other chunk comes while that sync is under way: it
+// must not return before the chunk is on the disk (it found nothing left
+// to sync, since the first sync took the pack, and returned at once).
+func TestSyncWaitsForSyncUnderWay(t *testing.T) {
+	mem := newMem(t)
+	bfs := &blockingSyncFS{FS: mem, entered: make(chan struct{}), released: make(chan struct{})}
+	s, err := OpenFS("/vault/store", bfs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	a, b := NewID(), NewID()
+	if err := s.Put(a, []byte("first file")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(b, []byte("second file")); err != nil {
+		t.Fatal(err)
+	}
+	firstDone := make(chan error, 1)
+	go func() { firstDone <- s.SyncIDs([]meta.ChunkID{a}) }()
+	<-bfs.entered
+	secondDone := make(chan error, 1)
+	go func() { secondDone <- s.SyncIDs([]meta.ChunkID{b}) }()
+	var clone *vfs.MemFS
+	select {
+	case err := <-secondDone:
+		// Returned while the first sync is held: what is on the disk now
+		// is all a power cut would leave.
+		if err != nil {
+			t.Fatal(err)
+		}
+		clone = mem.CrashClone(vfs.CrashCloneCfg{})
+		close(bfs.released)
+	case <-time.After(2 * time.Second):
+		// Waiting, as it should: let the first sync finish.
+		close(bfs.released)
+		if err := <-secondDone; err != nil {
+			t.Fatal(err)
+		}
+		clone = mem.CrashClone(vfs.CrashCloneCfg{})
+	}
+	if err := <-firstDone; err != nil {
+		t.Fatal(err)
+	}
+	s2, err := OpenFS("/vault/store", clone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if got, err := s2.Get(b, nil); err != nil || !bytes.Equal(got, []byte("second file")) {
+		t.Fatalf("a chunk whose sync returned is lost in a power cut: %q, %v", got, err)
+	}
+}
