@@ -19,10 +19,7 @@ import (
 // after the "reboot" that everything acknowledged is there and that no
 // period record counts twice.
 func TestPowerLossStore(t *testing.T) {
-	runs := powerloss.Runs(t, powerloss.DefaultRuns)
-	for seed := 0; seed < runs; seed++ {
-		powerLossStore(t, uint64(seed))
-	}
+	powerloss.Seeds(t, powerloss.DefaultRuns, func(seed uint64) { powerLossStore(t, seed) })
 }
 
 // openCutStore opens the mediator's store on fs.

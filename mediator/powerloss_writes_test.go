@@ -20,10 +20,7 @@ import (
 // back (a released segment back in the store would be charged and
 // challenged again).
 func TestPowerLossStoreEveryWrite(t *testing.T) {
-	runs := powerloss.Runs(t, powerloss.DefaultRuns)
-	for seed := 0; seed < runs; seed++ {
-		powerLossEveryWrite(t, uint64(seed))
-	}
+	powerloss.Seeds(t, powerloss.DefaultRuns, func(seed uint64) { powerLossEveryWrite(t, seed) })
 }
 
 func powerLossEveryWrite(t *testing.T, seed uint64) {

@@ -15,10 +15,7 @@ import (
 // disk and unpaid. Seeded puts and deletes, each run cut after its last
 // delete; after the "reboot" every deleted piece is gone and released.
 func TestPowerLossKeepsReleases(t *testing.T) {
-	runs := powerloss.Runs(t, powerloss.DefaultRuns)
-	for seed := 0; seed < runs; seed++ {
-		powerLossReleases(t, uint64(seed))
-	}
+	powerloss.Seeds(t, powerloss.DefaultRuns, func(seed uint64) { powerLossReleases(t, seed) })
 }
 
 func powerLossReleases(t *testing.T, seed uint64) {

@@ -22,10 +22,7 @@ import (
 // whose upload was acknowledged is there, indexed and byte-identical, and
 // that no acknowledged deletion came back.
 func TestPowerLossPieceStore(t *testing.T) {
-	runs := powerloss.Runs(t, powerloss.DefaultRuns)
-	for seed := 0; seed < runs; seed++ {
-		powerLossPieces(t, uint64(seed))
-	}
+	powerloss.Seeds(t, powerloss.DefaultRuns, func(seed uint64) { powerLossPieces(t, seed) })
 }
 
 // openCutPieces opens a node's piece store on fs.

@@ -5,94 +5,21 @@ package main
 // every snapshot from the password alone after the home is gone.
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/fincrypt/fincrypt/internal/treetest"
 )
-
-// backupTree describes every entry under root: type, mode, mtime, size,
-// contents (hashed), symlink target, user xattrs and hard link group.
-func backupTree(t *testing.T, root string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	inodes := map[uint64]string{}
-	var paths []string
-	filepath.WalkDir(root, func(p string, _ fs.DirEntry, err error) error {
-		if err != nil {
-			t.Fatalf("walking %s: %v", root, err)
-		}
-		paths = append(paths, p)
-		return nil
-	})
-	sort.Strings(paths)
-	for _, p := range paths {
-		rel, _ := filepath.Rel(root, p)
-		if rel == "." {
-			continue
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		st := fi.Sys().(*syscall.Stat_t)
-		d := fmt.Sprintf("%v mtime=%d", fi.Mode(), st.Mtim.Nano())
-		switch {
-		case fi.Mode().IsRegular():
-			b, err := os.ReadFile(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			h := sha256.Sum256(b)
-			d += fmt.Sprintf(" size=%d sha=%s", len(b), hex.EncodeToString(h[:8]))
-			if st.Nlink > 1 {
-				if _, ok := inodes[st.Ino]; !ok {
-					inodes[st.Ino] = rel
-				}
-				d += " link=" + inodes[st.Ino]
-			}
-		case fi.Mode()&fs.ModeSymlink != 0:
-			target, _ := os.Readlink(p)
-			d = fmt.Sprintf("symlink -> %s mtime=%d", target, st.Mtim.Nano())
-		}
-		if v := make([]byte, 64); true {
-			if n, err := unix.Lgetxattr(p, "user.tag", v); err == nil {
-				d += " xattr=" + string(v[:n])
-			}
-		}
-		out[rel] = d
-	}
-	return out
-}
-
-func sameTree(t *testing.T, what string, got, want map[string]string) {
-	t.Helper()
-	for k, w := range want {
-		if got[k] != w {
-			t.Errorf("%s: %s is %q, want %q", what, k, got[k], w)
-		}
-	}
-	for k := range got {
-		if _, ok := want[k]; !ok {
-			t.Errorf("%s: %s was not in the source", what, k)
-		}
-	}
-	if t.Failed() {
-		t.FailNow()
-	}
-}
 
 // fillSource writes n seeded files of size bytes (and a few other kinds of
 // entry) under dir, with seed picking their contents.
@@ -226,7 +153,7 @@ func TestBackupCommands(t *testing.T) {
 	if err := unix.Setxattr(filepath.Join(src, "d0/f000.bin"), "user.tag", []byte("kept"), 0); err != nil {
 		t.Fatalf("xattrs: %v", err)
 	}
-	want := backupTree(t, src)
+	want := treetest.Describe(t, src)
 	for k := range want {
 		if strings.HasPrefix(k, "cache") || k == "skip.tmp" || k == "fifo" {
 			delete(want, k)
@@ -274,7 +201,7 @@ func TestBackupCommands(t *testing.T) {
 	}
 	target := filepath.Join(base, "restored")
 	restoreSnapshot(t, home, pw, rep.Snapshot[:5], target)
-	sameTree(t, "restore", backupTree(t, filepath.Join(target, src)), want)
+	treetest.Same(t, "restore", treetest.Describe(t, filepath.Join(target, src)), want)
 	assertUserError(t, fincrypt(t, nil, "--home", home, "restore", "--password-file", pw, "--snapshot", rep.Snapshot, "--target", target), exitUsage, "--overwrite")
 	assertUserError(t, fincrypt(t, nil, "--home", home, "restore", "--password-file", pw, "--snapshot", "ffffffffff", "--target", target), exitNotFound, "no such snapshot")
 	assertUserError(t, fincrypt(t, nil, "--home", home, "restore", "--password-file", pw, "--snapshot", "latest", "--path", "/not/there", "--target", target), exitNotFound, "not in snapshot")

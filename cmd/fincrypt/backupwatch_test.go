@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fincrypt/fincrypt/internal/treetest"
 	"github.com/fincrypt/fincrypt/replicate"
 )
 
@@ -18,38 +19,78 @@ import (
 type watcherProc struct {
 	cmd   *exec.Cmd
 	home  string
-	snaps chan string
-	done  chan error
+	log   string // its stderr
+	snaps chan watcherSnap
+	done  chan struct{} // closed once it exited, with err
+	err   error
 }
 
-func startWatcher(t *testing.T, home, pw, base string) *watcherProc {
+// watcherSnap is a snapshot the watcher reported, with its count of files.
+type watcherSnap struct{ id, files string }
+
+// startWatcher starts `backup watch` on home (settling changes for 200ms, no periodic
+// rescan, and with a network uploading within 1s and backing the index up 1s after) with
+// extra flags; it is killed when the test ends.
+func startWatcher(t *testing.T, home, pw, base string, extra ...string) *watcherProc {
 	t.Helper()
-	cmd := exec.Command(binPath, "--home", home, "backup", "watch", "--password-file", pw, "--settle", "200ms", "--rescan", "1h",
-		"--flush-after", "1s", "--snapshot-delay", "1s")
+	args := append([]string{"--home", home, "backup", "watch", "--password-file", pw, "--settle", "200ms", "--rescan", "1h",
+		"--flush-after", "1s", "--snapshot-delay", "1s"}, extra...)
+	cmd := exec.Command(binPath, args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + base}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	logf, _ := os.Create(filepath.Join(base, "watch.log"))
+	w := &watcherProc{cmd: cmd, home: home, log: filepath.Join(base, "watch.log"), snaps: make(chan watcherSnap, 100), done: make(chan struct{})}
+	logf, _ := os.Create(w.log)
 	cmd.Stderr = logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	w := &watcherProc{cmd: cmd, home: home, snaps: make(chan string, 100), done: make(chan error, 1)}
-	re := regexp.MustCompile(`snapshot (\S+):`)
+	re := regexp.MustCompile(`snapshot (\S+): (\d+) files`)
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			if m := re.FindStringSubmatch(sc.Text()); m != nil {
-				w.snaps <- m[1]
+				w.snaps <- watcherSnap{m[1], m[2]}
 			}
 		}
-		w.done <- cmd.Wait()
+		w.err = cmd.Wait()
 		logf.Close()
+		close(w.done)
 	}()
-	t.Cleanup(func() { cmd.Process.Kill() })
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		w.stopped(t, 30*time.Second)
+	})
 	return w
+}
+
+// stopped waits, at most bound, for the watcher to exit, and returns how it exited.
+func (w *watcherProc) stopped(t *testing.T, bound time.Duration) error {
+	t.Helper()
+	select {
+	case <-w.done:
+		return w.err
+	case <-time.After(bound):
+		t.Errorf("the watcher did not exit within %v", bound)
+		return nil
+	}
+}
+
+// next waits, at most bound, for the watcher's next snapshot.
+func (w *watcherProc) next(t *testing.T, what string, bound time.Duration) watcherSnap {
+	t.Helper()
+	select {
+	case s := <-w.snaps:
+		return s
+	case <-w.done:
+		log, _ := os.ReadFile(w.log)
+		t.Fatalf("%s: the watcher exited: %v\n%s", what, w.err, log)
+	case <-time.After(bound):
+		t.Fatalf("%s: no snapshot within %v", what, bound)
+	}
+	return watcherSnap{}
 }
 
 // settled waits for at least one new snapshot, then until none came for a while and the
@@ -58,14 +99,7 @@ func startWatcher(t *testing.T, home, pw, base string) *watcherProc {
 // snapshot and how long after it became durable.
 func (w *watcherProc) settled(t *testing.T, what string) (string, time.Duration) {
 	t.Helper()
-	var last string
-	select {
-	case last = <-w.snaps:
-	case err := <-w.done:
-		t.Fatalf("%s: the watcher exited: %v", what, err)
-	case <-time.After(60 * time.Second):
-		t.Fatalf("%s: no snapshot within 60s", what)
-	}
+	last := w.next(t, what, 60*time.Second).id
 	const quiet, bound = 3 * time.Second, 60 * time.Second
 	at := time.Now()
 	durable := time.Duration(-1)
@@ -75,8 +109,8 @@ func (w *watcherProc) settled(t *testing.T, what string) (string, time.Duration)
 	defer poll.Stop()
 	for {
 		select {
-		case last = <-w.snaps:
-			at, durable = time.Now(), -1
+		case s := <-w.snaps:
+			last, at, durable = s.id, time.Now(), -1
 			quietT.Reset(quiet)
 		case <-quietT.C:
 			if durable >= 0 {
@@ -127,7 +161,7 @@ func TestBackupWatch(t *testing.T) {
 		id, durable := w.settled(t, what)
 		t.Logf("%s: snapshot %s, durable on the network %v after it was made (%v after the change, 3s quiet included)",
 			what, id, durable.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
-		want[id] = backupTree(t, src)
+		want[id] = treetest.Describe(t, src)
 		return id
 	}
 	step("first pass", func() {})
@@ -178,24 +212,19 @@ func TestBackupWatch(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	w.cmd.Process.Signal(syscall.SIGKILL)
-	<-w.done
+	w.stopped(t, 60*time.Second)
 	w = startWatcher(t, home, pw, base)
 	step("restart after kill -9", func() {})
 
 	w.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-w.done:
-		if err != nil {
-			t.Fatalf("the watcher on SIGTERM: %v", err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("the watcher did not stop on SIGTERM")
+	if err := w.stopped(t, 60*time.Second); err != nil {
+		t.Fatalf("the watcher on SIGTERM: %v", err)
 	}
 	n.restoreInto(t, home, acct, pw)
 	for id, tree := range want {
 		dst := filepath.Join(base, "r-"+id)
 		restoreSnapshot(t, home, pw, id, dst, "--sync-timeout", "60s")
-		sameTree(t, "snapshot "+id, backupTree(t, filepath.Join(dst, src)), tree)
+		treetest.Same(t, "snapshot "+id, treetest.Describe(t, filepath.Join(dst, src)), tree)
 	}
 	(&vaultEnv{home: home, pw: pw}).check(t)
 }

@@ -29,3 +29,11 @@ func Runs(t testing.TB, def int) int {
 	}
 	return n
 }
+
+// Seeds calls run with each seed, 0 to Runs(t, def)-1.
+func Seeds(t testing.TB, def int, run func(seed uint64)) {
+	t.Helper()
+	for seed := range Runs(t, def) {
+		run(uint64(seed))
+	}
+}
