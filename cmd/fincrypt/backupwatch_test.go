@@ -25,8 +25,12 @@ type watcherProc struct {
 	err   error
 }
 
-// watcherSnap is a snapshot the watcher reported, with its count of files.
-type watcherSnap struct{ id, files string }
+// watcherSnap is a pass the watcher reported: the snapshot it recorded with its count of
+// files, or (same) that it had nothing to keep; changed is how many changed paths it had.
+type watcherSnap struct {
+	id, files, changed string
+	same               bool
+}
 
 // startWatcher starts `backup watch` on home (settling changes for 200ms, no periodic
 // rescan, and with a network uploading within 1s and backing the index up 1s after) with
@@ -47,12 +51,15 @@ func startWatcher(t *testing.T, home, pw, base string, extra ...string) *watcher
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	re := regexp.MustCompile(`snapshot (\S+): (\d+) files`)
+	re := regexp.MustCompile(`snapshot (\S+): (\d+) files.*\((\d+) changed paths\)`)
+	same := regexp.MustCompile(`no change to keep \((\d+) changed paths`)
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			if m := re.FindStringSubmatch(sc.Text()); m != nil {
-				w.snaps <- watcherSnap{m[1], m[2]}
+				w.snaps <- watcherSnap{id: m[1], files: m[2], changed: m[3]}
+			} else if m := same.FindStringSubmatch(sc.Text()); m != nil {
+				w.snaps <- watcherSnap{changed: m[1], same: true}
 			}
 		}
 		w.err = cmd.Wait()
@@ -99,7 +106,11 @@ func (w *watcherProc) next(t *testing.T, what string, bound time.Duration) watch
 // snapshot and how long after it became durable.
 func (w *watcherProc) settled(t *testing.T, what string) (string, time.Duration) {
 	t.Helper()
-	last := w.next(t, what, 60*time.Second).id
+	first := w.next(t, what, 60*time.Second)
+	for first.same {
+		first = w.next(t, what, 60*time.Second)
+	}
+	last := first.id
 	const quiet, bound = 3 * time.Second, 60 * time.Second
 	at := time.Now()
 	durable := time.Duration(-1)
@@ -110,6 +121,9 @@ func (w *watcherProc) settled(t *testing.T, what string) (string, time.Duration)
 	for {
 		select {
 		case s := <-w.snaps:
+			if s.same {
+				continue
+			}
 			last, at, durable = s.id, time.Now(), -1
 			quietT.Reset(quiet)
 		case <-quietT.C:
@@ -264,5 +278,51 @@ func TestMountWatchesBackups(t *testing.T) {
 	restoreSnapshot(t, v.home, v.pw, after[len(after)-1].ID, dst)
 	if b, err := os.ReadFile(filepath.Join(dst, src, "later.txt")); err != nil || string(b) != "written while mounted" {
 		t.Fatalf("the change is not in the latest snapshot: %q, %v", b, err)
+	}
+}
+
+// TestWatchSkipsExcludedFolders: the watcher leaves out what the pass leaves out (a folder a
+// .fincryptignore names, a pattern there, a folder holding a CACHEDIR.TAG, an --exclude): changes
+// there start no pass, and the next pass has only the real change. A folder the ignore file stops
+// naming is watched from then on.
+func TestWatchSkipsExcludedFolders(t *testing.T) {
+	base := t.TempDir()
+	home, pw := filepath.Join(base, "home"), writePassword(t, "pw")
+	if r := fincrypt(t, nil, "--home", home, "init", "--password-file", pw); r.code != 0 {
+		t.Fatalf("init: %+v", r)
+	}
+	src := filepath.Join(base, "src")
+	sh(t, base, `mkdir -p src/build/obj src/cache src/keep
+		echo a > src/keep/a; printf 'build\n*.tmp\n' > src/.fincryptignore
+		echo 1 > src/build/1; echo 2 > src/build/obj/2
+		printf 'Signature: 8a477f597d28d172789f06886806bc55' > src/cache/CACHEDIR.TAG; echo c > src/cache/c`)
+	if r := fincrypt(t, nil, "--home", home, "backup", "add", "--password-file", pw, src); r.code != 0 {
+		t.Fatalf("backup add: %+v", r)
+	}
+	w := startWatcher(t, home, pw, base, "--exclude", "*.log")
+	first := w.next(t, "the first pass", 2*time.Minute)
+	if first.same || first.files != "2" { // keep/a and .fincryptignore
+		t.Fatalf("the first pass: %+v, want 2 files", first)
+	}
+	// Changes in what is left out, then one real change.
+	sh(t, src, `for i in 1 2 3; do echo $i >> build/1; mkdir -p build/new$i; echo $i > build/new$i/f
+		echo $i >> cache/c; mkdir -p cache/sub$i; echo $i > cache/sub$i/f
+		echo $i > scratch$i.tmp; echo $i >> keep/app.log; done
+		echo m > keep/marker`)
+	got := w.next(t, "the real change", 2*time.Minute)
+	if got.same || got.changed != "1" || got.files != "3" { // keep/marker too
+		log, _ := os.ReadFile(w.log)
+		t.Fatalf("after changes in excluded folders and one real change: %+v, want one pass of the one changed path (3 files)\n%s", got, log)
+	}
+	// build/ is no longer ignored: its files join the backup, and a change there is seen.
+	os.WriteFile(filepath.Join(src, ".fincryptignore"), []byte("*.tmp\n"), 0o644)
+	got = w.next(t, "the ignore file changed", 2*time.Minute)
+	if got.same || got.files != "8" { // and build/1, build/obj/2, build/new1..3/f
+		t.Fatalf("after build/ stopped being ignored: %+v, want 8 files", got)
+	}
+	os.WriteFile(filepath.Join(src, "build/obj/late"), []byte("late"), 0o644)
+	got = w.next(t, "a change in the folder no longer ignored", 2*time.Minute)
+	if got.same || got.changed != "1" || got.files != "9" {
+		t.Fatalf("a change in build/ once it is no longer ignored: %+v, want one changed path, 9 files", got)
 	}
 }
