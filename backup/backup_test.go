@@ -312,13 +312,8 @@ func TestExcludesIgnoreFilesAndCaches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap, _ := FindSnapshot(repo.Index, rep.Snapshot)
-	target := t.TempDir()
-	if _, err := Restore(context.Background(), repo, snap, RestoreOptions{Target: target}); err != nil {
-		t.Fatal(err)
-	}
 	var got []string
-	for p := range treetest.Describe(t, filepath.Join(target, src)) {
+	for p := range restored(t, repo, rep.Snapshot, src) {
 		got = append(got, p)
 	}
 	sort.Strings(got)

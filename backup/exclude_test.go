@@ -49,12 +49,7 @@ func TestExcluderAgreesWithThePass(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap, _ := FindSnapshot(repo.Index, rep.Snapshot)
-	target := t.TempDir()
-	if _, err := Restore(context.Background(), repo, snap, RestoreOptions{Target: target}); err != nil {
-		t.Fatal(err)
-	}
-	kept := treetest.Describe(t, filepath.Join(target, src))
+	kept := restored(t, repo, rep.Snapshot, src)
 	ex := NewExcluder([]string{src}, opt)
 	excluded := 0
 	filepath.WalkDir(src, func(p string, _ fs.DirEntry, err error) error {
@@ -93,4 +88,19 @@ func TestExcluderAgreesWithThePass(t *testing.T) {
 	if ex.Excluded(filepath.Join(src, "cache/blob")) {
 		t.Fatal("a folder whose CACHEDIR.TAG was removed is still excluded")
 	}
+}
+
+// restored restores snapshot id into a new directory and describes what it
+// holds of src.
+func restored(t *testing.T, repo Repo, id, src string) map[string]string {
+	t.Helper()
+	snap, err := FindSnapshot(repo.Index, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := t.TempDir()
+	if _, err := Restore(context.Background(), repo, snap, RestoreOptions{Target: target}); err != nil {
+		t.Fatal(err)
+	}
+	return treetest.Describe(t, filepath.Join(target, src))
 }

@@ -342,6 +342,30 @@ func TestBackupKill9(t *testing.T) {
 // network (the second while mounted, in the mount process): restore by
 // password brings back both snapshots, and the oldest restores from the
 // storage nodes.
+// mountedRunShowsProgress runs `backup run --json` on a mounted vault (the pass runs in the
+// mount) and checks that it shows the pass's progress as it goes, as on an unmounted vault:
+// a first line before the pass was done, and the totals of the mount's counting walk.
+func mountedRunShowsProgress(t *testing.T, home, pw string) backupReport {
+	t.Helper()
+	r := fincrypt(t, nil, "--home", home, "backup", "run", "--password-file", pw, "--json")
+	if r.code != 0 {
+		t.Fatalf("backup run in the mount: %+v", r)
+	}
+	sum := progressLines(t, "backup run --json in the mount", r.stdout)
+	var rep backupReport
+	if err := json.Unmarshal(sum.Result, &rep); err != nil {
+		t.Fatalf("backup run in the mount: the summary's result %s: %v", sum.Result, err)
+	}
+	var first progressSummary
+	line, _, _ := strings.Cut(r.stdout, "\n")
+	json.Unmarshal([]byte(line), &first)
+	if sum.lines == 0 || first.Files >= sum.Files || sum.Files != int64(rep.Files) || sum.TotalFiles != sum.Files || sum.TotalBytes != int64(rep.TotalBytes) {
+		sum.Result = nil
+		t.Fatalf("backup run in the mount: first line %+v, %d progress lines, summary %+v: want progress before the end (%d files) and the totals", first, sum.lines, sum, rep.Files)
+	}
+	return rep
+}
+
 func TestBackupRestoreFromPassword(t *testing.T) {
 	needFUSE(t)
 	n := startTestNet(t)
@@ -358,7 +382,7 @@ func TestBackupRestoreFromPassword(t *testing.T) {
 	// While mounted, the pass runs in the mount process (control socket); the mount's
 	// own watching of the folder is off, so that the passes are the test's.
 	v.mountWith(t, "--watch-backups=false")
-	second := backupRun(t, v.home, v.pw, nil)
+	second := mountedRunShowsProgress(t, v.home, v.pw)
 	secondSums := treeSums(t, src)
 	if s := listSnapshots(t, v.home, v.pw); len(s) != 2 || s[1].ID != second.Snapshot {
 		t.Fatalf("snapshots while mounted: %+v", s)
