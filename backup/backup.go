@@ -278,7 +278,7 @@ func Run(ctx context.Context, repo Repo, opt Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	all, err := Snapshots(repo.Index)
+	parent, err := newestOf(repo, SourceBackup, clean)
 	if err != nil {
 		return nil, err
 	}
@@ -313,7 +313,6 @@ func Run(ctx context.Context, repo Repo, opt Options) (*Report, error) {
 		}()
 	}
 	var parentTree *Tree
-	parent := parentOf(all, clean)
 	if parent != nil {
 		p.rep.Parent = parent.ID.String()
 		if parentTree, err = LoadTree(repo.Index, parent.Tree); err != nil {
@@ -361,6 +360,7 @@ func Run(ctx context.Context, repo Repo, opt Options) (*Report, error) {
 		Files: p.rep.Files, Dirs: p.rep.Dirs, NewBytes: p.rep.NewBytes, TotalBytes: p.rep.TotalBytes}
 	b := repo.Index.NewBatch()
 	b.PutBackupSnapshot(snap.ID, snap.encode())
+	putHead(repo, b, &snap, parent)
 	if err := b.Commit(true); err != nil {
 		return nil, fmt.Errorf("recording the snapshot: %w", err)
 	}
@@ -494,8 +494,14 @@ type ignoreRule struct {
 // excluded reports whether the entry at path is excluded by a pattern of
 // the pass or of a .fincryptignore file above it.
 func (p *pass) excluded(path string, rules []ignoreRule) bool {
+	return excludedBy(p.opt.Excludes, path, rules)
+}
+
+// excludedBy reports whether the entry at path matches one of the patterns
+// excludes or of the .fincryptignore rules above it.
+func excludedBy(excludes []string, path string, rules []ignoreRule) bool {
 	base := filepath.Base(path)
-	for _, pat := range p.opt.Excludes {
+	for _, pat := range excludes {
 		if m, _ := filepath.Match(pat, base); m {
 			return true
 		}

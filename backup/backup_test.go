@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"io/fs"
 	mrand "math/rand/v2"
 	"net"
 	"os"
@@ -13,13 +12,13 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/fincrypt/fincrypt/chunkstore"
+	"github.com/fincrypt/fincrypt/internal/treetest"
 	"github.com/fincrypt/fincrypt/meta"
 	"github.com/fincrypt/fincrypt/vault"
 )
@@ -69,97 +68,6 @@ func seeded(seed uint64, n int) []byte {
 		}
 	}
 	return b
-}
-
-// entry is what a comparison looks at of one path.
-type entry struct {
-	Type   fs.FileMode
-	Mode   fs.FileMode
-	Uid    uint32
-	Gid    uint32
-	Mtime  int64
-	Size   int64
-	Target string
-	Data   string
-	Xattrs string
-	Link   string // the first path (sorted) of its hard link group
-}
-
-// snapshotDir describes every entry under dir, by relative path.
-func snapshotDir(t *testing.T, dir string) map[string]entry {
-	t.Helper()
-	out := map[string]entry{}
-	inodes := map[uint64]string{}
-	var paths []string
-	filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
-		if err != nil {
-			t.Fatal(err)
-		}
-		paths = append(paths, p)
-		return nil
-	})
-	sort.Strings(paths)
-	for _, p := range paths {
-		rel, _ := filepath.Rel(dir, p)
-		if rel == "." {
-			continue
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		st := fi.Sys().(*syscall.Stat_t)
-		e := entry{Type: fi.Mode().Type(), Mode: fi.Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky), Uid: st.Uid, Gid: st.Gid,
-			Mtime: st.Mtim.Nano()}
-		if fi.Mode().IsRegular() {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			e.Data, e.Size = string(b), fi.Size()
-			if st.Nlink > 1 {
-				if first, ok := inodes[st.Ino]; ok {
-					e.Link = first
-				} else {
-					inodes[st.Ino] = rel
-					e.Link = rel
-				}
-			}
-		}
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			e.Target, _ = os.Readlink(p)
-			e.Mode = 0
-		}
-		xs, _ := readXattrs(p)
-		for _, x := range xs {
-			e.Xattrs += x.Name + "=" + string(x.Value) + ";"
-		}
-		out[rel] = e
-	}
-	return out
-}
-
-func compareDirs(t *testing.T, want, got map[string]entry) {
-	t.Helper()
-	for p, w := range want {
-		g, ok := got[p]
-		if !ok {
-			t.Errorf("%s: missing after restore", p)
-			continue
-		}
-		if w.Data != g.Data {
-			t.Errorf("%s: contents differ (%d bytes, want %d)", p, len(g.Data), len(w.Data))
-		}
-		w.Data, g.Data = "", ""
-		if w != g {
-			t.Errorf("%s: restored as %+v, want %+v", p, g, w)
-		}
-	}
-	for p := range got {
-		if _, ok := want[p]; !ok {
-			t.Errorf("%s: restored, but not in the source", p)
-		}
-	}
 }
 
 // makeTree fills dir with every kind of entry a backup keeps or skips.
@@ -223,7 +131,7 @@ func TestRoundTripEveryKindOfEntry(t *testing.T) {
 	repo := newRepo(t)
 	src := filepath.Join(t.TempDir(), "src")
 	wantSkipped := makeTree(t, src)
-	want := snapshotDir(t, src)
+	want := treetest.Describe(t, src)
 	for _, s := range wantSkipped {
 		delete(want, filepath.Base(s))
 	}
@@ -251,7 +159,7 @@ func TestRoundTripEveryKindOfEntry(t *testing.T) {
 	if _, err := Restore(context.Background(), repo, snap, RestoreOptions{Target: target}); err != nil {
 		t.Fatal(err)
 	}
-	compareDirs(t, want, snapshotDir(t, filepath.Join(target, src)))
+	treetest.Same(t, "restore", treetest.Describe(t, filepath.Join(target, src)), want)
 
 	// A second restore refuses to replace anything, and writes nothing.
 	os.WriteFile(filepath.Join(target, src, "a.txt"), []byte("changed"), 0o644)
@@ -264,7 +172,7 @@ func TestRoundTripEveryKindOfEntry(t *testing.T) {
 	if _, err := Restore(context.Background(), repo, snap, RestoreOptions{Target: target, Overwrite: true}); err != nil {
 		t.Fatal(err)
 	}
-	compareDirs(t, want, snapshotDir(t, filepath.Join(target, src)))
+	treetest.Same(t, "restore", treetest.Describe(t, filepath.Join(target, src)), want)
 }
 
 func TestUnchangedRenamedCopiedStoreNothing(t *testing.T) {
@@ -404,13 +312,8 @@ func TestExcludesIgnoreFilesAndCaches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap, _ := FindSnapshot(repo.Index, rep.Snapshot)
-	target := t.TempDir()
-	if _, err := Restore(context.Background(), repo, snap, RestoreOptions{Target: target}); err != nil {
-		t.Fatal(err)
-	}
 	var got []string
-	for p := range snapshotDir(t, filepath.Join(target, src)) {
+	for p := range restored(t, repo, rep.Snapshot, src) {
 		got = append(got, p)
 	}
 	sort.Strings(got)

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -163,14 +162,4 @@ func FindSnapshot(idx *meta.Index, prefix string) (Snapshot, error) {
 		return found[0], nil
 	}
 	return Snapshot{}, fmt.Errorf("%q names %d snapshots: give more digits", prefix, len(found))
-}
-
-// parentOf is the newest snapshot of the same set of folders, or nil.
-func parentOf(all []Snapshot, paths []string) *Snapshot {
-	for i := len(all) - 1; i >= 0; i-- {
-		if all[i].Source == SourceBackup && slices.Equal(all[i].Paths, paths) {
-			return &all[i]
-		}
-	}
-	return nil
 }

@@ -130,15 +130,9 @@ func TakeVersion(repo Repo, opt VersionOptions) (*VersionReport, error) {
 	if opt.Time.IsZero() {
 		opt.Time = time.Now()
 	}
-	all, err := Snapshots(repo.Index)
+	last, err := newestOf(repo, SourceMount, nil)
 	if err != nil {
 		return nil, err
-	}
-	var last *Snapshot
-	for i := range all {
-		if all[i].Source == SourceMount {
-			last = &all[i]
-		}
 	}
 	// No chunk a file drops meanwhile is deleted between being seen and
 	// being pinned.
@@ -186,6 +180,7 @@ func TakeVersion(repo Repo, opt VersionOptions) (*VersionReport, error) {
 	b := repo.Index.NewBatch()
 	enc := snap.encode()
 	b.PutBackupSnapshot(snap.ID, enc)
+	putHead(repo, b, &snap, last)
 	if err := b.Commit(true); err != nil {
 		return nil, fmt.Errorf("recording the version: %w", err)
 	}

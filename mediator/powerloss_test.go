@@ -2,7 +2,6 @@ package mediator
 
 import (
 	"context"
-	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -20,26 +19,38 @@ import (
 // after the "reboot" that everything acknowledged is there and that no
 // period record counts twice.
 func TestPowerLossStore(t *testing.T) {
-	runs := powerloss.Runs(t, powerloss.DefaultRuns)
-	for seed := 0; seed < runs; seed++ {
-		powerLossStore(t, uint64(seed))
+	powerloss.Seeds(t, powerloss.DefaultRuns, func(seed uint64) { powerLossStore(t, seed) })
+}
+
+// openCutStore opens the mediator's store on fs.
+func openCutStore(t *testing.T, fs vfs.FS) *PebbleStore {
+	t.Helper()
+	st, err := OpenPebbleStore("/mediator/db", PebbleOptions{FS: fs})
+	if err != nil {
+		t.Fatal(err)
 	}
+	return st
+}
+
+// cutPower cuts the power under st (closed after the cut, as a process
+// that never ran again) and opens the store on what the disk kept.
+func cutPower(t *testing.T, seed uint64, disk *powerloss.Disk, st *PebbleStore) *PebbleStore {
+	t.Helper()
+	clone := disk.Cut()
+	st.Close()
+	st, err := OpenPebbleStore("/mediator/db", PebbleOptions{FS: clone})
+	if err != nil {
+		t.Fatalf("seed %d: the store does not open after the power cut: %v", seed, err)
+	}
+	return st
 }
 
 func powerLossStore(t *testing.T, seed uint64) {
 	ctx := context.Background()
-	rng := rand.New(rand.NewPCG(seed, 3))
-	mem := vfs.NewCrashableMem()
-	st, err := OpenPebbleStore("/mediator/db", PebbleOptions{FS: mem})
-	if err != nil {
-		t.Fatal(err)
-	}
-	randID := func() (b [32]byte) {
-		for i := range b {
-			b[i] = byte(rng.Uint32())
-		}
-		return b
-	}
+	disk := powerloss.NewDisk(seed, 3)
+	rng := disk.Rand
+	st := openCutStore(t, disk.MemFS)
+	randID := func() (b [32]byte) { powerloss.Fill(rng, b[:]); return b }
 	acct := fnet.AccountID(randID())
 	segs := map[SegmentID]*Segment{}
 	var periods []PeriodRecord
@@ -76,13 +87,7 @@ func powerLossStore(t *testing.T, seed uint64) {
 			counter = v
 		}
 	}
-	clone := mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(50), RNG: rand.New(rand.NewPCG(seed, 4))})
-	st.Close()
-
-	st, err = OpenPebbleStore("/mediator/db", PebbleOptions{FS: clone})
-	if err != nil {
-		t.Fatalf("seed %d: the store does not open after the power cut: %v", seed, err)
-	}
+	st = cutPower(t, seed, disk, st)
 	defer st.Close()
 	for id, want := range segs {
 		got, err := st.GetSegment(ctx, id)

@@ -3,11 +3,8 @@ package mediator
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"testing"
 	"time"
-
-	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/fincrypt/fincrypt/erasure"
 	"github.com/fincrypt/fincrypt/internal/powerloss"
@@ -23,26 +20,15 @@ import (
 // back (a released segment back in the store would be charged and
 // challenged again).
 func TestPowerLossStoreEveryWrite(t *testing.T) {
-	runs := powerloss.Runs(t, powerloss.DefaultRuns)
-	for seed := 0; seed < runs; seed++ {
-		powerLossEveryWrite(t, uint64(seed))
-	}
+	powerloss.Seeds(t, powerloss.DefaultRuns, func(seed uint64) { powerLossEveryWrite(t, seed) })
 }
 
 func powerLossEveryWrite(t *testing.T, seed uint64) {
 	ctx := context.Background()
-	rng := rand.New(rand.NewPCG(seed, 11))
-	mem := vfs.NewCrashableMem()
-	st, err := OpenPebbleStore("/mediator/db", PebbleOptions{FS: mem})
-	if err != nil {
-		t.Fatal(err)
-	}
-	randID := func() (b [32]byte) {
-		for i := range b {
-			b[i] = byte(rng.Uint32())
-		}
-		return b
-	}
+	disk := powerloss.NewDisk(seed, 11)
+	rng := disk.Rand
+	st := openCutStore(t, disk.MemFS)
+	randID := func() (b [32]byte) { powerloss.Fill(rng, b[:]); return b }
 	segID := func() (id SegmentID) {
 		r := randID()
 		copy(id[:], r[:16])
@@ -136,13 +122,7 @@ func powerLossEveryWrite(t *testing.T, seed uint64) {
 			released[id] = true
 		}
 	}
-	clone := mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(50), RNG: rand.New(rand.NewPCG(seed, 12))})
-	st.Close()
-
-	st, err = OpenPebbleStore("/mediator/db", PebbleOptions{FS: clone})
-	if err != nil {
-		t.Fatalf("seed %d: the store does not open after the power cut: %v", seed, err)
-	}
+	st = cutPower(t, seed, disk, st)
 	defer st.Close()
 	for id, price := range nodes {
 		n, err := st.GetNode(ctx, id)

@@ -13,10 +13,16 @@ func TestCacheLimit(t *testing.T) {
 	p, home := planetAndVault(t)
 	cfg := fastConfig()
 	cfg.CacheSize = 128 << 10
+	// Under heavy load the fast config's 2-3 s timeouts fail piece uploads
+	// (the segment stays degraded, its chunks are kept until a repair) and
+	// the reads from the network at the end (EIO): give them room. The
+	// waits below end as soon as their condition holds.
+	cfg.PieceTimeout, cfg.CallTimeout = 20*time.Second, 20*time.Second
+	const bound = 3 * time.Minute
 	c := mount(t, p, home, cfg)
 	files := writeTree(t, c.mnt, 3)
-	c.waitSynced("tree")
-	deadline := time.Now().Add(30 * time.Second)
+	c.waitSyncedFor(t, "tree", bound)
+	deadline := time.Now().Add(bound)
 	for {
 		c.rep.Kick()
 		st, err := QueryStatus(home)
@@ -27,7 +33,7 @@ func TestCacheLimit(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("cache holds %d bytes, limit %d", st.CacheBytes, cfg.CacheSize)
+			t.Fatalf("cache holds %d bytes after %v, limit %d: %+v", st.CacheBytes, bound, cfg.CacheSize, st)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -15,7 +15,8 @@ import (
 )
 
 // ControlSocketName is the status socket in the vault's home, mode 0600:
-// a client writes one command line and reads one JSON reply. Commands:
+// a client writes one command line and reads one JSON reply (or, where its
+// command asks for them, lines before that reply: HandleStream). Commands:
 // "status" (a Status); "sync" (asks for a snapshot of everything written so
 // far: {"mark": time}, see Status.Covered); "sync-timeout DURATION" (bounds
 // the uploads and final snapshot of the coming unmount: {"ok": true}).
@@ -33,7 +34,7 @@ type Control struct {
 	ctx      context.Context // ends at Close: handlers stop
 	cancel   context.CancelFunc
 	mu       sync.Mutex
-	handlers map[string]Handler
+	handlers map[string]StreamHandler
 }
 
 // Handler serves a control command that another part of the mount adds
@@ -45,6 +46,17 @@ type Handler func(ctx context.Context, arg string) any
 
 // Handle serves command cmd with h from now on.
 func (c *Control) Handle(cmd string, h Handler) {
+	c.HandleStream(cmd, func(ctx context.Context, arg string, _ func(any) error) any { return h(ctx, arg) })
+}
+
+// StreamHandler is a Handler that may answer with lines before its reply:
+// each send writes one JSON line at once (progress, say); the reply is the
+// last line. Only a client that asked for such lines (in arg) may be sent
+// them: it reads them with CallLines.
+type StreamHandler func(ctx context.Context, arg string, send func(any) error) any
+
+// HandleStream serves command cmd with h from now on.
+func (c *Control) HandleStream(cmd string, h StreamHandler) {
 	c.mu.Lock()
 	c.handlers[cmd] = h
 	c.mu.Unlock()
@@ -64,7 +76,7 @@ func ServeControl(home string, r *Replicator) (*Control, error) {
 		ln.Close()
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	c := &Control{ln: ln, path: path, handlers: map[string]Handler{}}
+	c := &Control{ln: ln, path: path, handlers: map[string]StreamHandler{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.wg.Add(1)
 	go func() {
@@ -115,11 +127,17 @@ func ServeControl(home string, r *Replicator) (*Control, error) {
 						return
 					}
 					conn.SetDeadline(time.Time{})
+					var wmu sync.Mutex
+					send := func(v any) error {
+						wmu.Lock()
+						defer wmu.Unlock()
+						return enc.Encode(v)
+					}
 					var reply any
-					if err := r.faults.Protect(cmd, func() error { reply = h(c.ctx, arg); return nil }); err != nil {
+					if err := r.faults.Protect(cmd, func() error { reply = h(c.ctx, arg, send); return nil }); err != nil {
 						reply = map[string]string{"error": err.Error()}
 					}
-					enc.Encode(reply)
+					send(reply)
 				}
 			}()
 		}
@@ -182,9 +200,10 @@ func SetSyncTimeout(home string, d time.Duration) error {
 // control sends one command to the mount serving home and decodes its reply.
 func control(home, cmd string, reply any) error { return Call(home, cmd, reply, 30*time.Second) }
 
-// Call sends one command to the mount serving home and decodes its reply,
-// waiting at most timeout (0: as long as it takes).
-func Call(home, cmd string, reply any, timeout time.Duration) error {
+// CallLines sends one command to the mount serving home and hands each
+// JSON line of its answer to fn until fn says it was the last (the reply),
+// waiting at most timeout in all (0: as long as it takes).
+func CallLines(home, cmd string, timeout time.Duration, fn func(line json.RawMessage) (last bool, err error)) error {
 	conn, err := net.DialTimeout("unix", filepath.Join(home, ControlSocketName), 5*time.Second)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrNotRunning, err)
@@ -196,8 +215,25 @@ func Call(home, cmd string, reply any, timeout time.Duration) error {
 	if _, err := conn.Write([]byte(cmd + "\n")); err != nil {
 		return err
 	}
-	if err := json.NewDecoder(conn).Decode(reply); err != nil {
-		return fmt.Errorf("control socket reply: %w", err)
+	dec := json.NewDecoder(conn)
+	for {
+		var line json.RawMessage
+		if err := dec.Decode(&line); err != nil {
+			return fmt.Errorf("control socket reply: %w", err)
+		}
+		if last, err := fn(line); last || err != nil {
+			return err
+		}
 	}
-	return nil
+}
+
+// Call sends one command to the mount serving home and decodes its reply,
+// waiting at most timeout (0: as long as it takes).
+func Call(home, cmd string, reply any, timeout time.Duration) error {
+	return CallLines(home, cmd, timeout, func(line json.RawMessage) (bool, error) {
+		if err := json.Unmarshal(line, reply); err != nil {
+			return true, fmt.Errorf("control socket reply: %w", err)
+		}
+		return true, nil
+	})
 }

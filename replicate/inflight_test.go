@@ -5,11 +5,9 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/fincrypt/fincrypt/mediator/testplanet"
 	"github.com/fincrypt/fincrypt/meta"
 	fnet "github.com/fincrypt/fincrypt/net"
 )
@@ -21,29 +19,15 @@ import (
 // every placement was either recorded or released (no upload intent left,
 // nothing in flight), and everything reads back from the network.
 func TestManySegmentsInFlightNodeFails(t *testing.T) {
-	p, home := planetWithVault(t, testplanet.Config{StorageNodes: 6})
 	// Small segments, so that a few MiB make many of them.
-	old := MaxSegment
-	MaxSegment = SizeClasses[1]
-	t.Cleanup(func() { MaxSegment = old })
-	cfg := fastConfig()
-	cfg.Parallel = 4
-	cfg.PieceTimeout = 10 * time.Second
-	cfg.CallTimeout = 10 * time.Second
-	c := mount(t, p, home, cfg)
+	p, c := smallSegmentsMount(t, 4, 10*time.Second)
 
 	// Stop node 0 once the fourth segment upload has begun (from the
 	// engine's own hook, so it happens with others in flight).
-	var mu sync.Mutex
-	started, stopped := 0, make(chan struct{})
-	c.rep.faults.SetHook(func(work string) {
-		if work != "upload segment" {
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		started++
-		if started == 4 {
+	stopped := make(chan struct{})
+	var starts uploadStarts
+	starts.hook(c, func(n int) {
+		if n == 4 {
 			go func() {
 				p.StopNode(0)
 				close(stopped)
@@ -68,7 +52,7 @@ func TestManySegmentsInFlightNodeFails(t *testing.T) {
 	select {
 	case <-stopped:
 	case <-time.After(2 * time.Minute):
-		t.Fatalf("the upload hook ran %d times, the node was never stopped", started)
+		t.Fatalf("the upload hook ran %d times, the node was never stopped", starts.count())
 	}
 	c.waitSyncedFor(t, "uploads with a node stopped", 2*time.Minute)
 
@@ -114,14 +98,7 @@ func TestManySegmentsInFlightNodeFails(t *testing.T) {
 	if refs < len(files) || data < 8 {
 		t.Fatalf("%d chunks in %d data segments: the test did not make many segments", refs, data)
 	}
-	var intents []string
-	idx.ReplRecords("up/", func(name string, _ []byte) error { intents = append(intents, name); return nil })
-	c.rep.mu.Lock()
-	inflight := len(c.rep.inflight)
-	c.rep.mu.Unlock()
-	if len(intents) != 0 || inflight != 0 {
-		t.Fatalf("after sync: %d upload intents left (placements neither recorded nor released), %d chunks in flight", len(intents), inflight)
-	}
+	c.noUploadLeft(t)
 
 	// Nothing lost: everything reads back from the network.
 	c.dropCaches(t)

@@ -5,11 +5,9 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/fincrypt/fincrypt/mediator/testplanet"
 	"github.com/fincrypt/fincrypt/meta"
 )
 
@@ -20,30 +18,14 @@ import (
 // becomes durable, every chunk is located, no placement is left
 // unrecorded, and all of it reads back from the network.
 func TestUploadTakesNewChunksWhileUploading(t *testing.T) {
-	p, home := planetWithVault(t, testplanet.Config{StorageNodes: 6})
 	// Small segments: two 100 KiB files fill one.
-	old := MaxSegment
-	MaxSegment = SizeClasses[1]
-	t.Cleanup(func() { MaxSegment = old })
-	cfg := fastConfig()
-	cfg.Parallel = 2
-	cfg.PieceTimeout = 20 * time.Second
-	cfg.CallTimeout = 20 * time.Second
-	c := mount(t, p, home, cfg)
+	p, c := smallSegmentsMount(t, 2, 20*time.Second)
 	c.rep.streamFor = 5 * time.Minute // a loaded machine must not end the round first
 
 	// The first segment upload waits (holding its slot) until released.
-	var mu sync.Mutex
-	starts := 0
 	first, release := make(chan struct{}), make(chan struct{})
-	c.rep.faults.SetHook(func(work string) {
-		if work != "upload segment" {
-			return
-		}
-		mu.Lock()
-		starts++
-		n := starts
-		mu.Unlock()
+	var starts uploadStarts
+	starts.hook(c, func(n int) {
 		if n == 1 {
 			close(first)
 			select {
@@ -52,11 +34,7 @@ func TestUploadTakesNewChunksWhileUploading(t *testing.T) {
 			}
 		}
 	})
-	started := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return starts
-	}
+	started := starts.count
 
 	rng := rand.New(rand.NewSource(5))
 	files := map[string][]byte{}
@@ -112,31 +90,9 @@ func TestUploadTakesNewChunksWhileUploading(t *testing.T) {
 			t.Fatalf("%s: chunk %s has no location: %v", name, ref.ID, err)
 		}
 	}
-	var intents []string
-	idx.ReplRecords("up/", func(name string, _ []byte) error { intents = append(intents, name); return nil })
-	c.rep.mu.Lock()
-	inflight := len(c.rep.inflight)
-	c.rep.mu.Unlock()
-	if len(intents) != 0 || inflight != 0 {
-		t.Fatalf("after sync: %d upload intents left, %d chunks in flight", len(intents), inflight)
-	}
+	c.noUploadLeft(t)
 	// The segments stored without the stopped node are repaired before
-	// they can be evicted (dropCaches); a loaded machine (or -race) makes
-	// the repair slow, so wait for it with a generous bound first.
-	deadline = time.Now().Add(4 * time.Minute)
-	for {
-		st, err := QueryStatus(c.home)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.SegmentsDegraded == 0 && st.SegmentsDurable > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("segments not repaired after the node stopped: %+v", st)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	// they can be evicted (dropCaches waits for that).
 	c.dropCaches(t)
 	checkTree(t, c.mnt, files)
 }

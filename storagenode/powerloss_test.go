@@ -22,22 +22,51 @@ import (
 // whose upload was acknowledged is there, indexed and byte-identical, and
 // that no acknowledged deletion came back.
 func TestPowerLossPieceStore(t *testing.T) {
-	runs := powerloss.Runs(t, powerloss.DefaultRuns)
-	for seed := 0; seed < runs; seed++ {
-		powerLossPieces(t, uint64(seed))
-	}
+	powerloss.Seeds(t, powerloss.DefaultRuns, func(seed uint64) { powerLossPieces(t, seed) })
 }
 
-func powerLossPieces(t *testing.T, seed uint64) {
-	ctx := context.Background()
-	rng := rand.New(rand.NewPCG(seed, 5))
-	mem := vfs.NewCrashableMem()
-	opt := DiskStoreOptions{Capacity: 1 << 30, Logger: slog.New(slog.DiscardHandler), FS: mem}
-	const dir = "/node/data"
-	st, err := OpenDiskStore(dir, opt)
+// openCutPieces opens a node's piece store on fs.
+func openCutPieces(t *testing.T, fs vfs.FS) *DiskStore {
+	t.Helper()
+	st, err := OpenDiskStore("/node/data", DiskStoreOptions{Capacity: 1 << 30, Logger: slog.New(slog.DiscardHandler), FS: fs})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return st
+}
+
+// cutPieces cuts the power under st (closed after the cut, as a node that
+// never ran again) and opens the piece store on what the disk kept (the
+// "reboot" reconciles its files and index).
+func cutPieces(t *testing.T, seed uint64, disk *powerloss.Disk, st *DiskStore) *DiskStore {
+	t.Helper()
+	clone := disk.Cut()
+	st.Close()
+	st, err := OpenDiskStore("/node/data", DiskStoreOptions{Capacity: 1 << 30, Logger: slog.New(slog.DiscardHandler), FS: clone})
+	if err != nil {
+		t.Fatalf("seed %d: the piece store does not open after the power cut: %v", seed, err)
+	}
+	return st
+}
+
+// putRandomPiece stores a piece of 1 to max random bytes, for account 1.
+func putRandomPiece(t *testing.T, st *DiskStore, rng *rand.Rand, max int) (challenge.PieceID, []byte) {
+	t.Helper()
+	data := powerloss.Fill(rng, make([]byte, 1+rng.IntN(max)))
+	id, err := challenge.ComputeID(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Put(context.Background(), id, int64(len(data)), fnet.AccountID{1}, bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	return id, data
+}
+
+func powerLossPieces(t *testing.T, seed uint64) {
+	disk := powerloss.NewDisk(seed, 5)
+	rng := disk.Rand
+	st := openCutPieces(t, disk.MemFS)
 	stored := map[challenge.PieceID][]byte{}
 	deleted := map[challenge.PieceID]bool{}
 	var ids []challenge.PieceID
@@ -55,28 +84,11 @@ func powerLossPieces(t *testing.T, seed uint64) {
 			deleted[id] = true
 			continue
 		}
-		data := make([]byte, 1+rng.IntN(40<<10))
-		for i := range data {
-			data[i] = byte(rng.Uint32())
-		}
-		id, err := challenge.ComputeID(data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := st.Put(ctx, id, int64(len(data)), fnet.AccountID{1}, bytes.NewReader(data)); err != nil {
-			t.Fatal(err)
-		}
+		id, data := putRandomPiece(t, st, rng, 40<<10)
 		stored[id] = data
 		ids = append(ids, id)
 	}
-	clone := mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(50), RNG: rand.New(rand.NewPCG(seed, 6))})
-	st.Close()
-
-	opt.FS = clone
-	st, err = OpenDiskStore(dir, opt)
-	if err != nil {
-		t.Fatalf("seed %d: the piece store does not open after the power cut: %v", seed, err)
-	}
+	st = cutPieces(t, seed, disk, st)
 	defer st.Close()
 	for id, data := range stored {
 		info, err := st.Stat(id)

@@ -4,98 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"math/rand/v2"
-	"os"
 	"testing"
-
-	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/fincrypt/fincrypt/internal/powerloss"
 )
-
-// cutFS is a file system on which the power is cut before the mutating
-// operation numbered cutAt (0: the first): what the disk holds then is
-// kept in clone (only what was synced), and every operation from then on
-// fails, as the writer would never run again.
-type cutFS struct {
-	vfs.FS
-	mem   *vfs.MemFS
-	ops   int
-	cutAt int
-	clone *vfs.MemFS
-}
-
-var errPowerCut = errors.New("power cut")
-
-func (c *cutFS) step() error {
-	if c.clone != nil {
-		return errPowerCut
-	}
-	if c.ops == c.cutAt {
-		c.clone = c.mem.CrashClone(vfs.CrashCloneCfg{})
-		return errPowerCut
-	}
-	c.ops++
-	return nil
-}
-
-func (c *cutFS) MkdirAll(dir string, perm os.FileMode) error {
-	if err := c.step(); err != nil {
-		return err
-	}
-	return c.FS.MkdirAll(dir, perm)
-}
-
-func (c *cutFS) Create(name string, cat vfs.DiskWriteCategory) (vfs.File, error) {
-	if err := c.step(); err != nil {
-		return nil, err
-	}
-	f, err := c.FS.Create(name, cat)
-	if err != nil {
-		return nil, err
-	}
-	return &cutFile{File: f, fs: c}, nil
-}
-
-func (c *cutFS) Link(oldname, newname string) error {
-	if err := c.step(); err != nil {
-		return err
-	}
-	return c.FS.Link(oldname, newname)
-}
-
-func (c *cutFS) Remove(name string) error {
-	if err := c.step(); err != nil {
-		return err
-	}
-	return c.FS.Remove(name)
-}
-
-func (c *cutFS) OpenDir(name string) (vfs.File, error) {
-	f, err := c.FS.OpenDir(name)
-	if err != nil {
-		return nil, err
-	}
-	return &cutFile{File: f, fs: c}, nil
-}
-
-type cutFile struct {
-	vfs.File
-	fs *cutFS
-}
-
-func (f *cutFile) Write(p []byte) (int, error) {
-	if err := f.fs.step(); err != nil {
-		return 0, err
-	}
-	return f.File.Write(p)
-}
-
-func (f *cutFile) Sync() error {
-	if err := f.fs.step(); err != nil {
-		return err
-	}
-	return f.File.Sync()
-}
 
 // TestPowerLossSeedFile cuts the power before each step of writing the
 // wallet's seed file (create, write, sync, link, directory sync, removal of
@@ -113,16 +25,15 @@ func TestPowerLossSeedFile(t *testing.T) {
 			seed[i] = byte(rng.IntN(256))
 		}
 		for cutAt := 0; ; cutAt++ {
-			mem := vfs.NewCrashableMem()
-			fs := &cutFS{FS: mem, mem: mem, cutAt: cutAt}
+			fs := powerloss.NewCutFS(cutAt)
 			err := writeSeedFS(fs, "/w", seed, testPass, "regtest", cheapKDF)
 			acked := err == nil
 			if acked {
-				fs.clone = mem.CrashClone(vfs.CrashCloneCfg{})
-			} else if !errors.Is(err, errPowerCut) {
+				fs.CutNow()
+			} else if !errors.Is(err, powerloss.ErrPowerCut) {
 				t.Fatalf("cut at %d: %v", cutAt, err)
 			}
-			got, _, err := openSeedFS(fs.clone, "/w", testPass)
+			got, _, err := openSeedFS(fs.Clone, "/w", testPass)
 			switch {
 			case err == nil && !bytes.Equal(got, seed):
 				t.Fatalf("cut at %d: the seed reads back different", cutAt)
@@ -132,7 +43,7 @@ func TestPowerLossSeedFile(t *testing.T) {
 				t.Fatalf("cut at %d: a damaged seed file: %v", cutAt, err)
 			case err != nil:
 				// No seed: writing it again after the reboot works.
-				if err := writeSeedFS(fs.clone, "/w", seed, testPass, "regtest", cheapKDF); err != nil {
+				if err := writeSeedFS(fs.Clone, "/w", seed, testPass, "regtest", cheapKDF); err != nil {
 					t.Fatalf("cut at %d: writing the seed again: %v", cutAt, err)
 				}
 			}
@@ -158,8 +69,8 @@ func TestPowerLossPayout(t *testing.T) {
 	}
 	addrs := []string{regtestAddr(t), regtestAddr(t)}
 	for seed := range runs {
-		rng := rand.New(rand.NewPCG(uint64(seed), 9))
-		mem := vfs.NewCrashableMem()
+		disk := powerloss.NewDisk(uint64(seed), 9)
+		rng, mem := disk.Rand, disk.MemFS
 		cfg := Config{Dir: dir, Passphrase: testPass, Logger: testLogger(), FS: mem, FeeRate: 10, PayoutThreshold: 1000}
 		w, err := Open(cfg)
 		if err != nil {
@@ -182,7 +93,7 @@ func TestPowerLossPayout(t *testing.T) {
 			t.Fatalf("seed %d: payout: %v", seed, err)
 		}
 		inflight := mustBal(t, w, AcctPayoutInflight)
-		clone := mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(50), RNG: rand.New(rand.NewPCG(uint64(seed), 10))})
+		clone := disk.Cut()
 		w.Close()
 
 		cfg.FS = clone

@@ -283,6 +283,9 @@ type backupRequest struct {
 	Target     string         `json:"target,omitempty"`
 	Overwrite  bool           `json:"overwrite,omitempty"`
 	Force      bool           `json:"force,omitempty"` // version: record one even if nothing changed
+	// Progress asks the mount to send progress lines before its reply
+	// (passProgressLine), as a pass run here reports it.
+	Progress bool `json:"progress,omitempty"`
 
 	chunkSize       uint64                       // version on an unmounted vault
 	progress        func(backup.Progress)        // local runs only
@@ -391,15 +394,59 @@ var backupMu sync.Mutex
 // control socket, against its own index and store (the replication engine
 // uploads what a pass stores, as for files).
 func serveBackups(ctl *replicate.Control, v *vault.Vault, idx *meta.Index, store *chunkstore.Store) {
-	ctl.Handle("backup", func(ctx context.Context, arg string) any {
+	ctl.HandleStream("backup", func(ctx context.Context, arg string, send func(any) error) any {
 		var req backupRequest
 		if err := json.Unmarshal([]byte(arg), &req); err != nil {
 			return failed(exitUsage, "backup request: %v", err)
 		}
+		var flush func()
+		if req.Progress {
+			req.progress, flush = streamProgress(send)
+		}
 		backupMu.Lock()
 		defer backupMu.Unlock()
-		return execBackup(ctx, backup.Repo{Keys: v.Keys, Index: idx, Store: store}, &req)
+		rep := execBackup(ctx, backup.Repo{Keys: v.Keys, Index: idx, Store: store}, &req)
+		if flush != nil {
+			flush()
+		}
+		return rep
 	})
+}
+
+// passProgressLine is a line the mount sends before a pass's reply when asked
+// (backupRequest.Progress): where the pass is, as backup.Run reports it.
+type passProgressLine struct {
+	Progress *backup.Progress `json:"progress"`
+}
+
+// progressEvery bounds how often the mount sends a pass's progress.
+const progressEvery = 200 * time.Millisecond
+
+// streamProgress makes a pass's progress callback that sends it as
+// passProgressLines, the first at once, then at most every progressEvery, and
+// flush, which sends the last one if it was held back. A client that went
+// away gets no more lines; the pass goes on.
+func streamProgress(send func(any) error) (func(backup.Progress), func()) {
+	var last time.Time
+	var held *backup.Progress
+	gone := false
+	out := func(p backup.Progress) {
+		if !gone && send(passProgressLine{Progress: &p}) != nil {
+			gone = true
+		}
+		last, held = time.Now(), nil
+	}
+	return func(p backup.Progress) {
+			if time.Since(last) < progressEvery {
+				held = &p
+				return
+			}
+			out(p)
+		}, func() {
+			if held != nil {
+				out(*held)
+			}
+		}
 }
 
 // doBackup runs req: here, taking the vault's lock, or, when the vault is
@@ -411,9 +458,10 @@ func doBackup(c *cli.Context, req *backupRequest, changes, network bool) (*backu
 	s, err := openBackup(c)
 	var ue *userError
 	if errors.As(err, &ue) && ue.code == exitBusy {
+		req.Progress = req.progress != nil
 		arg, _ := json.Marshal(req)
 		var rep backupReply
-		cerr := replicate.Call(home, "backup "+string(arg), &rep, 0)
+		cerr := callMount(home, string(arg), req.progress, &rep)
 		if errors.Is(cerr, replicate.ErrNotRunning) {
 			return nil, err // mounted without a network, or another process
 		}
@@ -454,6 +502,20 @@ func doBackup(c *cli.Context, req *backupRequest, changes, network bool) (*backu
 		rep.Code, rep.Error = exitFailure, err.Error()
 	}
 	return replyErr(rep)
+}
+
+// callMount sends a backup request to the mount serving home and decodes
+// its reply into rep, handing the progress lines before it (if asked for)
+// to progress. A mount older than progress lines sends the reply alone.
+func callMount(home, arg string, progress func(backup.Progress), rep *backupReply) error {
+	return replicate.CallLines(home, "backup "+arg, 0, func(line json.RawMessage) (bool, error) {
+		var pl passProgressLine
+		if progress != nil && json.Unmarshal(line, &pl) == nil && pl.Progress != nil {
+			progress(*pl.Progress)
+			return false, nil
+		}
+		return true, json.Unmarshal(line, rep)
+	})
 }
 
 // replyErr returns the reply, and its failure as a user error.
@@ -525,10 +587,10 @@ func backupRunAction(c *cli.Context) error {
 		req.Time = tm
 	}
 	prog := newReporter(c, "backup")
-	local := false
+	progressed := false
 	if prog.Active() { // else no counting walk either
 		req.progress = func(p backup.Progress) {
-			local = true
+			progressed = true
 			if p.TotalFiles > 0 || p.TotalBytes > 0 {
 				prog.SetTotal(int64(p.TotalFiles), int64(p.TotalBytes))
 			}
@@ -536,8 +598,9 @@ func backupRunAction(c *cli.Context) error {
 		}
 	}
 	rep, err := doBackup(c, req, true, true)
-	if rep != nil && rep.Report != nil && !local {
-		// The pass ran in the mount process: only its result came back.
+	if rep != nil && rep.Report != nil && !progressed {
+		// The pass ran in a mount process that sends no progress: only its
+		// result came back.
 		prog.Set(int64(rep.Report.Files), int64(rep.Report.TotalBytes))
 	}
 	if rep == nil || rep.Report == nil {

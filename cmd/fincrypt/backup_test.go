@@ -5,94 +5,21 @@ package main
 // every snapshot from the password alone after the home is gone.
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/fincrypt/fincrypt/internal/treetest"
 )
-
-// backupTree describes every entry under root: type, mode, mtime, size,
-// contents (hashed), symlink target, user xattrs and hard link group.
-func backupTree(t *testing.T, root string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	inodes := map[uint64]string{}
-	var paths []string
-	filepath.WalkDir(root, func(p string, _ fs.DirEntry, err error) error {
-		if err != nil {
-			t.Fatalf("walking %s: %v", root, err)
-		}
-		paths = append(paths, p)
-		return nil
-	})
-	sort.Strings(paths)
-	for _, p := range paths {
-		rel, _ := filepath.Rel(root, p)
-		if rel == "." {
-			continue
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		st := fi.Sys().(*syscall.Stat_t)
-		d := fmt.Sprintf("%v mtime=%d", fi.Mode(), st.Mtim.Nano())
-		switch {
-		case fi.Mode().IsRegular():
-			b, err := os.ReadFile(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			h := sha256.Sum256(b)
-			d += fmt.Sprintf(" size=%d sha=%s", len(b), hex.EncodeToString(h[:8]))
-			if st.Nlink > 1 {
-				if _, ok := inodes[st.Ino]; !ok {
-					inodes[st.Ino] = rel
-				}
-				d += " link=" + inodes[st.Ino]
-			}
-		case fi.Mode()&fs.ModeSymlink != 0:
-			target, _ := os.Readlink(p)
-			d = fmt.Sprintf("symlink -> %s mtime=%d", target, st.Mtim.Nano())
-		}
-		if v := make([]byte, 64); true {
-			if n, err := unix.Lgetxattr(p, "user.tag", v); err == nil {
-				d += " xattr=" + string(v[:n])
-			}
-		}
-		out[rel] = d
-	}
-	return out
-}
-
-func sameTree(t *testing.T, what string, got, want map[string]string) {
-	t.Helper()
-	for k, w := range want {
-		if got[k] != w {
-			t.Errorf("%s: %s is %q, want %q", what, k, got[k], w)
-		}
-	}
-	for k := range got {
-		if _, ok := want[k]; !ok {
-			t.Errorf("%s: %s was not in the source", what, k)
-		}
-	}
-	if t.Failed() {
-		t.FailNow()
-	}
-}
 
 // fillSource writes n seeded files of size bytes (and a few other kinds of
 // entry) under dir, with seed picking their contents.
@@ -226,7 +153,7 @@ func TestBackupCommands(t *testing.T) {
 	if err := unix.Setxattr(filepath.Join(src, "d0/f000.bin"), "user.tag", []byte("kept"), 0); err != nil {
 		t.Fatalf("xattrs: %v", err)
 	}
-	want := backupTree(t, src)
+	want := treetest.Describe(t, src)
 	for k := range want {
 		if strings.HasPrefix(k, "cache") || k == "skip.tmp" || k == "fifo" {
 			delete(want, k)
@@ -274,7 +201,7 @@ func TestBackupCommands(t *testing.T) {
 	}
 	target := filepath.Join(base, "restored")
 	restoreSnapshot(t, home, pw, rep.Snapshot[:5], target)
-	sameTree(t, "restore", backupTree(t, filepath.Join(target, src)), want)
+	treetest.Same(t, "restore", treetest.Describe(t, filepath.Join(target, src)), want)
 	assertUserError(t, fincrypt(t, nil, "--home", home, "restore", "--password-file", pw, "--snapshot", rep.Snapshot, "--target", target), exitUsage, "--overwrite")
 	assertUserError(t, fincrypt(t, nil, "--home", home, "restore", "--password-file", pw, "--snapshot", "ffffffffff", "--target", target), exitNotFound, "no such snapshot")
 	assertUserError(t, fincrypt(t, nil, "--home", home, "restore", "--password-file", pw, "--snapshot", "latest", "--path", "/not/there", "--target", target), exitNotFound, "not in snapshot")
@@ -415,6 +342,30 @@ func TestBackupKill9(t *testing.T) {
 // network (the second while mounted, in the mount process): restore by
 // password brings back both snapshots, and the oldest restores from the
 // storage nodes.
+// mountedRunShowsProgress runs `backup run --json` on a mounted vault (the pass runs in the
+// mount) and checks that it shows the pass's progress as it goes, as on an unmounted vault:
+// a first line before the pass was done, and the totals of the mount's counting walk.
+func mountedRunShowsProgress(t *testing.T, home, pw string) backupReport {
+	t.Helper()
+	r := fincrypt(t, nil, "--home", home, "backup", "run", "--password-file", pw, "--json")
+	if r.code != 0 {
+		t.Fatalf("backup run in the mount: %+v", r)
+	}
+	sum := progressLines(t, "backup run --json in the mount", r.stdout)
+	var rep backupReport
+	if err := json.Unmarshal(sum.Result, &rep); err != nil {
+		t.Fatalf("backup run in the mount: the summary's result %s: %v", sum.Result, err)
+	}
+	var first progressSummary
+	line, _, _ := strings.Cut(r.stdout, "\n")
+	json.Unmarshal([]byte(line), &first)
+	if sum.lines == 0 || first.Files >= sum.Files || sum.Files != int64(rep.Files) || sum.TotalFiles != sum.Files || sum.TotalBytes != int64(rep.TotalBytes) {
+		sum.Result = nil
+		t.Fatalf("backup run in the mount: first line %+v, %d progress lines, summary %+v: want progress before the end (%d files) and the totals", first, sum.lines, sum, rep.Files)
+	}
+	return rep
+}
+
 func TestBackupRestoreFromPassword(t *testing.T) {
 	needFUSE(t)
 	n := startTestNet(t)
@@ -431,7 +382,7 @@ func TestBackupRestoreFromPassword(t *testing.T) {
 	// While mounted, the pass runs in the mount process (control socket); the mount's
 	// own watching of the folder is off, so that the passes are the test's.
 	v.mountWith(t, "--watch-backups=false")
-	second := backupRun(t, v.home, v.pw, nil)
+	second := mountedRunShowsProgress(t, v.home, v.pw)
 	secondSums := treeSums(t, src)
 	if s := listSnapshots(t, v.home, v.pw); len(s) != 2 || s[1].ID != second.Snapshot {
 		t.Fatalf("snapshots while mounted: %+v", s)

@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -52,44 +49,10 @@ func TestBackupWatchScale(t *testing.T) {
 	}
 	// Watcher: its first pass, then one change.
 	start := time.Now()
-	cmd := exec.Command(binPath, "--home", home, "backup", "watch", "--password-file", pw, "--settle", "200ms", "--rescan", "1h")
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + base}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	logf, _ := os.Create(filepath.Join(base, "watch.log"))
-	cmd.Stderr = logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	snaps := make(chan string, 10)
-	re := regexp.MustCompile(`snapshot (\S+): (\d+) files`)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if m := re.FindStringSubmatch(sc.Text()); m != nil {
-				snaps <- m[2]
-			}
-		}
-		close(snaps)
-	}()
-	next := func(what string) (string, time.Duration) {
-		t0 := time.Now()
-		select {
-		case f, ok := <-snaps:
-			if !ok {
-				log, _ := os.ReadFile(filepath.Join(base, "watch.log"))
-				t.Fatalf("%s: the watcher exited\n%s", what, log)
-			}
-			return f, time.Since(t0)
-		case <-time.After(10 * time.Minute):
-			t.Fatalf("%s: no snapshot within 10 minutes", what)
-		}
-		return "", 0
-	}
-	files, _ := next("first pass")
+	w := startWatcher(t, home, pw, base)
+	cmd := w.cmd
+	next := func(what string) string { return w.next(t, what, 10*time.Minute).files }
+	files := next("first pass")
 	first := time.Since(start)
 	if files != strconv.Itoa(n) {
 		t.Fatalf("the first pass kept %s files, want %d", files, n)
@@ -105,14 +68,14 @@ func TestBackupWatchScale(t *testing.T) {
 	if err := os.WriteFile(changed, []byte("changed"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	files, _ = next("a one-file change")
+	files = next("a one-file change")
 	change := time.Since(t0)
 	if files != strconv.Itoa(n) {
 		t.Errorf("the change's pass records %s files, want %d", files, n)
 	}
 	rss2 := procStatus(t, cmd.Process.Pid, "VmRSS")
 	cmd.Process.Signal(syscall.SIGTERM)
-	cmd.Wait()
+	w.stopped(t, 10*time.Minute)
 	// An unchanged full pass.
 	t0 = time.Now()
 	rep := backupRun(t, home, pw, nil)

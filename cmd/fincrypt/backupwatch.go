@@ -92,7 +92,8 @@ func backupWatchAction(c *cli.Context) error {
 		}
 		// The watcher first (its index is what it diffs against), then the full pass:
 		// a change between the two is in both or in the next batch.
-		w, err := watch.New(watch.Config{Roots: roots, Exclude: globExclude(excludes), Rescan: c.Duration("rescan"),
+		ex := backup.NewExcluder(roots, opt)
+		w, err := watch.New(watch.Config{Roots: roots, Exclude: ex.Excluded, Forget: ex.Forget, Rescan: c.Duration("rescan"),
 			Debounce: c.Duration("settle"), Settle: c.Duration("settle"),
 			Report: func(r watch.Report) { log.Info("watch", "event", r.String()) }})
 		if err != nil {
@@ -125,25 +126,6 @@ func watchErr(ctx context.Context, err error) error {
 		return nil // stopped mid-pass: the next start makes a full pass
 	}
 	return userErr(exitFailure, "backup watch: %v", err)
-}
-
-// globExclude applies --exclude patterns to the watcher as the pass does: to an entry's
-// name and to its full path.
-func globExclude(patterns []string) func(string) bool {
-	if len(patterns) == 0 {
-		return nil
-	}
-	return func(p string) bool {
-		for _, pat := range patterns {
-			if ok, _ := filepath.Match(pat, filepath.Base(p)); ok {
-				return true
-			}
-			if ok, _ := filepath.Match(pat, p); ok {
-				return true
-			}
-		}
-		return false
-	}
 }
 
 // watchBackupsFlag: on by default, since someone who ran `fincrypt backup add` and then
@@ -197,7 +179,9 @@ func watchBackupsInMount(v *vault.Vault, idx *meta.Index, store *chunkstore.Stor
 				wstop()
 				roots, w, wstop, full = r, nil, func() {}, true
 				if len(roots) > 0 {
-					nw, err := watch.New(watch.Config{Roots: roots, Report: func(r watch.Report) { log.Info("watch", "event", r.Kind) }})
+					ex := backup.NewExcluder(roots, backup.Options{}) // what the mount's passes leave out
+					nw, err := watch.New(watch.Config{Roots: roots, Exclude: ex.Excluded, Forget: ex.Forget,
+						Report: func(r watch.Report) { log.Info("watch", "event", r.Kind) }})
 					if err != nil {
 						faults.Fail("backup watch", err)
 					} else {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fincrypt/fincrypt/internal/treetest"
 	"github.com/fincrypt/fincrypt/replicate"
 )
 
@@ -18,38 +19,85 @@ import (
 type watcherProc struct {
 	cmd   *exec.Cmd
 	home  string
-	snaps chan string
-	done  chan error
+	log   string // its stderr
+	snaps chan watcherSnap
+	done  chan struct{} // closed once it exited, with err
+	err   error
 }
 
-func startWatcher(t *testing.T, home, pw, base string) *watcherProc {
+// watcherSnap is a pass the watcher reported: the snapshot it recorded with its count of
+// files, or (same) that it had nothing to keep; changed is how many changed paths it had.
+type watcherSnap struct {
+	id, files, changed string
+	same               bool
+}
+
+// startWatcher starts `backup watch` on home (settling changes for 200ms, no periodic
+// rescan, and with a network uploading within 1s and backing the index up 1s after) with
+// extra flags; it is killed when the test ends.
+func startWatcher(t *testing.T, home, pw, base string, extra ...string) *watcherProc {
 	t.Helper()
-	cmd := exec.Command(binPath, "--home", home, "backup", "watch", "--password-file", pw, "--settle", "200ms", "--rescan", "1h",
-		"--flush-after", "1s", "--snapshot-delay", "1s")
+	args := append([]string{"--home", home, "backup", "watch", "--password-file", pw, "--settle", "200ms", "--rescan", "1h",
+		"--flush-after", "1s", "--snapshot-delay", "1s"}, extra...)
+	cmd := exec.Command(binPath, args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + base}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	logf, _ := os.Create(filepath.Join(base, "watch.log"))
+	w := &watcherProc{cmd: cmd, home: home, log: filepath.Join(base, "watch.log"), snaps: make(chan watcherSnap, 100), done: make(chan struct{})}
+	logf, _ := os.Create(w.log)
 	cmd.Stderr = logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	w := &watcherProc{cmd: cmd, home: home, snaps: make(chan string, 100), done: make(chan error, 1)}
-	re := regexp.MustCompile(`snapshot (\S+):`)
+	re := regexp.MustCompile(`snapshot (\S+): (\d+) files.*\((\d+) changed paths\)`)
+	same := regexp.MustCompile(`no change to keep \((\d+) changed paths`)
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			if m := re.FindStringSubmatch(sc.Text()); m != nil {
-				w.snaps <- m[1]
+				w.snaps <- watcherSnap{id: m[1], files: m[2], changed: m[3]}
+			} else if m := same.FindStringSubmatch(sc.Text()); m != nil {
+				w.snaps <- watcherSnap{changed: m[1], same: true}
 			}
 		}
-		w.done <- cmd.Wait()
+		w.err = cmd.Wait()
 		logf.Close()
+		close(w.done)
 	}()
-	t.Cleanup(func() { cmd.Process.Kill() })
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		w.stopped(t, 30*time.Second)
+	})
 	return w
+}
+
+// stopped waits, at most bound, for the watcher to exit, and returns how it exited.
+func (w *watcherProc) stopped(t *testing.T, bound time.Duration) error {
+	t.Helper()
+	select {
+	case <-w.done:
+		return w.err
+	case <-time.After(bound):
+		t.Errorf("the watcher did not exit within %v", bound)
+		return nil
+	}
+}
+
+// next waits, at most bound, for the watcher's next snapshot.
+func (w *watcherProc) next(t *testing.T, what string, bound time.Duration) watcherSnap {
+	t.Helper()
+	select {
+	case s := <-w.snaps:
+		return s
+	case <-w.done:
+		log, _ := os.ReadFile(w.log)
+		t.Fatalf("%s: the watcher exited: %v\n%s", what, w.err, log)
+	case <-time.After(bound):
+		t.Fatalf("%s: no snapshot within %v", what, bound)
+	}
+	return watcherSnap{}
 }
 
 // settled waits for at least one new snapshot, then until none came for a while and the
@@ -58,14 +106,11 @@ func startWatcher(t *testing.T, home, pw, base string) *watcherProc {
 // snapshot and how long after it became durable.
 func (w *watcherProc) settled(t *testing.T, what string) (string, time.Duration) {
 	t.Helper()
-	var last string
-	select {
-	case last = <-w.snaps:
-	case err := <-w.done:
-		t.Fatalf("%s: the watcher exited: %v", what, err)
-	case <-time.After(60 * time.Second):
-		t.Fatalf("%s: no snapshot within 60s", what)
+	first := w.next(t, what, 60*time.Second)
+	for first.same {
+		first = w.next(t, what, 60*time.Second)
 	}
+	last := first.id
 	const quiet, bound = 3 * time.Second, 60 * time.Second
 	at := time.Now()
 	durable := time.Duration(-1)
@@ -75,8 +120,11 @@ func (w *watcherProc) settled(t *testing.T, what string) (string, time.Duration)
 	defer poll.Stop()
 	for {
 		select {
-		case last = <-w.snaps:
-			at, durable = time.Now(), -1
+		case s := <-w.snaps:
+			if s.same {
+				continue
+			}
+			last, at, durable = s.id, time.Now(), -1
 			quietT.Reset(quiet)
 		case <-quietT.C:
 			if durable >= 0 {
@@ -127,7 +175,7 @@ func TestBackupWatch(t *testing.T) {
 		id, durable := w.settled(t, what)
 		t.Logf("%s: snapshot %s, durable on the network %v after it was made (%v after the change, 3s quiet included)",
 			what, id, durable.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
-		want[id] = backupTree(t, src)
+		want[id] = treetest.Describe(t, src)
 		return id
 	}
 	step("first pass", func() {})
@@ -178,24 +226,19 @@ func TestBackupWatch(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	w.cmd.Process.Signal(syscall.SIGKILL)
-	<-w.done
+	w.stopped(t, 60*time.Second)
 	w = startWatcher(t, home, pw, base)
 	step("restart after kill -9", func() {})
 
 	w.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-w.done:
-		if err != nil {
-			t.Fatalf("the watcher on SIGTERM: %v", err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("the watcher did not stop on SIGTERM")
+	if err := w.stopped(t, 60*time.Second); err != nil {
+		t.Fatalf("the watcher on SIGTERM: %v", err)
 	}
 	n.restoreInto(t, home, acct, pw)
 	for id, tree := range want {
 		dst := filepath.Join(base, "r-"+id)
 		restoreSnapshot(t, home, pw, id, dst, "--sync-timeout", "60s")
-		sameTree(t, "snapshot "+id, backupTree(t, filepath.Join(dst, src)), tree)
+		treetest.Same(t, "snapshot "+id, treetest.Describe(t, filepath.Join(dst, src)), tree)
 	}
 	(&vaultEnv{home: home, pw: pw}).check(t)
 }
@@ -235,5 +278,51 @@ func TestMountWatchesBackups(t *testing.T) {
 	restoreSnapshot(t, v.home, v.pw, after[len(after)-1].ID, dst)
 	if b, err := os.ReadFile(filepath.Join(dst, src, "later.txt")); err != nil || string(b) != "written while mounted" {
 		t.Fatalf("the change is not in the latest snapshot: %q, %v", b, err)
+	}
+}
+
+// TestWatchSkipsExcludedFolders: the watcher leaves out what the pass leaves out (a folder a
+// .fincryptignore names, a pattern there, a folder holding a CACHEDIR.TAG, an --exclude): changes
+// there start no pass, and the next pass has only the real change. A folder the ignore file stops
+// naming is watched from then on.
+func TestWatchSkipsExcludedFolders(t *testing.T) {
+	base := t.TempDir()
+	home, pw := filepath.Join(base, "home"), writePassword(t, "pw")
+	if r := fincrypt(t, nil, "--home", home, "init", "--password-file", pw); r.code != 0 {
+		t.Fatalf("init: %+v", r)
+	}
+	src := filepath.Join(base, "src")
+	sh(t, base, `mkdir -p src/build/obj src/cache src/keep
+		echo a > src/keep/a; printf 'build\n*.tmp\n' > src/.fincryptignore
+		echo 1 > src/build/1; echo 2 > src/build/obj/2
+		printf 'Signature: 8a477f597d28d172789f06886806bc55' > src/cache/CACHEDIR.TAG; echo c > src/cache/c`)
+	if r := fincrypt(t, nil, "--home", home, "backup", "add", "--password-file", pw, src); r.code != 0 {
+		t.Fatalf("backup add: %+v", r)
+	}
+	w := startWatcher(t, home, pw, base, "--exclude", "*.log")
+	first := w.next(t, "the first pass", 2*time.Minute)
+	if first.same || first.files != "2" { // keep/a and .fincryptignore
+		t.Fatalf("the first pass: %+v, want 2 files", first)
+	}
+	// Changes in what is left out, then one real change.
+	sh(t, src, `for i in 1 2 3; do echo $i >> build/1; mkdir -p build/new$i; echo $i > build/new$i/f
+		echo $i >> cache/c; mkdir -p cache/sub$i; echo $i > cache/sub$i/f
+		echo $i > scratch$i.tmp; echo $i >> keep/app.log; done
+		echo m > keep/marker`)
+	got := w.next(t, "the real change", 2*time.Minute)
+	if got.same || got.changed != "1" || got.files != "3" { // keep/marker too
+		log, _ := os.ReadFile(w.log)
+		t.Fatalf("after changes in excluded folders and one real change: %+v, want one pass of the one changed path (3 files)\n%s", got, log)
+	}
+	// build/ is no longer ignored: its files join the backup, and a change there is seen.
+	os.WriteFile(filepath.Join(src, ".fincryptignore"), []byte("*.tmp\n"), 0o644)
+	got = w.next(t, "the ignore file changed", 2*time.Minute)
+	if got.same || got.files != "8" { // and build/1, build/obj/2, build/new1..3/f
+		t.Fatalf("after build/ stopped being ignored: %+v, want 8 files", got)
+	}
+	os.WriteFile(filepath.Join(src, "build/obj/late"), []byte("late"), 0o644)
+	got = w.next(t, "a change in the folder no longer ignored", 2*time.Minute)
+	if got.same || got.changed != "1" || got.files != "9" {
+		t.Fatalf("a change in build/ once it is no longer ignored: %+v, want one changed path, 9 files", got)
 	}
 }

@@ -1,7 +1,9 @@
 // Package powerloss holds what the power-loss tests share: how many seeded
-// runs each does. The tests themselves run a store on pebble's crashable
-// in-memory file system (vfs.NewCrashableMem), cut the power at a seeded
-// step and check what survives (docs/FORMAT.md, "Power loss").
+// runs each does (Runs), a seeded crashable disk (Disk: pebble's
+// vfs.NewCrashableMem and a CrashClone keeping a seeded share of what was
+// not synced), and a file system that cuts the power before a chosen
+// operation (CutFS). The tests run a store on them, cut the power and check
+// what survives (docs/FORMAT.md, "Power loss").
 package powerloss
 
 import (
@@ -26,4 +28,12 @@ func Runs(t testing.TB, def int) int {
 		t.Fatalf("FINCRYPT_POWERLOSS_RUNS=%q: want a positive count", s)
 	}
 	return n
+}
+
+// Seeds calls run with each seed, 0 to Runs(t, def)-1.
+func Seeds(t testing.TB, def int, run func(seed uint64)) {
+	t.Helper()
+	for seed := range Runs(t, def) {
+		run(uint64(seed))
+	}
 }

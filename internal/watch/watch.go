@@ -34,7 +34,9 @@
 // busy, changes keep coalescing in the pending set instead of queueing.
 //
 // Exclude is called with absolute paths; an excluded directory is neither watched nor walked, and
-// an excluded path is never emitted.
+// an excluded path is never emitted. When what Exclude answers depends on files in the tree (a
+// backup's .fincryptignore and CACHEDIR.TAG), Config.Forget hears of every event first, and
+// names the directory to walk again when such a file changed.
 package watch
 
 import (
@@ -44,6 +46,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -57,6 +60,13 @@ import (
 type Config struct {
 	Roots   []string
 	Exclude func(path string) bool // nil: nothing excluded
+	// Forget, if set, is called with each event's path before Exclude is asked about it,
+	// and with each root before a full rescan: Exclude must not answer from what it read
+	// before of that path or what is under it. It returns a directory whose entries Exclude
+	// now answers for differently (an ignore file there changed), "" if none: the watcher
+	// walks it again at once, watching what is no longer excluded and dropping the watches
+	// of what now is.
+	Forget func(path string) (rewalk string)
 
 	Debounce   time.Duration // quiet time after a path's last event before it is checked (default 300ms)
 	Settle     time.Duration // time between two stability checks (default 250ms)
@@ -349,7 +359,16 @@ func (w *Watcher) needRescan(reason string) {
 
 func (w *Watcher) event(ev fsnotify.Event) {
 	p := filepath.Clean(ev.Name)
-	if !w.under(p) || w.excluded(p) {
+	if !w.under(p) {
+		return
+	}
+	if w.cfg.Forget != nil {
+		if dir := w.cfg.Forget(p); dir != "" && w.under(dir) {
+			w.rewalk(dir)
+			w.mark(dir) // its entries change in the backup: a pass lists it again
+		}
+	}
+	if w.excluded(p) {
 		return
 	}
 	if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
@@ -387,6 +406,35 @@ func (w *Watcher) forgetDir(dir string) {
 	}
 }
 
+// rewalk walks dir again after what Exclude answers under it changed: what is no longer
+// excluded is watched and marked (as created); what now is loses its watches and leaves
+// the index (the change of the rule itself, an event of its own, makes the pass that drops
+// it from the backup).
+func (w *Watcher) rewalk(dir string) {
+	seen := map[string]bool{}
+	if !w.excluded(dir) || slices.Contains(w.cfg.Roots, dir) {
+		seen[dir] = true
+		w.walk(dir, seen)
+	}
+	for p := range w.index {
+		if (p == dir || strings.HasPrefix(p, dir+"/")) && !seen[p] {
+			delete(w.index, p)
+		}
+	}
+	w.unwatchUnseen(dir, seen)
+}
+
+// unwatchUnseen drops the watches under dir (and on it) of the directories a walk did not
+// see: gone, or excluded now.
+func (w *Watcher) unwatchUnseen(dir string, seen map[string]bool) {
+	for d := range w.dirs {
+		if (d == dir || strings.HasPrefix(d, dir+"/")) && !seen[d] {
+			w.fsw.Remove(d)
+			delete(w.dirs, d)
+		}
+	}
+}
+
 // doRescan walks every root and marks every difference from the index, including what
 // disappeared.
 func (w *Watcher) doRescan(reason string) {
@@ -396,6 +444,9 @@ func (w *Watcher) doRescan(reason string) {
 	seen := map[string]bool{}
 	n := 0
 	for _, r := range w.cfg.Roots {
+		if w.cfg.Forget != nil {
+			w.cfg.Forget(r) // read every ignore file again
+		}
 		n += w.walk(r, seen)
 	}
 	for p := range w.index {
@@ -403,10 +454,8 @@ func (w *Watcher) doRescan(reason string) {
 			w.mark(p)
 		}
 	}
-	for d := range w.dirs {
-		if !seen[d] {
-			delete(w.dirs, d)
-		}
+	for _, r := range w.cfg.Roots {
+		w.unwatchUnseen(r, seen)
 	}
 	w.report(Report{Kind: KindRescan, Reason: reason, Files: n, Took: w.now().Sub(start)})
 }
@@ -444,6 +493,12 @@ func (w *Watcher) check() {
 func (w *Watcher) settle(p string, gone bool, st stamp, unstable bool) {
 	reason := w.pending[p].rescan
 	delete(w.pending, p)
+	if !gone && w.excluded(p) {
+		// Excluded since it was marked (a rule changed meanwhile): neither
+		// watched nor emitted; the rule's change has its own event.
+		delete(w.index, p)
+		return
+	}
 	if gone {
 		delete(w.index, p)
 	} else {

@@ -485,3 +485,72 @@ func TestRescanTime(t *testing.T) {
 		t.Fatalf("a rescan with nothing changed emitted %v", h.all())
 	}
 }
+
+// TestRulesChangeRewalks: what Exclude answers depends on a rules file in the tree (as a
+// backup's .fincryptignore); Forget hears of every event and names the folder to walk again
+// when the rules file changed. A folder the rules name is not watched and its changes are not
+// emitted; once the rules stop naming it, it is watched (its later changes are emitted), and
+// once they name it again its watch goes.
+func TestRulesChangeRewalks(t *testing.T) {
+	root := t.TempDir()
+	rules := filepath.Join(root, "RULES")
+	write(t, rules, "skip")
+	os.MkdirAll(filepath.Join(root, "skip", "sub"), 0o755)
+	var mu sync.Mutex
+	names := map[string]bool{"skip": true}
+	excl := func(p string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		rel, _ := filepath.Rel(root, p)
+		return names[strings.Split(rel, "/")[0]]
+	}
+	forget := func(p string) string {
+		if p != rules {
+			return ""
+		}
+		b, _ := os.ReadFile(rules)
+		mu.Lock()
+		names = map[string]bool{}
+		for _, n := range strings.Fields(string(b)) {
+			names[n] = true
+		}
+		mu.Unlock()
+		return root
+	}
+	watched := func(h *harness, d string) bool { return slices.Contains(h.w.fsw.WatchList(), d) }
+	h := start(t, Config{Roots: []string{root}, Exclude: excl, Forget: forget, Rescan: -1}, nil)
+	skip := filepath.Join(root, "skip")
+	if watched(h, skip) || watched(h, filepath.Join(skip, "sub")) {
+		t.Fatal("a folder the rules name is watched")
+	}
+	write(t, filepath.Join(skip, "sub", "f"), "x")
+	keep := filepath.Join(root, "keep")
+	write(t, keep, "x")
+	h.waitFor(keep)
+	h.quiet()
+
+	write(t, rules, "") // skip/ is backed up from now on
+	h.waitFor(rules, filepath.Join(skip, "sub", "f"))
+	late := filepath.Join(skip, "sub", "late")
+	write(t, late, "x")
+	h.waitFor(late)
+
+	write(t, rules, "skip") // and no longer
+	h.waitFor(rules)
+	h.quiet()
+	if watched(h, skip) || watched(h, filepath.Join(skip, "sub")) {
+		t.Fatal("a folder the rules name again is still watched")
+	}
+	h.reset()
+	write(t, filepath.Join(skip, "sub", "later"), "x")
+	write(t, keep, "y")
+	h.waitFor(keep)
+	h.quiet()
+	for _, g := range h.all() {
+		for _, p := range g.batch.Paths {
+			if strings.HasPrefix(p, skip) {
+				t.Fatalf("a path in a folder the rules name was emitted: %s", p)
+			}
+		}
+	}
+}
