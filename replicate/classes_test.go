@@ -1,8 +1,13 @@
 package replicate
 
 import (
+	"bytes"
+	"math/rand"
+	"os"
+	"path/filepath"
 	"testing"
 
+	"github.com/fincrypt/fincrypt/meta"
 	"github.com/fincrypt/fincrypt/vault"
 )
 
@@ -30,5 +35,46 @@ func TestFullSegmentsHardlyPadded(t *testing.T) {
 		if pad := class - used; pad*1000 >= class {
 			t.Errorf("a full segment of %d-byte chunks: %d sealed chunks, %d of %d bytes padding", cs, n, pad, class)
 		}
+	}
+}
+
+// TestOldLargestClassReadsBack: segments stored while the largest size
+// class was 16 MiB x 17/16 (before it became 16 MiB + 16 KiB) keep the
+// class their index records name and read back intact once the classes
+// have changed.
+func TestOldLargestClassReadsBack(t *testing.T) {
+	p, home := planetAndVault(t)
+	oldClasses, oldMax := SizeClasses, MaxSegment
+	t.Cleanup(func() { SizeClasses, MaxSegment = oldClasses, oldMax })
+	const before = 16 << 20 * 17 / 16
+	SizeClasses = append(append([]int(nil), oldClasses[:len(oldClasses)-1]...), before)
+	MaxSegment = before
+	c := mount(t, p, home, fastConfig())
+	data := make([]byte, 40<<20+4321)
+	rand.New(rand.NewSource(7)).Read(data)
+	if err := os.WriteFile(filepath.Join(c.mnt, "old"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.waitSynced("file stored with the old classes")
+	c.unmount() // no goroutine of the engine reads the classes as they change
+	SizeClasses, MaxSegment = oldClasses, oldMax
+	c = mount(t, p, home, fastConfig())
+	old := 0
+	for _, s := range segmentPieces(t, c.rep.idx) {
+		if s.Kind == meta.KindData && s.Class == before {
+			old++
+		}
+	}
+	if old == 0 {
+		t.Fatalf("no data segment of the old largest class %d was stored", before)
+	}
+	c.dropCaches(t)
+	c.rep.dropSegmentCache()
+	got, err := os.ReadFile(filepath.Join(c.mnt, "old"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("read back %d bytes that differ from the %d written with the old classes", len(got), len(data))
 	}
 }
