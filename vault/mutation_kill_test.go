@@ -109,7 +109,8 @@ func TestSealEmptyPlaintext(t *testing.T) {
 // written (kills `opt.KDF == (KDFParams{})` negated, which would put the
 // default's in their place), and the chunk size's two ends are accepted,
 // one power of two beyond either refused (kills `< 4096` → `<= 4096` and
-// `> 16<<20` → `>= 16<<20`).
+// `> 16<<20` → `>= 16<<20` in Create, and `< 4096` → `<= 4096` in
+// ReadKeyFile).
 func TestCreateOptionBounds(t *testing.T) {
 	home := filepath.Join(t.TempDir(), "home")
 	if err := Create(home, []byte("pw"), CreateOptions{KDF: fastKDF, ChunkSize: 4096}); err != nil {
@@ -133,8 +134,19 @@ func TestCreateOptionBounds(t *testing.T) {
 }
 
 // TestKEKSaltBound: a key file's salt of 16 bytes is enough, 15 is not
-// (kills `len(salt) < 16` → `<= 16` in kek).
+// (kills `len(salt) < 16` → `<= 16` in kek); Argon2id's least memory, 8
+// KiB, is accepted, 7 is not (kills `p.MemoryK < 8` → `<= 8`).
 func TestKEKSaltBound(t *testing.T) {
+	salt := base64.StdEncoding.EncodeToString(make([]byte, 16))
+	for _, tc := range []struct {
+		mem uint32
+		ok  bool
+	}{{8, true}, {7, false}} {
+		kf := &KeyFile{KDF: "argon2id", Params: KDFParams{Time: 1, MemoryK: tc.mem, Threads: 1}, Salt: salt}
+		if _, err := kf.kek([]byte("pw")); (err == nil) != tc.ok {
+			t.Errorf("%d KiB: %v, want ok=%v", tc.mem, err, tc.ok)
+		}
+	}
 	for _, tc := range []struct {
 		n  int
 		ok bool
