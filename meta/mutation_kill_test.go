@@ -12,7 +12,9 @@ import (
 // TestBlobPendingSize: a blob no segment holds joins the pending feed with
 // its sealed size (plaintext plus vault.Overhead), owner-less; a located
 // blob does not, and DeleteBlob takes it off (kills `plainLen+Overhead` →
-// `plainLen-Overhead` in PutBlob).
+// `plainLen-Overhead` in PutBlob); FeedFromWalk finds the same (kills,
+// in its blob scan, `n+Overhead` → `n-Overhead` and decodeBlob's
+// `err != nil` negated).
 func TestBlobPendingSize(t *testing.T) {
 	x := openTest(t, t.TempDir(), testKeys(t, 1))
 	b := x.NewBatch()
@@ -35,5 +37,19 @@ func TestBlobPendingSize(t *testing.T) {
 	walk, err := x.FeedFromWalk()
 	if err != nil || len(walk) != 1 || walk[ChunkID{1}] != want {
 		t.Fatalf("feed from the walk %+v, %v; want %+v alone", walk, err, want)
+	}
+
+	// A version's pin of an unlocated chunk is in the walk's feed too,
+	// after the blobs (kills the blob scan's `err != nil` negated, which
+	// returns before the pins).
+	b = x.NewBatch()
+	b.PutPin(ChunkID{5}, Pin{Ino: 7, Version: 1, Len: 50})
+	if err := b.Commit(true); err != nil {
+		t.Fatal(err)
+	}
+	walk, err = x.FeedFromWalk()
+	pin := Pending{ID: ChunkID{5}, Size: 50 + vault.Overhead}
+	if err != nil || len(walk) != 2 || walk[ChunkID{1}] != want || walk[ChunkID{5}] != pin {
+		t.Fatalf("feed from the walk %+v, %v; want %+v and %+v", walk, err, want, pin)
 	}
 }
