@@ -55,8 +55,9 @@ func TestBlobPendingSize(t *testing.T) {
 }
 
 // TestVerifyFeedReports: VerifyFeed counts the feed's entries and names a
-// pending chunk the feed lacks (kills `rep.Entries++` → `--` and the
-// FeedFromWalk error check negated, which returns an empty report).
+// pending chunk the feed lacks (kills `rep.Entries++` → `--`, and the
+// error checks after FeedFromWalk and PendingChunks negated, which return
+// an empty or a partial report).
 func TestVerifyFeedReports(t *testing.T) {
 	x := openTest(t, t.TempDir(), testKeys(t, 1))
 	b := x.NewBatch()
