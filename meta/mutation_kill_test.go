@@ -81,3 +81,32 @@ func TestVerifyFeedReports(t *testing.T) {
 		t.Fatalf("VerifyFeed: %+v, %v; want 2 entries and blob 2 missing", rep, err)
 	}
 }
+
+// TestRebuildFeedDropsStale: RebuildFeed replaces the feed, so a stale
+// file-chunk mark (an owner whose chunk map does not hold it) is gone and
+// an owner-less mark of an unlocated chunk is kept (kills `pPending + 1` →
+// `pPending - 1`, the end of the range rebuildFeed deletes).
+func TestRebuildFeedDropsStale(t *testing.T) {
+	x := openTest(t, t.TempDir(), testKeys(t, 1))
+	b := x.NewBatch()
+	// Every batch keeps the feed exact, so the stale mark is made below
+	// the check MarkPending does (as damage or another writer would).
+	b.markPending(ChunkID{4}, 9, 0, 100)
+	b.PutBlob(ChunkID{1}, 10)
+	if err := b.Commit(true); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := x.VerifyFeed(); err != nil || len(rep.Stale) != 1 || rep.Stale[0] != (ChunkID{4}) {
+		t.Fatalf("VerifyFeed before the rebuild: %+v, %v; want chunk 4 stale", rep, err)
+	}
+	if _, err := x.RebuildFeed(); err != nil {
+		t.Fatal(err)
+	}
+	var got []Pending
+	if err := x.PendingChunks(func(p Pending) error { got = append(got, p); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if want := (Pending{ID: ChunkID{1}, Size: 10 + vault.Overhead}); len(got) != 1 || got[0] != want {
+		t.Fatalf("feed after the rebuild %+v, want [%+v]", got, want)
+	}
+}
