@@ -3,6 +3,7 @@ package meta
 import (
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/fincrypt/fincrypt/vault"
 )
 
@@ -108,5 +109,64 @@ func TestRebuildFeedDropsStale(t *testing.T) {
 	}
 	if want := (Pending{ID: ChunkID{1}, Size: 10 + vault.Overhead}); len(got) != 1 || got[0] != want {
 		t.Fatalf("feed after the rebuild %+v, want [%+v]", got, want)
+	}
+}
+
+// TestCounterAcrossCeilings: versions drawn past several reserved ranges,
+// with a reopen after each, never repeat (kills `c.next >= c.ceiling` →
+// `>` in next, which hands out the ceiling itself unreserved: the reopened
+// index hands it out again).
+func TestCounterAcrossCeilings(t *testing.T) {
+	dir := t.TempDir()
+	keys := testKeys(t, 1)
+	seen := map[uint64]bool{}
+	for round := 0; round < 3; round++ {
+		x := openTest(t, dir, keys)
+		for i := 0; i < versionStep+1; i++ {
+			v, err := x.NextVersion()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if seen[v] {
+				t.Fatalf("round %d: version %d handed out twice", round, v)
+			}
+			seen[v] = true
+		}
+		x.Close()
+	}
+}
+
+// TestCommitSyncWithRefsSurvivesPowerLoss: a synced batch that changes
+// chunk references while the RefSum is tracked survives a power cut (kills
+// commitRefs' error check negated in Commit, which returns before the
+// sync).
+func TestCommitSyncWithRefsSurvivesPowerLoss(t *testing.T) {
+	keys := testKeys(t, 1)
+	mem := vfs.NewCrashableMem()
+	x, err := Open("/idx", keys, Options{FS: mem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	sum, err := x.WalkRefSum()
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.TrackRefs(sum)
+	b := x.NewBatch()
+	b.PutBlob(ChunkID{7}, 70)
+	if len(b.refs) == 0 {
+		t.Fatal("the batch tracks no reference change")
+	}
+	if err := b.Commit(true); err != nil {
+		t.Fatal(err)
+	}
+	y, err := Open("/idx", keys, Options{FS: mem.CrashClone(vfs.CrashCloneCfg{})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer y.Close()
+	if n, err := y.GetBlob(ChunkID{7}); err != nil || n != 70 {
+		t.Fatalf("blob committed with sync, after a power cut: %d, %v", n, err)
 	}
 }
