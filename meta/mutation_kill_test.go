@@ -170,3 +170,34 @@ func TestCommitSyncWithRefsSurvivesPowerLoss(t *testing.T) {
 		t.Fatalf("blob committed with sync, after a power cut: %d, %v", n, err)
 	}
 }
+
+// TestDroppedPinnedChunkStaysPending: a file chunk a version pins, not
+// yet on the network, stays in the pending feed owner-less with its sealed
+// size when the file drops it, also in an index reopened since the pin
+// (kills `mayPin`'s answer after its scan negated, pins.go:120, and
+// `p.Len+Overhead` → `-` in dropRef).
+func TestDroppedPinnedChunkStaysPending(t *testing.T) {
+	dir := t.TempDir()
+	keys := testKeys(t, 1)
+	x := openTest(t, dir, keys)
+	b := x.NewBatch()
+	b.PutChunk(5, 0, &ChunkRef{ID: ChunkID{8}, Version: 1, Len: 40})
+	b.PutPin(ChunkID{8}, Pin{Ino: 5, Index: 0, Version: 1, Len: 40})
+	if err := b.Commit(true); err != nil {
+		t.Fatal(err)
+	}
+	x.Close()
+	x = openTest(t, dir, keys)
+	b = x.NewBatch()
+	b.DeleteChunk(5, 0)
+	if err := b.Commit(true); err != nil {
+		t.Fatal(err)
+	}
+	var got []Pending
+	if err := x.PendingChunks(func(p Pending) error { got = append(got, p); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if want := (Pending{ID: ChunkID{8}, Size: 40 + vault.Overhead}); len(got) != 1 || got[0] != want {
+		t.Fatalf("pending feed %+v, want [%+v]", got, want)
+	}
+}
