@@ -201,3 +201,25 @@ func TestDroppedPinnedChunkStaysPending(t *testing.T) {
 		t.Fatalf("pending feed %+v, want [%+v]", got, want)
 	}
 }
+
+// TestDeletePinKeepsFileMark: a version's pin deleted while its file still
+// references the chunk leaves the file's pending mark (kills `cur != id`
+// negated in DeletePin: the chunk would leave the feed and never upload).
+func TestDeletePinKeepsFileMark(t *testing.T) {
+	x := openTest(t, t.TempDir(), testKeys(t, 1))
+	b := x.NewBatch()
+	b.PutChunk(5, 0, &ChunkRef{ID: ChunkID{8}, Version: 1, Len: 40})
+	pin := Pin{Ino: 5, Index: 0, Version: 1, Len: 40}
+	b.PutPin(ChunkID{8}, pin)
+	if err := b.Commit(true); err != nil {
+		t.Fatal(err)
+	}
+	b = x.NewBatch()
+	b.DeletePin(ChunkID{8}, pin)
+	if err := b.Commit(true); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := x.IsPending(ChunkID{8}); err != nil || !ok {
+		t.Fatalf("the file's chunk left the pending feed with the pin: pending %v, %v", ok, err)
+	}
+}
