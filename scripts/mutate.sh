@@ -12,7 +12,7 @@
 #                 package's sub-packages too (mediator/testplanet).
 #   MUTATE_RUN    a -run regexp: the tests run against every mutant (and for
 #                 the coverage that decides which mutants run).
-#   MUTATE_GOFLAGS go test flags (default -short).
+#   MUTATE_GOFLAGS go test flags (default -short -vet=off -ldflags=-w).
 set -eu
 cd "$(dirname "$0")/.."
 GREMLINS=tools/bin/gremlins
@@ -27,7 +27,10 @@ mkdir -p .mutate
 # v0.5.0 passes it to go test as the single argument "-cpu 1", which the
 # test binary rejects ("flag provided but not defined: -cpu 1", exit 1),
 # so every mutant is counted KILLED without a test having run.
-flags="${MUTATE_GOFLAGS:--short} -cpu=1"
+# -vet=off and -ldflags=-w: a mutant's run skips vet (a vet complaint is
+# not a test failing) and the test binary's DWARF (a shorter link); the
+# tests run the same.
+flags="${MUTATE_GOFLAGS:--short -vet=off -ldflags=-w} -cpu=1"
 if [ -n "${MUTATE_RUN:-}" ]; then
 	flags="$flags -run=$MUTATE_RUN"
 fi
@@ -38,7 +41,36 @@ fi
 # (or line ranges), named relative to the package directory as gremlins
 # names the files it walks; every other git call goes to the real git.
 diffargs=""
-shim=""
+shim=$(mktemp -d)
+trap 'rm -rf "$shim"' EXIT
+
+# MUTATE_MIN_TIMEOUT: gremlins gives each mutant's `go test` (its build
+# included) the time of its coverage run times the coefficient. A package
+# whose coverage run took 2 s from a warm build cache gives a mutant 10 s,
+# which under load is not enough to build its test binary: every mutant
+# then "times out". A go in front of the real one makes the coverage run
+# (the one `go test` with -coverprofile) last at least
+# MUTATE_MIN_TIMEOUT / coefficient seconds, so no mutant gets less than
+# MUTATE_MIN_TIMEOUT seconds (default 180). Every other go call goes
+# straight to the real go.
+coef=${MUTATE_TIMEOUT_COEFFICIENT:-5}
+realgo=$(command -v go)
+cat >"$shim/go" <<SHIM
+#!/bin/sh
+case " \$* " in
+*" -coverprofile "*)
+	start=\$(date +%s)
+	"$realgo" "\$@"
+	rc=\$?
+	floor=\$(( (${MUTATE_MIN_TIMEOUT:-180} + $coef - 1) / $coef ))
+	left=\$(( start + floor - \$(date +%s) ))
+	[ \$rc -ne 0 ] || [ \$left -le 0 ] || sleep \$left
+	exit \$rc ;;
+esac
+exec "$realgo" "\$@"
+SHIM
+chmod +x "$shim/go"
+
 if [ -n "${MUTATE_FILES:-}" ]; then
 	set -- $PKGS
 	if [ $# -ne 1 ]; then
@@ -52,8 +84,6 @@ if [ -n "${MUTATE_FILES:-}" ]; then
 			exit 2
 		fi
 	done
-	shim=$(mktemp -d)
-	trap 'rm -rf "$shim"' EXIT
 	realgit=$(command -v git)
 	cat >"$shim/git" <<SHIM
 #!/bin/sh
@@ -91,13 +121,18 @@ fi
 summary=""
 for p in $PKGS; do
 	log=".mutate/$(echo "$p" | tr / _).log"
+	if [ -n "${MUTATE_FILES:-}" ]; then
+		# A log of its own per choice of files: runs over different
+		# files of one package can go side by side.
+		log=".mutate/$(echo "$p $MUTATE_FILES" | tr ' /:' '__-').log"
+	fi
 	echo "== $p (log: $log)"
 	# -short: each package's quick tests (the long e2e and stress runs
 	# would make one mutant cost minutes on a shared machine); nice, one
 	# worker, one CPU per test run: a report that finishes beside other work.
-	PATH="${shim:+$shim:}$PATH" MUTATE_FILES="${MUTATE_FILES:-}" GOFLAGS="$flags" \
+	PATH="$shim:$PATH" MUTATE_FILES="${MUTATE_FILES:-}" GOFLAGS="$flags" \
 		nice -n "${MUTATE_NICE:-10}" \
-		"$GREMLINS" unleash --workers 1 --timeout-coefficient "${MUTATE_TIMEOUT_COEFFICIENT:-5}" \
+		"$GREMLINS" unleash --workers 1 --timeout-coefficient "$coef" \
 		$diffargs "./$p" >"$log" 2>&1 || true
 	grep -E '^ *(LIVED|TIMED OUT)' "$log" || true
 	eff=$(grep -Eo 'Test efficacy: [0-9.]+%' "$log" | tail -1 || true)
