@@ -19,6 +19,11 @@ func TestReleaseAndRepack(t *testing.T) {
 	p, home := planetAndVault(t)
 	cfg := fastConfig()
 	cfg.ReleaseDelay = time.Second
+	// The two files share one segment only if it is not flushed between
+	// them: a partly filled segment waits (a loaded machine once took over
+	// FlushAfter's 200 ms between the two writes) until the sync asked for
+	// once both are written.
+	cfg.FlushAfter = time.Hour
 	c := mount(t, p, home, cfg)
 	big := make([]byte, 400<<10)
 	small := []byte("the part that stays alive")
@@ -31,6 +36,7 @@ func TestReleaseAndRepack(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(c.mnt, "small"), small, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	c.rep.RequestSync()
 	c.waitSynced("two files")
 	var first []meta.SegmentID
 	for _, s := range segmentPieces(t, c.rep.idx) {
