@@ -20,11 +20,27 @@ func TestReleaseAndRepack(t *testing.T) {
 	cfg := fastConfig()
 	cfg.ReleaseDelay = time.Second
 	// The two files share one segment only if it is not flushed between
-	// them: a partly filled segment waits (a loaded machine once took over
-	// FlushAfter's 200 ms between the two writes) until the sync asked for
-	// once both are written.
-	cfg.FlushAfter = time.Hour
+	// them. A partly filled segment goes out after FlushAfter, when a
+	// snapshot is due (SnapshotInterval after a change) and while the
+	// mount's first snapshot is wanted: a loaded machine once spent longer
+	// than the tests' 200 and 300 ms between the two writes. So the test
+	// waits for the first snapshot, and the partly filled segment waits
+	// for the syncs the test asks for.
+	cfg.FlushAfter, cfg.SnapshotInterval = time.Hour, time.Hour
 	c := mount(t, p, home, cfg)
+	for deadline := time.Now().Add(40 * time.Second); ; {
+		st, err := QueryStatus(home)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.LastSnapshot != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no first snapshot after 40s: %+v", st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	big := make([]byte, 400<<10)
 	small := []byte("the part that stays alive")
 	for i := range big {
@@ -35,6 +51,22 @@ func TestReleaseAndRepack(t *testing.T) {
 	}
 	if err := os.WriteFile(filepath.Join(c.mnt, "small"), small, 0o644); err != nil {
 		t.Fatal(err)
+	}
+	// A file's last chunk is committed when the kernel releases it, which
+	// may come after close returns: sync once both files' chunks wait.
+	for deadline := time.Now().Add(40 * time.Second); ; {
+		st, err := QueryStatus(home)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.PendingFiles == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the two files' chunks not pending after 40s: %+v", st)
+		}
+		c.rep.Kick()
+		time.Sleep(50 * time.Millisecond)
 	}
 	c.rep.RequestSync()
 	c.waitSynced("two files")
@@ -52,7 +84,7 @@ func TestReleaseAndRepack(t *testing.T) {
 	}
 	deadline := time.Now().Add(40 * time.Second)
 	for {
-		c.rep.Kick()
+		c.rep.RequestSync() // a newer snapshot lets the dead segment go
 		_, err := c.rep.idx.GetSegment(first[0])
 		if err != nil {
 			_, merr := c.mc.Segment(p.Context(), fnet.SegmentID(first[0]))
@@ -67,6 +99,7 @@ func TestReleaseAndRepack(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	c.rep.RequestSync()
 	st := c.waitSynced("after the repack")
 	if st.SegmentsDurable != 1 || st.StoredBytes != uint64(SizeClasses[0]) {
 		t.Fatalf("after release: %d durable segments, %d bytes stored; want 1 of the smallest class", st.SegmentsDurable, st.StoredBytes)
