@@ -40,3 +40,17 @@ func UseFileStore(t testing.TB) {
 // ChunkOpens returns how many chunks were loaded (read from the store or
 // the network) and how many AEAD opens that took, since the process began.
 func ChunkOpens() (loads, opens int64) { return chunkLoads.Load(), chunkOpens.Load() }
+
+// HoldSealing takes every sealing slot of the mount, so chunks queued by a
+// close wait unsealed until the returned func gives the slots back.
+func (m *Mounted) HoldSealing() (release func()) {
+	n := cap(m.r.sealSem)
+	for range n {
+		m.r.sealSem <- struct{}{}
+	}
+	return func() {
+		for range n {
+			<-m.r.sealSem
+		}
+	}
+}

@@ -271,6 +271,9 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 		if svc, err = opt.Attach(r.idx, r.store); err != nil {
 			return fail(err)
 		}
+		if s, ok := svc.(CommitBeforeSyncer); ok {
+			s.CommitBeforeSync(r.flushOpenFiles)
+		}
 	}
 	// The tree's own replies carry opt's timeouts (fillEntry); these
 	// defaults apply to the rest (the snapshot view, missing names).
@@ -473,6 +476,15 @@ func (m *Mounted) Detach() error {
 		return fmt.Errorf("detach %s: %w", m.dir, err)
 	}
 	return nil
+}
+
+// CommitBeforeSyncer is an attached service (Options.Attach) that asks for
+// what the open files hold to be in the index before it takes a sync's mark:
+// close(2) returns with a file's last chunks only queued for sealing, so a
+// sync asked for just after (`fincrypt sync` after a copy) would otherwise
+// be covered by a snapshot that misses them.
+type CommitBeforeSyncer interface {
+	CommitBeforeSync(commit func() error)
 }
 
 // flushOpenFiles commits what every open file has written (each error,

@@ -181,10 +181,30 @@ func (r *Replicator) maybeSnapshot() error {
 	return r.takeSnapshot()
 }
 
+// CommitBeforeSync makes RequestSync run commit first (fs.Mount passes the
+// step that puts what open and just-closed files hold into the index).
+func (r *Replicator) CommitBeforeSync(commit func() error) {
+	r.mu.Lock()
+	r.commitOpen = commit
+	r.mu.Unlock()
+}
+
 // RequestSync asks for a snapshot that covers everything written so far,
 // as soon as possible; it returns the mark that such a snapshot's
-// SnapshotCovers reaches (or Restorable is true).
+// SnapshotCovers reaches (or Restorable is true). Written so far includes
+// files closed but not yet sealed: they are committed (CommitBeforeSync)
+// before the mark is taken. A failure to commit them (a full disk) is
+// reported by the files' next write or fsync and shown by status; the mark
+// still covers everything committed.
 func (r *Replicator) RequestSync() time.Time {
+	r.mu.Lock()
+	commit := r.commitOpen
+	r.mu.Unlock()
+	if commit != nil {
+		if err := commit(); err != nil {
+			r.noteErr(fmt.Errorf("sync: committing open files: %w", err))
+		}
+	}
 	now := time.Now()
 	r.mu.Lock()
 	if now.After(r.syncWanted) {

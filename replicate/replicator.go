@@ -86,19 +86,20 @@ type Replicator struct {
 	liveCount map[meta.SegmentID]uint64
 
 	// Restorability (protect.go); guarded by mu.
-	protMu           sync.Mutex // serialises computing the live state hash
-	snapMu           sync.Mutex // serialises taking snapshots
-	protGen          uint64     // 1 + the index generation protHash was computed at
-	protKey          []byte     // the key file protHash covers
-	protHash         []byte     // state hash of the live index
-	snapHash         []byte     // state hash of the newest stored snapshot (R snapshot_hash)
-	snapCovers       time.Time  // when that snapshot's export was read (R snapshot_covers)
-	unprotectedSince time.Time  // the oldest change not in a stored snapshot (zero: none)
-	lastChange       time.Time  // when the live state hash last changed
-	syncWanted       time.Time  // a snapshot exported after this is wanted now
-	flushing         bool       // upload partly filled segments at once
-	closing          bool       // Finish runs
-	netFails         int        // rounds in a row that failed on the network
+	protMu           sync.Mutex   // serialises computing the live state hash
+	snapMu           sync.Mutex   // serialises taking snapshots
+	protGen          uint64       // 1 + the index generation protHash was computed at
+	protKey          []byte       // the key file protHash covers
+	protHash         []byte       // state hash of the live index
+	snapHash         []byte       // state hash of the newest stored snapshot (R snapshot_hash)
+	snapCovers       time.Time    // when that snapshot's export was read (R snapshot_covers)
+	unprotectedSince time.Time    // the oldest change not in a stored snapshot (zero: none)
+	lastChange       time.Time    // when the live state hash last changed
+	syncWanted       time.Time    // a snapshot exported after this is wanted now
+	commitOpen       func() error // commits what open files hold (CommitBeforeSync), or nil
+	flushing         bool         // upload partly filled segments at once
+	closing          bool         // Finish runs
+	netFails         int          // rounds in a row that failed on the network
 	syncTimeout      time.Duration
 	// snapGen is 1 + the index state generation (meta.Index.
 	// StateGeneration) the stored snapshot covers; 0: not known.
