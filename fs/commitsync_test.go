@@ -69,3 +69,33 @@ func TestSyncCommitsClosedFiles(t *testing.T) {
 	}
 	mustEqual(t, "copied file", readFile(t, tm.path("copied")), want)
 }
+
+// TestAttrNotStaleAcrossRelease: a reply whose inode was read from the
+// index while a closed file's chunks were still sealing, and whose
+// open-file check comes once the file has been released, carries the size
+// the release committed, not the one read (the kernel would keep the old
+// size for the attribute timeout: an append through a hard link once
+// landed at offset 0).
+func TestAttrNotStaleAcrossRelease(t *testing.T) {
+	requireFUSE(t)
+	home := newVault(t, vault.CreateOptions{KDF: fastKDF.KDF, ChunkSize: 64 << 10})
+	tm := mountVault(t, home)
+	release := tm.m.HoldSealing()
+	writeFile(t, tm.path("f"), []byte("shared"))
+	ino := stat(t, tm.path("f")).Ino
+	stale, err := tm.m.Index().GetInode(ino)
+	if err != nil {
+		release()
+		t.Fatal(err)
+	}
+	release()
+	if err := tm.m.WaitIdle(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if stale.Size != 0 {
+		t.Fatalf("the index had size %d while sealing was held: the test cannot tell", stale.Size)
+	}
+	if got := tm.m.StatAs(&stale); got != 6 {
+		t.Fatalf("reply size %d for an inode read before the release committed 6", got)
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/fincrypt/fincrypt/chunkstore"
+	"github.com/fincrypt/fincrypt/meta"
+	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
 // WaitIdle waits until no file of the mount is open (every handle
@@ -54,3 +56,14 @@ func (m *Mounted) HoldSealing() (release func()) {
 		}
 	}
 }
+
+// StatAs returns the size the mount replies with for inode in, as a
+// caller read it from the index.
+func (m *Mounted) StatAs(in *meta.Inode) (size uint64) {
+	var out fuse.Attr
+	m.r.fillAttr(in, &out)
+	return out.Size
+}
+
+// Index is the mount's index (tests read what it committed).
+func (m *Mounted) Index() *meta.Index { return m.r.idx }

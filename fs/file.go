@@ -145,6 +145,44 @@ func (r *fsys) peek(ino uint64) *openFile {
 	return r.open[ino]
 }
 
+// releaseGrace is how long after a file's last release fillAttr reads its
+// inode again. The release commits the file's size, then the file leaves
+// the open files; a reply whose inode was read before that commit and
+// whose open-file check came after it would carry the old size, which the
+// kernel then keeps for AttrTimeout (an append through a hard link once
+// landed at offset 0 this way).
+const releaseGrace = 5 * time.Second
+
+// noteReleasedLocked records that ino left the open files now. Caller
+// holds r.openMu.
+func (r *fsys) noteReleasedLocked(ino uint64) {
+	now := time.Now()
+	if r.released == nil {
+		r.released = map[uint64]time.Time{}
+	}
+	if now.Sub(r.prunedAt) > releaseGrace {
+		for i, t := range r.released {
+			if now.Sub(t) > releaseGrace {
+				delete(r.released, i)
+			}
+		}
+		r.prunedAt = now
+	}
+	r.released[ino] = now
+}
+
+// peekRecent is peek, and for a file not open whether it left the open
+// files within releaseGrace.
+func (r *fsys) peekRecent(ino uint64) (of *openFile, recent bool) {
+	r.openMu.Lock()
+	defer r.openMu.Unlock()
+	if of := r.open[ino]; of != nil {
+		return of, false
+	}
+	t, ok := r.released[ino]
+	return nil, ok && time.Since(t) <= releaseGrace
+}
+
 func (r *fsys) isOpen(ino uint64) bool { return r.peek(ino) != nil }
 
 // release drops a reference; the last one flushes the file, frees its
@@ -168,6 +206,7 @@ func (r *fsys) release(of *openFile) error {
 	unlinked := of.unlinked
 	if last {
 		delete(r.open, of.ino)
+		r.noteReleasedLocked(of.ino)
 	}
 	r.openMu.Unlock()
 	if last {

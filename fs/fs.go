@@ -139,6 +139,10 @@ type fsys struct {
 
 	openMu sync.Mutex
 	open   map[uint64]*openFile
+	// released: when files left open (last release, after committing
+	// their size), for fillAttr (releaseGrace); prunedAt: its last pruning.
+	released map[uint64]time.Time
+	prunedAt time.Time
 
 	sealSem chan struct{} // bounds chunks sealed and written at once
 	space   *spaceGuard   // nil when read-only

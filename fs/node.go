@@ -31,13 +31,18 @@ func (n *Node) newChild(ctx context.Context, in *meta.Inode) *gofs.Inode {
 func (r *fsys) fillAttr(in *meta.Inode, out *fuse.Attr) {
 	size, mtime, ctime := in.Size, in.Mtime, in.Ctime
 	if in.Mode&syscall.S_IFMT == syscall.S_IFREG {
-		if of := r.peek(in.Ino); of != nil {
+		if of, recent := r.peekRecent(in.Ino); of != nil {
 			of.mu.Lock()
 			size = of.size
 			if of.dirtyTimes {
 				mtime, ctime = of.mtime, of.mtime
 			}
 			of.mu.Unlock()
+		} else if recent {
+			// in may predate the release's commit (releaseGrace).
+			if now, err := r.idx.GetInode(in.Ino); err == nil {
+				size, mtime, ctime = now.Size, now.Mtime, now.Ctime
+			}
 		}
 	}
 	r.fillAttrRaw(in, out, size, mtime, ctime)
