@@ -18,8 +18,21 @@ import (
 // what the index still holds.
 func TestDamagedIndexCLI(t *testing.T) {
 	v := newMountedVault(t)
+	// Each file is fsynced, so its chunk reference is in the index's log
+	// before the next file is created: the log's first half then holds
+	// whole files whatever the timing of the commits of closed files.
 	for i := 0; i < 20; i++ {
-		if err := os.WriteFile(filepath.Join(v.mnt, fmt.Sprintf("f%02d", i)), []byte(strings.Repeat(fmt.Sprint(i), 3000)), 0o644); err != nil {
+		f, err := os.Create(filepath.Join(v.mnt, fmt.Sprintf("f%02d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteString(strings.Repeat(fmt.Sprint(i), 3000)); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
 			t.Fatal(err)
 		}
 	}
