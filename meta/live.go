@@ -155,3 +155,42 @@ func (b *Batch) noteLoc(id ChunkID, l *Location) {
 	}
 	b.locs[id] = l
 }
+
+// Referenced is the set of chunks that a chunk-map entry, a backup blob or
+// a pin references: the chunks that keep their locations live.
+func (x *Index) Referenced() (map[ChunkID]bool, error) {
+	refs := map[ChunkID]bool{}
+	err := x.Walk(Visitor{
+		Chunk: func(_, _ uint64, ref ChunkRef) { refs[ref.ID] = true },
+		Blob:  func(id ChunkID, _ uint32) { refs[id] = true },
+		Pin:   func(id ChunkID, _ Pin) { refs[id] = true },
+	})
+	return refs, err
+}
+
+// LiveByWalk counts each segment's live bytes from a walk of everything:
+// the lengths of its located chunks that are Referenced, with every data
+// segment present (0 when nothing in it is live). It is what the
+// live-bytes feed, applied to a count, must agree with.
+func (x *Index) LiveByWalk() (map[SegmentID]uint64, error) {
+	refs, err := x.Referenced()
+	if err != nil {
+		return nil, err
+	}
+	out := map[SegmentID]uint64{}
+	if err := x.Segments(func(s Segment) error {
+		if s.Kind == KindData {
+			out[s.ID] = 0
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	err = x.Locations(func(id ChunkID, l Location) error {
+		if refs[id] {
+			out[l.Segment] += uint64(l.Length)
+		}
+		return nil
+	})
+	return out, err
+}

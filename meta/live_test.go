@@ -5,29 +5,13 @@ import (
 	"testing"
 )
 
-// liveByWalk counts each segment's live bytes from a walk: the located
-// chunks a chunk map entry, a blob or a pin references.
 func liveByWalk(t *testing.T, x *Index) map[SegmentID]uint64 {
 	t.Helper()
-	refs := map[ChunkID]bool{}
-	err := x.Walk(Visitor{
-		Chunk: func(_, _ uint64, ref ChunkRef) { refs[ref.ID] = true },
-		Blob:  func(id ChunkID, _ uint32) { refs[id] = true },
-		Pin:   func(id ChunkID, _ Pin) { refs[id] = true },
-	})
+	live, err := x.LiveByWalk()
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[SegmentID]uint64{}
-	if err := x.Locations(func(id ChunkID, l Location) error {
-		if refs[id] {
-			out[l.Segment] += uint64(l.Length)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return live
 }
 
 // TestLiveFeedExact drives random batches (writes, overwrites, truncates,
@@ -180,14 +164,10 @@ func liveRun(t *testing.T, seed uint64) {
 	x.Close()
 }
 
-// liveRefs is the set of chunks a chunk map entry, blob or pin references.
 func liveRefs(t *testing.T, x *Index) map[ChunkID]bool {
-	refs := map[ChunkID]bool{}
-	if err := x.Walk(Visitor{
-		Chunk: func(_, _ uint64, ref ChunkRef) { refs[ref.ID] = true },
-		Blob:  func(id ChunkID, _ uint32) { refs[id] = true },
-		Pin:   func(id ChunkID, _ Pin) { refs[id] = true },
-	}); err != nil {
+	t.Helper()
+	refs, err := x.Referenced()
+	if err != nil {
 		t.Fatal(err)
 	}
 	return refs

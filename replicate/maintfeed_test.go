@@ -9,39 +9,6 @@ import (
 	"github.com/fincrypt/fincrypt/vault"
 )
 
-// liveFromWalk counts each segment's live bytes the way a walk does: the
-// located chunks that a file, a backup blob or a pin still references.
-func liveFromWalk(t *testing.T, idx *meta.Index) map[meta.SegmentID]uint64 {
-	t.Helper()
-	refs := map[meta.ChunkID]bool{}
-	err := idx.Walk(meta.Visitor{
-		Chunk: func(_, _ uint64, ref meta.ChunkRef) { refs[ref.ID] = true },
-		Blob:  func(id meta.ChunkID, _ uint32) { refs[id] = true },
-		Pin:   func(id meta.ChunkID, _ meta.Pin) { refs[id] = true },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[meta.SegmentID]uint64{}
-	if err := idx.Segments(func(s meta.Segment) error {
-		if s.Kind == meta.KindData {
-			out[s.ID] = 0
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := idx.Locations(func(id meta.ChunkID, l meta.Location) error {
-		if refs[id] {
-			out[l.Segment] += uint64(l.Length)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // TestMaintainFollowsChanges: after a change, maintenance reads what the
 // change touched (the index's live-bytes feed, and the segment records),
 // not every chunk reference of the vault: no walk, and the records it
@@ -68,7 +35,10 @@ func TestMaintainFollowsChanges(t *testing.T) {
 	}
 	agree := func(when string) {
 		t.Helper()
-		want := liveFromWalk(t, e.idx)
+		want, err := e.idx.LiveByWalk()
+		if err != nil {
+			t.Fatal(err)
+		}
 		for seg, n := range want {
 			if got := e.r.liveCount[seg]; got != n {
 				t.Fatalf("%s: maintenance counts %d live bytes in segment %s, a walk %d", when, got, seg, n)
