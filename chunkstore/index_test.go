@@ -172,50 +172,39 @@ func TestPackIndex(t *testing.T) {
 	if npacks < 10 {
 		t.Fatalf("only %d packs", npacks)
 	}
-	s2, err := Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s2.packs.scanned != 0 || s2.packs.indexed != npacks {
-		t.Fatalf("after a clean close: %d packs read from their index and %d scanned, want %d and 0", s2.packs.indexed, s2.packs.scanned, npacks)
-	}
-	checkAll(t, s2, live)
-	checkDeleted(t, s2, deleted)
-	scan, want := scanned(t, dir, osFS{})
-	sameState(t, "indexed", stateOf(s2.packs), scan, want)
-	scan.close()
-	s2.Close()
+	reopen(t, dir, "after a clean close", npacks, 0, live, deleted).Close()
 
 	// The same store as a fincrypt before indexes left it: no index.
 	for _, p := range packFiles(t, dir) {
 		stripIndex(t, p)
 	}
-	s3, err := Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s3.packs.indexed != 0 || s3.packs.scanned != npacks {
-		t.Fatalf("packs without an index: %d read from an index, %d scanned, want 0 and %d", s3.packs.indexed, s3.packs.scanned, npacks)
-	}
-	checkAll(t, s3, live)
-	checkDeleted(t, s3, deleted)
+	s3 := reopen(t, dir, "packs without an index", 0, npacks, live, deleted)
 	if err := s3.Sync(); err != nil {
 		t.Fatal(err)
 	}
 	s3.Close()
-	s4, err := Open(dir)
+	reopen(t, dir, "the indexes written at the open before", npacks, 0, live, deleted).Close()
+}
+
+// reopen opens the store in dir and checks it: how many packs were read
+// from their index and how many were scanned, that every live chunk reads
+// back and no deleted one does, and that its map equals a full scan's.
+func reopen(t *testing.T, dir, what string, indexed, scans int, live map[meta.ChunkID][]byte, deleted map[meta.ChunkID]bool) *Store {
+	t.Helper()
+	s, err := Open(dir)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s: %v", what, err)
 	}
-	defer s4.Close()
-	if s4.packs.scanned != 0 {
-		t.Fatalf("the indexes written at the open before are not read: %d packs scanned", s4.packs.scanned)
+	if s.packs.indexed != indexed || s.packs.scanned != scans {
+		s.Close()
+		t.Fatalf("%s: %d packs read from their index and %d scanned, want %d and %d", what, s.packs.indexed, s.packs.scanned, indexed, scans)
 	}
-	checkAll(t, s4, live)
-	checkDeleted(t, s4, deleted)
-	scan, want = scanned(t, dir, osFS{})
-	sameState(t, "indexes written at open", stateOf(s4.packs), scan, want)
+	checkAll(t, s, live)
+	checkDeleted(t, s, deleted)
+	scan, want := scanned(t, dir, osFS{})
+	sameState(t, what, stateOf(s.packs), scan, want)
 	scan.close()
+	return s
 }
 
 // indexAt returns the offset of pack p's index record (p must have one).
@@ -392,32 +381,12 @@ func TestPackIndexDamaged(t *testing.T) {
 			packs := packFiles(t, dir)
 			victim := len(packs) / 2
 			d.do(t, packs[victim], packs[victim+1])
-			s2, err := Open(dir)
-			if err != nil {
-				t.Fatalf("store with a damaged index: %v", err)
-			}
-			if s2.packs.scanned != 1 || s2.packs.indexed != len(packs)-1 {
-				t.Fatalf("%d packs scanned, %d read from their index, want 1 and %d", s2.packs.scanned, s2.packs.indexed, len(packs)-1)
-			}
-			checkAll(t, s2, live)
-			checkDeleted(t, s2, deleted)
-			scan, want := scanned(t, dir, osFS{})
-			sameState(t, "damaged index", stateOf(s2.packs), scan, want)
-			scan.close()
+			s2 := reopen(t, dir, "a damaged index", len(packs)-1, 1, live, deleted)
 			if err := s2.Sync(); err != nil {
 				t.Fatal(err)
 			}
 			s2.Close()
-			s3, err := Open(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s3.Close()
-			if s3.packs.scanned != 0 {
-				t.Fatalf("the damaged index was not replaced: %d packs scanned", s3.packs.scanned)
-			}
-			checkAll(t, s3, live)
-			checkDeleted(t, s3, deleted)
+			reopen(t, dir, "the damaged index replaced", len(packs), 0, live, deleted).Close()
 		})
 	}
 }
