@@ -132,13 +132,7 @@ func TestFormatRecord(t *testing.T) {
 // unsynced batches followed by an empty synced commit (the barrier an
 // fsync of a file uses).
 func TestCommitSyncSurvivesPowerLoss(t *testing.T) {
-	keys := testKeys(t, 1)
-	mem := vfs.NewCrashableMem()
-	x, err := Open("/idx", keys, Options{FS: mem})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer x.Close()
+	x, reboot := crashableIndex(t)
 	put := func(ino uint64, sync bool) {
 		b := x.NewBatch()
 		b.PutInode(&Inode{Ino: ino, Nlink: 1})
@@ -148,12 +142,7 @@ func TestCommitSyncSurvivesPowerLoss(t *testing.T) {
 	}
 	survives := func(ino uint64, what string) {
 		t.Helper()
-		y, err := Open("/idx", keys, Options{FS: mem.CrashClone(vfs.CrashCloneCfg{})})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer y.Close()
-		if _, err := y.GetInode(ino); err != nil {
+		if _, err := reboot().GetInode(ino); err != nil {
 			t.Errorf("inode %d, %s, after a power cut: %v", ino, what, err)
 		}
 	}
@@ -164,6 +153,27 @@ func TestCommitSyncSurvivesPowerLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	survives(11, "committed without sync, then an empty synced commit")
+}
+
+// crashableIndex opens an index over a file system that loses what was
+// not synced. reboot opens what a power cut at that moment leaves.
+func crashableIndex(t *testing.T) (x *Index, reboot func() *Index) {
+	keys := testKeys(t, 1)
+	mem := vfs.NewCrashableMem()
+	x, err := Open("/idx", keys, Options{FS: mem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { x.Close() })
+	return x, func() *Index {
+		t.Helper()
+		y, err := Open("/idx", keys, Options{FS: mem.CrashClone(vfs.CrashCloneCfg{})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { y.Close() })
+		return y
+	}
 }
 
 // TestCheckTables: `fincrypt check` finds an index table that is missing

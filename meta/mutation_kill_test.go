@@ -3,7 +3,6 @@ package meta
 import (
 	"testing"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/fincrypt/fincrypt/vault"
 )
 
@@ -141,13 +140,7 @@ func TestCounterAcrossCeilings(t *testing.T) {
 // commitRefs' error check negated in Commit, which returns before the
 // sync).
 func TestCommitSyncWithRefsSurvivesPowerLoss(t *testing.T) {
-	keys := testKeys(t, 1)
-	mem := vfs.NewCrashableMem()
-	x, err := Open("/idx", keys, Options{FS: mem})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer x.Close()
+	x, reboot := crashableIndex(t)
 	sum, err := x.WalkRefSum()
 	if err != nil {
 		t.Fatal(err)
@@ -161,12 +154,7 @@ func TestCommitSyncWithRefsSurvivesPowerLoss(t *testing.T) {
 	if err := b.Commit(true); err != nil {
 		t.Fatal(err)
 	}
-	y, err := Open("/idx", keys, Options{FS: mem.CrashClone(vfs.CrashCloneCfg{})})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer y.Close()
-	if n, err := y.GetBlob(ChunkID{7}); err != nil || n != 70 {
+	if n, err := reboot().GetBlob(ChunkID{7}); err != nil || n != 70 {
 		t.Fatalf("blob committed with sync, after a power cut: %d, %v", n, err)
 	}
 }
