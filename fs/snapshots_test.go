@@ -19,78 +19,11 @@ import (
 
 	"github.com/fincrypt/fincrypt/backup"
 	"github.com/fincrypt/fincrypt/chunkstore"
+	"github.com/fincrypt/fincrypt/internal/treetest"
 	fincryptfs "github.com/fincrypt/fincrypt/fs"
 	"github.com/fincrypt/fincrypt/meta"
 	"github.com/fincrypt/fincrypt/vault"
 )
-
-// wantEntry is what a snapshot must show for one path.
-type wantEntry struct {
-	mode   fs.FileMode
-	mtime  time.Time
-	data   []byte
-	target string
-}
-
-// scanTree records every entry under root (relative paths) as Lstat sees it.
-func scanTree(t *testing.T, root string) map[string]wantEntry {
-	t.Helper()
-	out := map[string]wantEntry{}
-	err := filepath.Walk(root, func(p string, fi fs.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		if rel == "." {
-			return nil
-		}
-		e := wantEntry{mode: fi.Mode(), mtime: fi.ModTime()}
-		switch {
-		case fi.Mode().IsRegular():
-			if e.data, err = os.ReadFile(p); err != nil {
-				return err
-			}
-		case fi.Mode()&fs.ModeSymlink != 0:
-			if e.target, err = os.Readlink(p); err != nil {
-				return err
-			}
-		}
-		out[rel] = e
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func sameTree(t *testing.T, what string, got, want map[string]wantEntry) {
-	t.Helper()
-	for p, w := range want {
-		g, ok := got[p]
-		if !ok {
-			t.Errorf("%s: %s is missing", what, p)
-			continue
-		}
-		if g.mode != w.mode {
-			t.Errorf("%s: %s has mode %v, want %v", what, p, g.mode, w.mode)
-		}
-		if !g.mtime.Equal(w.mtime) {
-			t.Errorf("%s: %s has mtime %v, want %v", what, p, g.mtime, w.mtime)
-		}
-		if !bytes.Equal(g.data, w.data) {
-			t.Errorf("%s: %s holds %d bytes that differ from the %d backed up", what, p, len(g.data), len(w.data))
-		}
-		if g.target != w.target {
-			t.Errorf("%s: %s points to %q, want %q", what, p, g.target, w.target)
-		}
-	}
-	for p := range got {
-		if _, ok := want[p]; !ok {
-			t.Errorf("%s: %s was not backed up", what, p)
-		}
-	}
-}
 
 // TestSnapshotView: backups made offline show under MOUNT/.snapshots, one
 // directory per snapshot named by its time (a suffix for the second of the
@@ -109,14 +42,15 @@ func TestSnapshotView(t *testing.T) {
 		}
 	}
 	must(os.MkdirAll(filepath.Join(src, "a", "sub"), 0o755))
-	writeFile(t, filepath.Join(src, "a", "f1"), randBytes(1, 300<<10))
+	f1, gone := randBytes(1, 300<<10), randBytes(2, 3<<20+12345)
+	writeFile(t, filepath.Join(src, "a", "f1"), f1)
 	must(os.Chmod(filepath.Join(src, "a", "f1"), 0o640))
 	writeFile(t, filepath.Join(src, "a", "run.sh"), []byte("#!/bin/sh\necho hi\n"))
 	must(os.Chmod(filepath.Join(src, "a", "run.sh"), 0o4755))
 	writeFile(t, filepath.Join(src, "a", "sub", "empty"), nil)
 	must(os.Chmod(filepath.Join(src, "a", "sub", "empty"), 0o600))
 	must(os.Symlink("../f1", filepath.Join(src, "a", "sub", "link")))
-	writeFile(t, filepath.Join(src, "gone"), randBytes(2, 3<<20+12345))
+	writeFile(t, filepath.Join(src, "gone"), gone)
 	must(os.Chtimes(filepath.Join(src, "a", "f1"), time.Unix(1_600_000_000, 123456789), time.Unix(1_600_000_000, 123456789)))
 	must(os.Chmod(filepath.Join(src, "a", "sub"), 0o750))
 
@@ -139,11 +73,11 @@ func TestSnapshotView(t *testing.T) {
 		})
 	}
 	pass(t1)
-	want1 := scanTree(t, src)
+	want1 := treetest.Describe(t, src)
 	must(os.Remove(filepath.Join(src, "gone")))
 	writeFile(t, filepath.Join(src, "a", "f1"), randBytes(3, 200<<10))
 	pass(t1.Add(500 * time.Millisecond))
-	want2 := scanTree(t, src)
+	want2 := treetest.Describe(t, src)
 
 	// The mount fetches missing blobs through its store's fetcher: here
 	// from a copy the test keeps (the network in production).
@@ -273,8 +207,8 @@ func TestSnapshotView(t *testing.T) {
 
 	snap1 := tm.path(".snapshots", name1, src)
 	snap2 := tm.path(".snapshots", name2, src)
-	sameTree(t, "snapshot 1", scanTree(t, snap1), want1)
-	sameTree(t, "snapshot 2", scanTree(t, snap2), want2)
+	treetest.Same(t, "snapshot 1", treetest.Describe(t, snap1), want1)
+	treetest.Same(t, "snapshot 2", treetest.Describe(t, snap2), want2)
 	if fetches.Load() < int64(len(goneBlobs)) {
 		t.Fatalf("%d fetches for %d evicted blobs", fetches.Load(), len(goneBlobs))
 	}
@@ -290,7 +224,7 @@ func TestSnapshotView(t *testing.T) {
 	if err != nil && err != io.EOF {
 		t.Fatal(err)
 	}
-	mustEqual(t, "gone at an offset", part[:n], want1["gone"].data[1<<20+7:1<<20+7+n])
+	mustEqual(t, "gone at an offset", part[:n], gone[1<<20+7:1<<20+7+n])
 
 	// Nothing in the view changes.
 	in1 := func(p ...string) string { return filepath.Join(append([]string{snap1}, p...)...) }
@@ -312,7 +246,7 @@ func TestSnapshotView(t *testing.T) {
 	wantErrno(t, "rename out of a snapshot", os.Rename(in1("a", "f1"), tm.path("f1")), syscall.EROFS)
 	wantErrno(t, "link into a snapshot", os.Link(tm.path("real"), in1("a", "real")), syscall.EROFS)
 	wantErrno(t, "link out of a snapshot", os.Link(in1("a", "f1"), tm.path("f1")), syscall.EXDEV)
-	mustEqual(t, "f1 after the refused writes", readFile(t, in1("a", "f1")), want1[filepath.Join("a", "f1")].data)
+	mustEqual(t, "f1 after the refused writes", readFile(t, in1("a", "f1")), f1)
 	if _, err := os.Stat(tm.path("f1")); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("a refused rename or link left %s: %v", tm.path("f1"), err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/fincrypt/fincrypt/backup"
 	fincryptfs "github.com/fincrypt/fincrypt/fs"
+	"github.com/fincrypt/fincrypt/internal/treetest"
 	"github.com/fincrypt/fincrypt/meta"
 	"github.com/fincrypt/fincrypt/vault"
 )
@@ -113,7 +114,7 @@ func TestMountVersions(t *testing.T) {
 	// Times set here, not by the writes: the kernel's view of a time a
 	// write set may differ from the index's in its last digits.
 	pinTimes(t, tm.path("a", "one"), tm.path("a", "two"), tm.path("a", "sub", "deep"), tm.path("a", "link1"), tm.path("sparse"))
-	want1 := scanTree(t, tm.dir)
+	want1 := treetest.Describe(t, tm.dir)
 	// The interval's version: it shows once everything above is in it.
 	deadline := time.Now().Add(60 * time.Second)
 	var v1dir string
@@ -166,7 +167,7 @@ func TestMountVersions(t *testing.T) {
 		t.Fatal(err)
 	}
 	g.Close()
-	want2 := scanTree(t, tm.dir)
+	want2 := treetest.Describe(t, tm.dir)
 	delete(want2, fincryptfs.SnapshotsDirName)
 
 	// The first version, read from .snapshots.
@@ -175,7 +176,7 @@ func TestMountVersions(t *testing.T) {
 		t.Fatalf(".snapshots lists %d entries (%v), want 2", len(ents), err)
 	}
 	v1dir = tm.path(fincryptfs.SnapshotsDirName, filepath.Base(v1dir))
-	sameTree(t, "the first version under .snapshots", scanTree(t, v1dir), want1)
+	treetest.Same(t, "the first version under .snapshots", treetest.Describe(t, v1dir), want1)
 	mustEqual(t, "a/one of the first version", readFile(t, filepath.Join(v1dir, "a", "one")), old1)
 	if b := make([]byte, 16); true {
 		n, err := unix.Getxattr(filepath.Join(v1dir, "a", "one"), "user.note", b)
@@ -211,7 +212,7 @@ func TestMountVersions(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		sameTree(t, "the first version restored", scanTree(t, dir), want1)
+		treetest.Same(t, "the first version restored", treetest.Describe(t, dir), want1)
 		if res.Links != 1 {
 			t.Errorf("restore made %d hard links, want 1", res.Links)
 		}
@@ -240,7 +241,7 @@ func TestMountVersions(t *testing.T) {
 		if _, err := backup.Restore(context.Background(), repo, vs[1], backup.RestoreOptions{Target: dir2}); err != nil {
 			return err
 		}
-		sameTree(t, "the kept version restored", scanTree(t, dir2), want2)
+		treetest.Same(t, "the kept version restored", treetest.Describe(t, dir2), want2)
 		return nil
 	})
 	checkVault(t, home)
