@@ -19,8 +19,8 @@ import (
 
 	"github.com/fincrypt/fincrypt/backup"
 	"github.com/fincrypt/fincrypt/chunkstore"
-	"github.com/fincrypt/fincrypt/internal/treetest"
 	fincryptfs "github.com/fincrypt/fincrypt/fs"
+	"github.com/fincrypt/fincrypt/internal/treetest"
 	"github.com/fincrypt/fincrypt/meta"
 	"github.com/fincrypt/fincrypt/vault"
 )
