@@ -323,6 +323,7 @@ func (x *Index) VerifyFeed() (FeedReport, error) {
 // rebuildFeed replaces the pending feed with what a walk finds (keeping
 // owner-less marks whose chunk has no location) and writes the format
 // record, in one batch: an index written by format 1 gets its feed once.
+// It returns the number of records in the feed.
 func (x *Index) rebuildFeed() (int, error) {
 	want, err := x.FeedFromWalk()
 	if err != nil {
@@ -331,7 +332,7 @@ func (x *Index) rebuildFeed() (int, error) {
 	keep := map[ChunkID]Pending{}
 	if x.feedReady {
 		err = x.PendingChunks(func(p Pending) error {
-			if p.Owner == 0 {
+			if _, found := want[p.ID]; p.Owner == 0 && !found {
 				if ok, err := x.has(locationKey(p.ID)); err != nil {
 					return err
 				} else if !ok {
