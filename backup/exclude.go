@@ -35,7 +35,8 @@ func NewExcluder(roots []string, opt Options) *Excluder {
 }
 
 // Excluded reports whether a pass leaves path out. A backed-up folder
-// itself, and what is not under one, is not excluded.
+// itself, and what is not under one, is not excluded (what is under a
+// backed-up folder that holds a CACHEDIR.TAG is).
 func (e *Excluder) Excluded(path string) bool {
 	root := e.rootOf(path)
 	if root == "" || path == root {
@@ -63,7 +64,7 @@ func (e *Excluder) Excluded(path string) bool {
 func (e *Excluder) folder(root, dir string) (*dirRules, bool) {
 	if d := e.dirs[dir]; d != nil {
 		if dir == root {
-			return d, false
+			return d, d.cache
 		}
 		pr, excluded := e.folder(root, filepath.Dir(dir))
 		return d, excluded || d.cache || excludedBy(e.excludes, dir, pr.rules)
@@ -76,7 +77,9 @@ func (e *Excluder) folder(root, dir string) (*dirRules, bool) {
 		excluded = ex || excludedBy(e.excludes, dir, pr.rules)
 	}
 	d := &dirRules{rules: append(inherited[:len(inherited):len(inherited)], readIgnore(dir)...)}
-	d.cache = !e.keepCaches && dir != root && isCacheDir(dir)
+	// A pass leaves out a backed-up folder that holds a tag, and so
+	// everything under it.
+	d.cache = !e.keepCaches && isCacheDir(dir)
 	e.dirs[dir] = d
 	return d, excluded || d.cache
 }

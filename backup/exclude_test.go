@@ -104,3 +104,55 @@ func restored(t *testing.T, repo Repo, id, src string) map[string]string {
 	}
 	return treetest.Describe(t, filepath.Join(target, src))
 }
+
+// TestExcluderCacheRoot: a backed-up folder that holds a CACHEDIR.TAG
+// itself is left out by a pass, so the Excluder leaves out everything
+// under it (a watcher then watches only the folder, whose tag's removal
+// it hears of); the folder itself is not excluded. A second folder backed
+// up with it is not affected.
+func TestExcluderCacheRoot(t *testing.T) {
+	repo := newRepo(t)
+	base := t.TempDir()
+	cache, plain := filepath.Join(base, "cache"), filepath.Join(base, "plain")
+	writeFile(t, filepath.Join(cache, "CACHEDIR.TAG"), []byte(cacheDirTag), 0o644)
+	writeFile(t, filepath.Join(cache, "sub", "blob"), []byte("c"), 0o644)
+	writeFile(t, filepath.Join(plain, "f"), []byte("p"), 0o644)
+	opt := Options{Paths: []string{cache, plain}}
+	rep, err := Run(context.Background(), repo, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := FindSnapshot(repo.Index, rep.Snapshot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := t.TempDir()
+	if _, err := Restore(context.Background(), repo, snap, RestoreOptions{Target: target}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(target, cache)); !os.IsNotExist(err) {
+		t.Fatalf("the pass kept the tagged folder: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(target, plain, "f")); err != nil {
+		t.Fatalf("the pass left out the other folder: %v", err)
+	}
+	ex := NewExcluder([]string{cache, plain}, opt)
+	if ex.Excluded(cache) {
+		t.Fatal("the backed-up folder itself is excluded: its tag's removal would go unheard")
+	}
+	for _, p := range []string{"CACHEDIR.TAG", "sub", "sub/blob"} {
+		if !ex.Excluded(filepath.Join(cache, p)) {
+			t.Errorf("%s under a tagged backed-up folder is not excluded", p)
+		}
+	}
+	if ex.Excluded(filepath.Join(plain, "f")) {
+		t.Error("a file of the other folder is excluded")
+	}
+	os.Remove(filepath.Join(cache, "CACHEDIR.TAG"))
+	if dir := ex.Forget(filepath.Join(cache, "CACHEDIR.TAG")); dir != cache {
+		t.Fatalf("Forget of the tag names %q to walk again, want %s", dir, cache)
+	}
+	if ex.Excluded(filepath.Join(cache, "sub", "blob")) {
+		t.Fatal("still excluded after the tag was removed")
+	}
+}
