@@ -284,12 +284,12 @@ type backupRequest struct {
 	Overwrite  bool           `json:"overwrite,omitempty"`
 	Force      bool           `json:"force,omitempty"` // version: record one even if nothing changed
 	// Progress asks the mount to send progress lines before its reply
-	// (passProgressLine), as a pass run here reports it.
+	// (backupProgressLine), as a pass or restore run here reports it.
 	Progress bool `json:"progress,omitempty"`
 
-	chunkSize       uint64                       // version on an unmounted vault
-	progress        func(backup.Progress)        // local runs only
-	restoreProgress func(backup.RestoreProgress) // local runs only
+	chunkSize       uint64 // version on an unmounted vault
+	progress        func(backup.Progress)
+	restoreProgress func(backup.RestoreProgress)
 }
 
 // backupReply is what an operation did, or why it failed (Code: exit code).
@@ -400,8 +400,11 @@ func serveBackups(ctl *replicate.Control, v *vault.Vault, idx *meta.Index, store
 			return failed(exitUsage, "backup request: %v", err)
 		}
 		var flush func()
-		if req.Progress {
-			req.progress, flush = streamProgress(send)
+		switch {
+		case req.Progress && req.Op == "restore":
+			req.restoreProgress, flush = streamProgress(send, func(p backup.RestoreProgress) backupProgressLine { return backupProgressLine{Restore: &p} })
+		case req.Progress:
+			req.progress, flush = streamProgress(send, func(p backup.Progress) backupProgressLine { return backupProgressLine{Progress: &p} })
 		}
 		backupMu.Lock()
 		defer backupMu.Unlock()
@@ -413,30 +416,32 @@ func serveBackups(ctl *replicate.Control, v *vault.Vault, idx *meta.Index, store
 	})
 }
 
-// passProgressLine is a line the mount sends before a pass's reply when asked
-// (backupRequest.Progress): where the pass is, as backup.Run reports it.
-type passProgressLine struct {
-	Progress *backup.Progress `json:"progress"`
+// backupProgressLine is a line the mount sends before a reply when asked
+// (backupRequest.Progress): where a pass is, as backup.Run reports it, or a
+// restore, as backup.Restore does.
+type backupProgressLine struct {
+	Progress *backup.Progress        `json:"progress,omitempty"`
+	Restore  *backup.RestoreProgress `json:"restore_progress,omitempty"`
 }
 
 // progressEvery bounds how often the mount sends a pass's progress.
 const progressEvery = 200 * time.Millisecond
 
-// streamProgress makes a pass's progress callback that sends it as
-// passProgressLines, the first at once, then at most every progressEvery, and
-// flush, which sends the last one if it was held back. A client that went
-// away gets no more lines; the pass goes on.
-func streamProgress(send func(any) error) (func(backup.Progress), func()) {
+// streamProgress makes a progress callback that sends what it is told as
+// lines (made by line), the first at once, then at most every progressEvery,
+// and flush, which sends the last one if it was held back. A client that
+// went away gets no more lines; the work goes on.
+func streamProgress[P any](send func(any) error, line func(P) backupProgressLine) (func(P), func()) {
 	var last time.Time
-	var held *backup.Progress
+	var held *P
 	gone := false
-	out := func(p backup.Progress) {
-		if !gone && send(passProgressLine{Progress: &p}) != nil {
+	out := func(p P) {
+		if !gone && send(line(p)) != nil {
 			gone = true
 		}
 		last, held = time.Now(), nil
 	}
-	return func(p backup.Progress) {
+	return func(p P) {
 			if time.Since(last) < progressEvery {
 				held = &p
 				return
@@ -458,10 +463,10 @@ func doBackup(c *cli.Context, req *backupRequest, changes, network bool) (*backu
 	s, err := openBackup(c)
 	var ue *userError
 	if errors.As(err, &ue) && ue.code == exitBusy {
-		req.Progress = req.progress != nil
+		req.Progress = req.progress != nil || req.restoreProgress != nil
 		arg, _ := json.Marshal(req)
 		var rep backupReply
-		cerr := callMount(home, string(arg), req.progress, &rep)
+		cerr := callMount(home, string(arg), req, &rep)
 		if errors.Is(cerr, replicate.ErrNotRunning) {
 			return nil, err // mounted without a network, or another process
 		}
@@ -504,15 +509,22 @@ func doBackup(c *cli.Context, req *backupRequest, changes, network bool) (*backu
 	return replyErr(rep)
 }
 
-// callMount sends a backup request to the mount serving home and decodes
-// its reply into rep, handing the progress lines before it (if asked for)
-// to progress. A mount older than progress lines sends the reply alone.
-func callMount(home, arg string, progress func(backup.Progress), rep *backupReply) error {
+// callMount sends req (arg) to the mount serving home and decodes its
+// reply into rep, handing the progress lines before it (if asked for) to
+// req's progress callbacks. A mount older than progress lines sends the
+// reply alone.
+func callMount(home, arg string, req *backupRequest, rep *backupReply) error {
 	return replicate.CallLines(home, "backup "+arg, 0, func(line json.RawMessage) (bool, error) {
-		var pl passProgressLine
-		if progress != nil && json.Unmarshal(line, &pl) == nil && pl.Progress != nil {
-			progress(*pl.Progress)
-			return false, nil
+		var pl backupProgressLine
+		if json.Unmarshal(line, &pl) == nil {
+			switch {
+			case pl.Progress != nil && req.progress != nil:
+				req.progress(*pl.Progress)
+				return false, nil
+			case pl.Restore != nil && req.restoreProgress != nil:
+				req.restoreProgress(*pl.Restore)
+				return false, nil
+			}
 		}
 		return true, json.Unmarshal(line, rep)
 	})
@@ -689,9 +701,9 @@ func restoreSnapshotAction(c *cli.Context) error {
 	}
 	req := &backupRequest{Op: "restore", Snapshot: c.String("snapshot"), Path: c.String("path"), Target: target, Overwrite: c.Bool("overwrite")}
 	prog := newReporter(c, "restore")
-	local := false
+	heard := false // a mount older than restore progress sends none
 	req.restoreProgress = func(p backup.RestoreProgress) {
-		local = true
+		heard = true
 		prog.SetTotal(int64(p.TotalFiles), int64(p.Total))
 		prog.Set(int64(p.Files), int64(p.Bytes))
 	}
@@ -702,7 +714,7 @@ func restoreSnapshotAction(c *cli.Context) error {
 		return err
 	}
 	res := rep.Restored
-	if !local {
+	if !heard {
 		prog.Set(int64(res.Files), int64(res.Bytes))
 	}
 	if c.Bool("json") {

@@ -366,6 +366,23 @@ func mountedRunShowsProgress(t *testing.T, home, pw string) backupReport {
 	return rep
 }
 
+// mountedRestoreShowsProgress runs `restore --snapshot --json` on a mounted vault (the restore
+// runs in the mount) and checks that it shows progress lines with the restore's totals, as on an
+// unmounted vault, and that the restored tree is the one backed up.
+func mountedRestoreShowsProgress(t *testing.T, home, pw, id, dst, src string, want map[string]string) {
+	t.Helper()
+	r := fincrypt(t, nil, "--home", home, "restore", "--password-file", pw, "--snapshot", id, "--target", dst, "--json")
+	if r.code != 0 {
+		t.Fatalf("restore in the mount: %+v", r)
+	}
+	sum := progressLines(t, "restore --json in the mount", r.stdout)
+	if sum.lines == 0 || sum.Files != int64(len(want)) || sum.TotalFiles != sum.Files || sum.TotalBytes != sum.Bytes || sum.Bytes == 0 {
+		sum.Result = nil
+		t.Fatalf("restore in the mount: %d progress lines, summary %+v: want progress lines and the totals of %d files", sum.lines, sum, len(want))
+	}
+	sameSums(t, "restored in the mount", treeSums(t, filepath.Join(dst, src)), want)
+}
+
 func TestBackupRestoreFromPassword(t *testing.T) {
 	needFUSE(t)
 	n := startTestNet(t)
@@ -384,6 +401,7 @@ func TestBackupRestoreFromPassword(t *testing.T) {
 	v.mountWith(t, "--watch-backups=false")
 	second := mountedRunShowsProgress(t, v.home, v.pw)
 	secondSums := treeSums(t, src)
+	mountedRestoreShowsProgress(t, v.home, v.pw, first.Snapshot, filepath.Join(n.dir, "first-mounted"), src, firstSums)
 	if s := listSnapshots(t, v.home, v.pw); len(s) != 2 || s[1].ID != second.Snapshot {
 		t.Fatalf("snapshots while mounted: %+v", s)
 	}
