@@ -420,6 +420,15 @@ type blockingSyncFS struct {
 	once     sync.Once
 	entered  chan struct{}
 	released chan struct{}
+	reads    bool // files opened to read hold their Sync too (chunk files are synced so)
+}
+
+func (b *blockingSyncFS) Open(name string, opts ...vfs.OpenOption) (vfs.File, error) {
+	f, err := b.FS.Open(name, opts...)
+	if err != nil || !b.reads {
+		return f, err
+	}
+	return blockingSyncFile{f, b}, nil
 }
 
 type blockingSyncFile struct {
@@ -498,5 +507,58 @@ func TestSyncWaitsForSyncUnderWay(t *testing.T) {
 	defer s2.Close()
 	if got, err := s2.Get(b, nil); err != nil || !bytes.Equal(got, []byte("second file")) {
 		t.Fatalf("a chunk whose sync returned is lost in a power cut: %q, %v", got, err)
+	}
+}
+
+// TestSyncWaitsForSyncUnderWayFiles: the same in a store of chunk files
+// (format 1). The first Sync takes both chunks and is held in an fsync; a
+// second Sync, which must cover both, waits for it (it found nothing left
+// to sync and returned at once).
+func TestSyncWaitsForSyncUnderWayFiles(t *testing.T) {
+	mem := newMem(t)
+	bfs := &blockingSyncFS{FS: mem, entered: make(chan struct{}), released: make(chan struct{}), reads: true}
+	s, err := OpenFSFormat("/vault/store", bfs, FormatFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	chunks := map[meta.ChunkID][]byte{NewID(): []byte("first file"), NewID(): []byte("second file")}
+	for id, b := range chunks {
+		if err := s.Put(id, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	firstDone := make(chan error, 1)
+	go func() { firstDone <- s.Sync() }()
+	<-bfs.entered
+	secondDone := make(chan error, 1)
+	go func() { secondDone <- s.Sync() }()
+	var clone *vfs.MemFS
+	select {
+	case err := <-secondDone:
+		if err != nil {
+			t.Fatal(err)
+		}
+		clone = mem.CrashClone(vfs.CrashCloneCfg{})
+		close(bfs.released)
+	case <-time.After(2 * time.Second):
+		close(bfs.released)
+		if err := <-secondDone; err != nil {
+			t.Fatal(err)
+		}
+		clone = mem.CrashClone(vfs.CrashCloneCfg{})
+	}
+	if err := <-firstDone; err != nil {
+		t.Fatal(err)
+	}
+	s2, err := OpenFSFormat("/vault/store", clone, FormatFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	for id, want := range chunks {
+		if got, err := s2.Get(id, nil); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("a chunk whose sync returned is lost in a power cut: %q, %v", got, err)
+		}
 	}
 }

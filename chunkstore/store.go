@@ -46,6 +46,12 @@ type Store struct {
 	packs  *packSet // format 2; nil in format 1
 	loose  bool     // chunk files of format 1 may be present (always in format 1)
 
+	// syncMu makes syncs of chunk files (format 1) one at a time. A sync
+	// takes the chunks written since the last one; another that started
+	// meanwhile would find nothing left to sync and return before those
+	// were on the disk. Waiting for the sync under way closes that gap.
+	syncMu sync.Mutex
+
 	mu       sync.Mutex
 	unsynced map[meta.ChunkID]struct{}
 	dirs     map[string]struct{} // subdirectories changed since the last Sync
@@ -398,6 +404,8 @@ func (s *Store) Compact() (int, error) {
 }
 
 func (s *Store) syncFiles() error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
 	s.mu.Lock()
 	ids := s.unsynced
 	dirs := s.dirs
@@ -453,6 +461,8 @@ func (s *Store) SyncIDs(ids []meta.ChunkID) error {
 			return nil
 		}
 	}
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
 	if len(ids) > syncfsThreshold {
 		// One syncfs beats hundreds of fsyncs of files and directories.
 		if err := s.sys.syncAll(s.dir); err != nil {
