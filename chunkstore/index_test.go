@@ -474,32 +474,7 @@ func TestSyncWaitsForSyncUnderWay(t *testing.T) {
 	if err := s.Put(b, []byte("second file")); err != nil {
 		t.Fatal(err)
 	}
-	firstDone := make(chan error, 1)
-	go func() { firstDone <- s.SyncIDs([]meta.ChunkID{a}) }()
-	<-bfs.entered
-	secondDone := make(chan error, 1)
-	go func() { secondDone <- s.SyncIDs([]meta.ChunkID{b}) }()
-	var clone *vfs.MemFS
-	select {
-	case err := <-secondDone:
-		// Returned while the first sync is held: what is on the disk now
-		// is all a power cut would leave.
-		if err != nil {
-			t.Fatal(err)
-		}
-		clone = mem.CrashClone(vfs.CrashCloneCfg{})
-		close(bfs.released)
-	case <-time.After(2 * time.Second):
-		// Waiting, as it should: let the first sync finish.
-		close(bfs.released)
-		if err := <-secondDone; err != nil {
-			t.Fatal(err)
-		}
-		clone = mem.CrashClone(vfs.CrashCloneCfg{})
-	}
-	if err := <-firstDone; err != nil {
-		t.Fatal(err)
-	}
+	clone := syncWhileHeld(t, mem, bfs, func() error { return s.SyncIDs([]meta.ChunkID{a}) }, func() error { return s.SyncIDs([]meta.ChunkID{b}) })
 	s2, err := OpenFS("/vault/store", clone)
 	if err != nil {
 		t.Fatal(err)
@@ -528,29 +503,7 @@ func TestSyncWaitsForSyncUnderWayFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	firstDone := make(chan error, 1)
-	go func() { firstDone <- s.Sync() }()
-	<-bfs.entered
-	secondDone := make(chan error, 1)
-	go func() { secondDone <- s.Sync() }()
-	var clone *vfs.MemFS
-	select {
-	case err := <-secondDone:
-		if err != nil {
-			t.Fatal(err)
-		}
-		clone = mem.CrashClone(vfs.CrashCloneCfg{})
-		close(bfs.released)
-	case <-time.After(2 * time.Second):
-		close(bfs.released)
-		if err := <-secondDone; err != nil {
-			t.Fatal(err)
-		}
-		clone = mem.CrashClone(vfs.CrashCloneCfg{})
-	}
-	if err := <-firstDone; err != nil {
-		t.Fatal(err)
-	}
+	clone := syncWhileHeld(t, mem, bfs, s.Sync, s.Sync)
 	s2, err := OpenFSFormat("/vault/store", clone, FormatFiles)
 	if err != nil {
 		t.Fatal(err)
@@ -561,4 +514,38 @@ func TestSyncWaitsForSyncUnderWayFiles(t *testing.T) {
 			t.Fatalf("a chunk whose sync returned is lost in a power cut: %q, %v", got, err)
 		}
 	}
+}
+
+// syncWhileHeld runs first until its fsync is held in bfs, then second,
+// and returns what a power cut leaves on mem once second has returned
+// (first still held, if second did not wait for it).
+func syncWhileHeld(t *testing.T, mem *vfs.MemFS, bfs *blockingSyncFS, first, second func() error) *vfs.MemFS {
+	t.Helper()
+	firstDone := make(chan error, 1)
+	go func() { firstDone <- first() }()
+	<-bfs.entered
+	secondDone := make(chan error, 1)
+	go func() { secondDone <- second() }()
+	var clone *vfs.MemFS
+	select {
+	case err := <-secondDone:
+		// Returned while the first sync is held: what is on the disk now
+		// is all a power cut would leave.
+		if err != nil {
+			t.Fatal(err)
+		}
+		clone = mem.CrashClone(vfs.CrashCloneCfg{})
+		close(bfs.released)
+	case <-time.After(2 * time.Second):
+		// Waiting, as it should: let the first sync finish.
+		close(bfs.released)
+		if err := <-secondDone; err != nil {
+			t.Fatal(err)
+		}
+		clone = mem.CrashClone(vfs.CrashCloneCfg{})
+	}
+	if err := <-firstDone; err != nil {
+		t.Fatal(err)
+	}
+	return clone
 }
