@@ -67,3 +67,29 @@ func (m *Mounted) StatAs(in *meta.Inode) (size uint64) {
 
 // Index is the mount's index (tests read what it committed).
 func (m *Mounted) Index() *meta.Index { return m.r.idx }
+
+// ReadChunksInOrder opens inode ino as a read-only open(2) does and reads
+// whole chunks in the order given, as the kernel's READs of one open file
+// reach the mount (several at once, so not always in order), each into its
+// own buffer; then it releases the file.
+func (m *Mounted) ReadChunksInOrder(ino uint64, order []uint64) ([][]byte, error) {
+	r := m.r
+	of, err := r.acquire(ino)
+	if err != nil {
+		return nil, err
+	}
+	of.mu.Lock()
+	of.prefetchOnOpen()
+	of.mu.Unlock()
+	var out [][]byte
+	for _, idx := range order {
+		b := make([]byte, r.cs)
+		n, err := of.read(b, idx*r.cs)
+		if err != nil {
+			r.release(of)
+			return nil, err
+		}
+		out = append(out, b[:n])
+	}
+	return out, r.release(of)
+}

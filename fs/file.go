@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -383,38 +382,39 @@ func (of *openFile) startPrefetch(idx uint64) {
 	}()
 }
 
-// dropPrefetch forgets the loads ahead before index idx (a reader that
-// skipped them, or read them from elsewhere); their buffers go back to the
-// pool once loaded. Caller holds of.mu.
-func (of *openFile) dropPrefetch(idx uint64) {
-	i := 0
-	for i < len(of.pf) && of.pf[i].idx < idx {
-		pf := of.pf[i]
+// dropPrefetchIf forgets the loads ahead that drop selects; their buffers
+// go back to the pool once loaded. Caller holds of.mu.
+func (of *openFile) dropPrefetchIf(drop func(idx uint64) bool) {
+	kept := of.pf[:0]
+	for _, pf := range of.pf {
+		if !drop(pf.idx) {
+			kept = append(kept, pf)
+			continue
+		}
 		go func() {
 			<-pf.done
 			of.r.putBuf(pf.buf)
 		}()
-		i++
 	}
-	of.pf = of.pf[i:]
+	clear(of.pf[len(kept):])
+	of.pf = kept
 }
 
 // takePrefetch returns the plaintext of chunk idx if it was loaded ahead and
 // is still the chunk the index holds; caller holds of.mu (and keeps it while
-// it waits: the loader does not need it).
+// it waits: the loader does not need it). The kernel sends a sequential
+// reader's READs several at a time and they can reach here out of order
+// (chunk 6, then 5): a load ahead is found wherever it is in the window.
 func (of *openFile) takePrefetch(idx uint64) ([]byte, bool) {
-	of.dropPrefetch(idx)
-	if len(of.pf) == 0 {
+	i := 0
+	for i < len(of.pf) && of.pf[i].idx != idx {
+		i++
+	}
+	if i == len(of.pf) {
 		return nil, false
 	}
-	if of.pf[0].idx != idx {
-		// The reader went back: the window is refilled from where it
-		// reads, in order, once it is sequential again.
-		of.dropPrefetch(math.MaxUint64)
-		return nil, false
-	}
-	pf := of.pf[0]
-	of.pf = of.pf[1:]
+	pf := of.pf[i]
+	of.pf = append(of.pf[:i], of.pf[i+1:]...)
 	<-pf.done
 	if pf.err != nil {
 		of.r.putBuf(pf.buf) // a failure is reported by the load that follows
@@ -431,9 +431,29 @@ func (of *openFile) takePrefetch(idx uint64) ([]byte, bool) {
 	return pf.buf, true
 }
 
+// near reports whether a read of chunk idx continues a sequential reader
+// whose furthest chunk so far is of.nextLoad-1: the next chunk, or one
+// within the reorder window of it either way (READs that arrived out of
+// order).
+func (of *openFile) near(idx uint64) bool {
+	w := of.r.reorderChunks()
+	return idx+w >= of.nextLoad && idx <= of.nextLoad+w
+}
+
+// reorderChunks is how far out of order, in chunks, a sequential reader's
+// READs may arrive and still count as sequential: the kernel has up to
+// readAheadKB in flight and its READs overtake each other by as much (chunk
+// 439 after 445 with 1 MiB chunks), so twice that, and never less than
+// twice readAhead.
+func (r *fsys) reorderChunks() uint64 {
+	return max(2*readAhead, 2*readAheadKB<<10/r.cs)
+}
+
 // chunkData returns chunk idx's current plaintext (dirty, cached or loaded);
 // nil means a hole. The result is valid while of.mu is held. A reader that
-// goes from one chunk to the next gets the chunk after loaded ahead.
+// goes from one chunk to the next (give or take readAhead) gets the
+// readAhead chunks after its furthest one loaded ahead; each is loaded once
+// in whatever order the reads come.
 func (of *openFile) chunkData(idx uint64) ([]byte, error) {
 	if b, ok := of.dirty[idx]; ok {
 		return b, nil
@@ -445,18 +465,24 @@ func (of *openFile) chunkData(idx uint64) ([]byte, error) {
 		return of.cache, nil
 	}
 	of.cacheOK = false
-	sequential := of.nextLoad == idx
-	of.nextLoad = idx + 1
-	if b, ok := of.takePrefetch(idx); ok {
+	sequential := of.near(idx)
+	if !sequential || idx >= of.nextLoad {
+		of.nextLoad = idx + 1
+	}
+	// Loads ahead outside the reader's window are of no more use: behind
+	// it (skipped), or ahead of where it jumped back to.
+	lo, hi, w := of.nextLoad, of.nextLoad+readAhead, of.r.reorderChunks()
+	of.dropPrefetchIf(func(i uint64) bool { return i+w < lo || i >= hi })
+	if sequential {
+		of.prefetchAfter(of.nextLoad - 1)
+	}
+	b, ok := of.takePrefetch(idx)
+	if ok {
 		if of.cache != nil {
 			of.r.putBuf(of.cache)
 		}
 		of.cache, of.cacheIdx, of.cacheOK = b, idx, true
-		of.prefetchAfter(idx)
 		return b, nil
-	}
-	if sequential {
-		of.prefetchAfter(idx)
 	}
 	b, ok, err := of.loadChunk(idx, of.cache[:0]) // grows the buffer as needed
 	if err != nil {
