@@ -67,3 +67,15 @@ func (m *Mounted) StatAs(in *meta.Inode) (size uint64) {
 
 // Index is the mount's index (tests read what it committed).
 func (m *Mounted) Index() *meta.Index { return m.r.idx }
+
+// StatfsCalls returns how many times the space guards looked at the free
+// space, since the process began.
+func StatfsCalls() int64 { return statfsCalls.Load() }
+
+// SetSpaceStale sets how long a look at the free space serves, for the
+// test.
+func SetSpaceStale(t testing.TB, d time.Duration) {
+	old := spaceStale
+	spaceStale = d
+	t.Cleanup(func() { spaceStale = old })
+}
