@@ -93,3 +93,15 @@ func (m *Mounted) ReadChunksInOrder(ino uint64, order []uint64) ([][]byte, error
 	}
 	return out, r.release(of)
 }
+
+// StatfsCalls returns how many times the space guards looked at the free
+// space, since the process began.
+func StatfsCalls() int64 { return statfsCalls.Load() }
+
+// SetSpaceStale sets how long a look at the free space serves, for the
+// test.
+func SetSpaceStale(t testing.TB, d time.Duration) {
+	old := spaceStale
+	spaceStale = d
+	t.Cleanup(func() { spaceStale = old })
+}

@@ -1051,7 +1051,7 @@ func (f *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 }
 
 func (f *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	if e := f.of.r.space.room(); e != 0 {
+	if e := f.of.r.space.room(writeCharge(uint64(off), uint64(len(data)), f.of.r.cs)); e != 0 {
 		return 0, e
 	}
 	if err := f.of.write(data, uint64(off)); err != nil {

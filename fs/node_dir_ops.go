@@ -88,7 +88,7 @@ func (n *Node) create(ctx context.Context, name string, mode uint32, fill func(*
 		return in, false, e
 	}
 	r := n.r
-	if e := r.space.room(); e != 0 {
+	if e := r.space.room(0); e != 0 {
 		return in, false, e
 	}
 	r.mu.Lock()
@@ -191,7 +191,7 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if _, ok := target.(*Node); !ok {
 		return nil, syscall.EXDEV // a file of the snapshot view
 	}
-	if e := n.r.space.room(); e != 0 {
+	if e := n.r.space.room(0); e != 0 {
 		return nil, e
 	}
 	in, errno := n.link(target.EmbeddedInode().StableAttr().Ino, name)

@@ -80,7 +80,7 @@ func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if len(data) > MaxXattrSize {
 		return syscall.E2BIG
 	}
-	if e := n.r.space.room(); e != 0 {
+	if e := n.r.space.room(uint64(len(data))); e != 0 {
 		return e
 	}
 	return n.changeXattr(attr, func(b *meta.Batch, exists bool) syscall.Errno {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -167,5 +168,35 @@ func TestFullDisk(t *testing.T) {
 	}
 	if got := readFile(t, tm.path("after")); !bytes.Equal(got, after) {
 		t.Fatal("after differs after remount")
+	}
+}
+
+// TestSpaceGuardLooksSeldom: far from a full disk, creating and writing
+// files does not look at the free space for every request (a statfs per
+// CREATE and WRITE was about 3 % of the mount's CPU): with a look serving
+// for an hour, 200 files of 3 writes each take one look or two, where each
+// of their 800 CREATE and WRITE requests looked before.
+func TestSpaceGuardLooksSeldom(t *testing.T) {
+	requireFUSE(t)
+	fs.SetSpaceStale(t, time.Hour)
+	tm := mountVault(t, newVault(t, fastKDF))
+	before := fs.StatfsCalls()
+	const files = 200
+	for i := range files {
+		f, err := os.Create(tm.path("f" + strconv.Itoa(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			if _, err := f.Write(make([]byte, 5000)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := fs.StatfsCalls() - before; n > 2 {
+		t.Fatalf("%d looks at the free space for %d files (%d CREATE and WRITE requests), want at most 2", n, files, 4*files)
 	}
 }

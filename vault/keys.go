@@ -12,7 +12,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
+	"sync"
 
 	"golang.org/x/crypto/hkdf"
 )
@@ -44,6 +46,20 @@ type Keys struct {
 	Blob      *Sealer
 	blobIDKey [32]byte
 	Chunker   [32]byte
+
+	// names holds keyed name hashers (*nameMAC) for reuse: NameMAC runs
+	// for every lookup and every directory entry written, and a fresh
+	// HMAC (two SHA-256 states, keyed) each time was 1-4 % of the mount's
+	// CPU.
+	names sync.Pool
+}
+
+// nameMAC is a reusable HMAC under the name key, with room for its input
+// and output so that NameMAC allocates nothing.
+type nameMAC struct {
+	h   hash.Hash
+	in  []byte
+	sum [sha256.Size]byte
 }
 
 // DeriveKeys derives every subkey from the master key.
@@ -83,13 +99,20 @@ func DeriveKeys(master []byte) (*Keys, error) {
 // keys so that names never appear in the index in the clear. It is
 // deterministic, so a lookup can find an entry without decrypting others.
 func (k *Keys) NameMAC(parent uint64, name string) [16]byte {
-	m := hmac.New(sha256.New, k.nameKey[:])
-	var p [8]byte
-	binary.BigEndian.PutUint64(p[:], parent)
-	m.Write(p[:])
-	m.Write([]byte(name))
+	m, _ := k.names.Get().(*nameMAC)
+	if m == nil {
+		m = &nameMAC{h: hmac.New(sha256.New, k.nameKey[:])}
+	} else {
+		m.h.Reset() // back to the keyed state: the key is kept
+	}
+	m.in = binary.BigEndian.AppendUint64(m.in[:0], parent)
+	m.in = append(m.in, name...)
+	m.h.Write(m.in)
 	var out [16]byte
-	copy(out[:], m.Sum(nil))
+	copy(out[:], m.h.Sum(m.sum[:0]))
+	if cap(m.in) <= 4096 { // a name is at most 255 bytes in the file system
+		k.names.Put(m)
+	}
 	return out
 }
 
