@@ -231,6 +231,7 @@ func (ps *packSet) apply(p *pack, e *idxEntry, atime int64) {
 		delete(ps.damaged, e.id) // its record's blocks may have been given back
 		if cur := ps.at(e.id); cur != nil && cur.atOrBefore(e.dseq, e.doff) {
 			cur.p.live -= cur.recSize()
+			ps.bytes -= int64(cur.n)
 			delete(ps.chunks, e.id)
 		}
 	}

@@ -168,6 +168,7 @@ type packSet struct {
 
 	mu      sync.RWMutex
 	chunks  map[meta.ChunkID]slot
+	bytes   int64   // the sum of the chunks' sizes (slot.n), kept with chunks
 	slots   []*pack // by pack.slot: every pack opened or started
 	packs   map[uint64]*pack
 	damaged map[meta.ChunkID]string // records dropped at open for a bad checksum
@@ -217,6 +218,7 @@ func (ps *packSet) load() error {
 		// The map sized once for the chunks the indexes list: it does not
 		// grow (and rehash) while loading, and ends fuller.
 		ps.chunks = make(map[meta.ChunkID]slot, ps.indexedRecords(seqs))
+		ps.bytes = 0
 	}
 	for i, seq := range seqs {
 		p := &pack{seq: seq, path: filepath.Join(ps.dir, packName(seq))}
@@ -398,9 +400,11 @@ func (ps *packSet) at(id meta.ChunkID) *loc {
 func (ps *packSet) setChunk(id meta.ChunkID, p *pack, off int64, n uint32, atime int64) {
 	if cur, ok := ps.chunks[id]; ok {
 		ps.slots[cur.pack].live -= recHeaderSize + int64(cur.n)
+		ps.bytes -= int64(cur.n)
 	}
 	ps.chunks[id] = slot{pack: p.slot, off: uint32(off), n: n, atime: uint32(atime)}
 	p.live += recHeaderSize + int64(n)
+	ps.bytes += int64(n)
 	delete(ps.damaged, id)
 }
 
@@ -577,6 +581,7 @@ func (ps *packSet) remove(id meta.ChunkID) (found bool, err error) {
 	ps.mu.Lock()
 	if e, ok := ps.chunks[id]; ok && e.pack == l.p.slot && int64(e.off) == l.off {
 		delete(ps.chunks, id)
+		ps.bytes -= int64(e.n)
 		l.p.live -= l.recSize()
 	}
 	ps.mu.Unlock()

@@ -589,6 +589,18 @@ func (s *Store) listFiles(fn func(id meta.ChunkID) error, bad func(path string))
 	return nil
 }
 
+// Bytes returns the sum of the sizes of the store's chunks, kept as chunks
+// come and go: known (ok) for a store of packs that holds no chunk files
+// of format 1 (those are only counted by listing them).
+func (s *Store) Bytes() (n int64, ok bool) {
+	if s.packs == nil || s.loose {
+		return 0, false
+	}
+	s.packs.mu.RLock()
+	defer s.packs.mu.RUnlock()
+	return s.packs.bytes, true
+}
+
 // Size is the size of chunk id in the store.
 func (s *Store) Size(id meta.ChunkID) (int64, error) {
 	n, _, err := s.Info(id)

@@ -23,6 +23,9 @@ const DefaultVersionInterval = time.Hour
 type versioner struct {
 	mu      sync.Mutex // one version at a time
 	lastGen uint64     // the index's state generation after the last version (0: none yet)
+	// b builds the versions from what changed since its last one (made
+	// by the first version: that one reads the whole tree).
+	b *backup.Versioner
 }
 
 // TakeVersion records a version of the mount's tree now: what every open
@@ -39,15 +42,17 @@ func (r *fsys) takeVersion(force bool) (*backup.VersionReport, error) {
 		return nil, fmt.Errorf("version: committing the open files: %w", err)
 	}
 	host, _ := os.Hostname()
-	rep, err := backup.TakeVersion(backup.Repo{Keys: r.v.Keys, Index: r.idx, Store: r.store},
-		backup.VersionOptions{ChunkSize: r.cs, Host: host, Force: force})
+	if r.vers.b == nil {
+		r.vers.b = backup.NewVersioner(backup.Repo{Keys: r.v.Keys, Index: r.idx, Store: r.store})
+	}
+	rep, err := r.vers.b.Take(backup.VersionOptions{ChunkSize: r.cs, Host: host, Force: force})
 	if err != nil {
 		return nil, err
 	}
 	r.vers.lastGen = r.idx.StateGeneration()
 	if rep.Snapshot != "" {
 		r.log.Info("version of the mount recorded", "snapshot", rep.Snapshot, "files", rep.Files,
-			"new_chunks", rep.NewChunks, "new_trees", rep.NewTrees, "index_bytes", rep.IndexBytes)
+			"new_chunks", rep.NewChunks, "new_trees", rep.NewTrees, "index_bytes", rep.IndexBytes, "incremental", rep.Incremental)
 	}
 	return rep, nil
 }

@@ -115,6 +115,7 @@ type batchState struct {
 	locs    map[ChunkID]*Location  // locations put (nil: deleted), while the live feed is tracked
 	live    []LiveChange           // for the live-bytes feed (live.go)
 	dead    map[ChunkID]struct{}   // chunks whose death live holds
+	tree    treeBatch              // for the tree feed (treefeed.go)
 }
 
 // chunkAt is the chunk id referenced at (ino, idx) as of this batch.
@@ -167,6 +168,7 @@ func (b *Batch) noteLocated(id ChunkID, on bool) {
 
 // has reports whether key exists (its value is not opened).
 func (x *Index) has(key []byte) (bool, error) {
+	x.points.Add(1)
 	_, closer, err := x.reader().Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return false, nil

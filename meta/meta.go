@@ -127,15 +127,21 @@ type Index struct {
 	refMu  sync.Mutex // serialises the commits that change refSum
 	refSum RefSum     // see TrackRefs
 	refOn  bool
-	read   atomic.Int64 // records read by scans (RecordsRead)
+	read   *atomic.Int64 // records read by scans (RecordsRead), shared with views
+	points *atomic.Int64 // point reads (PointsRead), shared with views
 
 	liveFeed liveFeed // see TrackLive
+	treeFeed treeFeed // see TrackTree
 }
 
 // RecordsRead counts the records that scans and walks of the index have
 // read since it was opened (point reads not included): what a cost that must
 // not grow with the vault is measured in.
 func (x *Index) RecordsRead() int64 { return x.read.Load() }
+
+// PointsRead counts the point reads (records looked up by key, found or
+// not) of the index and its views since it was opened.
+func (x *Index) PointsRead() int64 { return x.points.Load() }
 
 // Generation counts the batches committed to the index since it was opened.
 // It grows after a commit is visible, so a reader that notes it before a
@@ -186,7 +192,8 @@ func Open(dir string, keys *vault.Keys, opt Options) (*Index, error) {
 	if fsys == nil {
 		fsys = vfs.Default
 	}
-	x := &Index{db: db, keys: keys, counter: map[string]*counter{}, log: lg, dir: dir, fs: fsys}
+	x := &Index{db: db, keys: keys, counter: map[string]*counter{}, log: lg, dir: dir, fs: fsys,
+		read: new(atomic.Int64), points: new(atomic.Int64)}
 	if err := x.checkFormat(opt.ReadOnly); err != nil {
 		db.Close()
 		return nil, err
@@ -273,6 +280,7 @@ func (x *Index) Sync() error { return x.db.LogData(nil, pebble.Sync) }
 
 // get returns the opened value stored under key.
 func (x *Index) get(key []byte) ([]byte, error) {
+	x.points.Add(1)
 	v, closer, err := x.reader().Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, ErrNotFound
@@ -409,6 +417,7 @@ func (x *Index) NewBatch() *Batch { return &Batch{x: x, b: x.db.NewBatch()} }
 
 func (b *Batch) set(key, val []byte) {
 	b.touch(key)
+	b.noteTreeKey(key, false)
 	// Batch.Set copies key and value; it fails only on a closed batch.
 	if err := b.b.Set(key, b.x.keys.Meta.Seal(nil, val, key), nil); err != nil {
 		panic(err)
@@ -417,6 +426,7 @@ func (b *Batch) set(key, val []byte) {
 
 func (b *Batch) del(key []byte) {
 	b.touch(key)
+	b.noteTreeKey(key, true)
 	if err := b.b.Delete(key, nil); err != nil {
 		panic(err)
 	}
@@ -464,6 +474,7 @@ func (b *Batch) Commit(sync bool) error {
 		b.x.seggen.Add(1)
 	}
 	b.x.noteLive(b.live)
+	b.x.noteTree(&b.tree)
 	b.x.gen.Add(1)
 	return nil
 }

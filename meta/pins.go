@@ -201,7 +201,8 @@ func (b *Batch) dropRef(old ChunkID) {
 // it must not be written to.
 func (x *Index) View() (*Index, func()) {
 	snap := x.db.NewSnapshot()
-	v := &Index{db: x.db, rd: snap, keys: x.keys, counter: map[string]*counter{}, log: x.log, dir: x.dir, fs: x.fs, feedReady: x.feedReady}
+	v := &Index{db: x.db, rd: snap, keys: x.keys, counter: map[string]*counter{}, log: x.log, dir: x.dir, fs: x.fs, feedReady: x.feedReady,
+		read: x.read, points: x.points}
 	v.pinState.Store(x.pinState.Load())
 	return v, func() { snap.Close() }
 }

@@ -288,6 +288,7 @@ func (x *Index) Import(records func(fn func(key, sealed []byte) error) error) er
 		return ErrNotEmpty
 	}
 	x.stopTracking() // raw records: a RefSum cannot follow them
+	x.breakTree()    // nor the tree feed
 	b := x.db.NewBatch()
 	defer b.Close()
 	var buf []byte

@@ -390,7 +390,30 @@ func (r *Replicator) EvictAll() (int, error) {
 	return r.evictTo(0, false)
 }
 
+// trimLow is the share of the cache limit a trim that must evict brings the
+// store down to (7/8): the next trims then find the store within the limit
+// from its byte count alone, until an eighth of the limit came in again.
+func trimLow(limit uint64) uint64 { return limit - limit/8 }
+
 func (r *Replicator) evictTo(limit uint64, countOnly bool) (int, error) {
+	// A store of packs knows its bytes: no listing while it is within the
+	// limit, nor again while nothing it holds became evictable (no
+	// segment written) and it grew by less than an eighth of the limit
+	// since a trim that could not bring it under.
+	segGen := r.idx.SegmentGeneration()
+	if n, ok := r.store.Bytes(); ok {
+		r.mu.Lock()
+		r.st.CacheBytes = uint64(n)
+		stuck := r.trimStuck
+		r.mu.Unlock()
+		if countOnly || uint64(n) <= limit {
+			return 0, nil
+		}
+		if stuck.set && stuck.segGen == segGen && uint64(n) < stuck.bytes+limit/8 {
+			return 0, nil
+		}
+	}
+	r.passes.evict.Add(1)
 	var local []localChunk
 	var total uint64
 	err := r.store.List(func(id meta.ChunkID) error {
@@ -416,8 +439,14 @@ func (r *Replicator) evictTo(limit uint64, countOnly bool) (int, error) {
 	sort.Slice(local, func(i, j int) bool { return local[i].mtime.Before(local[j].mtime) })
 	durable := map[meta.SegmentID]bool{}
 	evicted := 0
+	low := trimLow(limit)
+	defer func() {
+		r.mu.Lock()
+		r.trimStuck = trimStuck{set: total > limit, bytes: total, segGen: segGen}
+		r.mu.Unlock()
+	}()
 	for _, c := range local {
-		if total <= limit {
+		if total <= low {
 			break
 		}
 		loc, err := r.idx.GetLocation(c.id)

@@ -48,6 +48,7 @@ type Replicator struct {
 	cacheDirty   bool // segments were committed since the last cache trim
 	intentsLeft  bool // upload intents may need cleanIntents (set at start)
 	lastEvict    time.Time
+	trimStuck    trimStuck // see evictTo
 	lastSync     time.Time // last segment committed (persisted as R last_sync)
 	lastSnapshot time.Time // last snapshot pointer stored (R last_snapshot)
 	escrow       string    // the mediator's verdict on the account's escrow, when it warns
@@ -132,8 +133,16 @@ const maxLiveChanges = 1 << 18
 // passCounters count the periodic passes whose cost grows with the vault,
 // so that tests can assert that an idle mount runs none of them.
 type passCounters struct {
-	evict    atomic.Int64 // listings of the local store
+	evict    atomic.Int64 // listings of the local store (evictTo)
 	maintain atomic.Int64 // walks of every chunk reference
+}
+
+// trimStuck is what the last trim that listed the store left: still over
+// the limit (set) with bytes, at segment generation segGen.
+type trimStuck struct {
+	set    bool
+	bytes  uint64
+	segGen uint64
 }
 
 type timedErr struct {
@@ -294,7 +303,6 @@ func (r *Replicator) round(lastCheck, lastMaintain, lastEscrow *time.Time) {
 	}
 	r.mu.Unlock()
 	if trim {
-		r.passes.evict.Add(1)
 		r.mu.Lock()
 		r.evictGen = gen + 1
 		r.mu.Unlock()

@@ -36,8 +36,10 @@ import (
 // minute at the default intervals: six cache trims and one maintenance
 // pass, timed one by one; the health check asks the mediator and is left
 // out), maint_change (the maintenance pass after one durable file was
-// overwritten, and the index records it read), version (backup.TakeVersion
-// of the whole tree: the first, and the next after one file changed),
+// overwritten, and the index records it read), version (the mount's
+// backup.Versioner: the first reads the whole tree, the next after one file
+// changed reads what changed; then backup.TakeVersion, the full walk, after
+// another change; with the records each read),
 // snapshot (Replicator.Snapshot after a change: the index exported and
 // uploaded), check (fs.Check, unmounted), heap (the Go heap in use while the
 // timed mount serves, less before it, after a collection each time).
@@ -58,10 +60,11 @@ func TestScaleReport(t *testing.T) {
 		}
 		row := measureScale(t, n, skipCheck)
 		rows = append(rows, row)
-		fmt.Printf("scale files=%d gen=%s mount=%s pending=%s status=%s idle_per_min=%s maint_change=%s(%d records) version=%s version_after_change=%s snapshot=%s check=%s heap=%.1fMiB\n", row.files,
+		fmt.Printf("scale files=%d gen=%s mount=%s pending=%s status=%s idle_per_min=%s maint_change=%s(%d records) version=%s version_after_change=%s(%d records) version_full_walk=%s(%d records) snapshot=%s check=%s heap=%.1fMiB\n", row.files,
 			row.gen.Round(time.Millisecond), row.mount.Round(time.Microsecond), row.pending.Round(time.Microsecond),
 			row.status.Round(time.Microsecond), row.idle.Round(time.Microsecond), row.maintChange.Round(time.Microsecond), row.maintRead,
-			row.version1.Round(time.Millisecond), row.version2.Round(time.Millisecond), row.snapshot.Round(time.Millisecond),
+			row.version1.Round(time.Millisecond), row.version2.Round(time.Microsecond), row.version2Read,
+			row.versionFull.Round(time.Millisecond), row.versionFullRead, row.snapshot.Round(time.Millisecond),
 			row.check.Round(time.Millisecond), float64(row.heap)/(1<<20))
 	}
 	if len(rows) > 1 {
@@ -84,6 +87,8 @@ type scaleRow struct {
 	maintChange                              time.Duration // maintain after one overwrite
 	maintRead                                int64         // records it read
 	version1, version2, snapshot             time.Duration
+	versionFull                              time.Duration // TakeVersion (full walk) after one change
+	version2Read, versionFullRead            int64         // records read (scanned and looked up)
 	heap                                     int64
 }
 
@@ -224,15 +229,32 @@ func measureScale(t *testing.T, n int, skipCheck bool) scaleRow {
 	row.idle = maint + 6*trim
 	// A version of the whole tree (fs.Mounted.TakeVersion, `fincrypt
 	// snapshot`): the first, and the next after one file changed.
+	// The mount's Versioner: its first version reads the whole tree, the
+	// next follows the change. The full walk (TakeVersion) after the same
+	// change is timed too.
 	repo := backup.Repo{Keys: v.Keys, Index: idx, Store: store}
-	version := func() {
-		if _, err := backup.TakeVersion(repo, backup.VersionOptions{ChunkSize: 64 << 10, Host: "scale"}); err != nil {
+	vs := backup.NewVersioner(repo)
+	version := func(full bool) {
+		var err error
+		if full {
+			_, err = backup.TakeVersion(repo, backup.VersionOptions{ChunkSize: 64 << 10, Host: "scale"})
+		} else {
+			_, err = vs.Take(backup.VersionOptions{ChunkSize: 64 << 10, Host: "scale"})
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	row.version1 = timed(version)
+	row.version1 = timed(func() { version(false) })
 	overwrite()
-	row.version2 = timed(version)
+	reads := func() int64 { return idx.RecordsRead() + idx.PointsRead() }
+	read = reads()
+	row.version2 = timed(func() { version(false) })
+	row.version2Read = reads() - read
+	overwrite()
+	read = reads()
+	row.versionFull = timed(func() { version(true) })
+	row.versionFullRead = reads() - read
 	// The index snapshot after a change (every SnapshotInterval while
 	// writes go on): it exports and uploads the whole index.
 	change()
