@@ -198,7 +198,14 @@ func (r *fsys) release(of *openFile) error {
 		return nil
 	}
 	r.openMu.Unlock()
+	// What a FLUSH did first (a new file's handle has none, Create): queue
+	// the dirty chunks for the sealing worker, so that the wait below
+	// releases of.mu while they are sealed, as it did after a FLUSH.
+	aerr := of.flushAsyncLocked()
 	err := of.flushLocked() // may wait, releasing of.mu: another acquire may come
+	if err == nil {
+		err = aerr
+	}
 	r.openMu.Lock()
 	of.refs--
 	last := of.refs == 0

@@ -62,6 +62,16 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 // neither reads the inode back nor commits an O_TRUNC: a new file is empty
 // and its times were just set. An existing file (no O_EXCL) is opened as by
 // Open.
+//
+// A new file's handle is opened with FOPEN_NOFLUSH: its close(2) sends no
+// FLUSH, and the RELEASE the kernel queues before close returns seals and
+// commits what was written (as the FLUSH queued it before). That is one
+// round trip fewer for every file a program creates (5 -> 4 requests for
+// an empty file, 7 -> 6 for a small one); nothing changes for what close
+// reports (a storage error is reported by the next write, fsync or
+// truncate, docs/FORMAT.md) or for fsync, which waits for everything, and
+// a sync commits the open files' unsaved data (flushOpenFiles) as it did
+// their queued chunks.
 func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	var of *openFile
 	in, found, errno := n.create(ctx, name, syscall.S_IFREG|mode&0o7777, nil, flags&syscall.O_EXCL != 0,
@@ -70,7 +80,9 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, errno
 	}
 	var fh *fileHandle
+	flush := uint32(fuse.FOPEN_NOFLUSH)
 	if found {
+		flush = 0
 		if in.Mode&syscall.S_IFMT != syscall.S_IFREG {
 			if in.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 				return nil, nil, 0, syscall.EISDIR
@@ -87,5 +99,5 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		fh = &fileHandle{of: of, flags: flags}
 	}
 	n.r.fillEntry(&in, out)
-	return n.newChild(ctx, &in), fh, fuse.FOPEN_KEEP_CACHE, 0
+	return n.newChild(ctx, &in), fh, fuse.FOPEN_KEEP_CACHE | flush, 0
 }

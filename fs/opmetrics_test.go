@@ -1,6 +1,7 @@
 package fs_test
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -60,7 +61,14 @@ func TestFUSEOpMetrics(t *testing.T) {
 	if err := os.WriteFile(tm.path("d/f"), []byte("hello"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.OpenFile(tm.path("d/f"), os.O_RDONLY|0x4000 /* O_DIRECT: reach the file system */, 0)
+	// A file opened for writing is flushed at its close (a new one is
+	// not: it is opened with FOPEN_NOFLUSH).
+	f, err := os.OpenFile(tm.path("d/f"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	f, err = os.OpenFile(tm.path("d/f"), os.O_RDONLY|0x4000 /* O_DIRECT: reach the file system */, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,4 +159,68 @@ func BenchmarkFUSEOpMetrics(b *testing.B) {
 	b.ReportMetric(fps(mt), "metered-files/s")
 	b.ReportMetric(fps(pt), "plain-files/s")
 	b.ReportMetric(pt.Seconds()/mt.Seconds(), "ratio")
+}
+
+// TestCreateSendsNoFlush: a new file created, written and closed costs no
+// FLUSH round trip (its handle is opened with FOPEN_NOFLUSH): at most six
+// requests a file (LOOKUP of the new name, CREATE, GETXATTR before the
+// first write, WRITE, RELEASE and the directory's GETATTR), where the
+// FLUSH made seven. What each file holds is committed to the index by its
+// RELEASE, without a FLUSH, and reads back after a remount.
+func TestCreateSendsNoFlush(t *testing.T) {
+	requireFUSE(t)
+	ops := fs.NewOpMetrics()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(ops.Collectors()...)
+	home := newVault(t, fastKDF)
+	tm := mountVaultOpt(t, home, fs.Options{Metrics: ops})
+	if err := os.Mkdir(tm.path("d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const files = 50
+	data := make([][]byte, files)
+	before, _ := opCounts(t, reg)
+	for i := range files {
+		data[i] = randBytes(uint64(i), 1000+i*97)
+		writeFile(t, tm.path("d", "f"+strconv.Itoa(i)), data[i])
+	}
+	if err := tm.m.WaitIdle(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := opCounts(t, reg)
+	total := 0.0
+	for op, n := range after {
+		total += n - before[op]
+	}
+	if n := after["flush"] - before["flush"]; n != 0 {
+		t.Errorf("%v FLUSH requests for %d new files, want none", n, files)
+	}
+	if n := after["release"] - before["release"]; n != files {
+		t.Errorf("%v RELEASE requests for %d files", n, files)
+	}
+	if total > 6*files {
+		t.Errorf("%v requests for %d new files written and closed, want at most 6 a file", total, files)
+	}
+	// Every file's chunk and size are in the index once its RELEASE is
+	// served.
+	for i := range files {
+		var st syscall.Stat_t
+		if err := syscall.Stat(tm.path("d", "f"+strconv.Itoa(i)), &st); err != nil {
+			t.Fatal(err)
+		}
+		in, err := tm.m.Index().GetInode(st.Ino)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, err := tm.m.Index().GetChunk(st.Ino, 0); err != nil || !ok || in.Size != uint64(len(data[i])) {
+			t.Fatalf("file %d after its release: chunk in the index %v (%v), size %d, want %d", i, ok, err, in.Size, len(data[i]))
+		}
+	}
+	tm.unmount()
+	tm = mountVault(t, home)
+	for i := range files {
+		if got := readFile(t, tm.path("d", "f"+strconv.Itoa(i))); !bytes.Equal(got, data[i]) {
+			t.Fatalf("file %d differs after a remount", i)
+		}
+	}
 }
