@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -41,7 +43,8 @@ type openFile struct {
 	cacheIdx   uint64
 	cache      []byte // plaintext of chunk cacheIdx when cacheOK
 	cacheOK    bool
-	nextLoad   uint64      // index after the chunk last loaded for reading
+	nextLoad   uint64      // index after the furthest chunk a sequential reader read
+	ahead      uint64      // first chunk the reader's window has not loaded yet
 	pf         []*prefetch // chunks being loaded ahead, in index order
 
 	// Full chunks are sealed and stored by a background worker, so the
@@ -362,18 +365,49 @@ type prefetch struct {
 	ref  meta.ChunkRef // the chunk loaded, valid if err is nil
 	buf  []byte        // its plaintext (a pooled buffer)
 	err  error
+	// served counts the bytes read from buf; once it covers the chunk the
+	// reader is past it and it leaves the window (guarded by of.mu).
+	served uint64
 }
 
 // readAhead is how many chunks a sequential reader gets loaded ahead, in
 // parallel: reading chunk files from disk and opening them overlap with each
 // other and with the reader. It bounds the memory too (readAhead chunks per
-// sequential reader).
+// sequential reader, and the reorderChunks before them).
 const readAhead = 4
 
-// startPrefetch loads chunk idx in the background; caller holds of.mu.
+// reorderChunks is how far out of order, in chunks, a sequential reader's
+// READs may arrive and still count as sequential, and how far behind the
+// furthest chunk read a chunk of the window stays until it has been read
+// whole. The kernel has up to readAheadKB of a sequential reader's
+// read-ahead in flight, as several requests (1 MiB each, not aligned to
+// chunks) that take the file's lock in any order and overtake each other by
+// as much (chunk 439 after 445 with 1 MiB chunks): a request for an earlier
+// chunk, or for the rest of a chunk another request began, comes late and
+// finds it still loaded. So twice that, and never less than twice
+// readAhead (256 MiB read back after a restore: 1.6 loads per chunk keeping
+// 2 behind, 1.03 keeping 8).
+func (r *fsys) reorderChunks() uint64 {
+	return max(2*readAhead, 2*readAheadKB<<10/r.cs)
+}
+
+// near reports whether a read of chunk idx continues a sequential reader
+// whose furthest chunk so far is of.nextLoad-1: the next chunk, or one
+// within reorderChunks of it either way (READs that arrived out of order).
+func (of *openFile) near(idx uint64) bool {
+	w := of.r.reorderChunks()
+	return idx+w >= of.nextLoad && idx <= of.nextLoad+w
+}
+
+// startPrefetch loads chunk idx in the background; caller holds of.mu. The
+// window stays in index order.
 func (of *openFile) startPrefetch(idx uint64) {
 	pf := &prefetch{idx: idx, done: make(chan struct{})}
-	of.pf = append(of.pf, pf)
+	i := len(of.pf)
+	for i > 0 && of.pf[i-1].idx > idx {
+		i--
+	}
+	of.pf = slices.Insert(of.pf, i, pf)
 	go func() {
 		defer close(pf.done)
 		ref, ok, err := of.r.idx.GetChunk(of.ino, idx)
@@ -389,78 +423,85 @@ func (of *openFile) startPrefetch(idx uint64) {
 	}()
 }
 
-// dropPrefetchIf forgets the loads ahead that drop selects; their buffers
-// go back to the pool once loaded. Caller holds of.mu.
-func (of *openFile) dropPrefetchIf(drop func(idx uint64) bool) {
-	kept := of.pf[:0]
-	for _, pf := range of.pf {
-		if !drop(pf.idx) {
-			kept = append(kept, pf)
-			continue
-		}
+// dropPrefetch forgets the window's chunks before index idx (a reader that
+// went past them, or skipped them); their buffers go back to the pool once
+// loaded. Caller holds of.mu.
+func (of *openFile) dropPrefetch(idx uint64) {
+	i := 0
+	for i < len(of.pf) && of.pf[i].idx < idx {
+		of.freePrefetch(of.pf[i])
+		i++
+	}
+	of.pf = of.pf[i:]
+}
+
+// freePrefetch gives pf's buffer back to the pool once it is loaded.
+func (of *openFile) freePrefetch(pf *prefetch) {
+	select {
+	case <-pf.done:
+		of.r.putBuf(pf.buf)
+	default:
 		go func() {
 			<-pf.done
 			of.r.putBuf(pf.buf)
 		}()
 	}
-	clear(of.pf[len(kept):])
-	of.pf = kept
 }
 
-// takePrefetch returns the plaintext of chunk idx if it was loaded ahead and
-// is still the chunk the index holds; caller holds of.mu (and keeps it while
-// it waits: the loader does not need it). The kernel sends a sequential
-// reader's READs several at a time and they can reach here out of order
-// (chunk 6, then 5): a load ahead is found wherever it is in the window.
+// takePrefetch returns the plaintext of chunk idx if the window holds it
+// (loaded ahead, or read a moment ago) and it is still the chunk the index
+// holds; caller holds of.mu (and keeps it while it waits: the loader does
+// not need it). The chunk stays in the window, for a request that comes
+// late, until the reader's furthest chunk is reorderChunks past it; the
+// result is valid while of.mu is held.
 func (of *openFile) takePrefetch(idx uint64) ([]byte, bool) {
-	i := 0
-	for i < len(of.pf) && of.pf[i].idx != idx {
-		i++
-	}
-	if i == len(of.pf) {
+	w := of.r.reorderChunks()
+	of.dropPrefetch(of.nextLoad - min(of.nextLoad, w+1))
+	i := slices.IndexFunc(of.pf, func(pf *prefetch) bool { return pf.idx == idx })
+	if i < 0 {
+		if len(of.pf) > 0 && idx+w < of.pf[0].idx {
+			// The reader went back past the window: it is refilled from
+			// where it reads, in order, once it is sequential again.
+			of.dropPrefetch(math.MaxUint64)
+			of.ahead = 0
+		}
 		return nil, false
 	}
 	pf := of.pf[i]
-	of.pf = append(of.pf[:i], of.pf[i+1:]...)
 	<-pf.done
-	if pf.err != nil {
-		of.r.putBuf(pf.buf) // a failure is reported by the load that follows
-		return nil, false
+	if pf.err == nil {
+		// Dirty and queued chunks are served before this is asked for, so
+		// the index is the authority: the chunk must not have been
+		// replaced (by a commit or a truncate) since it was loaded.
+		ref, ok, err := of.r.idx.GetChunk(of.ino, idx)
+		if err == nil && ok && ref == pf.ref {
+			return pf.buf, true
+		}
 	}
-	// Dirty and queued chunks are served before this is asked for, so the
-	// index is the authority: the chunk must not have been replaced (by a
-	// commit or a truncate) since it was loaded.
-	ref, ok, err := of.r.idx.GetChunk(of.ino, idx)
-	if err != nil || !ok || ref != pf.ref {
+	// A failure is reported by the load that follows.
+	of.pf = slices.Delete(of.pf, i, i+1)
+	of.r.putBuf(pf.buf)
+	return nil, false
+}
+
+// servedPrefetch notes that n bytes of chunk idx were read from the window
+// (data is what takePrefetch returned); a chunk read whole leaves it, its
+// buffer back in the pool. Caller holds of.mu.
+func (of *openFile) servedPrefetch(idx uint64, data []byte, n uint64) {
+	i := slices.IndexFunc(of.pf, func(pf *prefetch) bool { return pf.idx == idx })
+	if i < 0 || len(data) == 0 || len(of.pf[i].buf) == 0 || &of.pf[i].buf[0] != &data[0] {
+		return // not from the window
+	}
+	pf := of.pf[i]
+	if pf.served += n; pf.served >= uint64(len(pf.buf)) {
+		of.pf = slices.Delete(of.pf, i, i+1)
 		of.r.putBuf(pf.buf)
-		return nil, false
 	}
-	return pf.buf, true
-}
-
-// near reports whether a read of chunk idx continues a sequential reader
-// whose furthest chunk so far is of.nextLoad-1: the next chunk, or one
-// within the reorder window of it either way (READs that arrived out of
-// order).
-func (of *openFile) near(idx uint64) bool {
-	w := of.r.reorderChunks()
-	return idx+w >= of.nextLoad && idx <= of.nextLoad+w
-}
-
-// reorderChunks is how far out of order, in chunks, a sequential reader's
-// READs may arrive and still count as sequential: the kernel has up to
-// readAheadKB in flight and its READs overtake each other by as much (chunk
-// 439 after 445 with 1 MiB chunks), so twice that, and never less than
-// twice readAhead.
-func (r *fsys) reorderChunks() uint64 {
-	return max(2*readAhead, 2*readAheadKB<<10/r.cs)
 }
 
 // chunkData returns chunk idx's current plaintext (dirty, cached or loaded);
 // nil means a hole. The result is valid while of.mu is held. A reader that
-// goes from one chunk to the next (give or take readAhead) gets the
-// readAhead chunks after its furthest one loaded ahead; each is loaded once
-// in whatever order the reads come.
+// goes from one chunk to the next gets the chunks after loaded ahead.
 func (of *openFile) chunkData(idx uint64) ([]byte, error) {
 	if b, ok := of.dirty[idx]; ok {
 		return b, nil
@@ -471,26 +512,25 @@ func (of *openFile) chunkData(idx uint64) ([]byte, error) {
 	if of.cacheOK && of.cacheIdx == idx {
 		return of.cache, nil
 	}
-	of.cacheOK = false
-	sequential := of.near(idx)
+	// A reader is sequential when it reads the chunk after the furthest
+	// one it read, and stays so while each chunk it reads is near that one
+	// and its window loads: behind (a request that came late), or ahead
+	// (one that came early).
+	sequential := idx == of.nextLoad || (len(of.pf) > 0 && of.near(idx))
+	if !sequential {
+		of.ahead = idx + 1 // a new run: its window starts after idx
+	}
 	if !sequential || idx >= of.nextLoad {
 		of.nextLoad = idx + 1
 	}
-	// Loads ahead outside the reader's window are of no more use: behind
-	// it (skipped), or ahead of where it jumped back to.
-	lo, hi, w := of.nextLoad, of.nextLoad+readAhead, of.r.reorderChunks()
-	of.dropPrefetchIf(func(i uint64) bool { return i+w < lo || i >= hi })
+	if b, ok := of.takePrefetch(idx); ok {
+		of.prefetchAfter(of.nextLoad - 1)
+		return b, nil
+	}
 	if sequential {
 		of.prefetchAfter(of.nextLoad - 1)
 	}
-	b, ok := of.takePrefetch(idx)
-	if ok {
-		if of.cache != nil {
-			of.r.putBuf(of.cache)
-		}
-		of.cache, of.cacheIdx, of.cacheOK = b, idx, true
-		return b, nil
-	}
+	of.cacheOK = false
 	b, ok, err := of.loadChunk(idx, of.cache[:0]) // grows the buffer as needed
 	if err != nil {
 		return nil, err
@@ -512,11 +552,14 @@ func (of *openFile) prefetchOnOpen() {
 	of.maybePrefetch(0)
 }
 
-// prefetchAfter keeps the readAhead chunks after idx loading.
+// prefetchAfter keeps the readAhead chunks after idx loading. A chunk the
+// window loaded once in this run is not loaded again (it was read whole and
+// left the window, or is in it): a request that comes late starts nothing.
 func (of *openFile) prefetchAfter(idx uint64) {
-	for i := idx + 1; i <= idx+readAhead; i++ {
+	for i := max(idx+1, of.ahead); i <= idx+readAhead; i++ {
 		of.maybePrefetch(i)
 	}
+	of.ahead = max(of.ahead, idx+readAhead+1)
 }
 
 // maybePrefetch starts loading chunk idx ahead if it lies within the file
@@ -534,6 +577,9 @@ func (of *openFile) maybePrefetch(idx uint64) {
 		return
 	}
 	if _, ok := of.inflight[idx]; ok {
+		return
+	}
+	if of.cacheOK && of.cacheIdx == idx {
 		return
 	}
 	of.startPrefetch(idx)
@@ -559,6 +605,7 @@ func (of *openFile) read(dest []byte, off uint64) (int, error) {
 			c = copy(out, data[s.within:])
 		}
 		clear(out[c:])
+		of.servedPrefetch(s.idx, data, uint64(c))
 		done += s.n
 	}
 	return int(n), nil
