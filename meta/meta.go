@@ -127,6 +127,7 @@ type Index struct {
 	refMu  sync.Mutex // serialises the commits that change refSum
 	refSum RefSum     // see TrackRefs
 	refOn  bool
+	refs   refWrites     // which chunk references recent commits wrote (refsum.go)
 	read   *atomic.Int64 // records read by scans (RecordsRead), shared with views
 	points *atomic.Int64 // point reads (PointsRead), shared with views
 
