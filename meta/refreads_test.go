@@ -89,3 +89,30 @@ func TestRefDeltaReadsOnce(t *testing.T) {
 	}
 	check("after commits in between")
 }
+
+// TestAbsentKeysSkipTables: a lookup of a key the index's tables do not
+// hold (a new file's chunk entry, a new chunk's location: most point reads
+// of a mount's writes) is answered by the tables' bloom filters, without
+// reading their data blocks.
+func TestAbsentKeysSkipTables(t *testing.T) {
+	x := openTest(t, t.TempDir(), testKeys(t, 4))
+	b := x.NewBatch()
+	for ino := uint64(2); ino < 2002; ino++ {
+		b.PutChunk(ino, 0, &ChunkRef{ID: ChunkID{byte(ino), byte(ino >> 8)}, Version: 1, Len: 10})
+	}
+	if err := b.Commit(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Flush(); err != nil { // into a table
+		t.Fatal(err)
+	}
+	before := x.db.Metrics().Filter.Hits
+	for ino := uint64(10_000); ino < 10_500; ino++ {
+		if _, ok, err := x.GetChunk(ino, 0); ok || err != nil {
+			t.Fatalf("absent chunk %d: %v %v", ino, ok, err)
+		}
+	}
+	if hits := x.db.Metrics().Filter.Hits - before; hits < 400 {
+		t.Fatalf("%d of 500 lookups of absent keys answered by a filter", hits)
+	}
+}
