@@ -116,6 +116,7 @@ type batchState struct {
 	live    []LiveChange           // for the live-bytes feed (live.go)
 	dead    map[ChunkID]struct{}   // chunks whose death live holds
 	tree    treeBatch              // for the tree feed (treefeed.go)
+	olds    map[[2]uint64]oldChunk // chunk-map entries as read from the index (refsum.go)
 }
 
 // chunkAt is the chunk id referenced at (ino, idx) as of this batch.
@@ -126,11 +127,13 @@ func (b *Batch) chunkAt(ino, idx uint64) (ChunkID, bool) {
 		}
 		return *id, true
 	}
+	seq := b.x.refReadSeq()
 	ref, ok, err := b.x.GetChunk(ino, idx)
 	if err != nil {
 		b.fail(err)
 		return ChunkID{}, false
 	}
+	b.noteOld(ino, idx, ref, ok, seq)
 	return ref.ID, ok
 }
 

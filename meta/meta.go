@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/fincrypt/fincrypt/vault"
@@ -127,6 +128,7 @@ type Index struct {
 	refMu  sync.Mutex // serialises the commits that change refSum
 	refSum RefSum     // see TrackRefs
 	refOn  bool
+	refs   refWrites     // which chunk references recent commits wrote (refsum.go)
 	read   *atomic.Int64 // records read by scans (RecordsRead), shared with views
 	points *atomic.Int64 // point reads (PointsRead), shared with views
 
@@ -181,6 +183,13 @@ func Open(dir string, keys *vault.Keys, opt Options) (*Index, error) {
 		lg = slog.New(slog.DiscardHandler)
 	}
 	po := &pebble.Options{ReadOnly: opt.ReadOnly, Logger: pebbleLogger{lg}, FS: opt.FS}
+	// Bloom filters in the tables: most point reads of a mount's writes
+	// look for what is not there (a new file's chunk entry, a new chunk's
+	// location), which without a filter reads a block of every table that
+	// might hold it.
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
 	if opt.ReadOnly {
 		po.ErrorIfNotExists = true
 	}

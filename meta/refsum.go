@@ -8,6 +8,7 @@ import (
 	"errors"
 	"github.com/cockroachdb/pebble/v2"
 	"math/bits"
+	"sync/atomic"
 )
 
 // RefSum is an order-free digest of the index's chunk references, blobs and pins
@@ -101,6 +102,7 @@ func (x *Index) TrackRefs(start RefSum) {
 	x.refMu.Lock()
 	defer x.refMu.Unlock()
 	x.refSum, x.refOn = start, true
+	x.refs.last, x.refs.floor = nil, x.refs.seq.Add(1) // what batches read before is read again
 }
 
 // TrackedRefs returns the RefSum the index tracks, and false if it does
@@ -144,12 +146,95 @@ func (x *Index) tracking() bool {
 	return x.refOn
 }
 
+// The values a batch replaces are read once. PutChunk and DeleteChunk read
+// the chunk-map entry they replace (chunkAt, for the pending feed) before
+// the commit; refDelta, under refMu, takes that value instead of reading it
+// again when no commit wrote the entry since (refWrites), and reads it
+// again otherwise.
+
+// oldChunk is a chunk-map entry as a batch read it from the index, when
+// the ref commit sequence was seq.
+type oldChunk struct {
+	ref ChunkRef
+	ok  bool // false: there was none
+	seq uint64
+}
+
+// refWrites says which chunk-map entries the commits that changed the
+// RefSum wrote, by the sequence number of the last one that wrote each,
+// since floor (guarded by refMu). It is emptied (floor raised) past
+// refWritesMax keys: a value read before the floor is read again.
+type refWrites struct {
+	seq   atomic.Uint64
+	floor uint64
+	last  map[string]uint64
+	reads atomic.Int64 // values read again under refMu (RefRereads)
+}
+
+const refWritesMax = 1 << 16
+
+// refReadSeq is the ref commit sequence before a read: every commit with
+// this number or lower is visible to it.
+func (x *Index) refReadSeq() uint64 { return x.refs.seq.Load() }
+
+// noteOld keeps the chunk-map entry (ino, idx) read at seq for refDelta.
+func (b *Batch) noteOld(ino, idx uint64, ref ChunkRef, ok bool, seq uint64) {
+	if !b.x.tracking() {
+		return
+	}
+	if b.olds == nil {
+		b.olds = map[[2]uint64]oldChunk{}
+	}
+	b.olds[[2]uint64{ino, idx}] = oldChunk{ref: ref, ok: ok, seq: seq}
+}
+
+// wroteRefs records a committed batch's keys; caller holds refMu.
+func (x *Index) wroteRefs(b *Batch) {
+	w := &x.refs
+	seq := w.seq.Load() + 1
+	if w.last == nil || len(w.last)+len(b.refs) > refWritesMax {
+		w.last, w.floor = map[string]uint64{}, seq
+	}
+	for k := range b.refs {
+		w.last[k] = seq
+	}
+	w.seq.Store(seq) // after the commit is visible
+}
+
+// oldUnchanged returns the value the batch read of chunk-map key, if no
+// commit wrote it since; caller holds refMu.
+func (b *Batch) oldUnchanged(key []byte) (oldChunk, bool) {
+	if len(key) != 17 || key[0] != pChunk {
+		return oldChunk{}, false
+	}
+	o, ok := b.olds[[2]uint64{beUint64(key[1:]), beUint64(key[9:])}]
+	w := &b.x.refs
+	if !ok || o.seq < w.floor || w.last[string(key)] > o.seq {
+		return oldChunk{}, false
+	}
+	return o, true
+}
+
+// RefRereads counts the replaced values commits read again under the
+// RefSum's lock (another commit wrote them after the batch read them).
+func (x *Index) RefRereads() int64 { return x.refs.reads.Load() }
+
 // refDelta is what the batch's chunk reference and blob changes add to the
 // RefSum: the new values, less the values in the index now. Called with
 // refMu held, so that no other batch commits in between.
 func (b *Batch) refDelta() (RefSum, error) {
 	var d RefSum
 	for _, c := range b.refs {
+		if o, ok := b.oldUnchanged(c.key); ok {
+			if o.ok {
+				d.add(chunkElem(beUint64(c.key[1:]), beUint64(c.key[9:]), &o.ref), -1)
+			}
+			b.addNew(&d, c)
+			continue
+		}
+		if c.kind == pChunk {
+			b.x.refs.reads.Add(1)
+		}
 		old, err := b.x.get(c.key)
 		switch {
 		case errors.Is(err, ErrNotFound):
@@ -179,16 +264,21 @@ func (b *Batch) refDelta() (RefSum, error) {
 				d.add(blobElem(ChunkID(c.key[1:]), n), -1)
 			}
 		}
-		switch {
-		case c.chunk != nil:
-			d.add(chunkElem(beUint64(c.key[1:]), beUint64(c.key[9:]), c.chunk), 1)
-		case c.blob != nil:
-			d.add(blobElem(ChunkID(c.key[1:]), *c.blob), 1)
-		case c.pin != nil:
-			d.add(pinElem(ChunkID(c.key[1:]), c.pin), 1)
-		}
+		b.addNew(&d, c)
 	}
 	return d, nil
+}
+
+// addNew adds change c's new value to d.
+func (b *Batch) addNew(d *RefSum, c refChange) {
+	switch {
+	case c.chunk != nil:
+		d.add(chunkElem(beUint64(c.key[1:]), beUint64(c.key[9:]), c.chunk), 1)
+	case c.blob != nil:
+		d.add(blobElem(ChunkID(c.key[1:]), *c.blob), 1)
+	case c.pin != nil:
+		d.add(pinElem(ChunkID(c.key[1:]), c.pin), 1)
+	}
 }
 
 // commitRefs applies the batch without syncing and adds its change to the
@@ -209,5 +299,6 @@ func (b *Batch) commitRefs() error {
 		return err
 	}
 	x.refSum = x.refSum.plus(d)
+	x.wroteRefs(b)
 	return nil
 }

@@ -60,11 +60,11 @@ func TestScaleReport(t *testing.T) {
 		}
 		row := measureScale(t, n, skipCheck)
 		rows = append(rows, row)
-		fmt.Printf("scale files=%d gen=%s mount=%s pending=%s status=%s idle_per_min=%s maint_change=%s(%d records) version=%s version_after_change=%s(%d records) version_full_walk=%s(%d records) snapshot=%s check=%s heap=%.1fMiB\n", row.files,
+		fmt.Printf("scale files=%d gen=%s mount=%s pending=%s status=%s idle_per_min=%s maint_change=%s(%d records) version=%s version_after_change=%s(%d records) version_full_walk=%s(%d records) snapshot=%s(%.1fMiB) check=%s heap=%.1fMiB\n", row.files,
 			row.gen.Round(time.Millisecond), row.mount.Round(time.Microsecond), row.pending.Round(time.Microsecond),
 			row.status.Round(time.Microsecond), row.idle.Round(time.Microsecond), row.maintChange.Round(time.Microsecond), row.maintRead,
 			row.version1.Round(time.Millisecond), row.version2.Round(time.Microsecond), row.version2Read,
-			row.versionFull.Round(time.Millisecond), row.versionFullRead, row.snapshot.Round(time.Millisecond),
+			row.versionFull.Round(time.Millisecond), row.versionFullRead, row.snapshot.Round(time.Millisecond), float64(row.snapshotBytes)/(1<<20),
 			row.check.Round(time.Millisecond), float64(row.heap)/(1<<20))
 	}
 	if len(rows) > 1 {
@@ -89,6 +89,7 @@ type scaleRow struct {
 	version1, version2, snapshot             time.Duration
 	versionFull                              time.Duration // TakeVersion (full walk) after one change
 	version2Read, versionFullRead            int64         // records read (scanned and looked up)
+	snapshotBytes                            int64         // the index snapshot's records, before sealing
 	heap                                     int64
 }
 
@@ -258,6 +259,12 @@ func measureScale(t *testing.T, n int, skipCheck bool) scaleRow {
 	// The index snapshot after a change (every SnapshotInterval while
 	// writes go on): it exports and uploads the whole index.
 	change()
+	if _, err := idx.ExportState(func(k, v []byte) error {
+		row.snapshotBytes += int64(8 + len(k) + len(v))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	// A loaded machine can leave too few nodes healthy for a moment: the
 	// last of the tries within two minutes is timed.
 	for deadline := time.Now().Add(2 * time.Minute); ; {
