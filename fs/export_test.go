@@ -93,3 +93,12 @@ func (m *Mounted) ReadChunksInOrder(ino uint64, order []uint64) ([][]byte, error
 	}
 	return out, r.release(of)
 }
+
+// NameLookups returns how many times a name was looked up in a
+// directory's entries (LOOKUP, or READDIRPLUS after a change), since the
+// process began.
+func NameLookups() int64 { return nameLookups.Load() }
+
+// InodePointReads returns how many inodes directory listings read one by
+// one instead of in batches, since the process began.
+func InodePointReads() int64 { return inodePointReads.Load() }
