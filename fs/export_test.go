@@ -105,3 +105,12 @@ func SetSpaceStale(t testing.TB, d time.Duration) {
 	spaceStale = d
 	t.Cleanup(func() { spaceStale = old })
 }
+
+// NameLookups returns how many times a name was looked up in a
+// directory's entries (LOOKUP, or READDIRPLUS after a change), since the
+// process began.
+func NameLookups() int64 { return nameLookups.Load() }
+
+// InodePointReads returns how many inodes directory listings read one by
+// one instead of in batches, since the process began.
+func InodePointReads() int64 { return inodePointReads.Load() }

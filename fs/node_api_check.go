@@ -28,6 +28,12 @@ var (
 	_ = (gofs.NodeListxattrer)((*Node)(nil))
 	_ = (gofs.NodeSetxattrer)((*Node)(nil))
 	_ = (gofs.NodeRemovexattrer)((*Node)(nil))
+	_ = (gofs.NodeOpendirHandler)((*Node)(nil))
+
+	_ = (gofs.FileReaddirenter)((*dirHandle)(nil))
+	_ = (gofs.FileSeekdirer)((*dirHandle)(nil))
+	_ = (gofs.FileReleasedirer)((*dirHandle)(nil))
+	_ = (gofs.FileLookuper)((*dirHandle)(nil))
 
 	_ = (gofs.FileReader)((*fileHandle)(nil))
 	_ = (gofs.FileWriter)((*fileHandle)(nil))

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -19,10 +20,15 @@ func badName(name string) syscall.Errno {
 	return 0
 }
 
+// nameLookups counts the look-ups of a name in a directory's entries
+// (tests: READDIRPLUS answers without them).
+var nameLookups atomic.Int64
+
 func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if e := badName(name); e != 0 {
 		return nil, e
 	}
+	nameLookups.Add(1)
 	d, err := n.r.idx.Lookup(n.ino(), name)
 	if name == SnapshotsDirName && n.ino() == meta.RootIno {
 		// A real entry of that name wins over the snapshot view (snapshots.go).
@@ -45,6 +51,15 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 }
 
 func (n *Node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	list, errno := n.listDir()
+	if errno != 0 {
+		return nil, errno
+	}
+	return gofs.NewListDirStream(list), 0
+}
+
+// listDir lists directory n, "." and ".." first.
+func (n *Node) listDir() ([]fuse.DirEntry, syscall.Errno) {
 	ino := n.ino()
 	parent := ino
 	if _, p := n.Parent(); p != nil {
@@ -58,7 +73,7 @@ func (n *Node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	if err != nil {
 		return nil, n.r.errno("readdir", err)
 	}
-	return gofs.NewListDirStream(list), 0
+	return list, 0
 }
 
 // newInode allocates an inode owned by the caller, inheriting the group of a

@@ -112,6 +112,7 @@ type batchState struct {
 	refs    map[string]refChange   // chunk references and blobs written, when the RefSum is tracked
 	state   bool                   // touched snapshot state (StateGeneration)
 	segs    bool                   // touched segment records
+	dirents bool                   // touched directory entries (DirentGeneration)
 	locs    map[ChunkID]*Location  // locations put (nil: deleted), while the live feed is tracked
 	live    []LiveChange           // for the live-bytes feed (live.go)
 	dead    map[ChunkID]struct{}   // chunks whose death live holds

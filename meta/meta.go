@@ -119,6 +119,7 @@ type Index struct {
 	gen    atomic.Uint64 // see Generation
 	sgen   atomic.Uint64 // see StateGeneration
 	seggen atomic.Uint64 // see SegmentGeneration
+	dgen   atomic.Uint64 // see DirentGeneration
 
 	feedReady bool          // the pending feed is kept (format 2)
 	pinState  atomic.Int32  // pinsUnknown, pinsNone or pinsSome (pins.go)
@@ -159,6 +160,12 @@ func (x *Index) StateGeneration() uint64 { return x.sgen.Load() }
 // SegmentGeneration counts the committed batches that wrote or deleted a
 // segment record.
 func (x *Index) SegmentGeneration() uint64 { return x.seggen.Load() }
+
+// DirentGeneration counts the committed batches that wrote or deleted a
+// directory entry. It grows after the commit is visible, so a listing made
+// after noting it still names what each entry points to while it is
+// unchanged.
+func (x *Index) DirentGeneration() uint64 { return x.dgen.Load() }
 
 type counter struct {
 	next, ceiling uint64
@@ -482,6 +489,9 @@ func (b *Batch) Commit(sync bool) error {
 	if b.segs {
 		b.x.seggen.Add(1)
 	}
+	if b.dirents {
+		b.x.dgen.Add(1)
+	}
 	b.x.noteLive(b.live)
 	b.x.noteTree(&b.tree)
 	b.x.gen.Add(1)
@@ -498,6 +508,7 @@ func (b *Batch) touch(key []byte) {
 	case len(key) > 0 && (key[0] == pRepl || key[0] == pPending):
 	default:
 		b.state = true
+		b.dirents = b.dirents || (len(key) > 0 && key[0] == pDirent)
 	}
 }
 

@@ -1,9 +1,12 @@
 package meta
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/fincrypt/fincrypt/vault"
 )
@@ -148,6 +151,44 @@ func (x *Index) GetInode(ino uint64) (Inode, error) {
 		return Inode{}, fmt.Errorf("inode %d: %w", ino, err)
 	}
 	return decodeInode(ino, b)
+}
+
+// GetInodes reads the inodes inos, which must be in ascending order, with
+// one iterator (a directory's entries, read for a listing: cheaper than a
+// point read each, and read ahead from the disk when they lie together),
+// and calls fn for each one found. An inode not in the index is skipped.
+func (x *Index) GetInodes(inos []uint64, fn func(Inode)) error {
+	if len(inos) == 0 {
+		return nil
+	}
+	it, err := x.reader().NewIter(&pebble.IterOptions{LowerBound: key8(pInode, inos[0]), UpperBound: key8(pInode, inos[len(inos)-1]+1)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	var buf []byte
+	for _, ino := range inos {
+		key := key8(pInode, ino)
+		if !it.SeekGE(key) {
+			break
+		}
+		if !bytes.Equal(it.Key(), key) {
+			continue
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return err
+		}
+		if buf, err = x.keys.Meta.Open(buf[:0], v, key); err != nil {
+			return fmt.Errorf("record %x: %w: %w", key, ErrCorrupt, err)
+		}
+		in, err := decodeInode(ino, buf)
+		if err != nil {
+			return fmt.Errorf("inode %d: %w", ino, err)
+		}
+		fn(in)
+	}
+	return it.Error()
 }
 
 // Lookup finds name in directory parent; ErrNotFound if absent.

@@ -323,6 +323,7 @@ func (x *Index) Import(records func(fn func(key, sealed []byte) error) error) er
 	x.gen.Add(1)
 	x.sgen.Add(1)
 	x.seggen.Add(1)
+	x.dgen.Add(1)
 	_, err = x.rebuildFeed()
 	return err
 }

@@ -1,0 +1,139 @@
+package fs
+
+import (
+	"context"
+	"slices"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/fincrypt/fincrypt/meta"
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// dirHandle is an open directory. It lists the directory on its first
+// READDIR(PLUS) and serves the listing from there, as go-fuse's list stream
+// did (a rewind serves the same listing). For READDIRPLUS, which answers a
+// look-up of every entry it returns, it reads the entry's inode by the
+// number the listing holds instead of looking the name up again (a keyed
+// MAC of the name, a point read and an open of the entry record per entry),
+// as long as no directory entry changed since the listing
+// (meta.Index.DirentGeneration); after a change it looks the name up as
+// LOOKUP does. The inodes are read inodeBatch entries at a time with one
+// index iterator, and one read that way is used while nothing was committed
+// to the index since (meta.Index.Generation), else read again. go-fuse
+// calls Readdirent, Seekdir and Lookup of one handle under the handle's
+// lock.
+type dirHandle struct {
+	n      *Node
+	listed bool
+	list   []fuse.DirEntry
+	pos    int
+	gen    uint64 // DirentGeneration noted before listing
+	last   int    // index in list of the entry Readdirent returned last; -1: none
+
+	inodes     map[uint64]meta.Inode // of the entries list[bFrom:bTo]
+	bFrom, bTo int
+	igen       uint64 // Generation noted before reading inodes
+}
+
+// inodeBatch is how many entries' inodes a listing reads at a time.
+const inodeBatch = 256
+
+// inodePointReads counts the inodes a listing read one by one (tests).
+var inodePointReads atomic.Int64
+
+// OpendirHandle opens directory n for reading (dirHandle).
+func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	return &dirHandle{n: n, last: -1}, 0, 0
+}
+
+func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if !d.listed {
+		d.gen = d.n.r.idx.DirentGeneration()
+		list, errno := d.n.listDir()
+		if errno != 0 {
+			return nil, errno
+		}
+		d.list, d.listed = list, true
+	}
+	d.last = -1
+	if d.pos >= len(d.list) {
+		return nil, 0
+	}
+	e := d.list[d.pos]
+	d.last = d.pos
+	d.pos++
+	e.Off = uint64(d.pos)
+	return &e, 0
+}
+
+func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if !d.listed {
+		if _, errno := d.Readdirent(ctx); errno != 0 {
+			return errno
+		}
+	}
+	if off > uint64(len(d.list)) {
+		return syscall.EINVAL
+	}
+	d.pos, d.last = int(off), -1
+	d.inodes, d.bFrom, d.bTo = nil, 0, 0
+	return 0
+}
+
+func (d *dirHandle) Releasedir(ctx context.Context, releaseFlags uint32) {}
+
+// Lookup answers READDIRPLUS's look-up of name, the entry Readdirent
+// returned last.
+func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	n, r := d.n, d.n.r
+	if d.last < 0 || d.list[d.last].Name != name || r.idx.DirentGeneration() != d.gen ||
+		(name == SnapshotsDirName && n.ino() == meta.RootIno) {
+		return n.Lookup(ctx, name, out)
+	}
+	in, err := d.inode(d.last)
+	if err != nil {
+		return nil, r.errno("lookup", err)
+	}
+	r.fillEntry(&in, out)
+	return n.newChild(ctx, &in), 0
+}
+
+// inode returns the inode of list[i], from a batch read of the entries from
+// i on.
+func (d *dirHandle) inode(i int) (meta.Inode, error) {
+	x := d.n.r.idx
+	ino := d.list[i].Ino
+	in, ok := d.inodes[ino]
+	if !ok && (i < d.bFrom || i >= d.bTo) {
+		d.readBatch(i)
+		in, ok = d.inodes[ino]
+	}
+	if ok && x.Generation() == d.igen {
+		return in, nil
+	}
+	inodePointReads.Add(1)
+	return x.GetInode(ino)
+}
+
+// readBatch reads the inodes of up to inodeBatch entries from list[i] on.
+// A failure leaves them to be read one by one (which reports it).
+func (d *dirHandle) readBatch(i int) {
+	x := d.n.r.idx
+	d.bFrom, d.bTo = i, min(i+inodeBatch, len(d.list))
+	inos := make([]uint64, 0, d.bTo-d.bFrom)
+	for _, e := range d.list[d.bFrom:d.bTo] {
+		if e.Name != "." && e.Name != ".." {
+			inos = append(inos, e.Ino)
+		}
+	}
+	slices.Sort(inos)
+	inos = slices.Compact(inos)
+	d.igen = x.Generation()
+	m := make(map[uint64]meta.Inode, len(inos))
+	if err := x.GetInodes(inos, func(in meta.Inode) { m[in.Ino] = in }); err != nil {
+		m = nil
+	}
+	d.inodes = m
+}

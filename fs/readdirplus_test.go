@@ -1,0 +1,183 @@
+package fs_test
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"syscall"
+	"testing"
+
+	"github.com/fincrypt/fincrypt/fs"
+)
+
+// makeSizedFiles creates n files in dir, file i of i+1 bytes (its size names it).
+func makeSizedFiles(t *testing.T, dir string, n int) {
+	t.Helper()
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		writeFile(t, fmt.Sprintf("%s/f%04d", dir, i), bytes.Repeat([]byte{'x'}, i+1))
+	}
+}
+
+// getdents reads one batch of dir's entries (a buffer of size bytes) and
+// returns their names; none at the end.
+func getdents(t *testing.T, fd int, size int) []string {
+	t.Helper()
+	buf := make([]byte, size)
+	n, err := syscall.Getdents(fd, buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for off := 0; off < n; {
+		reclen := int(buf[off+16]) | int(buf[off+17])<<8
+		name := buf[off+19 : off+reclen]
+		names = append(names, string(name[:bytes.IndexByte(name, 0)]))
+		off += reclen
+	}
+	return names
+}
+
+// TestReaddirPlusLooksUpNoName lists a directory cold: READDIRPLUS answers
+// each entry's attributes from the inode number the listing holds, without
+// looking its name up again (400 look-ups by name for 400 entries before),
+// reading the inodes in batches (400 point reads before), and stat(2) of
+// every entry afterwards is served from what it returned.
+func TestReaddirPlusLooksUpNoName(t *testing.T) {
+	requireFUSE(t)
+	const n = 400
+	home := newVault(t, fastKDF)
+	tm := mountVault(t, home)
+	makeSizedFiles(t, tm.path("d"), n)
+	tm.unmount()
+
+	tm = mountVault(t, home)
+	if _, err := os.Stat(tm.path("d")); err != nil {
+		t.Fatal(err)
+	}
+	before, points := fs.NameLookups(), fs.InodePointReads()
+	ents, err := os.ReadDir(tm.path("d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != n {
+		t.Fatalf("%d entries, want %d", len(ents), n)
+	}
+	listed, points := fs.NameLookups()-before, fs.InodePointReads()-points
+	if points != 0 {
+		t.Errorf("%d inodes of %d read one by one, want all in batches", points, n)
+	}
+	for i := range n {
+		st, err := os.Stat(tm.path("d", fmt.Sprintf("f%04d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Size() != int64(i+1) {
+			t.Fatalf("f%04d: size %d, want %d", i, st.Size(), i+1)
+		}
+	}
+	if got := fs.NameLookups() - before; listed != 0 || got != 0 {
+		t.Fatalf("%d look-ups by name while listing %d entries, %d after stat of each; want none", listed, n, got)
+	}
+}
+
+// TestReaddirPlusAfterRename changes a directory while it is being listed:
+// an entry the listing has not returned yet is renamed over another one.
+// The rest of the listing looks names up again, so the entry replaced
+// carries the renamed file (its old inode, still linked elsewhere, must not
+// come back under the name).
+func TestReaddirPlusAfterRename(t *testing.T) {
+	requireFUSE(t)
+	const n = 300
+	home := newVault(t, fastKDF)
+	tm := mountVault(t, home)
+	makeSizedFiles(t, tm.path("d"), n)
+	// Every file keeps a second link, so a replaced one lives on.
+	if err := os.Mkdir(tm.path("links"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		name := fmt.Sprintf("f%04d", i)
+		if err := os.Link(tm.path("d", name), tm.path("links", name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tm.unmount()
+
+	tm = mountVault(t, home)
+	fd, rest := startListing(t, tm.path("d"), n)
+	from, over := rest[0], rest[1]
+	if err := os.Rename(tm.path("d", from), tm.path("d", over)); err != nil {
+		t.Fatal(err)
+	}
+	for len(getdents(t, fd, 4096)) > 0 {
+	}
+	var fromSize, overSize int
+	fmt.Sscanf(from, "f%04d", &fromSize)
+	fmt.Sscanf(over, "f%04d", &overSize)
+	st, err := os.Stat(tm.path("d", over))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() != int64(fromSize+1) {
+		t.Fatalf("%s after %s was renamed over it: size %d (the replaced file's is %d), want %d", over, from, st.Size(), overSize+1, fromSize+1)
+	}
+	if _, err := os.Stat(tm.path("d", from)); !os.IsNotExist(err) {
+		t.Fatalf("%s after its rename: %v, want it gone", from, err)
+	}
+}
+
+// startListing opens dir (of n files f0000...) and reads the first batch of
+// its entries; it returns the descriptor and the files not listed yet.
+func startListing(t *testing.T, dir string, n int) (int, []string) {
+	t.Helper()
+	fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	seen := map[string]bool{}
+	for _, name := range getdents(t, fd, 4096) {
+		seen[name] = true
+	}
+	if len(seen) < 3 || len(seen) >= n {
+		t.Fatalf("the first batch listed %d of %d entries: the test wants part of the directory", len(seen), n)
+	}
+	var rest []string
+	for i := range n {
+		if name := fmt.Sprintf("f%04d", i); !seen[name] {
+			rest = append(rest, name)
+		}
+	}
+	return fd, rest
+}
+
+// TestReaddirPlusAfterChmod changes the mode of a file whose inode the
+// listing read in its batch but has not returned yet: the rest of the
+// listing reads it again, so the kernel is not handed the old mode.
+func TestReaddirPlusAfterChmod(t *testing.T) {
+	requireFUSE(t)
+	const n = 200
+	home := newVault(t, fastKDF)
+	tm := mountVault(t, home)
+	makeSizedFiles(t, tm.path("d"), n)
+	tm.unmount()
+
+	tm = mountVault(t, home)
+	fd, rest := startListing(t, tm.path("d"), n)
+	p := tm.path("d", rest[0])
+	if err := os.Chmod(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for len(getdents(t, fd, 4096)) > 0 {
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("%s after chmod 600 during the listing: mode %o", rest[0], st.Mode().Perm())
+	}
+}
