@@ -330,3 +330,95 @@ func TestErrorCodes(t *testing.T) {
 		t.Errorf("unknown op's name: %q", s)
 	}
 }
+
+// TestCountsAreCheckedAgainstTheSmallestElement: every list is decoded
+// only once its count fits the bytes left at the smallest size one element
+// can have: a body of k smallest elements decodes (also k = 0), the same body claiming k+1 is refused before anything
+// is allocated, with the bytes it would need. The offsets and sizes are
+// those of docs/PROTOCOL.md. (The lists inside a proof are bounded by
+// TestElementCountsAtTheirLimit.)
+func TestCountsAreCheckedAgainstTheSmallestElement(t *testing.T) {
+	const k = 2
+	hash := challenge.HashSize
+	for _, c := range []struct {
+		name   string
+		make   func(n int) Message
+		offset int // of the count in the body
+		min    int // bytes of the smallest element
+	}{
+		{"ChallengeRequest pieces", func(n int) Message { return &ChallengeRequest{Openings: 1, Pieces: pieces(n)} }, challenge.NonceSize + 1, hash},
+		{"ChallengeResponse proofs", func(n int) Message {
+			return &ChallengeResponse{Proofs: make([]PieceProof, n)}
+		}, challenge.NonceSize, 1 + 2*hash + 4},
+		{"LiveRequest", func(n int) Message { return &LiveRequest{Pieces: pieces(n)} }, 0, hash},
+		{"LiveReply", func(n int) Message { return &LiveReply{Live: make([]bool, n)} }, 0, 1},
+		{"DamageReport", func(n int) Message { return &DamageReport{Pieces: pieces(n)} }, 0, hash},
+		{"PlacementRequest", func(n int) Message { return &PlacementRequest{K: 1, N: 2, Pieces: pieces(n)} }, 1 + 1 + 8, hash},
+		{"PlacementReply", func(n int) Message {
+			r := &PlacementReply{Expires: time.Unix(1, 0), Targets: make([]Target, n)}
+			for i := range r.Targets {
+				r.Targets[i].Ticket.Op = OpPut
+				r.Targets[i].Ticket.Expires = time.Unix(1, 0)
+			}
+			return r
+		}, len(SegmentID{}) + 8, 2 + TicketBodySize + 64},
+		{"CommitRequest", func(n int) Message { return &CommitRequest{Pieces: make([]StoredPiece, n)} }, len(SegmentID{}), 1 + NodeIDSize + hash + 8},
+		{"HealthRequest", func(n int) Message { return &HealthRequest{Segments: make([]SegmentID, n)} }, 0, len(SegmentID{})},
+		{"HealthReply", func(n int) Message { return &HealthReply{Segments: make([]SegmentHealth, n)} }, 0, 3},
+		{"SegmentReply", func(n int) Message { return &SegmentReply{K: 1, N: 2, Pieces: make([]SegmentPiece, n)} }, 1 + 1 + 8 + 4, hash + 1},
+	} {
+		for _, n := range []int{0, k} {
+			m := c.make(n)
+			b, err := EncodeAnyFrame(m)
+			if err != nil {
+				t.Fatalf("%s of %d: %v", c.name, n, err)
+			}
+			got, err := DecodeAnyFrame(b)
+			if err != nil {
+				t.Fatalf("%s of %d smallest elements: %v", c.name, n, err)
+			}
+			if n == 0 {
+				// Empty (a nil or an empty slice: nothing tells them
+				// apart), and encoded the same again.
+				if b2, err := EncodeAnyFrame(got); err != nil || !bytes.Equal(b2, b) {
+					t.Fatalf("%s of none: re-encoded differently (%v)", c.name, err)
+				}
+				continue
+			}
+			if !reflect.DeepEqual(normalizeAny(got), normalizeAny(c.make(n))) {
+				t.Fatalf("%s of %d: decoded %#v", c.name, n, got)
+			}
+			body := b[HeaderSize:]
+			if cnt := binary.BigEndian.Uint32(body[c.offset:]); cnt != k {
+				t.Fatalf("%s: count %d at offset %d, want %d (the test's offset is wrong)", c.name, cnt, c.offset, k)
+			}
+			if left := len(body) - c.offset - 4; left < k*c.min || c.offset+4+k*c.min > len(body) {
+				t.Fatalf("%s: %d bytes after the count, fewer than %d elements of %d", c.name, left, k, c.min)
+			}
+			// Claim one element more than the bytes hold (for a list
+			// followed by other fields, cut the frame after its elements).
+			left := k * c.min
+			forged := append(header(m.Type(), uint32(c.offset+4+left)), body[:c.offset+4+left]...)
+			binary.BigEndian.PutUint32(forged[HeaderSize+c.offset:], k+1)
+			_, err = DecodeAnyFrame(forged)
+			want := fmt.Sprintf("%d elements need at least %d bytes, have %d", k+1, (k+1)*c.min, left)
+			if !errors.Is(err, ErrTruncated) || !strings.Contains(err.Error(), want) {
+				t.Fatalf("%s claiming %d elements in %d bytes: %v, want %q", c.name, k+1, left, err, want)
+			}
+		}
+	}
+}
+
+// normalizeAny is normalize for the mediator messages too.
+func normalizeAny(m Message) Message {
+	if r, ok := m.(*PlacementReply); ok {
+		c := *r
+		c.Expires = time.Unix(r.Expires.Unix(), 0)
+		c.Targets = append([]Target(nil), r.Targets...)
+		for i := range c.Targets {
+			c.Targets[i].Ticket.Expires = time.Unix(c.Targets[i].Ticket.Expires.Unix(), 0)
+		}
+		return &c
+	}
+	return normalize(m)
+}
