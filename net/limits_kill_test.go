@@ -381,3 +381,68 @@ func TestSweepSparesBucketsInUse(t *testing.T) {
 		}
 	}
 }
+
+// TestServeReturnsNilOnShutdown: Serve ends without an error when its
+// context is cancelled or its transport closed (the daemons report any
+// other error as a failure), and a dialer has nothing to accept.
+func TestServeReturnsNilOnShutdown(t *testing.T) {
+	for _, byClose := range []bool{false, true} {
+		srv, err := Listen(mustIdentity(t), "127.0.0.1:0", Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- srv.Serve(ctx, echo) }()
+		// A served call first, so that Serve is running.
+		cli := dialerAt(t, "127.0.0.1:0")
+		cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
+		c, err := cli.Dial(cctx, srv.Address())
+		if err == nil {
+			_, err = CallFor[*HeartbeatReply](cctx, c, &Heartbeat{Pieces: 1})
+		}
+		ccancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if byClose {
+			srv.Close()
+		} else {
+			cancel()
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Serve after the %s: %v, want nil", map[bool]string{true: "transport closed", false: "context cancelled"}[byClose], err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("Serve did not return within 30 s")
+		}
+		cancel()
+		srv.Close()
+	}
+	d := dialerAt(t, "127.0.0.1:0")
+	if _, err := d.Accept(context.Background()); err == nil {
+		t.Error("a dialer accepted a connection")
+	}
+}
+
+// TestNoUnidirectionalStreams: no side reads unidirectional streams, so a
+// peer may not open any (they would sit unread).
+func TestNoUnidirectionalStreams(t *testing.T) {
+	srv := listenWith(t, Config{}, echo)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := dialerAt(t, "127.0.0.1:0").Dial(ctx, srv.Address())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := CallFor[*HeartbeatReply](ctx, c, &Heartbeat{Pieces: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := c.qc.OpenUniStream(); err == nil {
+		s.Close()
+		t.Fatal("opened a unidirectional stream to a node")
+	}
+}
