@@ -422,3 +422,30 @@ func normalizeAny(m Message) Message {
 	}
 	return normalize(m)
 }
+
+// TestEncodeAnyFrameKeepsEachTypesLimit: EncodeAnyFrame frames a storage
+// message under its own type's limit (a LiveRequest up to 256 KiB) and a
+// mediator message under the mediator limit of 64 KiB, to its last byte.
+func TestEncodeAnyFrameKeepsEachTypesLimit(t *testing.T) {
+	for _, m := range []Message{
+		&LiveRequest{Pieces: pieces(MaxLivePieces)},
+		&HealthRequest{Segments: make([]SegmentID, MaxHealthBatch)}, // 32 KiB: over the 16 KiB of control messages
+	} {
+		b, err := EncodeAnyFrame(m)
+		if err != nil {
+			t.Fatalf("%s of %d bytes: %v", TypeName(m.Type()), BodyLimit(m.Type()), err)
+		}
+		if _, err := DecodeAnyFrame(b); err != nil {
+			t.Fatalf("%s: %v", TypeName(m.Type()), err)
+		}
+	}
+	// A HealthReply entry is 3 bytes: 21844 of them and the count are
+	// exactly 64 KiB.
+	most := (MaxMediatorBody - 4) / 3
+	if _, err := EncodeAnyFrame(&HealthReply{Segments: make([]SegmentHealth, most)}); err != nil {
+		t.Fatalf("a mediator body of exactly %d bytes: %v", MaxMediatorBody, err)
+	}
+	if _, err := EncodeAnyFrame(&HealthReply{Segments: make([]SegmentHealth, most+1)}); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("a mediator body over %d bytes: %v", MaxMediatorBody, err)
+	}
+}
