@@ -448,4 +448,13 @@ func TestEncodeAnyFrameKeepsEachTypesLimit(t *testing.T) {
 	if _, err := EncodeAnyFrame(&HealthReply{Segments: make([]SegmentHealth, most+1)}); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("a mediator body over %d bytes: %v", MaxMediatorBody, err)
 	}
+	// A mediator frame whose length disagrees with its header is refused
+	// with both lengths.
+	b, err := EncodeAnyFrame(&HealthRequest{Segments: make([]SegmentID, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := DecodeAnyFrame(append(b, 1, 2, 3)); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "body 39 bytes, header says 36") {
+		t.Fatalf("3 bytes after a mediator frame: %v", err)
+	}
 }
