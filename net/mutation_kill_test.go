@@ -414,7 +414,9 @@ func normalizeAny(m Message) Message {
 	if r, ok := m.(*PlacementReply); ok {
 		c := *r
 		c.Expires = time.Unix(r.Expires.Unix(), 0)
-		c.Targets = append([]Target(nil), r.Targets...)
+		if r.Targets != nil {
+			c.Targets = append([]Target{}, r.Targets...)
+		}
 		for i := range c.Targets {
 			c.Targets[i].Ticket.Expires = time.Unix(c.Targets[i].Ticket.Expires.Unix(), 0)
 		}
