@@ -484,3 +484,25 @@ func TestEmptyListsDecodeAsEncoded(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshotPointerFieldBounds: a signed pointer verifies with its key
+// file and sealed record at their limits; one byte more in either is
+// refused as malformed.
+func TestSnapshotPointerFieldBounds(t *testing.T) {
+	id := mustIdentity(t)
+	for _, c := range []struct {
+		keyFile, sealed int
+		ok              bool
+	}{
+		{MaxPointerKeyFile, MaxPointerSealed, true},
+		{MaxPointerKeyFile + 1, 1, false},
+		{1, MaxPointerSealed + 1, false},
+	} {
+		p := &SnapshotPointer{Seq: 1, KeyFile: make([]byte, c.keyFile), Sealed: make([]byte, c.sealed)}
+		p.Sign(id)
+		err := p.Verify()
+		if c.ok != (err == nil) || (!c.ok && !errors.Is(err, ErrMalformed)) {
+			t.Errorf("key file %d, sealed %d: %v", c.keyFile, c.sealed, err)
+		}
+	}
+}
