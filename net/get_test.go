@@ -19,6 +19,7 @@ const (
 	getShort            // announces the length, sends one byte less
 	getWrongSize        // announces one byte more than asked
 	getNotFound         // an ErrorReply
+	getExact            // exactly the bytes asked for, then the end of the stream
 )
 
 // TestGetReadsExactlyWhatWasAsked: Get returns the range asked for, byte
@@ -60,6 +61,9 @@ func TestGetReadsExactlyWhatWasAsked(t *testing.T) {
 			s.Write([]byte{0})
 		case getNotFound:
 			WriteMessage(s, &ErrorReply{Code: CodeNotFound, Message: "no such piece"})
+		case getExact:
+			WriteMessage(s, &GetReply{Length: want})
+			s.Write(data)
 		}
 	}))
 	cli, err := NewDialer(mustIdentity(t), Config{})
@@ -131,6 +135,19 @@ func TestGetReadsExactlyWhatWasAsked(t *testing.T) {
 		t.Fatalf("ten bytes: got %d", len(got))
 	}
 	rc.Close()
+
+	// A node that ends its stream with the last byte: the end of the
+	// stream that comes with it is no error.
+	for _, length := range []uint64{10, 70000} {
+		rc, _, err = c.Get(ctx, get(getExact, 3, length))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := io.ReadAll(rc); err != nil || !bytes.Equal(got, piece[3:3+length]) {
+			t.Fatalf("%d bytes, then the stream's end: %d read, %v", length, len(got), err)
+		}
+		rc.Close()
+	}
 
 	rc, _, err = c.Get(ctx, get(getShort, 0, 0))
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"log/slog"
 	"math/big"
@@ -340,5 +341,108 @@ func TestPeerKey(t *testing.T) {
 	// Only the first certificate counts.
 	if got, err := peerKey([][]byte{cert.Certificate[0], der}); err != nil || got != id.ID() {
 		t.Errorf("a chain: %s, %v", got, err)
+	}
+}
+
+// TestSweepSparesBucketsInUse: while a peer or an address is connected its
+// bucket is kept however many others come and go (else its next requests
+// would find no bucket and go unlimited); once they have all gone, the
+// buckets of addresses are swept like those of peers.
+func TestSweepSparesBucketsInUse(t *testing.T) {
+	for _, perIP := range []bool{false, true} {
+		cfg := Config{RequestRate: 1, RequestBurst: 3, IPRequestRate: -1}
+		if perIP {
+			cfg = Config{RequestRate: -1, IPRequestRate: 1, IPRequestBurst: 3}
+		}
+		l := newLimiter(cfg.withDefaults())
+		now := time.Unix(5000, 0)
+		l.now = func() time.Time { return now }
+		held, heldIP := NodeID{0xee}, netip.MustParseAddr("10.9.9.9")
+		release := l.attach(held, heldIP)
+		now = now.Add(time.Hour) // its bucket is full: only its use keeps it
+		for i := range 3 * sweepAt {
+			var p NodeID
+			binary.BigEndian.PutUint32(p[:], uint32(i+1))
+			ip := netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})
+			l.attach(p, ip)()
+			now = now.Add(time.Millisecond)
+		}
+		for i := range 3 {
+			if !l.allow(held, heldIP) {
+				t.Fatalf("per address %v: request %d of the burst of 3 refused", perIP, i+1)
+			}
+		}
+		if l.allow(held, heldIP) {
+			t.Fatalf("per address %v: a connected peer's bucket was swept: a fourth request allowed", perIP)
+		}
+		release()
+		if n := len(l.peers) + len(l.ips); n > 2*sweepAt+2 {
+			t.Fatalf("per address %v: %d buckets kept for %d peers and addresses that came and went", perIP, n, 3*sweepAt)
+		}
+	}
+}
+
+// TestServeReturnsNilOnShutdown: Serve ends without an error when its
+// context is cancelled or its transport closed (the daemons report any
+// other error as a failure), and a dialer has nothing to accept.
+func TestServeReturnsNilOnShutdown(t *testing.T) {
+	for _, byClose := range []bool{false, true} {
+		srv, err := Listen(mustIdentity(t), "127.0.0.1:0", Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- srv.Serve(ctx, echo) }()
+		// A served call first, so that Serve is running.
+		cli := dialerAt(t, "127.0.0.1:0")
+		cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
+		c, err := cli.Dial(cctx, srv.Address())
+		if err == nil {
+			_, err = CallFor[*HeartbeatReply](cctx, c, &Heartbeat{Pieces: 1})
+		}
+		ccancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if byClose {
+			srv.Close()
+		} else {
+			cancel()
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Serve after the %s: %v, want nil", map[bool]string{true: "transport closed", false: "context cancelled"}[byClose], err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("Serve did not return within 30 s")
+		}
+		cancel()
+		srv.Close()
+	}
+	d := dialerAt(t, "127.0.0.1:0")
+	if _, err := d.Accept(context.Background()); err == nil {
+		t.Error("a dialer accepted a connection")
+	}
+}
+
+// TestNoUnidirectionalStreams: no side reads unidirectional streams, so a
+// peer may not open any (they would sit unread).
+func TestNoUnidirectionalStreams(t *testing.T) {
+	srv := listenWith(t, Config{}, echo)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := dialerAt(t, "127.0.0.1:0").Dial(ctx, srv.Address())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := CallFor[*HeartbeatReply](ctx, c, &Heartbeat{Pieces: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := c.qc.OpenUniStream(); err == nil {
+		s.Close()
+		t.Fatal("opened a unidirectional stream to a node")
 	}
 }

@@ -330,3 +330,179 @@ func TestErrorCodes(t *testing.T) {
 		t.Errorf("unknown op's name: %q", s)
 	}
 }
+
+// TestCountsAreCheckedAgainstTheSmallestElement: every list is decoded
+// only once its count fits the bytes left at the smallest size one element
+// can have: a body of k smallest elements decodes (also k = 0), the same body claiming k+1 is refused before anything
+// is allocated, with the bytes it would need. The offsets and sizes are
+// those of docs/PROTOCOL.md. (The lists inside a proof are bounded by
+// TestElementCountsAtTheirLimit.)
+func TestCountsAreCheckedAgainstTheSmallestElement(t *testing.T) {
+	const k = 2
+	hash := challenge.HashSize
+	for _, c := range []struct {
+		name   string
+		make   func(n int) Message
+		offset int // of the count in the body
+		min    int // bytes of the smallest element
+	}{
+		{"ChallengeRequest pieces", func(n int) Message { return &ChallengeRequest{Openings: 1, Pieces: pieces(n)} }, challenge.NonceSize + 1, hash},
+		{"ChallengeResponse proofs", func(n int) Message {
+			return &ChallengeResponse{Proofs: make([]PieceProof, n)}
+		}, challenge.NonceSize, 1 + 2*hash + 4},
+		{"LiveRequest", func(n int) Message { return &LiveRequest{Pieces: pieces(n)} }, 0, hash},
+		{"LiveReply", func(n int) Message { return &LiveReply{Live: make([]bool, n)} }, 0, 1},
+		{"DamageReport", func(n int) Message { return &DamageReport{Pieces: pieces(n)} }, 0, hash},
+		{"PlacementRequest", func(n int) Message { return &PlacementRequest{K: 1, N: 2, Pieces: pieces(n)} }, 1 + 1 + 8, hash},
+		{"PlacementReply", func(n int) Message {
+			r := &PlacementReply{Expires: time.Unix(1, 0), Targets: make([]Target, n)}
+			for i := range r.Targets {
+				r.Targets[i].Ticket.Op = OpPut
+				r.Targets[i].Ticket.Expires = time.Unix(1, 0)
+			}
+			return r
+		}, len(SegmentID{}) + 8, 2 + TicketBodySize + 64},
+		{"CommitRequest", func(n int) Message { return &CommitRequest{Pieces: make([]StoredPiece, n)} }, len(SegmentID{}), 1 + NodeIDSize + hash + 8},
+		{"HealthRequest", func(n int) Message { return &HealthRequest{Segments: make([]SegmentID, n)} }, 0, len(SegmentID{})},
+		{"HealthReply", func(n int) Message { return &HealthReply{Segments: make([]SegmentHealth, n)} }, 0, 3},
+		{"SegmentReply", func(n int) Message { return &SegmentReply{K: 1, N: 2, Pieces: make([]SegmentPiece, n)} }, 1 + 1 + 8 + 4, hash + 1},
+	} {
+		for _, n := range []int{0, k} {
+			m := c.make(n)
+			b, err := EncodeAnyFrame(m)
+			if err != nil {
+				t.Fatalf("%s of %d: %v", c.name, n, err)
+			}
+			got, err := DecodeAnyFrame(b)
+			if err != nil {
+				t.Fatalf("%s of %d smallest elements: %v", c.name, n, err)
+			}
+			if n == 0 {
+				// Empty (a nil or an empty slice: nothing tells them
+				// apart), and encoded the same again.
+				if b2, err := EncodeAnyFrame(got); err != nil || !bytes.Equal(b2, b) {
+					t.Fatalf("%s of none: re-encoded differently (%v)", c.name, err)
+				}
+				continue
+			}
+			if !reflect.DeepEqual(normalizeAny(got), normalizeAny(c.make(n))) {
+				t.Fatalf("%s of %d: decoded %#v", c.name, n, got)
+			}
+			body := b[HeaderSize:]
+			if cnt := binary.BigEndian.Uint32(body[c.offset:]); cnt != k {
+				t.Fatalf("%s: count %d at offset %d, want %d (the test's offset is wrong)", c.name, cnt, c.offset, k)
+			}
+			if left := len(body) - c.offset - 4; left < k*c.min || c.offset+4+k*c.min > len(body) {
+				t.Fatalf("%s: %d bytes after the count, fewer than %d elements of %d", c.name, left, k, c.min)
+			}
+			// Claim one element more than the bytes hold (for a list
+			// followed by other fields, cut the frame after its elements).
+			left := k * c.min
+			forged := append(header(m.Type(), uint32(c.offset+4+left)), body[:c.offset+4+left]...)
+			binary.BigEndian.PutUint32(forged[HeaderSize+c.offset:], k+1)
+			_, err = DecodeAnyFrame(forged)
+			want := fmt.Sprintf("%d elements need at least %d bytes, have %d", k+1, (k+1)*c.min, left)
+			if !errors.Is(err, ErrTruncated) || !strings.Contains(err.Error(), want) {
+				t.Fatalf("%s claiming %d elements in %d bytes: %v, want %q", c.name, k+1, left, err, want)
+			}
+		}
+	}
+}
+
+// normalizeAny is normalize for the mediator messages too.
+func normalizeAny(m Message) Message {
+	if r, ok := m.(*PlacementReply); ok {
+		c := *r
+		c.Expires = time.Unix(r.Expires.Unix(), 0)
+		if r.Targets != nil {
+			c.Targets = append([]Target{}, r.Targets...)
+		}
+		for i := range c.Targets {
+			c.Targets[i].Ticket.Expires = time.Unix(c.Targets[i].Ticket.Expires.Unix(), 0)
+		}
+		return &c
+	}
+	return normalize(m)
+}
+
+// TestEncodeAnyFrameKeepsEachTypesLimit: EncodeAnyFrame frames a storage
+// message under its own type's limit (a LiveRequest up to 256 KiB) and a
+// mediator message under the mediator limit of 64 KiB, to its last byte.
+func TestEncodeAnyFrameKeepsEachTypesLimit(t *testing.T) {
+	for _, m := range []Message{
+		&LiveRequest{Pieces: pieces(MaxLivePieces)},
+		&HealthRequest{Segments: make([]SegmentID, MaxHealthBatch)}, // 32 KiB: over the 16 KiB of control messages
+	} {
+		b, err := EncodeAnyFrame(m)
+		if err != nil {
+			t.Fatalf("%s of %d bytes: %v", TypeName(m.Type()), BodyLimit(m.Type()), err)
+		}
+		if _, err := DecodeAnyFrame(b); err != nil {
+			t.Fatalf("%s: %v", TypeName(m.Type()), err)
+		}
+	}
+	// A HealthReply entry is 3 bytes: 21844 of them and the count are
+	// exactly 64 KiB.
+	most := (MaxMediatorBody - 4) / 3
+	if _, err := EncodeAnyFrame(&HealthReply{Segments: make([]SegmentHealth, most)}); err != nil {
+		t.Fatalf("a mediator body of exactly %d bytes: %v", MaxMediatorBody, err)
+	}
+	if _, err := EncodeAnyFrame(&HealthReply{Segments: make([]SegmentHealth, most+1)}); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("a mediator body over %d bytes: %v", MaxMediatorBody, err)
+	}
+	// A mediator frame whose length disagrees with its header is refused
+	// with both lengths.
+	b, err := EncodeAnyFrame(&HealthRequest{Segments: make([]SegmentID, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := DecodeAnyFrame(append(b, 1, 2, 3)); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "body 39 bytes, header says 36") {
+		t.Fatalf("3 bytes after a mediator frame: %v", err)
+	}
+}
+
+// TestEmptyListsDecodeAsEncoded: a message decodes to exactly the value
+// that was encoded (the round-trip contract of TestMessagesRoundTrip and
+// FuzzDecodeFrame), lists left empty (nil) included.
+func TestEmptyListsDecodeAsEncoded(t *testing.T) {
+	noPath := &ChallengeResponse{Proofs: []PieceProof{{Proof: challenge.Proof{Openings: []challenge.Opening{{Leaf: []byte{}}}}}}}
+	for _, m := range []Message{
+		&ChallengeRequest{Openings: 1}, &ChallengeResponse{}, &ChallengeResponse{Proofs: []PieceProof{{}}}, noPath,
+		&LiveRequest{}, &LiveReply{}, &DamageReport{},
+		&PlacementRequest{}, &PlacementReply{Expires: time.Unix(0, 0)}, &CommitRequest{}, &HealthRequest{}, &HealthReply{}, &SegmentReply{},
+	} {
+		b, err := EncodeAnyFrame(m)
+		if err != nil {
+			t.Fatalf("%s: %v", TypeName(m.Type()), err)
+		}
+		got, err := DecodeAnyFrame(b)
+		if err != nil {
+			t.Fatalf("%s: %v", TypeName(m.Type()), err)
+		}
+		if !reflect.DeepEqual(normalizeAny(got), normalizeAny(m)) {
+			t.Errorf("%s: decoded %+v, encoded %+v", TypeName(m.Type()), got, m)
+		}
+	}
+}
+
+// TestSnapshotPointerFieldBounds: a signed pointer verifies with its key
+// file and sealed record at their limits; one byte more in either is
+// refused as malformed.
+func TestSnapshotPointerFieldBounds(t *testing.T) {
+	id := mustIdentity(t)
+	for _, c := range []struct {
+		keyFile, sealed int
+		ok              bool
+	}{
+		{MaxPointerKeyFile, MaxPointerSealed, true},
+		{MaxPointerKeyFile + 1, 1, false},
+		{1, MaxPointerSealed + 1, false},
+	} {
+		p := &SnapshotPointer{Seq: 1, KeyFile: make([]byte, c.keyFile), Sealed: make([]byte, c.sealed)}
+		p.Sign(id)
+		err := p.Verify()
+		if c.ok != (err == nil) || (!c.ok && !errors.Is(err, ErrMalformed)) {
+			t.Errorf("key file %d, sealed %d: %v", c.keyFile, c.sealed, err)
+		}
+	}
+}

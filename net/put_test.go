@@ -3,12 +3,15 @@ package net
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/fincrypt/fincrypt/challenge"
 )
 
 // onlyReader hides a reader's other methods (WriteTo, Len): Put must copy
@@ -77,5 +80,52 @@ func TestPutSendsExactlyTheTicketsBytes(t *testing.T) {
 	err = c.Put(ctx, req, bytes.NewReader(piece[:size-1]))
 	if err == nil || !strings.Contains(err.Error(), "data ended") {
 		t.Fatalf("short data: %v", err)
+	}
+}
+
+// A node may answer a put before reading its bytes: a refusal comes back as
+// the node's error (ErrFull), and a PutReply (it already holds the piece)
+// is success, even though the upload itself was cut off.
+func TestPutEarlyReplies(t *testing.T) {
+	srv := startServer(t, HandlerFunc(func(ctx context.Context, _ NodeID, s *quic.Stream) {
+		m, err := ReadMessageOf(s, OneOf(TypePutRequest))
+		if err != nil {
+			t.Errorf("request: %v", err)
+			return
+		}
+		if m.(*PutRequest).Piece[0] == 1 {
+			WriteMessage(s, &ErrorReply{Code: CodeFull, Message: "no room"})
+		} else {
+			WriteMessage(s, &PutReply{})
+		}
+		// Returning cancels the stream's read side: the client's
+		// remaining bytes are refused.
+	}))
+	cli, err := NewDialer(mustIdentity(t), Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := cli.Dial(ctx, srv.Address())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// More than the stream's initial flow-control window: the node's
+	// refusal to read cuts the upload off.
+	const size = 6 << 20
+	for _, data := range []func() io.Reader{
+		func() io.Reader { return bytes.NewReader(make([]byte, size)) },
+		func() io.Reader { return onlyReader{bytes.NewReader(make([]byte, size))} },
+	} {
+		req := &PutRequest{Piece: challenge.PieceID{1}, Ticket: SignedTicket{Ticket: Ticket{Op: OpPut, Size: size}}}
+		if err := c.Put(ctx, req, data()); !errors.Is(err, ErrFull) {
+			t.Fatalf("a node that is full: %v, want ErrFull", err)
+		}
+		req.Piece[0] = 2
+		if err := c.Put(ctx, req, data()); err != nil {
+			t.Fatalf("a node that already holds the piece: %v", err)
+		}
 	}
 }
