@@ -48,12 +48,7 @@ func getdents(t *testing.T, fd int, size int) []string {
 func TestReaddirPlusLooksUpNoName(t *testing.T) {
 	requireFUSE(t)
 	const n = 400
-	home := newVault(t, fastKDF)
-	tm := mountVault(t, home)
-	makeSizedFiles(t, tm.path("d"), n)
-	tm.unmount()
-
-	tm = mountVault(t, home)
+	tm := coldDir(t, n)
 	if _, err := os.Stat(tm.path("d")); err != nil {
 		t.Fatal(err)
 	}
@@ -160,12 +155,7 @@ func startListing(t *testing.T, dir string, n int) (int, []string) {
 func TestReaddirPlusAfterChmod(t *testing.T) {
 	requireFUSE(t)
 	const n = 200
-	home := newVault(t, fastKDF)
-	tm := mountVault(t, home)
-	makeSizedFiles(t, tm.path("d"), n)
-	tm.unmount()
-
-	tm = mountVault(t, home)
+	tm := coldDir(t, n)
 	fd, rest := startListing(t, tm.path("d"), n)
 	p := tm.path("d", rest[0])
 	if err := os.Chmod(p, 0o600); err != nil {
@@ -180,4 +170,16 @@ func TestReaddirPlusAfterChmod(t *testing.T) {
 	if st.Mode().Perm() != 0o600 {
 		t.Fatalf("%s after chmod 600 during the listing: mode %o", rest[0], st.Mode().Perm())
 	}
+}
+
+// coldDir mounts a new vault whose folder "d" holds n files
+// (makeSizedFiles), written through an earlier mount: nothing of it is in
+// the kernel's or the mount's caches.
+func coldDir(t *testing.T, n int) *testMount {
+	t.Helper()
+	home := newVault(t, fastKDF)
+	tm := mountVault(t, home)
+	makeSizedFiles(t, tm.path("d"), n)
+	tm.unmount()
+	return mountVault(t, home)
 }

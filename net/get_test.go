@@ -66,17 +66,7 @@ func TestGetReadsExactlyWhatWasAsked(t *testing.T) {
 			s.Write(data)
 		}
 	}))
-	cli, err := NewDialer(mustIdentity(t), Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	c, err := cli.Dial(ctx, srv.Address())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, c := dialServer(t, srv, 60*time.Second)
 	get := func(mode byte, offset, length uint64) *GetRequest {
 		return &GetRequest{Piece: challenge.PieceID{mode}, Offset: offset, Length: length,
 			Ticket: SignedTicket{Ticket: Ticket{Op: OpGet, Size: int64(len(piece))}}}

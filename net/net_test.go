@@ -342,6 +342,24 @@ func startServer(t *testing.T, h Handler) *Transport {
 	return srv
 }
 
+// dialServer connects a new client to srv, within timeout (which bounds the
+// returned context too); the client is closed when the test ends.
+func dialServer(t *testing.T, srv *Transport, timeout time.Duration) (context.Context, *Conn) {
+	t.Helper()
+	cli, err := NewDialer(mustIdentity(t), Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	c, err := cli.Dial(ctx, srv.Address())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, c
+}
+
 func TestTransportMutualAuth(t *testing.T) {
 	var mu sync.Mutex
 	var gotPeer NodeID

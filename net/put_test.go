@@ -44,17 +44,7 @@ func TestPutSendsExactlyTheTicketsBytes(t *testing.T) {
 		WriteMessage(s, &PutReply{})
 		s.Close()
 	}))
-	cli, err := NewDialer(mustIdentity(t), Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := cli.Dial(ctx, srv.Address())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, c := dialServer(t, srv, 30*time.Second)
 	piece := make([]byte, 3<<20+17) // several packets' and copy buffers' worth, not a multiple of either
 	for i := range piece {
 		piece[i] = byte(i*31 + i>>9)
@@ -77,7 +67,7 @@ func TestPutSendsExactlyTheTicketsBytes(t *testing.T) {
 		}
 	}
 	req := &PutRequest{Ticket: SignedTicket{Ticket: Ticket{Op: OpPut, Size: size}}}
-	err = c.Put(ctx, req, bytes.NewReader(piece[:size-1]))
+	err := c.Put(ctx, req, bytes.NewReader(piece[:size-1]))
 	if err == nil || !strings.Contains(err.Error(), "data ended") {
 		t.Fatalf("short data: %v", err)
 	}
@@ -101,17 +91,7 @@ func TestPutEarlyReplies(t *testing.T) {
 		// Returning cancels the stream's read side: the client's
 		// remaining bytes are refused.
 	}))
-	cli, err := NewDialer(mustIdentity(t), Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	c, err := cli.Dial(ctx, srv.Address())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, c := dialServer(t, srv, 60*time.Second)
 	// More than the stream's initial flow-control window: the node's
 	// refusal to read cuts the upload off.
 	const size = 6 << 20

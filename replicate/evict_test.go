@@ -27,23 +27,7 @@ func TestEvictionBoundaries(t *testing.T) {
 		}
 	}
 
-	home := filepath.Join(t.TempDir(), "home")
-	if err := vault.Create(home, testPassword, vault.CreateOptions{KDF: vault.KDFParams{Time: 1, MemoryK: 64, Threads: 1}}); err != nil {
-		t.Fatal(err)
-	}
-	v, err := vault.Open(home, testPassword, vault.OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer idx.Close()
-	store, err := chunkstore.Open(v.StoreDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, idx, store := localVault(t)
 	type tc struct {
 		name  string
 		seg   *meta.Segment // nil: pending, no location
@@ -85,4 +69,30 @@ func TestEvictionBoundaries(t *testing.T) {
 			t.Errorf("%s: kept=%v (err %v), want evicted=%v", c.name, kept, err, c.evict)
 		}
 	}
+}
+
+// localVault creates a vault (fast key derivation) and opens it, its index
+// and its chunk store, without a network; they are closed when the test
+// ends.
+func localVault(t *testing.T) (*vault.Vault, *meta.Index, *chunkstore.Store) {
+	t.Helper()
+	home := filepath.Join(t.TempDir(), "home")
+	if err := vault.Create(home, testPassword, vault.CreateOptions{KDF: vault.KDFParams{Time: 1, MemoryK: 64, Threads: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	v, err := vault.Open(home, testPassword, vault.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { idx.Close() })
+	store, err := chunkstore.Open(v.StoreDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return v, idx, store
 }

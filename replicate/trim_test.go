@@ -3,12 +3,10 @@ package replicate
 import (
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"testing"
 
 	"github.com/fincrypt/fincrypt/chunkstore"
 	"github.com/fincrypt/fincrypt/meta"
-	"github.com/fincrypt/fincrypt/vault"
 )
 
 // TestTrimFollowsChanges: a cache trim lists the local store only when it
@@ -24,24 +22,7 @@ func TestTrimFollowsChanges(t *testing.T) {
 	var listings []int64
 	for _, n := range []int{200, 2000} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
-			home := filepath.Join(t.TempDir(), "home")
-			if err := vault.Create(home, testPassword, vault.CreateOptions{KDF: vault.KDFParams{Time: 1, MemoryK: 64, Threads: 1}}); err != nil {
-				t.Fatal(err)
-			}
-			v, err := vault.Open(home, testPassword, vault.OpenOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			idx, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer idx.Close()
-			store, err := chunkstore.Open(v.StoreDir())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer store.Close()
+			_, idx, store := localVault(t)
 			if _, ok := store.Bytes(); !ok {
 				t.Fatal("a new store does not count its bytes")
 			}
