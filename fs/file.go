@@ -489,10 +489,18 @@ func (of *openFile) takePrefetch(idx uint64) ([]byte, bool) {
 // buffer back in the pool. Caller holds of.mu.
 func (of *openFile) servedPrefetch(idx uint64, data []byte, n uint64) {
 	i := slices.IndexFunc(of.pf, func(pf *prefetch) bool { return pf.idx == idx })
-	if i < 0 || len(data) == 0 || len(of.pf[i].buf) == 0 || &of.pf[i].buf[0] != &data[0] {
-		return // not from the window
+	if i < 0 || len(data) == 0 {
+		return
 	}
 	pf := of.pf[i]
+	select {
+	case <-pf.done:
+	default:
+		return // still loading: data came from elsewhere (a load of its own)
+	}
+	if len(pf.buf) == 0 || &pf.buf[0] != &data[0] {
+		return // not from the window
+	}
 	if pf.served += n; pf.served >= uint64(len(pf.buf)) {
 		of.pf = slices.Delete(of.pf, i, i+1)
 		of.r.putBuf(pf.buf)
