@@ -34,10 +34,13 @@ func TestStatusWarnsWithoutEscrow(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if strings.HasPrefix(st.Escrow, "WARNING:") && strings.Contains(st.Escrow, "escrow") {
-			if st.SegmentsDurable != 0 || st.PendingBytes == 0 {
-				t.Fatalf("without escrow nothing may be placed: %+v", st)
-			}
+		if st.SegmentsDurable != 0 {
+			t.Fatalf("without escrow nothing may be placed: %+v", st)
+		}
+		// The warning can come from the mount's first snapshot, before
+		// the tree's chunks are committed (they are sealed after close
+		// returns): the status that counts is one with them pending.
+		if strings.HasPrefix(st.Escrow, "WARNING:") && strings.Contains(st.Escrow, "escrow") && st.PendingBytes > 0 {
 			// The mediator answers (it refuses), and status says why in
 			// words, with what waits.
 			if !st.Online || st.Protected || st.Refusal == nil || st.Refusal.WaitingBytes != st.PendingBytes ||
