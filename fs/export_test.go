@@ -114,3 +114,14 @@ func NameLookups() int64 { return nameLookups.Load() }
 // InodePointReads returns how many inodes directory listings read one by
 // one instead of in batches, since the process began.
 func InodePointReads() int64 { return inodePointReads.Load() }
+
+// HoldOpenFile takes open file ino's lock (as a read waiting on the
+// network does) until the returned func; ok is false if ino is not open.
+func (m *Mounted) HoldOpenFile(ino uint64) (release func(), ok bool) {
+	of := m.r.peek(ino)
+	if of == nil {
+		return nil, false
+	}
+	of.mu.Lock()
+	return of.mu.Unlock, true
+}

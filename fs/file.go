@@ -60,6 +60,12 @@ type openFile struct {
 	asyncErr error // first failure of the worker, reported by the next call
 
 	unsynced []meta.ChunkID // chunks committed since the last fsync
+
+	// touched is set by every change that leaves something outside the
+	// index (write, truncate) and cleared by unsavedOpenFiles when it sees
+	// the file holding nothing unsaved: a file it finds busy (of.mu held by
+	// a read from the network) counts as unsaved while touched.
+	touched atomic.Bool
 }
 
 // job is a full chunk queued for sealing. Jobs are sealed in parallel (up
@@ -623,6 +629,7 @@ func (of *openFile) read(dest []byte, off uint64) (int, error) {
 func (of *openFile) write(data []byte, off uint64) error {
 	of.mu.Lock()
 	defer of.mu.Unlock()
+	of.touched.Store(true)
 	if err := of.takeAsyncErr(); err != nil {
 		return err
 	}
@@ -1018,6 +1025,7 @@ func (of *openFile) fsync() error {
 
 // truncate sets the file's size; caller holds of.mu.
 func (of *openFile) truncateLocked(size uint64) error {
+	of.touched.Store(true)
 	r := of.r
 	cs := r.cs
 	of.drainLocked()

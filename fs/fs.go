@@ -278,6 +278,9 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 		if s, ok := svc.(CommitBeforeSyncer); ok {
 			s.CommitBeforeSync(r.flushOpenFiles)
 		}
+		if s, ok := svc.(UnsavedReporter); ok {
+			s.ReportUnsaved(r.unsavedOpenFiles)
+		}
 	}
 	// The tree's own replies carry opt's timeouts (fillEntry); these
 	// defaults apply to the rest (the snapshot view, missing names).
@@ -489,6 +492,56 @@ func (m *Mounted) Detach() error {
 // be covered by a snapshot that misses them.
 type CommitBeforeSyncer interface {
 	CommitBeforeSync(commit func() error)
+}
+
+// UnsavedReporter is an attached service (Options.Attach) that counts,
+// in what it calls pending, what open files hold and the index does not
+// yet: written chunks not yet sealed and committed, and a size or time not
+// yet committed. Until a file's last close (or fsync) they live only in the
+// mount, so a status that left them out would call a vault restorable
+// while a restore would miss them.
+type UnsavedReporter interface {
+	ReportUnsaved(unsaved func() (inos []uint64, chunks int, bytes uint64))
+}
+
+// unsavedOpenFiles returns the open files holding anything not yet in the
+// index, and the chunks and bytes written to them and not yet committed
+// (a chunk both queued and written again counts once, at its newest size).
+func (r *fsys) unsavedOpenFiles() (inos []uint64, chunks int, bytes uint64) {
+	r.openMu.Lock()
+	files := make([]*openFile, 0, len(r.open))
+	for _, of := range r.open {
+		files = append(files, of)
+	}
+	r.openMu.Unlock()
+	for _, of := range files {
+		if !of.mu.TryLock() {
+			// Busy (a read may hold it for a network fetch): a status must
+			// not wait for that. Unsaved if written since last seen clean.
+			if of.touched.Load() {
+				inos = append(inos, of.ino)
+			}
+			continue
+		}
+		n := len(of.dirty)
+		for _, b := range of.dirty {
+			bytes += uint64(len(b))
+		}
+		for idx, b := range of.inflight {
+			if _, again := of.dirty[idx]; !again {
+				n++
+				bytes += uint64(len(b))
+			}
+		}
+		if n > 0 || of.sizeDirty || of.dirtyTimes {
+			inos = append(inos, of.ino)
+			chunks += n
+		} else {
+			of.touched.Store(false)
+		}
+		of.mu.Unlock()
+	}
+	return inos, chunks, bytes
 }
 
 // flushOpenFiles commits what every open file has written (each error,

@@ -189,6 +189,15 @@ func (r *Replicator) CommitBeforeSync(commit func() error) {
 	r.mu.Unlock()
 }
 
+// ReportUnsaved makes Status count what open files of the mount hold and
+// the index does not yet (fs.Mount passes it): their chunks and bytes are
+// pending, and the vault is not restorable while there are any.
+func (r *Replicator) ReportUnsaved(unsaved func() (inos []uint64, chunks int, bytes uint64)) {
+	r.mu.Lock()
+	r.unsaved = unsaved
+	r.mu.Unlock()
+}
+
 // RequestSync asks for a snapshot that covers everything written so far,
 // as soon as possible; it returns the mark that such a snapshot's
 // SnapshotCovers reaches (or Restorable is true). Written so far includes
@@ -284,7 +293,7 @@ func (r *Replicator) restorability(st *Status) {
 	if err != nil {
 		st.Errors = append(st.Errors, err.Error())
 	}
-	st.Restorable = err == nil && covered && st.PendingChunks == 0
+	st.Restorable = err == nil && covered && st.PendingChunks == 0 && st.UnsavedOpenFiles == 0
 	if !st.Restorable {
 		if since.IsZero() {
 			since = time.Now()

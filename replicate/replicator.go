@@ -106,6 +106,10 @@ type Replicator struct {
 	// StateGeneration) the stored snapshot covers; 0: not known.
 	snapGen uint64
 
+	// unsaved counts what open files hold outside the index (ReportUnsaved),
+	// or is nil; guarded by mu.
+	unsaved func() (inos []uint64, chunks int, bytes uint64)
+
 	// uploads and fetches count segment transfers (metrics.go).
 	uploads, fetches transferStats
 

@@ -19,6 +19,7 @@ type Status struct {
 	PendingBytes     uint64     `json:"pending_bytes"`
 	PendingFiles     int        `json:"pending_files"`
 	PendingChunks    int        `json:"pending_chunks"`
+	UnsavedOpenFiles int        `json:"unsaved_open_files"` // open files holding writes not yet in the index (counted in the pending figures)
 	UploadDone       uint64     `json:"upload_done_bytes"`
 	UploadTotal      uint64     `json:"upload_total_bytes"`
 	SegmentsDurable  int        `json:"segments_durable"`
@@ -83,9 +84,11 @@ func (r *Replicator) Status(ctx context.Context) Status {
 		st.Errors = []string{}
 	}
 	// Pending work from the index itself, so that it is current even while
-	// the engine waits on the network.
-	if pend, err := r.pending(); err == nil {
-		files := map[uint64]struct{}{}
+	// the engine waits on the network, and what the mount's open files
+	// hold that the index does not have yet.
+	files := map[uint64]struct{}{}
+	pend, err := r.pending()
+	if err == nil {
 		st.PendingBytes, st.PendingChunks = 0, len(pend)
 		for _, c := range pend {
 			st.PendingBytes += uint64(c.size)
@@ -93,7 +96,23 @@ func (r *Replicator) Status(ctx context.Context) Status {
 				files[c.ino] = struct{}{}
 			}
 		}
+	}
+	r.mu.Lock()
+	unsaved := r.unsaved
+	r.mu.Unlock()
+	if unsaved != nil {
+		inos, chunks, bytes := unsaved()
+		st.UnsavedOpenFiles = len(inos)
+		st.PendingChunks += chunks
+		st.PendingBytes += bytes
+		for _, ino := range inos {
+			files[ino] = struct{}{}
+		}
+	}
+	if err == nil {
 		st.PendingFiles = len(files)
+	} else {
+		st.PendingFiles += len(files) // the engine's last count, and the open files
 	}
 	r.segmentCounts(&st)
 	st.Payments = paymentStatus(balance, balanceAt, float64(r.cfg.Scheme.N)/float64(r.cfg.Scheme.K))

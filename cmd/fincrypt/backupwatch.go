@@ -213,7 +213,7 @@ func watchBackupsInMount(v *vault.Vault, idx *meta.Index, store *chunkstore.Stor
 			}
 		}
 	}()
-	return closerFunc(func() error {
+	return wrapEngine(svc, func() error {
 		cancel()
 		<-done
 		return svc.Close()

@@ -156,14 +156,14 @@ func (m *mountMonitor) wrap(attach func(*meta.Index, *chunkstore.Store) (io.Clos
 		if err != nil {
 			return cl, err
 		}
-		svc, ok := cl.(*replicationService)
+		svc, ok := cl.(interface{ engine() *replicate.Replicator })
 		if !ok {
 			return cl, nil
 		}
 		m.mu.Lock()
-		m.rep = svc.rep
+		m.rep = svc.engine()
 		m.mu.Unlock()
-		return closerFunc(func() error {
+		return wrapEngine(cl, func() error {
 			err := cl.Close() // the final sync: still shown
 			m.mu.Lock()
 			m.rep = nil // before the index closes

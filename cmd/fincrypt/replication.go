@@ -113,6 +113,37 @@ func (s *replicationService) Close() error {
 	return err
 }
 
+func (s *replicationService) engine() *replicate.Replicator { return s.rep }
+
+// The mount's hooks (fs.CommitBeforeSyncer, fs.UnsavedReporter) reach the
+// engine through the service, and through whatever wraps its Close
+// (wrapEngine).
+func (s *replicationService) CommitBeforeSync(commit func() error) { s.rep.CommitBeforeSync(commit) }
+func (s *replicationService) ReportUnsaved(fn func() ([]uint64, int, uint64)) {
+	s.rep.ReportUnsaved(fn)
+}
+
+// wrappedEngine is an attached service whose Close wraps an engine
+// service's: it keeps the engine and the mount's hooks reachable.
+type wrappedEngine struct {
+	*replicationService
+	close func() error
+}
+
+func (w wrappedEngine) Close() error { return w.close() }
+
+// wrapEngine returns close as an attached service in place of inner: one
+// that still forwards the mount's hooks to inner's engine, if it has one.
+func wrapEngine(inner io.Closer, close func() error) io.Closer {
+	switch s := inner.(type) {
+	case *replicationService:
+		return wrappedEngine{s, close}
+	case wrappedEngine:
+		return wrappedEngine{s.replicationService, close}
+	}
+	return closerFunc(close)
+}
+
 // attachReplication returns the fs.Options.Attach hook for a vault that
 // has joined a network, or nil.
 func attachReplication(c *cli.Context, v *vault.Vault, faults *fault.Board) (func(*meta.Index, *chunkstore.Store) (io.Closer, error), error) {
@@ -210,7 +241,9 @@ func init() {
 			"warn_runway_seconds, warning, ...} says what the account pays and how long its\n" +
 			"escrow lasts; the mediator warns while that is under --warn-runway (a week).\n" +
 			"restorable is true only when a restore would bring back everything written so\n" +
-			"far; unprotected_since is the oldest change a restore would miss now.",
+			"far; unprotected_since is the oldest change a restore would miss now. Files\n" +
+			"kept open hold their latest writes only in the mount until fsync, close or\n" +
+			"`fincrypt sync`: they count as pending, and unsaved_open_files says how many.",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 			&cli.BoolFlag{Name: "watch", Usage: "follow the sync until nothing is pending: files and bytes left, rate, ETA (on a terminal; JSON lines with --json); Ctrl-C stops watching"}},
 		Action: func(c *cli.Context) error {

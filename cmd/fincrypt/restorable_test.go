@@ -179,6 +179,34 @@ func TestRestorableAfterUnmount(t *testing.T) {
 		t.Fatalf("a freshly restored vault is not restorable: %s", raw)
 	}
 	t.Logf("%s: restored after umount", time.Since(t0).Round(time.Millisecond))
+	// A file kept open (a log, an editor's file): what it holds only in the
+	// mount is pending, and `fincrypt sync` commits it. It stays open
+	// through the kill -9 below.
+	held, err := os.OpenFile(filepath.Join(v.mnt, "held"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	heldData := []byte("written before a sync, never closed; ")
+	if _, err := held.Write(heldData); err != nil {
+		t.Fatal(err)
+	}
+	if r := fincrypt(t, nil, "--home", v.home, "sync", "--timeout", "90s"); r.code != 0 {
+		t.Fatalf("sync with a file open: %+v", r)
+	}
+	if st, raw := clientStatus(t, v.home); st["restorable"] != true || statusNum(st, "unsaved_open_files") != 0 {
+		t.Fatalf("after a sync that committed the open file: %s", raw)
+	}
+	tail := []byte("then more, not synced")
+	if _, err := held.Write(tail); err != nil {
+		t.Fatal(err)
+	}
+	heldData = append(heldData, tail...)
+	if st, raw := clientStatus(t, v.home); st["restorable"] != false || statusNum(st, "unsaved_open_files") != 1 ||
+		statusNum(st, "pending_files") != 1 || statusNum(st, "pending_bytes") < float64(len(heldData)) {
+		t.Fatalf("an open file holds %d bytes only the mount has: %s", len(heldData), raw)
+	}
+	want["held"] = fmt.Sprintf("%x", sha256.Sum256(heldData))
 	// The big file has been read back from the network once; deleting it
 	// keeps the later restores short (and checks that a deletion is restored).
 	if err := os.Remove(filepath.Join(v.mnt, "big")); err != nil {
@@ -200,6 +228,7 @@ func TestRestorableAfterUnmount(t *testing.T) {
 		t.Fatalf("sync: %+v", r)
 	}
 	v.kill()
+	held.Close() // its mount is gone
 	n.restoreInto(t, v.home, acct, v.pw)
 	v.mountWith(t)
 	dropPageCache(t)

@@ -1,0 +1,129 @@
+package fs_test
+
+import (
+	"io"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fincrypt/fincrypt/chunkstore"
+	"github.com/fincrypt/fincrypt/fs"
+	"github.com/fincrypt/fincrypt/meta"
+)
+
+// unsavedProbe is an attached service that keeps the mount's count of
+// what open files hold outside the index (fs.UnsavedReporter).
+type unsavedProbe struct {
+	mu sync.Mutex
+	fn func() ([]uint64, int, uint64)
+}
+
+func (p *unsavedProbe) ReportUnsaved(fn func() ([]uint64, int, uint64)) {
+	p.mu.Lock()
+	p.fn = fn
+	p.mu.Unlock()
+}
+
+func (p *unsavedProbe) Close() error { return nil }
+
+func (p *unsavedProbe) count(t *testing.T) (inos []uint64, chunks int, bytes uint64) {
+	t.Helper()
+	p.mu.Lock()
+	fn := p.fn
+	p.mu.Unlock()
+	if fn == nil {
+		t.Fatal("the mount gave its attached service no count of unsaved open files")
+	}
+	return fn()
+}
+
+// TestUnsavedOpenFiles: what an open file holds that the index does not
+// (written, unsealed, sealing, a size) is reported to the attached service
+// until it is committed, by fsync or by the last close; a file whose lock a
+// slow read holds counts while written since it was last seen clean,
+// without the count waiting for it.
+func TestUnsavedOpenFiles(t *testing.T) {
+	requireFUSE(t)
+	home := newVault(t, fastKDF)
+	probe := &unsavedProbe{}
+	tm := mountVaultOpt(t, home, fs.Options{Attach: func(*meta.Index, *chunkstore.Store) (io.Closer, error) { return probe, nil }})
+	want := func(what string, files, chunks int, bytes uint64) {
+		t.Helper()
+		inos, c, b := probe.count(t)
+		if len(inos) != files || c != chunks || b != bytes {
+			t.Fatalf("%s: %d files, %d chunks, %d bytes unsaved; want %d, %d, %d", what, len(inos), c, b, files, chunks, bytes)
+		}
+	}
+	want("nothing open", 0, 0, 0)
+	f, err := os.OpenFile(tm.path("held"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	want("created, nothing written", 0, 0, 0)
+	if _, err := f.Write(make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	want("1000 bytes written, file open", 1, 1, 1000)
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	want("after fsync", 0, 0, 0)
+	if err := f.Truncate(5000); err != nil {
+		t.Fatal(err)
+	}
+	want("after a truncate (committed by it)", 0, 0, 0)
+	if _, err := f.WriteAt([]byte("tail"), 5000); err != nil {
+		t.Fatal(err)
+	}
+	want("4 bytes more", 1, 1, 5004)
+
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	release, ok := tm.m.HoldOpenFile(st.Ino)
+	if !ok {
+		t.Fatal("the held file is not open in the mount")
+	}
+	inos, _, _ := probe.count(t) // must not wait for the lock
+	release()
+	if len(inos) != 1 || inos[0] != st.Ino {
+		t.Fatalf("a busy file written since last seen clean: reported %v, want [%d]", inos, st.Ino)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	want("after the second fsync", 0, 0, 0)
+	release, _ = tm.m.HoldOpenFile(st.Ino)
+	inos, _, _ = probe.count(t)
+	release()
+	if len(inos) != 0 {
+		t.Fatalf("a busy file seen clean and not written since: reported %v", inos)
+	}
+
+	// The last close: counted while its chunks wait to be sealed, not
+	// once its release committed them.
+	if _, err := f.WriteAt([]byte("more"), 0); err != nil {
+		t.Fatal(err)
+	}
+	hold := tm.m.HoldSealing()
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want("closed, its chunk waiting to be sealed", 1, 1, 5004)
+	hold()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		inos, _, _ := probe.count(t)
+		if len(inos) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a minute after its release was let go, %v still unsaved", inos)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
