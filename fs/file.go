@@ -65,7 +65,8 @@ type openFile struct {
 	// index (write, truncate) and cleared by unsavedOpenFiles when it sees
 	// the file holding nothing unsaved: a file it finds busy (of.mu held by
 	// a read from the network) counts as unsaved while touched.
-	touched atomic.Bool
+	touched   atomic.Bool
+	touchedAt time.Time // the first change since last seen clean; zero: none seen (guarded by mu)
 }
 
 // job is a full chunk queued for sealing. Jobs are sealed in parallel (up
@@ -629,7 +630,7 @@ func (of *openFile) read(dest []byte, off uint64) (int, error) {
 func (of *openFile) write(data []byte, off uint64) error {
 	of.mu.Lock()
 	defer of.mu.Unlock()
-	of.touched.Store(true)
+	of.touch()
 	if err := of.takeAsyncErr(); err != nil {
 		return err
 	}
@@ -676,6 +677,38 @@ func (of *openFile) write(data []byte, off uint64) error {
 		return of.flushDirty()
 	}
 	return nil
+}
+
+// touch notes a change that leaves something outside the index; caller
+// holds of.mu.
+func (of *openFile) touch() {
+	of.touched.Store(true)
+	if of.touchedAt.IsZero() {
+		of.touchedAt = time.Now()
+	}
+}
+
+// unsavedLocked returns the chunks written and not yet committed, their
+// bytes (a chunk queued and written again counts once, at its newest
+// size), and whether anything at all is outside the index; a file with
+// nothing is marked clean (touched). Caller holds of.mu.
+func (of *openFile) unsavedLocked() (chunks int, bytes uint64, any bool) {
+	chunks = len(of.dirty)
+	for _, b := range of.dirty {
+		bytes += uint64(len(b))
+	}
+	for idx, b := range of.inflight {
+		if _, again := of.dirty[idx]; !again {
+			chunks++
+			bytes += uint64(len(b))
+		}
+	}
+	any = chunks > 0 || of.sizeDirty || of.dirtyTimes
+	if !any {
+		of.touched.Store(false)
+		of.touchedAt = time.Time{}
+	}
+	return chunks, bytes, any
 }
 
 // enqueue queues a full chunk for sealing; caller holds of.mu. It waits
@@ -1025,7 +1058,7 @@ func (of *openFile) fsync() error {
 
 // truncate sets the file's size; caller holds of.mu.
 func (of *openFile) truncateLocked(size uint64) error {
-	of.touched.Store(true)
+	of.touch()
 	r := of.r
 	cs := r.cs
 	of.drainLocked()

@@ -77,6 +77,11 @@ type Options struct {
 	// VersionInterval is how often the mount records a version of its
 	// tree, when anything changed (versions.go); zero: never by itself.
 	VersionInterval time.Duration
+	// CommitOpenAfter is how long a file kept open may hold writes only
+	// in the mount before the background commits them to the index (as a
+	// close would, without waiting for the sealing); zero means
+	// DefaultCommitOpenAfter, negative never.
+	CommitOpenAfter time.Duration
 }
 
 // Defaults for Options.
@@ -84,6 +89,9 @@ const (
 	DefaultTimeout        = time.Hour
 	DefaultMaxDirtyChunks = 8
 	DefaultSyncInterval   = 5 * time.Second
+	// DefaultCommitOpenAfter is the age at which a local file system's
+	// dirty data is written back (Linux's dirty_expire_centisecs).
+	DefaultCommitOpenAfter = 30 * time.Second
 	// MaxNameLen is the longest name, in bytes, a directory entry may have.
 	MaxNameLen = 255
 	// MaxXattrSize is the largest extended attribute value.
@@ -115,6 +123,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.SyncInterval <= 0 {
 		o.SyncInterval = DefaultSyncInterval
+	}
+	if o.CommitOpenAfter == 0 {
+		o.CommitOpenAfter = DefaultCommitOpenAfter
 	}
 	if o.Faults == nil {
 		o.Faults = fault.New(o.Logger)
@@ -412,16 +423,29 @@ func closeFuseOnExec(log *slog.Logger) {
 	}
 }
 
-// background reclaims superseded chunks every SyncInterval.
+// background reclaims superseded chunks every SyncInterval, and commits
+// what files kept open held too long (CommitOpenAfter).
 func (m *Mounted) background() {
 	defer close(m.bgDone)
-	t := time.NewTicker(m.r.opt.SyncInterval)
+	every := m.r.opt.SyncInterval
+	if a := m.r.opt.CommitOpenAfter; a > 0 {
+		every = min(every, max(a/4, 10*time.Millisecond))
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
+	lastSync := time.Now()
 	for {
 		select {
 		case <-m.stop:
 			return
 		case <-t.C:
+			if a := m.r.opt.CommitOpenAfter; a > 0 {
+				m.r.commitOldWrites(a)
+			}
+			if time.Since(lastSync) < m.r.opt.SyncInterval-every/2 {
+				continue
+			}
+			lastSync = time.Now()
 			m.r.pendMu.Lock()
 			n := len(m.r.pending)
 			m.r.pendMu.Unlock()
@@ -508,13 +532,7 @@ type UnsavedReporter interface {
 // index, and the chunks and bytes written to them and not yet committed
 // (a chunk both queued and written again counts once, at its newest size).
 func (r *fsys) unsavedOpenFiles() (inos []uint64, chunks int, bytes uint64) {
-	r.openMu.Lock()
-	files := make([]*openFile, 0, len(r.open))
-	for _, of := range r.open {
-		files = append(files, of)
-	}
-	r.openMu.Unlock()
-	for _, of := range files {
+	for _, of := range r.openFiles() {
 		if !of.mu.TryLock() {
 			// Busy (a read may hold it for a network fetch): a status must
 			// not wait for that. Unsaved if written since last seen clean.
@@ -523,38 +541,64 @@ func (r *fsys) unsavedOpenFiles() (inos []uint64, chunks int, bytes uint64) {
 			}
 			continue
 		}
-		n := len(of.dirty)
-		for _, b := range of.dirty {
-			bytes += uint64(len(b))
-		}
-		for idx, b := range of.inflight {
-			if _, again := of.dirty[idx]; !again {
-				n++
-				bytes += uint64(len(b))
-			}
-		}
-		if n > 0 || of.sizeDirty || of.dirtyTimes {
+		if n, b, any := of.unsavedLocked(); any {
 			inos = append(inos, of.ino)
 			chunks += n
-		} else {
-			of.touched.Store(false)
+			bytes += b
 		}
 		of.mu.Unlock()
 	}
 	return inos, chunks, bytes
 }
 
-// flushOpenFiles commits what every open file has written (each error,
-// joined; the others are still flushed).
-func (r *fsys) flushOpenFiles() error {
+// commitOldWrites starts committing what each open file holds outside the
+// index since longer than age: its written chunks are queued for sealing
+// (the worker commits them with the size), an uncommitted size or time
+// alone is committed. A file busy with another request is left for the
+// next round.
+func (r *fsys) commitOldWrites(age time.Duration) {
+	for _, of := range r.openFiles() {
+		if !of.touched.Load() || !of.mu.TryLock() {
+			continue
+		}
+		if _, _, any := of.unsavedLocked(); any && time.Since(of.touchedAt) >= age {
+			var err error
+			if len(of.dirty) > 0 {
+				err = of.flushAsyncLocked()
+			} else if (of.sizeDirty || of.dirtyTimes) && len(of.queue) == 0 {
+				var old []meta.ChunkID
+				if old, err = of.commit(nil, nil); err == nil {
+					r.supersede(old...)
+				}
+			}
+			if err != nil {
+				// Kept for the file's next write, fsync or close to report.
+				if of.asyncErr == nil {
+					of.asyncErr = err
+				}
+			}
+			of.touchedAt = time.Now() // what is left (sealing) is looked at again after age
+		}
+		of.mu.Unlock()
+	}
+}
+
+// openFiles returns the files open now.
+func (r *fsys) openFiles() []*openFile {
 	r.openMu.Lock()
+	defer r.openMu.Unlock()
 	files := make([]*openFile, 0, len(r.open))
 	for _, of := range r.open {
 		files = append(files, of)
 	}
-	r.openMu.Unlock()
+	return files
+}
+
+// flushOpenFiles commits what every open file has written (each error,
+// joined; the others are still flushed).
+func (r *fsys) flushOpenFiles() error {
 	var errs []error
-	for _, of := range files {
+	for _, of := range r.openFiles() {
 		of.mu.Lock()
 		if err := of.flushLocked(); err != nil {
 			errs = append(errs, err)

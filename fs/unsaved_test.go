@@ -127,3 +127,58 @@ func TestUnsavedOpenFiles(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestCommitOpenAfter: writes to a file kept open (a log, a mailbox) are
+// committed to the index by the mount once they are CommitOpenAfter old,
+// without a close or fsync, so that they reach the network and a restore;
+// the file stays open and writable, and later writes are committed too.
+func TestCommitOpenAfter(t *testing.T) {
+	requireFUSE(t)
+	home := newVault(t, fastKDF)
+	probe := &unsavedProbe{}
+	tm := mountVaultOpt(t, home, fs.Options{CommitOpenAfter: 100 * time.Millisecond,
+		Attach: func(*meta.Index, *chunkstore.Store) (io.Closer, error) { return probe, nil }})
+	f, err := os.OpenFile(tm.path("log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	var want []byte
+	for round, line := range []string{"first line\n", "second line, later\n"} {
+		if _, err := f.Write([]byte(line)); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, line...)
+		deadline := time.Now().Add(time.Minute)
+		for {
+			inos, _, _ := probe.count(t)
+			in, err := tm.m.Index().GetInode(st.Ino)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, hasChunk, err := tm.m.Index().GetChunk(st.Ino, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(inos) == 0 && in.Size == uint64(len(want)) && hasChunk {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: a minute after a write to a file kept open: %d unsaved open files, indexed size %d (want %d), chunk indexed %v",
+					round, len(inos), in.Size, len(want), hasChunk)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(tm.path("log"))
+	if err != nil || string(got) != string(want) {
+		t.Fatalf("read back %q, %v; want %q", got, err, want)
+	}
+}
