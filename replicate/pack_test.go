@@ -155,6 +155,23 @@ func (e *engine) upload(t *testing.T, p *plannedSegment) {
 	}
 }
 
+// uploadPending uploads every pending chunk in one segment, if any.
+func (e *engine) uploadPending(t *testing.T) {
+	t.Helper()
+	all, err := e.r.pending()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) == 0 {
+		return
+	}
+	p := &plannedSegment{chunks: all}
+	for _, c := range all {
+		p.used += c.size
+	}
+	e.upload(t, p)
+}
+
 // checkUploaded asserts that exactly the chunks in want have a location,
 // and that the network copy of their segment holds their bytes there.
 func (e *engine) checkUploaded(t *testing.T, want map[meta.ChunkID][]byte, gone []meta.ChunkID) {

@@ -21,17 +21,7 @@ func TestStatusCostIgnoresDurableFiles(t *testing.T) {
 		for range durable {
 			e.addChunks(t, rng, 200)
 		}
-		all, err := e.r.pending()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(all) > 0 {
-			p := &plannedSegment{chunks: all}
-			for _, c := range all {
-				p.used += c.size
-			}
-			e.upload(t, p)
-		}
+		e.uploadPending(t)
 		if err := e.r.Snapshot(); err != nil {
 			t.Fatal(err)
 		}

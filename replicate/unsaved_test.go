@@ -13,15 +13,7 @@ func TestStatusCountsUnsavedOpenFiles(t *testing.T) {
 	e := newEngine(t, nil)
 	rng := rand.New(rand.NewPCG(7, 8))
 	e.addChunks(t, rng, 200)
-	all, err := e.r.pending()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &plannedSegment{chunks: all}
-	for _, c := range all {
-		p.used += c.size
-	}
-	e.upload(t, p)
+	e.uploadPending(t)
 	if err := e.r.Snapshot(); err != nil {
 		t.Fatal(err)
 	}
