@@ -19,6 +19,9 @@ import (
 // checkBatch is how many chunks a worker of Check takes at a time.
 const checkBatch = 256
 
+// checkOpened, if set (by tests), is given the index Check opened.
+var checkOpened func(*meta.Index)
+
 // Check verifies the vault offline: every record of the index decrypts under
 // its key, every chunk referenced exists and decrypts under its associated
 // data with the recorded length, index and store agree (no missing chunk;
@@ -79,12 +82,8 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 		return 0, err
 	}
 	defer r.idx.Close()
-	clean, err := verifyClean(r, true)
-	if err != nil {
-		return problems, err
-	}
-	if clean.recorded && !clean.whole {
-		report("the index does not match the record of the last clean unmount: %s", clean.problem)
+	if checkOpened != nil {
+		checkOpened(r.idx)
 	}
 
 	inodes := map[uint64]meta.Inode{}
@@ -105,10 +104,13 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 		id meta.ChunkID
 		p  meta.Pin
 	}
-	var pins []pinRef // chunks versions of the mount keep
+	var pins []pinRef       // chunks versions of the mount keep
+	var badRecords []string // reported after the clean-close record's problem
 	// Each kind of record is read on its own core; each callback below
-	// touches only its own kind's state (Bad calls are serialised).
-	err = r.idx.WalkParallel(meta.Visitor{
+	// touches only its own kind's state (Bad calls are serialised). The
+	// walk also sums the chunk references for the comparison with the
+	// clean-close record, which then reads none of them again.
+	sum, err := r.idx.WalkParallelRefSum(meta.Visitor{
 		Inode: func(n meta.Inode) { inodes[n.Ino] = n },
 		Dirent: func(d meta.Dirent) {
 			dirents = append(dirents, d)
@@ -129,11 +131,21 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 			pins = append(pins, pinRef{id, p})
 		},
 		Bad: func(key []byte, err error) {
-			report("index record %x: %v", key, err)
+			badRecords = append(badRecords, fmt.Sprintf("index record %x: %v", key, err))
 		},
 	})
 	if err != nil {
 		return problems, fmt.Errorf("reading the index: %w", err)
+	}
+	clean, err := verifyCleanWalked(r, true, &sum)
+	if err != nil {
+		return problems, err
+	}
+	if clean.recorded && !clean.whole {
+		report("the index does not match the record of the last clean unmount: %s", clean.problem)
+	}
+	for _, b := range badRecords {
+		report("%s", b)
 	}
 
 	root, ok := inodes[meta.RootIno]

@@ -110,3 +110,49 @@ func TestCheckReportsFeedProblems(t *testing.T) {
 		t.Fatalf("check: %d problems, want 1 naming %q:\n%s", n, want, out.String())
 	}
 }
+
+// TestCheckReadsEachRecordOnce: check compares the index with its
+// clean-close record from the walk it makes anyway: it reads every index
+// record once, and the pending feed and the locations once more for their
+// own comparison, not the chunk references a second time (60 more records
+// for 60 references before, a second decryption of every one of a
+// million-file vault's references).
+func TestCheckReadsEachRecordOnce(t *testing.T) {
+	requireFUSE(t)
+	home, _ := vaultWithFiles(t, 30) // 60 chunk references, a clean-close record
+	v, err := vault.Open(home, testPassword, vault.OpenOptions{Lock: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	x, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs := 0
+	if err := x.Walk(meta.Visitor{Chunk: func(uint64, uint64, meta.ChunkRef) { refs++ }}); err != nil {
+		t.Fatal(err)
+	}
+	records := x.RecordsRead()
+	if err := x.Locations(func(meta.ChunkID, meta.Location) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.PendingChunks(func(meta.Pending) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	feed := x.RecordsRead() - records
+	x.Close()
+	if refs != 60 {
+		t.Fatalf("the vault holds %d chunk references, want 60", refs)
+	}
+	read := fs.CountCheckReads(t)
+	var out strings.Builder
+	if n, err := fs.Check(v, &out); err != nil || n != 0 {
+		t.Fatalf("check: %d problems, %v:\n%s", n, err, out.String())
+	}
+	t.Logf("check read %d records; the index holds %d, the feed and locations %d", read(), records, feed)
+	if got, want := read(), records+feed; got > want {
+		t.Fatalf("check read %d index records, want at most %d (%d records, %d of the feed and locations): it read %d again",
+			got, want, records, feed, got-want)
+	}
+}

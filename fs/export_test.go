@@ -114,3 +114,17 @@ func NameLookups() int64 { return nameLookups.Load() }
 // InodePointReads returns how many inodes directory listings read one by
 // one instead of in batches, since the process began.
 func InodePointReads() int64 { return inodePointReads.Load() }
+
+// CountCheckReads makes the next Check report the index records it reads:
+// the returned func gives their count once Check returned (-1 if none ran).
+func CountCheckReads(t testing.TB) func() int64 {
+	var idx *meta.Index
+	checkOpened = func(x *meta.Index) { idx = x }
+	t.Cleanup(func() { checkOpened = nil })
+	return func() int64 {
+		if idx == nil {
+			return -1
+		}
+		return idx.RecordsRead()
+	}
+}
