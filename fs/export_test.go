@@ -115,16 +115,11 @@ func NameLookups() int64 { return nameLookups.Load() }
 // one instead of in batches, since the process began.
 func InodePointReads() int64 { return inodePointReads.Load() }
 
-// CountCheckReads makes the next Check report the index records it reads:
-// the returned func gives their count once Check returned (-1 if none ran).
-func CountCheckReads(t testing.TB) func() int64 {
+// CheckedIndex makes the next Check give its index to the returned func
+// (nil if none ran), for its counts of records read once Check returned.
+func CheckedIndex(t testing.TB) func() *meta.Index {
 	var idx *meta.Index
 	checkOpened = func(x *meta.Index) { idx = x }
 	t.Cleanup(func() { checkOpened = nil })
-	return func() int64 {
-		if idx == nil {
-			return -1
-		}
-		return idx.RecordsRead()
-	}
+	return func() *meta.Index { return idx }
 }
