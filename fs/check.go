@@ -19,6 +19,9 @@ import (
 // checkBatch is how many chunks a worker of Check takes at a time.
 const checkBatch = 256
 
+// checkOpened, if set (by tests), is given the index Check opened.
+var checkOpened func(*meta.Index)
+
 // Check verifies the vault offline: every record of the index decrypts under
 // its key, every chunk referenced exists and decrypts under its associated
 // data with the recorded length, index and store agree (no missing chunk;
@@ -79,12 +82,8 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 		return 0, err
 	}
 	defer r.idx.Close()
-	clean, err := verifyClean(r, true)
-	if err != nil {
-		return problems, err
-	}
-	if clean.recorded && !clean.whole {
-		report("the index does not match the record of the last clean unmount: %s", clean.problem)
+	if checkOpened != nil {
+		checkOpened(r.idx)
 	}
 
 	inodes := map[uint64]meta.Inode{}
@@ -105,10 +104,13 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 		id meta.ChunkID
 		p  meta.Pin
 	}
-	var pins []pinRef // chunks versions of the mount keep
+	var pins []pinRef       // chunks versions of the mount keep
+	var badRecords []string // reported after the clean-close record's problem
 	// Each kind of record is read on its own core; each callback below
-	// touches only its own kind's state (Bad calls are serialised).
-	err = r.idx.WalkParallel(meta.Visitor{
+	// touches only its own kind's state (Bad calls are serialised). The
+	// walk also sums the chunk references for the comparison with the
+	// clean-close record, which then reads none of them again.
+	sum, err := r.idx.WalkParallelRefSum(meta.Visitor{
 		Inode: func(n meta.Inode) { inodes[n.Ino] = n },
 		Dirent: func(d meta.Dirent) {
 			dirents = append(dirents, d)
@@ -129,11 +131,21 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 			pins = append(pins, pinRef{id, p})
 		},
 		Bad: func(key []byte, err error) {
-			report("index record %x: %v", key, err)
+			badRecords = append(badRecords, fmt.Sprintf("index record %x: %v", key, err))
 		},
 	})
 	if err != nil {
 		return problems, fmt.Errorf("reading the index: %w", err)
+	}
+	clean, err := verifyCleanWalked(r, true, &sum)
+	if err != nil {
+		return problems, err
+	}
+	if clean.recorded && !clean.whole {
+		report("the index does not match the record of the last clean unmount: %s", clean.problem)
+	}
+	for _, b := range badRecords {
+		report("%s", b)
 	}
 
 	root, ok := inodes[meta.RootIno]
@@ -240,6 +252,19 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 		}
 		toRead = append(toRead, i)
 	}
+	// The chunks' locations, read in one pass: a chunk missing from the
+	// store is on the network if it has one (a point read per chunk before,
+	// most of the check of a vault whose cache holds few of its chunks).
+	// If they do not read, each is looked up on its own.
+	located := map[meta.ChunkID]bool{}
+	locErr := r.idx.Locations(func(id meta.ChunkID, _ meta.Location) error { located[id] = true; return nil })
+	isLocated := func(id meta.ChunkID) bool {
+		if locErr == nil {
+			return located[id]
+		}
+		_, err := r.idx.GetLocation(id)
+		return err == nil
+	}
 	found := make([]string, len(toRead)) // a problem per chunk read, or ""
 	netOnly := make([]bool, len(toRead))
 	var next atomic.Int64
@@ -264,7 +289,7 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 					var err error
 					sealedBuf, err = r.store.Get(ref.ID, sealedBuf[:0])
 					if errors.Is(err, chunkstore.ErrNotFound) {
-						if _, lerr := r.idx.GetLocation(ref.ID); lerr == nil {
+						if isLocated(ref.ID) {
 							netOnly[j] = true // evicted from the local cache; its segment holds it
 							continue
 						}
@@ -313,7 +338,7 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 		referenced[b.id] = chunkKey{}
 		sealedBuf, err = r.store.Get(b.id, sealedBuf[:0])
 		if errors.Is(err, chunkstore.ErrNotFound) {
-			if _, lerr := r.idx.GetLocation(b.id); lerr == nil {
+			if isLocated(b.id) {
 				onNetwork++
 				continue
 			}
@@ -348,7 +373,7 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 		}
 		sealedBuf, err = r.store.Get(pr.id, sealedBuf[:0])
 		if errors.Is(err, chunkstore.ErrNotFound) {
-			if _, lerr := r.idx.GetLocation(pr.id); lerr == nil {
+			if isLocated(pr.id) {
 				onNetwork++
 				continue
 			}
@@ -377,7 +402,11 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 		for _, pr := range pins {
 			blobIDs = append(blobIDs, pr.id)
 		}
-		checkFeed(r.idx, chunks, blobIDs, report)
+		if locErr != nil {
+			report("reading chunk locations: %v", locErr)
+		} else {
+			checkFeed(r.idx, chunks, located, blobIDs, report)
+		}
 	}
 	if onNetwork > 0 {
 		fmt.Fprintf(w, "note: %d chunk(s) are only on the network (evicted from the local cache); not checked offline\n", onNetwork)
@@ -417,14 +446,9 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 }
 
 // checkFeed compares the index's pending feed (meta.Index.PendingChunks)
-// with the chunk references and their locations: a chunk missing from the
+// with the chunk references and their locations (located): a chunk missing from the
 // feed would never be uploaded, a stale entry keeps status pending.
-func checkFeed[K comparable](idx *meta.Index, chunks map[K]meta.ChunkRef, blobs []meta.ChunkID, report func(string, ...any)) {
-	located := map[meta.ChunkID]bool{}
-	if err := idx.Locations(func(id meta.ChunkID, _ meta.Location) error { located[id] = true; return nil }); err != nil {
-		report("reading chunk locations: %v", err)
-		return
-	}
+func checkFeed[K comparable](idx *meta.Index, chunks map[K]meta.ChunkRef, located map[meta.ChunkID]bool, blobs []meta.ChunkID, report func(string, ...any)) {
 	want := map[meta.ChunkID]bool{}
 	for _, ref := range chunks {
 		if !located[ref.ID] {

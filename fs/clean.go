@@ -214,7 +214,12 @@ func (st cleanState) track(idx *meta.Index) {
 // full, or when the record says a collection is owed, it walks every chunk
 // reference and compares their digest; otherwise it checks the mark and
 // that the index's table files are all there, and reads nothing else.
-func verifyClean(r *fsys, full bool) (cleanState, error) {
+func verifyClean(r *fsys, full bool) (cleanState, error) { return verifyCleanWalked(r, full, nil) }
+
+// verifyCleanWalked is verifyClean given, in walked (if not nil), the
+// index's RefSum from a walk the caller made anyway (check): a full
+// comparison then reads no record again.
+func verifyCleanWalked(r *fsys, full bool, walked *meta.RefSum) (cleanState, error) {
 	sealed, err := os.ReadFile(cleanPath(r.v))
 	if errors.Is(err, os.ErrNotExist) {
 		return cleanState{}, nil
@@ -251,9 +256,14 @@ func verifyClean(r *fsys, full bool) (cleanState, error) {
 	st.walked = true
 	var matches bool
 	if recSum != nil {
-		s, werr := r.idx.WalkRefSum()
-		if werr != nil {
-			return st, fmt.Errorf("reading the index: %w", werr)
+		var s meta.RefSum
+		if walked != nil {
+			s = *walked
+		} else {
+			var werr error
+			if s, werr = r.idx.WalkRefSum(); werr != nil {
+				return st, fmt.Errorf("reading the index: %w", werr)
+			}
 		}
 		st.now, matches = s.N, s == *recSum
 	} else {

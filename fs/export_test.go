@@ -125,3 +125,12 @@ func (m *Mounted) HoldOpenFile(ino uint64) (release func(), ok bool) {
 	of.mu.Lock()
 	return of.mu.Unlock, true
 }
+
+// CheckedIndex makes the next Check give its index to the returned func
+// (nil if none ran), for its counts of records read once Check returned.
+func CheckedIndex(t testing.TB) func() *meta.Index {
+	var idx *meta.Index
+	checkOpened = func(x *meta.Index) { idx = x }
+	t.Cleanup(func() { checkOpened = nil })
+	return func() *meta.Index { return idx }
+}

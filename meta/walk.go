@@ -40,11 +40,29 @@ func (x *Index) Walk(v Visitor) error {
 // concurrently, and Bad calls are serialised. For a full walk that must be
 // fast (`fincrypt check`).
 func (x *Index) WalkParallel(v Visitor) error {
+	_, err := x.walkParallel(v, false)
+	return err
+}
+
+// WalkParallelRefSum is WalkParallel that also returns the RefSum of what it
+// visits, the RefSum WalkRefSum returns: a full walk that compares the index
+// with a clean-close record reads each record once, not its chunk
+// references a second time.
+func (x *Index) WalkParallelRefSum(v Visitor) (RefSum, error) {
+	return x.walkParallel(v, true)
+}
+
+func (x *Index) walkParallel(v Visitor, sum bool) (RefSum, error) {
 	var badMu sync.Mutex
 	bounds := []byte{0, pDirent, pInode, pLocation, pChunk, pOrphan, pXattr + 1}
 	errs := make([]error, len(bounds)-1)
+	sums := make([]RefSum, len(bounds)-1) // each range's own: its callbacks run on its goroutine
 	var wg sync.WaitGroup
 	for i := range len(bounds) - 1 {
+		vi := v
+		if sum {
+			vi = v.summing(&sums[i])
+		}
 		var lower, upper []byte
 		if i > 0 {
 			lower = []byte{bounds[i]}
@@ -55,11 +73,46 @@ func (x *Index) WalkParallel(v Visitor) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = x.walkRange(lower, upper, v, &badMu)
+			errs[i] = x.walkRange(lower, upper, vi, &badMu)
 		}()
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	var total RefSum
+	for _, s := range sums {
+		total = total.plus(s)
+	}
+	return total, errors.Join(errs...)
+}
+
+// summing returns v with every chunk reference, blob, pin and record that
+// does not open also added to s, as WalkRefSum adds them.
+func (v Visitor) summing(s *RefSum) Visitor {
+	chunk, blob, pin, bad := v.Chunk, v.Blob, v.Pin, v.Bad
+	v.Chunk = func(ino, idx uint64, ref ChunkRef) {
+		s.add(chunkElem(ino, idx, &ref), 1)
+		if chunk != nil {
+			chunk(ino, idx, ref)
+		}
+	}
+	v.Blob = func(id ChunkID, n uint32) {
+		s.add(blobElem(id, n), 1)
+		if blob != nil {
+			blob(id, n)
+		}
+	}
+	v.Pin = func(id ChunkID, p Pin) {
+		s.add(pinElem(id, &p), 1)
+		if pin != nil {
+			pin(id, p)
+		}
+	}
+	v.Bad = func(key []byte, err error) {
+		s.add(badElem(key), 1)
+		if bad != nil {
+			bad(key, err)
+		}
+	}
+	return v
 }
 
 // walkRange is Walk over the keys in [lower, upper) (nil: unbounded); a

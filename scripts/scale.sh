@@ -16,18 +16,27 @@
 # 3 KB file costs (that window minus the idle one), and `fincrypt status --json`
 # latency while a new file is pending (median of 5).
 #
-# SCALE_SIZES (default "10000 100000") are the file counts; SCALE_DEVNET_SIZES
+# SCALE_SIZES (default "10000 100000"; "" for none) are the file counts; SCALE_DEVNET_SIZES
 # (default the same) those with devnet rows; SCALE_BASE (default 015a61d, the
 # commit of MEASURED.md) the "before" commit, or SCALE_BINS="name=path ..." the
 # binaries to compare; SCALE_IDLE (default 60) the idle window in seconds;
 # SCALE_DIR the scratch directory (removed at the end unless SCALE_KEEP=1).
+#
+# Generated rows (SCALE_GEN_SIZES, file counts, default none): a vault filled
+# by bench/genvault -evicted directly through the index API (no mount), every
+# chunk located in a durable segment and none in the local store, so that a
+# vault of millions of files (4 index records each: ten million at 2.5M files)
+# takes minutes and no chunk files; then, as for the local rows, `fincrypt
+# mount` cold, its RSS, its idle CPU, and `fincrypt check` (which reads no
+# chunk of such a vault). Only this tree's binary (the vault is written by
+# this tree's index code); SCALE_GEN_BINS="name=path ..." for others.
 # Every row ends with the 1-minute load average, as the machine may be shared;
 # the CPU seconds next to a time (the mount process's own for mount and find,
 # the command's for check) do not depend on the load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-SIZES=${SCALE_SIZES:-10000 100000}
+SIZES=${SCALE_SIZES-10000 100000}
 DEVNET_SIZES=${SCALE_DEVNET_SIZES-$SIZES}
 IDLE=${SCALE_IDLE:-60}
 BASE=${SCALE_BASE:-015a61d}
@@ -40,6 +49,14 @@ TICK=$(getconf CLK_TCK)
 
 go build -o "$OUT/bin/fsbench" ./bench/fsbench
 FSBENCH=$OUT/bin/fsbench
+GEN_SIZES=${SCALE_GEN_SIZES:-}
+if [ -n "$GEN_SIZES" ]; then
+	go build -o "$OUT/bin/genvault" ./bench/genvault
+	if [ -z "${SCALE_GEN_BINS:-}" ]; then
+		go build -o "$OUT/bin/fincrypt-tree" ./cmd/fincrypt
+		SCALE_GEN_BINS="new=$OUT/bin/fincrypt-tree"
+	fi
+fi
 if [ -z "${SCALE_BINS:-}" ]; then
 	go build -o "$OUT/bin/fincrypt-new" ./cmd/fincrypt
 	rm -rf "$OUT/base-src"
@@ -136,6 +153,33 @@ local_rows() { # NAME N
 	rm -rf "$r"
 }
 
+gen_rows() { # NAME N
+	local name=$1 n=$2 r=$OUT/run-$1-$2-gen
+	rm -rf "$r"
+	mkdir -p "$r/mnt"
+	"$BIN" --home "$r/home" init >/dev/null
+	mount_vault "$r/home" "$r/mnt" # the root and a clean-close record
+	"$BIN" umount "$r/mnt"
+	local gen t0 mount mcpu pid rss idle check ccpu
+	gen=$("$OUT/bin/genvault" -evicted "$r/home" "$n" 2>/dev/null | awk '{print $2}')
+	drop_caches
+	t0=$(now)
+	mount_vault "$r/home" "$r/mnt"
+	mount=$(since "$t0")
+	pid=$(cat "$r/home/mount.pid")
+	mcpu=$(awk -v t="$TICK" '{printf "%.2f", ($14+$15)/t}' "/proc/$pid/stat")
+	rss=$(rss_mb "$pid")
+	sleep 5
+	idle=$(idle_cpu "$pid" "$IDLE")
+	"$BIN" umount "$r/mnt"
+	drop_caches
+	t0=$(now)
+	ccpu=$(/usr/bin/time -f '%U %S' "$BIN" --home "$r/home" check 2>&1 >/dev/null | tail -1 | awk '{printf "%.2f", $1+$2}')
+	check=$(since "$t0")
+	record "gen $name files=$n entries=$((n * 4 + (n + 999) / 1000 * 3)) gen=${gen}files/s mount_cold=${mount}s(cpu ${mcpu}s) rss=${rss}MB idle_cpu=${idle}s/min check=${check}s(cpu ${ccpu}s) load=$(load)"
+	rm -rf "$r"
+}
+
 devnet_rows() { # NAME N
 	local name=$1 n=$2 r=$OUT/run-$1-$2-devnet
 	rm -rf "$r"
@@ -198,6 +242,13 @@ for n in $DEVNET_SIZES; do
 	for b in $SCALE_BINS; do
 		BIN=${b#*=}
 		devnet_rows "${b%%=*}" "$n"
+	done
+done
+[ -z "$GEN_SIZES" ] || echo "scale: generated sizes $GEN_SIZES, binaries: $SCALE_GEN_BINS"
+for n in $GEN_SIZES; do
+	for b in $SCALE_GEN_BINS; do
+		BIN=${b#*=}
+		gen_rows "${b%%=*}" "$n"
 	done
 done
 echo "== scale results ($RESULTS)"
