@@ -77,6 +77,11 @@ type Options struct {
 	// VersionInterval is how often the mount records a version of its
 	// tree, when anything changed (versions.go); zero: never by itself.
 	VersionInterval time.Duration
+	// WritebackCache asks the kernel for its write-back cache
+	// (FUSE_WRITEBACK_CACHE, writeback.go): write(2) fills the page cache
+	// and returns; the kernel sends the dirty pages later, in large WRITEs,
+	// and at the latest on fsync(2) and close(2). Off by default.
+	WritebackCache bool
 }
 
 // Defaults for Options.
@@ -298,7 +303,7 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 			PanicHandler:             r.panicked,
 			// The set-id bits are cleared here, sparing a GETXATTR per
 			// WRITE and a GETATTR per chown (killpriv.go).
-			ExtraCapabilities: killPrivCaps,
+			ExtraCapabilities: killPrivCaps | writebackCaps(opt.WritebackCache),
 		},
 		EntryTimeout:    &view,
 		AttrTimeout:     &view,
