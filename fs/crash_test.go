@@ -24,6 +24,8 @@ import (
 const (
 	envServeHome = "FINCRYPT_TEST_SERVE_HOME"
 	envServeMnt  = "FINCRYPT_TEST_SERVE_MNT"
+	// envServeWriteback=1 mounts with the kernel's write-back cache.
+	envServeWriteback = "FINCRYPT_TEST_SERVE_WRITEBACK"
 )
 
 func TestMain(m *testing.M) {
@@ -39,7 +41,7 @@ func serve(home, mnt string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	m, err := fs.Mount(v, mnt, fs.Options{})
+	m, err := fs.Mount(v, mnt, fs.Options{WritebackCache: os.Getenv(envServeWriteback) == "1"})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -50,10 +52,13 @@ func serve(home, mnt string) int {
 }
 
 // startServer runs the mount in a child process and returns once it serves.
-func startServer(t *testing.T, home, mnt string) *exec.Cmd {
+func startServer(t *testing.T, home, mnt string, writeback bool) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), envServeHome+"="+home, envServeMnt+"="+mnt)
+	if writeback {
+		cmd.Env = append(cmd.Env, envServeWriteback+"=1")
+	}
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -88,12 +93,18 @@ func startServer(t *testing.T, home, mnt string) *exec.Cmd {
 
 // TestCrashDurability kills the mount server with SIGKILL during heavy
 // writes, then checks that every file whose fsync returned reads back
-// identical after a remount and that the vault checks clean.
+// identical after a remount and that the vault checks clean; with and
+// without the kernel's write-back cache.
 func TestCrashDurability(t *testing.T) {
 	requireFUSE(t)
+	t.Run("direct", func(t *testing.T) { testCrashDurability(t, false) })
+	t.Run("writeback", func(t *testing.T) { testCrashDurability(t, true) })
+}
+
+func testCrashDurability(t *testing.T, writeback bool) {
 	home := newVault(t, vault.CreateOptions{ChunkSize: 64 << 10})
 	mnt := t.TempDir()
-	srv := startServer(t, home, mnt)
+	srv := startServer(t, home, mnt, writeback)
 
 	var (
 		mu      sync.Mutex

@@ -52,6 +52,7 @@ func init() {
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay attached; unmount on SIGINT/SIGTERM"},
 			storeFlag,
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users (root included) use the mount; mode bits and owners are enforced"},
+			&cli.BoolFlag{Name: "writeback-cache", Usage: "let the kernel cache writes and send them in large batches (faster; write errors such as a full disk then show at fsync or close, not at write)"},
 			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request, file names included, to the log (very verbose; for debugging only)"},
 			&cli.StringFlag{Name: "cache-size", Usage: "bound the local store to `SIZE` once data is durable on the network (default: the config's cache-size; 0 = no limit)"},
 			&cli.DurationFlag{Name: "flush-after", Usage: "upload a partly filled segment once its oldest chunk waited this long", Value: 10 * time.Second},
@@ -182,7 +183,7 @@ func spawnMount(c *cli.Context, home, mnt string, pw []byte) error {
 	}
 	args = append(args, "mount", "--foreground")
 	args = append(args, daemonFlagArgs(c)...)
-	for _, f := range []string{"allow-other", "debug-fuse"} {
+	for _, f := range []string{"allow-other", "debug-fuse", "writeback-cache"} {
 		if c.Bool(f) {
 			args = append(args, "--"+f)
 		}
@@ -301,6 +302,7 @@ func serveMount(c *cli.Context, home, mnt string, pw []byte) (err error) {
 		Metrics:    ops,
 
 		VersionInterval: c.Duration("version-interval"),
+		WritebackCache:  c.Bool("writeback-cache"),
 	})
 	if errors.Is(err, fs.ErrIndexDamaged) || errors.Is(err, fs.ErrIndexMissing) || errors.Is(err, meta.ErrForeignIndex) {
 		return userErr(exitCorrupt, "mounting %s: %v", mnt, err)
