@@ -30,6 +30,9 @@ type TreeChanges struct {
 
 type treeFeed struct {
 	on       atomic.Bool
+	marks    atomic.Bool  // batches write change marks (treecache.go)
+	cut      sync.RWMutex // commits that write marks hold it for reading, CutTree for writing
+	epoch    uint64       // the epoch marks are written in (under cut)
 	mu       sync.Mutex
 	max      int
 	ch       TreeChanges
@@ -76,7 +79,7 @@ type treeBatch struct {
 
 // noteTreeKey notes in the batch that it writes (del: deletes) key.
 func (b *Batch) noteTreeKey(key []byte, del bool) {
-	if len(key) < 9 || !b.x.treeFeed.on.Load() {
+	if len(key) < 9 {
 		return
 	}
 	switch key[0] {
@@ -91,8 +94,12 @@ func (b *Batch) noteTreeKey(key []byte, del bool) {
 		}
 		b.tree.dirs[beUint64(key[1:])] = struct{}{}
 	case pTree, pPin:
-		if del {
+		if del && !b.tree.broken {
 			b.tree.broken = true
+			// What the version cache names may be gone with it.
+			if err := b.b.Delete(tcHeaderKey(), nil); err != nil {
+				panic(err)
+			}
 		}
 	}
 }
@@ -100,10 +107,10 @@ func (b *Batch) noteTreeKey(key []byte, del bool) {
 // noteTree records a committed batch's tree changes (after its commit is
 // visible).
 func (x *Index) noteTree(t *treeBatch) {
-	if len(t.inodes) == 0 && len(t.dirs) == 0 && !t.broken {
+	f := &x.treeFeed
+	if !f.on.Load() || (len(t.inodes) == 0 && len(t.dirs) == 0 && !t.broken) {
 		return
 	}
-	f := &x.treeFeed
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.on.Load() || f.overflow {
