@@ -1,10 +1,14 @@
 package meta
 
 import (
+	"bytes"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/fincrypt/fincrypt/vault"
 )
 
 // TestCutTreeLosesNoMark: while writers commit inode changes concurrently,
@@ -130,4 +134,41 @@ func TestCutTreeLosesNoMark(t *testing.T) {
 	if _, ok, err := x.TreeCacheBase(); ok || err != nil {
 		t.Fatalf("the header outlived a tree's deletion: %v %v", ok, err)
 	}
+}
+
+// BenchmarkCommitMarks measures a file's creation as the mount commits it
+// (inode, directory entry, chunk reference, in one batch), with the change
+// marks off (a vault that never recorded a version) and on.
+func BenchmarkCommitMarks(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		b.Run(map[bool]string{false: "marks=off", true: "marks=on"}[on], func(b *testing.B) {
+			x, err := Open(filepath.Join(b.TempDir(), "index"), testKeysB(b), Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer x.Close()
+			if on {
+				x.CutTree()
+			}
+			b.ReportAllocs()
+			for i := range b.N {
+				ino := uint64(100 + i)
+				bt := x.NewBatch()
+				bt.PutInode(&Inode{Ino: ino, Mode: 0o100644, Nlink: 1, Size: 10})
+				bt.PutDirent(&Dirent{Parent: RootIno, Name: fmt.Sprintf("f%d", i), Ino: ino, Type: 0o100000})
+				bt.PutChunk(ino, 0, &ChunkRef{ID: ChunkID{byte(i), byte(i >> 8), byte(i >> 16), 1}, Version: 1, Len: 10})
+				if err := bt.Commit(false); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func testKeysB(b *testing.B) *vault.Keys {
+	k, err := vault.DeriveKeys(bytes.Repeat([]byte{4}, vault.KeySize))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return k
 }
