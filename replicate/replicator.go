@@ -90,6 +90,7 @@ type Replicator struct {
 	// Restorability (protect.go); guarded by mu.
 	protMu           sync.Mutex   // serialises computing the live state hash
 	snapMu           sync.Mutex   // serialises taking snapshots
+	snapBlob         int          // the last export's size (under snapMu): the next one's buffer
 	protGen          uint64       // 1 + the index generation protHash was computed at
 	protKey          []byte       // the key file protHash covers
 	protHash         []byte       // state hash of the live index
