@@ -72,9 +72,9 @@ var versionFlush = 4096
 // its last: an error there stands for a crash.
 var testHookFlush func() error
 
-// versionFeedMax is how many changed inodes and directories a Versioner's
-// feed holds between two versions; more make the next version read the
-// whole tree.
+// versionFeedMax is how many change marks (changed inodes and
+// directories) a Versioner reads into memory; more make the version read
+// the whole tree.
 const versionFeedMax = 1 << 20
 
 // vtotals counts what a tree holds, its subtrees included.

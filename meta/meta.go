@@ -135,7 +135,7 @@ type Index struct {
 	points *atomic.Int64 // point reads (PointsRead), shared with views
 
 	liveFeed liveFeed // see TrackLive
-	treeFeed treeFeed // see TrackTree
+	treeFeed treeFeed // see CutTree
 }
 
 // RecordsRead counts the records that scans and walks of the index have
@@ -504,7 +504,6 @@ func (b *Batch) Commit(sync bool) error {
 		b.x.dgen.Add(1)
 	}
 	b.x.noteLive(b.live)
-	b.x.noteTree(&b.tree)
 	b.x.gen.Add(1)
 	return nil
 }

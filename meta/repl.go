@@ -287,8 +287,7 @@ func (x *Index) Import(records func(fn func(key, sealed []byte) error) error) er
 	if !empty {
 		return ErrNotEmpty
 	}
-	x.stopTracking() // raw records: a RefSum cannot follow them
-	x.breakTree()    // nor the tree feed
+	x.stopTracking() // raw records: a RefSum cannot follow them (nor change marks: an empty index has no version cache)
 	b := x.db.NewBatch()
 	defer b.Close()
 	var buf []byte
