@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -63,12 +64,17 @@ var testHookAfterPins func() error
 // ErrNoRoot means the index holds no root directory (a vault never mounted).
 var ErrNoRoot = errors.New("the vault has no root directory yet (mount it once)")
 
-// versionFlush is how many records a version commits in one batch.
-const versionFlush = 4096
+// versionFlush is how many records a version commits in one batch (a
+// variable for tests).
+var versionFlush = 4096
 
-// versionFeedMax is how many changed inodes and directories a Versioner's
-// feed holds between two versions; more make the next version read the
-// whole tree.
+// testHookFlush, set by tests, runs after each of a version's batches but
+// its last: an error there stands for a crash.
+var testHookFlush func() error
+
+// versionFeedMax is how many change marks (changed inodes and
+// directories) a Versioner reads into memory; more make the version read
+// the whole tree.
 const versionFeedMax = 1 << 20
 
 // vtotals counts what a tree holds, its subtrees included.
@@ -88,93 +94,196 @@ type dirState struct {
 	sum  vtotals
 }
 
+// Version cache records (meta's `U d` and `U p` values, docs/FORMAT.md §6).
+const (
+	dirStateV1 = 1
+	parentsV1  = 1
+	dirStateSz = 1 + meta.TreeIDSize + 4*8
+)
+
+func (d dirState) encode() []byte {
+	b := append([]byte{dirStateV1}, d.tree[:]...)
+	for _, v := range []uint64{d.sum.files, d.sum.dirs, d.sum.skipped, d.sum.bytes} {
+		b = binary.BigEndian.AppendUint64(b, v)
+	}
+	return b
+}
+
+func decodeDirState(b []byte) (dirState, error) {
+	if len(b) != dirStateSz || b[0] != dirStateV1 {
+		return dirState{}, fmt.Errorf("directory record of %d bytes: %w", len(b), ErrCorrupt)
+	}
+	var d dirState
+	copy(d.tree[:], b[1:])
+	r := &reader{b: b[1+meta.TreeIDSize:]}
+	d.sum = vtotals{r.u64(), r.u64(), r.u64(), r.u64()}
+	return d, nil
+}
+
+func encodeParents(p []uint64) []byte {
+	b := []byte{parentsV1}
+	for _, d := range p {
+		b = binary.BigEndian.AppendUint64(b, d)
+	}
+	return b
+}
+
+func decodeParents(b []byte) ([]uint64, error) {
+	if len(b) < 9 || (len(b)-1)%8 != 0 || b[0] != parentsV1 {
+		return nil, fmt.Errorf("parents record of %d bytes: %w", len(b), ErrCorrupt)
+	}
+	out := make([]uint64, 0, (len(b)-1)/8)
+	for i := 1; i < len(b); i += 8 {
+		out = append(out, binary.BigEndian.Uint64(b[i:]))
+	}
+	return out, nil
+}
+
 // Versioner records versions of the mount as TakeVersion does, in
-// proportion to what changed since its last version: it follows the
-// index's tree feed (meta.TrackTree) and rebuilds only the directories
+// proportion to what changed since its last version: it reads the index's
+// change marks (meta.CutTree, TreeMarks) and rebuilds only the directories
 // that hold a changed inode or entry and their ancestors, taking every
 // other subtree, and every unchanged entry of a rebuilt directory, from its
-// last version. Its first version, and any after the feed was incomplete
-// (overflowed, a forget deleted trees or pins), reads the whole tree. It
-// keeps in memory each directory's tree and vtotals, and each entry's
-// directories (to find what holds a changed inode): about 25 bytes a file.
+// last version. What it needs of the last version is in the index's version
+// cache (meta's `U` records: each directory's tree and totals, each
+// entry's directories), written in the version's own batches, so a
+// Versioner of a remounted vault carries on where the last one stopped. A
+// version without a cache header (the vault's first, one after a forget
+// deleted trees or pins, after more than 2^20 changes, or whose cache
+// records do not decode) reads the whole tree and writes the cache afresh.
 // One Versioner per index; its Take calls are serialised.
 type Versioner struct {
 	repo Repo
-
-	mu      sync.Mutex
-	have    bool        // base and the maps below describe the index as of the last feed taken
-	base    meta.TreeID // the root tree of the last version built
-	dirs    map[uint64]dirState
-	parents map[uint64]uint64   // a tree entry's inode -> a directory holding it
-	more    map[uint64][]uint64 // further directories holding it (hard links)
+	mu   sync.Mutex
 }
 
-// NewVersioner makes a Versioner for repo and starts the index's tree
-// feed. Call it before the changes it should follow.
-func NewVersioner(repo Repo) *Versioner {
-	repo.Index.TrackTree(versionFeedMax)
-	return &Versioner{repo: repo}
-}
+// NewVersioner makes a Versioner for repo.
+func NewVersioner(repo Repo) *Versioner { return &Versioner{repo: repo} }
 
 // Take records a version as TakeVersion does.
 func (s *Versioner) Take(opt VersionOptions) (*VersionReport, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rep, err := buildVersion(s.repo, opt, s)
-	if err != nil {
-		s.have = false // the feed it took is gone: the next reads everything
-	}
-	return rep, err
+	return buildVersion(s.repo, opt, s)
 }
 
-func (s *Versioner) parentsOf(ino uint64) []uint64 {
-	p, ok := s.parents[ino]
-	if !ok {
+// The version cache as this version sees and changes it: records read
+// from the view (never in a fresh one, which starts them afresh) or
+// written by this version (nil: deleted), written out at its end.
+type vcache struct {
+	fresh   bool
+	dirs    map[uint64]*dirState
+	parents map[uint64][]uint64
+	dirtyD  map[uint64]struct{}
+	dirtyP  map[uint64]struct{}
+}
+
+func newVcache(fresh bool) *vcache {
+	return &vcache{fresh: fresh, dirs: map[uint64]*dirState{}, parents: map[uint64][]uint64{},
+		dirtyD: map[uint64]struct{}{}, dirtyP: map[uint64]struct{}{}}
+}
+
+func (v *versioner) dirState(ino uint64) (dirState, bool, error) {
+	c := v.c
+	if st, ok := c.dirs[ino]; ok || c.fresh {
+		if st == nil {
+			return dirState{}, false, nil
+		}
+		return *st, true, nil
+	}
+	b, err := v.view.GetTreeCache(meta.TreeCacheDir, ino)
+	if errors.Is(err, meta.ErrNotFound) {
+		c.dirs[ino] = nil
+		return dirState{}, false, nil
+	}
+	if err != nil {
+		return dirState{}, false, err
+	}
+	st, err := decodeDirState(b)
+	if err != nil {
+		return st, false, fmt.Errorf("directory %d: %w", ino, err)
+	}
+	c.dirs[ino] = &st
+	return st, true, nil
+}
+
+func (v *versioner) parentsOf(ino uint64) ([]uint64, error) {
+	c := v.c
+	if p, ok := c.parents[ino]; ok || c.fresh {
+		return p, nil
+	}
+	b, err := v.view.GetTreeCache(meta.TreeCacheParents, ino)
+	if errors.Is(err, meta.ErrNotFound) {
+		c.parents[ino] = nil
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	p, err := decodeParents(b)
+	if err != nil {
+		return nil, fmt.Errorf("entry %d: %w", ino, err)
+	}
+	c.parents[ino] = p
+	return p, nil
+}
+
+func (v *versioner) link(ino, dir uint64) error {
+	p, err := v.parentsOf(ino)
+	if err != nil || slices.Contains(p, dir) {
+		return err
+	}
+	v.c.parents[ino] = append(p, dir)
+	v.c.dirtyP[ino] = struct{}{}
+	return nil
+}
+
+func (v *versioner) unlink(ino, dir uint64) error {
+	p, err := v.parentsOf(ino)
+	if i := slices.Index(p, dir); err == nil && i >= 0 {
+		v.c.parents[ino] = slices.Delete(slices.Clone(p), i, i+1)
+		v.c.dirtyP[ino] = struct{}{}
+	}
+	return err
+}
+
+func (v *versioner) forget(ino uint64) {
+	v.c.dirs[ino], v.c.parents[ino] = nil, nil
+	v.c.dirtyD[ino], v.c.dirtyP[ino] = struct{}{}, struct{}{}
+}
+
+// writeCache puts what this version changed of the cache into its batch:
+// all in its last batch (with the header) for an incremental version, so
+// the records always describe the trees they name; a fresh cache, which
+// counts only once its header is written, may take several.
+func (v *versioner) writeCache() error {
+	note := func() error {
+		if v.c.fresh {
+			return v.note()
+		}
 		return nil
 	}
-	return append([]uint64{p}, s.more[ino]...)
-}
-
-func (s *Versioner) link(ino, dir uint64) {
-	p, ok := s.parents[ino]
-	switch {
-	case !ok:
-		s.parents[ino] = dir
-	case p == dir || slices.Contains(s.more[ino], dir):
-	default:
-		s.more[ino] = append(s.more[ino], dir)
-	}
-}
-
-func (s *Versioner) unlink(ino, dir uint64) {
-	if p, ok := s.parents[ino]; ok && p == dir {
-		if m := s.more[ino]; len(m) > 0 {
-			s.parents[ino] = m[0]
-			if len(m) == 1 {
-				delete(s.more, ino)
-			} else {
-				s.more[ino] = m[1:]
-			}
-		} else {
-			delete(s.parents, ino)
+	for ino := range v.c.dirtyD {
+		if st := v.c.dirs[ino]; st != nil {
+			v.batch.PutTreeCache(meta.TreeCacheDir, ino, st.encode())
+		} else if !v.c.fresh {
+			v.batch.DeleteTreeCache(meta.TreeCacheDir, ino)
 		}
-		return
-	}
-	m := s.more[ino]
-	if i := slices.Index(m, dir); i >= 0 {
-		m = slices.Delete(m, i, i+1)
-		if len(m) == 0 {
-			delete(s.more, ino)
-		} else {
-			s.more[ino] = m
+		if err := note(); err != nil {
+			return err
 		}
 	}
-}
-
-func (s *Versioner) forget(ino uint64) {
-	delete(s.parents, ino)
-	delete(s.more, ino)
-	delete(s.dirs, ino)
+	for ino := range v.c.dirtyP {
+		if p := v.c.parents[ino]; len(p) > 0 {
+			v.batch.PutTreeCache(meta.TreeCacheParents, ino, encodeParents(p))
+		} else if !v.c.fresh {
+			v.batch.DeleteTreeCache(meta.TreeCacheParents, ino)
+		}
+		if err := note(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 type versioner struct {
@@ -196,10 +305,11 @@ type versioner struct {
 	pinned  map[meta.ChunkID]struct{}
 	full    bool
 
-	// The Versioner it records into (nil: TakeVersion, no memory), and
-	// in an incremental version what the feed named: the changed inodes,
-	// the directories to rebuild, and what it saw of them.
+	// The Versioner it records into (nil: TakeVersion, no cache), its
+	// cache, and in an incremental version what the marks named: the
+	// changed inodes, the directories to rebuild, and what it saw of them.
 	s       *Versioner
+	c       *vcache
 	changed map[uint64]struct{}
 	marked  map[uint64]struct{}
 	visited map[uint64]struct{}
@@ -332,15 +442,18 @@ func buildVersion(repo Repo, opt VersionOptions, s *Versioner) (*VersionReport, 
 			release()
 		}
 	}()
-	// The feed first, then the view: the view holds every change the
-	// feed names (a batch notes its changes once they are visible).
+	// The marks' epoch first, then the view: the view holds every change
+	// the marks up to the epoch name.
 	var ch meta.TreeChanges
+	var epoch uint64
 	incremental := false
 	if s != nil {
-		var complete bool
-		ch, complete = repo.Index.TakeTree()
-		incremental = complete && s.have
-		s.have = false
+		epoch = repo.Index.CutTree()
+		if _, ok, err := repo.Index.TreeCacheBase(); err == nil && ok {
+			var complete bool
+			ch, complete, err = repo.Index.TreeMarks(epoch, versionFeedMax)
+			incremental = err == nil && complete
+		}
 	}
 	view, closeView := repo.Index.View()
 	defer closeView()
@@ -353,10 +466,12 @@ func buildVersion(repo Repo, opt VersionOptions, s *Versioner) (*VersionReport, 
 	var rootID meta.TreeID
 	var sum vtotals
 	if incremental {
+		v.c = newVcache(false)
 		rootID, sum, err = v.incremental(ch)
 		if err != nil {
-			// What it remembered does not hold (a tree gone): read
-			// everything, as a first version does.
+			// What it remembered does not hold (a tree gone, a
+			// record that does not decode): read everything, as a
+			// first version does.
 			incremental = false
 			v.batch.Discard()
 			v.batch, v.n = repo.Index.NewBatch(), 0
@@ -372,11 +487,20 @@ func buildVersion(repo Repo, opt VersionOptions, s *Versioner) (*VersionReport, 
 			return nil, ErrNoRoot
 		}
 		if s != nil {
-			s.dirs, s.parents, s.more = map[uint64]dirState{}, map[uint64]uint64{}, map[uint64][]uint64{}
+			v.c = newVcache(true)
+			v.batch.ResetTreeCache()
 		}
 		if rootID, sum, err = v.dir(meta.RootIno); err != nil {
 			return nil, err
 		}
+	}
+	if s != nil {
+		if err := v.writeCache(); err != nil {
+			return nil, err
+		}
+		// The cache now describes every change of the epochs up to
+		// epoch (in the same batch as its last records).
+		v.batch.SetTreeCacheBase(epoch + 1)
 	}
 	v.rep.Files, v.rep.Dirs, v.rep.Skipped, v.rep.TotalBytes = sum.files, sum.dirs, sum.skipped, sum.bytes
 	v.rep.Incremental = incremental
@@ -387,9 +511,6 @@ func buildVersion(repo Repo, opt VersionOptions, s *Versioner) (*VersionReport, 
 		if err := testHookAfterPins(); err != nil {
 			return nil, err // a crash here: pins and trees, no record
 		}
-	}
-	if s != nil {
-		s.base, s.have = rootID, true
 	}
 	release()
 	held = false
@@ -415,28 +536,39 @@ func buildVersion(repo Repo, opt VersionOptions, s *Versioner) (*VersionReport, 
 // changes since: it rebuilds the directories that hold a changed inode or
 // entry, and their ancestors.
 func (v *versioner) incremental(ch meta.TreeChanges) (meta.TreeID, vtotals, error) {
-	s := v.s
 	v.pinned = map[meta.ChunkID]struct{}{} // pinned by this version
 	v.changed = ch.Inodes
 	v.marked = map[uint64]struct{}{}
 	v.visited = map[uint64]struct{}{}
 	v.seen = map[uint64]struct{}{}
-	var mark func(d uint64)
-	mark = func(d uint64) {
+	var mark func(d uint64) error
+	mark = func(d uint64) error {
 		if _, ok := v.marked[d]; ok {
-			return
+			return nil
 		}
 		v.marked[d] = struct{}{}
-		for _, p := range s.parentsOf(d) {
-			mark(p) // the directories that hold it change with it
+		ps, err := v.parentsOf(d)
+		for _, p := range ps {
+			if err := mark(p); err != nil { // the directories that hold it change with it
+				return err
+			}
 		}
+		return err
 	}
 	for d := range ch.Dirs {
-		mark(d)
+		if err := mark(d); err != nil {
+			return meta.TreeID{}, vtotals{}, err
+		}
 	}
 	for ino := range ch.Inodes {
-		for _, p := range s.parentsOf(ino) {
-			mark(p)
+		ps, err := v.parentsOf(ino)
+		if err != nil {
+			return meta.TreeID{}, vtotals{}, err
+		}
+		for _, p := range ps {
+			if err := mark(p); err != nil {
+				return meta.TreeID{}, vtotals{}, err
+			}
 		}
 	}
 	root, sum, err := v.dir(meta.RootIno)
@@ -447,12 +579,12 @@ func (v *versioner) incremental(ch meta.TreeChanges) (meta.TreeID, vtotals, erro
 	// longer reaches, a changed inode no rebuilt directory holds.
 	for d := range v.marked {
 		if _, ok := v.visited[d]; !ok {
-			s.forget(d)
+			v.forget(d)
 		}
 	}
 	for ino := range ch.Inodes {
 		if _, ok := v.seen[ino]; !ok {
-			s.forget(ino)
+			v.forget(ino)
 		}
 	}
 	return root, sum, nil
@@ -472,7 +604,12 @@ func (v *versioner) flush(sync bool) error {
 func (v *versioner) note() error {
 	v.n++
 	if v.n >= versionFlush {
-		return v.flush(false)
+		if err := v.flush(false); err != nil {
+			return err
+		}
+		if testHookFlush != nil {
+			return testHookFlush()
+		}
 	}
 	return nil
 }
@@ -486,7 +623,10 @@ func (v *versioner) dir(ino uint64) (meta.TreeID, vtotals, error) {
 	var old map[string]*Node
 	var oldTree *Tree
 	if v.marked != nil {
-		st, ok := v.s.dirs[ino]
+		st, ok, err := v.dirState(ino)
+		if err != nil {
+			return meta.TreeID{}, sum, err
+		}
 		if _, marked := v.marked[ino]; !marked && ok {
 			return st.tree, st.sum, nil
 		}
@@ -522,7 +662,11 @@ func (v *versioner) dir(ino uint64) (meta.TreeID, vtotals, error) {
 						continue
 					}
 					if _, marked := v.marked[d.Ino]; !marked {
-						if sub, ok := v.s.dirs[d.Ino]; ok && sub.tree == on.Subtree {
+						sub, ok, err := v.dirState(d.Ino)
+						if err != nil {
+							return meta.TreeID{}, sum, err
+						}
+						if ok && sub.tree == on.Subtree {
 							t.Nodes = append(t.Nodes, *on)
 							sum.dirs++
 							sum.add(sub.sum)
@@ -572,7 +716,9 @@ func (v *versioner) dir(ino uint64) (meta.TreeID, vtotals, error) {
 	sort.Slice(t.Nodes, func(i, j int) bool { return t.Nodes[i].Name < t.Nodes[j].Name })
 	enc := t.encode()
 	id := meta.TreeID(v.repo.Keys.BlobID("tree", enc))
-	v.remember(ino, id, sum, oldTree, t)
+	if err := v.remember(ino, id, sum, oldTree, t); err != nil {
+		return id, sum, err
+	}
 	if _, ok := v.newTrees[id]; ok {
 		return id, sum, nil
 	}
@@ -586,28 +732,41 @@ func (v *versioner) dir(ino uint64) (meta.TreeID, vtotals, error) {
 	return id, sum, v.note()
 }
 
-// remember records in the Versioner, if any, directory ino's new tree and
-// which inodes it holds (old: its tree in the last version, if known).
-func (v *versioner) remember(ino uint64, id meta.TreeID, sum vtotals, old, t *Tree) {
-	s := v.s
-	if s == nil {
-		return
+// remember records in the version cache, if any, directory ino's new
+// tree and which inodes it holds (old: its tree in the last version, if
+// known).
+func (v *versioner) remember(ino uint64, id meta.TreeID, sum vtotals, old, t *Tree) error {
+	if v.c == nil {
+		return nil
 	}
-	s.dirs[ino] = dirState{tree: id, sum: sum}
+	v.c.dirs[ino] = &dirState{tree: id, sum: sum}
+	v.c.dirtyD[ino] = struct{}{}
+	// The cache's parents hold the entries of its trees (they change in
+	// one batch): only what came or went since the old tree changes.
+	was := map[uint64]struct{}{}
 	if old != nil {
 		now := make(map[uint64]struct{}, len(t.Nodes))
 		for i := range t.Nodes {
 			now[t.Nodes[i].Inode] = struct{}{}
 		}
 		for i := range old.Nodes {
+			was[old.Nodes[i].Inode] = struct{}{}
 			if _, ok := now[old.Nodes[i].Inode]; !ok {
-				s.unlink(old.Nodes[i].Inode, ino)
+				if err := v.unlink(old.Nodes[i].Inode, ino); err != nil {
+					return err
+				}
 			}
 		}
 	}
 	for i := range t.Nodes {
-		s.link(t.Nodes[i].Inode, ino)
+		if _, ok := was[t.Nodes[i].Inode]; ok {
+			continue
+		}
+		if err := v.link(t.Nodes[i].Inode, ino); err != nil {
+			return err
+		}
 	}
+	return nil
 }
 
 // file names the chunks of file n.Inode in n.Blobs and pins those no pin

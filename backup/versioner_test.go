@@ -4,11 +4,17 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+
 	"github.com/fincrypt/fincrypt/meta"
+	"github.com/fincrypt/fincrypt/vault"
 )
 
 // churn applies random changes to a synthetic mount's index, each in its
@@ -375,5 +381,346 @@ func TestVersionerReadsTheChange(t *testing.T) {
 	}
 	if reads[1] != reads[0] {
 		t.Fatalf("records read after one change: %d at 150 files, %d at 1,650: it grows with the vault", reads[0], reads[1])
+	}
+}
+
+// memRepo is a repo whose index lives on fs (a memory file system, or a
+// crashable one): reopen closes the index and opens it again, as a
+// remount does.
+type memRepo struct {
+	t     testing.TB
+	path  string
+	keys  *vault.Keys
+	fs    vfs.FS
+	repo  Repo
+	clone *vfs.MemFS
+}
+
+func newMemRepo(t testing.TB, fs vfs.FS) *memRepo {
+	t.Helper()
+	base := newRepo(t) // its keys and chunk store
+	r := &memRepo{t: t, path: "index", keys: base.Keys, fs: fs, repo: base}
+	if fs == vfs.Default {
+		r.path = filepath.Join(t.TempDir(), "index")
+	}
+	r.open(fs)
+	t.Cleanup(func() { r.repo.Index.Close() })
+	return r
+}
+
+func (r *memRepo) open(fs vfs.FS) {
+	r.t.Helper()
+	idx, err := meta.Open(r.path, r.keys, meta.Options{FS: fs})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.fs = fs
+	r.repo.Index = idx
+}
+
+// reopen closes the index and opens it again (a clean unmount and mount).
+func (r *memRepo) reopen() {
+	r.t.Helper()
+	if err := r.repo.Index.Close(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.open(r.fs)
+}
+
+// crash keeps what a crash at this instant leaves of the index (a random
+// share of what was not synced); restart opens it, leaving the running
+// index behind.
+func (r *memRepo) crash(rng *mrand.Rand) {
+	mem := r.fs.(*vfs.MemFS)
+	r.clone = mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(100), RNG: mrand.New(mrand.NewPCG(rng.Uint64(), 1))})
+}
+
+func (r *memRepo) restart() {
+	r.t.Helper()
+	r.repo.Index.Close()
+	r.open(r.clone)
+	r.clone = nil
+}
+
+// checkAgainstFullWalk runs the oracle (TakeVersion) after version got and
+// fails unless both recorded the same tree and totals and the oracle had
+// nothing to add.
+func checkAgainstFullWalk(t *testing.T, repo Repo, got *VersionReport, at time.Time, what string) {
+	t.Helper()
+	want, err := TakeVersion(repo, VersionOptions{ChunkSize: testCS, Time: at, Host: "t", Force: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs, err1 := FindSnapshot(repo.Index, got.Snapshot)
+	ws, err2 := FindSnapshot(repo.Index, want.Snapshot)
+	if err := errors.Join(err1, err2); err != nil {
+		t.Fatal(err)
+	}
+	if gs.Tree != ws.Tree {
+		t.Fatalf("%s: the Versioner's tree %x, a full walk's %x", what, gs.Tree[:], ws.Tree[:])
+	}
+	if got.Files != want.Files || got.Dirs != want.Dirs || got.Skipped != want.Skipped || got.TotalBytes != want.TotalBytes {
+		t.Fatalf("%s: totals %+v, a full walk's %+v", what, got, want)
+	}
+	if want.NewTrees != 0 || want.NewChunks != 0 {
+		t.Fatalf("%s: the full walk after the Versioner added %d trees and %d pins", what, want.NewTrees, want.NewChunks)
+	}
+}
+
+// refreshDirs lists the live directories again from the index (after a
+// crash took back some of the churn's changes).
+func (c *churn) refreshDirs() {
+	c.dirs = []uint64{meta.RootIno}
+	for i := 0; i < len(c.dirs); i++ {
+		for _, e := range c.entries(c.dirs[i]) {
+			if e.Type == syscall.S_IFDIR {
+				c.dirs = append(c.dirs, e.Ino)
+			}
+		}
+	}
+}
+
+var errCrash = errors.New("crash (test)")
+
+// TestVersionerAcrossRemountsAndCrashes: a Versioner of a reopened index
+// (a remount) builds its first version from the change marks and the
+// version cache the last one left, and every version it records, after a
+// clean reopen or after a crash at any point (between changes, in the
+// middle of a version's batches, after its last batch and before its
+// record), has the tree and totals of a full walk of the same index, which
+// adds nothing. After a clean reopen the first version is incremental; a
+// version cache record that does not decode makes the version read the
+// whole tree, with the same result.
+func TestVersionerAcrossRemountsAndCrashes(t *testing.T) {
+	defer func(n int) { versionFlush, testHookFlush, testHookAfterPins = n, nil, nil }(versionFlush)
+	versionFlush = 5 // several batches a version, to crash between
+	for seed := uint64(1); seed <= 10; seed++ {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
+			r := newMemRepo(t, vfs.NewCrashableMem())
+			m := &mountTree{t: t, repo: r.repo}
+			rng := mrand.New(mrand.NewPCG(seed, 99))
+			m.build(1+rng.IntN(4), rng.IntN(12))
+			c := &churn{t: t, m: m, r: rng}
+			c.refreshDirs()
+			at := time.Now().Add(-24 * time.Hour)
+			s := NewVersioner(r.repo)
+			remounted := func() {
+				m.repo = r.repo
+				c.refreshDirs()
+				s = NewVersioner(r.repo)
+			}
+			incrementalAfterReopen, crashes := 0, 0
+			versioned := false // a version completed: the cache has a header
+			incrementalAfterCrash, sinceCrash := 0, false
+			for round := 0; round < 30; round++ {
+				for range rng.IntN(6) {
+					c.step()
+				}
+				crashed := false
+				crashIn := func() error {
+					if !crashed {
+						crashed = true
+						r.crash(rng)
+					}
+					return errCrash
+				}
+				switch rng.IntN(6) {
+				case 0: // a crash between changes
+					r.crash(rng)
+					r.restart()
+					crashes++
+					sinceCrash = true
+					remounted()
+				case 1: // a clean remount
+					r.reopen()
+					remounted()
+					at = at.Add(time.Minute)
+					got, err := s.Take(VersionOptions{ChunkSize: testCS, Time: at, Host: "t", Force: true})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if versioned && !got.Incremental {
+						t.Fatalf("round %d: the first version after a remount read the whole tree", round)
+					}
+					if got.Incremental {
+						incrementalAfterReopen++
+					}
+					versioned = true
+					at = at.Add(time.Minute)
+					checkAgainstFullWalk(t, r.repo, got, at, fmt.Sprintf("round %d, after a remount", round))
+					continue
+				case 2: // a crash in the middle of a version
+					testHookFlush = crashIn
+					testHookAfterPins = func() error {
+						if crashed {
+							return errCrash
+						}
+						return nil
+					}
+				case 3: // a crash after the version's last batch
+					testHookAfterPins = crashIn
+				}
+				at = at.Add(time.Minute)
+				got, err := s.Take(VersionOptions{ChunkSize: testCS, Time: at, Host: "t", Force: true})
+				testHookFlush, testHookAfterPins = nil, nil
+				if crashed {
+					if !errors.Is(err, errCrash) {
+						t.Fatalf("round %d: a crashed version returned %v", round, err)
+					}
+					crashes++
+					sinceCrash = true
+					r.restart()
+					remounted()
+					at = at.Add(time.Minute)
+					got, err = s.Take(VersionOptions{ChunkSize: testCS, Time: at, Host: "t", Force: true})
+				}
+				if err != nil {
+					t.Fatalf("round %d: %v", round, err)
+				}
+				versioned = true
+				if sinceCrash && got.Incremental {
+					incrementalAfterCrash++
+				}
+				sinceCrash = false
+				at = at.Add(time.Minute)
+				checkAgainstFullWalk(t, r.repo, got, at, fmt.Sprintf("round %d", round))
+			}
+			t.Logf("%d clean remounts, %d crashes, %d incremental versions after a crash", incrementalAfterReopen, crashes, incrementalAfterCrash)
+			if crashes == 0 || incrementalAfterReopen == 0 || incrementalAfterCrash == 0 {
+				t.Fatalf("%d crashes, %d clean remounts: the seed tests too little", crashes, incrementalAfterReopen)
+			}
+			// A damaged cache record: the version reads everything.
+			b := r.repo.Index.NewBatch()
+			b.PutTreeCache(meta.TreeCacheDir, meta.RootIno, []byte{9, 9, 9})
+			if err := b.Commit(true); err != nil {
+				t.Fatal(err)
+			}
+			c.step()
+			r.reopen()
+			remounted()
+			at = at.Add(time.Minute)
+			got, err := s.Take(VersionOptions{ChunkSize: testCS, Time: at, Host: "t", Force: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Incremental {
+				t.Fatal("a version with a damaged cache record took it")
+			}
+			at = at.Add(time.Minute)
+			checkAgainstFullWalk(t, r.repo, got, at, "after a damaged record")
+		})
+	}
+}
+
+// TestVersionerRemountReadsTheChange: the first version after a remount
+// reads as many index records in a mount of 1,650 files as in one of 150
+// (the change marks, the changed file's directory and the root, their
+// cache records), not the tree.
+func TestVersionerRemountReadsTheChange(t *testing.T) {
+	var reads []int64
+	for _, extra := range []int{0, 30} {
+		r := newMemRepo(t, vfs.NewMem())
+		m := &mountTree{t: t, repo: r.repo}
+		m.build(3, 50)
+		// extra directories of 50 files under d0002 (inode root+103).
+		b := r.repo.Index.NewBatch()
+		for d := 0; d < extra; d++ {
+			dino := m.ino()
+			b.PutInode(&meta.Inode{Ino: dino, Mode: syscall.S_IFDIR | 0o755, Nlink: 2})
+			b.PutDirent(&meta.Dirent{Parent: meta.RootIno + 103, Name: fmt.Sprintf("s%03d", d), Ino: dino, Type: syscall.S_IFDIR})
+			for f := 0; f < 50; f++ {
+				fino := m.ino()
+				data := m.content(fino, 0)
+				b.PutInode(&meta.Inode{Ino: fino, Mode: syscall.S_IFREG | 0o640, Nlink: 1, Size: uint64(len(data))})
+				b.PutDirent(&meta.Dirent{Parent: dino, Name: fmt.Sprintf("f%05d", f), Ino: fino, Type: syscall.S_IFREG})
+				m.putChunk(b, fino, data)
+			}
+		}
+		if err := b.Commit(false); err != nil {
+			t.Fatal(err)
+		}
+		at := time.Now().Add(-time.Hour)
+		if _, err := NewVersioner(r.repo).Take(VersionOptions{ChunkSize: testCS, Time: at, Host: "t"}); err != nil {
+			t.Fatal(err)
+		}
+		r.reopen()
+		m.repo = r.repo
+		m.rewrite(meta.RootIno+3, 1) // a file of d0000
+		x := r.repo.Index
+		r0, p0 := x.RecordsRead(), x.PointsRead()
+		rep, err := NewVersioner(r.repo).Take(VersionOptions{ChunkSize: testCS, Time: at.Add(time.Minute), Host: "t"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := x.RecordsRead() - r0 + x.PointsRead() - p0
+		files := uint64(150 + extra*50)
+		if !rep.Incremental || rep.NewChunks != 1 || rep.NewTrees != 2 || rep.Files != files {
+			t.Fatalf("%d files, after a remount: %+v", files, rep)
+		}
+		t.Logf("%d files: the first version after a remount read %d records", files, n)
+		reads = append(reads, n)
+	}
+	if reads[1] != reads[0] {
+		t.Fatalf("records read by the first version after a remount: %d at 150 files, %d at 1,650: it grows with the vault", reads[0], reads[1])
+	}
+}
+
+// BenchmarkVersionRemount measures the first version a Versioner records
+// after a remount (the index closed and opened again, one file changed),
+// against a full walk of the same index after one more change (what the
+// first version after a mount was before the version cache): index
+// records read (scanned and looked up) and CPU time. The vault's first
+// version, which writes the cache, is reported too. On disk, 100 files a
+// directory, like BenchmarkVersion. FINCRYPT_VERSION_FILES (a count)
+// measures that size instead.
+func BenchmarkVersionRemount(b *testing.B) {
+	sizes := []int{10_000, 100_000}
+	if n, err := strconv.Atoi(os.Getenv("FINCRYPT_VERSION_FILES")); err == nil && n >= 100 {
+		sizes = []int{n}
+	}
+	for _, n := range sizes {
+		b.Run(fmt.Sprintf("files=%d", n), func(b *testing.B) {
+			for range b.N {
+				b.StopTimer()
+				r := newMemRepo(b, vfs.Default)
+				m := &mountTree{t: b, repo: r.repo}
+				m.build(n/100, 100)
+				at := time.Now().Add(-time.Hour)
+				reads := func() int64 { return r.repo.Index.RecordsRead() + r.repo.Index.PointsRead() }
+				c0 := cpuTime()
+				first, err := NewVersioner(r.repo).Take(VersionOptions{ChunkSize: testCS, Time: at})
+				if err != nil {
+					b.Fatal(err)
+				}
+				cpu0 := cpuTime() - c0
+				r.reopen()
+				m.repo = r.repo
+				m.rewrite(uint64(n/2), 1)
+				b.StartTimer()
+				r0, c1 := reads(), cpuTime()
+				rep, err := NewVersioner(r.repo).Take(VersionOptions{ChunkSize: testCS, Time: at.Add(time.Minute)})
+				if err != nil {
+					b.Fatal(err)
+				}
+				read1, cpu1 := reads()-r0, cpuTime()-c1
+				b.StopTimer()
+				if !rep.Incremental {
+					b.Fatal("the first version after a remount read the whole tree")
+				}
+				m.rewrite(uint64(n/2), 2)
+				r0, c2 := reads(), cpuTime()
+				if _, err := TakeVersion(r.repo, VersionOptions{ChunkSize: testCS, Time: at.Add(2 * time.Minute)}); err != nil {
+					b.Fatal(err)
+				}
+				readFull, cpuFull := reads()-r0, cpuTime()-c2
+				b.ReportMetric(cpu0.Seconds(), "vault_first_cpu_s")
+				b.ReportMetric(float64(first.IndexBytes), "vault_first_index_B")
+				b.ReportMetric(float64(read1), "remount_records")
+				b.ReportMetric(cpu1.Seconds(), "remount_cpu_s")
+				b.ReportMetric(float64(readFull), "fullwalk_records")
+				b.ReportMetric(cpuFull.Seconds(), "fullwalk_cpu_s")
+				b.StartTimer()
+			}
+		})
 	}
 }

@@ -50,6 +50,7 @@ const (
 	pXattr   = 'X' // X ino(8) mac(16)         -> xattr record
 	pOrphan  = 'O' // O ino(8)                 -> empty (unlinked while open)
 	pPending = 'P' // P chunkid(16)            -> pending feed entry (format 2)
+	// U ... -> the version cache (treecache.go)
 	// K chunkid(16) -> pin record (pins.go, a version of the mount keeps the chunk)
 )
 
@@ -134,7 +135,7 @@ type Index struct {
 	points *atomic.Int64 // point reads (PointsRead), shared with views
 
 	liveFeed liveFeed // see TrackLive
-	treeFeed treeFeed // see TrackTree
+	treeFeed treeFeed // see CutTree
 }
 
 // RecordsRead counts the records that scans and walks of the index have
@@ -213,6 +214,10 @@ func Open(dir string, keys *vault.Keys, opt Options) (*Index, error) {
 	if err := x.checkFormat(opt.ReadOnly); err != nil {
 		db.Close()
 		return nil, err
+	}
+	if err := x.openTreeCache(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("index %s: %w", dir, err)
 	}
 	return x, nil
 }
@@ -468,6 +473,12 @@ func (b *Batch) Commit(sync bool) error {
 	if sync {
 		opt = pebble.Sync
 	}
+	if f := &b.x.treeFeed; f.marks.Load() && (len(b.tree.inodes) > 0 || len(b.tree.dirs) > 0) {
+		// Marked in the current epoch, visible before CutTree ends it.
+		f.cut.RLock()
+		defer f.cut.RUnlock()
+		b.addMarks(f.epoch)
+	}
 	if len(b.refs) > 0 {
 		if err := b.commitRefs(); err != nil {
 			return err
@@ -493,7 +504,6 @@ func (b *Batch) Commit(sync bool) error {
 		b.x.dgen.Add(1)
 	}
 	b.x.noteLive(b.live)
-	b.x.noteTree(&b.tree)
 	b.x.gen.Add(1)
 	return nil
 }
@@ -505,7 +515,7 @@ func (b *Batch) touch(key []byte) {
 	switch {
 	case len(key) > 0 && key[0] == pSegment:
 		b.segs = true
-	case len(key) > 0 && (key[0] == pRepl || key[0] == pPending):
+	case len(key) > 0 && (key[0] == pRepl || key[0] == pPending || key[0] == pTreeCache):
 	default:
 		b.state = true
 		b.dirents = b.dirents || (len(key) > 0 && key[0] == pDirent)

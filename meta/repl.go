@@ -255,7 +255,7 @@ func (x *Index) Export(fn func(key, sealed []byte) error) error {
 	for ok := it.First(); ok; ok = it.Next() {
 		k := it.Key()
 		x.read.Add(1)
-		if len(k) > 0 && (k[0] == pRepl || k[0] == pPending) {
+		if len(k) > 0 && (k[0] == pRepl || k[0] == pPending || k[0] == pTreeCache) {
 			continue
 		}
 		v, err := it.ValueAndErr()
@@ -287,8 +287,7 @@ func (x *Index) Import(records func(fn func(key, sealed []byte) error) error) er
 	if !empty {
 		return ErrNotEmpty
 	}
-	x.stopTracking() // raw records: a RefSum cannot follow them
-	x.breakTree()    // nor the tree feed
+	x.stopTracking() // raw records: a RefSum cannot follow them (nor change marks: an empty index has no version cache)
 	b := x.db.NewBatch()
 	defer b.Close()
 	var buf []byte
@@ -306,8 +305,8 @@ func (x *Index) Import(records func(fn func(key, sealed []byte) error) error) er
 			}
 			return nil
 		}
-		if key[0] == pPending {
-			return nil // derived: rebuilt below
+		if key[0] == pPending || key[0] == pTreeCache {
+			return nil // derived: rebuilt below, or by the next version
 		}
 		return b.Set(key, sealed, nil)
 	})

@@ -55,13 +55,20 @@ func (r *Replicator) fetchChunk(id meta.ChunkID) (sealed []byte, err error) {
 	switch {
 	case err == nil:
 		r.faults.OK("fetch")
-		r.mu.Lock()
-		r.cacheDirty = true // the store holds one more chunk: trim it
-		r.mu.Unlock()
+		r.noteFetched()
 	case !errors.Is(err, chunkstore.ErrNotFound):
 		r.faults.Fail("fetch", err)
 	}
 	return sealed, err
+}
+
+// noteFetched records that the store holds one more chunk, from the
+// network: one a trim can evict.
+func (r *Replicator) noteFetched() {
+	r.fetched.Add(1)
+	r.mu.Lock()
+	r.cacheDirty = true // trim it
+	r.mu.Unlock()
 }
 
 func (r *Replicator) fetchChunkUnprotected(id meta.ChunkID) ([]byte, error) {

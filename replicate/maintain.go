@@ -397,10 +397,13 @@ func trimLow(limit uint64) uint64 { return limit - limit/8 }
 
 func (r *Replicator) evictTo(limit uint64, countOnly bool) (int, error) {
 	// A store of packs knows its bytes: no listing while it is within the
-	// limit, nor again while nothing it holds became evictable (no
-	// segment written) and it grew by less than an eighth of the limit
-	// since a trim that could not bring it under.
-	segGen := r.idx.SegmentGeneration()
+	// limit, nor again after a trim that could not bring it under until
+	// something it holds may have become evictable: a segment written or
+	// changed (an upload committed, a segment became durable), or a chunk
+	// fetched from the network. What else comes in (writes, backup blobs)
+	// waits for its upload, which writes a segment: unuploaded data alone
+	// over the limit is listed once, however much of it comes.
+	segGen, fetched := r.idx.SegmentGeneration(), r.fetched.Load()
 	if n, ok := r.store.Bytes(); ok {
 		r.mu.Lock()
 		r.st.CacheBytes = uint64(n)
@@ -409,7 +412,7 @@ func (r *Replicator) evictTo(limit uint64, countOnly bool) (int, error) {
 		if countOnly || uint64(n) <= limit {
 			return 0, nil
 		}
-		if stuck.set && stuck.segGen == segGen && uint64(n) < stuck.bytes+limit/8 {
+		if stuck.set && stuck.segGen == segGen && stuck.fetched == fetched {
 			return 0, nil
 		}
 	}
@@ -442,7 +445,7 @@ func (r *Replicator) evictTo(limit uint64, countOnly bool) (int, error) {
 	low := trimLow(limit)
 	defer func() {
 		r.mu.Lock()
-		r.trimStuck = trimStuck{set: total > limit, bytes: total, segGen: segGen}
+		r.trimStuck = trimStuck{set: total > limit, segGen: segGen, fetched: fetched}
 		r.mu.Unlock()
 	}()
 	for _, c := range local {

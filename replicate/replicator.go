@@ -66,11 +66,12 @@ type Replicator struct {
 
 	// Passes that would grow with the vault, gated on change (tests count
 	// them in passes, rounds and hashes).
-	rounds      atomic.Int64 // rounds run
-	passes      passCounters // periodic passes that read the whole index or store
-	hashes      atomic.Int64 // full hashes of the live index (protect.go)
-	segStats    segStats     // segment counts for Status
-	segStatsGen uint64       // 1 + the segment generation they were read at
+	rounds      atomic.Int64  // rounds run
+	fetched     atomic.Uint64 // chunks fetched into the store (each one evictable)
+	passes      passCounters  // periodic passes that read the whole index or store
+	hashes      atomic.Int64  // full hashes of the live index (protect.go)
+	segStats    segStats      // segment counts for Status
+	segStatsGen uint64        // 1 + the segment generation they were read at
 	// evictGen is 1 + the index generation at the last cache trim;
 	// evictEvery how often a change of the index calls for one.
 	evictEvery time.Duration
@@ -89,6 +90,7 @@ type Replicator struct {
 	// Restorability (protect.go); guarded by mu.
 	protMu           sync.Mutex   // serialises computing the live state hash
 	snapMu           sync.Mutex   // serialises taking snapshots
+	snapBlob         int          // the last export's size (under snapMu): the next one's buffer
 	protGen          uint64       // 1 + the index generation protHash was computed at
 	protKey          []byte       // the key file protHash covers
 	protHash         []byte       // state hash of the live index
@@ -142,11 +144,12 @@ type passCounters struct {
 }
 
 // trimStuck is what the last trim that listed the store left: still over
-// the limit (set) with bytes, at segment generation segGen.
+// the limit (set), at segment generation segGen, after fetched fetches
+// into the store.
 type trimStuck struct {
-	set    bool
-	bytes  uint64
-	segGen uint64
+	set     bool
+	segGen  uint64
+	fetched uint64
 }
 
 type timedErr struct {

@@ -110,6 +110,38 @@ func encodeRecords(recs []record) []byte {
 	return b
 }
 
+// exportBlob serialises the index (meta.Index.ExportState) as
+// encodeRecords does, writing each record into the blob as the export
+// reads it: the records are held once, not copied one by one first. hint
+// is the size expected (the last export's, and some): a blob that fits
+// is never copied to grow.
+func exportBlob(idx *meta.Index, hint int) (blob []byte, missing []meta.ChunkID, err error) {
+	blob = make([]byte, 0, max(hint, len(snapshotMagic)))
+	blob = append(blob, snapshotMagic...)
+	missing, err = idx.ExportState(func(k, v []byte) error {
+		blob = binary.BigEndian.AppendUint32(blob, uint32(len(k)))
+		blob = append(blob, k...)
+		blob = binary.BigEndian.AppendUint32(blob, uint32(len(v)))
+		blob = append(blob, v...)
+		return nil
+	})
+	return blob, missing, err
+}
+
+// mergeRecords returns the serialised records of blob and extra, in key
+// order (the export's order, which the state hash follows).
+func mergeRecords(blob []byte, extra []record) ([]byte, error) {
+	recs := extra
+	if err := importRecords(blob)(func(k, v []byte) error {
+		recs = append(recs, record{k, v}) // slices of blob: not copied
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(recs, func(a, b record) int { return bytes.Compare(a.key, b.key) })
+	return encodeRecords(recs), nil
+}
+
 // importRecords walks a serialised index.
 func importRecords(b []byte) func(fn func(key, sealed []byte) error) error {
 	return func(fn func(key, sealed []byte) error) error {
@@ -166,15 +198,12 @@ func (r *Replicator) takeSnapshot() error {
 	exportAt := time.Now()
 	// Read before the export: the snapshot covers at least this state.
 	sg := r.idx.StateGeneration()
-	var recs []record
-	missing, err := r.idx.ExportState(func(k, v []byte) error {
-		recs = append(recs, record{bytes.Clone(k), bytes.Clone(v)})
-		return nil
-	})
+	blob, missing, err := exportBlob(r.idx, r.snapBlob+r.snapBlob/8)
 	if err != nil {
 		r.noteErr(fmt.Errorf("snapshot: %w", err))
 		return nil
 	}
+	r.snapBlob = len(blob)
 	if len(missing) > 0 {
 		r.mu.Lock()
 		r.flushing = true
@@ -198,7 +227,10 @@ func (r *Replicator) takeSnapshot() error {
 				return nil
 			}
 			if len(still) == 0 {
-				recs = append(recs, extra...)
+				if blob, err = mergeRecords(blob, extra); err != nil {
+					r.noteErr(fmt.Errorf("snapshot: %w", err))
+					return nil
+				}
 				break
 			}
 			if attempt == 3 || r.ctx.Err() != nil {
@@ -208,16 +240,8 @@ func (r *Replicator) takeSnapshot() error {
 				return nil
 			}
 		}
-		slices.SortFunc(recs, func(a, b record) int { return bytes.Compare(a.key, b.key) })
 	}
-	sum, err := stateHash(r.idx, keyFile, func(fn func(key, sealed []byte) error) error {
-		for _, rc := range recs {
-			if err := fn(rc.key, rc.sealed); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	sum, err := stateHash(r.idx, keyFile, importRecords(blob))
 	if err != nil {
 		r.noteErr(fmt.Errorf("snapshot: %w", err))
 		return nil
@@ -234,7 +258,7 @@ func (r *Replicator) takeSnapshot() error {
 	if same {
 		return nil
 	}
-	return r.snapshot(keyFile, encodeRecords(recs), sum, exportAt, sg, len(missing) == 0)
+	return r.snapshot(keyFile, blob, sum, exportAt, sg, len(missing) == 0)
 }
 
 // snapshot stores blob as the account's newest snapshot; sum is its state

@@ -78,3 +78,87 @@ func TestTrimFollowsChanges(t *testing.T) {
 		t.Fatalf("listings grow with the store: %d at 200 chunks, %d at 2,000", listings[0], listings[1])
 	}
 }
+
+// TestTrimWaitsForEvictable: a store held over its limit by chunks no
+// segment holds yet (written, not uploaded) is listed once, however much
+// more unuploaded data comes in (the old trim listed it again at every
+// eighth of the limit: 16 times here); a segment committed or a chunk
+// fetched from the network (each can make chunks evictable) makes the next
+// trim list it, once, and a trim that then evicts brings it under.
+func TestTrimWaitsForEvictable(t *testing.T) {
+	const chunk = 1024
+	_, idx, store := localVault(t)
+	r := &Replicator{idx: idx, store: store, log: slog.New(slog.DiscardHandler)}
+	const limit = 64 * chunk
+	put := func(n int) []meta.ChunkID {
+		var ids []meta.ChunkID
+		for range n {
+			id := chunkstore.NewID()
+			if err := store.Put(id, make([]byte, chunk)); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	trim := func() {
+		t.Helper()
+		if _, err := r.evictTo(limit, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One durable segment (of other chunks), then three times the limit
+	// of pending chunks, a trim after each.
+	seg := &meta.Segment{ID: meta.SegmentID{1}, Kind: meta.KindData, State: meta.SegmentDurable, K: 2, N: 4, Healthy: 4, Class: 1 << 20}
+	b := idx.NewBatch()
+	b.PutSegment(seg)
+	if err := b.Commit(false); err != nil {
+		t.Fatal(err)
+	}
+	var pending []meta.ChunkID
+	for range 3 * limit / chunk {
+		pending = append(pending, put(1)...)
+		trim()
+	}
+	n, _ := store.Bytes()
+	got := r.passes.evict.Load()
+	t.Logf("%d listings while %d bytes of unuploaded chunks came in, over a limit of %d", got, n, limit)
+	if got != 1 {
+		t.Fatalf("%d listings of a store that only unuploaded chunks keep over its limit, want 1", got)
+	}
+	if uint64(n) != 3*limit {
+		t.Fatalf("the store holds %d bytes, want %d (every pending chunk)", n, 3*limit)
+	}
+	// A fetch: the next trim lists (once) and evicts the fetched chunk.
+	fetched := put(1)
+	b = idx.NewBatch()
+	b.PutLocation(fetched[0], &meta.Location{Segment: seg.ID, Length: chunk})
+	if err := b.Commit(false); err != nil {
+		t.Fatal(err)
+	}
+	r.noteFetched()
+	trim()
+	trim()
+	if got := r.passes.evict.Load(); got != 2 {
+		t.Fatalf("%d listings after a fetch, want 2", got)
+	}
+	if _, err := store.Size(fetched[0]); err == nil {
+		t.Fatal("the fetched chunk was not evicted")
+	}
+	// The pending chunks are uploaded: one segment; the next trim lists
+	// and brings the store under the limit.
+	seg2 := &meta.Segment{ID: meta.SegmentID{2}, Kind: meta.KindData, State: meta.SegmentDurable, K: 2, N: 4, Healthy: 4, Class: 1 << 20}
+	b = idx.NewBatch()
+	b.PutSegment(seg2)
+	for i, id := range pending {
+		b.PutLocation(id, &meta.Location{Segment: seg2.ID, Offset: uint32(i * chunk), Length: chunk})
+	}
+	if err := b.Commit(false); err != nil {
+		t.Fatal(err)
+	}
+	trim()
+	trim()
+	if n, _ := store.Bytes(); uint64(n) > limit || r.passes.evict.Load() != 3 {
+		t.Fatalf("after the upload: %d bytes (limit %d), %d listings (want 3)", n, limit, r.passes.evict.Load())
+	}
+}
