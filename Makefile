@@ -39,13 +39,10 @@ test: build lint tools deps
 # the code 5-20 times slower, so it leaves out the tests that only add time
 # there: external tools (git, tar, cp) on the mount, the long replication
 # scenario (timing-bound under the detector; its paths run in the others), the
-# idle-scan and placement-bound tests, and the count of segment downloads of a
-# sequential read (under the detector a read-ahead segment can leave the
-# segment cache before its last chunk is read, and is downloaded again; the
-# count is asserted in the run without it); TestPOSIX uses a smaller big
+# idle-scan and placement-bound tests; TestPOSIX uses a smaller big
 # directory.
 RACE_PKGS ?= ./chunkstore ./meta ./internal/fault ./replicate ./fs ./mediator
-RACE_SKIP ?= ^(TestExternalTools|TestReplication|TestIdleMountDoesNotScan|TestPendingPlacementsPerAccountAreBounded|TestSequentialReadPrefetches)$$
+RACE_SKIP ?= ^(TestExternalTools|TestReplication|TestIdleMountDoesNotScan|TestPendingPlacementsPerAccountAreBounded)$$
 test-race:
 	$(GO) test -race -short -count=1 -timeout $(TEST_TIMEOUT) -skip '$(RACE_SKIP)' $(RACE_PKGS)
 

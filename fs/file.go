@@ -15,6 +15,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/fincrypt/fincrypt/chunkstore"
+	"github.com/fincrypt/fincrypt/internal/readwin"
 	"github.com/fincrypt/fincrypt/meta"
 	"github.com/fincrypt/fincrypt/vault"
 )
@@ -381,7 +382,7 @@ type prefetch struct {
 // parallel: reading chunk files from disk and opening them overlap with each
 // other and with the reader. It bounds the memory too (readAhead chunks per
 // sequential reader, and the reorderChunks before them).
-const readAhead = 4
+const readAhead = readwin.Ahead
 
 // reorderChunks is how far out of order, in chunks, a sequential reader's
 // READs may arrive and still count as sequential, and how far behind the
@@ -395,7 +396,7 @@ const readAhead = 4
 // readAhead (256 MiB read back after a restore: 1.6 loads per chunk keeping
 // 2 behind, 1.03 keeping 8).
 func (r *fsys) reorderChunks() uint64 {
-	return max(2*readAhead, 2*readAheadKB<<10/r.cs)
+	return readwin.ReorderChunks(r.cs)
 }
 
 // near reports whether a read of chunk idx continues a sequential reader

@@ -34,6 +34,7 @@ import (
 	"github.com/fincrypt/fincrypt/chunkstore"
 	"github.com/fincrypt/fincrypt/internal/fault"
 	"github.com/fincrypt/fincrypt/internal/fsutil"
+	"github.com/fincrypt/fincrypt/internal/readwin"
 	"github.com/fincrypt/fincrypt/meta"
 	"github.com/fincrypt/fincrypt/vault"
 )
@@ -389,7 +390,7 @@ func fuseLogger(h slog.Handler, trace bool) *log.Logger {
 // FUSE mount 128 KiB whatever the server asks for at INIT, so a cold
 // sequential reader waits for each 256 KiB request in turn; with a few MiB
 // read ahead, several chunks are asked for (and loaded) at once.
-const readAheadKB = 4096
+const readAheadKB = readwin.KernelKB
 
 // raiseReadAhead sets the read-ahead of the mount's backing device info
 // (/sys/class/bdi/MAJOR:MINOR/read_ahead_kb, writable by root). Elsewhere it

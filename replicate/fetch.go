@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/fincrypt/fincrypt/chunkstore"
 	"github.com/fincrypt/fincrypt/erasure"
 	"github.com/fincrypt/fincrypt/internal/fault"
+	"github.com/fincrypt/fincrypt/internal/readwin"
 	"github.com/fincrypt/fincrypt/mediator"
 	"github.com/fincrypt/fincrypt/meta"
 	fnet "github.com/fincrypt/fincrypt/net"
@@ -20,19 +22,40 @@ import (
 // fetchTimeout bounds the fetch of one evicted chunk's segment.
 const fetchTimeout = 2 * time.Minute
 
-// segCacheSize and segCacheBytes bound the decoded segments kept in
-// memory, so that reading a segment's chunks one after another downloads it
-// once: the one being read, the prefetchAhead next, and room for the file
-// system's own read-ahead of several chunks (which may span segments) and a
-// reader that goes back a little; at most about 72 MiB of the largest.
-const (
-	segCacheSize  = 8
-	segCacheBytes = 72 << 20
-)
+// segCacheMin is the least memory the decoded segments may take.
+const segCacheMin = 72 << 20
+
+// segCacheBytes bounds the decoded segments kept in memory for readers of
+// chunks of cs bytes. Segments whose chunks have all been handed to the
+// store (which keeps them) leave first, so that a segment is kept until
+// every chunk it holds has been taken and reading a segment's chunks, in
+// any order the file system's read-ahead asks for them, downloads it once.
+// The segments a sequential reader has not taken
+// whole are those its window overlaps (readwin.Bytes of the file, plus one
+// segment at either end) and those fetched ahead of it (prefetchAhead):
+// the bound holds them all at the largest size class, and never less than
+// segCacheMin. A segment that leaves under this bound (random reads, or a
+// segment with chunks no reader asks for: superseded, or another file's)
+// is the least recently used of those not taken whole.
+func segCacheBytes(cs uint64) int {
+	largest := uint64(SizeClasses[len(SizeClasses)-1])
+	return int(max(segCacheMin, readwin.Bytes(cs)+(prefetchAhead+2)*largest))
+}
+
+// segDoneMax bounds the segments remembered as taken whole (segDone), which
+// the read-ahead does not fetch again.
+const segDoneMax = 256
 
 type cachedSegment struct {
 	id   meta.SegmentID
 	data []byte
+	// used is the segment's bytes of sealed chunks; taken the offsets of
+	// the chunks handed out, and takenBytes their length: at used, every
+	// chunk is in the store and the segment is taken whole.
+	used       uint64
+	taken      map[uint32]struct{}
+	takenBytes uint64
+	whole      bool
 }
 
 type fetchCall struct {
@@ -91,6 +114,7 @@ func (r *Replicator) fetchChunkUnprotected(id meta.ChunkID) ([]byte, error) {
 	if end > uint64(len(data)) {
 		return nil, fmt.Errorf("segment %s: location %d+%d beyond its %d bytes: %w", seg.ID, loc.Offset, loc.Length, len(data), meta.ErrCorrupt)
 	}
+	r.takeChunk(seg.ID, loc)
 	// The segment's bytes are never written once decoded (the cache and
 	// every reader share them), and the store only reads what a fetcher
 	// returns: the chunk is handed over without a copy.
@@ -110,25 +134,45 @@ func (r *Replicator) segment(seg meta.Segment) ([]byte, error) {
 // error (the read that needs the segment will).
 func (r *Replicator) fetchSegment(seg meta.Segment, prefetch bool) ([]byte, error) {
 	r.fetchMu.Lock()
-	for i, c := range r.segCache {
-		if c.id == seg.ID {
-			// Least recently used goes first: a segment whose chunks are
-			// still being read (the file system reads several ahead) stays.
-			r.segCache = append(append(r.segCache[:i:i], r.segCache[i+1:]...), c)
-			r.fetchMu.Unlock()
-			return c.data, nil
-		}
+	if data, ok := r.cachedLocked(seg.ID); ok {
+		r.fetchMu.Unlock()
+		return data, nil
 	}
 	if call := r.fetching[seg.ID]; call != nil {
 		r.fetchMu.Unlock()
 		<-call.done
 		return call.data, call.err
 	}
-	call := &fetchCall{done: make(chan struct{})}
-	r.fetching[seg.ID] = call
+	call := r.startFetchLocked(seg.ID)
 	r.fetchMu.Unlock()
-	r.segFetches.Add(1)
+	r.download(seg, call, prefetch)
+	return call.data, call.err
+}
 
+// cachedLocked returns a decoded segment from the cache, which it marks
+// the most recently used; caller holds fetchMu.
+func (r *Replicator) cachedLocked(id meta.SegmentID) ([]byte, bool) {
+	for i, c := range r.segCache {
+		if c.id == id {
+			r.segCache = append(append(r.segCache[:i:i], r.segCache[i+1:]...), c)
+			return c.data, true
+		}
+	}
+	return nil, false
+}
+
+// startFetchLocked registers the download of segment id, which concurrent
+// requests for it then wait for; caller holds fetchMu and runs download.
+func (r *Replicator) startFetchLocked(id meta.SegmentID) *fetchCall {
+	call := &fetchCall{done: make(chan struct{})}
+	r.fetching[id] = call
+	r.segFetches.Add(1)
+	return call
+}
+
+// download fetches segment seg for call, keeps it decoded until its
+// chunks are taken (takeChunk) and ends the call.
+func (r *Replicator) download(seg meta.Segment, call *fetchCall, prefetch bool) {
 	// Protected, so that a fault cannot leave the call open: every reader
 	// waiting on it would wait forever.
 	call.err = r.faults.Protect("fetch", func() error {
@@ -143,14 +187,20 @@ func (r *Replicator) fetchSegment(seg meta.Segment, prefetch bool) ([]byte, erro
 	r.fetchMu.Lock()
 	delete(r.fetching, seg.ID)
 	if call.err == nil {
-		r.segCache = append(r.segCache, cachedSegment{seg.ID, call.data})
+		if i := slices.Index(r.segDone, seg.ID); i >= 0 {
+			r.segDone = slices.Delete(r.segDone, i, i+1)
+		}
+		r.segCache = append(r.segCache, cachedSegment{id: seg.ID, data: call.data, used: uint64(seg.Used)})
 		total := 0
 		for _, c := range r.segCache {
 			total += len(c.data)
 		}
-		for len(r.segCache) > 1 && (len(r.segCache) > segCacheSize || total > segCacheBytes) {
-			total -= len(r.segCache[0].data)
-			r.segCache = r.segCache[1:]
+		for len(r.segCache) > 1 && total > r.segBudget {
+			// Segments taken whole go first, then the least recently
+			// used.
+			i := max(0, slices.IndexFunc(r.segCache, func(c cachedSegment) bool { return c.whole }))
+			total -= len(r.segCache[i].data)
+			r.segCache = slices.Delete(r.segCache, i, i+1)
 		}
 	}
 	r.fetchMu.Unlock()
@@ -158,7 +208,36 @@ func (r *Replicator) fetchSegment(seg meta.Segment, prefetch bool) ([]byte, erro
 	if call.err != nil && !prefetch {
 		r.noteErr(call.err)
 	}
-	return call.data, call.err
+}
+
+// takeChunk notes that the chunk at loc was handed out of its decoded
+// segment (to the store, which keeps it). A segment whose chunks have all
+// been taken is the first to leave the cache when it is full: no read
+// needs it again. It is remembered (segDone) so that read-ahead does not
+// fetch it again once it has left.
+func (r *Replicator) takeChunk(id meta.SegmentID, loc meta.Location) {
+	r.fetchMu.Lock()
+	defer r.fetchMu.Unlock()
+	i := slices.IndexFunc(r.segCache, func(c cachedSegment) bool { return c.id == id })
+	if i < 0 {
+		return
+	}
+	c := &r.segCache[i]
+	if _, ok := c.taken[loc.Offset]; ok || c.whole {
+		return
+	}
+	if c.taken == nil {
+		c.taken = map[uint32]struct{}{}
+	}
+	c.taken[loc.Offset] = struct{}{}
+	if c.takenBytes += uint64(loc.Length); c.used == 0 || c.takenBytes < c.used {
+		return
+	}
+	c.whole = true
+	if len(r.segDone) >= segDoneMax {
+		r.segDone = r.segDone[1:]
+	}
+	r.segDone = append(r.segDone, id)
 }
 
 // prefetchAhead is how many data segments are fetched ahead of a
@@ -194,14 +273,18 @@ func (r *Replicator) prefetchAfter(seg meta.Segment) {
 		return // not a sequential reader
 	}
 	for _, next := range order.segs[pos+1 : min(pos+1+prefetchAhead, len(order.segs))] {
+		// Not a segment being fetched or decoded, nor one whose chunks
+		// were all taken (they are in the store). The download is
+		// registered before the lock is let go: a read that needs the
+		// segment meanwhile waits for it rather than fetching it too.
 		r.fetchMu.Lock()
-		busy := r.fetching[next.ID] != nil || r.closed
-		for _, c := range r.segCache {
-			busy = busy || c.id == next.ID
-		}
+		busy := r.fetching[next.ID] != nil || r.closed || slices.Contains(r.segDone, next.ID) ||
+			slices.ContainsFunc(r.segCache, func(c cachedSegment) bool { return c.id == next.ID })
+		var call *fetchCall
 		if !busy {
 			r.prefetches.Add(1)
 			r.prefetched.Add(1)
+			call = r.startFetchLocked(next.ID)
 		}
 		r.fetchMu.Unlock()
 		if busy {
@@ -209,7 +292,7 @@ func (r *Replicator) prefetchAfter(seg meta.Segment) {
 		}
 		go func() {
 			defer r.prefetches.Done()
-			r.fetchSegment(next, true)
+			r.download(next, call, true)
 		}()
 	}
 }
@@ -253,7 +336,7 @@ func (r *Replicator) segmentOrder() *segOrder {
 // dropSegmentCache forgets decoded segments (tests that drop the cache).
 func (r *Replicator) dropSegmentCache() {
 	r.fetchMu.Lock()
-	r.segCache = nil
+	r.segCache, r.segDone = nil, nil
 	r.fetchMu.Unlock()
 }
 

@@ -117,9 +117,14 @@ type Replicator struct {
 
 	segBufs sync.Pool // *[]byte of EncodedSize(MaxSegment) (segBuf)
 
-	fetchMu    sync.Mutex
-	fetching   map[meta.SegmentID]*fetchCall
-	segCache   []cachedSegment
+	fetchMu  sync.Mutex
+	fetching map[meta.SegmentID]*fetchCall
+	segCache []cachedSegment
+	// segBudget is the bytes segCache may hold (segCacheBytes); segDone
+	// the segments whose chunks were all taken, latest last (takeChunk).
+	segBudget int
+	segDone   []meta.SegmentID
+
 	lastRead   meta.SegmentID // the segment a read needed last (prefetchAfter)
 	segOrder   *segOrder      // data segments in the order stored (read-ahead)
 	closed     bool           // Close began: no new prefetch
@@ -177,6 +182,7 @@ func New(v *vault.Vault, idx *meta.Index, store *chunkstore.Store, client *media
 		done: make(chan struct{}), kick: make(chan struct{}, 1),
 		inflight: map[meta.ChunkID]struct{}{}, firstSeen: map[meta.ChunkID]time.Time{},
 		fetching: map[meta.SegmentID]*fetchCall{}, intentsLeft: true, evictEvery: evictEvery}
+	r.segBudget = segCacheBytes(uint64(v.KeyFile.ChunkSize))
 	r.uploads = newTransferStats("upload", "uploads", "uploaded to the nodes")
 	r.fetches = newTransferStats("fetch", "fetches", "fetched from the network")
 	r.ctx, r.cancel = context.WithCancel(context.Background())
