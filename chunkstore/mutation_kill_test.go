@@ -527,3 +527,47 @@ func TestIndexesDurableAfterSync(t *testing.T) {
 		t.Fatalf("after a power cut: %d of %d packs read from their index, %d scanned; want all but the active one indexed", s2.packs.indexed, npacks, s2.packs.scanned)
 	}
 }
+
+// TestTornTailByAFewBytes: a last record that lacks only its last bytes
+// (up to a record header's length) is a torn tail like any other: the
+// store opens, every earlier chunk reads, the torn one is not there.
+// Mutant: pack.go:326 (`off+recHeaderSize+int64(n)` → `off-recHeaderSize+`:
+// a record up to 32 bytes past the end taken, its payload read past the
+// end of the file, and the open failing).
+func TestTornTailByAFewBytes(t *testing.T) {
+	for _, cut := range []int64{1, 10, recHeaderSize - 1, recHeaderSize} {
+		rng := rand.New(rand.NewPCG(21, uint64(cut)))
+		dir := filepath.Join(t.TempDir(), "store")
+		s, err := Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := fillStore(t, s, rng, 10)
+		torn := NewID()
+		if err := s.Put(torn, randBytes(rng, 500)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		packs := packFiles(t, dir)
+		stripIndex(t, packs[len(packs)-1])
+		st, err := os.Stat(packs[len(packs)-1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(packs[len(packs)-1], st.Size()-cut); err != nil {
+			t.Fatal(err)
+		}
+		s2, err := Open(dir)
+		if err != nil {
+			t.Fatalf("the last record %d bytes short: %v", cut, err)
+		}
+		checkAll(t, s2, m)
+		if _, err := s2.Get(torn, nil); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("the last record %d bytes short: %v, want ErrNotFound", cut, err)
+		}
+		s2.Close()
+	}
+}
