@@ -21,7 +21,7 @@ import (
 )
 
 // TestParseFormatBounds: FORMAT names format 1 or 2; anything else is
-// refused with the text it holds.
+// refused.
 func TestParseFormatBounds(t *testing.T) {
 	for text, want := range map[string]int{
 		"fincrypt chunk store 1\n": FormatFiles,
@@ -47,7 +47,7 @@ func TestParseFormatBounds(t *testing.T) {
 	}
 }
 
-// writePack writes a pack file at path holding a header and, for each
+// writePack writes into f a pack holding a header and, for each
 // payload, a chunk record; it returns the records' index entries and the
 // pack's size.
 func writePack(t *testing.T, f packFile, seq uint64, ids []meta.ChunkID, payloads [][]byte) ([]idxEntry, int64) {
