@@ -251,6 +251,10 @@ func (ps *packSet) seal(p *pack, ents []idxEntry, sealed int64) {
 	}
 	p.size += int64(len(buf))
 	p.dirty = true
+	// A record for sync to make durable: without it a sync that finds no
+	// record appended since the last one skips the packs, and the index
+	// stays unsynced until more chunks come.
+	ps.gen++
 	p.recs, p.sealPending = nil, false
 	ps.sealed++
 	compactStep("index written")
