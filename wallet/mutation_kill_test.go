@@ -403,3 +403,51 @@ func TestPayoutFeeSharesSumToFee(t *testing.T) {
 		t.Fatalf("fee %d, shares %+v", p.Fee, p.Outputs)
 	}
 }
+
+// TestPayoutSpendsLargestCreditedCoinsFirst: coins are spent largest
+// first, whatever their outpoints; a deposit seen but not credited to its
+// account is never spent, change of the wallet's own (no account) is.
+func TestPayoutSpendsLargestCreditedCoinsFirst(t *testing.T) {
+	// The smaller coin has the smaller outpoint (hash 01.. before 02..).
+	w := payoutWallet(t, 10_000, map[string]int64{"n": 20_000}, 5_000, 30_000)
+	p, err := payoutPSBT(t, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Inputs) != 1 || p.Change != 10_000 {
+		t.Fatalf("inputs %v change %d, want the 30000 coin alone", p.Inputs, p.Change)
+	}
+
+	// The one coin uncredited: nothing to spend. Then the same coin as
+	// change (no account): spent.
+	for _, tc := range []struct {
+		acct string
+		ok   bool
+	}{{"acct", false}, {"", true}} {
+		w := payoutWallet(t, 10_000, map[string]int64{"n": 20_000}, 30_000)
+		tx := w.begin()
+		var key string
+		var u utxo
+		if err := tx.scan(pUTXO, func(k string, v []byte) error {
+			x, err := decodeUTXO(v)
+			key, u = k, *x
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		u.Account, u.CreditKey = tc.acct, ""
+		if err := tx.setJSON(pUTXO+key, &u); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.commit(); err != nil {
+			t.Fatal(err)
+		}
+		p, err := payoutPSBT(t, w)
+		if tc.ok && (err != nil || p == nil || len(p.Inputs) != 1) {
+			t.Fatalf("change coin not spent: %+v %v", p, err)
+		}
+		if !tc.ok && !errors.Is(err, ErrInsufficientFunds) {
+			t.Fatalf("uncredited deposit spent: %+v %v", p, err)
+		}
+	}
+}
