@@ -55,6 +55,9 @@ func TestSettleInputBounds(t *testing.T) {
 	try("holding price -1", false, func(in *PeriodInput) { in.Holdings[0].Price = price(-1) })
 	try("holding price 21e14", true, func(in *PeriodInput) { in.Holdings[0].Price = price(21e14); in.Holdings[0].Bytes = 1 })
 	try("holding price 21e14+1", false, func(in *PeriodInput) { in.Holdings[0].Price = price(21e14 + 1) })
+	try("owes more than 2^63 sat", false, func(in *PeriodInput) {
+		in.Holdings[0].Bytes, in.Nodes[0].PriceSatPerGiBMonth = 1<<62, 21e14
+	})
 	try("holding twice", false, func(in *PeriodInput) { in.Holdings = append(in.Holdings, in.Holdings[0]) })
 	try("holding on another node of the same account", true, func(in *PeriodInput) {
 		in.Holdings = append(in.Holdings, Holding{Node: "n2", Account: "alice", Bytes: GiB, Passed: true})
