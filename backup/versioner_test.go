@@ -297,24 +297,7 @@ func TestVersionerMatchesFullWalk(t *testing.T) {
 					t.Fatalf("round %d: an incremental version after a forget deleted trees", round)
 				}
 				at = at.Add(time.Minute)
-				want, err := TakeVersion(repo, VersionOptions{ChunkSize: testCS, Time: at, Host: "t", Force: true})
-				if err != nil {
-					t.Fatal(err)
-				}
-				gs, err1 := FindSnapshot(repo.Index, got.Snapshot)
-				ws, err2 := FindSnapshot(repo.Index, want.Snapshot)
-				if err := errors.Join(err1, err2); err != nil {
-					t.Fatal(err)
-				}
-				if gs.Tree != ws.Tree {
-					t.Fatalf("round %d: the Versioner's tree %x, a full walk's %x", round, gs.Tree[:], ws.Tree[:])
-				}
-				if got.Files != want.Files || got.Dirs != want.Dirs || got.Skipped != want.Skipped || got.TotalBytes != want.TotalBytes {
-					t.Fatalf("round %d: totals %+v, a full walk's %+v", round, got, want)
-				}
-				if want.NewTrees != 0 || want.NewChunks != 0 {
-					t.Fatalf("round %d: the full walk after the Versioner added %d trees and %d pins", round, want.NewTrees, want.NewChunks)
-				}
+				checkAgainstFullWalk(t, repo, got, at, fmt.Sprintf("round %d", round))
 			}
 			if incremental < 15 {
 				t.Fatalf("only %d of 25 versions were incremental", incremental)
