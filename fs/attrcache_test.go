@@ -342,3 +342,55 @@ func TestReadOnlyOpenLoadsAheadNotStale(t *testing.T) {
 	tm.unmount()
 	checkVault(t, home)
 }
+
+// TestAttrAfterTheWorkerCommitsTimes: a reply for an open file whose
+// inode was read before the sealing worker committed the file's times
+// (CI's -race run: an append's mtime went back to the old one) carries
+// the committed times, not the caller's.
+func TestAttrAfterTheWorkerCommitsTimes(t *testing.T) {
+	requireFUSE(t)
+	tm := mountVault(t, newVault(t, vault.CreateOptions{ChunkSize: 4096}))
+	f := tm.path("f")
+	old := time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)
+	writeFile(t, f, []byte("abc"))
+	if err := os.Chtimes(f, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := tm.m.WaitIdle(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	ino := lstat(t, f).Ino
+	a, err := os.OpenFile(f, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	hold := tm.m.HoldSealing()
+	if _, err := a.Write(make([]byte, 4096-3)); err != nil { // fills chunk 0: queued for sealing
+		hold()
+		t.Fatal(err)
+	}
+	stale, err := tm.m.Index().GetInode(ino)
+	if err != nil || stale.Mtime != old.UnixNano() {
+		hold()
+		t.Fatalf("the index before the commit: %+v, %v", stale, err)
+	}
+	hold()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		in, err := tm.m.Index().GetInode(ino)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if in.Mtime > old.UnixNano() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the worker did not commit the append's times within a minute")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := tm.m.MtimeAs(&stale); got <= old.UnixNano() {
+		t.Fatalf("a reply built from an inode read before the commit has mtime %v, the old one", time.Unix(0, got).UTC())
+	}
+}

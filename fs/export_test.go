@@ -134,3 +134,11 @@ func CheckedIndex(t testing.TB) func() *meta.Index {
 	t.Cleanup(func() { checkOpened = nil })
 	return func() *meta.Index { return idx }
 }
+
+// MtimeAs returns the mtime the mount replies with for inode in, as a
+// caller read it from the index.
+func (m *Mounted) MtimeAs(in *meta.Inode) int64 {
+	var out fuse.Attr
+	m.r.fillAttr(in, &out)
+	return int64(out.Mtime)*1e9 + int64(out.Mtimensec)
+}

@@ -66,6 +66,11 @@ type openFile struct {
 	// index (write, truncate) and cleared by unsavedOpenFiles when it sees
 	// the file holding nothing unsaved: a file it finds busy (of.mu held by
 	// a read from the network) counts as unsaved while touched.
+	// timesCommitted: times of its writes were committed while open
+	// (fillAttr then reads them from the index, not from a caller's
+	// inode that may predate that commit); guarded by mu.
+	timesCommitted bool
+
 	touched   atomic.Bool
 	touchedAt time.Time // the first change since last seen clean; zero: none seen (guarded by mu)
 }
@@ -981,6 +986,7 @@ func (of *openFile) commit(done []sealed, drop func(b *meta.Batch) ([]meta.Chunk
 	n.Size = of.size
 	if of.dirtyTimes {
 		n.Mtime, n.Ctime = of.mtime, of.mtime
+		of.timesCommitted = true
 	}
 	b.PutInode(&n)
 	if err := b.Commit(false); err != nil {

@@ -36,6 +36,12 @@ func (r *fsys) fillAttr(in *meta.Inode, out *fuse.Attr) {
 			size = of.size
 			if of.dirtyTimes {
 				mtime, ctime = of.mtime, of.mtime
+			} else if of.timesCommitted {
+				// in may predate the commit that wrote the file's times
+				// (a chunk's, by the sealing worker): read what it wrote.
+				if now, err := r.idx.GetInode(in.Ino); err == nil {
+					mtime, ctime = now.Mtime, now.Ctime
+				}
 			}
 			of.mu.Unlock()
 		} else if recent {
