@@ -405,7 +405,16 @@ func (p *pass) saveTrie(path string, t *trieNode, parent *Tree) (meta.TreeID, er
 				p.skip(full, "not a directory")
 				continue
 			}
-			n, err = p.nodeOf(full, fi)
+			if p.changed != nil && pn != nil && pn.Type == TypeDir {
+				// A watcher's pass looks only at what changed: the
+				// directories above the folders keep the metadata the
+				// last full pass read. Otherwise any program's file in
+				// /home or /tmp would make each pass a new snapshot.
+				c := *pn
+				n = &c
+			} else {
+				n, err = p.nodeOf(full, fi)
+			}
 			if err == nil {
 				var sub *Tree
 				if sub, err = p.parentSubtree(pn); err == nil {

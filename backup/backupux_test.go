@@ -291,6 +291,10 @@ func TestExcludedChangeRecordsNoSnapshot(t *testing.T) {
 	}
 	out := filepath.Join(src, "build/out.o")
 	writeFile(t, out, []byte("rebuilt"), 0o644)
+	// Another program's file next to the folder changes the metadata of
+	// the directory above it (as others' temporary files change /tmp's):
+	// not the backed-up folder's.
+	writeFile(t, filepath.Join(filepath.Dir(src), "elsewhere"), []byte("x"), 0o644)
 	rep, err := Run(context.Background(), repo, Options{Paths: []string{src}, Changed: []string{out}})
 	if err != nil {
 		t.Fatal(err)
