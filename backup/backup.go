@@ -772,6 +772,16 @@ func (p *pass) saveFile(path string, n, pn *Node) (bool, error) {
 		}
 	}
 	for try := 0; ; try++ {
+		if recent(n.Ctime, time.Now()) {
+			// Written a moment ago: read once a write that may be in
+			// flight has landed, with the metadata it has then.
+			if err := p.settle(n.Ctime); err != nil {
+				return false, err
+			}
+			if !p.restat(path, n) {
+				return false, nil
+			}
+		}
 		blobs, size, stable, err := p.readFile(path, n)
 		if errors.Is(err, fs.ErrNotExist) {
 			p.skip(path, "vanished while it was read")
@@ -794,22 +804,31 @@ func (p *pass) saveFile(path string, n, pn *Node) (bool, error) {
 			return false, nil
 		}
 		// Read again, with the metadata it has now.
-		fi, err := os.Lstat(path)
-		if err != nil || !fi.Mode().IsRegular() {
-			p.skip(path, "vanished or was replaced while it was read")
+		if !p.restat(path, n) {
 			return false, nil
 		}
-		nn, err := p.nodeOf(path, fi)
-		if err != nil {
-			p.skip(path, fmt.Sprintf("cannot read: %v", err))
-			return false, nil
-		}
-		*n = *nn
 	}
 	if n.Nlink > 1 {
 		p.links[key] = n
 	}
 	return true, nil
+}
+
+// restat fills n with the file's metadata as it is now; false means the
+// file was skipped (said in the report).
+func (p *pass) restat(path string, n *Node) bool {
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.Mode().IsRegular() {
+		p.skip(path, "vanished or was replaced while it was read")
+		return false
+	}
+	nn, err := p.nodeOf(path, fi)
+	if err != nil {
+		p.skip(path, fmt.Sprintf("cannot read: %v", err))
+		return false
+	}
+	*n = *nn
+	return true
 }
 
 func (p *pass) haveBlobs(ids []meta.ChunkID) bool {
@@ -824,9 +843,42 @@ func (p *pass) haveBlobs(ids []meta.ChunkID) bool {
 	return true
 }
 
+// settleTime: a write sets a file's mtime and ctime when it starts, not when
+// its last byte lands, so a read that began while a write was copying its
+// data sees part of it, and the times at the end of the read are the ones
+// at its start. A read counts as stable only if the file's ctime is older
+// than settleTime when the read starts: longer than a kernel tick (the
+// times' granularity without fine-grained timestamps) and than one write
+// of tens of MiB.
+const settleTime = 50 * time.Millisecond
+
+// recent reports whether ctime (ns) falls within settleTime of t. A ctime
+// further ahead (a clock set back) says nothing about writes in flight.
+func recent(ctime int64, t time.Time) bool {
+	return ctime > t.Add(-settleTime).UnixNano() && ctime < t.Add(settleTime).UnixNano()
+}
+
+// settle waits until ctime (ns) is settleTime old, if it is recent.
+func (p *pass) settle(ctime int64) error {
+	now := time.Now()
+	if !recent(ctime, now) {
+		return nil
+	}
+	t := time.NewTimer(time.Unix(0, ctime).Add(settleTime).Sub(now))
+	defer t.Stop()
+	select {
+	case <-p.ctx.Done():
+		return p.ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
 // readFile chunks and stores the file; stable is false if it changed while
-// it was read (size, mtime or ctime differ from n, or the length read).
+// it was read (size, mtime or ctime differ from n, or the length read) or
+// may have (its ctime is recent: settleTime).
 func (p *pass) readFile(path string, n *Node) (blobs []meta.ChunkID, size uint64, stable bool, err error) {
+	start := time.Now()
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOATIME, 0)
 	if errors.Is(err, fs.ErrPermission) {
 		f, err = os.Open(path) // O_NOATIME needs ownership
@@ -864,7 +916,8 @@ func (p *pass) readFile(path string, n *Node) (blobs []meta.ChunkID, size uint64
 	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
 		return nil, 0, false, err
 	}
-	stable = size == n.Size && uint64(st.Size) == n.Size && st.Mtim.Nano() == n.Mtime && st.Ctim.Nano() == n.Ctime
+	stable = size == n.Size && uint64(st.Size) == n.Size && st.Mtim.Nano() == n.Mtime && st.Ctim.Nano() == n.Ctime &&
+		!recent(n.Ctime, start)
 	return blobs, size, stable, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -431,5 +432,36 @@ func TestChangedLimitsThePass(t *testing.T) {
 	rep, err = Run(context.Background(), repo, Options{Paths: []string{src}})
 	if err != nil || rep.Files != 4 {
 		t.Fatalf("full pass: %+v %v", rep, err)
+	}
+}
+
+// TestFreshFileReadOnceSettled: a write sets the times when it starts, so a
+// read begun while a write still copies its data would see part of it with
+// times that never change. A file changed a moment before the pass is read
+// only once its ctime is settleTime old, and read once.
+func TestFreshFileReadOnceSettled(t *testing.T) {
+	repo := newRepo(t)
+	src := t.TempDir()
+	path := filepath.Join(src, "fresh.db")
+	writeFile(t, path, seeded(7, 200<<10), 0o644)
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	var firstRead time.Time
+	rep, err := Run(context.Background(), repo, Options{Paths: []string{src}, Progress: func(p Progress) {
+		if p.Current == path && p.BytesRead > 0 && firstRead.IsZero() {
+			firstRead = time.Now()
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	settled := time.Unix(0, st.Ctim.Nano()).Add(settleTime)
+	if firstRead.IsZero() || firstRead.Before(settled) {
+		t.Fatalf("read at %v, %v before its ctime was %v old", firstRead, settled.Sub(firstRead), settleTime)
+	}
+	if rep.Files != 1 || rep.BytesRead != 200<<10 {
+		t.Fatalf("report %+v: want the file, read once", rep)
 	}
 }
