@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/fincrypt/fincrypt/vault"
 )
@@ -30,6 +31,9 @@ func TestCutTreeLosesNoMark(t *testing.T) {
 	next.Store(100)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	var stopOnce sync.Once
+	halt := func() { stopOnce.Do(func() { close(stop) }); wg.Wait() }
+	defer halt() // a failed round stops the writers too
 	for range 4 {
 		wg.Add(1)
 		go func() {
@@ -54,7 +58,25 @@ func TestCutTreeLosesNoMark(t *testing.T) {
 		}()
 	}
 	seen := map[uint64]bool{}
+	// Each cut comes after at least one more commit, so cuts and commits
+	// interleave however the writers are scheduled.
+	waitCommits := func(n int) {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			mu.Lock()
+			k := len(acked)
+			mu.Unlock()
+			if k >= n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("only %d commits in 30 s", k)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
 	for round := 0; round < 40; round++ {
+		waitCommits(round + 1)
 		mu.Lock()
 		before := make([]uint64, 0, len(acked))
 		for ino := range acked {
@@ -80,8 +102,7 @@ func TestCutTreeLosesNoMark(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	close(stop)
-	wg.Wait()
+	halt()
 	e := x.CutTree()
 	ch, _, err := x.TreeMarks(e, 1<<20)
 	if err != nil {
