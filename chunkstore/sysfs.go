@@ -284,7 +284,18 @@ type packFile interface {
 	// punch gives back the disk blocks wholly inside [off, off+n), which
 	// then read as zeroes; best effort (file systems without it keep them).
 	punch(off, n int64)
+	// startWriteback asks the kernel to start writing [off, off+n) to disk
+	// now (n == 0: to the end) without waiting for it: a later Sync then
+	// finds less to write. It promises nothing; best effort.
+	startWriteback(off, n int64)
 }
+
+func (f osPack) startWriteback(off, n int64) {
+	unix.SyncFileRange(int(f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
+}
+
+// startWriteback in the in-memory file system has nothing to start.
+func (f vfsPack) startWriteback(off, n int64) {}
 
 // punchBlock is the granularity of hole punching that is assumed.
 const punchBlock = 4096
