@@ -590,26 +590,28 @@ func (ps *packSet) get(id meta.ChunkID, dst []byte, touch bool) (out []byte, fou
 // readRecord appends the payload of the chunk record at l to dst, checking
 // it; caller holds l.p.mu shared.
 func readRecord(l *loc, id meta.ChunkID, dst []byte) ([]byte, error) {
-	need := recHeaderSize + int(l.n)
+	// The header goes to its own buffer and the payload straight to dst:
+	// dst needs room for the payload only (a caller's buffer sized for a
+	// sealed chunk suffices) and the payload is not moved after the read.
+	need := int(l.n)
 	if cap(dst)-len(dst) < need {
 		nd := make([]byte, len(dst), len(dst)+need)
 		copy(nd, dst)
 		dst = nd
 	}
-	buf := dst[len(dst) : len(dst)+need]
+	var h [recHeaderSize]byte
+	payload := dst[len(dst) : len(dst)+need]
 	where := func() string { return fmt.Sprintf("pack %s offset %d", packName(l.p.seq), l.off) }
-	if _, err := l.p.f.ReadAt(buf, l.off); err != nil {
+	if err := l.p.f.readRecord(h[:], payload, l.off); err != nil {
 		return dst, fmt.Errorf("chunk %s (%s): %w", id, where(), err)
 	}
-	kind, n, rid, pcrc, ok := parseRecHeader(buf[:recHeaderSize])
+	kind, n, rid, pcrc, ok := parseRecHeader(h[:])
 	if !ok || kind != kindChunk || n != l.n || rid != id {
 		return dst, fmt.Errorf("chunk %s (%s): the record header is damaged: %w", id, where(), ErrCorrupt)
 	}
-	payload := buf[recHeaderSize:]
 	if crc32.Checksum(payload, castagnoli) != pcrc {
 		return dst, fmt.Errorf("chunk %s (%s): the chunk's bytes fail their checksum: %w", id, where(), ErrCorrupt)
 	}
-	copy(buf, payload)
 	return dst[:len(dst)+int(l.n)], nil
 }
 

@@ -1,6 +1,7 @@
 package chunkstore
 
 import (
+	"bytes"
 	"errors"
 	"math/rand/v2"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/fincrypt/fincrypt/meta"
 )
 
 // dirtyPages returns the pages of file p in [off, off+n) that are dirty in
@@ -82,5 +85,59 @@ func TestLargeWritesStartWriteback(t *testing.T) {
 	}
 	if d := dirtyPages(t, packs[0], 0, 0); d != 0 {
 		t.Fatalf("%d pages dirty after Sync", d)
+	}
+}
+
+// TestGetFillsABufferOfTheChunksSize: a chunk read into a buffer with room
+// for the chunk alone lands in that buffer (the record's header is read
+// apart), so a reader with a pooled buffer of a sealed chunk's size
+// neither allocates nor moves the chunk after reading it.
+func TestGetFillsABufferOfTheChunksSize(t *testing.T) {
+	for _, name := range []string{"os", "mem"} {
+		t.Run(name, func(t *testing.T) {
+			var s *Store
+			var err error
+			if name == "os" {
+				s, err = Open(filepath.Join(t.TempDir(), "store"))
+			} else {
+				mem := newMem(t)
+				s, err = OpenFS("/vault/store", mem)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			rng := rand.New(rand.NewPCG(3, 4))
+			ids := make([]meta.ChunkID, 3)
+			datas := make([][]byte, 3)
+			for i := range ids {
+				ids[i], datas[i] = NewID(), randBytes(rng, 1<<20+28)
+				if err := s.Put(ids[i], datas[i]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			buf := make([]byte, 0, 1<<20+28)
+			for i, id := range ids {
+				out, err := s.Get(id, buf[:0])
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(out, datas[i]) {
+					t.Fatalf("chunk %d read back differs", i)
+				}
+				if &out[:1][0] != &buf[:1][0] {
+					t.Fatalf("chunk %d: read into a new buffer, not the caller's of cap %d", i, cap(buf))
+				}
+			}
+			// Appending after bytes already in dst keeps them.
+			pre := append(make([]byte, 0, 5+len(datas[0])), "head:"...)
+			out, err := s.Get(ids[0], pre)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(out[:5]) != "head:" || !bytes.Equal(out[5:], datas[0]) {
+				t.Fatal("Get did not append after dst's bytes")
+			}
+		})
 	}
 }
