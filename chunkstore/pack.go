@@ -154,6 +154,58 @@ type pack struct {
 	// and whether it stopped taking records and waits for its index.
 	recs        []idxEntry
 	sealPending bool
+
+	// kicked: the bytes from the start whose writeback was started
+	// (guarded by packSet.wmu).
+	kicked int64
+}
+
+// writebackStep: once this many bytes of the active pack are written and
+// their writeback not started, a put starts it (packFile.startWriteback),
+// so that the disk writes while more records come and a sync after a large
+// write waits for the last few MiB, not for everything written since the
+// last one. Durability is the sync's alone: this only starts the writing
+// earlier.
+var writebackStep int64 = 8 << 20
+
+// kick is a range of a pack whose writeback is to be started.
+type kick struct {
+	p      *pack
+	off, n int64
+}
+
+// noteKick queues the writeback of p up to end (page-aligned), or, with
+// all, up to its size; caller holds wmu.
+func (ps *packSet) noteKick(p *pack, all bool) {
+	end := p.size &^ (punchBlock - 1)
+	if all {
+		end = p.size
+	} else if end-p.kicked < writebackStep {
+		return
+	}
+	if end > p.kicked {
+		ps.kicks = append(ps.kicks, kick{p, p.kicked, end - p.kicked})
+		p.kicked = end
+	}
+}
+
+// startKicks starts the writeback queued by noteKick; caller holds wmu,
+// which it releases while the kernel queues the writes and takes again.
+func (ps *packSet) startKicks() {
+	ks := ps.kicks
+	ps.kicks = nil
+	if len(ks) == 0 {
+		return
+	}
+	ps.wmu.Unlock()
+	defer ps.wmu.Lock()
+	for _, k := range ks {
+		k.p.mu.RLock()
+		if !k.p.gone {
+			k.p.f.startWriteback(k.off, k.n)
+		}
+		k.p.mu.RUnlock()
+	}
 }
 
 type packSet struct {
@@ -163,6 +215,7 @@ type packSet struct {
 
 	wmu     sync.Mutex // appends, deletions, compaction, rotation
 	active  *pack
+	kicks   []kick // writeback to start (noteKick)
 	nextSeq uint64
 	dirDirt bool // a pack was created or removed since the packs directory's sync
 
@@ -428,6 +481,7 @@ func (ps *packSet) appendRecord(kind byte, id meta.ChunkID, payload []byte) (*pa
 	p.size += need
 	p.dirty = true
 	ps.gen++
+	ps.noteKick(p, false)
 	e := idxEntry{off: off, n: uint32(len(payload)), kind: kind, id: id}
 	if kind == kindDelete {
 		e.dseq, e.doff = binary.LittleEndian.Uint64(payload), int64(binary.LittleEndian.Uint64(payload[8:]))
@@ -459,6 +513,7 @@ func (ps *packSet) rotate() error {
 	if old := ps.active; old != nil && len(old.recs) > 0 {
 		// Its index is written once its records are synced.
 		old.sealPending = true
+		ps.noteKick(old, true)
 	}
 	p.f, p.size, p.dirty = f, packHeaderSize, true
 	ps.dirDirt = true
@@ -486,6 +541,7 @@ func (ps *packSet) put(id meta.ChunkID, sealed []byte, replace bool) error {
 	ps.mu.Lock()
 	ps.setChunk(id, p, off, uint32(len(sealed)), time.Now().Unix())
 	ps.mu.Unlock()
+	ps.startKicks()
 	return nil
 }
 
@@ -534,26 +590,28 @@ func (ps *packSet) get(id meta.ChunkID, dst []byte, touch bool) (out []byte, fou
 // readRecord appends the payload of the chunk record at l to dst, checking
 // it; caller holds l.p.mu shared.
 func readRecord(l *loc, id meta.ChunkID, dst []byte) ([]byte, error) {
-	need := recHeaderSize + int(l.n)
+	// The header goes to its own buffer and the payload straight to dst:
+	// dst needs room for the payload only (a caller's buffer sized for a
+	// sealed chunk suffices) and the payload is not moved after the read.
+	need := int(l.n)
 	if cap(dst)-len(dst) < need {
 		nd := make([]byte, len(dst), len(dst)+need)
 		copy(nd, dst)
 		dst = nd
 	}
-	buf := dst[len(dst) : len(dst)+need]
+	var h [recHeaderSize]byte
+	payload := dst[len(dst) : len(dst)+need]
 	where := func() string { return fmt.Sprintf("pack %s offset %d", packName(l.p.seq), l.off) }
-	if _, err := l.p.f.ReadAt(buf, l.off); err != nil {
+	if err := l.p.f.readRecord(h[:], payload, l.off); err != nil {
 		return dst, fmt.Errorf("chunk %s (%s): %w", id, where(), err)
 	}
-	kind, n, rid, pcrc, ok := parseRecHeader(buf[:recHeaderSize])
+	kind, n, rid, pcrc, ok := parseRecHeader(h[:])
 	if !ok || kind != kindChunk || n != l.n || rid != id {
 		return dst, fmt.Errorf("chunk %s (%s): the record header is damaged: %w", id, where(), ErrCorrupt)
 	}
-	payload := buf[recHeaderSize:]
 	if crc32.Checksum(payload, castagnoli) != pcrc {
 		return dst, fmt.Errorf("chunk %s (%s): the chunk's bytes fail their checksum: %w", id, where(), ErrCorrupt)
 	}
-	copy(buf, payload)
 	return dst[:len(dst)+int(l.n)], nil
 }
 
@@ -673,6 +731,17 @@ func (ps *packSet) takeDirty(skip *pack) ([]*pack, bool) {
 // compaction both go through here; held says whether the caller holds wmu.
 func (ps *packSet) flush(dirty []*pack, dirDirt, held bool) error {
 	var first error
+	if len(dirty) > 1 {
+		// Start every pack's writeback first: the disk then writes them
+		// together instead of one after the other's sync.
+		for _, p := range dirty {
+			p.mu.RLock()
+			if !p.gone {
+				p.f.startWriteback(0, 0)
+			}
+			p.mu.RUnlock()
+		}
+	}
 	remark := func(f func()) {
 		if !held {
 			ps.wmu.Lock()

@@ -280,11 +280,25 @@ type packFile interface {
 	// writeRecord writes a record's header and payload at off, without
 	// copying them into one buffer.
 	writeRecord(h, payload []byte, off int64) error
+	// readRecord fills h and then payload from off on, reading the
+	// payload straight into its buffer (no copy of it after the read).
+	readRecord(h, payload []byte, off int64) error
 	stat() (int64, time.Time, error)
 	// punch gives back the disk blocks wholly inside [off, off+n), which
 	// then read as zeroes; best effort (file systems without it keep them).
 	punch(off, n int64)
+	// startWriteback asks the kernel to start writing [off, off+n) to disk
+	// now (n == 0: to the end) without waiting for it: a later Sync then
+	// finds less to write. It promises nothing; best effort.
+	startWriteback(off, n int64)
 }
+
+func (f osPack) startWriteback(off, n int64) {
+	unix.SyncFileRange(int(f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
+}
+
+// startWriteback in the in-memory file system has nothing to start.
+func (f vfsPack) startWriteback(off, n int64) {}
 
 // punchBlock is the granularity of hole punching that is assumed.
 const punchBlock = 4096
@@ -338,6 +352,42 @@ func (f osPack) writeRecord(h, payload []byte, off int64) error {
 		}
 	}
 	return nil
+}
+
+func (f osPack) readRecord(h, payload []byte, off int64) error {
+	want := len(h) + len(payload)
+	bufs := [][]byte{h, payload}
+	for want > 0 {
+		n, err := unix.Preadv(int(f.Fd()), bufs, off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return io.ErrUnexpectedEOF
+		}
+		off += int64(n)
+		want -= n
+		for n > 0 {
+			k := min(n, len(bufs[0]))
+			bufs[0] = bufs[0][k:]
+			n -= k
+			if len(bufs[0]) == 0 {
+				bufs = bufs[1:]
+			}
+		}
+	}
+	return nil
+}
+
+func (f vfsPack) readRecord(h, payload []byte, off int64) error {
+	if _, err := f.ReadAt(h, off); err != nil {
+		return err
+	}
+	_, err := f.ReadAt(payload, off+int64(len(h)))
+	return err
 }
 
 func (f osPack) Sync() error {
