@@ -43,6 +43,10 @@ func UseFileStore(t testing.TB) {
 // the network) and how many AEAD opens that took, since the process began.
 func ChunkOpens() (loads, opens int64) { return chunkLoads.Load(), chunkOpens.Load() }
 
+// ChunksQueued returns how many chunks were handed to a sealing worker
+// since the process began.
+func ChunksQueued() int64 { return chunksQueued.Load() }
+
 // HoldSealing takes every sealing slot of the mount, so chunks queued by a
 // close wait unsealed until the returned func gives the slots back.
 func (m *Mounted) HoldSealing() (release func()) {
