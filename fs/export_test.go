@@ -146,3 +146,15 @@ func (m *Mounted) MtimeAs(in *meta.Inode) int64 {
 	m.r.fillAttr(in, &out)
 	return int64(out.Mtime)*1e9 + int64(out.Mtimensec)
 }
+
+// KnownMissing reports whether a create of name in directory parent would
+// take the last LOOKUP's miss instead of looking the name up.
+func (m *Mounted) KnownMissing(parent uint64, name string) bool {
+	m.r.mu.Lock()
+	defer m.r.mu.Unlock()
+	return m.r.knownMissing(parent, name)
+}
+
+// MissedUsed returns how many creates took a LOOKUP's miss since the
+// process began.
+func MissedUsed() int64 { return missedUsed.Load() }
