@@ -43,6 +43,10 @@ func UseFileStore(t testing.TB) {
 // the network) and how many AEAD opens that took, since the process began.
 func ChunkOpens() (loads, opens int64) { return chunkLoads.Load(), chunkOpens.Load() }
 
+// ChunksQueued returns how many chunks were handed to a sealing worker
+// since the process began.
+func ChunksQueued() int64 { return chunksQueued.Load() }
+
 // HoldSealing takes every sealing slot of the mount, so chunks queued by a
 // close wait unsealed until the returned func gives the slots back.
 func (m *Mounted) HoldSealing() (release func()) {
@@ -142,3 +146,15 @@ func (m *Mounted) MtimeAs(in *meta.Inode) int64 {
 	m.r.fillAttr(in, &out)
 	return int64(out.Mtime)*1e9 + int64(out.Mtimensec)
 }
+
+// KnownMissing reports whether a create of name in directory parent would
+// take the last LOOKUP's miss instead of looking the name up.
+func (m *Mounted) KnownMissing(parent uint64, name string) bool {
+	m.r.mu.Lock()
+	defer m.r.mu.Unlock()
+	return m.r.knownMissing(parent, name)
+}
+
+// MissedUsed returns how many creates took a LOOKUP's miss since the
+// process began.
+func MissedUsed() int64 { return missedUsed.Load() }

@@ -214,13 +214,25 @@ func (r *fsys) release(of *openFile) error {
 		return nil
 	}
 	r.openMu.Unlock()
-	// What a FLUSH did first (a new file's handle has none, Create): queue
-	// the dirty chunks for the sealing worker, so that the wait below
-	// releases of.mu while they are sealed, as it did after a FLUSH.
-	aerr := of.flushAsyncLocked()
-	err := of.flushLocked() // may wait, releasing of.mu: another acquire may come
-	if err == nil {
-		err = aerr
+	var err error
+	if of.sealInline() {
+		// One small chunk and nothing queued (a small file written and
+		// closed), and a sealing slot free: sealed, stored and committed
+		// with the size and times right here, in one batch. Handing it to
+		// the sealing worker cost two goroutines and their wake-ups for a
+		// seal of a few microseconds.
+		err = of.flushLocked()
+		<-r.sealSem
+	} else {
+		// What a FLUSH did first (a new file's handle has none, Create):
+		// queue the dirty chunks for the sealing worker, so that the wait
+		// below releases of.mu while they are sealed, as it did after a
+		// FLUSH.
+		aerr := of.flushAsyncLocked()
+		err = of.flushLocked() // may wait, releasing of.mu: another acquire may come
+		if err == nil {
+			err = aerr
+		}
 	}
 	r.openMu.Lock()
 	of.refs--
@@ -717,9 +729,14 @@ func (of *openFile) unsavedLocked() (chunks int, bytes uint64, any bool) {
 	return chunks, bytes, any
 }
 
+// chunksQueued counts the chunks handed to a sealing worker (tests: a
+// small file's release seals its chunk itself).
+var chunksQueued atomic.Int64
+
 // enqueue queues a full chunk for sealing; caller holds of.mu. It waits
 // while the queue is full.
 func (of *openFile) enqueue(idx uint64, buf []byte) {
+	chunksQueued.Add(1)
 	of.seq++
 	j := job{idx: idx, seq: of.seq, buf: buf, res: make(chan sealResult, 1)}
 	pt := buf[:min(uint64(len(buf)), chunkLimit(idx, of.size, of.r.cs))]
@@ -1016,6 +1033,33 @@ func (of *openFile) flushLocked() error {
 		of.r.supersede(old...)
 	}
 	return nil
+}
+
+// inlineSealMax is the most a last release seals and stores itself, rather
+// than through the sealing worker (sealInline).
+const inlineSealMax = 64 << 10
+
+// sealInline reports whether what the file holds unsealed is at most one
+// chunk of at most inlineSealMax bytes, with nothing queued for the worker,
+// and takes a sealing slot (r.sealSem) if one is free now: its release then
+// seals it without the worker and gives the slot back. When every slot is
+// taken (other files sealing), the release queues its chunk and waits
+// without of.mu, as before. Caller holds of.mu.
+func (of *openFile) sealInline() bool {
+	if of.running || len(of.queue) > 0 || len(of.dirty) > 1 {
+		return false
+	}
+	for _, b := range of.dirty {
+		if len(b) > inlineSealMax {
+			return false
+		}
+	}
+	select {
+	case of.r.sealSem <- struct{}{}:
+		return true
+	default:
+		return false
+	}
 }
 
 // flushAsyncLocked queues every dirty chunk for the sealing worker.

@@ -174,6 +174,8 @@ type fsys struct {
 	// the clean-close record then asks the next mount to collect them.
 	owe atomic.Bool
 
+	missed atomic.Pointer[lookupMiss] // the last name a LOOKUP found missing (node_dir_ops.go)
+
 	snaps *snapView // MOUNT/.snapshots (snapshots.go)
 	vers  versioner // versions of the mount (versions.go)
 }

@@ -29,7 +29,11 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 		return nil, e
 	}
 	nameLookups.Add(1)
+	gen := n.r.idx.DirentGeneration() // before the look-up: see lookupMiss
 	d, err := n.r.idx.Lookup(n.ino(), name)
+	if errors.Is(err, meta.ErrNotFound) {
+		n.r.missed.Store(&lookupMiss{parent: n.ino(), name: name, gen: gen})
+	}
 	if name == SnapshotsDirName && n.ino() == meta.RootIno {
 		// A real entry of that name wins over the snapshot view (snapshots.go).
 		if errors.Is(err, meta.ErrNotFound) {
@@ -94,6 +98,34 @@ func (r *fsys) newInode(ctx context.Context, parent *meta.Inode, mode uint32) (m
 	return meta.Inode{Ino: ino, Mode: mode, Uid: uid, Gid: gid, Nlink: 1, Atime: now, Mtime: now, Ctime: now}, nil
 }
 
+// lookupMiss is a name that a LOOKUP found missing in directory parent,
+// with the index's DirentGeneration read before that look-up. The kernel
+// sends a LOOKUP of a new name right before its CREATE (or MKDIR, ...):
+// create need not look the name up a second time while no entry changed
+// since. Every change of an entry is committed under r.mu and counted in
+// DirentGeneration before the commit returns, so a create, which holds
+// r.mu, that still sees gen sees no entry committed after the look-up.
+type lookupMiss struct {
+	parent uint64
+	name   string
+	gen    uint64
+}
+
+// knownMissing reports whether name in directory parent is the last name a
+// LOOKUP found missing and no entry changed since. Caller holds r.mu.
+func (r *fsys) knownMissing(parent uint64, name string) bool {
+	m := r.missed.Load()
+	if m == nil || m.parent != parent || m.name != name || m.gen != r.idx.DirentGeneration() {
+		return false
+	}
+	missedUsed.Add(1)
+	return true
+}
+
+// missedUsed counts the creates that took a LOOKUP's miss instead of looking
+// the name up again (tests).
+var missedUsed atomic.Int64
+
 // create adds a new inode named name in directory n; it holds r.mu.
 // With exclusive false, an existing entry is returned instead (found=true).
 // created, if set, runs under r.mu once the new inode is committed, before
@@ -115,7 +147,10 @@ func (n *Node) create(ctx context.Context, name string, mode uint32, fill func(*
 	if dir.Nlink == 0 {
 		return in, false, syscall.ENOENT // removed directory
 	}
-	if d, err := r.idx.Lookup(dir.Ino, name); err == nil {
+	if r.knownMissing(dir.Ino, name) {
+		// The kernel's LOOKUP of this name, just before, found nothing,
+		// and no entry changed since.
+	} else if d, err := r.idx.Lookup(dir.Ino, name); err == nil {
 		if exclusive {
 			return in, false, syscall.EEXIST
 		}

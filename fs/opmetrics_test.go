@@ -13,6 +13,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/fincrypt/fincrypt/fs"
+	"github.com/fincrypt/fincrypt/vault"
 )
 
 // opCounts gathers the FUSE op metrics: requests and errors by operation.
@@ -223,4 +224,82 @@ func TestCreateSendsNoFlush(t *testing.T) {
 			t.Fatalf("file %d differs after a remount", i)
 		}
 	}
+}
+
+// TestSmallFileReleaseSealsInline: the last release of a small file seals,
+// stores and commits its one chunk itself, in one index batch with the
+// size, instead of handing it to a sealing worker (two goroutines and
+// their wake-ups per file). A file of several chunks, and a release that
+// finds every sealing slot taken, still go through the worker; every file
+// is in the index once released and reads back after a remount.
+func TestSmallFileReleaseSealsInline(t *testing.T) {
+	requireFUSE(t)
+	home := newVault(t, vault.CreateOptions{KDF: fastKDF.KDF, ChunkSize: 64 << 10})
+	tm := mountVault(t, home)
+	if err := os.Mkdir(tm.path("d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const files = 40
+	data := make([][]byte, files)
+	queued := fs.ChunksQueued()
+	for i := range files {
+		data[i] = randBytes(uint64(i), 1000+i*397)
+		writeFile(t, tm.path("d", "f"+strconv.Itoa(i)), data[i])
+	}
+	if err := tm.m.WaitIdle(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if n := fs.ChunksQueued() - queued; n != 0 {
+		t.Errorf("%d chunks handed to the sealing worker for %d small files written and closed, want none", n, files)
+	}
+	// Two full chunks and a partial one: the writes queue the full ones
+	// for the worker; the partial one is sealed by the release, or queued
+	// if the worker is still busy with the others.
+	big := randBytes(99, 2*64<<10+100)
+	queued = fs.ChunksQueued()
+	writeFile(t, tm.path("d", "big"), big)
+	if err := tm.m.WaitIdle(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if n := fs.ChunksQueued() - queued; n != 2 && n != 3 {
+		t.Errorf("%d chunks queued for a file of two full chunks and a partial one, want 2 or 3", n)
+	}
+	// Every sealing slot taken: the release queues its chunk and waits
+	// for a slot without holding the file.
+	hold := tm.m.HoldSealing()
+	queued = fs.ChunksQueued()
+	held := randBytes(100, 5000)
+	writeFile(t, tm.path("d", "held"), held)
+	deadline := time.Now().Add(time.Minute)
+	for fs.ChunksQueued()-queued != 1 {
+		if time.Now().After(deadline) {
+			hold()
+			t.Fatalf("%d chunks queued by a release that found no sealing slot, want 1", fs.ChunksQueued()-queued)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	hold()
+	if err := tm.m.WaitIdle(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for i := range files {
+		var st syscall.Stat_t
+		if err := syscall.Stat(tm.path("d", "f"+strconv.Itoa(i)), &st); err != nil {
+			t.Fatal(err)
+		}
+		in, err := tm.m.Index().GetInode(st.Ino)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, err := tm.m.Index().GetChunk(st.Ino, 0); err != nil || !ok || in.Size != uint64(len(data[i])) {
+			t.Fatalf("file %d after its release: chunk in the index %v (%v), size %d, want %d", i, ok, err, in.Size, len(data[i]))
+		}
+	}
+	tm.unmount()
+	tm = mountVault(t, home)
+	for i := range files {
+		mustEqual(t, "file "+strconv.Itoa(i)+" after a remount", readFile(t, tm.path("d", "f"+strconv.Itoa(i))), data[i])
+	}
+	mustEqual(t, "big after a remount", readFile(t, tm.path("d", "big")), big)
+	mustEqual(t, "held after a remount", readFile(t, tm.path("d", "held")), held)
 }
