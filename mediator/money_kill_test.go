@@ -1,0 +1,256 @@
+package mediator
+
+// Tests for the money paths of the mediator (contract prices, the terms a
+// client is shown, placement, settlement input), each written against
+// mutants that the package's other tests let live (docs/TESTING.md,
+// "mediator, sixth session").
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/fincrypt/fincrypt/challenge"
+	"github.com/fincrypt/fincrypt/erasure"
+	fnet "github.com/fincrypt/fincrypt/net"
+	"github.com/fincrypt/fincrypt/wallet"
+)
+
+// placeAndUpload places a random segment of size bytes for acct and
+// uploads every piece to its node; it returns the placement and the
+// receipts a client would commit.
+func (w *world) placeAndUpload(acct fnet.AccountID, size int, seed byte) (*fnet.PlacementReply, []fnet.StoredPiece) {
+	w.t.Helper()
+	ctx := context.Background()
+	coder, _ := erasure.New(w.c.cfg.Scheme)
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(i*7) ^ seed
+	}
+	pieces, _ := coder.Encode(data)
+	ids := make([]challenge.PieceID, len(pieces))
+	for i, p := range pieces {
+		ids[i], _ = challenge.ComputeID(p)
+	}
+	pl, err := w.c.Place(ctx, acct, &fnet.PlacementRequest{PieceSize: uint64(len(pieces[0])), Pieces: ids})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	var stored []fnet.StoredPiece
+	for i, tg := range pl.Targets {
+		addr, _ := fnet.ParseAddress(tg.Address)
+		if err := w.mem.Put(ctx, addr, tg.Ticket, pieces[i]); err != nil {
+			w.t.Fatal(err)
+		}
+		stored = append(stored, fnet.StoredPiece{Index: uint8(i), Node: tg.Ticket.Node, Piece: ids[i], Size: uint64(len(pieces[i]))})
+	}
+	return pl, stored
+}
+
+// nodeIndex is the index in w.ids of node id.
+func (w *world) nodeIndex(id fnet.NodeID) int {
+	w.t.Helper()
+	for i, n := range w.ids {
+		if n.ID() == id {
+			return i
+		}
+	}
+	w.t.Fatalf("node %s unknown to the test", id)
+	return -1
+}
+
+// A contract keeps the price its node asked at placement: a node that
+// raises its price between the placement and the commit does not get the
+// new price for the piece it was given at the old one. A placement
+// recorded before contract prices (no Prices) takes each node's price at
+// the commit.
+func TestCommitKeepsThePlacementPrice(t *testing.T) {
+	w := newWorld(t, 5)
+	ctx := context.Background()
+	acct := w.account()
+
+	pl, stored := w.placeAndUpload(acct, 3000, 1)
+	i0 := w.nodeIndex(pl.Targets[0].Ticket.Node)
+	placedAt := uint64(100 + i0)
+	w.reregister(i0, 10_000) // a 100-fold rise after the placement
+	if err := w.c.Commit(ctx, acct, &fnet.CommitRequest{Segment: pl.Segment, Pieces: stored}); err != nil {
+		t.Fatal(err)
+	}
+	seg := w.segment(SegmentID(pl.Segment))
+	if p := seg.Pieces[0]; p.Price != placedAt {
+		t.Fatalf("piece placed at %d sat on a node that then raised to 10000 committed at %d", placedAt, p.Price)
+	}
+	for _, p := range seg.Pieces {
+		if want := uint64(100 + w.nodeIndex(p.Node)); p.Price != want {
+			t.Fatalf("piece %d on node %d committed at %d, placed at %d", p.Index, w.nodeIndex(p.Node), p.Price, want)
+		}
+	}
+
+	// A pending record from before contract prices: no Prices.
+	pl2, stored2 := w.placeAndUpload(acct, 3000, 2)
+	p, err := w.store.GetPending(ctx, SegmentID(pl2.Segment))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Prices = nil
+	if err := w.store.PutPending(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	i1 := w.nodeIndex(pl2.Targets[1].Ticket.Node)
+	w.reregister(i1, 7)
+	if err := w.c.Commit(ctx, acct, &fnet.CommitRequest{Segment: pl2.Segment, Pieces: stored2}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range w.segment(SegmentID(pl2.Segment)).Pieces {
+		n, err := w.store.GetNode(ctx, p.Node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Price != n.Price || p.Price == 0 {
+			t.Fatalf("legacy placement: piece %d committed at %d, its node asks %d", p.Index, p.Price, n.Price)
+		}
+	}
+}
+
+// A commit with exactly K pieces stored and verified is a contract (any K
+// pieces rebuild the segment); K-1 is refused. Both checks of Commit, on
+// the receipts and after the pieces are challenged on their nodes.
+func TestCommitWithExactlyK(t *testing.T) {
+	w := newWorld(t, 5)
+	ctx := context.Background()
+	acct := w.account()
+	k := w.c.cfg.Scheme.K
+
+	pl, stored := w.placeAndUpload(acct, 3000, 3)
+	// A receipt for index N (one past the last piece) is refused as a bad
+	// commit, not a crash.
+	past := append([]fnet.StoredPiece{}, stored...)
+	past[0].Index = uint8(w.c.cfg.Scheme.N)
+	if err := w.c.Commit(ctx, acct, &fnet.CommitRequest{Segment: pl.Segment, Pieces: past}); !errors.Is(err, ErrBadCommit) {
+		t.Fatalf("receipt for piece index N=%d: %v", w.c.cfg.Scheme.N, err)
+	}
+	if err := w.c.Commit(ctx, acct, &fnet.CommitRequest{Segment: pl.Segment, Pieces: stored[:k-1]}); err == nil {
+		t.Fatalf("commit with %d of K=%d pieces accepted", k-1, k)
+	}
+	if err := w.c.Commit(ctx, acct, &fnet.CommitRequest{Segment: pl.Segment, Pieces: stored[:k]}); err != nil {
+		t.Fatalf("commit with exactly K=%d receipts refused: %v", k, err)
+	}
+	if h := w.segment(SegmentID(pl.Segment)).Healthy(); h != k {
+		t.Fatalf("contract with %d healthy pieces, want %d", h, k)
+	}
+
+	// K+1 receipts of which one piece never reached its node: exactly K
+	// verify, and that is a contract.
+	pl2, stored2 := w.placeAndUpload(acct, 3000, 4)
+	w.mem.dropPiece(stored2[k].Node, stored2[k].Piece)
+	if err := w.c.Commit(ctx, acct, &fnet.CommitRequest{Segment: pl2.Segment, Pieces: stored2[:k+1]}); err != nil {
+		t.Fatalf("commit with exactly K=%d pieces verifying refused: %v", k, err)
+	}
+	seg := w.segment(SegmentID(pl2.Segment))
+	if h := seg.Healthy(); h != k || !seg.Pieces[k].Node.IsZero() {
+		t.Fatalf("contract with %d healthy pieces (want %d), the unverified piece on %v", h, k, seg.Pieces[k].Node)
+	}
+	// K receipts of which one does not verify: refused.
+	pl3, stored3 := w.placeAndUpload(acct, 3000, 5)
+	w.mem.dropPiece(stored3[0].Node, stored3[0].Piece)
+	if err := w.c.Commit(ctx, acct, &fnet.CommitRequest{Segment: pl3.Segment, Pieces: stored3[:k]}); err == nil {
+		t.Fatalf("commit with %d of K=%d pieces verifying accepted", k-1, k)
+	}
+}
+
+// putContract writes a contract of one piece of size bytes per node in
+// nodes straight into the store, each piece at the price given, with
+// piece states as given (all healthy when states is nil).
+func (w *world) putContract(acct fnet.AccountID, size int64, nodes []fnet.NodeID, prices []uint64, states []PieceState, seed byte) SegmentID {
+	w.t.Helper()
+	var id SegmentID
+	id[0], id[1] = 0xc0, seed
+	seg := &Segment{ID: id, Account: acct, Scheme: erasure.Scheme{K: 1, N: len(nodes)}, PieceSize: size, Created: w.now()}
+	for i, n := range nodes {
+		st := PieceHealthy
+		if states != nil {
+			st = states[i]
+		}
+		seg.Pieces = append(seg.Pieces, Piece{Index: i, ID: challenge.PieceID{seed, byte(i), 0xc0}, Node: n, State: st, Price: prices[i]})
+	}
+	if err := w.store.CommitSegment(context.Background(), seg); err != nil {
+		w.t.Fatal(err)
+	}
+	return id
+}
+
+// What a client is told a price rise will cost: per node under notice,
+// the rise (new price minus the contract price) on the bytes it holds for
+// the account at each contract price, for one period, at least 1 sat per
+// node and price; lost pieces and pieces already at the new price add
+// nothing; the date is the earliest notice's end.
+func TestPriceNoticeCharge(t *testing.T) {
+	w := newWorld(t, 3)
+	ctx := context.Background()
+	w.c.cfg.Period = wallet.Month // a period's charge is then the monthly price
+	w.c.cfg.Payments.PriceNotice = 10 * 24 * time.Hour
+	acct, other := w.account(), w.account()
+	n0, n1, n2 := w.ids[0].ID(), w.ids[1].ID(), w.ids[2].ID()
+	const gib = 1 << 30
+	// Node 0 (100 sat) holds 1 GiB at 100 and 2 GiB at 40 for acct, one
+	// lost GiB, and 5 GiB for another account.
+	w.putContract(acct, gib, []fnet.NodeID{n0, n0, n0, n0}, []uint64{100, 40, 40, 100}, []PieceState{PieceHealthy, PieceHealthy, PieceHealthy, PieceLost}, 1)
+	w.putContract(other, 5*gib, []fnet.NodeID{n0}, []uint64{100}, nil, 2)
+	// Node 1 holds 1 GiB at 101; node 2 a tiny piece at its price.
+	w.putContract(acct, gib, []fnet.NodeID{n1}, []uint64{101}, nil, 3)
+	w.putContract(acct, 1000, []fnet.NodeID{n2}, []uint64{102}, nil, 4)
+
+	if notes, err := w.c.accountNotices(ctx, acct); err != nil || notes.Charge != 0 || !notes.At.IsZero() {
+		t.Fatalf("notice before any rise: %+v %v", notes, err)
+	}
+	t1 := w.now()
+	w.reregister(0, 1_100) // +1000 on the GiB at 100, +1060 on each GiB at 40
+	w.advance(24 * time.Hour)
+	w.reregister(1, 101) // the same price: no notice
+	w.reregister(2, 103) // +1 on 1000 bytes: less than a sat, shown as 1
+	notes, err := w.c.accountNotices(ctx, acct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(1000 + 2*1060 + 1); notes.Charge != want {
+		t.Fatalf("notice charge %d sat per period, want %d (1000 for 1 GiB at 100, 2120 for 2 GiB at 40, 1 for node 2)", notes.Charge, want)
+	}
+	if want := t1.Add(10 * 24 * time.Hour); !notes.At.Equal(want) {
+		t.Fatalf("notice applies at %v, want the earliest, %v", notes.At, want)
+	}
+	if notes, _ := w.c.accountNotices(ctx, other); notes.Charge != 5*1000 {
+		t.Fatalf("other account's notice %d, want 5000", notes.Charge)
+	}
+	// After node 0's notice ends its held pieces cost 1100; node 2's
+	// notice (a day later) is all that is left.
+	w.advance(9 * 24 * time.Hour)
+	if err := w.c.applyDueReprices(ctx, w.now()); err != nil {
+		t.Fatal(err)
+	}
+	notes, _ = w.c.accountNotices(ctx, acct)
+	if notes.Charge != 1 || !notes.At.Equal(t1.Add(11*24*time.Hour)) {
+		t.Fatalf("after node 0's notice ended: %+v, want 1 sat at %v", notes, t1.Add(11*24*time.Hour))
+	}
+}
+
+// The notice a rise gives: the payments' setting, else the config's,
+// else 30 days.
+func TestPriceNoticeSetting(t *testing.T) {
+	w := newWorld(t, 1)
+	if got := w.c.priceNotice(); got != DefaultPriceNotice || DefaultPriceNotice != 30*24*time.Hour {
+		t.Fatalf("notice with nothing set: %s", got)
+	}
+	w.c.cfg.Payments.PriceNotice = time.Hour
+	if got := w.c.priceNotice(); got != time.Hour {
+		t.Fatalf("notice set in the config: %s", got)
+	}
+	withPayments(t, w, "", Payments{PriceNotice: 2 * time.Hour})
+	if got := w.c.priceNotice(); got != 2*time.Hour {
+		t.Fatalf("notice set in the payments: %s", got)
+	}
+	w.c.pay.cfg.PriceNotice = 0
+	if got := w.c.priceNotice(); got != time.Hour {
+		t.Fatalf("payments without a notice, the config's hour: %s", got)
+	}
+}
