@@ -8,6 +8,7 @@ package mediator
 import (
 	"context"
 	"errors"
+	"math"
 	"testing"
 	"time"
 
@@ -252,5 +253,73 @@ func TestPriceNoticeSetting(t *testing.T) {
 	w.c.pay.cfg.PriceNotice = 0
 	if got := w.c.priceNotice(); got != time.Hour {
 		t.Fatalf("payments without a notice, the config's hour: %s", got)
+	}
+}
+
+// The bounds of the terms a client is shown: a max price of all bitcoin
+// is allowed (one sat more is not); an empty escrow lasts nothing and
+// warns; a runway of exactly WarnRunway does not warn, one nanosecond
+// less does; an escrow too large to measure lasts "forever" (the largest
+// duration), not a negative one; the terms follow the last settled
+// period when a new one is settled; an account whose records hold no
+// bytes pays nothing (no price from 0/0).
+func TestTermsBounds(t *testing.T) {
+	if err := (Config{Listen: "x:1", MaxPrice: MaxMaxPrice}).WithDefaults().Validate(); err != nil {
+		t.Fatalf("max price of exactly all bitcoin refused: %v", err)
+	}
+	if err := (Config{Listen: "x:1", WarnRunway: -1}).WithDefaults().Validate(); err == nil {
+		t.Fatal("a negative warn runway validated")
+	}
+
+	w := newWorld(t, 0)
+	ctx := context.Background()
+	a, b := w.account(), w.account()
+	n1 := fnet.NodeID{1}
+	p1 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	p2 := p1.Add(time.Hour)
+	if err := w.store.PutPeriodRecords(ctx, []PeriodRecord{
+		{Period: p1, Node: n1, Account: a, Bytes: 1 << 30, Price: 720}, // 720 sat a month: 1 sat an hour
+		{Period: p1, Node: n1, Account: b, Bytes: 0, Price: 500},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.store.AddCounter(ctx, CounterSettled, p1.UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	w.c.cfg.WarnRunway = 24 * time.Hour
+	fill := func(acct fnet.AccountID, escrow int64) *fnet.BalanceReply {
+		t.Helper()
+		rep := &fnet.BalanceReply{Metered: true, Escrow: escrow, CanPlace: true}
+		if err := w.c.fillTerms(ctx, acct, rep, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	if rep := fill(a, 0); rep.Runway != 0 || !rep.Low {
+		t.Fatalf("empty escrow: runway %s, low %v; want 0 and warned", rep.Runway, rep.Low)
+	}
+	if rep := fill(a, 24); rep.Runway != 24*time.Hour || rep.Low {
+		t.Fatalf("escrow for exactly the warn runway (24 h): runway %s, low %v; want 24h0m0s, not warned", rep.Runway, rep.Low)
+	}
+	if rep := fill(a, 23); rep.Runway != 23*time.Hour || !rep.Low {
+		t.Fatalf("escrow for 23 h of a 24 h warn runway: runway %s, low %v", rep.Runway, rep.Low)
+	}
+	if rep := fill(a, 1<<62); rep.Runway != time.Duration(math.MaxInt64) || rep.Low {
+		t.Fatalf("an escrow of 2^62 sat: runway %d, low %v; want the largest duration", rep.Runway, rep.Low)
+	}
+	if rep := fill(b, 100); rep.Price != 0 || rep.Bytes != 0 || rep.Runway != -1 || rep.Low {
+		t.Fatalf("account whose records hold no bytes: %+v", rep)
+	}
+	// The next period settled: the terms follow it.
+	if err := w.store.PutPeriodRecords(ctx, []PeriodRecord{
+		{Period: p2, Node: n1, Account: a, Bytes: 2 << 30, Price: 360},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.store.AddCounter(ctx, CounterSettled, p2.UnixNano()-p1.UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	if rep := fill(a, 24); rep.Bytes != 2<<30 || rep.Price != 360 || rep.Runway != 24*time.Hour {
+		t.Fatalf("terms after the next settled period: %d bytes at %d, runway %s; want 2 GiB at 360, 24h", rep.Bytes, rep.Price, rep.Runway)
 	}
 }
