@@ -6,6 +6,7 @@ package mediator
 // "mediator, sixth session").
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"math"
@@ -321,5 +322,52 @@ func TestTermsBounds(t *testing.T) {
 	}
 	if rep := fill(a, 24); rep.Bytes != 2<<30 || rep.Price != 360 || rep.Runway != 24*time.Hour {
 		t.Fatalf("terms after the next settled period: %d bytes at %d, runway %s; want 2 GiB at 360, 24h", rep.Bytes, rep.Price, rep.Runway)
+	}
+}
+
+// A node with exactly a piece's size of room left (capacity less what it
+// uses and what live placements reserve on it) takes the piece; a byte
+// less and it is never chosen, and with no other node to take the piece
+// the placement is refused rather than overfilling it.
+func TestPlacementRoomAtItsEdge(t *testing.T) {
+	w := newWorld(t, 5)
+	ctx := context.Background()
+	acct := w.account()
+	const size = 100
+	ids := func(seed byte) []challenge.PieceID {
+		out := make([]challenge.PieceID, 5)
+		for i := range out {
+			out[i], _ = challenge.ComputeID(bytes.Repeat([]byte{seed, byte(i)}, size/2))
+		}
+		return out
+	}
+	// Node 0: 1000 bytes, 900 used: exactly one piece's room.
+	if _, err := w.c.Heartbeat(fnet.WithRemoteIP(ctx, w.from[0]), w.ids[0].ID(), &fnet.Heartbeat{Capacity: 1000, Used: 900}); err != nil {
+		t.Fatal(err)
+	}
+	pl, err := w.c.Place(ctx, acct, &fnet.PlacementRequest{PieceSize: size, Pieces: ids(1)})
+	if err != nil {
+		t.Fatalf("a node with exactly a piece's room left: %v", err)
+	}
+	on0 := false
+	for _, tg := range pl.Targets {
+		on0 = on0 || tg.Ticket.Node == w.ids[0].ID()
+	}
+	if !on0 {
+		t.Fatal("the node with exactly a piece's room was not chosen (five nodes, five pieces)")
+	}
+	// Its room is now reserved by the live placement: a second one cannot
+	// use it, and only four nodes are left.
+	if _, err := w.c.Place(ctx, acct, &fnet.PlacementRequest{PieceSize: size, Pieces: ids(2)}); !errors.Is(err, ErrNotEnoughNodes) {
+		t.Fatalf("second placement onto a node whose room is reserved: %v", err)
+	}
+	// A byte less than a piece: never chosen.
+	w2 := newWorld(t, 5)
+	acct2 := w2.account()
+	if _, err := w2.c.Heartbeat(fnet.WithRemoteIP(ctx, w2.from[0]), w2.ids[0].ID(), &fnet.Heartbeat{Capacity: 1000, Used: 901}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w2.c.Place(ctx, acct2, &fnet.PlacementRequest{PieceSize: size, Pieces: ids(3)}); !errors.Is(err, ErrNotEnoughNodes) {
+		t.Fatalf("placement with a node one byte short of a piece: %v", err)
 	}
 }
