@@ -56,6 +56,11 @@ func (c *core) Commit(ctx context.Context, acct fnet.AccountID, req *fnet.Commit
 		seg.Pieces[i].State = PieceHealthy
 		if i < len(p.Prices) {
 			seg.Pieces[i].Price = p.Prices[i]
+			// A cut since the placement applies at once, as it does to
+			// the pieces a node already holds; a rise waits for its notice.
+			if n, err := c.store.GetNode(ctx, sp.Node); err == nil && n.Price < p.Prices[i] {
+				seg.Pieces[i].Price = n.Price
+			}
 		} else if n, err := c.store.GetNode(ctx, sp.Node); err == nil {
 			seg.Pieces[i].Price = n.Price // a placement recorded before contract prices
 		}

@@ -90,6 +90,19 @@ func TestCommitKeepsThePlacementPrice(t *testing.T) {
 		}
 	}
 
+	// A cut between the placement and the commit applies at once.
+	pl3, stored3 := w.placeAndUpload(acct, 3000, 4)
+	i3 := w.nodeIndex(pl3.Targets[0].Ticket.Node)
+	w.reregister(i3, 1)
+	if err := w.c.Commit(ctx, acct, &fnet.CommitRequest{Segment: pl3.Segment, Pieces: stored3}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range w.segment(SegmentID(pl3.Segment)).Pieces {
+		if w.nodeIndex(p.Node) == i3 && p.Price != 1 {
+			t.Fatalf("piece %d on a node that cut its price to 1 sat after the placement committed at %d", p.Index, p.Price)
+		}
+	}
+
 	// A pending record from before contract prices: no Prices.
 	pl2, stored2 := w.placeAndUpload(acct, 3000, 2)
 	p, err := w.store.GetPending(ctx, SegmentID(pl2.Segment))
