@@ -499,3 +499,58 @@ func TestEndpointChallenge(t *testing.T) {
 		t.Errorf("piece with lost bytes: status %v for %s", p.Status, p.Proof.Piece)
 	}
 }
+
+// A client that sends a put request and then nothing at all is cut off at
+// the upload's time limit, not at the (here much longer) idle timeout: a
+// stalled read gets the total deadline too. The piece is not stored and
+// its reservation is given back.
+func TestEndpointStalledPutCutOff(t *testing.T) {
+	h := newEPHarness(t)
+	h.e.idleTimeout = time.Hour
+	h.e.MinUploadRate = 1 << 20
+	h.e.UploadGrace = 300 * time.Millisecond
+	_, id := seededPiece(t, 16, 64<<10)
+	s, err := h.owner.OpenStream(epCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.CancelRead(fnet.StreamCancelled)
+	defer s.CancelWrite(fnet.StreamCancelled)
+	// Bounded for a failing run only: the node answers after some 400 ms.
+	s.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if err := fnet.WriteMessage(s, &fnet.PutRequest{Piece: id, Ticket: h.ticket(id, fnet.OpPut, 64<<10)}); err != nil {
+		t.Fatal(err)
+	}
+	s.Write(make([]byte, 100)) // a start, then a stall with the stream open
+	rep, err := fnet.ReadMessage(s)
+	if err != nil {
+		t.Fatalf("no reply to a stalled put within 30 s (limit 0.36 s, idle timeout 1 h): %v", err)
+	}
+	if e, ok := rep.(*fnet.ErrorReply); !ok || e.Code != fnet.CodeBadRequest || !strings.Contains(e.Message, "not done within") {
+		t.Fatalf("stalled put: %#v, want a bad request for the upload's time limit", rep)
+	}
+	waitUsage(t, h.store, 0, 0)
+	if _, err := h.store.Stat(id); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the stalled put stored the piece: %v", err)
+	}
+}
+
+// waitUsage waits (bounded) for the store's usage and reservations to come
+// back to used bytes in n pieces: a put's handler may still be unwinding
+// when its reply arrives.
+func waitUsage(t *testing.T, s *DiskStore, used, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		s.mu.Lock()
+		u, p, r := s.used, s.pieces, s.reserved
+		s.mu.Unlock()
+		if u == used && p == n && r == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("usage %d bytes in %d pieces, %d reserved; want %d in %d, none reserved", u, p, r, used, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
