@@ -214,3 +214,37 @@ func TestDiskStoreQuarantinesMisplacedFiles(t *testing.T) {
 		t.Fatalf("quarantine holds %d files, want both misplaced copies (%v)", len(ents), err)
 	}
 }
+
+// Space an upload in progress has reserved is not offered to another: with
+// one 6000-byte upload under way in a 10000-byte store, a second is refused
+// as full at once, and once the first is in, a third is refused too.
+func TestDiskStoreReservationsCount(t *testing.T) {
+	s := open(t, t.TempDir(), 10_000)
+	defer s.Close()
+	ctx := context.Background()
+	a, aid := randPiece(t, 38, 6000)
+	b, bid := randPiece(t, 39, 6000)
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- s.Put(ctx, aid, 6000, fnet.AccountID{}, pr) }()
+	// The first upload has its reservation once its first bytes are read.
+	if _, err := pw.Write(a[:10]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, bid, 6000, fnet.AccountID{}, bytes.NewReader(b)); !errors.Is(err, ErrFull) {
+		t.Fatalf("a second upload beside a reserved one, over the capacity: %v, want full", err)
+	}
+	if _, err := pw.Write(a[10:]); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("the first upload: %v", err)
+	}
+	if err := s.Put(ctx, bid, 6000, fnet.AccountID{}, bytes.NewReader(b)); !errors.Is(err, ErrFull) {
+		t.Fatalf("an upload over the capacity after the first: %v, want full", err)
+	}
+	if used, n := s.Usage(); used != 6000 || n != 1 {
+		t.Fatalf("usage %d bytes in %d pieces, want 6000 in 1", used, n)
+	}
+}
