@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,7 +33,9 @@ type epHarness struct {
 	strangerConn *fnet.Conn // a peer that is neither
 }
 
-func newEPHarness(t *testing.T) *epHarness {
+// newEPHarness serves a fresh store; configure, if given, sets the
+// endpoint's limits before it serves (not after: the server reads them).
+func newEPHarness(t *testing.T, configure ...func(*Endpoint)) *epHarness {
 	t.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	h := &epHarness{t: t}
@@ -46,6 +49,9 @@ func newEPHarness(t *testing.T) *epHarness {
 	}
 	t.Cleanup(func() { h.store.Close() })
 	h.e = NewEndpoint(quiet, h.self.ID(), h.med.ID(), h.store, 10*time.Second, 10*time.Second)
+	for _, f := range configure {
+		f(h.e)
+	}
 	tr, err := fnet.Listen(h.self, "127.0.0.1:0", fnet.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -146,12 +152,22 @@ func code(m fnet.Message) fnet.ErrorCode {
 // by a peer that is neither its account nor its issuer is refused as
 // unauthorized, and the stored piece is left as it was.
 func TestEndpointTicketChecks(t *testing.T) {
-	h := newEPHarness(t)
+	// The endpoint's clock, an hour ahead and on a whole second, from the
+	// first request on (the put below is under a ticket valid for a minute).
+	now := time.Now().Truncate(time.Second).Add(time.Hour)
+	var useNow atomic.Bool
+	h := newEPHarness(t, func(e *Endpoint) {
+		e.now = func() time.Time {
+			if useNow.Load() {
+				return now
+			}
+			return time.Now()
+		}
+	})
 	data, id := h.stored(1, 3*challenge.LeafSize+11)
+	useNow.Store(true)
 	size := int64(len(data))
 	_, id2 := seededPiece(t, 2, 1000)
-	now := time.Now().Truncate(time.Second).Add(time.Hour)
-	h.e.now = func() time.Time { return now }
 	other, _ := fnet.GenerateIdentity()
 	mk := func(signer *fnet.Identity, node fnet.NodeID, piece challenge.PieceID, op fnet.Op, exp time.Time) fnet.SignedTicket {
 		return fnet.SignTicket(signer, fnet.Ticket{Issuer: h.med.ID(), Node: node, Piece: piece, Op: op, Size: size,
@@ -359,9 +375,10 @@ func TestEndpointUploadLimit(t *testing.T) {
 // A client that trickles its upload past the endpoint's limit is cut off
 // with a bad-request error that says so, and leaves nothing stored.
 func TestEndpointSlowPutCutOff(t *testing.T) {
-	h := newEPHarness(t)
-	h.e.MinUploadRate = 1 << 20
-	h.e.UploadGrace = 300 * time.Millisecond
+	h := newEPHarness(t, func(e *Endpoint) {
+		e.MinUploadRate = 1 << 20
+		e.UploadGrace = 300 * time.Millisecond
+	})
 	data, id := seededPiece(t, 7, 64<<10)
 	err := h.owner.Put(epCtx(t), &fnet.PutRequest{Piece: id, Ticket: h.ticket(id, fnet.OpPut, int64(len(data)))},
 		&trickle{r: bytes.NewReader(data), every: 50 * time.Millisecond})
@@ -389,8 +406,7 @@ func (s *trickle) Read(p []byte) (int, error) {
 // release plus the ticket lifetime) is refused; one that expires later
 // was issued after it and is honoured.
 func TestEndpointReleasedPieceTicket(t *testing.T) {
-	h := newEPHarness(t)
-	h.e.TicketTTL = 10 * time.Minute
+	h := newEPHarness(t, func(e *Endpoint) { e.TicketTTL = 10 * time.Minute })
 	data, id := h.stored(8, 3000)
 	if err := h.store.Delete(id); err != nil {
 		t.Fatal(err)
@@ -505,10 +521,11 @@ func TestEndpointChallenge(t *testing.T) {
 // stalled read gets the total deadline too. The piece is not stored and
 // its reservation is given back.
 func TestEndpointStalledPutCutOff(t *testing.T) {
-	h := newEPHarness(t)
-	h.e.idleTimeout = time.Hour
-	h.e.MinUploadRate = 1 << 20
-	h.e.UploadGrace = 300 * time.Millisecond
+	h := newEPHarness(t, func(e *Endpoint) {
+		e.idleTimeout = time.Hour
+		e.MinUploadRate = 1 << 20
+		e.UploadGrace = 300 * time.Millisecond
+	})
 	_, id := seededPiece(t, 16, 64<<10)
 	s, err := h.owner.OpenStream(epCtx(t))
 	if err != nil {
