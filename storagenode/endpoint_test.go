@@ -571,3 +571,19 @@ func waitUsage(t *testing.T, s *DiskStore, used, n int64) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// failingDelete is a store whose deletes fail (a disk error).
+type failingDelete struct{ *DiskStore }
+
+func (failingDelete) Delete(challenge.PieceID) error { return errors.New("disk error") }
+
+// A delete the store fails is reported as failed, never as done: the
+// mediator would count the space released while the piece stays.
+func TestEndpointDeleteFailureReported(t *testing.T) {
+	h := newEPHarness(t, func(e *Endpoint) { e.store = failingDelete{e.store.(*DiskStore)} })
+	_, id := h.stored(17, 2000)
+	rep, _ := raw(t, h.medc, &fnet.DeleteRequest{Piece: id, Ticket: h.ticket(id, fnet.OpDelete, 2000)})
+	if code(rep) != fnet.CodeInternal {
+		t.Fatalf("a delete the disk failed: %#v, want an internal error", rep)
+	}
+}
