@@ -216,14 +216,19 @@ func TestDiskStoreQuarantinesMisplacedFiles(t *testing.T) {
 }
 
 // Space an upload in progress has reserved is not offered to another: with
-// one 6000-byte upload under way in a 10000-byte store, a second is refused
-// as full at once, and once the first is in, a third is refused too.
+// 1000 bytes held and one 6000-byte upload under way in a 10000-byte
+// store, a second is refused as full at once (saying 3000 bytes are free),
+// and once the first is in, a third is refused too.
 func TestDiskStoreReservationsCount(t *testing.T) {
 	s := open(t, t.TempDir(), 10_000)
 	defer s.Close()
 	ctx := context.Background()
 	a, aid := randPiece(t, 38, 6000)
 	b, bid := randPiece(t, 39, 6000)
+	c, cid := randPiece(t, 40, 1000)
+	if err := s.Put(ctx, cid, 1000, fnet.AccountID{}, bytes.NewReader(c)); err != nil {
+		t.Fatal(err)
+	}
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() { done <- s.Put(ctx, aid, 6000, fnet.AccountID{}, pr) }()
@@ -231,8 +236,9 @@ func TestDiskStoreReservationsCount(t *testing.T) {
 	if _, err := pw.Write(a[:10]); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Put(ctx, bid, 6000, fnet.AccountID{}, bytes.NewReader(b)); !errors.Is(err, ErrFull) {
-		t.Fatalf("a second upload beside a reserved one, over the capacity: %v, want full", err)
+	// The refusal tells what is free: 10000 less 1000 held, 6000 reserved.
+	if err := s.Put(ctx, bid, 6000, fnet.AccountID{}, bytes.NewReader(b)); !errors.Is(err, ErrFull) || !strings.Contains(err.Error(), " 3000 bytes free of 10000") {
+		t.Fatalf("a second upload beside a reserved one, over the capacity: %v, want full with 3000 bytes free", err)
 	}
 	if _, err := pw.Write(a[10:]); err != nil {
 		t.Fatal(err)
@@ -244,7 +250,7 @@ func TestDiskStoreReservationsCount(t *testing.T) {
 	if err := s.Put(ctx, bid, 6000, fnet.AccountID{}, bytes.NewReader(b)); !errors.Is(err, ErrFull) {
 		t.Fatalf("an upload over the capacity after the first: %v, want full", err)
 	}
-	if used, n := s.Usage(); used != 6000 || n != 1 {
-		t.Fatalf("usage %d bytes in %d pieces, want 6000 in 1", used, n)
+	if used, n := s.Usage(); used != 7000 || n != 2 {
+		t.Fatalf("usage %d bytes in %d pieces, want 7000 in 2", used, n)
 	}
 }
