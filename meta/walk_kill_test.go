@@ -202,7 +202,7 @@ func TestWalksReportDamage(t *testing.T) {
 	add(pendingKey(ChunkID{0xd3}), junk, false)
 	add(blobKey(ChunkID{0xd4}), junk, false)
 	add(pinKey(ChunkID{0xd5}), junk, true)
-	add([]byte{'Z', 1, 2}, nil, false)                                   // a key of no known kind
+	add([]byte{'Z', 1, 2}, nil, false)                 // a key of no known kind
 	add(append(blobKey(ChunkID{0xd6}), 0), nil, false) // a blob key one byte long
 	// A value that does not open under its key.
 	badSeal := key8(pInode, 97)
