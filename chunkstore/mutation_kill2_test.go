@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
@@ -639,5 +640,70 @@ func TestPackFillsToItsTarget(t *testing.T) {
 	}
 	if s.packs.lookup(c).p == s.packs.lookup(b).p {
 		t.Fatalf("a record went past the target size of %d bytes", packTarget)
+	}
+}
+
+// TestPackReadsRefreshAge: in a store of packs a read sets the time of a
+// chunk last used more than a second ago to now (the cache evicts the
+// least recently used first, so what is read stays); a read through a
+// read-only store changes nothing. Mutants: pack.go:523 (either half of
+// the check that the chunk has not moved negated: no read refreshes it).
+func TestPackReadsRefreshAge(t *testing.T) {
+	s, err := OpenFS("/vault/store", newMem(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	id := NewID()
+	if err := s.Put(id, []byte("data")); err != nil {
+		t.Fatal(err)
+	}
+	past := time.Now().Add(-time.Hour).Unix()
+	setAtime := func() {
+		s.packs.mu.Lock()
+		e := s.packs.chunks[id]
+		e.atime = uint32(past)
+		s.packs.chunks[id] = e
+		s.packs.mu.Unlock()
+	}
+	setAtime()
+	if _, err := s.Get(id, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, at, err := s.Info(id); err != nil || time.Since(at) > time.Minute {
+		t.Fatalf("a chunk read an hour after its last use kept its time %v (%v)", at, err)
+	}
+	setAtime()
+	s.readOnly = true // as OpenExisting opens it
+	if _, err := s.Get(id, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, at, _ := s.Info(id); at.Unix() != past {
+		t.Fatalf("a read through a read-only store changed the time to %v", at)
+	}
+}
+
+// TestGetAppendsToDst: Get appends the chunk to dst whatever room dst has
+// left: none, less than the chunk, or enough; the bytes dst held stay.
+// Mutant: pack.go:538 (`cap(dst)-len(dst)` → `+`: a dst with too little
+// room taken as big enough, a panic).
+func TestGetAppendsToDst(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 12))
+	s, err := OpenFS("/vault/store", newMem(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	id, chunk := NewID(), randBytes(rng, 500)
+	if err := s.Put(id, bytes.Clone(chunk)); err != nil {
+		t.Fatal(err)
+	}
+	head := randBytes(rng, 300)
+	for _, room := range []int{0, 100, 600} {
+		dst := append(make([]byte, 0, len(head)+room), head...)
+		got, err := s.Get(id, dst)
+		if err != nil || !bytes.Equal(got, append(bytes.Clone(head), chunk...)) {
+			t.Fatalf("Get into a buffer of %d bytes with room for %d: %d bytes, %v", len(head), room, len(got), err)
+		}
 	}
 }
