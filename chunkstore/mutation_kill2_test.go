@@ -711,3 +711,38 @@ func TestGetAppendsToDst(t *testing.T) {
 	// the test at once instead of hanging in Close.
 	s.Close()
 }
+
+// TestPunchedHoleSparesTheNeighbours: the disk blocks given back after a
+// deletion lie inside the deleted chunk's payload: the chunk before it,
+// whose record ends just past a block boundary, still reads. Mutant:
+// pack.go:588 (`l.off + recHeaderSize` → `-`: the hole starts 32 bytes
+// early and zeroes the previous chunk's last bytes).
+func TestPunchedHoleSparesTheNeighbours(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 13))
+	s, err := OpenFS("/vault/store", newMem(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	a, b := NewID(), NewID()
+	// a's record ends 16 bytes past the first block boundary; b follows.
+	da := randBytes(rng, punchBlock-recHeaderSize)
+	if err := s.Put(a, bytes.Clone(da)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(b, randBytes(rng, 3*punchBlock)); err != nil {
+		t.Fatal(err)
+	}
+	if off := s.packs.lookup(b).off; off != punchBlock+16 {
+		t.Fatalf("b's record at %d, want %d", off, punchBlock+16)
+	}
+	if err := s.Delete(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sync(); err != nil { // gives b's blocks back
+		t.Fatal(err)
+	}
+	if got, err := s.Get(a, nil); err != nil || !bytes.Equal(got, da) {
+		t.Fatalf("the chunk before a deleted one damaged by the hole punched for it: %v", err)
+	}
+}
