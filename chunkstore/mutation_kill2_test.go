@@ -716,7 +716,8 @@ func TestGetAppendsToDst(t *testing.T) {
 // deletion lie inside the deleted chunk's payload: the chunk before it,
 // whose record ends just past a block boundary, still reads. Mutant:
 // pack.go:588 (`l.off + recHeaderSize` → `-`: the hole starts 32 bytes
-// early and zeroes the previous chunk's last bytes).
+// early and zeroes the previous chunk's last bytes) and :602
+// (`len(p.holes) > 0` → `<= 0`: no blocks given back until compaction).
 func TestPunchedHoleSparesTheNeighbours(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 13))
 	s, err := OpenFS("/vault/store", newMem(t))
@@ -744,5 +745,13 @@ func TestPunchedHoleSparesTheNeighbours(t *testing.T) {
 	}
 	if got, err := s.Get(a, nil); err != nil || !bytes.Equal(got, da) {
 		t.Fatalf("the chunk before a deleted one damaged by the hole punched for it: %v", err)
+	}
+	// The whole blocks of b's payload were given back (they read as zeroes).
+	blk := make([]byte, punchBlock)
+	if _, err := s.packs.lookup(a).p.f.ReadAt(blk, 2*punchBlock); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(blk, make([]byte, punchBlock)) {
+		t.Fatal("the disk blocks of a deleted chunk were not given back after the sync")
 	}
 }
