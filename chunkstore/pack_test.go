@@ -703,3 +703,88 @@ func upgradeBatchTest(t *testing.T, n int) {
 	upgradeBatch = n
 	t.Cleanup(func() { upgradeBatch = old })
 }
+
+// TestDeleteDuringUpgrade: a store cut half-way through its upgrade holds
+// some chunks in packs and the rest still in their old files. A deletion
+// removes either kind for good: after a sync and a power cut, neither
+// comes back, and the other chunks are intact.
+func TestDeleteDuringUpgrade(t *testing.T) {
+	smallPacks(t, 8<<10)
+	mem := newMem(t)
+	const dir = "/vault/store"
+	s, err := OpenFSFormat(dir, mem, FormatFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	m := map[meta.ChunkID][]byte{}
+	for range 40 {
+		id := NewID()
+		m[id] = randBytes(rng, 50+rng.IntN(2000))
+		if err := s.Put(id, bytes.Clone(m[id])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	var half *vfs.MemFS
+	upgradeHook = func(moved int) {
+		if moved == len(m)/2 && half == nil {
+			half = mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0})
+		}
+	}
+	t.Cleanup(func() { upgradeHook = nil })
+	upgradeBatchTest(t, 4<<10)
+	if err := s.Upgrade(nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if half == nil {
+		t.Fatal("the upgrade never reached half-way")
+	}
+	s2, err := OpenFS(dir, half)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s2.loose || s2.packs == nil {
+		t.Fatal("the store cut half-way holds no chunk files or no packs: the test cannot tell")
+	}
+	// A chunk only in its old file, and one already copied into a pack
+	// whose old file the upgrade has not removed yet.
+	var inFile, inBoth meta.ChunkID
+	for id := range m {
+		_, err := half.Stat(s2.Path(id))
+		switch packed := s2.packs.lookup(id) != nil; {
+		case err == nil && !packed:
+			inFile = id
+		case err == nil && packed:
+			inBoth = id
+		}
+	}
+	if inFile == (meta.ChunkID{}) || inBoth == (meta.ChunkID{}) {
+		t.Fatalf("half-way: a chunk in its file %v, in a pack and its file %v; want one of each", inFile, inBoth)
+	}
+	for _, id := range []meta.ChunkID{inFile, inBoth} {
+		if err := s2.Delete(id); err != nil {
+			t.Fatal(err)
+		}
+		delete(m, id)
+	}
+	if err := s2.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	cut := half.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0})
+	s2.Close()
+	s3, err := OpenFS(dir, cut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s3.Close()
+	for what, id := range map[string]meta.ChunkID{"its old file": inFile, "a pack and its old file": inBoth} {
+		if _, err := s3.Get(id, nil); err == nil {
+			t.Fatalf("a chunk deleted from %s came back after a sync and a power cut", what)
+		}
+	}
+	checkAll(t, s3, m)
+}

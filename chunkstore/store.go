@@ -360,8 +360,9 @@ func readFull(fd int, b []byte) error {
 // Delete removes chunk id; a missing chunk is not an error.
 func (s *Store) Delete(id meta.ChunkID) error {
 	if s.packs != nil {
-		found, err := s.packs.remove(id)
-		if found || err != nil || !s.loose {
+		// While chunk files are left (an upgrade cut half-way), a chunk
+		// copied into a pack may still have its old file: both go.
+		if _, err := s.packs.remove(id); err != nil || !s.loose {
 			return err
 		}
 	}
