@@ -327,38 +327,22 @@ func (f vfsPack) punch(off, n int64) {
 type osPack struct{ *os.File }
 
 func (f osPack) writeRecord(h, payload []byte, off int64) error {
-	want := len(h) + len(payload)
-	bufs := [][]byte{h, payload}
-	for want > 0 {
-		n, err := unix.Pwritev(int(f.Fd()), bufs, off)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return io.ErrShortWrite
-		}
-		off += int64(n)
-		want -= n
-		for n > 0 {
-			k := min(n, len(bufs[0]))
-			bufs[0] = bufs[0][k:]
-			n -= k
-			if len(bufs[0]) == 0 {
-				bufs = bufs[1:]
-			}
-		}
-	}
-	return nil
+	return vectored(unix.Pwritev, int(f.Fd()), [][]byte{h, payload}, off, io.ErrShortWrite)
 }
 
 func (f osPack) readRecord(h, payload []byte, off int64) error {
-	want := len(h) + len(payload)
-	bufs := [][]byte{h, payload}
+	return vectored(unix.Preadv, int(f.Fd()), [][]byte{h, payload}, off, io.ErrUnexpectedEOF)
+}
+
+// vectored runs op (pwritev or preadv) until every byte of bufs is moved,
+// going on after a short transfer; none at all is short.
+func vectored(op func(int, [][]byte, int64) (int, error), fd int, bufs [][]byte, off int64, short error) error {
+	want := 0
+	for _, b := range bufs {
+		want += len(b)
+	}
 	for want > 0 {
-		n, err := unix.Preadv(int(f.Fd()), bufs, off)
+		n, err := op(fd, bufs, off)
 		if err == unix.EINTR {
 			continue
 		}
@@ -366,7 +350,7 @@ func (f osPack) readRecord(h, payload []byte, off int64) error {
 			return err
 		}
 		if n == 0 {
-			return io.ErrUnexpectedEOF
+			return short
 		}
 		off += int64(n)
 		want -= n

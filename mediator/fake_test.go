@@ -285,12 +285,24 @@ func (w *world) account() fnet.AccountID {
 // segment and its pieces.
 func (w *world) storeSegment(acct fnet.AccountID, size int) (SegmentID, [][]byte) {
 	w.t.Helper()
-	ctx := context.Background()
-	coder, _ := erasure.New(w.c.cfg.Scheme)
 	data := make([]byte, size)
 	for i := range data {
 		data[i] = byte(rand.Uint32())
 	}
+	pl, stored, pieces := w.placeAndUploadData(acct, data)
+	if err := w.c.Commit(context.Background(), acct, &fnet.CommitRequest{Segment: pl.Segment, Pieces: stored}); err != nil {
+		w.t.Fatal(err)
+	}
+	return SegmentID(pl.Segment), pieces
+}
+
+// placeAndUploadData places a segment of data for acct and uploads every
+// piece to its node; it returns the placement, the receipts a client
+// would commit and the pieces.
+func (w *world) placeAndUploadData(acct fnet.AccountID, data []byte) (*fnet.PlacementReply, []fnet.StoredPiece, [][]byte) {
+	w.t.Helper()
+	ctx := context.Background()
+	coder, _ := erasure.New(w.c.cfg.Scheme)
 	pieces, _ := coder.Encode(data)
 	ids := make([]challenge.PieceID, len(pieces))
 	for i, p := range pieces {
@@ -308,10 +320,7 @@ func (w *world) storeSegment(acct fnet.AccountID, size int) (SegmentID, [][]byte
 		}
 		stored = append(stored, fnet.StoredPiece{Index: uint8(i), Node: tg.Ticket.Node, Piece: ids[i], Size: uint64(len(pieces[i]))})
 	}
-	if err := w.c.Commit(ctx, acct, &fnet.CommitRequest{Segment: pl.Segment, Pieces: stored}); err != nil {
-		w.t.Fatal(err)
-	}
-	return SegmentID(pl.Segment), pieces
+	return pl, stored, pieces
 }
 
 func (w *world) segment(id SegmentID) *Segment {

@@ -20,34 +20,16 @@ import (
 	"github.com/fincrypt/fincrypt/wallet"
 )
 
-// placeAndUpload places a random segment of size bytes for acct and
-// uploads every piece to its node; it returns the placement and the
+// placeAndUpload places a segment of size bytes made from seed for acct
+// and uploads every piece to its node; it returns the placement and the
 // receipts a client would commit.
 func (w *world) placeAndUpload(acct fnet.AccountID, size int, seed byte) (*fnet.PlacementReply, []fnet.StoredPiece) {
 	w.t.Helper()
-	ctx := context.Background()
-	coder, _ := erasure.New(w.c.cfg.Scheme)
 	data := make([]byte, size)
 	for i := range data {
 		data[i] = byte(i*7) ^ seed
 	}
-	pieces, _ := coder.Encode(data)
-	ids := make([]challenge.PieceID, len(pieces))
-	for i, p := range pieces {
-		ids[i], _ = challenge.ComputeID(p)
-	}
-	pl, err := w.c.Place(ctx, acct, &fnet.PlacementRequest{PieceSize: uint64(len(pieces[0])), Pieces: ids})
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	var stored []fnet.StoredPiece
-	for i, tg := range pl.Targets {
-		addr, _ := fnet.ParseAddress(tg.Address)
-		if err := w.mem.Put(ctx, addr, tg.Ticket, pieces[i]); err != nil {
-			w.t.Fatal(err)
-		}
-		stored = append(stored, fnet.StoredPiece{Index: uint8(i), Node: tg.Ticket.Node, Piece: ids[i], Size: uint64(len(pieces[i]))})
-	}
+	pl, stored, _ := w.placeAndUploadData(acct, data)
 	return pl, stored
 }
 
