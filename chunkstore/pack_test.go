@@ -788,3 +788,88 @@ func TestDeleteDuringUpgrade(t *testing.T) {
 	}
 	checkAll(t, s3, m)
 }
+
+// TestCompactionCarriesDeletionsOfOlderPacks: a deletion is a record in
+// the pack active when it was made, while the deleted chunk's record stays
+// in its older pack. Compacting the pack that holds the deletion must carry
+// the deletion over while that older pack remains, or the deleted chunk is
+// back at the next open.
+func TestCompactionCarriesDeletionsOfOlderPacks(t *testing.T) {
+	smallPacks(t, 8<<10)
+	mem := newMem(t)
+	const dir = "/vault/store"
+	s, err := OpenFSFormat(dir, mem, FormatPacks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(8, 9))
+	put := func(n int) meta.ChunkID {
+		id := NewID()
+		if err := s.Put(id, randBytes(rng, n)); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	seqOf := func(id meta.ChunkID) uint64 {
+		l := s.packs.lookup(id)
+		if l == nil {
+			t.Fatalf("chunk %s in no pack", id)
+		}
+		return l.p.seq
+	}
+	// The deleted chunk, in a pack kept whole by live chunks beside it.
+	gone := put(500)
+	var keep, doomed []meta.ChunkID
+	for {
+		id := put(1000)
+		if seqOf(id) != seqOf(gone) {
+			doomed = append(doomed, id)
+			break
+		}
+		keep = append(keep, id)
+	}
+	// The next pack: chunks deleted later, so that it is worth compacting,
+	// and the deletion of the first chunk.
+	for range 3 {
+		doomed = append(doomed, put(1000))
+	}
+	next := seqOf(doomed[0])
+	if err := s.Delete(gone); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range doomed {
+		if err := s.Delete(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Move on to newer packs, so that the one holding the deletions is not
+	// the active one.
+	for {
+		if id := put(1000); seqOf(id) > next+1 {
+			break
+		}
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Compact(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s2, err := OpenFS(dir, mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if _, err := s2.Get(gone, nil); err == nil {
+		t.Fatal("a deleted chunk came back once the pack holding its deletion was compacted")
+	}
+	for _, id := range keep {
+		if _, err := s2.Get(id, nil); err != nil {
+			t.Fatalf("live chunk %s lost: %v", id, err)
+		}
+	}
+}
