@@ -253,11 +253,15 @@ func TestBackupKill9(t *testing.T) {
 		t.Fatalf("init: %+v", r)
 	}
 	src := filepath.Join(base, "src")
-	fillSource(t, src, 12, 2<<20, 1)
+	// Large enough that the pass is still storing when it is killed: a
+	// pass of 24 MiB could store its last blobs and record its snapshot
+	// between the check below and the kill (a clean-clone run, once).
+	const files, size = 12, 8 << 20
+	fillSource(t, src, files, size, 1)
 	fincrypt(t, nil, "--home", home, "backup", "add", "--password-file", pw, src)
 	first := backupRun(t, home, pw, nil)
 	firstSums := treeSums(t, src)
-	fillSource(t, src, 12, 2<<20, 2) // every file changes
+	fillSource(t, src, files, size, 2) // every file changes
 
 	// kill -9 once the pass has stored some blobs.
 	store := filepath.Join(home, "store")
@@ -284,7 +288,7 @@ func TestBackupKill9(t *testing.T) {
 	}
 	second := backupRun(t, home, pw, nil)
 	secondSums := treeSums(t, src)
-	if second.Files != 12 {
+	if second.Files != files {
 		t.Fatalf("the pass after the kill: %+v", second)
 	}
 	(&vaultEnv{home: home, pw: pw}).check(t)
