@@ -130,6 +130,17 @@ func (m *Mounted) HoldOpenFile(ino uint64) (release func(), ok bool) {
 	return of.mu.Unlock, true
 }
 
+// ServeWrite writes data at off into open file ino as a WRITE from the
+// kernel would, with no system call (the kernel's write-back may send one
+// at any moment); ok is false if ino is not open.
+func (m *Mounted) ServeWrite(ino uint64, data []byte, off uint64) (ok bool, err error) {
+	of := m.r.peek(ino)
+	if of == nil {
+		return false, nil
+	}
+	return true, of.write(data, off)
+}
+
 // CheckedIndex makes the next Check give its index to the returned func
 // (nil if none ran), for its counts of records read once Check returned.
 func CheckedIndex(t testing.TB) func() *meta.Index {

@@ -684,7 +684,12 @@ func (of *openFile) write(data []byte, off uint64) error {
 		if e := s.idx*cs + end; e > of.size {
 			of.size, of.sizeDirty = e, true
 		}
-		of.mtime, of.dirtyTimes = time.Now().UnixNano(), true
+		if !r.opt.WritebackCache {
+			// With the write-back cache the kernel owns the times
+			// (writeback.go): it sends those of the write(2) as a
+			// SETATTR, and this WRITE may come after it.
+			of.mtime, of.dirtyTimes = time.Now().UnixNano(), true
+		}
 		if end == cs {
 			// The chunk is full: hand it to the sealing worker.
 			delete(of.dirty, s.idx)

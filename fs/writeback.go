@@ -12,7 +12,12 @@ import "github.com/hanwen/go-fuse/v2/fuse"
 //   - The kernel owns a regular file's size and times while it is cached:
 //     it keeps its own size and mtime over a GETATTR's, and sends the times
 //     of its writes as a SETATTR (FATTR_MTIME|FATTR_CTIME) when it writes
-//     the inode back. Setattr stores them as any utimens.
+//     the inode back. Setattr stores them as any utimens. A WRITE sets no
+//     times here: the kernel writes a file's pages and its inode back
+//     apart, and the mount serves requests concurrently, so a WRITE may
+//     arrive after the SETATTR that carries its times; stamping the
+//     mount's clock then left a later mtime than stat showed at fsync
+//     (TestWritebackWriteKeepsTheKernelsTimes).
 //   - It may READ a page through a handle opened O_WRONLY (to fill the rest
 //     of a page a write covers partly); handles here never check the
 //     access mode, the kernel already did at open.

@@ -6,7 +6,9 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/fincrypt/fincrypt/fs"
 	"github.com/fincrypt/fincrypt/vault"
 )
 
@@ -180,4 +182,69 @@ func firstDiff(a, b []byte) int {
 		}
 	}
 	return min(len(a), len(b))
+}
+
+// TestWritebackWriteKeepsTheKernelsTimes: with the write-back cache the
+// kernel owns a file's times and sends them as a SETATTR, which it may send
+// before the WRITE of the pages that changed them (the inode and its pages
+// are written back apart, and the mount serves requests concurrently). A
+// WRITE served after the SETATTR must not stamp its own clock over them:
+// it did, so a file fsynced with the mtime stat showed came back after a
+// kill -9 with a later one (TestFsyncKillWriteback, once in CI). Without
+// the write-back cache the mount owns the times and a WRITE sets them.
+func TestWritebackWriteKeepsTheKernelsTimes(t *testing.T) {
+	requireFUSE(t)
+	for _, writeback := range []bool{true, false} {
+		t.Run(map[bool]string{true: "writeback", false: "direct"}[writeback], func(t *testing.T) {
+			home := newVault(t, vault.CreateOptions{ChunkSize: 64 << 10})
+			tm := mountVaultOpt(t, home, fs.Options{WritebackCache: writeback})
+			f, err := os.OpenFile(tm.path("f"), os.O_RDWR|os.O_CREATE, 0o644)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			data := randBytes(70, 100000)
+			if _, err := f.WriteAt(data, 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			// The kernel's SETATTR of the times (utimensat sends the same).
+			set := time.Date(2001, 2, 3, 4, 5, 6, 7000, time.UTC)
+			if err := os.Chtimes(tm.path("f"), set, set); err != nil {
+				t.Fatal(err)
+			}
+			var st syscall.Stat_t
+			if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+				t.Fatal(err)
+			}
+			// Then a WRITE of pages (as the kernel's write-back sends it).
+			patch := randBytes(71, 5000)
+			copy(data[40000:], patch)
+			if ok, err := tm.m.ServeWrite(st.Ino, patch, 40000); !ok || err != nil {
+				t.Fatalf("serving a WRITE: open %v, %v", ok, err)
+			}
+			if err := f.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			tm.unmount()
+
+			tm = mountVaultOpt(t, home, fs.Options{WritebackCache: writeback})
+			if got := readFile(t, tm.path("f")); !bytes.Equal(got, data) {
+				t.Fatalf("read back %d bytes, first difference at %d", len(got), firstDiff(got, data))
+			}
+			fi, err := os.Stat(tm.path("f"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if writeback && !fi.ModTime().Equal(set) {
+				t.Errorf("mtime %v after a WRITE served after the kernel's SETATTR, want the kernel's %v", fi.ModTime(), set)
+			}
+			if !writeback && !fi.ModTime().After(set) {
+				t.Errorf("mtime %v after a WRITE, want the write's time (after %v)", fi.ModTime(), set)
+			}
+		})
+	}
 }
