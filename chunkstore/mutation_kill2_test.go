@@ -12,7 +12,6 @@ import (
 	"io/fs"
 	"maps"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -64,21 +63,7 @@ func TestScanResyncsToTheLastRecord(t *testing.T) {
 		}
 		hitOff := s.packs.lookup(hit).off
 		delete(want, hit)
-		if err := s.Sync(); err != nil {
-			t.Fatal(err)
-		}
-		s.Close()
-		packs := packFiles(t, dir)
-		if len(packs) != 1 {
-			t.Fatalf("%d packs, want 1", len(packs))
-		}
-		stripIndex(t, packs[0])
-		f, err := os.OpenFile(packs[0], os.O_RDWR, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.WriteAt([]byte{0xff}, hitOff+9) // in the chunk id: the header's checksum fails
-		f.Close()
+		damageBarePack(t, s, dir, hitOff+9, []byte{0xff}) // in the chunk id: the header's checksum fails
 		s2, err := Open(dir)
 		if err != nil {
 			t.Fatal(err)
@@ -279,13 +264,7 @@ func crash(mem *vfs.MemFS) *vfs.MemFS {
 func TestFullDiskLosesNothing(t *testing.T) {
 	smallPacks(t, 4<<10)
 	rng := rand.New(rand.NewPCG(21, 8))
-	mem := newMem(t)
-	ffs := &faultFS{FS: mem}
-	const dir = "/vault/store"
-	s, err := OpenFS(dir, ffs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mem, ffs, s := newFaultStore(t)
 	live := fillStore(t, s, rng, 12)
 	gone := map[meta.ChunkID]bool{}
 	var failed []meta.ChunkID
@@ -339,7 +318,7 @@ func TestFullDiskLosesNothing(t *testing.T) {
 	checkAll(t, s, live)
 	s.Close()
 	for _, fsys := range []vfs.FS{crash(mem), mem} {
-		s2, err := OpenFS(dir, fsys)
+		s2, err := OpenFS(faultDir, fsys)
 		if err != nil {
 			t.Fatalf("open after the full disk: %v", err)
 		}
@@ -385,13 +364,7 @@ func TestSyncErrorNotAcknowledged(t *testing.T) {
 	smallPacks(t, 4<<10)
 	for _, what := range []string{"pack", "packs directory"} {
 		rng := rand.New(rand.NewPCG(21, 9))
-		mem := newMem(t)
-		ffs := &faultFS{FS: mem}
-		const dir = "/vault/store"
-		s, err := OpenFS(dir, ffs)
-		if err != nil {
-			t.Fatal(err)
-		}
+		mem, ffs, s := newFaultStore(t)
 		live := fillStore(t, s, rng, 8)
 		var gone meta.ChunkID
 		for id := range live {
@@ -427,7 +400,7 @@ func TestSyncErrorNotAcknowledged(t *testing.T) {
 			t.Fatalf("%s: sync once the disk works: %v", what, err)
 		}
 		maps.Copy(live, more)
-		s2, err := OpenFS(dir, crash(mem))
+		s2, err := OpenFS(faultDir, crash(mem))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -454,13 +427,7 @@ func TestSyncErrorNotAcknowledged(t *testing.T) {
 func TestCompactionSyncErrorKeepsThePack(t *testing.T) {
 	smallPacks(t, 4<<10)
 	rng := rand.New(rand.NewPCG(21, 10))
-	mem := newMem(t)
-	ffs := &faultFS{FS: mem}
-	const dir = "/vault/store"
-	s, err := OpenFS(dir, ffs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mem, ffs, s := newFaultStore(t)
 	defer s.Close()
 	live := fillStore(t, s, rng, 40)
 	gone := map[meta.ChunkID]bool{}
@@ -496,12 +463,16 @@ func TestCompactionSyncErrorKeepsThePack(t *testing.T) {
 			}
 		}
 	}
-	s2, err := OpenFS(dir, crash(mem))
-	if err != nil {
-		t.Fatal(err)
+	afterPowerCut := func(when string) {
+		t.Helper()
+		s2, err := OpenFS(faultDir, crash(mem))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s2.Close()
+		check(s2, when)
 	}
-	check(s2, "power cut after the failed compaction")
-	s2.Close()
+	afterPowerCut("power cut after the failed compaction")
 	check(s, "after the failed compaction")
 	removed, err := s.Compact()
 	if err != nil {
@@ -511,12 +482,7 @@ func TestCompactionSyncErrorKeepsThePack(t *testing.T) {
 	if after >= before || removed < before-after {
 		t.Fatalf("%d packs after compacting once the disk works, %d before, %d said removed", after, before, removed)
 	}
-	s3, err := OpenFS(dir, crash(mem))
-	if err != nil {
-		t.Fatal(err)
-	}
-	check(s3, "power cut after the compaction")
-	s3.Close()
+	afterPowerCut("power cut after the compaction")
 }
 
 // checkLive checks the store's accounting against its map: each pack's
@@ -754,4 +720,20 @@ func TestPunchedHoleSparesTheNeighbours(t *testing.T) {
 	if !bytes.Equal(blk, make([]byte, punchBlock)) {
 		t.Fatal("the disk blocks of a deleted chunk were not given back after the sync")
 	}
+}
+
+// faultDir is where newFaultStore's store lives.
+const faultDir = "/vault/store"
+
+// newFaultStore opens a store at faultDir on a crashable in-memory file
+// system behind a faultFS, which starts with no fault set.
+func newFaultStore(t *testing.T) (*vfs.MemFS, *faultFS, *Store) {
+	t.Helper()
+	mem := newMem(t)
+	ffs := &faultFS{FS: mem}
+	s, err := OpenFS(faultDir, ffs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mem, ffs, s
 }

@@ -316,21 +316,7 @@ func TestTornPayloadInLastPack(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := s.packs.lookup(torn)
-	if err := s.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	packs := packFiles(t, dir)
-	if len(packs) != 1 {
-		t.Fatalf("%d packs, want 1", len(packs))
-	}
-	stripIndex(t, packs[0]) // as the power cut found it: no index yet
-	f, err := os.OpenFile(packs[0], os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteAt(make([]byte, 2000), l.off+recHeaderSize+500)
-	f.Close()
+	pack := damageBarePack(t, s, dir, l.off+recHeaderSize+500, make([]byte, 2000))
 
 	s2, err := Open(dir)
 	if err != nil {
@@ -360,7 +346,7 @@ func TestTornPayloadInLastPack(t *testing.T) {
 	if _, err := s2.Compact(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(packs[0]); !os.IsNotExist(err) {
+	if _, err := os.Stat(pack); !os.IsNotExist(err) {
 		t.Fatalf("the pack with the torn record was taken for damaged and kept: %v", err)
 	}
 	checkAll(t, s2, m)
@@ -455,18 +441,7 @@ func TestScanResyncsAfterADamagedHeader(t *testing.T) {
 			hit, hitOff = id, l.off
 		}
 	}
-	if err := s.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	packs := packFiles(t, dir)
-	stripIndex(t, packs[0])
-	f, err := os.OpenFile(packs[0], os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteAt([]byte{0xff}, hitOff+9) // in the chunk id: the header's checksum fails
-	f.Close()
+	damageBarePack(t, s, dir, hitOff+9, []byte{0xff}) // in the chunk id: the header's checksum fails
 	delete(m, hit)
 	s2, err := Open(dir)
 	if err != nil {
@@ -570,4 +545,29 @@ func TestTornTailByAFewBytes(t *testing.T) {
 		}
 		s2.Close()
 	}
+}
+
+// damageBarePack syncs and closes s, strips the index of its one pack (as a
+// power cut before the index was written leaves it) and writes b at off in
+// the pack; it returns the pack's path.
+func damageBarePack(t *testing.T, s *Store, dir string, off int64, b []byte) string {
+	t.Helper()
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	packs := packFiles(t, dir)
+	if len(packs) != 1 {
+		t.Fatalf("%d packs, want 1", len(packs))
+	}
+	stripIndex(t, packs[0])
+	f, err := os.OpenFile(packs[0], os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	return packs[0]
 }

@@ -1,7 +1,6 @@
 package fs_test
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -202,9 +201,15 @@ func TestCreateSendsNoFlush(t *testing.T) {
 	if total > 6*files {
 		t.Errorf("%v requests for %d new files written and closed, want at most 6 a file", total, files)
 	}
-	// Every file's chunk and size are in the index once its RELEASE is
-	// served.
-	for i := range files {
+	releasedThenRemount(t, tm, data)
+}
+
+// releasedThenRemount checks that each file d/fI (I the index in data) has
+// its chunk and size in the index once its RELEASE was served, then
+// remounts the vault and checks each reads back; it returns the new mount.
+func releasedThenRemount(t *testing.T, tm *testMount, data [][]byte) *testMount {
+	t.Helper()
+	for i := range data {
 		var st syscall.Stat_t
 		if err := syscall.Stat(tm.path("d", "f"+strconv.Itoa(i)), &st); err != nil {
 			t.Fatal(err)
@@ -218,12 +223,11 @@ func TestCreateSendsNoFlush(t *testing.T) {
 		}
 	}
 	tm.unmount()
-	tm = mountVault(t, home)
-	for i := range files {
-		if got := readFile(t, tm.path("d", "f"+strconv.Itoa(i))); !bytes.Equal(got, data[i]) {
-			t.Fatalf("file %d differs after a remount", i)
-		}
+	tm = mountVault(t, tm.home)
+	for i := range data {
+		mustEqual(t, "file "+strconv.Itoa(i)+" after a remount", readFile(t, tm.path("d", "f"+strconv.Itoa(i))), data[i])
 	}
+	return tm
 }
 
 // TestSmallFileReleaseSealsInline: the last release of a small file seals,
@@ -282,24 +286,7 @@ func TestSmallFileReleaseSealsInline(t *testing.T) {
 	if err := tm.m.WaitIdle(time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	for i := range files {
-		var st syscall.Stat_t
-		if err := syscall.Stat(tm.path("d", "f"+strconv.Itoa(i)), &st); err != nil {
-			t.Fatal(err)
-		}
-		in, err := tm.m.Index().GetInode(st.Ino)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, ok, err := tm.m.Index().GetChunk(st.Ino, 0); err != nil || !ok || in.Size != uint64(len(data[i])) {
-			t.Fatalf("file %d after its release: chunk in the index %v (%v), size %d, want %d", i, ok, err, in.Size, len(data[i]))
-		}
-	}
-	tm.unmount()
-	tm = mountVault(t, home)
-	for i := range files {
-		mustEqual(t, "file "+strconv.Itoa(i)+" after a remount", readFile(t, tm.path("d", "f"+strconv.Itoa(i))), data[i])
-	}
+	tm = releasedThenRemount(t, tm, data)
 	mustEqual(t, "big after a remount", readFile(t, tm.path("d", "big")), big)
 	mustEqual(t, "held after a remount", readFile(t, tm.path("d", "held")), held)
 }

@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"math"
-	"net/netip"
 	"testing"
 	"time"
 
@@ -373,54 +372,18 @@ func TestPlacementRoomAtItsEdge(t *testing.T) {
 // drawn at random, not to the cheapest newcomer: a low price buys a new
 // node nothing.
 func TestUnvettedShareAtTheEdge(t *testing.T) {
-	w := newWorld(t, 5)
-	ctx := context.Background()
-	acct := w.account()
-	for range 3 {
-		w.storeSegment(acct, 1000)
-	}
-	for range 6 {
-		w.nextRound()
-	}
-	nodes, _ := w.store.ListNodes(ctx)
-	for _, n := range nodes {
-		if !w.c.vetted(n) {
-			t.Fatalf("node %s not vetted after %d passes", n.Address, n.Passed)
-		}
-	}
-	share := w.c.cfg.Placement.UnvettedPieces
-	if share != 1 {
+	w, acct := vettedWorld(t)
+	if share := w.c.cfg.Placement.UnvettedPieces; share != 1 {
 		t.Fatalf("test written for an unvetted share of 1, have %d", share)
 	}
 	w.heartbeatNode(4, 0) // no room: 4 vetted nodes left for 5-1 pieces
-	newcomers := map[fnet.NodeID]bool{}
-	for i := range 5 {
-		price := uint64(50)
+	price := func(i int) uint64 {
 		if i == 0 {
-			price = 1 // undercuts everyone
+			return 1 // undercuts everyone
 		}
-		id := w.addNode(netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 60, byte(i), 1}), 7000).String(), price)
-		newcomers[id.ID()] = true
+		return 50
 	}
-	seen := map[fnet.NodeID]bool{}
-	for range 30 {
-		pl, err := w.c.Place(ctx, acct, &fnet.PlacementRequest{PieceSize: 100, Pieces: distinctIDs(5)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for _, tg := range pl.Targets {
-			if newcomers[tg.Ticket.Node] {
-				n++
-				seen[tg.Ticket.Node] = true
-			}
-		}
-		if n != share {
-			t.Fatalf("%d pieces on unvetted nodes, want %d", n, share)
-		}
-		w.c.unreserve(SegmentID(pl.Segment))
-	}
-	if len(seen) < 3 {
-		t.Fatalf("the unvetted share went to %d of 5 newcomers in 30 placements (one undercuts): chosen by price, not at random", len(seen))
+	if seen := newcomerShare(t, w, acct, 60, price); seen < 3 {
+		t.Fatalf("the unvetted share went to %d of 5 newcomers in 30 placements (one undercuts): chosen by price, not at random", seen)
 	}
 }

@@ -153,31 +153,48 @@ func TestRepairKeepsOnePiecePerSubnet(t *testing.T) {
 // new nodes get at most Placement.UnvettedPieces of each, however cheap;
 // a network of new nodes only still places everything.
 func TestUnvettedNodesGetASmallShare(t *testing.T) {
+	w, acct := vettedWorld(t)
+	if seen := newcomerShare(t, w, acct, 50, func(int) uint64 { return 1 }); seen < 3 {
+		t.Fatalf("the unvetted share went to %d of 5 newcomers in 30 placements: not spread at random", seen)
+	}
+}
+
+// vettedWorld is a world of 5 nodes, each vetted by the challenges of the
+// three segments it stored for the returned account while it was young
+// (every node unvetted: placement still works).
+func vettedWorld(t *testing.T) (*world, fnet.AccountID) {
+	t.Helper()
 	w := newWorld(t, 5)
-	ctx := context.Background()
 	acct := w.account()
-	// A young network: every node unvetted, placement works.
 	for range 3 {
 		w.storeSegment(acct, 1000)
 	}
-	for range 3 { // 3 pieces a node, 32 sampled: vetted after 6 rounds
-		w.nextRound()
+	for range 6 { // 3 pieces a node, 32 sampled: vetted after 6 rounds
 		w.nextRound()
 	}
-	nodes, _ := w.store.ListNodes(ctx)
+	nodes, _ := w.store.ListNodes(context.Background())
 	for _, n := range nodes {
 		if !w.c.vetted(n) {
 			t.Fatalf("node %s not vetted after %d passes", n.Address, n.Passed)
 		}
 	}
+	return w, acct
+}
+
+// newcomerShare adds 5 new nodes on subnets 10.subnet.i.0/24 at price(i), makes
+// 30 placements of 5 pieces for acct and fails unless each puts exactly
+// Placement.UnvettedPieces of them on the newcomers; it returns how many of
+// the newcomers got a piece.
+func newcomerShare(t *testing.T, w *world, acct fnet.AccountID, subnet byte, price func(i int) uint64) int {
+	t.Helper()
 	newcomers := map[fnet.NodeID]bool{}
 	for i := range 5 {
-		id := w.addNode(netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 50, byte(i), 1}), 7000).String(), 1)
+		id := w.addNode(netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, subnet, byte(i), 1}), 7000).String(), price(i))
 		newcomers[id.ID()] = true
 	}
 	seen := map[fnet.NodeID]bool{}
 	for range 30 {
-		pl, err := w.c.Place(ctx, acct, &fnet.PlacementRequest{PieceSize: 100, Pieces: distinctIDs(5)})
+		pl, err := w.c.Place(context.Background(), acct, &fnet.PlacementRequest{PieceSize: 100, Pieces: distinctIDs(5)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -193,9 +210,7 @@ func TestUnvettedNodesGetASmallShare(t *testing.T) {
 		}
 		w.c.unreserve(SegmentID(pl.Segment))
 	}
-	if len(seen) < 3 {
-		t.Fatalf("the unvetted share went to %d of 5 newcomers in 30 placements: not spread at random", len(seen))
-	}
+	return len(seen)
 }
 
 // TestReputationDisqualifiesLiars: failures weigh more than passes, old
