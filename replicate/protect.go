@@ -73,9 +73,19 @@ func (r *Replicator) loadProtection() {
 	if b, err := r.idx.GetRepl("snapshot_covers"); err == nil && len(b) == 8 {
 		r.snapCovers = time.Unix(0, int64(beUint64(b)))
 	}
+	r.snapBlob = storedSnapshotSize(r.idx) // sizes the first export's buffer
 	// A previous run may have stopped before its last snapshot: take one
 	// at once if anything is unprotected.
 	r.syncWanted = time.Now()
+}
+
+// storedSnapshotSize returns the sealed size of the newest stored snapshot
+// (R snapshot_size), 0 if unknown.
+func storedSnapshotSize(idx *meta.Index) int {
+	if b, err := idx.GetRepl("snapshot_size"); err == nil && len(b) == 8 {
+		return int(min(beUint64(b), 1<<40))
+	}
+	return 0
 }
 
 // protection compares the live index with the newest stored snapshot. It

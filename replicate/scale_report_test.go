@@ -60,11 +60,11 @@ func TestScaleReport(t *testing.T) {
 		}
 		row := measureScale(t, n, skipCheck)
 		rows = append(rows, row)
-		fmt.Printf("scale files=%d gen=%s mount=%s pending=%s status=%s idle_per_min=%s maint_change=%s(%d records) version=%s version_after_change=%s(%d records) version_full_walk=%s(%d records) snapshot=%s(%.1fMiB) check=%s heap=%.1fMiB\n", row.files,
+		fmt.Printf("scale files=%d gen=%s mount=%s pending=%s status=%s idle_per_min=%s maint_change=%s(%d records) version=%s version_after_change=%s(%d records) version_full_walk=%s(%d records) snapshot=%s(%.1fMiB, %.2f B allocated a byte) check=%s heap=%.1fMiB\n", row.files,
 			row.gen.Round(time.Millisecond), row.mount.Round(time.Microsecond), row.pending.Round(time.Microsecond),
 			row.status.Round(time.Microsecond), row.idle.Round(time.Microsecond), row.maintChange.Round(time.Microsecond), row.maintRead,
 			row.version1.Round(time.Millisecond), row.version2.Round(time.Microsecond), row.version2Read,
-			row.versionFull.Round(time.Millisecond), row.versionFullRead, row.snapshot.Round(time.Millisecond), float64(row.snapshotBytes)/(1<<20),
+			row.versionFull.Round(time.Millisecond), row.versionFullRead, row.snapshot.Round(time.Millisecond), float64(row.snapshotBytes)/(1<<20), float64(row.snapshotAlloc)/float64(max(row.snapshotBytes, 1)),
 			row.check.Round(time.Millisecond), float64(row.heap)/(1<<20))
 	}
 	if len(rows) > 1 {
@@ -90,6 +90,7 @@ type scaleRow struct {
 	versionFull                              time.Duration // TakeVersion (full walk) after one change
 	version2Read, versionFullRead            int64         // records read (scanned and looked up)
 	snapshotBytes                            int64         // the index snapshot's records, before sealing
+	snapshotAlloc                            int64         // bytes the process allocated while Snapshot ran
 	heap                                     int64
 }
 
@@ -269,7 +270,11 @@ func measureScale(t *testing.T, n int, skipCheck bool) scaleRow {
 	// last of the tries within two minutes is timed.
 	for deadline := time.Now().Add(2 * time.Minute); ; {
 		var err error
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
 		row.snapshot = timed(func() { err = r.Snapshot() })
+		runtime.ReadMemStats(&m1)
+		row.snapshotAlloc = int64(m1.TotalAlloc - m0.TotalAlloc)
 		if err == nil {
 			break
 		}

@@ -8,8 +8,11 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/fincrypt/fincrypt/meta"
+	fnet "github.com/fincrypt/fincrypt/net"
+	"github.com/fincrypt/fincrypt/vault"
 )
 
 // buildFiles writes n files of one chunk each (1000 to a directory) into
@@ -111,7 +114,7 @@ func TestExportBlobHoldsRecordsOnce(t *testing.T) {
 	}
 	var prev []byte
 	count := 0
-	if err := importRecords(merged)(func(k, _ []byte) error {
+	if err := importRecords(recordsOf(merged))(func(k, _ []byte) error {
 		if prev != nil && bytes.Compare(prev, k) >= 0 {
 			return fmt.Errorf("key %x after %x", k, prev)
 		}
@@ -123,5 +126,85 @@ func TestExportBlobHoldsRecordsOnce(t *testing.T) {
 	}
 	if len(merged) != len(blob)+2*8+2+1+1+1 || count < 2 {
 		t.Fatalf("merged %d bytes of %d records from %d", len(merged), count, len(blob))
+	}
+}
+
+// TestSnapshotSealedWhereItLies: an export given the last export's size as
+// its hint has the room to be sealed where it lies, so a mount holds its
+// index once, not twice, while it stores a snapshot; what is sealed opens
+// back (in place, as a restore opens it) to the same records.
+func TestSnapshotSealedWhereItLies(t *testing.T) {
+	_, idx, _ := localVault(t)
+	buildFiles(t, idx, 2000)
+	first, _, err := exportBlob(idx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Clone(recordsOf(first))
+	blob, _, err := exportBlob(idx, len(first)+len(first)/8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(recordsOf(blob), want) {
+		t.Fatal("two exports of the same index differ")
+	}
+	key := bytes.Repeat([]byte{3}, vault.KeySize)
+	sealer, err := vault.NewSealer(key, "fincrypt snapshot v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ad := snapshotAD("index", fnet.AccountID{1}, 7)
+	sealed := sealer.SealInPlace(blob, ad)
+	if &sealed[0] != &blob[0] {
+		t.Fatalf("a snapshot of %d bytes was sealed into new memory (capacity %d)", len(blob), cap(blob))
+	}
+	got, err := sealer.OpenInPlace(sealed, ad)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("the sealed snapshot opens to other records: %v", err)
+	}
+}
+
+// TestSnapshotStoredWhereItLies: the engine stores a snapshot from the
+// export's own memory (sealed in place), not from a sealed copy beside it:
+// once stored, the export's records are gone from its buffer; the stored
+// snapshot still opens to them (a restore reads them back).
+func TestSnapshotStoredWhereItLies(t *testing.T) {
+	p, home := planetAndVault(t)
+	cfg := fastConfig()
+	cfg.PieceTimeout, cfg.CallTimeout = 20*time.Second, 20*time.Second
+	c := mount(t, p, home, cfg)
+	writeTree(t, c.mnt, 2)
+	c.waitSyncedFor(t, "tree", 3*time.Minute)
+	keyFile, err := c.rep.readKeyFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, missing, err := exportBlob(c.rep.idx, 1<<20)
+	if err != nil || len(missing) > 0 {
+		t.Fatalf("export of a synced vault: %d chunks missing, %v", len(missing), err)
+	}
+	want := bytes.Clone(recordsOf(blob))
+	sum, err := stateHash(c.rep.idx, keyFile, importRecords(want))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.rep.snapshot(keyFile, blob, sum, time.Now(), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(recordsOf(blob)[:len(want)], want) {
+		t.Fatal("the export's buffer still holds its records: the snapshot was sealed into a copy")
+	}
+	// The next start sizes its first export's buffer by this snapshot.
+	if hint := storedSnapshotSize(c.rep.idx); hint != len(want)+vault.Overhead {
+		t.Fatalf("a start after a snapshot of %d bytes sizes the next export for %d", len(want)+vault.Overhead, hint)
+	}
+	acct := fnet.AccountID(c.rep.client.Account())
+	ptr, err := c.rep.client.GetSnapshot(p.Context(), acct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := fetchSnapshot(p.Context(), c.rep.client, c.rep.v, acct, ptr, 20*time.Second, time.Second, nil)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("the stored snapshot does not open to the export's records: %v", err)
 	}
 }

@@ -93,19 +93,39 @@ func decodeList(b []byte) (uint64, []snapSegment, error) {
 // record is one index record as stored (key and sealed value).
 type record struct{ key, sealed []byte }
 
-// encodeRecords serialises index records.
+// A serialised index is built framed: vault.NonceSize bytes of room before
+// it and vault.TagSize bytes of spare capacity after it, so that the
+// snapshot is sealed where it lies (vault.Sealer.SealInPlace) and a mount
+// holds its index once, not twice, while it stores a snapshot (a million
+// files make about 500 MiB of records).
+
+// newFramed returns an empty framed serialisation with room for n bytes
+// of records.
+func newFramed(n int) []byte {
+	b := make([]byte, vault.NonceSize, vault.NonceSize+max(n, len(snapshotMagic))+vault.TagSize)
+	return append(b, snapshotMagic...)
+}
+
+// recordsOf returns the serialised records of a framed serialisation.
+func recordsOf(framed []byte) []byte { return framed[vault.NonceSize:] }
+
+// appendRecord appends the serialised record key, sealed to b.
+func appendRecord(b, key, sealed []byte) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(key)))
+	b = append(b, key...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(sealed)))
+	return append(b, sealed...)
+}
+
+// encodeRecords serialises index records, framed.
 func encodeRecords(recs []record) []byte {
 	n := len(snapshotMagic)
 	for _, rc := range recs {
 		n += 8 + len(rc.key) + len(rc.sealed)
 	}
-	b := make([]byte, 0, n)
-	b = append(b, snapshotMagic...)
+	b := newFramed(n)
 	for _, rc := range recs {
-		b = binary.BigEndian.AppendUint32(b, uint32(len(rc.key)))
-		b = append(b, rc.key...)
-		b = binary.BigEndian.AppendUint32(b, uint32(len(rc.sealed)))
-		b = append(b, rc.sealed...)
+		b = appendRecord(b, rc.key, rc.sealed)
 	}
 	return b
 }
@@ -114,32 +134,40 @@ func encodeRecords(recs []record) []byte {
 // encodeRecords does, writing each record into the blob as the export
 // reads it: the records are held once, not copied one by one first. hint
 // is the size expected (the last export's, and some): a blob that fits
-// is never copied to grow.
+// is never copied to grow. The blob is framed (recordsOf).
 func exportBlob(idx *meta.Index, hint int) (blob []byte, missing []meta.ChunkID, err error) {
-	blob = make([]byte, 0, max(hint, len(snapshotMagic)))
-	blob = append(blob, snapshotMagic...)
+	blob = newFramed(hint)
 	missing, err = idx.ExportState(func(k, v []byte) error {
-		blob = binary.BigEndian.AppendUint32(blob, uint32(len(k)))
-		blob = append(blob, k...)
-		blob = binary.BigEndian.AppendUint32(blob, uint32(len(v)))
-		blob = append(blob, v...)
+		blob = appendRecord(blob, k, v)
 		return nil
 	})
 	return blob, missing, err
 }
 
 // mergeRecords returns the serialised records of blob and extra, in key
-// order (the export's order, which the state hash follows).
+// order (the export's order, which the state hash follows), written once
+// into a buffer of their size; both blobs are framed.
 func mergeRecords(blob []byte, extra []record) ([]byte, error) {
-	recs := extra
-	if err := importRecords(blob)(func(k, v []byte) error {
-		recs = append(recs, record{k, v}) // slices of blob: not copied
+	slices.SortFunc(extra, func(a, b record) int { return bytes.Compare(a.key, b.key) })
+	n := len(recordsOf(blob))
+	for _, rc := range extra {
+		n += 8 + len(rc.key) + len(rc.sealed)
+	}
+	out := newFramed(n)
+	i := 0
+	if err := importRecords(recordsOf(blob))(func(k, v []byte) error {
+		for ; i < len(extra) && bytes.Compare(extra[i].key, k) < 0; i++ {
+			out = appendRecord(out, extra[i].key, extra[i].sealed)
+		}
+		out = appendRecord(out, k, v)
 		return nil
 	}); err != nil {
 		return nil, err
 	}
-	slices.SortFunc(recs, func(a, b record) int { return bytes.Compare(a.key, b.key) })
-	return encodeRecords(recs), nil
+	for _, rc := range extra[i:] {
+		out = appendRecord(out, rc.key, rc.sealed)
+	}
+	return out, nil
 }
 
 // importRecords walks a serialised index.
@@ -241,7 +269,7 @@ func (r *Replicator) takeSnapshot() error {
 			}
 		}
 	}
-	sum, err := stateHash(r.idx, keyFile, importRecords(blob))
+	sum, err := stateHash(r.idx, keyFile, importRecords(recordsOf(blob)))
 	if err != nil {
 		r.noteErr(fmt.Errorf("snapshot: %w", err))
 		return nil
@@ -261,7 +289,8 @@ func (r *Replicator) takeSnapshot() error {
 	return r.snapshot(keyFile, blob, sum, exportAt, sg, len(missing) == 0)
 }
 
-// snapshot stores blob as the account's newest snapshot; sum is its state
+// snapshot stores blob (framed, sealed where it lies: the records are
+// gone once it returns) as the account's newest snapshot; sum is its state
 // hash and covers the time its export was read.
 //
 // asOf is the index state generation read before the export; exact says
@@ -269,7 +298,7 @@ func (r *Replicator) takeSnapshot() error {
 func (r *Replicator) snapshot(keyFile, blob, sum []byte, covers time.Time, asOf uint64, exact bool) error {
 	acct := r.client.Account()
 	seq := uint64(time.Now().UnixNano())
-	sealed := r.snap.Seal(nil, blob, snapshotAD("index", acct, seq))
+	sealed := r.snap.SealInPlace(blob, snapshotAD("index", acct, seq))
 	var list []snapSegment
 	var recs []*meta.Segment
 	for off := 0; off < len(sealed); off += MaxSegment {
@@ -317,6 +346,7 @@ func (r *Replicator) snapshot(keyFile, blob, sum []byte, covers time.Time, asOf 
 	b.PutRepl("last_snapshot", putUint64(uint64(now.UnixNano())))
 	b.PutRepl("snapshot_hash", sum)
 	b.PutRepl("snapshot_covers", putUint64(uint64(covers.UnixNano())))
+	b.PutRepl("snapshot_size", putUint64(uint64(len(sealed))))
 	// The pointer is stored: what it covers is restorable even if this
 	// record is lost (the next run then takes one more snapshot).
 	r.mu.Lock()
@@ -479,6 +509,7 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 			b := idx.NewBatch()
 			b.PutRepl("snapshot_hash", sum)
 			b.PutRepl("snapshot_covers", putUint64(p.Seq))
+			b.PutRepl("snapshot_size", putUint64(uint64(len(blob)+vault.Overhead)))
 			b.PutRepl("last_snapshot", putUint64(p.Seq))
 			err = b.Commit(true)
 		}
@@ -526,7 +557,7 @@ func fetchSnapshot(ctx context.Context, client *mediator.Client, v *vault.Vault,
 		sealed = append(sealed, data[:s.used]...)
 		progress(i+1, len(list), int64(len(sealed)), int64(blobLen))
 	}
-	blob, err = sealer.Open(nil, sealed, snapshotAD("index", acct, p.Seq))
+	blob, err = sealer.OpenInPlace(sealed, snapshotAD("index", acct, p.Seq))
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: %w", ErrSnapshot, err)
 	}

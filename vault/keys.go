@@ -140,8 +140,13 @@ type Sealer struct {
 	domain []byte
 }
 
-// Overhead is the number of bytes sealing adds.
-const Overhead = 12 + 16
+// Overhead is the number of bytes sealing adds: NonceSize before the
+// ciphertext and TagSize after it.
+const (
+	NonceSize = 12
+	TagSize   = 16
+	Overhead  = NonceSize + TagSize
+)
 
 // NewSealer returns a sealer under a 32-byte key.
 func NewSealer(key []byte, domain string) (*Sealer, error) {
@@ -168,12 +173,41 @@ func (s *Sealer) ad(ad []byte) []byte {
 
 // Seal appends the sealed form of plaintext, bound to ad, to dst.
 func (s *Sealer) Seal(dst, plaintext, ad []byte) []byte {
-	var nonce [12]byte
+	var nonce [NonceSize]byte
 	if _, err := rand.Read(nonce[:]); err != nil {
 		panic(fmt.Sprintf("crypto/rand failed: %v", err))
 	}
 	dst = append(dst, nonce[:]...)
 	return s.aead.Seal(dst, nonce[:], plaintext, s.ad(ad))
+}
+
+// SealInPlace seals buf[NonceSize:] where it lies, for a plaintext too
+// large to hold twice (an index snapshot): buf[:NonceSize] is room for the
+// nonce, and the tag is appended, in buf's memory when its capacity has
+// TagSize bytes to spare. The result is what Seal makes of
+// buf[NonceSize:]; the plaintext is gone.
+func (s *Sealer) SealInPlace(buf, ad []byte) []byte {
+	if len(buf) < NonceSize {
+		panic("vault: SealInPlace without room for the nonce")
+	}
+	if _, err := rand.Read(buf[:NonceSize]); err != nil {
+		panic(fmt.Sprintf("crypto/rand failed: %v", err))
+	}
+	return s.aead.Seal(buf[:NonceSize], buf[:NonceSize], buf[NonceSize:], s.ad(ad))
+}
+
+// OpenInPlace opens sealed where it lies and returns the plaintext, a
+// slice of sealed's memory; sealed is overwritten even when it fails
+// (ErrTampered).
+func (s *Sealer) OpenInPlace(sealed, ad []byte) ([]byte, error) {
+	if len(sealed) < Overhead {
+		return nil, fmt.Errorf("sealed record is %d bytes, shorter than the %d-byte minimum: %w", len(sealed), Overhead, ErrTampered)
+	}
+	out, err := s.aead.Open(sealed[NonceSize:NonceSize], sealed[:NonceSize], sealed[NonceSize:], s.ad(ad))
+	if err != nil {
+		return nil, ErrTampered
+	}
+	return out, nil
 }
 
 // Open appends the plaintext of sealed to dst. It fails with ErrTampered if
@@ -182,7 +216,7 @@ func (s *Sealer) Open(dst, sealed, ad []byte) ([]byte, error) {
 	if len(sealed) < Overhead {
 		return nil, fmt.Errorf("sealed record is %d bytes, shorter than the %d-byte minimum: %w", len(sealed), Overhead, ErrTampered)
 	}
-	out, err := s.aead.Open(dst, sealed[:12], sealed[12:], s.ad(ad))
+	out, err := s.aead.Open(dst, sealed[:NonceSize], sealed[NonceSize:], s.ad(ad))
 	if err != nil {
 		return nil, ErrTampered
 	}

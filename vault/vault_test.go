@@ -139,3 +139,60 @@ func TestLockIsExclusive(t *testing.T) {
 		t.Fatalf("key file mode %v, %v", fi.Mode(), err)
 	}
 }
+
+// TestSealInPlace: sealing and opening where the bytes lie (an index
+// snapshot too large to hold twice) is the same format as Seal and Open:
+// each opens what the other sealed, the result stays in the buffer's
+// memory when it has room for the tag, and a flipped byte or other
+// associated data is refused.
+func TestSealInPlace(t *testing.T) {
+	keys, err := DeriveKeys(bytes.Repeat([]byte{9}, KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewSealer(keys.Segment[:], "fincrypt snapshot v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ad := []byte("snapshot 1")
+	pt := bytes.Repeat([]byte("index record "), 1000)
+	buf := make([]byte, NonceSize+len(pt), NonceSize+len(pt)+TagSize)
+	copy(buf[NonceSize:], pt)
+	sealed := s.SealInPlace(buf, ad)
+	if len(sealed) != len(pt)+Overhead {
+		t.Fatalf("sealed %d bytes, want %d", len(sealed), len(pt)+Overhead)
+	}
+	if &sealed[0] != &buf[0] {
+		t.Fatal("sealed into new memory although the buffer had room for the tag")
+	}
+	if got, err := s.Open(nil, sealed, ad); err != nil || !bytes.Equal(got, pt) {
+		t.Fatalf("Open of SealInPlace's result: %v", err)
+	}
+	if _, err := s.Open(nil, sealed, []byte("snapshot 2")); !errors.Is(err, ErrTampered) {
+		t.Fatalf("opened with other associated data: %v", err)
+	}
+	other := s.Seal(nil, pt, ad)
+	got, err := s.OpenInPlace(other, ad)
+	if err != nil || !bytes.Equal(got, pt) {
+		t.Fatalf("OpenInPlace of Seal's result: %v", err)
+	}
+	if &got[0] != &other[NonceSize] {
+		t.Fatal("opened into new memory")
+	}
+	for _, i := range []int{0, NonceSize, len(sealed) / 2, len(sealed) - 1} {
+		bad := s.Seal(nil, pt, ad)
+		bad[i] ^= 1
+		if _, err := s.OpenInPlace(bad, ad); !errors.Is(err, ErrTampered) {
+			t.Fatalf("flipped byte %d: %v", i, err)
+		}
+	}
+	if _, err := s.OpenInPlace(make([]byte, Overhead-1), ad); !errors.Is(err, ErrTampered) {
+		t.Fatalf("short: %v", err)
+	}
+	// Without room for the tag the result is still right, in new memory.
+	small := make([]byte, NonceSize+len(pt))
+	copy(small[NonceSize:], pt)
+	if got, err := s.Open(nil, s.SealInPlace(small, ad), ad); err != nil || !bytes.Equal(got, pt) {
+		t.Fatalf("sealed without room for the tag: %v", err)
+	}
+}
