@@ -115,7 +115,7 @@ type Replicator struct {
 	// uploads and fetches count segment transfers (metrics.go).
 	uploads, fetches transferStats
 
-	segBufs sync.Pool // *[]byte of EncodedSize(MaxSegment) (segBuf)
+	segBufs bufList // of EncodedSize(MaxSegment) bytes each (segBuf)
 
 	fetchMu  sync.Mutex
 	fetching map[meta.SegmentID]*fetchCall
@@ -641,6 +641,7 @@ func (r *Replicator) uploadAll(plan []*plannedSegment) error {
 		}()
 	}
 	wg.Wait()
+	r.segBufs.drop() // an idle engine holds no segment buffers
 	return netErr
 }
 
@@ -654,7 +655,7 @@ func (r *Replicator) uploadSegment(p *plannedSegment) error {
 	var buf []byte
 	if planned := plannedBytes(p.chunks); planned > MaxSegment/2 {
 		bp := r.segBuf()
-		defer r.segBufs.Put(bp)
+		defer r.segBufs.put(bp, r.cfg.Parallel)
 		buf = *bp
 	} else {
 		buf = make([]byte, 0, r.coder.EncodedSize(classFor(max(1, min(planned, MaxSegment)))))
@@ -824,11 +825,55 @@ func pieceIDs(pieces [][]byte) ([]challenge.PieceID, error) {
 // segBuf returns a buffer (length 0) with room for a full segment's
 // pieces: EncodedSize of the largest size class.
 func (r *Replicator) segBuf() *[]byte {
-	if bp, ok := r.segBufs.Get().(*[]byte); ok {
-		return bp
+	return r.segBufs.get(r.coder.EncodedSize(MaxSegment))
+}
+
+// bufList is a free list of segment buffers. Unlike a sync.Pool, which
+// every garbage collection empties (and an upload collects several times a
+// segment), it keeps them across collections: with the pool, most full
+// segments allocated and cleared a fresh 2x-segment buffer. It holds at
+// most Parallel buffers, and an upload round empties it when it ends
+// (drop), so that an idle engine keeps none.
+type bufList struct {
+	mu   sync.Mutex
+	free []*[]byte
+	made atomic.Int64 // buffers allocated, for tests
+}
+
+// get returns a buffer of length 0 and capacity at least size.
+func (l *bufList) get(size int) *[]byte {
+	l.mu.Lock()
+	for len(l.free) > 0 {
+		bp := l.free[len(l.free)-1]
+		l.free = l.free[:len(l.free)-1]
+		if cap(*bp) >= size {
+			l.mu.Unlock()
+			*bp = (*bp)[:0]
+			return bp
+		}
 	}
-	b := make([]byte, 0, r.coder.EncodedSize(MaxSegment))
+	l.mu.Unlock()
+	l.made.Add(1)
+	b := make([]byte, 0, size)
 	return &b
+}
+
+// put returns a buffer no one uses any more; beyond keep buffers it is
+// left to the collector.
+func (l *bufList) put(bp *[]byte, keep int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.free) < keep {
+		l.free = append(l.free, bp)
+	}
+}
+
+// drop leaves every buffer to the collector.
+func (l *bufList) drop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	clear(l.free)
+	l.free = l.free[:0]
 }
 
 // uploadPieces is mediator.Client.Upload with progress accounting.

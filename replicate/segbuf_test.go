@@ -1,0 +1,87 @@
+package replicate
+
+import (
+	"math/rand/v2"
+	"runtime"
+	"testing"
+)
+
+// The free list keeps its buffers across garbage collections (a sync.Pool
+// loses them), holds no more than it is told to, and drop empties it.
+func TestBufListKeepsBuffersAcrossCollections(t *testing.T) {
+	var l bufList
+	a := l.get(1 << 20)
+	if len(*a) != 0 || cap(*a) < 1<<20 {
+		t.Fatalf("got len %d cap %d", len(*a), cap(*a))
+	}
+	*a = append(*a, 1, 2, 3)
+	l.put(a, 2)
+	runtime.GC()
+	runtime.GC()
+	if b := l.get(1 << 20); b != a || len(*b) != 0 {
+		t.Fatalf("after two collections: a new buffer (%p, not %p) or not emptied (len %d)", b, a, len(*b))
+	}
+	if n := l.made.Load(); n != 1 {
+		t.Fatalf("%d buffers made, want 1", n)
+	}
+	// At most keep buffers are kept.
+	bufs := []*[]byte{a, l.get(1 << 20), l.get(1 << 20)}
+	for _, b := range bufs {
+		l.put(b, 2)
+	}
+	got := map[*[]byte]bool{l.get(1 << 20): true, l.get(1 << 20): true}
+	if !got[bufs[0]] || !got[bufs[1]] {
+		t.Fatal("the first two buffers put back were not kept")
+	}
+	made := l.made.Load()
+	if l.get(1<<20) == bufs[2] || l.made.Load() != made+1 {
+		t.Fatal("a buffer beyond the limit was kept")
+	}
+	// A kept buffer too small for the size asked for is not handed out.
+	small := l.get(10)
+	l.put(small, 2)
+	if l.get(1<<20) == small {
+		t.Fatal("a 10-byte buffer was handed out for 1 MiB")
+	}
+	l.put(a, 2)
+	l.drop()
+	if l.get(1<<20) == a {
+		t.Fatal("drop kept a buffer")
+	}
+}
+
+// Full segments uploaded one after another, with garbage collections in
+// between (an upload runs several), share one segment buffer: the second
+// allocates none of its 2x-segment size. With a sync.Pool every
+// collection threw the buffer away.
+func TestFullSegmentsReuseTheirBuffer(t *testing.T) {
+	e := newEngine(t, nil)
+	rng := rand.New(rand.NewPCG(3, 4))
+	sizes := make([]int, 9) // 9 MiB: more than half the largest segment
+	for i := range sizes {
+		sizes[i] = 1 << 20
+	}
+	ids1, data := e.addChunks(t, rng, sizes...)
+	ids2, data2 := e.addChunks(t, rng, sizes...)
+	for id, d := range data2 {
+		data[id] = d
+	}
+	p1, p2 := e.planFor(t, ids1), e.planFor(t, ids2)
+	e.upload(t, p1)
+	runtime.GC()
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	e.upload(t, p2)
+	runtime.ReadMemStats(&after)
+	if n := e.r.segBufs.made.Load(); n != 1 {
+		t.Fatalf("%d segment buffers allocated for two full segments in a row, want 1", n)
+	}
+	// The whole planet runs in this process (nodes, mediator): what they
+	// allocate counts too, but not a segment buffer's worth.
+	size := uint64(e.r.coder.EncodedSize(MaxSegment))
+	if got := after.TotalAlloc - before.TotalAlloc; got >= size {
+		t.Fatalf("the second segment's upload allocated %d bytes, a segment buffer is %d", got, size)
+	}
+	e.checkUploaded(t, data, nil)
+}
