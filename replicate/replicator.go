@@ -767,16 +767,17 @@ func (r *Replicator) put(content []byte, class int) (*meta.Segment, int, error) 
 		r.notePlaceRefused(err)
 		return nil, 0, err
 	}
-	// Record the intent before anything is stored, so that a crash between
-	// the mediator's commit and our record leaves something to release.
-	ib := r.idx.NewBatch()
-	ib.PutRepl(intentName(meta.SegmentID(pl.Segment)), nil)
-	if err := ib.Commit(true); err != nil {
-		return nil, 0, fmt.Errorf("recording upload intent: %w", err)
-	}
+	// Record the intent before the mediator's commit, so that a crash
+	// between the commit and our record leaves something to release. It is
+	// synced while the pieces upload, not before: a crash before the commit
+	// leaves an uncommitted placement, which expires at the mediator (its
+	// pieces are then collected by the nodes), intent or not; the intent
+	// only releases it sooner.
+	intent := r.recordIntent(meta.SegmentID(pl.Segment))
 	committed := false
 	defer func() {
 		if !committed {
+			intent() // abandon deletes the intent: not before its batch is in
 			r.abandon(meta.SegmentID(pl.Segment))
 		}
 	}()
@@ -785,6 +786,9 @@ func (r *Replicator) put(content []byte, class int) (*meta.Segment, int, error) 
 	t = since(&r.stages.send, t)
 	if len(stored) < s.K+1 && len(stored) < s.N {
 		return nil, 0, fmt.Errorf("upload: %d of %d pieces stored: %w", len(stored), len(pieces), errors.Join(errs...))
+	}
+	if err := intent(); err != nil {
+		return nil, 0, fmt.Errorf("recording upload intent: %w", err)
 	}
 	ctx, cancel = context.WithTimeout(r.ctx, r.cfg.CallTimeout)
 	err = r.client.Commit(ctx, pl.Segment, stored)
@@ -804,6 +808,23 @@ func (r *Replicator) put(content []byte, class int) (*meta.Segment, int, error) 
 		seg.State = meta.SegmentDegraded
 	}
 	return seg, len(stored), nil
+}
+
+// recordIntent syncs the intent record of segment id in a goroutine of its
+// own; the function it returns waits for that and returns its error.
+func (r *Replicator) recordIntent(id meta.SegmentID) func() error {
+	done := make(chan error, 1)
+	go func() {
+		// A goroutine of its own: a panic here would escape the
+		// upload's protection.
+		done <- r.faults.Protect("upload", func() error {
+			r.faults.Hook("upload intent")
+			ib := r.idx.NewBatch()
+			ib.PutRepl(intentName(id), nil)
+			return ib.Commit(true)
+		})
+	}()
+	return sync.OnceValue(func() error { return <-done })
 }
 
 // pieceIDs computes the Merkle root of every piece, each on its own

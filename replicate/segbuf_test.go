@@ -3,7 +3,12 @@ package replicate
 import (
 	"math/rand/v2"
 	"runtime"
+	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/fincrypt/fincrypt/meta"
 )
 
 // The free list keeps its buffers across garbage collections (a sync.Pool
@@ -83,5 +88,100 @@ func TestFullSegmentsReuseTheirBuffer(t *testing.T) {
 	if got := after.TotalAlloc - before.TotalAlloc; got >= size {
 		t.Fatalf("the second segment's upload allocated %d bytes, a segment buffer is %d", got, size)
 	}
+	e.checkUploaded(t, data, nil)
+}
+
+// The upload intent is synced while the pieces upload, not before them:
+// when its batch is about to be written, pieces are already stored on
+// nodes (and the mediator has committed nothing: the commit waits for the
+// intent). The segment ends up durable with its intent deleted.
+func TestIntentSyncsWhilePiecesUpload(t *testing.T) {
+	e := newEngine(t, nil)
+	rng := rand.New(rand.NewPCG(5, 6))
+	ids, data := e.addChunks(t, rng, 1<<20, 1<<20)
+	p := e.planFor(t, ids)
+	var (
+		mu                sync.Mutex
+		hooked, sawPieces bool
+		intentsAtHook     int
+	)
+	e.r.faults.SetHook(func(work string) {
+		if work != "upload intent" {
+			return
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) {
+			e.r.mu.Lock()
+			done := e.r.st.UploadDone
+			e.r.mu.Unlock()
+			if done > 0 {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		e.r.mu.Lock()
+		done := e.r.st.UploadDone
+		e.r.mu.Unlock()
+		n := 0
+		e.idx.ReplRecords("up/", func(string, []byte) error { n++; return nil })
+		mu.Lock()
+		hooked, sawPieces, intentsAtHook = true, done > 0, n
+		mu.Unlock()
+	})
+	e.upload(t, p)
+	e.r.faults.SetHook(nil)
+	mu.Lock()
+	defer mu.Unlock()
+	if !hooked || !sawPieces {
+		t.Fatalf("intent hook ran: %v; pieces stored before the intent's batch: %v", hooked, sawPieces)
+	}
+	if intentsAtHook != 0 {
+		t.Fatalf("%d intents recorded before the intent's batch", intentsAtHook)
+	}
+	e.checkUploaded(t, data, nil)
+	n := 0
+	e.idx.ReplRecords("up/", func(string, []byte) error { n++; return nil })
+	if n != 0 {
+		t.Fatalf("%d intents left after a durable upload", n)
+	}
+}
+
+// An intent that cannot be recorded fails the upload before the mediator
+// commits anything: no segment is recorded, its chunks stay pending, and a
+// panic while recording it (in a goroutine of its own) is contained.
+func TestIntentFailureReleasesTheSegment(t *testing.T) {
+	e := newEngine(t, nil)
+	rng := rand.New(rand.NewPCG(7, 8))
+	ids, data := e.addChunks(t, rng, 1<<20)
+	p := e.planFor(t, ids)
+	dataSegments := func() int {
+		n := 0
+		e.idx.Segments(func(s meta.Segment) error {
+			if s.Kind == meta.KindData {
+				n++
+			}
+			return nil
+		})
+		return n
+	}
+	before := dataSegments()
+	e.r.faults.SetHook(func(work string) {
+		if work == "upload intent" {
+			panic("injected fault in the intent")
+		}
+	})
+	err := e.r.uploadSegment(p)
+	e.r.faults.SetHook(nil)
+	if err == nil || !strings.Contains(err.Error(), "recording upload intent") {
+		t.Fatalf("upload with a failing intent: %v", err)
+	}
+	if _, err := e.idx.GetLocation(ids[0]); err == nil {
+		t.Fatal("a chunk got a location though its segment's intent failed")
+	}
+	if n := dataSegments(); n != before {
+		t.Fatalf("%d data segments recorded, %d before", n, before)
+	}
+	// The chunks are still pending and upload in another segment.
+	e.upload(t, e.planFor(t, ids))
 	e.checkUploaded(t, data, nil)
 }
