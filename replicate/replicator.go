@@ -444,6 +444,7 @@ type plannedSegment struct {
 func (r *Replicator) uploadPending() error {
 	plan := r.planPending(false)
 	if len(plan) == 0 {
+		r.segBufs.drop() // an idle engine holds no segment buffers
 		return nil
 	}
 	return r.uploadAll(plan)
@@ -641,7 +642,6 @@ func (r *Replicator) uploadAll(plan []*plannedSegment) error {
 		}()
 	}
 	wg.Wait()
-	r.segBufs.drop() // an idle engine holds no segment buffers
 	return netErr
 }
 
@@ -853,8 +853,10 @@ func (r *Replicator) segBuf() *[]byte {
 // every garbage collection empties (and an upload collects several times a
 // segment), it keeps them across collections: with the pool, most full
 // segments allocated and cleared a fresh 2x-segment buffer. It holds at
-// most Parallel buffers, and an upload round empties it when it ends
-// (drop), so that an idle engine keeps none.
+// most Parallel buffers, and a round with nothing to upload empties it
+// (drop), so that an idle engine keeps none. (Emptied at the end of every
+// round instead, it allocated more than the pool: while a writer is
+// slower than the uploads, rounds end after a segment or two.)
 type bufList struct {
 	mu   sync.Mutex
 	free []*[]byte

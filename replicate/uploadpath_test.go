@@ -55,8 +55,9 @@ func TestBufListKeepsBuffersAcrossCollections(t *testing.T) {
 	}
 }
 
-// Full segments uploaded one after another, with garbage collections in
-// between (an upload runs several), share one segment buffer: the second
+// Full segments uploaded one after another, in rounds of their own and
+// with garbage collections in between (an upload runs several), share one
+// segment buffer: the second
 // allocates none of its 2x-segment size. With a sync.Pool every
 // collection threw the buffer away.
 func TestFullSegmentsReuseTheirBuffer(t *testing.T) {
@@ -71,13 +72,19 @@ func TestFullSegmentsReuseTheirBuffer(t *testing.T) {
 	for id, d := range data2 {
 		data[id] = d
 	}
+	// Each in a round of its own, as when a writer is slower than the
+	// uploads.
 	p1, p2 := e.planFor(t, ids1), e.planFor(t, ids2)
-	e.upload(t, p1)
+	if err := e.r.uploadAll([]*plannedSegment{p1}); err != nil {
+		t.Fatal(err)
+	}
 	runtime.GC()
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	e.upload(t, p2)
+	if err := e.r.uploadAll([]*plannedSegment{p2}); err != nil {
+		t.Fatal(err)
+	}
 	runtime.ReadMemStats(&after)
 	if n := e.r.segBufs.made.Load(); n != 1 {
 		t.Fatalf("%d segment buffers allocated for two full segments in a row, want 1", n)
@@ -89,6 +96,16 @@ func TestFullSegmentsReuseTheirBuffer(t *testing.T) {
 		t.Fatalf("the second segment's upload allocated %d bytes, a segment buffer is %d", got, size)
 	}
 	e.checkUploaded(t, data, nil)
+	// A round with nothing to upload leaves the buffer to the collector.
+	if err := e.r.uploadPending(); err != nil {
+		t.Fatal(err)
+	}
+	e.r.segBufs.mu.Lock()
+	kept := len(e.r.segBufs.free)
+	e.r.segBufs.mu.Unlock()
+	if kept != 0 {
+		t.Fatalf("an idle round kept %d segment buffers", kept)
+	}
 }
 
 // The upload intent is synced while the pieces upload, not before them:
