@@ -203,6 +203,9 @@ func BenchmarkDurable(b *testing.B) {
 		// (between rounds, or waiting for a round's slowest upload).
 		busy := time.Duration(c.rep.uploadBusy.Load())
 		b.ReportMetric(busy.Seconds()/(got.wall.Seconds()*float64(c.rep.cfg.Parallel)), "slots-busy")
+		// Segment buffers allocated (2x a segment each): Parallel when
+		// the free list keeps them for the whole write.
+		b.ReportMetric(float64(c.rep.segBufs.made.Load()), "segbufs")
 	}
 }
 

@@ -115,7 +115,7 @@ type Replicator struct {
 	// uploads and fetches count segment transfers (metrics.go).
 	uploads, fetches transferStats
 
-	segBufs sync.Pool // *[]byte of EncodedSize(MaxSegment) (segBuf)
+	segBufs bufList // of EncodedSize(MaxSegment) bytes each (segBuf)
 
 	fetchMu  sync.Mutex
 	fetching map[meta.SegmentID]*fetchCall
@@ -444,6 +444,7 @@ type plannedSegment struct {
 func (r *Replicator) uploadPending() error {
 	plan := r.planPending(false)
 	if len(plan) == 0 {
+		r.segBufs.drop() // an idle engine holds no segment buffers
 		return nil
 	}
 	return r.uploadAll(plan)
@@ -654,7 +655,7 @@ func (r *Replicator) uploadSegment(p *plannedSegment) error {
 	var buf []byte
 	if planned := plannedBytes(p.chunks); planned > MaxSegment/2 {
 		bp := r.segBuf()
-		defer r.segBufs.Put(bp)
+		defer r.segBufs.put(bp, r.cfg.Parallel)
 		buf = *bp
 	} else {
 		buf = make([]byte, 0, r.coder.EncodedSize(classFor(max(1, min(planned, MaxSegment)))))
@@ -766,16 +767,17 @@ func (r *Replicator) put(content []byte, class int) (*meta.Segment, int, error) 
 		r.notePlaceRefused(err)
 		return nil, 0, err
 	}
-	// Record the intent before anything is stored, so that a crash between
-	// the mediator's commit and our record leaves something to release.
-	ib := r.idx.NewBatch()
-	ib.PutRepl(intentName(meta.SegmentID(pl.Segment)), nil)
-	if err := ib.Commit(true); err != nil {
-		return nil, 0, fmt.Errorf("recording upload intent: %w", err)
-	}
+	// Record the intent before the mediator's commit, so that a crash
+	// between the commit and our record leaves something to release. It is
+	// synced while the pieces upload, not before: a crash before the commit
+	// leaves an uncommitted placement, which expires at the mediator (its
+	// pieces are then collected by the nodes), intent or not; the intent
+	// only releases it sooner.
+	intent := r.recordIntent(meta.SegmentID(pl.Segment))
 	committed := false
 	defer func() {
 		if !committed {
+			intent() // abandon deletes the intent: not before its batch is in
 			r.abandon(meta.SegmentID(pl.Segment))
 		}
 	}()
@@ -784,6 +786,9 @@ func (r *Replicator) put(content []byte, class int) (*meta.Segment, int, error) 
 	t = since(&r.stages.send, t)
 	if len(stored) < s.K+1 && len(stored) < s.N {
 		return nil, 0, fmt.Errorf("upload: %d of %d pieces stored: %w", len(stored), len(pieces), errors.Join(errs...))
+	}
+	if err := intent(); err != nil {
+		return nil, 0, fmt.Errorf("recording upload intent: %w", err)
 	}
 	ctx, cancel = context.WithTimeout(r.ctx, r.cfg.CallTimeout)
 	err = r.client.Commit(ctx, pl.Segment, stored)
@@ -805,6 +810,23 @@ func (r *Replicator) put(content []byte, class int) (*meta.Segment, int, error) 
 	return seg, len(stored), nil
 }
 
+// recordIntent syncs the intent record of segment id in a goroutine of its
+// own; the function it returns waits for that and returns its error.
+func (r *Replicator) recordIntent(id meta.SegmentID) func() error {
+	done := make(chan error, 1)
+	go func() {
+		// A goroutine of its own: a panic here would escape the
+		// upload's protection.
+		done <- r.faults.Protect("upload", func() error {
+			r.faults.Hook("upload intent")
+			ib := r.idx.NewBatch()
+			ib.PutRepl(intentName(id), nil)
+			return ib.Commit(true)
+		})
+	}()
+	return sync.OnceValue(func() error { return <-done })
+}
+
 // pieceIDs computes the Merkle root of every piece, each on its own
 // goroutine (all cores hash while other segments wait on the network).
 func pieceIDs(pieces [][]byte) ([]challenge.PieceID, error) {
@@ -824,11 +846,57 @@ func pieceIDs(pieces [][]byte) ([]challenge.PieceID, error) {
 // segBuf returns a buffer (length 0) with room for a full segment's
 // pieces: EncodedSize of the largest size class.
 func (r *Replicator) segBuf() *[]byte {
-	if bp, ok := r.segBufs.Get().(*[]byte); ok {
-		return bp
+	return r.segBufs.get(r.coder.EncodedSize(MaxSegment))
+}
+
+// bufList is a free list of segment buffers. Unlike a sync.Pool, which
+// every garbage collection empties (and an upload collects several times a
+// segment), it keeps them across collections: with the pool, most full
+// segments allocated and cleared a fresh 2x-segment buffer. It holds at
+// most Parallel buffers, and a round with nothing to upload empties it
+// (drop), so that an idle engine keeps none. (Emptied at the end of every
+// round instead, it allocated more than the pool: while a writer is
+// slower than the uploads, rounds end after a segment or two.)
+type bufList struct {
+	mu   sync.Mutex
+	free []*[]byte
+	made atomic.Int64 // buffers allocated, for tests
+}
+
+// get returns a buffer of length 0 and capacity at least size.
+func (l *bufList) get(size int) *[]byte {
+	l.mu.Lock()
+	for len(l.free) > 0 {
+		bp := l.free[len(l.free)-1]
+		l.free = l.free[:len(l.free)-1]
+		if cap(*bp) >= size {
+			l.mu.Unlock()
+			*bp = (*bp)[:0]
+			return bp
+		}
 	}
-	b := make([]byte, 0, r.coder.EncodedSize(MaxSegment))
+	l.mu.Unlock()
+	l.made.Add(1)
+	b := make([]byte, 0, size)
 	return &b
+}
+
+// put returns a buffer no one uses any more; beyond keep buffers it is
+// left to the collector.
+func (l *bufList) put(bp *[]byte, keep int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.free) < keep {
+		l.free = append(l.free, bp)
+	}
+}
+
+// drop leaves every buffer to the collector.
+func (l *bufList) drop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	clear(l.free)
+	l.free = l.free[:0]
 }
 
 // uploadPieces is mediator.Client.Upload with progress accounting.

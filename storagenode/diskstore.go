@@ -719,7 +719,11 @@ func (s *DiskStore) Put(ctx context.Context, id challenge.PieceID, size int64, a
 	if err := s.fs.Rename(tmpName, final); err != nil {
 		return fmt.Errorf("piece %s: %w", id, diskErr(err))
 	}
-	if err := s.syncDirs(filepath.Dir(final), filepath.Join(s.dir, tmpDir)); err != nil {
+	// The piece's directory only: the rename is durable with its entry. The
+	// temporary name's removal need not be (tmp/ is emptied at start, and
+	// the piece keeps its final name), and syncing tmp/ too cost a journal
+	// commit per piece whenever another upload had touched it meanwhile.
+	if err := s.syncDirs(filepath.Dir(final)); err != nil {
 		s.fs.Remove(final)
 		return fmt.Errorf("piece %s: %w", id, diskErr(err))
 	}

@@ -1,0 +1,204 @@
+package replicate
+
+import (
+	"math/rand/v2"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fincrypt/fincrypt/meta"
+)
+
+// The free list keeps its buffers across garbage collections (a sync.Pool
+// loses them), holds no more than it is told to, and drop empties it.
+func TestBufListKeepsBuffersAcrossCollections(t *testing.T) {
+	var l bufList
+	a := l.get(1 << 20)
+	if len(*a) != 0 || cap(*a) < 1<<20 {
+		t.Fatalf("got len %d cap %d", len(*a), cap(*a))
+	}
+	*a = append(*a, 1, 2, 3)
+	l.put(a, 2)
+	runtime.GC()
+	runtime.GC()
+	if b := l.get(1 << 20); b != a || len(*b) != 0 {
+		t.Fatalf("after two collections: a new buffer (%p, not %p) or not emptied (len %d)", b, a, len(*b))
+	}
+	if n := l.made.Load(); n != 1 {
+		t.Fatalf("%d buffers made, want 1", n)
+	}
+	// At most keep buffers are kept.
+	bufs := []*[]byte{a, l.get(1 << 20), l.get(1 << 20)}
+	for _, b := range bufs {
+		l.put(b, 2)
+	}
+	got := map[*[]byte]bool{l.get(1 << 20): true, l.get(1 << 20): true}
+	if !got[bufs[0]] || !got[bufs[1]] {
+		t.Fatal("the first two buffers put back were not kept")
+	}
+	made := l.made.Load()
+	if l.get(1<<20) == bufs[2] || l.made.Load() != made+1 {
+		t.Fatal("a buffer beyond the limit was kept")
+	}
+	// A kept buffer too small for the size asked for is not handed out.
+	small := l.get(10)
+	l.put(small, 2)
+	if l.get(1<<20) == small {
+		t.Fatal("a 10-byte buffer was handed out for 1 MiB")
+	}
+	l.put(a, 2)
+	l.drop()
+	if l.get(1<<20) == a {
+		t.Fatal("drop kept a buffer")
+	}
+}
+
+// Full segments uploaded one after another, in rounds of their own and
+// with garbage collections in between (an upload runs several), share one
+// segment buffer: the second
+// allocates none of its 2x-segment size. With a sync.Pool every
+// collection threw the buffer away.
+func TestFullSegmentsReuseTheirBuffer(t *testing.T) {
+	e := newEngine(t, nil)
+	rng := rand.New(rand.NewPCG(3, 4))
+	sizes := make([]int, 9) // 9 MiB: more than half the largest segment
+	for i := range sizes {
+		sizes[i] = 1 << 20
+	}
+	ids1, data := e.addChunks(t, rng, sizes...)
+	ids2, data2 := e.addChunks(t, rng, sizes...)
+	for id, d := range data2 {
+		data[id] = d
+	}
+	// Each in a round of its own, as when a writer is slower than the
+	// uploads.
+	p1, p2 := e.planFor(t, ids1), e.planFor(t, ids2)
+	if err := e.r.uploadAll([]*plannedSegment{p1}); err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if err := e.r.uploadAll([]*plannedSegment{p2}); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if n := e.r.segBufs.made.Load(); n != 1 {
+		t.Fatalf("%d segment buffers allocated for two full segments in a row, want 1", n)
+	}
+	// The whole planet runs in this process (nodes, mediator): what they
+	// allocate counts too, but not a segment buffer's worth.
+	size := uint64(e.r.coder.EncodedSize(MaxSegment))
+	if got := after.TotalAlloc - before.TotalAlloc; got >= size {
+		t.Fatalf("the second segment's upload allocated %d bytes, a segment buffer is %d", got, size)
+	}
+	e.checkUploaded(t, data, nil)
+	// A round with nothing to upload leaves the buffer to the collector.
+	if err := e.r.uploadPending(); err != nil {
+		t.Fatal(err)
+	}
+	e.r.segBufs.mu.Lock()
+	kept := len(e.r.segBufs.free)
+	e.r.segBufs.mu.Unlock()
+	if kept != 0 {
+		t.Fatalf("an idle round kept %d segment buffers", kept)
+	}
+}
+
+// The upload intent is synced while the pieces upload, not before them:
+// when its batch is about to be written, pieces are already stored on
+// nodes (and the mediator has committed nothing: the commit waits for the
+// intent). The segment ends up durable with its intent deleted.
+func TestIntentSyncsWhilePiecesUpload(t *testing.T) {
+	e := newEngine(t, nil)
+	rng := rand.New(rand.NewPCG(5, 6))
+	ids, data := e.addChunks(t, rng, 1<<20, 1<<20)
+	p := e.planFor(t, ids)
+	var (
+		mu                sync.Mutex
+		hooked, sawPieces bool
+		intentsAtHook     int
+	)
+	e.r.faults.SetHook(func(work string) {
+		if work != "upload intent" {
+			return
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) {
+			e.r.mu.Lock()
+			done := e.r.st.UploadDone
+			e.r.mu.Unlock()
+			if done > 0 {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		e.r.mu.Lock()
+		done := e.r.st.UploadDone
+		e.r.mu.Unlock()
+		n := 0
+		e.idx.ReplRecords("up/", func(string, []byte) error { n++; return nil })
+		mu.Lock()
+		hooked, sawPieces, intentsAtHook = true, done > 0, n
+		mu.Unlock()
+	})
+	e.upload(t, p)
+	e.r.faults.SetHook(nil)
+	mu.Lock()
+	defer mu.Unlock()
+	if !hooked || !sawPieces {
+		t.Fatalf("intent hook ran: %v; pieces stored before the intent's batch: %v", hooked, sawPieces)
+	}
+	if intentsAtHook != 0 {
+		t.Fatalf("%d intents recorded before the intent's batch", intentsAtHook)
+	}
+	e.checkUploaded(t, data, nil)
+	n := 0
+	e.idx.ReplRecords("up/", func(string, []byte) error { n++; return nil })
+	if n != 0 {
+		t.Fatalf("%d intents left after a durable upload", n)
+	}
+}
+
+// An intent that cannot be recorded fails the upload before the mediator
+// commits anything: no segment is recorded, its chunks stay pending, and a
+// panic while recording it (in a goroutine of its own) is contained.
+func TestIntentFailureReleasesTheSegment(t *testing.T) {
+	e := newEngine(t, nil)
+	rng := rand.New(rand.NewPCG(7, 8))
+	ids, data := e.addChunks(t, rng, 1<<20)
+	p := e.planFor(t, ids)
+	dataSegments := func() int {
+		n := 0
+		e.idx.Segments(func(s meta.Segment) error {
+			if s.Kind == meta.KindData {
+				n++
+			}
+			return nil
+		})
+		return n
+	}
+	before := dataSegments()
+	e.r.faults.SetHook(func(work string) {
+		if work == "upload intent" {
+			panic("injected fault in the intent")
+		}
+	})
+	err := e.r.uploadSegment(p)
+	e.r.faults.SetHook(nil)
+	if err == nil || !strings.Contains(err.Error(), "recording upload intent") {
+		t.Fatalf("upload with a failing intent: %v", err)
+	}
+	if _, err := e.idx.GetLocation(ids[0]); err == nil {
+		t.Fatal("a chunk got a location though its segment's intent failed")
+	}
+	if n := dataSegments(); n != before {
+		t.Fatalf("%d data segments recorded, %d before", n, before)
+	}
+	// The chunks are still pending and upload in another segment.
+	e.upload(t, e.planFor(t, ids))
+	e.checkUploaded(t, data, nil)
+}
