@@ -28,6 +28,10 @@ func TestRecoverIndexFromSnapshot(t *testing.T) {
 	cfg := fastConfig()
 	cfg.SnapshotInterval = time.Hour // no snapshot after this
 	c = mount(t, p, home, cfg)
+	// The engine takes a snapshot at start unless the stored one covers the
+	// index: it must see that it does before the late file is written, or
+	// that snapshot may hold the file (once under load).
+	waitStatus(t, home, "restorable after the remount", func(st *Status) bool { return st.Restorable })
 	late := bytes.Repeat([]byte("written after the snapshot "), 3000)
 	if err := os.WriteFile(filepath.Join(c.mnt, "late"), late, 0o644); err != nil {
 		t.Fatal(err)
