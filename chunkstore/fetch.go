@@ -13,9 +13,31 @@ import (
 // ErrNotFound when the chunk is stored nowhere.
 type Fetcher func(id meta.ChunkID) ([]byte, error)
 
+// FetcherInto is a Fetcher that appends the sealed bytes to dst and
+// returns the extended slice (dst as it was on an error), so that bytes the
+// fetcher keeps only for a while (a decoded segment it reuses) are copied
+// once, into the reader's buffer, and never referenced after it returns.
+type FetcherInto func(id meta.ChunkID, dst []byte) ([]byte, error)
+
 // SetFetcher makes the store a cache: Get of a missing chunk asks f and
 // keeps the result. nil turns fetching off.
 func (s *Store) SetFetcher(f Fetcher) {
+	var into FetcherInto
+	if f != nil {
+		into = func(id meta.ChunkID, dst []byte) ([]byte, error) {
+			sealed, err := f(id)
+			if err != nil {
+				return dst, err
+			}
+			return append(dst, sealed...), nil
+		}
+	}
+	s.SetFetcherInto(into)
+}
+
+// SetFetcherInto is SetFetcher for a fetcher that appends to the reader's
+// buffer itself.
+func (s *Store) SetFetcherInto(f FetcherInto) {
 	s.mu.Lock()
 	s.fetcher = f
 	s.mu.Unlock()
@@ -43,10 +65,11 @@ func (s *Store) fetch(id meta.ChunkID, dst []byte, verify func([]byte) error, lo
 		}
 		return dst, fmt.Errorf("chunk %s: %w", id, ErrNotFound)
 	}
-	sealed, err := f(id)
+	out, err := f(id, dst)
 	if err != nil {
 		return dst, fmt.Errorf("chunk %s: %w", id, err)
 	}
+	sealed := out[len(dst):]
 	if verify != nil {
 		if err := verify(sealed); err != nil {
 			return dst, fmt.Errorf("chunk %s: %w: %w", id, ErrBadFetch, err)
@@ -59,7 +82,7 @@ func (s *Store) fetch(id meta.ChunkID, dst []byte, verify func([]byte) error, lo
 	} else {
 		_ = s.Put(id, sealed)
 	}
-	return append(dst, sealed...), nil
+	return out, nil
 }
 
 // Has reports whether chunk id is in the local store, and its size.

@@ -55,7 +55,7 @@ type Store struct {
 	mu       sync.Mutex
 	unsynced map[meta.ChunkID]struct{}
 	dirs     map[string]struct{} // subdirectories changed since the last Sync
-	fetcher  Fetcher             // fills misses (SetFetcher); nil: none
+	fetcher  FetcherInto         // fills misses (SetFetcher); nil: none
 
 	// writes holds, by shard of the id, the chunks that Put is writing.
 	// Put registers a chunk (and counts a generation) before it creates the

@@ -233,3 +233,69 @@ func testConcurrentFetch(t *testing.T, format int) {
 		t.Fatalf("%d of 200 concurrent reads of a chunk being fetched returned an error or a partial chunk", n)
 	}
 }
+
+// TestFetcherIntoOwnsNothingAfter: a FetcherInto appends the chunk to the
+// reader's buffer from memory it reuses as soon as it returns (the engine's
+// decoded segments). The store keeps, verifies and returns what was
+// appended, not the fetcher's memory, in both formats: the fetcher's buffer
+// overwritten after each call changes nothing. A fetch that fails
+// verification keeps nothing and gives dst back at its length.
+func TestFetcherIntoOwnsNothingAfter(t *testing.T) {
+	for _, format := range []int{FormatFiles, FormatPacks} {
+		t.Run(fmt.Sprintf("format%d", format), func(t *testing.T) {
+			s, err := OpenFormat(filepath.Join(t.TempDir(), "store"), format)
+			if err != nil {
+				t.Fatal(err)
+			}
+			chunk := bytes.Repeat([]byte("sealed chunk "), 1000)
+			seg := make([]byte, len(chunk)) // the fetcher's reused memory
+			calls := 0
+			s.SetFetcherInto(func(_ meta.ChunkID, dst []byte) ([]byte, error) {
+				calls++
+				copy(seg, chunk)
+				out := append(dst, seg...)
+				for i := range seg {
+					seg[i] = 0xee // the next download's bytes
+				}
+				return out, nil
+			})
+			prefix := []byte("before|")
+			id := NewID()
+			var seen []byte
+			verify := func(sealed []byte) error {
+				seen = bytes.Clone(sealed)
+				return nil
+			}
+			got, err := s.GetVerify(id, bytes.Clone(prefix), verify)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, append(bytes.Clone(prefix), chunk...)) || !bytes.Equal(seen, chunk) {
+				t.Fatalf("fetched %d bytes (verify saw %d): not dst followed by the chunk", len(got), len(seen))
+			}
+			s.SetFetcherInto(nil)
+			if stored, err := s.Get(id, nil); err != nil || !bytes.Equal(stored, chunk) {
+				t.Fatalf("the store kept %d bytes (%v), not the chunk of %d", len(stored), err, len(chunk))
+			}
+			// A fetch that fails verification: nothing kept, dst back.
+			s.SetFetcherInto(func(_ meta.ChunkID, dst []byte) ([]byte, error) {
+				calls++
+				return append(dst, "a lying node's bytes"...), nil
+			})
+			bad := NewID()
+			dst := make([]byte, len(prefix), 64)
+			copy(dst, prefix)
+			got, err = s.GetVerify(bad, dst, func([]byte) error { return errors.New("does not open") })
+			if !errors.Is(err, ErrBadFetch) || !bytes.Equal(got, prefix) {
+				t.Fatalf("a fetch failing verification: %q, %v; want dst back and ErrBadFetch", got, err)
+			}
+			s.SetFetcherInto(nil)
+			if _, ok := s.Has(bad); ok {
+				t.Fatal("a fetch that failed verification was kept")
+			}
+			if calls != 2 {
+				t.Fatalf("%d fetches, want 2", calls)
+			}
+		})
+	}
+}

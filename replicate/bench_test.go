@@ -264,6 +264,12 @@ func BenchmarkRestore(b *testing.B) {
 			return nil
 		})
 		b.ReportMetric(float64(c2.rep.segFetches.Load())/float64(max(data, 1)), "fetches/segment")
+		// Piece downloads per segment download: K when no hedge or backup
+		// fetched a piece in vain.
+		b.ReportMetric(float64(c2.rep.stages.pieceGets.Load())/float64(max(c2.rep.segFetches.Load(), 1)), "pieces/fetch")
+		// Segment downloads that took a new buffer rather than one a
+		// segment before had (allocated, and faulted in page by page).
+		b.ReportMetric(float64(c2.rep.segFetches.Load()-c2.rep.bufReuses.Load()), "new-bufs")
 		base.run(b)
 		report(b, n, got, base.best)
 	}

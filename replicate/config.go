@@ -82,7 +82,10 @@ type Config struct {
 	CallTimeout time.Duration
 	// PieceTimeout bounds one piece download or upload, plus one second per
 	// MiB for uploads (default 30s); HedgeAfter starts
-	// another node's piece when one is this slow (default 2s).
+	// another node's piece when one is this slow (default 2s), and twice
+	// as slow as piece downloads typically are at the time (at most 4x
+	// HedgeAfter): on a loaded machine or link, where every piece is slow,
+	// a backup only adds its bytes to the load.
 	PieceTimeout, HedgeAfter time.Duration
 	// Logger receives the engine's messages; nil discards them.
 	Logger *slog.Logger

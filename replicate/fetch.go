@@ -48,7 +48,8 @@ const segDoneMax = 256
 
 type cachedSegment struct {
 	id   meta.SegmentID
-	data []byte
+	buf  *segBuf
+	data []byte // buf.data
 	// used is the segment's bytes of sealed chunks; taken the offsets of
 	// the chunks handed out, and takenBytes their length: at used, every
 	// chunk is in the store and the segment is taken whole.
@@ -60,21 +61,101 @@ type cachedSegment struct {
 
 type fetchCall struct {
 	done chan struct{}
-	data []byte
-	err  error
+	// readers is how many readers wait for the download (the one that
+	// started it included; guarded by fetchMu): each gets a reference to
+	// buf when it ends.
+	readers int
+	buf     *segBuf
+	err     error
 }
 
-// fetchChunk is the store's Fetcher: it returns the sealed bytes of an
-// evicted chunk from its segment on the network. It runs in the reader's
-// FUSE request, but its work is the engine's: a fault in it fails that
-// read (EIO), is recorded as a fault of "fetch", and leaves the mount
+// segBuf is a decoded segment's buffer, shared by the segment cache and the
+// readers copying chunks out of it. refs (guarded by fetchMu) counts the
+// cache's hold and each reader's: at zero nothing reads it any more and it
+// goes back to the free buffers (fetchFree) for the next download, instead
+// of a fresh 16 MiB that the kernel must fault in page by page (which cost
+// more than the copy into it).
+type segBuf struct {
+	data []byte // the segment's content, in full
+	full []byte // the whole buffer data is the start of
+	refs int
+}
+
+// fetchFreeMax bounds the free segment buffers kept for downloads: a
+// sequential reader's download takes one while the cache gives one back
+// at every segment it lets go, so a few cover the read-ahead.
+const fetchFreeMax = prefetchAhead + 1
+
+// takeBuf returns a buffer of n bytes for a download: a free one of that
+// size, else that of the least recently used cached segment taken whole
+// that no reader holds (its chunks are in the store; segDone keeps the
+// read-ahead from fetching it again), else a new one. So a sequential
+// reader's downloads cycle through a few buffers rather than letting the
+// cache fill to its bound with segments no read needs again.
+func (r *Replicator) takeBuf(n int) []byte {
+	r.fetchMu.Lock()
+	defer r.fetchMu.Unlock()
+	for i, b := range r.fetchFree {
+		if len(b) == n {
+			r.fetchFree = slices.Delete(r.fetchFree, i, i+1)
+			r.bufReuses.Add(1)
+			return b
+		}
+	}
+	for i, c := range r.segCache {
+		if c.whole && c.buf.refs == 1 && len(c.buf.full) == n {
+			b := c.buf.full
+			c.buf.refs, c.buf.data, c.buf.full = 0, nil, nil
+			r.segCache = slices.Delete(r.segCache, i, i+1)
+			r.bufReuses.Add(1)
+			return b
+		}
+	}
+	return make([]byte, n)
+}
+
+// releaseLocked drops one reference to b; the last one gives the buffer
+// back. Caller holds fetchMu.
+func (r *Replicator) releaseLocked(b *segBuf) {
+	if b.refs--; b.refs > 0 {
+		return
+	}
+	if b.refs < 0 {
+		panic("replicate: segment buffer released twice")
+	}
+	full := b.full
+	b.data, b.full = nil, nil
+	if full == nil {
+		return
+	}
+	if len(r.fetchFree) >= fetchFreeMax {
+		r.fetchFree = r.fetchFree[1:]
+	}
+	r.fetchFree = append(r.fetchFree, full)
+}
+
+// release drops a reader's reference to b.
+func (r *Replicator) release(b *segBuf) {
+	r.fetchMu.Lock()
+	r.releaseLocked(b)
+	r.fetchMu.Unlock()
+}
+
+// fetchChunk is the store's fetcher: it appends the sealed bytes of an
+// evicted chunk, from its segment on the network, to dst. It runs in the
+// reader's FUSE request, but its work is the engine's: a fault in it fails
+// that read (EIO), is recorded as a fault of "fetch", and leaves the mount
 // serving; the next read tries again.
-func (r *Replicator) fetchChunk(id meta.ChunkID) (sealed []byte, err error) {
+func (r *Replicator) fetchChunk(id meta.ChunkID, dst []byte) (out []byte, err error) {
+	out = dst
 	err = r.faults.Protect("fetch", func() error {
 		r.faults.Hook("fetch")
-		sealed, err = r.fetchChunkUnprotected(id)
+		out, err = r.fetchChunkUnprotected(id, dst)
 		return err
 	})
+	if err != nil {
+		out = dst
+	}
 	switch {
 	case err == nil:
 		r.faults.OK("fetch")
@@ -82,7 +163,7 @@ func (r *Replicator) fetchChunk(id meta.ChunkID) (sealed []byte, err error) {
 	case !errors.Is(err, chunkstore.ErrNotFound):
 		r.faults.Fail("fetch", err)
 	}
-	return sealed, err
+	return out, err
 }
 
 // noteFetched records that the store holds one more chunk, from the
@@ -94,7 +175,7 @@ func (r *Replicator) noteFetched() {
 	r.mu.Unlock()
 }
 
-func (r *Replicator) fetchChunkUnprotected(id meta.ChunkID) ([]byte, error) {
+func (r *Replicator) fetchChunkUnprotected(id meta.ChunkID, dst []byte) ([]byte, error) {
 	loc, err := r.idx.GetLocation(id)
 	if errors.Is(err, meta.ErrNotFound) {
 		return nil, chunkstore.ErrNotFound
@@ -106,82 +187,94 @@ func (r *Replicator) fetchChunkUnprotected(id meta.ChunkID) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	data, err := r.segment(seg)
+	buf, err := r.segment(seg)
 	if err != nil {
 		return nil, err
 	}
+	// The segment's bytes are not written while a reader holds it (the
+	// cache and every reader share them); the chunk is copied out into the
+	// reader's buffer, and the segment's buffer serves another download
+	// once the cache and every reader let it go.
+	defer r.release(buf)
+	data := buf.data
 	end := uint64(loc.Offset) + uint64(loc.Length)
 	if end > uint64(len(data)) {
 		return nil, fmt.Errorf("segment %s: location %d+%d beyond its %d bytes: %w", seg.ID, loc.Offset, loc.Length, len(data), meta.ErrCorrupt)
 	}
 	r.takeChunk(seg.ID, loc)
-	// The segment's bytes are never written once decoded (the cache and
-	// every reader share them), and the store only reads what a fetcher
-	// returns: the chunk is handed over without a copy.
-	return data[loc.Offset:end:end], nil
+	return append(dst, data[loc.Offset:end]...), nil
 }
 
-// segment returns a segment's padded content, from memory or the network;
-// concurrent requests for one segment share one download. A reader that
-// moves on to the data segment stored after the one it read last is taken
-// to read sequentially: the next ones are fetched ahead (prefetch).
-func (r *Replicator) segment(seg meta.Segment) ([]byte, error) {
+// segment returns a segment's padded content, from memory or the network,
+// with a reference the caller releases (release) once it has copied what
+// it needs; concurrent requests for one segment share one download. A
+// reader that moves on to the data segment stored after the one it read
+// last is taken to read sequentially: the next ones are fetched ahead
+// (prefetch).
+func (r *Replicator) segment(seg meta.Segment) (*segBuf, error) {
 	r.prefetchAfter(seg)
-	return r.fetchSegment(seg, false)
-}
-
-// fetchSegment is segment without the read-ahead; a prefetch records no
-// error (the read that needs the segment will).
-func (r *Replicator) fetchSegment(seg meta.Segment, prefetch bool) ([]byte, error) {
 	r.fetchMu.Lock()
-	if data, ok := r.cachedLocked(seg.ID); ok {
+	if c, ok := r.cachedLocked(seg.ID); ok {
+		c.buf.refs++
 		r.fetchMu.Unlock()
-		return data, nil
+		return c.buf, nil
 	}
 	if call := r.fetching[seg.ID]; call != nil {
+		call.readers++
 		r.fetchMu.Unlock()
 		<-call.done
-		return call.data, call.err
+		return call.buf, call.err
 	}
-	call := r.startFetchLocked(seg.ID)
+	call := r.startFetchLocked(seg.ID, 1)
 	r.fetchMu.Unlock()
-	r.download(seg, call, prefetch)
-	return call.data, call.err
+	r.download(seg, call, false)
+	return call.buf, call.err
 }
 
 // cachedLocked returns a decoded segment from the cache, which it marks
 // the most recently used; caller holds fetchMu.
-func (r *Replicator) cachedLocked(id meta.SegmentID) ([]byte, bool) {
+func (r *Replicator) cachedLocked(id meta.SegmentID) (cachedSegment, bool) {
 	for i, c := range r.segCache {
 		if c.id == id {
 			r.segCache = append(append(r.segCache[:i:i], r.segCache[i+1:]...), c)
-			return c.data, true
+			return c, true
 		}
 	}
-	return nil, false
+	return cachedSegment{}, false
 }
 
-// startFetchLocked registers the download of segment id, which concurrent
-// requests for it then wait for; caller holds fetchMu and runs download.
-func (r *Replicator) startFetchLocked(id meta.SegmentID) *fetchCall {
-	call := &fetchCall{done: make(chan struct{})}
+// startFetchLocked registers the download of segment id for readers (0 for
+// a read-ahead), which concurrent requests for it then join; caller holds
+// fetchMu and runs download.
+func (r *Replicator) startFetchLocked(id meta.SegmentID, readers int) *fetchCall {
+	call := &fetchCall{done: make(chan struct{}), readers: readers}
 	r.fetching[id] = call
 	r.segFetches.Add(1)
 	return call
 }
 
 // download fetches segment seg for call, keeps it decoded until its
-// chunks are taken (takeChunk) and ends the call.
+// chunks are taken (takeChunk) and ends the call, giving each of its
+// readers a reference to the segment.
 func (r *Replicator) download(seg meta.Segment, call *fetchCall, prefetch bool) {
 	// Protected, so that a fault cannot leave the call open: every reader
 	// waiting on it would wait forever.
+	var data, full []byte
+	hooks := &fetchHooks{st: &r.stages, pace: &r.piecePace}
+	if h := r.pieceHook.Load(); h != nil {
+		hooks.piece = *h
+	}
+	hooks.alloc = func(n int) []byte {
+		full = r.takeBuf(n)
+		return full
+	}
 	call.err = r.faults.Protect("fetch", func() error {
 		ctx, cancel := context.WithTimeout(r.ctx, fetchTimeout)
 		defer cancel()
 		var err error
 		start := time.Now()
-		call.data, err = fetchSegment(ctx, r.client, fnet.SegmentID(seg.ID), int(seg.Class), r.cfg.PieceTimeout, r.cfg.HedgeAfter, &r.stages)
-		r.fetches.done(start, len(call.data), err)
+		data, err = fetchSegment(ctx, r.client, fnet.SegmentID(seg.ID), int(seg.Class), r.cfg.PieceTimeout, r.cfg.HedgeAfter, hooks)
+		r.fetches.done(start, len(data), err)
 		return err
 	})
 	r.fetchMu.Lock()
@@ -190,7 +283,9 @@ func (r *Replicator) download(seg meta.Segment, call *fetchCall, prefetch bool) 
 		if i := slices.Index(r.segDone, seg.ID); i >= 0 {
 			r.segDone = slices.Delete(r.segDone, i, i+1)
 		}
-		r.segCache = append(r.segCache, cachedSegment{id: seg.ID, data: call.data, used: uint64(seg.Used)})
+		// One reference for the cache and one for each reader.
+		call.buf = &segBuf{data: data, full: full, refs: 1 + call.readers}
+		r.segCache = append(r.segCache, cachedSegment{id: seg.ID, buf: call.buf, data: data, used: uint64(seg.Used)})
 		total := 0
 		for _, c := range r.segCache {
 			total += len(c.data)
@@ -200,6 +295,7 @@ func (r *Replicator) download(seg meta.Segment, call *fetchCall, prefetch bool) 
 			// used.
 			i := max(0, slices.IndexFunc(r.segCache, func(c cachedSegment) bool { return c.whole }))
 			total -= len(r.segCache[i].data)
+			r.releaseLocked(r.segCache[i].buf)
 			r.segCache = slices.Delete(r.segCache, i, i+1)
 		}
 	}
@@ -284,7 +380,7 @@ func (r *Replicator) prefetchAfter(seg meta.Segment) {
 		if !busy {
 			r.prefetches.Add(1)
 			r.prefetched.Add(1)
-			call = r.startFetchLocked(next.ID)
+			call = r.startFetchLocked(next.ID, 0)
 		}
 		r.fetchMu.Unlock()
 		if busy {
@@ -336,7 +432,10 @@ func (r *Replicator) segmentOrder() *segOrder {
 // dropSegmentCache forgets decoded segments (tests that drop the cache).
 func (r *Replicator) dropSegmentCache() {
 	r.fetchMu.Lock()
-	r.segCache, r.segDone = nil, nil
+	for _, c := range r.segCache {
+		r.releaseLocked(c.buf)
+	}
+	r.segCache, r.segDone, r.fetchFree = nil, nil, nil
 	r.fetchMu.Unlock()
 }
 
@@ -344,7 +443,8 @@ func (r *Replicator) dropSegmentCache() {
 // size bytes. Pieces are asked from K nodes at once; a node that fails,
 // returns bytes that do not hash to the piece id, or takes longer than
 // hedge is backed up by the next one, and none is waited for longer than
-// pieceTimeout.
+// pieceTimeout. (The engine's fetches back a node up once it takes longer
+// than hedge and twice the typical piece download: piecePace.)
 //
 // The data pieces are read straight into one buffer, back to back, and
 // the parity pieces into their own: when every data piece arrives the
@@ -352,16 +452,48 @@ func (r *Replicator) dropSegmentCache() {
 // data piece is rebuilt into its place in it. Every download has ended
 // when FetchSegment returns (none writes to the buffer afterwards).
 func FetchSegment(ctx context.Context, c *mediator.Client, seg fnet.SegmentID, size int, pieceTimeout, hedge time.Duration) ([]byte, error) {
-	return fetchSegment(ctx, c, seg, size, pieceTimeout, hedge, nil)
+	return fetchSegment(ctx, c, seg, size, pieceTimeout, hedge, &fetchHooks{})
 }
 
-// fetchSegment is FetchSegment adding the time of its stages to st (when
-// not nil).
-func fetchSegment(ctx context.Context, c *mediator.Client, seg fnet.SegmentID, size int, pieceTimeout, hedge time.Duration, st *stageTimes) ([]byte, error) {
-	var piecesT, decodeT *atomic.Int64
-	if st != nil {
-		piecesT, decodeT = &st.pieces, &st.decode
+// fetchHooks is what the engine adds to a segment's fetch; each may be nil.
+type fetchHooks struct {
+	st    *stageTimes      // adds the time of the fetch's stages
+	alloc func(int) []byte // gives the segment's buffer of n bytes, whatever it holds
+	pace  *piecePace       // the typical piece download, for the hedge
+	piece func(i int)      // runs as the download of piece i starts (tests)
+}
+
+// piecePace keeps the typical time of a piece download: an average over
+// the recent downloads that completed, in nanoseconds.
+type piecePace struct{ avg atomic.Int64 }
+
+// note adds a completed download of d.
+func (p *piecePace) note(d time.Duration) {
+	if old := p.avg.Load(); old > 0 {
+		d = (7*time.Duration(old) + d) / 8
 	}
+	p.avg.Store(int64(max(d, 1)))
+}
+
+// hedgeAfter is when a fetch asks another node as well: hedge, or twice
+// the typical piece download when pieces take longer (a loaded machine, a
+// slow link), at most four times hedge. A backup then goes to a node slow
+// against the others, not to every fetch while all are slow alike: it
+// would only add its piece's bytes to the load that slows them.
+func (p *piecePace) hedgeAfter(hedge time.Duration) time.Duration {
+	if p == nil {
+		return hedge
+	}
+	return min(max(hedge, 2*time.Duration(p.avg.Load())), 4*hedge)
+}
+
+// fetchSegment is FetchSegment with the engine's hooks.
+func fetchSegment(ctx context.Context, c *mediator.Client, seg fnet.SegmentID, size int, pieceTimeout, hedge time.Duration, hk *fetchHooks) ([]byte, error) {
+	var piecesT, decodeT, gets *atomic.Int64
+	if st := hk.st; st != nil {
+		piecesT, decodeT, gets = &st.pieces, &st.decode, &st.pieceGets
+	}
+	hedge = hk.pace.hedgeAfter(hedge)
 	t0 := time.Now()
 	info, err := c.Segment(ctx, seg)
 	if err != nil {
@@ -396,7 +528,12 @@ func fetchSegment(ctx context.Context, c *mediator.Client, seg fnet.SegmentID, s
 		return nil, fmt.Errorf("segment %x: %w", seg, err)
 	}
 	p := int(psize)
-	data := make([]byte, p*k)
+	var data []byte
+	if hk.alloc != nil {
+		data = hk.alloc(p * k)
+	} else {
+		data = make([]byte, p*k)
+	}
 	// dst is where piece i is read: its place among the data pieces, or a
 	// buffer of its own for a parity piece.
 	dst := func(i int) []byte {
@@ -420,13 +557,23 @@ func fetchSegment(ctx context.Context, c *mediator.Client, seg fnet.SegmentID, s
 		i := cands[next]
 		next++
 		running++
+		if gets != nil {
+			gets.Add(1)
+		}
 		go func() {
 			pctx, pcancel := context.WithTimeout(ctx, pieceTimeout)
 			defer pcancel()
 			d := dst(i)
+			t0 := time.Now()
 			err := fault.Protect(nil, "fetch", func() error {
+				if hk.piece != nil {
+					hk.piece(i)
+				}
 				return c.GetPieceInto(pctx, info.Pieces[i].Target, d)
 			})
+			if err == nil && hk.pace != nil {
+				hk.pace.note(time.Since(t0))
+			}
 			results <- result{i, d, err}
 		}()
 	}

@@ -69,3 +69,49 @@ func TestReadHedgesAroundAHungNode(t *testing.T) {
 		t.Fatalf("read with node %d hung did not finish in 30s: the fetcher waited for the hung node", hung)
 	}
 }
+
+// TestEvenlySlowPiecesNotHedged: every piece download takes 150 ms (a
+// loaded machine or a slow link, alike for every node), longer than
+// HedgeAfter (100 ms). Once the fetches know pieces take that long, they
+// ask no third node: a backup would only add its bytes to the load that
+// slows them all. Only the fetches started before any piece completed may
+// hedge. Without the pace every fetch asked a third node at 100 ms: a
+// third more piece downloads than needed. The read still comes back whole.
+func TestEvenlySlowPiecesNotHedged(t *testing.T) {
+	p, home := quietPlanet(t)
+	old := MaxSegment
+	MaxSegment = SizeClasses[1] // 272 KiB: a few MiB make many segments
+	t.Cleanup(func() { MaxSegment = old })
+	cfg := fastConfig()
+	cfg.HedgeAfter = 100 * time.Millisecond
+	c := mount(t, p, home, cfg)
+	data := make([]byte, 3<<20+12345)
+	rand.Read(data)
+	if err := os.WriteFile(filepath.Join(c.mnt, "slow"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.waitSyncedFor(t, "the file", 4*time.Minute)
+	c.dropCaches(t)
+	c.rep.dropSegmentCache()
+	k := int64(p.Scheme().K)
+	slow := func(int) { time.Sleep(150 * time.Millisecond) }
+	c.rep.pieceHook.Store(&slow)
+	defer c.rep.pieceHook.Store(nil)
+	fetched, gets := c.rep.segFetches.Load(), c.rep.stages.pieceGets.Load()
+	failed := counterValue(t, c.rep.fetches.errors)
+	got, err := os.ReadFile(filepath.Join(c.mnt, "slow"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back %d bytes (%v), not the %d written", len(got), err, len(data))
+	}
+	c.rep.prefetches.Wait()
+	n, g := c.rep.segFetches.Load()-fetched, c.rep.stages.pieceGets.Load()-gets
+	bad := int64(counterValue(t, c.rep.fetches.errors) - failed)
+	if n < 10 {
+		t.Fatalf("%d segment downloads: the test wants many", n)
+	}
+	// The reader's first fetch and the read-ahead's two started before
+	// any piece completed; a download that failed was backed up.
+	if extra := g - k*n; extra > 1+prefetchAhead+bad*k+n/6 {
+		t.Fatalf("%d piece downloads for %d segment downloads of %d pieces (%d failed): %d backups of evenly slow nodes", g, n, k, bad, extra)
+	}
+}

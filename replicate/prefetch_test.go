@@ -20,8 +20,12 @@ import (
 
 // TestSequentialReadPrefetches reads a file of many segments back from the
 // network: it comes back intact, the segments after the one being read are
-// fetched ahead, and every segment is downloaded exactly once (read-ahead
-// neither fetches in vain nor makes a reader fetch again).
+// fetched ahead, every segment is downloaded exactly once (read-ahead
+// neither fetches in vain nor makes a reader fetch again), and the
+// downloads reuse the buffers of segments already taken whole: a few new
+// ones for the read-ahead, not one per segment (a new 16 MiB buffer is
+// faulted in page by page, which cost a restore more than the copy into
+// it).
 func TestSequentialReadPrefetches(t *testing.T) {
 	p, home := quietPlanet(t)
 	old := MaxSegment
@@ -50,6 +54,7 @@ func TestSequentialReadPrefetches(t *testing.T) {
 	}
 	fetched, ahead := c.rep.segFetches.Load(), c.rep.prefetched.Load()
 	failed := counterValue(t, c.rep.fetches.errors)
+	reused := c.rep.bufReuses.Load()
 
 	f, err := os.Open(filepath.Join(c.mnt, "seq"))
 	if err != nil {
@@ -78,6 +83,65 @@ func TestSequentialReadPrefetches(t *testing.T) {
 	}
 	if pre == 0 {
 		t.Fatalf("a sequential read of %d segments fetched none ahead", segs)
+	}
+	// The downloads under way at once (the reader's and prefetchAhead
+	// ahead of it), and as many whose chunks the reader is still taking.
+	if fresh := n - (c.rep.bufReuses.Load() - reused); fresh > 2*(prefetchAhead+1) {
+		t.Fatalf("%d of %d segment downloads took a new buffer", fresh, n)
+	}
+}
+
+// TestSegmentBufferReuse: a decoded segment's buffer goes to another
+// download only once nothing reads it: not while a reader copies a chunk
+// out of it (it holds a reference), not while the cache keeps it for
+// chunks not yet taken, and once the last reference is released, or the
+// segment was taken whole and only the cache holds it.
+func TestSegmentBufferReuse(t *testing.T) {
+	r := &Replicator{fetching: map[meta.SegmentID]*fetchCall{}}
+	const n = 1 << 10
+	seg := func(id byte, whole bool, refs int) *segBuf {
+		full := make([]byte, n)
+		full[0] = id
+		b := &segBuf{data: full[:n-7], full: full, refs: refs}
+		r.segCache = append(r.segCache, cachedSegment{id: meta.SegmentID{id}, buf: b, data: b.data, whole: whole})
+		return b
+	}
+	same := func(a, b []byte) bool { return &a[0] == &b[0] }
+	partial := seg(1, false, 1) // chunks still to take
+	read := seg(2, true, 2)     // taken whole, a reader still copying
+	if b := r.takeBuf(n); same(b, partial.full) || same(b, read.full) {
+		t.Fatalf("a download took the buffer of segment %d, still in use", b[0])
+	}
+	if len(r.segCache) != 2 {
+		t.Fatalf("%d segments cached, want both", len(r.segCache))
+	}
+	r.release(read) // the reader is done: only the cache holds it
+	full := read.full
+	if b := r.takeBuf(n); !same(b, full) {
+		t.Fatal("a download took a new buffer while a segment taken whole was held by the cache alone")
+	}
+	if len(r.segCache) != 1 || r.segCache[0].buf != partial || read.refs != 0 {
+		t.Fatalf("the segment taken whole still cached (%d segments) or referenced (%d)", len(r.segCache), read.refs)
+	}
+	if b := r.takeBuf(n / 2); same(b, partial.full) {
+		t.Fatal("a download took a buffer of another size")
+	}
+	// The cache lets the partial segment go while a reader holds it: the
+	// buffer is free only at the reader's release.
+	partial.refs++
+	r.fetchMu.Lock()
+	r.releaseLocked(partial)
+	r.fetchMu.Unlock()
+	if len(r.fetchFree) != 0 {
+		t.Fatal("a buffer a reader holds was freed")
+	}
+	pf := partial.full
+	r.release(partial)
+	if len(r.fetchFree) != 1 || !same(r.fetchFree[0], pf) {
+		t.Fatal("the last release did not free the buffer")
+	}
+	if b := r.takeBuf(n); !same(b, pf) || r.bufReuses.Load() != 2 {
+		t.Fatalf("a download did not take the freed buffer (%d reuses)", r.bufReuses.Load())
 	}
 }
 

@@ -124,6 +124,15 @@ type Replicator struct {
 	// the segments whose chunks were all taken, latest last (takeChunk).
 	segBudget int
 	segDone   []meta.SegmentID
+	// fetchFree holds segment buffers no reader or cache entry uses any
+	// more, for the next downloads (segBuf); bufReuses counts the downloads
+	// that took one (tests).
+	fetchFree [][]byte
+	bufReuses atomic.Int64
+	// piecePace is the typical piece download (the fetches' hedge);
+	// pieceHook runs as each starts (tests).
+	piecePace piecePace
+	pieceHook atomic.Pointer[func(i int)]
 
 	lastRead   meta.SegmentID // the segment a read needed last (prefetchAfter)
 	segOrder   *segOrder      // data segments in the order stored (read-ahead)
@@ -198,7 +207,7 @@ func New(v *vault.Vault, idx *meta.Index, store *chunkstore.Store, client *media
 	r.loadProtection()
 	idx.TrackLive(maxLiveChanges)
 	r.loadIdle()
-	store.SetFetcher(r.fetchChunk)
+	store.SetFetcherInto(r.fetchChunk)
 	go r.run()
 	return r, nil
 }

@@ -21,6 +21,9 @@ type stageTimes struct {
 	// the nodes, checked against their ids as they arrive (pieces);
 	// rebuilding missing data pieces (decode).
 	pieces, decode atomic.Int64
+	// pieceGets counts the piece downloads fetches started (K a segment
+	// when no node is slow or lying; more when hedged or backed up).
+	pieceGets atomic.Int64
 }
 
 // since adds the time since t0 to c and returns now, the next stage's t0.
