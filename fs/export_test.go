@@ -169,3 +169,7 @@ func (m *Mounted) KnownMissing(parent uint64, name string) bool {
 // MissedUsed returns how many creates took a LOOKUP's miss since the
 // process began.
 func MissedUsed() int64 { return missedUsed.Load() }
+
+// IdleReaders is idleReaders (procs.go): the most goroutines a go-fuse
+// server made at GOMAXPROCS procs keeps blocked reading /dev/fuse.
+func IdleReaders(procs int) int { return idleReaders(procs) }

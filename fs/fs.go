@@ -363,11 +363,14 @@ func mountRaw(dir string, root gofs.InodeEmbedder, mo *gofs.Options, m *OpMetric
 	if m != nil {
 		raw = m.wrap(raw)
 	}
-	server, err := fuse.NewServer(raw, dir, &mo.MountOptions)
+	server, release, err := newServer(raw, dir, &mo.MountOptions) // procs.go
 	if err != nil {
 		return nil, err
 	}
-	go server.Serve()
+	go func() {
+		server.Serve()
+		release()
+	}()
 	if err := server.WaitMount(); err != nil {
 		return nil, err // as gofs.Mount: the serve loop ends with the failed mount
 	}

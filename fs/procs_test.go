@@ -1,0 +1,98 @@
+package fs_test
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fincrypt/fincrypt/fs"
+)
+
+// fuseReadersBlocked counts this process's threads blocked in read(2) on a
+// /dev/fuse descriptor (go-fuse's idle readers), from /proc/self/task/*/syscall.
+func fuseReadersBlocked(t *testing.T) int {
+	t.Helper()
+	fds := map[string]bool{}
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	for _, e := range ents {
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && l == "/dev/fuse" {
+			n, _ := strconv.Atoi(e.Name())
+			fds["0x"+strconv.FormatInt(int64(n), 16)] = true
+		}
+	}
+	tasks, err := filepath.Glob("/proc/self/task/*/syscall")
+	if err != nil || len(tasks) == 0 {
+		t.Skipf("no /proc/self/task/*/syscall on this kernel: %v", err)
+	}
+	n := 0
+	for _, p := range tasks {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue // the thread ended
+		}
+		f := strings.Fields(string(b))
+		if len(f) >= 2 && f[0] == "0" && fds[f[1]] { // 0: read
+			n++
+		}
+	}
+	return n
+}
+
+// TestIdleReadersLeaveTheCPUsTheirPs: go-fuse keeps goroutines blocked
+// reading /dev/fuse between requests, each holding a P until the runtime
+// takes it away; a mount adds a P for each, so that while a program sends
+// one request at a time, the readers never hold the Ps the CPUs need for
+// the requests (procs.go). Without it the three idle readers of a
+// two-CPU machine held both Ps. Each mount adds its own and gives them
+// back when it ends.
+func TestIdleReadersLeaveTheCPUsTheirPs(t *testing.T) {
+	requireFUSE(t)
+	base := runtime.GOMAXPROCS(0)
+	tm := mountVault(t, newVault(t, fastKDF))
+	if got, want := runtime.GOMAXPROCS(0), base+fs.IdleReaders(base); got != want {
+		t.Fatalf("GOMAXPROCS %d while mounted, want %d (%d + %d idle readers)", got, want, base, fs.IdleReaders(base))
+	}
+	// One request at a time, as a program creating files sends them; the
+	// readers are counted between the requests.
+	most := 0
+	for i := range 200 {
+		writeFile(t, tm.path("f"+strconv.Itoa(i)), nil)
+		most = max(most, fuseReadersBlocked(t))
+	}
+	if most == 0 {
+		t.Fatal("no thread seen blocked reading /dev/fuse: the count does not see go-fuse's readers")
+	}
+	if spare := runtime.GOMAXPROCS(0) - base; most > spare {
+		t.Fatalf("%d goroutines blocked reading /dev/fuse, but only %d Ps beyond the CPUs' %d: idle readers hold the Ps requests need", most, spare, base)
+	}
+	// A second mount adds its readers' Ps; each unmount gives its own back.
+	tm2 := mountVault(t, newVault(t, fastKDF))
+	if got, want := runtime.GOMAXPROCS(0), base+2*fs.IdleReaders(base); got != want {
+		t.Fatalf("GOMAXPROCS %d with two mounts, want %d", got, want)
+	}
+	tm.unmount()
+	waitProcs(t, base+fs.IdleReaders(base))
+	tm2.unmount()
+	waitProcs(t, base)
+}
+
+// waitProcs waits until GOMAXPROCS is want: a server gives its Ps back
+// when its serve loop has ended, just after the unmount returns.
+func waitProcs(t *testing.T, want int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if runtime.GOMAXPROCS(0) == want {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("GOMAXPROCS %d, want %d", runtime.GOMAXPROCS(0), want)
+}
