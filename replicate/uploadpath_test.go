@@ -57,8 +57,7 @@ func TestBufListKeepsBuffersAcrossCollections(t *testing.T) {
 
 // Full segments uploaded one after another, in rounds of their own and
 // with garbage collections in between (an upload runs several), share one
-// segment buffer: the second
-// allocates none of its 2x-segment size. With a sync.Pool every
+// segment buffer: the second allocates no new one. With a sync.Pool every
 // collection threw the buffer away.
 func TestFullSegmentsReuseTheirBuffer(t *testing.T) {
 	e := newEngine(t, nil)
@@ -80,20 +79,15 @@ func TestFullSegmentsReuseTheirBuffer(t *testing.T) {
 	}
 	runtime.GC()
 	runtime.GC()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
 	if err := e.r.uploadAll([]*plannedSegment{p2}); err != nil {
 		t.Fatal(err)
 	}
-	runtime.ReadMemStats(&after)
+	// Counted by the list: the process's allocation counts also hold the
+	// planet's (its nodes receive the pieces in this process, into buffers
+	// the collections just emptied), which came to more than a segment
+	// buffer's worth under load.
 	if n := e.r.segBufs.made.Load(); n != 1 {
 		t.Fatalf("%d segment buffers allocated for two full segments in a row, want 1", n)
-	}
-	// The whole planet runs in this process (nodes, mediator): what they
-	// allocate counts too, but not a segment buffer's worth.
-	size := uint64(e.r.coder.EncodedSize(MaxSegment))
-	if got := after.TotalAlloc - before.TotalAlloc; got >= size {
-		t.Fatalf("the second segment's upload allocated %d bytes, a segment buffer is %d", got, size)
 	}
 	e.checkUploaded(t, data, nil)
 	// A round with nothing to upload leaves the buffer to the collector.
