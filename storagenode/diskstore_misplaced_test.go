@@ -138,3 +138,38 @@ func TestDiskStoreQuarantinesNestedPieceFile(t *testing.T) {
 		t.Fatalf("the nested piece file not in quarantine/: %v", err)
 	}
 }
+
+// A start that cannot quarantine an unreadable piece file (quarantine/ is
+// not a directory) fails with the reason instead of opening a store that
+// has not looked at the rest of its files; nothing is deleted, and the
+// next start, once the operator fixed it, quarantines the file.
+func TestDiskStoreOpenFailsWhenQuarantineFails(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, 1<<30)
+	s.Close()
+	junk := filepath.Join(dir, piecesDir, "00", "not-a-piece"+pieceExt)
+	if err := os.WriteFile(junk, []byte("junk"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	block := filepath.Join(dir, quarantineDir)
+	if err := os.WriteFile(block, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := OpenDiskStore(dir, DiskStoreOptions{Capacity: 1 << 30, Logger: quiet}); err == nil || !strings.Contains(err.Error(), "quarantine") {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("open with quarantine/ a file: %v, want the quarantine's failure", err)
+	}
+	if _, err := os.Stat(junk); err != nil {
+		t.Fatalf("the unreadable file is gone after a failed start: %v", err)
+	}
+	if err := os.Remove(block); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir, 1<<30)
+	defer s.Close()
+	if _, err := os.Stat(filepath.Join(block, filepath.Base(junk))); err != nil {
+		t.Fatalf("not quarantined once possible: %v", err)
+	}
+}
