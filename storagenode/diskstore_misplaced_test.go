@@ -173,3 +173,40 @@ func TestDiskStoreOpenFailsWhenQuarantineFails(t *testing.T) {
 		t.Fatalf("not quarantined once possible: %v", err)
 	}
 }
+
+// A piece file cut short after it was opened (a disk error, an operator's
+// mistake) is never served as zeros: reading a leaf, bytes or a tree node
+// past the cut fails.
+func TestDiskPieceTruncatedFile(t *testing.T) {
+	s := open(t, t.TempDir(), 1<<30)
+	defer s.Close()
+	data, id := randPiece(t, 43, 3*challenge.LeafSize+100)
+	if err := s.Put(context.Background(), id, int64(len(data)), fnet.AccountID{}, bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.Open(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := os.Truncate(s.piecePath(id), pieceHeaderSize+challenge.LeafSize+10); err != nil {
+		t.Fatal(err)
+	}
+	dp := p.(*diskPiece)
+	leaf := make([]byte, challenge.LeafSize)
+	if n, err := dp.ReadLeaf(0, leaf); err != nil || n != challenge.LeafSize || !bytes.Equal(leaf, data[:challenge.LeafSize]) {
+		t.Fatalf("leaf 0, before the cut: %d bytes, %v", n, err)
+	}
+	for _, i := range []int{1, 3} {
+		if n, err := dp.ReadLeaf(i, leaf); err == nil {
+			t.Fatalf("leaf %d, past the cut: %d bytes served, no error", i, n)
+		}
+	}
+	buf := make([]byte, 100)
+	if n, err := p.ReadAt(buf, 2*challenge.LeafSize); err == nil {
+		t.Fatalf("bytes past the cut: %d served, no error", n)
+	}
+	if _, err := dp.Node(0, 0); err == nil {
+		t.Fatal("a tree node past the cut read without an error")
+	}
+}
