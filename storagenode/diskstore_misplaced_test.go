@@ -210,3 +210,33 @@ func TestDiskPieceTruncatedFile(t *testing.T) {
 		t.Fatal("a tree node past the cut read without an error")
 	}
 }
+
+// List returns at most the limit asked for: the collector asks the
+// mediator about one page at a time, and a page over fnet.MaxLivePieces
+// is a request the mediator refuses.
+func TestDiskStoreListLimit(t *testing.T) {
+	s := open(t, t.TempDir(), 1<<30)
+	defer s.Close()
+	for i := range 5 {
+		data, id := randPiece(t, uint64(200+i), 300+i)
+		if err := s.Put(context.Background(), id, int64(len(data)), fnet.AccountID{}, bytes.NewReader(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var after *challenge.PieceID
+	var sizes []int
+	for {
+		page, err := s.List(after, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		sizes = append(sizes, len(page))
+		after = &page[len(page)-1].ID
+	}
+	if len(sizes) != 3 || sizes[0] != 2 || sizes[1] != 2 || sizes[2] != 1 {
+		t.Fatalf("pages of %v pieces for 5 at a limit of 2, want [2 2 1]", sizes)
+	}
+}
