@@ -322,13 +322,16 @@ func (s *DiskStore) reconcile() error {
 			return nil
 		}
 		id, perr := challenge.ParsePieceID(strings.TrimSuffix(name, pieceExt))
+		// A file anywhere but at its id's path is never served nor
+		// counted: quarantined, also when it is a copy of a piece indexed
+		// at its own path (that copy is a different file, left alone).
+		if perr == nil && path != s.piecePath(id) {
+			perr = fmt.Errorf("%w: misplaced in %s", ErrCorrupt, filepath.Dir(path))
+		}
 		if _, ok := seen[id]; perr == nil && ok {
 			return nil
 		}
 		var info PieceInfo
-		if perr == nil && filepath.Base(filepath.Dir(path)) != id.String()[:2] {
-			perr = fmt.Errorf("%w: in directory %s", ErrCorrupt, filepath.Base(filepath.Dir(path)))
-		}
 		if perr == nil {
 			info, perr = checkPieceFile(s.fs, path, id, nil)
 		}

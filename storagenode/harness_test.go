@@ -64,6 +64,7 @@ type mediator struct {
 	live       map[challenge.PieceID]bool
 	liveAsked  int
 	inbound    map[fnet.NodeID]*fnet.Conn
+	offered    []string // the network of every registration request, in order
 }
 
 func newMediatorAt(t testing.TB, id *fnet.Identity, hostport string) *mediator {
@@ -115,6 +116,7 @@ func (m *mediator) handle(ctx context.Context, peer fnet.NodeID, s *quic.Stream)
 			rep = &fnet.ErrorReply{Code: fnet.CodeUnauthorized, Message: "node id is not the connection's"}
 			break
 		}
+		m.offered = append(m.offered, r.Network)
 		if m.network != "" && r.Network != m.network { // as the real mediator answers
 			rep = &fnet.ErrorReply{Code: fnet.CodeBadRequest,
 				Message: fmt.Sprintf("bad request: node is paid on %q, this mediator on %q", r.Network, m.network)}

@@ -1,0 +1,155 @@
+package storagenode_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/btcsuite/btcd/chaincfg"
+
+	fnet "github.com/fincrypt/fincrypt/net"
+	"github.com/fincrypt/fincrypt/storagenode"
+)
+
+// runPeer runs an in-process node against med; the returned channel gets
+// Run's result.
+func runPeer(t *testing.T, med *mediator, network, payout string) (*storagenode.Peer, <-chan error) {
+	t.Helper()
+	ident, _ := fnet.GenerateIdentity()
+	peer, err := storagenode.New(quietLog(), ident, storagenode.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0",
+		Mediator: med.tr.Address(), Capacity: 1 << 30, Payout: payout, Network: network, Price: 1,
+		RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, RequestTimeout: 2 * time.Second, ScrubRate: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	exited := make(chan struct{})
+	go func() { done <- peer.Run(ctx); close(exited) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			t.Error("node still running 30 s after its context ended")
+		}
+		peer.Close()
+	})
+	return peer, done
+}
+
+func offered(med *mediator) []string {
+	med.mu.Lock()
+	defer med.mu.Unlock()
+	return slices.Clone(med.offered)
+}
+
+// Without a configured network the node offers each network its payout
+// address is valid on, in order, until the mediator accepts one, and
+// offers the accepted one first when it registers again (the mediator
+// forgot it): testnet3 refused once, never again.
+func TestInProcessContactLearnsAndKeepsNetwork(t *testing.T) {
+	t.Parallel()
+	med := newMediator(t)
+	med.mu.Lock()
+	med.network = "regtest"
+	med.policy = fnet.NodePolicy{HeartbeatInterval: 20 * time.Millisecond}
+	med.mu.Unlock()
+	peer, _ := runPeer(t, med, "", payoutOn(t, &chaincfg.TestNet3Params))
+	id := peer.Address().ID
+	waitFor(t, "registration and a heartbeat", 20*time.Second, func() bool {
+		_, hb := med.registration(id)
+		return hb >= 1
+	})
+	if got := offered(med); !slices.Equal(got, []string{"testnet3", "regtest"}) {
+		t.Fatalf("networks offered %v, want testnet3 then regtest", got)
+	}
+	if p, ok := peer.Contact.Policy(); !ok || p.HeartbeatInterval != 20*time.Millisecond {
+		t.Fatalf("policy %+v, registered %v; want the mediator's, registered", p, ok)
+	}
+	med.mu.Lock()
+	delete(med.registered, id)
+	med.mu.Unlock()
+	waitFor(t, "registration again", 20*time.Second, func() bool {
+		r, _ := med.registration(id)
+		return r != nil
+	})
+	if got := offered(med); !slices.Equal(got, []string{"testnet3", "regtest", "regtest"}) {
+		t.Fatalf("networks offered %v, want testnet3, regtest, then regtest again first", got)
+	}
+}
+
+// A registration refused for good on every candidate network ends the
+// node's Run with ErrRegistrationRefused naming the refusals; the node is
+// not registered.
+func TestInProcessContactRefusedForGood(t *testing.T) {
+	t.Parallel()
+	med := newMediator(t)
+	med.mu.Lock()
+	med.network = "mainnet"
+	med.mu.Unlock()
+	peer, done := runPeer(t, med, "", payoutOn(t, &chaincfg.TestNet3Params))
+	select {
+	case err := <-done:
+		if !errors.Is(err, storagenode.ErrRegistrationRefused) || !strings.Contains(err.Error(), `this mediator on "mainnet"`) {
+			t.Fatalf("Run: %v, want the registration refused with the mediator's reason", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("node still running 30 s after its registration was refused on every network")
+	}
+	if got := offered(med); !slices.Equal(got, []string{"testnet3", "regtest"}) {
+		t.Fatalf("networks offered %v, want testnet3 then regtest, once each", got)
+	}
+	if r, _ := med.registration(peer.Address().ID); r != nil {
+		t.Fatal("registered anyway")
+	}
+	if _, ok := peer.Contact.Policy(); ok {
+		t.Fatal("the contact reports itself registered")
+	}
+}
+
+// A policy without a heartbeat interval gets the default (a minute), not
+// a heartbeat loop without pause.
+func TestInProcessContactDefaultHeartbeat(t *testing.T) {
+	t.Parallel()
+	med := newMediator(t)
+	med.setPolicy(fnet.NodePolicy{GracePeriod: time.Hour})
+	peer, _ := runPeer(t, med, "simnet", payoutAddress(t))
+	id := peer.Address().ID
+	waitFor(t, "registration", 20*time.Second, func() bool {
+		_, ok := peer.Contact.Policy()
+		return ok
+	})
+	time.Sleep(300 * time.Millisecond)
+	if _, hb := med.registration(id); hb != 0 {
+		t.Fatalf("%d heartbeats within 300 ms of registering, with the default interval of a minute", hb)
+	}
+	if p, _ := peer.Contact.Policy(); p.HeartbeatInterval != storagenode.DefaultPolicy.HeartbeatInterval || p.GracePeriod != time.Hour {
+		t.Fatalf("policy %+v, want the mediator's with the default heartbeat interval", p)
+	}
+}
+
+// A node whose mediator went away no longer calls itself registered, and
+// its calls to the mediator fail as not registered (the collector and the
+// scrubber's reports wait) until it registers again.
+func TestInProcessContactLosesMediator(t *testing.T) {
+	t.Parallel()
+	med := newMediator(t)
+	med.setPolicy(fnet.NodePolicy{HeartbeatInterval: 50 * time.Millisecond})
+	peer, _ := runPeer(t, med, "simnet", payoutAddress(t))
+	waitFor(t, "registration", 20*time.Second, func() bool {
+		_, ok := peer.Contact.Policy()
+		return ok
+	})
+	med.tr.Close()
+	waitFor(t, "the contact to notice the mediator is gone", 20*time.Second, func() bool {
+		_, ok := peer.Contact.Policy()
+		return !ok
+	})
+	if _, err := peer.Contact.Call(context.Background(), &fnet.LiveRequest{}); !errors.Is(err, fnet.ErrNotRegistered) {
+		t.Fatalf("a call to a mediator that went away: %v, want not registered", err)
+	}
+}
