@@ -323,3 +323,45 @@ func TestPayoutBroadcastRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPayoutRefusesUnverifiableSignature: a payout whose signed transaction
+// does not verify (here the coin's record names another key than the one
+// its script pays, as a damaged record would) is neither recorded nor sent:
+// the node keeps its balance and nothing is reserved.
+func TestPayoutRefusesUnverifiableSignature(t *testing.T) {
+	chain := &refusingChain{fakeChain: newFakeChain(25)}
+	w := newTestWallet(t, "regtest", func(c *Config) { c.Chain = chain; c.MinConf = 1 })
+	dep := fakeDeposit(t, chain.fakeChain, w, "acct", 1_000_000, 1)
+	chain.mine(1)
+	mustSync(t, w)
+	if _, err := w.Settle(oneNodePeriod(t, 1, 100, regtestAddr(t))); err != nil {
+		t.Fatal(err)
+	}
+	op := wire.OutPoint{Hash: dep.TxHash(), Index: 0}
+	tx := w.begin()
+	var u utxo
+	if ok, err := tx.getJSON(pUTXO+op.String(), &u); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	u.Index++
+	if err := tx.setJSON(pUTXO+op.String(), &u); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.commit(); err != nil {
+		t.Fatal(err)
+	}
+	sent := chain.sent.Load()
+	p, err := w.Payout(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "verify input 0") {
+		t.Fatalf("payout with a signature that does not verify: %+v %v", p, err)
+	}
+	if list, err := w.Payouts(); err != nil || len(list) != 0 {
+		t.Fatalf("recorded: %+v %v", list, err)
+	}
+	if chain.sent.Load() != sent {
+		t.Fatal("an unverified transaction was sent")
+	}
+	if b := mustBal(t, w, NodeAccount("n")); b != 100_000 {
+		t.Fatalf("node balance %d, want 100000 (nothing paid)", b)
+	}
+}
