@@ -365,3 +365,36 @@ func TestPayoutRefusesUnverifiableSignature(t *testing.T) {
 		t.Fatalf("node balance %d, want 100000 (nothing paid)", b)
 	}
 }
+
+// TestSignedPayoutInputGoneAbandoned: a payout the node never accepted
+// (state signed) whose input leaves the chain for good is abandoned like a
+// broadcast one: its node gets the balance back, nothing stays in flight.
+func TestSignedPayoutInputGoneAbandoned(t *testing.T) {
+	chain := &refusingChain{fakeChain: newFakeChain(26)}
+	w := newTestWallet(t, "regtest", func(c *Config) { c.Chain = chain; c.MinConf = 2 })
+	dep := fakeDeposit(t, chain.fakeChain, w, "acct", 1_000_000, 1)
+	chain.mine(2)
+	mustSync(t, w)
+	if _, err := w.Settle(oneNodePeriod(t, 1, 100, regtestAddr(t))); err != nil {
+		t.Fatal(err)
+	}
+	chain.refuse.Store(true)
+	if p, err := w.Payout(context.Background()); !errors.Is(err, ErrBroadcast) || p == nil || p.State != PayoutSigned {
+		t.Fatalf("payout refused by the node: %+v %v", p, err)
+	}
+	chain.reorg(2, func(tx *wire.MsgTx, _ bool) bool { return tx.TxHash() != dep.TxHash() })
+	chain.gone = map[chainhash.Hash]bool{dep.TxHash(): true}
+	chain.mine(3)
+	mustSync(t, w)
+	chain.mine(1)
+	rep := mustSync(t, w)
+	if p := onlyPayout(t, w); p.State != PayoutAbandoned || len(rep.Abandoned) != 1 {
+		t.Fatalf("signed payout whose input left the chain: %s, report %+v", p.State, rep)
+	}
+	if b := mustBal(t, w, NodeAccount("n")); b != 100_000 || mustBal(t, w, AcctPayoutInflight) != 0 {
+		t.Fatalf("node balance %d, in flight %d after the abandon", b, mustBal(t, w, AcctPayoutInflight))
+	}
+	if err := w.CheckLedger(); err != nil {
+		t.Fatal(err)
+	}
+}
