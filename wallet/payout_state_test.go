@@ -386,6 +386,12 @@ func TestSignedPayoutInputGoneAbandoned(t *testing.T) {
 	chain.gone = map[chainhash.Hash]bool{dep.TxHash(): true}
 	chain.mine(3)
 	mustSync(t, w)
+	// Missing for 1 block of MinConf 2, however often it syncs: kept.
+	for range 2 {
+		if rep := mustSync(t, w); len(rep.Abandoned) != 0 || onlyPayout(t, w).State != PayoutSigned {
+			t.Fatalf("abandoned with its input missing for 1 block of 2: %+v", rep)
+		}
+	}
 	chain.mine(1)
 	rep := mustSync(t, w)
 	if p := onlyPayout(t, w); p.State != PayoutAbandoned || len(rep.Abandoned) != 1 {
