@@ -298,8 +298,8 @@ func TestPayoutBroadcastRefused(t *testing.T) {
 	if chain.sent.Load() == sent {
 		t.Fatal("Sync did not re-broadcast the signed payout")
 	}
-	if got := onlyPayout(t, w); got.State != PayoutBroadcast || got.LastError != "" {
-		t.Fatalf("after the re-broadcast: %+v", got)
+	if got := onlyPayout(t, w); got.State != PayoutBroadcast || got.LastError != "" || got.Confirmations != 0 {
+		t.Fatalf("after the re-broadcast: %s, last error %q, %d confirmations (want broadcast, none, 0)", got.State, got.LastError, got.Confirmations)
 	}
 	// The node already has it: still success, no error kept.
 	mustSync(t, w)
@@ -399,6 +399,82 @@ func TestSignedPayoutInputGoneAbandoned(t *testing.T) {
 	}
 	if b := mustBal(t, w, NodeAccount("n")); b != 100_000 || mustBal(t, w, AcctPayoutInflight) != 0 {
 		t.Fatalf("node balance %d, in flight %d after the abandon", b, mustBal(t, w, AcctPayoutInflight))
+	}
+	if err := w.CheckLedger(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRevivedPayoutUnminedIsAbandonedAgain: an abandoned payout is mined
+// after all (the conflicting spend left the chain), taking 30000 sat its
+// node had earned since and recording the rest as overpaid; then a second
+// reorganisation brings the conflicting spend back and drops the payout.
+// The payout can never be mined: it returns to abandoned and the revive is
+// reversed, so the node's 30000 sat are payable again, nothing is overpaid
+// and nothing stays in flight. (It stayed "broadcast" for good before,
+// with its debit in flight and the node's 30000 sat lost to it.)
+func TestRevivedPayoutUnminedIsAbandonedAgain(t *testing.T) {
+	chain, w, old, conflict, hc := conflictedSetup(t, 31)
+	ctx := context.Background()
+	chain.mine(1)
+	mustSync(t, w)
+	if err := w.AbandonPayout(old.ID); err != nil {
+		t.Fatal(err)
+	}
+	dep2 := fakeDeposit(t, chain, w, "acct", 500_000, 2)
+	chain.mine(2)
+	mustSync(t, w)
+	p2, err := w.Payout(ctx)
+	if err != nil || p2 == nil {
+		t.Fatalf("new payout: %+v %v", p2, err)
+	}
+	if _, err := w.Settle(oneNodePeriod(t, 2, 30, regtestAddr(t))); err != nil {
+		t.Fatal(err)
+	}
+	base := append([]*wire.MsgBlock(nil), chain.blocks[:hc]...) // the chain before the conflicting spend
+
+	// First branch: without the conflicting spend; the old payout mined.
+	tip, _ := chain.GetBlockCount()
+	chain.reorg(int(tip-hc+1), func(tx *wire.MsgTx, _ bool) bool { return tx.TxHash() != conflict.TxHash() })
+	raw, err := old.tx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chain.SendRawTransaction(raw, false); err != nil {
+		t.Fatal(err)
+	}
+	chain.mine(2)
+	mustSync(t, w)
+	if p := payoutByID(t, w, old.ID); p.State != PayoutConfirmed || mustBal(t, w, NodeAccount("n")) != 0 || mustBal(t, w, AcctExtOverpaid) != -70_000 {
+		t.Fatalf("revived: %s, node %d, overpaid %d", p.State, mustBal(t, w, NodeAccount("n")), mustBal(t, w, AcctExtOverpaid))
+	}
+
+	// Second branch, longer: the conflicting spend again, the new payout.
+	p2raw, err := p2.tx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain.blocks, chain.mempool = base, nil
+	for _, tx := range []*wire.MsgTx{conflict, dep2, p2raw} {
+		if _, err := chain.SendRawTransaction(tx, false); err != nil {
+			t.Fatal(err)
+		}
+		chain.mine(1)
+	}
+	chain.mine(3)
+	mustSync(t, w)
+	if p := payoutByID(t, w, old.ID); p.State != PayoutAbandoned {
+		t.Fatalf("old payout %s after its block and its revive left the chain, want abandoned", p.State)
+	}
+	if p := payoutByID(t, w, p2.ID); p.State != PayoutConfirmed {
+		t.Fatalf("new payout %s", p.State)
+	}
+	for acct, want := range map[string]int64{
+		NodeAccount("n"): 30_000, AcctExtOverpaid: 0, AcctPayoutInflight: 0, PaidAccount("n"): p2.Amount,
+	} {
+		if got := mustBal(t, w, acct); got != want {
+			t.Errorf("%s = %d, want %d", acct, got, want)
+		}
 	}
 	if err := w.CheckLedger(); err != nil {
 		t.Fatal(err)
