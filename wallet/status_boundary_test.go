@@ -101,3 +101,38 @@ func TestAccountStatusFromLedger(t *testing.T) {
 		t.Fatalf("after a period of 10000 sat: %+v %v", st, err)
 	}
 }
+
+// TestSettlementEndsDelinquencyOnlyWithRunwayLeft: two delinquent accounts
+// get deposits too small for the runway at their last charge (20000 sat a
+// period), then a cheaper period (10000) is settled. What is left after it
+// decides: 40000 covers three periods of 10000 and ends the delinquency;
+// 20000 does not (30000 before the charge would).
+func TestSettlementEndsDelinquencyOnlyWithRunwayLeft(t *testing.T) {
+	w := newTestWallet(t, "regtest", func(c *Config) { c.RunwayPeriods = 3 })
+	settle := func(period uint64, gib int64) {
+		t.Helper()
+		in := settleInput(period,
+			Holding{Node: "n1", Account: "ends", Bytes: gib * GiB, Passed: true},
+			Holding{Node: "n1", Account: "stays", Bytes: gib * GiB, Passed: true})
+		if _, err := w.Settle(in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fund(t, w, "ends", 5_000, "e1")
+	fund(t, w, "stays", 5_000, "s1")
+	settle(1, 20) // 20000 owed, 5000 paid: both delinquent
+	credit(t, w, "ends", 50_000, 1)
+	credit(t, w, "stays", 30_000, 2)
+	for _, a := range []string{"ends", "stays"} {
+		if st, _ := w.AccountStatus(a); !st.Delinquent || st.Needed != 60_000 {
+			t.Fatalf("%s after a deposit under the runway: %+v", a, st)
+		}
+	}
+	settle(2, 10)
+	if st, _ := w.AccountStatus("ends"); st.Delinquent || st.Escrow != 40_000 || !st.CanPlace() {
+		t.Fatalf("40000 left for a runway of 30000: %+v, want delinquency ended", st)
+	}
+	if st, _ := w.AccountStatus("stays"); !st.Delinquent || st.Escrow != 20_000 {
+		t.Fatalf("20000 left for a runway of 30000: %+v, want still delinquent", st)
+	}
+}
