@@ -480,3 +480,67 @@ func TestRevivedPayoutUnminedIsAbandonedAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAbandonReleasesUnspentInputs: a payout of two inputs, one of them
+// spent elsewhere, is abandoned: the other input is the wallet's again and
+// pays the next payout.
+func TestAbandonReleasesUnspentInputs(t *testing.T) {
+	chain := newFakeChain(27)
+	w := newTestWallet(t, "regtest", func(c *Config) { c.Chain = chain; c.MinConf = 2 })
+	ctx := context.Background()
+	big := fakeDeposit(t, chain, w, "acct", 60_000, 1)
+	small := fakeDeposit(t, chain, w, "acct", 50_000, 2)
+	chain.mine(2)
+	mustSync(t, w)
+	if _, err := w.Settle(oneNodePeriod(t, 1, 100, regtestAddr(t))); err != nil {
+		t.Fatal(err)
+	}
+	crash := errors.New("crash")
+	w.testHook = func(string) error { return crash }
+	old, err := w.Payout(ctx)
+	w.testHook = nil
+	if !errors.Is(err, crash) || old == nil || len(old.Inputs) != 2 {
+		t.Fatalf("payout: %+v %v", old, err)
+	}
+	op := wire.OutPoint{Hash: small.TxHash(), Index: 0}
+	var u utxo
+	tx := w.begin()
+	if ok, err := tx.getJSON(pUTXO+op.String(), &u); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	tx.discard()
+	conflict := wire.NewMsgTx(2)
+	conflict.AddTxIn(wire.NewTxIn(&op, nil, nil))
+	conflict.AddTxOut(wire.NewTxOut(49_000, []byte{0x51}))
+	if err := w.sign(conflict, []coin{{op, &u}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chain.SendRawTransaction(conflict, false); err != nil {
+		t.Fatal(err)
+	}
+	chain.mine(2)
+	mustSync(t, w)
+	if _, spendable, _ := w.OnChain(); spendable != 0 {
+		t.Fatalf("%d sat spendable while the payout holds its inputs", spendable)
+	}
+	if err := w.AbandonPayout(old.ID); err != nil {
+		t.Fatal(err)
+	}
+	if total, spendable, err := w.OnChain(); err != nil || spendable != 60_000 || total != 60_000 {
+		t.Fatalf("after the abandon: %d on chain, %d spendable (%v), want the 60000 sat input released", total, spendable, err)
+	}
+	fakeDeposit(t, chain, w, "acct", 50_000, 3)
+	chain.mine(2)
+	mustSync(t, w)
+	p, err := w.Payout(ctx)
+	if err != nil || p == nil {
+		t.Fatalf("new payout: %+v %v", p, err)
+	}
+	found := false
+	for _, in := range p.Inputs {
+		found = found || in == (wire.OutPoint{Hash: big.TxHash(), Index: 0}).String()
+	}
+	if !found {
+		t.Fatalf("the released input does not pay the new payout: %v", p.Inputs)
+	}
+}
