@@ -19,6 +19,10 @@ func TestReorgOfStartBlockOnShorterChain(t *testing.T) {
 	if rep := mustSync(t, w); rep.Tip != 2 || mustBal(t, w, EscrowAccount("acct")) != 70_000 {
 		t.Fatalf("first sync: %+v", rep)
 	}
+	// Nothing new: nothing undone, nothing scanned.
+	if rep := mustSync(t, w); rep.Disconnected != 0 || rep.Connected != 0 || rep.Tip != 2 {
+		t.Fatalf("sync with no new block: %+v", rep)
+	}
 	chain.reorg(2, func(*wire.MsgTx, bool) bool { return true })
 	chain.mine(1) // height 1 again, another block, the deposit in it
 	rep := mustSync(t, w)
