@@ -3,6 +3,7 @@ package wallet
 import (
 	"testing"
 
+	"github.com/btcsuite/btcd/chaincfg/chainhash"
 	"github.com/btcsuite/btcd/wire"
 )
 
@@ -34,5 +35,67 @@ func TestReorgOfStartBlockOnShorterChain(t *testing.T) {
 	}
 	if err := w.CheckLedger(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// reorgMidScan is a fakeChain that switches to another branch (from
+// height from on) right after handing out the block at.
+type reorgMidScan struct {
+	*fakeChain
+	at     chainhash.Hash
+	from   int
+	branch []*wire.MsgBlock
+	done   bool
+}
+
+func (c *reorgMidScan) GetBlock(h *chainhash.Hash) (*wire.MsgBlock, error) {
+	b, err := c.fakeChain.GetBlock(h)
+	if !c.done && *h == c.at {
+		c.done = true
+		c.mu.Lock()
+		c.blocks = append(c.blocks[:c.from:c.from], c.branch...)
+		c.mu.Unlock()
+	}
+	return b, err
+}
+
+// TestReorgDuringScan: the node switches branches while a Sync scans: the
+// next block does not extend the one just scanned, and the Sync starts
+// over instead of stacking the new branch on the old one. The wallet ends
+// with the node's blocks at every height, and a deposit only the old
+// branch held is not counted.
+func TestReorgDuringScan(t *testing.T) {
+	fc := newFakeChain(42)
+	chain := &reorgMidScan{fakeChain: fc, from: 2}
+	w := newTestWallet(t, "regtest", func(c *Config) { c.Chain = chain; c.MinConf = 1 })
+	fc.mine(2)
+	mustSync(t, w)
+	gone := fakeDeposit(t, fc, w, "acct", 70_000, 1)
+	fc.mine(2) // the old branch: 3 (with the deposit) and 4
+	old := append([]*wire.MsgBlock(nil), fc.blocks...)
+	fc.reorg(3, func(tx *wire.MsgTx, _ bool) bool { return tx.TxHash() != gone.TxHash() })
+	fc.mine(4) // the new branch: 2 to 5, without it
+	chain.branch = append([]*wire.MsgBlock(nil), fc.blocks[2:]...)
+	fc.blocks = old
+	chain.at = old[3].BlockHash()
+	mustSync(t, w)
+	if !chain.done {
+		t.Fatal("the Sync did not fetch the block the reorganisation follows")
+	}
+	mustSync(t, w)
+	tx := w.begin()
+	defer tx.discard()
+	for h := int64(0); h <= 5; h++ {
+		ours, _, err := tx.get(heightKey(pBlock, h))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := fc.blocks[h].BlockHash()
+		if string(ours) != string(want[:]) {
+			t.Fatalf("height %d: the wallet keeps another block than the node's", h)
+		}
+	}
+	if st, err := w.AccountStatus("acct"); err != nil || st.Escrow != 0 || st.Pending != 0 {
+		t.Fatalf("a deposit only the old branch held: %+v %v", st, err)
 	}
 }
