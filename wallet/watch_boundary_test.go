@@ -99,3 +99,22 @@ func TestReorgDuringScan(t *testing.T) {
 		t.Fatalf("a deposit only the old branch held: %+v %v", st, err)
 	}
 }
+
+// TestZeroValueOutputIgnored: an output of 0 sat paying a deposit address
+// (valid by consensus) is no deposit: nothing is recorded or credited.
+func TestZeroValueOutputIgnored(t *testing.T) {
+	chain := newFakeChain(43)
+	w := newTestWallet(t, "regtest", func(c *Config) { c.Chain = chain; c.MinConf = 1 })
+	fakeDeposit(t, chain, w, "acct", 0, 1)
+	chain.mine(1)
+	rep := mustSync(t, w)
+	if len(rep.Credited) != 0 {
+		t.Fatalf("a 0 sat output credited: %+v", rep)
+	}
+	tx := w.begin()
+	defer tx.discard()
+	n := 0
+	if err := tx.scan(pUTXO, func(string, []byte) error { n++; return nil }); err != nil || n != 0 {
+		t.Fatalf("%d outputs recorded for a 0 sat payment (%v)", n, err)
+	}
+}
