@@ -1,6 +1,8 @@
 package wallet
 
 import (
+	"context"
+	"errors"
 	"testing"
 
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
@@ -116,5 +118,46 @@ func TestZeroValueOutputIgnored(t *testing.T) {
 	n := 0
 	if err := tx.scan(pUTXO, func(string, []byte) error { n++; return nil }); err != nil || n != 0 {
 		t.Fatalf("%d outputs recorded for a 0 sat payment (%v)", n, err)
+	}
+}
+
+// cancelAtHash is a fakeChain that cancels a Sync's context when asked for
+// the hash at height at (once): after its undo loop, before it scans.
+type cancelAtHash struct {
+	*fakeChain
+	at     int64
+	cancel context.CancelFunc
+}
+
+func (c *cancelAtHash) GetBlockHash(h int64) (*chainhash.Hash, error) {
+	if h == c.at && c.cancel != nil {
+		c.cancel()
+		c.cancel = nil
+	}
+	return c.fakeChain.GetBlockHash(h)
+}
+
+// TestSyncInterruptedAfterUndo: a Sync stopped after undoing blocks and
+// before scanning the new branch leaves the tip where the undo stopped;
+// the next Sync scans the new branch from there.
+func TestSyncInterruptedAfterUndo(t *testing.T) {
+	fc := newFakeChain(44)
+	chain := &cancelAtHash{fakeChain: fc, at: -1}
+	w := newTestWallet(t, "regtest", func(c *Config) { c.Chain = chain; c.MinConf = 1 })
+	fc.mine(4)
+	mustSync(t, w)
+	fc.reorg(2, func(*wire.MsgTx, bool) bool { return true })
+	fc.mine(3) // blocks 3 to 5 of another branch
+	ctx, cancel := context.WithCancel(context.Background())
+	chain.at, chain.cancel = 2, cancel // the undo loop's last look: block 2 is ours
+	rep, err := w.Sync(ctx)
+	if !errors.Is(err, context.Canceled) || rep.Disconnected != 2 || rep.Connected != 0 {
+		t.Fatalf("interrupted sync: %+v %v", rep, err)
+	}
+	if tip, err := w.tip(); err != nil || tip != 2 {
+		t.Fatalf("tip %d after undoing blocks 4 and 3 (%v), want 2", tip, err)
+	}
+	if rep := mustSync(t, w); rep.Disconnected != 0 || rep.Connected != 3 || rep.Tip != 5 {
+		t.Fatalf("next sync: %+v, want blocks 3 to 5 scanned and nothing undone", rep)
 	}
 }
