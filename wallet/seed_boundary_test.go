@@ -78,6 +78,9 @@ func TestSeedBounds(t *testing.T) {
 			if err := openSeedDir(dir); err != nil {
 				t.Errorf("opening an imported seed of %d bytes: %v", tc.n, err)
 			}
+			if sf, err := ReadSeedFile(dir); err != nil || sf.Params != cheapKDF {
+				t.Errorf("seed file sealed with %+v (%v), want the parameters asked for, %+v", sf.Params, err, cheapKDF)
+			}
 		} else if _, err := os.Stat(filepath.Join(dir, SeedFileName)); err == nil {
 			t.Errorf("refused seed of %d bytes left a seed file", tc.n)
 		}
