@@ -357,31 +357,37 @@ func TestPayoutDustEdge(t *testing.T) {
 // the smallest payee waits first; the larger, paying the fee of a smaller
 // transaction alone, is then paid.
 func TestPayoutDropsSmallestDustFirst(t *testing.T) {
-	w := newTestWallet(t, "regtest", func(c *Config) { c.FeeRate = 100; c.PayoutThreshold = dustLimit })
-	addCoin(t, w, "acct", 11_600, 1)
-	addCoin(t, w, "acct", dustLimit, 2)
-	in := PeriodInput{Period: 1, Length: Month, Nodes: []NodeTerms{
-		{ID: "a", PriceSatPerGiBMonth: 11_600, PayoutAddress: regtestAddr(t)},
-		{ID: "b", PriceSatPerGiBMonth: dustLimit, PayoutAddress: regtestAddr(t)},
-	}, Holdings: []Holding{
-		{Node: "a", Account: "acct", Bytes: GiB, Passed: true},
-		{Node: "b", Account: "acct", Bytes: GiB, Passed: true},
-	}}
-	if _, err := w.Settle(in); err != nil {
-		t.Fatal(err)
-	}
-	// Both paid: 141 vB, 14 100 sat, more than a's 11 600 and more than
-	// b's 546 would keep: both dust. b waits; a alone: 110 vB, 11 000 sat,
-	// 600 paid.
-	p, err := payoutPSBT(t, w)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p == nil || len(p.Outputs) != 1 || p.Outputs[0].Node != "a" || p.Fee != 11_000 || p.Outputs[0].Amount != 600 {
-		t.Fatalf("payout %+v", p)
-	}
-	if b := mustBal(t, w, NodeAccount("b")); b != dustLimit {
-		t.Fatalf("b balance %d", b)
+	// The larger payee first in node order, then last (the smaller one is
+	// then the first dust output met, and a later dust output must not
+	// displace it).
+	for _, names := range [][2]string{{"a", "b"}, {"b", "a"}} {
+		big, small := names[0], names[1]
+		w := newTestWallet(t, "regtest", func(c *Config) { c.FeeRate = 100; c.PayoutThreshold = dustLimit })
+		addCoin(t, w, "acct", 11_600, 1)
+		addCoin(t, w, "acct", dustLimit, 2)
+		in := PeriodInput{Period: 1, Length: Month, Nodes: []NodeTerms{
+			{ID: big, PriceSatPerGiBMonth: 11_600, PayoutAddress: regtestAddr(t)},
+			{ID: small, PriceSatPerGiBMonth: dustLimit, PayoutAddress: regtestAddr(t)},
+		}, Holdings: []Holding{
+			{Node: big, Account: "acct", Bytes: GiB, Passed: true},
+			{Node: small, Account: "acct", Bytes: GiB, Passed: true},
+		}}
+		if _, err := w.Settle(in); err != nil {
+			t.Fatal(err)
+		}
+		// Both paid: 141 vB, 14 100 sat, more than big's 11 600 and more
+		// than small's 546 would keep: both dust. small waits; big alone:
+		// 110 vB, 11 000 sat, 600 paid.
+		p, err := payoutPSBT(t, w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p == nil || len(p.Outputs) != 1 || p.Outputs[0].Node != big || p.Fee != 11_000 || p.Outputs[0].Amount != 600 {
+			t.Fatalf("larger payee %s, smaller %s: payout %+v, want %s paid 600 sat alone", big, small, p, big)
+		}
+		if b := mustBal(t, w, NodeAccount(small)); b != dustLimit {
+			t.Fatalf("%s balance %d", small, b)
+		}
 	}
 }
 

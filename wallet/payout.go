@@ -693,6 +693,29 @@ func (w *Wallet) payoutUnmined(t *rw, id uint64, now time.Time) error {
 		}
 	}
 	p.State, p.Height, p.Block = PayoutBroadcast, 0, ""
+	// An abandoned payout that was mined after all (the revive in
+	// payoutMined) goes back to abandoned, its revive reversed exactly.
+	// Left in broadcast it could never leave it: its inputs were released
+	// at the abandon, so a spend elsewhere marks no conflict, and what the
+	// revive took from its nodes' balances would stay in flight for good.
+	rk := fmt.Sprintf("payout/%d/revive/%d", id, p.Gen)
+	if seq, ok, err := t.get(pTxKey + rk); err != nil {
+		return err
+	} else if ok {
+		var e Entry
+		if ok, err := t.getJSON(pJournal+string(seq), &e); err != nil || !ok || e.Key != rk {
+			return fmt.Errorf("payout %d: revive entry %s missing: %v", id, rk, err)
+		}
+		for i := range e.Postings {
+			e.Postings[i].Amount = -e.Postings[i].Amount
+		}
+		if _, err := t.post(fmt.Sprintf("payout/%d/unrevive/%d", id, p.Gen), "reorg dropped abandoned payout "+p.TxID, now, e.Postings...); err != nil {
+			return err
+		}
+		p.State = PayoutAbandoned
+		w.log.Warn("an abandoned payout mined after all left the best chain; abandoned again", "id", id, "txid", p.TxID)
+		return t.setJSON(pPayout+be64(id), &p)
+	}
 	w.log.Warn("payout left the best chain; will re-broadcast", "id", id, "txid", p.TxID)
 	return t.setJSON(pPayout+be64(id), &p)
 }
