@@ -28,6 +28,42 @@ func fakeDeposit(t *testing.T, chain *fakeChain, w *Wallet, acct string, sat int
 	return tx
 }
 
+// spendElsewhere spends the wallet's coin op in a transaction of its own
+// (value sat to an anyone-can-spend output), signed with the wallet's key as
+// another user of its seed would, and sends it to the chain.
+func spendElsewhere(t *testing.T, chain *fakeChain, w *Wallet, op wire.OutPoint, value int64) *wire.MsgTx {
+	t.Helper()
+	var u utxo
+	tx := w.begin()
+	if ok, err := tx.getJSON(pUTXO+op.String(), &u); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	tx.discard()
+	spend := wire.NewMsgTx(2)
+	spend.AddTxIn(wire.NewTxIn(&op, nil, nil))
+	spend.AddTxOut(wire.NewTxOut(value, []byte{txscript.OP_TRUE}))
+	if err := w.sign(spend, []coin{{op, &u}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chain.SendRawTransaction(spend, false); err != nil {
+		t.Fatal(err)
+	}
+	return spend
+}
+
+// broadcastAgain sends payout p's transaction to the chain, as anyone
+// holding it (the nodes it pays) can after the wallet gave it up.
+func broadcastAgain(t *testing.T, chain *fakeChain, p *Payout) {
+	t.Helper()
+	raw, err := p.tx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chain.SendRawTransaction(raw, false); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestConflictedPayout: someone spends the wallet's coin that a recorded
 // payout was going to spend. The payout becomes conflicted, can be abandoned
 // once the conflict is MinConf deep (the node gets its balance back and is
@@ -56,22 +92,7 @@ func TestConflictedPayout(t *testing.T) {
 	w.testHook = nil
 
 	// Spend the payout's input elsewhere, signed with the wallet's own key.
-	op := wire.OutPoint{Hash: dep.TxHash(), Index: 0}
-	var u utxo
-	tx := w.begin()
-	if ok, err := tx.getJSON(pUTXO+op.String(), &u); !ok || err != nil {
-		t.Fatal(ok, err)
-	}
-	tx.discard()
-	conflict := wire.NewMsgTx(2)
-	conflict.AddTxIn(wire.NewTxIn(&op, nil, nil))
-	conflict.AddTxOut(wire.NewTxOut(990_000, []byte{txscript.OP_TRUE}))
-	if err := w.sign(conflict, []coin{{op, &u}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := chain.SendRawTransaction(conflict, false); err != nil {
-		t.Fatal(err)
-	}
+	conflict := spendElsewhere(t, chain, w, wire.OutPoint{Hash: dep.TxHash(), Index: 0}, 990_000)
 	chain.mine(1)
 	mustSync(t, w)
 	list, _ := w.Payouts()
@@ -108,13 +129,7 @@ func TestConflictedPayout(t *testing.T) {
 	// broadcast by someone and mined: the node was paid twice.
 	chain.reorg(6, func(tx *wire.MsgTx, _ bool) bool { return tx.TxHash() != conflict.TxHash() })
 	chain.mine(1)
-	raw, err := old.tx()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := chain.SendRawTransaction(raw, false); err != nil {
-		t.Fatal(err)
-	}
+	broadcastAgain(t, chain, old)
 	chain.mine(2)
 	mustSync(t, w)
 	if b := mustBal(t, w, AcctExtOverpaid); b != -old.Outputs[0].Debit {

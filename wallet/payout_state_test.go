@@ -85,22 +85,7 @@ func conflictedSetup(t *testing.T, seed int64) (*fakeChain, *Wallet, *Payout, *w
 	if old.State != PayoutSigned {
 		t.Fatalf("recorded payout is %s, want signed", old.State)
 	}
-	op := wire.OutPoint{Hash: dep.TxHash(), Index: 0}
-	var u utxo
-	tx := w.begin()
-	if ok, err := tx.getJSON(pUTXO+op.String(), &u); !ok || err != nil {
-		t.Fatal(ok, err)
-	}
-	tx.discard()
-	conflict := wire.NewMsgTx(2)
-	conflict.AddTxIn(wire.NewTxIn(&op, nil, nil))
-	conflict.AddTxOut(wire.NewTxOut(990_000, []byte{0x51}))
-	if err := w.sign(conflict, []coin{{op, &u}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := chain.SendRawTransaction(conflict, false); err != nil {
-		t.Fatal(err)
-	}
+	conflict := spendElsewhere(t, chain, w, wire.OutPoint{Hash: dep.TxHash(), Index: 0}, 990_000)
 	chain.mine(1)
 	rep := mustSync(t, w)
 	p := onlyPayout(t, w)
@@ -175,13 +160,7 @@ func TestAbandonedPayoutMinedWithPartBalance(t *testing.T) {
 	// broadcast by someone and mined.
 	tip, _ := chain.GetBlockCount()
 	chain.reorg(int(tip-hc+1), func(tx *wire.MsgTx, _ bool) bool { return tx.TxHash() != conflict.TxHash() })
-	raw, err := old.tx()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := chain.SendRawTransaction(raw, false); err != nil {
-		t.Fatal(err)
-	}
+	broadcastAgain(t, chain, old)
 	chain.mine(2)
 	if _, err := w.Sync(ctx); err != nil {
 		t.Fatalf("sync with the abandoned payout mined: %v", err)
@@ -436,13 +415,7 @@ func TestRevivedPayoutUnminedIsAbandonedAgain(t *testing.T) {
 	// First branch: without the conflicting spend; the old payout mined.
 	tip, _ := chain.GetBlockCount()
 	chain.reorg(int(tip-hc+1), func(tx *wire.MsgTx, _ bool) bool { return tx.TxHash() != conflict.TxHash() })
-	raw, err := old.tx()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := chain.SendRawTransaction(raw, false); err != nil {
-		t.Fatal(err)
-	}
+	broadcastAgain(t, chain, old)
 	chain.mine(2)
 	mustSync(t, w)
 	if p := payoutByID(t, w, old.ID); p.State != PayoutConfirmed || mustBal(t, w, NodeAccount("n")) != 0 || mustBal(t, w, AcctExtOverpaid) != -70_000 {
@@ -502,22 +475,7 @@ func TestAbandonReleasesUnspentInputs(t *testing.T) {
 	if !errors.Is(err, crash) || old == nil || len(old.Inputs) != 2 {
 		t.Fatalf("payout: %+v %v", old, err)
 	}
-	op := wire.OutPoint{Hash: small.TxHash(), Index: 0}
-	var u utxo
-	tx := w.begin()
-	if ok, err := tx.getJSON(pUTXO+op.String(), &u); !ok || err != nil {
-		t.Fatal(ok, err)
-	}
-	tx.discard()
-	conflict := wire.NewMsgTx(2)
-	conflict.AddTxIn(wire.NewTxIn(&op, nil, nil))
-	conflict.AddTxOut(wire.NewTxOut(49_000, []byte{0x51}))
-	if err := w.sign(conflict, []coin{{op, &u}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := chain.SendRawTransaction(conflict, false); err != nil {
-		t.Fatal(err)
-	}
+	spendElsewhere(t, chain, w, wire.OutPoint{Hash: small.TxHash(), Index: 0}, 49_000)
 	chain.mine(2)
 	mustSync(t, w)
 	if _, spendable, _ := w.OnChain(); spendable != 0 {
