@@ -716,7 +716,18 @@ func TestDeleteDuringUpgrade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := fillStore(t, s, rand.New(rand.NewPCG(5, 6)), 40)
+	rng := rand.New(rand.NewPCG(5, 6))
+	m := map[meta.ChunkID][]byte{}
+	for range 40 {
+		id := NewID()
+		m[id] = randBytes(rng, 50+rng.IntN(2000))
+		if err := s.Put(id, bytes.Clone(m[id])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
 	var half *vfs.MemFS
 	upgradeHook = func(moved int) {
 		if moved == len(m)/2 && half == nil {
