@@ -320,7 +320,10 @@ func fillStore(t *testing.T, s *Store, rng *rand.Rand, n int) map[meta.ChunkID][
 	for range n {
 		id := NewID()
 		b := randBytes(rng, 100+rng.IntN(1000))
-		if err := s.Put(id, b); err != nil {
+		// A copy: under -race Pebble's in-memory FS flips the bytes of a
+		// buffer once written (to catch callers that reuse it), and a store
+		// of chunk files writes the buffer Put is given.
+		if err := s.Put(id, bytes.Clone(b)); err != nil {
 			t.Fatal(err)
 		}
 		m[id] = b
@@ -716,21 +719,7 @@ func TestDeleteDuringUpgrade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rng := rand.New(rand.NewPCG(5, 6))
-	m := map[meta.ChunkID][]byte{}
-	for range 40 {
-		id := NewID()
-		m[id] = randBytes(rng, 50+rng.IntN(2000))
-		// A copy: under -race Pebble's in-memory FS flips the bytes of a
-		// buffer once written (to catch callers that reuse it), and this
-		// store of chunk files writes the buffer Put is given.
-		if err := s.Put(id, bytes.Clone(m[id])); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.Sync(); err != nil {
-		t.Fatal(err)
-	}
+	m := fillStore(t, s, rand.New(rand.NewPCG(5, 6)), 40)
 	var half *vfs.MemFS
 	upgradeHook = func(moved int) {
 		if moved == len(m)/2 && half == nil {

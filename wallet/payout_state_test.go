@@ -126,17 +126,25 @@ func TestConflictUndoneByReorg(t *testing.T) {
 	}
 }
 
-// TestAbandonedPayoutMinedWithPartBalance: an abandoned payout is mined
-// after all while its node has earned part of it again: the revive takes
-// what the node's balance holds and records only the rest as overpaid.
-func TestAbandonedPayoutMinedWithPartBalance(t *testing.T) {
-	chain, w, old, conflict, hc := conflictedSetup(t, 22)
-	ctx := context.Background()
+// abandonedSetup is conflictedSetup with the conflicted payout abandoned
+// once the conflicting spend is MinConf deep.
+func abandonedSetup(t *testing.T, seed int64) (*fakeChain, *Wallet, *Payout, *wire.MsgTx, int64) {
+	t.Helper()
+	chain, w, old, conflict, hc := conflictedSetup(t, seed)
 	chain.mine(1)
 	mustSync(t, w)
 	if err := w.AbandonPayout(old.ID); err != nil {
 		t.Fatal(err)
 	}
+	return chain, w, old, conflict, hc
+}
+
+// TestAbandonedPayoutMinedWithPartBalance: an abandoned payout is mined
+// after all while its node has earned part of it again: the revive takes
+// what the node's balance holds and records only the rest as overpaid.
+func TestAbandonedPayoutMinedWithPartBalance(t *testing.T) {
+	chain, w, old, conflict, hc := abandonedSetup(t, 22)
+	ctx := context.Background()
 	debit := old.Outputs[0].Debit
 	if b := mustBal(t, w, NodeAccount("n")); b != debit {
 		t.Fatalf("node balance %d after the abandon, want %d", b, debit)
@@ -393,13 +401,8 @@ func TestSignedPayoutInputGoneAbandoned(t *testing.T) {
 // and nothing stays in flight. (It stayed "broadcast" for good before,
 // with its debit in flight and the node's 30000 sat lost to it.)
 func TestRevivedPayoutUnminedIsAbandonedAgain(t *testing.T) {
-	chain, w, old, conflict, hc := conflictedSetup(t, 31)
+	chain, w, old, conflict, hc := abandonedSetup(t, 31)
 	ctx := context.Background()
-	chain.mine(1)
-	mustSync(t, w)
-	if err := w.AbandonPayout(old.ID); err != nil {
-		t.Fatal(err)
-	}
 	dep2 := fakeDeposit(t, chain, w, "acct", 500_000, 2)
 	chain.mine(2)
 	mustSync(t, w)
