@@ -772,71 +772,149 @@ func (w *Wallet) Payouts() ([]Payout, error) {
 }
 
 // WritePayoutPSBT is Payout for an operator who signs offline: the same
-// batched transaction, unsigned, is written to dir as a BIP 174 PSBT file
-// (payout-<id>.psbt) with each input's witness UTXO and BIP 32 derivation,
-// and recorded (nodes debited, inputs reserved) in state "psbt". Because all
-// inputs are P2WPKH, the txid is known before signing; Sync sees the
-// transaction when the operator broadcasts it. It needs no node, only the
-// outputs learnt by earlier Syncs. It returns nil when no node is due.
+// batched transaction, unsigned, is recorded (nodes debited, inputs
+// reserved) in state "psbt" with pebble.Sync and then written to dir as a
+// BIP 174 PSBT file (payout-<id>.psbt) with each input's witness UTXO and
+// BIP 32 derivation. Because all inputs are P2WPKH, the txid is known before
+// signing; Sync sees the transaction when the operator broadcasts it. It
+// needs no node, only the outputs learnt by earlier Syncs. It returns nil
+// when no node is due.
+//
+// The file is written only once the payout is durable: a file that existed
+// before would, after a crash, be a transaction the wallet never recorded,
+// which signed and sent pays the nodes without debiting them. A payout
+// recorded whose file was not written (a crash, a full disk) is returned
+// with the error, and its file is written by the next WritePayoutPSBT,
+// which first writes the file of every payout in state "psbt" whose file
+// is missing (the same transaction again).
 func (w *Wallet) WritePayoutPSBT(dir string) (*Payout, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	missing := w.writeMissingPSBTs()
 	t := w.begin()
 	defer t.discard()
 	p, tx, coins, err := w.plan(t)
 	if err != nil || p == nil {
-		return nil, err
+		return nil, errors.Join(missing, err)
 	}
 	p.State = PayoutPSBT
-	pk, err := psbt.NewFromUnsignedTx(tx)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, errors.Join(missing, err)
+	}
+	if err := w.record(t, p, tx, coins); err != nil {
+		return nil, errors.Join(missing, err)
+	}
+	p.PSBTFile = filepath.Join(dir, fmt.Sprintf("payout-%d.psbt", p.ID))
+	if err := t.setJSON(pPayout+be64(p.ID), p); err != nil {
+		return nil, errors.Join(missing, err)
+	}
+	data, err := w.payoutPSBT(t, p)
+	if err != nil {
+		return nil, errors.Join(missing, err)
+	}
+	if err := t.commit(); err != nil {
+		return nil, errors.Join(missing, err)
+	}
+	if err := w.hook("psbt-recorded"); err != nil {
+		return p, errors.Join(missing, err)
+	}
+	// An existing file of this name is left from an earlier database (ids
+	// are not reused within one): it is replaced.
+	if err := fsutil.WriteFileAtomic(p.PSBTFile, data, 0o600); err != nil {
+		w.log.Error("payout recorded, its PSBT file not written; written by the next payout", "id", p.ID, "file", p.PSBTFile, "err", err)
+		return p, errors.Join(missing, fmt.Errorf("payout %d recorded, its PSBT file not written (the next WritePayoutPSBT writes it): %w", p.ID, err))
+	}
+	w.log.Info("payout written as PSBT", "id", p.ID, "txid", p.TxID, "file", p.PSBTFile)
+	return p, missing
+}
+
+// payoutPSBT builds the unsigned PSBT of a payout in state psbt from its
+// record: its transaction, each input's output as the wallet saw it (value,
+// script, key path) and the change output's key path.
+func (w *Wallet) payoutPSBT(t *rw, p *Payout) ([]byte, error) {
+	tx, err := p.tx()
 	if err != nil {
 		return nil, err
 	}
-	for i, c := range coins {
-		_, _, pub, err := w.keys.address(c.u.Branch, c.u.Index)
+	pk, err := psbt.NewFromUnsignedTx(tx)
+	if err != nil {
+		return nil, fmt.Errorf("payout %d: %w", p.ID, err)
+	}
+	for i, in := range tx.TxIn {
+		var u utxo
+		if ok, err := t.getJSON(pUTXO+in.PreviousOutPoint.String(), &u); err != nil {
+			return nil, err
+		} else if !ok {
+			return nil, fmt.Errorf("payout %d: input %s is no longer the wallet's", p.ID, in.PreviousOutPoint)
+		}
+		_, _, pub, err := w.keys.address(u.Branch, u.Index)
 		if err != nil {
 			return nil, err
 		}
-		pk.Inputs[i].WitnessUtxo = wire.NewTxOut(c.u.Value, c.u.Script)
+		pk.Inputs[i].WitnessUtxo = wire.NewTxOut(u.Value, u.Script)
 		pk.Inputs[i].SighashType = txscript.SigHashAll
-		pk.Inputs[i].Bip32Derivation = []*psbt.Bip32Derivation{{PubKey: pub, MasterKeyFingerprint: w.keys.fingerprint, Bip32Path: w.keys.path(c.u.Branch, c.u.Index)}}
+		pk.Inputs[i].Bip32Derivation = []*psbt.Bip32Derivation{{PubKey: pub, MasterKeyFingerprint: w.keys.fingerprint, Bip32Path: w.keys.path(u.Branch, u.Index)}}
 	}
 	if p.ChangeVout >= 0 {
-		idx, err := t.getInt(kNextChange)
+		if int(p.ChangeVout) >= len(tx.TxOut) {
+			return nil, fmt.Errorf("payout %d: change output %d of %d", p.ID, p.ChangeVout, len(tx.TxOut))
+		}
+		var si scriptInfo
+		if ok, err := t.getJSON(pScript+hex.EncodeToString(tx.TxOut[p.ChangeVout].PkScript), &si); err != nil {
+			return nil, err
+		} else if !ok || si.Branch != BranchChange {
+			return nil, fmt.Errorf("payout %d: change output pays no change address of the wallet", p.ID)
+		}
+		_, _, pub, err := w.keys.address(BranchChange, si.Index)
 		if err != nil {
 			return nil, err
 		}
-		_, _, pub, err := w.keys.address(BranchChange, uint32(idx-1))
-		if err != nil {
-			return nil, err
-		}
-		pk.Outputs[p.ChangeVout].Bip32Derivation = []*psbt.Bip32Derivation{{PubKey: pub, MasterKeyFingerprint: w.keys.fingerprint, Bip32Path: w.keys.path(BranchChange, uint32(idx-1))}}
-	}
-	if err := w.record(t, p, tx, coins); err != nil {
-		return nil, err
+		pk.Outputs[p.ChangeVout].Bip32Derivation = []*psbt.Bip32Derivation{{PubKey: pub, MasterKeyFingerprint: w.keys.fingerprint, Bip32Path: w.keys.path(BranchChange, si.Index)}}
 	}
 	var buf bytes.Buffer
 	if err := pk.Serialize(&buf); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
+	return buf.Bytes(), nil
+}
+
+// writeMissingPSBTs writes the file of every payout in state psbt whose
+// file is not there: one recorded by a WritePayoutPSBT that crashed or
+// failed before writing it. Rewriting a file the operator removed after
+// sending it is harmless: it holds the same transaction.
+func (w *Wallet) writeMissingPSBTs() error {
+	t := w.begin()
+	defer t.discard()
+	var due []*Payout
+	if err := t.scan(pPayout, func(k string, v []byte) error {
+		p, err := decodePayout(v)
+		if err != nil {
+			return err
+		}
+		if p.State == PayoutPSBT && p.PSBTFile != "" {
+			if _, err := os.Lstat(p.PSBTFile); errors.Is(err, os.ErrNotExist) {
+				due = append(due, p)
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
 	}
-	p.PSBTFile = filepath.Join(dir, fmt.Sprintf("payout-%d.psbt", p.ID))
-	// An existing file of this name is left from a run that crashed before
-	// its commit: that payout was never recorded, so it is replaced.
-	if err := fsutil.WriteFileAtomic(p.PSBTFile, buf.Bytes(), 0o600); err != nil {
-		return nil, fmt.Errorf("payout %d: %w", p.ID, err)
+	var errs []error
+	for _, p := range due {
+		data, err := w.payoutPSBT(t, p)
+		if err == nil {
+			if err = os.MkdirAll(filepath.Dir(p.PSBTFile), 0o700); err == nil {
+				err = fsutil.WriteFileAtomic(p.PSBTFile, data, 0o600)
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("payout %d: writing its missing PSBT file: %w", p.ID, err))
+			continue
+		}
+		w.log.Warn("payout's missing PSBT file written", "id", p.ID, "txid", p.TxID, "file", p.PSBTFile)
 	}
-	if err := t.setJSON(pPayout+be64(p.ID), p); err != nil {
-		return nil, err
-	}
-	if err := t.commit(); err != nil {
-		os.Remove(p.PSBTFile)
-		return nil, err
-	}
-	w.log.Info("payout written as PSBT", "id", p.ID, "txid", p.TxID, "file", p.PSBTFile)
-	return p, nil
+	return errors.Join(errs...)
 }
 
 // SignPSBT signs every input of a payout PSBT that carries a BIP 32
