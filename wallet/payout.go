@@ -573,9 +573,9 @@ func (w *Wallet) abandon(t *rw, pp *Payout, memo string) error {
 	return nil
 }
 
-// abandonOrphaned abandons the payouts not in a block that spend an output
-// which is no longer the wallet's: a deposit or a change output whose block
-// a reorganisation took away (their transaction can never be mined while
+// abandonOrphaned abandons the payouts not in a block (signed, broadcast or
+// psbt) that spend an output which is no longer the wallet's: a deposit or a
+// change output whose block a reorganisation took away (their transaction can never be mined while
 // that holds, and every later payout chained through their change would
 // wait too). An input missing for MinConf blocks is taken as gone: the
 // payout is abandoned, its nodes get their balances back and are paid by a
@@ -595,7 +595,10 @@ func (w *Wallet) abandonOrphaned(rep *SyncReport) error {
 		if err != nil {
 			return err
 		}
-		if p.State == PayoutSigned || p.State == PayoutBroadcast {
+		// A PSBT payout too: its transaction can no more be mined than a
+		// broadcast one's, and left alone it would hold its nodes' debits
+		// in flight for good.
+		if p.State == PayoutSigned || p.State == PayoutBroadcast || p.State == PayoutPSBT {
 			due = append(due, p)
 		}
 		return nil

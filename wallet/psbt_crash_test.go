@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/btcsuite/btcd/chaincfg/chainhash"
+	"github.com/btcsuite/btcd/wire"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 )
@@ -220,5 +222,57 @@ func checkPSBTFile(t *testing.T, w *Wallet, p *Payout) {
 	}
 	if tx.TxHash().String() != p.TxID {
 		t.Fatalf("payout %d: signed %s, recorded %s", p.ID, tx.TxHash(), p.TxID)
+	}
+}
+
+// TestPSBTPayoutInputReorganisedAway: a payout written as a PSBT spends a
+// deposit whose block a reorganisation takes away for good. Like a
+// broadcast payout, it is abandoned once the input has been gone MinConf
+// blocks: the node's balance returns and a later payout pays it, nothing
+// stays in flight. Before, only signed and broadcast payouts were
+// abandoned, and the PSBT payout held its nodes' money in flight for good.
+func TestPSBTPayoutInputReorganisedAway(t *testing.T) {
+	chain := newFakeChain(19)
+	w := newTestWallet(t, "regtest", func(c *Config) { c.Chain = chain; c.MinConf = 2 })
+	dep := fakeDeposit(t, chain, w, "acct", 1_000_000, 1)
+	chain.mine(2)
+	mustSync(t, w)
+	in := PeriodInput{Period: 1, Length: Month, Nodes: []NodeTerms{{ID: "n", PriceSatPerGiBMonth: 1000, PayoutAddress: regtestAddr(t)}},
+		Holdings: []Holding{{Node: "n", Account: "acct", Bytes: 100 * GiB, Passed: true}}}
+	if _, err := w.Settle(in); err != nil {
+		t.Fatal(err)
+	}
+	old, err := w.WritePayoutPSBT(t.TempDir())
+	if err != nil || old == nil {
+		t.Fatalf("payout: %+v %v", old, err)
+	}
+	chain.reorg(2, func(tx *wire.MsgTx, _ bool) bool { return tx.TxHash() != dep.TxHash() })
+	chain.gone = map[chainhash.Hash]bool{dep.TxHash(): true}
+	chain.mine(3)
+	mustSync(t, w)
+	if p := payoutByID(t, w, old.ID); p.State != PayoutPSBT || p.MissingSince == 0 {
+		t.Fatalf("input gone for fewer than MinConf blocks: %+v", p)
+	}
+	chain.mine(1)
+	rep := mustSync(t, w)
+	if p := payoutByID(t, w, old.ID); p.State != PayoutAbandoned || len(rep.Abandoned) != 1 {
+		t.Fatalf("PSBT payout whose input left the chain MinConf blocks ago: state %s, report %+v (its nodes' %d sat stay in flight)",
+			p.State, rep, mustBal(t, w, AcctPayoutInflight))
+	}
+	if b := mustBal(t, w, AcctPayoutInflight); b != 0 {
+		t.Fatalf("%d sat still in flight", b)
+	}
+	if b := mustBal(t, w, NodeAccount("n")); b != 100_000 {
+		t.Fatalf("node balance %d after the abandon, want 100000", b)
+	}
+	fakeDeposit(t, chain, w, "other", 500_000, 2)
+	chain.mine(2)
+	mustSync(t, w)
+	p, err := w.WritePayoutPSBT(t.TempDir())
+	if err != nil || p == nil || p.ID == old.ID || p.Outputs[0].Debit != 100_000 {
+		t.Fatalf("new payout: %+v %v", p, err)
+	}
+	if err := w.CheckLedger(); err != nil {
+		t.Fatal(err)
 	}
 }
