@@ -1,6 +1,7 @@
 package wallet
 
 import (
+	"encoding/base64"
 	"errors"
 	"os"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/btcsuite/btcd/btcutil/psbt"
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
 	"github.com/btcsuite/btcd/wire"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -60,7 +62,7 @@ func psbtPayoutWallet(t *testing.T, psbtDir string) (w *Wallet, cfg Config, arm 
 	}
 	t.Cleanup(func() { w.Close() })
 	addCoin(t, w, "acct", 300_000, 1)
-	addCoin(t, w, "acct", 200_000, 2)
+	addCoin(t, w, "acct2", 200_000, 2) // another account: another key
 	in := PeriodInput{Period: 1, Length: Month, Nodes: []NodeTerms{
 		{ID: "a", PriceSatPerGiBMonth: 1000, PayoutAddress: regtestAddr(t)},
 		{ID: "b", PriceSatPerGiBMonth: 1000, PayoutAddress: regtestAddr(t)},
@@ -274,5 +276,82 @@ func TestPSBTPayoutInputReorganisedAway(t *testing.T) {
 	}
 	if err := w.CheckLedger(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSignPSBTRefuses: SignPSBT signs only inputs it can prove are this
+// wallet's own outputs: each input must carry its witness UTXO and a BIP 32
+// derivation from this seed's master fingerprint with the wallet's full
+// path, whose key is the one the derivation names and whose script the
+// output spent pays. Every tampering is refused, naming the input; the
+// untouched PSBT signs to the recorded txid. ReadPSBTFile reads the binary
+// file and its base64 form (with a trailing newline) alike.
+func TestSignPSBTRefuses(t *testing.T) {
+	psbtDir := filepath.Join(t.TempDir(), "payouts")
+	w, _, _, _ := psbtPayoutWallet(t, psbtDir)
+	// 195 000 more for b: the payout needs both coins, of two keys.
+	in := PeriodInput{Period: 2, Length: Month, Nodes: []NodeTerms{{ID: "b", PriceSatPerGiBMonth: 1000, PayoutAddress: regtestAddr(t)}},
+		Holdings: []Holding{{Node: "b", Account: "acct2", Bytes: 195 * GiB, Passed: true}}}
+	if _, err := w.Settle(in); err != nil {
+		t.Fatal(err)
+	}
+	p, err := w.WritePayoutPSBT(psbtDir)
+	if err != nil || p == nil || len(p.Inputs) != 2 {
+		t.Fatalf("payout: %+v %v", p, err)
+	}
+	checkPSBTFile(t, w, p)
+	raw, err := os.ReadFile(p.PSBTFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64 := filepath.Join(t.TempDir(), "payout.b64")
+	if err := os.WriteFile(b64, []byte(base64.StdEncoding.EncodeToString(raw)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pk, err := ReadPSBTFile(b64)
+	if err != nil {
+		t.Fatalf("base64 PSBT: %v", err)
+	}
+	if pk.UnsignedTx.TxHash().String() != p.TxID {
+		t.Fatalf("base64 PSBT holds %s, recorded %s", pk.UnsignedTx.TxHash(), p.TxID)
+	}
+	garbage := filepath.Join(t.TempDir(), "garbage.psbt")
+	if err := os.WriteFile(garbage, []byte("psbt\xffnot a psbt"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadPSBTFile(garbage); err == nil || !strings.Contains(err.Error(), garbage) {
+		t.Fatalf("a damaged PSBT read without an error naming the file: %v", err)
+	}
+	other := newTestWallet(t, "regtest", nil)
+	cases := map[string]struct {
+		edit func(pk *psbt.Packet)
+		want string
+	}{
+		"no witness utxo":      {func(pk *psbt.Packet) { pk.Inputs[1].WitnessUtxo = nil }, "input 1: no witness utxo"},
+		"no derivation":        {func(pk *psbt.Packet) { pk.Inputs[1].Bip32Derivation = nil }, "input 1: no derivation"},
+		"foreign fingerprint":  {func(pk *psbt.Packet) { pk.Inputs[0].Bip32Derivation[0].MasterKeyFingerprint ^= 1 }, "input 0: no derivation"},
+		"short path":           {func(pk *psbt.Packet) { d := pk.Inputs[0].Bip32Derivation[0]; d.Bip32Path = d.Bip32Path[1:] }, "input 0: no derivation"},
+		"purpose not 84'":      {func(pk *psbt.Packet) { pk.Inputs[1].Bip32Derivation[0].Bip32Path[0]-- }, "input 1: path"},
+		"coin type":            {func(pk *psbt.Packet) { pk.Inputs[1].Bip32Derivation[0].Bip32Path[1]++ }, "input 1: path"},
+		"account not 0'":       {func(pk *psbt.Packet) { pk.Inputs[0].Bip32Derivation[0].Bip32Path[2]++ }, "input 0: path"},
+		"another key's pubkey": {func(pk *psbt.Packet) { pk.Inputs[0].Bip32Derivation[0].PubKey = pk.Inputs[1].Bip32Derivation[0].PubKey }, "input 0: key does not match"},
+		"another index":        {func(pk *psbt.Packet) { pk.Inputs[1].Bip32Derivation[0].Bip32Path[4]++ }, "input 1: key does not match"},
+		"another script":       {func(pk *psbt.Packet) { pk.Inputs[0].WitnessUtxo.PkScript = pk.Inputs[1].WitnessUtxo.PkScript }, "input 0: key does not match"},
+		"another wallet's":     {nil, "input 0: no derivation"},
+	}
+	for name, c := range cases {
+		pk, err := ReadPSBTFile(p.PSBTFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		signer := w
+		if c.edit != nil {
+			c.edit(pk)
+		} else {
+			signer = other
+		}
+		if tx, err := signer.SignPSBT(pk); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: signed (%v) or refused for another reason: %v; want %q", name, tx != nil, err, c.want)
+		}
 	}
 }
