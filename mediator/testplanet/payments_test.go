@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/big"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -501,12 +502,17 @@ func TestPlanetPayoutPSBT(t *testing.T) {
 	if _, err := p.Client.Store(ctx, p.Scheme(), randomData(3, segSize)); err != nil {
 		t.Fatal(err)
 	}
-	// The file is written before the payout is recorded; wait for the record.
+	// The payout is recorded before its file is written; wait for both.
 	w := p.Mediator.Peer.Wallet()
 	var list []wallet.Payout
-	waitUntil(t, "a PSBT payout recorded", 20*time.Second, func() bool {
+	psbtFile := filepath.Join(p.Mediator.Dir, mediator.PayoutsDir, "payout-1.psbt")
+	waitUntil(t, "a PSBT payout recorded and written", 20*time.Second, func() bool {
 		list, err = w.Payouts()
-		return err == nil && len(list) > 0
+		if err != nil || len(list) == 0 {
+			return false
+		}
+		_, err := os.Stat(psbtFile)
+		return err == nil
 	})
 	if list[0].State != wallet.PayoutPSBT {
 		t.Fatalf("payouts %+v", list)
@@ -514,7 +520,7 @@ func TestPlanetPayoutPSBT(t *testing.T) {
 	if b, _ := btc.RPC.GetRawMempool(); len(b) != 0 {
 		t.Fatalf("a PSBT payout was broadcast: mempool %v", b)
 	}
-	pk, err := wallet.ReadPSBTFile(filepath.Join(p.Mediator.Dir, mediator.PayoutsDir, "payout-1.psbt"))
+	pk, err := wallet.ReadPSBTFile(psbtFile)
 	if err != nil {
 		t.Fatal(err)
 	}
