@@ -1,6 +1,7 @@
 package wallet
 
 import (
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"os"
@@ -217,6 +218,28 @@ func checkPSBTFile(t *testing.T, w *Wallet, p *Payout) {
 	}
 	if pk.UnsignedTx.TxHash().String() != p.TxID {
 		t.Fatalf("payout %d: the file holds %s, recorded %s", p.ID, pk.UnsignedTx.TxHash(), p.TxID)
+	}
+	// The change output, and only it, names its key, so that a signer can
+	// check that the change comes back to the wallet.
+	for i, o := range pk.Outputs {
+		if int32(i) != p.ChangeVout {
+			if len(o.Bip32Derivation) != 0 {
+				t.Fatalf("payout %d: output %d, a node's, carries a derivation", p.ID, i)
+			}
+			continue
+		}
+		if len(o.Bip32Derivation) != 1 {
+			t.Fatalf("payout %d: the change output carries %d derivations, want 1", p.ID, len(o.Bip32Derivation))
+		}
+		d := o.Bip32Derivation[0]
+		_, script, pub, err := w.keys.address(d.Bip32Path[3], d.Bip32Path[4])
+		if err != nil || d.Bip32Path[3] != BranchChange || !bytes.Equal(pub, d.PubKey) ||
+			!bytes.Equal(script, pk.UnsignedTx.TxOut[i].PkScript) || d.MasterKeyFingerprint != w.keys.fingerprint {
+			t.Fatalf("payout %d: the change output's derivation %v does not name the key it pays (%v)", p.ID, d.Bip32Path, err)
+		}
+	}
+	if p.ChangeVout < 0 {
+		t.Fatalf("payout %d: no change; the tests want one", p.ID)
 	}
 	tx, err := w.SignPSBT(pk)
 	if err != nil {
