@@ -87,7 +87,10 @@ func (g *Collector) Collect(ctx context.Context, grace time.Duration) (int, erro
 				err = g.store.SetOrphaned(p.ID, now)
 			case now.Sub(p.OrphanedAt) >= grace:
 				g.log.Debug("deleting piece without a live contract", "piece", p.ID, "orphaned_at", p.OrphanedAt)
-				if err = g.store.Delete(p.ID); err == nil {
+				// Only if still marked since then: a piece uploaded
+				// again after the mediator answered is kept.
+				var gone bool
+				if gone, err = g.store.DeleteOrphan(p.ID, p.OrphanedAt); gone && err == nil {
 					deleted++
 				}
 			}

@@ -637,8 +637,8 @@ func (s *DiskStore) Put(ctx context.Context, id challenge.PieceID, size int64, a
 	if err := challenge.CheckSize(size); err != nil {
 		return fmt.Errorf("piece %s: %w: %w", id, fnet.ErrPieceTooLarge, err)
 	}
-	if _, err := s.Stat(id); err == nil {
-		return nil
+	if held, err := s.keepHeld(id); held {
+		return err
 	}
 	if err := s.reserve(size); err != nil {
 		return fmt.Errorf("piece %s: %w", id, err)
@@ -785,6 +785,26 @@ func (s *DiskStore) SetOrphaned(id challenge.PieceID, since time.Time) error {
 	return s.db.Set(indexKey(id), encodeIndex(p), s.writeOpts())
 }
 
+// keepHeld reports whether piece id is held; an upload of a held piece is
+// a new placement, so its orphan mark (if any) goes and the collector's
+// grace starts over.
+func (s *DiskStore) keepHeld(id challenge.PieceID) (bool, error) {
+	unlock := s.lock(id)
+	defer unlock()
+	p, err := s.Stat(id)
+	if err != nil {
+		return false, nil
+	}
+	if p.OrphanedAt.IsZero() {
+		return true, nil
+	}
+	p.OrphanedAt = time.Time{}
+	if err := s.db.Set(indexKey(id), encodeIndex(p), s.writeOpts()); err != nil {
+		return true, fmt.Errorf("piece %s: index: %w", id, diskErr(err))
+	}
+	return true, nil
+}
+
 // Delete implements PieceStore: the file goes first, so that a crash in
 // between leaves only an index entry without a file, which the next start
 // drops (a file without an entry would be re-indexed as a piece).
@@ -798,6 +818,29 @@ func (s *DiskStore) Delete(id challenge.PieceID) error {
 	if err != nil {
 		return err
 	}
+	return s.deleteLocked(p)
+}
+
+// DeleteOrphan implements PieceStore.
+func (s *DiskStore) DeleteOrphan(id challenge.PieceID, since time.Time) (bool, error) {
+	unlock := s.lock(id)
+	defer unlock()
+	p, err := s.Stat(id)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if p.OrphanedAt.IsZero() || !p.OrphanedAt.Equal(since) {
+		return false, nil // unmarked or stored again meanwhile
+	}
+	return true, s.deleteLocked(p)
+}
+
+// deleteLocked deletes piece p, under its lock.
+func (s *DiskStore) deleteLocked(p PieceInfo) error {
+	id := p.ID
 	if err := s.fs.Remove(s.piecePath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("piece %s: %w", id, err)
 	}

@@ -44,8 +44,9 @@ var (
 // root is id; it returns only after the bytes, the tree and the index entry
 // are on stable storage, and a Put that fails or is interrupted (also by a
 // crash) leaves no visible piece. Putting a piece already held succeeds
-// without reading r. A full store returns ErrFull and keeps everything it
-// holds. Delete of a missing piece succeeds. Implementations are safe for
+// without reading r, and clears its orphan mark (the upload is a new
+// placement). A full store returns ErrFull and keeps everything it holds.
+// Delete of a missing piece succeeds. Implementations are safe for
 // concurrent use.
 type PieceStore interface {
 	Put(ctx context.Context, id challenge.PieceID, size int64, account fnet.AccountID, r io.Reader) error
@@ -57,6 +58,10 @@ type PieceStore interface {
 	List(after *challenge.PieceID, limit int) ([]PieceInfo, error)
 	// SetOrphaned records (or, with a zero time, clears) OrphanedAt.
 	SetOrphaned(id challenge.PieceID, since time.Time) error
+	// DeleteOrphan deletes the piece only if it is still marked orphaned
+	// since since (not unmarked, nor uploaded again, meanwhile); it
+	// reports whether it did.
+	DeleteOrphan(id challenge.PieceID, since time.Time) (bool, error)
 	// Usage is the bytes held (piece sizes) and the number of pieces.
 	Usage() (used int64, pieces int64)
 	Capacity() int64

@@ -126,13 +126,12 @@ func (s *DiskStore) dropDamaged(checked PieceInfo, why error) (bool, error) {
 	if !p.StoredAt.Equal(checked.StoredAt) {
 		return false, nil
 	}
-	path := s.piecePath(p.ID)
-	if _, err := os.Lstat(path); err == nil {
-		if err := s.quarantine(path, why); err != nil {
-			return false, fmt.Errorf("piece %s: %w", p.ID, err)
-		}
-	} else {
+	// On the store's file system (DiskStoreOptions.FS), not the operating
+	// system's: a file that is there is moved, a missing one only logged.
+	if err := s.quarantine(s.piecePath(p.ID), why); errors.Is(err, os.ErrNotExist) {
 		s.log.Warn("indexed piece has no file", "piece", p.ID, "err", why)
+	} else if err != nil {
+		return false, fmt.Errorf("piece %s: %w", p.ID, err)
 	}
 	v := make([]byte, 0, damageValueSize)
 	v = append(v, damageVersion)
