@@ -486,7 +486,20 @@ func (s *Store) SyncIDs(ids []meta.ChunkID) error {
 		dirs[filepath.Dir(p)] = struct{}{}
 	}
 	s.mu.Unlock()
+	// On a failure the chunks stay unsynced: the next Sync syncs them
+	// (it would skip them otherwise, and acknowledge them not durable).
+	unsyncedAgain := func() {
+		s.mu.Lock()
+		for _, id := range ids {
+			s.unsynced[id] = struct{}{}
+		}
+		for d := range dirs {
+			s.dirs[d] = struct{}{}
+		}
+		s.mu.Unlock()
+	}
 	if err := s.syncPaths(paths); err != nil {
+		unsyncedAgain()
 		return fmt.Errorf("chunk store sync: %w", err)
 	}
 	dirList := make([]string, 0, len(dirs))
@@ -494,6 +507,7 @@ func (s *Store) SyncIDs(ids []meta.ChunkID) error {
 		dirList = append(dirList, d)
 	}
 	if err := s.syncPaths(dirList); err != nil {
+		unsyncedAgain()
 		return fmt.Errorf("chunk store sync: %w", err)
 	}
 	return nil
@@ -542,6 +556,17 @@ func (s *Store) List(fn func(id meta.ChunkID) error, bad func(path string)) erro
 		for _, id := range s.packs.ids() {
 			if err := fn(id); err != nil {
 				return err
+			}
+		}
+		if s.loose {
+			// An upgrade cut half-way leaves chunks both in a pack and in
+			// their old file: each is listed once (its pack's copy).
+			files := fn
+			fn = func(id meta.ChunkID) error {
+				if s.packs.lookup(id) != nil {
+					return nil
+				}
+				return files(id)
 			}
 		}
 	}
