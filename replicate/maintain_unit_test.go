@@ -35,7 +35,7 @@ func TestMaintainWalkDecides(t *testing.T) {
 		{id: 3, kind: meta.KindData, state: meta.SegmentDegraded, used: 1000, live: []uint32{100}, dead: []uint32{900}},
 		{id: 4, kind: meta.KindData, state: meta.SegmentDurable, used: 1000, dead: []uint32{1000}},
 		{id: 5, kind: meta.KindSnapshot, state: meta.SegmentDurable, used: 1000},
-		{id: 6, kind: meta.KindData, state: meta.SegmentDurable, used: 1000, dead: []uint32{1000}, deadSince: long}, // no snapshot since
+		{id: 6, kind: meta.KindData, state: meta.SegmentDurable, used: 1000, dead: []uint32{1000}, deadSince: long},    // no snapshot since
 		{id: 7, kind: meta.KindData, state: meta.SegmentDurable, used: 1000, live: []uint32{250}, dead: []uint32{750}}, // exactly 25 %: kept
 	}
 	chunks := map[byte][]meta.ChunkID{}
