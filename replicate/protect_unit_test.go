@@ -574,3 +574,94 @@ func TestRequestSyncCommitsAndMarks(t *testing.T) {
 		t.Fatal("SetSyncTimeout")
 	}
 }
+
+// TestFinishEndsWhenCoveredOrHopeless: an unmount's Finish returns at once
+// with true when a stored snapshot covers everything; otherwise it keeps
+// the engine urgent (closing, a sync wanted as of its start) and waits,
+// reporting progress, until the sync timeout (SetSyncTimeout over the
+// configuration's), three failed network rounds in a row, or the engine's
+// end, and then says false.
+func TestFinishEndsWhenCoveredOrHopeless(t *testing.T) {
+	finish := func(t *testing.T, r *Replicator, progress func(Status)) (Status, bool) {
+		t.Helper()
+		type res struct {
+			st Status
+			ok bool
+		}
+		done := make(chan res, 1)
+		go func() { st, ok := r.Finish(progress); done <- res{st, ok} }()
+		select {
+		case x := <-done:
+			return x.st, x.ok
+		case <-time.After(60 * time.Second):
+			t.Fatal("Finish did not return within 60s")
+			return Status{}, false
+		}
+	}
+	t.Run("covered", func(t *testing.T) {
+		r := offlineReplicator(t, func(c *Config) { c.SyncTimeout = time.Hour })
+		kf, err := r.readKeyFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.snapHash, err = stateHash(r.idx, kf, r.idx.Export); err != nil {
+			t.Fatal(err)
+		}
+		r.netFails, r.retryAt = 2, time.Now().Add(time.Hour)
+		st, ok := finish(t, r, func(Status) { t.Error("progress reported though covered") })
+		if !ok || !st.Restorable {
+			t.Fatalf("covered: ok=%v restorable=%v", ok, st.Restorable)
+		}
+		if !r.closing || r.netFails != 0 || !r.retryAt.IsZero() {
+			t.Fatalf("Finish left closing=%v, %d network failures, retry at %v", r.closing, r.netFails, r.retryAt)
+		}
+		select {
+		case <-r.kick:
+		default:
+			t.Fatal("Finish did not wake the engine")
+		}
+	})
+	t.Run("sync timeout", func(t *testing.T) {
+		r := offlineReplicator(t, func(c *Config) { c.SyncTimeout = time.Hour })
+		r.SetSyncTimeout(300 * time.Millisecond)
+		commit(t, r.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 7, Mode: 0o100644}) })
+		start := time.Now()
+		progress := 0
+		_, ok := finish(t, r, func(Status) { progress++ })
+		if ok {
+			t.Fatal("not covered, yet Finish said restorable")
+		}
+		if time.Since(start) < 300*time.Millisecond {
+			t.Fatalf("returned after %v, before the sync timeout", time.Since(start))
+		}
+		if progress == 0 {
+			t.Fatal("no progress reported while waiting")
+		}
+		if r.syncWanted.Before(start) || !r.urgent() {
+			t.Fatalf("while finishing: sync wanted %v (started %v), urgent %v", r.syncWanted, start, r.urgent())
+		}
+	})
+	t.Run("three network failures", func(t *testing.T) {
+		r := offlineReplicator(t, func(c *Config) { c.SyncTimeout = time.Hour })
+		commit(t, r.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 7, Mode: 0o100644}) })
+		var fails int
+		_, ok := finish(t, r, func(Status) {
+			// The engine's rounds, failing on the network.
+			r.mu.Lock()
+			fails++
+			r.netFails = min(fails, 3)
+			r.mu.Unlock()
+		})
+		if ok || fails != 3 {
+			t.Fatalf("ok=%v after %d progress reports, want false after the third failed round", ok, fails)
+		}
+	})
+	t.Run("engine stopped", func(t *testing.T) {
+		r := offlineReplicator(t, func(c *Config) { c.SyncTimeout = time.Hour })
+		commit(t, r.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 7, Mode: 0o100644}) })
+		close(r.done)
+		if _, ok := finish(t, r, nil); ok {
+			t.Fatal("the engine stopped, yet Finish said restorable")
+		}
+	})
+}
