@@ -65,7 +65,7 @@ func TestSnapshotListCodec(t *testing.T) {
 // order; a header or a record cut short is ErrSnapshot, never a shorter
 // index; the reader's error stops the walk.
 func TestSnapshotRecordsCodec(t *testing.T) {
-	recs := []record{{[]byte("a"), []byte("one")}, {[]byte("bb"), nil}, {[]byte("c"), bytes.Repeat([]byte{7}, 300)}}
+	recs := []record{{[]byte("a"), []byte("one")}, {[]byte("bb"), bytes.Repeat([]byte{7}, 300)}, {[]byte("c"), nil}} // an empty value last
 	blob := recordsOf(encodeRecords(recs))
 	read := func(b []byte) ([]record, error) {
 		var out []record
