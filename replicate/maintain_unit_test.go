@@ -1,6 +1,7 @@
 package replicate
 
 import (
+	"encoding/hex"
 	"strings"
 	"testing"
 	"time"
@@ -112,8 +113,9 @@ func TestMaintainWalkDecides(t *testing.T) {
 	// asked of the (offline) mediator; the segment stays until it answers.
 	r.lastSnapshot = time.Now()
 	err := r.maintainWalk(r.idx.Generation(), r.lastSnapshot)
-	if err == nil {
-		t.Fatal("a due release with the mediator offline: no error")
+	six := meta.SegmentID{6}
+	if err == nil || !strings.Contains(err.Error(), hex.EncodeToString(six[:])) {
+		t.Fatalf("a due release of segment 6 with the mediator offline: %v, want the release of segment 6 failing", err)
 	}
 	if _, err := r.idx.GetSegment(meta.SegmentID{6}); err != nil {
 		t.Fatalf("segment 6 gone though its release failed: %v", err)
