@@ -34,7 +34,13 @@ type engine struct {
 // the timers are long, so that nothing runs unless the test asks.
 func newEngine(t *testing.T, tune func(*Config)) *engine {
 	t.Helper()
-	p := testplanet.New(t, testplanet.Config{StorageNodes: 5})
+	return newEngineOn(t, testplanet.Config{StorageNodes: 5}, tune)
+}
+
+// newEngineOn is newEngine on a planet of the given shape.
+func newEngineOn(t *testing.T, pc testplanet.Config, tune func(*Config)) *engine {
+	t.Helper()
+	p := testplanet.New(t, pc)
 	home := filepath.Join(t.TempDir(), "home")
 	newVault(t, home)
 	v, err := vault.Open(home, testPassword, vault.OpenOptions{Lock: true})
