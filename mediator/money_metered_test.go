@@ -544,3 +544,33 @@ func encodeFor(t *testing.T, w *world, data []byte) ([][]byte, []challenge.Piece
 	}
 	return pieces, ids
 }
+
+// TestEscrowBudgetAtItsEdge: an account's uncommitted placements may cost
+// for one period exactly its escrow, and not one satoshi more; each
+// reserved piece costs its pro-rated price rounded up.
+func TestEscrowBudgetAtItsEdge(t *testing.T) {
+	const price = 1e14
+	w, chain, _ := meteredWorld(t, Payments{PayoutThreshold: 1e6}, price)
+	ww := w.c.pay.w
+	ctx := context.Background()
+	first := placementFor(t, w, 64<<10, 1)
+	sat, _ := wallet.ProRate(int64(first.PieceSize), price, w.c.cfg.Period, nil)
+	cost := int64(w.c.cfg.Scheme.N) * (sat + 1)
+	for _, tc := range []struct {
+		escrow int64
+		ok     bool
+	}{{2 * cost, true}, {2*cost - 1, false}} {
+		acct := w.account()
+		chain.deposit(t, ww, acct, tc.escrow)
+		if _, err := w.c.Place(ctx, acct, first); err != nil {
+			t.Fatalf("first placement on an escrow of %d: %v", tc.escrow, err)
+		}
+		_, err := w.c.Place(ctx, acct, placementFor(t, w, 64<<10, 2))
+		if tc.ok && err != nil {
+			t.Fatalf("two placements costing %d sat a period on an escrow of %d: %v", 2*cost, tc.escrow, err)
+		}
+		if !tc.ok && !errors.Is(err, ErrAccountQuota) {
+			t.Fatalf("two placements costing %d sat a period on an escrow of %d: %v, want ErrAccountQuota", 2*cost, tc.escrow, err)
+		}
+	}
+}
