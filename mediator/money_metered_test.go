@@ -23,6 +23,7 @@ import (
 	"github.com/btcsuite/btcd/btcutil"
 	"github.com/btcsuite/btcd/chaincfg"
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
+	"github.com/btcsuite/btcd/rpcclient"
 	"github.com/btcsuite/btcd/txscript"
 	"github.com/btcsuite/btcd/wire"
 
@@ -41,6 +42,7 @@ type stubChain struct {
 	blocks  []*wire.MsgBlock
 	mempool []*wire.MsgTx
 	n       uint64 // deposits made, to tell their inputs apart
+	refuse  error  // if set, SendRawTransaction refuses with it
 }
 
 func newStubChain() *stubChain {
@@ -77,6 +79,9 @@ func (c *stubChain) GetBlock(hash *chainhash.Hash) (*wire.MsgBlock, error) {
 func (c *stubChain) SendRawTransaction(tx *wire.MsgTx, _ bool) (*chainhash.Hash, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.refuse != nil {
+		return nil, c.refuse
+	}
 	c.mempool = append(c.mempool, tx)
 	h := tx.TxHash()
 	return &h, nil
@@ -192,6 +197,21 @@ func meteredWorld(t *testing.T, cfg Payments, price uint64) (*world, *stubChain,
 	return w, chain, addrs
 }
 
+// meteredWorldRegisteredBefore is meteredWorld whose nodes registered
+// their payout addresses before the mediator kept a wallet: the wallet
+// learns them from the settlement input only.
+func meteredWorldRegisteredBefore(t *testing.T, cfg Payments, price uint64) (*world, *stubChain, map[string]string) {
+	t.Helper()
+	w := newWorld(t, 5)
+	w.c.cfg.MaxPrice = price
+	w.c.cfg.Network = "regtest"
+	addrs := map[string]string{}
+	for i := range w.ids {
+		addrs[w.ids[i].ID().String()] = w.payTo(i, price)
+	}
+	return w, withMeteredPayments(t, w, cfg), addrs
+}
+
 func mustSettle(t *testing.T, w *world) SettleResult {
 	t.Helper()
 	res, err := w.c.settle(context.Background())
@@ -206,10 +226,11 @@ func mustSettle(t *testing.T, w *world) SettleResult {
 // mediator's fee) and pays every node its balance, once, to its own payout
 // address; settling again pays nothing more; a payout that finds no
 // spendable coins (the first PSBT holds them until it is signed) waits
-// without failing the settlement.
+// without failing the settlement. The nodes registered before the
+// mediator kept a wallet: their addresses come from their node records.
 func TestMeteredSettlementPaysEachNodeOnce(t *testing.T) {
 	const price = 1e14 // sat per GiB-month: a 32 KiB piece earns some 70 000 sat a minute
-	w, chain, addrs := meteredWorld(t, Payments{PayoutThreshold: 1000, FeeBPS: 1000}, price)
+	w, chain, addrs := meteredWorldRegisteredBefore(t, Payments{PayoutThreshold: 1000, FeeBPS: 1000}, price)
 	ww := w.c.pay.w
 	ctx := context.Background()
 	acct := w.account()
@@ -493,6 +514,9 @@ func TestControlPaymentsPages(t *testing.T) {
 		return rec.Code, rec.Body.Bytes()
 	}
 	peer := &Peer{core: w.c}
+	if peer.Wallet() != nil {
+		t.Fatal("a wallet on a mediator without payments")
+	}
 	for _, path := range []string{"/ledger", "/payouts"} {
 		if code, body := get(peer, path); code != http.StatusNotFound || !strings.Contains(string(body), "no wallet") {
 			t.Fatalf("%s without a wallet: %d %s, want 404 saying there is no wallet", path, code, body)
@@ -500,6 +524,9 @@ func TestControlPaymentsPages(t *testing.T) {
 	}
 
 	chain := withMeteredPayments(t, w, Payments{})
+	if peer.Wallet() != w.c.pay.w {
+		t.Fatal("Peer.Wallet is not the mediator's wallet")
+	}
 	for range 3 {
 		chain.deposit(t, w.c.pay.w, w.account(), 100_000)
 	}
@@ -572,5 +599,64 @@ func TestEscrowBudgetAtItsEdge(t *testing.T) {
 		if !tc.ok && !errors.Is(err, ErrAccountQuota) {
 			t.Fatalf("two placements costing %d sat a period on an escrow of %d: %v, want ErrAccountQuota", 2*cost, tc.escrow, err)
 		}
+	}
+}
+
+// TestMeteredPayoutBroadcastThroughTheNode: with a bitcoin node and no
+// PSBT, a settlement pays the nodes in a transaction broadcast through it.
+func TestMeteredPayoutBroadcastThroughTheNode(t *testing.T) {
+	const price = 1e14
+	w, chain, addrs := meteredWorld(t, Payments{PayoutThreshold: 1000}, price)
+	pay := w.c.pay
+	pay.cfg.PSBT, pay.cfg.RPC = false, &wallet.RPCConfig{Host: "127.0.0.1:1"}
+	// The mediator's own client of the node (never called here: the
+	// wallet broadcasts through its Chain, the stub).
+	cl, err := rpcclient.New(&rpcclient.ConnConfig{Host: "127.0.0.1:1", HTTPPostMode: true, DisableTLS: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pay.chain = cl
+	acct := w.account()
+	chain.deposit(t, pay.w, acct, 5_000_000)
+	w.storeSegment(acct, 64<<10)
+	w.nextRound()
+	res := mustSettle(t, w)
+	if res.Payout == nil || res.Payout.State != wallet.PayoutBroadcast || res.Payout.PSBTFile != "" {
+		t.Fatalf("payout %+v: want one broadcast through the node", res.Payout)
+	}
+	chain.mu.Lock()
+	sent := len(chain.mempool)
+	chain.mu.Unlock()
+	if sent != 1 {
+		t.Fatalf("%d transactions sent to the node, want the payout", sent)
+	}
+	for _, o := range res.Payout.Outputs {
+		if o.Address != addrs[o.Node] {
+			t.Fatalf("node %s paid to %q, want %q", o.Node, o.Address, addrs[o.Node])
+		}
+	}
+	if len(res.Payout.Outputs) != 5 {
+		t.Fatalf("%d nodes paid, want 5", len(res.Payout.Outputs))
+	}
+
+	// The node refuses the next payout: it is recorded (the watcher sends
+	// it again), and the settlement does not fail.
+	chain.mine()
+	if _, err := pay.w.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	chain.mu.Lock()
+	chain.refuse = errors.New("-25: node busy")
+	chain.mu.Unlock()
+	w.nextRound()
+	res, err = w.c.settle(context.Background())
+	if err != nil {
+		t.Fatalf("settle with the payout refused by the node: %v", err)
+	}
+	if res.Payout == nil || res.Payout.State != wallet.PayoutSigned || !strings.Contains(res.Payout.LastError, "node busy") {
+		t.Fatalf("refused payout %+v: want it recorded, signed, with the node's error", res.Payout)
+	}
+	if pos, _ := pay.w.Payouts(); len(pos) != 2 {
+		t.Fatalf("%d payouts recorded, want 2", len(pos))
 	}
 }
