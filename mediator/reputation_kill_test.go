@@ -70,6 +70,7 @@ func TestReputationEdges(t *testing.T) {
 	}
 	// Passes alone never disqualify, however low the reputation.
 	n.Failed = 5
+	n.RepPass, n.RepFail = 0, 100
 	if w.c.observe(n, 1, 0) || !n.Disqualified.IsZero() {
 		t.Fatalf("a pass disqualified the node: %+v", n)
 	}
@@ -82,7 +83,16 @@ func TestReputationEdges(t *testing.T) {
 	if n.RepPass != 2 || n.RepFail != 2 {
 		t.Fatalf("weights %g/%g, want 2/2", n.RepPass, n.RepFail)
 	}
+	// Earlier failures decay too.
+	f := &Node{RepPass: 4, RepFail: 2}
+	w.c.observe(f, 0, 1)
+	if f.RepPass != 2 || f.RepFail != 3 {
+		t.Fatalf("weights %g/%g after a failure on 4/2, want 2/3", f.RepPass, f.RepFail)
+	}
 	n.RepPass, n.RepFail = 1, 1
+	if r := n.Reputation(); r != 0.5 {
+		t.Fatalf("reputation of 1/1: %g", r)
+	}
 	if !w.c.placeable(n, now) {
 		t.Fatal("a node at exactly the threshold reputation is not placeable")
 	}
