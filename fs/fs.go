@@ -333,6 +333,7 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 		Logger:          slog.NewLogLogger(opt.Logger.Handler(), slog.LevelWarn),
 	}
 	mo.MountOptions.Logger = fuseLogger(opt.Logger.Handler(), opt.Debug)
+	releaseStartupHeap() // procs.go
 	root := &Node{r: r}
 	server, err := mountRaw(mountpoint, root, mo, opt.Metrics)
 	if err != nil {
