@@ -184,13 +184,32 @@ func (p pebbleLogger) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf("pebble: "+format, args...))
 }
 
+// BlockCacheSize bounds the index's block cache (Pebble's default is 8 MiB).
+//
+// Every request of a mount reads the index: a LOOKUP of a name a program is
+// about to create reads, in each table that may hold it, the table's index
+// and filter blocks; a create or close reads the directory's and the file's
+// records. Once the index's tables outgrew 8 MiB (a few tens of thousands
+// of files) those blocks were evicted by one another and read back from the
+// files: creating 100,000 empty files on a fresh vault (19 MiB of tables
+// by the end), 16 % of the mount's CPU was block reads that missed the
+// cache, 8 % pread(2) itself. The cache holds only blocks that were read,
+// so it never grows past the part of the index in use: a small vault's
+// mount pays nothing for the larger bound, and 64 MiB keeps the index and
+// filter blocks of an index of several hundred MiB (a million files)
+// together with its recently used records, while bounding the mount's
+// memory in any vault.
+const BlockCacheSize = 64 << 20
+
 // Open opens (creating it if needed, unless read-only) the index in dir.
 func Open(dir string, keys *vault.Keys, opt Options) (*Index, error) {
 	lg := opt.Logger
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	po := &pebble.Options{ReadOnly: opt.ReadOnly, Logger: pebbleLogger{lg}, FS: opt.FS}
+	cache := pebble.NewCache(BlockCacheSize)
+	defer cache.Unref() // the database holds its own reference
+	po := &pebble.Options{ReadOnly: opt.ReadOnly, Logger: pebbleLogger{lg}, FS: opt.FS, Cache: cache}
 	// Bloom filters in the tables: most point reads of a mount's writes
 	// look for what is not there (a new file's chunk entry, a new chunk's
 	// location), which without a filter reads a block of every table that
