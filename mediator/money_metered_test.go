@@ -660,3 +660,34 @@ func TestMeteredPayoutBroadcastThroughTheNode(t *testing.T) {
 		t.Fatalf("%d payouts recorded, want 2", len(pos))
 	}
 }
+
+// TestPaymentsConfigBounds: a fee of exactly wallet.MaxFeeBPS is allowed,
+// one basis point more is not; each negative interval is refused.
+func TestPaymentsConfigBounds(t *testing.T) {
+	base := Payments{Passphrase: []byte("x")}
+	at := base
+	at.FeeBPS = wallet.MaxFeeBPS
+	if err := at.validate(""); err != nil {
+		t.Fatalf("fee of exactly %d basis points: %v", wallet.MaxFeeBPS, err)
+	}
+	at.FeeBPS++
+	if err := at.validate(""); !errors.Is(err, ErrConfig) {
+		t.Fatalf("fee of %d basis points: %v", at.FeeBPS, err)
+	}
+	for name, mut := range map[string]func(*Payments){
+		"sync interval":  func(p *Payments) { p.SyncInterval = -1 },
+		"escrow grace":   func(p *Payments) { p.EscrowGrace = -1 },
+		"price notice":   func(p *Payments) { p.PriceNotice = -1 },
+		"runway periods": func(p *Payments) { p.RunwayPeriods = -1 },
+		"rpc timeout":    func(p *Payments) { p.RPCTimeout = -1 },
+	} {
+		p := base
+		mut(&p)
+		if err := p.validate(""); !errors.Is(err, ErrConfig) {
+			t.Errorf("negative %s: %v", name, err)
+		}
+	}
+	if err := base.validate(""); err != nil {
+		t.Fatalf("zero intervals (the defaults): %v", err)
+	}
+}

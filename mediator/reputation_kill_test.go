@@ -137,7 +137,7 @@ func TestReputationEdges(t *testing.T) {
 }
 
 // TestSubnetsAndSpread: IPv4 /24 (mapped IPv6 as IPv4), IPv6 /48; a
-// spread counts each unvetted node it takes.
+// spread counts the unvetted nodes it takes (two of three here).
 func TestSubnetsAndSpread(t *testing.T) {
 	for in, want := range map[string]string{
 		"192.0.2.7":        "192.0.2.0/24",
@@ -153,9 +153,11 @@ func TestSubnetsAndSpread(t *testing.T) {
 	s := newSpread()
 	a := &Node{ID: fnet.NodeID{1}, IP: netip.MustParseAddr("192.0.2.1"), Passed: 2}
 	b := &Node{ID: fnet.NodeID{2}, IP: netip.MustParseAddr("198.51.100.1"), Passed: 1}
+	c := &Node{ID: fnet.NodeID{3}, IP: netip.MustParseAddr("203.0.113.1")}
 	s.add(w.c, a)
 	s.add(w.c, b)
-	if s.unvetted != 1 || !s.subnets["192.0.2.0/24"] || !s.subnets["198.51.100.0/24"] || len(s.subnets) != 2 {
+	s.add(w.c, c)
+	if s.unvetted != 2 || !s.subnets["192.0.2.0/24"] || !s.subnets["198.51.100.0/24"] || len(s.subnets) != 3 {
 		t.Fatalf("spread %+v", s)
 	}
 }
