@@ -291,3 +291,33 @@ func TestRepairWithTooFewReadablePieces(t *testing.T) {
 		t.Fatal("a piece was placed from fewer than K pieces")
 	}
 }
+
+// TestRevivalBackToTheThresholdRebuildsNothing: a segment below its
+// threshold whose offline piece is revived back to the threshold is not
+// rebuilt further in that scan, though a spare node could take a piece.
+func TestRevivalBackToTheThresholdRebuildsNothing(t *testing.T) {
+	w := newWorld(t, 5)
+	ctx := context.Background()
+	id, _ := w.storeSegment(w.account(), 3000)
+	spare := w.addNode("10.0.5.1:7000", 100).ID()
+	seg := w.segment(id)
+	x, y := seg.Pieces[0].Node, seg.Pieces[1].Node
+	for _, n := range []fnet.NodeID{x, y, spare} {
+		w.mem.nodes[n].down = true
+	}
+	w.advance(w.c.cfg.OfflineAfter + w.c.cfg.Period)
+	w.heartbeat()
+	if rr, err := w.c.RepairScan(ctx); err != nil || rr.MarkedLost != 2 || rr.Repaired != 0 {
+		t.Fatalf("scan with two nodes and the spare away: %+v %v", rr, err)
+	}
+	w.mem.nodes[x].down, w.mem.nodes[spare].down = false, false
+	w.heartbeat()
+	puts := w.mem.puts.Load()
+	rr, err := w.c.RepairScan(ctx)
+	if err != nil || rr.Revived != 1 || rr.Repaired != 0 || w.mem.puts.Load() != puts {
+		t.Fatalf("scan with one node back: %+v %v, %d puts; want 1 revived and nothing rebuilt (4 of 5, at the threshold)", rr, err, w.mem.puts.Load()-puts)
+	}
+	if h := w.segment(id).Healthy(); h != 4 {
+		t.Fatalf("%d healthy, want 4", h)
+	}
+}
