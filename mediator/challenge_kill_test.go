@@ -166,7 +166,7 @@ func TestRoundCountsEachNodeOnce(t *testing.T) {
 	for id, n := range w.mem.challenged {
 		before[id] = n
 	}
-	_, r := w.nextRound()
+	period, r := w.nextRound()
 	if r.Nodes != 5 || r.Unreachable != 1 || r.Passed != 6 || r.Failed != 4 {
 		t.Fatalf("round %+v, want 5 nodes challenged (one that lost both its pieces), 1 unreachable, 6 passed, 4 failed", r)
 	}
@@ -179,6 +179,24 @@ func TestRoundCountsEachNodeOnce(t *testing.T) {
 		if n != want {
 			t.Errorf("node %s challenged %d times in one round, want %d", id.ID(), n, want)
 		}
+	}
+	// The period records: what each node held for the account and how it
+	// did (a node that did not answer earns nothing either).
+	size := uint64(w.segment(a).PieceSize)
+	for _, id := range w.ids[:5] {
+		node := id.ID()
+		want := PeriodRecord{Pieces: 2, Bytes: 2 * size, Passed: 2}
+		switch node {
+		case loser, mute:
+			want.Passed, want.Failed = 0, 2
+		}
+		rec := w.periodRecord(period, node, acct)
+		if rec == nil || rec.Pieces != want.Pieces || rec.Bytes != want.Bytes || rec.Passed != want.Passed || rec.Failed != want.Failed {
+			t.Errorf("node %s: period record %+v, want %d pieces of %d bytes, %d passed, %d failed", node, rec, want.Pieces, want.Bytes, want.Passed, want.Failed)
+		}
+	}
+	if rec := w.periodRecord(period, empty, acct); rec != nil {
+		t.Errorf("a record for the node that holds nothing: %+v", rec)
 	}
 	if n, _ := w.store.GetNode(ctx, loser); n.Failed != 2 || n.Passed != 0 {
 		t.Errorf("node that lost its pieces: passed %d failed %d, want 0 and 2", n.Passed, n.Failed)

@@ -7,6 +7,7 @@ package mediator
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 
@@ -221,5 +222,102 @@ func TestRepairLeavesASegmentBackAtItsThreshold(t *testing.T) {
 	newRepairWave(w.c, nodes, w.now()).repairQueued(ctx, repairJob{id: id, margin: 0}, &res)
 	if res != (RepairResult{}) || f.total(f.gets)+f.total(f.puts) != 0 {
 		t.Fatalf("segment at its threshold: %+v, %d reads, %d puts", res, f.total(f.gets), f.total(f.puts))
+	}
+}
+
+// TestRepairDrawsRebuiltPiecesAtRandom: with K or more pieces kept, price
+// has chosen every piece it may (N-K), so the rebuilt pieces are drawn at
+// random among the vetted nodes on free subnets: a node that undercuts
+// everyone does not collect a piece of every segment repaired
+// (docs/SECURITY.md).
+func TestRepairDrawsRebuiltPiecesAtRandom(t *testing.T) {
+	w := newWorld(t, 5)
+	w.c.cfg.RepairThreshold = w.c.cfg.Scheme.N
+	w.c.cfg.Placement.VettingChallenges = 0 // every node vetted
+	acct := w.account()
+	var segs []SegmentID
+	for range 20 {
+		id, _ := w.storeSegment(acct, 1000)
+		segs = append(segs, id)
+	}
+	cheap := w.addNode("10.0.5.1:7000", 1).ID()
+	for i := 6; i <= 9; i++ {
+		w.addNode(fmt.Sprintf("10.0.%d.1:7000", i), 100)
+	}
+	for _, id := range segs {
+		w.losePieces(id, 4)
+	}
+	w.heartbeat()
+	rr, err := w.c.RepairScan(context.Background())
+	if err != nil || rr.Repaired != len(segs) {
+		t.Fatalf("scan %+v %v", rr, err)
+	}
+	got := 0
+	for _, id := range segs {
+		if w.segment(id).Pieces[4].Node == cheap {
+			got++
+		}
+	}
+	// One in five at random: 4 of 20 expected; 20 if price chose.
+	if got > 12 {
+		t.Fatalf("the cheapest node got %d of the %d rebuilt pieces: price chose them, not the draw", got, len(segs))
+	}
+}
+
+// TestRepairWithTooFewReadablePieces: when the pieces that can still be
+// read are fewer than K (nodes that no longer hold pieces their contracts
+// say are healthy), the repair fails and is counted, those pieces are
+// marked lost, and the scan goes on: no crash, nothing placed.
+func TestRepairWithTooFewReadablePieces(t *testing.T) {
+	w := newWorld(t, 7)
+	w.c.cfg.RepairThreshold = w.c.cfg.Scheme.N
+	k, n := w.c.cfg.Scheme.K, w.c.cfg.Scheme.N
+	ctx := context.Background()
+	id, _ := w.storeSegment(w.account(), 3000)
+	w.losePieces(id, n-1) // one lost in the contract
+	seg := w.segment(id)
+	for i := 0; i < n-k; i++ { // the rest but K-1 silently gone from their nodes
+		w.mem.dropPiece(seg.Pieces[i].Node, seg.Pieces[i].ID)
+	}
+	puts := w.mem.puts.Load()
+	rr, err := w.c.RepairScan(ctx)
+	if err != nil || rr.Failed != 1 || rr.Repaired != 0 {
+		t.Fatalf("scan %+v %v, want the repair counted failed", rr, err)
+	}
+	if h := w.segment(id).Healthy(); h != k-1 {
+		t.Fatalf("%d healthy after the scan, want the %d that could be read", h, k-1)
+	}
+	if w.mem.puts.Load() != puts {
+		t.Fatal("a piece was placed from fewer than K pieces")
+	}
+}
+
+// TestRevivalBackToTheThresholdRebuildsNothing: a segment below its
+// threshold whose offline piece is revived back to the threshold is not
+// rebuilt further in that scan, though a spare node could take a piece.
+func TestRevivalBackToTheThresholdRebuildsNothing(t *testing.T) {
+	w := newWorld(t, 5)
+	ctx := context.Background()
+	id, _ := w.storeSegment(w.account(), 3000)
+	spare := w.addNode("10.0.5.1:7000", 100).ID()
+	seg := w.segment(id)
+	x, y := seg.Pieces[0].Node, seg.Pieces[1].Node
+	for _, n := range []fnet.NodeID{x, y, spare} {
+		w.mem.nodes[n].down = true
+	}
+	w.advance(w.c.cfg.OfflineAfter + w.c.cfg.Period)
+	w.heartbeat()
+	if rr, err := w.c.RepairScan(ctx); err != nil || rr.MarkedLost != 2 || rr.Repaired != 0 {
+		t.Fatalf("scan with two nodes and the spare away: %+v %v", rr, err)
+	}
+	w.mem.nodes[x].down, w.mem.nodes[spare].down = false, false
+	w.heartbeat()
+	puts := w.mem.puts.Load()
+	rr, err := w.c.RepairScan(ctx)
+	if err != nil || rr.Revived != 1 || rr.Repaired != 0 || w.mem.puts.Load() != puts {
+		t.Fatalf("scan with one node back: %+v %v, %d puts; want 1 revived and nothing rebuilt (4 of 5, at the threshold)", rr, err, w.mem.puts.Load()-puts)
+	}
+	if h := w.segment(id).Healthy(); h != 4 {
+		t.Fatalf("%d healthy, want 4", h)
 	}
 }
