@@ -177,23 +177,7 @@ func TestListNamesEveryStray(t *testing.T) {
 			if format == FormatPacks {
 				// Half-way through an upgrade: some chunks in packs, the
 				// rest still in files; both are listed.
-				upgradeBatchTest(t, 1)
-				stop := errors.New("stop")
-				upgradeHook = func(moved int) {
-					if moved == 10 {
-						panic(stop)
-					}
-				}
-				func() {
-					defer func() {
-						if r := recover(); r != stop {
-							panic(r)
-						}
-					}()
-					s.Upgrade(nil)
-				}()
-				upgradeHook = nil
-				s.Close()
+				upgradeCutAt(t, s, 10)
 				if s, err = Open(dir); err != nil {
 					t.Fatal(err)
 				}
@@ -301,24 +285,7 @@ func TestBytesAndInfoDuringUpgrade(t *testing.T) {
 	if err := s.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	upgradeBatchTest(t, 1)
-	stop := errors.New("stop")
-	upgradeHook = func(moved int) {
-		if moved == 8 {
-			panic(stop)
-		}
-	}
-	t.Cleanup(func() { upgradeHook = nil })
-	func() {
-		defer func() {
-			if r := recover(); r != stop {
-				panic(r)
-			}
-		}()
-		s.Upgrade(nil)
-	}()
-	upgradeHook = nil
-	s.Close()
+	upgradeCutAt(t, s, 8)
 	s, err = Open(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -719,4 +686,27 @@ func TestVFSFSBasics(t *testing.T) {
 	if err := v.syncAll("/vault/missing"); err == nil {
 		t.Fatal("syncAll of a missing directory succeeded")
 	}
+}
+
+// upgradeCutAt runs s's upgrade one chunk a batch and cuts it, as a crash
+// would, once moved chunks are in packs; s is closed, half upgraded.
+func upgradeCutAt(t *testing.T, s *Store, moved int) {
+	t.Helper()
+	upgradeBatchTest(t, 1)
+	stop := errors.New("stop")
+	upgradeHook = func(n int) {
+		if n == moved {
+			panic(stop)
+		}
+	}
+	defer func() { upgradeHook = nil }()
+	func() {
+		defer func() {
+			if r := recover(); r != stop {
+				panic(r)
+			}
+		}()
+		s.Upgrade(nil)
+	}()
+	s.Close()
 }

@@ -156,11 +156,7 @@ func TestPayoutConfirmedAtMinConf(t *testing.T) {
 	fakeDeposit(t, chain, w, "acct", 500_000, 1)
 	chain.mine(3)
 	mustSync(t, w)
-	in := PeriodInput{Period: 1, Length: Month, Nodes: []NodeTerms{{ID: "n", PriceSatPerGiBMonth: 1000, PayoutAddress: regtestAddr(t)}},
-		Holdings: []Holding{{Node: "n", Account: "acct", Bytes: 100 * GiB, Passed: true}}}
-	if _, err := w.Settle(in); err != nil {
-		t.Fatal(err)
-	}
+	settleHeld(t, w, 1, "n", "acct", 100)
 	p, err := w.Payout(t.Context())
 	if err != nil || p == nil {
 		t.Fatalf("payout: %+v %v", p, err)

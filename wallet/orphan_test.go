@@ -21,11 +21,7 @@ func TestPayoutInputReorganisedAway(t *testing.T) {
 	dep := fakeDeposit(t, chain, w, "acct", 1_000_000, 1)
 	chain.mine(2)
 	mustSync(t, w)
-	in := PeriodInput{Period: 1, Length: Month, Nodes: []NodeTerms{{ID: "n", PriceSatPerGiBMonth: 1000, PayoutAddress: regtestAddr(t)}},
-		Holdings: []Holding{{Node: "n", Account: "acct", Bytes: 100 * GiB, Passed: true}}}
-	if _, err := w.Settle(in); err != nil {
-		t.Fatal(err)
-	}
+	settleHeld(t, w, 1, "n", "acct", 100)
 	old, err := w.Payout(ctx)
 	if err != nil || old == nil {
 		t.Fatalf("payout: %+v %v", old, err)
@@ -85,11 +81,7 @@ func TestPaymentToChangeAddressSurfaced(t *testing.T) {
 	fakeDeposit(t, chain, w, "acct", 1_000_000, 1)
 	chain.mine(1)
 	mustSync(t, w)
-	in := PeriodInput{Period: 1, Length: Month, Nodes: []NodeTerms{{ID: "n", PriceSatPerGiBMonth: 1000, PayoutAddress: regtestAddr(t)}},
-		Holdings: []Holding{{Node: "n", Account: "acct", Bytes: 100 * GiB, Passed: true}}}
-	if _, err := w.Settle(in); err != nil {
-		t.Fatal(err)
-	}
+	settleHeld(t, w, 1, "n", "acct", 100)
 	p, err := w.Payout(ctx)
 	if err != nil || p == nil || p.ChangeVout < 0 {
 		t.Fatalf("payout with change: %+v %v", p, err)

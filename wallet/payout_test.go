@@ -201,3 +201,14 @@ func TestPayoutDropsDust(t *testing.T) {
 		t.Fatalf("recorded %d payouts", len(list))
 	}
 }
+
+// settleHeld settles period for one node that held gib GiB of acct's data
+// and passed, at 1,000 sat per GiB-month, paid to a regtest address.
+func settleHeld(t *testing.T, w *Wallet, period uint64, node, acct string, gib int64) {
+	t.Helper()
+	in := PeriodInput{Period: period, Length: Month, Nodes: []NodeTerms{{ID: node, PriceSatPerGiBMonth: 1000, PayoutAddress: regtestAddr(t)}},
+		Holdings: []Holding{{Node: node, Account: acct, Bytes: gib * GiB, Passed: true}}}
+	if _, err := w.Settle(in); err != nil {
+		t.Fatal(err)
+	}
+}

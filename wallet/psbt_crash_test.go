@@ -202,11 +202,7 @@ func TestPSBTFileWrittenAgainAfterCrash(t *testing.T) {
 func settleOneMore(t *testing.T, w *Wallet, n uint64) {
 	t.Helper()
 	addCoin(t, w, "acct", 100_000, byte(10+n))
-	in := PeriodInput{Period: n, Length: Month, Nodes: []NodeTerms{{ID: "a", PriceSatPerGiBMonth: 1000, PayoutAddress: regtestAddr(t)}},
-		Holdings: []Holding{{Node: "a", Account: "acct", Bytes: 40 * GiB, Passed: true}}}
-	if _, err := w.Settle(in); err != nil {
-		t.Fatal(err)
-	}
+	settleHeld(t, w, n, "a", "acct", 40)
 }
 
 // checkPSBTFile: p's file holds p's transaction and the wallet signs it.
@@ -262,11 +258,7 @@ func TestPSBTPayoutInputReorganisedAway(t *testing.T) {
 	dep := fakeDeposit(t, chain, w, "acct", 1_000_000, 1)
 	chain.mine(2)
 	mustSync(t, w)
-	in := PeriodInput{Period: 1, Length: Month, Nodes: []NodeTerms{{ID: "n", PriceSatPerGiBMonth: 1000, PayoutAddress: regtestAddr(t)}},
-		Holdings: []Holding{{Node: "n", Account: "acct", Bytes: 100 * GiB, Passed: true}}}
-	if _, err := w.Settle(in); err != nil {
-		t.Fatal(err)
-	}
+	settleHeld(t, w, 1, "n", "acct", 100)
 	old, err := w.WritePayoutPSBT(t.TempDir())
 	if err != nil || old == nil {
 		t.Fatalf("payout: %+v %v", old, err)
@@ -313,11 +305,7 @@ func TestSignPSBTRefuses(t *testing.T) {
 	psbtDir := filepath.Join(t.TempDir(), "payouts")
 	w, _, _, _ := psbtPayoutWallet(t, psbtDir)
 	// 195 000 more for b: the payout needs both coins, of two keys.
-	in := PeriodInput{Period: 2, Length: Month, Nodes: []NodeTerms{{ID: "b", PriceSatPerGiBMonth: 1000, PayoutAddress: regtestAddr(t)}},
-		Holdings: []Holding{{Node: "b", Account: "acct2", Bytes: 195 * GiB, Passed: true}}}
-	if _, err := w.Settle(in); err != nil {
-		t.Fatal(err)
-	}
+	settleHeld(t, w, 2, "b", "acct2", 195)
 	p, err := w.WritePayoutPSBT(psbtDir)
 	if err != nil || p == nil || len(p.Inputs) != 2 {
 		t.Fatalf("payout: %+v %v", p, err)
