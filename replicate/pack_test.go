@@ -490,3 +490,15 @@ func liveRefsOf(t *testing.T, idx *meta.Index, ids []meta.ChunkID) []liveRef {
 	}
 	return out
 }
+
+// dataSegments counts the data segments the engine's index records.
+func (e *engine) dataSegments() int {
+	n := 0
+	e.idx.Segments(func(s meta.Segment) error {
+		if s.Kind == meta.KindData {
+			n++
+		}
+		return nil
+	})
+	return n
+}

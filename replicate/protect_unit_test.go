@@ -247,13 +247,7 @@ func TestProtectionTiesTheSnapshotToTheIndex(t *testing.T) {
 
 	// The stored snapshot holds this state: covered after one hash, and
 	// no more hashes while nothing changes.
-	kf, err := r.readKeyFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.snapHash, err = stateHash(r.idx, kf, r.idx.Export); err != nil {
-		t.Fatal(err)
-	}
+	markStored(t, r)
 	for i := range 3 {
 		covered, since, err = r.protection()
 		if err != nil || !covered || !since.IsZero() {
@@ -335,13 +329,7 @@ func TestProtectionFollowsTheKeyFile(t *testing.T) {
 // holding unsaved writes, and the stored snapshot covering the index.
 func TestRestorability(t *testing.T) {
 	r := offlineReplicator(t, nil)
-	kf, err := r.readKeyFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.snapHash, err = stateHash(r.idx, kf, r.idx.Export); err != nil {
-		t.Fatal(err)
-	}
+	markStored(t, r)
 	covers := time.Unix(1_700_000_000, 0)
 	r.snapCovers = covers
 	for _, c := range []struct {
@@ -423,13 +411,7 @@ func TestMaybeSnapshotWhenDue(t *testing.T) {
 	}
 	t.Run("covered", func(t *testing.T) {
 		r := offlineReplicator(t, nil)
-		kf, err := r.readKeyFile()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r.snapHash, err = stateHash(r.idx, kf, r.idx.Export); err != nil {
-			t.Fatal(err)
-		}
+		markStored(t, r)
 		r.syncWanted = time.Now()
 		r.closing = true
 		if err := r.maybeSnapshot(); err != nil || r.snapBlob != 0 {
@@ -600,13 +582,7 @@ func TestFinishEndsWhenCoveredOrHopeless(t *testing.T) {
 	}
 	t.Run("covered", func(t *testing.T) {
 		r := offlineReplicator(t, func(c *Config) { c.SyncTimeout = time.Hour })
-		kf, err := r.readKeyFile()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r.snapHash, err = stateHash(r.idx, kf, r.idx.Export); err != nil {
-			t.Fatal(err)
-		}
+		markStored(t, r)
 		r.netFails, r.retryAt = 2, time.Now().Add(time.Hour)
 		st, ok := finish(t, r, func(Status) { t.Error("progress reported though covered") })
 		if !ok || !st.Restorable {
@@ -664,4 +640,17 @@ func TestFinishEndsWhenCoveredOrHopeless(t *testing.T) {
 			t.Fatal("the engine stopped, yet Finish said restorable")
 		}
 	})
+}
+
+// markStored makes r's stored snapshot hold the index's current state (as
+// a snapshot stored just now would).
+func markStored(t *testing.T, r *Replicator) {
+	t.Helper()
+	kf, err := r.readKeyFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.snapHash, err = stateHash(r.idx, kf, r.idx.Export); err != nil {
+		t.Fatal(err)
+	}
 }

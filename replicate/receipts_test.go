@@ -33,16 +33,6 @@ func TestCommitNeedsKPlusOneReceipts(t *testing.T) {
 		t.Fatalf("scheme %v, the test is written for 2 of 4", s)
 	}
 	rng := rand.New(rand.NewPCG(21, 8))
-	dataSegments := func() int {
-		n := 0
-		e.idx.Segments(func(s meta.Segment) error {
-			if s.Kind == meta.KindData {
-				n++
-			}
-			return nil
-		})
-		return n
-	}
 
 	// K pieces stored: refused before the commit.
 	e.p.Freeze(0, true)
@@ -53,7 +43,7 @@ func TestCommitNeedsKPlusOneReceipts(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "2 of 4 pieces stored") {
 		t.Fatalf("upload with K pieces stored: %v, want it refused", err)
 	}
-	if n := dataSegments(); n != 0 {
+	if n := e.dataSegments(); n != 0 {
 		t.Fatalf("%d data segments recorded with only K pieces stored", n)
 	}
 	for _, id := range ids {

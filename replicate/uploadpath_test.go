@@ -7,8 +7,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/fincrypt/fincrypt/meta"
 )
 
 // The free list keeps its buffers across garbage collections (a sync.Pool
@@ -165,17 +163,7 @@ func TestIntentFailureReleasesTheSegment(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	ids, data := e.addChunks(t, rng, 1<<20)
 	p := e.planFor(t, ids)
-	dataSegments := func() int {
-		n := 0
-		e.idx.Segments(func(s meta.Segment) error {
-			if s.Kind == meta.KindData {
-				n++
-			}
-			return nil
-		})
-		return n
-	}
-	before := dataSegments()
+	before := e.dataSegments()
 	e.r.faults.SetHook(func(work string) {
 		if work == "upload intent" {
 			panic("injected fault in the intent")
@@ -189,7 +177,7 @@ func TestIntentFailureReleasesTheSegment(t *testing.T) {
 	if _, err := e.idx.GetLocation(ids[0]); err == nil {
 		t.Fatal("a chunk got a location though its segment's intent failed")
 	}
-	if n := dataSegments(); n != before {
+	if n := e.dataSegments(); n != before {
 		t.Fatalf("%d data segments recorded, %d before", n, before)
 	}
 	// The chunks are still pending and upload in another segment.
