@@ -76,8 +76,9 @@ func (w *Wallet) reverseDeposit(t *rw, op string, u *utxo, now time.Time) error 
 	return nil
 }
 
-// settleConfirmations credits deposits and confirms payouts that reached
-// MinConf confirmations at the current tip, in one batch.
+// settleConfirmations credits deposits that reached their confirmations
+// (confsNeeded) and confirms payouts that reached MinConf at the current
+// tip, in one batch.
 func (w *Wallet) settleConfirmations(rep *SyncReport) error {
 	t := w.begin()
 	defer t.discard()
@@ -97,7 +98,7 @@ func (w *Wallet) settleConfirmations(rep *SyncReport) error {
 		if err != nil {
 			return err
 		}
-		if u.Account != "" && u.CreditKey == "" && tip-u.Height+1 >= mc {
+		if u.Account != "" && u.CreditKey == "" && tip-u.Height+1 >= w.confsNeeded(u) {
 			due = append(due, pending{k, u})
 		}
 		return nil

@@ -5,7 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/btcsuite/btcd/btcutil"
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
+	"github.com/btcsuite/btcd/txscript"
 	"github.com/btcsuite/btcd/wire"
 )
 
@@ -179,4 +181,77 @@ func TestPayoutConfirmedAtMinConf(t *testing.T) {
 	if err := w.CheckLedger(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestCoinbaseDepositWaitsForMaturity: a block reward paid to a deposit
+// address is credited, and spendable by a payout, only at the network's
+// coinbase maturity (100 blocks), not at MinConf: a node refuses a
+// transaction that spends it sooner. A payout in the meantime spends the
+// other coins, although the reward is the wallet's largest.
+func TestCoinbaseDepositWaitsForMaturity(t *testing.T) {
+	chain := newFakeChain(53)
+	w := newTestWallet(t, "regtest", func(c *Config) { c.Chain = chain; c.MinConf = 3 })
+	fakeDeposit(t, chain, w, "alice", 500_000, 1)
+	addr, err := w.DepositAddress("bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, _ := btcutil.DecodeAddress(addr, w.Network())
+	script, _ := txscript.PayToAddrScript(dec)
+	reward := chain.mineReward(script, 5_000_000)
+	// A reward to one of the wallet's change addresses: no client's, so
+	// never credited, but the wallet's coin once mature.
+	tx := w.begin()
+	change, _, err := w.newChangeScript(tx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.commit(); err != nil {
+		t.Fatal(err)
+	}
+	chain.mineReward(change, 3_000_000)
+	chain.mine(1) // MinConf for the deposit and bob's reward
+	maturity := int(w.Network().CoinbaseMaturity)
+	rep := mustSync(t, w)
+	if want := []string{fakeOutPoint(reward)}; len(rep.Credited) != 1 || slices.Equal(rep.Credited, want) {
+		t.Fatalf("credited %v at MinConf, want alice's deposit only (not the reward %v)", rep.Credited, want)
+	}
+	if b := mustBal(t, w, EscrowAccount("bob")); b != 0 {
+		t.Fatalf("bob's escrow %d from a block reward 3 blocks deep (maturity %d)", b, maturity)
+	}
+	chain.mine(1) // and for the change address's reward
+	mustSync(t, w)
+	if _, spendable, err := w.OnChain(); err != nil || spendable != 500_000 {
+		t.Fatalf("spendable %d sat (%v), want alice's 500000 alone: the rewards are immature", spendable, err)
+	}
+	settleHeld(t, w, 1, "n", "alice", 100)
+	p, err := w.Payout(t.Context())
+	if err != nil || p == nil {
+		t.Fatalf("payout: %+v %v", p, err)
+	}
+	if p.State != PayoutBroadcast {
+		t.Fatalf("payout %s (%s), want broadcast: it spent the immature reward?", p.State, p.LastError)
+	}
+	chain.mine(maturity - 5) // bob's reward one block short of maturity
+	mustSync(t, w)
+	if b := mustBal(t, w, EscrowAccount("bob")); b != 0 {
+		t.Fatalf("bob's escrow %d one block before maturity", b)
+	}
+	chain.mine(1)
+	mustSync(t, w)
+	if b := mustBal(t, w, EscrowAccount("bob")); b != 5_000_000 {
+		t.Fatalf("bob's escrow %d at maturity, want 5000000", b)
+	}
+	chain.mine(1)
+	mustSync(t, w)
+	if _, spendable, err := w.OnChain(); err != nil || spendable < 5_000_000+3_000_000 {
+		t.Fatalf("spendable %d sat (%v) with both rewards mature", spendable, err)
+	}
+	if err := w.CheckLedger(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func fakeOutPoint(tx *wire.MsgTx) string {
+	return wire.OutPoint{Hash: tx.TxHash(), Index: 0}.String()
 }

@@ -142,6 +142,9 @@ func (c *fakeChain) SendRawTransaction(tx *wire.MsgTx, _ bool) (*chainhash.Hash,
 		if c.gone[in.PreviousOutPoint.Hash] {
 			return nil, fmt.Errorf("-22: orphan transaction %v: input %v unknown", h, in.PreviousOutPoint)
 		}
+		if at := c.coinbaseHeight(in.PreviousOutPoint.Hash); at >= 0 && int64(len(c.blocks))-at < int64(chaincfg.RegressionNetParams.CoinbaseMaturity) {
+			return nil, fmt.Errorf("-26: tried to spend coinbase transaction output %v from height %d at height %d before required maturity", in.PreviousOutPoint, at, len(c.blocks))
+		}
 		if o, ok := set[in.PreviousOutPoint]; ok {
 			fetch.AddPrevOut(in.PreviousOutPoint, o)
 		} else if c.created(in.PreviousOutPoint) {
@@ -167,6 +170,28 @@ func (c *fakeChain) SendRawTransaction(tx *wire.MsgTx, _ bool) (*chainhash.Hash,
 	}
 	c.mempool = append(c.mempool, tx)
 	return &h, nil
+}
+
+// coinbaseHeight is the height of the block whose coinbase is txid, or -1.
+func (c *fakeChain) coinbaseHeight(txid chainhash.Hash) int64 {
+	for h, b := range c.blocks {
+		if b.Transactions[0].TxHash() == txid {
+			return int64(h)
+		}
+	}
+	return -1
+}
+
+// mineReward adds a block holding the whole mempool whose coinbase pays sat
+// to script, as a miner paying a deposit address from its block reward.
+func (c *fakeChain) mineReward(script []byte, sat int64) *wire.MsgTx {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := c.newBlock(c.blocks[len(c.blocks)-1].BlockHash(), c.mempool)
+	b.Transactions[0].TxOut[0] = wire.NewTxOut(sat, script)
+	c.blocks = append(c.blocks, b)
+	c.mempool = nil
+	return b.Transactions[0]
 }
 
 // mine adds k blocks, the first holding the whole mempool.

@@ -135,8 +135,9 @@ type coin struct {
 	u  *utxo
 }
 
-// spendable lists outputs a payout may spend: MinConf confirmations, not
-// spent or reserved, and, for deposits, credited. Largest first.
+// spendable lists outputs a payout may spend: MinConf confirmations (a
+// coinbase output: its maturity), not spent or reserved, and, for deposits,
+// credited. Largest first.
 func (w *Wallet) spendable(t *rw) ([]coin, error) {
 	tip, err := t.getInt(kTip)
 	if err != nil {
@@ -148,7 +149,7 @@ func (w *Wallet) spendable(t *rw) ([]coin, error) {
 		if err != nil {
 			return err
 		}
-		if u.SpentHeight != 0 || u.ReservedBy != 0 || tip-u.Height+1 < int64(w.cfg.MinConf) {
+		if u.SpentHeight != 0 || u.ReservedBy != 0 || tip-u.Height+1 < w.confsNeeded(u) {
 			return nil
 		}
 		if u.Account != "" && u.CreditKey == "" {

@@ -29,6 +29,22 @@ type utxo struct {
 	SpentHeight int64  `json:"spent_height,omitempty"`
 	SpentBy     string `json:"spent_by,omitempty"`
 	ReservedBy  uint64 `json:"reserved_by,omitempty"` // payout id
+	// Coinbase marks a block reward paid to the wallet: the network lets
+	// it be spent only after the coinbase maturity (100 blocks).
+	Coinbase bool `json:"coinbase,omitempty"`
+}
+
+// confsNeeded is how many confirmations output u needs before it is
+// credited (a deposit) or spent (by a payout): MinConf, and for a coinbase
+// output at least the network's coinbase maturity, since a node refuses a
+// transaction that spends one sooner and a block reward dropped by a
+// reorganisation never comes back.
+func (w *Wallet) confsNeeded(u *utxo) int64 {
+	n := int64(w.cfg.MinConf)
+	if u.Coinbase {
+		n = max(n, int64(w.net.CoinbaseMaturity))
+	}
+	return n
 }
 
 func decodeUTXO(v []byte) (*utxo, error) {
@@ -243,7 +259,8 @@ func (w *Wallet) connect(h int64, blk *wire.MsgBlock, rep *SyncReport) error {
 				return err
 			}
 		}
-		if !blockchain.IsCoinBaseTx(tx) {
+		coinbase := blockchain.IsCoinBaseTx(tx)
+		if !coinbase {
 			for _, in := range tx.TxIn {
 				op := in.PreviousOutPoint.String()
 				var u utxo
@@ -282,7 +299,7 @@ func (w *Wallet) connect(h int64, blk *wire.MsgBlock, rep *SyncReport) error {
 			if err != nil {
 				return err
 			}
-			u := utxo{Value: out.Value, Script: out.PkScript, Branch: si.Branch, Index: si.Index, Account: si.Account, Height: h, Block: block, Gen: gen}
+			u := utxo{Value: out.Value, Script: out.PkScript, Branch: si.Branch, Index: si.Index, Account: si.Account, Height: h, Block: block, Gen: gen, Coinbase: coinbase}
 			res, err := t.getInt(pReserve + op.String())
 			if err != nil {
 				return err
