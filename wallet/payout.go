@@ -923,8 +923,15 @@ func (w *Wallet) writeMissingPSBTs() error {
 
 // SignPSBT signs every input of a payout PSBT that carries a BIP 32
 // derivation from this wallet's seed, finalises it and returns the
-// transaction, ready to broadcast. It is the operator's offline step.
+// transaction, ready to broadcast. It is the operator's offline step. It
+// signs only the transaction of a payout the wallet recorded and still
+// holds in state psbt: a file whose outputs were changed has another txid,
+// and a payout abandoned (its nodes credited back) or already sent must not
+// be paid again.
 func (w *Wallet) SignPSBT(pk *psbt.Packet) (*wire.MsgTx, error) {
+	if err := w.checkPSBTRecorded(pk.UnsignedTx.TxHash().String()); err != nil {
+		return nil, err
+	}
 	f := txscript.NewMultiPrevOutFetcher(nil)
 	for i, in := range pk.Inputs {
 		if in.WitnessUtxo == nil {
@@ -976,6 +983,27 @@ func (w *Wallet) SignPSBT(pk *psbt.Packet) (*wire.MsgTx, error) {
 		return nil, err
 	}
 	return psbt.Extract(pk)
+}
+
+// checkPSBTRecorded refuses to sign txid unless it is a payout in state psbt.
+func (w *Wallet) checkPSBTRecorded(txid string) error {
+	t := w.begin()
+	defer t.discard()
+	id, err := t.getInt(pPayoutTx + txid)
+	if err != nil {
+		return err
+	}
+	if id == 0 {
+		return fmt.Errorf("psbt transaction %s is no payout this wallet recorded: refusing to sign (was the file changed?)", txid)
+	}
+	var p Payout
+	if ok, err := t.getJSON(pPayout+be64(uint64(id)), &p); err != nil || !ok {
+		return fmt.Errorf("payout %d of psbt transaction %s: record missing (%v)", id, txid, err)
+	}
+	if p.State != PayoutPSBT {
+		return fmt.Errorf("payout %d is %s, not awaiting a signature: refusing to sign it again", id, p.State)
+	}
+	return nil
 }
 
 // ReadPSBTFile reads a binary or base64 PSBT file.

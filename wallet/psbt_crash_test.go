@@ -282,6 +282,15 @@ func TestPSBTPayoutInputReorganisedAway(t *testing.T) {
 	if b := mustBal(t, w, NodeAccount("n")); b != 100_000 {
 		t.Fatalf("node balance %d after the abandon, want 100000", b)
 	}
+	// The abandoned payout's file is not signed any more: its nodes were
+	// credited back and are paid by the next payout.
+	pk, err := ReadPSBTFile(old.PSBTFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.SignPSBT(pk); err == nil || !strings.Contains(err.Error(), "is abandoned, not awaiting a signature") {
+		t.Fatalf("the abandoned payout's PSBT signed or refused for another reason: %v", err)
+	}
 	fakeDeposit(t, chain, w, "other", 500_000, 2)
 	chain.mine(2)
 	mustSync(t, w)
@@ -298,7 +307,8 @@ func TestPSBTPayoutInputReorganisedAway(t *testing.T) {
 // wallet's own outputs: each input must carry its witness UTXO and a BIP 32
 // derivation from this seed's master fingerprint with the wallet's full
 // path, whose key is the one the derivation names and whose script the
-// output spent pays. Every tampering is refused, naming the input; the
+// output spent pays; and the transaction must be a recorded psbt payout's,
+// so changed outputs are refused too. Every tampering is refused; the
 // untouched PSBT signs to the recorded txid. ReadPSBTFile reads the binary
 // file and its base64 form (with a trailing newline) alike.
 func TestSignPSBTRefuses(t *testing.T) {
@@ -348,7 +358,9 @@ func TestSignPSBTRefuses(t *testing.T) {
 		"another key's pubkey": {func(pk *psbt.Packet) { pk.Inputs[0].Bip32Derivation[0].PubKey = pk.Inputs[1].Bip32Derivation[0].PubKey }, "input 0: key does not match"},
 		"another index":        {func(pk *psbt.Packet) { pk.Inputs[1].Bip32Derivation[0].Bip32Path[4]++ }, "input 1: key does not match"},
 		"another script":       {func(pk *psbt.Packet) { pk.Inputs[0].WitnessUtxo.PkScript = pk.Inputs[1].WitnessUtxo.PkScript }, "input 0: key does not match"},
-		"another wallet's":     {nil, "input 0: no derivation"},
+		"another wallet's":     {nil, "no payout this wallet recorded"},
+		"an output redirected": {func(pk *psbt.Packet) { pk.UnsignedTx.TxOut[0].PkScript = pk.Inputs[0].WitnessUtxo.PkScript }, "no payout this wallet recorded"},
+		"an output raised":     {func(pk *psbt.Packet) { pk.UnsignedTx.TxOut[0].Value++ }, "no payout this wallet recorded"},
 	}
 	for name, c := range cases {
 		pk, err := ReadPSBTFile(p.PSBTFile)
