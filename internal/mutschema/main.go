@@ -13,13 +13,16 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -33,6 +36,8 @@ type options struct {
 	ids           map[int]bool
 	list          bool
 	buildOnly     bool
+	perTest       bool
+	show          bool
 	short         bool
 	timeout       time.Duration
 	keep          string
@@ -50,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	idList := fs.String("ids", "", "run only these mutants: `list` like 3,7,10-12")
 	fs.BoolVar(&o.list, "list", false, "list the mutants and build nothing")
 	fs.BoolVar(&o.buildOnly, "build-only", false, "build the test binary (use with -keep) and run nothing")
+	fs.BoolVar(&o.perTest, "per-test", true, "run each test alone once with no mutant, then each mutant against only the tests that reach it (false: the whole set per mutant)")
+	fs.BoolVar(&o.show, "show", false, "print, under each killed mutant, the failing tests' messages (to check why each was killed)")
 	fs.BoolVar(&o.short, "short", true, "run the tests with -test.short")
 	fs.DurationVar(&o.timeout, "timeout", time.Minute, "least time a mutant's run gets (else 5 times the run with no mutant); past it the mutant counts as killed (timed out)")
 	fs.StringVar(&o.keep, "keep", "", "write the rewritten files and the binary into this `dir` and keep them")
@@ -166,6 +173,9 @@ func score(dir string, ranges []fileRange, o options, stdout, stderr io.Writer) 
 		fmt.Fprintf(stdout, "built %s: %d of %d mutants in it\n", s.binary, n, len(mutants))
 		return nil
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	s.ctx, s.perTest, s.show, s.showTo = ctx, o.perTest, o.show, stdout
 	report := func(m *Mutant, out outcome, took time.Duration) {
 		if out == notCovered {
 			fmt.Fprintf(stdout, "%4d %-11s %s %s\n", m.ID, out, m, m.Kind)

@@ -258,3 +258,37 @@ func TestParseSpecs(t *testing.T) {
 		t.Error("3-1 accepted")
 	}
 }
+
+// TestPerTestReach: run test by test, the coverage names for each mutant
+// the tests that evaluate it, and only those.
+func TestPerTestReach(t *testing.T) {
+	s := builtFixture(t)
+	s.perTest = true
+	defer func() { s.perTest = false }()
+	reached, _, err := s.coverage(testSet{run: "^Test(Adult|Discount|Once)$"}, true, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	adult := find(t, s, "fixture.go:10:13", ">=", ">")
+	once := find(t, s, "fixture.go:47:15", "+", "-")
+	if got := strings.Join(reached[adult.ID], ","); got != "TestAdult" {
+		t.Errorf("%s reached by %q, want TestAdult", adult, got)
+	}
+	if got := strings.Join(reached[once.ID], ","); got != "TestOnce" {
+		t.Errorf("%s reached by %q, want TestOnce", once, got)
+	}
+	if _, ok := reached[find(t, s, "fixture.go:63:4", "++", "--").ID]; ok {
+		t.Error("a++ under an if never taken counted as reached")
+	}
+	res, err := s.score(testSet{run: "^Test(Adult|Discount)$"}, true, nil, time.Minute, nil, func(string, ...any) {},
+		func(*Mutant, outcome, time.Duration) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := res[find(t, s, "fixture.go:16:7", ">", ">=").ID]; o != lived {
+		t.Errorf("Discount's boundary mutant: %s, want LIVED", o)
+	}
+	if o := res[find(t, s, "fixture.go:16:7", ">", "<=").ID]; o != killed {
+		t.Errorf("Discount's negation: %s, want KILLED", o)
+	}
+}

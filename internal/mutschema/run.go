@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +26,20 @@ type schema struct {
 	sites   map[string][]*site
 	work    string // scratch directory: rewritten files, overlay, binary
 	binary  string
+	ctx     context.Context // cancelled on SIGINT/SIGTERM: the running binary is killed
+
+	// perTest: each test is run alone once with no mutant, which tells the
+	// mutants it reaches; a mutant then runs only the tests that reach it.
+	perTest bool
+	reach   map[string]testReach // by test name
+
+	show   bool // print the failing tests' lines of each killed mutant
+	showTo io.Writer
+}
+
+type testReach struct {
+	ids  map[int]bool
+	took time.Duration
 }
 
 // build writes the rewritten files and the helper into work, names them in
@@ -32,7 +47,8 @@ type schema struct {
 // the test binary once. A line the compiler refuses has its mutants
 // marked not built and the build is tried again without them.
 func build(pi *pkgInfo, mutants []*Mutant, sites map[string][]*site, work string, buildFlags []string, log func(string, ...any)) (*schema, error) {
-	s := &schema{pi: pi, mutants: mutants, sites: sites, work: work, binary: filepath.Join(work, "schema.test")}
+	s := &schema{pi: pi, mutants: mutants, sites: sites, work: work, binary: filepath.Join(work, "schema.test"),
+		ctx: context.Background(), reach: map[string]testReach{}}
 	for attempt := 0; ; attempt++ {
 		overlay := map[string]string{}
 		var names []string
@@ -142,7 +158,7 @@ func (o outcome) String() string {
 // runOnce runs the binary with one mutant switched on (0: none). A run
 // past the timeout is stopped with its whole process group.
 func (s *schema) runOnce(set testSet, short bool, id int, cover string, timeout time.Duration) (ok bool, hung bool, out string, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(s.ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, s.binary, set.args(short)...)
 	cmd.Dir = s.pi.dir
@@ -153,6 +169,9 @@ func (s *schema) runOnce(set testSet, short bool, id int, cover string, timeout 
 	var buf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	runErr := cmd.Run()
+	if s.ctx.Err() != nil {
+		return false, false, buf.String(), s.ctx.Err()
+	}
 	if ctx.Err() != nil {
 		return false, true, buf.String(), nil
 	}
@@ -163,14 +182,80 @@ func (s *schema) runOnce(set testSet, short bool, id int, cover string, timeout 
 	return runErr == nil, false, buf.String(), nil
 }
 
-// coverage runs the set with no mutant and returns the mutants whose
-// expressions it evaluated, and how long the run took. The tests must pass.
-func (s *schema) coverage(set testSet, short bool, limit time.Duration) (map[int]bool, time.Duration, error) {
+// coverage runs the set with no mutant and returns, for each mutant whose
+// expression it evaluated, the tests that evaluated it (nil when the set
+// was run whole), and how long the set took. The tests must pass.
+func (s *schema) coverage(set testSet, short bool, limit time.Duration) (map[int][]string, time.Duration, error) {
+	if !s.perTest {
+		ids, took, err := s.coverOnce(set, short, limit)
+		if err != nil {
+			return nil, 0, err
+		}
+		reached := map[int][]string{}
+		for id := range ids {
+			reached[id] = nil
+		}
+		return reached, took, nil
+	}
+	names, err := s.listTests(set)
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(names) == 0 {
+		return nil, 0, fmt.Errorf("-test.run=%q -test.skip=%q runs no test", set.run, set.skip)
+	}
+	reached := map[int][]string{}
+	var total time.Duration
+	for _, name := range names {
+		r, ok := s.reach[name]
+		if !ok {
+			ids, took, err := s.coverOnce(testSet{run: "^" + regexp.QuoteMeta(name) + "$", skip: set.skip}, short, limit)
+			if err != nil {
+				return nil, 0, err
+			}
+			r = testReach{ids: ids, took: took}
+			s.reach[name] = r
+		}
+		total += r.took
+		for id := range r.ids {
+			reached[id] = append(reached[id], name)
+		}
+	}
+	return reached, total, nil
+}
+
+// listTests names the top-level tests of the set.
+func (s *schema) listTests(set testSet) ([]string, error) {
+	cmd := exec.CommandContext(s.ctx, s.binary, "-test.list="+set.run)
+	cmd.Dir = s.pi.dir
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("listing the tests: %v", err)
+	}
+	var skip *regexp.Regexp
+	if set.skip != "" {
+		if skip, err = regexp.Compile(set.skip); err != nil {
+			return nil, fmt.Errorf("-skip: %v", err)
+		}
+	}
+	var names []string
+	for _, name := range strings.Fields(string(out)) {
+		if strings.HasPrefix(name, "Test") && (skip == nil || !skip.MatchString(name)) {
+			names = append(names, name)
+		}
+	}
+	return names, nil
+}
+
+// coverOnce runs the set once with no mutant and reads the mutants whose
+// expressions it evaluated.
+func (s *schema) coverOnce(set testSet, short bool, limit time.Duration) (map[int]bool, time.Duration, error) {
 	f, err := os.CreateTemp(s.work, "cover-*")
 	if err != nil {
 		return nil, 0, err
 	}
 	f.Close()
+	defer os.Remove(f.Name())
 	start := time.Now()
 	ok, hung, out, err := s.runOnce(set, short, 0, f.Name(), limit)
 	took := time.Since(start)
@@ -217,11 +302,11 @@ func (s *schema) score(set testSet, short bool, chosen map[int]bool, minTimeout 
 	if err != nil {
 		return nil, err
 	}
-	timeout := 5 * base
-	if timeout < minTimeout {
-		timeout = minTimeout
+	how := "the whole set per mutant"
+	if s.perTest {
+		how = "per mutant only the tests that reach it"
 	}
-	log("tests with no mutant: %s; %d mutants reached; timeout per mutant %s", base.Round(time.Millisecond), len(reached), timeout)
+	log("tests with no mutant: %s; %d mutants reached; %s", base.Round(time.Millisecond), len(reached), how)
 	res := map[int]outcome{}
 	for _, m := range s.mutants {
 		if chosen != nil && !chosen[m.ID] {
@@ -234,13 +319,25 @@ func (s *schema) score(set testSet, short bool, chosen map[int]bool, minTimeout 
 		case done[m.ID] == killed || done[m.ID] == timedOut:
 			res[m.ID] = done[m.ID]
 			continue
-		case !reached[m.ID]:
+		case !hasKey(reached, m.ID):
 			res[m.ID] = notCovered
 			report(m, notCovered, 0)
 			continue
 		}
+		run, took := set, base
+		if s.perTest {
+			took = 0
+			for _, name := range reached[m.ID] {
+				took += s.reach[name].took
+			}
+			run.run = "^(" + strings.Join(reached[m.ID], "|") + ")$"
+		}
+		timeout := 5 * took
+		if timeout < minTimeout {
+			timeout = minTimeout
+		}
 		start := time.Now()
-		ok, hung, _, err := s.runOnce(set, short, m.ID, "", timeout)
+		ok, hung, out, err := s.runOnce(run, short, m.ID, "", timeout)
 		if err != nil {
 			return nil, err
 		}
@@ -253,6 +350,40 @@ func (s *schema) score(set testSet, short bool, chosen map[int]bool, minTimeout 
 		}
 		res[m.ID] = o
 		report(m, o, time.Since(start))
+		if s.show && o != lived {
+			fmt.Fprintf(s.showTo, "%s\n", indent(failures(out)))
+		}
 	}
 	return res, nil
+}
+
+func hasKey(m map[int][]string, k int) bool {
+	_, ok := m[k]
+	return ok
+}
+
+// failures keeps the lines of a test run that say what failed: the
+// "--- FAIL" lines, the test's messages under them and a panic's first
+// lines.
+func failures(out string) string {
+	var keep []string
+	lines := strings.Split(out, "\n")
+	for i, l := range lines {
+		t := strings.TrimSpace(l)
+		if strings.HasPrefix(t, "--- FAIL") || strings.HasPrefix(l, "    ") && strings.Contains(l, ".go:") ||
+			strings.HasPrefix(t, "panic:") || strings.HasPrefix(t, "FAIL") && i > 0 && len(keep) == 0 {
+			keep = append(keep, t)
+		}
+		if len(keep) >= 8 {
+			break
+		}
+	}
+	return strings.Join(keep, "\n")
+}
+
+func indent(s string) string {
+	if s == "" {
+		return "       (no failure message)"
+	}
+	return "       " + strings.ReplaceAll(s, "\n", "\n       ")
 }
