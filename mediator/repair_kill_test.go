@@ -21,12 +21,13 @@ type faultyNodes struct {
 	NodeClient
 	mu     sync.Mutex
 	refuse map[fnet.NodeID]bool
+	forget map[fnet.NodeID]bool // the put is acknowledged, nothing kept
 	gets   map[fnet.NodeID]int
 	puts   map[fnet.NodeID]int
 }
 
 func newFaultyNodes(inner NodeClient, refuse ...fnet.NodeID) *faultyNodes {
-	f := &faultyNodes{NodeClient: inner, refuse: map[fnet.NodeID]bool{}, gets: map[fnet.NodeID]int{}, puts: map[fnet.NodeID]int{}}
+	f := &faultyNodes{NodeClient: inner, refuse: map[fnet.NodeID]bool{}, forget: map[fnet.NodeID]bool{}, gets: map[fnet.NodeID]int{}, puts: map[fnet.NodeID]int{}}
 	for _, id := range refuse {
 		f.refuse[id] = true
 	}
@@ -43,10 +44,13 @@ func (f *faultyNodes) Get(ctx context.Context, addr fnet.Address, t fnet.SignedT
 func (f *faultyNodes) Put(ctx context.Context, addr fnet.Address, t fnet.SignedTicket, data []byte) error {
 	f.mu.Lock()
 	f.puts[addr.ID]++
-	refuse := f.refuse[addr.ID]
+	refuse, forget := f.refuse[addr.ID], f.forget[addr.ID]
 	f.mu.Unlock()
 	if refuse {
 		return &fnet.RemoteError{Code: fnet.CodeInternal, Message: "no space left on device"}
+	}
+	if forget {
+		return nil
 	}
 	return f.NodeClient.Put(ctx, addr, t, data)
 }
@@ -102,7 +106,7 @@ func TestRepairReadsExactlyK(t *testing.T) {
 // it, does not get the piece in its contract; the next target does, in
 // the same scan.
 func TestRepairPassesOverAFailingTarget(t *testing.T) {
-	for _, mode := range []string{"refuses the put", "does not answer the verification"} {
+	for _, mode := range []string{"refuses the put", "does not answer the verification", "acknowledges the put and keeps nothing"} {
 		t.Run(mode, func(t *testing.T) {
 			w := newWorld(t, 5)
 			w.c.cfg.RepairThreshold = w.c.cfg.Scheme.N
@@ -117,10 +121,13 @@ func TestRepairPassesOverAFailingTarget(t *testing.T) {
 			bad := w.addNode("10.0.5.1:7000", 50).ID()
 			good := w.addNode("10.0.6.1:7000", 60).ID()
 			f := newFaultyNodes(w.mem)
-			if mode == "refuses the put" {
+			switch mode {
+			case "refuses the put":
 				f.refuse[bad] = true
-			} else {
+			case "does not answer the verification":
 				w.mem.nodes[bad].mute = true
+			default:
+				f.forget[bad] = true
 			}
 			w.c.nodes = f
 			for _, id := range segs {

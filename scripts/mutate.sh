@@ -13,6 +13,21 @@
 #   MUTATE_RUN    a -run regexp: the tests run against every mutant (and for
 #                 the coverage that decides which mutants run).
 #   MUTATE_GOFLAGS go test flags (default -short -vet=off -ldflags=-w).
+#
+# MUTATE_MODE=schemata scores by mutant schemata instead (internal/mutschema):
+# the same kinds of mutants, all built into one test binary through
+# `go test -overlay` (the tree is never written), the binary run once per
+# mutant: seconds a mutant where gremlins' build takes minutes. It reads
+# MUTATE_PKGS, MUTATE_FILES (for each package listed) and MUTATE_RUN (the
+# package's own tests only: default ^Test), and
+#   MUTATE_SKIP         a -test.skip regexp (e.g. PostgreSQL tests).
+#   MUTATE_BEFORE_RUN   score first with these tests (the old ones),
+#   MUTATE_BEFORE_SKIP  or with the after set less these (the new ones),
+#                       then with MUTATE_RUN/MUTATE_SKIP: before and after.
+#   MUTATE_IDS          run only these mutants ("3,7,10-12"; the numbers of
+#                       a run over the same files).
+#   MUTATE_TIMEOUT      least time a mutant's run gets (default 1m; else 5
+#                       times the run without a mutant); past it, killed.
 set -eu
 cd "$(dirname "$0")/.."
 GREMLINS=tools/bin/gremlins
@@ -22,6 +37,23 @@ if [ ! -x "$GREMLINS" ]; then
 fi
 PKGS=${MUTATE_PKGS:-"net challenge vault chunkstore meta storagenode mediator wallet replicate"}
 mkdir -p .mutate
+
+if [ "${MUTATE_MODE:-gremlins}" = schemata ]; then
+	go build -o .mutate/mutschema ./internal/mutschema
+	status=0
+	for p in $PKGS; do
+		log=".mutate/$(echo "schemata $p ${MUTATE_FILES:-}" | tr ' /:' '__-').log"
+		echo "== $p (log: $log)"
+		set -- -run "${MUTATE_RUN:-^Test}" -timeout "${MUTATE_TIMEOUT:-1m}"
+		[ -z "${MUTATE_SKIP:-}" ] || set -- "$@" -skip "$MUTATE_SKIP"
+		[ -z "${MUTATE_BEFORE_RUN:-}" ] || set -- "$@" -before-run "$MUTATE_BEFORE_RUN"
+		[ -z "${MUTATE_BEFORE_SKIP:-}" ] || set -- "$@" -before-skip "$MUTATE_BEFORE_SKIP"
+		[ -z "${MUTATE_IDS:-}" ] || set -- "$@" -ids "$MUTATE_IDS"
+		nice -n "${MUTATE_NICE:-10}" .mutate/mutschema "$@" "./$p" ${MUTATE_FILES:-} >"$log" 2>&1 || status=1
+		sed -n '/^Mutation score per file:/,$p' "$log"
+	done
+	exit $status
+fi
 
 # One CPU per test run through GOFLAGS' -cpu=1. Not gremlins' --test-cpu:
 # v0.5.0 passes it to go test as the single argument "-cpu 1", which the
