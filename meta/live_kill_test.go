@@ -2,6 +2,7 @@ package meta
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -124,40 +125,44 @@ func failingIndex(t *testing.T, fill func(b *Batch)) (x *Index, failing *atomic.
 
 // TestBatchReadErrorsFailTheCommit: while the live feed is tracked, a batch
 // that cannot read what it must (whether a chunk it locates is pending,
-// where a chunk that lost its last reference was) is not applied: Commit
-// returns the disk's error, and once the disk reads again the index holds
-// nothing of the batch.
+// where a chunk that lost its last reference was, whether a blob put again
+// is located) is not applied: Commit returns the disk's error, and once
+// the disk reads again the index holds nothing of the batch. Each case on
+// an index of its own, whose table no read has brought into the cache.
 func TestBatchReadErrorsFailTheCommit(t *testing.T) {
 	pending, located := ChunkID{0xa1}, ChunkID{0xa2}
 	seg := SegmentID{7}
-	x, failing := failingIndex(t, func(b *Batch) {
-		b.PutChunk(2, 0, &ChunkRef{ID: pending, Version: 1, Len: 10})
-		b.PutBlob(located, 10)
-		b.PutLocation(located, &Location{Segment: seg, Length: 40})
-	})
-	x.TrackLive(100)
 	steps := []struct {
 		what  string
 		fn    func(b *Batch)
-		check func() error
+		check func(x *Index) error
 	}{
 		{"locating a pending chunk", func(b *Batch) {
 			b.PutLocation(pending, &Location{Segment: seg, Offset: 40, Length: 40})
-		}, func() error {
-			_, err := x.GetLocation(pending)
-			if !errors.Is(err, ErrNotFound) {
-				return errors.New("the chunk got its location")
+		}, func(x *Index) error {
+			if _, err := x.GetLocation(pending); !errors.Is(err, ErrNotFound) {
+				return fmt.Errorf("the chunk's location: %v", err)
 			}
 			return nil
 		}},
-		{"dropping a located blob", func(b *Batch) { b.DeleteBlob(located) }, func() error {
-			if _, err := x.GetBlob(located); err != nil {
-				return err
+		{"dropping a located blob", func(b *Batch) { b.DeleteBlob(located) }, func(x *Index) error {
+			_, err := x.GetBlob(located)
+			return err
+		}},
+		{"putting a located blob again", func(b *Batch) { b.PutBlob(located, 11) }, func(x *Index) error {
+			if n, err := x.GetBlob(located); err != nil || n != 10 {
+				return fmt.Errorf("the blob reads %d, %v; want 10", n, err)
 			}
 			return nil
 		}},
 	}
 	for _, st := range steps {
+		x, failing := failingIndex(t, func(b *Batch) {
+			b.PutChunk(2, 0, &ChunkRef{ID: pending, Version: 1, Len: 10})
+			b.PutBlob(located, 10)
+			b.PutLocation(located, &Location{Segment: seg, Length: 40})
+		})
+		x.TrackLive(100)
 		failing.Store(true)
 		b := x.NewBatch()
 		st.fn(b)
@@ -166,12 +171,12 @@ func TestBatchReadErrorsFailTheCommit(t *testing.T) {
 		if !errors.Is(err, syscall.EIO) {
 			t.Fatalf("%s with failing reads: Commit %v, want EIO", st.what, err)
 		}
-		if err := st.check(); err != nil {
+		if err := st.check(x); err != nil {
 			t.Fatalf("%s: a failed batch was applied: %v", st.what, err)
 		}
-	}
-	if c, complete := x.TakeLive(); !complete || len(c) != 0 {
-		t.Fatalf("failed batches reported %d live changes (complete %v)", len(c), complete)
+		if c, complete := x.TakeLive(); !complete || len(c) != 0 {
+			t.Fatalf("%s: a failed batch reported %d live changes (complete %v)", st.what, len(c), complete)
+		}
 	}
 }
 
