@@ -108,6 +108,9 @@ func TestGetPin(t *testing.T) {
 	if got, err := x.GetPin(ChunkID{1}); err != nil || got != p {
 		t.Fatalf("GetPin: %+v, %v; want %+v", got, err, p)
 	}
+	if p, err := x.Pinned(ChunkID{1}); err != nil || !p {
+		t.Fatalf("Pinned of a pinned chunk: %v, %v", p, err)
+	}
 	if _, err := x.GetPin(ChunkID{2}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("GetPin of a chunk not pinned: %v", err)
 	}
