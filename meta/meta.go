@@ -458,7 +458,7 @@ func (x *Index) NewBatch() *Batch { return &Batch{x: x, b: x.db.NewBatch()} }
 func (b *Batch) set(key, val []byte) {
 	b.touch(key)
 	b.noteTreeKey(key, false)
-	// Batch.Set copies key and value; it fails only on a closed batch.
+	// Batch.Set copies key and value; it fails only in an indexed batch (NewBatch's is not).
 	if err := b.b.Set(key, b.x.keys.Meta.Seal(nil, val, key), nil); err != nil {
 		panic(err)
 	}
