@@ -3,7 +3,10 @@ package wallet
 import (
 	"context"
 	"errors"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
 	"github.com/btcsuite/btcd/wire"
@@ -159,5 +162,121 @@ func TestSyncInterruptedAfterUndo(t *testing.T) {
 	}
 	if rep := mustSync(t, w); rep.Disconnected != 0 || rep.Connected != 3 || rep.Tip != 5 {
 		t.Fatalf("next sync: %+v, want blocks 3 to 5 scanned and nothing undone", rep)
+	}
+}
+
+// flipFlop is a fakeChain that switches between branches a and b (which
+// differ from height 2 on) each time it hands out its block at height 2,
+// up to limit times.
+type flipFlop struct {
+	*fakeChain
+	a, b         []*wire.MsgBlock
+	flips, limit int
+}
+
+func (c *flipFlop) GetBlock(h *chainhash.Hash) (*wire.MsgBlock, error) {
+	blk, err := c.fakeChain.GetBlock(h)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.flips < c.limit && *h == c.blocks[2].BlockHash() {
+		c.flips++
+		if c.blocks[2] == c.a[2] {
+			c.blocks = c.b
+		} else {
+			c.blocks = c.a
+		}
+	}
+	return blk, err
+}
+
+// TestSyncGivesUpWhenTheChainKeepsChanging: a node that reorganises under
+// every scan makes a Sync start over, and give up with an error after a
+// bounded number of tries instead of running for good; once the node
+// settles, the next Sync holds its blocks.
+func TestSyncGivesUpWhenTheChainKeepsChanging(t *testing.T) {
+	fc := newFakeChain(44)
+	chain := &flipFlop{fakeChain: fc}
+	w := newTestWallet(t, "regtest", func(c *Config) { c.Chain = chain; c.MinConf = 1 })
+	fc.mine(1)
+	mustSync(t, w)
+	fc.mine(2)
+	chain.a = append([]*wire.MsgBlock(nil), fc.blocks...)
+	fc.reorg(2, func(*wire.MsgTx, bool) bool { return true })
+	fc.mine(2)
+	chain.b = append([]*wire.MsgBlock(nil), fc.blocks...)
+	chain.limit = 1000
+	if _, err := w.Sync(context.Background()); err == nil || !strings.Contains(err.Error(), "keeps changing") {
+		t.Fatalf("Sync against a chain reorganising under every scan: %v after %d reorganisations, want it to give up", err, chain.flips)
+	}
+	if chain.flips > 20 {
+		t.Fatalf("Sync gave up after %d reorganisations, want about a dozen", chain.flips)
+	}
+	chain.limit = chain.flips // settled
+	rep := mustSync(t, w)
+	tx := w.begin()
+	defer tx.discard()
+	for h := int64(0); h <= 3; h++ {
+		ours, _, err := tx.get(heightKey(pBlock, h))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := fc.blocks[h].BlockHash()
+		if string(ours) != string(want[:]) {
+			t.Fatalf("height %d after the node settled (%+v): the wallet keeps another block than the node's", h, rep)
+		}
+	}
+}
+
+// downChain is a fakeChain whose node is down (every call fails) until up.
+type downChain struct {
+	*fakeChain
+	up atomic.Bool
+}
+
+func (c *downChain) GetBlockCount() (int64, error) {
+	if !c.up.Load() {
+		return 0, errors.New("connection refused")
+	}
+	return c.fakeChain.GetBlockCount()
+}
+
+func (c *downChain) GetBlockHash(h int64) (*chainhash.Hash, error) {
+	if !c.up.Load() {
+		return nil, errors.New("connection refused")
+	}
+	return c.fakeChain.GetBlockHash(h)
+}
+
+// TestRunRetriesWhileTheNodeIsDown: Run logs a failed Sync and tries again
+// at the next tick; it follows the node once it is back, and ends only
+// with its context.
+func TestRunRetriesWhileTheNodeIsDown(t *testing.T) {
+	chain := &downChain{fakeChain: newFakeChain(45)}
+	w := newTestWallet(t, "regtest", func(c *Config) { c.Chain = chain; c.MinConf = 1 })
+	chain.mine(3)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx, 5*time.Millisecond) }()
+	time.Sleep(50 * time.Millisecond) // several ticks with the node down
+	select {
+	case err := <-done:
+		t.Fatalf("Run ended while the node was down: %v", err)
+	default:
+	}
+	chain.up.Store(true)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if tip, err := w.tip(); err == nil && tip == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Run did not follow the node within 10 s of it coming back")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run returned %v, want context.Canceled", err)
 	}
 }
