@@ -161,6 +161,68 @@ func TestEngineSegmentCacheBound(t *testing.T) {
 	if n := e.r.segFetches.Load(); n != 5 {
 		t.Fatalf("%d segment downloads, want 5", n)
 	}
+	if e.r.piecePace.avg.Load() <= 0 {
+		t.Fatal("no piece download noted in the pace after five fetches")
+	}
+	// Segment 2, taken whole and gone, is read again: it is no longer
+	// taken whole (the read-ahead may fetch it again once it leaves).
+	e.r.fetchMu.Lock()
+	done := slices.Contains(e.r.segDone, segs[2])
+	e.r.fetchMu.Unlock()
+	if !done {
+		t.Fatal("segment 2 not remembered as taken whole")
+	}
+	read(2, 0, 2)
+	e.r.fetchMu.Lock()
+	done = slices.Contains(e.r.segDone, segs[2])
+	e.r.fetchMu.Unlock()
+	if done {
+		t.Fatal("segment 2, downloaded again and half taken, still remembered as taken whole")
+	}
+}
+
+// TestEngineConcurrentReadersShareADownload: readers of chunks of one
+// segment that ask while its download runs (slow nodes) wait for that
+// download instead of starting their own; each gets its chunk's bytes,
+// and once they are done only the cache holds the segment's buffer.
+func TestEngineConcurrentReadersShareADownload(t *testing.T) {
+	e, f := peerEngine(t, 4, nil)
+	f.setDelay(500 * time.Millisecond)
+	for _, p := range f.peers {
+		p.set(peerSlow)
+	}
+	class := SizeClasses[0]
+	content := segmentData(40, class)
+	id := meta.SegmentID{0x40}
+	var locs []meta.Location
+	for i := range 4 {
+		locs = append(locs, meta.Location{Offset: uint32(i * class / 4), Length: uint32(class / 4)})
+	}
+	ids := putDataSegment(t, e, f, id, content, class, locs)
+	e.r.segBudget = 4 * class
+	errs := make(chan error, len(ids))
+	for i, cid := range ids {
+		go func() {
+			got, err := e.r.fetchChunk(cid, nil)
+			if err == nil && !bytes.Equal(got, content[locs[i].Offset:locs[i].Offset+locs[i].Length]) {
+				err = errors.New("other bytes")
+			}
+			errs <- err
+		}()
+	}
+	for range ids {
+		if err := <-errs; err != nil {
+			t.Fatalf("a concurrent reader: %v", err)
+		}
+	}
+	if n := e.r.segFetches.Load(); n != 1 {
+		t.Fatalf("%d downloads for four concurrent readers of one segment", n)
+	}
+	e.r.fetchMu.Lock()
+	defer e.r.fetchMu.Unlock()
+	if len(e.r.segCache) != 1 || e.r.segCache[0].buf.refs != 1 || !e.r.segCache[0].whole {
+		t.Fatalf("after the readers: %d cached, the buffer held %d times, want once (the cache's)", len(e.r.segCache), e.r.segCache[0].buf.refs)
+	}
 }
 
 // TestUploadCommitsWhatWasStored: a segment uploaded while one node
@@ -217,6 +279,12 @@ func TestUploadCommitsWhatWasStored(t *testing.T) {
 	if !slices.Equal(idx, []int{0, 1, 3}) || seg.Pieces[2] != (meta.SegmentPiece{}) {
 		t.Fatalf("committed pieces %v, want 0, 1, 3 (node 2 refused); recorded piece 2 %v", idx, seg.Pieces[2])
 	}
+	f.mu.Lock()
+	nrel := len(f.releases)
+	f.mu.Unlock()
+	if nrel != 0 {
+		t.Fatalf("%d releases after a committed upload: a committed segment released", nrel)
+	}
 	if want := 3 * psize * uint64(seg.K) / uint64(seg.N); e.r.st.UploadDone != want {
 		t.Fatalf("upload progress %d, want three pieces' share %d", e.r.st.UploadDone, want)
 	}
@@ -243,6 +311,35 @@ func TestUploadCommitsWhatWasStored(t *testing.T) {
 	if _, err := e.idx.GetLocation(ids2[0]); err == nil {
 		t.Fatal("a chunk of the refused upload got a location")
 	}
+	if n := intents(t, e); n != 0 || e.r.intentsLeft {
+		t.Fatalf("%d upload intents left (retry asked %v) after the placement was released", n, e.r.intentsLeft)
+	}
+	// The mediator knows the placement no more: released all the same.
+	f.refuse(fnet.CodeNotFound, 0)
+	if err := e.r.uploadSegment(e.planFor(t, ids2)); err == nil {
+		t.Fatal("upload with two nodes refusing succeeded")
+	}
+	if n := intents(t, e); n != 0 || e.r.intentsLeft {
+		t.Fatalf("%d upload intents left (retry asked %v) after a release the mediator did not need", n, e.r.intentsLeft)
+	}
+	// The mediator fails the release: the intent stays, for a retry.
+	f.refuse(fnet.CodeBadRequest, 0)
+	if err := e.r.uploadSegment(e.planFor(t, ids2)); err == nil {
+		t.Fatal("upload with two nodes refusing succeeded")
+	}
+	if n := intents(t, e); n != 1 || !e.r.intentsLeft {
+		t.Fatalf("%d upload intents left (retry asked %v) after a failed release, want 1 and a retry", n, e.r.intentsLeft)
+	}
+}
+
+// intents is how many upload intents the index holds.
+func intents(t *testing.T, e *engine) int {
+	t.Helper()
+	n := 0
+	if err := e.idx.ReplRecords("up/", func(string, []byte) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // TestUploadWaitsLongerForLargePieces: a piece upload may take its
@@ -251,7 +348,7 @@ func TestUploadCommitsWhatWasStored(t *testing.T) {
 // them (with the allowance, 3 s; without it they would time out).
 func TestUploadWaitsLongerForLargePieces(t *testing.T) {
 	e, f := peerEngine(t, 4, func(c *Config) { c.PieceTimeout = time.Second })
-	f.delay = 1400 * time.Millisecond
+	f.setDelay(1400 * time.Millisecond)
 	for _, p := range f.peers {
 		p.set(peerSlow)
 	}
@@ -280,7 +377,7 @@ func TestUploadAllRound(t *testing.T) {
 	e.r.streamFor = 5 * time.Minute // a loaded machine must not end the round first
 	// Slow nodes: the round lasts two seconds at least, time for the test
 	// to write the chunks it takes on.
-	f.delay = time.Second
+	f.setDelay(time.Second)
 	for _, p := range f.peers {
 		p.set(peerSlow)
 	}
@@ -337,6 +434,20 @@ func TestUploadAllRound(t *testing.T) {
 		t.Fatalf("after the round: %d of %d bytes counted, %d chunks in flight", upDone, upTotal, inflight)
 	}
 
+	// A round with nothing more to take on ends with its last upload
+	// (the test's bound: streamFor is five minutes).
+	one, _ := e.addChunks(t, rng, half, half, 100)
+	ended := make(chan error, 1)
+	go func() { ended <- e.r.uploadAll([]*plannedSegment{e.planFor(t, one[:2])}) }()
+	select {
+	case err := <-ended:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("a round whose uploads are done did not end")
+	}
+
 	// Two nodes refuse: every upload fails, the round says so.
 	f.peers[0].set(peerRefuse)
 	f.peers[1].set(peerRefuse)
@@ -349,7 +460,7 @@ func TestUploadAllRound(t *testing.T) {
 	f.mu.Lock()
 	nc = len(f.commits)
 	f.mu.Unlock()
-	if nc != 4 || len(e.r.inflight) != 0 {
+	if nc != 5 || len(e.r.inflight) != 0 {
 		t.Fatalf("%d commits, %d chunks in flight after the failed round", nc, len(e.r.inflight))
 	}
 	pend := pendingIDs(t, e.idx)

@@ -53,7 +53,7 @@ type fakeNet struct {
 	peers  []*fakePeer
 	client *mediator.Client
 	acct   fnet.AccountID
-	delay  time.Duration // peerSlow's
+	delay  atomic.Int64 // peerSlow's, in nanoseconds
 	held   chan struct{}
 	free   sync.Once
 
@@ -64,6 +64,9 @@ type fakeNet struct {
 	commits  []fnet.CommitRequest
 	releases []fnet.SegmentID
 	pointer  *fnet.SnapshotPointer
+	// refuse, when set, is the error the mediator answers a release or
+	// a snapshot pointer's put with.
+	refuseRelease, refuseSnapshot fnet.ErrorCode
 }
 
 // newFakeNet starts a mediator and n nodes, all honest, and a client of
@@ -77,7 +80,8 @@ func newFakeNet(t *testing.T, n int, id *fnet.Identity) *fakeNet {
 		}
 	}
 	f := &fakeNet{t: t, held: make(chan struct{}), segs: map[fnet.SegmentID]*fnet.SegmentReply{}, places: map[fnet.SegmentID]*fnet.PlacementRequest{},
-		acct: fnet.AccountID(id.ID()), delay: 300 * time.Millisecond}
+		acct: fnet.AccountID(id.ID())}
+	f.setDelay(300 * time.Millisecond)
 	for range n {
 		p := &fakePeer{pieces: map[challenge.PieceID][]byte{}}
 		p.tr = serveOn(t, func(ctx context.Context, _ fnet.NodeID, s *quic.Stream) { f.serveNode(ctx, p, s) })
@@ -101,6 +105,24 @@ func newFakeNet(t *testing.T, n int, id *fnet.Identity) *fakeNet {
 	return f
 }
 
+// setDelay sets how long peerSlow nodes wait before they answer.
+func (f *fakeNet) setDelay(d time.Duration) { f.delay.Store(int64(d)) }
+
+// refuse makes the mediator answer releases (release) or snapshot
+// pointers' puts (snapshot) with error code c (0: it accepts them).
+func (f *fakeNet) refuse(release, snapshot fnet.ErrorCode) {
+	f.mu.Lock()
+	f.refuseRelease, f.refuseSnapshot = release, snapshot
+	f.mu.Unlock()
+}
+
+// snapshotPointer is the pointer stored last (nil for none).
+func (f *fakeNet) snapshotPointer() *fnet.SnapshotPointer {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pointer
+}
+
 // letGo lets held peers answer (honestly).
 func (f *fakeNet) letGo() { f.free.Do(func() { close(f.held) }) }
 
@@ -118,7 +140,7 @@ func (f *fakeNet) serveNode(ctx context.Context, p *fakePeer, s *quic.Stream) {
 			return
 		}
 	case peerSlow:
-		time.Sleep(f.delay)
+		time.Sleep(time.Duration(f.delay.Load()))
 	}
 	switch req := m.(type) {
 	case *fnet.GetRequest:
@@ -200,6 +222,10 @@ func (f *fakeNet) serveMediator(s *quic.Stream) {
 		}
 		fnet.WriteAnyMessage(s, &fnet.CommitReply{})
 	case *fnet.SnapshotPutRequest:
+		if f.refuseSnapshot != 0 {
+			fnet.WriteAnyMessage(s, &fnet.ErrorReply{Code: f.refuseSnapshot})
+			return
+		}
 		p := req.Pointer
 		f.pointer = &p
 		fnet.WriteAnyMessage(s, &fnet.SnapshotPutReply{})
@@ -211,6 +237,10 @@ func (f *fakeNet) serveMediator(s *quic.Stream) {
 		fnet.WriteAnyMessage(s, &fnet.SnapshotGetReply{Pointer: *f.pointer})
 	case *fnet.ReleaseRequest:
 		f.releases = append(f.releases, req.Segment)
+		if f.refuseRelease != 0 {
+			fnet.WriteAnyMessage(s, &fnet.ErrorReply{Code: f.refuseRelease})
+			return
+		}
 		fnet.WriteAnyMessage(s, &fnet.ReleaseReply{})
 	default:
 		fnet.WriteAnyMessage(s, &fnet.ErrorReply{Code: fnet.CodeBadRequest})

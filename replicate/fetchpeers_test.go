@@ -39,7 +39,7 @@ func TestFetchSegmentAsksKNodes(t *testing.T) {
 	seg := fnet.SegmentID{1}
 	pieces := f.addSegment(seg, 2, 4, data, nil)
 	all := 2 * len(pieces[0])
-	for _, c := range []struct{ size, want int }{{len(data), len(data)}, {1000, 1000}, {0, all}, {all + 1, all}} {
+	for _, c := range []struct{ size, want int }{{len(data), len(data)}, {all - 1, all - 1}, {1000, 1000}, {0, all}, {all + 1, all}} {
 		got, err := fetchOf(f, seg, c.size, time.Minute, time.Minute)
 		if err != nil {
 			t.Fatalf("size %d: %v", c.size, err)
@@ -48,8 +48,8 @@ func TestFetchSegmentAsksKNodes(t *testing.T) {
 			t.Fatalf("size %d: %d bytes back, want %d of the segment", c.size, len(got), c.want)
 		}
 	}
-	if g := f.gets(); g[0] != 4 || g[1] != 4 || g[2] != 0 || g[3] != 0 {
-		t.Fatalf("gets per node %v over 4 fetches from honest nodes, want [4 4 0 0]: only the data pieces' nodes asked", g)
+	if g := f.gets(); g[0] != 5 || g[1] != 5 || g[2] != 0 || g[3] != 0 {
+		t.Fatalf("gets per node %v over 5 fetches from honest nodes, want [5 5 0 0]: only the data pieces' nodes asked", g)
 	}
 }
 
@@ -139,6 +139,7 @@ func TestFetchSegmentHealthyPiecesOnly(t *testing.T) {
 		{"one healthy piece", unhealthy(0, 1, 2), erasure.ErrTooFew},
 		{"three pieces listed of four", func(r *fnet.SegmentReply) { r.Pieces = r.Pieces[:3] }, fnet.ErrMalformed},
 		{"pieces of two sizes", func(r *fnet.SegmentReply) { r.Pieces[3].Target.Ticket.Size++ }, erasure.ErrPieceSize},
+		{"a first piece of no bytes", func(r *fnet.SegmentReply) { r.Pieces[0].Target.Ticket.Size = 0 }, erasure.ErrPieceSize},
 		{"a piece beyond any", func(r *fnet.SegmentReply) {
 			for i := range r.Pieces {
 				r.Pieces[i].Target.Ticket.Size = challenge.MaxPieceSize + 1
@@ -220,7 +221,7 @@ func TestFetchSegmentHedgesAroundHeldPeers(t *testing.T) {
 		// Node 0 held, nodes 1 and 2 slow (well past the hedge): hedges
 		// keep firing once every node was asked, and ask nobody more.
 		f := newFakeNet(t, 3, nil)
-		f.delay = 600 * time.Millisecond
+		f.setDelay(600 * time.Millisecond)
 		f.addSegment(fnet.SegmentID{8}, 2, 3, data, nil)
 		f.peers[0].set(peerHeld)
 		f.peers[1].set(peerSlow)

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,8 +46,8 @@ func snapshotOnFakeNet(t *testing.T) (*engine, *fakeNet, []meta.Segment, int) {
 		}
 		return nil
 	})
-	if len(snaps) < 2 || f.pointer == nil {
-		t.Fatalf("%d snapshot segments recorded, pointer %v: the test wants several", len(snaps), f.pointer != nil)
+	if len(snaps) < 2 || f.snapshotPointer() == nil {
+		t.Fatalf("%d snapshot segments recorded, pointer %v: the test wants several", len(snaps), f.snapshotPointer() != nil)
 	}
 	for _, s := range snaps {
 		if s.DeadSince != 0 || s.Used == 0 || int(s.Used) > MaxSegment || s.State != meta.SegmentDurable {
@@ -72,8 +75,8 @@ func TestRestoreThroughLyingPeers(t *testing.T) {
 	if err != nil {
 		t.Fatalf("restore with a lying node: %v", err)
 	}
-	if res.Segments != len(snaps) || res.Records != recs || res.Taken.UnixNano() != int64(f.pointer.Seq) {
-		t.Fatalf("restored %d segments, %d records, taken %v; want %d, %d, %d", res.Segments, res.Records, res.Taken, len(snaps), recs, f.pointer.Seq)
+	if res.Segments != len(snaps) || res.Records != recs || res.Taken.UnixNano() != int64(f.snapshotPointer().Seq) {
+		t.Fatalf("restored %d segments, %d records, taken %v; want %d, %d, %d", res.Segments, res.Records, res.Taken, len(snaps), recs, f.snapshotPointer().Seq)
 	}
 	n := int64(len(snaps))
 	if len(prog) != len(snaps)+1 || prog[0] != [4]int64{0, n, 0, prog[0][3]} || prog[len(prog)-1] != [4]int64{n, n, prog[0][3], prog[0][3]} {
@@ -124,7 +127,7 @@ func TestFetchSnapshotRefusesWhatDoesNotMatch(t *testing.T) {
 	e, f, snaps, recs := snapshotOnFakeNet(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	p := *f.pointer
+	p := *f.snapshotPointer()
 	fetch := func(p *fnet.SnapshotPointer) ([]byte, int, error) {
 		return fetchSnapshot(ctx, f.client, e.v, f.acct, p, time.Minute, time.Minute, nil)
 	}
@@ -244,5 +247,154 @@ func TestRecoverIndexThroughLyingPeers(t *testing.T) {
 	}
 	if _, err := idx.GetInode(5000); err == nil {
 		t.Fatal("the recovered index holds an inode written after the snapshot")
+	}
+}
+
+// snapshotSegments returns the snapshot segments the index records, the
+// live ones and the dead ones.
+func snapshotSegments(t *testing.T, idx *meta.Index) (live, dead []meta.Segment) {
+	t.Helper()
+	err := idx.Segments(func(s meta.Segment) error {
+		if s.Kind == meta.KindSnapshot {
+			if s.DeadSince == 0 {
+				live = append(live, s)
+			} else {
+				dead = append(dead, s)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return live, dead
+}
+
+// TestSnapshotUploadsWhatItReferences: a snapshot of an index whose file
+// references chunks not yet uploaded uploads them first and holds their
+// locations (a restore finds them); it fails, storing nothing, while the
+// nodes refuse. A snapshot of an unchanged index stores nothing new; one
+// after a change supersedes the previous one, whose segments are then
+// dead. Right after a snapshot of the state the index is in, that state
+// is covered (restorable) without hashing it again.
+func TestSnapshotUploadsWhatItReferences(t *testing.T) {
+	e, f := peerEngine(t, 4, nil)
+	rng := rand.New(rand.NewPCG(7, 8))
+	ids, _ := e.addChunks(t, rng, 5000, 6000)
+	if _, _, err := e.r.protection(); err != nil {
+		t.Fatal(err)
+	}
+	f.peers[0].set(peerRefuse)
+	f.peers[1].set(peerRefuse)
+	if err := e.r.Snapshot(); err == nil || f.snapshotPointer() != nil {
+		t.Fatalf("snapshot while its chunks cannot be uploaded: %v, pointer stored %v", err, f.snapshotPointer() != nil)
+	}
+	f.peers[0].set(peerHonest)
+	f.peers[1].set(peerHonest)
+	if err := e.r.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if _, err := e.idx.GetLocation(id); err != nil {
+			t.Fatalf("chunk %s not uploaded by the snapshot: %v", id, err)
+		}
+	}
+	first := *f.snapshotPointer()
+	live1, dead := snapshotSegments(t, e.idx)
+	if len(live1) == 0 || len(dead) != 0 {
+		t.Fatalf("%d live and %d dead snapshot segments after one snapshot", len(live1), len(dead))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	blob, _, err := fetchSnapshot(ctx, f.client, e.v, f.acct, &first, time.Minute, time.Minute, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored := filepath.Join(t.TempDir(), "restored-index")
+	idx2 := restoredIndex(t, e, restored, blob)
+	for _, id := range ids {
+		if _, err := idx2.GetLocation(id); err != nil {
+			t.Fatalf("chunk %s has no location in the snapshot: %v", id, err)
+		}
+	}
+
+	// Unchanged: nothing stored; covered.
+	if err := e.r.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if f.snapshotPointer().Seq != first.Seq {
+		t.Fatal("a snapshot of an unchanged index was stored again")
+	}
+	if covered, _, err := e.r.protection(); err != nil || !covered {
+		t.Fatalf("after a snapshot of the unchanged index: covered %v (%v)", covered, err)
+	}
+
+	// Changed: a new snapshot supersedes the first, covered at once.
+	commit(t, e.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 77, Mode: 0o100644, Size: 7}) })
+	if err := e.r.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if f.snapshotPointer().Seq == first.Seq {
+		t.Fatal("no snapshot stored after a change")
+	}
+	live2, dead := snapshotSegments(t, e.idx)
+	if len(dead) != len(live1) || len(live2) == 0 {
+		t.Fatalf("after a second snapshot: %d live, %d dead; want the first's %d dead", len(live2), len(dead), len(live1))
+	}
+	for _, s := range live1 {
+		if !slices.ContainsFunc(dead, func(d meta.Segment) bool { return d.ID == s.ID }) {
+			t.Fatalf("segment %s of the superseded snapshot not dead", s.ID)
+		}
+	}
+	e.r.mu.Lock()
+	gen := e.r.snapGen
+	e.r.mu.Unlock()
+	if covered, _, err := e.r.protection(); err != nil || !covered || gen == 0 {
+		t.Fatalf("right after a snapshot of the index's state: covered %v (%v), generation %d", covered, err, gen)
+	}
+}
+
+// restoredIndex imports a snapshot's records into a new index at dir,
+// under e's vault keys.
+func restoredIndex(t *testing.T, e *engine, dir string, blob []byte) *meta.Index {
+	t.Helper()
+	idx, err := meta.Open(dir, e.v.Keys, meta.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { idx.Close() })
+	if err := idx.Import(importRecords(blob)); err != nil {
+		t.Fatal(err)
+	}
+	return idx
+}
+
+// TestSnapshotPointerRefused: when the mediator refuses the pointer of a
+// snapshot whose segments were stored, the snapshot fails and its segments
+// are recorded dead (to be released), not left live and forgotten.
+func TestSnapshotPointerRefused(t *testing.T) {
+	old := MaxSegment
+	MaxSegment = SizeClasses[0]
+	t.Cleanup(func() { MaxSegment = old })
+	e, f := peerEngine(t, 4, nil)
+	commit(t, e.idx, func(b *meta.Batch) {
+		for i := range 2000 {
+			b.PutInode(&meta.Inode{Ino: uint64(1000 + i), Mode: 0o100644, Size: uint64(i)})
+		}
+	})
+	f.refuse(0, fnet.CodeBadRequest)
+	err := e.r.Snapshot()
+	if err == nil || !strings.Contains(err.Error(), "storing the pointer") {
+		t.Fatalf("snapshot with the pointer refused: %v", err)
+	}
+	live, dead := snapshotSegments(t, e.idx)
+	f.mu.Lock()
+	nc := len(f.commits)
+	f.mu.Unlock()
+	if len(live) != 0 || len(dead) < 2 || len(dead) != nc {
+		t.Fatalf("%d live and %d dead snapshot segments of %d committed, want every one dead", len(live), len(dead), nc)
+	}
+	if n := intents(t, e); n != 0 {
+		t.Fatalf("%d upload intents left for the dead snapshot's segments", n)
 	}
 }
