@@ -35,9 +35,23 @@ func (s *Store) SetFetcher(f Fetcher) {
 	s.SetFetcherInto(into)
 }
 
+// FetcherKeep is a FetcherInto told whether the store will keep the chunk
+// (its Admission), so that it knows which chunks stay at hand.
+type FetcherKeep func(id meta.ChunkID, dst []byte, keep bool) ([]byte, error)
+
 // SetFetcherInto is SetFetcher for a fetcher that appends to the reader's
 // buffer itself.
 func (s *Store) SetFetcherInto(f FetcherInto) {
+	var k FetcherKeep
+	if f != nil {
+		k = func(id meta.ChunkID, dst []byte, _ bool) ([]byte, error) { return f(id, dst) }
+	}
+	s.SetFetcherKeep(k)
+}
+
+// SetFetcherKeep is SetFetcherInto for a fetcher told whether the chunk
+// is kept.
+func (s *Store) SetFetcherKeep(f FetcherKeep) {
 	s.mu.Lock()
 	s.fetcher = f
 	s.mu.Unlock()
@@ -54,8 +68,10 @@ func (s *Store) hasFetcher() bool {
 }
 
 // fetch asks the fetcher for a missing (or locally damaged: local is that
-// error) chunk, verifies it, and only then caches it.
-func (s *Store) fetch(id meta.ChunkID, dst []byte, verify func([]byte) error, local error) ([]byte, error) {
+// error) chunk, verifies it, and only then caches it: a damaged copy is
+// always replaced, a missing chunk kept if the Admission says so (runPos
+// is how far into a sequential run the reader is).
+func (s *Store) fetch(id meta.ChunkID, dst []byte, verify func([]byte) error, local error, runPos uint64) ([]byte, error) {
 	s.mu.Lock()
 	f := s.fetcher
 	s.mu.Unlock()
@@ -65,7 +81,8 @@ func (s *Store) fetch(id meta.ChunkID, dst []byte, verify func([]byte) error, lo
 		}
 		return dst, fmt.Errorf("chunk %s: %w", id, ErrNotFound)
 	}
-	out, err := f(id, dst)
+	keep := local != nil || s.admit.admits(id, runPos)
+	out, err := f(id, dst, keep)
 	if err != nil {
 		return dst, fmt.Errorf("chunk %s: %w", id, err)
 	}
@@ -74,6 +91,10 @@ func (s *Store) fetch(id meta.ChunkID, dst []byte, verify func([]byte) error, lo
 		if err := verify(sealed); err != nil {
 			return dst, fmt.Errorf("chunk %s: %w: %w", id, ErrBadFetch, err)
 		}
+	}
+	if !keep {
+		s.admit.pass(id, len(sealed))
+		return out, nil
 	}
 	// The read succeeds even if the cache cannot keep the chunk (a full
 	// disk, or a concurrent fetch stored it first).

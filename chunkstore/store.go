@@ -55,7 +55,8 @@ type Store struct {
 	mu       sync.Mutex
 	unsynced map[meta.ChunkID]struct{}
 	dirs     map[string]struct{} // subdirectories changed since the last Sync
-	fetcher  FetcherInto         // fills misses (SetFetcher); nil: none
+	fetcher  FetcherKeep         // fills misses (SetFetcher); nil: none
+	admit    admitter            // which fetched chunks are kept (SetAdmission)
 
 	// writes holds, by shard of the id, the chunks that Put is writing.
 	// Put registers a chunk (and counts a generation) before it creates the
@@ -271,16 +272,23 @@ func (s *Store) Get(id meta.ChunkID, dst []byte) ([]byte, error) {
 // before keeping them: a fetch that fails verify returns its error and
 // leaves nothing in the store. nil verify keeps what is fetched unchecked.
 func (s *Store) GetVerify(id meta.ChunkID, dst []byte, verify func(sealed []byte) error) ([]byte, error) {
+	return s.GetVerifyAt(id, dst, verify, 0)
+}
+
+// GetVerifyAt is GetVerify for a reader runPos bytes into a sequential run
+// through a file (0: not a sequential reader, or at its start): a chunk it
+// has to fetch from the network is kept under the store's Admission.
+func (s *Store) GetVerifyAt(id meta.ChunkID, dst []byte, verify func(sealed []byte) error, runPos uint64) ([]byte, error) {
 	if s.packs != nil {
 		out, found, err := s.packs.get(id, dst, !s.readOnly)
 		if found {
 			if errors.Is(err, ErrCorrupt) && s.hasFetcher() {
-				return s.fetch(id, dst, verify, err)
+				return s.fetch(id, dst, verify, err, runPos)
 			}
 			return out, err
 		}
 		if !s.loose {
-			return s.fetch(id, dst, verify, nil)
+			return s.fetch(id, dst, verify, nil, runPos)
 		}
 	}
 	sh := s.shard(id)
@@ -299,7 +307,7 @@ func (s *Store) GetVerify(id meta.ChunkID, dst []byte, verify func(sealed []byte
 		// just created). Read again once it is whole.
 	}
 	if errors.Is(err, fs.ErrNotExist) {
-		return s.fetch(id, dst, verify, nil)
+		return s.fetch(id, dst, verify, nil, runPos)
 	}
 	if err != nil {
 		return dst, fmt.Errorf("chunk %s: %w", id, err)

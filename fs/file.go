@@ -46,6 +46,7 @@ type openFile struct {
 	cacheOK    bool
 	nextLoad   uint64      // index after the furthest chunk a sequential reader read
 	ahead      uint64      // first chunk the reader's window has not loaded yet
+	runStart   uint64      // first chunk of the sequential reader's current run
 	pf         []*prefetch // chunks being loaded ahead, in index order
 
 	// Full chunks are sealed and stored by a background worker, so the
@@ -326,13 +327,14 @@ func (r *fsys) putBuf(b []byte) {
 	r.bufs.Put(&b)
 }
 
-// loadChunk returns the plaintext of chunk idx (nil for a hole), appended to dst.
-func (of *openFile) loadChunk(idx uint64, dst []byte) ([]byte, bool, error) {
+// loadChunk returns the plaintext of chunk idx (nil for a hole), appended
+// to dst; runPos is runPos's.
+func (of *openFile) loadChunk(idx uint64, dst []byte, runPos uint64) ([]byte, bool, error) {
 	ref, ok, err := of.r.idx.GetChunk(of.ino, idx)
 	if err != nil || !ok {
 		return dst, false, err
 	}
-	out, err := of.openChunk(idx, ref, dst)
+	out, err := of.openChunk(idx, ref, dst, runPos)
 	return out, err == nil, err
 }
 
@@ -340,10 +342,22 @@ func (of *openFile) loadChunk(idx uint64, dst []byte) ([]byte, bool, error) {
 // made (tests: a chunk fetched from the network is opened once).
 var chunkLoads, chunkOpens atomic.Int64
 
+// runPos is how far into the reader's sequential run chunk idx lies, in
+// bytes: the chunk store keeps a chunk it fetches for a reader streaming
+// through a large file only on a second read (chunkstore.Admission), so
+// that reading a big file once does not push the rest of the cache out.
+// Caller holds of.mu.
+func (of *openFile) runPos(idx uint64) uint64 {
+	if idx < of.runStart {
+		return 0
+	}
+	return (idx - of.runStart) * of.r.cs
+}
+
 // openChunk reads the sealed chunk ref of chunk idx and appends its
-// plaintext to dst. It touches no field of of that can change, so it runs
-// without of.mu.
-func (of *openFile) openChunk(idx uint64, ref meta.ChunkRef, dst []byte) ([]byte, error) {
+// plaintext to dst; runPos is runPos's. It touches no field of of that can
+// change, so it runs without of.mu.
+func (of *openFile) openChunk(idx uint64, ref meta.ChunkRef, dst []byte, runPos uint64) ([]byte, error) {
 	r := of.r
 	chunkLoads.Add(1)
 	sb := r.sealBufs.Get().(*[]byte)
@@ -361,7 +375,7 @@ func (of *openFile) openChunk(idx uint64, ref meta.ChunkRef, dst []byte) ([]byte
 		}
 		return err
 	}
-	sealed, err := r.store.GetVerify(ref.ID, (*sb)[:0], verify)
+	sealed, err := r.store.GetVerifyAt(ref.ID, (*sb)[:0], verify, runPos)
 	if err != nil {
 		return dst, fmt.Errorf("inode %d chunk %d: %w: %w", of.ino, idx, errChunk, err)
 	}
@@ -433,6 +447,7 @@ func (of *openFile) startPrefetch(idx uint64) {
 		i--
 	}
 	of.pf = slices.Insert(of.pf, i, pf)
+	runPos := of.runPos(idx)
 	go func() {
 		defer close(pf.done)
 		ref, ok, err := of.r.idx.GetChunk(of.ino, idx)
@@ -444,7 +459,7 @@ func (of *openFile) startPrefetch(idx uint64) {
 			return
 		}
 		pf.ref = ref
-		pf.buf, pf.err = of.openChunk(idx, ref, of.r.getBuf())
+		pf.buf, pf.err = of.openChunk(idx, ref, of.r.getBuf(), runPos)
 	}()
 }
 
@@ -552,6 +567,11 @@ func (of *openFile) chunkData(idx uint64) ([]byte, error) {
 	sequential := idx == of.nextLoad || (len(of.pf) > 0 && of.near(idx))
 	if !sequential {
 		of.ahead = idx + 1 // a new run: its window starts after idx
+		if !of.near(idx) {
+			// A jump, not a late request of the run: the chunk store
+			// keeps the start of a run at once (runPos).
+			of.runStart = idx
+		}
 	}
 	if !sequential || idx >= of.nextLoad {
 		of.nextLoad = idx + 1
@@ -564,7 +584,7 @@ func (of *openFile) chunkData(idx uint64) ([]byte, error) {
 		of.prefetchAfter(of.nextLoad - 1)
 	}
 	of.cacheOK = false
-	b, ok, err := of.loadChunk(idx, of.cache[:0]) // grows the buffer as needed
+	b, ok, err := of.loadChunk(idx, of.cache[:0], of.runPos(idx)) // grows the buffer as needed
 	if err != nil {
 		return nil, err
 	}
@@ -846,7 +866,7 @@ func (of *openFile) loadForWrite(idx uint64) ([]byte, error) {
 		// read. This spares a lookup for every new file's first write.
 		return nil, nil
 	}
-	b, _, err := of.loadChunk(idx, nil)
+	b, _, err := of.loadChunk(idx, nil, 0)
 	return b, err
 }
 

@@ -270,6 +270,12 @@ func BenchmarkRestore(b *testing.B) {
 		// Segment downloads that took a new buffer rather than one a
 		// segment before had (allocated, and faulted in page by page).
 		b.ReportMetric(float64(c2.rep.segFetches.Load()-c2.rep.bufReuses.Load()), "new-bufs")
+		// Sealed bytes the local store kept per plaintext byte read: the
+		// head of the file (streamHead), not all of it, when a reader
+		// streams it once (chunkstore.Admission).
+		if kept, ok := c2.rep.store.Bytes(); ok {
+			b.ReportMetric(float64(kept)/float64(n), "kept-B/B")
+		}
 		base.run(b)
 		report(b, n, got, base.best)
 	}

@@ -1,6 +1,8 @@
 package replicate
 
 import (
+	"bytes"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"testing"
@@ -144,5 +146,115 @@ func TestUnlimitedCacheCountsRarely(t *testing.T) {
 	}
 	if listings > 1 {
 		t.Fatalf("%d listings of the store within one CountInterval", listings)
+	}
+}
+
+// TestStreamingKeepsTheHotSet: the local store is a scan-resistant cache
+// (chunkstore.Admission). With a 1 MiB cache and everything on the
+// network only: small files read once are kept, and read again come from
+// the store; a 3 MiB file streamed through (larger than the cache) leaves
+// them there, keeps no more than its head, and streamed again keeps no
+// more either; a 512 KiB file (past the head, within the cache) is kept on
+// its second read, so that its third fetches nothing; every file reads
+// back intact throughout. Before the rule every fetched chunk was kept,
+// and the big file's chunks, newer, pushed the small files out.
+func TestStreamingKeepsTheHotSet(t *testing.T) {
+	p, home := quietPlanet(t)
+	cfg := fastConfig()
+	const limit = 1 << 20
+	cfg.CacheSize = limit
+	cfg.PieceTimeout, cfg.CallTimeout = 20*time.Second, 20*time.Second
+	c := mount(t, p, home, cfg)
+	rng := rand.New(rand.NewSource(11))
+	files := map[string][]byte{}
+	add := func(name string, n int) {
+		data := make([]byte, n)
+		rng.Read(data)
+		if err := os.WriteFile(filepath.Join(c.mnt, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		files[name] = data
+	}
+	hot := []string{"hot0", "hot1", "hot2", "hot3"}
+	for _, name := range hot {
+		add(name, 20<<10)
+	}
+	add("big", 3<<20)
+	add("medium", 512<<10)
+	c.waitSyncedFor(t, "files", 3*time.Minute)
+	c.dropCaches(t)
+
+	// read reads files (from the network or the store, not the kernel's
+	// pages) and returns how many chunks were fetched from the network.
+	read := func(names ...string) uint64 {
+		t.Helper()
+		os.WriteFile("/proc/sys/vm/drop_caches", []byte("1"), 0)
+		before := c.rep.fetched.Load()
+		for _, name := range names {
+			got, err := os.ReadFile(filepath.Join(c.mnt, name))
+			if err != nil {
+				t.Fatalf("read %s: %v", name, err)
+			}
+			if !bytes.Equal(got, files[name]) {
+				t.Fatalf("%s: %d bytes read differ from the %d written", name, len(got), len(files[name]))
+			}
+		}
+		return c.rep.fetched.Load() - before
+	}
+	// trimmed trims the cache as the engine does once reads fetched
+	// chunks (concurrent trims only find less to evict).
+	trimmed := func() {
+		t.Helper()
+		if err := c.rep.evict(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stored := func() int64 {
+		n, ok := c.rep.store.Bytes()
+		if !ok {
+			t.Fatal("the store does not count its bytes")
+		}
+		return n
+	}
+
+	if n := read(hot...); n != uint64(len(hot)) {
+		t.Fatalf("first read of the small files fetched %d chunks, want %d", n, len(hot))
+	}
+	if n := read(hot...); n != 0 {
+		t.Fatalf("second read of the small files fetched %d chunks: they were not kept", n)
+	}
+	hotBytes := stored()
+	// Chunk times are kept in seconds: the big file's are newer than the
+	// small files', so that a cache keeping it evicts them first.
+	time.Sleep(2100 * time.Millisecond)
+	head := admission(limit).Head
+	for pass := 1; pass <= 2; pass++ {
+		if n := read("big"); n == 0 {
+			t.Fatalf("pass %d: the big file came from the store", pass)
+		}
+		trimmed()
+		if n := read(hot...); n != 0 {
+			t.Fatalf("pass %d over a file larger than the cache pushed the small files out: %d of their chunks fetched again", pass, n)
+		}
+		// Its head, and a chunk or two a read-ahead loaded twice (kept
+		// as a second read).
+		if grew := stored() - hotBytes; grew > int64(head)+2*(64<<10+1024) {
+			t.Fatalf("pass %d over a %d-byte file: the store grew by %d bytes (head %d)", pass, len(files["big"]), grew, head)
+		}
+	}
+	if n := read("medium"); n == 0 {
+		t.Fatal("the medium file came from the store")
+	}
+	read("medium") // its second read: kept
+	if n := read("medium"); n != 0 {
+		t.Fatalf("third read of a file within the cache fetched %d chunks: its second read did not keep it", n)
+	}
+	if n := read(hot...); n != 0 {
+		t.Fatalf("the small files were pushed out: %d chunks fetched", n)
+	}
+	passed, kept := c.rep.store.StreamCounts()
+	t.Logf("store %d bytes (limit %d); streamed chunks passed on %d, kept on a second read %d", stored(), limit, passed, kept)
+	if stored() > limit {
+		t.Fatalf("the store holds %d bytes, over its %d limit", stored(), limit)
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/fincrypt/fincrypt/chunkstore"
 	"github.com/fincrypt/fincrypt/erasure"
 	"github.com/fincrypt/fincrypt/internal/fault"
 )
@@ -147,6 +148,28 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: retry max %s below min %s", ErrConfig, c.RetryMax, c.RetryMin)
 	}
 	return nil
+}
+
+// streamHead is how much of a sequential run through a file the local
+// store keeps at once when it fetches it (at most an eighth of the cache):
+// files up to this size are kept whole on their first read, a larger one's
+// start is at hand when it is opened again.
+const streamHead = 16 << 20
+
+// unlimitedWindow is the admission window without a cache limit (the ids
+// remembered are bounded besides, chunkstore.maxPassed).
+const unlimitedWindow = 1 << 40
+
+// admission is the local store's rule for keeping chunks fetched from the
+// network, for a cache of limit bytes (0: no limit): a streaming reader's
+// chunks past the head are kept on their second read within the last
+// limit bytes streamed, so that a file streamed once, or one larger than
+// the cache however often, does not push the rest of the cache out.
+func admission(limit uint64) chunkstore.Admission {
+	if limit == 0 {
+		return chunkstore.Admission{Head: streamHead, Window: unlimitedWindow}
+	}
+	return chunkstore.Admission{Head: min(streamHead, limit/8), Window: limit}
 }
 
 // Size classes: every segment is padded to one of these sizes, so a node

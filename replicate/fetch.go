@@ -57,6 +57,7 @@ type cachedSegment struct {
 	taken      map[uint32]struct{}
 	takenBytes uint64
 	whole      bool
+	passed     bool // a chunk was handed out that the store did not keep
 }
 
 type fetchCall struct {
@@ -146,11 +147,12 @@ func (r *Replicator) release(b *segBuf) {
 // reader's FUSE request, but its work is the engine's: a fault in it fails
 // that read (EIO), is recorded as a fault of "fetch", and leaves the mount
 // serving; the next read tries again.
-func (r *Replicator) fetchChunk(id meta.ChunkID, dst []byte) (out []byte, err error) {
+// keep says whether the store keeps the chunk (chunkstore.Admission).
+func (r *Replicator) fetchChunk(id meta.ChunkID, dst []byte, keep bool) (out []byte, err error) {
 	out = dst
 	err = r.faults.Protect("fetch", func() error {
 		r.faults.Hook("fetch")
-		out, err = r.fetchChunkUnprotected(id, dst)
+		out, err = r.fetchChunkUnprotected(id, dst, keep)
 		return err
 	})
 	if err != nil {
@@ -175,7 +177,7 @@ func (r *Replicator) noteFetched() {
 	r.mu.Unlock()
 }
 
-func (r *Replicator) fetchChunkUnprotected(id meta.ChunkID, dst []byte) ([]byte, error) {
+func (r *Replicator) fetchChunkUnprotected(id meta.ChunkID, dst []byte, keep bool) ([]byte, error) {
 	loc, err := r.idx.GetLocation(id)
 	if errors.Is(err, meta.ErrNotFound) {
 		return nil, chunkstore.ErrNotFound
@@ -201,7 +203,7 @@ func (r *Replicator) fetchChunkUnprotected(id meta.ChunkID, dst []byte) ([]byte,
 	if end > uint64(len(data)) {
 		return nil, fmt.Errorf("segment %s: location %d+%d beyond its %d bytes: %w", seg.ID, loc.Offset, loc.Length, len(data), meta.ErrCorrupt)
 	}
-	r.takeChunk(seg.ID, loc)
+	r.takeChunk(seg.ID, loc, keep)
 	return append(dst, data[loc.Offset:end]...), nil
 }
 
@@ -307,11 +309,13 @@ func (r *Replicator) download(seg meta.Segment, call *fetchCall, prefetch bool) 
 }
 
 // takeChunk notes that the chunk at loc was handed out of its decoded
-// segment (to the store, which keeps it). A segment whose chunks have all
-// been taken is the first to leave the cache when it is full: no read
-// needs it again. It is remembered (segDone) so that read-ahead does not
-// fetch it again once it has left.
-func (r *Replicator) takeChunk(id meta.SegmentID, loc meta.Location) {
+// segment (to the store, which keeps it unless kept is false: a streaming
+// reader's, chunkstore.Admission). A segment whose chunks have all been
+// taken is the first to leave the cache when it is full: no read needs it
+// again. If the store kept every one, it is remembered (segDone) so that
+// read-ahead does not fetch it again once it has left; one a stream passed
+// through is fetched ahead again when it is streamed again.
+func (r *Replicator) takeChunk(id meta.SegmentID, loc meta.Location, kept bool) {
 	r.fetchMu.Lock()
 	defer r.fetchMu.Unlock()
 	i := slices.IndexFunc(r.segCache, func(c cachedSegment) bool { return c.id == id })
@@ -319,6 +323,7 @@ func (r *Replicator) takeChunk(id meta.SegmentID, loc meta.Location) {
 		return
 	}
 	c := &r.segCache[i]
+	c.passed = c.passed || !kept
 	if _, ok := c.taken[loc.Offset]; ok || c.whole {
 		return
 	}
@@ -330,6 +335,9 @@ func (r *Replicator) takeChunk(id meta.SegmentID, loc meta.Location) {
 		return
 	}
 	c.whole = true
+	if c.passed {
+		return
+	}
 	if len(r.segDone) >= segDoneMax {
 		r.segDone = r.segDone[1:]
 	}

@@ -55,26 +55,26 @@ func TestTakeChunkMarksSegmentsWhole(t *testing.T) {
 	r := &Replicator{}
 	id, unknown := meta.SegmentID{1}, meta.SegmentID{2}
 	r.segCache = []cachedSegment{{id: id, used: 100}, {id: meta.SegmentID{3}}}
-	r.takeChunk(unknown, meta.Location{Offset: 0, Length: 100})
-	r.takeChunk(id, meta.Location{Offset: 0, Length: 40})
-	r.takeChunk(id, meta.Location{Offset: 0, Length: 40}) // the same chunk again
+	r.takeChunk(unknown, meta.Location{Offset: 0, Length: 100}, true)
+	r.takeChunk(id, meta.Location{Offset: 0, Length: 40}, true)
+	r.takeChunk(id, meta.Location{Offset: 0, Length: 40}, true) // the same chunk again
 	if r.segCache[0].whole || r.segCache[0].takenBytes != 40 {
 		t.Fatalf("after 40 of 100 bytes (one chunk twice): whole=%v taken %d", r.segCache[0].whole, r.segCache[0].takenBytes)
 	}
-	r.takeChunk(id, meta.Location{Offset: 40, Length: 59})
+	r.takeChunk(id, meta.Location{Offset: 40, Length: 59}, true)
 	if r.segCache[0].whole {
 		t.Fatal("whole with 99 of 100 bytes taken")
 	}
-	r.takeChunk(id, meta.Location{Offset: 99, Length: 1})
+	r.takeChunk(id, meta.Location{Offset: 99, Length: 1}, true)
 	if !r.segCache[0].whole || len(r.segDone) != 1 || r.segDone[0] != id {
 		t.Fatalf("all 100 bytes taken: whole=%v, done %v", r.segCache[0].whole, r.segDone)
 	}
-	r.takeChunk(id, meta.Location{Offset: 200, Length: 1})
+	r.takeChunk(id, meta.Location{Offset: 200, Length: 1}, true)
 	if len(r.segDone) != 1 {
 		t.Fatalf("a whole segment remembered %d times", len(r.segDone))
 	}
 	// A segment of unknown use is never taken whole.
-	r.takeChunk(meta.SegmentID{3}, meta.Location{Offset: 0, Length: 1 << 20})
+	r.takeChunk(meta.SegmentID{3}, meta.Location{Offset: 0, Length: 1 << 20}, true)
 	if r.segCache[1].whole {
 		t.Fatal("a segment of unknown use taken whole")
 	}
@@ -83,10 +83,21 @@ func TestTakeChunkMarksSegmentsWhole(t *testing.T) {
 	for i := range segDoneMax + 1 {
 		sid := meta.SegmentID{byte(i), byte(i >> 8), 9}
 		r.segCache = append(r.segCache, cachedSegment{id: sid, used: 1})
-		r.takeChunk(sid, meta.Location{Length: 1})
+		r.takeChunk(sid, meta.Location{Length: 1}, true)
 	}
 	if len(r.segDone) != segDoneMax || r.segDone[0] != (meta.SegmentID{1, 0, 9}) {
 		t.Fatalf("%d remembered, the first %v", len(r.segDone), r.segDone[0])
+	}
+	// A segment one of whose chunks the store did not keep (a stream
+	// passed it on) is taken whole but not remembered: streamed again, it
+	// is fetched ahead again.
+	r.segDone = nil
+	streamed := meta.SegmentID{7}
+	r.segCache = append(r.segCache, cachedSegment{id: streamed, used: 2})
+	r.takeChunk(streamed, meta.Location{Length: 1}, false)
+	r.takeChunk(streamed, meta.Location{Offset: 1, Length: 1}, true)
+	if c := r.segCache[len(r.segCache)-1]; !c.whole || len(r.segDone) != 0 {
+		t.Fatalf("a streamed segment taken whole: whole=%v, remembered %v", c.whole, r.segDone)
 	}
 }
 

@@ -207,7 +207,8 @@ func New(v *vault.Vault, idx *meta.Index, store *chunkstore.Store, client *media
 	r.loadProtection()
 	idx.TrackLive(maxLiveChanges)
 	r.loadIdle()
-	store.SetFetcherInto(r.fetchChunk)
+	store.SetAdmission(admission(cfg.CacheSize))
+	store.SetFetcherKeep(r.fetchChunk)
 	go r.run()
 	return r, nil
 }
@@ -222,6 +223,7 @@ func (r *Replicator) Close() error {
 	r.fetchMu.Unlock()
 	r.prefetches.Wait()
 	r.store.SetFetcher(nil)
+	r.store.SetAdmission(chunkstore.Admission{})
 	r.saveIdle()
 	return nil
 }

@@ -43,7 +43,7 @@ var configKeys = []struct {
 	{"store", "directory of the local encrypted chunk store (relative to the home directory)",
 		func(c *Config) string { return c.Store },
 		func(c *Config, v string) error { c.Store = v; return nil }},
-	{"cache-size", "how much the local store may hold once data is safe on the network (e.g. 10GiB; 0 = no limit)",
+	{"cache-size", "how much the local store may hold once data is safe on the network (e.g. 10GiB; 0 = no limit); a big file streamed once keeps only its first 16 MiB there",
 		func(c *Config) string { return units.FormatSize(c.CacheSize) },
 		func(c *Config, v string) (err error) { c.CacheSize, err = units.ParseSize(v); return }},
 	{"mediator", "the mediator's NODEID@host:port; empty keeps the vault on this machine only",

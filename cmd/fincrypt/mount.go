@@ -54,7 +54,7 @@ func init() {
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users (root included) use the mount; mode bits and owners are enforced"},
 			&cli.BoolFlag{Name: "writeback-cache", Usage: "let the kernel cache writes and send them in large batches (faster; write errors such as a full disk then show at fsync or close, not at write)"},
 			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request, file names included, to the log (very verbose; for debugging only)"},
-			&cli.StringFlag{Name: "cache-size", Usage: "bound the local store to `SIZE` once data is durable on the network (default: the config's cache-size; 0 = no limit)"},
+			&cli.StringFlag{Name: "cache-size", Usage: "bound the local store to `SIZE` once data is durable on the network (default: the config's cache-size; 0 = no limit); what is read is kept, but a big file streamed once only its first 16 MiB"},
 			&cli.DurationFlag{Name: "flush-after", Usage: "upload a partly filled segment once its oldest chunk waited this long", Value: 10 * time.Second},
 			&cli.DurationFlag{Name: "snapshot-interval", Usage: "while writes go on, a change waits at most this long for a backup of the index to the network (what a restore brings back)", Value: 10 * time.Minute},
 			&cli.DurationFlag{Name: "snapshot-delay", Usage: "back the index up once writes and uploads have paused this long", Value: 30 * time.Second},
