@@ -65,11 +65,11 @@ func TestEngineFetchFromLyingPeers(t *testing.T) {
 		{Offset: 0, Length: 1000}, {Offset: 1000, Length: uint32(class - 1000)}, {Offset: uint32(class - 10), Length: 11}})
 	f.peers[0].set(peerJunk)
 	e.r.segBudget = 4 * class
-	got, err := e.r.fetchChunk(ids[1], []byte("x"))
+	got, err := e.r.fetchChunk(ids[1], []byte("x"), true)
 	if err != nil || !bytes.Equal(got, append([]byte("x"), content[1000:]...)) {
 		t.Fatalf("the chunk that ends the segment: %v", err)
 	}
-	if got, err = e.r.fetchChunk(ids[0], nil); err != nil || !bytes.Equal(got, content[:1000]) {
+	if got, err = e.r.fetchChunk(ids[0], nil, true); err != nil || !bytes.Equal(got, content[:1000]) {
 		t.Fatalf("the first chunk: %v", err)
 	}
 	if n := e.r.segFetches.Load(); n != 1 {
@@ -87,7 +87,7 @@ func TestEngineFetchFromLyingPeers(t *testing.T) {
 	if !whole {
 		t.Fatal("the segment is not taken whole once both its chunks were")
 	}
-	if _, err := e.r.fetchChunk(ids[2], nil); !errors.Is(err, meta.ErrCorrupt) {
+	if _, err := e.r.fetchChunk(ids[2], nil, true); !errors.Is(err, meta.ErrCorrupt) {
 		t.Fatalf("a location one byte beyond the segment: %v, want ErrCorrupt", err)
 	}
 	if n := len(e.r.errs); n != 0 {
@@ -99,7 +99,7 @@ func TestEngineFetchFromLyingPeers(t *testing.T) {
 	for _, p := range f.peers {
 		p.set(peerRefuse)
 	}
-	if _, err := e.r.fetchChunk(bad[0], nil); err == nil || !strings.Contains(err.Error(), "0 of 2 pieces readable") {
+	if _, err := e.r.fetchChunk(bad[0], nil, true); err == nil || !strings.Contains(err.Error(), "0 of 2 pieces readable") {
 		t.Fatalf("a segment every node refuses: %v", err)
 	}
 	if len(e.r.errs) != 1 || !strings.Contains(e.r.errs[0].msg, "pieces readable") {
@@ -136,7 +136,7 @@ func TestEngineSegmentCacheBound(t *testing.T) {
 	}
 	read := func(seg, chunk int, want ...int) {
 		t.Helper()
-		if _, err := e.r.fetchChunk(chunks[seg][chunk], nil); err != nil {
+		if _, err := e.r.fetchChunk(chunks[seg][chunk], nil, true); err != nil {
 			t.Fatal(err)
 		}
 		var w []meta.SegmentID
@@ -203,7 +203,7 @@ func TestEngineConcurrentReadersShareADownload(t *testing.T) {
 	errs := make(chan error, len(ids))
 	for i, cid := range ids {
 		go func() {
-			got, err := e.r.fetchChunk(cid, nil)
+			got, err := e.r.fetchChunk(cid, nil, true)
 			if err == nil && !bytes.Equal(got, content[locs[i].Offset:locs[i].Offset+locs[i].Length]) {
 				err = errors.New("other bytes")
 			}
