@@ -94,8 +94,17 @@ func TestAdmission(t *testing.T) {
 	if !has(e) {
 		t.Fatal("a chunk streamed twice in a row was not kept")
 	}
-	if passed, kept := s.StreamCounts(); passed != 6 || kept != 2 {
-		t.Fatalf("stream counts: %d passed, %d kept; want 6 and 2", passed, kept)
+	// Two others leave it within the window (3 chunks' bytes, exactly).
+	h := chunk()
+	get(h, head)
+	get(chunk(), head)
+	get(chunk(), head)
+	get(h, head)
+	if !has(h) {
+		t.Fatal("a chunk streamed again within Window bytes of others was not kept")
+	}
+	if passed, kept := s.StreamCounts(); passed != 9 || kept != 3 {
+		t.Fatalf("stream counts: %d passed, %d kept; want 9 and 3", passed, kept)
 	}
 
 	// With no head (a cache of a few bytes), a reader not streaming still
