@@ -1,27 +1,35 @@
 package meta
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 )
 
 // TestOpenWithAnotherKeyReleasesTheIndex: an open refused because the index
 // belongs to another vault closes what it opened: the right vault's open
-// then succeeds (an index left open would hold its lock).
+// then succeeds (an index left open would hold its lock; the in-memory
+// file system's lock, unlike a POSIX one, is held against the same process).
 func TestOpenWithAnotherKeyReleasesTheIndex(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "index")
-	x := openTest(t, dir, testKeys(t, 1))
+	mem := vfs.NewMem()
+	x, err := Open("/idx", testKeys(t, 1), Options{FS: mem})
+	if err != nil {
+		t.Fatal(err)
+	}
 	x.Close()
-	if _, err := Open(dir, testKeys(t, 2), Options{}); !errors.Is(err, ErrForeignIndex) {
+	if _, err := Open("/idx", testKeys(t, 2), Options{FS: mem}); !errors.Is(err, ErrForeignIndex) {
 		t.Fatalf("open with another vault's key: %v, want ErrForeignIndex", err)
 	}
-	y, err := Open(dir, testKeys(t, 1), Options{})
+	y, err := Open("/idx", testKeys(t, 1), Options{FS: mem})
 	if err != nil {
 		t.Fatalf("open with the right key after a refused one: %v", err)
 	}
@@ -51,6 +59,8 @@ func TestReadErrorsFailTheBatchOnTheirOwn(t *testing.T) {
 		x, failing := failingIndex(t, func(b *Batch) { b.PutChunk(2, 0, &ref) })
 		failing.Store(true)
 		b := x.NewBatch()
+		// Located first in the batch: the entry it replaces is the only read.
+		b.PutLocation(ChunkID{2}, &Location{Segment: SegmentID{1}, Length: 40})
 		b.PutChunk(2, 0, &ChunkRef{ID: ChunkID{2}, Version: 1, Len: 10})
 		err := b.Commit(false)
 		failing.Store(false)
@@ -164,4 +174,61 @@ func TestBackupDeletesRemoveTheirRecords(t *testing.T) {
 	if roots, err := x.BackupRoots(); err != nil || len(roots) != 1 || roots[0] != "/b" {
 		t.Fatalf("roots after deleting /a: %v, %v", roots, err)
 	}
+}
+
+// TestOpenFailingReadReleasesTheIndex: an open that fails on a disk error
+// after the format check (reading the version cache's header) returns the
+// error and closes what it opened: the next open, the disk well again,
+// succeeds.
+func TestOpenFailingReadReleasesTheIndex(t *testing.T) {
+	var failing atomic.Bool
+	bad := map[string]bool{} // the table holding the header
+	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if failing.Load() && op.Kind == errorfs.OpFileReadAt && bad[filepath.Base(op.Path)] {
+			return syscall.EIO
+		}
+		return nil
+	})
+	fsys := errorfs.Wrap(vfs.NewMem(), inj)
+	keys := testKeys(t, 1)
+	x, err := Open("/idx", keys, Options{FS: fsys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := x.NewBatch()
+	b.SetTreeCacheBase(1)
+	commit(t, b)
+	if err := x.Flush(); err != nil { // the header in a table
+		t.Fatal(err)
+	}
+	names, err := fsys.List("/idx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if strings.HasSuffix(n, ".sst") {
+			bad[n] = true
+		}
+	}
+	if len(bad) == 0 {
+		t.Fatal("no table after a flush")
+	}
+	// The format record again, in the log: the next open reads it from
+	// there (or the table its replay makes), the header from the failing
+	// table.
+	fk := []byte{pFormat}
+	if err := x.db.Set(fk, x.keys.Meta.Seal(nil, binary.BigEndian.AppendUint32(nil, FormatVersion), fk), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	x.Close()
+	failing.Store(true)
+	if _, err := Open("/idx", keys, Options{FS: fsys}); !errors.Is(err, syscall.EIO) || errors.Is(err, ErrForeignIndex) || !strings.Contains(err.Error(), "index /idx") {
+		t.Fatalf("open with the version cache header unreadable: %v, want EIO from the header's read", err)
+	}
+	failing.Store(false)
+	y, err := Open("/idx", keys, Options{FS: fsys})
+	if err != nil {
+		t.Fatalf("open after a failed one, the disk well: %v", err)
+	}
+	y.Close()
 }
