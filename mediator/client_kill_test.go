@@ -275,3 +275,46 @@ func TestClientMediatorCalls(t *testing.T) {
 		t.Fatalf("after the mediator stopped: answering %v, last answer %v, last call %v", ok, answered, call)
 	}
 }
+
+// TestClientRetriesOnceOnANewConnection: a call that fails below the
+// protocol (the node resets the stream) is tried once more, on a fresh
+// connection, and no more: the node sees two requests.
+func TestClientRetriesOnceOnANewConnection(t *testing.T) {
+	id, _ := fnet.GenerateIdentity()
+	tr, err := fnet.Listen(id, "127.0.0.1:0", fnet.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	streams := 0
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		tr.Serve(ctx, fnet.HandlerFunc(func(_ context.Context, _ fnet.NodeID, s *quic.Stream) {
+			mu.Lock()
+			streams++
+			mu.Unlock()
+			s.CancelRead(fnet.StreamCancelled)
+			s.CancelWrite(fnet.StreamCancelled)
+		}))
+		close(done)
+	}()
+	defer func() { cancel(); tr.Close(); <-done }()
+	cid, _ := fnet.GenerateIdentity()
+	c, err := NewClient(cid, fnet.Address{ID: id.ID(), HostPort: "127.0.0.1:9"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	target := fnet.Target{Address: tr.Address().String(),
+		Ticket: fnet.SignedTicket{Ticket: fnet.Ticket{Node: id.ID(), Piece: challenge.PieceID{1}, Op: fnet.OpGet, Size: 100}}}
+	if _, err := c.GetPiece(ctx, target); err == nil {
+		t.Fatal("a get from a node that resets every stream succeeded")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if streams != 2 {
+		t.Fatalf("%d requests, want 2", streams)
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/fincrypt/fincrypt/erasure"
@@ -39,6 +41,8 @@ func TestConfigValidateAtTheEdges(t *testing.T) {
 		{"none challenged", func(c *Config) { c.ChallengeSample = 0 }, true},
 		{"one opening", func(c *Config) { c.ChallengeOpenings = 1 }, false},
 		{"no opening", func(c *Config) { c.ChallengeOpenings = 0 }, true},
+		{"advertised host:port", func(c *Config) { c.Advertise = "storage.example:7000" }, false},
+		{"advertised without a port", func(c *Config) { c.Advertise = "storage.example" }, true},
 	} {
 		c := base
 		tc.edit(&c)
@@ -61,5 +65,30 @@ func TestConfigDefaultLogger(t *testing.T) {
 	mine := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if c := (Config{Logger: mine}).WithDefaults(); c.Logger != mine {
 		t.Error("WithDefaults replaced the logger it was given")
+	}
+}
+
+// TestConfigDefaultThresholdForAScheme: a scheme given without a repair
+// threshold gets K plus half the spare pieces, rounded up: 6 for 4 of 8,
+// 5 for 3 of 7 (2 of 5, the default scheme, has its own default).
+func TestConfigDefaultThresholdForAScheme(t *testing.T) {
+	for s, want := range map[erasure.Scheme]int{{K: 4, N: 8}: 6, {K: 3, N: 7}: 5, {K: 2, N: 9}: 6} {
+		if got := (Config{Scheme: s}).WithDefaults().RepairThreshold; got != want {
+			t.Errorf("scheme %s: threshold %d, want %d", s, got, want)
+		}
+	}
+}
+
+// TestOpenStoreRefusesADatabaseBesidePebble: a mediator told to use a
+// database while its directory still holds a Pebble store refuses to
+// start (it would run on an empty database next to its real state).
+func TestOpenStoreRefusesADatabaseBesidePebble(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, dbDir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// A loopback port nothing listens on: never reached when refused.
+	if _, err := openStore(Config{Dir: dir, DB: "postgres://127.0.0.1:1/none"}); !errors.Is(err, ErrStateElsewhere) {
+		t.Fatalf("database beside a Pebble store: %v", err)
 	}
 }

@@ -1,10 +1,13 @@
 package mediator
 
 import (
+	"bytes"
 	"context"
 	"testing"
 	"time"
 
+	"github.com/fincrypt/fincrypt/challenge"
+	"github.com/fincrypt/fincrypt/erasure"
 	fnet "github.com/fincrypt/fincrypt/net"
 )
 
@@ -110,5 +113,68 @@ func TestRepairWaveRoomAndNodeList(t *testing.T) {
 	w.advance(w.c.cfg.HeartbeatInterval - w.c.cfg.HeartbeatInterval/2)
 	if got, byID, err := wave.nodes(ctx); err != nil || len(got) != 4 || len(byID) != 4 {
 		t.Fatalf("an interval on: %d nodes %v, want the 4 now registered", len(got), err)
+	}
+}
+
+// storeSegmentAs stores a segment under scheme s (not the configured one).
+func (w *world) storeSegmentAs(acct fnet.AccountID, s erasure.Scheme, size int) SegmentID {
+	w.t.Helper()
+	ctx := context.Background()
+	coder, err := erasure.New(s)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	pieces, err := coder.Encode(bytes.Repeat([]byte{byte(s.N)}, size))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	ids := make([]challenge.PieceID, len(pieces))
+	for i, p := range pieces {
+		ids[i], _ = challenge.ComputeID(p)
+	}
+	pl, err := w.c.Place(ctx, acct, &fnet.PlacementRequest{K: uint8(s.K), N: uint8(s.N), PieceSize: uint64(len(pieces[0])), Pieces: ids})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	var stored []fnet.StoredPiece
+	for i, tg := range pl.Targets {
+		addr, _ := fnet.ParseAddress(tg.Address)
+		if err := w.mem.Put(ctx, addr, tg.Ticket, pieces[i]); err != nil {
+			w.t.Fatal(err)
+		}
+		stored = append(stored, fnet.StoredPiece{Index: uint8(i), Node: tg.Ticket.Node, Piece: ids[i], Size: uint64(len(pieces[i]))})
+	}
+	if err := w.c.Commit(ctx, acct, &fnet.CommitRequest{Segment: pl.Segment, Pieces: stored}); err != nil {
+		w.t.Fatal(err)
+	}
+	return SegmentID(pl.Segment)
+}
+
+// TestRepairMostEndangeredFirstAcrossSchemes: the queue's order is the
+// spare pieces above K, whatever the scheme: a 4-of-8 segment down to 4
+// pieces (none spare) is repaired before a 2-of-5 segment down to 3 (one
+// spare), though it has more pieces left.
+func TestRepairMostEndangeredFirstAcrossSchemes(t *testing.T) {
+	w := newWorld(t, 14)
+	w.c.cfg.RepairWorkers = 1
+	acct := w.account()
+	small := w.storeSegmentAs(acct, erasure.Scheme{K: 2, N: 5}, 3000)
+	wide := w.storeSegmentAs(acct, erasure.Scheme{K: 4, N: 8}, 6000)
+	w.losePieces(small, 0, 1)
+	w.losePieces(wide, 0, 1, 2, 3)
+	owner := map[challenge.PieceID]SegmentID{}
+	for _, id := range []SegmentID{small, wide} {
+		for _, p := range w.segment(id).Pieces {
+			owner[p.ID] = id
+		}
+	}
+	slow := newSlowNodes(w.mem, 0)
+	w.c.nodes = slow
+	rr, err := w.c.RepairScan(context.Background())
+	if err != nil || rr.Repaired != 6 || rr.Failed != 0 {
+		t.Fatalf("scan: %+v %v, want the 6 lost pieces rebuilt", rr, err)
+	}
+	if len(slow.puts) == 0 || owner[slow.puts[0]] != wide {
+		t.Fatal("the 2-of-5 segment with a spare piece was repaired before the 4-of-8 one with none")
 	}
 }

@@ -27,7 +27,8 @@
 #   MUTATE_IDS          run only these mutants ("3,7,10-12"; the numbers of
 #                       a run over the same files).
 #   MUTATE_TIMEOUT      least time a mutant's run gets (default 1m; else 5
-#                       times the run without a mutant); past it, killed.
+#                       times its tests' run without a mutant); past it, killed.
+#   MUTATE_SHOW=1       print under each killed mutant the failing tests' lines.
 set -eu
 cd "$(dirname "$0")/.."
 GREMLINS=tools/bin/gremlins
@@ -49,6 +50,7 @@ if [ "${MUTATE_MODE:-gremlins}" = schemata ]; then
 		[ -z "${MUTATE_BEFORE_RUN:-}" ] || set -- "$@" -before-run "$MUTATE_BEFORE_RUN"
 		[ -z "${MUTATE_BEFORE_SKIP:-}" ] || set -- "$@" -before-skip "$MUTATE_BEFORE_SKIP"
 		[ -z "${MUTATE_IDS:-}" ] || set -- "$@" -ids "$MUTATE_IDS"
+		[ -z "${MUTATE_SHOW:-}" ] || set -- "$@" -show
 		nice -n "${MUTATE_NICE:-10}" .mutate/mutschema "$@" "./$p" ${MUTATE_FILES:-} >"$log" 2>&1 || status=1
 		sed -n '/^Mutation score per file:/,$p' "$log"
 	done

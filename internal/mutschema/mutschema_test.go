@@ -71,6 +71,11 @@ func find(t *testing.T, s *schema, where, from, to string) *Mutant {
 
 func scoreSet(t *testing.T, s *schema, run string, ids ...int) map[int]outcome {
 	t.Helper()
+	return scoreSetWithin(t, s, run, time.Minute, ids...)
+}
+
+func scoreSetWithin(t *testing.T, s *schema, run string, timeout time.Duration, ids ...int) map[int]outcome {
+	t.Helper()
 	var chosen map[int]bool
 	if len(ids) > 0 {
 		chosen = map[int]bool{}
@@ -78,7 +83,7 @@ func scoreSet(t *testing.T, s *schema, run string, ids ...int) map[int]outcome {
 			chosen[id] = true
 		}
 	}
-	res, err := s.score(testSet{run: run}, true, chosen, time.Minute, nil, func(string, ...any) {},
+	res, err := s.score(testSet{run: run}, true, chosen, timeout, nil, func(string, ...any) {},
 		func(*Mutant, outcome, time.Duration) {})
 	if err != nil {
 		t.Fatal(err)
@@ -183,7 +188,7 @@ func TestNotCovered(t *testing.T) {
 // the before set (TestAdult) does not reach Discount, the after set kills
 // its negation, and the package directory is left as it was.
 func TestCommandCompareAndIDs(t *testing.T) {
-	before := treeHash(t, fixtureDir)
+	before, gitBefore := treeHash(t, fixtureDir), gitDiff(t)
 	var out, errb bytes.Buffer
 	code := run([]string{"-run", "^Test(Adult|Discount)$", "-before-run", "^TestAdult$", "-ids", "1,3-4",
 		fixtureDir, "fixture.go:1-20"}, &out, &errb)
@@ -210,12 +215,20 @@ func TestCommandCompareAndIDs(t *testing.T) {
 	if after := treeHash(t, fixtureDir); after != before {
 		t.Error("the package directory changed")
 	}
-	if git, err := exec.LookPath("git"); err == nil {
-		st, err := exec.Command(git, "diff", "--name-only", "--", fixtureDir).Output()
-		if err == nil && len(st) > 0 {
-			t.Errorf("git diff of the fixture: %s", st)
-		}
+	if gitAfter := gitDiff(t); gitAfter != gitBefore {
+		t.Errorf("git diff of the fixture before the run:\n%s\nafter:\n%s", gitBefore, gitAfter)
 	}
+}
+
+// gitDiff is `git diff` of the fixture (empty without git).
+func gitDiff(t *testing.T) string {
+	t.Helper()
+	git, err := exec.LookPath("git")
+	if err != nil {
+		return ""
+	}
+	out, _ := exec.Command(git, "diff", "--", fixtureDir).Output()
+	return string(out)
 }
 
 func treeHash(t *testing.T, dir string) string {
@@ -290,5 +303,28 @@ func TestPerTestReach(t *testing.T) {
 	}
 	if o := res[find(t, s, "fixture.go:16:7", ">", "<=").ID]; o != killed {
 		t.Errorf("Discount's negation: %s, want KILLED", o)
+	}
+}
+
+// TestHangIsKilled: Spin's i++ made i-- never ends; the run is stopped at
+// the timeout and the mutant counts as killed (timed out).
+func TestHangIsKilled(t *testing.T) {
+	s := builtFixture(t)
+	var loop *Mutant
+	for _, m := range s.mutants {
+		if m.Kind == kindIncDec && m.Line > 90 {
+			loop = m
+		}
+	}
+	if loop == nil {
+		t.Fatal("no ++ in Spin")
+	}
+	start := time.Now()
+	res := scoreSetWithin(t, s, "^TestSpin$", 2*time.Second, loop.ID)
+	if res[loop.ID] != timedOut {
+		t.Fatalf("%s: %s, want TIMED OUT", loop, res[loop.ID])
+	}
+	if took := time.Since(start); took > time.Minute {
+		t.Fatalf("the hung run was stopped after %s", took)
 	}
 }

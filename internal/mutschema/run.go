@@ -73,7 +73,7 @@ func build(pi *pkgInfo, mutants []*Mutant, sites map[string][]*site, work string
 		if err := os.WriteFile(ovPath, ov, 0o644); err != nil {
 			return nil, err
 		}
-		args := append([]string{"test", "-c", "-vet=off", "-o", s.binary, "-overlay", ovPath}, buildFlags...)
+		args := append([]string{"test", "-c", "-vet=off", "-ldflags=-w", "-o", s.binary, "-overlay", ovPath}, buildFlags...)
 		args = append(args, ".")
 		cmd := exec.Command("go", args...)
 		cmd.Dir = pi.dir
