@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/fincrypt/fincrypt/challenge"
+	fnet "github.com/fincrypt/fincrypt/net"
 )
 
 // cancellingLimiter grants reads until armed, then cancels the pass's
@@ -59,5 +60,30 @@ func TestScrubPieceInterruptedIsCheckedOnResume(t *testing.T) {
 	}
 	if _, n := s.Usage(); n != 5 {
 		t.Fatalf("%d pieces held after the passes, want 5", n)
+	}
+}
+
+// Storing again a piece whose damage is not yet reported leaves no read
+// of the index open: the store closes without a leaked iterator.
+func TestScrubStoredAgainClosesCleanly(t *testing.T) {
+	s, ids := scrubStore(t, t.TempDir(), 5000)
+	closed := false
+	defer func() {
+		if !closed {
+			s.Close()
+		}
+	}()
+	flipAt(t, s.piecePath(ids[0]), pieceHeaderSize+1)
+	sc, _ := testScrubber(s, &fakeMediator{})
+	if res, err := sc.Pass(context.Background()); err != nil || res.Damaged != 1 {
+		t.Fatalf("pass: %+v %v", res, err)
+	}
+	data, id := randPiece(t, 100, 5000) // the same bytes scrubStore stored
+	if err := s.Put(context.Background(), id, int64(len(data)), fnet.AccountID{1}, bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	closed = true
+	if err := s.Close(); err != nil {
+		t.Fatalf("close after a damaged piece was stored again: %v", err)
 	}
 }
