@@ -7,6 +7,8 @@ import (
 	"errors"
 	"io/fs"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -217,5 +219,50 @@ func TestCompactionRemoveErrors(t *testing.T) {
 			}
 		}
 		s.Close()
+	}
+}
+
+// A compacted pack's file is closed as well as removed: no descriptor of
+// the process is left on a removed pack (one leaked per compaction would
+// run a long-lived mount out of descriptors).
+func TestCompactionClosesTheOldPack(t *testing.T) {
+	smallPacks(t, 8<<10)
+	dir := t.TempDir()
+	s, err := OpenFormat(dir, FormatPacks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rng := rand.New(rand.NewPCG(14, 15))
+	var ids []meta.ChunkID
+	for range 40 {
+		id := NewID()
+		if err := s.Put(id, randBytes(rng, 1000)); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	for _, id := range ids[:35] {
+		if err := s.Delete(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Sync(); err != nil { // compacts
+		t.Fatal(err)
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd:", err)
+	}
+	for _, fd := range fds {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+		if err == nil && strings.HasPrefix(target, dir) && strings.HasSuffix(target, " (deleted)") {
+			t.Fatalf("descriptor %s still open on a removed pack: %s", fd.Name(), target)
+		}
+	}
+	for _, id := range ids[35:] {
+		if _, err := s.Get(id, nil); err != nil {
+			t.Fatalf("live chunk lost: %v", err)
+		}
 	}
 }

@@ -88,3 +88,31 @@ func TestCollectorRunFollowsPolicy(t *testing.T) {
 		t.Fatalf("usage %d bytes in %d pieces, want both held", used, n)
 	}
 }
+
+// Under a usable policy the collector asks the mediator once per GC
+// interval, not at the one-second poll it uses while it has no policy: a
+// mediator that sets an interval of an hour gets no live list request in
+// the first seconds (each request lists every held piece).
+func TestCollectorRunWaitsTheGCInterval(t *testing.T) {
+	s, _ := scrubStore(t, t.TempDir(), 1000)
+	defer s.Close()
+	var mu sync.Mutex
+	asked := 0
+	c := liveMediator(t, func(req *fnet.LiveRequest) fnet.Message {
+		mu.Lock()
+		asked++
+		mu.Unlock()
+		return &fnet.LiveReply{Live: make([]bool, len(req.Pieces))}
+	})
+	c.setPolicy(fnet.NodePolicy{GracePeriod: time.Hour, GCInterval: time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
+	defer cancel()
+	if err := newCollector(quiet, s, c).Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if asked != 0 {
+		t.Fatalf("GC interval of an hour: %d live list requests in 2.5 s, want none", asked)
+	}
+}

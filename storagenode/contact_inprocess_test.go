@@ -1,8 +1,10 @@
 package storagenode_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/btcsuite/btcd/chaincfg"
 
+	"github.com/fincrypt/fincrypt/challenge"
 	fnet "github.com/fincrypt/fincrypt/net"
 	"github.com/fincrypt/fincrypt/storagenode"
 )
@@ -151,5 +154,167 @@ func TestInProcessContactLosesMediator(t *testing.T) {
 	})
 	if _, err := peer.Contact.Call(context.Background(), &fnet.LiveRequest{}); !errors.Is(err, fnet.ErrNotRegistered) {
 		t.Fatalf("a call to a mediator that went away: %v, want not registered", err)
+	}
+}
+
+// A registration that fails for a reason retrying may fix is retried on a
+// new connection after a pause that doubles up to RetryMax: with 200 ms
+// doubling to 400 ms, a node tries at most five or six times in 1.5 s,
+// not in a loop without pause.
+func TestInProcessContactBacksOff(t *testing.T) {
+	t.Parallel()
+	med := newMediator(t)
+	med.mu.Lock()
+	med.regBusy = true
+	med.mu.Unlock()
+	ident, _ := fnet.GenerateIdentity()
+	peer, err := storagenode.New(quietLog(), ident, storagenode.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0",
+		Mediator: med.tr.Address(), Capacity: 1 << 30, Payout: payoutAddress(t), Network: "simnet", Price: 1,
+		RetryMin: 200 * time.Millisecond, RetryMax: 400 * time.Millisecond, RequestTimeout: 2 * time.Second, ScrubRate: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	if err := peer.Contact.Run(ctx); err != nil {
+		t.Fatalf("Run with a mediator failing registrations: %v, want retries until the context ends", err)
+	}
+	if n := len(offered(med)); n < 2 || n > 8 {
+		t.Fatalf("%d registration attempts in 1.5 s with a pause of 200 ms doubling to 400 ms, want 2 to 8", n)
+	}
+	if _, ok := peer.Contact.Policy(); ok {
+		t.Fatal("registered though every registration failed")
+	}
+}
+
+// A node started while its mediator is down keeps dialling (with backoff)
+// and registers once the mediator is up; its Run does not end on the
+// first failed dial.
+func TestInProcessContactWaitsForTheMediator(t *testing.T) {
+	t.Parallel()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hp := pc.LocalAddr().String()
+	pc.Close()
+	medID, _ := fnet.GenerateIdentity()
+	ident, _ := fnet.GenerateIdentity()
+	peer, err := storagenode.New(quietLog(), ident, storagenode.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0",
+		Mediator: fnet.Address{ID: medID.ID(), HostPort: hp}, Capacity: 1 << 30, Payout: payoutAddress(t), Network: "simnet",
+		Price: 1, RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, RequestTimeout: 300 * time.Millisecond, ScrubRate: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- peer.Contact.Run(ctx) }()
+	defer func() {
+		cancel()
+		select { // Run's result may have been taken below
+		case <-done:
+		case <-time.After(30 * time.Second):
+		}
+	}()
+	time.Sleep(700 * time.Millisecond) // dials fail: nobody listens
+	select {
+	case err := <-done:
+		t.Fatalf("Run ended while the mediator was down: %v", err)
+	default:
+	}
+	med := newMediatorAt(t, medID, hp)
+	waitFor(t, "registration once the mediator is up", 20*time.Second, func() bool {
+		r, _ := med.registration(ident.ID())
+		return r != nil
+	})
+}
+
+// The mediator can challenge a node over the connection the node dialled
+// to register (a node behind NAT): the node serves its endpoint there.
+func TestInProcessChallengeOverTheNodesConnection(t *testing.T) {
+	t.Parallel()
+	med := newMediator(t)
+	peer, _ := runPeer(t, med, "simnet", payoutAddress(t))
+	data, id := piece(t, 5, 3000)
+	if err := peer.Store.Put(context.Background(), id, int64(len(data)), fnet.AccountID{1}, bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	node := peer.Address().ID
+	var in *fnet.Conn
+	waitFor(t, "the node to register", 20*time.Second, func() bool {
+		med.mu.Lock()
+		defer med.mu.Unlock()
+		in = med.inbound[node]
+		return in != nil && med.registered[node] != nil
+	})
+	req := &fnet.ChallengeRequest{Nonce: challenge.Nonce{4, 5, 6}, Openings: 4, Pieces: []challenge.PieceID{id}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rep, err := fnet.CallFor[*fnet.ChallengeResponse](ctx, in, req)
+	if err != nil {
+		t.Fatalf("challenge over the node's own connection: %v", err)
+	}
+	res, err := fnet.CheckChallenge(req, rep, []int64{int64(len(data))})
+	if err != nil || res[0] != nil {
+		t.Fatalf("challenge over the node's own connection: %v %v", res, err)
+	}
+}
+
+// A node that lost its mediator dials it again and registers once it is
+// back (a mediator restart): losing it once does not end the contact.
+func TestInProcessContactRegistersAgainAfterLosingTheMediator(t *testing.T) {
+	t.Parallel()
+	med := newMediator(t)
+	med.setPolicy(fnet.NodePolicy{HeartbeatInterval: 50 * time.Millisecond})
+	hp := med.tr.Address().HostPort
+	peer, _ := runPeer(t, med, "simnet", payoutAddress(t))
+	waitFor(t, "registration", 20*time.Second, func() bool {
+		_, ok := peer.Contact.Policy()
+		return ok
+	})
+	med.tr.Close()
+	waitFor(t, "the contact to notice the mediator is gone", 20*time.Second, func() bool {
+		_, ok := peer.Contact.Policy()
+		return !ok
+	})
+	back := newMediatorAt(t, med.id, hp)
+	waitFor(t, "registration with the mediator back", 20*time.Second, func() bool {
+		r, _ := back.registration(peer.Address().ID)
+		return r != nil
+	})
+}
+
+// Remembering the accepted network moves it to the front and keeps each
+// candidate once: a node that learnt regtest and is then refused on every
+// network offers regtest and testnet3 once each before it gives up.
+func TestInProcessContactOffersEachNetworkOnce(t *testing.T) {
+	t.Parallel()
+	med := newMediator(t)
+	med.mu.Lock()
+	med.network = "regtest"
+	med.policy = fnet.NodePolicy{HeartbeatInterval: 20 * time.Millisecond}
+	med.mu.Unlock()
+	peer, done := runPeer(t, med, "", payoutOn(t, &chaincfg.TestNet3Params))
+	id := peer.Address().ID
+	waitFor(t, "registration", 20*time.Second, func() bool {
+		r, _ := med.registration(id)
+		return r != nil
+	})
+	med.mu.Lock()
+	med.network = "mainnet"
+	delete(med.registered, id)
+	med.mu.Unlock()
+	select {
+	case err := <-done:
+		if !errors.Is(err, storagenode.ErrRegistrationRefused) {
+			t.Fatalf("Run: %v, want the registration refused", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("node still running 30 s after every network was refused")
+	}
+	if got := offered(med); !slices.Equal(got, []string{"testnet3", "regtest", "regtest", "testnet3"}) {
+		t.Fatalf("networks offered %v, want testnet3 and regtest, then regtest and testnet3 once each", got)
 	}
 }

@@ -65,6 +65,7 @@ type mediator struct {
 	liveAsked  int
 	inbound    map[fnet.NodeID]*fnet.Conn
 	offered    []string // the network of every registration request, in order
+	regBusy    bool     // answer registrations with a transient error (CodeInternal)
 }
 
 func newMediatorAt(t testing.TB, id *fnet.Identity, hostport string) *mediator {
@@ -117,6 +118,10 @@ func (m *mediator) handle(ctx context.Context, peer fnet.NodeID, s *quic.Stream)
 			break
 		}
 		m.offered = append(m.offered, r.Network)
+		if m.regBusy {
+			rep = &fnet.ErrorReply{Code: fnet.CodeInternal, Message: "try again later"}
+			break
+		}
 		if m.network != "" && r.Network != m.network { // as the real mediator answers
 			rep = &fnet.ErrorReply{Code: fnet.CodeBadRequest,
 				Message: fmt.Sprintf("bad request: node is paid on %q, this mediator on %q", r.Network, m.network)}
