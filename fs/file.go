@@ -999,12 +999,15 @@ func (of *openFile) commit(done []sealed, drop func(b *meta.Batch) ([]meta.Chunk
 	b := r.idx.NewBatch()
 	var old []meta.ChunkID
 	for _, s := range done {
+		// Every sealed chunk has a fresh id (sealOne): it has no location
+		// to look up.
 		if s.idx*r.cs >= n.Size {
 			// Past the indexed end the index holds no chunk (a truncate
 			// drops them in the batch that shrinks the size, and a chunk
-			// is committed with a size that covers it): a new file's
-			// chunks need no look-up.
-			b.PutChunk(of.ino, s.idx, &s.ref)
+			// is committed with a size that covers it), and r.mu keeps
+			// any from being committed: a new file's chunks need no
+			// look-up.
+			b.PutNewChunk(of.ino, s.idx, &s.ref, true)
 			continue
 		}
 		prev, ok, err := r.idx.GetChunk(of.ino, s.idx)
@@ -1015,7 +1018,7 @@ func (of *openFile) commit(done []sealed, drop func(b *meta.Batch) ([]meta.Chunk
 		if ok {
 			old = append(old, prev.ID)
 		}
-		b.PutChunk(of.ino, s.idx, &s.ref)
+		b.PutNewChunk(of.ino, s.idx, &s.ref, false)
 	}
 	if drop != nil {
 		ids, err := drop(b)

@@ -354,6 +354,26 @@ func (b *Batch) PutChunk(ino, idx uint64, ref *ChunkRef) {
 	}
 }
 
+// PutNewChunk is PutChunk for a chunk just sealed under a fresh random id
+// (chunkstore.NewID: never referenced, never located), which spares
+// PutChunk's look-up of the chunk's location. With empty, the caller also
+// vouches that (ino, idx) holds no entry now and that none can be committed
+// before this batch (the position is past the inode's indexed size, and
+// the caller holds the lock under which the inode's entries change): that
+// spares the look-up of the entry it would replace. A new small file's
+// commit then reads nothing but its inode.
+func (b *Batch) PutNewChunk(ino, idx uint64, ref *ChunkRef, empty bool) {
+	k := [2]uint64{ino, idx}
+	if _, seen := b.chunks[k]; empty && !seen {
+		b.noteOld(ino, idx, ChunkRef{}, false, b.x.refReadSeq())
+		b.noteChunk(ino, idx, nil)
+	}
+	if _, seen := b.located[ref.ID]; !seen {
+		b.noteLocated(ref.ID, false)
+	}
+	b.PutChunk(ino, idx, ref)
+}
+
 // DeleteChunk removes the chunk map entry of chunk idx of inode ino, and its
 // chunk from the pending feed.
 func (b *Batch) DeleteChunk(ino, idx uint64) {
