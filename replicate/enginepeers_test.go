@@ -483,3 +483,29 @@ func TestUploadAllRound(t *testing.T) {
 		}
 	}
 }
+
+// TestUploadForgetsVanishedChunks: a chunk planned for a segment that is
+// gone from the store by the time it is packed, and that its file no
+// longer references (superseded), leaves the pending feed with the upload;
+// the chunks packed are located.
+func TestUploadForgetsVanishedChunks(t *testing.T) {
+	e, _ := peerEngine(t, 4, nil)
+	rng := rand.New(rand.NewPCG(9, 10))
+	ids, _ := e.addChunks(t, rng, 4000, 5000)
+	p := e.planFor(t, ids)
+	if err := e.store.Delete(ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	commit(t, e.idx, func(b *meta.Batch) {
+		b.PutChunk(e.ino, 1, &meta.ChunkRef{ID: meta.ChunkID{0xfe}, Version: 2, Len: 10})
+	})
+	if err := e.r.uploadSegment(p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.idx.GetLocation(ids[0]); err != nil {
+		t.Fatalf("the chunk packed: %v", err)
+	}
+	if pendingIDs(t, e.idx)[ids[1]] {
+		t.Fatal("a superseded chunk gone from the store is still pending after the upload")
+	}
+}

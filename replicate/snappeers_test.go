@@ -320,6 +320,9 @@ func TestSnapshotUploadsWhatItReferences(t *testing.T) {
 			t.Fatalf("chunk %s not uploaded by the snapshot: %v", id, err)
 		}
 	}
+	if n := len(e.r.errs); n != 0 {
+		t.Fatalf("errors noted by a snapshot that succeeded: %v", e.r.errs)
+	}
 	first := *f.snapshotPointer()
 	live1, dead := snapshotSegments(t, e.idx)
 	if len(live1) == 0 || len(dead) != 0 {
