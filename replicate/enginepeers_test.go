@@ -18,7 +18,14 @@ import (
 // to a fakeNet of n nodes instead.
 func peerEngine(t *testing.T, n int, tune func(*Config)) (*engine, *fakeNet) {
 	t.Helper()
-	r := offlineReplicator(t, tune)
+	// Calls to the mediator get a timeout a loaded machine keeps within
+	// (the offline engine's 300 ms is for a mediator that never answers).
+	r := offlineReplicator(t, func(c *Config) {
+		c.CallTimeout = 20 * time.Second
+		if tune != nil {
+			tune(c)
+		}
+	})
 	id, err := AccountIdentity(r.v)
 	if err != nil {
 		t.Fatal(err)
@@ -344,40 +351,45 @@ func intents(t *testing.T, e *engine) int {
 
 // TestUploadWaitsLongerForLargePieces: a piece upload may take its
 // PieceTimeout and a second more per MiB of the piece: nodes that accept
-// pieces of more than 2 MiB after 1.4 times PieceTimeout still store
-// them (with the allowance, 3 s; without it they would time out).
+// pieces of more than 2 MiB after 1.3 times PieceTimeout still store
+// them (with the allowance, 3 s; without it every piece would time out at
+// 1 s, before any node answers). On a loaded machine a piece may still
+// miss the 3 s: the upload commits with more than K of them.
 func TestUploadWaitsLongerForLargePieces(t *testing.T) {
 	e, f := peerEngine(t, 4, func(c *Config) { c.PieceTimeout = time.Second })
-	f.setDelay(1400 * time.Millisecond)
+	f.setDelay(1300 * time.Millisecond)
 	for _, p := range f.peers {
 		p.set(peerSlow)
 	}
 	class := SizeClasses[3] // pieces of 2 MiB and more
 	content := segmentData(30, class)
-	seg, n, err := e.r.put(content[:class-100], class)
+	_, n, err := e.r.put(content[:class-100], class)
 	if err != nil {
 		t.Fatalf("upload to nodes slower than PieceTimeout, within its allowance for the piece size: %v", err)
 	}
-	if n != 4 || seg.State != meta.SegmentDurable {
-		t.Fatalf("%d pieces stored, %v", n, seg.State)
+	if n <= e.r.cfg.Scheme.K {
+		t.Fatalf("%d pieces stored", n)
 	}
 }
 
-// TestUploadAllRound: a round uploads its plan two segments at a time and,
-// while they upload, takes on a full segment written meanwhile (not a partly filled one); while it
-// runs, the status counts the bytes being uploaded and the planned chunks
-// are in flight (no second plan takes them); after it, nothing is in
-// flight and the counts are back to zero. A round whose uploads fail
+// TestUploadAllRound: a round uploads its plan and, while the uploads run,
+// looks again for full segments written meanwhile (not a partly filled
+// one) and takes them on; while it runs, the status counts the bytes
+// being uploaded and the planned chunks are in flight (no second plan
+// takes them); after it, nothing is in flight and the counts are back to
+// zero. A round ends with its last upload. A round whose uploads fail
 // returns the failure, commits nothing and leaves the chunks pending.
 func TestUploadAllRound(t *testing.T) {
 	old := MaxSegment
 	MaxSegment = SizeClasses[1]
 	t.Cleanup(func() { MaxSegment = old })
-	e, f := peerEngine(t, 4, func(c *Config) { c.Parallel = 2 })
+	// Four slots for three segments: the round looks for more at once,
+	// finds nothing, and looks again while the three upload.
+	e, f := peerEngine(t, 4, func(c *Config) { c.Parallel = 4 })
 	e.r.streamFor = 5 * time.Minute // a loaded machine must not end the round first
 	// Slow nodes: the round lasts two seconds at least, time for the test
 	// to write the chunks it takes on.
-	f.setDelay(time.Second)
+	f.setDelay(2 * time.Second)
 	for _, p := range f.peers {
 		p.set(peerSlow)
 	}
@@ -395,8 +407,6 @@ func TestUploadAllRound(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- e.r.uploadAll(plan) }()
-	// While the first two segments upload: counted, in flight; a full
-	// segment written now goes in the same round.
 	var upTotal uint64
 	var inflight int
 	for deadline := time.Now().Add(10 * time.Second); upTotal == 0 && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
@@ -407,8 +417,10 @@ func TestUploadAllRound(t *testing.T) {
 	if upTotal != uint64(total) || inflight != len(all) {
 		t.Fatalf("while uploading: %d bytes counted, %d chunks in flight; want %d and %d", upTotal, inflight, total, len(all))
 	}
-	// Full: a third chunk follows it (the last segment of the pending
+	// After the round's first look (it found nothing): a full segment,
+	// and a third chunk that follows it (the last segment of the pending
 	// feed waits for more, even when it is exactly full).
+	time.Sleep(300 * time.Millisecond)
 	late, _ := e.addChunks(t, rng, half, half, half)
 	if err := <-done; err != nil {
 		t.Fatalf("round: %v", err)
@@ -433,6 +445,7 @@ func TestUploadAllRound(t *testing.T) {
 	if upTotal != 0 || upDone != 0 || inflight != 0 {
 		t.Fatalf("after the round: %d of %d bytes counted, %d chunks in flight", upDone, upTotal, inflight)
 	}
+	f.setDelay(200 * time.Millisecond)
 
 	// A round with nothing more to take on ends with its last upload
 	// (the test's bound: streamFor is five minutes).
@@ -468,5 +481,31 @@ func TestUploadAllRound(t *testing.T) {
 		if !pend[id] {
 			t.Fatalf("chunk %s of a failed upload left the pending feed", id)
 		}
+	}
+}
+
+// TestUploadForgetsVanishedChunks: a chunk planned for a segment that is
+// gone from the store by the time it is packed, and that its file no
+// longer references (superseded), leaves the pending feed with the upload;
+// the chunks packed are located.
+func TestUploadForgetsVanishedChunks(t *testing.T) {
+	e, _ := peerEngine(t, 4, nil)
+	rng := rand.New(rand.NewPCG(9, 10))
+	ids, _ := e.addChunks(t, rng, 4000, 5000)
+	p := e.planFor(t, ids)
+	if err := e.store.Delete(ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	commit(t, e.idx, func(b *meta.Batch) {
+		b.PutChunk(e.ino, 1, &meta.ChunkRef{ID: meta.ChunkID{0xfe}, Version: 2, Len: 10})
+	})
+	if err := e.r.uploadSegment(p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.idx.GetLocation(ids[0]); err != nil {
+		t.Fatalf("the chunk packed: %v", err)
+	}
+	if pendingIDs(t, e.idx)[ids[1]] {
+		t.Fatal("a superseded chunk gone from the store is still pending after the upload")
 	}
 }

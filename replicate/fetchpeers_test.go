@@ -105,6 +105,15 @@ func TestFetchSegmentTooFewReadable(t *testing.T) {
 	if g := f.gets(); g[0] != 1 || g[1] != 1 || g[2] != 1 || g[3] != 1 {
 		t.Fatalf("gets per node %v, want every node asked once", g)
 	}
+	// The one piece read comes last, once no node is left to ask.
+	g := newFakeNet(t, 3, nil)
+	g.addSegment(seg, 2, 3, data, nil)
+	g.peers[0].set(peerRefuse)
+	g.peers[1].set(peerRefuse)
+	g.peers[2].set(peerSlow)
+	if _, err := fetchOf(g, seg, len(data), time.Minute, time.Minute); err == nil || !strings.Contains(err.Error(), "1 of 2 pieces readable") {
+		t.Fatalf("fetch whose one readable piece comes last: %v", err)
+	}
 }
 
 // TestFetchSegmentHealthyPiecesOnly: the fetch asks only the nodes of

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -74,6 +75,11 @@ func TestRestoreThroughLyingPeers(t *testing.T) {
 		Progress: func(s, ts int, b, tb int64) { prog = append(prog, [4]int64{int64(s), int64(ts), b, tb}) }})
 	if err != nil {
 		t.Fatalf("restore with a lying node: %v", err)
+	}
+	// Each segment: node 0 lies, node 2 backs it up; node 3 is never
+	// needed within the default hedge (two seconds).
+	if g := f.gets(); g[3] != 0 {
+		t.Fatalf("gets per node %v: node 3 asked, as if there were no hedge delay", g)
 	}
 	if res.Segments != len(snaps) || res.Records != recs || res.Taken.UnixNano() != int64(f.snapshotPointer().Seq) {
 		t.Fatalf("restored %d segments, %d records, taken %v; want %d, %d, %d", res.Segments, res.Records, res.Taken, len(snaps), recs, f.snapshotPointer().Seq)
@@ -171,8 +177,8 @@ func TestFetchSnapshotRefusesWhatDoesNotMatch(t *testing.T) {
 	}
 	home := filepath.Join(t.TempDir(), "restored")
 	if _, err := Restore(ctx, RestoreOptions{Home: home, Mediator: f.med.Address(), Account: f.acct, Password: testPassword,
-		PieceTimeout: time.Minute, HedgeAfter: time.Minute}); err == nil {
-		t.Fatal("a restore from nodes that all refuse succeeded")
+		PieceTimeout: time.Minute, HedgeAfter: time.Minute}); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("snapshot segment 1 of %d", len(snaps))) {
+		t.Fatalf("a restore from nodes that all refuse: %v, want it to name the first segment", err)
 	}
 	for _, name := range []string{vault.KeyFileName, vault.ConfigFileName, vault.IndexDirName} {
 		if _, err := os.Stat(filepath.Join(home, name)); !errors.Is(err, os.ErrNotExist) {
@@ -218,9 +224,13 @@ func TestRecoverIndexThroughLyingPeers(t *testing.T) {
 		p.set(peerHonest)
 	}
 	f.peers[1].set(peerJunk)
+	before := f.gets()
 	res, err := RecoverIndex(ctx, opts)
 	if err != nil {
 		t.Fatalf("recovery with a lying node: %v", err)
+	}
+	if g := f.gets(); g[3] != before[3] {
+		t.Fatalf("gets per node %v: node 3 asked, as if there were no hedge delay", g)
 	}
 	if res.Records != recs || res.Segments != len(snaps) || res.Damaged == "" {
 		t.Fatalf("recovered %d records of %d segments, damaged %q; want %d of %d", res.Records, res.Segments, res.Damaged, recs, len(snaps))
@@ -247,6 +257,17 @@ func TestRecoverIndexThroughLyingPeers(t *testing.T) {
 	}
 	if _, err := idx.GetInode(5000); err == nil {
 		t.Fatal("the recovered index holds an inode written after the snapshot")
+	}
+	// An index lost altogether is recovered too, with nothing to keep.
+	if err := os.Rename(e.v.IndexDir(), filepath.Join(t.TempDir(), "gone")); err != nil {
+		t.Fatal(err)
+	}
+	res, err = RecoverIndex(ctx, opts)
+	if err != nil || res.Damaged != "" || res.Records != recs {
+		t.Fatalf("recovery of a lost index: %v, damaged %q, %d records", err, res.Damaged, res.Records)
+	}
+	if _, err := os.Stat(e.v.IndexDir()); err != nil {
+		t.Fatalf("no index after recovering a lost one: %v", err)
 	}
 }
 
@@ -298,6 +319,9 @@ func TestSnapshotUploadsWhatItReferences(t *testing.T) {
 		if _, err := e.idx.GetLocation(id); err != nil {
 			t.Fatalf("chunk %s not uploaded by the snapshot: %v", id, err)
 		}
+	}
+	if n := len(e.r.errs); n != 0 {
+		t.Fatalf("errors noted by a snapshot that succeeded: %v", e.r.errs)
 	}
 	first := *f.snapshotPointer()
 	live1, dead := snapshotSegments(t, e.idx)
