@@ -58,7 +58,7 @@ func (p *pattern) Read(b []byte) (int, error) {
 // benchData is 8 MiB of the pattern (n bytes when n is smaller), made
 // before a clock starts: the bare stream and the writer send it again and
 // again until they have sent n bytes. Generated while they sent, as until
-// the ninth session, the pattern took about 27 % of the bare stream's CPU
+// the ninth session, the pattern took 27-34 % of the bare stream's CPU
 // (so that the stream measured slower than a bare stream is whenever the
 // machine is CPU-bound, and every ratio against it flattered Fincrypt) and
 // about 1.2 CPU-s a GB of the cores the writer shares with the mount and

@@ -17,7 +17,7 @@
 # makes 0.5 the ceiling), and CPU-s per GB against the stream's (cpu-ratio,
 # the nodes' processes included). Since the ninth session the stream's
 # bytes and the writer's are made before the clock starts (the stream had
-# generated its bytes as it sent, about 27 % of its CPU, which made every
+# generated its bytes as it sent, 27-34 % of its CPU, which made every
 # ratio against it look better than it was), and the storage nodes, like
 # the stream's receiver, run as processes of their own, as users run them
 # (FINCRYPT_BENCH_PROCESSES=0: all in the benchmark's process, as before).
