@@ -205,7 +205,10 @@ func startBareReceiver(b *testing.B) (fnet.Address, int, func()) {
 // hashing and disk writes share the client's scheduler and collector:
 // there, four connections at once cost QUIC about 1.5x the CPU a byte of
 // one connection and ran at a third of its pace, which no user's client
-// pays and the one-connection bare stream did not.
+// pays and the one-connection bare stream did not. Across two processes
+// the bare stream itself costs more CPU a byte than within one (4.4-4.8
+// against 3.0-3.9 CPU-s a GB on a quiet machine), so ratios of the two
+// layouts do not compare: only ratios of one layout do.
 func benchProcesses() bool { return os.Getenv("FINCRYPT_BENCH_PROCESSES") != "0" }
 
 // cpuTime is the CPU (user + system) this process has used, and the

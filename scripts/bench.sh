@@ -20,7 +20,8 @@
 # generated its bytes as it sent, 27-34 % of its CPU, which made every
 # ratio against it look better than it was), and the storage nodes, like
 # the stream's receiver, run as processes of their own, as users run them
-# (FINCRYPT_BENCH_PROCESSES=0: all in the benchmark's process, as before).
+# (FINCRYPT_BENCH_PROCESSES=0: all in the benchmark's process, as before;
+# ratios of the two layouts do not compare, the bare stream's pace moves too).
 # The table ends the output.
 #
 # BENCH_SIZE (default 1GiB), BENCH_SMALL (default 10000 files), BENCH_FIND
