@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
 	"strconv"
@@ -56,7 +58,7 @@ func (p *pattern) Read(b []byte) (int, error) {
 // benchData is 8 MiB of the pattern (n bytes when n is smaller), made
 // before a clock starts: the bare stream and the writer send it again and
 // again until they have sent n bytes. Generated while they sent, as until
-// the ninth session, the pattern took about 27 % of the bare stream's CPU
+// the ninth session, the pattern took 27-34 % of the bare stream's CPU
 // (so that the stream measured slower than a bare stream is whenever the
 // machine is CPU-bound, and every ratio against it flattered Fincrypt) and
 // about 1.2 CPU-s a GB of the cores the writer shares with the mount and
@@ -77,76 +79,172 @@ const bareWrite = 8 << 20
 // bareQUIC is the baseline: n bytes over one stream between two fnet
 // transports on loopback, as the pieces travel, with no storage behind.
 // The bytes are in memory before the clock starts (benchData) and the
-// receiver drops them: what is timed is QUIC alone, both ends in this
-// process as the planet's nodes are. (Reads of 1 MiB instead of
-// io.Discard's 8 KiB measured no faster: the small buffer stays in cache.)
-func bareQUIC(b *testing.B, n int64) time.Duration {
-	sid, _ := fnet.GenerateIdentity()
-	cid, _ := fnet.GenerateIdentity()
-	srv, err := fnet.Listen(sid, "127.0.0.1:0", fnet.Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Close()
+// receiver drops them: what is timed is QUIC alone. The receiver runs
+// where the planet's nodes run (benchProcesses): in this process, or in
+// a process of its own, whose CPU the measure adds. (Reads of 1 MiB
+// instead of io.Discard's 8 KiB measured no faster: the small buffer
+// stays in cache.)
+func bareQUIC(b *testing.B, n int64) measured {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go srv.Serve(ctx, fnet.HandlerFunc(func(_ context.Context, _ fnet.NodeID, s *quic.Stream) {
-		io.Copy(io.Discard, s)
-		s.Write([]byte{1})
-		s.Close()
-	}))
+	var addr fnet.Address
+	var pids []int
+	if benchProcesses() {
+		a, pid, stop := startBareReceiver(b)
+		defer stop()
+		addr, pids = a, []int{pid}
+	} else {
+		sid, _ := fnet.GenerateIdentity()
+		srv, err := fnet.Listen(sid, "127.0.0.1:0", fnet.Config{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer srv.Close()
+		go srv.Serve(ctx, fnet.HandlerFunc(serveBareBench))
+		addr = srv.Address()
+	}
+	cid, _ := fnet.GenerateIdentity()
 	cl, err := fnet.NewDialer(cid, fnet.Config{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer cl.Close()
-	conn, err := cl.Dial(ctx, srv.Address())
+	conn, err := cl.Dial(ctx, addr)
 	if err != nil {
 		b.Fatal(err)
 	}
 	data := benchData(n, 1)
-	start := time.Now()
-	s, err := conn.OpenStream(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for left := n; left > 0; {
-		w := data[:min(left, int64(len(data)), bareWrite)]
-		if _, err := s.Write(w); err != nil {
+	return measure(b, func() {
+		s, err := conn.OpenStream(ctx)
+		if err != nil {
 			b.Fatal(err)
 		}
-		left -= int64(len(w))
-	}
-	s.Close()
-	var ack [1]byte
-	if _, err := io.ReadFull(s, ack[:]); err != nil {
-		b.Fatal(err)
-	}
-	return time.Since(start)
+		for left := n; left > 0; {
+			w := data[:min(left, int64(len(data)), bareWrite)]
+			if _, err := s.Write(w); err != nil {
+				b.Fatal(err)
+			}
+			left -= int64(len(w))
+		}
+		s.Close()
+		var ack [1]byte
+		if _, err := io.ReadFull(s, ack[:]); err != nil {
+			b.Fatal(err)
+		}
+	}, pids...)
 }
 
-// cpuTime is the CPU (user + system) this process has used: the planet's
-// nodes, mediator and mount all run in it, and so does the writer.
-func cpuTime(b *testing.B) time.Duration {
+// serveBareBench reads a stream to its end and answers one byte.
+func serveBareBench(_ context.Context, _ fnet.NodeID, s *quic.Stream) {
+	io.Copy(io.Discard, s)
+	s.Write([]byte{1})
+	s.Close()
+}
+
+// bareReceiverEnv, set to a directory, makes this test binary serve
+// serveBareBench instead of running tests: it writes its address to
+// bare-address there and serves until SIGTERM.
+const bareReceiverEnv = "FINCRYPT_BENCH_BARE_RECEIVER"
+
+func init() {
+	if dir := os.Getenv(bareReceiverEnv); dir != "" {
+		os.Exit(runBareReceiver(dir))
+	}
+}
+
+func runBareReceiver(dir string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	sid, _ := fnet.GenerateIdentity()
+	srv, err := fnet.Listen(sid, "127.0.0.1:0", fnet.Config{})
+	if err != nil {
+		return 1
+	}
+	defer srv.Close()
+	tmp := filepath.Join(dir, "bare-address.tmp")
+	if os.WriteFile(tmp, []byte(srv.Address().String()), 0o600) != nil || os.Rename(tmp, filepath.Join(dir, "bare-address")) != nil {
+		return 1
+	}
+	srv.Serve(ctx, fnet.HandlerFunc(serveBareBench))
+	return 0
+}
+
+// startBareReceiver starts the bare stream's receiver as a process of its
+// own and returns its address, its pid and how to stop it.
+func startBareReceiver(b *testing.B) (fnet.Address, int, func()) {
+	dir := b.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^$")
+	cmd.Env = append(os.Environ(), bareReceiverEnv+"="+dir)
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	stop := func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		raw, err := os.ReadFile(filepath.Join(dir, "bare-address"))
+		if err == nil {
+			addr, err := fnet.ParseAddress(string(raw))
+			if err != nil {
+				stop()
+				b.Fatal(err)
+			}
+			return addr, cmd.Process.Pid, stop
+		}
+		if time.Now().After(deadline) {
+			stop()
+			b.Fatal("the bare receiver did not start")
+		}
+	}
+}
+
+// benchProcesses reports whether the planet's storage nodes (and the bare
+// stream's receiver) run as processes of their own, as users run them:
+// the default since the ninth session. FINCRYPT_BENCH_PROCESSES=0 runs
+// them in the benchmark's process, as before, where the nodes' QUIC,
+// hashing and disk writes share the client's scheduler and collector:
+// there, four connections at once cost QUIC about 1.5x the CPU a byte of
+// one connection and ran at a third of its pace, which no user's client
+// pays and the one-connection bare stream did not. Across two processes
+// the bare stream itself costs more CPU a byte than within one (4.4-4.8
+// against 3.0-3.9 CPU-s a GB on a quiet machine), so ratios of the two
+// layouts do not compare: only ratios of one layout do.
+func benchProcesses() bool { return os.Getenv("FINCRYPT_BENCH_PROCESSES") != "0" }
+
+// cpuTime is the CPU (user + system) this process has used, and the
+// processes pids (the planet's nodes or the bare receiver when they run
+// as processes of their own): the mediator, the mount and the writer run
+// in this one, and so do the nodes unless benchProcesses.
+func cpuTime(b *testing.B, pids ...int) time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		b.Fatal(err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	d := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	for _, pid := range pids {
+		ticks, err := testplanet.ProcessCPU(pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		d += time.Duration(ticks) * time.Second / testplanet.ProcessTicks
+	}
+	return d
 }
 
-// measured is a wall-clock time and the process CPU spent in it.
+// measured is a wall-clock time and the CPU spent in it.
 type measured struct{ wall, cpu time.Duration }
 
-func measure(b *testing.B, f func()) measured {
-	c0, t0 := cpuTime(b), time.Now()
+func measure(b *testing.B, f func(), pids ...int) measured {
+	c0, t0 := cpuTime(b, pids...), time.Now()
 	f()
-	return measured{time.Since(t0), cpuTime(b) - c0}
+	return measured{time.Since(t0), cpuTime(b, pids...) - c0}
 }
 
 // profiled runs f under a CPU profile written to FINCRYPT_BENCH_CPUPROFILE
 // (when set): the measured work alone, without the bare baseline's runs
-// or the planet's start that -cpuprofile would mix in.
+// or the planet's start that -cpuprofile would mix in. It profiles this
+// process: the mount, the engine and the mediator, and the nodes only
+// with FINCRYPT_BENCH_PROCESSES=0.
 func profiled(b *testing.B, f func()) {
 	path := os.Getenv("FINCRYPT_BENCH_CPUPROFILE")
 	if path == "" {
@@ -174,7 +272,7 @@ type bareBaseline struct {
 }
 
 func (bb *bareBaseline) run(b *testing.B) {
-	m := measure(b, func() { bareQUIC(b, bb.n) })
+	m := bareQUIC(b, bb.n)
 	if bb.best.wall == 0 || m.wall < bb.best.wall {
 		bb.best = m
 	}
@@ -201,7 +299,7 @@ func BenchmarkDurable(b *testing.B) {
 	for range b.N {
 		base := bareBaseline{n: n}
 		base.run(b)
-		_, c, _ := benchPlanet(b, n)
+		p, c, _ := benchPlanet(b, n)
 		data := benchData(n, 7)
 		var write time.Duration
 		got := measure(b, func() {
@@ -212,7 +310,7 @@ func BenchmarkDurable(b *testing.B) {
 				c.rep.RequestSync()
 				c.waitSyncedFor(b, "bench write", 30*time.Minute)
 			})
-		})
+		}, nodePids(p)...)
 		base.run(b)
 		report(b, n, got, base.best)
 		// Where the time went, in seconds per GB of plaintext: the writer
@@ -280,7 +378,7 @@ func BenchmarkRestore(b *testing.B) {
 				}
 				read = time.Since(t0)
 			})
-		})
+		}, nodePids(p)...)
 		// Where the time went, per GB: the index restored and mounted,
 		// the file read back, and the segments' fetches summed over the
 		// reads and read-aheads running at once.
@@ -347,7 +445,8 @@ func benchPlanet(b *testing.B, n int64) (*testplanet.Planet, *client, string) {
 	// network challenges hourly, and a round a second over every node's
 	// pieces is work no user's upload competes with.
 	p := testplanet.New(b, testplanet.Config{StorageNodes: 5, NodeCapacity: n + n/2 + 64<<20,
-		Reconfigure: func(c *mediator.Config) { c.Period = 10 * time.Minute }})
+		Reconfigure:   func(c *mediator.Config) { c.Period = 10 * time.Minute },
+		NodeProcesses: benchProcesses()})
 	home := filepath.Join(b.TempDir(), "home")
 	if err := os.MkdirAll(home, 0o700); err != nil {
 		b.Fatal(err)
@@ -362,6 +461,18 @@ const benchWrite = 32 << 10
 
 // writeBench writes n bytes of data (benchData), again and again, to the
 // file "big" through the mount.
+// nodePids are the processes of the planet's nodes (none when they run in
+// this one).
+func nodePids(p *testplanet.Planet) []int {
+	var pids []int
+	for _, n := range p.Nodes {
+		if pid := n.Pid(); pid != 0 {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
 func writeBench(b *testing.B, c *client, n int64, data []byte) {
 	f, err := os.Create(filepath.Join(c.mnt, "big"))
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -56,6 +57,11 @@ type Config struct {
 	// address), so that tests can freeze a node (Freeze): it then looks hung
 	// rather than stopped.
 	Relays bool
+	// NodeProcesses runs each storage node as a process of its own (this
+	// test binary again, see nodeproc.go), as users run them, rather than
+	// in the test's process, where the nodes share the client's garbage
+	// collector and scheduler. Such a node has no Peer; Pid names it.
+	NodeProcesses bool
 }
 
 // Planet is a running network.
@@ -90,14 +96,15 @@ type Node struct {
 	Config   storagenode.Config
 	cancel   context.CancelFunc
 	done     chan error
-	relay    *relay // with Config.Relays
+	relay    *relay    // with Config.Relays
+	proc     *exec.Cmd // with Config.NodeProcesses, while running
 }
 
 // ID is the node's id.
 func (n *Node) ID() fnet.NodeID { return n.Identity.ID() }
 
 // Running reports whether the node is started.
-func (n *Node) Running() bool { return n.Peer != nil }
+func (n *Node) Running() bool { return n.Peer != nil || n.proc != nil }
 
 // Run starts a planet, runs fn and stops everything.
 func Run(t *testing.T, cfg Config, fn func(t *testing.T, p *Planet)) {
@@ -286,7 +293,14 @@ func (p *Planet) AddNode() *Node { return p.AddNodeWith(NodeOptions{}) }
 // AddNodeWith starts one more storage node shaped by o.
 func (p *Planet) AddNodeWith(o NodeOptions) *Node {
 	i := len(p.Nodes)
-	ident, err := fnet.GenerateIdentity()
+	dir := filepath.Join(p.dir, fmt.Sprintf("node%d", i))
+	var ident *fnet.Identity
+	var err error
+	if p.cfg.NodeProcesses {
+		ident, err = fnet.LoadOrCreateIdentity(dir) // which the process loads
+	} else {
+		ident, err = fnet.GenerateIdentity()
+	}
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -306,7 +320,7 @@ func (p *Planet) AddNodeWith(o NodeOptions) *Node {
 	if o.Payout == "" {
 		o.Payout = p.PayoutAddress(i)
 	}
-	n := &Node{Index: i, Dir: filepath.Join(p.dir, fmt.Sprintf("node%d", i)), Identity: ident}
+	n := &Node{Index: i, Dir: dir, Identity: ident}
 	n.Config = storagenode.Config{
 		Dir: n.Dir, Listen: net.JoinHostPort(o.IP, "0"), Mediator: p.Mediator.address, Capacity: o.Capacity,
 		Price: price, Payout: o.Payout, Network: p.cfg.Network,
@@ -321,18 +335,20 @@ func (p *Planet) AddNodeWith(o NodeOptions) *Node {
 		p.t.Cleanup(n.relay.Close)
 		_, port, _ := net.SplitHostPort(n.relay.Addr())
 		n.Config.Advertise = net.JoinHostPort(cmp.Or(o.Host, o.IP), port)
-	case o.Host != "":
+	case o.Host != "" || p.cfg.NodeProcesses:
 		// The port must be known to advertise it under another name.
 		port, err := freePort(o.IP)
 		if err != nil {
 			p.t.Fatal(err)
 		}
 		n.Config.Listen = net.JoinHostPort(o.IP, port)
-		n.Config.Advertise = net.JoinHostPort(o.Host, port)
+		n.Config.Advertise = net.JoinHostPort(cmp.Or(o.Host, o.IP), port)
 	}
 	p.Nodes = append(p.Nodes, n)
 	p.StartNode(i)
-	n.Config.Listen = n.Peer.Transport.Addr().String() // restarts keep the port
+	if n.Peer != nil {
+		n.Config.Listen = n.Peer.Transport.Addr().String() // restarts keep the port
+	}
 	if n.relay != nil {
 		if err := n.relay.setTarget(n.Config.Listen); err != nil {
 			p.t.Fatal(err)
@@ -355,7 +371,13 @@ func (p *Planet) Freeze(i int, frozen bool) {
 // StartNode starts a stopped node on its directory and address.
 func (p *Planet) StartNode(i int) {
 	n := p.Nodes[i]
-	if n.Peer != nil {
+	if n.Running() {
+		return
+	}
+	if p.cfg.NodeProcesses {
+		if err := p.startNodeProcess(n); err != nil {
+			p.t.Fatalf("start node %d: %v", i, err)
+		}
 		return
 	}
 	peer, err := storagenode.New(p.log.With("role", "node", "node", i), n.Identity, n.Config)
@@ -370,6 +392,10 @@ func (p *Planet) StartNode(i int) {
 // StopNode stops a node; its pieces stay on its disk.
 func (p *Planet) StopNode(i int) {
 	n := p.Nodes[i]
+	if n.proc != nil {
+		p.stopNodeProcess(n)
+		return
+	}
 	if n.Peer == nil {
 		return
 	}
