@@ -179,3 +179,16 @@ func TestObserverRoundHistory(t *testing.T) {
 		}
 	}
 }
+
+// ParseSegmentID takes exactly 32 hex digits.
+func TestParseSegmentID(t *testing.T) {
+	id := SegmentID{1, 2, 0xfe}
+	if got, err := ParseSegmentID(id.String()); err != nil || got != id {
+		t.Fatalf("ParseSegmentID(%s) = %s, %v", id, got, err)
+	}
+	for _, bad := range []string{"", "zz" + id.String()[2:], id.String()[2:], id.String() + "00"} {
+		if _, err := ParseSegmentID(bad); err == nil {
+			t.Errorf("ParseSegmentID(%q) accepted", bad)
+		}
+	}
+}
