@@ -83,3 +83,28 @@ func TestHumanDuration(t *testing.T) {
 		}
 	}
 }
+
+// TestBalanceReplyOlderMediators checks the decoding of a BalanceReply from
+// a mediator without the terms block (runway unknown, -1) and from one
+// without the contract-price block (the notice fields zero).
+func TestBalanceReplyOlderMediators(t *testing.T) {
+	full := &BalanceReply{Metered: true, Escrow: 500, Bytes: 1 << 30, Price: 7, Runway: 5 * time.Hour,
+		WarnRunway: time.Hour, NoticeCharge: 3, NoticeAt: time.Unix(1900000000, 0), Needed: 9}
+	var e encoder
+	full.encode(&e)
+	const noticeBlock, termsBlock = 3 * 8, 5 * 8
+	var old BalanceReply
+	d := decoder{b: e.b[:len(e.b)-noticeBlock-termsBlock]}
+	old.decode(&d)
+	if d.err != nil || old.Escrow != 500 || old.Runway != -1 || old.Bytes != 0 {
+		t.Fatalf("a reply without terms: escrow %d, runway %d, bytes %d, %v; want 500, -1 (unknown), 0",
+			old.Escrow, old.Runway, old.Bytes, d.err)
+	}
+	var mid BalanceReply
+	d = decoder{b: e.b[:len(e.b)-noticeBlock]}
+	mid.decode(&d)
+	if d.err != nil || mid.Runway != 5*time.Hour || mid.Price != 7 || mid.NoticeCharge != 0 || !mid.NoticeAt.IsZero() {
+		t.Fatalf("a reply without contract prices: runway %s, price %d, notice %d at %v, %v",
+			mid.Runway, mid.Price, mid.NoticeCharge, mid.NoticeAt, d.err)
+	}
+}
