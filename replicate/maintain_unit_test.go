@@ -8,6 +8,7 @@ import (
 
 	"github.com/fincrypt/fincrypt/chunkstore"
 	"github.com/fincrypt/fincrypt/meta"
+	"github.com/fincrypt/fincrypt/vault"
 )
 
 // TestMaintainWalkDecides: a maintenance walk marks a data segment that
@@ -82,6 +83,17 @@ func TestMaintainWalkDecides(t *testing.T) {
 		return s
 	}
 	pending := pendingIDs(t, r.idx)
+	// A chunk queued again carries its sealed size (segment 2's live chunks
+	// hold 100 bytes each).
+	pend, err := r.pending()
+	if err != nil || len(pend) != 2 {
+		t.Fatalf("pending after the repack: %d chunks, %v", len(pend), err)
+	}
+	for _, c := range pend {
+		if c.size != 100+vault.Overhead {
+			t.Errorf("chunk %s queued again with size %d, want %d", c.id, c.size, 100+vault.Overhead)
+		}
+	}
 	located := func(id meta.ChunkID) bool { _, err := r.idx.GetLocation(id); return err == nil }
 	for _, c := range []struct {
 		id     byte
@@ -112,7 +124,7 @@ func TestMaintainWalkDecides(t *testing.T) {
 	// A snapshot after segment 6's death: it is due, and the release is
 	// asked of the (offline) mediator; the segment stays until it answers.
 	r.lastSnapshot = time.Now()
-	err := r.maintainWalk(r.idx.Generation(), r.lastSnapshot)
+	err = r.maintainWalk(r.idx.Generation(), r.lastSnapshot)
 	six := meta.SegmentID{6}
 	if err == nil || !strings.Contains(err.Error(), hex.EncodeToString(six[:])) {
 		t.Fatalf("a due release of segment 6 with the mediator offline: %v, want the release of segment 6 failing", err)
