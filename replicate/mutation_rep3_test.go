@@ -416,3 +416,122 @@ func TestControlSocketInProcess(t *testing.T) {
 		t.Fatalf("status after Close: %v, want ErrNotRunning", err)
 	}
 }
+
+// A clean stop's idle record brings back, at the next start, what the
+// engine knew settled: maintenance idle until its next due time, the
+// cache's byte count (not when the cache was dirty), the snapshot tie to
+// the key file, and maintenance's live count; it is read once and
+// deleted, and a record of a wrong length or with no bit set brings back
+// nothing.
+func TestIdleRecordRoundTrip(t *testing.T) {
+	r := offlineReplicator(t, nil)
+	r.idx.TrackLive(maxLiveChanges) // as New does, and the mount's RefSum tracking
+	sum, err := r.idx.WalkRefSum()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.idx.TrackRefs(sum)
+	key, err := r.readKeyFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	settle := func(dirty bool) {
+		gen, sg := r.idx.Generation(), r.idx.StateGeneration()
+		r.maintGen, r.maintNext = gen+1, time.Unix(0, 1_234_567_890)
+		r.evictGen, r.cacheDirty, r.st.CacheBytes = gen+1, dirty, 999
+		r.snapHash, r.snapGen, r.protKey = []byte("hash"), sg+1, key
+		r.liveCount = map[meta.SegmentID]uint64{{1}: 10, {2}: 20}
+	}
+	forget := func() {
+		r.maintGen, r.maintNext, r.evictGen, r.st.CacheBytes = 0, time.Time{}, 0, 0
+		r.protKey, r.protGen, r.snapGen, r.liveCount = nil, 0, 0, nil
+	}
+	settle(false)
+	r.saveIdle()
+	forget()
+	r.loadIdle()
+	gen, sg := r.idx.Generation(), r.idx.StateGeneration()
+	if r.maintGen != gen+1 || !r.maintNext.Equal(time.Unix(0, 1_234_567_890)) {
+		t.Errorf("maintenance: gen %d (index %d), next %v", r.maintGen, gen, r.maintNext)
+	}
+	if r.evictGen != gen+1 || r.st.CacheBytes != 999 {
+		t.Errorf("cache: gen %d (index %d), %d bytes", r.evictGen, gen, r.st.CacheBytes)
+	}
+	if !bytes.Equal(r.protKey, key) || r.protGen != sg+1 || r.snapGen != sg+1 {
+		t.Errorf("snapshot tie: key %v, prot gen %d, snap gen %d (state %d)", r.protKey != nil, r.protGen, r.snapGen, sg)
+	}
+	if len(r.liveCount) != 2 || r.liveCount[meta.SegmentID{1}] != 10 || r.liveCount[meta.SegmentID{2}] != 20 {
+		t.Errorf("live count %v", r.liveCount)
+	}
+	if _, err := r.idx.GetRepl(idleCloseName); err == nil {
+		t.Error("idle record left after it was read")
+	}
+	if _, err := r.idx.GetRepl(liveCountName); err == nil {
+		t.Error("live count record left after it was read")
+	}
+
+	// A dirty cache is counted again; the rest comes back.
+	settle(true)
+	r.saveIdle()
+	forget()
+	r.loadIdle()
+	if r.evictGen != 0 || r.st.CacheBytes != 0 || r.maintGen == 0 {
+		t.Errorf("after a dirty cache: evict gen %d, %d bytes, maint gen %d", r.evictGen, r.st.CacheBytes, r.maintGen)
+	}
+
+	// A record of the wrong length, or with nothing set: nothing trusted.
+	for _, rec := range [][]byte{make([]byte, idleCloseLen-1), make([]byte, idleCloseLen)} {
+		rec[0] = idleMaint | idleCache
+		if len(rec) == idleCloseLen {
+			rec[0] = 0
+		}
+		b := r.idx.NewBatch()
+		b.PutRepl(idleCloseName, rec)
+		if err := b.Commit(false); err != nil {
+			t.Fatal(err)
+		}
+		forget()
+		r.loadIdle()
+		if r.maintGen != 0 || r.evictGen != 0 || r.protKey != nil {
+			t.Errorf("record of %d bytes, flags %d: maint gen %d, evict gen %d", len(rec), rec[0], r.maintGen, r.evictGen)
+		}
+	}
+	// Nothing to save: no record.
+	forget()
+	r.saveIdle()
+	if _, err := r.idx.GetRepl(idleCloseName); err == nil {
+		t.Error("an idle record with nothing in it")
+	}
+}
+
+// The escrow is asked again every CheckInterval, or every period of a
+// metered mediator when shorter (a second at least), and at once after a
+// refusal.
+func TestEscrowDue(t *testing.T) {
+	r := &Replicator{cfg: Config{CheckInterval: 10 * time.Minute}}
+	last := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	due := func(after time.Duration) bool { return r.escrowDue(last.Add(after), last) }
+	if due(10*time.Minute-time.Nanosecond) || !due(10*time.Minute) {
+		t.Fatal("no balance: not due exactly at CheckInterval")
+	}
+	r.balance = &fnet.BalanceReply{Metered: true, Period: time.Minute}
+	if due(time.Minute-time.Nanosecond) || !due(time.Minute) {
+		t.Fatal("a period of a minute: not due exactly at the period")
+	}
+	r.balance = &fnet.BalanceReply{Metered: true}
+	if due(2 * time.Second) {
+		t.Fatal("no period: due after two seconds")
+	}
+	r.balance = &fnet.BalanceReply{Metered: true, Period: time.Millisecond}
+	if due(time.Second-time.Nanosecond) || !due(time.Second) {
+		t.Fatal("a period under a second: not every second")
+	}
+	r.balance = &fnet.BalanceReply{Metered: false, Period: time.Minute}
+	if due(time.Minute) {
+		t.Fatal("unmetered: due at its period")
+	}
+	r.escrowStale = true
+	if !due(0) {
+		t.Fatal("a stale escrow not due at once")
+	}
+}
