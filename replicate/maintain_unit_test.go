@@ -82,6 +82,9 @@ func TestMaintainWalkDecides(t *testing.T) {
 		}
 		return s
 	}
+	if len(r.errs) != 0 {
+		t.Errorf("the walk noted errors: %+v", r.errs)
+	}
 	pending := pendingIDs(t, r.idx)
 	// A chunk queued again carries its sealed size (segment 2's live chunks
 	// hold 100 bytes each).
