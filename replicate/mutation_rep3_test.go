@@ -535,3 +535,67 @@ func TestEscrowDue(t *testing.T) {
 		t.Fatal("a stale escrow not due at once")
 	}
 }
+
+// followLive applies the live-bytes feed to maintenance's count and
+// records the pass done only while no segment is due: a dead segment
+// past ReleaseDelay with a newer snapshot, a data segment the count has at
+// zero, a durable one below RepackBelow of its use (exactly at it is
+// kept). Done, it forgets released segments, sums the data segments'
+// live bytes and sleeps until the first dead segment falls due.
+func TestFollowLiveDecides(t *testing.T) {
+	r := offlineReplicator(t, func(c *Config) { c.ReleaseDelay = time.Hour; c.RepackBelow = 0.25 })
+	id := func(i byte) meta.SegmentID { return meta.SegmentID{i} }
+	data := func(i byte, used uint32) meta.Segment {
+		return meta.Segment{ID: id(i), Kind: meta.KindData, State: meta.SegmentDurable, K: 2, N: 4, Healthy: 4, Used: used}
+	}
+	died := time.Now().Add(-10 * time.Minute)
+	dead := data(4, 1000)
+	dead.DeadSince = died.UnixNano()
+	snap := meta.Segment{ID: id(3), Kind: meta.KindSnapshot, State: meta.SegmentDurable, Used: 1000}
+	r.liveCount = map[meta.SegmentID]uint64{id(1): 500, id(2): 300, id(3): 0, id(4): 0, id(9): 5}
+	changes := []meta.LiveChange{{Segment: id(1), Bytes: 50, Live: true}, {Segment: id(1), Bytes: 30},
+		{Segment: id(2), Bytes: 1000}}
+	gen, lastSnap := r.idx.Generation(), time.Now()
+	if r.followLive(changes, []meta.Segment{data(1, 1000), snap, dead, data(5, 1000)}, gen, lastSnap) {
+		t.Fatal("a data segment the count has not seen: not due")
+	}
+	r.liveCount = map[meta.SegmentID]uint64{id(1): 500, id(2): 300, id(3): 0, id(4): 0, id(7): 250, id(9): 5}
+	if !r.followLive(changes, []meta.Segment{data(1, 1000), snap, dead, data(7, 1000)}, gen, lastSnap) {
+		t.Fatal("nothing due, but the pass not done")
+	}
+	if n := r.liveCount[id(1)]; n != 520 {
+		t.Errorf("segment 1 counts %d live bytes, want 520", n)
+	}
+	if _, ok := r.liveCount[id(2)]; ok {
+		t.Error("released segment 2 still counted")
+	}
+	if _, ok := r.liveCount[id(9)]; ok {
+		t.Error("released segment 9 still counted")
+	}
+	if r.st.LiveBytes != 520+250 || r.st.LiveCounted == nil {
+		t.Errorf("live bytes %d, want %d", r.st.LiveBytes, 520+250)
+	}
+	if r.maintGen != gen+1 || !r.maintSnap.Equal(lastSnap) || !r.maintNext.Equal(died.Add(time.Hour)) {
+		t.Errorf("maint gen %d (index %d), next %v, want %v", r.maintGen, gen, r.maintNext, died.Add(time.Hour))
+	}
+	for name, segs := range map[string][]meta.Segment{
+		"below RepackBelow": {data(1, 2081)},
+		"a dead segment past ReleaseDelay with a newer snapshot": {func() meta.Segment {
+			s := data(1, 1000)
+			s.DeadSince = time.Now().Add(-2 * time.Hour).UnixNano()
+			return s
+		}()},
+	} {
+		r.liveCount = map[meta.SegmentID]uint64{id(1): 520}
+		if r.followLive(nil, segs, gen, time.Now()) {
+			t.Errorf("%s: not due", name)
+		}
+	}
+	// A dead segment past the delay but no snapshot since: not due.
+	s := data(1, 1000)
+	s.DeadSince = time.Now().Add(-2 * time.Hour).UnixNano()
+	r.liveCount = map[meta.SegmentID]uint64{id(1): 520}
+	if !r.followLive(nil, []meta.Segment{s}, gen, time.Now().Add(-3*time.Hour)) {
+		t.Error("a dead segment with no snapshot since its death: due")
+	}
+}
