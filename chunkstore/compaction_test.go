@@ -46,28 +46,9 @@ func TestCompactableBounds(t *testing.T) {
 // the deletion is of a chunk in its own pack), a compaction drops it
 // instead of copying it from pack to pack for good.
 func TestCompactionDropsDeletionsOfGonePacks(t *testing.T) {
-	smallPacks(t, 8<<10)
 	mem := newMem(t)
 	const dir = "/vault/store"
-	s, err := OpenFSFormat(dir, mem, FormatPacks)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(10, 11))
-	put := func(n int) meta.ChunkID {
-		id := NewID()
-		if err := s.Put(id, randBytes(rng, n)); err != nil {
-			t.Fatal(err)
-		}
-		return id
-	}
-	seqOf := func(id meta.ChunkID) uint64 {
-		l := s.packs.lookup(id)
-		if l == nil {
-			t.Fatalf("chunk %s in no pack", id)
-		}
-		return l.p.seq
-	}
+	s, put, seqOf := smallPackStore(t, mem, dir, 10, 11)
 	// The first pack, all deleted later; the second, its first chunks
 	// deleted too, holding the deletions of both.
 	first := []meta.ChunkID{put(1000)}

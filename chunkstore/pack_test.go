@@ -24,6 +24,34 @@ func smallPacks(t *testing.T, size int64) {
 	t.Cleanup(func() { packTarget = old })
 }
 
+// smallPackStore opens a pack store at dir on mem with 8 KiB packs, and
+// gives a put of n random bytes (seeded) returning the new chunk's id, and
+// the sequence number of the pack holding a chunk.
+func smallPackStore(t *testing.T, mem vfs.FS, dir string, seed1, seed2 uint64) (*Store, func(n int) meta.ChunkID, func(meta.ChunkID) uint64) {
+	t.Helper()
+	smallPacks(t, 8<<10)
+	s, err := OpenFSFormat(dir, mem, FormatPacks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(seed1, seed2))
+	put := func(n int) meta.ChunkID {
+		id := NewID()
+		if err := s.Put(id, randBytes(rng, n)); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	seqOf := func(id meta.ChunkID) uint64 {
+		l := s.packs.lookup(id)
+		if l == nil {
+			t.Fatalf("chunk %s in no pack", id)
+		}
+		return l.p.seq
+	}
+	return s, put, seqOf
+}
+
 func randBytes(rng *rand.Rand, n int) []byte {
 	b := make([]byte, n)
 	for i := range b {
@@ -787,28 +815,9 @@ func TestDeleteDuringUpgrade(t *testing.T) {
 // the deletion over while that older pack remains, or the deleted chunk is
 // back at the next open.
 func TestCompactionCarriesDeletionsOfOlderPacks(t *testing.T) {
-	smallPacks(t, 8<<10)
 	mem := newMem(t)
 	const dir = "/vault/store"
-	s, err := OpenFSFormat(dir, mem, FormatPacks)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(8, 9))
-	put := func(n int) meta.ChunkID {
-		id := NewID()
-		if err := s.Put(id, randBytes(rng, n)); err != nil {
-			t.Fatal(err)
-		}
-		return id
-	}
-	seqOf := func(id meta.ChunkID) uint64 {
-		l := s.packs.lookup(id)
-		if l == nil {
-			t.Fatalf("chunk %s in no pack", id)
-		}
-		return l.p.seq
-	}
+	s, put, seqOf := smallPackStore(t, mem, dir, 8, 9)
 	// The deleted chunk, in a pack kept whole by live chunks beside it.
 	gone := put(500)
 	var keep, doomed []meta.ChunkID

@@ -41,21 +41,31 @@ func pebbleIndexKeys(t *testing.T, st *PebbleStore) [][]byte {
 	return keys
 }
 
+// pebbleStoreWith opens a Pebble store in a temporary directory, closed at
+// the test's end, with segs committed.
+func pebbleStoreWith(t *testing.T, segs ...*Segment) *PebbleStore {
+	t.Helper()
+	st, err := OpenPebbleStore(t.TempDir(), PebbleOptions{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	for _, seg := range segs {
+		if err := st.CommitSegment(context.Background(), seg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return st
+}
+
 // A segment deleted, or a piece moved to another node, leaves no piece
 // index entry behind (docs/PROTOCOL.md, "mediator state": p/<node><piece>
 // names a contracted piece).
 func TestStorePebbleReleasesIndexEntries(t *testing.T) {
 	ctx := context.Background()
-	st, err := OpenPebbleStore(t.TempDir(), PebbleOptions{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	n1, n2, n3 := fnet.NodeID{1}, fnet.NodeID{2}, fnet.NodeID{3}
 	seg := suiteSegment(1, 1, 10, n1, n2)
-	if err := st.CommitSegment(ctx, seg); err != nil {
-		t.Fatal(err)
-	}
+	st := pebbleStoreWith(t, seg)
 	if k := pebbleIndexKeys(t, st); len(k) != 2 {
 		t.Fatalf("index entries after the commit: %d, want 2", len(k))
 	}
@@ -79,16 +89,9 @@ func TestStorePebbleReleasesIndexEntries(t *testing.T) {
 // A piece given a new id on the same node is found by its new id.
 func TestStorePebbleUpdateRenamesPiece(t *testing.T) {
 	ctx := context.Background()
-	st, err := OpenPebbleStore(t.TempDir(), PebbleOptions{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	n1, n2 := fnet.NodeID{1}, fnet.NodeID{2}
 	seg := suiteSegment(1, 1, 10, n1, n2)
-	if err := st.CommitSegment(ctx, seg); err != nil {
-		t.Fatal(err)
-	}
+	st := pebbleStoreWith(t, seg)
 	upd := suiteSegment(1, 1, 10, n1, n2)
 	old := upd.Pieces[0].ID
 	upd.Pieces[0].ID = challenge.PieceID{0x77}
@@ -110,16 +113,9 @@ func TestStorePebbleUpdateRenamesPiece(t *testing.T) {
 // as no entry: lookups skip it and another segment may claim the piece.
 func TestStorePebbleStaleIndexEntry(t *testing.T) {
 	ctx := context.Background()
-	st, err := OpenPebbleStore(t.TempDir(), PebbleOptions{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	n1, n2 := fnet.NodeID{1}, fnet.NodeID{2}
 	a := suiteSegment(1, 1, 10, n1, n2)
-	if err := st.CommitSegment(ctx, a); err != nil {
-		t.Fatal(err)
-	}
+	st := pebbleStoreWith(t, a)
 	piece := challenge.PieceID{0x99}
 	if err := st.db.Set(key(pfxPiece, n1[:], piece[:]), pieceIndexValue(a.ID, len(a.Pieces)), pebble.Sync); err != nil {
 		t.Fatal(err)
