@@ -304,11 +304,21 @@ func (w *world) placeAndUploadData(acct fnet.AccountID, data []byte) (*fnet.Plac
 	ctx := context.Background()
 	coder, _ := erasure.New(w.c.cfg.Scheme)
 	pieces, _ := coder.Encode(data)
+	pl, stored := w.placePieces(ctx, acct, &fnet.PlacementRequest{}, pieces)
+	return pl, stored, pieces
+}
+
+// placePieces places pieces for acct with req (its piece ids and size
+// filled in here) and uploads each to its node; it returns the placement
+// and the receipts a client would commit.
+func (w *world) placePieces(ctx context.Context, acct fnet.AccountID, req *fnet.PlacementRequest, pieces [][]byte) (*fnet.PlacementReply, []fnet.StoredPiece) {
+	w.t.Helper()
 	ids := make([]challenge.PieceID, len(pieces))
 	for i, p := range pieces {
 		ids[i], _ = challenge.ComputeID(p)
 	}
-	pl, err := w.c.Place(ctx, acct, &fnet.PlacementRequest{PieceSize: uint64(len(pieces[0])), Pieces: ids})
+	req.PieceSize, req.Pieces = uint64(len(pieces[0])), ids
+	pl, err := w.c.Place(ctx, acct, req)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -320,7 +330,7 @@ func (w *world) placeAndUploadData(acct fnet.AccountID, data []byte) (*fnet.Plac
 		}
 		stored = append(stored, fnet.StoredPiece{Index: uint8(i), Node: tg.Ticket.Node, Piece: ids[i], Size: uint64(len(pieces[i]))})
 	}
-	return pl, stored, pieces
+	return pl, stored
 }
 
 func (w *world) segment(id SegmentID) *Segment {

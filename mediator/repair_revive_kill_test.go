@@ -128,22 +128,7 @@ func (w *world) storeSegmentAs(acct fnet.AccountID, s erasure.Scheme, size int) 
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	ids := make([]challenge.PieceID, len(pieces))
-	for i, p := range pieces {
-		ids[i], _ = challenge.ComputeID(p)
-	}
-	pl, err := w.c.Place(ctx, acct, &fnet.PlacementRequest{K: uint8(s.K), N: uint8(s.N), PieceSize: uint64(len(pieces[0])), Pieces: ids})
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	var stored []fnet.StoredPiece
-	for i, tg := range pl.Targets {
-		addr, _ := fnet.ParseAddress(tg.Address)
-		if err := w.mem.Put(ctx, addr, tg.Ticket, pieces[i]); err != nil {
-			w.t.Fatal(err)
-		}
-		stored = append(stored, fnet.StoredPiece{Index: uint8(i), Node: tg.Ticket.Node, Piece: ids[i], Size: uint64(len(pieces[i]))})
-	}
+	pl, stored := w.placePieces(ctx, acct, &fnet.PlacementRequest{K: uint8(s.K), N: uint8(s.N)}, pieces)
 	if err := w.c.Commit(ctx, acct, &fnet.CommitRequest{Segment: pl.Segment, Pieces: stored}); err != nil {
 		w.t.Fatal(err)
 	}
