@@ -110,6 +110,12 @@ func TestBackgroundFaultsContained(t *testing.T) {
 
 	for _, work := range []string{"snapshot", "maintain", "health", "evict"} {
 		inj.set(work, true)
+		if work == "evict" {
+			// The cache is trimmed only after the index changed (or a
+			// fetch): the last change may have been trimmed before the
+			// fault was switched on, so make one now.
+			c.answers(t, files, "before-"+work+"-fault")
+		}
 		c.waitFault(t, work, true)
 		c.answers(t, files, "during-"+work+"-fault")
 		inj.set(work, false)
