@@ -11,12 +11,13 @@ import (
 )
 
 // withoutCaps runs f on a thread of its own whose effective capabilities are
-// all dropped (capabilities are per thread): a root caller without
-// CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER and CAP_CHOWN, as a
-// service with an empty capability set or a container's root is. The
-// thread's permitted set is kept, so it gets them back after f; if that
-// fails, the thread is left locked and dies with its goroutine.
-func withoutCaps(t *testing.T, f func()) {
+// all dropped (capabilities and supplementary groups are per thread): a root
+// caller without CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER and
+// CAP_CHOWN, as a service with an empty capability set or a container's root
+// is, whose supplementary groups are groups. The thread's permitted set is
+// kept, so it gets them back after f, then its groups; if that fails, the
+// thread is left locked and dies with its goroutine.
+func withoutCaps(t *testing.T, groups []int, f func()) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() {
@@ -24,6 +25,16 @@ func withoutCaps(t *testing.T, f func()) {
 		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 		var saved [2]unix.CapUserData
 		if err := unix.Capget(&hdr, &saved[0]); err != nil {
+			done <- err
+			return
+		}
+		savedGroups, err := unix.Getgroups()
+		if err != nil {
+			done <- err
+			return
+		}
+		// x/sys/unix's setgroups is the raw call: this thread only.
+		if err := unix.Setgroups(groups); err != nil {
 			done <- err
 			return
 		}
@@ -38,6 +49,10 @@ func withoutCaps(t *testing.T, f func()) {
 			done <- err
 			return // the thread keeps its dropped set and exits with the goroutine
 		}
+		if err := unix.Setgroups(savedGroups); err != nil {
+			done <- err
+			return
+		}
 		runtime.UnlockOSThread()
 		done <- nil
 	}()
@@ -50,7 +65,7 @@ func withoutCaps(t *testing.T, f func()) {
 // has the kernel check mode bits and owners (default_permissions) for every
 // caller it lets in. Without allow_other the kernel lets in only callers
 // whose user and group ids are the mounting user's; they still differ in
-// capabilities (and supplementary groups). Here root without its
+// capabilities and supplementary groups. Here root without its
 // capabilities must be refused what a non-root user would be, including
 // through a directory entry the kernel already cached (a walk through a
 // cached entry sends no request: only the kernel's own check stops it).
@@ -85,7 +100,7 @@ func TestOwnerOnlyMountKeepsKernelChecks(t *testing.T) {
 		writeRO, chmodRO, chownRO, utimesRO error
 		removeInside, renameInside, truncRO error
 	}
-	withoutCaps(t, func() {
+	withoutCaps(t, nil, func() {
 		got.roData, got.readRO = os.ReadFile(tm.path("ro"))
 		_, got.readInside = os.ReadFile(tm.path("closed", "f"))
 		got.createInside = os.WriteFile(tm.path("closed", "new"), nil, 0o644)
@@ -128,11 +143,35 @@ func TestOwnerOnlyMountKeepsKernelChecks(t *testing.T) {
 		}
 	}
 	// Nothing changed.
-	mustEqual(t, "inside after", readFile(t, tm.path("closed", "f")), []byte("inside\n"))
-	if st := stat(t, tm.path("ro")); st.Mode&0o7777 != 0o444 || st.Uid != nobody || st.Size != int64(len("read-only\n")) {
-		t.Fatalf("ro after the refusals: mode %o uid %d size %d", st.Mode&0o7777, st.Uid, st.Size)
+	if b, err := os.ReadFile(tm.path("closed", "f")); err != nil || string(b) != "inside\n" {
+		t.Errorf("closed/f after the refusals: %q, %v", b, err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(tm.path("ro"), &st); err != nil || st.Mode&0o7777 != 0o444 || st.Uid != nobody || st.Size != int64(len("read-only\n")) {
+		t.Errorf("ro after the refusals: mode %o uid %d size %d, %v", st.Mode&0o7777, st.Uid, st.Size, err)
 	}
 	if _, err := os.Stat(tm.path("closed", "new")); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("closed/new: %v, want it missing", err)
+		t.Errorf("closed/new: %v, want it missing", err)
+	}
+
+	// Callers the kernel lets in may differ in their supplementary groups:
+	// a directory open to its group is entered by a caller in that group
+	// and refused to one outside it, through the same cached entries.
+	const group = 4242
+	must(os.Mkdir(tm.path("team"), 0o750))
+	writeFile(t, tm.path("team", "f"), []byte("team\n"))
+	must(os.Chmod(tm.path("team", "f"), 0o640))
+	must(os.Chown(tm.path("team", "f"), nobody, group))
+	must(os.Chown(tm.path("team"), nobody, group))
+	mustEqual(t, "root reads team/f", readFile(t, tm.path("team", "f")), []byte("team\n"))
+	var inGroup, outside error
+	var data []byte
+	withoutCaps(t, []int{group}, func() { data, inGroup = os.ReadFile(tm.path("team", "f")) })
+	withoutCaps(t, nil, func() { _, outside = os.ReadFile(tm.path("team", "f")) })
+	if inGroup != nil || string(data) != "team\n" {
+		t.Errorf("a caller in the directory's group reading team/f: %q, %v", data, inGroup)
+	}
+	if !errors.Is(outside, syscall.EACCES) {
+		t.Errorf("a caller outside the directory's group reading team/f: %v, want %v", outside, syscall.EACCES)
 	}
 }
