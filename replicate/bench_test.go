@@ -446,11 +446,12 @@ func report(b *testing.B, n int64, got measured, base measured) {
 //   - bare fan-out 64-79 MB/s, ratio 0.38-0.52, 9.5-12.7 cpu-s/GB: client
 //     3.9-5.1, receivers 5.6-7.5 (6 runs). Paced to a durable run's 25
 //     MB/s (FINCRYPT_BENCH_FANOUT_MBS=25), 11.9/14.1: client 4.9/5.7,
-//     receivers 7.0/8.4, about 10 % more than at full pace, so the pace
-//     explains little of the gap. QUIC alone, shaped as the upload is,
-//     reaches 0.4-0.5 of one bare stream here: the ceiling of about 0.25
-//     named in the ninth session is not QUIC's but Fincrypt's own work,
-//     about 15 cpu-s/GB (client about 8.5, nodes about 6.5).
+//     receivers 7.0/8.4, about 10 % more than at full pace (each stream
+//     still goes at full speed, then the slot waits). QUIC alone, shaped
+//     as the upload is, reaches 0.4-0.5 of one bare stream here: the
+//     ceiling of about 0.25 named in the ninth session is not QUIC's but
+//     Fincrypt's own work, about 15 cpu-s/GB (client about 8.5, nodes
+//     about 6.5).
 //   - the nodes' pprof (4 nodes, 11.7 s sampled for 1.07 GB): receiving
 //     (QUIC's transport and connection goroutines) about 50 %, the put 28 %
 //     (SHA-256 of the piece for its id, once, 17.8 %; write(2) into the
@@ -462,6 +463,16 @@ func report(b *testing.B, n int64, got measured, base measured) {
 //     in the bare stream's receiver: the same runtime costs, per wake-up.
 //     Each node takes a quarter of the traffic at a fraction of a core,
 //     so it wakes for fewer packets each time than a saturated receiver.
+//   - perf over the nodes' whole run against the fan-out's receivers
+//     (load 62-79, 1000 samples a second, per GB of file): 17.3 against
+//     8.2 cpu-s. The put 3.3 (SHA-256 2.0, write(2) 0.9) against none;
+//     the rest, 14.0 against 8.2, is the same code: QUIC's connection
+//     goroutine 3.9 against 2.8, its transport's receiving 3.3 against
+//     2.5, stream reads 1.3 against 0.3, sysmon 2.2 against 0.9, the
+//     scheduler's search for work 1.6 against 0.9. The durable run took
+//     2.8 times as long a GB (17 against 49 MB/s), its pieces arriving as
+//     a steady trickle rather than in bursts, so each wake-up of a node
+//     handles fewer packets: the likely reason, not measured apart.
 //   - the client's pprof (12.7 s for 1.07 GB): QUIC sending 2 GB about
 //     46 %, piece ids 17 %, FUSE and the writer's write(2) 14 %, sealing
 //     and the local store's writes 6 %, reading sealed chunks back to
