@@ -22,6 +22,11 @@
 # the stream's receiver, run as processes of their own, as users run them
 # (FINCRYPT_BENCH_PROCESSES=0: all in the benchmark's process, as before;
 # ratios of the two layouts do not compare, the bare stream's pace moves too).
+# client-cpu-s/GB and nodes-cpu-s/GB split their CPU by process, and
+# BenchmarkBareFanout sends the durable upload's traffic (2 GB a GB, 8 MiB
+# streams to four receivers, two at a time) with nothing behind it: what
+# BenchmarkDurable spends above it is Fincrypt's own work (replicate's
+# bench_test.go says how to profile the nodes, and the figures).
 # The table ends the output.
 #
 # BENCH_SIZE (default 1GiB), BENCH_SMALL (default 10000 files), BENCH_FIND

@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,6 +23,10 @@ import (
 // tests: Config.NodeProcesses starts each node so, as a process of its
 // own, the way users run them.
 const nodeEnv = "FINCRYPT_TESTPLANET_NODE"
+
+// nodeProfileEnv, set with nodeEnv, is the file the node's process writes
+// its CPU profile to (Config.NodeCPUProfile).
+const nodeProfileEnv = "FINCRYPT_TESTPLANET_NODE_CPUPROFILE"
 
 func init() {
 	if cfg := os.Getenv(nodeEnv); cfg != "" {
@@ -43,6 +49,18 @@ func runNodeProcess(cfg string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	if path := os.Getenv(nodeProfileEnv); path != "" {
+		out, err := os.Create(path)
+		if err == nil {
+			err = pprof.StartCPUProfile(out)
+		}
+		if err != nil {
+			log.Error("node process: cpu profile", "err", err)
+			return 1
+		}
+		defer out.Close()
+		defer pprof.StopCPUProfile()
+	}
 	peer, err := storagenode.New(log, ident, c)
 	if err != nil {
 		log.Error("node process", "err", err)
@@ -65,6 +83,9 @@ func (p *Planet) startNodeProcess(n *Node) error {
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^$")
 	cmd.Env = append(os.Environ(), nodeEnv+"="+string(cfg))
+	if p.cfg.NodeCPUProfile != "" {
+		cmd.Env = append(cmd.Env, nodeProfileEnv+"="+p.cfg.NodeCPUProfile+"."+filepath.Base(n.Dir))
+	}
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

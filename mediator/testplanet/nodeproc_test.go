@@ -2,8 +2,11 @@ package testplanet_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"errors"
+	"io"
 	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
 
@@ -12,9 +15,11 @@ import (
 
 // With NodeProcesses every node is a process of its own: a segment stored
 // and fetched goes to their disks through them, each has used CPU of its
-// own, and StopNode ends the process.
+// own, StopNode ends the process, and a stopped node's process has
+// written its CPU profile (NodeCPUProfile).
 func TestNodeProcesses(t *testing.T) {
-	testplanet.Run(t, testplanet.Config{StorageNodes: 5, NodeProcesses: true}, func(t *testing.T, p *testplanet.Planet) {
+	prof := filepath.Join(t.TempDir(), "cpu")
+	testplanet.Run(t, testplanet.Config{StorageNodes: 5, NodeProcesses: true, NodeCPUProfile: prof}, func(t *testing.T, p *testplanet.Planet) {
 		for _, n := range p.Nodes {
 			if n.Peer != nil || n.Pid() == 0 || n.Pid() == os.Getpid() || !n.Running() {
 				t.Fatalf("node %d: peer %v, pid %d (the test is %d), running %v", n.Index, n.Peer, n.Pid(), os.Getpid(), n.Running())
@@ -52,6 +57,20 @@ func TestNodeProcesses(t *testing.T) {
 		}
 		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
 			t.Fatalf("node 0's process %d after StopNode: %v, want ESRCH", pid, err)
+		}
+		// A profile (runtime/pprof's gzipped protocol buffer) of node 0,
+		// named after its directory.
+		f, err := os.Open(prof + "." + filepath.Base(p.Nodes[0].Dir))
+		if err != nil {
+			t.Fatalf("node 0's CPU profile: %v", err)
+		}
+		defer f.Close()
+		zr, err := gzip.NewReader(f)
+		if err != nil {
+			t.Fatalf("node 0's CPU profile: %v", err)
+		}
+		if n, err := io.Copy(io.Discard, zr); err != nil || n == 0 {
+			t.Fatalf("node 0's CPU profile: %d bytes, %v", n, err)
 		}
 	})
 }

@@ -62,6 +62,11 @@ type Config struct {
 	// in the test's process, where the nodes share the client's garbage
 	// collector and scheduler. Such a node has no Peer; Pid names it.
 	NodeProcesses bool
+	// NodeCPUProfile, with NodeProcesses, makes each node's process write
+	// a CPU profile (runtime/pprof) of its whole run, from its start to
+	// its stop, to NodeCPUProfile + "." + the node's directory name
+	// ("node0", ...): what benchmarks profile the nodes with.
+	NodeCPUProfile string
 }
 
 // Planet is a running network.
