@@ -328,16 +328,21 @@ func TestCheckEscrowAsksTheMediator(t *testing.T) {
 // two fetched ahead; a first read, a read backwards, a jump of more than
 // two, a read of the same segment again or of a snapshot segment fetch
 // nothing ahead, nor is a segment fetched ahead that is cached already.
+// Segments stored later are in the order once the index changed and the
+// order is older than segOrderTTL.
 func TestPrefetchFollowsASequentialReader(t *testing.T) {
 	e, f := peerEngine(t, 4, nil)
 	class := SizeClasses[0]
-	const n = 10
+	const n = 12 // the last two stored later
 	segs := make([]meta.SegmentID, n)
 	chunks := make([]meta.ChunkID, n)
-	for i := range n {
+	put := func(i int) {
 		segs[i] = meta.SegmentID{0x70 + byte(i)} // putDataSegment names chunks after the first byte
 		chunks[i] = putDataSegment(t, e, f, segs[i], segmentData(byte(i), class), class, []meta.Location{{Length: 100}})[0]
 		time.Sleep(time.Millisecond) // stored one after the other
+	}
+	for i := range n - 2 {
+		put(i)
 	}
 	snapSeg := meta.SegmentID{0x7f}
 	snapChunk := putDataSegment(t, e, f, snapSeg, segmentData(0x7f, class), class, []meta.Location{{Length: 100}})[0]
@@ -394,6 +399,13 @@ func TestPrefetchFollowsASequentialReader(t *testing.T) {
 	if got := e.r.prefetched.Load(); got != 3 {
 		t.Fatalf("%d segments fetched ahead, want 3", got)
 	}
+	// Two segments stored since; the order read is older than its TTL.
+	put(10)
+	put(11)
+	e.r.fetchMu.Lock()
+	e.r.segOrder.at = time.Now().Add(-2 * segOrderTTL)
+	e.r.fetchMu.Unlock()
+	read(8, 10) // from 7: 9 cached, 10 ahead
 }
 
 // TestUploadForgetsARequeuedVanishedChunk: a chunk a repack queued again
