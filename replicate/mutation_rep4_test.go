@@ -1,16 +1,18 @@
 package replicate
 
 import (
+	"errors"
+	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"math/rand/v2"
-
 	"github.com/fincrypt/fincrypt/chunkstore"
 	"github.com/fincrypt/fincrypt/meta"
 	fnet "github.com/fincrypt/fincrypt/net"
+	"github.com/fincrypt/fincrypt/vault"
 )
 
 // TestCheckHealthRecordsTheMediatorsAnswer: a health check records what
@@ -354,8 +356,10 @@ func TestPrefetchFollowsASequentialReader(t *testing.T) {
 	commit(t, e.idx, func(b *meta.Batch) { b.PutSegment(&s) })
 	e.r.segBudget = 64 * class
 	cached := map[int]bool{}
+	reads := uint64(0)
 	read := func(i int, ahead ...int) {
 		t.Helper()
+		reads++
 		c, name := snapChunk, "the snapshot segment"
 		if i >= 0 {
 			c, name = chunks[i], "segment "+string(rune('0'+i))
@@ -406,6 +410,16 @@ func TestPrefetchFollowsASequentialReader(t *testing.T) {
 	e.r.segOrder.at = time.Now().Add(-2 * segOrderTTL)
 	e.r.fetchMu.Unlock()
 	read(8, 10) // from 7: 9 cached, 10 ahead
+	// Each chunk read from the network counts as one a trim can evict.
+	if got := e.r.fetched.Load(); got != reads {
+		t.Fatalf("%d chunks noted fetched after %d reads", got, reads)
+	}
+	if _, err := e.r.fetchChunk(meta.ChunkID{0x01}, nil, true); err == nil {
+		t.Fatal("a chunk without a location read")
+	}
+	if got := e.r.fetched.Load(); got != reads {
+		t.Fatalf("%d chunks noted fetched after a failed read, want %d", got, reads)
+	}
 }
 
 // TestUploadForgetsARequeuedVanishedChunk: a chunk a repack queued again
@@ -563,5 +577,38 @@ func TestSnapshotMovesTheUnprotectedTime(t *testing.T) {
 	commit(t, e.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 71, Mode: 0o100644, Size: 1}) })
 	if s := since(); s.Before(export) {
 		t.Fatalf("unprotected since %v after a snapshot exported at %v or later (before it: %v)", s, export, first)
+	}
+}
+
+// TestNoteErrKeepsTheLastTen: the engine remembers its last ten errors
+// (status shows them), the newest last.
+func TestNoteErrKeepsTheLastTen(t *testing.T) {
+	r := offlineReplicator(t, nil)
+	for i := range 12 {
+		r.noteErr(errors.New("error " + strconv.Itoa(i)))
+	}
+	if len(r.errs) != 10 || r.errs[0].msg != "error 2" || r.errs[9].msg != "error 11" {
+		t.Fatalf("errors kept: %v, want errors 2 to 11", r.errs)
+	}
+}
+
+// TestScanPendingSizes: a walk of the index for pending chunks (at start,
+// or when the pending feed overflowed) gives each chunk of a file without
+// a location with its sealed size, and leaves located ones out.
+func TestScanPendingSizes(t *testing.T) {
+	r := offlineReplicator(t, nil)
+	ids := []meta.ChunkID{chunkstore.NewID(), chunkstore.NewID()}
+	commit(t, r.idx, func(b *meta.Batch) {
+		b.PutChunk(80, 0, &meta.ChunkRef{ID: ids[0], Version: 1, Len: 100})
+		b.PutChunk(80, 1, &meta.ChunkRef{ID: ids[1], Version: 1, Len: 200})
+		b.PutSegment(&meta.Segment{ID: meta.SegmentID{0x81}, Kind: meta.KindData, State: meta.SegmentDurable, K: 2, N: 4, Healthy: 4, Class: 4096, Used: 200})
+		b.PutLocation(ids[1], &meta.Location{Segment: meta.SegmentID{0x81}, Length: 200 + vault.Overhead})
+	})
+	got, err := r.scanPending()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].id != ids[0] || got[0].size != 100+vault.Overhead || got[0].ino != 80 || got[0].index != 0 {
+		t.Fatalf("pending by a walk: %+v, want chunk %s of file 80 at 0, %d bytes", got, ids[0], 100+vault.Overhead)
 	}
 }
