@@ -612,3 +612,115 @@ func TestScanPendingSizes(t *testing.T) {
 		t.Fatalf("pending by a walk: %+v, want chunk %s of file 80 at 0, %d bytes", got, ids[0], 100+vault.Overhead)
 	}
 }
+
+// TestRoundRunsWhatIsDue: a round of the engine asks the mediator for the
+// segments' health, maintains and asks for the escrow when each is due
+// (and only then), and trims the cache; a failure of the network is noted
+// and backs the engine off (RetryMin, doubling up to RetryMax, RetryMin
+// again while closing), no duty runs before the retry time, and health
+// checks and maintenance wait for the network; a round that succeeds ends
+// the backoff.
+func TestRoundRunsWhatIsDue(t *testing.T) {
+	e, f := peerEngine(t, 4, func(c *Config) {
+		c.CheckInterval, c.MaintainInterval = time.Hour, time.Hour
+		c.RetryMin, c.RetryMax = time.Minute, 3*time.Minute
+	})
+	r := e.r
+	seg := meta.SegmentID{0x91}
+	commit(t, r.idx, func(b *meta.Batch) {
+		b.PutSegment(&meta.Segment{ID: seg, Kind: meta.KindData, State: meta.SegmentDurable, K: 2, N: 4, Healthy: 4, Class: 4096, Used: 100})
+	})
+	f.setHealth(fnet.SegmentID(seg), fnet.SegmentHealth{Known: true, Healthy: 3, N: 4})
+	f.setBalance(&fnet.BalanceReply{Metered: true, CanPlace: true, Low: true, Escrow: 10, Runway: time.Hour})
+	var lastCheck, lastMaintain, lastEscrow time.Time
+	round := func() { t.Helper(); r.round(&lastCheck, &lastMaintain, &lastEscrow) }
+	state := func() (time.Duration, int, bool, time.Time) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.backoff, r.netFails, r.st.Online, r.retryAt
+	}
+
+	round()
+	s, err := r.idx.GetSegment(seg)
+	if err != nil || s.State != meta.SegmentDegraded || s.Healthy != 3 || f.healthAsked() != 1 || lastCheck.IsZero() {
+		t.Fatalf("the first round: segment %+v (%v), %d health requests, checked at %v", s, err, f.healthAsked(), lastCheck)
+	}
+	if lastMaintain.IsZero() || r.passes.maintain.Load() != 1 {
+		t.Fatalf("the first round did not maintain: %v, %d walks", lastMaintain, r.passes.maintain.Load())
+	}
+	if !strings.HasPrefix(r.escrow, "WARNING:") || lastEscrow.IsZero() {
+		t.Fatalf("the first round: escrow %q asked at %v", r.escrow, lastEscrow)
+	}
+	if r.lastEvict.IsZero() || r.evictGen != r.idx.Generation()+1 {
+		t.Fatalf("the first round did not trim: last at %v, generation %d of %d", r.lastEvict, r.evictGen, r.idx.Generation())
+	}
+	if b, n, online, _ := state(); b != 0 || n != 0 || !online {
+		t.Fatalf("after a round that succeeded: backoff %v, %d failures, online %v", b, n, online)
+	}
+
+	// Nothing due: nothing asked.
+	c0, m0, e0 := lastCheck, lastMaintain, lastEscrow
+	round()
+	if f.healthAsked() != 1 || !lastCheck.Equal(c0) || !lastMaintain.Equal(m0) || !lastEscrow.Equal(e0) {
+		t.Fatalf("a round with nothing due: %d health requests, check %v, maintenance %v, escrow %v", f.healthAsked(), lastCheck, lastMaintain, lastEscrow)
+	}
+	// The health check due again.
+	lastCheck = lastCheck.Add(-time.Hour)
+	round()
+	if f.healthAsked() != 2 || !lastCheck.After(c0) {
+		t.Fatalf("a round with the check due: %d health requests, checked at %v", f.healthAsked(), lastCheck)
+	}
+
+	// The network fails: noted, backed off, no maintenance.
+	f.refuseHealthWith(fnet.CodeInternal)
+	lastCheck, lastMaintain = time.Time{}, time.Time{}
+	before := time.Now()
+	round()
+	b, n, online, at := state()
+	if b != time.Minute || n != 1 || online || at.Before(before.Add(time.Minute)) || !lastCheck.IsZero() || !lastMaintain.IsZero() {
+		t.Fatalf("a failed check: backoff %v, %d failures, online %v, retry at %v, checked %v, maintained %v", b, n, online, at, lastCheck, lastMaintain)
+	}
+	if len(r.errs) == 0 || !strings.Contains(r.errs[len(r.errs)-1].msg, "segment health") {
+		t.Fatalf("the failed check not noted: %v", r.errs)
+	}
+	asked := f.healthAsked()
+	round()
+	if f.healthAsked() != asked {
+		t.Fatal("a round before the retry time asked the mediator")
+	}
+	for _, want := range []time.Duration{2 * time.Minute, 3 * time.Minute, 3 * time.Minute} {
+		r.mu.Lock()
+		r.retryAt = time.Time{}
+		r.mu.Unlock()
+		round()
+		if b, _, _, _ := state(); b != want {
+			t.Fatalf("backoff %v after another failure, want %v", b, want)
+		}
+	}
+	r.mu.Lock()
+	r.retryAt, r.closing = time.Time{}, true
+	r.mu.Unlock()
+	round()
+	if b, n, _, _ := state(); b != time.Minute || n != 5 {
+		t.Fatalf("closing: backoff %v, %d failures; want 1m, 5", b, n)
+	}
+	r.mu.Lock()
+	r.retryAt, r.closing = time.Time{}, false
+	r.mu.Unlock()
+
+	// It answers again.
+	f.refuseHealthWith(0)
+	round()
+	if b, n, online, _ := state(); b != 0 || n != 0 || !online || lastCheck.IsZero() || lastMaintain.IsZero() {
+		t.Fatalf("a round that succeeded after failures: backoff %v, %d failures, online %v, checked %v, maintained %v", b, n, online, lastCheck, lastMaintain)
+	}
+	// Stopping: a failure is not noted and backs nothing off.
+	f.refuseHealthWith(fnet.CodeInternal)
+	lastCheck = time.Time{}
+	errs := len(r.errs)
+	r.cancel()
+	round()
+	if b, n, _, _ := state(); b != 0 || n != 0 || len(r.errs) != errs {
+		t.Fatalf("a round while stopping: backoff %v, %d failures, errors %v", b, n, r.errs[errs:])
+	}
+}
