@@ -452,6 +452,11 @@ func TestUploadForgetsARequeuedVanishedChunk(t *testing.T) {
 	if pendingIDs(t, e.idx)[ids[1]] {
 		t.Fatal("a requeued chunk gone from the store and superseded is still pending after the upload")
 	}
+	for _, te := range e.r.errs {
+		if strings.Contains(te.msg, "pending feed") {
+			t.Fatalf("the pending feed's commit noted as failed: %v", e.r.errs)
+		}
+	}
 }
 
 // snapshotWith starts a snapshot and waits for it up to a bound; past it
