@@ -618,8 +618,8 @@ func TestScanPendingSizes(t *testing.T) {
 	}
 }
 
-// TestRoundRunsWhatIsDue: a round of the engine asks the mediator for the
-// segments' health, maintains and asks for the escrow when each is due
+// TestRoundRunsWhatIsDue: a round of the engine uploads what is pending,
+// asks the mediator for the segments' health, maintains and asks for the escrow when each is due
 // (and only then), and trims the cache; a failure of the network is noted
 // and backs the engine off (RetryMin, doubling up to RetryMax, RetryMin
 // again while closing), no duty runs before the retry time, and health
@@ -637,6 +637,11 @@ func TestRoundRunsWhatIsDue(t *testing.T) {
 	})
 	f.setHealth(fnet.SegmentID(seg), fnet.SegmentHealth{Known: true, Healthy: 3, N: 4})
 	f.setBalance(&fnet.BalanceReply{Metered: true, CanPlace: true, Low: true, Escrow: 10, Runway: time.Hour})
+	// A file's chunk waits for its upload, which a sync hurries.
+	ids, _ := e.addChunks(t, rand.New(rand.NewPCG(15, 16)), 3000)
+	r.mu.Lock()
+	r.syncWanted = time.Now()
+	r.mu.Unlock()
 	var lastCheck, lastMaintain, lastEscrow time.Time
 	round := func() { t.Helper(); r.round(&lastCheck, &lastMaintain, &lastEscrow) }
 	state := func() (time.Duration, int, bool, time.Time) {
@@ -646,6 +651,9 @@ func TestRoundRunsWhatIsDue(t *testing.T) {
 	}
 
 	round()
+	if _, err := r.idx.GetLocation(ids[0]); err != nil {
+		t.Fatalf("the first round did not upload the pending chunk: %v", err)
+	}
 	s, err := r.idx.GetSegment(seg)
 	if err != nil || s.State != meta.SegmentDegraded || s.Healthy != 3 || f.healthAsked() != 1 || lastCheck.IsZero() {
 		t.Fatalf("the first round: segment %+v (%v), %d health requests, checked at %v", s, err, f.healthAsked(), lastCheck)
@@ -727,5 +735,48 @@ func TestRoundRunsWhatIsDue(t *testing.T) {
 	round()
 	if b, n, _, _ := state(); b != 0 || n != 0 || len(r.errs) != errs {
 		t.Fatalf("a round while stopping: backoff %v, %d failures, errors %v", b, n, r.errs[errs:])
+	}
+}
+
+// TestNewTakesOverFromTheIndex: New refuses a configuration that does not
+// validate; a started engine takes the last snapshot's and the last sync's
+// times from the index (records of 8 bytes only) and stops on Close.
+func TestNewTakesOverFromTheIndex(t *testing.T) {
+	e, f := peerEngine(t, 4, nil)
+	cfg := fastConfig()
+	cfg.CallTimeout = 20 * time.Second
+	cfg.Logger = e.r.log
+	bad := cfg
+	bad.RetryMin, bad.RetryMax = time.Minute, time.Second
+	if r, err := New(e.v, e.idx, e.store, f.client, bad); err == nil || r != nil {
+		t.Fatalf("New with retry max below min: %v, %v", r, err)
+	}
+	snap, sync := time.Unix(0, 1_700_000_000_123_456_789), time.Unix(0, 1_700_000_100_000_000_001)
+	commit(t, e.idx, func(b *meta.Batch) {
+		b.PutRepl("last_snapshot", putUint64(uint64(snap.UnixNano())))
+		b.PutRepl("last_sync", putUint64(uint64(sync.UnixNano())))
+	})
+	start := func() *Replicator {
+		t.Helper()
+		r, err := New(e.v, e.idx, e.store, f.client, cfg)
+		if err != nil || r == nil {
+			t.Fatalf("New: %v", err)
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	r := start()
+	if !r.lastSnapshot.Equal(snap) || !r.lastSync.Equal(sync) {
+		t.Fatalf("taken over: last snapshot %v, last sync %v; want %v, %v", r.lastSnapshot, r.lastSync, snap, sync)
+	}
+	commit(t, e.idx, func(b *meta.Batch) {
+		b.PutRepl("last_snapshot", []byte{1, 2, 3})
+		b.PutRepl("last_sync", []byte{1, 2, 3, 4, 5, 6, 7, 8, 9})
+	})
+	r = start()
+	if !r.lastSnapshot.IsZero() || !r.lastSync.IsZero() {
+		t.Fatalf("records not of 8 bytes taken: last snapshot %v, last sync %v", r.lastSnapshot, r.lastSync)
 	}
 }
