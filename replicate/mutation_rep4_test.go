@@ -780,3 +780,21 @@ func TestNewTakesOverFromTheIndex(t *testing.T) {
 		t.Fatalf("records not of 8 bytes taken: last snapshot %v, last sync %v", r.lastSnapshot, r.lastSync)
 	}
 }
+
+// TestMergeRecordsAllBefore: records merged into a snapshot's export that
+// all sort before its later records (every one placed before the export
+// ends) keep key order.
+func TestMergeRecordsAllBefore(t *testing.T) {
+	blob := encodeRecords([]record{{[]byte("m"), []byte("1")}, {[]byte("x"), []byte("2")}, {[]byte("z"), []byte("3")}})
+	merged, err := mergeRecords(blob, []record{{[]byte("n"), []byte("n1")}, {[]byte("a"), []byte("a1")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	if err := importRecords(recordsOf(merged))(func(k, v []byte) error { keys = append(keys, string(k)+"="+string(v)); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(keys, " "), "a=a1 m=1 n=n1 x=2 z=3"; got != want {
+		t.Fatalf("merged %q, want %q", got, want)
+	}
+}
