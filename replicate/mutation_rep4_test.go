@@ -618,7 +618,8 @@ func TestScanPendingSizes(t *testing.T) {
 	}
 }
 
-// TestRoundRunsWhatIsDue: a round of the engine uploads what is pending,
+// TestRoundRunsWhatIsDue: a round of the engine cleans the upload intents
+// left at a start (once), uploads what is pending,
 // asks the mediator for the segments' health, maintains and asks for the escrow when each is due
 // (and only then), and trims the cache; a failure of the network is noted
 // and backs the engine off (RetryMin, doubling up to RetryMax, RetryMin
@@ -637,10 +638,16 @@ func TestRoundRunsWhatIsDue(t *testing.T) {
 	})
 	f.setHealth(fnet.SegmentID(seg), fnet.SegmentHealth{Known: true, Healthy: 3, N: 4})
 	f.setBalance(&fnet.BalanceReply{Metered: true, CanPlace: true, Low: true, Escrow: 10, Runway: time.Hour})
-	// A file's chunk waits for its upload, which a sync hurries.
-	ids, _ := e.addChunks(t, rand.New(rand.NewPCG(15, 16)), 3000)
+	// A chunk of no file (a snapshot does not upload it) waits for its
+	// upload, which a sync hurries.
+	ids := []meta.ChunkID{chunkstore.NewID()}
+	if err := r.store.Put(ids[0], segmentData(0x90, 3000)); err != nil {
+		t.Fatal(err)
+	}
+	commit(t, r.idx, func(b *meta.Batch) { b.MarkPending(ids[0], 0, 0, 3000) })
 	r.mu.Lock()
 	r.syncWanted = time.Now()
+	r.intentsLeft = true // as at a start: upload intents left to clean
 	r.mu.Unlock()
 	var lastCheck, lastMaintain, lastEscrow time.Time
 	round := func() { t.Helper(); r.round(&lastCheck, &lastMaintain, &lastEscrow) }
@@ -653,6 +660,12 @@ func TestRoundRunsWhatIsDue(t *testing.T) {
 	round()
 	if _, err := r.idx.GetLocation(ids[0]); err != nil {
 		t.Fatalf("the first round did not upload the pending chunk: %v", err)
+	}
+	r.mu.Lock()
+	left := r.intentsLeft
+	r.mu.Unlock()
+	if left {
+		t.Fatal("upload intents still to clean after a round that cleaned them")
 	}
 	s, err := r.idx.GetSegment(seg)
 	if err != nil || s.State != meta.SegmentDegraded || s.Healthy != 3 || f.healthAsked() != 1 || lastCheck.IsZero() {
