@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fincrypt/fincrypt/chunkstore"
+	"github.com/fincrypt/fincrypt/internal/readwin"
 	"github.com/fincrypt/fincrypt/meta"
 	fnet "github.com/fincrypt/fincrypt/net"
 	"github.com/fincrypt/fincrypt/vault"
@@ -809,5 +810,20 @@ func TestMergeRecordsAllBefore(t *testing.T) {
 	}
 	if got, want := strings.Join(keys, " "), "a=a1 m=1 n=n1 x=2 z=3"; got != want {
 		t.Fatalf("merged %q, want %q", got, want)
+	}
+}
+
+// TestSegmentCacheHoldsTheReadAhead: the decoded-segment cache holds a
+// read window's bytes and, beyond them, the segments fetched ahead and two
+// more of the largest class (else a segment fetched ahead could leave
+// before it is read), and no more than a bounded amount of memory.
+func TestSegmentCacheHoldsTheReadAhead(t *testing.T) {
+	largest := uint64(SizeClasses[len(SizeClasses)-1])
+	for _, cs := range []uint64{4 << 10, 64 << 10, 1 << 20, 4 << 20} {
+		got := segCacheBytes(cs)
+		need := readwin.Bytes(cs) + (prefetchAhead+2)*largest
+		if got < 0 || uint64(got) < need || uint64(got) < segCacheMin || uint64(got) > max(need, segCacheMin) {
+			t.Errorf("chunk size %d: a segment cache of %d bytes, want max(%d, %d)", cs, got, need, segCacheMin)
+		}
 	}
 }
