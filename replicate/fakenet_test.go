@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -67,6 +68,17 @@ type fakeNet struct {
 	// refuse, when set, is the error the mediator answers a release or
 	// a snapshot pointer's put with.
 	refuseRelease, refuseSnapshot fnet.ErrorCode
+	// health is the answer to a health request for a segment it holds;
+	// for another, a segment the mediator stores is known with its healthy
+	// pieces, any other unknown. healthCalls counts health requests,
+	// refuseHealth is the error code they are answered with (0: none) and
+	// healthDelay how long each waits before it is read.
+	health       map[fnet.SegmentID]fnet.SegmentHealth
+	healthCalls  int
+	refuseHealth fnet.ErrorCode
+	healthDelay  atomic.Int64
+	// balance is the answer to a balance request (nil: not found).
+	balance *fnet.BalanceReply
 }
 
 // newFakeNet starts a mediator and n nodes, all honest, and a client of
@@ -121,6 +133,46 @@ func (f *fakeNet) snapshotPointer() *fnet.SnapshotPointer {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.pointer
+}
+
+// setHealth sets the mediator's health answer for segment id.
+func (f *fakeNet) setHealth(id fnet.SegmentID, h fnet.SegmentHealth) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.health == nil {
+		f.health = map[fnet.SegmentID]fnet.SegmentHealth{}
+	}
+	f.health[id] = h
+}
+
+// refuseHealthWith makes the mediator answer health requests with error
+// code c (0: it answers them).
+func (f *fakeNet) refuseHealthWith(c fnet.ErrorCode) {
+	f.mu.Lock()
+	f.refuseHealth = c
+	f.mu.Unlock()
+}
+
+// healthAsked is how many health requests the mediator saw.
+func (f *fakeNet) healthAsked() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.healthCalls
+}
+
+// setBalance sets the mediator's answer to balance requests (nil: an
+// error, not found).
+func (f *fakeNet) setBalance(b *fnet.BalanceReply) {
+	f.mu.Lock()
+	f.balance = b
+	f.mu.Unlock()
+}
+
+// released is the segments whose release the mediator was asked for.
+func (f *fakeNet) released() []fnet.SegmentID {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.releases)
 }
 
 // letGo lets held peers answer (honestly).
@@ -189,6 +241,9 @@ func (f *fakeNet) serveMediator(s *quic.Stream) {
 	if err != nil {
 		return
 	}
+	if _, ok := m.(*fnet.HealthRequest); ok {
+		time.Sleep(time.Duration(f.healthDelay.Load()))
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	switch req := m.(type) {
@@ -235,6 +290,35 @@ func (f *fakeNet) serveMediator(s *quic.Stream) {
 			return
 		}
 		fnet.WriteAnyMessage(s, &fnet.SnapshotGetReply{Pointer: *f.pointer})
+	case *fnet.HealthRequest:
+		f.healthCalls++
+		if f.refuseHealth != 0 {
+			fnet.WriteAnyMessage(s, &fnet.ErrorReply{Code: f.refuseHealth})
+			return
+		}
+		rep := &fnet.HealthReply{}
+		for _, id := range req.Segments {
+			h, ok := f.health[id]
+			if sr := f.segs[id]; !ok && sr != nil {
+				h = fnet.SegmentHealth{Known: true, N: uint8(len(sr.Pieces))}
+				for _, p := range sr.Pieces {
+					if p.Healthy {
+						h.Healthy++
+					}
+				}
+			}
+			rep.Segments = append(rep.Segments, h)
+		}
+		fnet.WriteAnyMessage(s, rep)
+	case *fnet.AccountRequest:
+		fnet.WriteAnyMessage(s, &fnet.AccountReply{})
+	case *fnet.BalanceRequest:
+		if f.balance == nil {
+			fnet.WriteAnyMessage(s, &fnet.ErrorReply{Code: fnet.CodeNotFound})
+			return
+		}
+		b := *f.balance
+		fnet.WriteAnyMessage(s, &b)
 	case *fnet.ReleaseRequest:
 		f.releases = append(f.releases, req.Segment)
 		if f.refuseRelease != 0 {

@@ -114,6 +114,10 @@ func TestRestoreThroughLyingPeers(t *testing.T) {
 	if err != nil || !bytes.Equal(sum, want) {
 		t.Fatalf("restored state hash %x (%v), the snapshot's %x", sum, err, want)
 	}
+	// The size of the sealed snapshot, as the engine that stored it knows.
+	if got, want := storedSnapshotSize(idx), storedSnapshotSize(e.idx); got != want || want == 0 {
+		t.Fatalf("restored snapshot size %d, the stored snapshot's %d", got, want)
+	}
 }
 
 // exportRecordsState counts the records a snapshot of idx holds.
