@@ -35,3 +35,30 @@ func TestMemSourceLeafRange(t *testing.T) {
 		}
 	}
 }
+
+// TestTreeNodeRange: Tree.Node answers every node of every level and
+// refuses, with an error and not a panic, the level one past the root and
+// the index one past the end of a level (a prover's Source is asked for
+// nodes by index).
+func TestTreeNodeRange(t *testing.T) {
+	tr, _ := build(t, randBytes(7, 5*LeafSize+10)) // 6 leaves: levels of 6, 3, 2, 1
+	for level, nodes := range tr.Levels {
+		for i, want := range nodes {
+			if got, err := tr.Node(level, i); err != nil || got != want {
+				t.Fatalf("node (%d,%d): %x, %v; want %x", level, i, got, err, want)
+			}
+		}
+	}
+	for _, c := range [][2]int{{-1, 0}, {len(tr.Levels), 0}, {0, -1}, {0, len(tr.Levels[0])}, {1, len(tr.Levels[1])}} {
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Fatalf("node (%d,%d) of a %d-level tree: panic %v, want an error", c[0], c[1], len(tr.Levels), r)
+				}
+			}()
+			if h, err := tr.Node(c[0], c[1]); err == nil {
+				t.Fatalf("node (%d,%d) of a %d-level tree: %x, no error", c[0], c[1], len(tr.Levels), h)
+			}
+		}()
+	}
+}
