@@ -62,3 +62,22 @@ func TestTreeNodeRange(t *testing.T) {
 		}()
 	}
 }
+
+// TestParsePieceID: the text form round-trips, and text that is not hex or
+// not 32 bytes long is refused (kills both negations in ParsePieceID,
+// which no challenge test reached).
+func TestParsePieceID(t *testing.T) {
+	id, err := ComputeID(randBytes(3, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ParsePieceID(id.String()); err != nil || got != id {
+		t.Fatalf("ParsePieceID(%s): %s, %v", id, got, err)
+	}
+	s := id.String()
+	for _, bad := range []string{"", s[:62], s + "00", "zz" + s[2:], s[:63] + "g"} {
+		if got, err := ParsePieceID(bad); err == nil {
+			t.Fatalf("ParsePieceID(%q): %s, no error", bad, got)
+		}
+	}
+}
