@@ -2,8 +2,10 @@ package wallet
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -205,4 +207,77 @@ func hasLogLine(log string, parts ...string) bool {
 		}
 	}
 	return false
+}
+
+// TestEntryByKeyRefusesAMismatchedJournal: an idempotency key whose index
+// points at a journal entry recorded under another key (a damaged store)
+// is an error, not that other entry (kills `err == nil && ok && e.Key !=
+// key` with `err == nil` negated in EntryByKey, which returned the other
+// entry as the key's).
+func TestEntryByKeyRefusesAMismatchedJournal(t *testing.T) {
+	w := newTestWallet(t, "regtest", nil)
+	fund(t, w, "alice", 5000, "one")
+	fund(t, w, "bob", 7000, "two")
+	e, ok, err := w.EntryByKey("deposit/one")
+	if err != nil || !ok || e.Key != "deposit/one" {
+		t.Fatalf("EntryByKey of a recorded key: %+v %v %v", e, ok, err)
+	}
+	tx := w.begin()
+	seq, err := tx.getInt(pTxKey + "deposit/two")
+	if err == nil {
+		err = tx.setInt(pTxKey+"deposit/one", seq)
+	}
+	if err == nil {
+		err = tx.commit()
+	}
+	tx.discard()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, ok, err := w.EntryByKey("deposit/one"); err == nil {
+		t.Fatalf("EntryByKey of a key indexed to another entry: %+v %v, no error", e, ok)
+	}
+}
+
+// TestRebroadcastLogsFailuresOnly: a payout the node already holds is
+// re-sent on each Sync without a "rebroadcast failed" line; once the node
+// refuses it (its input left the chain), each refusal is logged with the
+// payout's id (kills `err != nil` → `==` after the re-send in rebroadcast,
+// which logged every success as a failure and no failure). A Sync with the
+// node at the wallet's own tip does not log that the node is behind (kills
+// `tip > best` → `>=` in syncChain, which took a node in step for one
+// behind and said so on every idle Sync).
+func TestRebroadcastLogsFailuresOnly(t *testing.T) {
+	var log lockedBuffer
+	chain := newFakeChain(9)
+	w := newTestWallet(t, "regtest", func(c *Config) {
+		c.Chain = chain
+		c.MinConf = 2
+		c.Logger = slog.New(slog.NewTextHandler(&log, nil))
+	})
+	dep := fakeDeposit(t, chain, w, "acct", 1_000_000, 1)
+	chain.mine(2)
+	mustSync(t, w)
+	settleHeld(t, w, 1, "n", "acct", 100)
+	p, err := w.Payout(context.Background())
+	if err != nil || p == nil || p.State != PayoutBroadcast {
+		t.Fatalf("payout: %+v %v", p, err)
+	}
+	mustSync(t, w) // re-sent; the node already has it
+	if strings.Contains(log.String(), `msg="rebroadcast failed"`) {
+		t.Fatalf("a re-send the node took was logged as failed:\n%s", log.String())
+	}
+	if strings.Contains(log.String(), "node is behind the wallet") {
+		t.Fatalf("a node at the wallet's tip was logged as behind:\n%s", log.String())
+	}
+	chain.reorg(2, func(tx *wire.MsgTx, _ bool) bool { return tx.TxHash() != dep.TxHash() })
+	chain.gone = map[chainhash.Hash]bool{dep.TxHash(): true}
+	chain.mine(3)
+	mustSync(t, w)
+	if list, _ := w.Payouts(); len(list) != 1 || list[0].State != PayoutBroadcast || list[0].LastError == "" {
+		t.Fatalf("payout after its input left the chain: %+v", list)
+	}
+	if !hasLogLine(log.String(), `msg="rebroadcast failed"`, fmt.Sprintf("id=%d ", p.ID)) {
+		t.Fatalf("the node's refusal of the re-send was not logged:\n%s", log.String())
+	}
 }
