@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -16,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/btcsuite/btcd/btcutil"
+	"github.com/btcsuite/btcd/chaincfg"
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
 	"github.com/btcsuite/btcd/wire"
 )
@@ -246,7 +249,9 @@ func TestEntryByKeyRefusesAMismatchedJournal(t *testing.T) {
 // which logged every success as a failure and no failure). A Sync with the
 // node at the wallet's own tip does not log that the node is behind (kills
 // `tip > best` → `>=` in syncChain, which took a node in step for one
-// behind and said so on every idle Sync).
+// behind and said so on every idle Sync). The reorganisation that takes
+// the payout's input is logged with the payout (kills `u.ReservedBy != 0`
+// negated in the block's undo, which logged the unreserved outputs).
 func TestRebroadcastLogsFailuresOnly(t *testing.T) {
 	var log lockedBuffer
 	chain := newFakeChain(9)
@@ -277,7 +282,48 @@ func TestRebroadcastLogsFailuresOnly(t *testing.T) {
 	if list, _ := w.Payouts(); len(list) != 1 || list[0].State != PayoutBroadcast || list[0].LastError == "" {
 		t.Fatalf("payout after its input left the chain: %+v", list)
 	}
+	if !hasLogLine(log.String(), "reorg dropped an output reserved by a payout", fmt.Sprintf("payout=%d", p.ID)) {
+		t.Fatalf("the reorganisation that took the payout's input was not logged:\n%s", log.String())
+	}
 	if !hasLogLine(log.String(), `msg="rebroadcast failed"`, fmt.Sprintf("id=%d ", p.ID)) {
 		t.Fatalf("the node's refusal of the re-send was not logged:\n%s", log.String())
+	}
+}
+
+// TestSetPayoutAddress: a node's payout address is recorded as given; a
+// bad node id or an address of another network is refused and records
+// nothing (kills the three negated error checks in SetPayoutAddress, which
+// no wallet test reached: under each a good address was not recorded, the
+// call returning nil before its commit).
+func TestSetPayoutAddress(t *testing.T) {
+	w := newTestWallet(t, "regtest", nil)
+	stored := func(node string) string {
+		tx := w.begin()
+		defer tx.discard()
+		v, _, err := tx.get(pNodeAddr + node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(v)
+	}
+	addr := regtestAddr(t)
+	if err := w.SetPayoutAddress("n1", addr); err != nil {
+		t.Fatal(err)
+	}
+	if got := stored("n1"); got != addr {
+		t.Fatalf("payout address of n1: %q, want %q", got, addr)
+	}
+	if err := w.SetPayoutAddress("bad id!", addr); !errors.Is(err, ErrBadID) {
+		t.Fatalf("bad node id: %v, want ErrBadID", err)
+	}
+	main, err := btcutil.NewAddressWitnessPubKeyHash(make([]byte, 20), &chaincfg.MainNetParams)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.SetPayoutAddress("n2", main.EncodeAddress()); err == nil {
+		t.Fatal("a mainnet address accepted by a regtest wallet")
+	}
+	if got := stored("n2") + stored("bad id!"); got != "" {
+		t.Fatalf("refused addresses recorded: %q", got)
 	}
 }
