@@ -35,3 +35,49 @@ func TestMemSourceLeafRange(t *testing.T) {
 		}
 	}
 }
+
+// TestTreeNodeRange: Tree.Node answers every node of every level and
+// refuses, with an error and not a panic, the level one past the root and
+// the index one past the end of a level (a prover's Source is asked for
+// nodes by index).
+func TestTreeNodeRange(t *testing.T) {
+	tr, _ := build(t, randBytes(7, 5*LeafSize+10)) // 6 leaves: levels of 6, 3, 2, 1
+	for level, nodes := range tr.Levels {
+		for i, want := range nodes {
+			if got, err := tr.Node(level, i); err != nil || got != want {
+				t.Fatalf("node (%d,%d): %x, %v; want %x", level, i, got, err, want)
+			}
+		}
+	}
+	for _, c := range [][2]int{{-1, 0}, {len(tr.Levels), 0}, {0, -1}, {0, len(tr.Levels[0])}, {1, len(tr.Levels[1])}} {
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Fatalf("node (%d,%d) of a %d-level tree: panic %v, want an error", c[0], c[1], len(tr.Levels), r)
+				}
+			}()
+			if h, err := tr.Node(c[0], c[1]); err == nil {
+				t.Fatalf("node (%d,%d) of a %d-level tree: %x, no error", c[0], c[1], len(tr.Levels), h)
+			}
+		}()
+	}
+}
+
+// TestParsePieceID: the text form round-trips, and text that is not hex or
+// not 32 bytes long is refused (kills both negations in ParsePieceID,
+// which no challenge test reached).
+func TestParsePieceID(t *testing.T) {
+	id, err := ComputeID(randBytes(3, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ParsePieceID(id.String()); err != nil || got != id {
+		t.Fatalf("ParsePieceID(%s): %s, %v", id, got, err)
+	}
+	s := id.String()
+	for _, bad := range []string{"", s[:62], s + "00", "zz" + s[2:], s[:63] + "g"} {
+		if got, err := ParsePieceID(bad); err == nil {
+			t.Fatalf("ParsePieceID(%q): %s, no error", bad, got)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package vault
 import (
 	"bytes"
 	"encoding/base64"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -155,5 +156,52 @@ func TestKEKSaltBound(t *testing.T) {
 		if _, err := kf.kek([]byte("pw")); (err == nil) != tc.ok {
 			t.Errorf("%d-byte salt: %v, want ok=%v", tc.n, err, tc.ok)
 		}
+	}
+}
+
+// TestSealerEdges: the edges of the sealer's inputs (mutant schemata,
+// tenth session). A sealer with an empty domain seals and opens a record
+// with no associated data (kills `len(s.domain)+1+len(ad)` →
+// `len(s.domain)-1+len(ad)`, a negative capacity, a panic); SealInPlace of
+// an empty plaintext, a buffer of just the nonce's room, is sealed
+// (kills `len(buf) < NonceSize` → `<=`, a panic); and OpenInPlace opens a
+// sealed empty record, exactly Overhead bytes (kills `len(sealed) <
+// Overhead` → `<=`, ErrTampered).
+func TestSealerEdges(t *testing.T) {
+	keys, err := DeriveKeys(bytes.Repeat([]byte{5}, KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare, err := NewSealer(keys.Segment[:], "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed := bare.Seal(nil, []byte("record"), nil)
+	if pt, err := bare.Open(nil, sealed, nil); err != nil || string(pt) != "record" {
+		t.Fatalf("empty domain, no associated data: %q, %v", pt, err)
+	}
+	if _, err := bare.Open(nil, sealed, []byte{0}); !errors.Is(err, ErrTampered) {
+		t.Fatalf("empty domain: opened with other associated data: %v", err)
+	}
+
+	s, err := NewSealer(keys.Segment[:], "fincrypt snapshot v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ad := []byte("snapshot 7")
+	empty := s.SealInPlace(make([]byte, NonceSize), ad)
+	if len(empty) != Overhead {
+		t.Fatalf("SealInPlace of nothing: %d bytes, want %d", len(empty), Overhead)
+	}
+	if pt, err := s.Open(nil, empty, ad); err != nil || len(pt) != 0 {
+		t.Fatalf("Open of SealInPlace of nothing: %q, %v", pt, err)
+	}
+	if pt, err := s.OpenInPlace(s.Seal(nil, nil, ad), ad); err != nil || len(pt) != 0 {
+		t.Fatalf("OpenInPlace of a sealed empty record: %q, %v", pt, err)
+	}
+	bad := s.Seal(nil, nil, ad)
+	bad[NonceSize] ^= 1
+	if _, err := s.OpenInPlace(bad, ad); !errors.Is(err, ErrTampered) {
+		t.Fatalf("OpenInPlace of a flipped empty record: %v", err)
 	}
 }

@@ -48,6 +48,7 @@ func TestConfigDefaultsAndBounds(t *testing.T) {
 		"minconf 1001":      {func(c *Config) { c.MinConf = 1001 }, false},
 		"start 0":           {func(c *Config) { c.StartHeight = 0 }, true},
 		"start -1":          {func(c *Config) { c.StartHeight = -1 }, false},
+		"grace 0":           {func(c *Config) { c.GracePeriod = 0 }, true}, // Validate alone: setDefaults made 0 the default
 		"grace 1ns":         {func(c *Config) { c.GracePeriod = 1 }, true},
 		"grace -1ns":        {func(c *Config) { c.GracePeriod = -1 }, false},
 		"threshold at dust": {func(c *Config) { c.PayoutThreshold = dustLimit }, true},
