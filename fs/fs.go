@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -89,6 +90,10 @@ type Options struct {
 	// and at the latest on fsync(2) and close(2). Off by default: it
 	// measured slower than the direct path (writeback.go).
 	WritebackCache bool
+	// FS is the file system the index and the chunk store live on; nil:
+	// the operating system's. The power-loss tests mount over Pebble's
+	// crashable in-memory one (vfs.NewCrashableMem) and cut the power.
+	FS vfs.FS
 }
 
 // Defaults for Options.
@@ -184,18 +189,24 @@ func newFsys(v *vault.Vault, opt Options, readOnly bool) (*fsys, error) {
 	if err := guardStore(v, readOnly); err != nil {
 		return nil, err
 	}
-	idx, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{ReadOnly: readOnly, Logger: opt.Logger.With("component", "pebble")})
+	idx, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{ReadOnly: readOnly, Logger: opt.Logger.With("component", "pebble"), FS: opt.FS})
 	if err != nil {
 		return nil, &indexOpenError{fmt.Errorf("%w; %s", err, RecoverHint)}
 	}
 	var store *chunkstore.Store
-	if readOnly {
+	switch {
+	case opt.FS != nil && readOnly:
+		idx.Close()
+		return nil, errors.New("a read-only mount on Options.FS is not supported")
+	case opt.FS != nil:
+		store, err = chunkstore.OpenFSFormat(v.StoreDir(), opt.FS, newStoreFormat)
+	case readOnly:
 		if _, err := os.Stat(v.StoreDir()); err != nil {
 			idx.Close()
 			return nil, fmt.Errorf("chunk store: %w", err)
 		}
 		store, err = chunkstore.OpenExisting(v.StoreDir())
-	} else {
+	default:
 		store, err = chunkstore.OpenFormat(v.StoreDir(), newStoreFormat)
 	}
 	if err != nil {

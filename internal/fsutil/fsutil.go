@@ -6,11 +6,14 @@ package fsutil
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // ErrLocked means another process holds the lock.
@@ -20,15 +23,27 @@ var ErrLocked = errors.New("locked by another process")
 // renames it over path and syncs the directory, so that a crash leaves either
 // the old file or the new one, never a mix.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return WriteFileAtomicFS(vfs.Default, path, data, perm)
+}
+
+// WriteFileAtomicFS is WriteFileAtomic on fs (its power-loss test cuts the
+// power of a crashable in-memory one). On the operating system's file
+// system the temporary file gets mode perm before anything is written.
+func WriteFileAtomicFS(fs vfs.FS, path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
+	tmp := filepath.Join(dir, "."+filepath.Base(path)+".tmp"+strconv.FormatUint(rand.Uint64(), 36))
+	if _, err := fs.Stat(tmp); err == nil {
+		return fmt.Errorf("%s: %w", tmp, os.ErrExist)
 	}
-	tmp := f.Name()
-	_, err = f.Write(data)
+	f, err := fs.Create(tmp, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if fs == vfs.Default {
+		err = os.Chmod(tmp, perm)
+	}
 	if err == nil {
-		err = f.Chmod(perm)
+		_, err = f.Write(data)
 	}
 	if err == nil {
 		err = f.Sync()
@@ -37,13 +52,13 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, path)
+		err = fs.Rename(tmp, path)
 	}
 	if err != nil {
-		os.Remove(tmp)
+		fs.Remove(tmp)
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	return SyncDir(dir)
+	return SyncDirFS(fs, dir)
 }
 
 // SyncDir fsyncs a directory, making renames and creations in it durable.
