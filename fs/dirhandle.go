@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"sync/atomic"
@@ -32,8 +33,14 @@ type dirHandle struct {
 	gen    uint64 // DirentGeneration noted before listing
 	last   int    // index in list of the entry Readdirent returned last; -1: none
 
-	inodes     map[uint64]meta.Inode // of the entries list[bFrom:bTo]
+	// batch holds the inodes of the entries list[bFrom:bTo] in ascending
+	// order of number, read into the same memory batch after batch (a
+	// map a batch was 200 MB of garbage over a million entries, and the
+	// collector's work with it).
+	batch      []meta.Inode
+	inos       []uint64 // the numbers asked for, the batch's scratch
 	bFrom, bTo int
+	bOK        bool   // the batch was read
 	igen       uint64 // Generation noted before reading inodes
 }
 
@@ -61,11 +68,13 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 	if d.pos >= len(d.list) {
 		return nil, 0
 	}
-	e := d.list[d.pos]
+	// go-fuse copies the entry before the next call: hand it the list's
+	// own (a copy a call was an allocation an entry).
+	e := &d.list[d.pos]
 	d.last = d.pos
 	d.pos++
 	e.Off = uint64(d.pos)
-	return &e, 0
+	return e, 0
 }
 
 func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
@@ -78,7 +87,7 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 		return syscall.EINVAL
 	}
 	d.pos, d.last = int(off), -1
-	d.inodes, d.bFrom, d.bTo = nil, 0, 0
+	d.bOK, d.bFrom, d.bTo = false, 0, 0
 	return 0
 }
 
@@ -105,10 +114,10 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 func (d *dirHandle) inode(i int) (meta.Inode, error) {
 	x := d.n.r.idx
 	ino := d.list[i].Ino
-	in, ok := d.inodes[ino]
+	in, ok := d.batched(ino)
 	if !ok && (i < d.bFrom || i >= d.bTo) {
 		d.readBatch(i)
-		in, ok = d.inodes[ino]
+		in, ok = d.batched(ino)
 	}
 	if ok && x.Generation() == d.igen {
 		return in, nil
@@ -117,12 +126,24 @@ func (d *dirHandle) inode(i int) (meta.Inode, error) {
 	return x.GetInode(ino)
 }
 
+// batched returns inode ino from the batch read last, if it holds it.
+func (d *dirHandle) batched(ino uint64) (meta.Inode, bool) {
+	if !d.bOK {
+		return meta.Inode{}, false
+	}
+	j, ok := slices.BinarySearchFunc(d.batch, ino, func(in meta.Inode, ino uint64) int { return cmp.Compare(in.Ino, ino) })
+	if !ok {
+		return meta.Inode{}, false
+	}
+	return d.batch[j], true
+}
+
 // readBatch reads the inodes of up to inodeBatch entries from list[i] on.
 // A failure leaves them to be read one by one (which reports it).
 func (d *dirHandle) readBatch(i int) {
 	x := d.n.r.idx
 	d.bFrom, d.bTo = i, min(i+inodeBatch, len(d.list))
-	inos := make([]uint64, 0, d.bTo-d.bFrom)
+	inos := d.inos[:0]
 	for _, e := range d.list[d.bFrom:d.bTo] {
 		if e.Name != "." && e.Name != ".." {
 			inos = append(inos, e.Ino)
@@ -130,10 +151,15 @@ func (d *dirHandle) readBatch(i int) {
 	}
 	slices.Sort(inos)
 	inos = slices.Compact(inos)
+	d.inos = inos
 	d.igen = x.Generation()
-	m := make(map[uint64]meta.Inode, len(inos))
-	if err := x.GetInodes(inos, func(in meta.Inode) { m[in.Ino] = in }); err != nil {
-		m = nil
+	// GetInodes calls back in ascending order of number: the batch stays
+	// sorted for batched's search.
+	clear(d.batch) // no symlink target of the last batch kept alive
+	if cap(d.batch) < len(inos) {
+		d.batch = make([]meta.Inode, 0, len(inos))
 	}
-	d.inodes = m
+	d.batch = d.batch[:0]
+	err := x.GetInodes(inos, func(in meta.Inode) { d.batch = append(d.batch, in) })
+	d.bOK = err == nil
 }

@@ -167,8 +167,10 @@ func (x *Index) GetInodes(inos []uint64, fn func(Inode)) error {
 	}
 	defer it.Close()
 	var buf []byte
+	key := make([]byte, 9) // each inode's key in turn: Open keeps no reference
+	key[0] = pInode
 	for _, ino := range inos {
-		key := key8(pInode, ino)
+		binary.BigEndian.PutUint64(key[1:], ino)
 		if !it.SeekGE(key) {
 			break
 		}

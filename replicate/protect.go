@@ -96,8 +96,9 @@ func storedSnapshotSize(idx *meta.Index) int {
 // the stored snapshot to an index state generation (meta.Index.
 // StateGeneration), coverage is a comparison of generations: no walk of
 // the index per change or per status call. The live index is hashed only
-// when nothing ties them yet (the first round after start) or the key file
-// changed.
+// when nothing ties them yet (the first round after start, or after a
+// snapshot that had to upload chunks to complete its export) or the key
+// file changed, and at most once for a stored snapshot it did not match.
 func (r *Replicator) protection() (covered bool, since time.Time, err error) {
 	keyFile, err := r.readKeyFile()
 	if err != nil {
@@ -109,7 +110,7 @@ func (r *Replicator) protection() (covered bool, since time.Time, err error) {
 	r.mu.Lock()
 	if !bytes.Equal(r.protKey, keyFile) {
 		// A new key file (a password change) is not in the snapshot.
-		r.protKey, r.protHash, r.snapGen = keyFile, nil, 0
+		r.protKey, r.protHash, r.snapGen, r.protMiss = keyFile, nil, 0, nil
 	}
 	if r.protGen != sg+1 {
 		r.protGen, r.protHash = sg+1, nil // protHash was of another state
@@ -118,7 +119,16 @@ func (r *Replicator) protection() (covered bool, since time.Time, err error) {
 	// Tied to a generation, the snapshot covers exactly that one; untied
 	// (at start, after a snapshot completed by uploads), one hash of the
 	// live index ties it if they agree.
-	hash := r.snapGen == 0 && r.protHash == nil && r.snapHash != nil
+	// Once such a hash missed, the index has moved on from the snapshot
+	// (its changes only add: new numbers, versions, locations), and it is
+	// not hashed again for it: while writes went on after a snapshot that
+	// had to upload chunks to complete its export (not tied), every status
+	// call and round after a change hashed the whole index. The next
+	// snapshot ties it, or stores the state anew. A hash
+	// that may have read the index before the snapshot's own records were
+	// committed (snapStoring) does not count as a miss.
+	hash := r.snapGen == 0 && r.protHash == nil && r.snapHash != nil && !bytes.Equal(r.protMiss, r.snapHash)
+	settled, snapHash := !r.snapStoring, r.snapHash
 	r.mu.Unlock()
 	if hash {
 		r.hashes.Add(1)
@@ -129,6 +139,9 @@ func (r *Replicator) protection() (covered bool, since time.Time, err error) {
 		r.mu.Lock()
 		if r.protGen == sg+1 && bytes.Equal(r.protKey, keyFile) {
 			r.protHash = h
+		}
+		if settled && !bytes.Equal(h, snapHash) && bytes.Equal(r.snapHash, snapHash) && bytes.Equal(r.protKey, keyFile) {
+			r.protMiss = snapHash
 		}
 		r.mu.Unlock()
 	}

@@ -654,3 +654,63 @@ func markStored(t *testing.T, r *Replicator) {
 		t.Fatal(err)
 	}
 }
+
+// TestProtectionHashesOnceForAMissedSnapshot: a stored snapshot not tied to
+// a generation (after start, or after a snapshot that uploaded chunks to
+// complete its export) is compared with the live index by one hash; once
+// that misses, the index has moved on, and changes and status calls after
+// it hash nothing more (each hashed the whole index while writes went on).
+// A new stored snapshot is compared again.
+func TestProtectionHashesOnceForAMissedSnapshot(t *testing.T) {
+	r := offlineReplicator(t, nil)
+	commit(t, r.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 7, Mode: 0o100644}) })
+	markStored(t, r)
+	commit(t, r.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 8, Mode: 0o100644}) })
+	for i := range 5 {
+		commit(t, r.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: uint64(9 + i), Mode: 0o100644}) })
+		if covered, _, err := r.protection(); err != nil || covered {
+			t.Fatalf("change %d after the snapshot: covered=%v err=%v", i, covered, err)
+		}
+		r.Status(context.Background())
+	}
+	if n := r.hashes.Load(); n != 1 {
+		t.Fatalf("the index was hashed %d times over 5 changes after a snapshot it did not match, want once", n)
+	}
+
+	// A snapshot of the state now is compared (once) and covers it.
+	markStored(t, r)
+	for i := range 3 {
+		if covered, _, err := r.protection(); err != nil || !covered {
+			t.Fatalf("call %d with a snapshot of this very state: covered=%v err=%v", i, covered, err)
+		}
+	}
+	if n := r.hashes.Load(); n != 2 {
+		t.Fatalf("the index was hashed %d times in all, want twice (once a snapshot)", n)
+	}
+
+	// A hash taken while a snapshot's records are being committed is no
+	// miss: the next call compares again.
+	commit(t, r.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 20, Mode: 0o100644}) })
+	kf, err := r.readKeyFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := stateHash(r.idx, kf, r.idx.Export) // the state once the commit lands
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	r.snapHash, r.snapGen, r.snapStoring = stored, 0, true
+	r.mu.Unlock()
+	commit(t, r.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 21, Mode: 0o100644}) })
+	if covered, _, _ := r.protection(); covered {
+		t.Fatal("covered by a snapshot of another state")
+	}
+	commit(t, r.idx, func(b *meta.Batch) { b.DeleteInode(21) })
+	r.mu.Lock()
+	r.snapStoring = false
+	r.mu.Unlock()
+	if covered, _, err := r.protection(); err != nil || !covered {
+		t.Fatalf("the state the snapshot holds, once its commit landed: covered=%v err=%v", covered, err)
+	}
+}

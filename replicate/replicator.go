@@ -94,6 +94,8 @@ type Replicator struct {
 	protGen          uint64       // 1 + the index generation protHash was computed at
 	protKey          []byte       // the key file protHash covers
 	protHash         []byte       // state hash of the live index
+	protMiss         []byte       // a snapHash that a hash of the live index missed (protect.go)
+	snapStoring      bool         // snapshot is committing a stored snapshot's records
 	snapHash         []byte       // state hash of the newest stored snapshot (R snapshot_hash)
 	snapCovers       time.Time    // when that snapshot's export was read (R snapshot_covers)
 	unprotectedSince time.Time    // the oldest change not in a stored snapshot (zero: none)

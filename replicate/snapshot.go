@@ -351,7 +351,7 @@ func (r *Replicator) snapshot(keyFile, blob, sum []byte, covers time.Time, asOf 
 	// record is lost (the next run then takes one more snapshot).
 	r.mu.Lock()
 	r.lastSnapshot, r.snapHash, r.snapCovers = now, sum, covers
-	r.snapGen = 0
+	r.snapGen, r.protMiss, r.snapStoring = 0, nil, true
 	if exact && bytes.Equal(keyFile, r.protKey) {
 		r.snapGen = asOf + 1
 	}
@@ -359,7 +359,11 @@ func (r *Replicator) snapshot(keyFile, blob, sum []byte, covers time.Time, asOf 
 		r.unprotectedSince = covers // changes since the export may be missing
 	}
 	r.mu.Unlock()
-	if err := b.Commit(true); err != nil {
+	err = b.Commit(true)
+	r.mu.Lock()
+	r.snapStoring = false
+	r.mu.Unlock()
+	if err != nil {
 		r.noteErr(fmt.Errorf("snapshot: %w", err))
 		return nil
 	}
