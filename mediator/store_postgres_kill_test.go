@@ -67,13 +67,15 @@ func TestPostgresMigratesEachVersion(t *testing.T) {
 // serialization failure is run exactly MaxRetries times, then its error
 // is returned with the count; another error is not retried.
 func TestPostgresTxRetriesBounded(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	st, err := OpenPostgresStore(ctx, pgtest.NewDB(t), PostgresOptions{MaxRetries: 3})
+	st, err := OpenPostgresStore(context.Background(), pgtest.NewDB(t), PostgresOptions{MaxRetries: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
+	// Bounds a tx that would retry for ever (some 600 tries at the
+	// backoff's cap of 200 ms).
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	calls := 0
 	err = st.tx(ctx, func(pgx.Tx) error { calls++; return &pgconn.PgError{Code: "40001"} })
 	var pe *pgconn.PgError
