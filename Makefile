@@ -89,7 +89,7 @@ clean:
 	rm -rf bin tools
 
 
-# Mutation report per package (gremlins, installed into tools/bin); slow,
+# Mutation report per package (mutant schemata; MUTATE_MODE=gremlins for gremlins);
 # not part of `make test`. MUTATE_PKGS="net challenge" picks packages.
 mutate:
 	./scripts/mutate.sh

@@ -1,26 +1,20 @@
 #!/bin/sh
-# Mutation report (`make mutate`): runs gremlins over the packages that hold
-# the invariants users trust and prints, per package, the efficacy (killed
-# of killed + lived) and the mutants that lived. A report, not a gate, and
-# not part of `make test`: it runs each package's tests once per mutant
-# (tens of minutes on two cores). MUTATE_PKGS picks the packages.
+# Mutation report (`make mutate`): scores the packages that hold the
+# invariants users trust and prints, per package and file, the efficacy
+# (killed of killed + lived) and the mutants that lived. A report, not a
+# gate, and not part of `make test`. MUTATE_PKGS picks the packages.
 #
-# Narrowing a run (docs/TESTING.md):
-#   MUTATE_FILES  files of the package to mutate, relative to its directory,
-#                 each optionally with a line range: "diskstore.go scrub.go:40-120".
-#                 Only for a single package in MUTATE_PKGS. Leaves out the
-#                 package's sub-packages too (mediator/testplanet).
-#   MUTATE_RUN    a -run regexp: the tests run against every mutant (and for
-#                 the coverage that decides which mutants run).
-#   MUTATE_GOFLAGS go test flags (default -short -vet=off -ldflags=-w).
-#
-# MUTATE_MODE=schemata scores by mutant schemata instead (internal/mutschema):
-# the same kinds of mutants, all built into one test binary through
-# `go test -overlay` (the tree is never written), the binary run once per
-# mutant: seconds a mutant where gremlins' build takes minutes. It reads
-# MUTATE_PKGS, MUTATE_FILES (for each package listed) and MUTATE_RUN (the
-# package's own tests only: default ^Test), and
-#   MUTATE_SKIP         a -test.skip regexp (e.g. PostgreSQL tests).
+# By default it scores by mutant schemata (internal/mutschema, MUTATE_MODE
+# schemata): the mutant kinds of gremlins v0.5.0's defaults, all built into
+# one test binary through `go test -overlay` (the tree is never written), the
+# binary run once per mutant with the tests that reach it: seconds a mutant,
+# about an hour for every package on a quiet two-core machine. The tests run
+# are each package's `-short` tests but those in defaultskip below, which
+# cannot kill a mutant here or start a network or mount per run (the test
+# sets of docs/TESTING.md's whole-package reports). It reads MUTATE_PKGS,
+# MUTATE_FILES (for each package listed) and
+#   MUTATE_RUN          a -test.run regexp (default ^Test: the package's own).
+#   MUTATE_SKIP         a -test.skip regexp (default: defaultskip's).
 #   MUTATE_BEFORE_RUN   score first with these tests (the old ones),
 #   MUTATE_BEFORE_SKIP  or with the after set less these (the new ones),
 #                       then with MUTATE_RUN/MUTATE_SKIP: before and after.
@@ -29,32 +23,65 @@
 #   MUTATE_TIMEOUT      least time a mutant's run gets (default 1m; else 5
 #                       times its tests' run without a mutant); past it, killed.
 #   MUTATE_SHOW=1       print under each killed mutant the failing tests' lines.
+#   MUTATE_NICE         the runs' nice level (default 10).
+#
+# MUTATE_MODE=gremlins runs gremlins v0.5.0 itself (installed into
+# tools/bin): a build of the test binary per mutant, minutes each under load;
+# the scores of docs/TESTING.md's sections before the ninth session. It reads
+#   MUTATE_FILES  files of the package to mutate, relative to its directory,
+#                 each optionally with a line range: "diskstore.go scrub.go:40-120".
+#                 Only for a single package in MUTATE_PKGS. Leaves out the
+#                 package's sub-packages too (mediator/testplanet).
+#   MUTATE_RUN    a -run regexp: the tests run against every mutant (and for
+#                 the coverage that decides which mutants run).
+#   MUTATE_GOFLAGS go test flags (default -short -vet=off -ldflags=-w).
 set -eu
 cd "$(dirname "$0")/.."
 GREMLINS=tools/bin/gremlins
 GREMLINS_VERSION=v0.5.0
-if [ ! -x "$GREMLINS" ]; then
-	GOBIN="$PWD/tools/bin" go install "github.com/go-gremlins/gremlins/cmd/gremlins@$GREMLINS_VERSION"
-fi
 PKGS=${MUTATE_PKGS:-"net challenge vault chunkstore meta storagenode mediator wallet replicate"}
 mkdir -p .mutate
 
-if [ "${MUTATE_MODE:-gremlins}" = schemata ]; then
+# defaultskip prints the tests a package's schemata run leaves out: the
+# PostgreSQL and migration tests (a server each; store_postgres.go is scored
+# apart, docs/TESTING.md), a header flood and a block-cache test (minutes,
+# and each has a cheaper twin); storagenode's tests that run the fincrypt
+# binary (built from the tree, not the overlay: they cannot kill a mutant;
+# FINCRYPT_TESTBIN_SKIP=1 for the rest); replicate's tests that start a
+# testplanet or mount FUSE (minutes a mutant; the fake network's tests
+# reach the same code).
+defaultskip() {
+	common='Postgres|^TestMigrate|HeaderFlood|^TestBlockCacheHoldsTheIndexInUse$'
+	case $1 in
+	storagenode) echo "$common|^(TestCapacityFull|TestChallengeOverQUIC|TestCLIRejectsBadFlags|TestConnectionFloodIsCapped|TestDiskFull|TestGarbageCollection|TestKill9DuringUploads|TestPutGetStatDelete|TestRegisterRetriesAndHeartbeats|TestRegistrationLearnsNetwork|TestRegistrationRefusedExits|TestReplayedPutTicketRefused|TestTicketsBoundToAccount|TestTicketsRefused|TestTricklingPutTimesOut)\$" ;;
+	replicate) echo "$common|^(TestBackgroundFaultsContained|TestBackupBlobsUploadedFetchedReleased|TestCacheLimit|TestCleanRestartWalksNothing|TestCommitNeedsKPlusOneReceipts|TestEvenlySlowPiecesNotHedged|TestFullSegmentsReuseTheirBuffer|TestIdleMountDoesNotScan|TestIntentFailureReleasesTheSegment|TestIntentSyncsWhilePiecesUpload|TestInterruptedUploadReleased|TestMaintainFollowsChanges|TestManySegmentsInFlightNodeFails|TestMetricsFollowTheWork|TestOldLargestClassReadsBack|TestReadHedgesAroundAHungNode|TestRecoverIndexFromSnapshot|TestReleaseAndRepack|TestReleasedSegmentNotDurable|TestReorderedReadFetchesEachSegmentOnce|TestRepackKeepsLocationWhenCacheCannotKeepChunk|TestReplication|TestRequestSyncCommitsFirst|TestScaleReport|TestSequentialReadPrefetches|TestSnapshotPointerAtMediator|TestSnapshotStoredWhereItLies|TestStatusCostIgnoresDurableFiles|TestStatusCountsUnsavedOpenFiles|TestStatusWarnsWithoutEscrow|TestStreamingKeepsTheHotSet|TestSyncSnapshotsPendingChunks|TestUnlimitedCacheCountsRarely|TestUploadAfterChunksVanished|TestUploadTakesNewChunksWhileUploading)\$" ;;
+	*) echo "$common" ;;
+	esac
+}
+
+if [ "${MUTATE_MODE:-schemata}" = schemata ]; then
 	go build -o .mutate/mutschema ./internal/mutschema
 	status=0
 	for p in $PKGS; do
 		log=".mutate/$(echo "schemata $p ${MUTATE_FILES:-}" | tr ' /:' '__-').log"
 		echo "== $p (log: $log)"
 		set -- -run "${MUTATE_RUN:-^Test}" -timeout "${MUTATE_TIMEOUT:-1m}"
-		[ -z "${MUTATE_SKIP:-}" ] || set -- "$@" -skip "$MUTATE_SKIP"
+		set -- "$@" -skip "${MUTATE_SKIP:-$(defaultskip "$p")}"
 		[ -z "${MUTATE_BEFORE_RUN:-}" ] || set -- "$@" -before-run "$MUTATE_BEFORE_RUN"
 		[ -z "${MUTATE_BEFORE_SKIP:-}" ] || set -- "$@" -before-skip "$MUTATE_BEFORE_SKIP"
 		[ -z "${MUTATE_IDS:-}" ] || set -- "$@" -ids "$MUTATE_IDS"
 		[ -z "${MUTATE_SHOW:-}" ] || set -- "$@" -show
-		nice -n "${MUTATE_NICE:-10}" .mutate/mutschema "$@" "./$p" ${MUTATE_FILES:-} >"$log" 2>&1 || status=1
+		testbin=
+		[ "$p" != storagenode ] || testbin=1
+		FINCRYPT_TESTBIN_SKIP=${FINCRYPT_TESTBIN_SKIP:-$testbin} \
+			nice -n "${MUTATE_NICE:-10}" .mutate/mutschema "$@" "./$p" ${MUTATE_FILES:-} >"$log" 2>&1 || status=1
 		sed -n '/^Mutation score per file:/,$p' "$log"
 	done
 	exit $status
+fi
+
+if [ ! -x "$GREMLINS" ]; then
+	GOBIN="$PWD/tools/bin" go install "github.com/go-gremlins/gremlins/cmd/gremlins@$GREMLINS_VERSION"
 fi
 
 # One CPU per test run through GOFLAGS' -cpu=1. Not gremlins' --test-cpu:
