@@ -507,7 +507,13 @@ func (of *openFile) startPrefetch(idx uint64) {
 	}
 	of.pf = slices.Insert(of.pf, i, pf)
 	run := of.runAt(idx)
+	if !of.r.loads.start() {
+		pf.err = errUnmounting // shutting down: the load that follows reports it
+		close(pf.done)
+		return
+	}
 	go func() {
+		defer of.r.loads.done()
 		defer close(pf.done)
 		ref, ok, err := of.r.idx.GetChunk(of.ino, idx)
 		if err == nil && !ok {
@@ -520,6 +526,50 @@ func (of *openFile) startPrefetch(idx uint64) {
 		pf.ref = ref
 		pf.buf, pf.err = of.openChunk(idx, ref, of.r.getBuf(), run)
 	}()
+}
+
+// bgLoads counts the chunk loads running in the background (a reader's
+// window), so that shutdown closes the index and the store only once the
+// last has ended: one still reading the index then panicked ("pebble:
+// closed") when an unmount came right after a read.
+type bgLoads struct {
+	mu     sync.Mutex
+	idle   sync.Cond // on mu; signalled when n drops to 0
+	n      int
+	closed bool
+}
+
+var errUnmounting = errors.New("file system unmounting")
+
+// start counts a load that is to begin; false once closing.
+func (l *bgLoads) start() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	l.n++
+	return true
+}
+
+// done ends a load start counted.
+func (l *bgLoads) done() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.n--; l.n == 0 && l.idle.L != nil {
+		l.idle.Broadcast()
+	}
+}
+
+// closeAndWait starts no more loads and waits for those running.
+func (l *bgLoads) closeAndWait() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	l.idle.L = &l.mu
+	for l.n > 0 {
+		l.idle.Wait()
+	}
 }
 
 // dropPrefetch forgets the window's chunks before index idx (a reader that
