@@ -154,6 +154,7 @@ type fsys struct {
 	log       *slog.Logger
 	bufs      sync.Pool // *[]byte of capacity cs
 	sealBufs  sync.Pool // *[]byte of capacity cs+Overhead
+	loads     bgLoads   // readers' windows loading in the background
 	startTime time.Time
 
 	// mu serialises read-modify-write sequences on the index (inodes,
@@ -638,6 +639,7 @@ func (m *Mounted) shutdown() error {
 		<-m.bgDone
 		m.wg.Wait()
 		r := m.r
+		r.loads.closeAndWait()
 		var errs []error
 		if err := r.flushOpenFiles(); err != nil {
 			errs = append(errs, err)

@@ -249,9 +249,15 @@ func TestSmallFileReleaseSealsInline(t *testing.T) {
 	for i := range files {
 		data[i] = randBytes(uint64(i), 1000+i*397)
 		writeFile(t, tm.path("d", "f"+strconv.Itoa(i)), data[i])
-	}
-	if err := tm.m.WaitIdle(time.Minute); err != nil {
-		t.Fatal(err)
+		// close(2) of a new file returns before its RELEASE is served
+		// (FOPEN_NOFLUSH): wait for it, so that each release finds a
+		// sealing slot free. Without the wait, on a loaded machine the
+		// releases of the files before, each holding a slot through its
+		// synced commit, took all four now and then, and the release
+		// queued its chunk, as it must (the case tested below).
+		if err := tm.m.WaitIdle(time.Minute); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if n := fs.ChunksQueued() - queued; n != 0 {
 		t.Errorf("%d chunks handed to the sealing worker for %d small files written and closed, want none", n, files)

@@ -109,7 +109,12 @@ func TestUnsavedOpenFiles(t *testing.T) {
 	if _, err := f.WriteAt([]byte("more"), 0); err != nil {
 		t.Fatal(err)
 	}
-	hold := tm.m.HoldSealing()
+	// Let go before the unmount (cleanups run last first) even when an
+	// assertion below fails: an unmount with every sealing slot held
+	// waited for the release for ever, and the test hung until the
+	// package's timeout.
+	hold := sync.OnceFunc(tm.m.HoldSealing())
+	t.Cleanup(hold)
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -77,12 +78,46 @@ type PebbleStore struct {
 	db        *pebble.DB
 	wo        *pebble.WriteOptions
 	mu        sync.Mutex // serialises read-modify-write transactions
+	openAs    string     // its key in openStores ("": not there)
 }
 
 var _ Store = (*PebbleStore)(nil)
 
-// OpenPebbleStore opens or creates the store in dir.
+// openStores holds the directories (absolute, symbolic links resolved)
+// of the stores this process has open on the operating system's file
+// system. Pebble's lock stops a second open in another process with
+// EAGAIN, but a second one in this process with an error of its own
+// ("lock held by current process"); both say ErrLocked.
+var openStores struct {
+	sync.Mutex
+	dirs map[string]bool
+}
+
+// storeKey is dir, absolute and with symbolic links resolved as far as
+// it exists.
+func storeKey(dir string) string {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return filepath.Clean(dir)
+	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		return real
+	}
+	return abs
+}
+
+// OpenPebbleStore opens or creates the store in dir. ErrLocked if it is
+// open already, in this process or another.
 func OpenPebbleStore(dir string, opt PebbleOptions) (*PebbleStore, error) {
+	key := ""
+	if opt.FS == nil {
+		key = storeKey(dir)
+		openStores.Lock()
+		defer openStores.Unlock()
+		if openStores.dirs[key] {
+			return nil, fmt.Errorf("mediator store %s: %w: open already in this process", dir, ErrLocked)
+		}
+	}
 	db, err := pebble.Open(dir, &pebble.Options{Logger: quietLogger{}, FS: opt.FS})
 	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
 		return nil, fmt.Errorf("mediator store %s: %w: in use by another process (is a mediator running there?)", dir, ErrLocked)
@@ -94,7 +129,13 @@ func OpenPebbleStore(dir string, opt PebbleOptions) (*PebbleStore, error) {
 	if opt.NoSync {
 		wo = pebble.NoSync
 	}
-	return &PebbleStore{db: db, wo: wo}, nil
+	if key != "" {
+		if openStores.dirs == nil {
+			openStores.dirs = map[string]bool{}
+		}
+		openStores.dirs[key] = true
+	}
+	return &PebbleStore{db: db, wo: wo, openAs: key}, nil
 }
 
 type quietLogger struct{}
@@ -105,14 +146,22 @@ func (quietLogger) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf("pebble: "+format, args...))
 }
 
-// Close closes the database.
+// Close closes the database; the directory can then be opened again.
 func (s *PebbleStore) Close() error {
 	err := ErrClosed
-	s.closeOnce.Do(func() { err = s.db.Close() })
+	s.closeOnce.Do(func() {
+		err = s.db.Close()
+		if s.openAs != "" {
+			openStores.Lock()
+			delete(openStores.dirs, s.openAs)
+			openStores.Unlock()
+		}
+	})
 	return err
 }
 
-// ErrLocked means another process has the store open.
+// ErrLocked means the store is open already (in this process or
+// another).
 var ErrLocked = errors.New("mediator store is locked")
 
 // ErrClosed is returned by Close on a closed store.

@@ -464,8 +464,9 @@ func (r *Replicator) uploadPending() error {
 }
 
 // planPending packs the pending chunks that no upload holds into segments:
-// every full one, and (unless fullOnly) a partly filled one too once its
-// oldest chunk has waited FlushAfter or something waits for it (urgent).
+// every full one (the last too, when no chunk fits in what is left), and
+// (unless fullOnly) a partly filled one too once its oldest chunk has
+// waited FlushAfter or something waits for it (urgent).
 func (r *Replicator) planPending(fullOnly bool) []*plannedSegment {
 	all, err := r.pending()
 	if err != nil {
@@ -523,10 +524,13 @@ func (r *Replicator) planPending(fullOnly bool) []*plannedSegment {
 		cur.chunks = append(cur.chunks, c)
 		cur.used += c.size
 	}
-	// A partly filled segment waits for more chunks, unless its oldest
-	// chunk has waited long enough or a snapshot, a sync or an unmount
-	// waits for it.
-	if len(cur.chunks) > 0 && !fullOnly && (now.Sub(oldest) >= r.cfg.FlushAfter || r.urgent()) {
+	// The last segment is full when no chunk fits in what is left (the
+	// smallest sealed chunk, of no plaintext, is vault.Overhead bytes): it
+	// goes at once like the others. A partly filled one waits for more
+	// chunks, unless its oldest chunk has waited long enough or a
+	// snapshot, a sync or an unmount waits for it.
+	full := MaxSegment-cur.used < vault.Overhead
+	if len(cur.chunks) > 0 && (full || !fullOnly && (now.Sub(oldest) >= r.cfg.FlushAfter || r.urgent())) {
 		plan = append(plan, cur)
 	}
 	return plan

@@ -131,6 +131,58 @@ func TestPlanPending(t *testing.T) {
 	}
 }
 
+// TestPlanPendingLastFull: a segment filled exactly, or so nearly that no
+// chunk fits in what is left (less than a sealed empty chunk), goes at
+// once even as the last of the pending list, also when the round asks for
+// full segments only; one with room for an empty chunk waits. Before, the
+// last segment of the list waited for the next overflow or FlushAfter
+// however full it was: a round that looked for full segments mid-round
+// left it out.
+func TestPlanPendingLastFull(t *testing.T) {
+	old := MaxSegment
+	MaxSegment = SizeClasses[1]
+	t.Cleanup(func() { MaxSegment = old })
+	half := MaxSegment / 2
+	for _, tc := range []struct {
+		name  string
+		sizes []int // sealed sizes of one file's chunks
+		full  bool
+	}{
+		{"exactly full", []int{half, MaxSegment - half}, true},
+		{"no room for an empty chunk", []int{half, MaxSegment - half - vault.Overhead + 1}, true},
+		{"room for an empty chunk", []int{half, MaxSegment - half - vault.Overhead}, false},
+		{"one chunk of the whole segment", []int{MaxSegment}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := offlineReplicator(t, func(c *Config) { c.FlushAfter = time.Hour })
+			ids := make([]meta.ChunkID, len(tc.sizes))
+			commit(t, r.idx, func(b *meta.Batch) {
+				for i, n := range tc.sizes {
+					ids[i] = chunkstore.NewID()
+					b.PutChunk(7, uint64(i), &meta.ChunkRef{ID: ids[i], Version: 1, Len: uint32(n - vault.Overhead)})
+				}
+			})
+			for _, fullOnly := range []bool{true, false} {
+				plan := r.planPending(fullOnly)
+				if !tc.full {
+					if len(plan) != 0 {
+						t.Fatalf("full only %v: a segment with room for a chunk, not waited, was planned", fullOnly)
+					}
+					continue
+				}
+				if len(plan) != 1 || len(plan[0].chunks) != len(ids) {
+					t.Fatalf("full only %v: %d segments planned, want the full one", fullOnly, len(plan))
+				}
+				for i, c := range plan[0].chunks {
+					if c.id != ids[i] {
+						t.Fatalf("full only %v: chunk %d is %s, want %s", fullOnly, i, c.id, ids[i])
+					}
+				}
+			}
+		})
+	}
+}
+
 // TestForgetGone: after a pack, a planned chunk that was not packed leaves
 // the pending feed only when it is gone from the store and its file no
 // longer references it (superseded). One its file still references stays
