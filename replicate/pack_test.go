@@ -40,6 +40,13 @@ func newEngine(t *testing.T, tune func(*Config)) *engine {
 // newEngineOn is newEngine on a planet of the given shape.
 func newEngineOn(t *testing.T, pc testplanet.Config, tune func(*Config)) *engine {
 	t.Helper()
+	return newEngineIdx(t, pc, tune, meta.Options{})
+}
+
+// newEngineIdx is newEngineOn with the index opened with opt (a power-loss
+// test's FS).
+func newEngineIdx(t *testing.T, pc testplanet.Config, tune func(*Config), opt meta.Options) *engine {
+	t.Helper()
 	p := testplanet.New(t, pc)
 	home := filepath.Join(t.TempDir(), "home")
 	newVault(t, home)
@@ -48,7 +55,7 @@ func newEngineOn(t *testing.T, pc testplanet.Config, tune func(*Config)) *engine
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { v.Close() })
-	idx, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{})
+	idx, err := meta.Open(v.IndexDir(), v.Keys, opt)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,10 +65,17 @@ func oneNodePeriod(t *testing.T, period uint64, gib int64, addr string) PeriodIn
 // conflictedSetup records a payout of 100000 sat to node n that is never
 // broadcast (a crash right after the record) and mines a transaction of
 // the wallet's own key spending its input: the payout becomes conflicted.
-func conflictedSetup(t *testing.T, seed int64) (*fakeChain, *Wallet, *Payout, *wire.MsgTx, int64) {
+// mods change the wallet's Config further (a power-loss test's FS).
+func conflictedSetup(t *testing.T, seed int64, mods ...func(*Config)) (*fakeChain, *Wallet, *Payout, *wire.MsgTx, int64) {
 	t.Helper()
 	chain := newFakeChain(seed)
-	w := newTestWallet(t, "regtest", func(c *Config) { c.Chain = chain; c.MinConf = 2 })
+	w := newTestWallet(t, "regtest", func(c *Config) {
+		c.Chain = chain
+		c.MinConf = 2
+		for _, m := range mods {
+			m(c)
+		}
+	})
 	dep := fakeDeposit(t, chain, w, "acct", 1_000_000, 1)
 	chain.mine(2)
 	mustSync(t, w)
@@ -128,9 +135,9 @@ func TestConflictUndoneByReorg(t *testing.T) {
 
 // abandonedSetup is conflictedSetup with the conflicted payout abandoned
 // once the conflicting spend is MinConf deep.
-func abandonedSetup(t *testing.T, seed int64) (*fakeChain, *Wallet, *Payout, *wire.MsgTx, int64) {
+func abandonedSetup(t *testing.T, seed int64, mods ...func(*Config)) (*fakeChain, *Wallet, *Payout, *wire.MsgTx, int64) {
 	t.Helper()
-	chain, w, old, conflict, hc := conflictedSetup(t, seed)
+	chain, w, old, conflict, hc := conflictedSetup(t, seed, mods...)
 	chain.mine(1)
 	mustSync(t, w)
 	if err := w.AbandonPayout(old.ID); err != nil {
