@@ -62,23 +62,7 @@ func TestTwoStreamsKeepTheirHeads(t *testing.T) {
 	if err := tm.m.WaitIdle(time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	byIndex := map[uint64]meta.ChunkID{}
-	if err := idx.Walk(meta.Visitor{Chunk: func(_, i uint64, ref meta.ChunkRef) { byIndex[i] = ref.ID }}); err != nil {
-		t.Fatal(err)
-	}
-	if len(byIndex) != chunks {
-		t.Fatalf("%d chunks, want %d", len(byIndex), chunks)
-	}
-	for _, id := range byIndex {
-		b, err := store.Get(id, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		net[id] = b
-		if err := store.Delete(id); err != nil {
-			t.Fatal(err)
-		}
-	}
+	byIndex := takeChunksOut(t, idx, store, net, chunks)
 	tm.unmount()
 
 	// A fresh mount (nothing in the kernel's cache): a request of each

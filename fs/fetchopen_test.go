@@ -57,21 +57,8 @@ func TestFetchedChunkOpenedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ids []meta.ChunkID
-	if err := idx.Walk(meta.Visitor{Chunk: func(_, _ uint64, ref meta.ChunkRef) { ids = append(ids, ref.ID) }}); err != nil {
-		t.Fatal(err)
-	}
-	if len(ids) != 6 {
-		t.Fatalf("%d chunks, want 6", len(ids))
-	}
-	for _, id := range ids {
-		b, err := store.Get(id, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kept[id] = b
-		if err := store.Delete(id); err != nil {
-			t.Fatal(err)
-		}
+	for _, id := range takeChunksOut(t, idx, store, kept, 6) {
+		ids = append(ids, id)
 	}
 	tm.unmount()
 
@@ -109,4 +96,29 @@ func TestFetchedChunkOpenedOnce(t *testing.T) {
 	if _, ok := store.Has(bad); ok {
 		t.Fatal("a corrupt fetched chunk was kept")
 	}
+}
+
+// takeChunksOut moves every chunk of the index out of the local store into
+// to (what the network serves the test's fetcher), after checking there are
+// want of them, and returns their ids by chunk index.
+func takeChunksOut(t *testing.T, idx *meta.Index, store *chunkstore.Store, to map[meta.ChunkID][]byte, want int) map[uint64]meta.ChunkID {
+	t.Helper()
+	byIndex := map[uint64]meta.ChunkID{}
+	if err := idx.Walk(meta.Visitor{Chunk: func(_, i uint64, ref meta.ChunkRef) { byIndex[i] = ref.ID }}); err != nil {
+		t.Fatal(err)
+	}
+	if len(byIndex) != want {
+		t.Fatalf("%d chunks, want %d", len(byIndex), want)
+	}
+	for _, id := range byIndex {
+		b, err := store.Get(id, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		to[id] = b
+		if err := store.Delete(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return byIndex
 }
