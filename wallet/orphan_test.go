@@ -18,20 +18,7 @@ func TestPayoutInputReorganisedAway(t *testing.T) {
 	chain := newFakeChain(9)
 	w := newTestWallet(t, "regtest", func(c *Config) { c.Chain = chain; c.MinConf = 2 })
 	ctx := context.Background()
-	dep := fakeDeposit(t, chain, w, "acct", 1_000_000, 1)
-	chain.mine(2)
-	mustSync(t, w)
-	settleHeld(t, w, 1, "n", "acct", 100)
-	old, err := w.Payout(ctx)
-	if err != nil || old == nil {
-		t.Fatalf("payout: %+v %v", old, err)
-	}
-	// The deposit's block goes, and the deposit with it (and the payout
-	// that spends it, still in the mempool).
-	chain.reorg(2, func(tx *wire.MsgTx, _ bool) bool { return tx.TxHash() != dep.TxHash() })
-	chain.gone = map[chainhash.Hash]bool{dep.TxHash(): true}
-	chain.mine(3)
-	mustSync(t, w)
+	old := payoutInputReorganisedAway(t, chain, w)
 	list, _ := w.Payouts()
 	if list[0].State == PayoutAbandoned {
 		t.Fatal("abandoned before the input was gone MinConf blocks")
@@ -102,4 +89,25 @@ func TestPaymentToChangeAddressSurfaced(t *testing.T) {
 	if err != nil || len(rep.Stray) != 1 {
 		t.Fatalf("payment to a change address: %+v %v", rep, err)
 	}
+}
+
+// payoutInputReorganisedAway pays node n 100,000 sat of account acct's
+// deposit (MinConf 2), then a reorganisation takes the deposit's block
+// away for good (and the payout that spends it, still in the mempool), and
+// a Sync three blocks later notes the input missing. It returns the payout.
+func payoutInputReorganisedAway(t *testing.T, chain *fakeChain, w *Wallet) *Payout {
+	t.Helper()
+	dep := fakeDeposit(t, chain, w, "acct", 1_000_000, 1)
+	chain.mine(2)
+	mustSync(t, w)
+	settleHeld(t, w, 1, "n", "acct", 100)
+	old, err := w.Payout(context.Background())
+	if err != nil || old == nil {
+		t.Fatalf("payout: %+v %v", old, err)
+	}
+	chain.reorg(2, func(tx *wire.MsgTx, _ bool) bool { return tx.TxHash() != dep.TxHash() })
+	chain.gone = map[chainhash.Hash]bool{dep.TxHash(): true}
+	chain.mine(3)
+	mustSync(t, w)
+	return old
 }

@@ -195,19 +195,7 @@ func TestPowerLossAbandonOrphaned(t *testing.T) {
 	chain := newFakeChain(34)
 	var cfg Config
 	w := newTestWallet(t, "regtest", func(c *Config) { c.Chain = chain; c.MinConf = 2; onMem(mem, &cfg)(c) })
-	ctx := context.Background()
-	dep := fakeDeposit(t, chain, w, "acct", 1_000_000, 1)
-	chain.mine(2)
-	mustSync(t, w)
-	settleHeld(t, w, 1, "n", "acct", 100)
-	old, err := w.Payout(ctx)
-	if err != nil || old == nil {
-		t.Fatalf("payout: %+v %v", old, err)
-	}
-	chain.reorg(2, func(tx *wire.MsgTx, _ bool) bool { return tx.TxHash() != dep.TxHash() })
-	chain.gone = map[chainhash.Hash]bool{dep.TxHash(): true}
-	chain.mine(3)
-	mustSync(t, w) // notes the input missing
+	old := payoutInputReorganisedAway(t, chain, w)
 	chain.mine(1)
 	rep := mustSync(t, w)
 	if len(rep.Abandoned) != 1 {
