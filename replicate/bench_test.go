@@ -87,22 +87,8 @@ const bareWrite = 8 << 20
 func bareQUIC(b *testing.B, n int64) measured {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var addr fnet.Address
-	var pids []int
-	if benchProcesses() {
-		a, pid, stop := startBareReceiver(b)
-		defer stop()
-		addr, pids = a, []int{pid}
-	} else {
-		sid, _ := fnet.GenerateIdentity()
-		srv, err := fnet.Listen(sid, "127.0.0.1:0", fnet.Config{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer srv.Close()
-		go srv.Serve(ctx, fnet.HandlerFunc(serveBareBench))
-		addr = srv.Address()
-	}
+	addr, pids, stop := bareReceiver(b, ctx, nil)
+	defer stop()
 	cid, _ := fnet.GenerateIdentity()
 	cl, err := fnet.NewDialer(cid, fnet.Config{})
 	if err != nil {
@@ -174,21 +160,9 @@ func bareFanout(b *testing.B, n int64) measured {
 	var pids []int
 	conns := make([]*fnet.Conn, fanoutNodes)
 	for i := range conns {
-		var addr fnet.Address
-		if benchProcesses() {
-			a, pid, stop := startBareReceiver(b)
-			defer stop()
-			addr, pids = a, append(pids, pid)
-		} else {
-			sid, _ := fnet.GenerateIdentity()
-			srv, err := fnet.Listen(sid, "127.0.0.1:0", fnet.Config{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer srv.Close()
-			go srv.Serve(ctx, fnet.HandlerFunc(serveBareBench))
-			addr = srv.Address()
-		}
+		addr, more, stop := bareReceiver(b, ctx, pids)
+		defer stop()
+		pids = more
 		if conns[i], err = cl.Dial(ctx, addr); err != nil {
 			b.Fatal(err)
 		}
@@ -277,6 +251,23 @@ func runBareReceiver(dir string) int {
 	}
 	srv.Serve(ctx, fnet.HandlerFunc(serveBareBench))
 	return 0
+}
+
+// bareReceiver starts a receiver of the bare stream where the planet's
+// nodes run (benchProcesses): a process of its own, whose pid it appends
+// to pids, or a server in this process. stop ends it.
+func bareReceiver(b *testing.B, ctx context.Context, pids []int) (fnet.Address, []int, func()) {
+	if benchProcesses() {
+		addr, pid, stop := startBareReceiver(b)
+		return addr, append(pids, pid), stop
+	}
+	sid, _ := fnet.GenerateIdentity()
+	srv, err := fnet.Listen(sid, "127.0.0.1:0", fnet.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	go srv.Serve(ctx, fnet.HandlerFunc(serveBareBench))
+	return srv.Address(), pids, func() { srv.Close() }
 }
 
 // startBareReceiver starts the bare stream's receiver as a process of its
