@@ -58,13 +58,19 @@ type fakeNet struct {
 	held   chan struct{}
 	free   sync.Once
 
-	mu       sync.Mutex
-	segs     map[fnet.SegmentID]*fnet.SegmentReply
-	placed   int
-	places   map[fnet.SegmentID]*fnet.PlacementRequest
-	commits  []fnet.CommitRequest
-	releases []fnet.SegmentID
-	pointer  *fnet.SnapshotPointer
+	mu      sync.Mutex
+	segs    map[fnet.SegmentID]*fnet.SegmentReply
+	placed  int
+	places  map[fnet.SegmentID]*fnet.PlacementRequest
+	commits []fnet.CommitRequest
+	// onCommit, when set, runs at each commit the mediator records,
+	// before it answers (under mu).
+	onCommit func(fnet.SegmentID)
+	// onPointer, when set, runs when the mediator stores a snapshot
+	// pointer, before it answers (under mu).
+	onPointer func()
+	releases  []fnet.SegmentID
+	pointer   *fnet.SnapshotPointer
 	// refuse, when set, is the error the mediator answers a release or
 	// a snapshot pointer's put with.
 	refuseRelease, refuseSnapshot fnet.ErrorCode
@@ -175,6 +181,24 @@ func (f *fakeNet) released() []fnet.SegmentID {
 	return slices.Clone(f.releases)
 }
 
+// committed is how many commits the mediator recorded.
+func (f *fakeNet) committed() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.commits)
+}
+
+// committedSince is the segments of the commits recorded after the first n.
+func (f *fakeNet) committedSince(n int) []fnet.SegmentID {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []fnet.SegmentID
+	for _, c := range f.commits[n:] {
+		out = append(out, c.Segment)
+	}
+	return out
+}
+
 // letGo lets held peers answer (honestly).
 func (f *fakeNet) letGo() { f.free.Do(func() { close(f.held) }) }
 
@@ -275,6 +299,9 @@ func (f *fakeNet) serveMediator(s *quic.Stream) {
 			}
 			f.segs[req.Segment] = rep
 		}
+		if f.onCommit != nil {
+			f.onCommit(req.Segment)
+		}
 		fnet.WriteAnyMessage(s, &fnet.CommitReply{})
 	case *fnet.SnapshotPutRequest:
 		if f.refuseSnapshot != 0 {
@@ -283,6 +310,9 @@ func (f *fakeNet) serveMediator(s *quic.Stream) {
 		}
 		p := req.Pointer
 		f.pointer = &p
+		if f.onPointer != nil {
+			f.onPointer()
+		}
 		fnet.WriteAnyMessage(s, &fnet.SnapshotPutReply{})
 	case *fnet.SnapshotGetRequest:
 		if f.pointer == nil || f.pointer.Account != req.Account {

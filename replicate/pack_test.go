@@ -40,13 +40,6 @@ func newEngine(t *testing.T, tune func(*Config)) *engine {
 // newEngineOn is newEngine on a planet of the given shape.
 func newEngineOn(t *testing.T, pc testplanet.Config, tune func(*Config)) *engine {
 	t.Helper()
-	return newEngineIdx(t, pc, tune, meta.Options{})
-}
-
-// newEngineIdx is newEngineOn with the index opened with opt (a power-loss
-// test's FS).
-func newEngineIdx(t *testing.T, pc testplanet.Config, tune func(*Config), opt meta.Options) *engine {
-	t.Helper()
 	p := testplanet.New(t, pc)
 	home := filepath.Join(t.TempDir(), "home")
 	newVault(t, home)
@@ -55,7 +48,7 @@ func newEngineIdx(t *testing.T, pc testplanet.Config, tune func(*Config), opt me
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { v.Close() })
-	idx, err := meta.Open(v.IndexDir(), v.Keys, opt)
+	idx, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

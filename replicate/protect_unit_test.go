@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fincrypt/fincrypt/chunkstore"
 	"github.com/fincrypt/fincrypt/erasure"
 	"github.com/fincrypt/fincrypt/mediator"
 	"github.com/fincrypt/fincrypt/meta"
@@ -26,6 +27,13 @@ import (
 func offlineReplicator(t *testing.T, tune func(*Config)) *Replicator {
 	t.Helper()
 	v, idx, store := localVault(t)
+	return offlineReplicatorOver(t, v, idx, store, tune)
+}
+
+// offlineReplicatorOver is offlineReplicator over the given vault, index
+// and chunk store.
+func offlineReplicatorOver(t *testing.T, v *vault.Vault, idx *meta.Index, store *chunkstore.Store, tune func(*Config)) *Replicator {
+	t.Helper()
 	cfg := fastConfig()
 	cfg.CallTimeout = 300 * time.Millisecond
 	cfg.Logger = slog.New(slog.DiscardHandler)

@@ -807,7 +807,6 @@ func (r *Replicator) put(content []byte, class int) (*meta.Segment, int, error) 
 	if err := intent(); err != nil {
 		return nil, 0, fmt.Errorf("recording upload intent: %w", err)
 	}
-	r.faults.Hook("upload commit") // a test's power cut: the intent must be durable here
 	ctx, cancel = context.WithTimeout(r.ctx, r.cfg.CallTimeout)
 	err = r.client.Commit(ctx, pl.Segment, stored)
 	cancel()

@@ -318,6 +318,21 @@ func (r *Replicator) snapshot(keyFile, blob, sum []byte, covers time.Time, asOf 
 	}
 	p := &fnet.SnapshotPointer{Seq: seq, KeyFile: keyFile,
 		Sealed: r.snap.Seal(nil, encodeList(uint64(len(sealed)), list), snapshotAD("list", acct, seq))}
+	// The segments are recorded (alive, their upload intents gone) before
+	// the pointer names them: a power cut after the mediator stored the
+	// pointer would otherwise leave only the intents, and the next start
+	// would release the segments of the account's only restorable
+	// snapshot. A cut before the pointer is stored leaves them alive and
+	// named by no pointer until the next snapshot supersedes them.
+	ob := r.idx.NewBatch()
+	for _, s := range recs {
+		ob.PutSegment(s)
+		ob.DeleteRepl(intentName(s.ID))
+	}
+	if err := ob.Commit(true); err != nil {
+		r.recordDeadSnapshot(recs)
+		return fmt.Errorf("snapshot: recording its segments: %w", err)
+	}
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.CallTimeout)
 	err := r.client.PutSnapshot(ctx, p)
 	cancel()
@@ -326,9 +341,13 @@ func (r *Replicator) snapshot(keyFile, blob, sum []byte, covers time.Time, asOf 
 		return fmt.Errorf("snapshot: storing the pointer: %w", err)
 	}
 	now := time.Now()
+	own := make(map[meta.SegmentID]bool, len(recs))
+	for _, s := range recs {
+		own[s.ID] = true
+	}
 	b := r.idx.NewBatch()
 	err = r.idx.Segments(func(s meta.Segment) error {
-		if s.Kind == meta.KindSnapshot && s.DeadSince == 0 {
+		if s.Kind == meta.KindSnapshot && s.DeadSince == 0 && !own[s.ID] {
 			s.DeadSince = now.UnixNano() // superseded by this snapshot
 			b.PutSegment(&s)
 		}
@@ -339,16 +358,13 @@ func (r *Replicator) snapshot(keyFile, blob, sum []byte, covers time.Time, asOf 
 		r.noteErr(fmt.Errorf("snapshot: %w", err))
 		return nil
 	}
-	for _, s := range recs {
-		b.PutSegment(s)
-		b.DeleteRepl(intentName(s.ID))
-	}
 	b.PutRepl("last_snapshot", putUint64(uint64(now.UnixNano())))
 	b.PutRepl("snapshot_hash", sum)
 	b.PutRepl("snapshot_covers", putUint64(uint64(covers.UnixNano())))
 	b.PutRepl("snapshot_size", putUint64(uint64(len(sealed))))
-	// The pointer is stored: what it covers is restorable even if this
-	// record is lost (the next run then takes one more snapshot).
+	// The pointer is stored and its segments recorded: what it covers is
+	// restorable even if this record is lost (the superseded snapshots
+	// then stay alive until the next snapshot, which is taken anew).
 	r.mu.Lock()
 	r.lastSnapshot, r.snapHash, r.snapCovers = now, sum, covers
 	r.snapGen, r.protMiss, r.snapStoring = 0, nil, true
