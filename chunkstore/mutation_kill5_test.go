@@ -12,7 +12,6 @@ import (
 // out). One past each limit forgets the oldest.
 func TestAdmitterWindowEdges(t *testing.T) {
 	const head = 10
-	other := Run{ID: 2, Pos: head} // a second read comes from another run than run 1
 	idOf := func(i int) meta.ChunkID {
 		var id meta.ChunkID
 		id[0], id[1], id[2], id[3] = byte(i), byte(i>>8), byte(i>>16), 0xa5
@@ -22,30 +21,30 @@ func TestAdmitterWindowEdges(t *testing.T) {
 	// Window: three chunks of 1000 bytes fill a window of 3000 exactly.
 	a := &admitter{rule: Admission{Head: head, Window: 3000}}
 	for i := range 3 {
-		a.pass(idOf(i), 1000, 1)
+		a.pass(idOf(i), 1000)
 	}
 	if a.bytes != 3000 || len(a.passed) != 3 {
 		t.Fatalf("3000 bytes passed into a window of 3000: %d bytes, %d ids remembered; want all three", a.bytes, len(a.passed))
 	}
-	if !a.admits(idOf(0), other) {
+	if !a.admits(idOf(0), head) {
 		t.Fatal("the oldest of a window filled exactly was forgotten")
 	}
-	a.pass(idOf(3), 1000, 1)
-	a.pass(idOf(4), 1000, 1) // 4000 bytes: the oldest left (1) goes
-	if a.admits(idOf(1), other) {
+	a.pass(idOf(3), 1000)
+	a.pass(idOf(4), 1000) // 4000 bytes: the oldest left (1) goes
+	if a.admits(idOf(1), head) {
 		t.Fatal("a chunk pushed past the window was kept")
 	}
 
 	// maxPassed ids: exactly maxPassed are all remembered.
 	a = &admitter{rule: Admission{Head: head, Window: 1 << 62}}
 	for i := range maxPassed {
-		a.pass(idOf(i), 1, 1)
+		a.pass(idOf(i), 1)
 	}
 	if len(a.passed) != maxPassed {
 		t.Fatalf("%d ids passed: %d remembered, want all", maxPassed, len(a.passed))
 	}
-	a.pass(idOf(maxPassed), 1, 1)
-	if len(a.passed) != maxPassed || a.admits(idOf(0), other) || !a.admits(idOf(1), other) {
+	a.pass(idOf(maxPassed), 1)
+	if len(a.passed) != maxPassed || a.admits(idOf(0), head) || !a.admits(idOf(1), head) {
 		t.Fatalf("one id past maxPassed: %d remembered; want %d, the oldest forgotten", len(a.passed), maxPassed)
 	}
 
@@ -53,10 +52,10 @@ func TestAdmitterWindowEdges(t *testing.T) {
 	// their entries in the fifo; the one chunk still remembered stays
 	// until the fifo holds one entry more than 2*maxPassed.
 	a = &admitter{rule: Admission{Head: head, Window: 1 << 62}}
-	a.pass(idOf(0), 1, 1)
+	a.pass(idOf(0), 1)
 	for i := 1; i < 2*maxPassed; i++ {
-		a.pass(idOf(i), 1, 1)
-		if !a.admits(idOf(i), other) {
+		a.pass(idOf(i), 1)
+		if !a.admits(idOf(i), head) {
 			t.Fatalf("chunk %d passed then fetched again at once was not kept", i)
 		}
 	}
@@ -66,7 +65,7 @@ func TestAdmitterWindowEdges(t *testing.T) {
 	if _, ok := a.passed[idOf(0)]; !ok {
 		t.Fatal("a fifo of exactly 2*maxPassed entries forgot its oldest chunk")
 	}
-	a.pass(idOf(2*maxPassed), 1, 1)
+	a.pass(idOf(2*maxPassed), 1)
 	if _, ok := a.passed[idOf(0)]; ok {
 		t.Fatal("a fifo past 2*maxPassed entries kept its oldest chunk")
 	}
