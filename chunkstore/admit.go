@@ -11,32 +11,19 @@ import (
 // by a small or random read, or in the first Head bytes of a sequential
 // run through a file, is kept at once. Past Head, a streaming reader's
 // chunk is kept only on its second fetch while the store still remembers
-// the first, and only when another run made the first: it remembers the
-// ids (not the bytes) of the last Window bytes of chunks it passed on
-// without keeping, and the run that passed each on. A run fetching a
-// chunk again (its read-ahead and the reader overtaking each other, a
-// request that came late) is not a second read. So streaming through a
-// file once neither costs the store's writes nor pushes what is in it
-// out; a file streamed again within the window is kept on that read; and
-// a file larger than the window (the cache) is never kept past its head,
-// however often it is streamed: its second read reaches each chunk after
-// the chunks streamed since pushed it out of the window.
+// the first: it remembers the ids (not the bytes) of the last Window bytes
+// of chunks it passed on without keeping. So streaming through a file once
+// neither costs the store's writes nor pushes what is in it out; a file
+// streamed again within the window is kept on that read; and a file
+// larger than the window (the cache) is never kept past its head, however
+// often it is streamed: its second read reaches each chunk after the
+// chunks streamed since pushed it out of the window.
 type Admission struct {
 	// Head is how far into a sequential run chunks are kept at once.
 	Head uint64
 	// Window is the bytes of passed-on chunks remembered; 0 turns the rule
 	// off (every fetched chunk is kept, as without SetAdmission).
 	Window uint64
-}
-
-// Run is where a reader is: Pos bytes into its sequential run through a
-// file (0: not a sequential reader, or at the run's start), and ID, which
-// names the run (the pass through the file) so that the store counts a
-// fetch as a second read only when another run passed the chunk on. The
-// zero Run is a reader not streaming.
-type Run struct {
-	ID  uint64
-	Pos uint64
 }
 
 // maxPassed bounds the ids remembered (about 50 bytes each), whatever the
@@ -60,7 +47,6 @@ type passedChunk struct {
 	id  meta.ChunkID
 	n   uint64
 	seq uint64
-	run uint64 // the Run.ID that passed it on
 }
 
 // SetAdmission sets the rule for keeping fetched chunks; the zero
@@ -81,17 +67,18 @@ func (s *Store) StreamCounts() (passed, kept uint64) {
 	return s.admit.skipped, s.admit.kept
 }
 
-// admits reports whether a chunk fetched for a reader at run is kept: not
-// streaming, within the head, or on its second fetch within the window by
-// another run than the one that passed it on (which forgets the first).
-func (a *admitter) admits(id meta.ChunkID, run Run) bool {
+// admits reports whether a chunk fetched for a reader runPos bytes into a
+// sequential run (0: not streaming) is kept: not streaming, within the
+// head, or on its second fetch within the window (which forgets the
+// first).
+func (a *admitter) admits(id meta.ChunkID, runPos uint64) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.rule.Window == 0 || run.Pos == 0 || run.Pos < a.rule.Head {
+	if a.rule.Window == 0 || runPos == 0 || runPos < a.rule.Head {
 		return true
 	}
 	e, ok := a.passed[id]
-	if !ok || e.run == run.ID {
+	if !ok {
 		return false
 	}
 	// The entry left in fifo is skipped when it comes out.
@@ -101,22 +88,20 @@ func (a *admitter) admits(id meta.ChunkID, run Run) bool {
 	return true
 }
 
-// pass remembers a chunk of n bytes that run fetched and did not keep,
-// and forgets the oldest ones past the window. A chunk still remembered
-// keeps its first entry (the same run fetched it again, or two runs
-// fetched it at once).
-func (a *admitter) pass(id meta.ChunkID, n int, run uint64) {
+// pass remembers a chunk of n bytes that was fetched and not kept, and
+// forgets the oldest ones past the window.
+func (a *admitter) pass(id meta.ChunkID, n int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.skipped++
 	if _, ok := a.passed[id]; ok {
-		return
+		return // two readers fetched it at once
 	}
 	if a.passed == nil {
 		a.passed = map[meta.ChunkID]passedChunk{}
 	}
 	a.seq++
-	e := passedChunk{id: id, n: uint64(n), seq: a.seq, run: run}
+	e := passedChunk{id: id, n: uint64(n), seq: a.seq}
 	a.passed[id] = e
 	a.fifo = append(a.fifo, e)
 	a.bytes += e.n

@@ -69,9 +69,9 @@ func (s *Store) hasFetcher() bool {
 
 // fetch asks the fetcher for a missing (or locally damaged: local is that
 // error) chunk, verifies it, and only then caches it: a damaged copy is
-// always replaced, a missing chunk kept if the Admission says so (run
-// is where the reader is).
-func (s *Store) fetch(id meta.ChunkID, dst []byte, verify func([]byte) error, local error, run Run) ([]byte, error) {
+// always replaced, a missing chunk kept if the Admission says so (runPos
+// is how far into a sequential run the reader is).
+func (s *Store) fetch(id meta.ChunkID, dst []byte, verify func([]byte) error, local error, runPos uint64) ([]byte, error) {
 	s.mu.Lock()
 	f := s.fetcher
 	s.mu.Unlock()
@@ -81,7 +81,7 @@ func (s *Store) fetch(id meta.ChunkID, dst []byte, verify func([]byte) error, lo
 		}
 		return dst, fmt.Errorf("chunk %s: %w", id, ErrNotFound)
 	}
-	keep := local != nil || s.admit.admits(id, run)
+	keep := local != nil || s.admit.admits(id, runPos)
 	out, err := f(id, dst, keep)
 	if err != nil {
 		return dst, fmt.Errorf("chunk %s: %w", id, err)
@@ -93,7 +93,7 @@ func (s *Store) fetch(id meta.ChunkID, dst []byte, verify func([]byte) error, lo
 		}
 	}
 	if !keep {
-		s.admit.pass(id, len(sealed), run.ID)
+		s.admit.pass(id, len(sealed))
 		return out, nil
 	}
 	// The read succeeds even if the cache cannot keep the chunk (a full

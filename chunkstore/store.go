@@ -272,24 +272,23 @@ func (s *Store) Get(id meta.ChunkID, dst []byte) ([]byte, error) {
 // before keeping them: a fetch that fails verify returns its error and
 // leaves nothing in the store. nil verify keeps what is fetched unchecked.
 func (s *Store) GetVerify(id meta.ChunkID, dst []byte, verify func(sealed []byte) error) ([]byte, error) {
-	return s.GetVerifyAt(id, dst, verify, Run{})
+	return s.GetVerifyAt(id, dst, verify, 0)
 }
 
-// GetVerifyAt is GetVerify for a reader at run (where it is in its
-// sequential run through a file; the zero Run: not a sequential reader):
-// a chunk it has to fetch from the network is kept under the store's
-// Admission.
-func (s *Store) GetVerifyAt(id meta.ChunkID, dst []byte, verify func(sealed []byte) error, run Run) ([]byte, error) {
+// GetVerifyAt is GetVerify for a reader runPos bytes into a sequential run
+// through a file (0: not a sequential reader, or at its start): a chunk it
+// has to fetch from the network is kept under the store's Admission.
+func (s *Store) GetVerifyAt(id meta.ChunkID, dst []byte, verify func(sealed []byte) error, runPos uint64) ([]byte, error) {
 	if s.packs != nil {
 		out, found, err := s.packs.get(id, dst, !s.readOnly)
 		if found {
 			if errors.Is(err, ErrCorrupt) && s.hasFetcher() {
-				return s.fetch(id, dst, verify, err, run)
+				return s.fetch(id, dst, verify, err, runPos)
 			}
 			return out, err
 		}
 		if !s.loose {
-			return s.fetch(id, dst, verify, nil, run)
+			return s.fetch(id, dst, verify, nil, runPos)
 		}
 	}
 	sh := s.shard(id)
@@ -308,7 +307,7 @@ func (s *Store) GetVerifyAt(id meta.ChunkID, dst []byte, verify func(sealed []by
 		// just created). Read again once it is whole.
 	}
 	if errors.Is(err, fs.ErrNotExist) {
-		return s.fetch(id, dst, verify, nil, run)
+		return s.fetch(id, dst, verify, nil, runPos)
 	}
 	if err != nil {
 		return dst, fmt.Errorf("chunk %s: %w", id, err)

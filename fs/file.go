@@ -46,7 +46,7 @@ type openFile struct {
 	cacheOK    bool
 	nextLoad   uint64      // index after the furthest chunk a sequential reader read
 	ahead      uint64      // first chunk the reader's window has not loaded yet
-	runs       []readRun   // the readers' recent sequential runs, most recent first
+	runStart   uint64      // first chunk of the sequential reader's current run
 	pf         []*prefetch // chunks being loaded ahead, in index order
 
 	// Full chunks are sealed and stored by a background worker, so the
@@ -328,13 +328,13 @@ func (r *fsys) putBuf(b []byte) {
 }
 
 // loadChunk returns the plaintext of chunk idx (nil for a hole), appended
-// to dst; run is runAt's.
-func (of *openFile) loadChunk(idx uint64, dst []byte, run chunkstore.Run) ([]byte, bool, error) {
+// to dst; runPos is runPos's.
+func (of *openFile) loadChunk(idx uint64, dst []byte, runPos uint64) ([]byte, bool, error) {
 	ref, ok, err := of.r.idx.GetChunk(of.ino, idx)
 	if err != nil || !ok {
 		return dst, false, err
 	}
-	out, err := of.openChunk(idx, ref, dst, run)
+	out, err := of.openChunk(idx, ref, dst, runPos)
 	return out, err == nil, err
 }
 
@@ -342,81 +342,22 @@ func (of *openFile) loadChunk(idx uint64, dst []byte, run chunkstore.Run) ([]byt
 // made (tests: a chunk fetched from the network is opened once).
 var chunkLoads, chunkOpens atomic.Int64
 
-// readRun is a sequential run through the file: one pass of a reader,
-// named by an id no other run of this mount has.
-type readRun struct {
-	id    uint64
-	start uint64 // its first chunk
-	next  uint64 // the chunk after the furthest one it read
-}
-
-// maxRuns is how many runs an open file tells apart: readers streaming
-// through it at once, each at its own place.
-const maxRuns = 4
-
-// runIDs numbers the runs of every open file.
-var runIDs atomic.Uint64
-
-// nearestRun is the index in of.runs of the run chunk idx belongs to: of
-// the runs whose furthest chunk is within reorderChunks of idx, either
-// way, the one nearest idx (the most recent of those as near); -1 if
-// none. Caller holds of.mu.
-func (of *openFile) nearestRun(idx uint64) int {
-	w := of.r.reorderChunks()
-	i, best := -1, uint64(0)
-	for j, r := range of.runs {
-		last := r.next - 1 // its furthest chunk
-		d := max(idx, last) - min(idx, last)
-		if idx+w >= r.next && idx <= r.next+w && (i < 0 || d < best) {
-			i, best = j, d
-		}
+// runPos is how far into the reader's sequential run chunk idx lies, in
+// bytes: the chunk store keeps a chunk it fetches for a reader streaming
+// through a large file only on a second read (chunkstore.Admission), so
+// that reading a big file once does not push the rest of the cache out.
+// Caller holds of.mu.
+func (of *openFile) runPos(idx uint64) uint64 {
+	if idx < of.runStart {
+		return 0
 	}
-	return i
-}
-
-// pickRun notes a read of chunk idx in the run it belongs to
-// (nearestRun), or else in a new run starting at idx, in place of the
-// least recent run. The run read is then the most recent. Caller holds
-// of.mu.
-func (of *openFile) pickRun(idx uint64) {
-	i := of.nearestRun(idx)
-	var run readRun
-	if i < 0 {
-		run = readRun{id: runIDs.Add(1), start: idx, next: idx + 1}
-		if len(of.runs) == maxRuns {
-			of.runs = of.runs[:maxRuns-1]
-		}
-	} else {
-		run = of.runs[i]
-		run.next = max(run.next, idx+1)
-		of.runs = slices.Delete(of.runs, i, i+1)
-	}
-	of.runs = slices.Insert(of.runs, 0, run)
-}
-
-// runAt is where chunk idx lies in the run it belongs to (nearestRun; the
-// most recent run if none): the chunk store keeps a chunk it fetches for a
-// reader streaming through a large file only on a second read by another
-// run (chunkstore.Admission), so that reading a big file once does not
-// push the rest of the cache out. A chunk loaded ahead belongs to the run
-// it lies in, not always to the reader whose request started the load:
-// the window is shared by every reader of the file. Caller holds of.mu.
-func (of *openFile) runAt(idx uint64) chunkstore.Run {
-	i := of.nearestRun(idx)
-	if i < 0 {
-		i = 0
-	}
-	if i >= len(of.runs) || idx < of.runs[i].start {
-		return chunkstore.Run{}
-	}
-	r := of.runs[i]
-	return chunkstore.Run{ID: r.id, Pos: (idx - r.start) * of.r.cs}
+	return (idx - of.runStart) * of.r.cs
 }
 
 // openChunk reads the sealed chunk ref of chunk idx and appends its
-// plaintext to dst; run is runAt's. It touches no field of of that can
+// plaintext to dst; runPos is runPos's. It touches no field of of that can
 // change, so it runs without of.mu.
-func (of *openFile) openChunk(idx uint64, ref meta.ChunkRef, dst []byte, run chunkstore.Run) ([]byte, error) {
+func (of *openFile) openChunk(idx uint64, ref meta.ChunkRef, dst []byte, runPos uint64) ([]byte, error) {
 	r := of.r
 	chunkLoads.Add(1)
 	sb := r.sealBufs.Get().(*[]byte)
@@ -434,7 +375,7 @@ func (of *openFile) openChunk(idx uint64, ref meta.ChunkRef, dst []byte, run chu
 		}
 		return err
 	}
-	sealed, err := r.store.GetVerifyAt(ref.ID, (*sb)[:0], verify, run)
+	sealed, err := r.store.GetVerifyAt(ref.ID, (*sb)[:0], verify, runPos)
 	if err != nil {
 		return dst, fmt.Errorf("inode %d chunk %d: %w: %w", of.ino, idx, errChunk, err)
 	}
@@ -506,7 +447,7 @@ func (of *openFile) startPrefetch(idx uint64) {
 		i--
 	}
 	of.pf = slices.Insert(of.pf, i, pf)
-	run := of.runAt(idx)
+	runPos := of.runPos(idx)
 	if !of.r.loads.start() {
 		pf.err = errUnmounting // shutting down: the load that follows reports it
 		close(pf.done)
@@ -524,7 +465,7 @@ func (of *openFile) startPrefetch(idx uint64) {
 			return
 		}
 		pf.ref = ref
-		pf.buf, pf.err = of.openChunk(idx, ref, of.r.getBuf(), run)
+		pf.buf, pf.err = of.openChunk(idx, ref, of.r.getBuf(), runPos)
 	}()
 }
 
@@ -676,12 +617,12 @@ func (of *openFile) chunkData(idx uint64) ([]byte, error) {
 	sequential := idx == of.nextLoad || (len(of.pf) > 0 && of.near(idx))
 	if !sequential {
 		of.ahead = idx + 1 // a new run: its window starts after idx
+		if !of.near(idx) {
+			// A jump, not a late request of the run: the chunk store
+			// keeps the start of a run at once (runPos).
+			of.runStart = idx
+		}
 	}
-	// The chunk store keeps the start of a run at once, and counts a
-	// chunk fetched again as a second read only for another run: each
-	// reader streaming through the file at its own place is a run of its
-	// own, not a jump each time another reader's request comes between.
-	of.pickRun(idx)
 	if !sequential || idx >= of.nextLoad {
 		of.nextLoad = idx + 1
 	}
@@ -693,7 +634,7 @@ func (of *openFile) chunkData(idx uint64) ([]byte, error) {
 		of.prefetchAfter(of.nextLoad - 1)
 	}
 	of.cacheOK = false
-	b, ok, err := of.loadChunk(idx, of.cache[:0], of.runAt(idx)) // grows the buffer as needed
+	b, ok, err := of.loadChunk(idx, of.cache[:0], of.runPos(idx)) // grows the buffer as needed
 	if err != nil {
 		return nil, err
 	}
@@ -975,7 +916,7 @@ func (of *openFile) loadForWrite(idx uint64) ([]byte, error) {
 		// read. This spares a lookup for every new file's first write.
 		return nil, nil
 	}
-	b, _, err := of.loadChunk(idx, nil, chunkstore.Run{})
+	b, _, err := of.loadChunk(idx, nil, 0)
 	return b, err
 }
 
