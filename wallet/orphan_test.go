@@ -18,7 +18,7 @@ func TestPayoutInputReorganisedAway(t *testing.T) {
 	chain := newFakeChain(9)
 	w := newTestWallet(t, "regtest", func(c *Config) { c.Chain = chain; c.MinConf = 2 })
 	ctx := context.Background()
-	old := payoutInputReorganisedAway(t, chain, w)
+	old := payoutInputReorganisedAway(t, chain, w, nil)
 	list, _ := w.Payouts()
 	if list[0].State == PayoutAbandoned {
 		t.Fatal("abandoned before the input was gone MinConf blocks")
@@ -94,14 +94,18 @@ func TestPaymentToChangeAddressSurfaced(t *testing.T) {
 // payoutInputReorganisedAway pays node n 100,000 sat of account acct's
 // deposit (MinConf 2), then a reorganisation takes the deposit's block
 // away for good (and the payout that spends it, still in the mempool), and
-// a Sync three blocks later notes the input missing. It returns the payout.
-func payoutInputReorganisedAway(t *testing.T, chain *fakeChain, w *Wallet) *Payout {
+// a Sync three blocks later notes the input missing. pay makes the payout
+// (nil: a broadcast one, w.Payout); it returns the payout.
+func payoutInputReorganisedAway(t *testing.T, chain *fakeChain, w *Wallet, pay func() (*Payout, error)) *Payout {
 	t.Helper()
 	dep := fakeDeposit(t, chain, w, "acct", 1_000_000, 1)
 	chain.mine(2)
 	mustSync(t, w)
 	settleHeld(t, w, 1, "n", "acct", 100)
-	old, err := w.Payout(context.Background())
+	if pay == nil {
+		pay = func() (*Payout, error) { return w.Payout(context.Background()) }
+	}
+	old, err := pay()
 	if err != nil || old == nil {
 		t.Fatalf("payout: %+v %v", old, err)
 	}

@@ -195,7 +195,7 @@ func TestPowerLossAbandonOrphaned(t *testing.T) {
 	chain := newFakeChain(34)
 	var cfg Config
 	w := newTestWallet(t, "regtest", func(c *Config) { c.Chain = chain; c.MinConf = 2; onMem(mem, &cfg)(c) })
-	old := payoutInputReorganisedAway(t, chain, w)
+	old := payoutInputReorganisedAway(t, chain, w, nil)
 	chain.mine(1)
 	rep := mustSync(t, w)
 	if len(rep.Abandoned) != 1 {

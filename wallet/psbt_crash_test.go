@@ -11,8 +11,6 @@ import (
 	"testing"
 
 	"github.com/btcsuite/btcd/btcutil/psbt"
-	"github.com/btcsuite/btcd/chaincfg/chainhash"
-	"github.com/btcsuite/btcd/wire"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 )
@@ -255,18 +253,7 @@ func checkPSBTFile(t *testing.T, w *Wallet, p *Payout) {
 func TestPSBTPayoutInputReorganisedAway(t *testing.T) {
 	chain := newFakeChain(19)
 	w := newTestWallet(t, "regtest", func(c *Config) { c.Chain = chain; c.MinConf = 2 })
-	dep := fakeDeposit(t, chain, w, "acct", 1_000_000, 1)
-	chain.mine(2)
-	mustSync(t, w)
-	settleHeld(t, w, 1, "n", "acct", 100)
-	old, err := w.WritePayoutPSBT(t.TempDir())
-	if err != nil || old == nil {
-		t.Fatalf("payout: %+v %v", old, err)
-	}
-	chain.reorg(2, func(tx *wire.MsgTx, _ bool) bool { return tx.TxHash() != dep.TxHash() })
-	chain.gone = map[chainhash.Hash]bool{dep.TxHash(): true}
-	chain.mine(3)
-	mustSync(t, w)
+	old := payoutInputReorganisedAway(t, chain, w, func() (*Payout, error) { return w.WritePayoutPSBT(t.TempDir()) })
 	if p := payoutByID(t, w, old.ID); p.State != PayoutPSBT || p.MissingSince == 0 {
 		t.Fatalf("input gone for fewer than MinConf blocks: %+v", p)
 	}
