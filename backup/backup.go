@@ -306,7 +306,7 @@ func Run(ctx context.Context, repo Repo, opt Options) (*Report, error) {
 		cctx, stop := context.WithCancel(ctx)
 		defer stop()
 		go func() {
-			files, bytes, err := Count(cctx, clean, opt)
+			files, bytes, err := countWalk(cctx, clean, opt)
 			if err == nil {
 				p.totals.Store(&[2]uint64{files, bytes})
 			}
@@ -347,6 +347,13 @@ func Run(ctx context.Context, repo Repo, opt Options) (*Report, error) {
 	}
 	if err := p.flush(true); err != nil {
 		return nil, err
+	}
+	if opt.Progress != nil && opt.Changed == nil {
+		// The walk is done: what it kept is the total, whether or not the
+		// counting walk finished first (it loses to the pass on a small
+		// folder when the machine is busy).
+		p.totals.Store(&[2]uint64{p.rep.Files, p.rep.TotalBytes})
+		p.progress("")
 	}
 	if p.rep.Skipped == nil {
 		p.rep.Skipped = []Skip{}

@@ -311,3 +311,28 @@ func TestExcludedChangeRecordsNoSnapshot(t *testing.T) {
 		t.Fatalf("a real change: %+v, %d snapshots; want a new one", rep, len(snaps))
 	}
 }
+
+// TestProgressTotalsWhenCountingLoses: a pass over a small folder can end
+// before the counting walk beside it (a busy machine); its last report
+// still carries totals, the pass's own counts, so "10 of 10 files" is what
+// a user sees at the end, not "10 files" of an unknown total.
+func TestProgressTotalsWhenCountingLoses(t *testing.T) {
+	old := countWalk
+	t.Cleanup(func() { countWalk = old })
+	countWalk = func(ctx context.Context, _ []string, _ Options) (uint64, uint64, error) {
+		<-ctx.Done() // slower than any pass: ends only when the pass stops it
+		return 0, 0, ctx.Err()
+	}
+	repo := newRepo(t)
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "a"), seeded(1, 70<<10), 0o644)
+	writeFile(t, filepath.Join(src, "d", "b"), []byte("bb"), 0o644)
+	var last Progress
+	rep, err := Run(context.Background(), repo, Options{Paths: []string{src}, Progress: func(p Progress) { last = p }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Files != 2 || last.TotalFiles != rep.Files || last.TotalBytes != rep.TotalBytes || last.Files != rep.Files || last.Bytes != rep.TotalBytes {
+		t.Fatalf("last report %+v, pass %+v: want the pass's files and bytes as the totals", last, rep)
+	}
+}

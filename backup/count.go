@@ -8,6 +8,9 @@ import (
 	"slices"
 )
 
+// countWalk is Count (tests make it slower than a pass).
+var countWalk = Count
+
 // Count walks paths as a pass of opt would (the same excludes,
 // .fincryptignore files and caches skipped) with lstat alone, reading no
 // file, and returns how many regular files it would back up and their

@@ -612,7 +612,8 @@ func backupRunAction(c *cli.Context) error {
 	rep, err := doBackup(c, req, true, true)
 	if rep != nil && rep.Report != nil && !progressed {
 		// The pass ran in a mount process that sends no progress: only its
-		// result came back.
+		// result came back: the whole of what it did.
+		prog.SetTotal(int64(rep.Report.Files), int64(rep.Report.TotalBytes))
 		prog.Set(int64(rep.Report.Files), int64(rep.Report.TotalBytes))
 	}
 	if rep == nil || rep.Report == nil {
