@@ -199,7 +199,10 @@ func (e *engine) checkUploaded(t *testing.T, want map[meta.ChunkID][]byte, gone 
 			if err != nil {
 				t.Fatal(err)
 			}
-			if data, err = FetchSegment(e.p.Context(), e.p.Client, fnet.SegmentID(seg.ID), int(seg.Class), 5*time.Second, time.Second); err != nil {
+			// Generous: under -race on a loaded machine a dial alone
+			// took over 5 s (a failed clean-clone CI run). A node that
+			// does not answer is backed up after the hedge.
+			if data, err = FetchSegment(e.p.Context(), e.p.Client, fnet.SegmentID(seg.ID), int(seg.Class), time.Minute, 5*time.Second); err != nil {
 				t.Fatal(err)
 			}
 			segs[loc.Segment] = data
