@@ -337,8 +337,22 @@ func (r *Replicator) snapshot(keyFile, blob, sum []byte, covers time.Time, asOf 
 	err := r.client.PutSnapshot(ctx, p)
 	cancel()
 	if err != nil {
-		r.recordDeadSnapshot(recs)
-		return fmt.Errorf("snapshot: storing the pointer: %w", err)
+		// The mediator may have stored the pointer and its reply been
+		// lost (a timeout, a dropped connection: the client's second
+		// try then hears "not newer"). Its segments would then be the
+		// account's only restorable snapshot: ask which pointer it holds.
+		switch r.pointerOutcome(p) {
+		case pointerStored:
+			r.log.Info("snapshot pointer stored, its reply lost", "err", err)
+		case pointerUnknown:
+			// Left alive, as after a power cut at this point: named by
+			// no pointer (or by the stored one) until a snapshot whose
+			// storing is known supersedes them.
+			return fmt.Errorf("snapshot: storing the pointer (outcome unknown): %w", err)
+		default:
+			r.recordDeadSnapshot(recs)
+			return fmt.Errorf("snapshot: storing the pointer: %w", err)
+		}
 	}
 	now := time.Now()
 	own := make(map[meta.SegmentID]bool, len(recs))
@@ -385,6 +399,57 @@ func (r *Replicator) snapshot(keyFile, blob, sum []byte, covers time.Time, asOf 
 	}
 	r.log.Info("index snapshot stored", "segments", len(list), "bytes", len(sealed))
 	return nil
+}
+
+// What the mediator holds after a pointer's put failed.
+const (
+	pointerNotStored = iota // another pointer, or none
+	pointerStored           // this very pointer
+	pointerUnknown          // it did not say
+)
+
+// pointerOutcome asks the mediator whether it holds p.
+func (r *Replicator) pointerOutcome(p *fnet.SnapshotPointer) int {
+	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.CallTimeout)
+	held, err := r.client.GetSnapshot(ctx, p.Account)
+	cancel()
+	switch {
+	case errors.Is(err, fnet.ErrNotFound):
+		return pointerNotStored
+	case err != nil:
+		return pointerUnknown
+	case held.Seq == p.Seq && bytes.Equal(held.Sealed, p.Sealed) && bytes.Equal(held.KeyFile, p.KeyFile):
+		return pointerStored
+	}
+	return pointerNotStored
+}
+
+// heldSegments returns the snapshot segments that the pointer the
+// mediator holds for the account names (none if it holds none).
+func (r *Replicator) heldSegments() (map[meta.SegmentID]bool, error) {
+	acct := r.client.Account()
+	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.CallTimeout)
+	p, err := r.client.GetSnapshot(ctx, acct)
+	cancel()
+	if errors.Is(err, fnet.ErrNotFound) {
+		return map[meta.SegmentID]bool{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	b, err := r.snap.Open(nil, p.Sealed, snapshotAD("list", acct, p.Seq))
+	if err != nil {
+		return nil, fmt.Errorf("%w: the stored pointer's segment list: %w", ErrSnapshot, err)
+	}
+	_, list, err := decodeList(b)
+	if err != nil {
+		return nil, err
+	}
+	named := make(map[meta.SegmentID]bool, len(list))
+	for _, s := range list {
+		named[s.id] = true
+	}
+	return named, nil
 }
 
 // recordDeadSnapshot records the segments of a snapshot that was not
