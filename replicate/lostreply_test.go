@@ -227,3 +227,35 @@ func TestReleaseKeepsTheStoredPointersSegments(t *testing.T) {
 	}
 	restoresLive(t, e, f, "after the superseded snapshot was released")
 }
+
+// TestSnapshotAfterClockSetBack: the mediator holds a pointer numbered an
+// hour ahead of the engine's clock (stored before the clock was set back,
+// or by the machine a vault was restored from, whose clock ran ahead). The
+// first snapshot after a change is refused as not newer; the engine learns
+// the number the mediator holds and the next snapshot is stored, numbered
+// past it, and restores the live index. Before, every snapshot was refused
+// until the clock caught up: an hour with nothing restorable.
+func TestSnapshotAfterClockSetBack(t *testing.T) {
+	e, f := lostReplyEngine(t)
+	id, err := AccountIdentity(e.v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ahead := *f.snapshotPointer()
+	ahead.Seq += uint64(time.Hour)
+	ahead.Sign(id)
+	f.mu.Lock()
+	f.pointer = &ahead
+	f.mu.Unlock()
+	commit(t, e.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 77, Mode: 0o100644, Size: 7}) })
+	if err := e.r.Snapshot(); err == nil {
+		t.Fatal("a snapshot numbered below the mediator's pointer was stored")
+	}
+	if err := e.r.Snapshot(); err != nil {
+		t.Fatalf("the snapshot after the refusal: %v", err)
+	}
+	if p := f.snapshotPointer(); p.Seq <= ahead.Seq {
+		t.Fatalf("pointer %d stored, not past the one held (%d)", p.Seq, ahead.Seq)
+	}
+	restoresLive(t, e, f, "after the clock was set back")
+}

@@ -297,7 +297,11 @@ func (r *Replicator) takeSnapshot() error {
 // the export is that state (no chunk was uploaded to complete it).
 func (r *Replicator) snapshot(keyFile, blob, sum []byte, covers time.Time, asOf uint64, exact bool) error {
 	acct := r.client.Account()
-	seq := uint64(time.Now().UnixNano())
+	// The mediator keeps only a newer pointer than it holds: after a
+	// clock set back (or a restore from a machine whose clock was ahead)
+	// the next one is numbered past the last one stored (R last_snapshot
+	// is later than its number) or seen held.
+	seq := max(uint64(time.Now().UnixNano()), r.seqFloor+1)
 	sealed := r.snap.SealInPlace(blob, snapshotAD("index", acct, seq))
 	var list []snapSegment
 	var recs []*meta.Segment
@@ -354,6 +358,7 @@ func (r *Replicator) snapshot(keyFile, blob, sum []byte, covers time.Time, asOf 
 			return fmt.Errorf("snapshot: storing the pointer: %w", err)
 		}
 	}
+	r.seqFloor = max(r.seqFloor, seq)
 	now := time.Now()
 	own := make(map[meta.SegmentID]bool, len(recs))
 	for _, s := range recs {
@@ -408,7 +413,7 @@ const (
 	pointerUnknown          // it did not say
 )
 
-// pointerOutcome asks the mediator whether it holds p.
+// pointerOutcome asks the mediator whether it holds p (under snapMu).
 func (r *Replicator) pointerOutcome(p *fnet.SnapshotPointer) int {
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.CallTimeout)
 	held, err := r.client.GetSnapshot(ctx, p.Account)
@@ -420,6 +425,9 @@ func (r *Replicator) pointerOutcome(p *fnet.SnapshotPointer) int {
 		return pointerUnknown
 	case held.Seq == p.Seq && bytes.Equal(held.Sealed, p.Sealed) && bytes.Equal(held.KeyFile, p.KeyFile):
 		return pointerStored
+	}
+	if held.Seq >= p.Seq {
+		r.seqFloor = held.Seq // refused as not newer: the next one goes past it
 	}
 	return pointerNotStored
 }
