@@ -3,12 +3,14 @@ package replicate
 import (
 	"bytes"
 	"context"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/fincrypt/fincrypt/meta"
 	fnet "github.com/fincrypt/fincrypt/net"
+	"github.com/fincrypt/fincrypt/vault"
 )
 
 // lostReplyEngine is an engine on a fake network of four nodes whose
@@ -52,9 +54,9 @@ func sortedIDs(ids []fnet.SegmentID) []meta.SegmentID {
 }
 
 // restoresLive checks that the mediator's pointer names no segment it was
-// asked to release (the fake mediator still serves them) and that the
-// snapshot it names holds the live index's state (the state hash a restore
-// compares).
+// asked to release (the fake mediator still serves them) and that
+// `fincrypt restore` into an empty home brings back the live index's state
+// (the state hash, which the restore writes for the index it imports).
 func restoresLive(t *testing.T, e *engine, f *fakeNet, what string) {
 	t.Helper()
 	p := f.snapshotPointer()
@@ -71,17 +73,27 @@ func restoresLive(t *testing.T, e *engine, f *fakeNet, what string) {
 			t.Fatalf("%s: segment %s of the mediator's pointer released", what, meta.SegmentID(id))
 		}
 	}
+	home := filepath.Join(t.TempDir(), "restored")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	blob, _, err := fetchSnapshot(ctx, f.client, e.v, f.acct, p, time.Minute, time.Minute, nil)
-	if err != nil {
-		t.Fatalf("%s: restoring the mediator's snapshot: %v", what, err)
+	if _, err := Restore(ctx, RestoreOptions{Home: home, Mediator: f.med.Address(), Account: f.acct, Password: testPassword}); err != nil {
+		t.Fatalf("%s: restore: %v", what, err)
 	}
-	kf, err := e.r.readKeyFile()
+	v, err := vault.Open(home, testPassword, vault.OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := stateHash(e.idx, kf, importRecords(blob))
+	defer v.Close()
+	idx, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idx.Close()
+	got, err := idx.GetRepl("snapshot_hash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kf, err := e.r.readKeyFile()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +102,7 @@ func restoresLive(t *testing.T, e *engine, f *fakeNet, what string) {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Fatalf("%s: the mediator's snapshot does not hold the live index", what)
+		t.Fatalf("%s: the restored index is not the live one", what)
 	}
 }
 
