@@ -71,6 +71,11 @@ type fakeNet struct {
 	onPointer func()
 	releases  []fnet.SegmentID
 	pointer   *fnet.SnapshotPointer
+	// lostPointerReplies is how many of the next stored pointers get no
+	// reply (the stream closes, as when a connection drops).
+	lostPointerReplies int
+	// lostPointerGets is how many of the next pointer gets get no reply.
+	lostPointerGets int
 	// refuse, when set, is the error the mediator answers a release or
 	// a snapshot pointer's put with.
 	refuseRelease, refuseSnapshot fnet.ErrorCode
@@ -308,13 +313,26 @@ func (f *fakeNet) serveMediator(s *quic.Stream) {
 			fnet.WriteAnyMessage(s, &fnet.ErrorReply{Code: f.refuseSnapshot})
 			return
 		}
+		if f.pointer != nil && f.pointer.Seq >= req.Pointer.Seq {
+			// As the mediator: "not newer than the stored one".
+			fnet.WriteAnyMessage(s, &fnet.ErrorReply{Code: fnet.CodeBadRequest})
+			return
+		}
 		p := req.Pointer
 		f.pointer = &p
 		if f.onPointer != nil {
 			f.onPointer()
 		}
+		if f.lostPointerReplies > 0 {
+			f.lostPointerReplies--
+			return // stored, and the stream closed without a reply
+		}
 		fnet.WriteAnyMessage(s, &fnet.SnapshotPutReply{})
 	case *fnet.SnapshotGetRequest:
+		if f.lostPointerGets > 0 {
+			f.lostPointerGets--
+			return // no reply
+		}
 		if f.pointer == nil || f.pointer.Account != req.Account {
 			fnet.WriteAnyMessage(s, &fnet.ErrorReply{Code: fnet.CodeNotFound})
 			return

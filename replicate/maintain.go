@@ -264,6 +264,8 @@ func (r *Replicator) maintainWalk(gen uint64, lastSnap time.Time) error {
 	changed := false
 	var live uint64
 	repacked := false
+	var held map[meta.SegmentID]bool // the stored pointer's segments, once asked
+	keepSnapshots := false           // its list did not open: release none
 	for _, s := range segs {
 		u := usage[s.ID]
 		if u == nil {
@@ -287,6 +289,36 @@ func (r *Replicator) maintainWalk(gen uint64, lastSnap time.Time) error {
 					next = due // (a newer snapshot changes lastSnap)
 				}
 				continue
+			}
+			if s.Kind == meta.KindSnapshot {
+				// Never release what the mediator's pointer names, whatever
+				// the index says (a clock stepped back between two
+				// snapshots makes a death look older than the newest
+				// snapshot): ask once per walk, and revive such a segment
+				// (a snapshot stored later supersedes it).
+				if held == nil {
+					var err error
+					if held, err = r.heldSegments(); errors.Is(err, ErrSnapshot) {
+						r.noteErr(fmt.Errorf("releasing snapshot segments: %w", err))
+						held = map[meta.SegmentID]bool{}
+						keepSnapshots = true
+					} else if err != nil {
+						return err
+					}
+				}
+				if keepSnapshots || held[s.ID] {
+					if held[s.ID] {
+						s.DeadSince = 0
+						b := r.idx.NewBatch()
+						b.PutSegment(&s)
+						if err := b.Commit(true); err != nil {
+							r.noteErr(err)
+						}
+						r.log.Warn("snapshot segment recorded dead is named by the mediator's pointer: kept", "segment", s.ID)
+						changed = true
+					}
+					continue
+				}
 			}
 			changed = true
 			ctx, cancel := context.WithTimeout(r.ctx, r.cfg.CallTimeout)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
@@ -62,7 +63,10 @@ func diskEngine(t *testing.T, v *vault.Vault, fsys vfs.FS, f *fakeNet) *engine {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	r := offlineReplicatorOver(t, v, idx, store, nil)
+	// Calls to the fake mediator get peerEngine's timeout: the offline
+	// engine's 300 ms (for a mediator that never answers) is missed by a
+	// dial under -race on a loaded machine.
+	r := offlineReplicatorOver(t, v, idx, store, func(c *Config) { c.CallTimeout = 20 * time.Second })
 	r.client = f.client
 	return &engine{v: v, idx: idx, store: store, r: r, ino: 100}
 }

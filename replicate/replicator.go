@@ -91,6 +91,7 @@ type Replicator struct {
 	protMu           sync.Mutex   // serialises computing the live state hash
 	snapMu           sync.Mutex   // serialises taking snapshots
 	snapBlob         int          // the last export's size (under snapMu): the next one's buffer
+	seqFloor         uint64       // the next pointer's number exceeds it (under snapMu)
 	protGen          uint64       // 1 + the index generation protHash was computed at
 	protKey          []byte       // the key file protHash covers
 	protHash         []byte       // state hash of the live index
@@ -202,6 +203,7 @@ func New(v *vault.Vault, idx *meta.Index, store *chunkstore.Store, client *media
 	r.st.CacheLimit = cfg.CacheSize
 	if b, err := idx.GetRepl("last_snapshot"); err == nil && len(b) == 8 {
 		r.lastSnapshot = time.Unix(0, int64(beUint64(b)))
+		r.seqFloor = beUint64(b) // no older than the last pointer stored
 	}
 	if b, err := idx.GetRepl("last_sync"); err == nil && len(b) == 8 {
 		r.lastSync = time.Unix(0, int64(beUint64(b)))

@@ -297,7 +297,11 @@ func (r *Replicator) takeSnapshot() error {
 // the export is that state (no chunk was uploaded to complete it).
 func (r *Replicator) snapshot(keyFile, blob, sum []byte, covers time.Time, asOf uint64, exact bool) error {
 	acct := r.client.Account()
-	seq := uint64(time.Now().UnixNano())
+	// The mediator keeps only a newer pointer than it holds: after a
+	// clock set back (or a restore from a machine whose clock was ahead)
+	// the next one is numbered past the last one stored (R last_snapshot
+	// is later than its number) or seen held.
+	seq := max(uint64(time.Now().UnixNano()), r.seqFloor+1)
 	sealed := r.snap.SealInPlace(blob, snapshotAD("index", acct, seq))
 	var list []snapSegment
 	var recs []*meta.Segment
@@ -337,9 +341,24 @@ func (r *Replicator) snapshot(keyFile, blob, sum []byte, covers time.Time, asOf 
 	err := r.client.PutSnapshot(ctx, p)
 	cancel()
 	if err != nil {
-		r.recordDeadSnapshot(recs)
-		return fmt.Errorf("snapshot: storing the pointer: %w", err)
+		// The mediator may have stored the pointer and its reply been
+		// lost (a timeout, a dropped connection: the client's second
+		// try then hears "not newer"). Its segments would then be the
+		// account's only restorable snapshot: ask which pointer it holds.
+		switch r.pointerOutcome(p) {
+		case pointerStored:
+			r.log.Info("snapshot pointer stored, its reply lost", "err", err)
+		case pointerUnknown:
+			// Left alive, as after a power cut at this point: named by
+			// no pointer (or by the stored one) until a snapshot whose
+			// storing is known supersedes them.
+			return fmt.Errorf("snapshot: storing the pointer (outcome unknown): %w", err)
+		default:
+			r.recordDeadSnapshot(recs)
+			return fmt.Errorf("snapshot: storing the pointer: %w", err)
+		}
 	}
+	r.seqFloor = max(r.seqFloor, seq)
 	now := time.Now()
 	own := make(map[meta.SegmentID]bool, len(recs))
 	for _, s := range recs {
@@ -385,6 +404,60 @@ func (r *Replicator) snapshot(keyFile, blob, sum []byte, covers time.Time, asOf 
 	}
 	r.log.Info("index snapshot stored", "segments", len(list), "bytes", len(sealed))
 	return nil
+}
+
+// What the mediator holds after a pointer's put failed.
+const (
+	pointerNotStored = iota // another pointer, or none
+	pointerStored           // this very pointer
+	pointerUnknown          // it did not say
+)
+
+// pointerOutcome asks the mediator whether it holds p (under snapMu).
+func (r *Replicator) pointerOutcome(p *fnet.SnapshotPointer) int {
+	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.CallTimeout)
+	held, err := r.client.GetSnapshot(ctx, p.Account)
+	cancel()
+	switch {
+	case errors.Is(err, fnet.ErrNotFound):
+		return pointerNotStored
+	case err != nil:
+		return pointerUnknown
+	case held.Seq == p.Seq && bytes.Equal(held.Sealed, p.Sealed) && bytes.Equal(held.KeyFile, p.KeyFile):
+		return pointerStored
+	}
+	if held.Seq >= p.Seq {
+		r.seqFloor = held.Seq // refused as not newer: the next one goes past it
+	}
+	return pointerNotStored
+}
+
+// heldSegments returns the snapshot segments that the pointer the
+// mediator holds for the account names (none if it holds none).
+func (r *Replicator) heldSegments() (map[meta.SegmentID]bool, error) {
+	acct := r.client.Account()
+	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.CallTimeout)
+	p, err := r.client.GetSnapshot(ctx, acct)
+	cancel()
+	if errors.Is(err, fnet.ErrNotFound) {
+		return map[meta.SegmentID]bool{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	b, err := r.snap.Open(nil, p.Sealed, snapshotAD("list", acct, p.Seq))
+	if err != nil {
+		return nil, fmt.Errorf("%w: the stored pointer's segment list: %w", ErrSnapshot, err)
+	}
+	_, list, err := decodeList(b)
+	if err != nil {
+		return nil, err
+	}
+	named := make(map[meta.SegmentID]bool, len(list))
+	for _, s := range list {
+		named[s.id] = true
+	}
+	return named, nil
 }
 
 // recordDeadSnapshot records the segments of a snapshot that was not
