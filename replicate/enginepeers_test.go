@@ -351,17 +351,19 @@ func intents(t *testing.T, e *engine) int {
 
 // TestUploadWaitsLongerForLargePieces: a piece upload may take its
 // PieceTimeout and a second more per MiB of the piece: nodes that accept
-// pieces of more than 2 MiB after 1.3 times PieceTimeout still store
-// them (with the allowance, 3 s; without it every piece would time out at
-// 1 s, before any node answers). On a loaded machine a piece may still
-// miss the 3 s: the upload commits with more than K of them.
+// pieces of 8 MiB after 1.3 times PieceTimeout still store them (with the
+// allowance, 9 s; without it every piece would time out at 1 s, before
+// any node answers). Pieces of the largest class leave the transfer 7.7 s:
+// with 2 MiB pieces (1.7 s) all four missed their 3 s under -race on a
+// loaded machine. Should one still miss it, the upload commits with more
+// than K of them.
 func TestUploadWaitsLongerForLargePieces(t *testing.T) {
 	e, f := peerEngine(t, 4, func(c *Config) { c.PieceTimeout = time.Second })
 	f.setDelay(1300 * time.Millisecond)
 	for _, p := range f.peers {
 		p.set(peerSlow)
 	}
-	class := SizeClasses[3] // pieces of 2 MiB and more
+	class := SizeClasses[4] // pieces of 8 MiB and more
 	content := segmentData(30, class)
 	_, n, err := e.r.put(content[:class-100], class)
 	if err != nil {
