@@ -169,6 +169,11 @@ func (b *Builder) leafHash(leaf []byte) Hash {
 	return out
 }
 
+// leafHashes16, when this CPU has a way to hash 16 whole leaves at once,
+// appends the LeafHash of each of the 16 leaves of data (16*LeafSize
+// bytes) to dst.
+var leafHashes16 func(dst []Hash, data []byte) []Hash
+
 // NewBuilder expects exactly size bytes.
 func NewBuilder(size int64) (*Builder, error) {
 	if err := CheckSize(size); err != nil {
@@ -194,6 +199,15 @@ func (b *Builder) Write(p []byte) (int, error) {
 		if len(b.leaf) == LeafSize {
 			b.leaves = append(b.leaves, b.leafHash(b.leaf))
 			b.leaf = b.leaf[:0]
+		}
+	}
+	// Whole leaves: 16 at a time where the CPU hashes them side by side
+	// (SHA-256 with SHA-NI runs one leaf at a time at about 1.5 GB/s;
+	// AVX-512 hashes 16 at once, faster), then one by one.
+	if leafHashes16 != nil {
+		for len(p) >= 16*LeafSize {
+			b.leaves = leafHashes16(b.leaves, p[:16*LeafSize])
+			p = p[16*LeafSize:]
 		}
 	}
 	for len(p) >= LeafSize {
