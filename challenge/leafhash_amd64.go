@@ -15,9 +15,16 @@ import (
 //go:noescape
 func leafHash16AVX512(out *[8][16]uint32, data *byte)
 
+// nodeHash16AVX512 hashes the 16 pairs of hashes at data (64 bytes a
+// pair), each as NodeHash does, into out as leafHash16AVX512 does.
+//
+//go:noescape
+func nodeHash16AVX512(out *[8][16]uint32, data *byte)
+
 func init() {
 	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW {
 		leafHashes16 = leafHashes16AVX512
+		nodeHashes16 = nodeHashes16AVX512
 	}
 }
 
@@ -28,11 +35,27 @@ func leafHashes16AVX512(dst []Hash, data []byte) []Hash {
 	var words [8][16]uint32
 	leafHash16AVX512(&words, &data[0])
 	for j := range 16 {
-		var h Hash
-		for i := range 8 {
-			binary.BigEndian.PutUint32(h[4*i:], words[i][j])
-		}
-		dst = append(dst, h)
+		dst = append(dst, lane(&words, j))
 	}
 	return dst
+}
+
+// nodeHashes16AVX512 sets dst[j] (16 of them) to the NodeHash of
+// pairs[2j] and pairs[2j+1].
+func nodeHashes16AVX512(dst []Hash, pairs []Hash) {
+	_, _ = dst[15], pairs[31]
+	var words [8][16]uint32
+	nodeHash16AVX512(&words, &pairs[0][0])
+	for j := range 16 {
+		dst[j] = lane(&words, j)
+	}
+}
+
+// lane is the digest in lane j of words.
+func lane(words *[8][16]uint32, j int) Hash {
+	var h Hash
+	for i := range 8 {
+		binary.BigEndian.PutUint32(h[4*i:], words[i][j])
+	}
+	return h
 }

@@ -111,6 +111,11 @@ func main() {
 		fmt.Fprintf(&out, "DATA lanes<>+%d(SB)/4, $%d\n", 4*i, i*4096)
 	}
 	fmt.Fprintf(&out, "GLOBL lanes<>(SB), RODATA|NOPTR, $64\n\n")
+	for i := range 16 {
+		fmt.Fprintf(&out, "DATA pairs<>+%d(SB)/4, $%d\n", 4*i, i*64)
+	}
+	fmt.Fprintf(&out, "GLOBL pairs<>(SB), RODATA|NOPTR, $64\n\n")
+	fmt.Fprintf(&out, "DATA pad<>+0(SB)/4, $0x00800000\nDATA pad<>+4(SB)/4, $%d\nDATA pad<>+8(SB)/4, $%d\nDATA pad<>+12(SB)/4, $0x01000000\nGLOBL pad<>(SB), RODATA|NOPTR, $16\n\n", (1+4096)*8, (1+64)*8)
 
 	fmt.Fprint(&out, `// func leafHash16AVX512(out *[8][16]uint32, data *byte)
 //
@@ -118,49 +123,74 @@ func main() {
 // leaf j's digest goes to out[i][j]. Each message is 4097 bytes: 64
 // blocks of the leaf shifted by the prefix byte, then one block with the
 // leaf's last byte and the padding. It reads data[0:65536] only.
-TEXT ·leafHash16AVX512(SB), 0, $512-16
-	MOVQ data+8(FP), DI
-	VMOVDQU32 lanes<>(SB), Z24
 `)
+	hash16("leafHash16AVX512", "lanes", 4096, "pad<>+4(SB)", "")
+	fmt.Fprint(&out, `
+// func nodeHash16AVX512(out *[8][16]uint32, data *byte)
+//
+// SHA-256(0x01 || left || right) of the 16 pairs of 32-byte hashes at
+// data (64 bytes a pair): as leafHash16AVX512, for 64-byte "leaves" and
+// the prefix 0x01. It reads data[0:1024] only.
+`)
+	hash16("nodeHash16AVX512", "pairs", 64, "pad<>+8(SB)", "pad<>+12(SB)")
+	if err := os.WriteFile("leafhash_amd64.s", []byte(out.String()), 0o644); err != nil {
+		panic(err)
+	}
+}
+
+// hash16 writes a function hashing 16 messages of one prefix byte and
+// size bytes each, the messages' bytes size apart in memory (offsets in
+// the DATA table lanes). bits is the message's length in bits (a pad<>
+// word); prefix, unless empty, a pad<> word holding the prefix byte at
+// the top, ORed into the first word.
+func hash16(name, lanes string, size int, bits, prefix string) {
+	full := size / 64 // blocks before the last one
+	fmt.Fprintf(&out, "TEXT ·%s(SB), 0, $512-16\n", name)
+	p("MOVQ data+8(FP), DI")
+	p("VMOVDQU32 %s<>(SB), Z24", lanes)
 	for i := range 8 {
 		p("VPBROADCASTD iv<>+%d(SB), %s", 4*i, z(i))
 	}
 	p("XORQ CX, CX") // block number
-	fmt.Fprint(&out, "\nblock:\n")
+	fmt.Fprintf(&out, "\n%s_block:\n", name)
 	for i := range 8 {
 		p("VMOVDQU32 %s, %d(SP)", z(i), 64*i)
 	}
 	p("MOVQ CX, SI")
 	p("SHLQ $6, SI")
 	p("ADDQ DI, SI")
-	p("CMPQ CX, $64")
-	p("JEQ last")
+	p("CMPQ CX, $%d", full)
+	p("JEQ %s_last", name)
 	p("CMPQ CX, $0")
-	p("JEQ first")
-	// Block b of 1..63: word i is leaf bytes 64b+4i-1 .. 64b+4i+2.
+	p("JEQ %s_first", name)
+	// Block b of 1..full-1: word i is bytes 64b+4i-1 .. 64b+4i+2.
 	for i := range 16 {
 		gather(i, 4*i-1)
 	}
-	p("JMP rounds")
-	fmt.Fprint(&out, "\nfirst:\n")
-	// Block 0: the prefix byte 0x00, then leaf bytes 0..62.
+	p("JMP %s_rounds", name)
+	fmt.Fprintf(&out, "\n%s_first:\n", name)
+	// Block 0: the prefix byte, then bytes 0..62.
 	gather(0, 0)
 	p("VPSRLD $8, %s, %s", w(0), w(0))
+	if prefix != "" {
+		p("VPORD.BCST %s, %s, %s", prefix, w(0), w(0))
+	}
 	for i := 1; i < 16; i++ {
 		gather(i, 4*i-1)
 	}
-	p("JMP rounds")
-	fmt.Fprint(&out, "\nlast:\n")
-	// Block 64: the leaf's last byte, 0x80, zeros, and the length in bits
-	// (4097*8). SI is data+4096: the word at -4 ends with the last byte.
+	p("JMP %s_rounds", name)
+	fmt.Fprintf(&out, "\n%s_last:\n", name)
+	// The last block: the message's last byte, 0x80, zeros, and the
+	// length in bits. SI is data+size: the word at -4 ends with the last
+	// byte.
 	gather(0, -4)
 	p("VPSLLD $24, %s, %s", w(0), w(0))
 	p("VPORD.BCST pad<>+0(SB), %s, %s", w(0), w(0))
 	for i := 1; i < 15; i++ {
 		p("VPXORD %s, %s, %s", w(i), w(i), w(i))
 	}
-	p("VPBROADCASTD pad<>+4(SB), %s", w(15))
-	fmt.Fprint(&out, "\nrounds:\n")
+	p("VPBROADCASTD %s, %s", bits, w(15))
+	fmt.Fprintf(&out, "\n%s_rounds:\n", name)
 	s := [8]string{}
 	for i := range 8 {
 		s[i] = z(i)
@@ -173,20 +203,12 @@ TEXT ·leafHash16AVX512(SB), 0, $512-16
 		p("VPADDD %d(SP), %s, %s", 64*i, z(i), z(i))
 	}
 	p("INCQ CX")
-	p("CMPQ CX, $65")
-	p("JNE block")
+	p("CMPQ CX, $%d", full+1)
+	p("JNE %s_block", name)
 	p("MOVQ out+0(FP), DI")
 	for i := range 8 {
 		p("VMOVDQU32 %s, %d(DI)", z(i), 64*i)
 	}
 	p("VZEROUPPER")
 	p("RET")
-	head := out.String()
-	out.Reset()
-	fmt.Fprintf(&out, "DATA pad<>+0(SB)/4, $0x00800000\nDATA pad<>+4(SB)/4, $%d\nGLOBL pad<>(SB), RODATA|NOPTR, $8\n\n", 4097*8)
-	i := strings.Index(head, "// func leafHash16AVX512")
-	src := head[:i] + out.String() + head[i:]
-	if err := os.WriteFile("leafhash_amd64.s", []byte(src), 0o644); err != nil {
-		panic(err)
-	}
 }

@@ -101,3 +101,61 @@ func BenchmarkComputeIDOneByOne(b *testing.B) {
 		ComputeID(data)
 	}
 }
+
+// TestNodeHashes16 checks the 16-pair node hash (where this CPU has one)
+// against NodeHash on pairs that differ in one byte only, at each byte
+// the message's two blocks treat apart.
+func TestNodeHashes16(t *testing.T) {
+	if nodeHashes16 == nil {
+		t.Skip("no 16-pair hash on this CPU")
+	}
+	for _, at := range []int{0, 1, 2, 3, 31, 32, 33, 59, 60, 62, 63} {
+		pairs := make([]Hash, 32)
+		for j := range 16 {
+			b := pairs[2*j : 2*j+2]
+			b[at/HashSize][at%HashSize] = byte(j + 1)
+		}
+		got := make([]Hash, 17)
+		got[16] = Hash{7}
+		nodeHashes16(got[:16], pairs)
+		if got[16] != (Hash{7}) {
+			t.Fatal("wrote past its 16 hashes")
+		}
+		for j := range 16 {
+			if want := NodeHash(pairs[2*j], pairs[2*j+1]); got[j] != want {
+				t.Fatalf("byte %d, pair %d: hash %x, want %x", at, j, got[j][:8], want[:8])
+			}
+		}
+	}
+}
+
+// TestTreeLevelsMatchNodeHash checks every node of trees whose levels take
+// the 16-pair path in part (odd counts, a promoted last node) against
+// NodeHash of its children.
+func TestTreeLevelsMatchNodeHash(t *testing.T) {
+	for _, n := range []int{32, 33, 47, 64, 95, 2048, 2049} {
+		leaves := make([]Hash, n)
+		for i := range leaves {
+			leaves[i] = LeafHash([]byte{byte(i), byte(i >> 8), 9})
+		}
+		tree, err := BuildTree(int64(n)*LeafSize, leaves)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for l := 1; l < len(tree.Levels); l++ {
+			below, level := tree.Levels[l-1], tree.Levels[l]
+			if len(level) != (len(below)+1)/2 {
+				t.Fatalf("%d leaves, level %d: %d nodes over %d", n, l, len(level), len(below))
+			}
+			for i, h := range level {
+				want := below[2*i]
+				if 2*i+1 < len(below) {
+					want = NodeHash(below[2*i], below[2*i+1])
+				}
+				if h != want {
+					t.Fatalf("%d leaves: node (%d,%d) is %x, want %x", n, l, i, h[:8], want[:8])
+				}
+			}
+		}
+	}
+}

@@ -122,7 +122,13 @@ func BuildTree(size int64, leaves []Hash) (*Tree, error) {
 	cur := leaves
 	for len(cur) > 1 {
 		next := make([]Hash, (len(cur)+1)/2)
-		for i := range next {
+		i := 0
+		if nodeHashes16 != nil {
+			for ; 2*i+32 <= len(cur); i += 16 {
+				nodeHashes16(next[i:i+16], cur[2*i:2*i+32])
+			}
+		}
+		for ; i < len(next); i++ {
 			if 2*i+1 < len(cur) {
 				next[i] = NodeHash(cur[2*i], cur[2*i+1])
 			} else {
@@ -173,6 +179,10 @@ func (b *Builder) leafHash(leaf []byte) Hash {
 // appends the LeafHash of each of the 16 leaves of data (16*LeafSize
 // bytes) to dst.
 var leafHashes16 func(dst []Hash, data []byte) []Hash
+
+// nodeHashes16, when this CPU has a way to hash 16 pairs at once, sets
+// dst[j] to NodeHash(pairs[2j], pairs[2j+1]) for j < 16.
+var nodeHashes16 func(dst []Hash, pairs []Hash)
 
 // NewBuilder expects exactly size bytes.
 func NewBuilder(size int64) (*Builder, error) {
