@@ -7,6 +7,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 )
 
@@ -124,7 +125,7 @@ func main() {
 // blocks of the leaf shifted by the prefix byte, then one block with the
 // leaf's last byte and the padding. It reads data[0:65536] only.
 `)
-	hash16("leafHash16AVX512", "lanes", 4096, "pad<>+4(SB)", "")
+	hash16("leafHash16AVX512", "lanes", 4096, "pad<>+4(SB)", "", true)
 	fmt.Fprint(&out, `
 // func nodeHash16AVX512(out *[8][16]uint32, data *byte)
 //
@@ -132,7 +133,7 @@ func main() {
 // data (64 bytes a pair): as leafHash16AVX512, for 64-byte "leaves" and
 // the prefix 0x01. It reads data[0:1024] only.
 `)
-	hash16("nodeHash16AVX512", "pairs", 64, "pad<>+8(SB)", "pad<>+12(SB)")
+	hash16("nodeHash16AVX512", "pairs", 64, "pad<>+8(SB)", "pad<>+12(SB)", false)
 	if err := os.WriteFile("leafhash_amd64.s", []byte(out.String()), 0o644); err != nil {
 		panic(err)
 	}
@@ -143,11 +144,14 @@ func main() {
 // the DATA table lanes). bits is the message's length in bits (a pad<>
 // word); prefix, unless empty, a pad<> word holding the prefix byte at
 // the top, ORed into the first word.
-func hash16(name, lanes string, size int, bits, prefix string) {
+//
+// With transposed, a block of the message's middle is loaded as 16 rows
+// of 64 bytes (one a message) and transposed to 16 words of 16 lanes,
+// which costs less than 16 gathers.
+func hash16(name, lanes string, size int, bits, prefix string, transposed bool) {
 	full := size / 64 // blocks before the last one
 	fmt.Fprintf(&out, "TEXT ·%s(SB), 0, $512-16\n", name)
 	p("MOVQ data+8(FP), DI")
-	p("VMOVDQU32 %s<>(SB), Z24", lanes)
 	for i := range 8 {
 		p("VPBROADCASTD iv<>+%d(SB), %s", 4*i, z(i))
 	}
@@ -163,12 +167,20 @@ func hash16(name, lanes string, size int, bits, prefix string) {
 	p("JEQ %s_last", name)
 	p("CMPQ CX, $0")
 	p("JEQ %s_first", name)
+	if !transposed {
+		p("VMOVDQU32 %s<>(SB), Z24", lanes)
+	}
 	// Block b of 1..full-1: word i is bytes 64b+4i-1 .. 64b+4i+2.
-	for i := range 16 {
-		gather(i, 4*i-1)
+	if transposed {
+		transpose(size)
+	} else {
+		for i := range 16 {
+			gather(i, 4*i-1)
+		}
 	}
 	p("JMP %s_rounds", name)
 	fmt.Fprintf(&out, "\n%s_first:\n", name)
+	p("VMOVDQU32 %s<>(SB), Z24", lanes)
 	// Block 0: the prefix byte, then bytes 0..62.
 	gather(0, 0)
 	p("VPSRLD $8, %s, %s", w(0), w(0))
@@ -180,6 +192,7 @@ func hash16(name, lanes string, size int, bits, prefix string) {
 	}
 	p("JMP %s_rounds", name)
 	fmt.Fprintf(&out, "\n%s_last:\n", name)
+	p("VMOVDQU32 %s<>(SB), Z24", lanes)
 	// The last block: the message's last byte, 0x80, zeros, and the
 	// length in bits. SI is data+size: the word at -4 ends with the last
 	// byte.
@@ -211,4 +224,130 @@ func hash16(name, lanes string, size int, bits, prefix string) {
 	}
 	p("VZEROUPPER")
 	p("RET")
+}
+
+// transpose loads word i of the block at SI-1 of each of the 16 messages
+// (size bytes apart) into W[i], lane j holding message j's: 16 loads of a
+// row each, then a 16x16 transpose of 32-bit words (dwords interleaved,
+// then quadwords, then 128-bit lanes), then the byte swap. The registers
+// Z8-Z31 are free here; the generator tracks which holds what and moves
+// the words to Z8-Z23 at the end.
+func transpose(size int) {
+	var free []string
+	for i := 8; i < 32; i++ {
+		free = append(free, z(i))
+	}
+	alloc := func() string { r := free[0]; free = free[1:]; return r }
+	release := func(rs ...string) { free = append(free, rs...) }
+	// want takes register r if it is free, another one otherwise.
+	want := func(r string) string {
+		for i, f := range free {
+			if f == r {
+				free = append(free[:i], free[i+1:]...)
+				return r
+			}
+		}
+		return alloc()
+	}
+	var rows [16]string
+	for j := range 16 {
+		rows[j] = alloc()
+		p("VMOVDQU32 %d(SI), %s", j*size-1, rows[j])
+	}
+	// Dwords: lo[q] holds words 4k, 4k+1 of rows 2q, 2q+1 interleaved in
+	// lane k, hi[q] words 4k+2, 4k+3.
+	var lo, hi [8]string
+	for q := range 8 {
+		lo[q], hi[q] = alloc(), alloc()
+		p("VPUNPCKLDQ %s, %s, %s", rows[2*q+1], rows[2*q], lo[q])
+		p("VPUNPCKHDQ %s, %s, %s", rows[2*q+1], rows[2*q], hi[q])
+		release(rows[2*q], rows[2*q+1])
+	}
+	// Quadwords: v[g][m] holds word 4k+m of rows 4g..4g+3 in lane k.
+	var v [4][4]string
+	for g := range 4 {
+		for m := range 4 {
+			v[g][m] = alloc()
+		}
+		p("VPUNPCKLQDQ %s, %s, %s", lo[2*g+1], lo[2*g], v[g][0])
+		p("VPUNPCKHQDQ %s, %s, %s", lo[2*g+1], lo[2*g], v[g][1])
+		p("VPUNPCKLQDQ %s, %s, %s", hi[2*g+1], hi[2*g], v[g][2])
+		p("VPUNPCKHQDQ %s, %s, %s", hi[2*g+1], hi[2*g], v[g][3])
+		release(lo[2*g], lo[2*g+1], hi[2*g], hi[2*g+1])
+	}
+	// 128-bit lanes: word 4k+m of all rows is lane k of v[0..3][m].
+	var word [16]string
+	for m := range 4 {
+		a, b, c, d := v[0][m], v[1][m], v[2][m], v[3][m]
+		s0, s1, s2, s3 := alloc(), alloc(), alloc(), alloc()
+		p("VSHUFI32X4 $0x44, %s, %s, %s", b, a, s0) // a0 a1 b0 b1
+		p("VSHUFI32X4 $0xee, %s, %s, %s", b, a, s1) // a2 a3 b2 b3
+		p("VSHUFI32X4 $0x44, %s, %s, %s", d, c, s2) // c0 c1 d0 d1
+		p("VSHUFI32X4 $0xee, %s, %s, %s", d, c, s3) // c2 c3 d2 d3
+		release(a, b, c, d)
+		for k := range 4 {
+			word[4*k+m] = want(w(4*k + m))
+		}
+		p("VSHUFI32X4 $0x88, %s, %s, %s", s2, s0, word[m])    // a0 b0 c0 d0
+		p("VSHUFI32X4 $0xdd, %s, %s, %s", s2, s0, word[4+m])  // a1 b1 c1 d1
+		p("VSHUFI32X4 $0x88, %s, %s, %s", s3, s1, word[8+m])  // a2 b2 c2 d2
+		p("VSHUFI32X4 $0xdd, %s, %s, %s", s3, s1, word[12+m]) // a3 b3 c3 d3
+		release(s0, s1, s2, s3)
+	}
+	// Each word to its register W[i], cycles broken through a free one.
+	pending := map[string]string{} // destination: source
+	for i := range 16 {
+		if word[i] != w(i) {
+			pending[w(i)] = word[i]
+		}
+	}
+	for len(pending) > 0 {
+		moved := false
+		for i := range 16 {
+			dst := w(i)
+			src, ok := pending[dst]
+			if !ok {
+				continue
+			}
+			busy := false
+			for _, s := range pending {
+				if s == dst {
+					busy = true
+				}
+			}
+			if !busy {
+				p("VMOVDQA64 %s, %s", src, dst)
+				delete(pending, dst)
+				moved = true
+			}
+		}
+		if !moved {
+			// Only cycles are left: take one destination's value aside.
+			for i := range 16 {
+				dst := w(i)
+				if _, ok := pending[dst]; ok {
+					tmp := ""
+					for _, r := range free {
+						if n, _ := strconv.Atoi(r[1:]); n >= 24 {
+							tmp = r // neither a word's source nor a W register
+							break
+						}
+					}
+					if tmp == "" {
+						panic("no register to break a cycle of moves")
+					}
+					p("VMOVDQA64 %s, %s", dst, tmp)
+					for d, s := range pending {
+						if s == dst {
+							pending[d] = tmp
+						}
+					}
+					break
+				}
+			}
+		}
+	}
+	for i := range 16 {
+		p("VPSHUFB bswap<>(SB), %s, %s", w(i), w(i))
+	}
 }
