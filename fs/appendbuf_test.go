@@ -12,10 +12,10 @@ import (
 
 // TestAppendTakesWholeChunkBuffers writes a file of four chunks in 32 KiB
 // writes, as io.Copy does. The first chunk's buffer starts small and
-// doubles (a small file pins little memory); a new chunk past the end of a
-// file already a chunk long takes a whole-chunk buffer at once, with no
-// growing and copying. A write into such a chunk past its start, leaving a
-// gap, reads the gap back as zeros though the buffer is reused.
+// doubles (a small file pins little memory); each next chunk, written on
+// from the file's end, takes a whole-chunk buffer at once, with no growing
+// and copying. A write past the end that leaves a gap still starts small
+// (sparse writes pin little memory), and the gap reads back as zeros.
 func TestAppendTakesWholeChunkBuffers(t *testing.T) {
 	requireFUSE(t)
 	home := newVault(t, vault.CreateOptions{})
@@ -50,8 +50,12 @@ func TestAppendTakesWholeChunkBuffers(t *testing.T) {
 	}
 	// A gap: 100 bytes into a new chunk past the end.
 	tail := bytes.Repeat([]byte{0xee}, 1000)
+	g1 := fs.BufGrowths()
 	if _, err := f.WriteAt(tail, 4*cs+100); err != nil {
 		t.Fatal(err)
+	}
+	if fs.BufGrowths() == g1 {
+		t.Fatal("a small write leaving a gap past the end took a whole-chunk buffer")
 	}
 	if err := f.Close(); err != nil {
 		t.Fatal(err)

@@ -732,11 +732,12 @@ func (of *openFile) write(data []byte, off uint64) error {
 	for _, s := range spans(off, uint64(len(data)), cs) {
 		buf, ok := of.dirty[s.idx]
 		if !ok {
-			if (s.within == 0 && s.n == cs) || (s.idx > 0 && s.idx*cs >= of.size) {
-				// A whole chunk, or a new chunk past the end of a file
-				// already a chunk long, which a writer appending will
-				// fill: a full-chunk buffer at once, not one doubled
-				// (and copied) from 4 KiB as for a small file.
+			if (s.within == 0 && s.n == cs) || (s.within == 0 && s.idx > 0 && s.idx*cs == of.size) {
+				// A whole chunk, or the next chunk of a file already a
+				// chunk long written on from its very end, which a writer
+				// appending will fill: a full-chunk buffer at once, not
+				// one doubled (and copied) from 4 KiB as for a small file
+				// or a write far past the end.
 				buf = r.getBuf()
 			} else {
 				var err error
