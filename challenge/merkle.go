@@ -212,8 +212,9 @@ func (b *Builder) Write(p []byte) (int, error) {
 		}
 	}
 	// Whole leaves: 16 at a time where the CPU hashes them side by side
-	// (SHA-256 with SHA-NI runs one leaf at a time at about 1.5 GB/s;
-	// AVX-512 hashes 16 at once, faster), then one by one.
+	// (SHA-NI hashes one leaf at a time, at 1.0-1.5 GB per CPU-second on
+	// the machine this was measured on; AVX-512 16 at once, at about twice
+	// that), then one by one.
 	if leafHashes16 != nil {
 		for len(p) >= 16*LeafSize {
 			b.leaves = leafHashes16(b.leaves, p[:16*LeafSize])
