@@ -122,7 +122,13 @@ func BuildTree(size int64, leaves []Hash) (*Tree, error) {
 	cur := leaves
 	for len(cur) > 1 {
 		next := make([]Hash, (len(cur)+1)/2)
-		for i := range next {
+		i := 0
+		if nodeHashes16 != nil {
+			for ; 2*i+32 <= len(cur); i += 16 {
+				nodeHashes16(next[i:i+16], cur[2*i:2*i+32])
+			}
+		}
+		for ; i < len(next); i++ {
 			if 2*i+1 < len(cur) {
 				next[i] = NodeHash(cur[2*i], cur[2*i+1])
 			} else {
@@ -169,6 +175,15 @@ func (b *Builder) leafHash(leaf []byte) Hash {
 	return out
 }
 
+// leafHashes16, when this CPU has a way to hash 16 whole leaves at once,
+// appends the LeafHash of each of the 16 leaves of data (16*LeafSize
+// bytes) to dst.
+var leafHashes16 func(dst []Hash, data []byte) []Hash
+
+// nodeHashes16, when this CPU has a way to hash 16 pairs at once, sets
+// dst[j] to NodeHash(pairs[2j], pairs[2j+1]) for j < 16.
+var nodeHashes16 func(dst []Hash, pairs []Hash)
+
 // NewBuilder expects exactly size bytes.
 func NewBuilder(size int64) (*Builder, error) {
 	if err := CheckSize(size); err != nil {
@@ -194,6 +209,16 @@ func (b *Builder) Write(p []byte) (int, error) {
 		if len(b.leaf) == LeafSize {
 			b.leaves = append(b.leaves, b.leafHash(b.leaf))
 			b.leaf = b.leaf[:0]
+		}
+	}
+	// Whole leaves: 16 at a time where the CPU hashes them side by side
+	// (SHA-NI hashes one leaf at a time, at 1.0-1.5 GB per CPU-second on
+	// the machine this was measured on; AVX-512 16 at once, at about twice
+	// that), then one by one.
+	if leafHashes16 != nil {
+		for len(p) >= 16*LeafSize {
+			b.leaves = leafHashes16(b.leaves, p[:16*LeafSize])
+			p = p[16*LeafSize:]
 		}
 	}
 	for len(p) >= LeafSize {

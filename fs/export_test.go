@@ -43,6 +43,9 @@ func UseFileStore(t testing.TB) {
 // the network) and how many AEAD opens that took, since the process began.
 func ChunkOpens() (loads, opens int64) { return chunkLoads.Load(), chunkOpens.Load() }
 
+// BufGrowths counts the chunk buffers grown (and copied) by writes.
+func BufGrowths() int64 { return bufGrowths.Load() }
+
 // ChunksQueued returns how many chunks were handed to a sealing worker
 // since the process began.
 func ChunksQueued() int64 { return chunksQueued.Load() }

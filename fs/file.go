@@ -309,11 +309,15 @@ func (r *fsys) newBuf(n uint64) []byte {
 	return make([]byte, 0, max(n, 4096))
 }
 
+// bufGrowths counts growBuf's new buffers (tests).
+var bufGrowths atomic.Int64
+
 // growBuf returns buf with capacity for at least n bytes (n <= cs).
 func (r *fsys) growBuf(buf []byte, n uint64) []byte {
 	if uint64(cap(buf)) >= n {
 		return buf
 	}
+	bufGrowths.Add(1)
 	nb := append(r.newBuf(min(r.cs, max(n, 2*uint64(cap(buf))))), buf...)
 	r.putBuf(buf)
 	return nb
@@ -728,7 +732,12 @@ func (of *openFile) write(data []byte, off uint64) error {
 	for _, s := range spans(off, uint64(len(data)), cs) {
 		buf, ok := of.dirty[s.idx]
 		if !ok {
-			if s.within == 0 && s.n == cs {
+			if (s.within == 0 && s.n == cs) || (s.within == 0 && s.idx > 0 && s.idx*cs == of.size) {
+				// A whole chunk, or the next chunk of a file already a
+				// chunk long written on from its very end, which a writer
+				// appending will fill: a full-chunk buffer at once, not
+				// one doubled (and copied) from 4 KiB as for a small file
+				// or a write far past the end.
 				buf = r.getBuf()
 			} else {
 				var err error

@@ -469,6 +469,27 @@ func report(b *testing.B, n int64, got measured, base measured) {
 //     and the local store's writes 6 %, reading sealed chunks back to
 //     pack them 4 %.
 //
+// Eleventh session (1 GiB, the binaries before and after alternated).
+// SHA-256 of the Merkle leaves was the largest share of Fincrypt's own
+// CPU on both sides: 19 % of the client's profile (piece ids, 2 GB hashed
+// a GB of file) and 22 % of the nodes' (the hash while receiving), all in
+// SHA-NI's block function, one 4 KiB leaf at a time at 1.0-1.16 GB per
+// CPU-second here. challenge.Builder now hashes 16 leaves at once in
+// AVX-512 registers, and BuildTree 16 pairs at once (leafhash_amd64.s):
+// ComputeID at 2.8-3.4 GB per CPU-second. With that and whole-chunk write
+// buffers for appended files (fs), three pairs at a load average of 14 to
+// 28: cpu-s/GB 22.7/22.0/21.7 before, 19.8/19.2/19.4 after (client
+// 10.7-11.3 to 9.3-9.7, nodes 11.1-11.5 to 9.8-10.1), ratio 0.204/0.187/
+// 0.227 to 0.243/0.239/0.254. Where the rest goes (profiles after): the
+// client's QUIC sending about half of its CPU, FUSE and the writer's
+// write(2) 14 %, piece ids 8-10 %, sealing and the local store's writes
+// 8 %, reading sealed chunks back 5 % (preadv 4 %); the nodes' put 19 %
+// (the hash 7 %, write(2) 8 %), the rest QUIC and the runtime. Packing
+// segments from sealed chunks still in memory would not help here: the
+// writer runs hundreds of MB ahead of the uploads (write-s/GB 4-7 against
+// 15-25 for the whole), so every chunk has left any small buffer by the
+// time its segment is packed; it is read back from the page cache.
+//
 // Tried and dropped (same binary, switched by environment, alternated):
 // a node pausing 500 us after a short read so that packets gather (nodes
 // 13.8/14.7 against 13.4/13.8 cpu-s/GB: no better; the transport's
