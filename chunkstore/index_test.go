@@ -32,7 +32,7 @@ func stateOf(ps *packSet) packState {
 	ps.mu.RLock()
 	defer ps.mu.RUnlock()
 	st := packState{chunks: map[meta.ChunkID][3]int64{}, damaged: map[meta.ChunkID]bool{}, live: map[uint64]int64{}, dels: map[uint64]int{}}
-	for id, l := range ps.chunks {
+	for id, l := range ps.chunks.all() {
 		st.chunks[id] = [3]int64{int64(ps.slots[l.pack].seq), int64(l.off), int64(l.n)}
 	}
 	for id := range ps.damaged {
