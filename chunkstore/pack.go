@@ -312,7 +312,7 @@ func (ps *packSet) load() error {
 }
 
 // indexedRecords returns how many records the packs' index trailers list
-// (unchecked: a size hint).
+// (unchecked, but bounded by the packs' sizes: a size hint).
 func (ps *packSet) indexedRecords(seqs []uint64) int {
 	n := 0
 	for _, seq := range seqs {
@@ -323,7 +323,9 @@ func (ps *packSet) indexedRecords(seqs []uint64) int {
 		var tr [idxTrailerSize]byte
 		if size, _, err := f.stat(); err == nil && size >= idxTrailerSize {
 			if _, err := f.ReadAt(tr[:], size-idxTrailerSize); err == nil && string(tr[:8]) == idxMagic {
-				n += int(binary.LittleEndian.Uint32(tr[16:]))
+				// No more entries than the pack has room for: a damaged
+				// count must not size the table for millions of chunks.
+				n += int(min(int64(binary.LittleEndian.Uint32(tr[16:])), size/idxEntrySize))
 			}
 		}
 		f.Close()
