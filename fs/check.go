@@ -7,7 +7,6 @@ import (
 	"io"
 	"runtime"
 	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -92,6 +91,7 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 	// of inodes the map is a third the size of one of whole inodes, and
 	// the garbage collector does not scan it.
 	inodes := map[uint64]checkInode{}
+	var inos []uint64 // the inodes' numbers, ascending
 	type chunkKey struct{ ino, idx uint64 }
 	type chunkAt struct {
 		k   chunkKey
@@ -121,6 +121,7 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 	sum, err := r.idx.WalkParallelRefSum(meta.Visitor{
 		Inode: func(n meta.Inode) {
 			inodes[n.Ino] = checkInode{mode: n.Mode, nlink: n.Nlink, size: n.Size, target: uint64(len(n.Target))}
+			inos = append(inos, n.Ino)
 		},
 		Dirent: func(d meta.Dirent) {
 			dirents = append(dirents, d)
@@ -181,11 +182,10 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 			report("entry in directory %d has a bad name of %d bytes", d.Parent, len(d.Name))
 		}
 	}
-	inos := make([]uint64, 0, len(inodes))
-	for ino := range inodes {
-		inos = append(inos, ino)
+	// The walk gives the inodes in key order, which is their numbers'.
+	if !slices.IsSorted(inos) {
+		slices.Sort(inos)
 	}
-	sort.Slice(inos, func(i, j int) bool { return inos[i] < inos[j] })
 	for _, ino := range inos {
 		in := inodes[ino]
 		isDir := in.mode&syscall.S_IFMT == syscall.S_IFDIR
