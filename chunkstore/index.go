@@ -232,7 +232,7 @@ func (ps *packSet) apply(p *pack, e *idxEntry, atime int64) {
 		if cur := ps.at(e.id); cur != nil && cur.atOrBefore(e.dseq, e.doff) {
 			cur.p.live -= cur.recSize()
 			ps.bytes -= int64(cur.n)
-			delete(ps.chunks, e.id)
+			ps.chunks.del(e.id)
 		}
 	}
 }

@@ -32,7 +32,7 @@ func stateOf(ps *packSet) packState {
 	ps.mu.RLock()
 	defer ps.mu.RUnlock()
 	st := packState{chunks: map[meta.ChunkID][3]int64{}, damaged: map[meta.ChunkID]bool{}, live: map[uint64]int64{}, dels: map[uint64]int{}}
-	for id, l := range ps.chunks {
+	for id, l := range ps.chunks.all() {
 		st.chunks[id] = [3]int64{int64(ps.slots[l.pack].seq), int64(l.off), int64(l.n)}
 	}
 	for id := range ps.damaged {
@@ -316,6 +316,13 @@ func TestPackIndexDamaged(t *testing.T) {
 				binary.LittleEndian.PutUint32(tr[16:], binary.LittleEndian.Uint32(tr[16:])-1)
 			})
 		}},
+		{"entry count of 4 billion, checksums fixed", func(t *testing.T, path, _ string) {
+			// Opening sizes the chunk table from the counts before it
+			// checks any index: this one must not size it for them.
+			rewriteIndex(t, path, func(pl []byte) {
+				binary.LittleEndian.PutUint32(pl[len(pl)-idxTrailerSize+16:], 1<<32-1)
+			})
+		}},
 		{"flipped id", func(t *testing.T, path, _ string) {
 			at, _ := indexAt(t, path)
 			flipAt(t, path, at+recHeaderSize+20)
@@ -382,6 +389,18 @@ func TestPackIndexDamaged(t *testing.T) {
 			victim := len(packs) / 2
 			d.do(t, packs[victim], packs[victim+1])
 			s2 := reopen(t, dir, "a damaged index", len(packs)-1, 1, live, deleted)
+			// The chunk table holds no more entries than the packs have
+			// room for index entries (and growth): a damaged count in a
+			// trailer sized it for 67 million chunks (2 GB) before.
+			var bytes int64
+			for _, p := range packs {
+				if fi, err := os.Stat(p); err == nil {
+					bytes += fi.Size()
+				}
+			}
+			if n, most := len(s2.packs.chunks.ents), tableMinSize+int(2*float64(bytes/idxEntrySize)/tableOpenLoad); n > most {
+				t.Errorf("the chunk table has %d entries for %d bytes of packs, want at most %d", n, bytes, most)
+			}
 			if err := s2.Sync(); err != nil {
 				t.Fatal(err)
 			}

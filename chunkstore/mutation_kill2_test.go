@@ -495,7 +495,7 @@ func checkLive(t *testing.T, what string, ps *packSet) {
 	defer ps.mu.RUnlock()
 	want := map[uint32]int64{}
 	var bytes int64
-	for _, e := range ps.chunks {
+	for _, e := range ps.chunks.all() {
 		want[e.pack] += recHeaderSize + int64(e.n)
 		bytes += int64(e.n)
 	}
@@ -629,9 +629,9 @@ func TestPackReadsRefreshAge(t *testing.T) {
 	past := time.Now().Add(-time.Hour).Unix()
 	setAtime := func() {
 		s.packs.mu.Lock()
-		e := s.packs.chunks[id]
+		e, _ := s.packs.chunks.get(id)
 		e.atime = uint32(past)
-		s.packs.chunks[id] = e
+		s.packs.chunks.put(id, e)
 		s.packs.mu.Unlock()
 	}
 	setAtime()

@@ -108,8 +108,8 @@ func TestReadIndexBounds(t *testing.T) {
 		}
 		ps := newPackSet("/", sys, true)
 		ps.applyIndex(p, pl, sealed)
-		if len(ps.chunks) != nrec {
-			t.Fatalf("%d records: the index gives %d chunks", nrec, len(ps.chunks))
+		if ps.chunks.len() != nrec {
+			t.Fatalf("%d records: the index gives %d chunks", nrec, ps.chunks.len())
 		}
 
 		// The trailer moved to claim an index record elsewhere (checksum

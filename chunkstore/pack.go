@@ -220,7 +220,7 @@ type packSet struct {
 	dirDirt bool // a pack was created or removed since the packs directory's sync
 
 	mu      sync.RWMutex
-	chunks  map[meta.ChunkID]slot
+	chunks  *chunkTable
 	bytes   int64   // the sum of the chunks' sizes (slot.n), kept with chunks
 	slots   []*pack // by pack.slot: every pack opened or started
 	packs   map[uint64]*pack
@@ -243,7 +243,7 @@ type packSet struct {
 
 func newPackSet(dir string, sys fileSystem, readOnly bool) *packSet {
 	return &packSet{dir: dir, sys: sys, readOnly: readOnly, nextSeq: 1,
-		chunks: map[meta.ChunkID]slot{}, packs: map[uint64]*pack{}, damaged: map[meta.ChunkID]string{}}
+		chunks: newChunkTable(0), packs: map[uint64]*pack{}, damaged: map[meta.ChunkID]string{}}
 }
 
 func packName(seq uint64) string { return fmt.Sprintf("%016x.pack", seq) }
@@ -268,9 +268,9 @@ func (ps *packSet) load() error {
 	}
 	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
 	if !ps.noIndex {
-		// The map sized once for the chunks the indexes list: it does not
-		// grow (and rehash) while loading, and ends fuller.
-		ps.chunks = make(map[meta.ChunkID]slot, ps.indexedRecords(seqs))
+		// The table sized once for the chunks the indexes list: it does
+		// not grow (and rehash) while loading.
+		ps.chunks = newChunkTable(ps.indexedRecords(seqs))
 		ps.bytes = 0
 	}
 	for i, seq := range seqs {
@@ -312,7 +312,7 @@ func (ps *packSet) load() error {
 }
 
 // indexedRecords returns how many records the packs' index trailers list
-// (unchecked: a size hint).
+// (unchecked, but bounded by the packs' sizes: a size hint).
 func (ps *packSet) indexedRecords(seqs []uint64) int {
 	n := 0
 	for _, seq := range seqs {
@@ -323,7 +323,9 @@ func (ps *packSet) indexedRecords(seqs []uint64) int {
 		var tr [idxTrailerSize]byte
 		if size, _, err := f.stat(); err == nil && size >= idxTrailerSize {
 			if _, err := f.ReadAt(tr[:], size-idxTrailerSize); err == nil && string(tr[:8]) == idxMagic {
-				n += int(binary.LittleEndian.Uint32(tr[16:]))
+				// No more entries than the pack has room for: a damaged
+				// count must not size the table for millions of chunks.
+				n += int(min(int64(binary.LittleEndian.Uint32(tr[16:])), size/idxEntrySize))
 			}
 		}
 		f.Close()
@@ -441,7 +443,7 @@ func (ps *packSet) addPack(p *pack) {
 
 // at returns chunk id's location; caller holds ps.mu.
 func (ps *packSet) at(id meta.ChunkID) *loc {
-	e, ok := ps.chunks[id]
+	e, ok := ps.chunks.get(id)
 	if !ok {
 		return nil
 	}
@@ -451,11 +453,10 @@ func (ps *packSet) at(id meta.ChunkID) *loc {
 // setChunk points the map at a chunk record; caller holds ps.mu or is
 // loading.
 func (ps *packSet) setChunk(id meta.ChunkID, p *pack, off int64, n uint32, atime int64) {
-	if cur, ok := ps.chunks[id]; ok {
+	if cur, ok := ps.chunks.put(id, slot{pack: p.slot, off: uint32(off), n: n, atime: uint32(atime)}); ok {
 		ps.slots[cur.pack].live -= recHeaderSize + int64(cur.n)
 		ps.bytes -= int64(cur.n)
 	}
-	ps.chunks[id] = slot{pack: p.slot, off: uint32(off), n: n, atime: uint32(atime)}
 	p.live += recHeaderSize + int64(n)
 	ps.bytes += int64(n)
 	delete(ps.damaged, id)
@@ -529,7 +530,7 @@ func (ps *packSet) put(id meta.ChunkID, sealed []byte, replace bool) error {
 	ps.wmu.Lock()
 	defer ps.wmu.Unlock()
 	ps.mu.RLock()
-	_, exists := ps.chunks[id]
+	exists := ps.chunks.has(id)
 	ps.mu.RUnlock()
 	if exists && !replace {
 		return fmt.Errorf("chunk %s: %w", id, fs.ErrExist)
@@ -576,9 +577,9 @@ func (ps *packSet) get(id meta.ChunkID, dst []byte, touch bool) (out []byte, fou
 		if err == nil && touch {
 			if now := time.Now().Unix(); now-l.atime > 1 {
 				ps.mu.Lock()
-				if e, ok := ps.chunks[id]; ok && e.pack == l.p.slot && int64(e.off) == l.off {
+				if e, ok := ps.chunks.get(id); ok && e.pack == l.p.slot && int64(e.off) == l.off {
 					e.atime = uint32(now)
-					ps.chunks[id] = e
+					ps.chunks.put(id, e)
 				}
 				ps.mu.Unlock()
 			}
@@ -637,8 +638,8 @@ func (ps *packSet) remove(id meta.ChunkID) (found bool, err error) {
 	}
 	p.dels = append(p.dels, deletion{id: id, seq: l.p.seq, off: l.off})
 	ps.mu.Lock()
-	if e, ok := ps.chunks[id]; ok && e.pack == l.p.slot && int64(e.off) == l.off {
-		delete(ps.chunks, id)
+	if e, ok := ps.chunks.get(id); ok && e.pack == l.p.slot && int64(e.off) == l.off {
+		ps.chunks.del(id)
 		ps.bytes -= int64(e.n)
 		l.p.live -= l.recSize()
 	}
@@ -805,7 +806,7 @@ func (ps *packSet) compact() (int, error) {
 	sort.Slice(cands, func(i, j int) bool { return cands[i].seq < cands[j].seq })
 	members := map[*pack][]meta.ChunkID{}
 	ps.mu.RLock()
-	for id, e := range ps.chunks {
+	for id, e := range ps.chunks.all() {
 		if p := ps.slots[e.pack]; compactable(p) && p != ps.active {
 			members[p] = append(members[p], id)
 		}
@@ -902,8 +903,8 @@ func (ps *packSet) compactOne(p *pack, ids []meta.ChunkID) error {
 func (ps *packSet) ids() []meta.ChunkID {
 	ps.mu.RLock()
 	defer ps.mu.RUnlock()
-	out := make([]meta.ChunkID, 0, len(ps.chunks))
-	for id := range ps.chunks {
+	out := make([]meta.ChunkID, 0, ps.chunks.len())
+	for id := range ps.chunks.all() {
 		out = append(out, id)
 	}
 	return out

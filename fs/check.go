@@ -1,11 +1,12 @@
 package fs
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"runtime"
-	"sort"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -86,10 +87,17 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 		checkOpened(r.idx)
 	}
 
-	inodes := map[uint64]meta.Inode{}
+	// What the checks need of each inode, without pointers: at millions
+	// of inodes the map is a third the size of one of whole inodes, and
+	// the garbage collector does not scan it.
+	inodes := map[uint64]checkInode{}
+	var inos []uint64 // the inodes' numbers, ascending
 	type chunkKey struct{ ino, idx uint64 }
-	chunks := map[chunkKey]meta.ChunkRef{}
-	var chunkOrder []chunkKey
+	type chunkAt struct {
+		k   chunkKey
+		ref meta.ChunkRef
+	}
+	var chunks []chunkAt           // in index order (the walk's): keys are unique
 	links := map[uint64]uint32{}   // dirents naming each inode
 	subdirs := map[uint64]uint32{} // directories in each directory
 	var dirents []meta.Dirent
@@ -111,7 +119,10 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 	// walk also sums the chunk references for the comparison with the
 	// clean-close record, which then reads none of them again.
 	sum, err := r.idx.WalkParallelRefSum(meta.Visitor{
-		Inode: func(n meta.Inode) { inodes[n.Ino] = n },
+		Inode: func(n meta.Inode) {
+			inodes[n.Ino] = checkInode{mode: n.Mode, nlink: n.Nlink, size: n.Size, target: uint64(len(n.Target))}
+			inos = append(inos, n.Ino)
+		},
 		Dirent: func(d meta.Dirent) {
 			dirents = append(dirents, d)
 			links[d.Ino]++
@@ -120,9 +131,7 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 			}
 		},
 		Chunk: func(ino, idx uint64, ref meta.ChunkRef) {
-			k := chunkKey{ino, idx}
-			chunks[k] = ref
-			chunkOrder = append(chunkOrder, k)
+			chunks = append(chunks, chunkAt{chunkKey{ino, idx}, ref})
 		},
 		Xattr:  func(ino uint64, _ string, _ []byte) { xattrOwners = append(xattrOwners, ino) },
 		Orphan: func(ino uint64) { orphans[ino] = true },
@@ -151,14 +160,14 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 	root, ok := inodes[meta.RootIno]
 	if !ok {
 		report("root directory (inode %d) is missing", meta.RootIno)
-	} else if root.Mode&syscall.S_IFMT != syscall.S_IFDIR {
-		report("root inode %d is not a directory (mode %o)", meta.RootIno, root.Mode)
+	} else if root.mode&syscall.S_IFMT != syscall.S_IFDIR {
+		report("root inode %d is not a directory (mode %o)", meta.RootIno, root.mode)
 	}
 	for _, d := range dirents {
 		p, ok := inodes[d.Parent]
 		if !ok {
 			report("entry %q in missing directory %d", d.Name, d.Parent)
-		} else if p.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		} else if p.mode&syscall.S_IFMT != syscall.S_IFDIR {
 			report("entry %q in inode %d, which is not a directory", d.Name, d.Parent)
 		}
 		in, ok := inodes[d.Ino]
@@ -166,47 +175,46 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 			report("entry %q in directory %d names missing inode %d", d.Name, d.Parent, d.Ino)
 			continue
 		}
-		if in.Mode&syscall.S_IFMT != d.Type {
-			report("entry %q in directory %d: type %o, inode %d has type %o", d.Name, d.Parent, d.Type, d.Ino, in.Mode&syscall.S_IFMT)
+		if in.mode&syscall.S_IFMT != d.Type {
+			report("entry %q in directory %d: type %o, inode %d has type %o", d.Name, d.Parent, d.Type, d.Ino, in.mode&syscall.S_IFMT)
 		}
 		if d.Name == "" || len(d.Name) > MaxNameLen {
 			report("entry in directory %d has a bad name of %d bytes", d.Parent, len(d.Name))
 		}
 	}
-	inos := make([]uint64, 0, len(inodes))
-	for ino := range inodes {
-		inos = append(inos, ino)
+	// The walk gives the inodes in key order, which is their numbers'.
+	if !slices.IsSorted(inos) {
+		slices.Sort(inos)
 	}
-	sort.Slice(inos, func(i, j int) bool { return inos[i] < inos[j] })
 	for _, ino := range inos {
 		in := inodes[ino]
-		isDir := in.Mode&syscall.S_IFMT == syscall.S_IFDIR
+		isDir := in.mode&syscall.S_IFMT == syscall.S_IFDIR
 		switch {
 		case ino == meta.RootIno:
-			if want := 2 + subdirs[ino]; in.Nlink != want {
-				report("root directory: link count %d, want %d", in.Nlink, want)
+			if want := 2 + subdirs[ino]; in.nlink != want {
+				report("root directory: link count %d, want %d", in.nlink, want)
 			}
 		case isDir:
 			if links[ino] != 1 {
 				report("directory %d has %d entries naming it, want 1", ino, links[ino])
 			}
-			if want := 2 + subdirs[ino]; in.Nlink != want {
-				report("directory %d: link count %d, want %d", ino, in.Nlink, want)
+			if want := 2 + subdirs[ino]; in.nlink != want {
+				report("directory %d: link count %d, want %d", ino, in.nlink, want)
 			}
-		case in.Nlink == 0 && links[ino] == 0:
+		case in.nlink == 0 && links[ino] == 0:
 			if !orphans[ino] {
 				report("inode %d has no links and is not on the orphan list", ino)
 			}
 		default:
-			if in.Nlink != links[ino] {
-				report("inode %d: link count %d, but %d entries name it", ino, in.Nlink, links[ino])
+			if in.nlink != links[ino] {
+				report("inode %d: link count %d, but %d entries name it", ino, in.nlink, links[ino])
 			}
 			if links[ino] == 0 {
 				report("inode %d is not reachable from any directory", ino)
 			}
 		}
-		if in.Mode&syscall.S_IFMT == syscall.S_IFLNK && uint64(len(in.Target)) != in.Size {
-			report("symlink %d: size %d, target of %d bytes", ino, in.Size, len(in.Target))
+		if in.mode&syscall.S_IFMT == syscall.S_IFLNK && in.target != in.size {
+			report("symlink %d: size %d, target of %d bytes", ino, in.size, in.target)
 		}
 	}
 	for ino := range orphans {
@@ -224,23 +232,23 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 	// run in index order; reading and opening the chunks, the bulk of the
 	// work, runs on every core, and its problems are reported in index
 	// order too.
-	referenced := make(map[meta.ChunkID]chunkKey, len(chunkOrder))
-	toRead := make([]int, 0, len(chunkOrder))
+	referenced := make(map[meta.ChunkID]chunkKey, len(chunks))
+	toRead := make([]int, 0, len(chunks))
 	var totalBytes int64
-	for _, k := range chunkOrder {
-		totalBytes += int64(chunks[k].Len)
+	for i := range chunks {
+		totalBytes += int64(chunks[i].ref.Len)
 	}
-	o.Progress(0, len(chunkOrder), 0, totalBytes)
-	for i, k := range chunkOrder {
-		ref := chunks[k]
+	o.Progress(0, len(chunks), 0, totalBytes)
+	for i := range chunks {
+		k, ref := chunks[i].k, chunks[i].ref
 		in, ok := inodes[k.ino]
 		switch {
 		case !ok:
 			report("chunk %d of missing inode %d", k.idx, k.ino)
-		case in.Mode&syscall.S_IFMT != syscall.S_IFREG:
+		case in.mode&syscall.S_IFMT != syscall.S_IFREG:
 			report("chunk %d of inode %d, which is not a regular file", k.idx, k.ino)
-		case k.idx*r.cs+uint64(ref.Len) > in.Size && ref.Len > 0:
-			report("inode %d chunk %d: holds bytes up to %d, past the file size %d", k.ino, k.idx, k.idx*r.cs+uint64(ref.Len), in.Size)
+		case k.idx*r.cs+uint64(ref.Len) > in.size && ref.Len > 0:
+			report("inode %d chunk %d: holds bytes up to %d, past the file size %d", k.ino, k.idx, k.idx*r.cs+uint64(ref.Len), in.size)
 		}
 		if prev, dup := referenced[ref.ID]; dup {
 			report("chunk %s is referenced twice (inode %d chunk %d and inode %d chunk %d)", ref.ID, prev.ino, prev.idx, k.ino, k.idx)
@@ -283,8 +291,7 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 				}
 				var batchBytes int64
 				for j := lo; j < min(lo+checkBatch, len(toRead)); j++ {
-					k := chunkOrder[toRead[j]]
-					ref := chunks[k]
+					k, ref := chunks[toRead[j]].k, chunks[toRead[j]].ref
 					batchBytes += int64(ref.Len)
 					var err error
 					sealedBuf, err = r.store.Get(ref.ID, sealedBuf[:0])
@@ -312,7 +319,7 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 				progMu.Lock()
 				doneN += int64(min(lo+checkBatch, len(toRead)) - lo)
 				doneBytes += batchBytes
-				o.Progress(int(doneN), len(chunkOrder), doneBytes, totalBytes)
+				o.Progress(int(doneN), len(chunks), doneBytes, totalBytes)
 				progMu.Unlock()
 			}
 		}()
@@ -327,7 +334,7 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 			report("%s", found[j])
 		}
 	}
-	o.Progress(len(chunkOrder), len(chunkOrder), totalBytes, totalBytes)
+	o.Progress(len(chunks), len(chunks), totalBytes, totalBytes)
 	var sealedBuf, plainBuf []byte
 	// Backup blobs: in the store (or on the network), sealed under their
 	// own domain with their id as associated data.
@@ -405,7 +412,11 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 		if locErr != nil {
 			report("reading chunk locations: %v", locErr)
 		} else {
-			checkFeed(r.idx, chunks, located, blobIDs, report)
+			refs := make([]meta.ChunkRef, len(chunks))
+			for i := range chunks {
+				refs[i] = chunks[i].ref
+			}
+			checkFeed(r.idx, refs, located, blobIDs, report)
 		}
 	}
 	if onNetwork > 0 {
@@ -445,25 +456,43 @@ func CheckWith(v *vault.Vault, w io.Writer, o CheckOptions) (problems int, err e
 	return problems, nil
 }
 
+// checkInode is what Check needs of an inode.
+type checkInode struct {
+	mode, nlink uint32
+	size        uint64
+	target      uint64 // a symlink's target length
+}
+
 // checkFeed compares the index's pending feed (meta.Index.PendingChunks)
 // with the chunk references and their locations (located): a chunk missing from the
 // feed would never be uploaded, a stale entry keeps status pending.
-func checkFeed[K comparable](idx *meta.Index, chunks map[K]meta.ChunkRef, located map[meta.ChunkID]bool, blobs []meta.ChunkID, report func(string, ...any)) {
-	want := map[meta.ChunkID]bool{}
+func checkFeed(idx *meta.Index, chunks []meta.ChunkRef, located map[meta.ChunkID]bool, blobs []meta.ChunkID, report func(string, ...any)) {
+	// The chunks that want a feed entry, sorted and merged with the feed,
+	// which comes in chunk id order: at a million chunks two sets of them
+	// cost more than the sort.
+	want := make([]meta.ChunkID, 0, len(chunks)+len(blobs))
 	for _, ref := range chunks {
 		if !located[ref.ID] {
-			want[ref.ID] = true
+			want = append(want, ref.ID)
 		}
 	}
 	for _, id := range blobs {
 		if !located[id] {
-			want[id] = true
+			want = append(want, id)
 		}
 	}
-	fed := map[meta.ChunkID]bool{}
+	slices.SortFunc(want, func(a, b meta.ChunkID) int { return bytes.Compare(a[:], b[:]) })
+	want = slices.Compact(want)
+	var missing []meta.ChunkID
+	i := 0
 	err := idx.PendingChunks(func(p meta.Pending) error {
-		fed[p.ID] = true
-		if !want[p.ID] && p.Owner != 0 {
+		for i < len(want) && bytes.Compare(want[i][:], p.ID[:]) < 0 {
+			missing = append(missing, want[i])
+			i++
+		}
+		if i < len(want) && want[i] == p.ID {
+			i++
+		} else if p.Owner != 0 {
 			report("pending feed: chunk %s is listed for upload but is located or no longer referenced", p.ID)
 		}
 		return nil
@@ -472,10 +501,9 @@ func checkFeed[K comparable](idx *meta.Index, chunks map[K]meta.ChunkRef, locate
 		report("reading the pending feed: %v", err)
 		return
 	}
-	for id := range want {
-		if !fed[id] {
-			report("pending feed: chunk %s has no location and is not listed for upload (it would never be uploaded)", id)
-		}
+	missing = append(missing, want[i:]...)
+	for _, id := range missing {
+		report("pending feed: chunk %s has no location and is not listed for upload (it would never be uploaded)", id)
 	}
 }
 

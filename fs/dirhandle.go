@@ -57,7 +57,7 @@ func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 
 func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
 	if !d.listed {
-		d.gen = d.n.r.idx.DirentGeneration()
+		d.gen = d.n.r().idx.DirentGeneration()
 		list, errno := d.n.listDir()
 		if errno != 0 {
 			return nil, errno
@@ -96,7 +96,7 @@ func (d *dirHandle) Releasedir(ctx context.Context, releaseFlags uint32) {}
 // Lookup answers READDIRPLUS's look-up of name, the entry Readdirent
 // returned last.
 func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	n, r := d.n, d.n.r
+	n, r := d.n, d.n.r()
 	if d.last < 0 || d.list[d.last].Name != name || r.idx.DirentGeneration() != d.gen ||
 		(name == SnapshotsDirName && n.ino() == meta.RootIno) {
 		return n.Lookup(ctx, name, out)
@@ -112,7 +112,7 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 // inode returns the inode of list[i], from a batch read of the entries from
 // i on.
 func (d *dirHandle) inode(i int) (meta.Inode, error) {
-	x := d.n.r.idx
+	x := d.n.r().idx
 	ino := d.list[i].Ino
 	in, ok := d.batched(ino)
 	if !ok && (i < d.bFrom || i >= d.bTo) {
@@ -141,7 +141,7 @@ func (d *dirHandle) batched(ino uint64) (meta.Inode, bool) {
 // readBatch reads the inodes of up to inodeBatch entries from list[i] on.
 // A failure leaves them to be read one by one (which reports it).
 func (d *dirHandle) readBatch(i int) {
-	x := d.n.r.idx
+	x := d.n.r().idx
 	d.bFrom, d.bTo = i, min(i+inodeBatch, len(d.list))
 	inos := d.inos[:0]
 	for _, e := range d.list[d.bFrom:d.bTo] {

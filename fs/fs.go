@@ -346,7 +346,7 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 	}
 	mo.MountOptions.Logger = fuseLogger(opt.Logger.Handler(), opt.Debug)
 	releaseStartupHeap() // procs.go
-	root := &Node{r: r}
+	root := &rootNode{fs: r}
 	server, err := mountRaw(mountpoint, root, mo, opt.Metrics)
 	if err != nil {
 		if svc != nil {

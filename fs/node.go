@@ -14,16 +14,39 @@ import (
 // Node is one inode as the kernel sees it. It holds only the inode number;
 // everything else is read from the index (or the open file's state), so the
 // kernel may forget nodes at will.
+//
+// It holds no pointer to the file system either: the mount keeps a Node for
+// every inode the kernel knows (a million after `find` over a million
+// files), and a pointer would take it from 128 to 144 bytes (the next size
+// class). The root (rootNode) holds the file system for all of them.
 type Node struct {
 	gofs.Inode
-	r *fsys
 }
+
+// rootNode is the tree's root.
+type rootNode struct {
+	Node
+	fs *fsys
+}
+
+// treeNode reports whether x is a node of the vault's tree (not of the
+// snapshot view).
+func treeNode(x gofs.InodeEmbedder) bool {
+	switch x.(type) {
+	case *Node, *rootNode:
+		return true
+	}
+	return false
+}
+
+// r is the file system n belongs to.
+func (n *Node) r() *fsys { return n.Root().Operations().(*rootNode).fs }
 
 func (n *Node) ino() uint64 { return n.StableAttr().Ino }
 
 // newChild wraps an index inode as a go-fuse inode under n.
 func (n *Node) newChild(ctx context.Context, in *meta.Inode) *gofs.Inode {
-	return n.NewInode(ctx, &Node{r: n.r}, gofs.StableAttr{Mode: in.Mode & syscall.S_IFMT, Ino: in.Ino})
+	return n.NewInode(ctx, &Node{}, gofs.StableAttr{Mode: in.Mode & syscall.S_IFMT, Ino: in.Ino})
 }
 
 // fillAttr copies an inode into a FUSE attribute, with the open file's
@@ -79,12 +102,12 @@ func (r *fsys) fillAttrRaw(in *meta.Inode, out *fuse.Attr, size uint64, mtime, c
 }
 
 func (n *Node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	in, err := n.r.idx.GetInode(n.ino())
+	in, err := n.r().idx.GetInode(n.ino())
 	if err != nil {
-		return n.r.errno("getattr", err)
+		return n.r().errno("getattr", err)
 	}
-	n.r.fillAttr(&in, &out.Attr)
-	out.SetTimeout(n.r.opt.AttrTimeout)
+	n.r().fillAttr(&in, &out.Attr)
+	out.SetTimeout(n.r().opt.AttrTimeout)
 	return 0
 }
 
@@ -94,7 +117,7 @@ func (n *Node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 // data buffered or queued: chmod, chown or utimes on a file being written
 // (as tar and cp -p do before close) does not wait for its chunks.
 func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	r := n.r
+	r := n.r()
 	ino := n.ino()
 	size, setSize := in.GetSize()
 	var of *openFile
@@ -200,9 +223,14 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 
 // Statfs reports the space of the file system that holds the chunk store.
 func (n *Node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	return n.r().statfs(out)
+}
+
+// statfs answers STATFS with the figures of the disk the store is on.
+func (r *fsys) statfs(out *fuse.StatfsOut) syscall.Errno {
 	var st syscall.Statfs_t
-	if err := syscall.Statfs(n.r.store.Dir(), &st); err != nil {
-		return n.r.errno("statfs", err)
+	if err := syscall.Statfs(r.store.Dir(), &st); err != nil {
+		return r.errno("statfs", err)
 	}
 	out.Blocks, out.Bfree, out.Bavail = st.Blocks, st.Bfree, st.Bavail
 	out.Files, out.Ffree = st.Files, st.Ffree
@@ -214,9 +242,9 @@ func (n *Node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 // Fsync makes a file (with a handle) or everything (a directory) durable.
 func (n *Node) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) syscall.Errno {
 	if fh, ok := f.(*fileHandle); ok {
-		return n.r.errno("fsync", fh.of.fsync())
+		return n.r().errno("fsync", fh.of.fsync())
 	}
-	return n.r.errno("fsync", n.r.syncAll())
+	return n.r().errno("fsync", n.r().syncAll())
 }
 
 // caller returns the uid and gid of the process making the request.

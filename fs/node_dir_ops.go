@@ -29,28 +29,28 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 		return nil, e
 	}
 	nameLookups.Add(1)
-	gen := n.r.idx.DirentGeneration() // before the look-up: see lookupMiss
-	d, err := n.r.idx.Lookup(n.ino(), name)
+	gen := n.r().idx.DirentGeneration() // before the look-up: see lookupMiss
+	d, err := n.r().idx.Lookup(n.ino(), name)
 	if errors.Is(err, meta.ErrNotFound) {
-		n.r.missed.Store(&lookupMiss{parent: n.ino(), name: name, gen: gen})
+		n.r().missed.Store(&lookupMiss{parent: n.ino(), name: name, gen: gen})
 	}
 	if name == SnapshotsDirName && n.ino() == meta.RootIno {
 		// A real entry of that name wins over the snapshot view (snapshots.go).
 		if errors.Is(err, meta.ErrNotFound) {
-			return n.r.snaps.lookupRoot(ctx, n.EmbeddedInode(), out)
+			return n.r().snaps.lookupRoot(ctx, n.EmbeddedInode(), out)
 		}
 		if err == nil {
-			n.r.snaps.shadowed()
+			n.r().snaps.shadowed()
 		}
 	}
 	if err != nil {
-		return nil, n.r.errno("lookup", err)
+		return nil, n.r().errno("lookup", err)
 	}
-	in, err := n.r.idx.GetInode(d.Ino)
+	in, err := n.r().idx.GetInode(d.Ino)
 	if err != nil {
-		return nil, n.r.errno("lookup", err)
+		return nil, n.r().errno("lookup", err)
 	}
-	n.r.fillEntry(&in, out)
+	n.r().fillEntry(&in, out)
 	return n.newChild(ctx, &in), 0
 }
 
@@ -70,12 +70,12 @@ func (n *Node) listDir() ([]fuse.DirEntry, syscall.Errno) {
 		parent = p.StableAttr().Ino
 	}
 	list := []fuse.DirEntry{{Name: ".", Ino: ino, Mode: syscall.S_IFDIR}, {Name: "..", Ino: parent, Mode: syscall.S_IFDIR}}
-	err := n.r.idx.ListDir(ino, func(d meta.Dirent) error {
+	err := n.r().idx.ListDir(ino, func(d meta.Dirent) error {
 		list = append(list, fuse.DirEntry{Name: d.Name, Ino: d.Ino, Mode: d.Type})
 		return nil
 	})
 	if err != nil {
-		return nil, n.r.errno("readdir", err)
+		return nil, n.r().errno("readdir", err)
 	}
 	return list, 0
 }
@@ -134,7 +134,7 @@ func (n *Node) create(ctx context.Context, name string, mode uint32, fill func(*
 	if e := badName(name); e != 0 {
 		return in, false, e
 	}
-	r := n.r
+	r := n.r()
 	if e := r.space.room(0); e != 0 {
 		return in, false, e
 	}
@@ -188,7 +188,7 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	if errno != 0 {
 		return nil, errno
 	}
-	n.r.fillEntry(&in, out)
+	n.r().fillEntry(&in, out)
 	return n.newChild(ctx, &in), 0
 }
 
@@ -204,7 +204,7 @@ func (n *Node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	if errno != 0 {
 		return nil, errno
 	}
-	n.r.fillEntry(&in, out)
+	n.r().fillEntry(&in, out)
 	return n.newChild(ctx, &in), 0
 }
 
@@ -219,14 +219,14 @@ func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	if errno != 0 {
 		return nil, errno
 	}
-	n.r.fillEntry(&in, out)
+	n.r().fillEntry(&in, out)
 	return n.newChild(ctx, &in), 0
 }
 
 func (n *Node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	in, err := n.r.idx.GetInode(n.ino())
+	in, err := n.r().idx.GetInode(n.ino())
 	if err != nil {
-		return nil, n.r.errno("readlink", err)
+		return nil, n.r().errno("readlink", err)
 	}
 	if in.Mode&syscall.S_IFMT != syscall.S_IFLNK {
 		return nil, syscall.EINVAL
@@ -238,10 +238,10 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if e := badName(name); e != 0 {
 		return nil, e
 	}
-	if _, ok := target.(*Node); !ok {
+	if !treeNode(target) {
 		return nil, syscall.EXDEV // a file of the snapshot view
 	}
-	if e := n.r.space.room(0); e != 0 {
+	if e := n.r().space.room(0); e != 0 {
 		return nil, e
 	}
 	in, errno := n.link(target.EmbeddedInode().StableAttr().Ino, name)
@@ -250,12 +250,12 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	}
 	// Not under r.mu: fillAttr takes the open file's lock, which is
 	// taken before r.mu elsewhere.
-	n.r.fillEntry(&in, out)
+	n.r().fillEntry(&in, out)
 	return n.newChild(ctx, &in), 0
 }
 
 func (n *Node) link(tino uint64, name string) (meta.Inode, syscall.Errno) {
-	r := n.r
+	r := n.r()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	dir, err := r.idx.GetInode(n.ino())
@@ -323,8 +323,8 @@ func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
 }
 
 func (n *Node) remove(name string, dirWanted bool) syscall.Errno {
-	n.r.space.freeing()
-	r := n.r
+	n.r().space.freeing()
+	r := n.r()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	dir, err := r.idx.GetInode(n.ino())
@@ -384,14 +384,14 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if e := badName(newName); e != 0 {
 		return e
 	}
-	n.r.space.freeing()
+	n.r().space.freeing()
 	if flags&^(renameNoReplace|renameExchange) != 0 || flags == renameNoReplace|renameExchange {
 		return syscall.EINVAL // RENAME_WHITEOUT is not supported
 	}
-	if _, ok := newParent.(*Node); !ok {
+	if !treeNode(newParent) {
 		return syscall.EROFS // into the snapshot view
 	}
-	r := n.r
+	r := n.r()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	srcDir, err := r.idx.GetInode(n.ino())

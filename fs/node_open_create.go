@@ -40,7 +40,7 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	default:
 		return nil, 0, syscall.ENXIO // fifos, sockets and devices are not served by this file system
 	}
-	fh, errno := n.r.openHandle(n.ino(), flags)
+	fh, errno := n.r().openHandle(n.ino(), flags)
 	if errno != 0 {
 		return nil, 0, errno
 	}
@@ -75,7 +75,7 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	var of *openFile
 	in, found, errno := n.create(ctx, name, syscall.S_IFREG|mode&0o7777, nil, flags&syscall.O_EXCL != 0,
-		func(in *meta.Inode) { of = n.r.openNew(in) })
+		func(in *meta.Inode) { of = n.r().openNew(in) })
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
@@ -89,15 +89,15 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 			}
 			return nil, nil, 0, syscall.EEXIST
 		}
-		if fh, errno = n.r.openHandle(in.Ino, flags); errno != 0 {
+		if fh, errno = n.r().openHandle(in.Ino, flags); errno != 0 {
 			return nil, nil, 0, errno
 		}
-		if in2, err := n.r.idx.GetInode(in.Ino); err == nil {
+		if in2, err := n.r().idx.GetInode(in.Ino); err == nil {
 			in = in2
 		}
 	} else {
 		fh = &fileHandle{of: of, flags: flags}
 	}
-	n.r.fillEntry(&in, out)
+	n.r().fillEntry(&in, out)
 	return n.newChild(ctx, &in), fh, fuse.FOPEN_KEEP_CACHE | flush, 0
 }

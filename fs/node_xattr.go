@@ -39,12 +39,12 @@ func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 		}
 		return 0, e
 	}
-	v, err := n.r.idx.GetXattr(n.ino(), attr)
+	v, err := n.r().idx.GetXattr(n.ino(), attr)
 	if errors.Is(err, meta.ErrNotFound) {
 		return 0, syscall.ENODATA
 	}
 	if err != nil {
-		return 0, n.r.errno("getxattr", err)
+		return 0, n.r().errno("getxattr", err)
 	}
 	if len(dest) == 0 {
 		return uint32(len(v)), 0
@@ -57,12 +57,12 @@ func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 
 func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	var list []byte
-	err := n.r.idx.ListXattr(n.ino(), func(name string, _ []byte) error {
+	err := n.r().idx.ListXattr(n.ino(), func(name string, _ []byte) error {
 		list = append(append(list, name...), 0)
 		return nil
 	})
 	if err != nil {
-		return 0, n.r.errno("listxattr", err)
+		return 0, n.r().errno("listxattr", err)
 	}
 	if len(dest) == 0 {
 		return uint32(len(list)), 0
@@ -80,7 +80,7 @@ func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if len(data) > MaxXattrSize {
 		return syscall.E2BIG
 	}
-	if e := n.r.space.room(uint64(len(data))); e != 0 {
+	if e := n.r().space.room(uint64(len(data))); e != 0 {
 		return e
 	}
 	return n.changeXattr(attr, func(b *meta.Batch, exists bool) syscall.Errno {
@@ -114,7 +114,7 @@ func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 // changeXattr runs a change of attribute attr under the index lock and
 // updates the inode's ctime with it.
 func (n *Node) changeXattr(attr string, change func(b *meta.Batch, exists bool) syscall.Errno) syscall.Errno {
-	r := n.r
+	r := n.r()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	in, err := r.idx.GetInode(n.ino())

@@ -326,7 +326,7 @@ func (e *snapEntry) Listxattr(ctx context.Context, dest []byte) (uint32, syscall
 }
 
 func (e *snapEntry) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	return (&Node{r: e.v.r}).Statfs(ctx, out)
+	return e.v.r.statfs(out)
 }
 
 // Open opens a file of a snapshot for reading: its blobs' offsets come from
