@@ -575,6 +575,26 @@ func (p *Peer) Payouts() ([]wallet.Payout, error) {
 	return pay.w.Payouts()
 }
 
+// AbandonPayout abandons a conflicted payout (wallet.AbandonPayoutReport):
+// its nodes get their balances back, its unspent inputs are released.
+// ErrNoPayments without a wallet.
+func (p *Peer) AbandonPayout(id uint64) (*wallet.Abandoned, error) {
+	pay := p.core.pay
+	if pay == nil {
+		return nil, fmt.Errorf("%w: no wallet passphrase was given", ErrNoPayments)
+	}
+	return pay.w.AbandonPayoutReport(id)
+}
+
+// abandonRefusal is the JSON body of a refused POST /payouts/{id}/abandon.
+type abandonRefusal struct {
+	Error string `json:"error"`
+	// Kind is "no_payments", "no_such_payout" (both 404) or
+	// "not_abandonable" (409, with NotAbandonable).
+	Kind           string                      `json:"kind"`
+	NotAbandonable *wallet.NotAbandonableError `json:"not_abandonable,omitempty"`
+}
+
 // sameNetwork compares network names through wallet.ParseNetwork, so that
 // "testnet" and "testnet3" agree.
 func sameNetwork(a, b string) bool {
@@ -589,6 +609,10 @@ func sameNetwork(a, b string) bool {
 // controlPayments adds the wallet's pages to the control socket:
 // GET /ledger?from=SEQ&limit=N (LedgerReport) and GET /payouts
 // ([]wallet.Payout). Without a wallet they answer 404 with the reason.
+// POST /payouts/{id}/abandon abandons a conflicted payout and answers
+// wallet.Abandoned; refused, it answers an abandonRefusal: 404 without a
+// wallet or without such a payout, 409 when the payout is not conflicted
+// or its conflict is not MinConf deep.
 func (p *Peer) controlPayments(mux *http.ServeMux) {
 	reply := func(w http.ResponseWriter, v any, err error) {
 		if errors.Is(err, ErrNoPayments) {
@@ -620,6 +644,65 @@ func (p *Peer) controlPayments(mux *http.ServeMux) {
 		}
 		reply(w, list, err)
 	})
+	mux.HandleFunc("POST /payouts/{id}/abandon", func(w http.ResponseWriter, r *http.Request) {
+		id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
+		if err != nil {
+			http.Error(w, fmt.Sprintf("payout id %q: not a number", r.PathValue("id")), http.StatusBadRequest)
+			return
+		}
+		rep, err := p.AbandonPayout(id)
+		var na *wallet.NotAbandonableError
+		refuse := func(code int, ref abandonRefusal) {
+			ref.Error = err.Error()
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(code)
+			json.NewEncoder(w).Encode(ref)
+		}
+		switch {
+		case errors.Is(err, ErrNoPayments):
+			refuse(http.StatusNotFound, abandonRefusal{Kind: "no_payments"})
+		case errors.Is(err, wallet.ErrNoSuchPayout):
+			refuse(http.StatusNotFound, abandonRefusal{Kind: "no_such_payout"})
+		case errors.As(err, &na):
+			refuse(http.StatusConflict, abandonRefusal{Kind: "not_abandonable", NotAbandonable: na})
+		default:
+			reply(w, rep, err)
+		}
+	})
+}
+
+// AbandonPayout asks the mediator running in dir to abandon payout id
+// (Peer.AbandonPayout). Its refusals are ErrNotRunning, ErrNoPayments,
+// wallet.ErrNoSuchPayout and *wallet.NotAbandonableError.
+func AbandonPayout(ctx context.Context, dir string, id uint64) (*wallet.Abandoned, error) {
+	path := fmt.Sprintf("/payouts/%d/abandon", id)
+	resp, body, err := controlDo(ctx, dir, http.MethodPost, path)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusOK {
+		rep := &wallet.Abandoned{}
+		if err := json.Unmarshal(body, rep); err != nil {
+			return nil, fmt.Errorf("mediator %s: %w", path, err)
+		}
+		return rep, nil
+	}
+	var ref abandonRefusal
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") || json.Unmarshal(body, &ref) != nil {
+		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
+			return nil, fmt.Errorf("mediator %s: the running mediator does not know this request (is it an older fincrypt? restart it with this one): %s", path, strings.TrimSpace(string(body)))
+		}
+		return nil, fmt.Errorf("mediator %s: %s: %s", path, resp.Status, strings.TrimSpace(string(body)))
+	}
+	switch {
+	case ref.Kind == "no_payments":
+		return nil, fmt.Errorf("%w: %s", ErrNoPayments, ref.Error)
+	case ref.Kind == "no_such_payout":
+		return nil, fmt.Errorf("payout %d: %w", id, wallet.ErrNoSuchPayout)
+	case ref.Kind == "not_abandonable" && ref.NotAbandonable != nil:
+		return nil, ref.NotAbandonable
+	}
+	return nil, fmt.Errorf("mediator %s: %s: %s", path, resp.Status, ref.Error)
 }
 
 // ReadLedger asks the mediator running in dir for its ledger.
@@ -637,24 +720,7 @@ func ReadPayouts(ctx context.Context, dir string) ([]wallet.Payout, error) {
 // controlGet GETs path from the control socket in dir and decodes the JSON
 // answer into v. A 404 is ErrNoPayments.
 func controlGet(ctx context.Context, dir, path string, v any) error {
-	sock := filepath.Join(dir, ControlSocket)
-	hc := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (stdnet.Conn, error) {
-			var d stdnet.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-	}}
-	defer hc.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://mediator"+path, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("%w (%s): %v", ErrNotRunning, dir, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	resp, body, err := controlDo(ctx, dir, http.MethodGet, path)
 	if err != nil {
 		return err
 	}
@@ -669,4 +735,31 @@ func controlGet(ctx context.Context, dir, path string, v any) error {
 		return fmt.Errorf("mediator %s: %w", path, err)
 	}
 	return nil
+}
+
+// controlDo sends a request without a body to the control socket in dir
+// and reads the answer; no answer is ErrNotRunning.
+func controlDo(ctx context.Context, dir, method, path string) (*http.Response, []byte, error) {
+	sock := filepath.Join(dir, ControlSocket)
+	hc := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (stdnet.Conn, error) {
+			var d stdnet.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}
+	defer hc.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, method, "http://mediator"+path, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w (%s): %v", ErrNotRunning, dir, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	if err != nil {
+		return nil, nil, err
+	}
+	return resp, body, nil
 }

@@ -3,6 +3,7 @@ package wallet
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/btcsuite/btcd/btcutil"
@@ -141,4 +142,90 @@ func TestConflictedPayout(t *testing.T) {
 	if err := w.CheckLedger(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestAbandonPayoutReport: AbandonPayoutReport refuses a payout that does
+// not exist (ErrNoSuchPayout), one not conflicted, and one whose conflict
+// is not MinConf deep (saying how many blocks are still needed), changing
+// nothing; then it abandons and says what it did: the node's debit back in
+// its balance, the input the conflict spent gone and the other released
+// (spendable again).
+func TestAbandonPayoutReport(t *testing.T) {
+	chain := newFakeChain(5)
+	w := newTestWallet(t, "regtest", func(c *Config) { c.Chain = chain; c.MinConf = 3 })
+	ctx := context.Background()
+	dep1 := fakeDeposit(t, chain, w, "acct", 70_000, 1)
+	dep2 := fakeDeposit(t, chain, w, "acct", 60_000, 2)
+	chain.mine(3)
+	mustSync(t, w)
+	node := regtestAddr(t)
+	in := PeriodInput{Period: 1, Length: Month, Nodes: []NodeTerms{{ID: "n", PriceSatPerGiBMonth: 1000, PayoutAddress: node}},
+		Holdings: []Holding{{Node: "n", Account: "acct", Bytes: 100 * GiB, Passed: true}}}
+	if _, err := w.Settle(in); err != nil {
+		t.Fatal(err)
+	}
+	crash := errors.New("crash")
+	w.testHook = func(string) error { return crash }
+	old, err := w.Payout(ctx)
+	if !errors.Is(err, crash) {
+		t.Fatal(err)
+	}
+	w.testHook = nil
+	op1, op2 := wire.OutPoint{Hash: dep1.TxHash(), Index: 0}, wire.OutPoint{Hash: dep2.TxHash(), Index: 0}
+	if len(old.Inputs) != 2 || len(old.Outputs) != 1 {
+		t.Fatalf("payout inputs %v outputs %+v: want both deposits paying one node", old.Inputs, old.Outputs)
+	}
+	debit := old.Outputs[0].Debit
+
+	refused := func(id uint64, state string, conf int64, words string, bal int64) {
+		t.Helper()
+		rep, err := w.AbandonPayoutReport(id)
+		var na *NotAbandonableError
+		if rep != nil || !errors.As(err, &na) || !errors.Is(err, ErrNotConflicted) {
+			t.Fatalf("abandon %d: %+v %v, want a NotAbandonableError", id, rep, err)
+		}
+		if na.State != state || na.Confirmations != conf || na.Needed != 3 || !strings.Contains(err.Error(), words) {
+			t.Fatalf("abandon %d: %+v %q, want state %s, %d of 3 confirmations, saying %q", id, na, err, state, conf, words)
+		}
+		if b := mustBal(t, w, NodeAccount("n")); b != bal {
+			t.Fatalf("node balance %d after a refused abandon, want %d", b, bal)
+		}
+	}
+	if rep, err := w.AbandonPayoutReport(old.ID + 1); rep != nil || !errors.Is(err, ErrNoSuchPayout) {
+		t.Fatalf("abandon a payout that does not exist: %+v %v", rep, err)
+	}
+	refused(old.ID, PayoutSigned, 0, "not conflicted", 0)
+
+	conflict := spendElsewhere(t, chain, w, op1, 69_000)
+	chain.mine(1)
+	mustSync(t, w)
+	refused(old.ID, PayoutConflicted, 1, "2 more blocks", 0)
+	chain.mine(1)
+	mustSync(t, w)
+	refused(old.ID, PayoutConflicted, 2, "1 more block ", 0)
+	if _, spendable, _ := w.OnChain(); spendable != 0 {
+		t.Fatalf("spendable %d before the abandon, want 0 (the other input reserved)", spendable)
+	}
+	chain.mine(1)
+	mustSync(t, w)
+	rep, err := w.AbandonPayoutReport(old.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Payout.ID != old.ID || rep.Payout.State != PayoutAbandoned || rep.Payout.ConflictTx != conflict.TxHash().String() {
+		t.Fatalf("abandoned payout %+v", rep.Payout)
+	}
+	if len(rep.Returned) != 1 || rep.Returned[0] != (Returned{Node: "n", Amount: debit, Balance: debit}) {
+		t.Fatalf("returned %+v, want node n's %d sat back, balance %d", rep.Returned, debit, debit)
+	}
+	if strings.Join(rep.Released, ",") != op2.String() || strings.Join(rep.Spent, ",") != op1.String() {
+		t.Fatalf("released %v spent %v, want released [%s] spent [%s]", rep.Released, rep.Spent, op2, op1)
+	}
+	if b := mustBal(t, w, NodeAccount("n")); b != debit {
+		t.Fatalf("node balance %d, want %d", b, debit)
+	}
+	if _, spendable, _ := w.OnChain(); spendable != 60_000 {
+		t.Fatalf("spendable %d after the abandon, want the released 60000", spendable)
+	}
+	refused(old.ID, PayoutAbandoned, 0, "is abandoned, not conflicted", debit)
 }

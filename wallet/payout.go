@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -48,7 +49,52 @@ var (
 	ErrInsufficientFunds = errors.New("the wallet's confirmed outputs do not cover the payout")
 	ErrBroadcast         = errors.New("the node refused the payout transaction")
 	ErrNotConflicted     = errors.New("only a payout conflicted by a transaction with MinConf confirmations can be abandoned")
+	ErrNoSuchPayout      = errors.New("no such payout")
 )
+
+// NotAbandonableError refuses AbandonPayout: the payout is not conflicted,
+// or its conflicting transaction has fewer than MinConf confirmations. It
+// wraps ErrNotConflicted.
+type NotAbandonableError struct {
+	ID    uint64 `json:"id"`
+	State string `json:"state"`
+	// ConflictTx and its Confirmations (counted against the last synced
+	// tip) when State is conflicted; Needed is MinConf.
+	ConflictTx    string `json:"conflict_tx,omitempty"`
+	Confirmations int64  `json:"confirmations"`
+	Needed        int64  `json:"needed"`
+}
+
+func (e *NotAbandonableError) Error() string {
+	if e.State != PayoutConflicted {
+		return fmt.Sprintf("payout %d is %s, not conflicted: %v", e.ID, e.State, ErrNotConflicted)
+	}
+	more := e.Needed - e.Confirmations
+	return fmt.Sprintf("payout %d is conflicted by %s, which has %d of the %d confirmations needed: %d more block%s before it can be abandoned",
+		e.ID, e.ConflictTx, e.Confirmations, e.Needed, more, map[bool]string{true: "s"}[more != 1])
+}
+
+func (e *NotAbandonableError) Unwrap() error { return ErrNotConflicted }
+
+// Abandoned is what AbandonPayoutReport did.
+type Abandoned struct {
+	Payout Payout `json:"payout"` // now in state abandoned
+	// Returned lists each node's debit given back to its balance, and its
+	// balance after.
+	Returned []Returned `json:"returned"`
+	// Released are the inputs that are the wallet's again (spendable by a
+	// later payout); Spent are those the conflicting transaction (or
+	// another) spent.
+	Released []string `json:"released"`
+	Spent    []string `json:"spent"`
+}
+
+// Returned is one node's debit given back by an abandoned payout.
+type Returned struct {
+	Node    string `json:"node"`
+	Amount  int64  `json:"amount"`
+	Balance int64  `json:"balance"`
+}
 
 // PayoutOutput pays one node: Debit left its balance, Amount reached its
 // address, FeeShare (Debit - Amount) is its share of the miner fee.
@@ -510,34 +556,65 @@ func (w *Wallet) payoutInputUnspent(t *rw, id uint64, txid string) error {
 // and releases its unspent inputs, once the conflicting transaction has
 // MinConf confirmations. Should the payout be mined after all, the nodes
 // are debited again (what their balances no longer cover is recorded in
-// ext:overpaid).
+// ext:overpaid). It is AbandonPayoutReport without the report.
 func (w *Wallet) AbandonPayout(id uint64) error {
+	_, err := w.AbandonPayoutReport(id)
+	return err
+}
+
+// AbandonPayoutReport is AbandonPayout, and says what it did. A payout
+// that does not exist is ErrNoSuchPayout; one that is not conflicted, or
+// whose conflict is not MinConf deep, is a *NotAbandonableError (wrapping
+// ErrNotConflicted), and nothing changes.
+func (w *Wallet) AbandonPayoutReport(id uint64) (*Abandoned, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	t := w.begin()
 	defer t.discard()
 	var p Payout
 	if ok, err := t.getJSON(pPayout+be64(id), &p); err != nil {
-		return err
+		return nil, err
 	} else if !ok {
-		return fmt.Errorf("payout %d: no such payout", id)
+		return nil, fmt.Errorf("payout %d: %w", id, ErrNoSuchPayout)
 	}
 	tip, err := t.getInt(kTip)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if p.State != PayoutConflicted || tip-p.ConflictHeight+1 < int64(w.cfg.MinConf) {
-		return fmt.Errorf("payout %d is %s: %w", id, p.State, ErrNotConflicted)
+		e := &NotAbandonableError{ID: id, State: p.State, Needed: int64(w.cfg.MinConf)}
+		if p.State == PayoutConflicted {
+			e.ConflictTx, e.Confirmations = p.ConflictTx, max(tip-p.ConflictHeight+1, 0)
+		}
+		return nil, e
 	}
-	if err := w.abandon(t, &p, "abandoned "+p.TxID); err != nil {
-		return err
+	rep := &Abandoned{Returned: []Returned{}, Spent: []string{}}
+	if rep.Released, err = w.abandon(t, &p, "abandoned "+p.TxID); err != nil {
+		return nil, err
 	}
-	return t.commit()
+	for _, op := range p.Inputs {
+		if !slices.Contains(rep.Released, op) {
+			rep.Spent = append(rep.Spent, op)
+		}
+	}
+	for _, o := range p.Outputs {
+		bal, err := t.balance(NodeAccount(o.Node))
+		if err != nil {
+			return nil, err
+		}
+		rep.Returned = append(rep.Returned, Returned{Node: o.Node, Amount: o.Debit, Balance: bal})
+	}
+	if err := t.commit(); err != nil {
+		return nil, err
+	}
+	rep.Payout = p
+	return rep, nil
 }
 
 // abandon returns a payout's debits to the nodes' balances (they are paid
-// by a later payout), releases its inputs and marks it abandoned, in t.
-func (w *Wallet) abandon(t *rw, pp *Payout, memo string) error {
+// by a later payout), releases its inputs and marks it abandoned, in t. It
+// returns the inputs that are the wallet's again (not spent).
+func (w *Wallet) abandon(t *rw, pp *Payout, memo string) ([]string, error) {
 	p, id := *pp, pp.ID
 	var total int64
 	ps := []Posting{}
@@ -547,31 +624,35 @@ func (w *Wallet) abandon(t *rw, pp *Payout, memo string) error {
 	}
 	ps = append(ps, Posting{AcctPayoutInflight, -total})
 	if _, err := t.post(fmt.Sprintf("payout/%d/abandon/%d", id, p.Gen), memo, w.cfg.Now(), ps...); err != nil {
-		return err
+		return nil, err
 	}
+	released := []string{}
 	for _, op := range p.Inputs {
 		if err := t.del(pReserve + op); err != nil {
-			return err
+			return nil, err
 		}
 		var u utxo
 		ok, err := t.getJSON(pUTXO+op, &u)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if ok && u.ReservedBy == id {
 			u.ReservedBy = 0
 			if err := t.setJSON(pUTXO+op, &u); err != nil {
-				return err
+				return nil, err
 			}
+		}
+		if ok && u.SpentBy == "" {
+			released = append(released, op)
 		}
 	}
 	p.State = PayoutAbandoned
 	if err := t.setJSON(pPayout+be64(id), &p); err != nil {
-		return err
+		return nil, err
 	}
 	*pp = p
 	w.log.Warn("payout abandoned; its nodes' balances are paid by a later payout", "id", id, "txid", p.TxID, "why", memo)
-	return nil
+	return released, nil
 }
 
 // abandonOrphaned abandons the payouts not in a block (signed, broadcast or
@@ -626,7 +707,7 @@ func (w *Wallet) abandonOrphaned(rep *SyncReport) error {
 			p.MissingSince = tip
 			w.log.Warn("payout input left the best chain; the payout is abandoned unless it comes back", "id", p.ID, "txid", p.TxID, "input", missing, "within_blocks", w.cfg.MinConf)
 		case tip-p.MissingSince+1 >= int64(w.cfg.MinConf):
-			if err := w.abandon(t, p, fmt.Sprintf("input %s left the best chain", missing)); err != nil {
+			if _, err := w.abandon(t, p, fmt.Sprintf("input %s left the best chain", missing)); err != nil {
 				return err
 			}
 			rep.Abandoned = append(rep.Abandoned, p.ID)

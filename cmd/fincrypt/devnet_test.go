@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -185,6 +187,7 @@ func TestDevnet(t *testing.T) {
 	// and a batched payout confirms on the devnet's chain.
 	storeFunded(t, env, d, addr)
 	var payouts []struct {
+		ID            uint64 `json:"id"`
 		State         string `json:"state"`
 		TxID          string `json:"txid"`
 		Amount        int64  `json:"amount"`
@@ -200,6 +203,12 @@ func TestDevnet(t *testing.T) {
 	if po := payouts[0]; len(po.TxID) != 64 || po.Amount <= 0 || po.Confirmations < 1 || len(po.Nodes) == 0 {
 		t.Fatalf("payout %+v", po)
 	}
+	// A confirmed payout cannot be abandoned; nothing changes.
+	assertUserError(t, fincrypt(t, env, "mediator", "payouts", "abandon", "--dir", med, strconv.FormatUint(payouts[0].ID, 10)),
+		exitRefused, fmt.Sprintf("payout %d is confirmed, not conflicted", payouts[0].ID))
+	pollJSON(t, "the payout still confirmed", 10*time.Second, env, &payouts, func() bool {
+		return len(payouts) > 0 && payouts[0].State == "confirmed"
+	}, "mediator", "payouts", "--dir", med, "--json")
 
 	p.interrupt(t)
 	if _, err := os.Stat(filepath.Join(d, "devnet.sock")); err == nil {

@@ -27,6 +27,7 @@ const (
 	exitCorrupt   = 5 // check found problems
 	exitBusy      = 6 // already mounted / locked by another process
 	exitUnsynced  = 7 // fincrypt sync: not restorable within --timeout
+	exitRefused   = 8 // the mediator refused: the payout cannot be abandoned (yet)
 	exitInterrupt = 130
 )
 

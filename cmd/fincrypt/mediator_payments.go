@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -122,18 +124,29 @@ type payoutJSON struct {
 
 var mediatorPayoutsCommand = &cli.Command{
 	Name:  "payouts",
-	Usage: "list the payouts to storage nodes, from the running mediator",
+	Usage: "list the payouts to storage nodes, from the running mediator (abandon: a conflicted one)",
 	Description: "Each payout is one batched transaction: its txid, the amount paid to the\n" +
 		"nodes, the miner fee, its confirmations and state (signed, broadcast, psbt,\n" +
 		"mined, confirmed, conflicted, abandoned), and the nodes paid with their\n" +
 		"address, debit, fee share and amount. With --json: a list of {id, state, txid,\n" +
 		"amount, fee, confirmations, created, psbt_file, nodes: [{node, address, debit,\n" +
-		"fee_share, amount, vout}]}.",
+		"fee_share, amount, vout}]}.\n\n" +
+		"A payout is conflicted when another transaction spent one of its inputs (the\n" +
+		"wallet's seed used elsewhere): it can never confirm, and its nodes stay debited\n" +
+		"until `fincrypt mediator payouts abandon --dir DIR ID` gives their balances\n" +
+		"back (docs/WALLET.md §8.3).",
 	Flags: []cli.Flag{
-		&cli.StringFlag{Name: "dir", Usage: "the mediator's `DIR`", Required: true},
+		&cli.StringFlag{Name: "dir", Usage: "the mediator's `DIR` (required)"},
 		&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 	},
+	Subcommands: []*cli.Command{mediatorPayoutsAbandonCommand},
 	Action: func(c *cli.Context) error {
+		if c.String("dir") == "" {
+			return userErr(exitUsage, "fincrypt mediator payouts: --dir is required")
+		}
+		if c.Args().Present() {
+			return userErr(exitUsage, "fincrypt mediator payouts: unexpected argument %q (subcommand: abandon)", c.Args().First())
+		}
 		ctx, cancel := context.WithTimeout(c.Context, 30*time.Second)
 		defer cancel()
 		list, err := mediator.ReadPayouts(ctx, c.String("dir"))
@@ -165,6 +178,83 @@ var mediatorPayoutsCommand = &cli.Command{
 			fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%s\t%s\n", p.ID, p.State, p.Confirmations, p.Amount, p.Fee, p.TxID, strings.Join(nodes, " "))
 		}
 		return tw.Flush()
+	},
+}
+
+var mediatorPayoutsAbandonCommand = &cli.Command{
+	Name:      "abandon",
+	Usage:     "give the nodes of a conflicted payout their balances back",
+	ArgsUsage: "ID",
+	Description: "Asks the mediator running in DIR (over DIR/control.sock) to abandon payout\n" +
+		"ID (see `fincrypt mediator payouts`). Only a conflicted payout can be\n" +
+		"abandoned: another transaction spent one of its inputs, and that transaction\n" +
+		"has --min-conf confirmations. Its nodes get their debits back in their\n" +
+		"balances and are paid by the next payout; its inputs still the wallet's are\n" +
+		"released. Should the abandoned transaction be mined after all, the nodes are\n" +
+		"debited again (docs/WALLET.md §8.3).\n\n" +
+		"Exit codes: 4 no mediator is running in DIR, it runs without payments, or\n" +
+		"there is no payout ID; 8 the payout is not conflicted, or its conflict needs\n" +
+		"more confirmations (the message says how many). With --json: {payout,\n" +
+		"returned: [{node, amount, balance}], released, spent}.",
+	Flags: []cli.Flag{
+		&cli.StringFlag{Name: "dir", Usage: "the mediator's `DIR` (required)"},
+		&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+	},
+	Action: func(c *cli.Context) error {
+		dir := ""
+		for _, ctx := range c.Lineage() { // --dir given here or to payouts
+			if slices.Contains(ctx.LocalFlagNames(), "dir") {
+				dir = ctx.String("dir")
+				break
+			}
+		}
+		if dir == "" {
+			return userErr(exitUsage, "fincrypt mediator payouts abandon: --dir is required")
+		}
+		if c.NArg() != 1 {
+			return userErr(exitUsage, "fincrypt mediator payouts abandon: give one payout ID (fincrypt mediator payouts lists them)")
+		}
+		id, err := strconv.ParseUint(c.Args().First(), 10, 64)
+		if err != nil {
+			return userErr(exitUsage, "fincrypt mediator payouts abandon: payout ID %q is not a number", c.Args().First())
+		}
+		ctx, cancel := context.WithTimeout(c.Context, 30*time.Second)
+		defer cancel()
+		rep, err := mediator.AbandonPayout(ctx, dir, id)
+		var na *wallet.NotAbandonableError
+		switch {
+		case errors.Is(err, wallet.ErrNoSuchPayout):
+			return userErr(exitNotFound, "%v (fincrypt mediator payouts lists them)", err)
+		case errors.As(err, &na):
+			return userErr(exitRefused, "nothing changed: %v", err)
+		case err != nil:
+			return controlErr(err)
+		}
+		out := c.App.Writer
+		if c.Bool("json") {
+			enc := json.NewEncoder(out)
+			enc.SetIndent("", "  ")
+			return enc.Encode(rep)
+		}
+		p := rep.Payout
+		fmt.Fprintf(out, "payout %d (%s) abandoned; it was conflicted by %s at height %d\n", p.ID, p.TxID, p.ConflictTx, p.ConflictHeight)
+		fmt.Fprintln(out, "\nreturned to the nodes' balances (the next payout pays them):")
+		tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NODE\tRETURNED (sat)\tBALANCE NOW (sat)")
+		for _, r := range rep.Returned {
+			fmt.Fprintf(tw, "%s\t%d\t%d\n", r.Node, r.Amount, r.Balance)
+		}
+		tw.Flush()
+		list := func(what string, ops []string) {
+			if len(ops) == 0 {
+				fmt.Fprintf(out, "\n%s: none\n", what)
+				return
+			}
+			fmt.Fprintf(out, "\n%s:\n  %s\n", what, strings.Join(ops, "\n  "))
+		}
+		list("inputs released (spendable again)", rep.Released)
+		list("inputs spent by another transaction (gone)", rep.Spent)
+		return nil
 	},
 }
 
