@@ -74,6 +74,22 @@ type openFile struct {
 
 	touched   atomic.Bool
 	touchedAt time.Time // the first change since last seen clean; zero: none seen (guarded by mu)
+
+	// seen is what the file held outside the index when mu was last let
+	// go (unlock, wait): the count of a status that finds mu held (a read
+	// waiting on the network, a release waiting for its chunks) without
+	// waiting for it. Guarded by seenMu, which is only ever held to copy it.
+	seenMu sync.Mutex
+	seen   unsavedCount
+}
+
+// unsavedCount is what an open file holds outside the index: chunks
+// written and not yet committed, their bytes, and whether anything at all
+// (those, a size or times) is.
+type unsavedCount struct {
+	chunks int
+	bytes  uint64
+	any    bool
 }
 
 // job is a full chunk queued for sealing. Jobs are sealed in parallel (up
@@ -211,7 +227,7 @@ func (r *fsys) release(of *openFile) error {
 	if of.refs > 1 {
 		of.refs--
 		r.openMu.Unlock()
-		of.mu.Unlock()
+		of.unlock()
 		return nil
 	}
 	r.openMu.Unlock()
@@ -261,7 +277,7 @@ func (r *fsys) release(of *openFile) error {
 		}
 		of.pf = nil
 	}
-	of.mu.Unlock()
+	of.unlock()
 	if last && unlinked {
 		if perr := r.purgeIfUnlinked(of.ino); err == nil {
 			err = perr
@@ -721,7 +737,7 @@ func (of *openFile) read(dest []byte, off uint64) (int, error) {
 // write stores data at offset off.
 func (of *openFile) write(data []byte, off uint64) error {
 	of.mu.Lock()
-	defer of.mu.Unlock()
+	defer of.unlock()
 	of.touch()
 	if err := of.takeAsyncErr(); err != nil {
 		return err
@@ -790,27 +806,66 @@ func (of *openFile) touch() {
 	}
 }
 
-// unsavedLocked returns the chunks written and not yet committed, their
-// bytes (a chunk queued and written again counts once, at its newest
-// size), and whether anything at all is outside the index; a file with
-// nothing is marked clean (touched). Caller holds of.mu.
-func (of *openFile) unsavedLocked() (chunks int, bytes uint64, any bool) {
-	chunks = len(of.dirty)
+// countLocked returns what the file holds outside the index (a chunk
+// queued and written again counts once, at its newest size). Caller holds
+// of.mu.
+func (of *openFile) countLocked() unsavedCount {
+	var c unsavedCount
+	c.chunks = len(of.dirty)
 	for _, b := range of.dirty {
-		bytes += uint64(len(b))
+		c.bytes += uint64(len(b))
 	}
 	for idx, b := range of.inflight {
 		if _, again := of.dirty[idx]; !again {
-			chunks++
-			bytes += uint64(len(b))
+			c.chunks++
+			c.bytes += uint64(len(b))
 		}
 	}
-	any = chunks > 0 || of.sizeDirty || of.dirtyTimes
-	if !any {
+	c.any = c.chunks > 0 || of.sizeDirty || of.dirtyTimes
+	return c
+}
+
+// unsavedLocked is countLocked, and marks a file holding nothing clean
+// (touched). Caller holds of.mu.
+func (of *openFile) unsavedLocked() unsavedCount {
+	c := of.countLocked()
+	if !c.any {
 		of.touched.Store(false)
 		of.touchedAt = time.Time{}
 	}
-	return chunks, bytes, any
+	return c
+}
+
+// publishLocked records what the file holds now as seen, for a count that
+// finds of.mu held. Caller holds of.mu and is about to let it go.
+func (of *openFile) publishLocked() {
+	c := of.countLocked()
+	of.seenMu.Lock()
+	of.seen = c
+	of.seenMu.Unlock()
+}
+
+// lastSeen returns what the file held when of.mu was last let go; it does
+// not need of.mu.
+func (of *openFile) lastSeen() unsavedCount {
+	of.seenMu.Lock()
+	defer of.seenMu.Unlock()
+	return of.seen
+}
+
+// unlock lets of.mu go after publishing what the file holds (seen). Every
+// holder of of.mu that may have changed what is outside the index lets it
+// go this way, or through wait.
+func (of *openFile) unlock() {
+	of.publishLocked()
+	of.mu.Unlock()
+}
+
+// wait is of.cond.Wait, publishing first what the file holds: mu is let go
+// while it waits.
+func (of *openFile) wait() {
+	of.publishLocked()
+	of.cond.Wait()
 }
 
 // chunksQueued counts the chunks handed to a sealing worker (tests: a
@@ -841,7 +896,7 @@ func (of *openFile) enqueue(idx uint64, buf []byte) {
 		go of.worker()
 	}
 	for len(of.queue) > maxQueue {
-		of.cond.Wait()
+		of.wait()
 	}
 }
 
@@ -850,10 +905,10 @@ func (of *openFile) enqueue(idx uint64, buf []byte) {
 func (of *openFile) worker() {
 	r := of.r
 	of.mu.Lock()
-	defer of.mu.Unlock()
+	defer of.unlock()
 	for len(of.queue) > 0 {
 		j := of.queue[0]
-		of.mu.Unlock()
+		of.unlock()
 		res := <-j.res
 		done, err := res.s, res.err
 		of.mu.Lock()
@@ -900,7 +955,7 @@ func (of *openFile) worker() {
 // drainLocked waits until the worker has committed every queued chunk.
 func (of *openFile) drainLocked() {
 	for of.running || len(of.queue) > 0 {
-		of.cond.Wait()
+		of.wait()
 	}
 }
 
@@ -1181,14 +1236,14 @@ func (of *openFile) fsync() error {
 	err := of.flushLocked()
 	ids := of.unsynced
 	of.unsynced = nil
-	of.mu.Unlock()
+	of.unlock()
 	if err != nil {
 		return err
 	}
 	if err := of.r.store.SyncIDs(ids); err != nil {
 		of.mu.Lock()
 		of.unsynced = append(of.unsynced, ids...)
-		of.mu.Unlock()
+		of.unlock()
 		return err
 	}
 	return of.r.syncIndex()
@@ -1308,7 +1363,7 @@ func (f *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32,
 func (f *fileHandle) Flush(ctx context.Context) syscall.Errno {
 	f.of.mu.Lock()
 	err := f.of.flushAsyncLocked()
-	f.of.mu.Unlock()
+	f.of.unlock()
 	return f.of.r.errno("flush", err)
 }
 

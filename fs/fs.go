@@ -558,20 +558,23 @@ type UnsavedReporter interface {
 // (a chunk both queued and written again counts once, at its newest size).
 func (r *fsys) unsavedOpenFiles() (inos []uint64, chunks int, bytes uint64) {
 	for _, of := range r.openFiles() {
-		if !of.mu.TryLock() {
-			// Busy (a read may hold it for a network fetch): a status must
-			// not wait for that. Unsaved if written since last seen clean.
-			if of.touched.Load() {
-				inos = append(inos, of.ino)
-			}
-			continue
+		var c unsavedCount
+		if of.mu.TryLock() {
+			c = of.unsavedLocked()
+			of.unlock()
+		} else {
+			// Busy (a read may hold it for a network fetch, a release
+			// waits for its chunks): a status must not wait for that. What
+			// it held when last let go, and unsaved if written since last
+			// seen clean (a write holding it now).
+			c = of.lastSeen()
+			c.any = c.any || of.touched.Load()
 		}
-		if n, b, any := of.unsavedLocked(); any {
+		if c.any {
 			inos = append(inos, of.ino)
-			chunks += n
-			bytes += b
+			chunks += c.chunks
+			bytes += c.bytes
 		}
-		of.mu.Unlock()
 	}
 	return inos, chunks, bytes
 }
@@ -586,7 +589,7 @@ func (r *fsys) commitOldWrites(age time.Duration) {
 		if !of.touched.Load() || !of.mu.TryLock() {
 			continue
 		}
-		if _, _, any := of.unsavedLocked(); any && time.Since(of.touchedAt) >= age {
+		if of.unsavedLocked().any && time.Since(of.touchedAt) >= age {
 			var err error
 			if len(of.dirty) > 0 {
 				err = of.flushAsyncLocked()
@@ -604,7 +607,7 @@ func (r *fsys) commitOldWrites(age time.Duration) {
 			}
 			of.touchedAt = time.Now() // what is left (sealing) is looked at again after age
 		}
-		of.mu.Unlock()
+		of.unlock()
 	}
 }
 
@@ -628,7 +631,7 @@ func (r *fsys) flushOpenFiles() error {
 		if err := of.flushLocked(); err != nil {
 			errs = append(errs, err)
 		}
-		of.mu.Unlock()
+		of.unlock()
 	}
 	return errors.Join(errs...)
 }

@@ -146,7 +146,7 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 			}
 		}()
 		of.mu.Lock()
-		defer of.mu.Unlock()
+		defer of.unlock()
 		if setSize {
 			if err := of.truncateLocked(size); err != nil {
 				return r.errno("truncate", err)

@@ -20,7 +20,7 @@ func (r *fsys) openHandle(ino uint64, flags uint32) (*fileHandle, syscall.Errno)
 	if flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		of.mu.Lock()
 		err := of.truncateLocked(0)
-		of.mu.Unlock()
+		of.unlock()
 		if err != nil {
 			r.release(of)
 			return nil, r.errno("open", err)

@@ -41,9 +41,9 @@ func (p *unsavedProbe) count(t *testing.T) (inos []uint64, chunks int, bytes uin
 
 // TestUnsavedOpenFiles: what an open file holds that the index does not
 // (written, unsealed, sealing, a size) is reported to the attached service
-// until it is committed, by fsync or by the last close; a file whose lock a
-// slow read holds counts while written since it was last seen clean,
-// without the count waiting for it.
+// until it is committed, by fsync or by the last close; a file whose lock
+// is held (a slow read, a release waiting for its chunks) counts, without
+// the count waiting for it, with what it held when its lock was last let go.
 func TestUnsavedOpenFiles(t *testing.T) {
 	requireFUSE(t)
 	home := newVault(t, fastKDF)
@@ -88,10 +88,11 @@ func TestUnsavedOpenFiles(t *testing.T) {
 	if !ok {
 		t.Fatal("the held file is not open in the mount")
 	}
-	inos, _, _ := probe.count(t) // must not wait for the lock
+	inos, chunks, bytes := probe.count(t) // must not wait for the lock
 	release()
-	if len(inos) != 1 || inos[0] != st.Ino {
-		t.Fatalf("a busy file written since last seen clean: reported %v, want [%d]", inos, st.Ino)
+	if len(inos) != 1 || inos[0] != st.Ino || chunks != 1 || bytes != 5004 {
+		t.Fatalf("a busy file written since last seen clean: reported %v, %d chunks, %d bytes; want [%d], 1, 5004",
+			inos, chunks, bytes, st.Ino)
 	}
 	if err := f.Sync(); err != nil {
 		t.Fatal(err)
@@ -119,6 +120,19 @@ func TestUnsavedOpenFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	want("closed, its chunk waiting to be sealed", 1, 1, 5004)
+	// The same while its lock is held, as the release and the sealing
+	// worker hold it for a moment while the chunk waits (a status once
+	// found it so and counted 1 file, 0 chunks, 0 bytes).
+	if release, ok := tm.m.HoldOpenFile(st.Ino); ok {
+		inos, chunks, bytes := probe.count(t)
+		release()
+		if len(inos) != 1 || chunks != 1 || bytes != 5004 {
+			t.Fatalf("closed, its chunk waiting to be sealed, file busy: %d files, %d chunks, %d bytes unsaved; want 1, 1, 5004",
+				len(inos), chunks, bytes)
+		}
+	} else {
+		t.Fatal("the closed file left the open files while its chunk waits to be sealed")
+	}
 	hold()
 	deadline := time.Now().Add(time.Minute)
 	for {

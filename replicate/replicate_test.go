@@ -144,6 +144,16 @@ func (c *client) unmount() {
 // waitSynced waits until nothing is pending and a snapshot covers the data.
 func (c *client) waitSynced(what string) *Status { return c.waitSyncedFor(c.t, what, 40*time.Second) }
 
+// synced reports whether st shows everything written so far uploaded and
+// covered by a stored snapshot. close(2) returns before the mount's
+// RELEASE has put a file's writes in the index: until then they are only
+// in the open file, counted as unsaved (UnsavedOpenFiles, their chunks in
+// PendingChunks), and no snapshot covers them (Restorable is false).
+func synced(st *Status) bool {
+	return st.Restorable && st.UnsavedOpenFiles == 0 && st.PendingChunks == 0 && st.PendingFiles == 0 &&
+		st.SegmentsDurable > 0 && st.LastSnapshot != nil && st.LastSync != nil && st.LastSnapshot.After(*st.LastSync)
+}
+
 func (c *client) waitSyncedFor(t testing.TB, what string, timeout time.Duration) *Status {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -152,8 +162,7 @@ func (c *client) waitSyncedFor(t testing.TB, what string, timeout time.Duration)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.PendingChunks == 0 && st.SegmentsDurable > 0 && st.LastSnapshot != nil && st.LastSync != nil &&
-			st.LastSnapshot.After(*st.LastSync) {
+		if synced(st) {
 			return st
 		}
 		if time.Now().After(deadline) {

@@ -417,6 +417,8 @@ func (c *client) check(what string) {
 type clientStatus struct {
 	PendingBytes  uint64     `json:"pending_bytes"`
 	PendingChunks int        `json:"pending_chunks"`
+	Unsaved       int        `json:"unsaved_open_files"`
+	Restorable    bool       `json:"restorable"`
 	Durable       int        `json:"segments_durable"`
 	Degraded      int        `json:"segments_degraded"`
 	CacheBytes    uint64     `json:"cache_bytes"`
@@ -437,17 +439,19 @@ func (c *client) status() (*clientStatus, string, error) {
 	return &st, out, nil
 }
 
-// waitSynced waits until nothing is pending and a snapshot newer than the
-// last upload is stored: then a restore sees everything.
+// waitSynced waits until nothing is pending, no open file holds writes
+// the index does not have (close(2) returns before the mount's RELEASE
+// commits them), and a stored snapshot covers everything and is newer
+// than the last upload: then a restore sees everything.
 func (c *client) waitSynced(limit time.Duration) {
 	c.t.Helper()
-	waitFor(c.t, "synced (nothing pending, a snapshot after the last upload)", limit, func() (bool, string) {
+	waitFor(c.t, "synced (nothing pending, restorable, a snapshot after the last upload)", limit, func() (bool, string) {
 		st, raw, err := c.status()
 		if err != nil {
 			return false, err.Error()
 		}
-		return st.PendingChunks == 0 && st.PendingBytes == 0 && st.LastSync != nil && st.LastSnapshot != nil &&
-			st.LastSnapshot.After(*st.LastSync), raw
+		return st.PendingChunks == 0 && st.PendingBytes == 0 && st.Unsaved == 0 && st.Restorable &&
+			st.LastSync != nil && st.LastSnapshot != nil && st.LastSnapshot.After(*st.LastSync), raw
 	})
 }
 
