@@ -146,7 +146,10 @@ func New(t testing.TB, cfg Config) *Planet {
 
 	mcfg := mediator.Config{
 		Dir: filepath.Join(p.dir, "mediator"), Listen: "127.0.0.1:0",
-		Period: time.Second, HeartbeatInterval: 100 * time.Millisecond, OnlineWindow: time.Second,
+		// A node is placed on while heard from within 2 s (20 heartbeats):
+		// with 1 s, nodes stalled under -race on a loaded machine dropped
+		// out and uploads were refused ("not enough healthy storage nodes").
+		Period: time.Second, HeartbeatInterval: 100 * time.Millisecond, OnlineWindow: 2 * time.Second,
 		OfflineAfter: 3 * time.Second, ChallengeTimeout: time.Second,
 		ChallengeSample: 32, ChallengeOpenings: 16, TicketTTL: time.Minute, GracePeriod: 2 * time.Minute,
 		GCInterval: time.Minute,
