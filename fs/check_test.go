@@ -29,15 +29,7 @@ func TestCheckReportsIndexProblems(t *testing.T) {
 	tm.unmount()
 	checkVault(t, home)
 
-	v, err := vault.Open(home, testPassword, vault.OpenOptions{Lock: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	x, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, x := openUnmounted(t, home)
 	in, err := x.GetInode(ib)
 	if err != nil {
 		t.Fatal(err)
@@ -86,15 +78,7 @@ func TestCheckReportsFeedProblems(t *testing.T) {
 	tm.unmount()
 	checkVault(t, home)
 
-	v, err := vault.Open(home, testPassword, vault.OpenOptions{Lock: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	x, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, x := openUnmounted(t, home)
 	ref, ok, err := x.GetChunk(ia, 1)
 	if err != nil || !ok {
 		t.Fatalf("chunk 1 of a: %v %v", ok, err)
@@ -134,15 +118,7 @@ func TestCheckMergesTheFeed(t *testing.T) {
 	tm.unmount()
 	checkVault(t, home)
 
-	v, err := vault.Open(home, testPassword, vault.OpenOptions{Lock: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	x, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, x := openUnmounted(t, home)
 	type at struct {
 		id         meta.ChunkID
 		ino, index uint64
@@ -307,4 +283,21 @@ func TestCheckLooksUpNoLocationPerChunk(t *testing.T) {
 	if points >= int64(len(ids)) {
 		t.Fatalf("check made %d point reads for %d chunks missing from the store: one a chunk", points, len(ids))
 	}
+}
+
+// openUnmounted opens an unmounted vault (closed at the test's end) and its
+// index, for a test to damage before it checks the vault; the test closes
+// the index.
+func openUnmounted(t *testing.T, home string) (*vault.Vault, *meta.Index) {
+	t.Helper()
+	v, err := vault.Open(home, testPassword, vault.OpenOptions{Lock: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	x, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, x
 }

@@ -78,19 +78,7 @@ func TestConflictedPayout(t *testing.T) {
 	dep := fakeDeposit(t, chain, w, "acct", 1_000_000, 1)
 	chain.mine(2)
 	mustSync(t, w)
-	node := regtestAddr(t)
-	in := PeriodInput{Period: 1, Length: Month, Nodes: []NodeTerms{{ID: "n", PriceSatPerGiBMonth: 1000, PayoutAddress: node}},
-		Holdings: []Holding{{Node: "n", Account: "acct", Bytes: 100 * GiB, Passed: true}}}
-	if _, err := w.Settle(in); err != nil {
-		t.Fatal(err)
-	}
-	crash := errors.New("crash")
-	w.testHook = func(string) error { return crash }
-	old, err := w.Payout(ctx)
-	if !errors.Is(err, crash) {
-		t.Fatal(err)
-	}
-	w.testHook = nil
+	old := payoutSignedNotSent(t, w, regtestAddr(t))
 
 	// Spend the payout's input elsewhere, signed with the wallet's own key.
 	conflict := spendElsewhere(t, chain, w, wire.OutPoint{Hash: dep.TxHash(), Index: 0}, 990_000)
@@ -153,24 +141,11 @@ func TestConflictedPayout(t *testing.T) {
 func TestAbandonPayoutReport(t *testing.T) {
 	chain := newFakeChain(5)
 	w := newTestWallet(t, "regtest", func(c *Config) { c.Chain = chain; c.MinConf = 3 })
-	ctx := context.Background()
 	dep1 := fakeDeposit(t, chain, w, "acct", 70_000, 1)
 	dep2 := fakeDeposit(t, chain, w, "acct", 60_000, 2)
 	chain.mine(3)
 	mustSync(t, w)
-	node := regtestAddr(t)
-	in := PeriodInput{Period: 1, Length: Month, Nodes: []NodeTerms{{ID: "n", PriceSatPerGiBMonth: 1000, PayoutAddress: node}},
-		Holdings: []Holding{{Node: "n", Account: "acct", Bytes: 100 * GiB, Passed: true}}}
-	if _, err := w.Settle(in); err != nil {
-		t.Fatal(err)
-	}
-	crash := errors.New("crash")
-	w.testHook = func(string) error { return crash }
-	old, err := w.Payout(ctx)
-	if !errors.Is(err, crash) {
-		t.Fatal(err)
-	}
-	w.testHook = nil
+	old := payoutSignedNotSent(t, w, regtestAddr(t))
 	op1, op2 := wire.OutPoint{Hash: dep1.TxHash(), Index: 0}, wire.OutPoint{Hash: dep2.TxHash(), Index: 0}
 	if len(old.Inputs) != 2 || len(old.Outputs) != 1 {
 		t.Fatalf("payout inputs %v outputs %+v: want both deposits paying one node", old.Inputs, old.Outputs)

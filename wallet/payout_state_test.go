@@ -62,6 +62,24 @@ func oneNodePeriod(t *testing.T, period uint64, gib int64, addr string) PeriodIn
 		Holdings: []Holding{{Node: "n", Account: "acct", Bytes: gib * GiB, Passed: true}}}
 }
 
+// payoutSignedNotSent settles one period of 100 GiB for node n (paid to
+// addr) and records its payout, which a crash right after signing leaves
+// unsent.
+func payoutSignedNotSent(t *testing.T, w *Wallet, addr string) *Payout {
+	t.Helper()
+	if _, err := w.Settle(oneNodePeriod(t, 1, 100, addr)); err != nil {
+		t.Fatal(err)
+	}
+	crash := errors.New("crash")
+	w.testHook = func(string) error { return crash }
+	p, err := w.Payout(context.Background())
+	w.testHook = nil
+	if !errors.Is(err, crash) || p == nil {
+		t.Fatalf("payout: %+v %v", p, err)
+	}
+	return p
+}
+
 // conflictedSetup records a payout of 100000 sat to node n that is never
 // broadcast (a crash right after the record) and mines a transaction of
 // the wallet's own key spending its input: the payout becomes conflicted.
@@ -79,16 +97,7 @@ func conflictedSetup(t *testing.T, seed int64, mods ...func(*Config)) (*fakeChai
 	dep := fakeDeposit(t, chain, w, "acct", 1_000_000, 1)
 	chain.mine(2)
 	mustSync(t, w)
-	if _, err := w.Settle(oneNodePeriod(t, 1, 100, regtestAddr(t))); err != nil {
-		t.Fatal(err)
-	}
-	crash := errors.New("crash")
-	w.testHook = func(string) error { return crash }
-	old, err := w.Payout(context.Background())
-	if !errors.Is(err, crash) || old == nil {
-		t.Fatalf("payout: %+v %v", old, err)
-	}
-	w.testHook = nil
+	old := payoutSignedNotSent(t, w, regtestAddr(t))
 	if old.State != PayoutSigned {
 		t.Fatalf("recorded payout is %s, want signed", old.State)
 	}
@@ -475,15 +484,9 @@ func TestAbandonReleasesUnspentInputs(t *testing.T) {
 	small := fakeDeposit(t, chain, w, "acct", 50_000, 2)
 	chain.mine(2)
 	mustSync(t, w)
-	if _, err := w.Settle(oneNodePeriod(t, 1, 100, regtestAddr(t))); err != nil {
-		t.Fatal(err)
-	}
-	crash := errors.New("crash")
-	w.testHook = func(string) error { return crash }
-	old, err := w.Payout(ctx)
-	w.testHook = nil
-	if !errors.Is(err, crash) || old == nil || len(old.Inputs) != 2 {
-		t.Fatalf("payout: %+v %v", old, err)
+	old := payoutSignedNotSent(t, w, regtestAddr(t))
+	if len(old.Inputs) != 2 {
+		t.Fatalf("payout inputs %v: want both deposits", old.Inputs)
 	}
 	spendElsewhere(t, chain, w, wire.OutPoint{Hash: small.TxHash(), Index: 0}, 49_000)
 	chain.mine(2)
