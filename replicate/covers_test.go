@@ -1,0 +1,165 @@
+package replicate
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/fincrypt/fincrypt/meta"
+	fnet "github.com/fincrypt/fincrypt/net"
+	"github.com/fincrypt/fincrypt/vault"
+)
+
+// TestReleaseWaitsForASnapshotThatCoversTheDeath: a data segment that
+// dies after a snapshot's export was read but before its pointer is stored
+// (its file drops its chunk and maintenance, beside the snapshot, records
+// it dead) is still live in that snapshot: a restore from it finds the
+// file's chunk in the segment. Maintenance keeps the segment until a
+// snapshot whose export saw the death is stored, then releases it. Before,
+// it compared the death with the time the snapshot was stored, released
+// the segment at once, and the restorable snapshot's file lost its data.
+func TestReleaseWaitsForASnapshotThatCoversTheDeath(t *testing.T) {
+	const delay = time.Millisecond
+	e, f := peerEngine(t, 4, func(c *Config) { c.ReleaseDelay = delay })
+	class := SizeClasses[0]
+	x := meta.SegmentID{0x42}
+	ids := putDataSegment(t, e, f, x, segmentData(3, class), class, []meta.Location{{Offset: 0, Length: 1000}})
+	const ino = 500
+	commit(t, e.idx, func(b *meta.Batch) {
+		b.PutInode(&meta.Inode{Ino: ino, Mode: 0o100644, Size: 1000 - vault.Overhead})
+		b.PutChunk(ino, 0, &meta.ChunkRef{ID: ids[0], Version: 1, Len: 1000 - vault.Overhead})
+	})
+	if err := e.r.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The next snapshot's export holds the file; before its pointer is
+	// stored, the file drops the chunk and the segment is recorded dead.
+	commit(t, e.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 77, Mode: 0o100644, Size: 7}) })
+	var died time.Time
+	var hookErr error
+	f.mu.Lock()
+	f.onPointer = func() {
+		f.onPointer = nil
+		s, err := e.idx.GetSegment(x)
+		if err != nil {
+			hookErr = err
+			return
+		}
+		died = time.Now()
+		s.DeadSince = died.UnixNano()
+		b := e.idx.NewBatch()
+		b.DeleteChunk(ino, 0)
+		b.PutSegment(&s)
+		hookErr = b.Commit(true)
+	}
+	f.mu.Unlock()
+	if err := e.r.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if hookErr != nil || died.IsZero() {
+		t.Fatalf("the death beside the snapshot: %v (recorded %v)", hookErr, !died.IsZero())
+	}
+	for time.Since(died) <= delay {
+		time.Sleep(time.Millisecond) // the release delay passes
+	}
+	if err := e.r.maintain(); err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(f.released(), fnet.SegmentID(x)) {
+		t.Fatal("a segment that died after the stored snapshot's export was read was released")
+	}
+	if _, err := e.idx.GetLocation(ids[0]); err != nil {
+		t.Fatalf("the chunk's location: %v", err)
+	}
+	// The stored snapshot needs it: its file's chunk lies in the segment.
+	restored := restoreIndex(t, f)
+	ref, ok, err := restored.GetChunk(ino, 0)
+	if err != nil || !ok || ref.ID != ids[0] {
+		t.Fatalf("the restored file's chunk: %v %v %v, want %s", ref.ID, ok, err, ids[0])
+	}
+	if l, err := restored.GetLocation(ids[0]); err != nil || l.Segment != x {
+		t.Fatalf("the restored chunk's location: %v %v, want segment %s", l.Segment, err, x)
+	}
+
+	// A snapshot whose export saw the death supersedes it: released.
+	if err := e.r.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.r.maintain(); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(f.released(), fnet.SegmentID(x)) {
+		t.Fatal("the dead segment not released after a snapshot that covers its death")
+	}
+	if _, err := e.idx.GetSegment(x); !errors.Is(err, meta.ErrNotFound) {
+		t.Fatalf("the released segment's record: %v, want gone", err)
+	}
+	if err := e.r.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	restoresLive(t, e, f, "after the release")
+}
+
+// TestMarkDeadWaitsForASnapshot: maintenance records a data segment dead
+// only while no snapshot is being taken (it holds snapMu from reading the
+// time to committing), so a snapshot's export read after the death's time
+// sees the death. Here a snapshot holds snapMu while a pass runs: the
+// death is recorded after it lets go, with a later time. (On a fast
+// machine the pass has long finished within the second the test holds the
+// lock; the test passes whatever the timing when the pass waits.)
+func TestMarkDeadWaitsForASnapshot(t *testing.T) {
+	r := offlineReplicator(t, nil)
+	x := meta.SegmentID{7}
+	commit(t, r.idx, func(b *meta.Batch) {
+		b.PutSegment(&meta.Segment{ID: x, Kind: meta.KindData, State: meta.SegmentDurable, K: 2, N: 4, Healthy: 4, Class: 4096, Used: 1000})
+	})
+	r.snapMu.Lock()
+	done := make(chan error, 1)
+	go func() { done <- r.maintainWalk(r.idx.Generation(), time.Time{}) }()
+	select {
+	case err := <-done:
+		r.snapMu.Unlock()
+		s, _ := r.idx.GetSegment(x)
+		t.Fatalf("a pass finished (%v) while a snapshot was being taken, the segment dead since %d", err, s.DeadSince)
+	case <-time.After(time.Second):
+	}
+	if s, err := r.idx.GetSegment(x); err != nil || s.DeadSince != 0 {
+		t.Fatalf("the segment while a snapshot is taken: dead since %d (%v), want alive", s.DeadSince, err)
+	}
+	exportAt := time.Now() // the latest a snapshot holding the lock reads its export
+	r.snapMu.Unlock()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	s, err := r.idx.GetSegment(x)
+	if err != nil || s.DeadSince <= exportAt.UnixNano() {
+		t.Fatalf("dead since %d (%v), want after %d, when the snapshot let go", s.DeadSince, err, exportAt.UnixNano())
+	}
+}
+
+// restoreIndex restores the account's stored snapshot into a new home and
+// opens its index.
+func restoreIndex(t *testing.T, f *fakeNet) *meta.Index {
+	t.Helper()
+	home := filepath.Join(t.TempDir(), "restored")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := Restore(ctx, RestoreOptions{Home: home, Mediator: f.med.Address(), Account: f.acct, Password: testPassword}); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	v, err := vault.Open(home, testPassword, vault.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	idx, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { idx.Close() })
+	return idx
+}
