@@ -60,10 +60,13 @@ func TestReleaseWaitsForASnapshotThatCoversTheDeath(t *testing.T) {
 	if err := e.r.Snapshot(); err != nil {
 		t.Fatal(err)
 	}
-	if hookErr != nil || died.IsZero() {
-		t.Fatalf("the death beside the snapshot: %v (recorded %v)", hookErr, !died.IsZero())
+	f.mu.Lock() // (written by the mediator's handler, under mu)
+	dead, err := died, hookErr
+	f.mu.Unlock()
+	if err != nil || dead.IsZero() {
+		t.Fatalf("the death beside the snapshot: %v (recorded %v)", err, !dead.IsZero())
 	}
-	for time.Since(died) <= delay {
+	for time.Since(dead) <= delay {
 		time.Sleep(time.Millisecond) // the release delay passes
 	}
 	if err := e.r.maintain(); err != nil {
