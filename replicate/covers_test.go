@@ -166,3 +166,44 @@ func restoreIndex(t *testing.T, f *fakeNet) *meta.Index {
 	t.Cleanup(func() { idx.Close() })
 	return idx
 }
+
+// TestDeadSegmentWithARevivedBlobKept: a backup blob dropped (its data
+// segment recorded dead) and stored again before the release (a backup of
+// the same content: the index keeps its location, in the dead segment)
+// makes the segment live again: maintenance records it alive and releases
+// nothing. Before, it released the segment, and the blob's location named
+// a released segment: never uploaded again, lost to a restore.
+func TestDeadSegmentWithARevivedBlobKept(t *testing.T) {
+	e, f := peerEngine(t, 4, func(c *Config) { c.ReleaseDelay = time.Millisecond })
+	class := SizeClasses[0]
+	x := meta.SegmentID{0x43}
+	ids := putDataSegment(t, e, f, x, segmentData(4, class), class, []meta.Location{{Offset: 0, Length: 1000}})
+	commit(t, e.idx, func(b *meta.Batch) { b.PutBlob(ids[0], 1000-vault.Overhead) })
+	commit(t, e.idx, func(b *meta.Batch) { b.DeleteBlob(ids[0]) })
+	if err := e.r.maintain(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := e.idx.GetSegment(x)
+	if err != nil || s.DeadSince == 0 {
+		t.Fatalf("the segment of a dropped blob: dead since %d (%v), want dead", s.DeadSince, err)
+	}
+	commit(t, e.idx, func(b *meta.Batch) { b.PutBlob(ids[0], 1000-vault.Overhead) })
+	for time.Since(time.Unix(0, s.DeadSince)) <= time.Millisecond {
+		time.Sleep(time.Millisecond) // the release delay passes
+	}
+	e.r.mu.Lock()
+	e.r.snapCovers = time.Now() // a snapshot covers the death
+	e.r.mu.Unlock()
+	if err := e.r.maintain(); err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(f.released(), fnet.SegmentID(x)) {
+		t.Fatal("a dead segment released though a blob stored again lies in it")
+	}
+	if s, err := e.idx.GetSegment(x); err != nil || s.DeadSince != 0 {
+		t.Fatalf("the segment of the blob stored again: dead since %d (%v), want alive", s.DeadSince, err)
+	}
+	if l, err := e.idx.GetLocation(ids[0]); err != nil || l.Segment != x {
+		t.Fatalf("the blob's location: %v %v", l.Segment, err)
+	}
+}

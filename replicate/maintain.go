@@ -282,6 +282,20 @@ func (r *Replicator) maintainWalk(gen uint64, covers time.Time) error {
 			changed = true
 			continue
 		}
+		if s.DeadSince != 0 && s.Kind == meta.KindData && u.live > 0 {
+			// A chunk of it lives again (a backup stored a dropped blob
+			// again: its location is kept): alive, or the release would
+			// leave that location naming a released segment.
+			s.DeadSince = 0
+			b := r.idx.NewBatch()
+			b.PutSegment(&s)
+			if err := b.Commit(true); err != nil {
+				r.noteErr(err)
+			}
+			r.log.Info("dead segment holds a live chunk again: kept", "segment", s.ID)
+			changed = true
+			continue
+		}
 		if s.DeadSince != 0 {
 			dead := time.Unix(0, s.DeadSince)
 			if now.Sub(dead) < r.cfg.ReleaseDelay || !covers.After(dead) {
