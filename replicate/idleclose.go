@@ -139,7 +139,7 @@ func (r *Replicator) loadIdle() {
 		}
 	}
 	if b[0]&idleMaint != 0 {
-		r.maintGen, r.maintSnap = gen+1, r.lastSnapshot
+		r.maintGen, r.maintSnap = gen+1, r.snapCovers
 		r.maintNext = time.Unix(0, int64(binary.BigEndian.Uint64(b[1+sha256.Size:])))
 	}
 	if b[0]&idleCache != 0 {

@@ -105,13 +105,14 @@ type liveRef struct {
 }
 
 // maintain releases segments that have held no live chunk for ReleaseDelay
-// (and are covered by a newer snapshot), and repacks data segments whose
+// (and whose death the stored snapshot covers: its export was read after
+// it, R snapshot_covers), and repacks data segments whose
 // live share fell below RepackBelow: their live chunks are brought back to
 // the local store and queued again, which leaves the old segment dead. It
 // returns an error only for a failure of the network.
 //
 // It is skipped while nothing it decides on changed: the index (its
-// generation), the newest snapshot, and the time the first dead segment
+// generation), what the stored snapshot covers, and the time the first dead segment
 // becomes due for release. After a change it follows the index's live-bytes
 // feed (meta.LiveChange) on its count of each segment's live bytes, and
 // walks every chunk reference only when that count finds something to do
@@ -120,8 +121,11 @@ type liveRef struct {
 func (r *Replicator) maintain() error {
 	gen := r.idx.Generation()
 	r.mu.Lock()
-	lastSnap := r.lastSnapshot
-	idle := r.maintGen == gen+1 && r.maintSnap.Equal(lastSnap) && time.Now().Before(r.maintNext)
+	// A death the stored snapshot's export saw: compared with when that
+	// export was read, not with when the snapshot was stored (a segment
+	// that died in between is still live in it).
+	covers := r.snapCovers
+	idle := r.maintGen == gen+1 && r.maintSnap.Equal(covers) && time.Now().Before(r.maintNext)
 	r.mu.Unlock()
 	if idle {
 		return nil
@@ -133,16 +137,16 @@ func (r *Replicator) maintain() error {
 			r.noteErr(fmt.Errorf("reading segments: %w", err))
 			return nil
 		}
-		if r.followLive(changes, segs, gen, lastSnap) {
+		if r.followLive(changes, segs, gen, covers) {
 			return nil
 		}
 	}
-	return r.maintainWalk(gen, lastSnap)
+	return r.maintainWalk(gen, covers)
 }
 
 // followLive applies the live-bytes feed's changes to the count and, if no
 // segment is due for anything, records the pass as done and returns true.
-func (r *Replicator) followLive(changes []meta.LiveChange, segs []meta.Segment, gen uint64, lastSnap time.Time) bool {
+func (r *Replicator) followLive(changes []meta.LiveChange, segs []meta.Segment, gen uint64, covers time.Time) bool {
 	r.applyLive(changes)
 	now := time.Now()
 	next := now.Add(365 * 24 * time.Hour)
@@ -158,7 +162,7 @@ func (r *Replicator) followLive(changes []meta.LiveChange, segs []meta.Segment, 
 		switch {
 		case s.DeadSince != 0:
 			dead := time.Unix(0, s.DeadSince)
-			if now.Sub(dead) >= r.cfg.ReleaseDelay && lastSnap.After(dead) {
+			if now.Sub(dead) >= r.cfg.ReleaseDelay && covers.After(dead) {
 				due = true
 			} else if at := dead.Add(r.cfg.ReleaseDelay); at.Before(next) {
 				next = at
@@ -179,7 +183,7 @@ func (r *Replicator) followLive(changes []meta.LiveChange, segs []meta.Segment, 
 		}
 	}
 	r.mu.Lock()
-	r.maintGen, r.maintSnap, r.maintNext = gen+1, lastSnap, next
+	r.maintGen, r.maintSnap, r.maintNext = gen+1, covers, next
 	r.st.LiveBytes = live
 	counted := now
 	r.st.LiveCounted = &counted
@@ -200,8 +204,9 @@ func (r *Replicator) applyLive(changes []meta.LiveChange) {
 	}
 }
 
-// maintainWalk is maintain's pass over every chunk reference and location.
-func (r *Replicator) maintainWalk(gen uint64, lastSnap time.Time) error {
+// maintainWalk is maintain's pass over every chunk reference and location;
+// covers is when the stored snapshot's export was read.
+func (r *Replicator) maintainWalk(gen uint64, covers time.Time) error {
 	r.passes.maintain.Add(1)
 	r.liveCount = nil
 	refs := map[meta.ChunkID]liveRef{}
@@ -273,20 +278,29 @@ func (r *Replicator) maintainWalk(gen uint64, lastSnap time.Time) error {
 		}
 		live += u.live
 		if s.Kind == meta.KindData && u.live == 0 && s.DeadSince == 0 {
-			s.DeadSince = now.UnixNano()
+			r.markDead(s)
+			changed = true
+			continue
+		}
+		if s.DeadSince != 0 && s.Kind == meta.KindData && u.live > 0 {
+			// A chunk of it lives again (a backup stored a dropped blob
+			// again: its location is kept): alive, or the release would
+			// leave that location naming a released segment.
+			s.DeadSince = 0
 			b := r.idx.NewBatch()
 			b.PutSegment(&s)
-			if err := b.Commit(false); err != nil {
+			if err := b.Commit(true); err != nil {
 				r.noteErr(err)
 			}
+			r.log.Info("dead segment holds a live chunk again: kept", "segment", s.ID)
 			changed = true
 			continue
 		}
 		if s.DeadSince != 0 {
 			dead := time.Unix(0, s.DeadSince)
-			if now.Sub(dead) < r.cfg.ReleaseDelay || !lastSnap.After(dead) {
+			if now.Sub(dead) < r.cfg.ReleaseDelay || !covers.After(dead) {
 				if due := dead.Add(r.cfg.ReleaseDelay); due.Before(next) {
-					next = due // (a newer snapshot changes lastSnap)
+					next = due // (a newer snapshot changes covers)
 				}
 				continue
 			}
@@ -351,7 +365,7 @@ func (r *Replicator) maintainWalk(gen uint64, lastSnap time.Time) error {
 	}
 	if !changed {
 		r.mu.Lock()
-		r.maintGen, r.maintSnap, r.maintNext = gen+1, lastSnap, next
+		r.maintGen, r.maintSnap, r.maintNext = gen+1, covers, next
 		r.mu.Unlock()
 		// Followed from here by the live-bytes feed; a pass that changed
 		// something walks again next time (the segments it marked dead,
@@ -367,6 +381,21 @@ func (r *Replicator) maintainWalk(gen uint64, lastSnap time.Time) error {
 		r.Kick()
 	}
 	return nil
+}
+
+// markDead records data segment s dead now. The time is read and the
+// record committed under snapMu, so that no snapshot's export is read in
+// between: an export read later sees the death, one read earlier covers a
+// time before it (and the segment waits for the next snapshot).
+func (r *Replicator) markDead(s meta.Segment) {
+	r.snapMu.Lock()
+	defer r.snapMu.Unlock()
+	s.DeadSince = time.Now().UnixNano()
+	b := r.idx.NewBatch()
+	b.PutSegment(&s)
+	if err := b.Commit(false); err != nil {
+		r.noteErr(err)
+	}
 }
 
 // repack brings a segment's live chunks into the local store and forgets

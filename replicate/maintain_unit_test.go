@@ -70,8 +70,8 @@ func TestMaintainWalkDecides(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r.lastSnapshot = time.Now().Add(-4 * time.Hour) // before segment 6 died
-	if err := r.maintainWalk(r.idx.Generation(), r.lastSnapshot); err != nil {
+	r.snapCovers = time.Now().Add(-4 * time.Hour) // before segment 6 died
+	if err := r.maintainWalk(r.idx.Generation(), r.snapCovers); err != nil {
 		t.Fatalf("walk: %v", err)
 	}
 	get := func(id byte) meta.Segment {
@@ -126,8 +126,8 @@ func TestMaintainWalkDecides(t *testing.T) {
 
 	// A snapshot after segment 6's death: it is due, and the release is
 	// asked of the (offline) mediator; the segment stays until it answers.
-	r.lastSnapshot = time.Now()
-	err = r.maintainWalk(r.idx.Generation(), r.lastSnapshot)
+	r.snapCovers = time.Now()
+	err = r.maintainWalk(r.idx.Generation(), r.snapCovers)
 	six := meta.SegmentID{6}
 	if err == nil || !strings.Contains(err.Error(), hex.EncodeToString(six[:])) {
 		t.Fatalf("a due release of segment 6 with the mediator offline: %v, want the release of segment 6 failing", err)

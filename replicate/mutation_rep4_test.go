@@ -183,7 +183,7 @@ func TestMaintainSkipsWhatDidNotChange(t *testing.T) {
 	step("nothing changed", 1, false)
 	step("nothing changed, again", 1, false)
 	r.mu.Lock()
-	r.lastSnapshot = time.Now()
+	r.snapCovers = time.Now()
 	r.mu.Unlock()
 	step("a new snapshot", 1, true)
 	step("nothing changed since the snapshot", 1, false)

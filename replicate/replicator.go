@@ -77,8 +77,8 @@ type Replicator struct {
 	evictEvery time.Duration
 	evictGen   uint64
 	// maintGen, maintSnap and maintNext say when maintain has nothing to
-	// do: the index is at generation maintGen-1, the newest snapshot is
-	// maintSnap, and no dead segment is due for release before maintNext.
+	// do: the index is at generation maintGen-1, the stored snapshot
+	// covers maintSnap (snapCovers), and no dead segment is due for release before maintNext.
 	maintGen  uint64
 	maintSnap time.Time
 	maintNext time.Time
@@ -89,7 +89,7 @@ type Replicator struct {
 
 	// Restorability (protect.go); guarded by mu.
 	protMu           sync.Mutex   // serialises computing the live state hash
-	snapMu           sync.Mutex   // serialises taking snapshots
+	snapMu           sync.Mutex   // serialises taking snapshots and marking data segments dead
 	snapBlob         int          // the last export's size (under snapMu): the next one's buffer
 	seqFloor         uint64       // the next pointer's number exceeds it (under snapMu)
 	protGen          uint64       // 1 + the index generation protHash was computed at
