@@ -202,12 +202,15 @@ func TestReleaseKeepsTheStoredPointersSegments(t *testing.T) {
 		t.Fatalf("%d snapshot segments: the test wants several", len(live))
 	}
 	long := time.Now().Add(-time.Hour).UnixNano()
-	commit(t, e.idx, func(b *meta.Batch) {
-		for _, s := range live {
-			s.DeadSince = long
-			b.PutSegment(&s)
-		}
-	})
+	recordDead := func() { // the pointer's segments, dead an hour ago
+		commit(t, e.idx, func(b *meta.Batch) {
+			for _, s := range live {
+				s.DeadSince = long
+				b.PutSegment(&s)
+			}
+		})
+	}
+	recordDead()
 	if err := e.r.maintain(); err != nil {
 		t.Fatal(err)
 	}
@@ -225,12 +228,7 @@ func TestReleaseKeepsTheStoredPointersSegments(t *testing.T) {
 	if err := e.r.Snapshot(); err != nil {
 		t.Fatal(err)
 	}
-	commit(t, e.idx, func(b *meta.Batch) {
-		for _, s := range live {
-			s.DeadSince = long
-			b.PutSegment(&s)
-		}
-	})
+	recordDead()
 	if err := e.r.maintain(); err != nil {
 		t.Fatal(err)
 	}

@@ -286,13 +286,7 @@ func (r *Replicator) maintainWalk(gen uint64, covers time.Time) error {
 			// A chunk of it lives again (a backup stored a dropped blob
 			// again: its location is kept): alive, or the release would
 			// leave that location naming a released segment.
-			s.DeadSince = 0
-			b := r.idx.NewBatch()
-			b.PutSegment(&s)
-			if err := b.Commit(true); err != nil {
-				r.noteErr(err)
-			}
-			r.log.Info("dead segment holds a live chunk again: kept", "segment", s.ID)
+			r.revive(s, "dead segment holds a live chunk again: kept")
 			changed = true
 			continue
 		}
@@ -322,13 +316,7 @@ func (r *Replicator) maintainWalk(gen uint64, covers time.Time) error {
 				}
 				if keepSnapshots || held[s.ID] {
 					if held[s.ID] {
-						s.DeadSince = 0
-						b := r.idx.NewBatch()
-						b.PutSegment(&s)
-						if err := b.Commit(true); err != nil {
-							r.noteErr(err)
-						}
-						r.log.Warn("snapshot segment recorded dead is named by the mediator's pointer: kept", "segment", s.ID)
+						r.revive(s, "snapshot segment recorded dead is named by the mediator's pointer: kept")
 						changed = true
 					}
 					continue
@@ -381,6 +369,18 @@ func (r *Replicator) maintainWalk(gen uint64, covers time.Time) error {
 		r.Kick()
 	}
 	return nil
+}
+
+// revive records segment s, recorded dead, alive again (synced): why
+// says what still needs it.
+func (r *Replicator) revive(s meta.Segment, why string) {
+	s.DeadSince = 0
+	b := r.idx.NewBatch()
+	b.PutSegment(&s)
+	if err := b.Commit(true); err != nil {
+		r.noteErr(err)
+	}
+	r.log.Warn(why, "segment", s.ID)
 }
 
 // markDead records data segment s dead now. The time is read and the
