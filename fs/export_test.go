@@ -176,3 +176,12 @@ func MissedUsed() int64 { return missedUsed.Load() }
 // IdleReaders is idleReaders (procs.go): the most goroutines a go-fuse
 // server made at GOMAXPROCS procs keeps blocked reading /dev/fuse.
 func IdleReaders(procs int) int { return idleReaders(procs) }
+
+// ServingExtraProcs is how many Ps serving mounts have added to GOMAXPROCS
+// (procs.go): an unmounted server gives its own back once its serve loop
+// has returned, a moment after the unmount.
+func ServingExtraProcs() int {
+	readerProcs.Lock()
+	defer readerProcs.Unlock()
+	return readerProcs.extra
+}
