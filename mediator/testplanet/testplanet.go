@@ -143,6 +143,7 @@ func New(t testing.TB, cfg Config) *Planet {
 	}
 	p := &Planet{t: t, cfg: cfg, dir: t.TempDir(), log: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))}
 	t.Cleanup(p.stopAll)
+	t.Cleanup(p.reportNodesOnFailure) // runs first: the planet still runs
 
 	mcfg := mediator.Config{
 		Dir: filepath.Join(p.dir, "mediator"), Listen: "127.0.0.1:0",
@@ -213,6 +214,32 @@ func online(st *mediator.Status) int {
 }
 
 // Context is a context for one step of a test (30 s).
+// reportNodesOnFailure logs what the mediator knows of every node when the
+// test failed: a refusal such as "not enough healthy storage nodes ... 3
+// qualify" then says which node dropped out and why (offline since when,
+// disqualified, out of space).
+func (p *Planet) reportNodesOnFailure() {
+	if !p.t.Failed() || p.Mediator == nil || p.Mediator.Peer == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := p.Mediator.Peer.Status(ctx)
+	if err != nil {
+		p.t.Logf("testplanet: the mediator's status after the failure: %v", err)
+		return
+	}
+	now := time.Now()
+	for _, n := range st.Nodes {
+		i := -1
+		if id, err := fnet.ParseNodeID(n.ID); err == nil {
+			i = p.NodeIndex(id)
+		}
+		p.t.Logf("testplanet: node %d %.12s: online %v (last seen %v ago), disqualified %v, reputation %.3f, passed %d failed %d, vetted %v, used %d of %d, contracted %d",
+			i, n.ID, n.Online, now.Sub(n.LastSeen).Round(time.Millisecond), n.Disqualified, n.Reputation, n.Passed, n.Failed, n.Vetted, n.Used, n.Capacity, n.Contracted)
+	}
+}
+
 func (p *Planet) Context() context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	p.t.Cleanup(cancel)
