@@ -522,9 +522,10 @@ func report(b *testing.B, n int64, got measured, bb bareBaseline) {
 // sends GSO runs of 14 packets (20 KiB, full: 20 KB a sendmsg measured)
 // but reads one packet a slot, and without UDP_GRO the kernel cut every
 // run into packets on loopback inside the sender's sendmsg. The transport
-// now reads with UDP_GRO (net/gro_linux.go): a node reads about 220 KB a
-// recvmmsg, and ACKs stay rare (a node sends one per ~150 KB). Three pairs
-// of the old binary (037ad3a) and the new alternated, 1 GiB, load 23-30:
+// now reads with UDP_GRO (net/gro_linux.go): in BareFanout (perf stat, 3
+// s) a receiver reads about 220 KB a recvmmsg and sends an ACK per ~150
+// KB received, the client 20 KB a sendmsg. Three pairs of the old
+// binary (037ad3a) and the new alternated, 1 GiB, load 23-30:
 // cpu-s/GB 16.86/16.60/16.90 to 13.99/14.36/14.45 (client 8.1-8.3 to
 // 6.9-7.2, nodes 8.5-8.6 to 7.1-7.3), MB/s 61.0/64.6/62.4 to 71.6/76.8/
 // 80.6. The bare stream over the transport gains as much (4.3-4.5 to
@@ -539,7 +540,10 @@ func report(b *testing.B, n int64, got measured, bb bareBaseline) {
 // gcmAesEnc, about 3 GB/s a core, 12 % of the client for the chunks' and
 // the packets' sealing); socket buffers (quic-go forces its 7 MiB as
 // root, no warning); Parallel 3 (no change at load 22-26); ACK frequency
-// (quic-go has no ACK_FREQUENCY yet; its ACKs are already rare, above).
+// (quic-go has no ACK_FREQUENCY yet; its ACKs are already rare, above);
+// the mount's extra Ps for idle FUSE readers (fs/procs.go: GOMAXPROCS 5
+// in the client) left out: client 6.41/5.99 against 6.43/6.66 cpu-s/GB at
+// load 28-38, within the noise, and they are mktree's gain.
 // What is left: QUIC in quic-go's own code (packing, framing, its locks,
 // the packets' AES-GCM) about 45 % of the client; the Go runtime's
 // wake-ups (perf: sysmon 9-14 %, context switches about 20 % of each
