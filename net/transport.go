@@ -54,6 +54,11 @@ type Config struct {
 	RequestBurst   int
 	IPRequestRate  float64
 	IPRequestBurst int
+	// NoGRO reads packets from the socket one at a time, as quic-go does
+	// on a socket of its own, instead of with UDP generic receive offload
+	// (withGRO): for comparisons. Where the kernel has no UDP_GRO the
+	// transport reads without it anyway.
+	NoGRO bool
 	// Logger, or slog.Default().
 	Logger *slog.Logger
 }
@@ -154,7 +159,11 @@ func newTransport(id *Identity, hostport string, listen bool, cfg Config) (*Tran
 		return nil, fmt.Errorf("listen %s: %w", hostport, err)
 	}
 	resetKey := id.statelessResetKey()
-	t := &Transport{id: id, cfg: cfg, udp: udp, tr: &quic.Transport{Conn: udp, StatelessResetKey: &resetKey}, cert: cert,
+	var pc stdnet.PacketConn = udp
+	if !cfg.NoGRO {
+		pc = withGRO(udp)
+	}
+	t := &Transport{id: id, cfg: cfg, udp: udp, tr: &quic.Transport{Conn: pc, StatelessResetKey: &resetKey}, cert: cert,
 		lim: newLimiter(cfg)}
 	if listen {
 		t.tr.ConnContext = t.lim.connContext
