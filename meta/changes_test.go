@@ -1,0 +1,274 @@
+package meta
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"math/rand/v2"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+// exportMap reads x's Export into a map of key to sealed value.
+func exportMap(t *testing.T, x *Index) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	if err := x.Export(func(k, v []byte) error { out[string(k)] = string(v); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// applyChanges applies a view's change feed to base (a copy is returned),
+// checking that the keys come in order.
+func applyChanges(t *testing.T, v *ChangeView, base map[string]string) (map[string]string, int) {
+	t.Helper()
+	out := make(map[string]string, len(base))
+	for k, val := range base {
+		out[k] = val
+	}
+	var last []byte
+	n := 0
+	err := v.Changes(func(k, sealed []byte, deleted bool) error {
+		if last != nil && bytes.Compare(last, k) >= 0 {
+			t.Fatalf("change feed key %x after %x: not in key order", k, last)
+		}
+		last = bytes.Clone(k)
+		n++
+		if deleted {
+			delete(out, string(k))
+		} else {
+			out[string(k)] = string(sealed)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out, n
+}
+
+func sameMaps(a, b map[string]string) (string, bool) {
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return k, false
+		}
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			return k, false
+		}
+	}
+	return "", true
+}
+
+// randomBatch commits a batch of random changes of the kinds the file
+// system and the engine make: inodes written and deleted, chunk references,
+// locations, engine state and pending marks (which the feed must skip),
+// and now and then a counter step.
+func randomBatch(t *testing.T, x *Index, rng *rand.Rand) {
+	t.Helper()
+	b := x.NewBatch()
+	for range 1 + rng.IntN(4) {
+		ino := uint64(2 + rng.IntN(40))
+		switch rng.IntN(6) {
+		case 0:
+			b.PutInode(&Inode{Ino: ino, Mode: 0o100644, Size: uint64(rng.IntN(1 << 20))})
+		case 1:
+			b.DeleteInode(ino)
+		case 2:
+			var id ChunkID
+			id[0], id[1] = byte(rng.IntN(256)), byte(ino)
+			b.PutChunk(ino, uint64(rng.IntN(3)), &ChunkRef{ID: id, Version: 1, Len: 10})
+		case 3:
+			b.DeleteChunk(ino, uint64(rng.IntN(3)))
+		case 4:
+			var id ChunkID
+			id[0] = byte(rng.IntN(256))
+			b.PutLocation(id, &Location{Offset: uint32(rng.IntN(100)), Length: 10})
+		case 5:
+			b.PutRepl("engine-state", []byte{byte(rng.IntN(256))})
+		}
+	}
+	if err := b.Commit(false); err != nil {
+		t.Fatal(err)
+	}
+	if rng.IntN(8) == 0 {
+		for range 1 + rng.IntN(3) { // NextIno steps its ceiling (a direct write) now and then
+			if _, err := x.NextIno(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// TestChangeFeedOffUntilStarted: a new index (a vault that never takes
+// network snapshots) keeps no change feed and stays format 2, so it grows no
+// records for a feed nobody drops.
+func TestChangeFeedOffUntilStarted(t *testing.T) {
+	keys := testKeys(t, 1)
+	x := openTest(t, filepath.Join(t.TempDir(), "idx"), keys)
+	defer x.Close()
+	randomBatch(t, x, rand.New(rand.NewPCG(1, 2)))
+	if n, err := x.ChangeCount(); err != nil || n != 0 {
+		t.Fatalf("%d change records in an index that does not keep the feed (%v)", n, err)
+	}
+	if _, err := x.ChangeView(); !errors.Is(err, ErrNoChanges) {
+		t.Fatalf("ChangeView of an index without the feed: %v, want ErrNoChanges", err)
+	}
+	if v, err := x.get([]byte{pFormat}); err != nil || binary.BigEndian.Uint32(v) != formatFeed {
+		t.Fatalf("a new index's format record: %x, %v; want %d", v, err, formatFeed)
+	}
+}
+
+// TestChangeFeedReplaysToTheView drives random batches (and counter steps)
+// from another goroutine while views are cut, and checks for each pair of
+// successive views that the first one's export with the second one's feed
+// applied is exactly the second one's export, after the first one's epoch
+// was dropped: no change is lost by the cut or by the drop, whatever the
+// interleaving. Then the index is closed and opened again (its open epoch
+// is not stored) and the same holds.
+func TestChangeFeedReplaysToTheView(t *testing.T) {
+	keys := testKeys(t, 1)
+	dir := filepath.Join(t.TempDir(), "idx")
+	x := openTest(t, dir, keys)
+	rng := rand.New(rand.NewPCG(7, 8))
+	for range 20 { // before the feed: only a base can hold these
+		randomBatch(t, x, rng)
+	}
+	if started, err := x.StartChanges(); err != nil || !started {
+		t.Fatalf("StartChanges: %v, %v", started, err)
+	}
+	if started, err := x.StartChanges(); err != nil || started {
+		t.Fatalf("StartChanges again: %v, %v; want false", started, err)
+	}
+	check := func(x *Index, rounds int, seed uint64) {
+		prev, err := x.ChangeView()
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := exportMap(t, prev.Index) // a base: the whole view
+		for round := range rounds {
+			var wg sync.WaitGroup
+			stop := make(chan struct{})
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				wr := rand.New(rand.NewPCG(seed, uint64(round)))
+				for i := 0; i < 200; i++ {
+					select {
+					case <-stop:
+						if i >= 5 {
+							return
+						}
+					default:
+					}
+					randomBatch(t, x, wr)
+				}
+			}()
+			// Cut while the writer runs, then drop the previous view's
+			// epoch while it still runs.
+			v, err := x.ChangeView()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := x.DropChanges(prev.Epoch); err != nil {
+				t.Fatal(err)
+			}
+			close(stop)
+			wg.Wait()
+			got, _ := applyChanges(t, v, base)
+			want := exportMap(t, v.Index)
+			if k, ok := sameMaps(got, want); !ok {
+				t.Fatalf("round %d: the previous view's export with this view's feed applied differs from this view's export at key %x", round, k)
+			}
+			for k := range want {
+				if !snapshotted([]byte(k)) {
+					t.Fatalf("export holds key %x, which is not snapshot state", k)
+				}
+			}
+			prev.Close()
+			prev, base = v, want
+		}
+		prev.Close()
+	}
+	check(x, 12, 1)
+	x.Close()
+	y := openTest(t, dir, keys)
+	defer y.Close()
+	if !y.ChangesOn() {
+		t.Fatal("the change feed is off after the index was opened again")
+	}
+	check(y, 6, 2)
+	// Dropping the newest view's epoch with nothing written since leaves
+	// nothing: every record is of that epoch or older.
+	v, err := y.ChangeView()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Close()
+	if _, err := y.DropChanges(v.Epoch); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := y.ChangeCount(); err != nil || n != 0 {
+		t.Fatalf("%d change records left after dropping the newest epoch with no write since (%v)", n, err)
+	}
+}
+
+// TestChangeFeedKeepsLaterChanges: a key changed again after a view was cut
+// keeps its record when that view's epoch is dropped (the next delta must
+// carry its new value), a key changed only before loses it, and a deleted
+// key comes as deleted.
+func TestChangeFeedKeepsLaterChanges(t *testing.T) {
+	keys := testKeys(t, 1)
+	x := openTest(t, filepath.Join(t.TempDir(), "idx"), keys)
+	defer x.Close()
+	if _, err := x.StartChanges(); err != nil {
+		t.Fatal(err)
+	}
+	put := func(ino uint64, size uint64) {
+		b := x.NewBatch()
+		b.PutInode(&Inode{Ino: ino, Mode: 0o100644, Size: size})
+		if err := b.Commit(false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(2, 1)
+	put(3, 1)
+	put(4, 1)
+	v, err := x.ChangeView()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Close()
+	put(3, 2) // again, after the cut
+	b := x.NewBatch()
+	b.DeleteInode(4)
+	if err := b.Commit(false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.DropChanges(v.Epoch); err != nil {
+		t.Fatal(err)
+	}
+	w, err := x.ChangeView()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	type ch struct {
+		key     string
+		deleted bool
+	}
+	var got []ch
+	if err := w.Changes(func(k, _ []byte, deleted bool) error {
+		got = append(got, ch{string(k), deleted})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := []ch{{string(key8(pInode, 3)), false}, {string(key8(pInode, 4)), true}}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("changes after the drop: %+v, want %+v", got, want)
+	}
+}
