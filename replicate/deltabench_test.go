@@ -91,8 +91,18 @@ func BenchmarkSnapshotDelta(b *testing.B) {
 				slices.Sort(cpus[k])
 				g.cpu[k], g.bytes[k] = cpus[k][1], float64(size[k])
 			}
-			b.Logf("%d files: base %.1f ms (%.1f-%.1f), %d B; delta %.1f ms (%.1f-%.1f), %d B",
-				files, g.cpu[0], cpus[0][0], cpus[0][2], size[0], g.cpu[1], cpus[1][0], cpus[1][2], size[1])
+			// What of a delta still reads the whole index: its state hash.
+			kf, err := e.r.readKeyFile()
+			if err != nil {
+				b.Fatal(err)
+			}
+			h0, _ := cpuTime(b)
+			if _, err := stateHash(e.idx, kf, e.idx.Export); err != nil {
+				b.Fatal(err)
+			}
+			h1, _ := cpuTime(b)
+			b.Logf("%d files: base %.1f ms (%.1f-%.1f), %d B; delta %.1f ms (%.1f-%.1f), %d B; the state hash alone %.1f ms",
+				files, g.cpu[0], cpus[0][0], cpus[0][2], size[0], g.cpu[1], cpus[1][0], cpus[1][2], size[1], (h1-h0).Seconds()*1000)
 			figs[files] = g
 			e.r.cancel()
 		}
