@@ -118,6 +118,7 @@ type batchState struct {
 	dead    map[ChunkID]struct{}   // chunks whose death live holds
 	tree    treeBatch              // for the tree feed (treefeed.go)
 	olds    map[[2]uint64]oldChunk // chunk-map entries as read from the index (refsum.go)
+	changed map[string]struct{}    // exported keys set or deleted, for the change feed (changes.go)
 }
 
 // chunkAt is the chunk id referenced at (ino, idx) as of this batch.
@@ -364,8 +365,11 @@ func (x *Index) rebuildFeed() (int, error) {
 			}
 		}
 	}
+	// Format 2, or the format it had if that is newer (a repair keeps
+	// the change feed on).
+	format := max(x.format, formatFeed)
 	fk := []byte{pFormat}
-	if err := b.Set(fk, x.keys.Meta.Seal(nil, binary.BigEndian.AppendUint32(nil, FormatVersion), fk), nil); err != nil {
+	if err := b.Set(fk, x.keys.Meta.Seal(nil, binary.BigEndian.AppendUint32(nil, format), fk), nil); err != nil {
 		return 0, err
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
@@ -373,6 +377,7 @@ func (x *Index) rebuildFeed() (int, error) {
 	}
 	x.gen.Add(1)
 	x.feedReady = true
+	x.format = format
 	return len(want) + len(keep), nil
 }
 

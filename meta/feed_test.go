@@ -220,7 +220,7 @@ func TestFeedUpgradeFromFormat1(t *testing.T) {
 		t.Fatalf("rebuilt feed %v", got)
 	}
 	v, err := x.get(fk)
-	if err != nil || beUint32(v) != FormatVersion {
+	if err != nil || beUint32(v) != formatFeed {
 		t.Fatalf("format record after the upgrade: %x, %v", v, err)
 	}
 	x.Close()

@@ -32,13 +32,21 @@ import (
 	"github.com/fincrypt/fincrypt/vault"
 )
 
-// FormatVersion is the version of the key layout this package writes. It
-// reads format 1 too: format 2 adds the pending feed (feed.go), which the
-// first writable Open of a format 1 index builds from a walk.
-const FormatVersion = 2
+// FormatVersion is the newest version of the key layout this package
+// reads and writes. It reads format 1 too: format 2 adds the pending feed
+// (feed.go), which the first writable Open of a format 1 index builds from
+// a walk; format 3 adds the change feed (changes.go), which only an index
+// whose vault takes network snapshots keeps (StartChanges). A new index is
+// format 2.
+const FormatVersion = formatChanges
 
-// formatNoFeed is the format before the pending feed.
-const formatNoFeed = 1
+// formatNoFeed is the format before the pending feed; formatFeed has it;
+// formatChanges keeps the change feed too.
+const (
+	formatNoFeed  = 1
+	formatFeed    = 2
+	formatChanges = 3
+)
 
 // Key prefixes (one byte each). Documented in docs/FORMAT.md §2.
 const (
@@ -134,8 +142,10 @@ type Index struct {
 	read   *atomic.Int64 // records read by scans (RecordsRead), shared with views
 	points *atomic.Int64 // point reads (PointsRead), shared with views
 
-	liveFeed liveFeed // see TrackLive
-	treeFeed treeFeed // see CutTree
+	liveFeed liveFeed   // see TrackLive
+	treeFeed treeFeed   // see CutTree
+	chg      changeFeed // see StartChanges
+	format   uint32     // the format record's version
 }
 
 // RecordsRead counts the records that scans and walks of the index have
@@ -249,8 +259,9 @@ func (x *Index) checkFormat(readOnly bool) error {
 			return fmt.Errorf("index has no format record: %w", ErrCorrupt)
 		}
 		var b [4]byte
-		binary.BigEndian.PutUint32(b[:], FormatVersion)
+		binary.BigEndian.PutUint32(b[:], formatFeed)
 		x.feedReady = true // a new index: its feed is empty, and exact
+		x.format = formatFeed
 		return x.db.Set(key, x.keys.Meta.Seal(nil, b[:], key), pebble.Sync)
 	}
 	if errors.Is(err, ErrCorrupt) {
@@ -262,8 +273,13 @@ func (x *Index) checkFormat(readOnly bool) error {
 	if len(val) != 4 {
 		return fmt.Errorf("index format record is %d bytes, want 4: %w", len(val), ErrCorrupt)
 	}
-	switch v := binary.BigEndian.Uint32(val); {
-	case v == FormatVersion:
+	v := binary.BigEndian.Uint32(val)
+	x.format = v
+	switch {
+	case v == formatChanges:
+		x.feedReady = true
+		x.chg.on = true
+	case v == formatFeed:
 		x.feedReady = true
 	case v == formatNoFeed && readOnly:
 		// Read as it is: everything but the feed is the same.
@@ -429,7 +445,19 @@ func (x *Index) next(name string, step uint64, first uint64) (uint64, error) {
 		// later commit that uses a value from it.
 		var b [8]byte
 		binary.BigEndian.PutUint64(b[:], c.ceiling+step)
-		if err := x.db.Set(key, x.keys.Meta.Seal(nil, b[:], key), pebble.NoSync); err != nil {
+		cb := &Batch{x: x, b: x.db.NewBatch()}
+		if err := cb.b.Set(key, x.keys.Meta.Seal(nil, b[:], key), nil); err != nil {
+			cb.b.Close()
+			return 0, fmt.Errorf("counter %s: %w", name, err)
+		}
+		cb.noteChange(key) // the change feed follows counters too
+		unlock := cb.addChanges()
+		err := cb.b.Commit(pebble.NoSync)
+		cb.b.Close()
+		if unlock != nil {
+			unlock()
+		}
+		if err != nil {
 			return 0, fmt.Errorf("counter %s: %w", name, err)
 		}
 		c.ceiling += step
@@ -457,6 +485,7 @@ func (x *Index) NewBatch() *Batch { return &Batch{x: x, b: x.db.NewBatch()} }
 
 func (b *Batch) set(key, val []byte) {
 	b.touch(key)
+	b.noteChange(key)
 	b.noteTreeKey(key, false)
 	// Batch.Set copies key and value; it fails only in an indexed batch (NewBatch's is not).
 	if err := b.b.Set(key, b.x.keys.Meta.Seal(nil, val, key), nil); err != nil {
@@ -466,6 +495,7 @@ func (b *Batch) set(key, val []byte) {
 
 func (b *Batch) del(key []byte) {
 	b.touch(key)
+	b.noteChange(key)
 	b.noteTreeKey(key, true)
 	if err := b.b.Delete(key, nil); err != nil {
 		panic(err)
@@ -497,6 +527,10 @@ func (b *Batch) Commit(sync bool) error {
 		f.cut.RLock()
 		defer f.cut.RUnlock()
 		b.addMarks(f.epoch)
+	}
+	if unlock := b.addChanges(); unlock != nil {
+		// Stamped with the open epoch, visible before ChangeView ends it.
+		defer unlock()
 	}
 	if len(b.refs) > 0 {
 		if err := b.commitRefs(); err != nil {
@@ -534,7 +568,7 @@ func (b *Batch) touch(key []byte) {
 	switch {
 	case len(key) > 0 && key[0] == pSegment:
 		b.segs = true
-	case len(key) > 0 && (key[0] == pRepl || key[0] == pPending || key[0] == pTreeCache):
+	case len(key) > 0 && (key[0] == pRepl || key[0] == pPending || key[0] == pTreeCache || key[0] == pChange):
 	default:
 		b.state = true
 		b.dirents = b.dirents || (len(key) > 0 && key[0] == pDirent)

@@ -245,9 +245,13 @@ func (b *Batch) PutRepl(name string, val []byte) { b.set(append([]byte{pRepl}, n
 // (derived: Import rebuilds it); the slices are valid only during the call.
 // It reads one consistent snapshot of the index.
 func (x *Index) Export(fn func(key, sealed []byte) error) error {
-	snap := x.db.NewSnapshot()
-	defer snap.Close()
-	it, err := snap.NewIter(&pebble.IterOptions{})
+	var rd pebble.Reader = x.rd // a view reads its own snapshot
+	if rd == nil {
+		snap := x.db.NewSnapshot()
+		defer snap.Close()
+		rd = snap
+	}
+	it, err := rd.NewIter(&pebble.IterOptions{})
 	if err != nil {
 		return err
 	}
@@ -255,7 +259,7 @@ func (x *Index) Export(fn func(key, sealed []byte) error) error {
 	for ok := it.First(); ok; ok = it.Next() {
 		k := it.Key()
 		x.read.Add(1)
-		if len(k) > 0 && (k[0] == pRepl || k[0] == pPending || k[0] == pTreeCache) {
+		if !snapshotted(k) {
 			continue
 		}
 		v, err := it.ValueAndErr()
@@ -305,8 +309,8 @@ func (x *Index) Import(records func(fn func(key, sealed []byte) error) error) er
 			}
 			return nil
 		}
-		if key[0] == pPending || key[0] == pTreeCache {
-			return nil // derived: rebuilt below, or by the next version
+		if key[0] == pPending || key[0] == pTreeCache || key[0] == pChange {
+			return nil // derived: rebuilt below, or by the next version (or the next snapshot: a base)
 		}
 		return b.Set(key, sealed, nil)
 	})

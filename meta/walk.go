@@ -201,6 +201,10 @@ func (x *Index) walkRange(lower, upper []byte, v Visitor, badMu *sync.Mutex) err
 				bad(key, err)
 			}
 		case len(key) > 1 && key[0] == pRepl:
+		case len(key) > 1 && key[0] == pChange: // the change feed (changes.go)
+			if len(buf) != 8 {
+				bad(key, fmt.Errorf("change record of %d bytes: %w", len(buf), ErrCorrupt))
+			}
 		case len(key) > 1 && key[0] == pTreeCache: // the version cache, the backup package's to judge
 		case len(key) == 1+ChunkIDSize && key[0] == pBlob:
 			n, err := decodeBlob(buf)

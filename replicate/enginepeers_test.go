@@ -16,7 +16,7 @@ import (
 
 // peerEngine is an offline engine (offlineReplicator) whose client talks
 // to a fakeNet of n nodes instead.
-func peerEngine(t *testing.T, n int, tune func(*Config)) (*engine, *fakeNet) {
+func peerEngine(t testing.TB, n int, tune func(*Config)) (*engine, *fakeNet) {
 	t.Helper()
 	// Calls to the mediator get a timeout a loaded machine keeps within
 	// (the offline engine's 300 ms is for a mediator that never answers).

@@ -74,7 +74,7 @@ func TestEvictionBoundaries(t *testing.T) {
 // localVault creates a vault (fast key derivation) and opens it, its index
 // and its chunk store, without a network; they are closed when the test
 // ends.
-func localVault(t *testing.T) (*vault.Vault, *meta.Index, *chunkstore.Store) {
+func localVault(t testing.TB) (*vault.Vault, *meta.Index, *chunkstore.Store) {
 	t.Helper()
 	home := filepath.Join(t.TempDir(), "home")
 	if err := vault.Create(home, testPassword, vault.CreateOptions{KDF: vault.KDFParams{Time: 1, MemoryK: 64, Threads: 1}}); err != nil {

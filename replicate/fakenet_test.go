@@ -49,7 +49,7 @@ func (p *fakePeer) set(m peerMode) { p.mode.Store(int32(m)) }
 // node), a placement with one target a node, and records commits and
 // releases.
 type fakeNet struct {
-	t      *testing.T
+	t      testing.TB
 	med    *fnet.Transport
 	peers  []*fakePeer
 	client *mediator.Client
@@ -94,7 +94,7 @@ type fakeNet struct {
 
 // newFakeNet starts a mediator and n nodes, all honest, and a client of
 // that mediator under id (a fresh identity when nil).
-func newFakeNet(t *testing.T, n int, id *fnet.Identity) *fakeNet {
+func newFakeNet(t testing.TB, n int, id *fnet.Identity) *fakeNet {
 	t.Helper()
 	if id == nil {
 		var err error

@@ -25,7 +25,7 @@ import (
 const maxClientHeap = 256 << 20
 
 // serveOn runs h on a fresh QUIC listener on loopback.
-func serveOn(t *testing.T, h fnet.HandlerFunc) *fnet.Transport {
+func serveOn(t testing.TB, h fnet.HandlerFunc) *fnet.Transport {
 	t.Helper()
 	id, err := fnet.GenerateIdentity()
 	if err != nil {

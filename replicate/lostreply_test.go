@@ -33,6 +33,18 @@ func lostReplyEngine(t *testing.T) (*engine, *fakeNet) {
 	return e, f
 }
 
+// rewriteAll changes every inode lostReplyEngine wrote: the next
+// snapshot's delta would pass a quarter of the base, so it is a new base,
+// which supersedes the chain before it.
+func rewriteAll(t *testing.T, e *engine, size uint64) {
+	t.Helper()
+	commit(t, e.idx, func(b *meta.Batch) {
+		for i := range 2000 {
+			b.PutInode(&meta.Inode{Ino: uint64(1000 + i), Mode: 0o100644, Size: size + uint64(i)})
+		}
+	})
+}
+
 // ids of segments.
 func segIDs(segs []meta.Segment) []meta.SegmentID {
 	var out []meta.SegmentID
@@ -64,10 +76,11 @@ func restoresLive(t *testing.T, e *engine, f *fakeNet, what string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, list, err := decodeList(b)
+	chain, err := decodeChain(b, p.Seq)
 	if err != nil {
 		t.Fatal(err)
 	}
+	list := chain.segments() // the base's and every delta's
 	for _, id := range f.released() {
 		if slices.ContainsFunc(list, func(s snapSegment) bool { return s.id == meta.SegmentID(id) }) {
 			t.Fatalf("%s: segment %s of the mediator's pointer released", what, meta.SegmentID(id))
@@ -118,7 +131,7 @@ func restoresLive(t *testing.T, e *engine, f *fakeNet, what string) {
 func TestSnapshotReplyLost(t *testing.T) {
 	e, f := lostReplyEngine(t)
 	first, _ := snapshotSegments(t, e.idx)
-	commit(t, e.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 77, Mode: 0o100644, Size: 7}) })
+	rewriteAll(t, e, 5000) // a new base: it supersedes the first
 	nc := f.committed()
 	f.mu.Lock()
 	f.lostPointerReplies = 1
@@ -223,8 +236,9 @@ func TestReleaseKeepsTheStoredPointersSegments(t *testing.T) {
 	}
 	restoresLive(t, e, f, "after the maintenance pass")
 
-	// A superseded snapshot's segments are still released.
-	commit(t, e.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 77, Mode: 0o100644, Size: 7}) })
+	// A superseded snapshot's segments are still released (a new base
+	// supersedes the chain before it).
+	rewriteAll(t, e, 5000)
 	if err := e.r.Snapshot(); err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,9 @@ const powerLossRuns = 10
 // Then a snapshot: a cut when the mediator stores its pointer or once it
 // returned leaves the pointer's segments recorded alive, and the next start
 // releases none of them; a cut after a refused pointer leaves every segment
-// committed for it recorded (the snapshot's as dead) or released. Last the
+// committed for it recorded (the snapshot's as dead) or released. A delta
+// cut the same two ways leaves its chain alive, and the next start's
+// snapshot after a change restores that start's index. Last the
 // chunks are evicted and the power cut once more: every chunk still reads,
 // from the store or from the network.
 func TestPowerLossUpload(t *testing.T) {
@@ -50,7 +52,7 @@ func TestPowerLossUpload(t *testing.T) {
 }
 
 // diskEngine opens the vault's index and chunk store on fsys and an
-// offline engine over them that talks to f. They close at the test's end.
+// offline engine over them that talks to f, started as New starts one. They close at the test's end.
 func diskEngine(t *testing.T, v *vault.Vault, fsys vfs.FS, f *fakeNet) *engine {
 	t.Helper()
 	idx, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{FS: fsys})
@@ -68,6 +70,7 @@ func diskEngine(t *testing.T, v *vault.Vault, fsys vfs.FS, f *fakeNet) *engine {
 	// dial under -race on a loaded machine.
 	r := offlineReplicatorOver(t, v, idx, store, func(c *Config) { c.CallTimeout = 20 * time.Second })
 	r.client = f.client
+	r.loadProtection() // as New: what the stored snapshot covers, the chain a delta follows
 	return &engine{v: v, idx: idx, store: store, r: r, ino: 100}
 }
 
@@ -204,6 +207,63 @@ func powerLossUpload(t *testing.T, seed uint64) {
 		}
 		if got := f.released(); len(got) != before {
 			t.Fatalf("seed %d: the next start after a power cut %s released %v, of the snapshot the mediator's pointer names", seed, cut.when, got[before:])
+		}
+		sc.r.cancel()
+	}
+
+	// A delta, then the power cut: when the mediator stored its pointer
+	// (the chain record and the change feed's drop not yet written) and
+	// once it returned (the feed's drop not synced). The next start
+	// releases none of the pointer's chain, and its next snapshot after a
+	// change (a delta on the chain it finds recorded) restores its index.
+	commit(t, a.idx, func(b *meta.Batch) { // a base a small change is well under a quarter of
+		for i := range 2000 {
+			b.PutInode(&meta.Inode{Ino: uint64(10_000 + i), Mode: 0o100644, Size: uint64(i)})
+		}
+	})
+	if err := snapshotWith(t, a.r, "a larger base"); err != nil {
+		t.Fatalf("seed %d: a larger base: %v", seed, err)
+	}
+	commit(t, a.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 900, Mode: 0o100644, Size: 9}) })
+	var atDelta *vfs.MemFS
+	f.mu.Lock()
+	f.onPointer = func() { atDelta = acked.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(50), RNG: rng}) }
+	f.mu.Unlock()
+	if err := snapshotWith(t, a.r, "a delta"); err != nil {
+		t.Fatalf("seed %d: the delta: %v", seed, err)
+	}
+	f.mu.Lock()
+	f.onPointer = nil
+	f.mu.Unlock()
+	deltaPtr := f.snapshotPointer()
+	chain := pointerChain(t, a, deltaPtr)
+	if len(chain.parts) != 2 || atDelta == nil {
+		t.Fatalf("seed %d: the snapshot after a small change: %d parts, want a base and a delta", seed, len(chain.parts))
+	}
+	for i, cut := range []struct {
+		when string
+		fs   *vfs.MemFS
+	}{
+		{"when the mediator stored the delta's pointer", atDelta},
+		{"once the delta returned", acked.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(50), RNG: rng})},
+	} {
+		sc := diskEngine(t, v, cut.fs, f)
+		before = len(f.released())
+		if err := sc.r.cleanIntents(); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range chain.segments() {
+			if seg, err := sc.idx.GetSegment(s.id); err != nil || seg.DeadSince != 0 || slices.Contains(f.released()[before:], fnet.SegmentID(s.id)) {
+				t.Fatalf("seed %d: segment %s of the delta's chain after a power cut %s: dead since %d, %v", seed, s.id, cut.when, seg.DeadSince, err)
+			}
+		}
+		commit(t, sc.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: uint64(901 + i), Mode: 0o100644, Size: 1}) })
+		if err := snapshotWith(t, sc.r, "the snapshot after the cut"); err != nil {
+			t.Fatalf("seed %d: the snapshot after a power cut %s: %v", seed, cut.when, err)
+		}
+		got, err := restoredHash(t, sc, f)
+		if err != nil || !bytes.Equal(got, liveHash(t, sc)) {
+			t.Fatalf("seed %d: power cut %s, then a change and a snapshot: the restore is not the live index (%v)", seed, cut.when, err)
 		}
 		sc.r.cancel()
 	}

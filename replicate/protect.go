@@ -74,6 +74,13 @@ func (r *Replicator) loadProtection() {
 		r.snapCovers = time.Unix(0, int64(beUint64(b)))
 	}
 	r.snapBlob = storedSnapshotSize(r.idx) // sizes the first export's buffer
+	// The chain the next delta follows: only while the index kept the
+	// change feed since (a restored or rebuilt index holds no chain).
+	if b, err := r.idx.GetRepl("snapshot_chain"); err == nil && r.idx.ChangesOn() {
+		if c, err := decodeChain(b, 0); err == nil && c.hash != nil {
+			r.chain = c
+		}
+	}
 	// A previous run may have stopped before its last snapshot: take one
 	// at once if anything is unprotected.
 	r.syncWanted = time.Now()

@@ -24,7 +24,7 @@ import (
 // whose mediator never answers: its address is a UDP socket nobody reads,
 // so every network call fails at CallTimeout. Nothing runs in the
 // background; the test calls the engine's steps itself.
-func offlineReplicator(t *testing.T, tune func(*Config)) *Replicator {
+func offlineReplicator(t testing.TB, tune func(*Config)) *Replicator {
 	t.Helper()
 	v, idx, store := localVault(t)
 	return offlineReplicatorOver(t, v, idx, store, tune)
@@ -32,7 +32,7 @@ func offlineReplicator(t *testing.T, tune func(*Config)) *Replicator {
 
 // offlineReplicatorOver is offlineReplicator over the given vault, index
 // and chunk store.
-func offlineReplicatorOver(t *testing.T, v *vault.Vault, idx *meta.Index, store *chunkstore.Store, tune func(*Config)) *Replicator {
+func offlineReplicatorOver(t testing.TB, v *vault.Vault, idx *meta.Index, store *chunkstore.Store, tune func(*Config)) *Replicator {
 	t.Helper()
 	cfg := fastConfig()
 	cfg.CallTimeout = 300 * time.Millisecond
@@ -96,7 +96,7 @@ func feed(recs []record) func(fn func(key, sealed []byte) error) error {
 	}
 }
 
-func commit(t *testing.T, idx *meta.Index, fill func(b *meta.Batch)) {
+func commit(t testing.TB, idx *meta.Index, fill func(b *meta.Batch)) {
 	t.Helper()
 	b := idx.NewBatch()
 	fill(b)

@@ -66,7 +66,7 @@ func RecoverIndex(ctx context.Context, o RecoverOptions) (*RecoverResult, error)
 	if err != nil {
 		return nil, fmt.Errorf("the account's snapshot pointer: %w", err)
 	}
-	blob, nsegs, err := fetchSnapshot(ctx, client, v, acct, p, o.PieceTimeout, o.HedgeAfter, nil)
+	rs, err := fetchSnapshot(ctx, client, v, acct, p, o.PieceTimeout, o.HedgeAfter, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -79,10 +79,8 @@ func RecoverIndex(ctx context.Context, o RecoverOptions) (*RecoverResult, error)
 	if err != nil {
 		return nil, err
 	}
-	n := 0
-	err = idx.Import(func(fn func(key, sealed []byte) error) error {
-		return importRecords(blob)(func(k, s []byte) error { n++; return fn(k, s) })
-	})
+	n := len(rs.records)
+	_, err = importRestored(idx, p.KeyFile, rs)
 	if cerr := idx.Close(); err == nil {
 		err = cerr
 	}
@@ -90,7 +88,7 @@ func RecoverIndex(ctx context.Context, o RecoverOptions) (*RecoverResult, error)
 		os.RemoveAll(building)
 		return nil, fmt.Errorf("rebuilding the index: %w", err)
 	}
-	res := &RecoverResult{RestoreResult: RestoreResult{Taken: time.Unix(0, int64(p.Seq)), Segments: nsegs, Records: n}}
+	res := &RecoverResult{RestoreResult: RestoreResult{Taken: time.Unix(0, int64(p.Seq)), Segments: rs.segments, Records: n}}
 	if _, err := os.Stat(v.IndexDir()); err == nil {
 		res.Damaged = fmt.Sprintf("%s.damaged-%s", v.IndexDir(), time.Now().UTC().Format("20060102T150405Z"))
 		if err := os.Rename(v.IndexDir(), res.Damaged); err != nil {
@@ -107,6 +105,6 @@ func RecoverIndex(ctx context.Context, o RecoverOptions) (*RecoverResult, error)
 	if err := fsutil.SyncDir(v.Home); err != nil {
 		return nil, err
 	}
-	log.Info("index recovered from the network snapshot", "records", n, "segments", nsegs, "taken", res.Taken, "damaged", res.Damaged)
+	log.Info("index recovered from the network snapshot", "records", n, "segments", rs.segments, "taken", res.Taken, "damaged", res.Damaged)
 	return res, nil
 }

@@ -91,6 +91,7 @@ type Replicator struct {
 	protMu           sync.Mutex   // serialises computing the live state hash
 	snapMu           sync.Mutex   // serialises taking snapshots and marking data segments dead
 	snapBlob         int          // the last export's size (under snapMu): the next one's buffer
+	chain            *snapChain   // the stored pointer's chain, as recorded (R snapshot_chain; under snapMu): nil, the next snapshot is a base
 	seqFloor         uint64       // the next pointer's number exceeds it (under snapMu)
 	protGen          uint64       // 1 + the index generation protHash was computed at
 	protKey          []byte       // the key file protHash covers

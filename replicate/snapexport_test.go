@@ -188,7 +188,7 @@ func TestSnapshotStoredWhereItLies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.rep.snapshot(keyFile, blob, sum, time.Now(), 0, false); err != nil {
+	if err := c.rep.snapshot(keyFile, blob, sum, time.Now(), 0, false, nil, 0); err != nil {
 		t.Fatal(err)
 	}
 	if bytes.Equal(recordsOf(blob)[:len(want)], want) {
@@ -203,8 +203,8 @@ func TestSnapshotStoredWhereItLies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, _, err := fetchSnapshot(p.Context(), c.rep.client, c.rep.v, acct, ptr, 20*time.Second, time.Second, nil)
-	if err != nil || !bytes.Equal(got, want) {
+	rs, err := fetchSnapshot(p.Context(), c.rep.client, c.rep.v, acct, ptr, 20*time.Second, time.Second, nil)
+	if err != nil || !bytes.Equal(recordsOf(encodeRecords(rs.records)), want) {
 		t.Fatalf("the stored snapshot does not open to the export's records: %v", err)
 	}
 }

@@ -138,16 +138,19 @@ func TestFetchSnapshotRefusesWhatDoesNotMatch(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	p := *f.snapshotPointer()
-	fetch := func(p *fnet.SnapshotPointer) ([]byte, int, error) {
-		return fetchSnapshot(ctx, f.client, e.v, f.acct, p, time.Minute, time.Minute, nil)
+	fetch := func(p *fnet.SnapshotPointer) (*restored, int, error) {
+		rs, err := fetchSnapshot(ctx, f.client, e.v, f.acct, p, time.Minute, time.Minute, nil)
+		if err != nil {
+			return nil, 0, err
+		}
+		return rs, rs.segments, nil
 	}
-	blob, nsegs, err := fetch(&p)
+	rs, nsegs, err := fetch(&p)
 	if err != nil || nsegs != len(snaps) {
 		t.Fatalf("fetch of the snapshot: %d segments, %v", nsegs, err)
 	}
-	n := 0
-	if err := importRecords(blob)(func(k, s []byte) error { n++; return nil }); err != nil || n != recs {
-		t.Fatalf("the fetched snapshot holds %d records (%v), want %d", n, err, recs)
+	if n := len(rs.records); n != recs {
+		t.Fatalf("the fetched snapshot holds %d records, want %d", n, recs)
 	}
 	other := p
 	other.Seq++
@@ -166,11 +169,11 @@ func TestFetchSnapshotRefusesWhatDoesNotMatch(t *testing.T) {
 	f.segs[first], f.segs[second] = f.segs[second], f.segs[first]
 	f.mu.Unlock()
 	// Segment 0 holds half the bytes the list says it uses.
-	_, list, err := decodeList(mustOpenList(t, e, &p))
+	chain, err := decodeChain(mustOpenList(t, e, &p), p.Seq)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s0 := list[0]
+	s0 := chain.segments()[0]
 	f.addSegment(fnet.SegmentID(s0.id), 2, 4, segmentData(7, int(s0.used)/2), nil)
 	if _, _, err := fetch(&p); !errors.Is(err, ErrSnapshot) {
 		t.Fatalf("a snapshot segment shorter than the list says: %v", err)
@@ -334,12 +337,12 @@ func TestSnapshotUploadsWhatItReferences(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	blob, _, err := fetchSnapshot(ctx, f.client, e.v, f.acct, &first, time.Minute, time.Minute, nil)
+	rs, err := fetchSnapshot(ctx, f.client, e.v, f.acct, &first, time.Minute, time.Minute, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	restored := filepath.Join(t.TempDir(), "restored-index")
-	idx2 := restoredIndex(t, e, restored, blob)
+	idx2 := restoredIndex(t, e, restored, rs)
 	for _, id := range ids {
 		if _, err := idx2.GetLocation(id); err != nil {
 			t.Fatalf("chunk %s has no location in the snapshot: %v", id, err)
@@ -384,14 +387,14 @@ func TestSnapshotUploadsWhatItReferences(t *testing.T) {
 
 // restoredIndex imports a snapshot's records into a new index at dir,
 // under e's vault keys.
-func restoredIndex(t *testing.T, e *engine, dir string, blob []byte) *meta.Index {
+func restoredIndex(t *testing.T, e *engine, dir string, rs *restored) *meta.Index {
 	t.Helper()
 	idx, err := meta.Open(dir, e.v.Keys, meta.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { idx.Close() })
-	if err := idx.Import(importRecords(blob)); err != nil {
+	if err := idx.Import(rs.walk); err != nil {
 		t.Fatal(err)
 	}
 	return idx

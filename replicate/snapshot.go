@@ -215,6 +215,10 @@ func (r *Replicator) Snapshot() error {
 // that no segment holds yet, adds their locations and stores the result as
 // a snapshot, unless the newest stored snapshot holds the same state. It
 // returns an error only for a failure of the network.
+//
+// The export is a delta (the keys the change feed names since the stored
+// chain's last part) while the chain is known and its deltas stay small;
+// otherwise a base (every record), from the same view.
 func (r *Replicator) takeSnapshot() error {
 	r.snapMu.Lock() // Snapshot may run beside the engine's own
 	defer r.snapMu.Unlock()
@@ -223,15 +227,45 @@ func (r *Replicator) takeSnapshot() error {
 		r.noteErr(fmt.Errorf("snapshot: %w", err))
 		return nil
 	}
+	if started, err := r.idx.StartChanges(); err != nil {
+		r.noteErr(fmt.Errorf("snapshot: %w", err))
+		return nil
+	} else if started {
+		r.chain = nil // nothing followed the changes until now: a base
+	}
 	exportAt := time.Now()
 	// Read before the export: the snapshot covers at least this state.
 	sg := r.idx.StateGeneration()
-	blob, missing, err := exportBlob(r.idx, r.snapBlob+r.snapBlob/8)
+	view, err := r.idx.ChangeView()
 	if err != nil {
 		r.noteErr(fmt.Errorf("snapshot: %w", err))
 		return nil
 	}
-	r.snapBlob = len(blob)
+	defer view.Close()
+	chain := r.chain
+	var blob []byte
+	var missing []meta.ChunkID
+	if chain != nil {
+		if blob, err = exportDelta(view); err == nil {
+			missing, err = view.PendingIDs()
+		}
+		if err != nil {
+			r.noteErr(fmt.Errorf("snapshot: %w", err))
+			return nil
+		}
+		if len(chain.parts) >= maxChainParts ||
+			chain.deltaBytes()+uint64(len(blob)+vault.Overhead) > chain.parts[0].sealed/rebaseShare {
+			chain = nil // a new base
+		}
+	}
+	if chain == nil {
+		if blob, missing, err = exportBlob(view.Index, r.snapBlob+r.snapBlob/8); err != nil {
+			r.noteErr(fmt.Errorf("snapshot: %w", err))
+			return nil
+		}
+		r.snapBlob = len(blob)
+	}
+	var extra []record
 	if len(missing) > 0 {
 		r.mu.Lock()
 		r.flushing = true
@@ -245,7 +279,7 @@ func (r *Replicator) takeSnapshot() error {
 			if err := r.uploadPending(); err != nil {
 				return err
 			}
-			var extra []record
+			extra = extra[:0]
 			still, err := r.idx.LocatedRecords(missing, func(k, v []byte) error {
 				extra = append(extra, record{bytes.Clone(k), bytes.Clone(v)})
 				return nil
@@ -255,7 +289,12 @@ func (r *Replicator) takeSnapshot() error {
 				return nil
 			}
 			if len(still) == 0 {
-				if blob, err = mergeRecords(blob, extra); err != nil {
+				if chain == nil {
+					blob, err = mergeRecords(blob, extra)
+				} else {
+					blob, err = mergeDelta(blob, extra)
+				}
+				if err != nil {
 					r.noteErr(fmt.Errorf("snapshot: %w", err))
 					return nil
 				}
@@ -269,7 +308,15 @@ func (r *Replicator) takeSnapshot() error {
 			}
 		}
 	}
-	sum, err := stateHash(r.idx, keyFile, importRecords(recordsOf(blob)))
+	var sum []byte
+	if chain == nil {
+		sum, err = stateHash(r.idx, keyFile, importRecords(recordsOf(blob)))
+	} else {
+		// The state the chain with this delta restores: the view, with
+		// the uploads' records set in it.
+		slices.SortFunc(extra, func(a, b record) int { return bytes.Compare(a.key, b.key) })
+		sum, err = stateHash(r.idx, keyFile, withExtra(view.Export, extra))
+	}
 	if err != nil {
 		r.noteErr(fmt.Errorf("snapshot: %w", err))
 		return nil
@@ -286,7 +333,7 @@ func (r *Replicator) takeSnapshot() error {
 	if same {
 		return nil
 	}
-	return r.snapshot(keyFile, blob, sum, exportAt, sg, len(missing) == 0)
+	return r.snapshot(keyFile, blob, sum, exportAt, sg, len(missing) == 0, chain, view.Epoch)
 }
 
 // snapshot stores blob (framed, sealed where it lies: the records are
@@ -294,8 +341,11 @@ func (r *Replicator) takeSnapshot() error {
 // hash and covers the time its export was read.
 //
 // asOf is the index state generation read before the export; exact says
-// the export is that state (no chunk was uploaded to complete it).
-func (r *Replicator) snapshot(keyFile, blob, sum []byte, covers time.Time, asOf uint64, exact bool) error {
+// the export is that state (no chunk was uploaded to complete it). With a
+// chain, blob is a delta that follows it; without, a base. epoch is the
+// change feed's epoch the export's view ended: its records are dropped
+// once the pointer is stored and recorded.
+func (r *Replicator) snapshot(keyFile, blob, sum []byte, covers time.Time, asOf uint64, exact bool, chain *snapChain, epoch uint64) error {
 	acct := r.client.Account()
 	// The mediator keeps only a newer pointer than it holds: after a
 	// clock set back (or a restore from a machine whose clock was ahead)
@@ -320,8 +370,14 @@ func (r *Replicator) snapshot(keyFile, blob, sum []byte, covers time.Time, asOf 
 		recs = append(recs, seg)
 		list = append(list, snapSegment{id: seg.ID, class: uint32(class), used: uint32(len(part))})
 	}
+	next := &snapChain{hash: sum}
+	if chain != nil {
+		next.parts = slices.Clone(chain.parts)
+	}
+	next.parts = append(next.parts, snapPart{seq: seq, delta: chain != nil, sealed: uint64(len(sealed)), segs: list})
+	listBytes := encodeChain(next)
 	p := &fnet.SnapshotPointer{Seq: seq, KeyFile: keyFile,
-		Sealed: r.snap.Seal(nil, encodeList(uint64(len(sealed)), list), snapshotAD("list", acct, seq))}
+		Sealed: r.snap.Seal(nil, listBytes, snapshotAD("list", acct, seq))}
 	// The segments are recorded (alive, their upload intents gone) before
 	// the pointer names them: a power cut after the mediator stored the
 	// pointer would otherwise leave only the intents, and the next start
@@ -360,14 +416,14 @@ func (r *Replicator) snapshot(keyFile, blob, sum []byte, covers time.Time, asOf 
 	}
 	r.seqFloor = max(r.seqFloor, seq)
 	now := time.Now()
-	own := make(map[meta.SegmentID]bool, len(recs))
-	for _, s := range recs {
-		own[s.ID] = true
+	own := map[meta.SegmentID]bool{} // the chain's: the base's and every delta's
+	for _, s := range next.segments() {
+		own[s.id] = true
 	}
 	b := r.idx.NewBatch()
 	err = r.idx.Segments(func(s meta.Segment) error {
 		if s.Kind == meta.KindSnapshot && s.DeadSince == 0 && !own[s.ID] {
-			s.DeadSince = now.UnixNano() // superseded by this snapshot
+			s.DeadSince = now.UnixNano() // superseded by this snapshot's chain
 			b.PutSegment(&s)
 		}
 		return nil
@@ -380,7 +436,8 @@ func (r *Replicator) snapshot(keyFile, blob, sum []byte, covers time.Time, asOf 
 	b.PutRepl("last_snapshot", putUint64(uint64(now.UnixNano())))
 	b.PutRepl("snapshot_hash", sum)
 	b.PutRepl("snapshot_covers", putUint64(uint64(covers.UnixNano())))
-	b.PutRepl("snapshot_size", putUint64(uint64(len(sealed))))
+	b.PutRepl("snapshot_size", putUint64(next.parts[0].sealed))
+	b.PutRepl("snapshot_chain", listBytes)
 	// The pointer is stored and its segments recorded: what it covers is
 	// restorable even if this record is lost (the superseded snapshots
 	// then stay alive until the next snapshot, which is taken anew).
@@ -399,10 +456,18 @@ func (r *Replicator) snapshot(keyFile, blob, sum []byte, covers time.Time, asOf 
 	r.snapStoring = false
 	r.mu.Unlock()
 	if err != nil {
+		r.chain = nil // not recorded: the next snapshot is a base
 		r.noteErr(fmt.Errorf("snapshot: %w", err))
 		return nil
 	}
-	r.log.Info("index snapshot stored", "segments", len(list), "bytes", len(sealed))
+	// The chain is recorded: the changes its last part holds are dropped
+	// from the feed (a crash before leaves them, and the next delta
+	// carries them again).
+	r.chain = next
+	if _, err := r.idx.DropChanges(epoch); err != nil {
+		r.noteErr(fmt.Errorf("snapshot: %w", err))
+	}
+	r.log.Info("index snapshot stored", "delta", chain != nil, "parts", len(next.parts), "segments", len(list), "bytes", len(sealed))
 	return nil
 }
 
@@ -449,12 +514,12 @@ func (r *Replicator) heldSegments() (map[meta.SegmentID]bool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: the stored pointer's segment list: %w", ErrSnapshot, err)
 	}
-	_, list, err := decodeList(b)
+	chain, err := decodeChain(b, p.Seq)
 	if err != nil {
 		return nil, err
 	}
-	named := make(map[meta.SegmentID]bool, len(list))
-	for _, s := range list {
+	named := map[meta.SegmentID]bool{} // the base's and every delta's
+	for _, s := range chain.segments() {
 		named[s.id] = true
 	}
 	return named, nil
@@ -578,7 +643,7 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 		return nil, err
 	}
 	defer client.Close()
-	blob, nsegs, err := fetchSnapshot(ctx, client, v, o.Account, p, o.PieceTimeout, o.HedgeAfter, o.Progress)
+	rs, err := fetchSnapshot(ctx, client, v, o.Account, p, o.PieceTimeout, o.HedgeAfter, o.Progress)
 	if err != nil {
 		undo()
 		return nil, err
@@ -589,23 +654,19 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 		undo()
 		return nil, err
 	}
-	n := 0
-	err = idx.Import(func(fn func(key, sealed []byte) error) error {
-		return importRecords(blob)(func(k, s []byte) error { n++; return fn(k, s) })
-	})
+	n := len(rs.records)
+	sum, err := importRestored(idx, p.KeyFile, rs)
 	if err == nil {
 		// The restored vault starts out covered by the snapshot it came
 		// from: `fincrypt status` says restorable, and the mount takes no
-		// snapshot until something changes.
-		var sum []byte
-		if sum, err = stateHash(idx, p.KeyFile, importRecords(blob)); err == nil {
-			b := idx.NewBatch()
-			b.PutRepl("snapshot_hash", sum)
-			b.PutRepl("snapshot_covers", putUint64(p.Seq))
-			b.PutRepl("snapshot_size", putUint64(uint64(len(blob)+vault.Overhead)))
-			b.PutRepl("last_snapshot", putUint64(p.Seq))
-			err = b.Commit(true)
-		}
+		// snapshot until something changes (then a base: its index kept
+		// no change feed).
+		b := idx.NewBatch()
+		b.PutRepl("snapshot_hash", sum)
+		b.PutRepl("snapshot_covers", putUint64(p.Seq))
+		b.PutRepl("snapshot_size", putUint64(uint64(rs.sealed)))
+		b.PutRepl("last_snapshot", putUint64(p.Seq))
+		err = b.Commit(true)
 	}
 	if cerr := idx.Close(); err == nil {
 		err = cerr
@@ -614,45 +675,6 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 		undo()
 		return nil, fmt.Errorf("restoring the index: %w", err)
 	}
-	log.Info("restored", "records", n, "segments", nsegs)
-	return &RestoreResult{Taken: time.Unix(0, int64(p.Seq)), Segments: nsegs, Records: n}, nil
-}
-
-// fetchSnapshot reads and opens the serialised index that pointer p names:
-// its segment list, then its segments from the storage nodes.
-func fetchSnapshot(ctx context.Context, client *mediator.Client, v *vault.Vault, acct fnet.AccountID, p *fnet.SnapshotPointer,
-	pieceTimeout, hedge time.Duration, progress func(int, int, int64, int64)) (blob []byte, segments int, err error) {
-	if progress == nil {
-		progress = func(int, int, int64, int64) {}
-	}
-	sealer, err := vault.NewSealer(v.Keys.Segment[:], "fincrypt snapshot v1")
-	if err != nil {
-		return nil, 0, err
-	}
-	listBytes, err := sealer.Open(nil, p.Sealed, snapshotAD("list", acct, p.Seq))
-	if err != nil {
-		return nil, 0, fmt.Errorf("%w: segment list: %w", ErrSnapshot, err)
-	}
-	blobLen, list, err := decodeList(listBytes)
-	if err != nil {
-		return nil, 0, err
-	}
-	sealed := make([]byte, 0, blobLen)
-	progress(0, len(list), 0, int64(blobLen))
-	for i, s := range list {
-		data, err := FetchSegment(ctx, client, fnet.SegmentID(s.id), int(s.class), pieceTimeout, hedge)
-		if err != nil {
-			return nil, 0, fmt.Errorf("snapshot segment %d of %d: %w", i+1, len(list), err)
-		}
-		if len(data) < int(s.used) {
-			return nil, 0, fmt.Errorf("%w: segment %d holds %d bytes, list says %d", ErrSnapshot, i, len(data), s.used)
-		}
-		sealed = append(sealed, data[:s.used]...)
-		progress(i+1, len(list), int64(len(sealed)), int64(blobLen))
-	}
-	blob, err = sealer.OpenInPlace(sealed, snapshotAD("index", acct, p.Seq))
-	if err != nil {
-		return nil, 0, fmt.Errorf("%w: %w", ErrSnapshot, err)
-	}
-	return blob, len(list), nil
+	log.Info("restored", "records", n, "segments", rs.segments)
+	return &RestoreResult{Taken: time.Unix(0, int64(p.Seq)), Segments: rs.segments, Records: n}, nil
 }

@@ -1,0 +1,331 @@
+package replicate
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/fincrypt/fincrypt/meta"
+	fnet "github.com/fincrypt/fincrypt/net"
+	"github.com/fincrypt/fincrypt/vault"
+)
+
+// pointerChain opens the chain the fake mediator's pointer names.
+func pointerChain(t testing.TB, e *engine, p *fnet.SnapshotPointer) *snapChain {
+	t.Helper()
+	b, err := e.r.snap.Open(nil, p.Sealed, snapshotAD("list", p.Account, p.Seq))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := decodeChain(b, p.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// liveHash is the state hash of e's index as it is now.
+func liveHash(t *testing.T, e *engine) []byte {
+	t.Helper()
+	kf, err := e.r.readKeyFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := stateHash(e.idx, kf, e.idx.Export)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// restoredHash restores the account into an empty home (`fincrypt
+// restore`) and returns the state hash of the index it wrote, read back
+// from that index's records (not the one Restore computed).
+func restoredHash(t *testing.T, e *engine, f *fakeNet) ([]byte, error) {
+	t.Helper()
+	home := filepath.Join(t.TempDir(), "restored")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := Restore(ctx, RestoreOptions{Home: home, Mediator: f.med.Address(), Account: f.acct, Password: testPassword}); err != nil {
+		if _, serr := os.Stat(filepath.Join(home, vault.KeyFileName)); serr == nil {
+			t.Fatalf("a restore that failed (%v) left a key file in the home", err)
+		}
+		return nil, err
+	}
+	v, err := vault.Open(home, testPassword, vault.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	idx, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idx.Close()
+	kf, err := os.ReadFile(filepath.Join(home, vault.KeyFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stateHash(idx, kf, idx.Export)
+}
+
+// TestSnapshotChainRestores: after a base, each change (a new file, a
+// delete, a rename, a counter step) is stored as a delta that holds only
+// what changed, the pointer names the base and the deltas in order, every
+// segment of the chain stays alive through maintenance, and a restore into
+// an empty home brings back exactly the live index (its state hash, read
+// from the restored records). A change larger than a quarter of the base
+// makes a new base, after which the old chain's segments are released and
+// the restore still matches. A mediator that serves an older pointer
+// restores that pointer's state, and the next snapshot is stored past it.
+// A pointer stored with its reply lost is recorded as the chain's end.
+//
+// It fails on the code before the change feed (every pointer is one base:
+// a v1 list), and on these mutants: applyDelta that keeps deleted keys
+// (the delete restores a file that is gone), snapshot's own set holding
+// only the new part's segments (maintenance releases the chain's base),
+// and DropChanges called with the next epoch (a change made during the
+// snapshot is lost from the next delta; see also meta's tests).
+func TestSnapshotChainRestores(t *testing.T) {
+	e, f := lostReplyEngine(t) // a base of 2000 inodes, several segments
+	p := f.snapshotPointer()
+	c := pointerChain(t, e, p)
+	if len(c.parts) != 1 || c.parts[0].delta || !bytes.Equal(c.hash, liveHash(t, e)) {
+		t.Fatalf("first snapshot: %d parts (delta %v), hash of the live index %v", len(c.parts), c.parts[0].delta, bytes.Equal(c.hash, liveHash(t, e)))
+	}
+	base := c.parts[0]
+	dirent := func(b *meta.Batch, parent uint64, name string, ino uint64) {
+		b.PutDirent(&meta.Dirent{Parent: parent, Name: name, Ino: ino, Type: 0o100000})
+	}
+	steps := []struct {
+		what   string
+		change func(b *meta.Batch)
+	}{
+		{"a new file", func(b *meta.Batch) {
+			b.PutInode(&meta.Inode{Ino: 5000, Mode: 0o100644, Size: 9})
+			dirent(b, meta.RootIno, "new", 5000)
+		}},
+		{"a delete", func(b *meta.Batch) { b.DeleteInode(1003) }},
+		{"a rename", func(b *meta.Batch) {
+			b.DeleteDirent(meta.RootIno, "new")
+			dirent(b, meta.RootIno, "renamed", 5000)
+		}},
+		{"a file changed twice", func(b *meta.Batch) {
+			b.PutInode(&meta.Inode{Ino: 1010, Mode: 0o100644, Size: 1})
+			b.PutInode(&meta.Inode{Ino: 1010, Mode: 0o100644, Size: 2})
+		}},
+	}
+	var older *fnet.SnapshotPointer
+	var olderHash []byte
+	for i, s := range steps {
+		commit(t, e.idx, s.change)
+		if i == 3 {
+			if _, err := e.idx.NextIno(); err != nil { // a counter step, written outside a batch
+				t.Fatal(err)
+			}
+		}
+		if err := e.r.Snapshot(); err != nil {
+			t.Fatalf("%s: snapshot: %v", s.what, err)
+		}
+		p = f.snapshotPointer()
+		c = pointerChain(t, e, p)
+		if len(c.parts) != i+2 || c.parts[0].seq != base.seq || !c.parts[i+1].delta {
+			t.Fatalf("%s: the pointer names %d parts (base %d, want %d), want the base and %d deltas", s.what, len(c.parts), c.parts[0].seq, base.seq, i+1)
+		}
+		if d := c.parts[i+1].sealed; d*8 > base.sealed {
+			t.Fatalf("%s: a delta of %d bytes for a base of %d: it holds more than the change", s.what, d, base.sealed)
+		}
+		want := liveHash(t, e)
+		if !bytes.Equal(c.hash, want) {
+			t.Fatalf("%s: the chain's state hash is not the live index's", s.what)
+		}
+		if err := e.r.maintain(); err != nil {
+			t.Fatal(err)
+		}
+		live, _ := snapshotSegments(t, e.idx)
+		for _, sg := range c.segments() {
+			if !slices.Contains(segIDs(live), sg.id) || slices.Contains(f.released(), fnet.SegmentID(sg.id)) {
+				t.Fatalf("%s: segment %s of the pointer's chain not alive", s.what, sg.id)
+			}
+		}
+		got, err := restoredHash(t, e, f)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s: the restore of base and %d deltas is not the live index (%v)", s.what, i+1, err)
+		}
+		if i == 1 {
+			older, olderHash = p, want
+		}
+	}
+
+	// A reply lost: the pointer stored is recorded as the chain's end.
+	commit(t, e.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 5001, Mode: 0o100644, Size: 1}) })
+	f.mu.Lock()
+	f.lostPointerReplies = 1
+	f.mu.Unlock()
+	if err := e.r.Snapshot(); err != nil {
+		t.Fatalf("a delta whose pointer was stored, its reply lost: %v", err)
+	}
+	if c = pointerChain(t, e, f.snapshotPointer()); len(c.parts) != len(steps)+2 {
+		t.Fatalf("after a lost reply: %d parts, want %d", len(c.parts), len(steps)+2)
+	}
+	if got, err := restoredHash(t, e, f); err != nil || !bytes.Equal(got, liveHash(t, e)) {
+		t.Fatalf("restore after a lost reply: not the live index (%v)", err)
+	}
+	commit(t, e.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 5002, Mode: 0o100644, Size: 1}) })
+	if err := e.r.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if c = pointerChain(t, e, f.snapshotPointer()); len(c.parts) != len(steps)+3 {
+		t.Fatalf("the delta after a lost reply: %d parts, want %d (it follows the stored one)", len(c.parts), len(steps)+3)
+	}
+	if got, err := restoredHash(t, e, f); err != nil || !bytes.Equal(got, liveHash(t, e)) {
+		t.Fatalf("restore after the delta that followed a lost reply: not the live index (%v)", err)
+	}
+
+	// A mediator that serves an older pointer (its parts are alive):
+	// the restore is that pointer's state.
+	f.mu.Lock()
+	newest := f.pointer
+	f.pointer = older
+	f.mu.Unlock()
+	if got, err := restoredHash(t, e, f); err != nil || !bytes.Equal(got, olderHash) {
+		t.Fatalf("restore from an older pointer: not its state (%v)", err)
+	}
+	// The engine's next snapshot follows its own chain, numbered past the
+	// pointer it stored, and restores the live index.
+	commit(t, e.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 5003, Mode: 0o100644, Size: 1}) })
+	if err := e.r.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if p = f.snapshotPointer(); p.Seq <= newest.Seq {
+		t.Fatalf("the snapshot after the mediator went back is numbered %d, not past %d", p.Seq, newest.Seq)
+	}
+	if got, err := restoredHash(t, e, f); err != nil || !bytes.Equal(got, liveHash(t, e)) {
+		t.Fatalf("restore after the mediator went back: not the live index (%v)", err)
+	}
+
+	// A change of more than a quarter of the base: a new base. The old
+	// chain's segments die and are released; the restore still matches.
+	oldSegs := pointerChain(t, e, p).segments()
+	rewriteAll(t, e, 7000)
+	if err := e.r.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if c = pointerChain(t, e, f.snapshotPointer()); len(c.parts) != 1 || c.parts[0].delta {
+		t.Fatalf("after a change larger than a quarter of the base: %d parts, want a new base", len(c.parts))
+	}
+	// A later snapshot covers the deaths; the release delay is a
+	// millisecond.
+	commit(t, e.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 5004, Mode: 0o100644, Size: 1}) })
+	if err := e.r.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond) // past the release delay (a millisecond); nothing waits on another goroutine
+	if err := e.r.maintain(); err != nil {
+		t.Fatal(err)
+	}
+	for _, sg := range oldSegs {
+		if !slices.Contains(f.released(), fnet.SegmentID(sg.id)) {
+			t.Fatalf("segment %s of the chain a new base superseded not released", sg.id)
+		}
+	}
+	if got, err := restoredHash(t, e, f); err != nil || !bytes.Equal(got, liveHash(t, e)) {
+		t.Fatalf("restore after a new base: not the live index (%v)", err)
+	}
+}
+
+// TestRestoreRefusesABrokenChain: a chain whose delta was swapped for
+// another valid part, or whose state hash is wrong, is refused
+// (ErrSnapshot) and the restore writes nothing.
+func TestRestoreRefusesABrokenChain(t *testing.T) {
+	e, f := lostReplyEngine(t)
+	for i := range 2 {
+		commit(t, e.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: uint64(6000 + i), Mode: 0o100644, Size: 1}) })
+		if err := e.r.Snapshot(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := *f.snapshotPointer()
+	c := pointerChain(t, e, &p)
+	if len(c.parts) != 3 {
+		t.Fatalf("%d parts, want a base and two deltas", len(c.parts))
+	}
+	reseal := func(c *snapChain) *fnet.SnapshotPointer {
+		q := p
+		q.Sealed = e.r.snap.Seal(nil, encodeChain(c), snapshotAD("list", p.Account, p.Seq))
+		id, err := AccountIdentity(e.v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q.Sign(id)
+		return &q
+	}
+	for _, bad := range []struct {
+		what string
+		c    func() *snapChain
+	}{
+		{"a wrong state hash", func() *snapChain {
+			d := *c
+			d.hash = bytes.Repeat([]byte{1}, len(c.hash))
+			return &d
+		}},
+		{"the last delta left out", func() *snapChain {
+			d := *c
+			d.parts = slices.Clone(c.parts[:2])
+			d.parts[1].seq = p.Seq // (the pointer's seq is its last part's)
+			return &d
+		}},
+	} {
+		f.mu.Lock()
+		f.pointer = reseal(bad.c())
+		f.mu.Unlock()
+		if _, err := restoredHash(t, e, f); !errors.Is(err, ErrSnapshot) {
+			t.Fatalf("%s: restore %v, want ErrSnapshot", bad.what, err)
+		}
+	}
+	f.mu.Lock()
+	f.pointer = &p
+	f.mu.Unlock()
+	if got, err := restoredHash(t, e, f); err != nil || !bytes.Equal(got, liveHash(t, e)) {
+		t.Fatalf("restore of the whole chain: %v", err)
+	}
+}
+
+// TestSnapshotChainCodec: a chain encodes and decodes; a v1 list reads as
+// a lone base of the pointer's seq; damaged chains are ErrSnapshot.
+func TestSnapshotChainCodec(t *testing.T) {
+	segs := []snapSegment{{id: meta.SegmentID{1}, class: 4096, used: 100}}
+	c := &snapChain{hash: bytes.Repeat([]byte{7}, 32), parts: []snapPart{
+		{seq: 10, sealed: 100, segs: segs},
+		{seq: 11, delta: true, sealed: 100, segs: segs},
+	}}
+	got, err := decodeChain(encodeChain(c), 11)
+	if err != nil || fmt.Sprint(got) != fmt.Sprint(c) {
+		t.Fatalf("decoded %+v, %v; want %+v", got, err, c)
+	}
+	v1, err := decodeChain(encodeList(100, segs), 42)
+	if err != nil || len(v1.parts) != 1 || v1.parts[0].seq != 42 || v1.parts[0].delta || v1.hash != nil {
+		t.Fatalf("a v1 list: %+v, %v", v1, err)
+	}
+	enc := encodeChain(c)
+	for _, bad := range []struct {
+		what string
+		b    []byte
+	}{
+		{"truncated", enc[:len(enc)-1]},
+		{"a byte more", append(slices.Clone(enc), 0)},
+		{"a delta first", encodeChain(&snapChain{hash: c.hash, parts: []snapPart{c.parts[1]}})},
+		{"parts out of order", encodeChain(&snapChain{hash: c.hash, parts: []snapPart{{seq: 12, sealed: 100, segs: segs}, c.parts[1]}})},
+		{"no part", encodeChain(&snapChain{hash: c.hash})},
+	} {
+		if _, err := decodeChain(bad.b, 11); !errors.Is(err, ErrSnapshot) {
+			t.Fatalf("%s: %v, want ErrSnapshot", bad.what, err)
+		}
+	}
+}
