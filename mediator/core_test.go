@@ -289,7 +289,7 @@ func TestChallengeFailsDeletedAndFlippedPiecesAndRepairsThem(t *testing.T) {
 				t.Fatalf("repaired piece placed on a node holding piece %d of the same segment", j)
 			}
 		}
-		if got := w.mem.nodes[p.Node].pieces[p.ID]; !bytes.Equal(got, c.pieces[c.idx]) {
+		if got := w.mem.piece(p.Node, p.ID); !bytes.Equal(got, c.pieces[c.idx]) {
 			t.Fatal("repaired piece is not byte-identical to the original")
 		}
 	}
@@ -699,7 +699,7 @@ func TestPiecesNeverUploadedAreRepaired(t *testing.T) {
 			t.Fatalf("piece %d after repair: %+v", i, p)
 		}
 		nodes[p.Node] = true
-		if !bytes.Equal(w.mem.nodes[p.Node].pieces[p.ID], pieces[i]) {
+		if !bytes.Equal(w.mem.piece(p.Node, p.ID), pieces[i]) {
 			t.Fatalf("piece %d: node holds other bytes", i)
 		}
 	}

@@ -134,6 +134,14 @@ func (m *memNodes) Delete(_ context.Context, addr fnet.Address, t fnet.SignedTic
 	return nil
 }
 
+// piece returns the bytes node holds for piece (nil if none), under the
+// lock that the core's background deletes take as well.
+func (m *memNodes) piece(node fnet.NodeID, piece challenge.PieceID) []byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.nodes[node].pieces[piece]
+}
+
 // dropPiece makes node lose one piece, under the lock that the background
 // work of the core (deletes after a repair, challenges) takes as well.
 func (m *memNodes) dropPiece(node fnet.NodeID, piece challenge.PieceID) {
