@@ -198,7 +198,11 @@ func TestInProcessContactWaitsForTheMediator(t *testing.T) {
 		t.Fatal(err)
 	}
 	hp := pc.LocalAddr().String()
-	pc.Close()
+	// The port stays bound, by a socket that never answers (the node's
+	// dials fail: nobody there speaks QUIC), until the mediator binds it:
+	// left free for the whole wait, another socket on this machine could
+	// take it meanwhile and the mediator could not start there.
+	defer pc.Close()
 	medID, _ := fnet.GenerateIdentity()
 	ident, _ := fnet.GenerateIdentity()
 	peer, err := storagenode.New(quietLog(), ident, storagenode.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0",
@@ -218,12 +222,13 @@ func TestInProcessContactWaitsForTheMediator(t *testing.T) {
 		case <-time.After(30 * time.Second):
 		}
 	}()
-	time.Sleep(700 * time.Millisecond) // dials fail: nobody listens
+	time.Sleep(700 * time.Millisecond) // dials fail: nobody answers
 	select {
 	case err := <-done:
 		t.Fatalf("Run ended while the mediator was down: %v", err)
 	default:
 	}
+	pc.Close()
 	med := newMediatorAt(t, medID, hp)
 	waitFor(t, "registration once the mediator is up", 20*time.Second, func() bool {
 		r, _ := med.registration(ident.ID())
