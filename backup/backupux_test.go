@@ -173,6 +173,13 @@ func TestAppendingFileNeverCapturedHalfWay(t *testing.T) {
 		}
 	}
 	for i := 0; i < 3; i++ {
+		// Changed since the last snapshot, so that the pass reads it: one
+		// whose size and times equal its parent entry's is taken from the
+		// parent unread, and nothing grows it. (A writer held up through
+		// the last pass above left it as that pass captured it, and a
+		// pass here kept it, rightly, unread.)
+		f.Write(record(n))
+		n++
 		rep, err := Run(context.Background(), repo, Options{Paths: []string{src}, Rereads: 2, Progress: grow})
 		if err != nil {
 			t.Fatal(err)

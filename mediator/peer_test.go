@@ -40,7 +40,7 @@ func TestPeerLifecycle(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second) // two rounds of 200 ms; generous for -race on a busy machine
 	var st *Status
 	for {
 		st, err = ReadStatus(context.Background(), dir)

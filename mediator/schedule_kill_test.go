@@ -116,7 +116,11 @@ func TestRerunInterruptedRound(t *testing.T) {
 func TestScheduleCountsTheMissedPeriods(t *testing.T) {
 	w := newWorld(t, 0)
 	p := w.schedulePeer()
-	p.Config.Period = 4 * time.Second
+	// A long period costs no time (the round is due at once and the test
+	// ends after it), and leaves the round 30 s to start: with a period
+	// of 4 s, a round that took 3 s to start on a loaded machine would
+	// have counted a 10th gap.
+	p.Config.Period = 40 * time.Second
 	p.Config.OnlineWindow = 10 * time.Millisecond
 	// The last round began 10 periods and a quarter ago: 9 whole periods
 	// passed without one. The round runs at once, well within the three

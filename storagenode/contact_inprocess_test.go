@@ -159,8 +159,11 @@ func TestInProcessContactLosesMediator(t *testing.T) {
 
 // A registration that fails for a reason retrying may fix is retried on a
 // new connection after a pause that doubles up to RetryMax: with 200 ms
-// doubling to 400 ms, a node tries at most five or six times in 1.5 s,
-// not in a loop without pause.
+// doubling to 400 ms, the second attempt comes at least 200 ms after the
+// first and each later one at least 400 ms after the one before, not in a
+// loop without pause. (Lower bounds on the gaps: a slow machine only
+// widens them. A count of attempts in a fixed 1.5 s was at least 2 only
+// while a dial and a registration took under 1.3 s.)
 func TestInProcessContactBacksOff(t *testing.T) {
 	t.Parallel()
 	med := newMediator(t)
@@ -175,13 +178,27 @@ func TestInProcessContactBacksOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer peer.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := peer.Contact.Run(ctx); err != nil {
+	done := make(chan error, 1)
+	go func() { done <- peer.Contact.Run(ctx) }()
+	const attempts = 4
+	waitFor(t, "four registration attempts", 30*time.Second, func() bool { return len(offered(med)) >= attempts })
+	cancel()
+	if err := <-done; err != nil {
 		t.Fatalf("Run with a mediator failing registrations: %v, want retries until the context ends", err)
 	}
-	if n := len(offered(med)); n < 2 || n > 8 {
-		t.Fatalf("%d registration attempts in 1.5 s with a pause of 200 ms doubling to 400 ms, want 2 to 8", n)
+	med.mu.Lock()
+	at := slices.Clone(med.offeredAt)
+	med.mu.Unlock()
+	for i := 1; i < attempts; i++ {
+		pause := 400 * time.Millisecond
+		if i == 1 {
+			pause = 200 * time.Millisecond
+		}
+		if gap := at[i].Sub(at[i-1]); gap < pause {
+			t.Fatalf("registration attempt %d came %v after the one before, want at least the pause of %v", i+1, gap, pause)
+		}
 	}
 	if _, ok := peer.Contact.Policy(); ok {
 		t.Fatal("registered though every registration failed")
@@ -198,7 +215,11 @@ func TestInProcessContactWaitsForTheMediator(t *testing.T) {
 		t.Fatal(err)
 	}
 	hp := pc.LocalAddr().String()
-	pc.Close()
+	// The port stays bound, by a socket that never answers (the node's
+	// dials fail: nobody there speaks QUIC), until the mediator binds it:
+	// left free for the whole wait, another socket on this machine could
+	// take it meanwhile and the mediator could not start there.
+	defer pc.Close()
 	medID, _ := fnet.GenerateIdentity()
 	ident, _ := fnet.GenerateIdentity()
 	peer, err := storagenode.New(quietLog(), ident, storagenode.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0",
@@ -218,12 +239,13 @@ func TestInProcessContactWaitsForTheMediator(t *testing.T) {
 		case <-time.After(30 * time.Second):
 		}
 	}()
-	time.Sleep(700 * time.Millisecond) // dials fail: nobody listens
+	time.Sleep(700 * time.Millisecond) // dials fail: nobody answers
 	select {
 	case err := <-done:
 		t.Fatalf("Run ended while the mediator was down: %v", err)
 	default:
 	}
+	pc.Close()
 	med := newMediatorAt(t, medID, hp)
 	waitFor(t, "registration once the mediator is up", 20*time.Second, func() bool {
 		r, _ := med.registration(ident.ID())

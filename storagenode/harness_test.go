@@ -64,8 +64,9 @@ type mediator struct {
 	live       map[challenge.PieceID]bool
 	liveAsked  int
 	inbound    map[fnet.NodeID]*fnet.Conn
-	offered    []string // the network of every registration request, in order
-	regBusy    bool     // answer registrations with a transient error (CodeInternal)
+	offered    []string    // the network of every registration request, in order
+	offeredAt  []time.Time // when each arrived
+	regBusy    bool        // answer registrations with a transient error (CodeInternal)
 }
 
 func newMediatorAt(t testing.TB, id *fnet.Identity, hostport string) *mediator {
@@ -118,6 +119,7 @@ func (m *mediator) handle(ctx context.Context, peer fnet.NodeID, s *quic.Stream)
 			break
 		}
 		m.offered = append(m.offered, r.Network)
+		m.offeredAt = append(m.offeredAt, time.Now())
 		if m.regBusy {
 			rep = &fnet.ErrorReply{Code: fnet.CodeInternal, Message: "try again later"}
 			break

@@ -570,7 +570,14 @@ func TestKill9DuringUploads(t *testing.T) {
 			}()
 		}
 		finishing.Wait()
-		time.Sleep(50 * time.Millisecond) // let the stalled uploads' bytes reach the node
+		// The stalled uploads' first halves reach the node in their own
+		// time (a loaded machine can take long): kill only once one of
+		// them is on disk, so that the kill certainly cuts a partial
+		// upload (a stalled upload keeps its temporary file until the
+		// gate opens, which is after the kill).
+		waitFor(t, "a stalled upload's partial file on the node's disk", 30*time.Second, func() bool {
+			return tmpFiles(t, dir) > 0
+		})
 		n.kill()
 		if tmpFiles(t, dir) == 0 {
 			t.Fatal("no partial upload was on disk when the node was killed")

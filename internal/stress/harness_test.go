@@ -2,10 +2,12 @@ package stress_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -100,12 +102,14 @@ func (d *daemon) start() {
 }
 
 func (d *daemon) tryStart() error {
-	listen := "127.0.0.1:0"
-	if d.ip != "" {
-		listen = d.ip + ":0"
-	}
-	if d.hostport != "" {
-		listen = d.hostport
+	// The first start takes a port the kernel does not hand out for port
+	// 0, and restarts keep it: chaos restarts a daemon up to 1.6 s after
+	// killing it, and meanwhile any socket binding port 0 could have taken
+	// an ephemeral one.
+	listen := d.hostport
+	if listen == "" {
+		ip := cmp.Or(d.ip, "127.0.0.1")
+		listen = net.JoinHostPort(ip, testbin.Port(ip))
 	}
 	addrFile := filepath.Join(d.dir, "address")
 	os.Remove(addrFile)

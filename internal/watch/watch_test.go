@@ -295,7 +295,26 @@ func TestSlowWriterNotEmittedUntilStable(t *testing.T) {
 
 func TestNeverSettlingIsEmittedBounded(t *testing.T) {
 	root := t.TempDir()
-	h := start(t, Config{Roots: []string{root}, Debounce: 20 * time.Millisecond, Settle: 50 * time.Millisecond, MaxChecks: 4}, nil)
+	// The watcher's clock moves 5 ms only when the file was written since
+	// it last read it. With the real clock, a writer held up for a Settle
+	// (50 ms: the machine was busy, or the watcher ran first after both
+	// were descheduled) left the file unchanged between two checks, and it
+	// was emitted as settled. Now two checks a Settle apart are 10 clock
+	// steps apart, each after a write of its own: at most the first of
+	// those writes can precede the first check's stat (the watcher reads
+	// the clock nowhere between the two), so the second check sees the
+	// file grown.
+	var wrote atomic.Bool
+	var clock atomic.Int64
+	t0 := time.Now()
+	now := func() time.Time {
+		if wrote.Swap(false) {
+			clock.Add(int64(5 * time.Millisecond))
+		}
+		return t0.Add(time.Duration(clock.Load()))
+	}
+	h := start(t, Config{Roots: []string{root}, Debounce: 20 * time.Millisecond, Settle: 50 * time.Millisecond, MaxChecks: 4},
+		func(w *Watcher) { w.now = now })
 	p := filepath.Join(root, "busy")
 	stop := make(chan struct{})
 	stopped := make(chan struct{})
@@ -310,6 +329,7 @@ func TestNeverSettlingIsEmittedBounded(t *testing.T) {
 			default:
 			}
 			f.Write([]byte("x"))
+			wrote.Store(true)
 			time.Sleep(5 * time.Millisecond)
 		}
 	}()

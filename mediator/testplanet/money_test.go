@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 	"github.com/btcsuite/btcd/chaincfg"
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
 
+	"github.com/fincrypt/fincrypt/internal/testbin"
 	"github.com/fincrypt/fincrypt/mediator"
 	"github.com/fincrypt/fincrypt/mediator/testplanet"
 	fnet "github.com/fincrypt/fincrypt/net"
@@ -69,7 +71,10 @@ func startMoneyNet(t *testing.T) *moneyNet {
 	if err := os.WriteFile(pass, []byte("money test passphrase\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	m.margs = []string{"--debug", "mediator", "--dir", m.mdir, "--listen", "127.0.0.1:0",
+	// A port the kernel does not hand out for port 0: the mediator comes
+	// back on it after each kill, and meanwhile a socket binding port 0
+	// could take an ephemeral one.
+	m.margs = []string{"--debug", "mediator", "--dir", m.mdir, "--listen", net.JoinHostPort("127.0.0.1", testbin.Port("127.0.0.1")),
 		"--period", m.period.String(), "--heartbeat", "100ms", "--online-window", "1s", "--offline-after", "60s",
 		"--challenge-timeout", "800ms", "--network", "simnet", "--wallet-passphrase-file", pass,
 		"--btcd-rpc", m.btc.Host, "--btcd-rpc-user", m.btc.User, "--btcd-rpc-pass", m.btc.Pass,

@@ -90,6 +90,7 @@ type Mediator struct {
 	address fnet.Address
 	cancel  context.CancelFunc
 	done    chan error
+	held    net.PacketConn // its port while stopped (holdPort)
 }
 
 // Node is one storage node.
@@ -101,8 +102,9 @@ type Node struct {
 	Config   storagenode.Config
 	cancel   context.CancelFunc
 	done     chan error
-	relay    *relay    // with Config.Relays
-	proc     *exec.Cmd // with Config.NodeProcesses, while running
+	relay    *relay         // with Config.Relays
+	proc     *exec.Cmd      // with Config.NodeProcesses, while running
+	held     net.PacketConn // its port while stopped in the test's process (holdPort)
 }
 
 // ID is the node's id.
@@ -251,6 +253,7 @@ func (p *Planet) Scheme() erasure.Scheme { return p.Mediator.Config.Scheme }
 
 func (p *Planet) startMediator() {
 	m := p.Mediator
+	release(&m.held)
 	peer, err := mediator.New(p.log.With("role", "mediator"), m.ident, m.Config)
 	if err != nil {
 		p.t.Fatalf("start mediator: %v", err)
@@ -273,6 +276,7 @@ func (p *Planet) StopMediator() {
 	}
 	m.Peer.Close()
 	m.Peer = nil
+	m.held = holdPort(m.address.HostPort)
 }
 
 // RestartMediator stops the mediator and starts it again on the same
@@ -415,6 +419,7 @@ func (p *Planet) StartNode(i int) {
 		}
 		return
 	}
+	release(&n.held)
 	peer, err := storagenode.New(p.log.With("role", "node", "node", i), n.Identity, n.Config)
 	if err != nil {
 		p.t.Fatalf("start node %d: %v", i, err)
@@ -440,6 +445,7 @@ func (p *Planet) StopNode(i int) {
 	}
 	n.Peer.Close()
 	n.Peer = nil
+	n.held = holdPort(n.Config.Listen)
 }
 
 // NodeIndex returns the index of the node with id, or -1.
@@ -537,8 +543,39 @@ func (p *Planet) WaitFor(what string, timeout time.Duration, cond func(*mediator
 func (p *Planet) stopAll() {
 	for i := range p.Nodes {
 		p.StopNode(i)
+		release(&p.Nodes[i].held)
 	}
-	p.StopMediator()
+	if p.Mediator != nil {
+		p.StopMediator()
+		release(&p.Mediator.held)
+	}
+}
+
+// holdPort binds the UDP address a stopped daemon comes back on (restarts
+// keep the port: the mediator's is pinned by the nodes) with a socket that
+// reads nothing, until release just before the restart. Left free, the port
+// could be taken meanwhile by any socket on the machine that binds port 0
+// (every QUIC dialer does), and the restart would fail. To a peer, a
+// socket that never answers is no different from a closed port (QUIC
+// takes no notice of ICMP errors). nil for port 0, or if the port is
+// already taken.
+func holdPort(hostport string) net.PacketConn {
+	if _, port, err := net.SplitHostPort(hostport); err != nil || port == "0" {
+		return nil
+	}
+	c, err := net.ListenPacket("udp", hostport)
+	if err != nil {
+		return nil
+	}
+	return c
+}
+
+// release closes a port held by holdPort.
+func release(held *net.PacketConn) {
+	if *held != nil {
+		(*held).Close()
+		*held = nil
+	}
 }
 
 // freePort finds a UDP port free on ip.
