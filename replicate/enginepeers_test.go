@@ -350,20 +350,33 @@ func intents(t *testing.T, e *engine) int {
 }
 
 // TestUploadWaitsLongerForLargePieces: a piece upload may take its
-// PieceTimeout and a second more per MiB of the piece: nodes that accept
-// pieces of 8 MiB after 1.3 times PieceTimeout still store them (with the
-// allowance, 9 s; without it every piece would time out at 1 s, before
-// any node answers). Pieces of the largest class leave the transfer 7.7 s:
-// with 2 MiB pieces (1.7 s) all four missed their 3 s under -race on a
-// loaded machine. Should one still miss it, the upload commits with more
-// than K of them.
+// PieceTimeout and a second more per MiB of the piece. Nodes that answer a
+// piece of 8 MiB only once PieceTimeout and half its allowance have passed
+// since it came (peerLate: never sooner, whatever the transfer took) still
+// store it; without the allowance, or with less than half of it, every
+// piece would time out before its node answers. The transfer itself has
+// the whole bound, PieceTimeout and 8 s: it took up to 7 s for the four
+// pieces under -race at a load of 26. (The nodes used to sleep 1.3 s
+// before they read the pieces, with a PieceTimeout of 1 s: the pieces then
+// ended within half a second of their 9 s.) Should one still miss it, the
+// upload commits with more than K of them.
 func TestUploadWaitsLongerForLargePieces(t *testing.T) {
-	e, f := peerEngine(t, 4, func(c *Config) { c.PieceTimeout = time.Second })
-	f.setDelay(1300 * time.Millisecond)
-	for _, p := range f.peers {
-		p.set(peerSlow)
+	e, f := peerEngine(t, 4, func(c *Config) { c.PieceTimeout = 4 * time.Second })
+	pt := e.r.cfg.PieceTimeout
+	for _, c := range []struct {
+		size int
+		want time.Duration
+	}{{0, pt}, {1<<20 - 1, pt}, {1 << 20, pt + time.Second}, {8<<20 + 8<<10, pt + 8*time.Second}} {
+		if got := e.r.pieceUploadTimeout(c.size); got != c.want {
+			t.Fatalf("a piece of %d bytes may upload for %v, want %v", c.size, got, c.want)
+		}
 	}
 	class := SizeClasses[4] // pieces of 8 MiB and more
+	psize := e.r.coder.PieceSize(class)
+	f.setDelay(pt + (e.r.pieceUploadTimeout(psize)-pt)/2)
+	for _, p := range f.peers {
+		p.set(peerLate)
+	}
 	content := segmentData(30, class)
 	_, n, err := e.r.put(content[:class-100], class)
 	if err != nil {

@@ -29,6 +29,11 @@ const (
 	peerLong            // a get: one byte more announced than the ticket's
 	peerHeld            // no answer until the test lets held peers go
 	peerSlow            // honest, after the network's delay
+	// peerLate is honest, but answers a put only once it has read the
+	// whole piece and the network's delay has passed since the request
+	// came: never sooner than the delay, and no later than the transfer
+	// needs (peerSlow's delay comes on top of the transfer).
+	peerLate
 )
 
 // fakePeer is one storage node of a fakeNet.
@@ -212,6 +217,7 @@ func (f *fakeNet) serveNode(ctx context.Context, p *fakePeer, s *quic.Stream) {
 	if err != nil {
 		return
 	}
+	came := time.Now()
 	mode := peerMode(p.mode.Load())
 	switch mode {
 	case peerHeld:
@@ -261,6 +267,9 @@ func (f *fakeNet) serveNode(ctx context.Context, p *fakePeer, s *quic.Stream) {
 		p.mu.Lock()
 		p.pieces[req.Piece] = data
 		p.mu.Unlock()
+		if mode == peerLate {
+			time.Sleep(time.Until(came.Add(time.Duration(f.delay.Load()))))
+		}
 		fnet.WriteMessage(s, &fnet.PutReply{})
 	}
 }
