@@ -41,6 +41,7 @@ type fakePeer struct {
 	tr         *fnet.Transport
 	mode       atomic.Int32
 	gets, puts atomic.Int64 // requests seen
+	arrived    atomic.Int64 // requests read, counted before the mode's hold or delay
 	mu         sync.Mutex
 	pieces     map[challenge.PieceID][]byte
 }
@@ -218,6 +219,7 @@ func (f *fakeNet) serveNode(ctx context.Context, p *fakePeer, s *quic.Stream) {
 		return
 	}
 	came := time.Now()
+	p.arrived.Add(1)
 	mode := peerMode(p.mode.Load())
 	switch mode {
 	case peerHeld:
