@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/fincrypt/fincrypt/meta"
 	"github.com/fincrypt/fincrypt/vault"
@@ -42,14 +43,25 @@ func TestFullSegmentsHardlyPadded(t *testing.T) {
 // class was 16 MiB x 17/16 (before it became 16 MiB + 16 KiB) keep the
 // class their index records name and read back intact once the classes
 // have changed.
+//
+// Its three segments' pieces are 8.5 MiB: with the fast config's 3 s piece
+// timeout (11 s with the allowance for the size) and challenges every
+// second, -race at a load of 25 timed the uploads out ("put ...: deadline
+// exceeded"), 65 times in three minutes, until placements found two nodes
+// that qualified ("not enough healthy storage nodes ... 2 qualify"), and
+// the test failed waiting for the sync. The pieces get the timeouts of a
+// loaded machine (20 s, still below the default 30 s) and the nodes the
+// quiet planet's challenges: the wait ends when the file is synced.
 func TestOldLargestClassReadsBack(t *testing.T) {
-	p, home := planetAndVault(t)
+	p, home := quietPlanet(t)
+	cfg := fastConfig()
+	cfg.PieceTimeout, cfg.CallTimeout = 20*time.Second, 20*time.Second
 	oldClasses, oldMax := SizeClasses, MaxSegment
 	t.Cleanup(func() { SizeClasses, MaxSegment = oldClasses, oldMax })
 	const before = 16 << 20 * 17 / 16
 	SizeClasses = append(append([]int(nil), oldClasses[:len(oldClasses)-1]...), before)
 	MaxSegment = before
-	c := mount(t, p, home, fastConfig())
+	c := mount(t, p, home, cfg)
 	data := make([]byte, 40<<20+4321)
 	rand.New(rand.NewSource(7)).Read(data)
 	if err := os.WriteFile(filepath.Join(c.mnt, "old"), data, 0o644); err != nil {
@@ -58,7 +70,7 @@ func TestOldLargestClassReadsBack(t *testing.T) {
 	c.waitSynced("file stored with the old classes")
 	c.unmount() // no goroutine of the engine reads the classes as they change
 	SizeClasses, MaxSegment = oldClasses, oldMax
-	c = mount(t, p, home, fastConfig())
+	c = mount(t, p, home, cfg)
 	old := 0
 	for _, s := range segmentPieces(t, c.rep.idx) {
 		if s.Kind == meta.KindData && s.Class == before {

@@ -350,20 +350,33 @@ func intents(t *testing.T, e *engine) int {
 }
 
 // TestUploadWaitsLongerForLargePieces: a piece upload may take its
-// PieceTimeout and a second more per MiB of the piece: nodes that accept
-// pieces of 8 MiB after 1.3 times PieceTimeout still store them (with the
-// allowance, 9 s; without it every piece would time out at 1 s, before
-// any node answers). Pieces of the largest class leave the transfer 7.7 s:
-// with 2 MiB pieces (1.7 s) all four missed their 3 s under -race on a
-// loaded machine. Should one still miss it, the upload commits with more
-// than K of them.
+// PieceTimeout and a second more per MiB of the piece. Nodes that answer a
+// piece of 8 MiB only once PieceTimeout and half its allowance have passed
+// since it came (peerLate: never sooner, whatever the transfer took) still
+// store it; without the allowance, or with less than half of it, every
+// piece would time out before its node answers. The transfer itself has
+// the whole bound, PieceTimeout and 8 s: it took up to 7 s for the four
+// pieces under -race at a load of 26. (The nodes used to sleep 1.3 s
+// before they read the pieces, with a PieceTimeout of 1 s: the pieces then
+// ended within half a second of their 9 s.) Should one still miss it, the
+// upload commits with more than K of them.
 func TestUploadWaitsLongerForLargePieces(t *testing.T) {
-	e, f := peerEngine(t, 4, func(c *Config) { c.PieceTimeout = time.Second })
-	f.setDelay(1300 * time.Millisecond)
-	for _, p := range f.peers {
-		p.set(peerSlow)
+	e, f := peerEngine(t, 4, func(c *Config) { c.PieceTimeout = 4 * time.Second })
+	pt := e.r.cfg.PieceTimeout
+	for _, c := range []struct {
+		size int
+		want time.Duration
+	}{{0, pt}, {1<<20 - 1, pt}, {1 << 20, pt + time.Second}, {8<<20 + 8<<10, pt + 8*time.Second}} {
+		if got := e.r.pieceUploadTimeout(c.size); got != c.want {
+			t.Fatalf("a piece of %d bytes may upload for %v, want %v", c.size, got, c.want)
+		}
 	}
 	class := SizeClasses[4] // pieces of 8 MiB and more
+	psize := e.r.coder.PieceSize(class)
+	f.setDelay(pt + (e.r.pieceUploadTimeout(psize)-pt)/2)
+	for _, p := range f.peers {
+		p.set(peerLate)
+	}
 	content := segmentData(30, class)
 	_, n, err := e.r.put(content[:class-100], class)
 	if err != nil {
@@ -387,13 +400,14 @@ func TestUploadAllRound(t *testing.T) {
 	t.Cleanup(func() { MaxSegment = old })
 	// Four slots for three segments: the round looks for more at once,
 	// finds nothing, and looks again while the three upload.
-	e, f := peerEngine(t, 4, func(c *Config) { c.Parallel = 4 })
+	e, f := peerEngine(t, 4, func(c *Config) { c.Parallel, c.PieceTimeout = 4, time.Minute })
 	e.r.streamFor = 5 * time.Minute // a loaded machine must not end the round first
-	// Slow nodes: the round lasts two seconds at least, time for the test
-	// to write the chunks it takes on.
-	f.setDelay(2 * time.Second)
+	// Held nodes: the round's uploads last until the test lets them go,
+	// once it has written the chunks the round is to take on. (Nodes that
+	// answered after two seconds let a loaded machine end the round, or
+	// time its pieces out, before the test wrote them.)
 	for _, p := range f.peers {
-		p.set(peerSlow)
+		p.set(peerHeld)
 	}
 	rng := rand.New(rand.NewPCG(5, 6))
 	half := MaxSegment / 2
@@ -409,21 +423,34 @@ func TestUploadAllRound(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- e.r.uploadAll(plan) }()
-	var upTotal uint64
-	var inflight int
-	for deadline := time.Now().Add(10 * time.Second); upTotal == 0 && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		e.r.mu.Lock()
-		upTotal, inflight = e.r.st.UploadTotal, len(e.r.inflight)
-		e.r.mu.Unlock()
+	// Every piece of the three segments reached its node: the round has
+	// started its three uploads, and its fourth slot has looked for more
+	// by now as a rule (found nothing); whenever it looks, the chunks
+	// written below are there before any upload can end.
+	arrived := func() (n int64) {
+		for _, p := range f.peers {
+			n += p.arrived.Load()
+		}
+		return n
 	}
+	want := int64(len(plan) * len(f.peers))
+	for deadline := time.Now().Add(time.Minute); arrived() < want; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			f.letGo()
+			t.Fatalf("%d piece uploads reached the nodes within a minute, want %d", arrived(), want)
+		}
+	}
+	e.r.mu.Lock()
+	upTotal, inflight := e.r.st.UploadTotal, len(e.r.inflight)
+	e.r.mu.Unlock()
 	if upTotal != uint64(total) || inflight != len(all) {
+		f.letGo()
 		t.Fatalf("while uploading: %d bytes counted, %d chunks in flight; want %d and %d", upTotal, inflight, total, len(all))
 	}
-	// After the round's first look (it found nothing): a full segment,
-	// and a third chunk that follows it (the last segment of the pending
-	// feed waits for more, even when it is exactly full).
-	time.Sleep(300 * time.Millisecond)
+	// A full segment, and a third chunk that follows it (the last segment
+	// of the pending feed waits for more, even when it is exactly full).
 	late, _ := e.addChunks(t, rng, half, half, half)
+	f.letGo() // held nodes answer from now on
 	if err := <-done; err != nil {
 		t.Fatalf("round: %v", err)
 	}
@@ -442,12 +469,16 @@ func TestUploadAllRound(t *testing.T) {
 		t.Fatal("the last chunk, a partly filled segment, went in the round")
 	}
 	e.r.mu.Lock()
-	upTotal, upDone, inflight := e.r.st.UploadTotal, e.r.st.UploadDone, len(e.r.inflight)
+	upTotal, upDone := e.r.st.UploadTotal, e.r.st.UploadDone
+	inflight = len(e.r.inflight)
 	e.r.mu.Unlock()
 	if upTotal != 0 || upDone != 0 || inflight != 0 {
 		t.Fatalf("after the round: %d of %d bytes counted, %d chunks in flight", upDone, upTotal, inflight)
 	}
 	f.setDelay(200 * time.Millisecond)
+	for _, p := range f.peers {
+		p.set(peerSlow)
+	}
 
 	// A round with nothing more to take on ends with its last upload
 	// (the test's bound: streamFor is five minutes).

@@ -29,6 +29,11 @@ const (
 	peerLong            // a get: one byte more announced than the ticket's
 	peerHeld            // no answer until the test lets held peers go
 	peerSlow            // honest, after the network's delay
+	// peerLate is honest, but answers a put only once it has read the
+	// whole piece and the network's delay has passed since the request
+	// came: never sooner than the delay, and no later than the transfer
+	// needs (peerSlow's delay comes on top of the transfer).
+	peerLate
 )
 
 // fakePeer is one storage node of a fakeNet.
@@ -36,6 +41,7 @@ type fakePeer struct {
 	tr         *fnet.Transport
 	mode       atomic.Int32
 	gets, puts atomic.Int64 // requests seen
+	arrived    atomic.Int64 // requests read, counted before the mode's hold or delay
 	mu         sync.Mutex
 	pieces     map[challenge.PieceID][]byte
 }
@@ -212,6 +218,8 @@ func (f *fakeNet) serveNode(ctx context.Context, p *fakePeer, s *quic.Stream) {
 	if err != nil {
 		return
 	}
+	came := time.Now()
+	p.arrived.Add(1)
 	mode := peerMode(p.mode.Load())
 	switch mode {
 	case peerHeld:
@@ -261,6 +269,9 @@ func (f *fakeNet) serveNode(ctx context.Context, p *fakePeer, s *quic.Stream) {
 		p.mu.Lock()
 		p.pieces[req.Piece] = data
 		p.mu.Unlock()
+		if mode == peerLate {
+			time.Sleep(time.Until(came.Add(time.Duration(f.delay.Load()))))
+		}
 		fnet.WriteMessage(s, &fnet.PutReply{})
 	}
 }

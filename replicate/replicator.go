@@ -919,6 +919,13 @@ func (l *bufList) drop() {
 	l.free = l.free[:0]
 }
 
+// pieceUploadTimeout bounds the upload of a piece of size bytes:
+// PieceTimeout, and a second more per MiB (a node on a slow link, or a
+// loaded machine, takes its time over a large piece).
+func (r *Replicator) pieceUploadTimeout(size int) time.Duration {
+	return r.cfg.PieceTimeout + time.Duration(size>>20)*time.Second
+}
+
 // uploadPieces is mediator.Client.Upload with progress accounting.
 func (r *Replicator) uploadPieces(ctx context.Context, pl *fnet.PlacementReply, pieces [][]byte) ([]fnet.StoredPiece, []error) {
 	errs := make([]error, len(pieces))
@@ -932,7 +939,7 @@ func (r *Replicator) uploadPieces(ctx context.Context, pl *fnet.PlacementReply, 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			pctx, cancel := context.WithTimeout(ctx, r.cfg.PieceTimeout+time.Duration(len(pieces[i])>>20)*time.Second)
+			pctx, cancel := context.WithTimeout(ctx, r.pieceUploadTimeout(len(pieces[i])))
 			err := r.faults.Protect("upload", func() error { return r.client.PutPiece(pctx, t, pieces[i]) })
 			cancel()
 			mu.Lock()

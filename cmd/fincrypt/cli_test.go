@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -300,6 +301,7 @@ func TestKill9KeepsFsyncedData(t *testing.T) {
 	}
 	done := make(chan []synced, 3)
 	stop := make(chan struct{})
+	var fsynced atomic.Int64
 	for w := 0; w < 3; w++ {
 		go func(w int) {
 			var ok []synced
@@ -327,12 +329,20 @@ func TestKill9KeepsFsyncedData(t *testing.T) {
 						return
 					}
 					ok = append(ok, synced{name, data})
+					fsynced.Add(1)
 				}
 				f.Close()
 			}
 		}(w)
 	}
-	time.Sleep(1500 * time.Millisecond)
+	// The kill comes while the writers work: after 1.5 s of it, and once
+	// a few files are fsynced (how many depends on the machine's speed;
+	// a loaded one may have fsynced none by then).
+	for start := time.Now(); time.Since(start) < 1500*time.Millisecond || fsynced.Load() < 3; time.Sleep(20 * time.Millisecond) {
+		if time.Since(start) > time.Minute {
+			break // the check below fails, saying why
+		}
+	}
 	pid := v.pid()
 	if pid <= 0 {
 		t.Fatal("no mount.pid")
