@@ -222,47 +222,70 @@ func withExtra(records func(fn func(key, sealed []byte) error) error, extra []re
 	}
 }
 
-// applyDelta returns base (records in key order) with a delta's records
-// applied: set, or deleted for an empty value.
-func applyDelta(base []record, delta []byte) ([]record, error) {
-	out := make([]record, 0, len(base))
+// applyDelta returns overlay (records in key order, an empty value for a
+// key that is gone) with a delta's records set in it: the deltas of a
+// chain, applied in order, as one overlay of the base.
+func applyDelta(overlay []record, delta []byte) ([]record, error) {
+	out := make([]record, 0, len(overlay))
 	i := 0
 	err := walkDelta(delta, func(k, v []byte) error {
-		for ; i < len(base) && bytes.Compare(base[i].key, k) < 0; i++ {
-			out = append(out, base[i])
+		for ; i < len(overlay) && bytes.Compare(overlay[i].key, k) < 0; i++ {
+			out = append(out, overlay[i])
 		}
-		if i < len(base) && bytes.Equal(base[i].key, k) {
+		if i < len(overlay) && bytes.Equal(overlay[i].key, k) {
 			i++
 		}
-		if len(v) > 0 {
-			out = append(out, record{k, v})
-		}
+		out = append(out, record{k, v})
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return append(out, base[i:]...), nil
+	return append(out, overlay[i:]...), nil
 }
 
-// restored is the index a chain brings back: its records in key order
-// (checked for order, not yet opened), and the state hash the chain says
-// they make (nil for a v1 pointer).
+// restored is the index a chain brings back: its base's export (keys
+// checked ascending, values not yet opened) with the deltas' overlay set in
+// it, so that only the deltas are held as records (a restore of a large
+// vault holds its export once, as before deltas); the state hash the chain
+// says they make (nil for a v1 pointer).
 type restored struct {
-	records  []record
+	base     []byte   // the base's export (framed records)
+	overlay  []record // the deltas applied in order (applyDelta)
+	count    int      // the records walk passes
 	hash     []byte
 	sealed   int // sealed bytes read
 	segments int
 }
 
-// walk passes the records.
+// walk passes the records, in key order: the base's, each replaced or
+// taken out by the overlay, and the overlay's new keys.
 func (rs *restored) walk(fn func(key, sealed []byte) error) error {
-	for _, rc := range rs.records {
-		if err := fn(rc.key, rc.sealed); err != nil {
-			return err
+	ov := rs.overlay
+	i := 0
+	next := func() error { // the overlay's record at i, unless it is a key gone
+		r := ov[i]
+		i++
+		if len(r.sealed) == 0 {
+			return nil
 		}
+		return fn(r.key, r.sealed)
 	}
-	return nil
+	err := importRecords(rs.base)(func(k, v []byte) error {
+		for i < len(ov) && bytes.Compare(ov[i].key, k) < 0 {
+			if err := next(); err != nil {
+				return err
+			}
+		}
+		if i < len(ov) && bytes.Equal(ov[i].key, k) {
+			return next()
+		}
+		return fn(k, v)
+	})
+	for err == nil && i < len(ov) {
+		err = next()
+	}
+	return err
 }
 
 // fetchSnapshot reads and opens the index that pointer p names: its
@@ -319,20 +342,24 @@ func fetchSnapshot(ctx context.Context, client *mediator.Client, v *vault.Vault,
 		rs.sealed += len(sealed)
 		if !part.delta {
 			var last []byte
-			err = importRecords(blob)(func(k, v []byte) error {
-				if rs.records != nil && bytes.Compare(last, k) >= 0 {
+			first := true
+			err = importRecords(blob)(func(k, _ []byte) error {
+				if !first && bytes.Compare(last, k) >= 0 {
 					return fmt.Errorf("%w: keys out of order", ErrSnapshot)
 				}
-				last = k
-				rs.records = append(rs.records, record{k, v})
+				first, last = false, k
 				return nil
 			})
+			rs.base = blob
 		} else {
-			rs.records, err = applyDelta(rs.records, blob)
+			rs.overlay, err = applyDelta(rs.overlay, blob)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("part %d of %d: %w", pi+1, len(chain.parts), err)
 		}
+	}
+	if err := rs.walk(func(_, _ []byte) error { rs.count++; return nil }); err != nil {
+		return nil, err
 	}
 	return rs, nil
 }

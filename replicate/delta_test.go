@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -47,6 +49,16 @@ func liveHash(t *testing.T, e *engine) []byte {
 // restoredHash restores the account into an empty home (`fincrypt
 // restore`) and returns the state hash of the index it wrote, read back
 // from that index's records (not the one Restore computed).
+// all returns the records rs.walk passes.
+func (rs *restored) all(t *testing.T) []record {
+	t.Helper()
+	var out []record
+	if err := rs.walk(func(k, v []byte) error { out = append(out, record{k, v}); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 func restoredHash(t *testing.T, e *engine, f *fakeNet) ([]byte, error) {
 	t.Helper()
 	home := filepath.Join(t.TempDir(), "restored")
@@ -87,8 +99,8 @@ func restoredHash(t *testing.T, e *engine, f *fakeNet) ([]byte, error) {
 // A pointer stored with its reply lost is recorded as the chain's end.
 //
 // It fails on the code before the change feed (every pointer is one base:
-// a v1 list), and on these mutants: applyDelta that keeps deleted keys
-// (the delete restores a file that is gone), snapshot's own set holding
+// a v1 list), and on these mutants: a restore's walk that passes a base
+// record the deltas say is gone (the delete restores a file that is gone), snapshot's own set holding
 // only the new part's segments (maintenance releases the chain's base),
 // and DropChanges called with the next epoch (a change made during the
 // snapshot is lost from the next delta; see also meta's tests).
@@ -326,6 +338,65 @@ func TestSnapshotChainCodec(t *testing.T) {
 	} {
 		if _, err := decodeChain(bad.b, 11); !errors.Is(err, ErrSnapshot) {
 			t.Fatalf("%s: %v, want ErrSnapshot", bad.what, err)
+		}
+	}
+}
+
+// TestRestoredWalkAppliesTheDeltas: a base and deltas of random sets,
+// replacements and deletions (of keys in the base, added by an earlier
+// delta, or never there) walk, in key order, to exactly what applying them
+// one by one to a map gives. The base is walked where it lies; only the
+// deltas are held as records.
+func TestRestoredWalkAppliesTheDeltas(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	key := func() string { return fmt.Sprintf("k%03d", rng.IntN(300)) }
+	for round := range 50 {
+		model := map[string]string{}
+		for range rng.IntN(200) {
+			model[key()] = fmt.Sprintf("base %d", rng.IntN(1000))
+		}
+		sorted := func(m map[string]string) []record {
+			var out []record
+			for _, k := range slices.Sorted(maps.Keys(m)) {
+				out = append(out, record{[]byte(k), []byte(m[k])})
+			}
+			return out
+		}
+		rs := &restored{base: recordsOf(encodeRecords(sorted(model)))}
+		for d := range rng.IntN(6) {
+			change := map[string]string{}
+			for range rng.IntN(40) {
+				if rng.IntN(3) == 0 {
+					change[key()] = "" // gone
+				} else {
+					change[key()] = fmt.Sprintf("delta %d.%d", d, rng.IntN(1000))
+				}
+			}
+			delta := newFramedDelta(0)
+			for _, rc := range sorted(change) {
+				delta = appendRecord(delta, rc.key, rc.sealed)
+			}
+			var err error
+			if rs.overlay, err = applyDelta(rs.overlay, recordsOf(delta)); err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range change {
+				if v == "" {
+					delete(model, k)
+				} else {
+					model[k] = v
+				}
+			}
+		}
+		got := rs.all(t)
+		want := sorted(model)
+		if len(got) != len(want) {
+			t.Fatalf("round %d: walked %d records, want %d", round, len(got), len(want))
+		}
+		for i := range want {
+			if !bytes.Equal(got[i].key, want[i].key) || !bytes.Equal(got[i].sealed, want[i].sealed) {
+				t.Fatalf("round %d: record %d is %s=%q, want %s=%q", round, i, got[i].key, got[i].sealed, want[i].key, want[i].sealed)
+			}
 		}
 	}
 }

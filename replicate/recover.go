@@ -79,7 +79,7 @@ func RecoverIndex(ctx context.Context, o RecoverOptions) (*RecoverResult, error)
 	if err != nil {
 		return nil, err
 	}
-	n := len(rs.records)
+	n := rs.count
 	_, err = importRestored(idx, p.KeyFile, rs)
 	if cerr := idx.Close(); err == nil {
 		err = cerr

@@ -149,7 +149,7 @@ func TestFetchSnapshotRefusesWhatDoesNotMatch(t *testing.T) {
 	if err != nil || nsegs != len(snaps) {
 		t.Fatalf("fetch of the snapshot: %d segments, %v", nsegs, err)
 	}
-	if n := len(rs.records); n != recs {
+	if n := rs.count; n != recs {
 		t.Fatalf("the fetched snapshot holds %d records, want %d", n, recs)
 	}
 	other := p

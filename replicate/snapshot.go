@@ -654,7 +654,7 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 		undo()
 		return nil, err
 	}
-	n := len(rs.records)
+	n := rs.count
 	sum, err := importRestored(idx, p.KeyFile, rs)
 	if err == nil {
 		// The restored vault starts out covered by the snapshot it came
