@@ -5,6 +5,7 @@ package metricstest
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"image"
 	"image/png"
@@ -14,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -232,9 +234,14 @@ func Render(t testing.TB, url string, width, height int) (dom string, shot image
 	dir := t.TempDir()
 	args := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-		"--user-data-dir=" + filepath.Join(dir, "profile"), fmt.Sprintf("--window-size=%d,%d", width, height)}
-	run := func(extra ...string) []byte {
-		cmd := exec.Command(bin, append(append(append([]string{}, args...), extra...), url)...)
+		fmt.Sprintf("--window-size=%d,%d", width, height)}
+	runs := 0
+	// once runs Chromium once, with a profile of its own; crashed says it
+	// died of a signal it did not get from the timer.
+	once := func(extra []string) (out []byte, crashed bool) {
+		runs++
+		profile := "--user-data-dir=" + filepath.Join(dir, fmt.Sprintf("profile%d", runs))
+		cmd := exec.Command(bin, append(append(append([]string{profile}, args...), extra...), url)...)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		cmd.Env = append(os.Environ(), "HOME="+dir)
@@ -250,8 +257,30 @@ func Render(t testing.TB, url string, width, height int) (dom string, shot image
 			<-done
 			t.Fatalf("chromium %v: no result in 90s\n%s", extra, stderr.String())
 		}
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				t.Logf("chromium %v crashed (%v), running it again\n%s", extra, err, stderr.String())
+				return nil, true
+			}
+		}
 		if err != nil {
 			t.Fatalf("chromium %v: %v\n%s", extra, err, stderr.String())
+		}
+		return out, false
+	}
+	// A browser that crashes (a clean-clone CI run saw a segmentation
+	// fault under load) is run again, up to three times: what is tested is
+	// the page it renders.
+	run := func(extra ...string) []byte {
+		for range 2 {
+			if out, crashed := once(extra); !crashed {
+				return out
+			}
+		}
+		out, crashed := once(extra)
+		if crashed {
+			t.Fatalf("chromium %v crashed three times", extra)
 		}
 		return out
 	}
