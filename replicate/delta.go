@@ -364,19 +364,31 @@ func fetchSnapshot(ctx context.Context, client *mediator.Client, v *vault.Vault,
 	return rs, nil
 }
 
+// ErrStateMismatch means a chain's records, each one authentic (sealed with
+// the vault's keys), do not make the state hash the chain recorded: a change
+// the client's change feed missed. What they make is the vault as the
+// snapshots hold it, short of that change; RestoreOptions.AcceptMismatch
+// restores it anyway.
+var ErrStateMismatch = fmt.Errorf("%w: the restored records do not make the state its snapshot recorded", ErrSnapshot)
+
 // importRestored checks that rs makes the state hash its chain says (with
 // keyFile, the pointer's), then imports it into idx (which checks that
-// every value opens before it writes anything). It returns the state hash.
-func importRestored(idx *meta.Index, keyFile []byte, rs *restored) ([]byte, error) {
-	sum, err := stateHash(idx, keyFile, rs.walk)
+// every value opens before it writes anything). It returns the state hash
+// the records make. With accept, a state hash other than the chain's is
+// imported too, and reported as mismatch.
+func importRestored(idx *meta.Index, keyFile []byte, rs *restored, accept bool) (sum []byte, mismatch bool, err error) {
+	sum, err = stateHash(idx, keyFile, rs.walk)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if rs.hash != nil && !bytes.Equal(sum, rs.hash) {
-		return nil, fmt.Errorf("%w: the restored index's state hash is %x, its snapshot says %x", ErrSnapshot, sum[:8], rs.hash[:8])
+		if !accept {
+			return nil, false, fmt.Errorf("%w (its state hash is %x, the snapshot says %x)", ErrStateMismatch, sum[:8], rs.hash[:8])
+		}
+		mismatch = true
 	}
 	if err := idx.Import(rs.walk); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return sum, nil
+	return sum, mismatch, nil
 }

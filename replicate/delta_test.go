@@ -46,9 +46,6 @@ func liveHash(t *testing.T, e *engine) []byte {
 	return h
 }
 
-// restoredHash restores the account into an empty home (`fincrypt
-// restore`) and returns the state hash of the index it wrote, read back
-// from that index's records (not the one Restore computed).
 // all returns the records rs.walk passes.
 func (rs *restored) all(t *testing.T) []record {
 	t.Helper()
@@ -59,16 +56,28 @@ func (rs *restored) all(t *testing.T) []record {
 	return out
 }
 
+// restoredHash restores the account into an empty home (`fincrypt
+// restore`) and returns the state hash of the index it wrote, read back
+// from that index's records (not the one Restore computed).
 func restoredHash(t *testing.T, e *engine, f *fakeNet) ([]byte, error) {
+	sum, _, _, err := restoreState(t, f, false)
+	return sum, err
+}
+
+// restoreState is restoredHash with RestoreOptions.AcceptMismatch as
+// accept; it also returns Restore's result and the restored index's
+// recorded R snapshot_hash (nil if none: not taken as covered).
+func restoreState(t *testing.T, f *fakeNet, accept bool) (sum []byte, res *RestoreResult, covered []byte, err error) {
 	t.Helper()
 	home := filepath.Join(t.TempDir(), "restored")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := Restore(ctx, RestoreOptions{Home: home, Mediator: f.med.Address(), Account: f.acct, Password: testPassword}); err != nil {
+	res, err = Restore(ctx, RestoreOptions{Home: home, Mediator: f.med.Address(), Account: f.acct, Password: testPassword, AcceptMismatch: accept})
+	if err != nil {
 		if _, serr := os.Stat(filepath.Join(home, vault.KeyFileName)); serr == nil {
 			t.Fatalf("a restore that failed (%v) left a key file in the home", err)
 		}
-		return nil, err
+		return nil, nil, nil, err
 	}
 	v, err := vault.Open(home, testPassword, vault.OpenOptions{})
 	if err != nil {
@@ -84,7 +93,11 @@ func restoredHash(t *testing.T, e *engine, f *fakeNet) ([]byte, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return stateHash(idx, kf, idx.Export)
+	if covered, err = idx.GetRepl("snapshot_hash"); err != nil && !errors.Is(err, meta.ErrNotFound) {
+		t.Fatal(err)
+	}
+	sum, err = stateHash(idx, kf, idx.Export)
+	return sum, res, covered, err
 }
 
 // TestSnapshotChainRestores: after a base, each change (a new file, a
@@ -279,15 +292,16 @@ func TestRestoreRefusesABrokenChain(t *testing.T) {
 		return &q
 	}
 	for _, bad := range []struct {
-		what string
-		c    func() *snapChain
+		what     string
+		mismatch bool // records that are all right, adding up to another state
+		c        func() *snapChain
 	}{
-		{"a wrong state hash", func() *snapChain {
+		{"a wrong state hash", true, func() *snapChain {
 			d := *c
 			d.hash = bytes.Repeat([]byte{1}, len(c.hash))
 			return &d
 		}},
-		{"the last delta left out", func() *snapChain {
+		{"the last delta left out", false, func() *snapChain {
 			d := *c
 			d.parts = slices.Clone(c.parts[:2])
 			d.parts[1].seq = p.Seq // (the pointer's seq is its last part's)
@@ -297,15 +311,31 @@ func TestRestoreRefusesABrokenChain(t *testing.T) {
 		f.mu.Lock()
 		f.pointer = reseal(bad.c())
 		f.mu.Unlock()
-		if _, err := restoredHash(t, e, f); !errors.Is(err, ErrSnapshot) {
-			t.Fatalf("%s: restore %v, want ErrSnapshot", bad.what, err)
+		if _, err := restoredHash(t, e, f); !errors.Is(err, ErrSnapshot) || errors.Is(err, ErrStateMismatch) != bad.mismatch {
+			t.Fatalf("%s: restore %v, want ErrSnapshot (a state mismatch: %v)", bad.what, err, bad.mismatch)
+		}
+		sum, res, covered, err := restoreState(t, f, true)
+		if !bad.mismatch {
+			// A part that does not open is refused even so.
+			if !errors.Is(err, ErrSnapshot) {
+				t.Fatalf("%s: restore accepting a mismatch: %v, want ErrSnapshot", bad.what, err)
+			}
+			continue
+		}
+		// Asked to, a restore writes what the records make, says so, and
+		// does not take the vault as covered by that snapshot.
+		if err != nil || !res.Mismatch || covered != nil {
+			t.Fatalf("%s: restore accepting a mismatch: %v, result %+v, snapshot_hash recorded %x", bad.what, err, res, covered)
+		}
+		if live := liveHash(t, e); !bytes.Equal(sum, live) {
+			t.Fatalf("%s: the records restored anyway hash to %x, the live index to %x", bad.what, sum[:8], live[:8])
 		}
 	}
 	f.mu.Lock()
 	f.pointer = &p
 	f.mu.Unlock()
-	if got, err := restoredHash(t, e, f); err != nil || !bytes.Equal(got, liveHash(t, e)) {
-		t.Fatalf("restore of the whole chain: %v", err)
+	if got, res, covered, err := restoreState(t, f, true); err != nil || !bytes.Equal(got, liveHash(t, e)) || res.Mismatch || !bytes.Equal(covered, got) {
+		t.Fatalf("restore of the whole chain: %v (mismatch %v, covered %x)", err, res != nil && res.Mismatch, covered)
 	}
 }
 

@@ -24,6 +24,9 @@ type RecoverOptions struct {
 	// PieceTimeout and HedgeAfter as in Config (zero: defaults).
 	PieceTimeout, HedgeAfter time.Duration
 	Logger                   *slog.Logger
+	// AcceptMismatch rebuilds the index even from a chain whose records
+	// do not make its recorded state (ErrStateMismatch; Mismatch is set).
+	AcceptMismatch bool
 }
 
 // RecoverResult describes a rebuilt index.
@@ -80,7 +83,7 @@ func RecoverIndex(ctx context.Context, o RecoverOptions) (*RecoverResult, error)
 		return nil, err
 	}
 	n := rs.count
-	_, err = importRestored(idx, p.KeyFile, rs)
+	_, mismatch, err := importRestored(idx, p.KeyFile, rs, o.AcceptMismatch)
 	if cerr := idx.Close(); err == nil {
 		err = cerr
 	}
@@ -88,7 +91,7 @@ func RecoverIndex(ctx context.Context, o RecoverOptions) (*RecoverResult, error)
 		os.RemoveAll(building)
 		return nil, fmt.Errorf("rebuilding the index: %w", err)
 	}
-	res := &RecoverResult{RestoreResult: RestoreResult{Taken: time.Unix(0, int64(p.Seq)), Segments: rs.segments, Records: n}}
+	res := &RecoverResult{RestoreResult: RestoreResult{Taken: time.Unix(0, int64(p.Seq)), Segments: rs.segments, Records: n, Mismatch: mismatch}}
 	if _, err := os.Stat(v.IndexDir()); err == nil {
 		res.Damaged = fmt.Sprintf("%s.damaged-%s", v.IndexDir(), time.Now().UTC().Format("20060102T150405Z"))
 		if err := os.Rename(v.IndexDir(), res.Damaged); err != nil {

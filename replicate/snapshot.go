@@ -559,6 +559,11 @@ type RestoreOptions struct {
 	// Progress, if set, is called before the first and after each snapshot segment is
 	// fetched: segments and sealed bytes done, and their totals.
 	Progress func(segments, totalSegments int, bytes, totalBytes int64)
+	// AcceptMismatch restores even a chain whose records do not make the
+	// state it recorded (ErrStateMismatch): the vault as its snapshots
+	// hold it, short of a change its change feed missed. Such a vault is
+	// not taken as covered: its first mount stores a new snapshot.
+	AcceptMismatch bool
 }
 
 // RestoreResult describes a finished restore.
@@ -566,6 +571,9 @@ type RestoreResult struct {
 	Taken    time.Time // when the snapshot was taken
 	Segments int       // snapshot segments read
 	Records  int       // index records restored
+	// Mismatch: the records did not make the state the snapshot recorded,
+	// and were restored anyway (AcceptMismatch).
+	Mismatch bool
 }
 
 // Restore rebuilds a vault in an empty home from the account's newest
@@ -655,15 +663,19 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 		return nil, err
 	}
 	n := rs.count
-	sum, err := importRestored(idx, p.KeyFile, rs)
+	sum, mismatch, err := importRestored(idx, p.KeyFile, rs, o.AcceptMismatch)
 	if err == nil {
 		// The restored vault starts out covered by the snapshot it came
 		// from: `fincrypt status` says restorable, and the mount takes no
 		// snapshot until something changes (then a base: its index kept
-		// no change feed).
+		// no change feed). Not so after a mismatch: a restore from that
+		// snapshot needs AcceptMismatch again, so the first mount stores
+		// a new one.
 		b := idx.NewBatch()
-		b.PutRepl("snapshot_hash", sum)
-		b.PutRepl("snapshot_covers", putUint64(p.Seq))
+		if !mismatch {
+			b.PutRepl("snapshot_hash", sum)
+			b.PutRepl("snapshot_covers", putUint64(p.Seq))
+		}
 		b.PutRepl("snapshot_size", putUint64(uint64(rs.sealed)))
 		b.PutRepl("last_snapshot", putUint64(p.Seq))
 		err = b.Commit(true)
@@ -675,6 +687,6 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 		undo()
 		return nil, fmt.Errorf("restoring the index: %w", err)
 	}
-	log.Info("restored", "records", n, "segments", rs.segments)
-	return &RestoreResult{Taken: time.Unix(0, int64(p.Seq)), Segments: rs.segments, Records: n}, nil
+	log.Info("restored", "records", n, "segments", rs.segments, "mismatch", mismatch)
+	return &RestoreResult{Taken: time.Unix(0, int64(p.Seq)), Segments: rs.segments, Records: n, Mismatch: mismatch}, nil
 }

@@ -31,6 +31,7 @@ func init() {
 			passwordFileFlag, storeFlag,
 			&cli.BoolFlag{Name: "local", Usage: "keep the current index; only set unreferenced chunks aside"},
 			&cli.StringFlag{Name: "mediator", Usage: "the mediator's `NODEID@HOST:PORT` (default: the vault's config)"},
+			acceptMismatchFlag,
 		},
 		Action: recoverAction,
 	})
@@ -57,15 +58,21 @@ func recoverAction(c *cli.Context) error {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 		defer cancel()
-		res, err := replicate.RecoverIndex(ctx, replicate.RecoverOptions{Vault: v, Mediator: a, Logger: slog.Default().With("service", "recover")})
+		res, err := replicate.RecoverIndex(ctx, replicate.RecoverOptions{Vault: v, Mediator: a, Logger: slog.Default().With("service", "recover"),
+			AcceptMismatch: c.Bool(acceptMismatchFlag.Name)})
 		switch {
 		case errors.Is(err, fnet.ErrNotFound):
 			return userErr(exitNotFound, "recover: the mediator holds no snapshot of this account: %v", err)
+		case errors.Is(err, replicate.ErrStateMismatch):
+			return userErr(exitFailure, "recover: %v (nothing was changed). %s", err, mismatchHint)
 		case err != nil:
 			return userErr(exitFailure, "recover: %v (nothing was changed)", err)
 		}
 		fmt.Fprintf(w, "Rebuilt the index from the snapshot of %s (%d records, %d segments).\n",
 			res.Taken.UTC().Format(time.RFC3339), res.Records, res.Segments)
+		if res.Mismatch {
+			fmt.Fprintln(c.App.ErrWriter, mismatchWarning)
+		}
 		if res.Damaged != "" {
 			fmt.Fprintf(w, "The damaged index is kept in %s.\n", res.Damaged)
 		}

@@ -287,6 +287,7 @@ func init() {
 			passwordFileFlag,
 			&cli.StringFlag{Name: "mediator", Usage: "the mediator's `NODEID@HOST:PORT` (required without --snapshot)"},
 			&cli.StringFlag{Name: "account", Usage: "the account `ID` (from `fincrypt account`; required without --snapshot)"},
+			acceptMismatchFlag,
 			&cli.StringFlag{Name: "snapshot", Usage: "restore backup snapshot `ID` (or \"latest\") of the vault in --home"},
 			&cli.StringFlag{Name: "path", Usage: "with --snapshot: restore only this absolute `PATH` as it was backed up"},
 			&cli.StringFlag{Name: "target", Usage: "with --snapshot: the `DIR` to restore under"},
@@ -326,7 +327,7 @@ func init() {
 			defer cancel()
 			prog := newReporter(c, "restore")
 			res, err := replicate.Restore(ctx, replicate.RestoreOptions{Home: home, Mediator: a, Account: fnet.AccountID(acctID), Password: pw,
-				Logger: slog.Default().With("service", "restore"), Progress: reportSegments(prog)})
+				Logger: slog.Default().With("service", "restore"), Progress: reportSegments(prog), AcceptMismatch: c.Bool(acceptMismatchFlag.Name)})
 			prog.Finish(err)
 			switch {
 			case errors.Is(err, vault.ErrWrongPassword):
@@ -335,8 +336,13 @@ func init() {
 				return userErr(exitUsage, "%v", err)
 			case errors.Is(err, fnet.ErrNotFound):
 				return userErr(exitNotFound, "restore: %v", err)
+			case errors.Is(err, replicate.ErrStateMismatch):
+				return userErr(exitFailure, "restore: %v (nothing was written). %s", err, mismatchHint)
 			case err != nil:
 				return userErr(exitFailure, "restore: %v", err)
+			}
+			if res.Mismatch {
+				fmt.Fprintln(c.App.ErrWriter, mismatchWarning)
 			}
 			writeAccountFile(home, fnet.AccountID(acctID))
 			fmt.Fprintf(messages(c), "Restored %s from the snapshot of %s (%d index records, %d segments).\nMount it with: fincrypt --home %s mount ~/Fincrypt\n",
@@ -345,6 +351,18 @@ func init() {
 		},
 	})
 }
+
+// acceptMismatchFlag lets restore and recover write a snapshot chain whose
+// records do not make the state it recorded (replicate.ErrStateMismatch).
+var acceptMismatchFlag = &cli.BoolFlag{Name: "accept-mismatch",
+	Usage: "restore even a snapshot whose records do not add up to the state it recorded (a change may be missing; run `fincrypt check` after)"}
+
+const (
+	mismatchHint = "Every record in it is this vault's own (sealed with its key), but a change may be missing: " +
+		"--accept-mismatch restores it anyway."
+	mismatchWarning = "Warning: the snapshot's records do not add up to the state it recorded: a change made just before it may be missing. " +
+		"Run `fincrypt check`; the first mount stores a new snapshot."
+)
 
 func printStatus(w io.Writer, st *replicate.Status) {
 	when := func(t *time.Time) string {
