@@ -3,6 +3,7 @@ package replicate
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -148,11 +149,28 @@ func TestMarkDeadWaitsForASnapshot(t *testing.T) {
 // opens its index.
 func restoreIndex(t *testing.T, f *fakeNet) *meta.Index {
 	t.Helper()
+	idx, _, _, err := restoreAccount(t, f, false)
+	if err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	return idx
+}
+
+// restoreAccount restores the account's stored snapshot into a new home
+// (with accept as RestoreOptions.AcceptMismatch) and opens the restored
+// index (closed at the test's end) and key file. A restore that fails must
+// leave no key file behind.
+func restoreAccount(t *testing.T, f *fakeNet, accept bool) (*meta.Index, []byte, *RestoreResult, error) {
+	t.Helper()
 	home := filepath.Join(t.TempDir(), "restored")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := Restore(ctx, RestoreOptions{Home: home, Mediator: f.med.Address(), Account: f.acct, Password: testPassword}); err != nil {
-		t.Fatalf("restore: %v", err)
+	res, err := Restore(ctx, RestoreOptions{Home: home, Mediator: f.med.Address(), Account: f.acct, Password: testPassword, AcceptMismatch: accept})
+	if err != nil {
+		if _, serr := os.Stat(filepath.Join(home, vault.KeyFileName)); serr == nil {
+			t.Fatalf("a restore that failed (%v) left a key file in the home", err)
+		}
+		return nil, nil, nil, err
 	}
 	v, err := vault.Open(home, testPassword, vault.OpenOptions{})
 	if err != nil {
@@ -164,7 +182,11 @@ func restoreIndex(t *testing.T, f *fakeNet) *meta.Index {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { idx.Close() })
-	return idx
+	kf, err := os.ReadFile(filepath.Join(home, vault.KeyFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return idx, kf, res, nil
 }
 
 // TestDeadSegmentWithARevivedBlobKept: a backup blob dropped (its data

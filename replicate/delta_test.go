@@ -2,20 +2,16 @@ package replicate
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/fincrypt/fincrypt/meta"
 	fnet "github.com/fincrypt/fincrypt/net"
-	"github.com/fincrypt/fincrypt/vault"
 )
 
 // pointerChain opens the chain the fake mediator's pointer names.
@@ -69,29 +65,9 @@ func restoredHash(t *testing.T, e *engine, f *fakeNet) ([]byte, error) {
 // recorded R snapshot_hash (nil if none: not taken as covered).
 func restoreState(t *testing.T, f *fakeNet, accept bool) (sum []byte, res *RestoreResult, covered []byte, err error) {
 	t.Helper()
-	home := filepath.Join(t.TempDir(), "restored")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	res, err = Restore(ctx, RestoreOptions{Home: home, Mediator: f.med.Address(), Account: f.acct, Password: testPassword, AcceptMismatch: accept})
+	idx, kf, res, err := restoreAccount(t, f, accept)
 	if err != nil {
-		if _, serr := os.Stat(filepath.Join(home, vault.KeyFileName)); serr == nil {
-			t.Fatalf("a restore that failed (%v) left a key file in the home", err)
-		}
 		return nil, nil, nil, err
-	}
-	v, err := vault.Open(home, testPassword, vault.OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	idx, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer idx.Close()
-	kf, err := os.ReadFile(filepath.Join(home, vault.KeyFileName))
-	if err != nil {
-		t.Fatal(err)
 	}
 	if covered, err = idx.GetRepl("snapshot_hash"); err != nil && !errors.Is(err, meta.ErrNotFound) {
 		t.Fatal(err)

@@ -2,15 +2,12 @@ package replicate
 
 import (
 	"bytes"
-	"context"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/fincrypt/fincrypt/meta"
 	fnet "github.com/fincrypt/fincrypt/net"
-	"github.com/fincrypt/fincrypt/vault"
 )
 
 // lostReplyEngine is an engine on a fake network of four nodes whose
@@ -86,22 +83,10 @@ func restoresLive(t *testing.T, e *engine, f *fakeNet, what string) {
 			t.Fatalf("%s: segment %s of the mediator's pointer released", what, meta.SegmentID(id))
 		}
 	}
-	home := filepath.Join(t.TempDir(), "restored")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if _, err := Restore(ctx, RestoreOptions{Home: home, Mediator: f.med.Address(), Account: f.acct, Password: testPassword}); err != nil {
+	idx, _, _, err := restoreAccount(t, f, false)
+	if err != nil {
 		t.Fatalf("%s: restore: %v", what, err)
 	}
-	v, err := vault.Open(home, testPassword, vault.OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	idx, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer idx.Close()
 	got, err := idx.GetRepl("snapshot_hash")
 	if err != nil {
 		t.Fatal(err)
