@@ -106,7 +106,7 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		return nil, r.errno("lookup", err)
 	}
 	r.fillEntry(&in, out)
-	return n.newChild(ctx, &in), 0
+	return n.newChild(ctx, name, &in), 0
 }
 
 // inode returns the inode of list[i], from a batch read of the entries from

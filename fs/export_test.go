@@ -185,3 +185,15 @@ func ServingExtraProcs() int {
 	defer readerProcs.Unlock()
 	return readerProcs.extra
 }
+
+// KernelInodes is how many inodes of the tree the mount holds for the
+// kernel (inodecap.go).
+func (m *Mounted) KernelInodes() int64 { return m.r.inodes.live() }
+
+// PrunedInodes is how many inodes the mount has asked the kernel to forget.
+func (m *Mounted) PrunedInodes() int64 { return m.r.inodes.pruned.Load() }
+
+// CanPrune reports whether the kernel takes prune notifications.
+func (m *Mounted) CanPrune() bool {
+	return m.server.KernelSettings().SupportsNotify(fuse.NOTIFY_PRUNE)
+}

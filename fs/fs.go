@@ -90,6 +90,11 @@ type Options struct {
 	// and at the latest on fsync(2) and close(2). Off by default: it
 	// measured slower than the direct path (writeback.go).
 	WritebackCache bool
+	// MaxInodes bounds the inodes the mount keeps for the kernel: past it,
+	// the mount asks the kernel to forget those it learned of first
+	// (inodecap.go; Linux 6.18 and later, elsewhere a no-op). Zero means
+	// DefaultMaxInodes, negative no bound.
+	MaxInodes int
 	// FS is the file system the index and the chunk store live on; nil:
 	// the operating system's. The power-loss tests mount over Pebble's
 	// crashable in-memory one (vfs.NewCrashableMem) and cut the power.
@@ -142,6 +147,9 @@ func (o *Options) setDefaults() {
 	if o.Faults == nil {
 		o.Faults = fault.New(o.Logger)
 	}
+	if o.MaxInodes == 0 {
+		o.MaxInodes = DefaultMaxInodes
+	}
 }
 
 // fsys is the state shared by every node of one mount.
@@ -182,6 +190,8 @@ type fsys struct {
 
 	missed atomic.Pointer[lookupMiss] // the last name a LOOKUP found missing (node_dir_ops.go)
 
+	inodes *inodeCap // the inodes the kernel holds, bounded (inodecap.go)
+
 	snaps *snapView // MOUNT/.snapshots (snapshots.go)
 	vers  versioner // versions of the mount (versions.go)
 }
@@ -218,6 +228,7 @@ func newFsys(v *vault.Vault, opt Options, readOnly bool) (*fsys, error) {
 	r := &fsys{v: v, idx: idx, store: store, cs: cs, opt: opt, log: opt.Logger, open: map[uint64]*openFile{}, startTime: time.Now(),
 		sealSem: make(chan struct{}, sealParallel)}
 	r.snaps = newSnapView(r)
+	r.inodes = newInodeCap(max(opt.MaxInodes, 0))
 	r.bufs.New = func() any { b := make([]byte, 0, cs); return &b }
 	r.sealBufs.New = func() any { b := make([]byte, 0, cs+vault.Overhead); return &b }
 	return r, nil
@@ -362,6 +373,7 @@ func Mount(v *vault.Vault, mountpoint string, opt Options) (*Mounted, error) {
 	}
 	m := &Mounted{r: r, svc: svc, server: server, dir: abs, closed: make(chan struct{}), stop: make(chan struct{}), bgDone: make(chan struct{})}
 	go m.background()
+	go r.inodes.run(root.EmbeddedInode(), server)
 	if opt.VersionInterval > 0 {
 		m.wg.Add(1)
 		go m.versions(opt.VersionInterval)
@@ -640,6 +652,8 @@ func (m *Mounted) shutdown() error {
 	m.once.Do(func() {
 		close(m.stop)
 		<-m.bgDone
+		close(m.r.inodes.stop)
+		<-m.r.inodes.done
 		m.wg.Wait()
 		r := m.r
 		r.loads.closeAndWait()

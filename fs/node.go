@@ -44,9 +44,18 @@ func (n *Node) r() *fsys { return n.Root().Operations().(*rootNode).fs }
 
 func (n *Node) ino() uint64 { return n.StableAttr().Ino }
 
-// newChild wraps an index inode as a go-fuse inode under n.
-func (n *Node) newChild(ctx context.Context, in *meta.Inode) *gofs.Inode {
-	return n.NewInode(ctx, &Node{}, gofs.StableAttr{Mode: in.Mode & syscall.S_IFMT, Ino: in.Ino})
+// newChild wraps an index inode as a go-fuse inode under n by name: the
+// one the mount holds for the kernel under that name if there is one (a
+// READDIRPLUS over names the kernel knows), else a new one, counted and
+// queued for pruning (inodecap.go).
+func (n *Node) newChild(ctx context.Context, name string, in *meta.Inode) *gofs.Inode {
+	st := gofs.StableAttr{Mode: in.Mode & syscall.S_IFMT, Ino: in.Ino}
+	if ch := n.GetChild(name); ch != nil && ch.StableAttr() == st {
+		return ch
+	}
+	ch := n.NewInode(ctx, &Node{}, st)
+	n.r().inodes.learned(ch)
+	return ch
 }
 
 // fillAttr copies an inode into a FUSE attribute, with the open file's

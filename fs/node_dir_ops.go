@@ -51,7 +51,7 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 		return nil, n.r().errno("lookup", err)
 	}
 	n.r().fillEntry(&in, out)
-	return n.newChild(ctx, &in), 0
+	return n.newChild(ctx, name, &in), 0
 }
 
 func (n *Node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
@@ -189,7 +189,7 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		return nil, errno
 	}
 	n.r().fillEntry(&in, out)
-	return n.newChild(ctx, &in), 0
+	return n.newChild(ctx, name, &in), 0
 }
 
 func (n *Node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -205,7 +205,7 @@ func (n *Node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 		return nil, errno
 	}
 	n.r().fillEntry(&in, out)
-	return n.newChild(ctx, &in), 0
+	return n.newChild(ctx, name, &in), 0
 }
 
 func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -220,7 +220,7 @@ func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		return nil, errno
 	}
 	n.r().fillEntry(&in, out)
-	return n.newChild(ctx, &in), 0
+	return n.newChild(ctx, name, &in), 0
 }
 
 func (n *Node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
@@ -251,7 +251,9 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	// Not under r.mu: fillAttr takes the open file's lock, which is
 	// taken before r.mu elsewhere.
 	n.r().fillEntry(&in, out)
-	return n.newChild(ctx, &in), 0
+	// The target's inode, which the kernel holds (go-fuse would otherwise
+	// drop a new one for it).
+	return target.EmbeddedInode(), 0
 }
 
 func (n *Node) link(tino uint64, name string) (meta.Inode, syscall.Errno) {

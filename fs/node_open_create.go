@@ -99,5 +99,5 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		fh = &fileHandle{of: of, flags: flags}
 	}
 	n.r().fillEntry(&in, out)
-	return n.newChild(ctx, &in), fh, fuse.FOPEN_KEEP_CACHE | flush, 0
+	return n.newChild(ctx, name, &in), fh, fuse.FOPEN_KEEP_CACHE | flush, 0
 }

@@ -58,6 +58,7 @@ func init() {
 			&cli.DurationFlag{Name: "flush-after", Usage: "upload a partly filled segment once its oldest chunk waited this long", Value: 10 * time.Second},
 			&cli.DurationFlag{Name: "snapshot-interval", Usage: "while writes go on, a change waits at most this long for a backup of the index to the network (what a restore brings back)", Value: 10 * time.Minute},
 			&cli.DurationFlag{Name: "snapshot-delay", Usage: "back the index up once writes and uploads have paused this long", Value: 30 * time.Second},
+			&cli.IntFlag{Name: "max-inodes", Value: fs.DefaultMaxInodes, Usage: "past `N` inodes known to the kernel (each costs the mount about 600 bytes), ask the kernel to forget the oldest it does not use (Linux 6.18 and later); a forgotten name is looked up again on its next use; 0 = no bound"},
 			versionIntervalFlag,
 			syncTimeoutFlag,
 			watchBackupsFlag,
@@ -155,6 +156,14 @@ func readFD(s string) ([]byte, error) {
 
 // spawnMount checks the password, starts the background mount process and
 // waits until it reports the mount ready or failed.
+// maxInodes is --max-inodes as fs.Options.MaxInodes (0: no bound).
+func maxInodes(n int) int {
+	if n <= 0 {
+		return -1
+	}
+	return n
+}
+
 func spawnMount(c *cli.Context, home, mnt string, pw []byte) error {
 	if _, err := vault.Open(home, pw, vault.OpenOptions{}); err != nil {
 		return vaultErr(home, err)
@@ -193,6 +202,9 @@ func spawnMount(c *cli.Context, home, mnt string, pw []byte) error {
 	}
 	if c.IsSet("cache-size") {
 		args = append(args, "--cache-size", c.String("cache-size"))
+	}
+	if c.IsSet("max-inodes") {
+		args = append(args, "--max-inodes", strconv.Itoa(c.Int("max-inodes")))
 	}
 	for _, f := range []string{"flush-after", "snapshot-interval", "snapshot-delay", "sync-timeout", "version-interval"} {
 		if c.IsSet(f) {
@@ -303,6 +315,7 @@ func serveMount(c *cli.Context, home, mnt string, pw []byte) (err error) {
 
 		VersionInterval: c.Duration("version-interval"),
 		WritebackCache:  c.Bool("writeback-cache"),
+		MaxInodes:       maxInodes(c.Int("max-inodes")),
 	})
 	if errors.Is(err, fs.ErrIndexDamaged) || errors.Is(err, fs.ErrIndexMissing) || errors.Is(err, meta.ErrForeignIndex) {
 		return userErr(exitCorrupt, "mounting %s: %v", mnt, err)
