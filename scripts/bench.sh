@@ -50,7 +50,10 @@
 #
 # BENCH_SIZE (default 1GiB), BENCH_SMALL (default 10000 files), BENCH_FIND
 # (default 100000 entries) scale part 1; BENCH_TARGETS (default "plain fincrypt
-# gocryptfs") picks its targets; BENCH_SKIP_FS=1 or BENCH_SKIP_GO=1 skip a part;
+# gocryptfs") picks its targets; BENCH_BASE_BIN=a copy of an older bin/fincrypt
+# (absolute path: the script rebuilds bin/fincrypt) adds the target "base"
+# and a column of fincrypt against it, measured in the same rounds (how a
+# change to the mount is measured); BENCH_SKIP_FS=1 or BENCH_SKIP_GO=1 skip a part;
 # BENCH_DIR picks the scratch directory; BENCH_STORE_PIECES scales the mediator
 # store benchmark (default 1000000). The chunk store's benchmarks read
 # FINCRYPT_BENCH_CHUNKS (chunks in the store that BenchmarkStoreOpen opens,
@@ -67,6 +70,15 @@ if ! [[ $ROUNDS =~ ^[1-9][0-9]*$ ]]; then
 	exit 2
 fi
 ROUND=1
+BASE_BIN=${BENCH_BASE_BIN:-}
+if [ -n "$BASE_BIN" ] && ! [ -x "$BASE_BIN" ]; then
+	echo "BENCH_BASE_BIN=$BASE_BIN is not an executable (a fincrypt binary to compare with)" >&2
+	exit 2
+fi
+if [ -z "$BASE_BIN" ] && [[ " ${BENCH_TARGETS:-} " == *" base "* ]]; then
+	echo "the target base needs BENCH_BASE_BIN (a fincrypt binary to compare with)" >&2
+	exit 2
+fi
 FIND=${BENCH_FIND:-100000}
 # Scratch space on the same disk as a typical home; removed at the end unless BENCH_KEEP=1.
 OUT=${BENCH_DIR:-$(mktemp -d /var/tmp/fincrypt-bench.XXXXXX)}
@@ -101,13 +113,21 @@ plain_setup() { rm -rf "$OUT/plain"; mkdir -p "$OUT/plain/mnt"; }
 plain_mount() { :; }
 plain_umount() { :; }
 
-fincrypt_setup() {
-	rm -rf "$OUT/fincrypt"
-	mkdir -p "$OUT/fincrypt/mnt"
-	FINCRYPT_PASSWORD=bench "$BIN" --home "$OUT/fincrypt/home" init >/dev/null
+fc_setup() { # name binary
+	rm -rf "${OUT:?}/$1"
+	mkdir -p "$OUT/$1/mnt"
+	FINCRYPT_PASSWORD=bench "$2" --home "$OUT/$1/home" init >/dev/null
 }
-fincrypt_mount() { FINCRYPT_PASSWORD=bench "$BIN" --home "$OUT/fincrypt/home" mount "$OUT/fincrypt/mnt" >/dev/null; }
-fincrypt_umount() { "$BIN" umount "$OUT/fincrypt/mnt"; }
+fc_mount() { FINCRYPT_PASSWORD=bench "$2" --home "$OUT/$1/home" mount "$OUT/$1/mnt" >/dev/null; }
+fc_umount() { "$2" umount "$OUT/$1/mnt"; }
+fincrypt_setup() { fc_setup fincrypt "$BIN"; }
+fincrypt_mount() { fc_mount fincrypt "$BIN"; }
+fincrypt_umount() { fc_umount fincrypt "$BIN"; }
+# BENCH_BASE_BIN: another fincrypt binary (the code before a change), run as
+# target "base" in the same rounds; the table then gives fincrypt against it.
+base_setup() { fc_setup base "$BASE_BIN"; }
+base_mount() { fc_mount base "$BASE_BIN"; }
+base_umount() { fc_umount base "$BASE_BIN"; }
 
 gocryptfs_setup() {
 	rm -rf "$OUT/gocryptfs"
@@ -172,6 +192,7 @@ if [ "${BENCH_SKIP_FS:-}" != 1 ]; then
 	echo "untar workload: $(go env GOROOT)/src, $(tar tf "$OUT/gosrc.tar" | wc -l) entries, $(du -h "$OUT/gosrc.tar" | cut -f1)"
 	make_repo
 	targets=${BENCH_TARGETS:-plain fincrypt gocryptfs}
+	if [ -n "$BASE_BIN" ] && [[ " $targets " != *" base "* ]]; then targets="$targets base"; fi
 	if [[ " $targets " == *" gocryptfs "* ]]; then
 		# Debian's gocryptfs (and fuse3, whose fusermount it needs): scripts/deps/bench-fs.list.
 		./scripts/deps.sh bench-fs || true
@@ -316,15 +337,20 @@ awk -v rounds="$ROUNDS" '
 	{
 		r = (NF >= 5) ? $5 : 1
 		v[$1, $2, r] = $3; u[$2] = $4; if (r > maxr) maxr = r
+		if ($1 == "base") hasbase = 1
 		if (!($2 in seen)) { seen[$2] = 1; order[++n] = $2 }
 	}
 	END {
 		if (n == 0) exit
 		if (maxr > 1) printf "part 1: median of %d rounds; a ratio is the median of the rounds ratios (lowest-highest)\n", maxr
-		printf "%-12s %-8s %12s %12s %18s %12s %18s\n", "workload", "unit", "plain dir", "fincrypt", "vs plain", "gocryptfs", "vs gocryptfs"
+		printf "%-12s %-8s %12s %12s %18s %12s %18s", "workload", "unit", "plain dir", "fincrypt", "vs plain", "gocryptfs", "vs gocryptfs"
+		if (hasbase) printf " %12s %18s", "base", "vs base"
+		printf "\n"
 		for (i = 1; i <= n; i++) {
 			w = order[i]
-			printf "%-12s %-8s %12s %12s %18s %12s %18s\n", w, u[w], value("plain", w), value("fincrypt", w), ratio(w, "plain"), value("gocryptfs", w), ratio(w, "gocryptfs")
+			printf "%-12s %-8s %12s %12s %18s %12s %18s", w, u[w], value("plain", w), value("fincrypt", w), ratio(w, "plain"), value("gocryptfs", w), ratio(w, "gocryptfs")
+			if (hasbase) printf " %12s %18s", value("base", w), ratio(w, "base")
+			printf "\n"
 		}
 	}' "$RESULTS"
 if [ -s "$BACKUP_RESULTS" ]; then
