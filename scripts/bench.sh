@@ -45,8 +45,10 @@
 # table is read for. The table gives each target's median value, and for each
 # ratio the median of the rounds' ratios (each ratio taken within one round)
 # and their range; BENCH_ROUNDS=1 gives one round and the single ratios, as
-# before. Three rounds of the three targets take about 18 minutes on two quiet
-# cores (6 a round, most of it the 1 GiB rows and find over 100,000 entries).
+# before. Part 1 takes BENCH_ROUNDS times as long as one round, which was
+# about 6 minutes for the three targets on two quiet cores: about 18 minutes
+# by default. Fincrypt and gocryptfs alone with BENCH_SIZE=64MiB took 6.5
+# minutes for three rounds (load average 8-11).
 #
 # BENCH_SIZE (default 1GiB), BENCH_SMALL (default 10000 files), BENCH_FIND
 # (default 100000 entries) scale part 1; BENCH_TARGETS (default "plain fincrypt
