@@ -37,9 +37,25 @@
 # mostly the state hash, one read of the index).
 # The table ends the output.
 #
+# Part 1 runs BENCH_ROUNDS rounds (default 3): each round sets every target up
+# afresh and runs them one after the other, the first target of a round being
+# the second of the round before, so no target always follows the same one.
+# One round of part 1 is not a measurement: on two cores the small-file rows
+# of one target move by 10-20 % between rounds, more than the margins the
+# table is read for. The table gives each target's median value, and for each
+# ratio the median of the rounds' ratios (each ratio taken within one round)
+# and their range; BENCH_ROUNDS=1 gives one round and the single ratios, as
+# before. Part 1 takes BENCH_ROUNDS times as long as one round, which was
+# about 6 minutes for the three targets on two quiet cores: about 18 minutes
+# by default. Fincrypt and gocryptfs alone with BENCH_SIZE=64MiB took 6.5
+# minutes for three rounds (load average 8-11).
+#
 # BENCH_SIZE (default 1GiB), BENCH_SMALL (default 10000 files), BENCH_FIND
 # (default 100000 entries) scale part 1; BENCH_TARGETS (default "plain fincrypt
-# gocryptfs") picks its targets; BENCH_SKIP_FS=1 or BENCH_SKIP_GO=1 skip a part;
+# gocryptfs") picks its targets; BENCH_BASE_BIN=a copy of an older bin/fincrypt
+# (absolute path: the script rebuilds bin/fincrypt) adds the target "base"
+# and a column of fincrypt against it, measured in the same rounds (how a
+# change to the mount is measured); BENCH_SKIP_FS=1 or BENCH_SKIP_GO=1 skip a part;
 # BENCH_DIR picks the scratch directory; BENCH_STORE_PIECES scales the mediator
 # store benchmark (default 1000000). The chunk store's benchmarks read
 # FINCRYPT_BENCH_CHUNKS (chunks in the store that BenchmarkStoreOpen opens,
@@ -50,6 +66,21 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 SIZE=${BENCH_SIZE:-1GiB}
 SMALL=${BENCH_SMALL:-10000}
+ROUNDS=${BENCH_ROUNDS:-3}
+if ! [[ $ROUNDS =~ ^[1-9][0-9]*$ ]]; then
+	echo "BENCH_ROUNDS must be a whole number of rounds, at least 1 (got '$ROUNDS')" >&2
+	exit 2
+fi
+ROUND=1
+BASE_BIN=${BENCH_BASE_BIN:-}
+if [ -n "$BASE_BIN" ] && ! [ -x "$BASE_BIN" ]; then
+	echo "BENCH_BASE_BIN=$BASE_BIN is not an executable (a fincrypt binary to compare with)" >&2
+	exit 2
+fi
+if [ -z "$BASE_BIN" ] && [[ " ${BENCH_TARGETS:-} " == *" base "* ]]; then
+	echo "the target base needs BENCH_BASE_BIN (a fincrypt binary to compare with)" >&2
+	exit 2
+fi
 FIND=${BENCH_FIND:-100000}
 # Scratch space on the same disk as a typical home; removed at the end unless BENCH_KEEP=1.
 OUT=${BENCH_DIR:-$(mktemp -d /var/tmp/fincrypt-bench.XXXXXX)}
@@ -80,31 +111,41 @@ drop_caches() {
 }
 
 # --- targets: each has setup, mount and umount; all work in $OUT/<name>/mnt ---
-plain_setup() { mkdir -p "$OUT/plain/mnt"; }
+plain_setup() { rm -rf "$OUT/plain"; mkdir -p "$OUT/plain/mnt"; }
 plain_mount() { :; }
 plain_umount() { :; }
 
-fincrypt_setup() {
-	mkdir -p "$OUT/fincrypt/mnt"
-	FINCRYPT_PASSWORD=bench "$BIN" --home "$OUT/fincrypt/home" init >/dev/null
+fc_setup() { # name binary
+	rm -rf "${OUT:?}/$1"
+	mkdir -p "$OUT/$1/mnt"
+	FINCRYPT_PASSWORD=bench "$2" --home "$OUT/$1/home" init >/dev/null
 }
-fincrypt_mount() { FINCRYPT_PASSWORD=bench "$BIN" --home "$OUT/fincrypt/home" mount "$OUT/fincrypt/mnt" >/dev/null; }
-fincrypt_umount() { "$BIN" umount "$OUT/fincrypt/mnt"; }
+fc_mount() { FINCRYPT_PASSWORD=bench "$2" --home "$OUT/$1/home" mount "$OUT/$1/mnt" >/dev/null; }
+fc_umount() { "$2" umount "$OUT/$1/mnt"; }
+fincrypt_setup() { fc_setup fincrypt "$BIN"; }
+fincrypt_mount() { fc_mount fincrypt "$BIN"; }
+fincrypt_umount() { fc_umount fincrypt "$BIN"; }
+# BENCH_BASE_BIN: another fincrypt binary (the code before a change), run as
+# target "base" in the same rounds; the table then gives fincrypt against it.
+base_setup() { fc_setup base "$BASE_BIN"; }
+base_mount() { fc_mount base "$BASE_BIN"; }
+base_umount() { fc_umount base "$BASE_BIN"; }
 
 gocryptfs_setup() {
+	rm -rf "$OUT/gocryptfs"
 	mkdir -p "$OUT/gocryptfs/mnt" "$OUT/gocryptfs/cipher"
 	gocryptfs -init -q -extpass "echo bench" "$OUT/gocryptfs/cipher" >/dev/null
 }
 gocryptfs_mount() { gocryptfs -q -nosyslog -extpass "echo bench" "$OUT/gocryptfs/cipher" "$OUT/gocryptfs/mnt"; }
 gocryptfs_umount() { umount "$OUT/gocryptfs/mnt" 2>/dev/null || fusermount3 -u "$OUT/gocryptfs/mnt"; }
 
-record() { # target line-from-fsbench
-	echo "$1 $2" | tee -a "$RESULTS"
+record() { # target line-from-fsbench; $RESULTS lines: target workload value unit round
+	echo "$1 $2 $ROUND" | tee -a "$RESULTS"
 }
 
 run_target() {
 	local t=$1 d=$OUT/$1/mnt
-	echo "== $t"
+	echo "== $t (round $ROUND of $ROUNDS)"
 	"${t}_setup"
 	"${t}_mount"
 	record "$t" "$("$FSBENCH" write "$d" "$SIZE")"
@@ -153,6 +194,7 @@ if [ "${BENCH_SKIP_FS:-}" != 1 ]; then
 	echo "untar workload: $(go env GOROOT)/src, $(tar tf "$OUT/gosrc.tar" | wc -l) entries, $(du -h "$OUT/gosrc.tar" | cut -f1)"
 	make_repo
 	targets=${BENCH_TARGETS:-plain fincrypt gocryptfs}
+	if [ -n "$BASE_BIN" ] && [[ " $targets " != *" base "* ]]; then targets="$targets base"; fi
 	if [[ " $targets " == *" gocryptfs "* ]]; then
 		# Debian's gocryptfs (and fuse3, whose fusermount it needs): scripts/deps/bench-fs.list.
 		./scripts/deps.sh bench-fs || true
@@ -161,7 +203,13 @@ if [ "${BENCH_SKIP_FS:-}" != 1 ]; then
 			targets=${targets//gocryptfs/}
 		fi
 	fi
-	for t in $targets; do run_target "$t"; done
+	read -ra tl <<<"$targets"
+	for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+		# Round r starts with target (r-1) mod n and goes round the list.
+		for ((i = 0; i < ${#tl[@]}; i++)); do
+			run_target "${tl[(i + ROUND - 1) % ${#tl[@]}]}"
+		done
+	done
 fi
 
 # Backups (issue 10): fincrypt backup against restic backup to a local
@@ -264,17 +312,47 @@ if [ "${BENCH_SKIP_SCALE:-}" != 1 ]; then scale_report; fi
 
 echo
 echo "Fincrypt benchmark table ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores; ratio > 1 means Fincrypt is faster)"
-awk '
-	{ v[$1, $2] = $3; u[$2] = $4; if (!($2 in seen)) { seen[$2] = 1; order[++n] = $2 } }
+awk -v rounds="$ROUNDS" '
+	# median of the n values in a[1..n] (sorted here, in place)
+	function median(a, n,   i, j, t) {
+		for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+		return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+	}
+	# ratio of fincrypt to target b in workload w: the median of the rounds ratios, and their range
+	function ratio(w, b,   r, k, p, f, n, lo, hi, m) {
+		n = 0
+		for (r = 1; r <= maxr; r++) {
+			p = v[b, w, r]; f = v["fincrypt", w, r]
+			if (p == "" || f == "" || p <= 0 || f <= 0) continue
+			k[++n] = (u[w] == "s") ? p / f : f / p
+		}
+		if (n == 0) return "-"
+		m = median(k, n); lo = k[1]; hi = k[n]
+		if (n == 1) return sprintf("%.2f", m)
+		return sprintf("%.2f (%.2f-%.2f)", m, lo, hi)
+	}
+	function value(t, w,   r, k, n) {
+		n = 0
+		for (r = 1; r <= maxr; r++) if (v[t, w, r] != "") k[++n] = v[t, w, r]
+		return n == 0 ? "-" : sprintf("%.2f", median(k, n))
+	}
+	{
+		r = (NF >= 5) ? $5 : 1
+		v[$1, $2, r] = $3; u[$2] = $4; if (r > maxr) maxr = r
+		if ($1 == "base") hasbase = 1
+		if (!($2 in seen)) { seen[$2] = 1; order[++n] = $2 }
+	}
 	END {
 		if (n == 0) exit
-		printf "%-12s %-8s %12s %12s %10s %12s %12s\n", "workload", "unit", "plain dir", "fincrypt", "vs plain", "gocryptfs", "vs gocryptfs"
+		if (maxr > 1) printf "part 1: median of %d rounds; a ratio is the median of the rounds ratios (lowest-highest)\n", maxr
+		printf "%-12s %-8s %12s %12s %18s %12s %18s", "workload", "unit", "plain dir", "fincrypt", "vs plain", "gocryptfs", "vs gocryptfs"
+		if (hasbase) printf " %12s %18s", "base", "vs base"
+		printf "\n"
 		for (i = 1; i <= n; i++) {
-			w = order[i]; p = v["plain", w]; f = v["fincrypt", w]; g = v["gocryptfs", w]
-			rp = "-"; rg = "-"
-			if (p != "" && f != "" && f > 0 && p > 0) rp = sprintf("%.2f", u[w] == "s" ? p / f : f / p)
-			if (g != "" && f != "" && f > 0 && g > 0) rg = sprintf("%.2f", u[w] == "s" ? g / f : f / g)
-			printf "%-12s %-8s %12s %12s %10s %12s %12s\n", w, u[w], p, f, rp, (g == "" ? "-" : g), rg
+			w = order[i]
+			printf "%-12s %-8s %12s %12s %18s %12s %18s", w, u[w], value("plain", w), value("fincrypt", w), ratio(w, "plain"), value("gocryptfs", w), ratio(w, "gocryptfs")
+			if (hasbase) printf " %12s %18s", value("base", w), ratio(w, "base")
+			printf "\n"
 		}
 	}' "$RESULTS"
 if [ -s "$BACKUP_RESULTS" ]; then

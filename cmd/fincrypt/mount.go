@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -278,6 +279,11 @@ func serveMount(c *cli.Context, home, mnt string, pw []byte) (err error) {
 		return vaultErr(home, err)
 	}
 	defer v.Close()
+	if stop, err := startCPUProfile(); err != nil {
+		return userErr(exitUsage, "%v", err)
+	} else {
+		defer stop()
+	}
 	applySettingFlags(c, v)
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -436,3 +442,31 @@ func clearDeadMount(c *cli.Context, mnt string) error {
 
 // isMounted reports whether mnt is a mount point now.
 func isMounted(mnt string) bool { return fsutil.IsMountPoint(mnt) }
+
+// envCPUProfile names a file that a served mount writes a Go CPU profile of
+// its whole life to (go tool pprof), for measuring the mount's own work
+// under a real workload: FINCRYPT_CPUPROFILE=/tmp/cpu.out fincrypt mount ...
+// The profile is written when the mount process ends (unmounted or
+// signalled, not killed).
+const envCPUProfile = "FINCRYPT_CPUPROFILE"
+
+// startCPUProfile starts the CPU profile that envCPUProfile asks for, if
+// any, and returns what stops it and closes its file.
+func startCPUProfile() (stop func(), err error) {
+	path := os.Getenv(envCPUProfile)
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", envCPUProfile, err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", envCPUProfile, err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
