@@ -1,12 +1,15 @@
 package replicate
 
 import (
+	"errors"
 	"math/rand/v2"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fincrypt/fincrypt/meta"
 )
 
 // The free list keeps its buffers across garbage collections (a sync.Pool
@@ -183,4 +186,42 @@ func TestIntentFailureReleasesTheSegment(t *testing.T) {
 	// The chunks are still pending and upload in another segment.
 	e.upload(t, e.planFor(t, ids))
 	e.checkUploaded(t, data, nil)
+}
+
+// A full segment's worth of chunks written while the engine waits for its
+// next scan (an hour away here) is uploaded at once: the index wakes the
+// engine (meta.Index.OnPending). Before, a large write's first upload
+// began up to a scan interval (2 s by default) after its first segment
+// was filled; here it would wait the hour. The partly filled segment
+// after it still waits for FlushAfter.
+func TestFullSegmentUploadsWithoutWaitingForAScan(t *testing.T) {
+	e := newEngine(t, nil)
+	rng := rand.New(rand.NewPCG(5, 6))
+	sizes := make([]int, 17) // 16 fill the largest segment, one is left over
+	for i := range sizes {
+		sizes[i] = 1 << 20
+	}
+	ids, _ := e.addChunks(t, rng, sizes...)
+	located := func(id meta.ChunkID) bool {
+		_, err := e.idx.GetLocation(id)
+		if err != nil && !errors.Is(err, meta.ErrNotFound) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for !located(ids[0]) || !located(ids[15]) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a full segment written 2 minutes ago is not uploaded (the engine waits for its next scan): %d rounds", e.r.rounds.Load())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, id := range ids[:16] {
+		if !located(id) {
+			t.Fatalf("chunk %s of the full segment has no location", id)
+		}
+	}
+	if located(ids[16]) {
+		t.Fatal("the chunk of a partly filled segment was uploaded before FlushAfter")
+	}
 }
