@@ -38,8 +38,8 @@ type Replicator struct {
 	done   chan struct{}
 	kick   chan struct{}
 	// replan is signalled with kick: a round whose uploads run plans
-	// again at once (a segment's worth written) rather than when the
-	// next upload ends.
+	// again at once (a segment's worth written, a sync asked for) rather
+	// than when the next upload ends.
 	replan chan struct{}
 
 	mu           sync.Mutex
@@ -617,21 +617,24 @@ func (r *Replicator) uploadAll(plan []*plannedSegment) error {
 		if next == len(plan) {
 			// A slot is free and the plan is done: take the full
 			// segments written since (a partly filled one waits for the
-			// next round, it may fill yet), unless the round has run long
-			// enough or an upload failed (the round's backoff applies).
+			// next round, it may fill yet, unless a sync or an unmount
+			// waits for it: then it goes now, beside the uploads still
+			// running, instead of alone in a round of its own after
+			// them), unless the round has run long enough or an upload
+			// failed (the round's backoff applies).
 			if time.Since(begin) >= r.streamFor || failed() || r.ctx.Err() != nil {
 				<-sem
 				break
 			}
-			more := r.planPending(true)
+			more := r.planPending(!r.urgent())
 			if len(more) == 0 {
 				<-sem
 				if running.Load() == 0 {
 					break
 				}
 				// Uploads still run: look again when one ends, when a
-				// segment's worth is written (Kick), or after a scan
-				// interval.
+				// segment's worth is written or a sync asked for
+				// (Kick), or after a scan interval.
 				t := time.NewTimer(r.tick())
 				select {
 				case <-finished:

@@ -225,3 +225,62 @@ func TestFullSegmentUploadsWithoutWaitingForAScan(t *testing.T) {
 		t.Fatal("the chunk of a partly filled segment was uploaded before FlushAfter")
 	}
 }
+
+// A sync asked for while a round's uploads run sends the partly filled
+// segment it waits for at once, beside them: before, the round took only
+// full segments, and the last part of a large write went alone in a
+// round of its own after the round's slowest upload.
+func TestSyncSendsThePartSegmentBesideRunningUploads(t *testing.T) {
+	e := newEngine(t, nil)
+	held, second, release := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	var mu sync.Mutex
+	uploads := 0
+	e.r.faults.SetHook(func(work string) {
+		if work != "upload segment" {
+			return
+		}
+		mu.Lock()
+		uploads++
+		n := uploads
+		mu.Unlock()
+		switch n {
+		case 1: // the full segment: held until the test lets it go
+			close(held)
+			<-release
+		case 2:
+			close(second)
+		}
+	})
+	rng := rand.New(rand.NewPCG(7, 8))
+	sizes := make([]int, 17) // a full segment and one chunk left over
+	for i := range sizes {
+		sizes[i] = 1 << 20
+	}
+	ids, _ := e.addChunks(t, rng, sizes...)
+	wait := func(c chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-c:
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("%s: not within 2 minutes", what)
+		}
+	}
+	wait(held, "the full segment's upload starting")
+	e.r.RequestSync()
+	wait(second, "the part segment's upload starting while the full one's runs")
+	once.Do(func() { close(release) })
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		_, err0 := e.idx.GetLocation(ids[0])
+		_, err16 := e.idx.GetLocation(ids[16])
+		if err0 == nil && err16 == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("both segments not uploaded within 2 minutes: %v, %v", err0, err16)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
