@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -80,6 +81,48 @@ func (b *Batch) markPending(id ChunkID, owner, index uint64, size uint32) {
 	p := Pending{ID: id, Owner: owner, Index: index, Size: size}
 	b.set(pendingKey(id), p.encode())
 	b.pend(id, true)
+	b.pendBytes += uint64(size)
+}
+
+// OnPending has fn called each time the sealed bytes that commits marked
+// pending (PutChunk, MarkPending) since its last call reach every bytes,
+// right after the commit that made them so: the replication engine plans
+// a full segment as soon as one is written instead of at its next scan
+// (until the thirteenth session the first upload of a large write began
+// up to a scan interval, 2 s, after its first segment was filled). The
+// count is of marks, not of the feed's size: a chunk marked and cleared
+// again still counts. fn runs in the committing goroutine and must not
+// block. One hook an index; fn nil removes it. Views do not call it.
+func (x *Index) OnPending(every uint64, fn func()) {
+	x.wake.mu.Lock()
+	defer x.wake.mu.Unlock()
+	x.wake.every, x.wake.fn, x.wake.added = max(every, 1), fn, 0
+}
+
+// pendWake is OnPending's state.
+type pendWake struct {
+	mu    sync.Mutex
+	every uint64
+	fn    func()
+	added uint64 // bytes marked since fn was last called
+}
+
+func (w *pendWake) add(n uint64) {
+	w.mu.Lock()
+	fn := w.fn
+	if fn == nil {
+		w.mu.Unlock()
+		return
+	}
+	w.added += n
+	due := w.added >= w.every
+	if due {
+		w.added = 0
+	}
+	w.mu.Unlock()
+	if due {
+		fn()
+	}
 }
 
 // ForgetPending takes chunk id off the pending feed without recording a
@@ -119,6 +162,8 @@ type batchState struct {
 	tree    treeBatch              // for the tree feed (treefeed.go)
 	olds    map[[2]uint64]oldChunk // chunk-map entries as read from the index (refsum.go)
 	changed map[string]struct{}    // exported keys set or deleted, for the change feed (changes.go)
+
+	pendBytes uint64 // sealed bytes marked pending, for OnPending
 }
 
 // chunkAt is the chunk id referenced at (ino, idx) as of this batch.

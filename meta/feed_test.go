@@ -300,3 +300,65 @@ func TestWalkParallelSeesEverything(t *testing.T) {
 		t.Fatalf("walk counted %v, parallel walk %v", seq, par)
 	}
 }
+
+// OnPending's hook runs after the commit that brings the bytes marked
+// pending since its last call to its threshold, once however far past it
+// a commit goes, and never for commits that mark nothing, for a batch
+// not committed, or once removed.
+func TestOnPendingCountsMarkedBytes(t *testing.T) {
+	x := openTest(t, filepath.Join(t.TempDir(), "index"), testKeys(t, 5))
+	defer x.Close()
+	calls := 0
+	x.OnPending(1000, func() { calls++ })
+	seq := byte(0)
+	mark := func(sizes ...uint32) {
+		t.Helper()
+		b := x.NewBatch()
+		for _, n := range sizes {
+			seq++
+			b.MarkPending(ChunkID{seq, 7}, 0, 0, n)
+		}
+		if err := b.Commit(false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(want int, when string) {
+		t.Helper()
+		if calls != want {
+			t.Fatalf("%s: hook called %d times, want %d", when, calls, want)
+		}
+	}
+	mark(400)
+	mark(400)
+	check(0, "800 bytes marked")
+	mark(200)
+	check(1, "1000 bytes marked")
+	mark(999)
+	check(1, "999 more")
+	// A file's chunk counts too (its sealed size: 1+vault.Overhead).
+	b := x.NewBatch()
+	b.PutChunk(9, 0, &ChunkRef{ID: ChunkID{1, 2, 3}, Len: 1})
+	if err := b.Commit(false); err != nil {
+		t.Fatal(err)
+	}
+	check(2, "a file's chunk after 999")
+	// One call for a commit far past the threshold; the count starts
+	// again from nothing after it.
+	mark(2500, 2500)
+	check(3, "5000 bytes in one commit")
+	mark(999)
+	check(3, "999 after the call")
+	// A commit that marks nothing, and a batch not committed.
+	b = x.NewBatch()
+	b.PutLocation(ChunkID{1, 7}, &Location{Length: 400})
+	if err := b.Commit(false); err != nil {
+		t.Fatal(err)
+	}
+	b = x.NewBatch()
+	b.MarkPending(ChunkID{200, 7}, 0, 0, 5000)
+	b.Discard()
+	check(3, "a location put and a batch dropped")
+	x.OnPending(0, nil)
+	mark(5000)
+	check(3, "after the hook's removal")
+}

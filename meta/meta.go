@@ -146,6 +146,7 @@ type Index struct {
 	treeFeed treeFeed   // see CutTree
 	chg      changeFeed // see StartChanges
 	format   uint32     // the format record's version
+	wake     pendWake   // see OnPending
 }
 
 // RecordsRead counts the records that scans and walks of the index have
@@ -558,6 +559,9 @@ func (b *Batch) Commit(sync bool) error {
 	}
 	b.x.noteLive(b.live)
 	b.x.gen.Add(1)
+	if b.pendBytes > 0 {
+		b.x.wake.add(b.pendBytes)
+	}
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"syscall"
@@ -549,6 +550,34 @@ func report(b *testing.B, n int64, got measured, bb bareBaseline) {
 // wake-ups (perf: sysmon 9-14 %, context switches about 20 % of each
 // process); Fincrypt's own: sealing 11 %, piece ids 11 %, the writer's
 // write(2) through FUSE 10 %, FUSE 5 %, reading chunks back 5 %.
+//
+// Thirteenth session. A timeline of a run (bytes written and uploaded,
+// the client's and the nodes' CPU, every 250 ms) showed two serial
+// stretches: the nodes idle for the first 2.0-2.3 s, because the engine
+// found the writer's chunks only at its next scan (ScanInterval, 2 s),
+// when the writer was 650 MB ahead; and the file's last segment (16
+// sealed 1 MiB chunks, which the planner does not count as full) sent
+// alone in a round of its own once the round's slowest upload had ended.
+// Now a segment's worth written wakes the engine (meta.Index.OnPending),
+// the first upload starting 0.25 s into the run, and a sync sends the
+// partly filled segment beside the running uploads. The writer then
+// shares the cores with the uploads (write-s/GB median 4.4 before, 8.3
+// after) and the slots are busy 0.95-0.99 of the time (0.78-0.91). The
+// binaries alternated, 1 GiB, 22 pairs at a load average of 2.5 to 22
+// (no quiet window lasted): ratio median 0.258 against 0.221 (each
+// pair's ratio of the two: median +11 %, -38 % to +72 %, better in 14 of
+// 22), quicgo-ratio 0.308 against 0.275 (+4 %), cpu-s/GB 16.2 against
+// 15.8 (+1 %, within the noise). Apart: the wake alone, 11 pairs at load
+// 10-23, ratio +0.6 % (better in 6), cpu-s/GB +0.5 %; the late segment
+// alone, a third binary in 12 of the 22 rounds, ratio +4 % (better in
+// 8). On a loaded machine no core idles for the wake to fill, and a node
+// that receives a slower stream likely spends more a byte (the tenth
+// session's trickle): the wake is for a machine with idle cores, and for
+// the time from a write to its upload. The client allocates 0.24 bytes
+// a byte written and collects 3-5 times a GB (client-alloc-B/B,
+// client-gcs/GB): garbage collection is no lever. Tried and dropped:
+// Parallel 3 (FINCRYPT_BENCH_PARALLEL, 3 pairs at load 8-22: ratio
+// 0.285/0.267/0.193 against 0.267/0.240/0.232).
 func BenchmarkDurable(b *testing.B) {
 	n := benchBytes(b)
 	for range b.N {
@@ -557,6 +586,8 @@ func BenchmarkDurable(b *testing.B) {
 		p, c, _ := benchPlanet(b, n)
 		data := benchData(n, 7)
 		var write time.Duration
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
 		got := measure(b, func() {
 			profiled(b, func() {
 				t0 := time.Now()
@@ -566,8 +597,14 @@ func BenchmarkDurable(b *testing.B) {
 				c.waitSyncedFor(b, "bench write", 30*time.Minute)
 			})
 		}, nodePids(p)...)
+		runtime.ReadMemStats(&m1)
 		base.run(b)
 		report(b, n, got, base)
+		// The client's allocation (the mount, the engine, the mediator and
+		// the writer: this process) per plaintext byte, and its garbage
+		// collections per GB.
+		b.ReportMetric(float64(m1.TotalAlloc-m0.TotalAlloc)/float64(n), "client-alloc-B/B")
+		b.ReportMetric(float64(m1.NumGC-m0.NumGC)/(float64(n)/1e9), "client-gcs/GB")
 		// Where the time went, in seconds per GB of plaintext: the writer
 		// through the mount (sealing and the local store included), then
 		// each stage of the segments' uploads summed over the slots.

@@ -2,8 +2,9 @@
 // a mounted vault durable on the network and serves it back.
 //
 // Write path: chunks the file system committed to the index but that no
-// segment holds yet are "pending". The engine finds them by scanning the
-// index (so the queue survives kill -9 with no record of its own), packs
+// segment holds yet are "pending". The engine finds them in the index's
+// pending feed (so the queue survives kill -9 with no record of its own),
+// every ScanInterval and as soon as a segment's worth is written, packs
 // their sealed bytes into segments padded with random bytes to a size class,
 // erasure-codes each segment (K data + N-K parity pieces), asks the mediator
 // where to put the pieces, uploads them in parallel over QUIC and commits.
@@ -42,7 +43,8 @@ type Config struct {
 	// CacheSize bounds the local store once chunks are durable; 0: no limit.
 	CacheSize uint64
 	// ScanInterval is how often the index is scanned for pending chunks
-	// (default 2s).
+	// (default 2s); a full segment's worth written wakes the engine at
+	// once (meta.Index.OnPending).
 	ScanInterval time.Duration
 	// FlushAfter is how long a chunk may wait for others to fill its segment
 	// before a partly filled segment is uploaded (default 10s).

@@ -37,6 +37,10 @@ type Replicator struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	kick   chan struct{}
+	// replan is signalled with kick: a round whose uploads run plans
+	// again at once (a segment's worth written, a sync asked for) rather
+	// than when the next upload ends.
+	replan chan struct{}
 
 	mu           sync.Mutex
 	inflight     map[meta.ChunkID]struct{} // chunks in segments being uploaded
@@ -192,7 +196,7 @@ func New(v *vault.Vault, idx *meta.Index, store *chunkstore.Store, client *media
 		return nil, err
 	}
 	r := &Replicator{streamFor: streamFor, cfg: cfg, log: cfg.Logger, faults: cfg.Faults, v: v, idx: idx, store: store, client: client, coder: coder, snap: snap,
-		done: make(chan struct{}), kick: make(chan struct{}, 1),
+		done: make(chan struct{}), kick: make(chan struct{}, 1), replan: make(chan struct{}, 1),
 		inflight: map[meta.ChunkID]struct{}{}, firstSeen: map[meta.ChunkID]time.Time{},
 		fetching: map[meta.SegmentID]*fetchCall{}, intentsLeft: true, evictEvery: evictEvery}
 	r.segBudget = segCacheBytes(uint64(v.KeyFile.ChunkSize))
@@ -214,6 +218,9 @@ func New(v *vault.Vault, idx *meta.Index, store *chunkstore.Store, client *media
 	r.loadIdle()
 	store.SetAdmission(admission(cfg.CacheSize))
 	store.SetFetcherKeep(r.fetchChunk)
+	// A segment's worth written starts a round (or the running one
+	// plans again) now rather than at the next scan.
+	idx.OnPending(uint64(MaxSegment), r.Kick)
 	go r.run()
 	return r, nil
 }
@@ -221,6 +228,7 @@ func New(v *vault.Vault, idx *meta.Index, store *chunkstore.Store, client *media
 // Close stops the engine; work in progress is abandoned and resumes at the
 // next start (nothing is recorded until a segment is committed).
 func (r *Replicator) Close() error {
+	r.idx.OnPending(0, nil)
 	r.cancel()
 	<-r.done
 	r.fetchMu.Lock()
@@ -233,10 +241,15 @@ func (r *Replicator) Close() error {
 	return nil
 }
 
-// Kick asks for a scan now (tests, or after a burst of writes).
+// Kick asks for a scan now (tests, a sync, or after a burst of writes):
+// a round starts, or the running one plans again.
 func (r *Replicator) Kick() {
 	select {
 	case r.kick <- struct{}{}:
+	default:
+	}
+	select {
+	case r.replan <- struct{}{}:
 	default:
 	}
 }
@@ -604,23 +617,28 @@ func (r *Replicator) uploadAll(plan []*plannedSegment) error {
 		if next == len(plan) {
 			// A slot is free and the plan is done: take the full
 			// segments written since (a partly filled one waits for the
-			// next round, it may fill yet), unless the round has run long
-			// enough or an upload failed (the round's backoff applies).
+			// next round, it may fill yet, unless a sync or an unmount
+			// waits for it: then it goes now, beside the uploads still
+			// running, instead of alone in a round of its own after
+			// them), unless the round has run long enough or an upload
+			// failed (the round's backoff applies).
 			if time.Since(begin) >= r.streamFor || failed() || r.ctx.Err() != nil {
 				<-sem
 				break
 			}
-			more := r.planPending(true)
+			more := r.planPending(!r.urgent())
 			if len(more) == 0 {
 				<-sem
 				if running.Load() == 0 {
 					break
 				}
-				// Uploads still run: look again when one ends, or
-				// after a scan interval (the writer may fill a segment).
+				// Uploads still run: look again when one ends, when a
+				// segment's worth is written or a sync asked for
+				// (Kick), or after a scan interval.
 				t := time.NewTimer(r.tick())
 				select {
 				case <-finished:
+				case <-r.replan:
 				case <-t.C:
 				case <-r.ctx.Done():
 				}

@@ -1,12 +1,15 @@
 package replicate
 
 import (
+	"errors"
 	"math/rand/v2"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fincrypt/fincrypt/meta"
 )
 
 // The free list keeps its buffers across garbage collections (a sync.Pool
@@ -183,4 +186,101 @@ func TestIntentFailureReleasesTheSegment(t *testing.T) {
 	// The chunks are still pending and upload in another segment.
 	e.upload(t, e.planFor(t, ids))
 	e.checkUploaded(t, data, nil)
+}
+
+// A full segment's worth of chunks written while the engine waits for its
+// next scan (an hour away here) is uploaded at once: the index wakes the
+// engine (meta.Index.OnPending). Before, a large write's first upload
+// began up to a scan interval (2 s by default) after its first segment
+// was filled; here it would wait the hour. The partly filled segment
+// after it still waits for FlushAfter.
+func TestFullSegmentUploadsWithoutWaitingForAScan(t *testing.T) {
+	e := newEngine(t, nil)
+	rng := rand.New(rand.NewPCG(5, 6))
+	sizes := make([]int, 17) // 16 fill the largest segment, one is left over
+	for i := range sizes {
+		sizes[i] = 1 << 20
+	}
+	ids, _ := e.addChunks(t, rng, sizes...)
+	located := func(id meta.ChunkID) bool {
+		_, err := e.idx.GetLocation(id)
+		if err != nil && !errors.Is(err, meta.ErrNotFound) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for !located(ids[0]) || !located(ids[15]) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a full segment written 2 minutes ago is not uploaded (the engine waits for its next scan): %d rounds", e.r.rounds.Load())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, id := range ids[:16] {
+		if !located(id) {
+			t.Fatalf("chunk %s of the full segment has no location", id)
+		}
+	}
+	if located(ids[16]) {
+		t.Fatal("the chunk of a partly filled segment was uploaded before FlushAfter")
+	}
+}
+
+// A sync asked for while a round's uploads run sends the partly filled
+// segment it waits for at once, beside them: before, the round took only
+// full segments, and the last part of a large write went alone in a
+// round of its own after the round's slowest upload.
+func TestSyncSendsThePartSegmentBesideRunningUploads(t *testing.T) {
+	e := newEngine(t, nil)
+	held, second, release := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	var mu sync.Mutex
+	uploads := 0
+	e.r.faults.SetHook(func(work string) {
+		if work != "upload segment" {
+			return
+		}
+		mu.Lock()
+		uploads++
+		n := uploads
+		mu.Unlock()
+		switch n {
+		case 1: // the full segment: held until the test lets it go
+			close(held)
+			<-release
+		case 2:
+			close(second)
+		}
+	})
+	rng := rand.New(rand.NewPCG(7, 8))
+	sizes := make([]int, 17) // a full segment and one chunk left over
+	for i := range sizes {
+		sizes[i] = 1 << 20
+	}
+	ids, _ := e.addChunks(t, rng, sizes...)
+	wait := func(c chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-c:
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("%s: not within 2 minutes", what)
+		}
+	}
+	wait(held, "the full segment's upload starting")
+	e.r.RequestSync()
+	wait(second, "the part segment's upload starting while the full one's runs")
+	once.Do(func() { close(release) })
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		_, err0 := e.idx.GetLocation(ids[0])
+		_, err16 := e.idx.GetLocation(ids[16])
+		if err0 == nil && err16 == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("both segments not uploaded within 2 minutes: %v, %v", err0, err16)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
