@@ -96,6 +96,10 @@ type Config struct {
 	// nil: a board of the engine's own. The mount shares one with the
 	// file system (fs.Options.Faults).
 	Faults *fault.Board
+	// noWake leaves out the wake of a segment's worth written
+	// (meta.Index.OnPending): for tests that drive the engine's rounds by
+	// hand, with ScanInterval out of the way, as the scan is.
+	noWake bool
 }
 
 // ErrConfig wraps invalid settings.

@@ -60,6 +60,9 @@ func newEngineOn(t *testing.T, pc testplanet.Config, tune func(*Config)) *engine
 	cfg := fastConfig()
 	cfg.ScanInterval, cfg.FlushAfter, cfg.CheckInterval = time.Hour, time.Hour, time.Hour
 	cfg.MaintainInterval, cfg.SnapshotInterval = time.Hour, time.Hour
+	// The test drives the rounds: nothing starts one by itself (a round
+	// beside the test's would plan the same chunks).
+	cfg.noWake = true
 	if tune != nil {
 		tune(&cfg)
 	}

@@ -220,7 +220,9 @@ func New(v *vault.Vault, idx *meta.Index, store *chunkstore.Store, client *media
 	store.SetFetcherKeep(r.fetchChunk)
 	// A segment's worth written starts a round (or the running one
 	// plans again) now rather than at the next scan.
-	idx.OnPending(uint64(MaxSegment), r.Kick)
+	if !cfg.noWake {
+		idx.OnPending(uint64(MaxSegment), r.Kick)
+	}
 	go r.run()
 	return r, nil
 }

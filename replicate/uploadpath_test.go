@@ -195,7 +195,7 @@ func TestIntentFailureReleasesTheSegment(t *testing.T) {
 // was filled; here it would wait the hour. The partly filled segment
 // after it still waits for FlushAfter.
 func TestFullSegmentUploadsWithoutWaitingForAScan(t *testing.T) {
-	e := newEngine(t, nil)
+	e := newEngine(t, func(c *Config) { c.noWake = false }) // the wake under test
 	rng := rand.New(rand.NewPCG(5, 6))
 	sizes := make([]int, 17) // 16 fill the largest segment, one is left over
 	for i := range sizes {
@@ -231,7 +231,7 @@ func TestFullSegmentUploadsWithoutWaitingForAScan(t *testing.T) {
 // full segments, and the last part of a large write went alone in a
 // round of its own after the round's slowest upload.
 func TestSyncSendsThePartSegmentBesideRunningUploads(t *testing.T) {
-	e := newEngine(t, nil)
+	e := newEngine(t, func(c *Config) { c.noWake = false }) // the wake under test
 	held, second, release := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	t.Cleanup(func() { once.Do(func() { close(release) }) })
