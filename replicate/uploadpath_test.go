@@ -202,20 +202,9 @@ func TestFullSegmentUploadsWithoutWaitingForAScan(t *testing.T) {
 		sizes[i] = 1 << 20
 	}
 	ids, _ := e.addChunks(t, rng, sizes...)
-	located := func(id meta.ChunkID) bool {
-		_, err := e.idx.GetLocation(id)
-		if err != nil && !errors.Is(err, meta.ErrNotFound) {
-			t.Fatal(err)
-		}
-		return err == nil
-	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for !located(ids[0]) || !located(ids[15]) {
-		if time.Now().After(deadline) {
-			t.Fatalf("a full segment written 2 minutes ago is not uploaded (the engine waits for its next scan): %d rounds", e.r.rounds.Load())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	located := func(id meta.ChunkID) bool { return e.located(t, id) }
+	waitFor(t, "a full segment's upload without a scan (the engine waits for its next one)", 2*time.Minute,
+		func() bool { return located(ids[0]) && located(ids[15]) })
 	for _, id := range ids[:16] {
 		if !located(id) {
 			t.Fatalf("chunk %s of the full segment has no location", id)
@@ -271,16 +260,16 @@ func TestSyncSendsThePartSegmentBesideRunningUploads(t *testing.T) {
 	e.r.RequestSync()
 	wait(second, "the part segment's upload starting while the full one's runs")
 	once.Do(func() { close(release) })
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		_, err0 := e.idx.GetLocation(ids[0])
-		_, err16 := e.idx.GetLocation(ids[16])
-		if err0 == nil && err16 == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("both segments not uploaded within 2 minutes: %v, %v", err0, err16)
-		}
-		time.Sleep(20 * time.Millisecond)
+	waitFor(t, "both segments' uploads", 2*time.Minute, func() bool { return e.located(t, ids[0]) && e.located(t, ids[16]) })
+}
+
+// located reports whether chunk id has a location in the index (a
+// committed upload).
+func (e *engine) located(t *testing.T, id meta.ChunkID) bool {
+	t.Helper()
+	_, err := e.idx.GetLocation(id)
+	if err != nil && !errors.Is(err, meta.ErrNotFound) {
+		t.Fatal(err)
 	}
+	return err == nil
 }
