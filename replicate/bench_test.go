@@ -2,6 +2,7 @@ package replicate
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -10,10 +11,12 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/quic-go/quic-go"
 
 	"github.com/fincrypt/fincrypt/internal/units"
@@ -578,6 +581,21 @@ func report(b *testing.B, n int64, got measured, bb bareBaseline) {
 // client-gcs/GB): garbage collection is no lever. Tried and dropped:
 // Parallel 3 (FINCRYPT_BENCH_PARALLEL, 3 pairs at load 8-22: ratio
 // 0.285/0.267/0.193 against 0.267/0.240/0.232).
+//
+// Fifteenth session: do rounds drain the upload slots? A round stops
+// taking segments once streamFor (10 s) has passed and its plan is done,
+// waits for its last uploads, runs its other duties, and the next round
+// plans again. slots-drained counts the slot time so lost (Replicator.
+// drained), and FINCRYPT_BENCH_TIMELINE writes the run every 250 ms.
+// 3 GiB at load 4-13: rounds of 14 s (the cut waits for the plan taken
+// before it, and the writer is hundreds of MB ahead), slots-busy 0.990,
+// slots-drained 0.0018; a drain leaves one slot idle for part of one
+// upload, and the next round starts at once (a segment's worth written
+// has kicked it). 1 GiB, 5 runs at load 9-18: slots-drained 0.0003 to
+// 0.0068. So a pool of uploads that outlives rounds would gain under 1 %
+// here; it would also let a round's maintenance run beside commits, and
+// its walk (maintainWalk) reads the locations and then the segments
+// apart: a segment committed in between would look dead. Not done.
 func BenchmarkDurable(b *testing.B) {
 	n := benchBytes(b)
 	for range b.N {
@@ -588,6 +606,7 @@ func BenchmarkDurable(b *testing.B) {
 		var write time.Duration
 		var m0, m1 runtime.MemStats
 		runtime.ReadMemStats(&m0)
+		stopLine := timeline(b, c, nodePids(p))
 		got := measure(b, func() {
 			profiled(b, func() {
 				t0 := time.Now()
@@ -597,6 +616,7 @@ func BenchmarkDurable(b *testing.B) {
 				c.waitSyncedFor(b, "bench write", 30*time.Minute)
 			})
 		}, nodePids(p)...)
+		stopLine()
 		runtime.ReadMemStats(&m1)
 		base.run(b)
 		report(b, n, got, base)
@@ -624,6 +644,11 @@ func BenchmarkDurable(b *testing.B) {
 		// (between rounds, or waiting for a round's slowest upload).
 		busy := time.Duration(c.rep.uploadBusy.Load())
 		b.ReportMetric(busy.Seconds()/(got.wall.Seconds()*float64(c.rep.cfg.Parallel)), "slots-busy")
+		// Of the idle rest, the share lost to rounds cut at streamFor:
+		// slots left empty while such a round waited for its last uploads
+		// and until the next round launched one.
+		drained := time.Duration(c.rep.drained.Load())
+		b.ReportMetric(drained.Seconds()/(got.wall.Seconds()*float64(c.rep.cfg.Parallel)), "slots-drained")
 		// Segment buffers allocated (2x a segment each): Parallel when
 		// the free list keeps them for the whole write.
 		b.ReportMetric(float64(c.rep.segBufs.made.Load()), "segbufs")
@@ -765,6 +790,72 @@ func nodePids(p *testplanet.Planet) []int {
 	return pids
 }
 
+// benchWritten counts the bytes writeBench has written (timeline).
+var benchWritten atomic.Int64
+
+// timeline writes, every 250 ms until the function it returns is called,
+// a line of BenchmarkDurable's progress to the file FINCRYPT_BENCH_TIMELINE
+// (when set; "-" for stderr): seconds since the start, MB written through
+// the mount and MB of segment content uploaded (put returned), segment
+// uploads running (of Parallel slots), the engine's rounds finished
+// since the start, and the CPU cores the client and
+// the node processes used over the interval. It shows where the slots
+// idle (between rounds, waiting for a round's slowest upload) and what
+// the cores did meanwhile.
+func timeline(b *testing.B, c *client, pids []int) (stop func()) {
+	path := os.Getenv("FINCRYPT_BENCH_TIMELINE")
+	if path == "" {
+		return func() {}
+	}
+	out := os.Stderr
+	if path != "-" {
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		out = f
+	}
+	uploaded := func() float64 {
+		var m dto.Metric
+		if err := c.rep.uploads.bytes.Write(&m); err != nil {
+			return 0
+		}
+		return m.GetCounter().GetValue()
+	}
+	benchWritten.Store(0)
+	fmt.Fprintf(out, "# t-s\twritten-MB\tuploaded-MB\tuploading\tround\tclient-cores\tnodes-cores\n")
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tk := time.NewTicker(250 * time.Millisecond)
+		defer tk.Stop()
+		t0 := time.Now()
+		prev := t0
+		s0, o0 := cpuTime(b, pids...)
+		up0, r0 := uploaded(), c.rep.rounds.Load()
+		for {
+			select {
+			case <-quit:
+				return
+			case now := <-tk.C:
+				s, o := cpuTime(b, pids...)
+				dt := now.Sub(prev).Seconds()
+				fmt.Fprintf(out, "%.2f\t%.0f\t%.0f\t%d\t%d\t%.2f\t%.2f\n", now.Sub(t0).Seconds(),
+					float64(benchWritten.Load())/1e6, (uploaded()-up0)/1e6, c.rep.uploading.Load(), c.rep.rounds.Load()-r0,
+					(s-s0).Seconds()/dt, (o-o0).Seconds()/dt)
+				prev, s0, o0 = now, s, o
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-done
+		if out != os.Stderr {
+			out.Close()
+		}
+	}
+}
+
 func writeBench(b *testing.B, c *client, n int64, data []byte) {
 	f, err := os.Create(filepath.Join(c.mnt, "big"))
 	if err != nil {
@@ -777,6 +868,7 @@ func writeBench(b *testing.B, c *client, n int64, data []byte) {
 			b.Fatal(err)
 		}
 		off += int64(len(w))
+		benchWritten.Add(int64(len(w)))
 	}
 	if err := f.Close(); err != nil {
 		b.Fatal(err)

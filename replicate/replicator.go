@@ -149,9 +149,17 @@ type Replicator struct {
 	segFetches atomic.Int64   // segment downloads started (tests)
 	refills    atomic.Int64   // plans uploadAll took on while uploading (tests)
 	uploadBusy atomic.Int64   // nanoseconds spent in segment uploads, summed over slots (benchmarks)
-	streamFor  time.Duration  // streamFor, or what a test sets
-	prefetched atomic.Int64   // of which read-ahead (tests)
-	stages     stageTimes     // time in each stage of uploads and fetches (benchmarks)
+	uploading  atomic.Int64   // segment uploads running now (benchmarks' timeline)
+	// drained sums the slot time rounds cut by streamFor left idle
+	// (slot-nanoseconds, benchmarks): from the cut until the round's last
+	// upload ended, the slots that no upload held, and then every slot
+	// until the next round launched an upload. cutEnd is when the last
+	// such round's uploads ended (unix nanoseconds; 0: none waits).
+	drained    atomic.Int64
+	cutEnd     atomic.Int64
+	streamFor  time.Duration // streamFor, or what a test sets
+	prefetched atomic.Int64  // of which read-ahead (tests)
+	stages     stageTimes    // time in each stage of uploads and fetches (benchmarks)
 }
 
 // maxLiveChanges bounds the live-bytes changes (meta.LiveChange, 24 bytes
@@ -475,7 +483,8 @@ type plannedSegment struct {
 func (r *Replicator) uploadPending() error {
 	plan := r.planPending(false)
 	if len(plan) == 0 {
-		r.segBufs.drop() // an idle engine holds no segment buffers
+		r.cutEnd.Store(0) // nothing waited for the slots
+		r.segBufs.drop()  // an idle engine holds no segment buffers
 		return nil
 	}
 	return r.uploadAll(plan)
@@ -614,6 +623,9 @@ func (r *Replicator) uploadAll(plan []*plannedSegment) error {
 	}
 	var running atomic.Int64
 	finished := make(chan struct{}, r.cfg.Parallel)
+	// cut is when the round stopped taking segments at streamFor (unix
+	// nanoseconds; 0: not yet); afterCut sums the uploads' time past it.
+	var cut, afterCut atomic.Int64
 	for next := 0; r.ctx.Err() == nil; {
 		sem <- struct{}{}
 		if next == len(plan) {
@@ -625,6 +637,9 @@ func (r *Replicator) uploadAll(plan []*plannedSegment) error {
 			// them), unless the round has run long enough or an upload
 			// failed (the round's backoff applies).
 			if time.Since(begin) >= r.streamFor || failed() || r.ctx.Err() != nil {
+				if !failed() && r.ctx.Err() == nil {
+					cut.Store(time.Now().UnixNano())
+				}
 				<-sem
 				break
 			}
@@ -653,6 +668,9 @@ func (r *Replicator) uploadAll(plan []*plannedSegment) error {
 		}
 		p := plan[next]
 		next++
+		if c := r.cutEnd.Swap(0); c != 0 {
+			r.drained.Add(int64(r.cfg.Parallel) * max(0, time.Now().UnixNano()-c))
+		}
 		running.Add(1)
 		wg.Add(1)
 		go func() {
@@ -668,7 +686,15 @@ func (r *Replicator) uploadAll(plan []*plannedSegment) error {
 			// A goroutine of its own: a panic here would escape the
 			// round's protection.
 			t0 := time.Now()
-			defer func() { r.uploadBusy.Add(int64(time.Since(t0))) }()
+			r.uploading.Add(1)
+			defer func() {
+				end := time.Now()
+				r.uploadBusy.Add(int64(end.Sub(t0)))
+				r.uploading.Add(-1)
+				if c := cut.Load(); c != 0 {
+					afterCut.Add(max(0, end.UnixNano()-c))
+				}
+			}()
 			if err := r.faults.Protect("upload", func() error {
 				r.faults.Hook("upload segment")
 				return r.uploadSegment(p)
@@ -682,6 +708,11 @@ func (r *Replicator) uploadAll(plan []*plannedSegment) error {
 		}()
 	}
 	wg.Wait()
+	if c := cut.Load(); c != 0 {
+		end := time.Now().UnixNano()
+		r.drained.Add(max(0, int64(r.cfg.Parallel)*(end-c)-afterCut.Load()))
+		r.cutEnd.Store(end)
+	}
 	return netErr
 }
 

@@ -273,3 +273,72 @@ func (e *engine) located(t *testing.T, id meta.ChunkID) bool {
 	}
 	return err == nil
 }
+
+// The benchmarks' count of slot time lost to rounds cut at streamFor
+// (Replicator.drained): a round that is not cut adds none; a cut round
+// adds at most its slots' time from the cut to its end; and the slots
+// stay counted idle from that end until the next round launches an
+// upload. Each bound holds however slow the machine: the test measures
+// the intervals the count must cover or stay within from outside.
+func TestDrainedCountsTheSlotsACutRoundLeftIdle(t *testing.T) {
+	e := newEngine(t, nil)
+	slots := int64(e.r.cfg.Parallel)
+	rng := rand.New(rand.NewPCG(9, 10))
+	plan := func() *plannedSegment { // small: the test's time is the uploads'
+		ids, _ := e.addChunks(t, rng, 64<<10, 64<<10)
+		return e.planFor(t, ids)
+	}
+	// Not cut: streamFor is far away.
+	e.r.streamFor = time.Hour
+	if err := e.r.uploadAll([]*plannedSegment{plan()}); err != nil {
+		t.Fatal(err)
+	}
+	if d := e.r.drained.Load(); d != 0 {
+		t.Fatalf("a round that ran out of work counted %v of drained slots", time.Duration(d))
+	}
+	// Cut at once: the round stops taking segments when a slot frees.
+	e.r.streamFor = 0
+	t0 := time.Now()
+	if err := e.r.uploadAll([]*plannedSegment{plan(), plan()}); err != nil {
+		t.Fatal(err)
+	}
+	t1 := time.Now()
+	cut := e.r.drained.Load()
+	if hi := slots * int64(t1.Sub(t0)); cut > hi {
+		t.Fatalf("a cut round counted %v of drained slots, more than its %d slots over its %v", time.Duration(cut), slots, t1.Sub(t0))
+	}
+	// The next round's first upload ends the wait: every slot was idle
+	// from the cut round's end (between t0 and t1) until the launch
+	// (between t2 and t3).
+	for time.Since(t1) < 50*time.Millisecond {
+		time.Sleep(10 * time.Millisecond) // an interval to measure, not a wait for an event
+	}
+	e.r.streamFor = time.Hour
+	p := plan()
+	t2 := time.Now()
+	if err := e.r.uploadAll([]*plannedSegment{p}); err != nil {
+		t.Fatal(err)
+	}
+	t3 := time.Now()
+	gap := e.r.drained.Load() - cut
+	if lo, hi := slots*int64(t2.Sub(t1)), slots*int64(t3.Sub(t0)); gap < lo || gap > hi {
+		t.Fatalf("between a cut round and the next upload %v of drained slots, want %v to %v", time.Duration(gap), time.Duration(lo), time.Duration(hi))
+	}
+	// A round with nothing to upload means no work waited: the gap after
+	// a cut round then counts nothing.
+	e.r.streamFor = 0
+	if err := e.r.uploadAll([]*plannedSegment{plan(), plan()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.r.uploadPending(); err != nil {
+		t.Fatal(err)
+	}
+	before := e.r.drained.Load()
+	e.r.streamFor = time.Hour
+	if err := e.r.uploadAll([]*plannedSegment{plan()}); err != nil {
+		t.Fatal(err)
+	}
+	if d := e.r.drained.Load() - before; d != 0 {
+		t.Fatalf("an upload after an idle round counted %v of drained slots", time.Duration(d))
+	}
+}

@@ -61,6 +61,10 @@
 # FINCRYPT_BENCH_CHUNKS (chunks in the store that BenchmarkStoreOpen opens,
 # default 10000; the issue's figure is 1000000) and FINCRYPT_BENCH_PUTS
 # (chunks BenchmarkPutSync writes in each format, default 10000).
+# BenchmarkDurable writes FINCRYPT_BENCH_BYTES (default 1GiB, from the
+# environment, not BENCH_SIZE); FINCRYPT_BENCH_TIMELINE=file (or -, stderr)
+# has it write a line every 250 ms: MB written and uploaded, segment
+# uploads running, rounds ended, the client's and the nodes' CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
