@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -317,12 +318,42 @@ func (r *fsys) getBuf() []byte { return (*r.bufs.Get().(*[]byte))[:0] }
 
 // newBuf returns an empty buffer for at least n bytes: a pooled full-chunk
 // buffer for large chunks, a small one otherwise, so many open small files
-// do not each pin a full chunk of memory.
+// do not each pin a full chunk of memory. Small buffers are pooled too, by
+// power-of-two size from smallBufMin up to cs/4: every small file written
+// had cost a fresh buffer (zeroed, then collected), the largest allocation
+// of a small file's requests.
 func (r *fsys) newBuf(n uint64) []byte {
 	if n > r.cs/4 {
 		return r.getBuf()
 	}
-	return make([]byte, 0, max(n, 4096))
+	k := smallClass(n)
+	if k < len(r.smallBufs) {
+		if b, ok := r.smallBufs[k].Get().(*[]byte); ok {
+			return (*b)[:0]
+		}
+	}
+	return make([]byte, 0, smallBufMin<<k)
+}
+
+// smallBufMin is the smallest buffer newBuf returns.
+const smallBufMin = 4096
+
+// newSmallBufs returns the pools of newBuf's small buffers for chunk size
+// cs: one per size class up to cs/4.
+func newSmallBufs(cs uint64) []sync.Pool {
+	if cs/4 < smallBufMin {
+		return nil
+	}
+	return make([]sync.Pool, smallClass(cs/4)+1)
+}
+
+// smallClass is the size class of a small buffer for n bytes: the k with
+// smallBufMin<<k the smallest power of two at least max(n, smallBufMin).
+func smallClass(n uint64) int {
+	if n <= smallBufMin {
+		return 0
+	}
+	return bits.Len64(n-1) - bits.Len64(smallBufMin-1)
 }
 
 // bufGrowths counts growBuf's new buffers (tests).
@@ -340,11 +371,21 @@ func (r *fsys) growBuf(buf []byte, n uint64) []byte {
 }
 
 func (r *fsys) putBuf(b []byte) {
-	if uint64(cap(b)) != r.cs {
+	c := uint64(cap(b))
+	if c == r.cs {
+		b = b[:0]
+		r.bufs.Put(&b)
 		return
 	}
-	b = b[:0]
-	r.bufs.Put(&b)
+	// A small buffer goes back to its class if its capacity is exactly
+	// the class's size (newBuf's buffers are; others are left to the GC).
+	if c < smallBufMin || c > r.cs/4 || c&(c-1) != 0 {
+		return
+	}
+	if k := smallClass(c); k < len(r.smallBufs) {
+		b = b[:0]
+		r.smallBufs[k].Put(&b)
+	}
 }
 
 // loadChunk returns the plaintext of chunk idx (nil for a hole), appended

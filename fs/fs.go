@@ -154,13 +154,16 @@ func (o *Options) setDefaults() {
 
 // fsys is the state shared by every node of one mount.
 type fsys struct {
-	v         *vault.Vault
-	idx       *meta.Index
-	store     *chunkstore.Store
-	cs        uint64 // chunk size
-	opt       Options
-	log       *slog.Logger
-	bufs      sync.Pool // *[]byte of capacity cs
+	v     *vault.Vault
+	idx   *meta.Index
+	store *chunkstore.Store
+	cs    uint64 // chunk size
+	opt   Options
+	log   *slog.Logger
+	bufs  sync.Pool // *[]byte of capacity cs
+	// smallBufs[k] holds *[]byte of capacity smallBufMin<<k, up to cs/4
+	// (newBuf).
+	smallBufs []sync.Pool
 	sealBufs  sync.Pool // *[]byte of capacity cs+Overhead
 	loads     bgLoads   // readers' windows loading in the background
 	startTime time.Time
@@ -230,6 +233,7 @@ func newFsys(v *vault.Vault, opt Options, readOnly bool) (*fsys, error) {
 	r.snaps = newSnapView(r)
 	r.inodes = newInodeCap(max(opt.MaxInodes, 0))
 	r.bufs.New = func() any { b := make([]byte, 0, cs); return &b }
+	r.smallBufs = newSmallBufs(cs)
 	r.sealBufs.New = func() any { b := make([]byte, 0, cs+vault.Overhead); return &b }
 	return r, nil
 }
