@@ -138,6 +138,22 @@ func (c *inodeCap) run(root *gofs.Inode, server *fuse.Server) {
 // live is the number of tree inodes the mount holds for the kernel.
 func (c *inodeCap) live() int64 { return c.added.Load() - c.forgotten.Load() }
 
+// InodeStats is the mount's inode bound at one moment (`fincrypt status`,
+// the mount's metrics and status page).
+type InodeStats struct {
+	Live           int64 // tree inodes the mount holds for the kernel
+	Max            int   // the bound (Options.MaxInodes); 0: none
+	Pruned         int64 // inodes the mount asked the kernel to forget
+	PruneSupported bool  // the kernel takes FUSE_NOTIFY_PRUNE (Linux 6.18 and later)
+}
+
+// Inodes reports the inodes the kernel holds and what the bound did.
+func (m *Mounted) Inodes() InodeStats {
+	c := m.r.inodes
+	return InodeStats{Live: c.live(), Max: c.max, Pruned: c.pruned.Load(),
+		PruneSupported: m.server.KernelSettings().SupportsNotify(fuse.NOTIFY_PRUNE)}
+}
+
 // OnForget counts a Node the kernel forgot (go-fuse drops it).
 func (n *Node) OnForget() { n.r().inodes.forgotten.Add(1) }
 

@@ -119,6 +119,9 @@ type Replicator struct {
 	// unsaved counts what open files hold outside the index (ReportUnsaved),
 	// or is nil; guarded by mu.
 	unsaved func() (inos []uint64, chunks int, bytes uint64)
+	// inodes reports the mount's inode bound (ReportInodes), or is nil;
+	// guarded by mu.
+	inodes func() InodeStatus
 
 	// uploads and fetches count segment transfers (metrics.go).
 	uploads, fetches transferStats

@@ -636,6 +636,7 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 		return nil, err
 	}
 	defer v.Close()
+	created = append(created, filepath.Join(o.Home, vault.LockFileName)) // a refused restore leaves nothing
 	id, err := AccountIdentity(v)
 	if err != nil {
 		undo()

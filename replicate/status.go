@@ -57,6 +57,26 @@ type Status struct {
 	Restorable       bool       `json:"restorable"`
 	UnprotectedSince *time.Time `json:"unprotected_since"`
 	SnapshotCovers   *time.Time `json:"snapshot_covers"`
+
+	// Inodes is the mount's inode bound (`fincrypt mount --max-inodes`),
+	// once the mount reports it (ReportInodes).
+	Inodes *InodeStatus `json:"inodes,omitempty"`
+}
+
+// InodeStatus is what the mount holds for the kernel (fs.InodeStats).
+type InodeStatus struct {
+	Live           int64 `json:"live"`            // tree inodes the kernel holds, each with a node in the mount
+	Max            int   `json:"max"`             // the bound; 0: none
+	Pruned         int64 `json:"pruned"`          // inodes the mount asked the kernel to forget
+	PruneSupported bool  `json:"prune_supported"` // the kernel takes FUSE_NOTIFY_PRUNE (Linux 6.18 and later); without it nothing is bounded
+}
+
+// ReportInodes makes Status show the mount's inode bound (the command
+// passes it once the mount is up).
+func (r *Replicator) ReportInodes(fn func() InodeStatus) {
+	r.mu.Lock()
+	r.inodes = fn
+	r.mu.Unlock()
 }
 
 // Status reports the engine's state; segment counts come from the index.
@@ -98,8 +118,12 @@ func (r *Replicator) Status(ctx context.Context) Status {
 		}
 	}
 	r.mu.Lock()
-	unsaved := r.unsaved
+	unsaved, inodes := r.unsaved, r.inodes
 	r.mu.Unlock()
+	if inodes != nil {
+		in := inodes()
+		st.Inodes = &in
+	}
 	if unsaved != nil {
 		inos, chunks, bytes := unsaved()
 		st.UnsavedOpenFiles = len(inos)

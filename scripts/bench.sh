@@ -4,7 +4,18 @@
 # Part 1 runs the same file-system workloads on a plain directory, a Fincrypt
 # mount and (where Debian's gocryptfs can be installed) a gocryptfs mount, all on
 # the same disk; cold reads come after an unmount, a remount and dropping the
-# page cache. A backup row compares `fincrypt backup run` with `restic backup`
+# page cache. The untar and git-checkout rows end with the disk synced, the
+# same for every target: `sync -f` of the target directory and of the
+# benchmark's scratch directory (FSBENCH_SYNC), which holds the plain
+# directory, gocryptfs's ciphertext and Fincrypt's store and index on one
+# file system. (`sync -f` of a FUSE mount alone syncs nothing in the server:
+# before 2026-12-07 15:00 UTC these two rows synced the disk for the plain
+# directory only.) Neither FUSE server is asked to flush anything else: a
+# Fincrypt file's data is sealed and committed in the background once it is
+# closed (as for small-write), and what that queue still holds when the sync
+# runs is not in the row. small-write, small-read, git-status, mktree and
+# find sync nothing on any target; write ends with fsync, which every target
+# passes to the disk. A backup row compares `fincrypt backup run` with `restic backup`
 # to a local repository (first pass of $(go env GOROOT)/src, an unchanged
 # second pass, the first pass of one 1 GiB file, and the bytes a 1 MiB edit in
 # a 256 MiB file stores; the vault
@@ -91,6 +102,7 @@ OUT=${BENCH_DIR:-$(mktemp -d /var/tmp/fincrypt-bench.XXXXXX)}
 BIN=$ROOT/bin/fincrypt
 FSBENCH=$ROOT/bin/fsbench
 RESULTS=$OUT/results.txt
+export FSBENCH_SYNC=$OUT # the disk every target writes to (fsbench syncAfter)
 
 go build -o "$BIN" ./cmd/fincrypt
 go build -o "$FSBENCH" ./bench/fsbench

@@ -7,9 +7,9 @@
 //	fsbench read DIR            sequential read of what write wrote, verifying every byte
 //	fsbench small-write DIR N   N small files (1-16 KiB) in 100 directories, each created and written
 //	fsbench small-read DIR N    read them back and verify
-//	fsbench untar DIR TARBALL   tar xf TARBALL inside DIR
+//	fsbench untar DIR TARBALL   tar xf TARBALL inside DIR, then sync (syncAfter)
 //	fsbench git-status DIR      git status in the repository DIR/repo (cloned there beforehand)
-//	fsbench git-checkout DIR REV  git checkout REV in DIR/repo, then sync
+//	fsbench git-checkout DIR REV  git checkout REV in DIR/repo, then sync (syncAfter)
 //	fsbench mktree DIR N        N empty files in directories of 1000 under DIR/tree
 //	fsbench find DIR N          find over DIR/tree, checking it lists the N files and their directories
 //	fsbench fill DIR N          N files of 1-4 KiB, 1000 a directory under DIR/fill, by 8 parallel writers
@@ -200,8 +200,9 @@ func untar(dir, tarball string) error {
 	if err := cmd.Run(); err != nil {
 		return err
 	}
-	sync := exec.Command("sync", "-f", dir)
-	sync.Run()
+	if err := syncAfter(dir); err != nil {
+		return err
+	}
 	report("untar", time.Since(start).Seconds(), "s")
 	return nil
 }
@@ -228,10 +229,31 @@ func gitCheckout(dir, rev string) error {
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("git checkout %s: %w", rev, err)
 	}
-	if err := exec.Command("sync", "-f", repo).Run(); err != nil {
-		return fmt.Errorf("sync: %w", err)
+	if err := syncAfter(repo); err != nil {
+		return err
 	}
 	report("git-checkout", time.Since(start).Seconds(), "s")
+	return nil
+}
+
+// syncAfter ends the untar and git-checkout rows: syncfs(2) of dir's file
+// system, and of $FSBENCH_SYNC's if set. On a FUSE mount (Fincrypt,
+// gocryptfs) syncfs of the mount writes back only what the kernel caches
+// and asks the server nothing (the kernel sends FUSE_SYNCFS to virtiofs
+// only), while on a plain directory it writes everything to the disk; so
+// scripts/bench.sh sets FSBENCH_SYNC to its scratch directory, on the disk
+// every target writes to (the plain files, gocryptfs's ciphertext,
+// Fincrypt's store and index), and each row ends with that disk synced.
+func syncAfter(dir string) error {
+	dirs := []string{dir}
+	if d := os.Getenv("FSBENCH_SYNC"); d != "" {
+		dirs = append(dirs, d)
+	}
+	for _, d := range dirs {
+		if out, err := exec.Command("sync", "-f", d).CombinedOutput(); err != nil {
+			return fmt.Errorf("sync -f %s: %w: %s", d, err, out)
+		}
+	}
 	return nil
 }
 

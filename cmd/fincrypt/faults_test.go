@@ -35,3 +35,36 @@ func TestStatusShowsFaults(t *testing.T) {
 		t.Fatalf("status without faults shows one:\n%s", out.String())
 	}
 }
+
+// TestStatusShowsInodes: `fincrypt status` shows the inodes the kernel
+// holds and the bound, and says when the kernel cannot prune.
+func TestStatusShowsInodes(t *testing.T) {
+	inodeLine := func(st *replicate.Status) string {
+		var out bytes.Buffer
+		printStatus(&out, st)
+		for _, l := range strings.Split(out.String(), "\n") {
+			if strings.HasPrefix(l, "inodes:") {
+				return l
+			}
+		}
+		return ""
+	}
+	for _, c := range []struct {
+		in   replicate.InodeStatus
+		want []string
+	}{
+		{replicate.InodeStatus{Live: 1234, Max: 4096, Pruned: 77, PruneSupported: true}, []string{"1234 held", "bound 4096", "77 asked"}},
+		{replicate.InodeStatus{Live: 9000, Max: 4096}, []string{"9000 held", "bound 4096 not applied", "Linux 6.18"}},
+		{replicate.InodeStatus{Live: 5, PruneSupported: true}, []string{"5 held", "no bound"}},
+	} {
+		line := inodeLine(&replicate.Status{Inodes: &c.in})
+		for _, w := range c.want {
+			if !strings.Contains(line, w) {
+				t.Errorf("%+v: inode line %q lacks %q", c.in, line, w)
+			}
+		}
+	}
+	if line := inodeLine(&replicate.Status{}); line != "" {
+		t.Errorf("a status without inode figures (an older mount) shows %q", line)
+	}
+}

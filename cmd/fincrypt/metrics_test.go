@@ -113,8 +113,9 @@ func TestMountMetricsPrivacy(t *testing.T) {
 	if r := fincrypt(t, nil, "--home", v.home, "init", "--password-file", v.pw); r.code != 0 {
 		t.Fatalf("init: %+v", r)
 	}
+	const maxInodes = 16
 	if r := fincrypt(t, nil, "--home", v.home, "--debug", "mount", "--password-file", v.pw, "--metrics-listen", "127.0.0.1:0",
-		"--log-format", "json", v.mnt); r.code != 0 {
+		"--log-format", "json", "--max-inodes", fmt.Sprint(maxInodes), v.mnt); r.code != 0 {
 		log, _ := os.ReadFile(filepath.Join(v.home, mountLogName))
 		t.Fatalf("mount: %+v\nmount.log:\n%s", r, log)
 	}
@@ -131,8 +132,28 @@ func TestMountMetricsPrivacy(t *testing.T) {
 		echo "`+marker+` in the content" > `+marker+`-dir/`+marker+`-named-file
 		cat `+marker+`-dir/`+marker+`-named-file > /dev/null
 		ls -l `+marker+`-dir > /dev/null
-		stat nonexistent-`+marker+` 2>/dev/null || true`)
+		stat nonexistent-`+marker+` 2>/dev/null || true
+		for i in $(seq 40); do : > `+marker+`-dir/f$i; done`)
+	// The inode bound: 40 files and more, past a bound of 16. The kernel
+	// holds at least a file kept open (and its directory); where it takes
+	// prune notifications the mount asks it to forget some (from a
+	// goroutine of its own: waited for).
+	held, err := os.Open(filepath.Join(v.mnt, marker+"-dir", "f1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { held.Close() }) // before the unmount's cleanup, on failure
+	var inodes float64
+	waitFor(t, "the inode bound in the metrics", 60*time.Second, func() (bool, string) {
+		m, _ := metricstest.Scrape(t, url)
+		inodes = m.Must(t, "fincrypt_mount_kernel_inodes")
+		bound, pruned := m.Must(t, "fincrypt_mount_max_inodes"), m.Must(t, "fincrypt_mount_pruned_inodes_total")
+		supported := m.Must(t, "fincrypt_mount_inode_prune_supported")
+		return bound == maxInodes && inodes >= 2 && (supported == 0 || pruned >= 1),
+			fmt.Sprintf("%v held, bound %v, %v pruned, prune supported %v", inodes, bound, pruned, supported)
+	})
 	m, metricsBody := metricstest.Scrape(t, url)
+	held.Close()
 	if v := m.Must(t, "fincrypt_mount_fuse_op_duration_seconds", "op", "create"); v < 1 {
 		t.Errorf("no create counted: %v", v)
 	}
@@ -145,6 +166,9 @@ func TestMountMetricsPrivacy(t *testing.T) {
 	}
 	if !strings.Contains(string(page), "local only") {
 		t.Errorf("the page of a vault without a network does not say so:\n%s", page)
+	}
+	if !strings.Contains(string(page), "Inodes held for the kernel") || !strings.Contains(string(page), fmt.Sprint(maxInodes)) {
+		t.Errorf("the page does not show the inode bound of %d:\n%s", maxInodes, page)
 	}
 	v.umount(t)
 	logb, _ := os.ReadFile(logPath)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/fincrypt/fincrypt/chunkstore"
 	"github.com/fincrypt/fincrypt/devnet"
+	"github.com/fincrypt/fincrypt/fs"
 	"github.com/fincrypt/fincrypt/internal/metrics"
 	"github.com/fincrypt/fincrypt/internal/units"
 	"github.com/fincrypt/fincrypt/meta"
@@ -113,17 +114,42 @@ func startMonitor(c *cli.Context, reg *prometheus.Registry, page metrics.PageFun
 // mountMonitor is the mount's metrics: the replication engine's, while it
 // runs (it starts with the mount and stops at unmount, before the index
 // closes; a scrape never reads a closed index).
+// Its inode figures come from the mount once it is up (mounted).
 type mountMonitor struct {
 	networked bool // the vault has joined a network
 	mu        sync.RWMutex
 	rep       *replicate.Replicator
+	inodes    func() fs.InodeStats // the mount's inode bound, once mounted
 }
+
+// The mount's inode bound (fs/inodecap.go, --max-inodes).
+var (
+	inodesLiveDesc = prometheus.NewDesc("fincrypt_mount_kernel_inodes",
+		"Inodes of the tree the kernel holds, each with a node in the mount.", nil, nil)
+	inodesMaxDesc = prometheus.NewDesc("fincrypt_mount_max_inodes",
+		"The bound on kernel-held inodes (--max-inodes); 0: none.", nil, nil)
+	inodesPrunedDesc = prometheus.NewDesc("fincrypt_mount_pruned_inodes_total",
+		"Inodes the mount asked the kernel to forget (FUSE_NOTIFY_PRUNE).", nil, nil)
+	inodesPruneDesc = prometheus.NewDesc("fincrypt_mount_inode_prune_supported",
+		"1 if the kernel takes FUSE_NOTIFY_PRUNE (Linux 6.18 and later); 0: the bound does not apply.", nil, nil)
+)
 
 func (m *mountMonitor) Describe(chan<- *prometheus.Desc) {} // unchecked: the engine comes and goes
 
 func (m *mountMonitor) Collect(ch chan<- prometheus.Metric) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	if m.inodes != nil {
+		in := m.inodes()
+		supported := 0.0
+		if in.PruneSupported {
+			supported = 1
+		}
+		ch <- prometheus.MustNewConstMetric(inodesLiveDesc, prometheus.GaugeValue, float64(in.Live))
+		ch <- prometheus.MustNewConstMetric(inodesMaxDesc, prometheus.GaugeValue, float64(in.Max))
+		ch <- prometheus.MustNewConstMetric(inodesPrunedDesc, prometheus.CounterValue, float64(in.Pruned))
+		ch <- prometheus.MustNewConstMetric(inodesPruneDesc, prometheus.GaugeValue, supported)
+	}
 	if m.rep == nil {
 		return
 	}
@@ -132,18 +158,53 @@ func (m *mountMonitor) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// mounted hands the monitor, and the replication engine's status, the
+// mount's inode figures.
+func (m *mountMonitor) mounted(mt *fs.Mounted) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.inodes = mt.Inodes
+	if m.rep != nil {
+		m.rep.ReportInodes(func() replicate.InodeStatus { return replicate.InodeStatus(mt.Inodes()) })
+	}
+}
+
 func (m *mountMonitor) page(ctx context.Context) (*metrics.Page, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	var page *metrics.Page
 	if m.rep == nil {
 		what := "none: this vault is local only, nothing is replicated"
 		if m.networked {
 			what = "the replication engine is not running (the mount starts or stops)"
 		}
-		return &metrics.Page{Title: "Fincrypt mount", Sections: []metrics.Section{{Heading: "Replication",
-			Facts: []metrics.Fact{metrics.F("Network", what)}}}}, nil
+		page = &metrics.Page{Title: "Fincrypt mount", Sections: []metrics.Section{{Heading: "Replication",
+			Facts: []metrics.Fact{metrics.F("Network", what)}}}}
+	} else {
+		var err error
+		if page, err = m.rep.StatusPage(ctx); err != nil {
+			return nil, err
+		}
 	}
-	return m.rep.StatusPage(ctx)
+	if m.inodes != nil {
+		page.Sections = append(page.Sections, inodeSection(m.inodes()))
+	}
+	return page, nil
+}
+
+// inodeSection shows the mount's inode bound on its status page.
+func inodeSection(in fs.InodeStats) metrics.Section {
+	bound := "none (--max-inodes 0)"
+	if in.Max > 0 {
+		bound = fmt.Sprint(in.Max)
+	}
+	prune := "yes"
+	if !in.PruneSupported {
+		prune = "no: this kernel has no FUSE_NOTIFY_PRUNE (Linux 6.18 and later), the bound does not apply"
+	}
+	return metrics.Section{Heading: "Inodes held for the kernel", Facts: []metrics.Fact{
+		metrics.F("Held now", fmt.Sprint(in.Live)), metrics.F("Bound", bound),
+		metrics.F("Asked the kernel to forget", fmt.Sprint(in.Pruned)), metrics.F("Kernel prunes", prune)}}
 }
 
 // wrap hooks the monitor into the replication engine's attach.

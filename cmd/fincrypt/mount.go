@@ -330,6 +330,7 @@ func serveMount(c *cli.Context, home, mnt string, pw []byte) (err error) {
 		return userErr(exitFailure, "mounting %s: %v", mnt, err)
 	}
 	setMountVersioner(m)
+	mon.mounted(m)
 	pidFile := filepath.Join(home, mountPIDName)
 	os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
 	defer os.Remove(pidFile)

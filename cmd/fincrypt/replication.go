@@ -243,7 +243,10 @@ func init() {
 			"restorable is true only when a restore would bring back everything written so\n" +
 			"far; unprotected_since is the oldest change a restore would miss now. Files\n" +
 			"kept open hold their latest writes only in the mount until fsync, close or\n" +
-			"`fincrypt sync`: they count as pending, and unsaved_open_files says how many.",
+			"`fincrypt sync`: they count as pending, and unsaved_open_files says how many.\n" +
+			"inodes {live, max, pruned, prune_supported} is the mount's --max-inodes bound:\n" +
+			"the inodes the kernel holds now, the bound (0: none), how many the mount asked\n" +
+			"the kernel to forget, and whether the kernel can (Linux 6.18 and later).",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 			&cli.BoolFlag{Name: "watch", Usage: "follow the sync until nothing is pending: files and bytes left, rate, ETA (on a terminal; JSON lines with --json); Ctrl-C stops watching"}},
 		Action: func(c *cli.Context) error {
@@ -400,6 +403,16 @@ func printStatus(w io.Writer, st *replicate.Status) {
 	fmt.Fprintf(w, "last sync:      %s\n", when(st.LastSync))
 	fmt.Fprintf(w, "last snapshot:  %s\n", when(st.LastSnapshot))
 	printRestorable(w, st)
+	if in := st.Inodes; in != nil {
+		bound := "no bound"
+		switch {
+		case in.Max > 0 && in.PruneSupported:
+			bound = fmt.Sprintf("bound %d; %d asked to be forgotten", in.Max, in.Pruned)
+		case in.Max > 0:
+			bound = fmt.Sprintf("bound %d not applied: the kernel has no FUSE_NOTIFY_PRUNE, Linux 6.18 and later", in.Max)
+		}
+		fmt.Fprintf(w, "inodes:         %d held for the kernel (%s)\n", in.Live, bound)
+	}
 	if st.NextRetry != nil {
 		fmt.Fprintf(w, "next retry:     %s\n", st.NextRetry.Local().Format(time.RFC3339))
 	}
