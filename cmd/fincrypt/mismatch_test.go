@@ -13,6 +13,22 @@ import (
 	"github.com/fincrypt/fincrypt/vault"
 )
 
+// openIndex opens the index of the unmounted vault in home (the vault
+// locked); done closes both.
+func openIndex(t *testing.T, home, pw string, readOnly bool) (idx *meta.Index, done func()) {
+	t.Helper()
+	v, err := vault.Open(home, []byte(pw), vault.OpenOptions{Lock: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err = meta.Open(v.IndexDir(), v.Keys, meta.Options{ReadOnly: readOnly})
+	if err != nil {
+		v.Close()
+		t.Fatal(err)
+	}
+	return idx, func() { idx.Close(); v.Close() }
+}
+
 // changeBehindTheFeed opens the unmounted vault's index directly and gives
 // the file name (in the root) the permission bits perm without a change
 // feed record, as a change the feed missed would leave it: the next delta
@@ -20,16 +36,8 @@ import (
 // does.
 func changeBehindTheFeed(t *testing.T, home, pw, name string, perm uint32) {
 	t.Helper()
-	v, err := vault.Open(home, []byte(pw), vault.OpenOptions{Lock: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	idx, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer idx.Close()
+	idx, done := openIndex(t, home, pw, false)
+	defer done()
 	d, err := idx.Lookup(meta.RootIno, name)
 	if err != nil {
 		t.Fatal(err)
@@ -61,16 +69,8 @@ func changeBehindTheFeed(t *testing.T, home, pw, name string, perm uint32) {
 // home; nil if it is absent.
 func replRecord(t *testing.T, home, pw, name string) []byte {
 	t.Helper()
-	v, err := vault.Open(home, []byte(pw), vault.OpenOptions{Lock: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	idx, err := meta.Open(v.IndexDir(), v.Keys, meta.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer idx.Close()
+	idx, done := openIndex(t, home, pw, true)
+	defer done()
 	b, err := idx.GetRepl(name)
 	if errors.Is(err, meta.ErrNotFound) {
 		return nil
