@@ -345,3 +345,41 @@ func (b *Batch) apply(sync bool) (needSync bool, err error) {
 	}
 	return sync, err
 }
+
+// StateSumWith returns the sum of the index (or view) with extra's records
+// (key and sealed value) set in it: the sum record, less the elements of
+// the values extra replaces, plus extra's. It reads one record per extra
+// key, nothing that grows with the index.
+func (x *Index) StateSumWith(extra func(fn func(key, sealed []byte) error) error) (StateSum, error) {
+	s, err := x.StateSum()
+	if err != nil {
+		return s, err
+	}
+	seen := map[string]bool{}
+	err = extra(func(key, sealed []byte) error {
+		if seen[string(key)] {
+			return fmt.Errorf("state sum: key %x twice", key)
+		}
+		seen[string(key)] = true
+		old, err := x.raw(key)
+		switch {
+		case errors.Is(err, ErrNotFound):
+		case err != nil:
+			return err
+		default:
+			e, ok, err := x.ElemOf(key, old)
+			if err != nil {
+				return err
+			}
+			if ok {
+				s.Add(e, -1)
+			}
+		}
+		e, ok, err := x.ElemOf(key, sealed)
+		if ok {
+			s.Add(e, 1)
+		}
+		return err
+	})
+	return s, err
+}
