@@ -123,11 +123,10 @@ func (x *Index) SumRecords(records func(fn func(key, sealed []byte) error) error
 
 // stateSum is the index's state of the sum.
 type stateSum struct {
-	mu  sync.RWMutex // held by the commits of exported keys: shared while on is false
-	on  atomic.Bool  // format 4: every commit keeps sum (set under mu)
-	sum StateSum     // of the live index (under mu)
-	// Resets counts ResetStateSum calls that changed the sum.
-	resets int64
+	mu     sync.RWMutex // held by the commits of exported keys: shared while on is false
+	on     atomic.Bool  // format 4: every commit keeps sum (set under mu)
+	sum    StateSum     // of the live index (under mu)
+	resets atomic.Int64 // ResetStateSum calls that changed the sum
 }
 
 // stateNew is what a batch sets an exported key to: its element (ok false:
@@ -260,17 +259,13 @@ func (x *Index) ResetStateSum(expected, walked StateSum) (bool, error) {
 		return true, err
 	}
 	st.sum = s
-	st.resets++
+	st.resets.Add(1)
 	return true, nil
 }
 
 // StateSumResets counts the resets (ResetStateSum) that changed the sum
 // since the index was opened.
-func (x *Index) StateSumResets() int64 {
-	x.st.mu.Lock()
-	defer x.st.mu.Unlock()
-	return x.st.resets
-}
+func (x *Index) StateSumResets() int64 { return x.st.resets.Load() }
 
 // stateDelta adds to s what the batch's changes of exported keys change:
 // their new elements, less those of the values in the index now. Called
