@@ -52,9 +52,9 @@ func (b *Batch) noteChange(key []byte) {
 		return
 	}
 	if b.changed == nil {
-		b.changed = map[string]struct{}{}
+		b.changed = map[string]stateNew{}
 	}
-	b.changed[string(key)] = struct{}{}
+	b.changed[string(key)] = stateNew{} // deleted, until noteSet says what it is set to
 }
 
 // addChanges writes the feed's records of the batch's changes, stamped with

@@ -295,6 +295,7 @@ func (x *Index) Import(records func(fn func(key, sealed []byte) error) error) er
 	b := x.db.NewBatch()
 	defer b.Close()
 	var buf []byte
+	var sum StateSum
 	err := records(func(key, sealed []byte) error {
 		if len(key) == 0 {
 			return fmt.Errorf("empty key: %w", ErrCorrupt)
@@ -309,8 +310,13 @@ func (x *Index) Import(records func(fn func(key, sealed []byte) error) error) er
 			}
 			return nil
 		}
-		if key[0] == pPending || key[0] == pTreeCache || key[0] == pChange {
+		if key[0] == pPending || key[0] == pTreeCache || key[0] == pChange || key[0] == pRepl {
 			return nil // derived: rebuilt below, or by the next version (or the next snapshot: a base)
+		}
+		if e, ok, err := x.ElemOf(key, sealed); err != nil {
+			return err
+		} else if ok {
+			sum.Add(e, 1)
 		}
 		return b.Set(key, sealed, nil)
 	})
@@ -320,7 +326,19 @@ func (x *Index) Import(records func(fn func(key, sealed []byte) error) error) er
 	x.mu.Lock()
 	x.counter = map[string]*counter{}
 	x.mu.Unlock()
-	if err := b.Commit(pebble.Sync); err != nil {
+	// An index that keeps the state sum held none of these records: their
+	// sum is its own.
+	x.st.mu.Lock()
+	on := x.st.on.Load()
+	if on {
+		x.putSum(b, &sum)
+	}
+	err = b.Commit(pebble.Sync)
+	if err == nil && on {
+		x.st.sum = sum
+	}
+	x.st.mu.Unlock()
+	if err != nil {
 		return err
 	}
 	x.gen.Add(1)

@@ -20,7 +20,8 @@ import (
 // each the keys the index's change feed named (meta.ChangeView) with their
 // values, or that they are gone.
 const (
-	listMagic2 = "fincrypt snapshot list v2\x00"
+	listMagic2 = "fincrypt snapshot list v2\x00" // a chain of state hash v1 (stateHash)
+	listMagic3 = "fincrypt snapshot list v3\x00" // the same, of state hash v2 (stateHashV2)
 	deltaMagic = "fincrypt index delta v1\x00"
 	// maxChainParts bounds a chain: a base and at most this many less one
 	// deltas. A new base is taken once the chain would be longer.
@@ -42,6 +43,7 @@ type snapPart struct {
 // state hash of the index they restore.
 type snapChain struct {
 	hash  []byte
+	v1    bool // hash is stateHash (a list of magic v2), not stateHashV2 (v3)
 	parts []snapPart
 }
 
@@ -64,7 +66,10 @@ func (c *snapChain) segments() []snapSegment {
 }
 
 func encodeChain(c *snapChain) []byte {
-	b := []byte(listMagic2)
+	b := []byte(listMagic3)
+	if c.v1 {
+		b = []byte(listMagic2)
+	}
 	b = append(b, c.hash...)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(c.parts)))
 	for _, p := range c.parts {
@@ -85,11 +90,12 @@ func decodeChain(b []byte, pointerSeq uint64) (*snapChain, error) {
 		}
 		return &snapChain{parts: []snapPart{{seq: pointerSeq, sealed: n, segs: segs}}}, nil
 	}
-	if !bytes.HasPrefix(b, []byte(listMagic2)) || len(b) < len(listMagic2)+sha256.Size+4 {
+	v1 := bytes.HasPrefix(b, []byte(listMagic2))
+	if !v1 && !bytes.HasPrefix(b, []byte(listMagic3)) || len(b) < len(listMagic2)+sha256.Size+4 {
 		return nil, fmt.Errorf("%w: segment list header", ErrSnapshot)
 	}
-	b = b[len(listMagic2):]
-	c := &snapChain{hash: bytes.Clone(b[:sha256.Size])}
+	b = b[len(listMagic2):] // (as long as listMagic3)
+	c := &snapChain{hash: bytes.Clone(b[:sha256.Size]), v1: v1}
 	n := binary.BigEndian.Uint32(b[sha256.Size:])
 	b = b[sha256.Size+4:]
 	if n == 0 || n > maxChainParts {
@@ -254,7 +260,8 @@ type restored struct {
 	overlay  []record // the deltas applied in order (applyDelta)
 	count    int      // the records walk passes
 	hash     []byte
-	sealed   int // sealed bytes read
+	v1       bool // hash is stateHash, not stateHashV2
+	sealed   int  // sealed bytes read
 	segments int
 }
 
@@ -318,7 +325,7 @@ func fetchSnapshot(ctx context.Context, client *mediator.Client, v *vault.Vault,
 		total += int64(part.sealed)
 	}
 	progress(0, len(segs), 0, total)
-	rs := &restored{hash: chain.hash, segments: len(segs)}
+	rs := &restored{hash: chain.hash, v1: chain.v1, segments: len(segs)}
 	nseg := 0
 	for pi, part := range chain.parts {
 		sealed := make([]byte, 0, part.sealed)
@@ -377,7 +384,13 @@ var ErrStateMismatch = fmt.Errorf("%w: the restored records do not make the stat
 // the records make. With accept, a state hash other than the chain's is
 // imported too, and reported as mismatch.
 func importRestored(idx *meta.Index, keyFile []byte, rs *restored, accept bool) (sum []byte, mismatch bool, err error) {
-	sum, err = stateHash(idx, keyFile, rs.walk)
+	if rs.v1 || rs.hash == nil {
+		sum, err = stateHash(idx, keyFile, rs.walk)
+	} else {
+		var s meta.StateSum
+		s, err = idx.SumRecords(rs.walk)
+		sum = stateHashV2(keyFile, s)
+	}
 	if err != nil {
 		return nil, false, err
 	}

@@ -35,7 +35,7 @@ func liveHash(t *testing.T, e *engine) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := stateHash(e.idx, kf, e.idx.Export)
+	h, err := stateHashWalk(e.idx, kf, e.idx.Export)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func restoreState(t *testing.T, f *fakeNet, accept bool) (sum []byte, res *Resto
 	if covered, err = idx.GetRepl("snapshot_hash"); err != nil && !errors.Is(err, meta.ErrNotFound) {
 		t.Fatal(err)
 	}
-	sum, err = stateHash(idx, kf, idx.Export)
+	sum, err = stateHashWalk(idx, kf, idx.Export)
 	return sum, res, covered, err
 }
 

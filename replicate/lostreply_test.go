@@ -95,7 +95,7 @@ func restoresLive(t *testing.T, e *engine, f *fakeNet, what string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := stateHash(e.idx, kf, e.idx.Export)
+	want, err := stateHashWalk(e.idx, kf, e.idx.Export)
 	if err != nil {
 		t.Fatal(err)
 	}

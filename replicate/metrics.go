@@ -71,6 +71,7 @@ var (
 	descFaultsN       = mdesc("fault_failures", "Failures since the last success, by kind of work failing now.", "work")
 	descLastSync      = mdesc("last_sync_timestamp_seconds", "Unix time a segment was last committed (0: never).")
 	descEscrow        = mdesc("escrow_sats", "The account's escrow at the mediator, in satoshis (payments on only).")
+	descSumResets     = mdesc("state_sum_resets_total", "Index snapshots (bases) whose records disagreed with the index's state sum, which was reset to theirs (a client bug).")
 )
 
 // mountCollector reads Status at scrape time.
@@ -78,7 +79,7 @@ type mountCollector struct{ r *Replicator }
 
 func (c mountCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPendingBytes, descPendingFiles, descPendingChunks, descSegments, descStored, descCache,
-		descCacheLimit, descOnline, descProtected, descRestorable, descFaults, descFaultsN, descLastSync, descEscrow} {
+		descCacheLimit, descOnline, descProtected, descRestorable, descFaults, descFaultsN, descLastSync, descEscrow, descSumResets} {
 		ch <- d
 	}
 }
@@ -121,6 +122,7 @@ func (c mountCollector) Collect(ch chan<- prometheus.Metric) {
 	if st.Payments != nil {
 		g(descEscrow, float64(st.Payments.EscrowSat))
 	}
+	ch <- prometheus.MustNewConstMetric(descSumResets, prometheus.CounterValue, float64(c.r.idx.StateSumResets()))
 }
 
 // Collectors are the mount's replication metrics (its status read at

@@ -61,6 +61,41 @@ func stateHash(idx *meta.Index, keyFile []byte, records func(fn func(key, sealed
 	return h.Sum(nil), err
 }
 
+// stateHashV2 is the state hash of an index whose state sum (meta.StateSum,
+// the same state stateHash hashes, order-free) is sum: what a chain of
+// hash kind 2 records. Taken from the sum the index keeps, it costs nothing
+// that grows with the index.
+func stateHashV2(keyFile []byte, sum meta.StateSum) []byte {
+	h := sha256.New()
+	h.Write([]byte("fincrypt state v2"))
+	h.Write(keyFile)
+	h.Write(sum[:])
+	return h.Sum(nil)
+}
+
+// stateHashWalk is stateHashV2 of records, computed by walking them.
+func stateHashWalk(idx *meta.Index, keyFile []byte, records func(fn func(key, sealed []byte) error) error) ([]byte, error) {
+	s, err := idx.SumRecords(records)
+	if err != nil {
+		return nil, err
+	}
+	return stateHashV2(keyFile, s), nil
+}
+
+// liveHash is the state hash of the live index: from its state sum when it
+// keeps one (a vault that took a snapshot since format 4), else a walk (v1).
+func (r *Replicator) liveHash(keyFile []byte) ([]byte, error) {
+	if r.idx.StateSumOn() {
+		s, err := r.idx.StateSum()
+		if err != nil {
+			return nil, err
+		}
+		return stateHashV2(keyFile, s), nil
+	}
+	r.hashes.Add(1)
+	return stateHash(r.idx, keyFile, r.idx.Export)
+}
+
 func (r *Replicator) readKeyFile() ([]byte, error) {
 	return os.ReadFile(filepath.Join(r.v.Home, vault.KeyFileName))
 }
@@ -138,8 +173,7 @@ func (r *Replicator) protection() (covered bool, since time.Time, err error) {
 	settled, snapHash := !r.snapStoring, r.snapHash
 	r.mu.Unlock()
 	if hash {
-		r.hashes.Add(1)
-		h, err := stateHash(r.idx, keyFile, r.idx.Export)
+		h, err := r.liveHash(keyFile)
 		if err != nil {
 			return false, time.Time{}, fmt.Errorf("snapshot: hashing the index: %w", err)
 		}

@@ -184,7 +184,7 @@ func TestSnapshotStoredWhereItLies(t *testing.T) {
 		t.Fatalf("export of a synced vault: %d chunks missing, %v", len(missing), err)
 	}
 	want := bytes.Clone(recordsOf(blob))
-	sum, err := stateHash(c.rep.idx, keyFile, importRecords(want))
+	sum, err := stateHashWalk(c.rep.idx, keyFile, importRecords(want))
 	if err != nil {
 		t.Fatal(err)
 	}

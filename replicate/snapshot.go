@@ -233,6 +233,10 @@ func (r *Replicator) takeSnapshot() error {
 	} else if started {
 		r.chain = nil // nothing followed the changes until now: a base
 	}
+	if _, err := r.idx.StartStateSum(); err != nil { // once per index: a walk
+		r.noteErr(fmt.Errorf("snapshot: %w", err))
+		return nil
+	}
 	exportAt := time.Now()
 	// Read before the export: the snapshot covers at least this state.
 	sg := r.idx.StateGeneration()
@@ -308,19 +312,34 @@ func (r *Replicator) takeSnapshot() error {
 			}
 		}
 	}
-	var sum []byte
-	if chain == nil {
-		sum, err = stateHash(r.idx, keyFile, importRecords(recordsOf(blob)))
-	} else {
-		// The state the chain with this delta restores: the view, with
-		// the uploads' records set in it.
-		slices.SortFunc(extra, func(a, b record) int { return bytes.Compare(a.key, b.key) })
-		sum, err = stateHash(r.idx, keyFile, withExtra(view.Export, extra))
+	// The state the snapshot restores: the view, with the uploads' records
+	// set in it. Its sum is the view's (kept by every commit) with theirs.
+	state, err := view.StateSumWith(func(fn func(key, sealed []byte) error) error {
+		for _, rc := range extra {
+			if err := fn(rc.key, rc.sealed); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil && chain == nil {
+		// A base walks its records anyway (it holds them all): it checks
+		// the kept sum, and carries the truth from then on if they differ.
+		var walked meta.StateSum
+		if walked, err = r.idx.SumRecords(importRecords(recordsOf(blob))); err == nil {
+			var reset bool
+			if reset, err = r.idx.ResetStateSum(state, walked); reset && err == nil {
+				r.log.Warn("snapshot: the index's state sum differed from its records; reset to theirs",
+					"kept", fmt.Sprintf("%x", state[:8]), "walked", fmt.Sprintf("%x", walked[:8]))
+			}
+			state = walked
+		}
 	}
 	if err != nil {
 		r.noteErr(fmt.Errorf("snapshot: %w", err))
 		return nil
 	}
+	sum := stateHashV2(keyFile, state)
 	r.mu.Lock()
 	same := bytes.Equal(sum, r.snapHash)
 	if same {

@@ -1,0 +1,275 @@
+package meta
+
+import (
+	"encoding/binary"
+	"errors"
+	"math/big"
+	"math/rand/v2"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// walkedSum is the state sum of a full walk of the index's export.
+func walkedSum(t *testing.T, x *Index) StateSum {
+	t.Helper()
+	s, err := x.SumRecords(x.Export)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// assertSumExact checks that the sum the index keeps, in memory and in its
+// record, is the one a full walk computes.
+func assertSumExact(t *testing.T, x *Index, when string) {
+	t.Helper()
+	want := walkedSum(t, x)
+	rec, err := x.StateSum()
+	if err != nil {
+		t.Fatalf("%s: %v", when, err)
+	}
+	x.st.mu.Lock()
+	mem := x.st.sum
+	x.st.mu.Unlock()
+	if rec != want || mem != want {
+		t.Fatalf("%s: state sum record %x, in memory %x; a walk gives %x", when, rec[:8], mem[:8], want[:8])
+	}
+}
+
+// randomSegmentBatch writes, kills or deletes segment records of a few
+// segments: data and snapshot ones, dead and live, health fields changed.
+func randomSegmentBatch(t *testing.T, x *Index, rng *rand.Rand) {
+	t.Helper()
+	b := x.NewBatch()
+	for range 1 + rng.IntN(3) {
+		var id SegmentID
+		id[0] = byte(rng.IntN(6))
+		switch rng.IntN(4) {
+		case 0:
+			b.DeleteSegment(id)
+		default:
+			s := &Segment{ID: id, Kind: KindData, K: 2, N: 3, Healthy: uint8(rng.IntN(4)), Used: 10, Class: 4096, Checked: rng.Int64()}
+			if id[0] >= 4 {
+				s.Kind = KindSnapshot
+			}
+			if rng.IntN(3) == 0 {
+				s.DeadSince = 1 + rng.Int64N(1000)
+			}
+			b.PutSegment(s)
+		}
+	}
+	if err := b.Commit(rng.IntN(4) == 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func startSum(t *testing.T, x *Index) {
+	t.Helper()
+	if _, err := x.StartChanges(); err != nil {
+		t.Fatal(err)
+	}
+	if started, err := x.StartStateSum(); err != nil || !started {
+		t.Fatalf("StartStateSum: %v, %v", started, err)
+	}
+}
+
+// TestStateSumIsSumModulo: Add is addition modulo 2^256 (carries across
+// every word), and subtracting undoes it in any order.
+func TestStateSumIsSumModulo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 9))
+	mod := new(big.Int).Lsh(big.NewInt(1), 256)
+	want := new(big.Int)
+	var s StateSum
+	var elems []StateElem
+	for range 300 {
+		var e StateElem
+		for i := range e {
+			e[i] = byte(rng.Uint32())
+		}
+		if rng.IntN(3) == 0 {
+			for i := 8; i < 24; i++ {
+				e[i] = 0xff
+			}
+		}
+		elems = append(elems, e)
+		s.Add(e, 1)
+		want.Add(want, new(big.Int).SetBytes(e[:]))
+	}
+	var got StateSum
+	want.Mod(want, mod).FillBytes(got[:])
+	if s != got {
+		t.Fatalf("sum %x, want %x", s, got)
+	}
+	rng.Shuffle(len(elems), func(i, j int) { elems[i], elems[j] = elems[j], elems[i] })
+	for _, e := range elems {
+		s.Add(e, -1)
+	}
+	if s != (StateSum{}) {
+		t.Fatalf("adding and subtracting left %x", s)
+	}
+}
+
+// TestStateSumFollowsCommits: the sum an index keeps equals a full walk's
+// after random batches (sets, overwrites, deletes, counter steps, segment
+// records of every kind), with two goroutines committing batches over the
+// same keys at once; after close and reopen; and after records existed
+// before the sum was started (its first walk).
+func TestStateSumFollowsCommits(t *testing.T) {
+	keys := testKeys(t, 1)
+	dir := filepath.Join(t.TempDir(), "idx")
+	x := openTest(t, dir, keys)
+	rng := rand.New(rand.NewPCG(5, 6))
+	for range 20 { // state from before the sum
+		randomBatch(t, x, rng)
+		randomSegmentBatch(t, x, rng)
+	}
+	if _, err := x.StateSum(); !errors.Is(err, ErrNoStateSum) {
+		t.Fatalf("StateSum before StartStateSum: %v, want ErrNoStateSum", err)
+	}
+	if _, err := x.StartStateSum(); err == nil {
+		t.Fatal("StartStateSum without the change feed: no error")
+	}
+	startSum(t, x)
+	assertSumExact(t, x, "after start")
+	if v, err := x.get([]byte{pFormat}); err != nil || binary.BigEndian.Uint32(v) != formatStateSum {
+		t.Fatalf("format record after StartStateSum: %x, %v", v, err)
+	}
+	for round := range 10 {
+		var wg sync.WaitGroup
+		for g := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(round), uint64(g)))
+				for range 30 {
+					randomBatch(t, x, rng)
+					randomSegmentBatch(t, x, rng)
+				}
+			}()
+		}
+		wg.Wait()
+		assertSumExact(t, x, "after concurrent batches")
+	}
+	x.Close()
+	x = openTest(t, dir, keys)
+	defer x.Close()
+	assertSumExact(t, x, "after reopening")
+	if started, err := x.StartStateSum(); err != nil || started {
+		t.Fatalf("StartStateSum of a format 4 index: %v, %v; want false, nil", started, err)
+	}
+	for range 20 {
+		randomBatch(t, x, rng)
+	}
+	assertSumExact(t, x, "after batches since reopening")
+}
+
+// TestStateSumSurvivesCrash: the sum is in the batch of the change it
+// follows, so a crash that loses unsynced commits (a kill between commit
+// and sync) loses both or neither.
+func TestStateSumSurvivesCrash(t *testing.T) {
+	keys := testKeys(t, 2)
+	for seed := uint64(1); seed <= 4; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 1))
+		mem := vfs.NewCrashableMem()
+		x, err := Open("idx", keys, Options{FS: mem})
+		if err != nil {
+			t.Fatal(err)
+		}
+		startSum(t, x)
+		crashAt := 10 + rng.IntN(40)
+		for step := range 60 {
+			randomBatch(t, x, rng)
+			randomSegmentBatch(t, x, rng)
+			if step == crashAt {
+				clone := mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(100), RNG: rand.New(rand.NewPCG(seed, 2))})
+				x.Close()
+				mem = clone
+				if x, err = Open("idx", keys, Options{FS: mem}); err != nil {
+					t.Fatal(err)
+				}
+				assertSumExact(t, x, "after a crash")
+			}
+		}
+		assertSumExact(t, x, "at the end")
+		x.Close()
+	}
+}
+
+// TestStateSumImportAndReset: Import into an index that keeps the sum sets
+// it to the imported records'; ResetStateSum moves the live sum by the
+// difference between a walk and what the view said, and counts it.
+func TestStateSumImportAndReset(t *testing.T) {
+	keys := testKeys(t, 1)
+	src := openTest(t, filepath.Join(t.TempDir(), "src"), keys)
+	defer src.Close()
+	rng := rand.New(rand.NewPCG(8, 8))
+	for range 30 {
+		randomBatch(t, src, rng)
+		randomSegmentBatch(t, src, rng)
+	}
+	dst := openTest(t, filepath.Join(t.TempDir(), "dst"), keys)
+	defer dst.Close()
+	startSum(t, dst)
+	if err := dst.Import(src.Export); err != nil {
+		t.Fatal(err)
+	}
+	assertSumExact(t, dst, "after Import")
+	if s := walkedSum(t, dst); s != walkedSum(t, src) {
+		t.Fatal("the imported index's sum is not its source's")
+	}
+
+	good := walkedSum(t, dst)
+	// A sum gone wrong (as a missed change would leave it): reset from a
+	// walk of a view.
+	dst.st.mu.Lock()
+	dst.st.sum[5] ^= 1
+	wrong := dst.st.sum
+	dst.st.mu.Unlock()
+	if changed, err := dst.ResetStateSum(good, good); err != nil || changed || dst.StateSumResets() != 0 {
+		t.Fatalf("a reset with equal sums: %v, %v, %d resets", changed, err, dst.StateSumResets())
+	}
+	randomBatch(t, dst, rng) // the live index moves on after the view
+	if changed, err := dst.ResetStateSum(wrong, good); err != nil || !changed {
+		t.Fatalf("reset: %v, %v", changed, err)
+	}
+	if n := dst.StateSumResets(); n != 1 {
+		t.Fatalf("%d resets counted, want 1", n)
+	}
+	assertSumExact(t, dst, "after the reset")
+}
+
+// TestStateSumOfSegments: of a segment record, the sum takes a data
+// segment's id and whether it is dead, nothing of its health nor of other
+// kinds of segment.
+func TestStateSumOfSegments(t *testing.T) {
+	x := openTest(t, filepath.Join(t.TempDir(), "idx"), testKeys(t, 1))
+	defer x.Close()
+	startSum(t, x)
+	put := func(s *Segment) StateSum {
+		t.Helper()
+		b := x.NewBatch()
+		b.PutSegment(s)
+		if err := b.Commit(false); err != nil {
+			t.Fatal(err)
+		}
+		assertSumExact(t, x, "after a segment record")
+		return walkedSum(t, x)
+	}
+	empty := walkedSum(t, x)
+	if s := put(&Segment{ID: SegmentID{9}, Kind: KindSnapshot, Used: 5}); s != empty {
+		t.Fatal("a snapshot segment's record changed the sum")
+	}
+	live := put(&Segment{ID: SegmentID{1}, Kind: KindData, Healthy: 3, Checked: 1})
+	if live == empty {
+		t.Fatal("a data segment's record left the sum as it was")
+	}
+	if s := put(&Segment{ID: SegmentID{1}, Kind: KindData, Healthy: 1, Checked: 2, Used: 7}); s != live {
+		t.Fatal("a data segment's health changed the sum")
+	}
+	if s := put(&Segment{ID: SegmentID{1}, Kind: KindData, DeadSince: 5}); s == live {
+		t.Fatal("a data segment's death left the sum as it was")
+	}
+}

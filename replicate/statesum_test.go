@@ -1,0 +1,138 @@
+package replicate
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/fincrypt/fincrypt/meta"
+	fnet "github.com/fincrypt/fincrypt/net"
+)
+
+// resealed is the pointer p with its list replaced by c's.
+func resealed(t *testing.T, e *engine, p fnet.SnapshotPointer, c *snapChain) *fnet.SnapshotPointer {
+	t.Helper()
+	p.Sealed = e.r.snap.Seal(nil, encodeChain(c), snapshotAD("list", p.Account, p.Seq))
+	id, err := AccountIdentity(e.v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Sign(id)
+	return &p
+}
+
+// TestSnapshotChainOfStateHashV1: a chain stored before the state sum (a
+// list of magic v2, whose hash is the sequential stateHash) still
+// restores, and is still refused when its records miss a change the hash
+// covers (a change behind the feed); a new chain records hash kind 2. It
+// fails if a v1 list's hash were checked as a v2 one (the good chain is
+// refused) or not checked at all (the bad one restores).
+func TestSnapshotChainOfStateHashV1(t *testing.T) {
+	e, f := lostReplyEngine(t)
+	for i := range 2 {
+		commit(t, e.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: uint64(7000 + i), Mode: 0o100644, Size: 1}) })
+		if err := e.r.Snapshot(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := *f.snapshotPointer()
+	c := pointerChain(t, e, &p)
+	if c.v1 || len(c.parts) != 3 || !bytes.Equal(c.hash, liveHash(t, e)) {
+		t.Fatalf("a new chain: v1 %v, %d parts, hash of the live index %v", c.v1, len(c.parts), bytes.Equal(c.hash, liveHash(t, e)))
+	}
+	kf, err := e.r.readKeyFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := *c
+	old.v1 = true
+	if old.hash, err = stateHash(e.idx, kf, e.idx.Export); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	f.pointer = resealed(t, e, p, &old)
+	f.mu.Unlock()
+	if got, res, covered, err := restoreState(t, f, false); err != nil || res.Mismatch || !bytes.Equal(got, liveHash(t, e)) || !bytes.Equal(covered, old.hash) {
+		t.Fatalf("restore of a v1 chain: %v (mismatch %v; the live index restored: %v)", err, res != nil && res.Mismatch, bytes.Equal(got, liveHash(t, e)))
+	}
+	// A change the chain's records miss, which its (v1) hash covers.
+	commit(t, e.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 7100, Mode: 0o100644, Size: 2}) })
+	if old.hash, err = stateHash(e.idx, kf, e.idx.Export); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	f.pointer = resealed(t, e, p, &old)
+	f.mu.Unlock()
+	if _, err := restoredHash(t, e, f); !errors.Is(err, ErrStateMismatch) {
+		t.Fatalf("restore of a v1 chain that misses a change: %v, want ErrStateMismatch", err)
+	}
+}
+
+// TestBaseResetsAWrongStateSum: a base walks its records and, when the
+// index's kept state sum disagrees with them, logs and counts it and
+// resets the sum, so that the next delta's hash is right again. It fails
+// if the base trusted the kept sum (the chain's hash is not the live
+// index's and the sum stays wrong) or did not reset it.
+func TestBaseResetsAWrongStateSum(t *testing.T) {
+	e, f := lostReplyEngine(t)
+	if !e.idx.StateSumOn() {
+		t.Fatal("no state sum after a snapshot")
+	}
+	// Skew the kept sum, as a change it missed would.
+	var skew meta.StateSum
+	skew[3] = 7
+	if _, err := e.idx.ResetStateSum(meta.StateSum{}, skew); err != nil {
+		t.Fatal(err)
+	}
+	resets := e.idx.StateSumResets()
+	commit(t, e.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 7200, Mode: 0o100644, Size: 1}) })
+	e.r.snapMu.Lock()
+	e.r.chain = nil // the next snapshot is a base
+	e.r.snapMu.Unlock()
+	if err := e.r.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.idx.StateSumResets(); n != resets+1 {
+		t.Fatalf("%d resets after the base, want %d", n, resets+1)
+	}
+	kept, err := e.idx.StateSum()
+	if err != nil {
+		t.Fatal(err)
+	}
+	walked, err := e.idx.SumRecords(e.idx.Export)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kept != walked {
+		t.Fatal("the kept state sum is still not the records' after a base")
+	}
+	if c := pointerChain(t, e, f.snapshotPointer()); len(c.parts) != 1 || !bytes.Equal(c.hash, liveHash(t, e)) {
+		t.Fatalf("the base: %d parts, hash of the live index %v", len(c.parts), bytes.Equal(c.hash, liveHash(t, e)))
+	}
+	// A delta after it hashes the kept sum: right again.
+	commit(t, e.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 7201, Mode: 0o100644, Size: 1}) })
+	if err := e.r.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if c := pointerChain(t, e, f.snapshotPointer()); len(c.parts) != 2 || !bytes.Equal(c.hash, liveHash(t, e)) {
+		t.Fatalf("the delta: %d parts, hash of the live index %v", len(c.parts), bytes.Equal(c.hash, liveHash(t, e)))
+	}
+	if _, err := restoredHash(t, e, f); err != nil {
+		t.Fatalf("restore after the reset: %v", err)
+	}
+}
+
+// TestDeltaSnapshotReadsNoIndexWalk: a delta snapshot of one change reads
+// a number of records that follows the change, not the index (before the
+// state sum, its state hash walked every record).
+func TestDeltaSnapshotReadsNoIndexWalk(t *testing.T) {
+	e, _ := lostReplyEngine(t) // a base of 2000 inodes
+	commit(t, e.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 7300, Mode: 0o100644, Size: 1}) })
+	r0 := e.idx.RecordsRead()
+	if err := e.r.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.idx.RecordsRead() - r0; n > 200 {
+		t.Fatalf("a delta snapshot of one change read %d records of an index of 2000 inodes", n)
+	}
+}
