@@ -281,6 +281,11 @@ var ErrNotEmpty = errors.New("index is not empty")
 // key with its own key as associated data, so a record from another vault
 // or a tampered one is refused and nothing is written.
 func (x *Index) Import(records func(fn func(key, sealed []byte) error) error) error {
+	if x.st.on.Load() {
+		// Its sum holds what it has; an import (into an empty index only)
+		// starts from a new index, whose first snapshot starts the sum.
+		return fmt.Errorf("import into an index that keeps a state sum: %w", ErrNotEmpty)
+	}
 	empty := true
 	if err := x.scan([]byte{pCounter}, func(_, _ []byte) error { empty = false; return errStop }); err != nil && !errors.Is(err, errStop) {
 		return err
@@ -295,7 +300,6 @@ func (x *Index) Import(records func(fn func(key, sealed []byte) error) error) er
 	b := x.db.NewBatch()
 	defer b.Close()
 	var buf []byte
-	var sum StateSum
 	err := records(func(key, sealed []byte) error {
 		if len(key) == 0 {
 			return fmt.Errorf("empty key: %w", ErrCorrupt)
@@ -313,11 +317,6 @@ func (x *Index) Import(records func(fn func(key, sealed []byte) error) error) er
 		if key[0] == pPending || key[0] == pTreeCache || key[0] == pChange || key[0] == pRepl {
 			return nil // derived: rebuilt below, or by the next version (or the next snapshot: a base)
 		}
-		if e, ok, err := x.ElemOf(key, sealed); err != nil {
-			return err
-		} else if ok {
-			sum.Add(e, 1)
-		}
 		return b.Set(key, sealed, nil)
 	})
 	if err != nil {
@@ -326,19 +325,7 @@ func (x *Index) Import(records func(fn func(key, sealed []byte) error) error) er
 	x.mu.Lock()
 	x.counter = map[string]*counter{}
 	x.mu.Unlock()
-	// An index that keeps the state sum held none of these records: their
-	// sum is its own.
-	x.st.mu.Lock()
-	on := x.st.on.Load()
-	if on {
-		x.putSum(b, &sum)
-	}
-	err = b.Commit(pebble.Sync)
-	if err == nil && on {
-		x.st.sum = sum
-	}
-	x.st.mu.Unlock()
-	if err != nil {
+	if err := b.Commit(pebble.Sync); err != nil {
 		return err
 	}
 	x.gen.Add(1)

@@ -223,9 +223,16 @@ func (x *Index) putSum(b *pebble.Batch, s *StateSum) {
 	}
 }
 
-// loadStateSum reads the sum of a format 4 index (Open).
+// loadStateSum reads the sum of a format 4 index (Open). The sum is derived
+// state: a record that is missing or does not open leaves it off for this
+// open (with a warning), and the next snapshot's StartStateSum computes it
+// again by a walk; the index itself opens as before.
 func (x *Index) loadStateSum() error {
 	s, err := x.StateSum()
+	if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrNoStateSum) {
+		x.log.Warn("index: the state sum record is unreadable; the next snapshot computes it again", "err", err)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("index of format %d: %w", formatStateSum, err)
 	}
@@ -281,6 +288,14 @@ func (b *Batch) stateDelta(s *StateSum) error {
 		default:
 			e, ok, err := b.x.ElemOf(key, v)
 			closer.Close()
+			if errors.Is(err, ErrCorrupt) {
+				// A damaged record (a segment's, which is opened) must
+				// stay replaceable: its element is unknown, so the sum is
+				// now off by it, until the next base walks the records
+				// and resets it (counted).
+				b.x.log.Warn("index: a replaced record does not open; the state sum waits for the next base", "key", fmt.Sprintf("%x", key), "err", err)
+				ok, err = false, nil
+			}
 			if err != nil {
 				return err
 			}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
@@ -198,9 +199,10 @@ func TestStateSumSurvivesCrash(t *testing.T) {
 	}
 }
 
-// TestStateSumImportAndReset: Import into an index that keeps the sum sets
-// it to the imported records'; ResetStateSum moves the live sum by the
-// difference between a walk and what the view said, and counts it.
+// TestStateSumImportAndReset: Import refuses an index that keeps the sum
+// (it holds records already), and an imported index's sum, once started, is
+// its source's; ResetStateSum moves the live sum by the difference between
+// a walk and what the view said, and counts it.
 func TestStateSumImportAndReset(t *testing.T) {
 	keys := testKeys(t, 1)
 	src := openTest(t, filepath.Join(t.TempDir(), "src"), keys)
@@ -210,12 +212,18 @@ func TestStateSumImportAndReset(t *testing.T) {
 		randomBatch(t, src, rng)
 		randomSegmentBatch(t, src, rng)
 	}
+	kept := openTest(t, filepath.Join(t.TempDir(), "kept"), keys)
+	defer kept.Close()
+	startSum(t, kept)
+	if err := kept.Import(src.Export); !errors.Is(err, ErrNotEmpty) {
+		t.Fatalf("Import into an index that keeps a state sum: %v, want ErrNotEmpty", err)
+	}
 	dst := openTest(t, filepath.Join(t.TempDir(), "dst"), keys)
 	defer dst.Close()
-	startSum(t, dst)
 	if err := dst.Import(src.Export); err != nil {
 		t.Fatal(err)
 	}
+	startSum(t, dst)
 	assertSumExact(t, dst, "after Import")
 	if s := walkedSum(t, dst); s != walkedSum(t, src) {
 		t.Fatal("the imported index's sum is not its source's")
@@ -271,5 +279,101 @@ func TestStateSumOfSegments(t *testing.T) {
 	}
 	if s := put(&Segment{ID: SegmentID{1}, Kind: KindData, DeadSince: 5}); s == live {
 		t.Fatal("a data segment's death left the sum as it was")
+	}
+}
+
+// TestStateSumRecordDamaged: the sum is derived state. A sum record that
+// does not open, or is gone, does not stop the index from opening (for
+// writing or read-only: `fincrypt check`); the sum is off until
+// StartStateSum (the next snapshot) computes it again, exactly. It fails if
+// Open refused such an index (the mount and check could not open a vault
+// whose every record is intact).
+func TestStateSumRecordDamaged(t *testing.T) {
+	keys := testKeys(t, 1)
+	dir := filepath.Join(t.TempDir(), "idx")
+	x := openTest(t, dir, keys)
+	startSum(t, x)
+	rng := rand.New(rand.NewPCG(9, 9))
+	for range 10 {
+		randomBatch(t, x, rng)
+	}
+	want := walkedSum(t, x)
+	x.Close()
+	k := append([]byte{pRepl}, stateSumName...)
+	for _, damage := range []string{"garbage", "gone"} {
+		db, err := pebble.Open(dir, &pebble.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if damage == "gone" {
+			err = db.Delete(k, pebble.Sync)
+		} else {
+			err = db.Set(k, []byte("not a sealed sum at all, not 32 bytes"), pebble.Sync)
+		}
+		if err == nil {
+			err = db.Close()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		ro, err := Open(dir, keys, Options{ReadOnly: true})
+		if err != nil {
+			t.Fatalf("read-only open with the sum record %s: %v", damage, err)
+		}
+		ro.Close()
+		x = openTest(t, dir, keys)
+		if x.StateSumOn() {
+			t.Fatalf("sum record %s: the sum is on", damage)
+		}
+		// Commits go on (without the sum), then the next snapshot starts it.
+		randomBatch(t, x, rng)
+		if started, err := x.StartStateSum(); err != nil || !started {
+			t.Fatalf("sum record %s: StartStateSum: %v, %v", damage, started, err)
+		}
+		assertSumExact(t, x, "started again after the record was "+damage)
+		if walkedSum(t, x) == want {
+			t.Fatal("the batch after the damage changed nothing")
+		}
+		want = walkedSum(t, x)
+		x.Close()
+	}
+}
+
+// TestDamagedSegmentRecordStaysReplaceable: a segment record that does not
+// open (its element unknown) can still be deleted or replaced, with the
+// rest of its batch; the sum is then off until a reset (a base) brings it
+// back. It fails if the commit path refused the batch (a repair could never
+// replace the record, and the batch's other changes would be lost).
+func TestDamagedSegmentRecordStaysReplaceable(t *testing.T) {
+	x := openTest(t, filepath.Join(t.TempDir(), "idx"), testKeys(t, 1))
+	defer x.Close()
+	startSum(t, x)
+	seg := &Segment{ID: SegmentID{4}, Kind: KindData, K: 2, N: 3, Used: 10, Class: 4096}
+	for i, replace := range []func(b *Batch){
+		func(b *Batch) { b.DeleteSegment(seg.ID) },
+		func(b *Batch) { b.PutSegment(seg) },
+	} {
+		if err := x.db.Set(segmentKey(seg.ID), []byte("damaged segment record"), pebble.Sync); err != nil {
+			t.Fatal(err)
+		}
+		b := x.NewBatch()
+		replace(b)
+		b.PutInode(&Inode{Ino: uint64(100 + i), Mode: 0o100644, Nlink: 1})
+		if err := b.Commit(true); err != nil {
+			t.Fatalf("replacing a damaged segment record (%d): %v", i, err)
+		}
+		if _, err := x.GetInode(uint64(100 + i)); err != nil {
+			t.Fatalf("the batch's other change (%d): %v", i, err)
+		}
+		kept, err := x.StateSum()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if walked := walkedSum(t, x); walked != kept {
+			if changed, err := x.ResetStateSum(kept, walked); err != nil || !changed {
+				t.Fatalf("reset: %v %v", changed, err)
+			}
+		}
+		assertSumExact(t, x, "after the reset")
 	}
 }

@@ -83,7 +83,9 @@ func stateHashWalk(idx *meta.Index, keyFile []byte, records func(fn func(key, se
 }
 
 // liveHash is the state hash of the live index: from its state sum when it
-// keeps one (a vault that took a snapshot since format 4), else a walk (v1).
+// keeps one (a vault that took a snapshot since format 4), else a walk
+// (version 2 too: a restored index's R snapshot_hash is its chain's, v2
+// for every chain stored since format 4).
 func (r *Replicator) liveHash(keyFile []byte) ([]byte, error) {
 	if r.idx.StateSumOn() {
 		s, err := r.idx.StateSum()
@@ -93,7 +95,7 @@ func (r *Replicator) liveHash(keyFile []byte) ([]byte, error) {
 		return stateHashV2(keyFile, s), nil
 	}
 	r.hashes.Add(1)
-	return stateHash(r.idx, keyFile, r.idx.Export)
+	return stateHashWalk(r.idx, keyFile, r.idx.Export)
 }
 
 func (r *Replicator) readKeyFile() ([]byte, error) {

@@ -665,7 +665,7 @@ func markStored(t *testing.T, r *Replicator) {
 			t.Fatal(err)
 		}
 		r.snapHash = stateHashV2(kf, s)
-	} else if r.snapHash, err = stateHash(r.idx, kf, r.idx.Export); err != nil {
+	} else if r.snapHash, err = stateHashWalk(r.idx, kf, r.idx.Export); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -136,3 +136,31 @@ func TestDeltaSnapshotReadsNoIndexWalk(t *testing.T) {
 		t.Fatalf("a delta snapshot of one change read %d records of an index of 2000 inodes", n)
 	}
 }
+
+// TestRestoredIndexStartsCovered: a restored index keeps no state sum yet;
+// its live hash (a walk) is still the one its chain recorded (R
+// snapshot_hash), so that its first mount finds everything restorable
+// without storing a snapshot. It fails if the live hash of an index without
+// the sum were the version 1 walk (a new chain's hash is version 2).
+func TestRestoredIndexStartsCovered(t *testing.T) {
+	e, f := lostReplyEngine(t)
+	commit(t, e.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 7300, Mode: 0o100644, Size: 1}) })
+	if err := e.r.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	idx, kf, _, err := restoreAccount(t, f, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	covered, err := idx.GetRepl("snapshot_hash")
+	if err != nil {
+		t.Fatalf("the restored index records no snapshot hash: %v", err)
+	}
+	h, err := (&Replicator{idx: idx}).liveHash(kf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(h, covered) {
+		t.Fatalf("a restored index hashes %x, its chain says %x: not covered", h[:8], covered[:8])
+	}
+}
