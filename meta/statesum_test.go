@@ -1,6 +1,8 @@
 package meta
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"math/big"
@@ -449,5 +451,33 @@ func TestStateSumLastRecordWins(t *testing.T) {
 			t.Fatalf("%s: %v", s.name, err)
 		}
 		assertSumExact(t, x, s.name)
+	}
+}
+
+// TestRecordElemAsDocumented: a record's element is SHA-256("fincrypt state
+// elem v2" 0x00 || keylen(4) || key || sealed value) (docs/FORMAT.md), so
+// that a change of how it is hashed cannot change what a stored sum means
+// (every other test computes both sides with recordElem).
+func TestRecordElemAsDocumented(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 1))
+	for _, n := range []int{1, 9, 100, 300, 5000} {
+		for _, klen := range []int{1, 9, 25} {
+			if klen > n {
+				continue
+			}
+			b := make([]byte, n)
+			for i := range b {
+				b[i] = byte(rng.Uint32())
+			}
+			key, sealed := b[:klen], b[klen:]
+			h := sha256.New()
+			h.Write([]byte("fincrypt state elem v2\x00"))
+			h.Write([]byte{byte(klen >> 24), byte(klen >> 16), byte(klen >> 8), byte(klen)})
+			h.Write(key)
+			h.Write(sealed)
+			if got := recordElem(key, sealed); !bytes.Equal(got[:], h.Sum(nil)) {
+				t.Fatalf("element of a %d-byte key and %d-byte value: %x, want %x", klen, len(sealed), got, h.Sum(nil))
+			}
+		}
 	}
 }
