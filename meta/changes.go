@@ -52,9 +52,9 @@ func (b *Batch) noteChange(key []byte) {
 		return
 	}
 	if b.changed == nil {
-		b.changed = map[string]stateNew{}
+		b.changed = map[string]struct{}{}
 	}
-	b.changed[string(key)] = stateNew{} // deleted, until noteSet says what it is set to
+	b.changed[string(key)] = struct{}{}
 }
 
 // addChanges writes the feed's records of the batch's changes, stamped with

@@ -461,7 +461,6 @@ func (x *Index) next(name string, step uint64, first uint64) (uint64, error) {
 			return 0, fmt.Errorf("counter %s: %w", name, err)
 		}
 		cb.noteChange(key) // the change feed and the state sum follow counters too
-		cb.changed[string(key)] = stateNew{recordElem(key, sealed), true}
 		unlock := cb.addChanges()
 		_, err := cb.apply(false)
 		cb.b.Close()
@@ -510,7 +509,6 @@ func (b *Batch) set(key, val []byte) {
 	if err := op.Finish(); err != nil {
 		panic(err)
 	}
-	b.noteSet(key, val, op.Value)
 }
 
 func (b *Batch) del(key []byte) {

@@ -1,11 +1,13 @@
 package meta
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/bits"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -129,31 +131,6 @@ type stateSum struct {
 	resets atomic.Int64 // ResetStateSum calls that changed the sum
 }
 
-// stateNew is what a batch sets an exported key to: its element (ok false:
-// deleted, or a record that adds none).
-type stateNew struct {
-	e  StateElem
-	ok bool
-}
-
-// noteState records the element of the value a batch sets key to.
-func (b *Batch) noteSet(key, val, sealed []byte) {
-	if !snapshotted(key) || key[0] == pFormat {
-		return
-	}
-	n := stateNew{}
-	if len(key) == 1+SegmentIDSize && key[0] == pSegment {
-		if s, err := decodeSegment(SegmentID(key[1:]), val); err == nil {
-			n.e, n.ok = segElem(&s)
-		} else if b.err == nil {
-			b.err = fmt.Errorf("segment record %x: %w", key, err)
-		}
-	} else {
-		n.e, n.ok = recordElem(key, sealed), true
-	}
-	b.changed[string(key)] = n
-}
-
 // StateSumOn reports whether the index keeps the state sum (format 4).
 func (x *Index) StateSumOn() bool {
 	return x.st.on.Load()
@@ -274,26 +251,79 @@ func (x *Index) ResetStateSum(expected, walked StateSum) (bool, error) {
 // since the index was opened.
 func (x *Index) StateSumResets() int64 { return x.st.resets.Load() }
 
+// stateChange is a batch's last record of an exported key that may add an
+// element: its sealed value, or nil if the batch deletes the key.
+type stateChange struct {
+	key, sealed []byte
+}
+
+// stateChanges returns the batch's last record of each exported key (but
+// the format record), in key order: read from the batch itself, so that
+// what the sum adds is what the commit writes. The slices point into the
+// batch's memory.
+func (b *Batch) stateChanges() ([]stateChange, error) {
+	r := b.b.Reader()
+	var cs []stateChange
+	for {
+		kind, key, val, ok, err := r.Next()
+		if err != nil {
+			return nil, fmt.Errorf("state sum: reading the batch: %w", err)
+		}
+		if !ok {
+			break
+		}
+		exported := len(key) > 0 && snapshotted(key) && key[0] != pFormat
+		switch {
+		case kind == pebble.InternalKeyKindRangeDelete:
+			// Only the tree cache's (treecache.go): one prefix, not exported.
+			if len(key) == 0 || len(val) == 0 || key[0] != val[0] || snapshotted(key) {
+				return nil, fmt.Errorf("state sum: batch deletes the range %x-%x", key, val)
+			}
+		case !exported:
+		case kind == pebble.InternalKeyKindSet:
+			cs = append(cs, stateChange{key, val})
+		case kind == pebble.InternalKeyKindDelete:
+			cs = append(cs, stateChange{key, nil})
+		default:
+			return nil, fmt.Errorf("state sum: batch record of kind %v for key %x", kind, key)
+		}
+	}
+	// Stable: of the records of one key, the batch's last stays last.
+	slices.SortStableFunc(cs, func(a, b stateChange) int { return bytes.Compare(a.key, b.key) })
+	n := 0
+	for i := range cs {
+		if i+1 < len(cs) && bytes.Equal(cs[i].key, cs[i+1].key) {
+			continue
+		}
+		cs[n] = cs[i]
+		n++
+	}
+	return cs[:n], nil
+}
+
 // stateDelta adds to s what the batch's changes of exported keys change:
 // their new elements, less those of the values in the index now. Called
 // with st.mu held.
 func (b *Batch) stateDelta(s *StateSum) error {
-	for k, n := range b.changed {
-		key := []byte(k)
-		v, closer, err := b.x.db.Get(key)
+	cs, err := b.stateChanges()
+	if err != nil {
+		return err
+	}
+	for _, c := range cs {
+		v, closer, err := b.x.db.Get(c.key)
 		switch {
 		case errors.Is(err, pebble.ErrNotFound):
 		case err != nil:
 			return err
 		default:
-			e, ok, err := b.x.ElemOf(key, v)
+			e, ok, err := b.x.ElemOf(c.key, v)
 			closer.Close()
 			if errors.Is(err, ErrCorrupt) {
 				// A damaged record (a segment's, which is opened) must
 				// stay replaceable: its element is unknown, so the sum is
 				// now off by it, until the next base walks the records
 				// and resets it (counted).
-				b.x.log.Warn("index: a replaced record does not open; the state sum waits for the next base", "key", fmt.Sprintf("%x", key), "err", err)
+				b.x.log.Warn("index: a replaced record does not open; the state sum waits for the next base", "key", fmt.Sprintf("%x", c.key), "err", err)
 				ok, err = false, nil
 			}
 			if err != nil {
@@ -303,8 +333,14 @@ func (b *Batch) stateDelta(s *StateSum) error {
 				s.Add(e, -1)
 			}
 		}
-		if n.ok {
-			s.Add(n.e, 1)
+		if c.sealed != nil {
+			e, ok, err := b.x.ElemOf(c.key, c.sealed)
+			if err != nil {
+				return fmt.Errorf("record %x: %w", c.key, err)
+			}
+			if ok {
+				s.Add(e, 1)
+			}
 		}
 	}
 	return nil

@@ -1,6 +1,8 @@
 package meta
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"math/big"
@@ -375,5 +377,107 @@ func TestDamagedSegmentRecordStaysReplaceable(t *testing.T) {
 			}
 		}
 		assertSumExact(t, x, "after the reset")
+	}
+}
+
+// TestStateSumLastRecordWins: the sum counts, of a batch's records of one
+// key, the last: a key set twice, set then deleted, deleted then set, a
+// segment turned from data (an element) into snapshot (none) and back, all
+// in one batch each; and a batch built before the sum was started and
+// committed after it counts too.
+func TestStateSumLastRecordWins(t *testing.T) {
+	x := openTest(t, filepath.Join(t.TempDir(), "idx"), testKeys(t, 1))
+	defer x.Close()
+	seg := func(id byte, kind SegmentKind, dead int64) *Segment {
+		return &Segment{ID: SegmentID{id}, Kind: kind, K: 2, N: 3, Used: 10, Class: 4096, DeadSince: dead}
+	}
+	b := x.NewBatch()
+	b.PutInode(&Inode{Ino: 5, Mode: 0o100644, Size: 1})
+	b.PutSegment(seg(2, KindData, 0))
+	if err := b.Commit(false); err != nil {
+		t.Fatal(err)
+	}
+	early := x.NewBatch() // built while the sum is off
+	early.PutInode(&Inode{Ino: 9, Mode: 0o100644, Size: 1})
+	early.PutInode(&Inode{Ino: 9, Mode: 0o100644, Size: 2})
+	startSum(t, x)
+	if err := early.Commit(false); err != nil {
+		t.Fatal(err)
+	}
+	assertSumExact(t, x, "a batch built before the start")
+	steps := []struct {
+		name string
+		fill func(b *Batch)
+	}{
+		{"set twice", func(b *Batch) {
+			b.PutInode(&Inode{Ino: 5, Mode: 0o100644, Size: 2})
+			b.PutInode(&Inode{Ino: 5, Mode: 0o100644, Size: 3})
+		}},
+		{"new key set twice", func(b *Batch) {
+			b.PutInode(&Inode{Ino: 6, Mode: 0o100644, Size: 1})
+			b.PutInode(&Inode{Ino: 6, Mode: 0o100644, Size: 4})
+		}},
+		{"set then deleted", func(b *Batch) {
+			b.PutInode(&Inode{Ino: 5, Mode: 0o100644, Size: 5})
+			b.DeleteInode(5)
+			b.PutInode(&Inode{Ino: 7, Mode: 0o100644, Size: 1})
+			b.DeleteInode(7)
+		}},
+		{"deleted then set", func(b *Batch) {
+			b.DeleteInode(6)
+			b.PutInode(&Inode{Ino: 6, Mode: 0o100644, Size: 6})
+			b.DeleteInode(8)
+			b.PutInode(&Inode{Ino: 8, Mode: 0o100644, Size: 1})
+		}},
+		{"segment data then snapshot", func(b *Batch) {
+			b.PutSegment(seg(2, KindData, 7))
+			b.PutSegment(seg(2, KindSnapshot, 0))
+			b.PutSegment(seg(3, KindData, 0))
+			b.PutSegment(seg(3, KindSnapshot, 0))
+		}},
+		{"segment snapshot then data", func(b *Batch) {
+			b.PutSegment(seg(2, KindSnapshot, 0))
+			b.PutSegment(seg(2, KindData, 9))
+			b.PutSegment(seg(4, KindSnapshot, 0))
+			b.PutSegment(seg(4, KindData, 0))
+			b.DeleteSegment(seg(4, 0, 0).ID)
+			b.PutSegment(seg(4, KindData, 3))
+		}},
+	}
+	for _, s := range steps {
+		b := x.NewBatch()
+		s.fill(b)
+		if err := b.Commit(false); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		assertSumExact(t, x, s.name)
+	}
+}
+
+// TestRecordElemAsDocumented: a record's element is SHA-256("fincrypt state
+// elem v2" 0x00 || keylen(4) || key || sealed value) (docs/FORMAT.md), so
+// that a change of how it is hashed cannot change what a stored sum means
+// (every other test computes both sides with recordElem).
+func TestRecordElemAsDocumented(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 1))
+	for _, n := range []int{1, 9, 100, 300, 5000} {
+		for _, klen := range []int{1, 9, 25} {
+			if klen > n {
+				continue
+			}
+			b := make([]byte, n)
+			for i := range b {
+				b[i] = byte(rng.Uint32())
+			}
+			key, sealed := b[:klen], b[klen:]
+			h := sha256.New()
+			h.Write([]byte("fincrypt state elem v2\x00"))
+			h.Write([]byte{byte(klen >> 24), byte(klen >> 16), byte(klen >> 8), byte(klen)})
+			h.Write(key)
+			h.Write(sealed)
+			if got := recordElem(key, sealed); !bytes.Equal(got[:], h.Sum(nil)) {
+				t.Fatalf("element of a %d-byte key and %d-byte value: %x, want %x", klen, len(sealed), got, h.Sum(nil))
+			}
+		}
 	}
 }
