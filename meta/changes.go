@@ -78,6 +78,7 @@ func (b *Batch) addChanges() func() {
 			panic(err) // as Batch.set
 		}
 	}
+	b.x.fold.touch(b.changed) // for the next cut's fold (fold.go)
 	return f.mu.RUnlock
 }
 
@@ -115,9 +116,13 @@ type ChangeView struct {
 	*Index        // the view (Index.View): reads see no later commit
 	Epoch  uint64 // the epoch it ended: DropChanges(Epoch) once its snapshot is stored
 	close  func()
+
+	seq    uint64           // its cut of the fold (fold.go)
+	fsnap  *pebble.Snapshot // the fold's snapshot of the view, until folded or closed (under fold.run)
+	folded bool             // a fold took fsnap (under fold.run)
 }
 
-// Close releases the view.
+// Close releases the view (and its fold snapshot, unless a fold kept it).
 func (v *ChangeView) Close() { v.close() }
 
 // ChangeView ends the feed's open epoch and returns a view of the index
@@ -150,7 +155,14 @@ func (x *Index) ChangeView() (*ChangeView, error) {
 	e := f.epoch
 	f.epoch++
 	v, closeView := x.View()
-	return &ChangeView{Index: v, Epoch: e, close: closeView}, nil
+	// No commit that keeps the feed runs: the cut's keys are exactly those
+	// of the commits since the last cut.
+	cv := &ChangeView{Index: v, Epoch: e, seq: x.fold.cut(), fsnap: x.db.NewSnapshot()}
+	cv.close = func() {
+		x.fold.closeView(cv)
+		closeView()
+	}
+	return cv, nil
 }
 
 // ErrNoChanges means the index does not keep the change feed.

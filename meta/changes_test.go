@@ -334,9 +334,6 @@ func BenchmarkCommitChangeFeed(b *testing.B) {
 				if _, err := x.StartChanges(); err != nil {
 					b.Fatal(err)
 				}
-				if _, err := x.StartStateSum(); err != nil { // as a snapshotting vault's
-					b.Fatal(err)
-				}
 			}
 			idx[k] = x
 		}

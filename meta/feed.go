@@ -161,7 +161,7 @@ type batchState struct {
 	dead    map[ChunkID]struct{}   // chunks whose death live holds
 	tree    treeBatch              // for the tree feed (treefeed.go)
 	olds    map[[2]uint64]oldChunk // chunk-map entries as read from the index (refsum.go)
-	changed map[string]struct{}    // exported keys set or deleted, for the change feed (changes.go); the state sum reads the batch's records (statesum.go)
+	changed map[string]struct{}    // exported keys set or deleted, for the change feed (changes.go)
 
 	pendBytes uint64 // sealed bytes marked pending, for OnPending
 }

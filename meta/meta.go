@@ -36,13 +36,12 @@ import (
 // reads and writes. It reads format 1 too: format 2 adds the pending feed
 // (feed.go), which the first writable Open of a format 1 index builds from
 // a walk; format 3 adds the change feed (changes.go), which only an index
-// whose vault takes network snapshots keeps (StartChanges); format 4 keeps
-// the state sum too (statesum.go, StartStateSum). A new index is format 2.
-const FormatVersion = formatStateSum
+// whose vault takes network snapshots keeps (StartChanges). A new index is
+// format 2.
+const FormatVersion = formatChanges
 
 // formatNoFeed is the format before the pending feed; formatFeed has it;
-// formatChanges keeps the change feed too; formatStateSum (statesum.go)
-// the state sum as well.
+// formatChanges keeps the change feed too.
 const (
 	formatNoFeed  = 1
 	formatFeed    = 2
@@ -146,7 +145,7 @@ type Index struct {
 	liveFeed liveFeed   // see TrackLive
 	treeFeed treeFeed   // see CutTree
 	chg      changeFeed // see StartChanges
-	st       stateSum   // see StartStateSum
+	fold     foldState  // see Fold
 	format   uint32     // the format record's version
 	wake     pendWake   // see OnPending
 }
@@ -279,12 +278,6 @@ func (x *Index) checkFormat(readOnly bool) error {
 	v := binary.BigEndian.Uint32(val)
 	x.format = v
 	switch {
-	case v == formatStateSum:
-		x.feedReady = true
-		x.chg.on = true
-		if err := x.loadStateSum(); err != nil {
-			return err
-		}
 	case v == formatChanges:
 		x.feedReady = true
 		x.chg.on = true
@@ -334,7 +327,10 @@ func (x *Index) CheckTables() error {
 }
 
 // Close closes the index.
-func (x *Index) Close() error { return x.db.Close() }
+func (x *Index) Close() error {
+	x.fold.closeAll()
+	return x.db.Close()
+}
 
 // Flush writes what the index holds in memory to table files (tests of
 // damaged tables use it).
@@ -455,14 +451,13 @@ func (x *Index) next(name string, step uint64, first uint64) (uint64, error) {
 		var b [8]byte
 		binary.BigEndian.PutUint64(b[:], c.ceiling+step)
 		cb := &Batch{x: x, b: x.db.NewBatch()}
-		sealed := x.keys.Meta.Seal(nil, b[:], key)
-		if err := cb.b.Set(key, sealed, nil); err != nil {
+		if err := cb.b.Set(key, x.keys.Meta.Seal(nil, b[:], key), nil); err != nil {
 			cb.b.Close()
 			return 0, fmt.Errorf("counter %s: %w", name, err)
 		}
-		cb.noteChange(key) // the change feed and the state sum follow counters too
+		cb.noteChange(key) // the change feed follows counters too
 		unlock := cb.addChanges()
-		_, err := cb.apply(false)
+		err := cb.b.Commit(pebble.NoSync)
 		cb.b.Close()
 		if unlock != nil {
 			unlock()
@@ -536,6 +531,10 @@ func (b *Batch) Commit(sync bool) error {
 		}
 		return nil
 	}
+	opt := pebble.NoSync
+	if sync {
+		opt = pebble.Sync
+	}
 	if f := &b.x.treeFeed; f.marks.Load() && (len(b.tree.inodes) > 0 || len(b.tree.dirs) > 0) {
 		// Marked in the current epoch, visible before CutTree ends it.
 		f.cut.RLock()
@@ -546,15 +545,20 @@ func (b *Batch) Commit(sync bool) error {
 		// Stamped with the open epoch, visible before ChangeView ends it.
 		defer unlock()
 	}
-	if needSync, err := b.apply(sync); err != nil {
-		return err
-	} else if needSync {
-		// Syncing the log makes this batch durable with it; the sync
-		// runs outside the locks apply takes, so concurrent commits
-		// still share one.
-		if err := b.x.Sync(); err != nil {
+	if len(b.refs) > 0 {
+		if err := b.commitRefs(); err != nil {
 			return err
 		}
+		if sync {
+			// Syncing the log makes this batch durable with it; the
+			// sync runs outside refMu, so concurrent commits still
+			// share one.
+			if err := b.x.Sync(); err != nil {
+				return err
+			}
+		}
+	} else if err := b.b.Commit(opt); err != nil {
+		return err
 	}
 	if b.state {
 		b.x.sgen.Add(1)

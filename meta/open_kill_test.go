@@ -217,7 +217,7 @@ func TestOpenFailingReadReleasesTheIndex(t *testing.T) {
 	// there (or the table its replay makes), the header from the failing
 	// table.
 	fk := []byte{pFormat}
-	if err := x.db.Set(fk, x.keys.Meta.Seal(nil, binary.BigEndian.AppendUint32(nil, formatFeed), fk), pebble.Sync); err != nil {
+	if err := x.db.Set(fk, x.keys.Meta.Seal(nil, binary.BigEndian.AppendUint32(nil, FormatVersion), fk), pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
 	x.Close()

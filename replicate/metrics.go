@@ -71,7 +71,7 @@ var (
 	descFaultsN       = mdesc("fault_failures", "Failures since the last success, by kind of work failing now.", "work")
 	descLastSync      = mdesc("last_sync_timestamp_seconds", "Unix time a segment was last committed (0: never).")
 	descEscrow        = mdesc("escrow_sats", "The account's escrow at the mediator, in satoshis (payments on only).")
-	descSumResets     = mdesc("state_sum_resets_total", "Index snapshots (bases) whose records disagreed with the index's state sum, which was reset to theirs (a client bug).")
+	descSumResets     = mdesc("state_sum_resets_total", "Index snapshots (bases) whose records disagreed with the state sum folded from the changes, which was reset to theirs (a client bug).")
 )
 
 // mountCollector reads Status at scrape time.
@@ -122,7 +122,7 @@ func (c mountCollector) Collect(ch chan<- prometheus.Metric) {
 	if st.Payments != nil {
 		g(descEscrow, float64(st.Payments.EscrowSat))
 	}
-	ch <- prometheus.MustNewConstMetric(descSumResets, prometheus.CounterValue, float64(c.r.idx.StateSumResets()))
+	ch <- prometheus.MustNewConstMetric(descSumResets, prometheus.CounterValue, float64(c.r.sumResets.Load()))
 }
 
 // Collectors are the mount's replication metrics (its status read at

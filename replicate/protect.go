@@ -63,8 +63,8 @@ func stateHash(idx *meta.Index, keyFile []byte, records func(fn func(key, sealed
 
 // stateHashV2 is the state hash of an index whose state sum (meta.StateSum,
 // the same state stateHash hashes, order-free) is sum: what a chain of
-// hash kind 2 records. Taken from the sum the index keeps, it costs nothing
-// that grows with the index.
+// hash kind 2 records. Taken from a folded sum (meta.Index.Fold), it costs
+// nothing that grows with the index.
 func stateHashV2(keyFile []byte, sum meta.StateSum) []byte {
 	h := sha256.New()
 	h.Write([]byte("fincrypt state v2"))
@@ -82,18 +82,10 @@ func stateHashWalk(idx *meta.Index, keyFile []byte, records func(fn func(key, se
 	return stateHashV2(keyFile, s), nil
 }
 
-// liveHash is the state hash of the live index: from its state sum when it
-// keeps one (a vault that took a snapshot since format 4), else a walk
-// (version 2 too: a restored index's R snapshot_hash is its chain's, v2
-// for every chain stored since format 4).
+// liveHash is the state hash of the live index, by a walk (version 2: a
+// restored index's R snapshot_hash is its chain's, v2 for every chain
+// stored since list v3).
 func (r *Replicator) liveHash(keyFile []byte) ([]byte, error) {
-	if r.idx.StateSumOn() {
-		s, err := r.idx.StateSum()
-		if err != nil {
-			return nil, err
-		}
-		return stateHashV2(keyFile, s), nil
-	}
 	r.hashes.Add(1)
 	return stateHashWalk(r.idx, keyFile, r.idx.Export)
 }

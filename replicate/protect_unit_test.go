@@ -659,13 +659,7 @@ func markStored(t *testing.T, r *Replicator) {
 		t.Fatal(err)
 	}
 	// The hash protection makes, not counted as one of its hashes.
-	if r.idx.StateSumOn() {
-		s, err := r.idx.StateSum()
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.snapHash = stateHashV2(kf, s)
-	} else if r.snapHash, err = stateHashWalk(r.idx, kf, r.idx.Export); err != nil {
+	if r.snapHash, err = stateHashWalk(r.idx, kf, r.idx.Export); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -74,6 +74,7 @@ type Replicator struct {
 	fetched     atomic.Uint64 // chunks fetched into the store (each one evictable)
 	passes      passCounters  // periodic passes that read the whole index or store
 	hashes      atomic.Int64  // full hashes of the live index (protect.go)
+	sumResets   atomic.Int64  // bases whose records disagreed with the folded state sum (snapshot.go)
 	segStats    segStats      // segment counts for Status
 	segStatsGen uint64        // 1 + the segment generation they were read at
 	// evictGen is 1 + the index generation at the last cache trim;

@@ -233,10 +233,6 @@ func (r *Replicator) takeSnapshot() error {
 	} else if started {
 		r.chain = nil // nothing followed the changes until now: a base
 	}
-	if _, err := r.idx.StartStateSum(); err != nil { // once per index: a walk
-		r.noteErr(fmt.Errorf("snapshot: %w", err))
-		return nil
-	}
 	exportAt := time.Now()
 	// Read before the export: the snapshot covers at least this state.
 	sg := r.idx.StateGeneration()
@@ -313,26 +309,40 @@ func (r *Replicator) takeSnapshot() error {
 		}
 	}
 	// The state the snapshot restores: the view, with the uploads' records
-	// set in it. Its sum is the view's (kept by every commit) with theirs.
-	state, err := view.StateSumWith(func(fn func(key, sealed []byte) error) error {
-		for _, rc := range extra {
-			if err := fn(rc.key, rc.sealed); err != nil {
-				return err
+	// set in it.
+	withUploads := func(s meta.StateSum) (meta.StateSum, error) {
+		return view.StateSumWith(s, func(fn func(key, sealed []byte) error) error {
+			for _, rc := range extra {
+				if err := fn(rc.key, rc.sealed); err != nil {
+					return err
+				}
 			}
+			return nil
+		})
+	}
+	var state meta.StateSum
+	if chain != nil {
+		// The view's sum, folded from the last folded view's by the keys
+		// changed since (a walk only for the first of the process).
+		if state, err = r.idx.Fold(view); err == nil {
+			state, err = withUploads(state)
 		}
-		return nil
-	})
-	if err == nil && chain == nil {
-		// A base walks its records anyway (it holds them all): it checks
-		// the kept sum, and carries the truth from then on if they differ.
-		var walked meta.StateSum
-		if walked, err = r.idx.SumRecords(importRecords(recordsOf(blob))); err == nil {
-			var reset bool
-			if reset, err = r.idx.ResetStateSum(state, walked); reset && err == nil {
-				r.log.Warn("snapshot: the index's state sum differed from its records; reset to theirs",
-					"kept", fmt.Sprintf("%x", state[:8]), "walked", fmt.Sprintf("%x", walked[:8]))
+	} else if state, err = r.idx.SumRecords(importRecords(recordsOf(blob))); err == nil {
+		// A base walks its records anyway (it holds them all): the view's
+		// sum (theirs less the uploads') seeds the fold, after checking the
+		// one the fold kept, if any.
+		var up meta.StateSum
+		if up, err = withUploads(meta.StateSum{}); err == nil {
+			walked := state
+			walked.Add(meta.StateElem(up), -1)
+			if kept, ok, ferr := r.idx.FoldKept(view); ferr != nil {
+				r.log.Warn("snapshot: folding the state sum", "err", ferr)
+			} else if ok && kept != walked {
+				r.sumResets.Add(1)
+				r.log.Warn("snapshot: the state sum folded from the changes differed from the records; reset to theirs",
+					"kept", fmt.Sprintf("%x", kept[:8]), "walked", fmt.Sprintf("%x", walked[:8]))
 			}
-			state = walked
+			r.idx.SeedFold(view, walked)
 		}
 	}
 	if err != nil {

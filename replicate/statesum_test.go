@@ -69,48 +69,46 @@ func TestSnapshotChainOfStateHashV1(t *testing.T) {
 }
 
 // TestBaseResetsAWrongStateSum: a base walks its records and, when the
-// index's kept state sum disagrees with them, logs and counts it and
-// resets the sum, so that the next delta's hash is right again. It fails
-// if the base trusted the kept sum (the chain's hash is not the live
-// index's and the sum stays wrong) or did not reset it.
+// state sum folded from the changes disagrees with them, logs and counts it
+// and seeds the fold with theirs, so that the next delta's hash is right
+// again. A base whose fold agrees counts nothing. It fails if the base did
+// not check the folded sum, or kept it (the next delta's hash would not be
+// the live index's and its restore would refuse).
 func TestBaseResetsAWrongStateSum(t *testing.T) {
 	e, f := lostReplyEngine(t)
-	if !e.idx.StateSumOn() {
-		t.Fatal("no state sum after a snapshot")
+	base := func(ino uint64) {
+		t.Helper()
+		commit(t, e.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: ino, Mode: 0o100644, Size: 1}) })
+		e.r.snapMu.Lock()
+		e.r.chain = nil // the next snapshot is a base
+		e.r.snapMu.Unlock()
+		if err := e.r.Snapshot(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	// Skew the kept sum, as a change it missed would.
-	var skew meta.StateSum
-	skew[3] = 7
-	if _, err := e.idx.ResetStateSum(meta.StateSum{}, skew); err != nil {
-		t.Fatal(err)
-	}
-	resets := e.idx.StateSumResets()
-	commit(t, e.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 7200, Mode: 0o100644, Size: 1}) })
-	e.r.snapMu.Lock()
-	e.r.chain = nil // the next snapshot is a base
-	e.r.snapMu.Unlock()
+	// A delta folds (the base before it seeded the fold), then a base
+	// checks the folded sum: right, no reset.
+	commit(t, e.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 7199, Mode: 0o100644, Size: 1}) })
 	if err := e.r.Snapshot(); err != nil {
 		t.Fatal(err)
 	}
-	if n := e.idx.StateSumResets(); n != resets+1 {
-		t.Fatalf("%d resets after the base, want %d", n, resets+1)
+	base(7200)
+	if n := e.r.sumResets.Load(); n != 0 {
+		t.Fatalf("%d resets after a base whose folded sum was right", n)
 	}
-	kept, err := e.idx.StateSum()
-	if err != nil {
-		t.Fatal(err)
-	}
-	walked, err := e.idx.SumRecords(e.idx.Export)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if kept != walked {
-		t.Fatal("the kept state sum is still not the records' after a base")
+	// Skew the folded sum, as a change it missed would.
+	var skew meta.StateSum
+	skew[3] = 7
+	e.idx.SkewFold(skew)
+	base(7201)
+	if n := e.r.sumResets.Load(); n != 1 {
+		t.Fatalf("%d resets after the base over a wrong folded sum, want 1", n)
 	}
 	if c := pointerChain(t, e, f.snapshotPointer()); len(c.parts) != 1 || !bytes.Equal(c.hash, liveHash(t, e)) {
 		t.Fatalf("the base: %d parts, hash of the live index %v", len(c.parts), bytes.Equal(c.hash, liveHash(t, e)))
 	}
-	// A delta after it hashes the kept sum: right again.
-	commit(t, e.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 7201, Mode: 0o100644, Size: 1}) })
+	// A delta after it folds from the base's walk: right again.
+	commit(t, e.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 7202, Mode: 0o100644, Size: 1}) })
 	if err := e.r.Snapshot(); err != nil {
 		t.Fatal(err)
 	}
@@ -162,5 +160,44 @@ func TestRestoredIndexStartsCovered(t *testing.T) {
 	}
 	if !bytes.Equal(h, covered) {
 		t.Fatalf("a restored index hashes %x, its chain says %x: not covered", h[:8], covered[:8])
+	}
+}
+
+// TestDeltaOverAChangeBehindTheFeed: a change committed while the engine
+// runs, whose change feed record is then dropped (a client bug: the delta
+// misses it), still moves the folded state sum, which is made from the
+// commits, not from the feed's records: the delta's hash is the live
+// index's, and the restore refuses the chain (ErrStateMismatch). It fails
+// if the fold followed the feed's records (the hash would match the
+// records and the chain restore without the change).
+func TestDeltaOverAChangeBehindTheFeed(t *testing.T) {
+	e, f := lostReplyEngine(t)
+	commit(t, e.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 7400, Mode: 0o100644, Size: 1}) })
+	if err := e.r.Snapshot(); err != nil { // a delta: the fold follows from here
+		t.Fatal(err)
+	}
+	e.r.snapMu.Lock() // no snapshot of the engine's own in between
+	commit(t, e.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 7400, Mode: 0o100600, Size: 2}) })
+	view, err := e.idx.ChangeView() // a view closed unfolded: its keys carry to the next fold
+	if err != nil {
+		e.r.snapMu.Unlock()
+		t.Fatal(err)
+	}
+	n, err := e.idx.DropChanges(view.Epoch)
+	view.Close()
+	e.r.snapMu.Unlock()
+	if err != nil || n < 1 {
+		t.Fatalf("dropping the change's feed record: %d dropped, %v", n, err)
+	}
+	commit(t, e.idx, func(b *meta.Batch) { b.PutInode(&meta.Inode{Ino: 7401, Mode: 0o100644, Size: 1}) })
+	if err := e.r.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	c := pointerChain(t, e, f.snapshotPointer())
+	if len(c.parts) < 3 || !bytes.Equal(c.hash, liveHash(t, e)) {
+		t.Fatalf("the delta: %d parts, hash of the live index %v", len(c.parts), bytes.Equal(c.hash, liveHash(t, e)))
+	}
+	if _, err := restoredHash(t, e, f); !errors.Is(err, ErrStateMismatch) {
+		t.Fatalf("restore of a chain that misses a change: %v, want ErrStateMismatch", err)
 	}
 }
