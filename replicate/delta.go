@@ -201,33 +201,6 @@ func walkDelta(b []byte, fn func(key, sealed []byte) error) error {
 	})
 }
 
-// withExtra walks records (in key order) with extra (sorted, newer) set in
-// them: what a delta's state is once its uploads' records are added.
-func withExtra(records func(fn func(key, sealed []byte) error) error, extra []record) func(fn func(key, sealed []byte) error) error {
-	return func(fn func(key, sealed []byte) error) error {
-		i := 0
-		if err := records(func(k, v []byte) error {
-			for ; i < len(extra) && bytes.Compare(extra[i].key, k) < 0; i++ {
-				if err := fn(extra[i].key, extra[i].sealed); err != nil {
-					return err
-				}
-			}
-			if i < len(extra) && bytes.Equal(extra[i].key, k) {
-				return nil
-			}
-			return fn(k, v)
-		}); err != nil {
-			return err
-		}
-		for _, rc := range extra[i:] {
-			if err := fn(rc.key, rc.sealed); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-}
-
 // applyDelta returns overlay (records in key order, an empty value for a
 // key that is gone) with a delta's records set in it: the deltas of a
 // chain, applied in order, as one overlay of the base.
