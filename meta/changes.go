@@ -1,6 +1,7 @@
 package meta
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -202,6 +203,13 @@ func (x *Index) PendingIDs() ([]ChunkID, error) {
 // DropChanges deletes the change feed's records of epoch upTo and earlier:
 // a snapshot of the view that ended upTo is stored. It returns how many it
 // deleted. Records of later epochs (keys changed again since) stay.
+//
+// Each run of consecutive dropped records goes as one range deletion, not
+// a point deletion per record: Pebble keeps a point deletion until a
+// compaction reaches the bottom level, and every later scan of the feed
+// (each delta's export, the next drop) steps over each one, so that after
+// a vault's first 100,000 files every delta read 400,000 deleted records.
+// An iterator seeks past a range deletion in one step.
 func (x *Index) DropChanges(upTo uint64) (int, error) {
 	f := &x.chg
 	f.mu.Lock() // no commit stamps a record between the read and the delete
@@ -212,16 +220,32 @@ func (x *Index) DropChanges(upTo uint64) (int, error) {
 	b := x.db.NewBatch()
 	defer b.Close()
 	n := 0
+	var run, last []byte // the open run of dropped records: its first and last key
+	endRun := func(end []byte) error {
+		if run == nil {
+			return nil
+		}
+		err := b.DeleteRange(run, end, nil)
+		run = nil
+		return err
+	}
 	err := x.scan([]byte{pChange}, func(ck, val []byte) error {
 		if len(val) != 8 {
 			return fmt.Errorf("change record of %d bytes: %w", len(val), ErrCorrupt)
 		}
-		if beUint64(val) <= upTo {
-			n++
-			return b.Delete(ck, nil)
+		if beUint64(val) > upTo {
+			return endRun(ck) // [run, ck) holds only dropped records
 		}
+		n++
+		if run == nil {
+			run = bytes.Clone(ck)
+		}
+		last = append(last[:0], ck...)
 		return nil
 	})
+	if err == nil {
+		err = endRun(append(last, 0)) // the successor of the run's last key
+	}
 	if err != nil {
 		return 0, fmt.Errorf("dropping the change feed: %w", err)
 	}
