@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -284,6 +285,7 @@ func serveMount(c *cli.Context, home, mnt string, pw []byte) (err error) {
 	} else {
 		defer stop()
 	}
+	defer heapProfileOnSignal()()
 	applySettingFlags(c, v)
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -450,6 +452,53 @@ func isMounted(mnt string) bool { return fsutil.IsMountPoint(mnt) }
 // The profile is written when the mount process ends (unmounted or
 // signalled, not killed).
 const envCPUProfile = "FINCRYPT_CPUPROFILE"
+
+// envHeapProfile names a file that a served mount writes a Go heap profile
+// to (go tool pprof) each time it gets SIGUSR1, overwriting the last: what
+// the mount holds in memory at that moment, after a garbage collection.
+const envHeapProfile = "FINCRYPT_HEAPPROFILE"
+
+// heapProfileOnSignal writes the heap profile envHeapProfile asks for, if
+// any, on each SIGUSR1 until the returned stop is called.
+func heapProfileOnSignal() (stop func()) {
+	path := os.Getenv(envHeapProfile)
+	if path == "" {
+		return func() {}
+	}
+	sig := make(chan os.Signal, 1)
+	done := make(chan struct{})
+	signal.Notify(sig, syscall.SIGUSR1)
+	go func() {
+		for {
+			select {
+			case <-sig:
+				if err := writeHeapProfile(path); err != nil {
+					fmt.Fprintf(os.Stderr, "fincrypt: %s: %v\n", envHeapProfile, err)
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(sig)
+		close(done)
+	}
+}
+
+// writeHeapProfile writes a heap profile of the live objects to path.
+func writeHeapProfile(path string) error {
+	runtime.GC() // the profile's in-use figures are as of the last collection
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
 
 // startCPUProfile starts the CPU profile that envCPUProfile asks for, if
 // any, and returns what stops it and closes its file.
