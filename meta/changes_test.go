@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -472,4 +473,89 @@ func TestDroppedChangesCostNoScan(t *testing.T) {
 	if !slices.Equal(got, kept) {
 		t.Fatalf("changes after the drop: %v, want %v", got, kept)
 	}
+}
+
+// BenchmarkDeltaAfterDrop: the feed's work for one change (the delta's scan
+// of the feed and the drop after it) in an index whose first 100,000 files
+// (FINCRYPT_BENCH_1M: 1,000,000) were dropped from the feed by the snapshot
+// that followed them, once the drop is on disk. Three rounds, medians.
+func BenchmarkDeltaAfterDrop(b *testing.B) {
+	keys, err := vaultKeys()
+	if err != nil {
+		b.Fatal(err)
+	}
+	files := 100_000
+	if os.Getenv("FINCRYPT_BENCH_1M") != "" {
+		files = 1_000_000
+	}
+	var scan, drop []float64
+	for range b.N {
+		x, err := Open(filepath.Join(b.TempDir(), "idx"), keys, Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer x.Close()
+		if _, err := x.StartChanges(); err != nil {
+			b.Fatal(err)
+		}
+		for start := 0; start < files; start += 2000 {
+			bt := x.NewBatch()
+			for i := start; i < start+2000; i++ {
+				ino := uint64(100 + i)
+				bt.PutInode(&Inode{Ino: ino, Mode: 0o100644, Size: 4096, Nlink: 1})
+				bt.PutDirent(&Dirent{Parent: RootIno, Name: "file-" + strconv.FormatUint(ino, 10), Ino: ino, Type: 0o100000})
+				var id ChunkID
+				binary.BigEndian.PutUint64(id[:], ino)
+				bt.PutChunk(ino, 0, &ChunkRef{ID: id, Version: 1, Len: 4096})
+			}
+			if err := bt.Commit(false); err != nil {
+				b.Fatal(err)
+			}
+		}
+		cut := func() *ChangeView {
+			v, err := x.ChangeView()
+			if err != nil {
+				b.Fatal(err)
+			}
+			return v
+		}
+		v := cut()
+		v.Close()
+		if _, err := x.DropChanges(v.Epoch); err != nil {
+			b.Fatal(err)
+		}
+		if err := x.db.Flush(); err != nil {
+			b.Fatal(err)
+		}
+		for round := range 3 {
+			bt := x.NewBatch()
+			bt.PutInode(&Inode{Ino: uint64(10_000_000 + round), Mode: 0o100644, Nlink: 1})
+			if err := bt.Commit(false); err != nil {
+				b.Fatal(err)
+			}
+			v := cut()
+			c0 := processCPU(b)
+			n := 0
+			if err := v.Changes(func(_, _ []byte, _ bool) error { n++; return nil }); err != nil {
+				b.Fatal(err)
+			}
+			c1 := processCPU(b)
+			v.Close()
+			if _, err := x.DropChanges(v.Epoch); err != nil {
+				b.Fatal(err)
+			}
+			c2 := processCPU(b)
+			if n != 1 {
+				b.Fatalf("%d changes, want 1", n)
+			}
+			scan = append(scan, (c1-c0).Seconds()*1000)
+			drop = append(drop, (c2-c1).Seconds()*1000)
+		}
+	}
+	slices.Sort(scan)
+	slices.Sort(drop)
+	b.Logf("%d files dropped: the next delta's scan %.2f ms (%.2f-%.2f), its drop %.2f ms (%.2f-%.2f)",
+		files, scan[len(scan)/2], scan[0], scan[len(scan)-1], drop[len(drop)/2], drop[0], drop[len(drop)-1])
+	b.ReportMetric(scan[len(scan)/2], "scan-ms")
+	b.ReportMetric(drop[len(drop)/2], "drop-ms")
 }
