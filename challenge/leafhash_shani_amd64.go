@@ -32,9 +32,11 @@ func init() {
 	// SHA256RNDS2 waits for the one before: two independent chains
 	// measured 1.25-1.67x its throughput (median 1.5, six pairs at load
 	// 6-8) on the AMD EPYC (Zen 3, no AVX-512) this was written on
-	// (BenchmarkComputeID against BenchmarkComputeIDOneByOne).
+	// (BenchmarkComputeID against BenchmarkComputeIDOneByOne). The tree's
+	// upper levels likewise, two pairs at a time (BenchmarkBuildTree).
 	if !(cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW) && hasSHANI() {
 		leafHashes16 = leafHashes16SHANI
+		nodeHashes16 = nodeHashes16SHANI
 	}
 }
 
@@ -74,6 +76,38 @@ func leafHash2SHANI(a, b []byte) (Hash, Hash) {
 		binary.BigEndian.PutUint64(blk[i][56:], (1+LeafSize)*8)
 	}
 	sha256x2SHANI(&st, &blk[0][0], &blk[1][0], 1)
+	var h0, h1 Hash
+	for i := range 8 {
+		binary.BigEndian.PutUint32(h0[4*i:], st[i])
+		binary.BigEndian.PutUint32(h1[4*i:], st[8+i])
+	}
+	return h0, h1
+}
+
+// nodeHashes16SHANI sets dst[j] (16 of them) to the NodeHash of pairs[2j]
+// and pairs[2j+1], two at a time.
+func nodeHashes16SHANI(dst []Hash, pairs []Hash) {
+	_, _ = dst[15], pairs[31]
+	for j := 0; j < 16; j += 2 {
+		dst[j], dst[j+1] = nodeHash2SHANI(pairs[2*j:2*j+2], pairs[2*j+2:2*j+4])
+	}
+}
+
+// nodeHash2SHANI is NodeHash of two pairs: each message, 0x01 || left ||
+// right, is 65 bytes, two blocks with the padding.
+func nodeHash2SHANI(a, b []Hash) (Hash, Hash) {
+	var st [16]uint32
+	copy(st[:8], sha256IV[:])
+	copy(st[8:], sha256IV[:])
+	var blk [2][128]byte
+	for i, pair := range [2][]Hash{a, b} {
+		blk[i][0] = nodePrefix
+		copy(blk[i][1:], pair[0][:])
+		copy(blk[i][1+HashSize:], pair[1][:])
+		blk[i][1+2*HashSize] = 0x80
+		binary.BigEndian.PutUint64(blk[i][120:], (1+2*HashSize)*8)
+	}
+	sha256x2SHANI(&st, &blk[0][0], &blk[1][0], 2)
 	var h0, h1 Hash
 	for i := range 8 {
 		binary.BigEndian.PutUint32(h0[4*i:], st[i])
