@@ -607,11 +607,13 @@ func report(b *testing.B, n int64, got measured, bb bareBaseline) {
 // upper levels) now hash two at a time with SHA-NI where the CPU has no
 // AVX-512 (challenge/leafhash_shani_amd64.go): sha256 in the profiles
 // 1.56/1.66 to 0.65/0.93 (client), 1.71/1.51 to 0.78/0.97 (nodes).
-// BenchmarkDurable, base and new alternated, 4 pairs: cpu-s/GB 51.2/42.2/
-// 31.4/46.2 to 43.4/32.6/29.2/34.7 (median 44.2 to 33.6, better in every
-// pair; client 21.9 to 16.8, nodes 22.3 to 16.8 median), quicgo-ratio
-// median 0.28 to 0.42; BenchmarkRestore, 3 pairs: 16.9/17.7/16.9 to
-// 13.0/15.0/15.6 (the client checks every piece's id as it reads it).
+// BenchmarkDurable, base and new alternated, 7 pairs: cpu-s/GB 51.2/42.2/
+// 31.4/46.2/38.0/39.1/36.1 to 43.4/32.6/29.2/34.7/35.0/33.9/28.8 (median
+// 39.1 to 33.9, better in every pair, each by 7-25 %; client 19.8 to 17.0,
+// nodes 19.3 to 16.9 median), quicgo-ratio median 0.30 to 0.35, where the
+// profiles' saving alone would give about 5 %; BenchmarkRestore, 3 pairs:
+// 16.9/17.7/16.9 to 13.0/15.0/15.6 (the client checks every piece's id as
+// it reads it).
 // At such load every figure, the bare stream's too, moves by a third
 // from run to run: the pairs' direction is the finding, not the size.
 // Tried and not taken: dropping a stored piece from the nodes' page
