@@ -212,9 +212,10 @@ func (b *Builder) Write(p []byte) (int, error) {
 		}
 	}
 	// Whole leaves: 16 at a time where the CPU hashes them side by side
-	// (SHA-NI hashes one leaf at a time, at 1.0-1.5 GB per CPU-second on
-	// the machine this was measured on; AVX-512 16 at once, at about twice
-	// that), then one by one.
+	// (crypto/sha256's SHA-NI hashes one leaf at a time, at 1.0-1.5 GB per
+	// CPU-second on the machine this was measured on; AVX-512 16 at once,
+	// at about twice that; without AVX-512, SHA-NI two at once, about 1.5
+	// times one: leafhash_shani_amd64.go), then one by one.
 	if leafHashes16 != nil {
 		for len(p) >= 16*LeafSize {
 			b.leaves = leafHashes16(b.leaves, p[:16*LeafSize])
