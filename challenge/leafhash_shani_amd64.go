@@ -76,12 +76,7 @@ func leafHash2SHANI(a, b []byte) (Hash, Hash) {
 		binary.BigEndian.PutUint64(blk[i][56:], (1+LeafSize)*8)
 	}
 	sha256x2SHANI(&st, &blk[0][0], &blk[1][0], 1)
-	var h0, h1 Hash
-	for i := range 8 {
-		binary.BigEndian.PutUint32(h0[4*i:], st[i])
-		binary.BigEndian.PutUint32(h1[4*i:], st[8+i])
-	}
-	return h0, h1
+	return digests2(&st)
 }
 
 // nodeHashes16SHANI sets dst[j] (16 of them) to the NodeHash of pairs[2j]
@@ -108,7 +103,11 @@ func nodeHash2SHANI(a, b []Hash) (Hash, Hash) {
 		binary.BigEndian.PutUint64(blk[i][120:], (1+2*HashSize)*8)
 	}
 	sha256x2SHANI(&st, &blk[0][0], &blk[1][0], 2)
-	var h0, h1 Hash
+	return digests2(&st)
+}
+
+// digests2 returns the two digests of the states sha256x2SHANI leaves in st.
+func digests2(st *[16]uint32) (h0, h1 Hash) {
 	for i := range 8 {
 		binary.BigEndian.PutUint32(h0[4*i:], st[i])
 		binary.BigEndian.PutUint32(h1[4*i:], st[8+i])
