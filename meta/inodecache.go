@@ -32,8 +32,14 @@ type cachedInode struct {
 	gone bool
 }
 
-// inodeCacheMax bounds the cache: about 100 bytes an entry.
+// inodeCacheMax bounds the cache: about 100 bytes an entry (a symlink's
+// target up to inodeCacheTarget more).
 const inodeCacheMax = 4096
+
+// inodeCacheTarget is the longest symlink target the cache keeps: a write
+// of a longer one is noted as gone (reads of it go to Pebble), which keeps
+// the cache's bound near half a megabyte.
+const inodeCacheTarget = 256
 
 // inodeWrite is an inode record a batch writes (or deletes: gone).
 type inodeWrite struct {
@@ -83,11 +89,14 @@ func (c *inodeCache) wrote(seq uint64, ws []inodeWrite) {
 	}
 }
 
-// reset empties the cache and refuses every batch committed so far.
-func (c *inodeCache) reset() {
+// reset empties the cache and refuses every batch up to seq and every
+// one seen so far (Import passes its own batch's: a batch committed before
+// it whose entries come after the reset is refused too).
+func (c *inodeCache) reset(seq uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	clear(c.m)
+	c.top = max(c.top, seq)
 	c.floor = c.top
 }
 
@@ -97,7 +106,9 @@ func (b *Batch) noteInode(n *Inode, gone bool) {
 		return
 	}
 	w := inodeWrite{in: *n, gone: gone}
-	if w.in.Target != nil {
+	if len(w.in.Target) > inodeCacheTarget {
+		w = inodeWrite{in: Inode{Ino: n.Ino}, gone: true}
+	} else if w.in.Target != nil {
 		w.in.Target = bytes.Clone(w.in.Target)
 	}
 	b.inodes = append(b.inodes, w)

@@ -1,6 +1,7 @@
 package meta
 
 import (
+	"bytes"
 	"errors"
 	"path/filepath"
 	"testing"
@@ -43,6 +44,18 @@ func TestInodeCache(t *testing.T) {
 	}
 	if _, err := x.GetInode(5); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("GetInode of a deleted inode: %v, want ErrNotFound", err)
+	}
+
+	// A symlink whose target is too long to keep: its write leaves no
+	// entry, and none of the short target written before it.
+	put(Inode{Ino: 6, Mode: 0o120777, Nlink: 1, Target: []byte("short")})
+	long := bytes.Repeat([]byte("x"), inodeCacheTarget+1)
+	put(Inode{Ino: 6, Mode: 0o120777, Nlink: 1, Target: long})
+	if in, err := x.GetInode(6); err != nil || !bytes.Equal(in.Target, long) {
+		t.Fatalf("GetInode of a symlink given a long target: %q, %v; want the long target", in.Target, err)
+	}
+	if _, ok := x.icache.get(6); ok {
+		t.Errorf("the cache keeps a symlink with a target of %d bytes", len(long))
 	}
 
 	// Two batches whose cache updates come in the other order.

@@ -95,7 +95,7 @@ func TestRecordReadsRefuseDamage(t *testing.T) {
 	if err := x.db.Set(key8(pInode, 13), []byte("not sealed: garbage bytes"), pebble.NoSync); err != nil {
 		t.Fatal(err)
 	}
-	x.icache.reset()
+	x.icache.reset(0)
 	_, err := x.GetInode(12)
 	corrupt("GetInode of a short record", err)
 	corrupt("GetInodes over a short record", x.GetInodes([]uint64{10, 12}, func(Inode) {}))
