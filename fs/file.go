@@ -41,6 +41,8 @@ type openFile struct {
 	mtime      int64             // valid when dirtyTimes
 	dirtyTimes bool              // mtime/ctime changed by a write, not yet in the index
 	sizeDirty  bool              // size differs from the index
+	attr       fileAttr          // valid when attrDirty
+	attrDirty  bool              // a chmod, chown or utimens not yet in the index (Setattr)
 	dirty      map[uint64][]byte // chunk index -> plaintext (len = valid bytes)
 	cacheIdx   uint64
 	cache      []byte // plaintext of chunk cacheIdx when cacheOK
@@ -92,6 +94,33 @@ type unsavedCount struct {
 	bytes  uint64
 	any    bool
 }
+
+// fileAttr is what a SETATTR on an open file changed and has not committed
+// yet: the file's mode, owner and times as that SETATTR left them. The
+// file's next commit (release, fsync, sync, the sealing worker's, an old
+// write's) writes them with its size and times, in the same batch; a write
+// after the SETATTR sets the times again (dirtyTimes, applied after these).
+type fileAttr struct {
+	mode, uid, gid      uint32
+	atime, mtime, ctime int64
+}
+
+func (a *fileAttr) from(n *meta.Inode) {
+	*a = fileAttr{mode: n.Mode, uid: n.Uid, gid: n.Gid, atime: n.Atime, mtime: n.Mtime, ctime: n.Ctime}
+}
+
+// applyTo sets a's fields in n. A ctime the index holds that is later (a
+// link, unlink or rename of the file since) is kept.
+func (a *fileAttr) applyTo(n *meta.Inode) {
+	n.Mode = n.Mode&syscall.S_IFMT | a.mode&^syscall.S_IFMT
+	n.Uid, n.Gid = a.uid, a.gid
+	n.Atime, n.Mtime = a.atime, a.mtime
+	n.Ctime = max(n.Ctime, a.ctime)
+}
+
+// metaDirty reports whether the file's size, times or attributes differ
+// from the index; caller holds of.mu.
+func (of *openFile) metaDirty() bool { return of.sizeDirty || of.dirtyTimes || of.attrDirty }
 
 // job is a full chunk queued for sealing. Jobs are sealed in parallel (up
 // to sealParallel per mount) but committed in queue order, so a newer
@@ -862,7 +891,7 @@ func (of *openFile) countLocked() unsavedCount {
 			c.bytes += uint64(len(b))
 		}
 	}
-	c.any = c.chunks > 0 || of.sizeDirty || of.dirtyTimes
+	c.any = c.chunks > 0 || of.metaDirty()
 	return c
 }
 
@@ -1183,6 +1212,10 @@ func (of *openFile) commit(done []sealed, drop func(b *meta.Batch) ([]meta.Chunk
 		}
 		old = append(old, ids...)
 	}
+	if of.attrDirty {
+		of.attr.applyTo(&n)
+		of.timesCommitted = true
+	}
 	n.Size = of.size
 	if of.dirtyTimes {
 		n.Mtime, n.Ctime = of.mtime, of.mtime
@@ -1192,7 +1225,7 @@ func (of *openFile) commit(done []sealed, drop func(b *meta.Batch) ([]meta.Chunk
 	if err := b.Commit(false); err != nil {
 		return nil, err
 	}
-	of.dirtyTimes, of.sizeDirty = false, false
+	of.dirtyTimes, of.sizeDirty, of.attrDirty = false, false, false
 	for _, s := range done {
 		of.unsynced = append(of.unsynced, s.ref.ID)
 	}
@@ -1208,7 +1241,7 @@ func (of *openFile) flushLocked() error {
 	if err := of.flushDirty(); err != nil {
 		return err
 	}
-	if of.dirtyTimes || of.sizeDirty {
+	if of.metaDirty() {
 		old, err := of.commit(nil, nil)
 		if err != nil {
 			return err
@@ -1260,7 +1293,7 @@ func (of *openFile) flushAsyncLocked() error {
 			of.enqueue(idx, buf)
 		}
 	}
-	if len(of.queue) == 0 && (of.dirtyTimes || of.sizeDirty) {
+	if len(of.queue) == 0 && of.metaDirty() {
 		old, err := of.commit(nil, nil)
 		if err != nil {
 			return err

@@ -609,7 +609,7 @@ func (r *fsys) commitOldWrites(age time.Duration) {
 			var err error
 			if len(of.dirty) > 0 {
 				err = of.flushAsyncLocked()
-			} else if (of.sizeDirty || of.dirtyTimes) && len(of.queue) == 0 {
+			} else if of.metaDirty() && len(of.queue) == 0 {
 				var old []meta.ChunkID
 				if old, err = of.commit(nil, nil); err == nil {
 					r.supersede(old...)

@@ -66,19 +66,29 @@ func (r *fsys) fillAttr(in *meta.Inode, out *fuse.Attr) {
 		if of, recent := r.peekRecent(in.Ino); of != nil {
 			of.mu.Lock()
 			size = of.size
+			if of.attrDirty {
+				cp := *in
+				of.attr.applyTo(&cp)
+				in = &cp
+				mtime, ctime = in.Mtime, in.Ctime
+			}
 			if of.dirtyTimes {
 				mtime, ctime = of.mtime, of.mtime
-			} else if of.timesCommitted {
+			} else if of.timesCommitted && !of.attrDirty {
 				// in may predate the commit that wrote the file's times
-				// (a chunk's, by the sealing worker): read what it wrote.
+				// and attributes (a chunk's, by the sealing worker): read
+				// what it wrote.
 				if now, err := r.idx.GetInode(in.Ino); err == nil {
+					in = &now
 					mtime, ctime = now.Mtime, now.Ctime
 				}
 			}
 			of.mu.Unlock()
 		} else if recent {
-			// in may predate the release's commit (releaseGrace).
+			// in may predate the release's commit (releaseGrace), which
+			// also writes a SETATTR's mode, owner and times.
 			if now, err := r.idx.GetInode(in.Ino); err == nil {
+				in = &now
 				size, mtime, ctime = now.Size, now.Mtime, now.Ctime
 			}
 		}
@@ -168,6 +178,10 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	if err != nil {
 		return r.errno("setattr", err)
 	}
+	if of != nil && of.attrDirty {
+		// A SETATTR before this one, not yet committed.
+		of.attr.applyTo(&node)
+	}
 	if of != nil && of.dirtyTimes {
 		// Times of writes not yet committed: they are the file's times
 		// unless this call sets others.
@@ -214,13 +228,25 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		out.SetTimeout(r.opt.AttrTimeout)
 		return 0
 	}
-	b := r.idx.NewBatch()
-	b.PutInode(&node)
-	if err := b.Commit(false); err != nil {
-		return r.errno("setattr", err)
-	}
-	if of != nil {
-		of.dirtyTimes = false // the times just written are the file's times
+	if of != nil && !setSize {
+		// An open file's chmod, chown or utimens rides on the file's next
+		// commit (its release, an fsync, a sync, the sealing worker's),
+		// with its size and times, as its writes do: tar sets the mode,
+		// owner and times of each file it extracts on the handle it wrote
+		// with, and each had cost a commit of its own.
+		of.attr.from(&node)
+		of.attrDirty, of.dirtyTimes = true, false
+		of.touch()
+	} else {
+		b := r.idx.NewBatch()
+		b.PutInode(&node)
+		if err := b.Commit(false); err != nil {
+			return r.errno("setattr", err)
+		}
+		if of != nil {
+			// The times just written are the file's times.
+			of.dirtyTimes, of.attrDirty = false, false
+		}
 	}
 	// of.mu is held: the node now carries the file's size and times.
 	r.fillAttrRaw(&node, &out.Attr, node.Size, node.Mtime, node.Ctime)

@@ -163,7 +163,8 @@ type batchState struct {
 	olds    map[[2]uint64]oldChunk // chunk-map entries as read from the index (refsum.go)
 	changed map[string]struct{}    // exported keys set or deleted, for the change feed (changes.go)
 
-	pendBytes uint64 // sealed bytes marked pending, for OnPending
+	pendBytes uint64       // sealed bytes marked pending, for OnPending
+	inodes    []inodeWrite // inode records written, for the inode cache (inodecache.go)
 }
 
 // chunkAt is the chunk id referenced at (ino, idx) as of this batch.

@@ -142,12 +142,13 @@ type Index struct {
 	read   *atomic.Int64 // records read by scans (RecordsRead), shared with views
 	points *atomic.Int64 // point reads (PointsRead), shared with views
 
-	liveFeed liveFeed   // see TrackLive
-	treeFeed treeFeed   // see CutTree
-	chg      changeFeed // see StartChanges
-	fold     foldState  // see Fold
-	format   uint32     // the format record's version
-	wake     pendWake   // see OnPending
+	liveFeed liveFeed    // see TrackLive
+	treeFeed treeFeed    // see CutTree
+	chg      changeFeed  // see StartChanges
+	fold     foldState   // see Fold
+	format   uint32      // the format record's version
+	wake     pendWake    // see OnPending
+	icache   *inodeCache // inodes this process wrote last (inodecache.go); shared with views, read only by the index
 }
 
 // RecordsRead counts the records that scans and walks of the index have
@@ -241,7 +242,7 @@ func Open(dir string, keys *vault.Keys, opt Options) (*Index, error) {
 		fsys = vfs.Default
 	}
 	x := &Index{db: db, keys: keys, counter: map[string]*counter{}, log: lg, dir: dir, fs: fsys,
-		read: new(atomic.Int64), points: new(atomic.Int64)}
+		read: new(atomic.Int64), points: new(atomic.Int64), icache: newInodeCache()}
 	if err := x.checkFormat(opt.ReadOnly); err != nil {
 		db.Close()
 		return nil, err
@@ -559,6 +560,9 @@ func (b *Batch) Commit(sync bool) error {
 		}
 	} else if err := b.b.Commit(opt); err != nil {
 		return err
+	}
+	if len(b.inodes) > 0 {
+		b.x.icache.wrote(uint64(b.b.SeqNum()), b.inodes)
 	}
 	if b.state {
 		b.x.sgen.Add(1)

@@ -202,7 +202,7 @@ func (b *Batch) dropRef(old ChunkID) {
 func (x *Index) View() (*Index, func()) {
 	snap := x.db.NewSnapshot()
 	v := &Index{db: x.db, rd: snap, keys: x.keys, counter: map[string]*counter{}, log: x.log, dir: x.dir, fs: x.fs, feedReady: x.feedReady,
-		read: x.read, points: x.points}
+		read: x.read, points: x.points, icache: x.icache}
 	v.pinState.Store(x.pinState.Load())
 	return v, func() { snap.Close() }
 }

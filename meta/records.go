@@ -146,6 +146,11 @@ func (x *Index) xattrMAC(ino uint64, name string) [16]byte {
 
 // GetInode reads inode ino; ErrNotFound if it does not exist.
 func (x *Index) GetInode(ino uint64) (Inode, error) {
+	if x.rd == nil && x.icache != nil {
+		if in, ok := x.icache.get(ino); ok {
+			return in, nil
+		}
+	}
 	b, err := x.get(key8(pInode, ino))
 	if err != nil {
 		return Inode{}, fmt.Errorf("inode %d: %w", ino, err)
@@ -323,10 +328,16 @@ func beUint64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
 // ---- writes ----
 
 // PutInode writes an inode record.
-func (b *Batch) PutInode(n *Inode) { b.set(key8(pInode, n.Ino), n.encode()) }
+func (b *Batch) PutInode(n *Inode) {
+	b.set(key8(pInode, n.Ino), n.encode())
+	b.noteInode(n, false)
+}
 
 // DeleteInode removes an inode record.
-func (b *Batch) DeleteInode(ino uint64) { b.del(key8(pInode, ino)) }
+func (b *Batch) DeleteInode(ino uint64) {
+	b.del(key8(pInode, ino))
+	b.noteInode(&Inode{Ino: ino}, true)
+}
 
 // PutDirent writes a directory entry.
 func (b *Batch) PutDirent(d *Dirent) {

@@ -323,7 +323,8 @@ func (x *Index) Import(records func(fn func(key, sealed []byte) error) error) er
 	if err := b.Commit(pebble.Sync); err != nil {
 		return err
 	}
-	x.fold.drop() // records written outside the change feed: the next fold walks
+	x.icache.reset(uint64(b.SeqNum())) // raw inode records, not seen by the inode cache
+	x.fold.drop()                      // records written outside the change feed: the next fold walks
 	x.gen.Add(1)
 	x.sgen.Add(1)
 	x.seggen.Add(1)
