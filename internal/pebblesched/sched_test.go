@@ -115,7 +115,7 @@ func TestSchedulerGrantsOnEvents(t *testing.T) {
 
 // TestNoPollingGoroutine opens a real database with the scheduler: no
 // goroutine of Pebble's polling scheduler runs, and compactions still
-// happen (a thousand flushes' worth of tables do not stay in L0).
+// happen (sixty flushes' tables do not stay in L0).
 func TestNoPollingGoroutine(t *testing.T) {
 	po := &pebble.Options{Logger: quiet{}}
 	po.Experimental.CompactionScheduler = New()
@@ -127,7 +127,7 @@ func TestNoPollingGoroutine(t *testing.T) {
 	if p := Polling(); p != "" {
 		t.Fatalf("a polling compaction scheduler runs:\n%s", p)
 	}
-	for i := range 200 {
+	for i := range 60 {
 		for j := range 50 {
 			if err := db.Set(fmt.Appendf(nil, "key %06d", j*1000+i), make([]byte, 100), pebble.NoSync); err != nil {
 				t.Fatal(err)
@@ -145,7 +145,7 @@ func TestNoPollingGoroutine(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after 200 flushes: %d compactions, %d tables in L0", m.Compact.Count, m.Levels[0].TablesCount)
+			t.Fatalf("after 60 flushes: %d compactions, %d tables in L0", m.Compact.Count, m.Levels[0].TablesCount)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
