@@ -41,7 +41,7 @@ test: build lint tools deps
 # scenario (timing-bound under the detector; its paths run in the others), the
 # idle-scan and placement-bound tests; TestPOSIX uses a smaller big
 # directory.
-RACE_PKGS ?= ./chunkstore ./meta ./internal/fault ./replicate ./fs ./mediator
+RACE_PKGS ?= ./chunkstore ./meta ./internal/fault ./internal/pebblesched ./replicate ./fs ./mediator
 RACE_SKIP ?= ^(TestExternalTools|TestReplication|TestIdleMountDoesNotScan|TestPendingPlacementsPerAccountAreBounded)$$
 test-race:
 	$(GO) test -race -short -count=1 -timeout $(TEST_TIMEOUT) -skip '$(RACE_SKIP)' $(RACE_PKGS)

@@ -17,6 +17,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/fincrypt/fincrypt/challenge"
+	"github.com/fincrypt/fincrypt/internal/pebblesched"
 	fnet "github.com/fincrypt/fincrypt/net"
 )
 
@@ -118,7 +119,9 @@ func OpenPebbleStore(dir string, opt PebbleOptions) (*PebbleStore, error) {
 			return nil, fmt.Errorf("mediator store %s: %w: open already in this process", dir, ErrLocked)
 		}
 	}
-	db, err := pebble.Open(dir, &pebble.Options{Logger: quietLogger{}, FS: opt.FS})
+	po := &pebble.Options{Logger: quietLogger{}, FS: opt.FS}
+	po.Experimental.CompactionScheduler = pebblesched.New() // no polling while idle
+	db, err := pebble.Open(dir, po)
 	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
 		return nil, fmt.Errorf("mediator store %s: %w: in use by another process (is a mediator running there?)", dir, ErrLocked)
 	}

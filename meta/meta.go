@@ -29,6 +29,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/fincrypt/fincrypt/internal/pebblesched"
 	"github.com/fincrypt/fincrypt/vault"
 )
 
@@ -230,6 +231,9 @@ func Open(dir string, keys *vault.Keys, opt Options) (*Index, error) {
 	for i := range po.Levels {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
+	// Compactions are granted on the database's events, not by a goroutine
+	// polling ten times a second for the mount's whole life (pebblesched).
+	po.Experimental.CompactionScheduler = pebblesched.New()
 	if opt.ReadOnly {
 		po.ErrorIfNotExists = true
 	}

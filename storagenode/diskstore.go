@@ -24,6 +24,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/fincrypt/fincrypt/challenge"
+	"github.com/fincrypt/fincrypt/internal/pebblesched"
 	fnet "github.com/fincrypt/fincrypt/net"
 )
 
@@ -227,7 +228,9 @@ func OpenDiskStore(dir string, o DiskStoreOptions) (_ *DiskStore, err error) {
 	if err := s.syncDirs(toSync...); err != nil {
 		return nil, fmt.Errorf("piece store: %w", err)
 	}
-	db, err := pebble.Open(filepath.Join(dir, indexDir), &pebble.Options{Logger: pebbleLogger{o.Logger}, FS: o.FS})
+	po := &pebble.Options{Logger: pebbleLogger{o.Logger}, FS: o.FS}
+	po.Experimental.CompactionScheduler = pebblesched.New() // no polling while idle
+	db, err := pebble.Open(filepath.Join(dir, indexDir), po)
 	if err != nil {
 		return nil, fmt.Errorf("piece store index: %w", err)
 	}

@@ -12,6 +12,8 @@ import (
 	"github.com/btcsuite/btcd/chaincfg"
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/fincrypt/fincrypt/internal/pebblesched"
 )
 
 // DBDirName is the wallet's Pebble database inside Config.Dir.
@@ -151,7 +153,9 @@ func Open(cfg Config) (*Wallet, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := pebble.Open(filepath.Join(cfg.Dir, DBDirName), &pebble.Options{Logger: pebbleLogger{cfg.Logger.With("service", "wallet.db")}, FS: cfg.FS})
+	po := &pebble.Options{Logger: pebbleLogger{cfg.Logger.With("service", "wallet.db")}, FS: cfg.FS}
+	po.Experimental.CompactionScheduler = pebblesched.New() // no polling while idle
+	db, err := pebble.Open(filepath.Join(cfg.Dir, DBDirName), po)
 	if err != nil {
 		return nil, fmt.Errorf("wallet database: %w", err)
 	}
