@@ -787,9 +787,16 @@ func benchPlanet(b *testing.B, n int64) (*testplanet.Planet, *client, string) {
 	}
 	// Challenges every 10 minutes, not the planet's every second: a real
 	// network challenges hourly, and a round a second over every node's
-	// pieces is work no user's upload competes with.
+	// pieces is work no user's upload competes with. Heartbeats at the
+	// mediator's defaults (a minute; online within 3), not the planet's
+	// every 100 ms: each is a synced write to the mediator's store, which
+	// here shares the disk with the nodes and the client (seventeenth
+	// session, in BenchmarkDurable's comment).
 	p := testplanet.New(b, testplanet.Config{StorageNodes: 5, NodeCapacity: n + n/2 + 64<<20,
-		Reconfigure:   func(c *mediator.Config) { c.Period = 10 * time.Minute },
+		Reconfigure: func(c *mediator.Config) {
+			c.Period = 10 * time.Minute
+			c.HeartbeatInterval, c.OnlineWindow, c.OfflineAfter = 0, 0, 0 // the defaults
+		},
 		NodeProcesses: benchProcesses(), NodeCPUProfile: nodeProfile()})
 	home := filepath.Join(b.TempDir(), "home")
 	if err := os.MkdirAll(home, 0o700); err != nil {
