@@ -637,23 +637,31 @@ func report(b *testing.B, n int64, got measured, bb bareBaseline) {
 // 8 MiB, a full segment's piece). From the client, a put spent 566 ms
 // writing its 8 MiB into the stream, then 132 ms (at most 392) until the
 // node's receipt (load 8-10): the slot waits on the node for a fifth of
-// each put. A scratch build starting the writeback every 1 MiB (not kept:
-// the node's Put path is another session's), two pairs at load 11-19:
-// that wait 202/219 to 136/116 ms (MB/s 20.9/21.4 to 21.5/20.5: at that
-// load the cores, not the waits, set the pace). The planet's heartbeats
-// now come at the mediator's default, once a minute, as the challenges do
-// (benchPlanet): disk flushes 35-42 to 14-17 a second (two of three
-// pairs; the other session's runs shared the disk). Base and new
-// alternated, 1 GiB, 6 pairs (the last two new first) at load 9-27
-// throughout (two other sessions' benchmarks and builds; no core
-// idled): MB/s 20.0/22.1/18.5/37.4/14.5/21.5 to 20.7/17.5/18.4/17.7/
-// 19.5/27.4 (median 20.7 to 19.0), quicgo-ratio median 0.273 to 0.271
-// (better in 3 of 6), cpu-s/GB median 36.4 to 39.8 (higher in 5 of 6,
-// -7 % to +14 %; no mechanism found), slots-busy median 0.978 to 0.975.
-// On cores kept busy by others no wait shows
-// in the pace; the heartbeats' change is for the benchmark's fidelity.
-// The largest wait measured is the node's tail (the late writeback, and
-// three cache flushes a piece: the file, its directory, the index).
+// each put. A scratch build starting the writeback every 1 MiB, two
+// pairs at load 11-19: that wait 202/219 to 136/116 ms, MB/s 20.9/21.4 to
+// 21.5/20.5 (at that load the cores, not the waits, set the pace; not
+// kept). The planet's heartbeats now come at the mediator's default, once
+// a minute, as the challenges do (benchPlanet): disk flushes 35-42 to
+// 14-17 a second (two of three pairs; other runs shared the disk). Base
+// and new alternated, 1 GiB, 6 pairs (the last two new first) at load
+// 9-27 throughout (other benchmarks and builds; no core idled): MB/s
+// 20.0/22.1/18.5/37.4/14.5/21.5 to 20.7/17.5/18.4/17.7/19.5/27.4 (median
+// 20.7 to 19.0), quicgo-ratio median 0.273 to 0.271 (better in 3 of 6),
+// cpu-s/GB median 36.4 to 39.8 (higher in 5 of 6, -7 % to +14 %; no
+// mechanism found), slots-busy median 0.978 to 0.975. On cores kept busy
+// by others no wait shows in the pace; the heartbeats' change is for the
+// benchmark's fidelity. The largest wait measured is the node's tail (the
+// late writeback, and three cache flushes a piece: the file, its
+// directory, the index).
+// Also tried, not taken: pieces written with O_DIRECT on the nodes (the
+// page cache's copy is 8 % of all CPU in a perf profile of a 2 GiB run,
+// most of it the VM's host faults on fresh pages). BenchmarkPutDisk (a
+// node's write path alone, 6 pairs): 1.67 to 1.46 cpu-s/GB, system time
+// 0.75 to 0.47; but BenchmarkDurable, 8 pairs at load 2-25: cpu-s/GB
+// median 39.4 to 38.7, MB/s 21.3 to 21.5 (better in 3 and 4 of 8: within
+// the noise), and BenchmarkRestore 36 % slower (2 pairs: 70/79 to 45/50
+// MB/s; the pieces are read from the disk, no longer from the page cache
+// the writes filled), for a write path with more to get wrong.
 func BenchmarkDurable(b *testing.B) {
 	n := benchBytes(b)
 	for range b.N {
