@@ -191,6 +191,7 @@ func runMediator(c *cli.Context) error {
 		return err
 	}
 	defer stopMetrics()
+	defer idleCollector(slog.Default())()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := peer.Run(ctx); err != nil {

@@ -286,6 +286,7 @@ func serveMount(c *cli.Context, home, mnt string, pw []byte) (err error) {
 		defer stop()
 	}
 	defer heapProfileOnSignal()()
+	defer idleCollector(slog.Default())()
 	applySettingFlags(c, v)
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)

@@ -137,6 +137,7 @@ func runStorage(c *cli.Context) error {
 		return err
 	}
 	defer stopMetrics()
+	defer idleCollector(log)()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := peer.Run(ctx); err != nil {
