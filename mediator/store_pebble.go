@@ -120,7 +120,7 @@ func OpenPebbleStore(dir string, opt PebbleOptions) (*PebbleStore, error) {
 		}
 	}
 	po := &pebble.Options{Logger: quietLogger{}, FS: opt.FS}
-	po.Experimental.CompactionScheduler = pebblesched.New() // no polling while idle
+	pebblesched.Quiet(po) // nothing wakes the process while the database idles
 	db, err := pebble.Open(dir, po)
 	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
 		return nil, fmt.Errorf("mediator store %s: %w: in use by another process (is a mediator running there?)", dir, ErrLocked)

@@ -232,8 +232,9 @@ func Open(dir string, keys *vault.Keys, opt Options) (*Index, error) {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
 	// Compactions are granted on the database's events, not by a goroutine
-	// polling ten times a second for the mount's whole life (pebblesched).
-	po.Experimental.CompactionScheduler = pebblesched.New()
+	// polling ten times a second for the mount's whole life, and no
+	// disk-health ticker wakes it every 2 s (pebblesched.Quiet).
+	pebblesched.Quiet(po)
 	if opt.ReadOnly {
 		po.ErrorIfNotExists = true
 	}

@@ -229,7 +229,7 @@ func OpenDiskStore(dir string, o DiskStoreOptions) (_ *DiskStore, err error) {
 		return nil, fmt.Errorf("piece store: %w", err)
 	}
 	po := &pebble.Options{Logger: pebbleLogger{o.Logger}, FS: o.FS}
-	po.Experimental.CompactionScheduler = pebblesched.New() // no polling while idle
+	pebblesched.Quiet(po) // nothing wakes the process while the database idles
 	db, err := pebble.Open(filepath.Join(dir, indexDir), po)
 	if err != nil {
 		return nil, fmt.Errorf("piece store index: %w", err)

@@ -154,7 +154,7 @@ func Open(cfg Config) (*Wallet, error) {
 		return nil, err
 	}
 	po := &pebble.Options{Logger: pebbleLogger{cfg.Logger.With("service", "wallet.db")}, FS: cfg.FS}
-	po.Experimental.CompactionScheduler = pebblesched.New() // no polling while idle
+	pebblesched.Quiet(po) // nothing wakes the process while the database idles
 	db, err := pebble.Open(filepath.Join(cfg.Dir, DBDirName), po)
 	if err != nil {
 		return nil, fmt.Errorf("wallet database: %w", err)

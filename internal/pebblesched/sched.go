@@ -11,7 +11,9 @@
 // scheduler: a flush calls UpdateGetAllowedWithoutPermission, a compaction
 // that ends calls Done, and a refused compaction implies a running one,
 // whose Done grants again. So this scheduler grants on those events, the
-// same way the default one does, and never polls.
+// same way the default one does, and never polls. Quiet sets it, and
+// turns off the other thing that wakes an idle database (Pebble's
+// disk-health ticker).
 package pebblesched
 
 import (
@@ -20,6 +22,7 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // Scheduler limits concurrent compactions to what the database allows
@@ -144,9 +147,23 @@ func (s *Scheduler) grantLockedAndUnlock() {
 	s.granted.Broadcast()
 }
 
-// Polling returns the stack of a goroutine of Pebble's polling compaction
-// scheduler in this process, or "" when none runs: how a package's test
-// shows that its databases use this scheduler.
+// Quiet sets the options that keep an idle database from waking its
+// process: a Scheduler of its own, and, where no file system is given,
+// the plain one. (Pebble otherwise wraps the operating system's in its
+// disk-health checks, whose tickers wake the process every 2 s for the
+// database's whole life to look for a write that takes over 5 s; they
+// report one only to an EventListener.DiskSlow, and Fincrypt sets none.)
+func Quiet(po *pebble.Options) {
+	po.Experimental.CompactionScheduler = New()
+	if po.FS == nil {
+		po.FS = vfs.Default
+	}
+}
+
+// Polling returns the stack of a goroutine in this process that wakes an
+// idle Pebble database (the polling compaction scheduler's, or a
+// disk-health check's ticker), or "" when none runs: how a package's test
+// shows that its databases are opened with Quiet.
 func Polling() string {
 	buf := make([]byte, 1<<20)
 	for {
@@ -158,7 +175,7 @@ func Polling() string {
 		buf = make([]byte, 2*len(buf))
 	}
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "periodicGranter") {
+		if strings.Contains(g, "periodicGranter") || strings.Contains(g, "vfs.(*diskHealthChecking") {
 			return g
 		}
 	}

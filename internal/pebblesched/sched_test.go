@@ -113,19 +113,19 @@ func TestSchedulerGrantsOnEvents(t *testing.T) {
 	expectStarts(t, d, 0, "unregistered")
 }
 
-// TestNoPollingGoroutine opens a real database with the scheduler: no
-// goroutine of Pebble's polling scheduler runs, and compactions still
-// happen (sixty flushes' tables do not stay in L0).
+// TestNoPollingGoroutine opens a real database with Quiet: no goroutine
+// of Pebble's polling scheduler or of its disk-health checks runs, and
+// compactions still happen (sixty flushes' tables do not stay in L0).
 func TestNoPollingGoroutine(t *testing.T) {
 	po := &pebble.Options{Logger: quiet{}}
-	po.Experimental.CompactionScheduler = New()
+	Quiet(po)
 	db, err := pebble.Open(t.TempDir(), po)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
 	if p := Polling(); p != "" {
-		t.Fatalf("a polling compaction scheduler runs:\n%s", p)
+		t.Fatalf("a goroutine wakes the idle database:\n%s", p)
 	}
 	for i := range 60 {
 		for j := range 50 {
