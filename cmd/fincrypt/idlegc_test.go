@@ -16,8 +16,8 @@ import (
 // its own, looking for idleness every 50 ms): once idle, its Go collector
 // is off (go_gc_gogc_percent -1 in its metrics, with a memory limit set),
 // so the runtime's forced collection every two minutes does not wake it;
-// work through the mount turns the collector back on, and the next quiet
-// turns it off again.
+// work through the mount (32 MiB, past the limit's headroom) brings the
+// collection that turns it back on, and the next quiet turns it off again.
 func TestIdleMountStopsCollecting(t *testing.T) {
 	needFUSE(t)
 	base := t.TempDir()
@@ -64,7 +64,7 @@ func TestIdleMountStopsCollecting(t *testing.T) {
 	waitFor(t, "the mount, idle after the scrape, to have its collector off", 30*time.Second, paused)
 
 	// Work: 32 MiB of files through the mount, allocated by the mount as
-	// it serves them.
+	// it serves them (the limit's headroom is the live heap, a few MB).
 	ons := count(on)
 	buf := bytes.Repeat([]byte("fincrypt"), 128<<10) // 1 MiB
 	for i := range 32 {

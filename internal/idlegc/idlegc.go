@@ -2,26 +2,25 @@
 // idle daemon.
 //
 // The runtime forces a garbage collection whenever two minutes pass without
-// one, whether or not anything was allocated. In an idle mount that is most
-// of the work left (the kernel's inodes, which go-fuse keeps in the heap,
-// make the live heap grow with the vault): at 100,000 files each forced
-// collection marked about 50 MB for 0.2-0.3 s of CPU, every two minutes,
-// with nothing to free. The runtime skips its periodic collection while the
-// collector is off (GOGC=off) and still collects at a memory limit. So a
-// Keeper looks at the allocation counter now and then; once a few looks in
-// a row found (almost) nothing allocated, it collects once, turns the
-// collector off and sets a memory limit where the next collection would
-// have come anyway (what is in use now plus the live heap: GOGC=100's
-// goal). The first look that finds allocation again, or that finds a
-// collection ran (the limit was reached), puts both settings back.
+// one, whether or not anything was allocated. In an idle mount that was
+// most of the work left, and it grows with the vault: the kernel's inodes,
+// which go-fuse keeps in the heap, make the live heap that each forced
+// collection marks, with nothing to free. The runtime skips its periodic
+// collection while the collector is off (GOGC=off) and still collects at
+// a memory limit. So a Keeper looks at the allocation counter every Every;
+// once Quiet looks in a row found less than Bytes allocated, it collects
+// once, sets a memory limit where the next collection would have come
+// anyway (what is in use now plus the live heap: GOGC=100's goal) and
+// turns the collector off. Then it stops looking: the next collection,
+// which the limit starts once the process has allocated as much as
+// GOGC=100 would have let it, runs a cleanup that puts both settings back,
+// and the Keeper looks again.
 //
-// What it costs: one read of runtime/metrics a look (a few microseconds,
-// every Every), and, after activity, one collection when the quiet begins.
-// While the collector is off, memory stays within the limit: a burst that
-// comes between two looks is collected at the limit, as it would have been
-// at GOGC=100's goal, and the next look (a collection ran) turns the
-// collector back on, so a heap that outgrows the limit is collected at the
-// limit for one look at most.
+// What it costs: one read of runtime/metrics a look while the process
+// works (a few microseconds), one collection when the quiet begins, and
+// nothing while it lasts: no timer of the Keeper's, none of the runtime's.
+// The heap grows no further than it would have at GOGC=100, and the
+// collection that ends the pause is the one GOGC=100 would have run.
 package idlegc
 
 import (
@@ -70,7 +69,6 @@ const minHeadroom = 4 << 20
 // sample is what one look reads.
 type sample struct {
 	allocs uint64 // bytes allocated since the process started
-	cycles uint64 // collections completed
 	used   uint64 // memory the runtime holds from the OS (what a limit counts)
 	live   uint64 // heap marked live by the last collection
 }
@@ -81,6 +79,9 @@ type runtimeIface interface {
 	collect()
 	setGCPercent(int) int
 	setMemoryLimit(int64) int64
+	// afterNextGC calls f (from another goroutine) once a collection
+	// that starts after it was called has run.
+	afterNextGC(f func())
 }
 
 // Keeper turns the collector off while the process is idle.
@@ -89,13 +90,12 @@ type Keeper struct {
 	rt  runtimeIface
 
 	quiet    int    // looks in a row that found the process idle
-	last     sample // the previous look
+	last     uint64 // bytes allocated at the previous look
 	paused   bool
-	oldGC    int   // the collector's setting before the pause
-	oldLimit int64 // the memory limit before the pause
-	pauseGCs uint64
-	pauses   int  // times the collector was turned off
-	gcOff    bool // the process runs with GOGC=off: never pause
+	oldGC    int           // the collector's setting before the pause
+	oldLimit int64         // the memory limit before the pause
+	gcOff    bool          // the process runs with GOGC=off: never pause
+	gcRan    chan struct{} // a collection ran while paused
 
 	stop chan struct{}
 	done chan struct{}
@@ -111,8 +111,9 @@ func Start(cfg Config) *Keeper {
 }
 
 func newKeeper(cfg Config, rt runtimeIface) *Keeper {
-	k := &Keeper{cfg: cfg.withDefaults(), rt: rt, stop: make(chan struct{}), done: make(chan struct{})}
-	k.last = rt.read()
+	k := &Keeper{cfg: cfg.withDefaults(), rt: rt, gcRan: make(chan struct{}, 1),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	k.last = rt.read().allocs
 	return k
 }
 
@@ -121,9 +122,20 @@ func (k *Keeper) run() {
 	t := time.NewTicker(k.cfg.Every)
 	defer t.Stop()
 	for {
+		if k.paused {
+			t.Stop() // nothing wakes an idle process but the collection
+			select {
+			case <-k.stop:
+				k.resume()
+				return
+			case <-k.gcRan:
+				k.resume()
+				t.Reset(k.cfg.Every)
+			}
+			continue
+		}
 		select {
 		case <-k.stop:
-			k.resume()
 			return
 		case <-t.C:
 			k.look()
@@ -137,18 +149,12 @@ func (k *Keeper) Stop() {
 	<-k.done
 }
 
-// look is one look at the counters: it pauses the collector after Quiet
-// idle looks, and resumes it on allocation or on a collection at the limit.
+// look is one look at the allocation counter while the collector is on:
+// it turns the collector off after Quiet idle looks in a row.
 func (k *Keeper) look() {
-	s := k.rt.read()
-	allocated := s.allocs - k.last.allocs
-	k.last = s
-	if k.paused {
-		if allocated >= k.cfg.Bytes || s.cycles != k.pauseGCs {
-			k.resume()
-		}
-		return
-	}
+	allocs := k.rt.read().allocs
+	allocated := allocs - k.last
+	k.last = allocs
 	if allocated >= k.cfg.Bytes {
 		k.quiet = 0
 		return
@@ -160,7 +166,7 @@ func (k *Keeper) look() {
 }
 
 // pause collects once and turns the collector off, under a memory limit
-// at the next collection's goal.
+// at the next collection's goal, until the next collection.
 func (k *Keeper) pause() {
 	k.rt.collect()
 	s := k.rt.read()
@@ -179,8 +185,13 @@ func (k *Keeper) pause() {
 		return
 	}
 	k.oldGC, k.oldLimit = old, oldLimit
-	k.last, k.pauseGCs = s, s.cycles
 	k.paused = true
+	k.rt.afterNextGC(func() {
+		select {
+		case k.gcRan <- struct{}{}:
+		default:
+		}
+	})
 	if k.cfg.Changed != nil {
 		k.cfg.Changed(true, int64(limit))
 	}
@@ -194,6 +205,7 @@ func (k *Keeper) resume() {
 	k.rt.setGCPercent(k.oldGC)
 	k.rt.setMemoryLimit(k.oldLimit)
 	k.paused, k.quiet = false, 0
+	k.last = k.rt.read().allocs
 	if k.cfg.Changed != nil {
 		k.cfg.Changed(false, k.oldLimit)
 	}
@@ -205,7 +217,6 @@ type goRuntime struct{ m []metrics.Sample }
 func newGoRuntime() *goRuntime {
 	names := []string{
 		"/gc/heap/allocs:bytes",
-		"/gc/cycles/total:gc-cycles",
 		"/memory/classes/total:bytes",
 		"/memory/classes/heap/released:bytes",
 		"/gc/heap/live:bytes",
@@ -226,7 +237,14 @@ func (g *goRuntime) read() sample {
 		}
 		return m[i].Value.Uint64()
 	}
-	return sample{allocs: u(0), cycles: u(1), used: u(2) - min(u(3), u(2)), live: u(4)}
+	return sample{allocs: u(0), used: u(1) - min(u(2), u(1)), live: u(3)}
+}
+
+// afterNextGC frees a sentinel the next collection finds unreachable; its
+// cleanup runs after that collection. (Not a tiny object: the runtime
+// batches those, and their cleanups may never run.)
+func (*goRuntime) afterNextGC(f func()) {
+	runtime.AddCleanup(new([4]uint64), func(f func()) { f() }, f)
 }
 
 func (*goRuntime) collect()                     { runtime.GC() }

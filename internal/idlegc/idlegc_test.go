@@ -3,7 +3,6 @@ package idlegc
 import (
 	"math"
 	"runtime"
-	"runtime/debug"
 	"runtime/metrics"
 	"testing"
 	"time"
@@ -15,10 +14,12 @@ type fakeRuntime struct {
 	gc       int
 	limit    int64
 	collects int
+	afterGC  []func()
 }
 
-func (f *fakeRuntime) read() sample { return f.s }
-func (f *fakeRuntime) collect()     { f.collects++; f.s.cycles++ }
+func (f *fakeRuntime) read() sample          { return f.s }
+func (f *fakeRuntime) collect()              { f.collects++ }
+func (f *fakeRuntime) afterNextGC(fn func()) { f.afterGC = append(f.afterGC, fn) }
 func (f *fakeRuntime) setGCPercent(p int) int {
 	old := f.gc
 	f.gc = p
@@ -32,7 +33,7 @@ func (f *fakeRuntime) setMemoryLimit(l int64) int64 {
 	return old
 }
 
-func TestPausesAfterQuietLooksAndResumesOnAllocation(t *testing.T) {
+func TestPausesAfterQuietLooks(t *testing.T) {
 	f := &fakeRuntime{s: sample{allocs: 1000, used: 200 << 20, live: 50 << 20}, gc: 100, limit: math.MaxInt64}
 	k := newKeeper(Config{Quiet: 3, Bytes: 1 << 20}, f)
 	busy := func() { f.s.allocs += 2 << 20; k.look() }
@@ -56,19 +57,32 @@ func TestPausesAfterQuietLooksAndResumesOnAllocation(t *testing.T) {
 	if want := int64(250 << 20); f.limit != want {
 		t.Fatalf("memory limit %d while paused, want %d (in use + live heap)", f.limit, want)
 	}
-	for range 20 { // idle: nothing changes, nothing is collected
-		idle()
+	if len(f.afterGC) != 1 {
+		t.Fatalf("%d calls for the next collection, want 1: what ends the pause", len(f.afterGC))
 	}
-	if f.gc != -1 || f.collects != 1 {
-		t.Fatalf("idle while paused: GOGC %d, %d collections; want -1 and still 1", f.gc, f.collects)
+	// The next collection ends the pause.
+	f.afterGC[0]()
+	select {
+	case <-k.gcRan:
+	default:
+		t.Fatal("the collection that ends the pause was not passed on")
 	}
-	busy()
+	k.resume()
 	if f.gc != 100 || f.limit != math.MaxInt64 {
-		t.Fatalf("after allocation: GOGC %d, limit %d; want 100 and no limit back", f.gc, f.limit)
+		t.Fatalf("after the collection: GOGC %d, limit %d; want 100 and no limit back", f.gc, f.limit)
+	}
+	idle()
+	idle()
+	if f.gc != 100 {
+		t.Fatalf("2 quiet looks after a pause (Quiet 3): GOGC %d, want 100", f.gc)
+	}
+	idle()
+	if f.gc != -1 || f.collects != 2 {
+		t.Fatalf("3 quiet looks after a pause: GOGC %d, %d collections; want -1 and 2", f.gc, f.collects)
 	}
 }
 
-func TestResumesWhenTheLimitCollects(t *testing.T) {
+func TestLeastHeadroom(t *testing.T) {
 	f := &fakeRuntime{s: sample{used: 100 << 20, live: 1 << 20}, gc: 80, limit: math.MaxInt64}
 	k := newKeeper(Config{Quiet: 1, Bytes: 1 << 20}, f)
 	k.look()
@@ -78,10 +92,9 @@ func TestResumesWhenTheLimitCollects(t *testing.T) {
 	if want := int64(100<<20 + minHeadroom); f.limit != want {
 		t.Fatalf("limit %d, want %d: a small live heap still gets the runtime's least headroom", f.limit, want)
 	}
-	f.s.cycles++ // a collection at the limit, between two looks, with little allocated since
-	k.look()
+	k.resume()
 	if f.gc != 80 || f.limit != math.MaxInt64 {
-		t.Fatalf("after a collection at the limit: GOGC %d, limit %d; want 80 and none", f.gc, f.limit)
+		t.Fatalf("resumed: GOGC %d, limit %d; want 80 and none", f.gc, f.limit)
 	}
 }
 
@@ -102,8 +115,7 @@ func TestKeepsTheUsersSettings(t *testing.T) {
 	if f.gc != -1 || f.limit != 600<<20 {
 		t.Fatalf("with GOMEMLIMIT=600MiB: GOGC %d, limit %d; want -1 and the user's limit", f.gc, f.limit)
 	}
-	f.s.allocs += 10 << 20
-	k.look()
+	k.resume()
 	if f.gc != 100 || f.limit != 600<<20 {
 		t.Fatalf("resumed: GOGC %d, limit %d; want 100 and the user's limit", f.gc, f.limit)
 	}
@@ -133,14 +145,18 @@ func waitGOGC(t *testing.T, want int64) {
 var sink [][]byte
 
 // TestRealRuntime runs a Keeper on this process's own collector: an idle
-// process has it off and stops collecting, under a limit; allocation
-// turns it back on; Stop leaves the settings as they were.
+// process has it off, under a limit, and stops collecting; allocation up
+// to the limit starts the one collection that turns it back on; Stop
+// leaves the settings as they were.
 func TestRealRuntime(t *testing.T) {
 	gogc0, limit0 := gcSettings()
 	if gogc0 < 0 {
 		t.Skip("the test process runs with GOGC=off")
 	}
-	k := Start(Config{Every: 20 * time.Millisecond, Quiet: 2, Bytes: 1 << 20})
+	var changes []bool
+	changed := make(chan bool, 16)
+	k := Start(Config{Every: 20 * time.Millisecond, Quiet: 2, Bytes: 1 << 20,
+		Changed: func(paused bool, _ int64) { changed <- paused }})
 	defer k.Stop()
 	waitGOGC(t, -1)
 	_, limit := gcSettings()
@@ -150,14 +166,17 @@ func TestRealRuntime(t *testing.T) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	gcs := ms.NumGC
-	time.Sleep(200 * time.Millisecond) // ten looks, idle
+	time.Sleep(200 * time.Millisecond) // ten looks' time, idle
 	runtime.ReadMemStats(&ms)
 	if ms.NumGC != gcs {
 		t.Fatalf("%d collections while paused and idle", ms.NumGC-gcs)
 	}
+	if g, _ := gcSettings(); g != -1 {
+		t.Fatalf("GOGC %d after 200 ms idle, want still off", g)
+	}
 
 	// Allocate garbage, several times the limit's headroom: the limit
-	// collects it, and the next look turns the collector back on.
+	// collects it, and that collection turns the collector back on.
 	for i := range 4096 {
 		sink = append(sink, make([]byte, 64<<10))
 		if len(sink) > 64 {
@@ -168,10 +187,20 @@ func TestRealRuntime(t *testing.T) {
 		}
 	}
 	sink = nil
-	waitGOGC(t, gogc0)
+	deadline := time.After(10 * time.Second)
+	for len(changes) < 2 {
+		select {
+		case p := <-changed:
+			changes = append(changes, p)
+		case <-deadline:
+			t.Fatalf("changes %v after 256 MiB allocated: want off, then on", changes)
+		}
+	}
+	if !changes[0] || changes[1] {
+		t.Fatalf("changes %v: want off, then on", changes)
+	}
 	k.Stop()
 	if g, l := gcSettings(); g != gogc0 || l != limit0 {
 		t.Fatalf("after Stop: GOGC %d, limit %d; want %d and %d as before", g, l, gogc0, limit0)
 	}
-	debug.SetGCPercent(int(gogc0))
 }
