@@ -23,11 +23,13 @@ import (
 // LOOKUP does. The inodes are read inodeBatch entries at a time with one
 // index iterator, and one read that way is used while nothing was committed
 // to the index since (meta.Index.Generation), else read again. An entry
-// the kernel already holds under its name (knownChild: `git status` lists
-// the directories whose files it has just stat'ed) is answered without a
-// node, so READDIRPLUS costs nothing more per entry than READDIR there.
-// go-fuse calls Readdirent, Seekdir and Lookup of one handle under the
-// handle's lock.
+// the kernel already holds under its name (the mount's node for the name
+// is that inode: the kernel looked it up, or was handed it by an earlier
+// READDIRPLUS, and has not forgotten it) is answered without a node, so a
+// listing of names the kernel knows (`git status` lists the directories
+// whose files it has just stat'ed; a second `find`) costs no more per
+// entry than READDIR. go-fuse calls Readdirent, Seekdir and Lookup of one
+// handle under the handle's lock.
 type dirHandle struct {
 	n      *Node
 	listed bool
@@ -105,7 +107,9 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		(name == SnapshotsDirName && n.ino() == meta.RootIno) {
 		return n.Lookup(ctx, name, out)
 	}
-	if e := &d.list[d.last]; n.knownChild(name, e.Ino, e.Mode) {
+	e := &d.list[d.last]
+	ch := n.GetChild(name)
+	if ch != nil && ch.StableAttr() == (gofs.StableAttr{Mode: e.Mode & syscall.S_IFMT, Ino: e.Ino}) {
 		// The kernel holds this name for this inode already, with its
 		// attributes (every change reaches it through this kernel): an
 		// entry without a node (nodeid 0, which go-fuse leaves after an
@@ -119,20 +123,12 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		return nil, r.errno("lookup", err)
 	}
 	r.fillEntry(&in, out)
-	return n.newChild(ctx, name, &in), 0
+	return n.adopt(ctx, ch, &in), 0
 }
 
 // plusKnown counts the READDIRPLUS entries answered without a node because
 // the kernel held them already (tests).
 var plusKnown atomic.Int64
-
-// knownChild reports whether the mount holds, for the kernel, a node named
-// name under n that is inode ino of type mode: one the kernel looked up (or
-// was handed by an earlier READDIRPLUS) and has not forgotten.
-func (n *Node) knownChild(name string, ino uint64, mode uint32) bool {
-	ch := n.GetChild(name)
-	return ch != nil && ch.StableAttr() == gofs.StableAttr{Mode: mode & syscall.S_IFMT, Ino: ino}
-}
 
 // inode returns the inode of list[i], from a batch read of the entries from
 // i on.
