@@ -22,9 +22,14 @@ import (
 // (meta.Index.DirentGeneration); after a change it looks the name up as
 // LOOKUP does. The inodes are read inodeBatch entries at a time with one
 // index iterator, and one read that way is used while nothing was committed
-// to the index since (meta.Index.Generation), else read again. go-fuse
-// calls Readdirent, Seekdir and Lookup of one handle under the handle's
-// lock.
+// to the index since (meta.Index.Generation), else read again. An entry
+// the kernel already holds under its name (the mount's node for the name
+// is that inode: the kernel looked it up, or was handed it by an earlier
+// READDIRPLUS, and has not forgotten it) is answered without a node, so a
+// listing of names the kernel knows (`git status` lists the directories
+// whose files it has just stat'ed; a second `find`) costs no more per
+// entry than READDIR. go-fuse calls Readdirent, Seekdir and Lookup of one
+// handle under the handle's lock.
 type dirHandle struct {
 	n      *Node
 	listed bool
@@ -47,8 +52,9 @@ type dirHandle struct {
 // inodeBatch is how many entries' inodes a listing reads at a time.
 const inodeBatch = 256
 
-// inodePointReads counts the inodes a listing read one by one (tests).
-var inodePointReads atomic.Int64
+// inodePointReads counts the inodes a listing read one by one, and
+// inodeBatchReads those it asked for in batches (tests).
+var inodePointReads, inodeBatchReads atomic.Int64
 
 // OpendirHandle opens directory n for reading (dirHandle).
 func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
@@ -101,13 +107,28 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		(name == SnapshotsDirName && n.ino() == meta.RootIno) {
 		return n.Lookup(ctx, name, out)
 	}
+	e := &d.list[d.last]
+	ch := n.GetChild(name)
+	if ch != nil && ch.StableAttr() == (gofs.StableAttr{Mode: e.Mode & syscall.S_IFMT, Ino: e.Ino}) {
+		// The kernel holds this name for this inode already, with its
+		// attributes (every change reaches it through this kernel): an
+		// entry without a node (nodeid 0, which go-fuse leaves after an
+		// error) leaves them as they are, sparing the inode's read, its
+		// registration again and the kernel's update of what it holds.
+		plusKnown.Add(1)
+		return nil, syscall.EEXIST
+	}
 	in, err := d.inode(d.last)
 	if err != nil {
 		return nil, r.errno("lookup", err)
 	}
 	r.fillEntry(&in, out)
-	return n.newChild(ctx, name, &in), 0
+	return n.adopt(ctx, ch, &in), 0
 }
+
+// plusKnown counts the READDIRPLUS entries answered without a node because
+// the kernel held them already (tests).
+var plusKnown atomic.Int64
 
 // inode returns the inode of list[i], from a batch read of the entries from
 // i on.
@@ -152,6 +173,7 @@ func (d *dirHandle) readBatch(i int) {
 	slices.Sort(inos)
 	inos = slices.Compact(inos)
 	d.inos = inos
+	inodeBatchReads.Add(int64(len(inos)))
 	d.igen = x.Generation()
 	// GetInodes calls back in ascending order of number: the batch stays
 	// sorted for batched's search.

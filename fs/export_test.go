@@ -122,6 +122,14 @@ func NameLookups() int64 { return nameLookups.Load() }
 // one instead of in batches, since the process began.
 func InodePointReads() int64 { return inodePointReads.Load() }
 
+// InodeBatchReads returns how many inodes directory listings asked for in
+// batches since the process began.
+func InodeBatchReads() int64 { return inodeBatchReads.Load() }
+
+// PlusKnown returns how many READDIRPLUS entries were answered without a
+// node, the kernel holding them already.
+func PlusKnown() int64 { return plusKnown.Load() }
+
 // HoldOpenFile takes open file ino's lock (as a read waiting on the
 // network does) until the returned func; ok is false if ino is not open.
 func (m *Mounted) HoldOpenFile(ino uint64) (release func(), ok bool) {

@@ -49,11 +49,17 @@ func (n *Node) ino() uint64 { return n.StableAttr().Ino }
 // READDIRPLUS over names the kernel knows), else a new one, counted and
 // queued for pruning (inodecap.go).
 func (n *Node) newChild(ctx context.Context, name string, in *meta.Inode) *gofs.Inode {
+	return n.adopt(ctx, n.GetChild(name), in)
+}
+
+// adopt is newChild with the node the mount holds under the name, ch (nil:
+// none), already looked up.
+func (n *Node) adopt(ctx context.Context, ch *gofs.Inode, in *meta.Inode) *gofs.Inode {
 	st := gofs.StableAttr{Mode: in.Mode & syscall.S_IFMT, Ino: in.Ino}
-	if ch := n.GetChild(name); ch != nil && ch.StableAttr() == st {
+	if ch != nil && ch.StableAttr() == st {
 		return ch
 	}
-	ch := n.NewInode(ctx, &Node{}, st)
+	ch = n.NewInode(ctx, &Node{}, st)
 	n.r().inodes.learned(ch)
 	return ch
 }

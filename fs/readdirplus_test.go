@@ -183,3 +183,62 @@ func coldDir(t *testing.T, n int) *testMount {
 	tm.unmount()
 	return mountVault(t, home)
 }
+
+// TestReaddirPlusSkipsKnown lists a directory whose every file the kernel
+// has looked up already (as `git status` does: stat of each file, then a
+// listing of each directory): READDIRPLUS answers those entries without a
+// node, reading no inode, so the kernel keeps what it holds; and what it
+// holds stays right, for files changed through it after the stat pass (a
+// chmod, a second hard link) too, with no look-up afterwards.
+func TestReaddirPlusSkipsKnown(t *testing.T) {
+	requireFUSE(t)
+	const n = 300
+	tm := coldDir(t, n)
+	for i := range n {
+		if _, err := os.Stat(tm.path("d", fmt.Sprintf("f%04d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(tm.path("d", "f0007"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(tm.path("d", "f0009"), tm.path("links-target")); err != nil {
+		t.Fatal(err)
+	}
+	known, batched, points := fs.PlusKnown(), fs.InodeBatchReads(), fs.InodePointReads()
+	ents, err := os.ReadDir(tm.path("d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != n {
+		t.Fatalf("%d entries, want %d", len(ents), n)
+	}
+	known, batched, points = fs.PlusKnown()-known, fs.InodeBatchReads()-batched, fs.InodePointReads()-points
+	if known != n || batched != 0 || points != 0 {
+		t.Fatalf("listing %d entries the kernel holds: %d answered without a node, %d inodes read in batches, %d one by one; want %d, 0, 0",
+			n, known, batched, points, n)
+	}
+	lookups := fs.NameLookups()
+	for i := range n {
+		st, err := os.Stat(tm.path("d", fmt.Sprintf("f%04d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Size() != int64(i+1) {
+			t.Fatalf("f%04d: size %d, want %d", i, st.Size(), i+1)
+		}
+		want := os.FileMode(0o644)
+		if i == 7 {
+			want = 0o600
+		}
+		if st.Mode().Perm() != want {
+			t.Fatalf("f%04d: mode %o, want %o", i, st.Mode().Perm(), want)
+		}
+		if i == 9 && st.Sys().(*syscall.Stat_t).Nlink != 2 {
+			t.Fatalf("f0009 after a second link: %d links, want 2", st.Sys().(*syscall.Stat_t).Nlink)
+		}
+	}
+	if got := fs.NameLookups() - lookups; got != 0 {
+		t.Fatalf("%d look-ups by name for stat after the listing, want none", got)
+	}
+}
