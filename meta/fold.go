@@ -192,7 +192,7 @@ func (x *Index) FoldKept(v *ChangeView) (s StateSum, ok bool, err error) {
 // foldElem adds to s (sign > 0) or subtracts the element of key's value in
 // snap, if any. A damaged old value is skipped (its element is unknown; a
 // base's walk finds the difference).
-func (x *Index) foldElem(s *StateSum, snap *pebble.Snapshot, key []byte, sign int) error {
+func (x *Index) foldElem(s *StateSum, snap pebble.Reader, key []byte, sign int) error {
 	x.points.Add(1)
 	val, closer, err := snap.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
