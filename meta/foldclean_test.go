@@ -1,10 +1,15 @@
 package meta
 
 import (
+	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
@@ -214,4 +219,120 @@ func TestFoldSumAcrossCrashes(t *testing.T) {
 			x.Close()
 		})
 	}
+}
+
+// BenchmarkFirstFold: the first fold of a process (what the first delta
+// after a mount, or protection's first live hash, waits for) in an index of
+// FOLD_BENCH_RECORDS records (default 100,000: a quarter files, each an
+// inode, a directory entry, a chunk reference and a location), after the
+// process opened the index and committed one new file. Each iteration
+// opens the index twice, alternated: once without the kept sum (walk: as
+// every mount did before it was kept), once resuming it (resumed); both
+// close with CommitFoldSum. Reported per fold: walk-ms, resumed-ms, and the
+// records each read by scans.
+func BenchmarkFirstFold(b *testing.B) {
+	records := 100_000
+	if s := os.Getenv("FOLD_BENCH_RECORDS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			b.Fatal(err)
+		}
+		records = n
+	}
+	dir := filepath.Join(b.TempDir(), "idx")
+	keys := testKeysB(b)
+	x, err := Open(dir, keys, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := x.StartChanges(); err != nil {
+		b.Fatal(err)
+	}
+	seg := SegmentID{0xda}
+	file := func(bt *Batch, i int) {
+		ino := uint64(100 + i)
+		var id ChunkID
+		binary.BigEndian.PutUint64(id[:], ino)
+		bt.PutLocation(id, &Location{Segment: seg, Offset: uint32(i) * 4124, Length: 4124})
+		bt.PutInode(&Inode{Ino: ino, Mode: 0o100644, Size: 4096, Nlink: 1})
+		bt.PutDirent(&Dirent{Parent: RootIno, Name: fmt.Sprintf("file-%07d", i), Ino: ino, Type: 0o100000})
+		bt.PutChunk(ino, 0, &ChunkRef{ID: id, Version: 1, Len: 4096})
+	}
+	files := records / 4
+	for start := 0; start < files; start += 2000 {
+		bt := x.NewBatch()
+		for i := start; i < min(start+2000, files); i++ {
+			file(bt, i)
+		}
+		if err := bt.Commit(false); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// A first snapshot: folded (a walk), and its changes dropped.
+	v, err := x.ChangeView()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := x.Fold(v); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := x.DropChanges(v.Epoch); err != nil {
+		b.Fatal(err)
+	}
+	v.Close()
+	tag := bytes.Repeat([]byte{7}, foldTagSize)
+	closeKept := func(x *Index) {
+		bt := x.NewBatch()
+		bt.PutRepl("mark", tag)
+		if saved, err := x.CommitFoldSum(bt, tag); err != nil || !saved {
+			b.Fatalf("CommitFoldSum: %v, %v", saved, err)
+		}
+		if err := x.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	closeKept(x)
+	next := files
+	first := func(resume bool) (time.Duration, int64) {
+		x, err := Open(dir, keys, Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if resume && !x.ResumeFold(tag) {
+			b.Fatal("the kept sum did not resume")
+		}
+		bt := x.NewBatch()
+		file(bt, next)
+		next++
+		if err := bt.Commit(false); err != nil {
+			b.Fatal(err)
+		}
+		v, err := x.ChangeView()
+		if err != nil {
+			b.Fatal(err)
+		}
+		r0 := x.RecordsRead()
+		t0 := time.Now()
+		if _, err := x.Fold(v); err != nil {
+			b.Fatal(err)
+		}
+		d := time.Since(t0)
+		n := x.RecordsRead() - r0
+		v.Close()
+		closeKept(x)
+		return d, n
+	}
+	var walk, resumed time.Duration
+	var walkRead, resumedRead int64
+	b.ResetTimer()
+	for range b.N {
+		d, n := first(false)
+		walk, walkRead = walk+d, walkRead+n
+		d, n = first(true)
+		resumed, resumedRead = resumed+d, resumedRead+n
+	}
+	b.ReportMetric(float64(walk.Microseconds())/1000/float64(b.N), "walk-ms")
+	b.ReportMetric(float64(resumed.Microseconds())/1000/float64(b.N), "resumed-ms")
+	b.ReportMetric(float64(walkRead)/float64(b.N), "walk-records")
+	b.ReportMetric(float64(resumedRead)/float64(b.N), "resumed-records")
 }
