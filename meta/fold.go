@@ -19,9 +19,10 @@ import (
 // previous folded view's sum and, for every key of the pending entries up to
 // the view's, subtracts the element of the key's value in the previous
 // snapshot and adds the element of its value in the view. Nothing is
-// stored: the first fold of a process walks the view (SumRecords), and so
-// does a fold after the touched keys passed FoldCap (they are dropped) or
-// after an Import (which writes records outside the feed).
+// stored by commits: the first fold of a process walks the view
+// (SumRecords) unless it resumed the sum a clean close kept (foldclean.go),
+// and so does a fold after the touched keys passed FoldCap (they are
+// dropped) or after an Import (which writes records outside the feed).
 
 // FoldCap bounds the keys the fold holds (touched and pending, counted per
 // entry); past it they are dropped and the next fold walks. A variable so
