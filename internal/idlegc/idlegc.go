@@ -17,7 +17,9 @@
 // and the Keeper looks again.
 //
 // What it costs: one read of runtime/metrics a look while the process
-// works (a few microseconds), one collection when the quiet begins, and
+// works (a few microseconds), one collection when the quiet begins (its
+// freed memory given back to the system then, so the idle process holds
+// no more than its live heap and what the runtime needs), and
 // nothing while it lasts: no timer of the Keeper's, none of the runtime's.
 // The heap grows no further than it would have at GOGC=100, and the
 // collection that ends the pause is the one GOGC=100 would have run.
@@ -165,8 +167,9 @@ func (k *Keeper) look() {
 	}
 }
 
-// pause collects once and turns the collector off, under a memory limit
-// at the next collection's goal, until the next collection.
+// pause collects once (the memory freed goes back to the system) and
+// turns the collector off, under a memory limit at the next collection's
+// goal, until the next collection.
 func (k *Keeper) pause() {
 	k.rt.collect()
 	s := k.rt.read()
@@ -247,6 +250,11 @@ func (*goRuntime) afterNextGC(f func()) {
 	runtime.AddCleanup(new([4]uint64), func(f func()) { f() }, f)
 }
 
-func (*goRuntime) collect()                     { runtime.GC() }
+// collect collects and gives the freed memory back to the operating
+// system at once: with the collector off, the runtime's scavenger would
+// keep it (it returns memory towards GOGC's goal, which is then off), and
+// an idle mount at 1,000,000 files held 378 MB where the same mount with
+// the collector on came down to 302 MB.
+func (*goRuntime) collect()                     { debug.FreeOSMemory() }
 func (*goRuntime) setGCPercent(p int) int       { return debug.SetGCPercent(p) }
 func (*goRuntime) setMemoryLimit(l int64) int64 { return debug.SetMemoryLimit(l) }

@@ -153,6 +153,11 @@ func TestRealRuntime(t *testing.T) {
 	if gogc0 < 0 {
 		t.Skip("the test process runs with GOGC=off")
 	}
+	// Garbage from work before the quiet: 64 MiB.
+	for range 1024 {
+		sink = append(sink, make([]byte, 64<<10))
+	}
+	sink = nil
 	var changes []bool
 	changed := make(chan bool, 16)
 	k := Start(Config{Every: 20 * time.Millisecond, Quiet: 2, Bytes: 1 << 20,
@@ -162,6 +167,14 @@ func TestRealRuntime(t *testing.T) {
 	_, limit := gcSettings()
 	if limit == 0 || limit >= limit0 {
 		t.Fatalf("paused with memory limit %d (before: %d): want a limit", limit, limit0)
+	}
+	// What the collection before the pause freed went back to the system:
+	// the runtime's scavenger, paced by GOGC's goal, would keep it while
+	// the collector is off.
+	free := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}}
+	metrics.Read(free)
+	if f := free[0].Value.Uint64(); f > 16<<20 {
+		t.Fatalf("paused with %d MiB of free heap kept from the system, want it given back", f>>20)
 	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
