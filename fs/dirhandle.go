@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/fincrypt/fincrypt/meta"
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -26,10 +27,17 @@ import (
 // the kernel already holds under its name (the mount's node for the name
 // is that inode: the kernel looked it up, or was handed it by an earlier
 // READDIRPLUS, and has not forgotten it) is answered without a node, so a
-// listing of names the kernel knows (`git status` lists the directories
-// whose files it has just stat'ed; a second `find`) costs no more per
-// entry than READDIR. go-fuse calls Readdirent, Seekdir and Lookup of one
-// handle under the handle's lock.
+// listing of names the kernel knows (a second `find`, `git status`) costs
+// no more per entry than READDIR; but only while the kernel's entries and
+// attributes have at least half their timeouts to run, which the mount
+// knows per directory, not per name (a field in every Node would take it
+// to the next size class): an earlier listing of the directory, begun
+// less than that ago, handed every entry (fsys.plusFresh). An entry the
+// kernel holds past its timeouts (a long-lived mount's `ls -l` an hour
+// after the last) must be handed again: without a node the kernel keeps
+// it expired and looks each name up again after the listing. go-fuse
+// calls Readdirent, Seekdir and Lookup of one handle under the handle's
+// lock.
 type dirHandle struct {
 	n      *Node
 	listed bool
@@ -37,6 +45,15 @@ type dirHandle struct {
 	pos    int
 	gen    uint64 // DirentGeneration noted before listing
 	last   int    // index in list of the entry Readdirent returned last; -1: none
+
+	// fast: an entry the kernel holds is answered without a node (the
+	// directory was plusFresh when the listing began, at start). handed
+	// marks the entries handed to the kernel with a node, nHanded counts
+	// them: a listing that handed all makes the directory fresh.
+	fast    bool
+	start   int64
+	handed  []bool
+	nHanded int
 
 	// batch holds the inodes of the entries list[bFrom:bTo] in ascending
 	// order of number, read into the same memory batch after batch (a
@@ -63,7 +80,10 @@ func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 
 func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
 	if !d.listed {
-		d.gen = d.n.r().idx.DirentGeneration()
+		r := d.n.r()
+		d.gen = r.idx.DirentGeneration()
+		d.start = monoNow()
+		d.fast = r.plusFresh(d.n.ino())
 		list, errno := d.n.listDir()
 		if errno != 0 {
 			return nil, errno
@@ -72,6 +92,12 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 	}
 	d.last = -1
 	if d.pos >= len(d.list) {
+		// The end, after the last entry's look-up: a listing that handed
+		// every entry makes the directory fresh (before getdents(2) sees
+		// the end).
+		if !d.fast && d.nHanded == len(d.list)-2 { // all but "." and ".." (listDir)
+			d.n.r().plusHanded(d.n.ino(), d.start)
+		}
 		return nil, 0
 	}
 	// go-fuse copies the entry before the next call: hand it the list's
@@ -99,6 +125,49 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 
 func (d *dirHandle) Releasedir(ctx context.Context, releaseFlags uint32) {}
 
+// monoBase is the origin of monoNow.
+var monoBase = time.Now()
+
+// monoNow is the monotonic time since monoBase, in nanoseconds.
+func monoNow() int64 { return int64(time.Since(monoBase)) }
+
+// plusHalf is half the shorter of the tree's entry and attribute timeouts.
+func (r *fsys) plusHalf() time.Duration { return min(r.opt.EntryTimeout, r.opt.AttrTimeout) / 2 }
+
+// plusFresh reports whether a listing of directory ino that handed every
+// entry to the kernel began less than plusHalf ago: the kernel's entries
+// for the names it held then, and their attributes, have not expired.
+func (r *fsys) plusFresh(ino uint64) bool {
+	r.plusMu.Lock()
+	at, ok := r.plusDirs[ino]
+	r.plusMu.Unlock()
+	return ok && time.Duration(monoNow()-at) < r.plusHalf()
+}
+
+// plusHanded records that a listing of directory ino begun at at handed
+// every entry to the kernel. Entries past plusHalf are swept out as the
+// map doubles.
+func (r *fsys) plusHanded(ino uint64, at int64) {
+	r.plusMu.Lock()
+	defer r.plusMu.Unlock()
+	if r.plusDirs == nil {
+		r.plusDirs = map[uint64]int64{}
+	}
+	if old, ok := r.plusDirs[ino]; ok && old >= at {
+		return
+	}
+	r.plusDirs[ino] = at
+	if len(r.plusDirs) > 2*r.plusSwept+1024 {
+		now, half := monoNow(), r.plusHalf()
+		for i, t := range r.plusDirs {
+			if time.Duration(now-t) >= half {
+				delete(r.plusDirs, i)
+			}
+		}
+		r.plusSwept = len(r.plusDirs)
+	}
+}
+
 // Lookup answers READDIRPLUS's look-up of name, the entry Readdirent
 // returned last.
 func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -109,9 +178,10 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	}
 	e := &d.list[d.last]
 	ch := n.GetChild(name)
-	if ch != nil && ch.StableAttr() == (gofs.StableAttr{Mode: e.Mode & syscall.S_IFMT, Ino: e.Ino}) {
+	if d.fast && ch != nil && ch.StableAttr() == (gofs.StableAttr{Mode: e.Mode & syscall.S_IFMT, Ino: e.Ino}) {
 		// The kernel holds this name for this inode already, with its
-		// attributes (every change reaches it through this kernel): an
+		// attributes (every change reaches it through this kernel), and
+		// neither expires soon (d.fast): an
 		// entry without a node (nodeid 0, which go-fuse leaves after an
 		// error) leaves them as they are, sparing the inode's read, its
 		// registration again and the kernel's update of what it holds.
@@ -123,6 +193,13 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		return nil, r.errno("lookup", err)
 	}
 	r.fillEntry(&in, out)
+	if d.handed == nil {
+		d.handed = make([]bool, len(d.list))
+	}
+	if !d.handed[d.last] {
+		d.handed[d.last] = true
+		d.nHanded++
+	}
 	return n.adopt(ctx, ch, &in), 0
 }
 

@@ -154,6 +154,12 @@ func (o *Options) setDefaults() {
 
 // fsys is the state shared by every node of one mount.
 type fsys struct {
+	// plusDirs holds, for each directory a listing last handed every entry
+	// of to the kernel, when that listing began (monoNow; dirHandle).
+	plusMu    sync.Mutex
+	plusDirs  map[uint64]int64
+	plusSwept int // len(plusDirs) after its last sweep
+
 	v     *vault.Vault
 	idx   *meta.Index
 	store *chunkstore.Store

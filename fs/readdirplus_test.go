@@ -6,6 +6,7 @@ import (
 	"os"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/fincrypt/fincrypt/fs"
 )
@@ -184,16 +185,20 @@ func coldDir(t *testing.T, n int) *testMount {
 	return mountVault(t, home)
 }
 
-// TestReaddirPlusSkipsKnown lists a directory whose every file the kernel
-// has looked up already (as `git status` does: stat of each file, then a
-// listing of each directory): READDIRPLUS answers those entries without a
-// node, reading no inode, so the kernel keeps what it holds; and what it
+// TestReaddirPlusSkipsKnown lists a directory a second time, every file of
+// which the kernel holds from the first listing (a repeated `find`, or
+// `git status`: stat of each file, then a listing of each directory):
+// READDIRPLUS answers those entries without a node, reading no inode, so
+// the kernel keeps what it holds; and what it
 // holds stays right, for files changed through it after the stat pass (a
 // chmod, a second hard link) too, with no look-up afterwards.
 func TestReaddirPlusSkipsKnown(t *testing.T) {
 	requireFUSE(t)
 	const n = 300
 	tm := coldDir(t, n)
+	if _, err := os.ReadDir(tm.path("d")); err != nil { // hands every entry
+		t.Fatal(err)
+	}
 	for i := range n {
 		if _, err := os.Stat(tm.path("d", fmt.Sprintf("f%04d", i))); err != nil {
 			t.Fatal(err)
@@ -240,5 +245,44 @@ func TestReaddirPlusSkipsKnown(t *testing.T) {
 	}
 	if got := fs.NameLookups() - lookups; got != 0 {
 		t.Fatalf("%d look-ups by name for stat after the listing, want none", got)
+	}
+}
+
+// TestReaddirPlusRefreshesExpired lists a directory whose every file the
+// kernel was handed (by a listing, then stat) longer ago than the entry and
+// attribute timeouts (a long-lived mount's `ls -l` or `find` an hour after
+// the last): the kernel still
+// holds the inodes, but their names and attributes have expired, so
+// READDIRPLUS must hand them again; an entry without a node would leave
+// them expired, and the stat of each after the listing would cost a LOOKUP.
+func TestReaddirPlusRefreshesExpired(t *testing.T) {
+	requireFUSE(t)
+	const n = 100
+	const timeout = 2 * time.Second
+	home := newVault(t, fastKDF)
+	tm := mountVault(t, home)
+	makeSizedFiles(t, tm.path("d"), n)
+	tm.unmount()
+	tm = mountVaultOpt(t, home, fs.Options{AttrTimeout: timeout, EntryTimeout: timeout})
+	if _, err := os.ReadDir(tm.path("d")); err != nil { // hands every entry
+		t.Fatal(err)
+	}
+	for i := range n {
+		if _, err := os.Stat(tm.path("d", fmt.Sprintf("f%04d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(timeout + timeout/4)
+	if _, err := os.ReadDir(tm.path("d")); err != nil {
+		t.Fatal(err)
+	}
+	lookups := fs.NameLookups()
+	for i := range n {
+		if _, err := os.Stat(tm.path("d", fmt.Sprintf("f%04d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := fs.NameLookups() - lookups; got != 0 {
+		t.Fatalf("%d look-ups by name for stat after listing %d entries whose kernel entries had expired, want none", got, n)
 	}
 }
