@@ -32,12 +32,12 @@ import (
 // attributes have at least half their timeouts to run, which the mount
 // knows per directory, not per name (a field in every Node would take it
 // to the next size class): an earlier listing of the directory, begun
-// less than that ago, handed every entry (fsys.plusFresh). An entry the
-// kernel holds past its timeouts (a long-lived mount's `ls -l` an hour
-// after the last) must be handed again: without a node the kernel keeps
-// it expired and looks each name up again after the listing. go-fuse
-// calls Readdirent, Seekdir and Lookup of one handle under the handle's
-// lock.
+// less than that ago, handed every entry, or the process is younger than
+// that (fsys.plusFresh). An entry the kernel holds past its timeouts (a
+// long-lived mount's `ls -l` an hour after the last) must be handed
+// again: without a node the kernel keeps it expired and looks each name
+// up again after the listing. go-fuse calls Readdirent, Seekdir and
+// Lookup of one handle under the handle's lock.
 type dirHandle struct {
 	n      *Node
 	listed bool
@@ -136,12 +136,19 @@ func (r *fsys) plusHalf() time.Duration { return min(r.opt.EntryTimeout, r.opt.A
 
 // plusFresh reports whether a listing of directory ino that handed every
 // entry to the kernel began less than plusHalf ago: the kernel's entries
-// for the names it held then, and their attributes, have not expired.
+// for the names it held then, and their attributes, have not expired. So
+// is every directory while the process is younger than plusHalf: the
+// kernel holds only what this process handed it (`git status` in a new
+// mount, which stats each file and then lists each directory).
 func (r *fsys) plusFresh(ino uint64) bool {
+	half := r.plusHalf()
+	if time.Duration(monoNow()) < half {
+		return true
+	}
 	r.plusMu.Lock()
 	at, ok := r.plusDirs[ino]
 	r.plusMu.Unlock()
-	return ok && time.Duration(monoNow()-at) < r.plusHalf()
+	return ok && time.Duration(monoNow()-at) < half
 }
 
 // plusHanded records that a listing of directory ino begun at at handed

@@ -248,6 +248,29 @@ func TestReaddirPlusSkipsKnown(t *testing.T) {
 	}
 }
 
+// TestReaddirPlusSkipsKnownNewMount lists a directory whose files the
+// kernel has only looked up, in a new mount (`git status`: stat of each
+// file, then a listing of each directory): no earlier listing handed the
+// entries, but this process handed every one less than half the timeouts
+// ago, so READDIRPLUS answers them without a node.
+func TestReaddirPlusSkipsKnownNewMount(t *testing.T) {
+	requireFUSE(t)
+	const n = 50
+	tm := coldDir(t, n)
+	for i := range n {
+		if _, err := os.Stat(tm.path("d", fmt.Sprintf("f%04d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	known := fs.PlusKnown()
+	if _, err := os.ReadDir(tm.path("d")); err != nil {
+		t.Fatal(err)
+	}
+	if got := fs.PlusKnown() - known; got != n {
+		t.Fatalf("listing %d entries the kernel looked up in this process: %d answered without a node, want %d", n, got, n)
+	}
+}
+
 // TestReaddirPlusRefreshesExpired lists a directory whose every file the
 // kernel was handed (by a listing, then stat) longer ago than the entry and
 // attribute timeouts (a long-lived mount's `ls -l` or `find` an hour after
@@ -255,22 +278,35 @@ func TestReaddirPlusSkipsKnown(t *testing.T) {
 // holds the inodes, but their names and attributes have expired, so
 // READDIRPLUS must hand them again; an entry without a node would leave
 // them expired, and the stat of each after the listing would cost a LOOKUP.
+// (Within half the timeouts of a full listing, a second one answers them
+// without a node.)
 func TestReaddirPlusRefreshesExpired(t *testing.T) {
 	requireFUSE(t)
 	const n = 100
-	const timeout = 2 * time.Second
+	const timeout = 4 * time.Second
 	home := newVault(t, fastKDF)
 	tm := mountVault(t, home)
 	makeSizedFiles(t, tm.path("d"), n)
 	tm.unmount()
 	tm = mountVaultOpt(t, home, fs.Options{AttrTimeout: timeout, EntryTimeout: timeout})
-	if _, err := os.ReadDir(tm.path("d")); err != nil { // hands every entry
+	// Older than half the timeouts, the process no longer takes every
+	// entry for fresh: the first listing hands every entry, and makes the
+	// directory fresh, for half the timeouts.
+	time.Sleep(timeout / 2)
+	if _, err := os.ReadDir(tm.path("d")); err != nil {
 		t.Fatal(err)
 	}
 	for i := range n {
 		if _, err := os.Stat(tm.path("d", fmt.Sprintf("f%04d", i))); err != nil {
 			t.Fatal(err)
 		}
+	}
+	known := fs.PlusKnown()
+	if _, err := os.ReadDir(tm.path("d")); err != nil {
+		t.Fatal(err)
+	}
+	if got := fs.PlusKnown() - known; got != n {
+		t.Fatalf("listing %d entries a full listing handed just before: %d answered without a node, want %d", n, got, n)
 	}
 	time.Sleep(timeout + timeout/4)
 	if _, err := os.ReadDir(tm.path("d")); err != nil {
