@@ -10,10 +10,10 @@
 // a memory limit. So a Keeper looks at the allocation counter every Every;
 // once Quiet looks in a row found less than Bytes allocated, it collects
 // once, sets a memory limit where the next collection would have come
-// anyway (what is in use now plus the live heap: GOGC=100's goal) and
+// anyway (what is in use now plus GOGC percent of the live heap) and
 // turns the collector off. Then it stops looking: the next collection,
-// which the limit starts once the process has allocated as much as
-// GOGC=100 would have let it, runs a cleanup that puts both settings back,
+// which the limit starts once the process has allocated as much as GOGC
+// would have let it, runs a cleanup that puts both settings back,
 // and the Keeper looks again.
 //
 // What it costs: one read of runtime/metrics a look while the process
@@ -21,8 +21,8 @@
 // freed memory given back to the system then, so the idle process holds
 // no more than its live heap and what the runtime needs), and
 // nothing while it lasts: no timer of the Keeper's, none of the runtime's.
-// The heap grows no further than it would have at GOGC=100, and the
-// collection that ends the pause is the one GOGC=100 would have run.
+// The heap grows no further than it would have with the collector on, and
+// the collection that ends the pause is the one GOGC would have run.
 package idlegc
 
 import (
@@ -73,6 +73,7 @@ type sample struct {
 	allocs uint64 // bytes allocated since the process started
 	used   uint64 // memory the runtime holds from the OS (what a limit counts)
 	live   uint64 // heap marked live by the last collection
+	gogc   int64  // the collector's setting (GOGC; -1: off)
 }
 
 // runtimeIface is the runtime as the Keeper uses it; tests give a fake.
@@ -171,23 +172,20 @@ func (k *Keeper) look() {
 // turns the collector off, under a memory limit at the next collection's
 // goal, until the next collection.
 func (k *Keeper) pause() {
+	if k.rt.read().gogc < 0 { // the process runs without a collector: leave it so
+		k.gcOff = true
+		return
+	}
 	k.rt.collect()
 	s := k.rt.read()
-	limit := s.used + max(s.live, minHeadroom)
+	limit := s.used + max(s.live/100*uint64(s.gogc), minHeadroom)
 	oldLimit := k.rt.setMemoryLimit(-1)
 	if limit > math.MaxInt64 || int64(limit) > oldLimit {
 		limit = uint64(oldLimit) // a lower limit the user set stays
 	}
 	// The limit first: the collector is never off without it.
 	k.rt.setMemoryLimit(int64(limit))
-	old := k.rt.setGCPercent(-1)
-	if old < 0 { // the process runs without a collector: leave it so
-		k.rt.setGCPercent(old)
-		k.rt.setMemoryLimit(oldLimit)
-		k.gcOff = true
-		return
-	}
-	k.oldGC, k.oldLimit = old, oldLimit
+	k.oldGC, k.oldLimit = k.rt.setGCPercent(-1), oldLimit
 	k.paused = true
 	k.rt.afterNextGC(func() {
 		select {
@@ -223,6 +221,7 @@ func newGoRuntime() *goRuntime {
 		"/memory/classes/total:bytes",
 		"/memory/classes/heap/released:bytes",
 		"/gc/heap/live:bytes",
+		"/gc/gogc:percent",
 	}
 	g := &goRuntime{m: make([]metrics.Sample, len(names))}
 	for i, n := range names {
@@ -240,7 +239,7 @@ func (g *goRuntime) read() sample {
 		}
 		return m[i].Value.Uint64()
 	}
-	return sample{allocs: u(0), used: u(1) - min(u(2), u(1)), live: u(3)}
+	return sample{allocs: u(0), used: u(1) - min(u(2), u(1)), live: u(3), gogc: int64(u(4))}
 }
 
 // afterNextGC frees a sentinel the next collection finds unreachable; its

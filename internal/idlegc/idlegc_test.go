@@ -17,7 +17,11 @@ type fakeRuntime struct {
 	afterGC  []func()
 }
 
-func (f *fakeRuntime) read() sample          { return f.s }
+func (f *fakeRuntime) read() sample {
+	s := f.s
+	s.gogc = int64(f.gc)
+	return s
+}
 func (f *fakeRuntime) collect()              { f.collects++ }
 func (f *fakeRuntime) afterNextGC(fn func()) { f.afterGC = append(f.afterGC, fn) }
 func (f *fakeRuntime) setGCPercent(p int) int {
@@ -104,8 +108,20 @@ func TestKeepsTheUsersSettings(t *testing.T) {
 	for range 5 {
 		k.look()
 	}
-	if f.gc != -1 || f.limit != math.MaxInt64 || f.collects > 1 {
+	if f.gc != -1 || f.limit != math.MaxInt64 || f.collects != 0 {
 		t.Fatalf("with GOGC=off: GOGC %d, limit %d, %d collections; want it left alone", f.gc, f.limit, f.collects)
+	}
+
+	// A user's GOGC=50: the limit is at its goal, half the live heap on.
+	f = &fakeRuntime{s: sample{used: 500 << 20, live: 300 << 20}, gc: 50, limit: math.MaxInt64}
+	k = newKeeper(Config{Quiet: 1}, f)
+	k.look()
+	if want := int64(650 << 20); f.gc != -1 || f.limit != want {
+		t.Fatalf("with GOGC=50: GOGC %d, limit %d; want -1 and %d (in use + half the live heap)", f.gc, f.limit, want)
+	}
+	k.resume()
+	if f.gc != 50 || f.limit != math.MaxInt64 {
+		t.Fatalf("resumed: GOGC %d, limit %d; want 50 and none", f.gc, f.limit)
 	}
 
 	// A user's memory limit below the computed one stays.
