@@ -112,10 +112,7 @@ func writeClean(r *fsys) error {
 	}
 	b := r.idx.NewBatch()
 	b.PutRepl(cleanMark, mark[:])
-	// With the mark, the index's state sum (from the change feed's fold,
-	// no walk), so that the next mount's first snapshot walks nothing
-	// either (meta.Index.ResumeFold).
-	if _, err := r.idx.CommitFoldSum(b, mark[:]); err != nil {
+	if err := b.Commit(true); err != nil {
 		return fmt.Errorf("clean-close mark: %w", err)
 	}
 	// The RefSum the index tracked since the mount began; a walk only when
@@ -202,7 +199,6 @@ type cleanState struct {
 	then     uint64       // chunk references at the clean unmount
 	now      uint64       // chunk references now
 	sum      *meta.RefSum // the index's RefSum, when whole and known
-	mark     []byte       // the clean-close mark, when whole
 }
 
 // track makes idx keep its RefSum from the one the record gave, if the
@@ -211,12 +207,6 @@ type cleanState struct {
 func (st cleanState) track(idx *meta.Index) {
 	if st.whole && st.sum != nil {
 		idx.TrackRefs(*st.sum)
-	}
-	// Whole: nothing was written since the mark, so the state sum kept
-	// with it is the index's (a crash, or another writer's clean close,
-	// leaves no record or another mark).
-	if st.whole && st.mark != nil {
-		idx.ResumeFold(st.mark)
 	}
 }
 
@@ -259,7 +249,7 @@ func verifyCleanWalked(r *fsys, full bool, walked *meta.RefSum) (cleanState, err
 		case terr != nil:
 			st.problem = fmt.Sprintf("index records were lost since the clean unmount: %v", terr)
 		default:
-			st.whole, st.sum, st.mark = true, recSum, bytes.Clone(pt[:16])
+			st.whole, st.sum = true, recSum
 		}
 		return st, nil
 	}
@@ -291,7 +281,7 @@ func verifyCleanWalked(r *fsys, full bool, walked *meta.RefSum) (cleanState, err
 	case !matches:
 		st.problem = fmt.Sprintf("its chunk references changed since the clean unmount (%d then, %d now): index records were lost or changed (a missing table file?)", st.then, st.now)
 	default:
-		st.whole, st.sum, st.mark = true, recSum, bytes.Clone(pt[:16])
+		st.whole, st.sum = true, recSum
 	}
 	return st, nil
 }

@@ -107,7 +107,6 @@ func (x *Index) StartChanges() (started bool, err error) {
 	}
 	x.format = formatChanges
 	f.on, f.known = true, false
-	x.fold.drop() // nothing held can follow commits made while the feed was off
 	return true, nil
 }
 

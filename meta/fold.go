@@ -19,10 +19,9 @@ import (
 // previous folded view's sum and, for every key of the pending entries up to
 // the view's, subtracts the element of the key's value in the previous
 // snapshot and adds the element of its value in the view. Nothing is
-// stored by commits: the first fold of a process walks the view
-// (SumRecords) unless it resumed the sum a clean close kept (foldclean.go),
-// and so does a fold after the touched keys passed FoldCap (they are
-// dropped) or after an Import (which writes records outside the feed).
+// stored: the first fold of a process walks the view (SumRecords), and so
+// does a fold after the touched keys passed FoldCap (they are dropped) or
+// after an Import (which writes records outside the feed).
 
 // FoldCap bounds the keys the fold holds (touched and pending, counted per
 // entry); past it they are dropped and the next fold walks. A variable so
@@ -193,7 +192,7 @@ func (x *Index) FoldKept(v *ChangeView) (s StateSum, ok bool, err error) {
 // foldElem adds to s (sign > 0) or subtracts the element of key's value in
 // snap, if any. A damaged old value is skipped (its element is unknown; a
 // base's walk finds the difference).
-func (x *Index) foldElem(s *StateSum, snap pebble.Reader, key []byte, sign int) error {
+func (x *Index) foldElem(s *StateSum, snap *pebble.Snapshot, key []byte, sign int) error {
 	x.points.Add(1)
 	val, closer, err := snap.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {

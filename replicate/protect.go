@@ -82,33 +82,12 @@ func stateHashWalk(idx *meta.Index, keyFile []byte, records func(fn func(key, se
 	return stateHashV2(keyFile, s), nil
 }
 
-// liveHash is the state hash of the live index (version 2: a restored
-// index's R snapshot_hash is its chain's, v2 for every chain stored since
-// list v3). It comes from the fold (meta.Index.LiveSum: the keys changed
-// since the last folded view) when the index keeps the change feed; when
-// the fold holds nothing yet (the first of a process that did not resume
-// it from a clean close), a change view folded by a walk seeds it for the
-// snapshot that follows; a walk of the index without the feed.
+// liveHash is the state hash of the live index, by a walk (version 2: a
+// restored index's R snapshot_hash is its chain's, v2 for every chain
+// stored since list v3).
 func (r *Replicator) liveHash(keyFile []byte) ([]byte, error) {
 	r.hashes.Add(1)
-	if !r.idx.ChangesOn() {
-		return stateHashWalk(r.idx, keyFile, r.idx.Export)
-	}
-	s, ok, err := r.idx.LiveSum()
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		v, err := r.idx.ChangeView()
-		if err != nil {
-			return nil, err
-		}
-		defer v.Close()
-		if s, err = r.idx.Fold(v); err != nil {
-			return nil, err
-		}
-	}
-	return stateHashV2(keyFile, s), nil
+	return stateHashWalk(r.idx, keyFile, r.idx.Export)
 }
 
 func (r *Replicator) readKeyFile() ([]byte, error) {
