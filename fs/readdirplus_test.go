@@ -199,11 +199,7 @@ func TestReaddirPlusSkipsKnown(t *testing.T) {
 	if _, err := os.ReadDir(tm.path("d")); err != nil { // hands every entry
 		t.Fatal(err)
 	}
-	for i := range n {
-		if _, err := os.Stat(tm.path("d", fmt.Sprintf("f%04d", i))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	statFiles(t, tm, n)
 	if err := os.Chmod(tm.path("d", "f0007"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -257,11 +253,7 @@ func TestReaddirPlusSkipsKnownNewMount(t *testing.T) {
 	requireFUSE(t)
 	const n = 50
 	tm := coldDir(t, n)
-	for i := range n {
-		if _, err := os.Stat(tm.path("d", fmt.Sprintf("f%04d", i))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	statFiles(t, tm, n)
 	known := fs.PlusKnown()
 	if _, err := os.ReadDir(tm.path("d")); err != nil {
 		t.Fatal(err)
@@ -296,11 +288,7 @@ func TestReaddirPlusRefreshesExpired(t *testing.T) {
 	if _, err := os.ReadDir(tm.path("d")); err != nil {
 		t.Fatal(err)
 	}
-	for i := range n {
-		if _, err := os.Stat(tm.path("d", fmt.Sprintf("f%04d", i))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	statFiles(t, tm, n)
 	known := fs.PlusKnown()
 	if _, err := os.ReadDir(tm.path("d")); err != nil {
 		t.Fatal(err)
@@ -313,12 +301,19 @@ func TestReaddirPlusRefreshesExpired(t *testing.T) {
 		t.Fatal(err)
 	}
 	lookups := fs.NameLookups()
+	statFiles(t, tm, n)
+	if got := fs.NameLookups() - lookups; got != 0 {
+		t.Fatalf("%d look-ups by name for stat after listing %d entries whose kernel entries had expired, want none", got, n)
+	}
+}
+
+// statFiles stats d/f0000 .. d/f(n-1) in tm, as `git status` stats each
+// file before it lists the directories.
+func statFiles(t *testing.T, tm *testMount, n int) {
+	t.Helper()
 	for i := range n {
 		if _, err := os.Stat(tm.path("d", fmt.Sprintf("f%04d", i))); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if got := fs.NameLookups() - lookups; got != 0 {
-		t.Fatalf("%d look-ups by name for stat after listing %d entries whose kernel entries had expired, want none", got, n)
 	}
 }

@@ -132,11 +132,7 @@ type vaultEnv struct {
 func newMountedVault(t *testing.T) *vaultEnv {
 	t.Helper()
 	needFUSE(t)
-	base := t.TempDir()
-	v := &vaultEnv{home: filepath.Join(base, "home"), mnt: filepath.Join(base, "mnt"), pw: writePassword(t, "pw")}
-	if r := fincrypt(t, nil, "--home", v.home, "init", "--password-file", v.pw); r.code != 0 {
-		t.Fatalf("init: %+v", r)
-	}
+	v := newInitVault(t, t.TempDir())
 	v.mount(t)
 	t.Cleanup(func() {
 		if isMounted(v.mnt) {
@@ -146,6 +142,17 @@ func newMountedVault(t *testing.T) *vaultEnv {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
+	return v
+}
+
+// newInitVault makes a vault in base/home with the password "pw", its
+// mount point base/mnt, not mounted.
+func newInitVault(t *testing.T, base string) *vaultEnv {
+	t.Helper()
+	v := &vaultEnv{home: filepath.Join(base, "home"), mnt: filepath.Join(base, "mnt"), pw: writePassword(t, "pw")}
+	if r := fincrypt(t, nil, "--home", v.home, "init", "--password-file", v.pw); r.code != 0 {
+		t.Fatalf("init: %+v", r)
+	}
 	return v
 }
 
@@ -402,10 +409,7 @@ func TestAllowOther(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	v := &vaultEnv{home: filepath.Join(base, "home"), mnt: filepath.Join(base, "mnt"), pw: writePassword(t, "pw")}
-	if r := fincrypt(t, nil, "--home", v.home, "init", "--password-file", v.pw); r.code != 0 {
-		t.Fatalf("init: %+v", r)
-	}
+	v := newInitVault(t, base)
 	asNobody := func(script string) error {
 		cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", script)
 		cmd.Dir = "/"

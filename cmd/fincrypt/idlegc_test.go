@@ -21,10 +21,7 @@ import (
 func TestIdleMountStopsCollecting(t *testing.T) {
 	needFUSE(t)
 	base := t.TempDir()
-	v := &vaultEnv{home: filepath.Join(base, "home"), mnt: filepath.Join(base, "mnt"), pw: writePassword(t, "pw")}
-	if r := fincrypt(t, nil, "--home", v.home, "init", "--password-file", v.pw); r.code != 0 {
-		t.Fatalf("init: %+v", r)
-	}
+	v := newInitVault(t, base)
 	if r := fincrypt(t, []string{envIdleGCEvery + "=50ms"}, "--home", v.home, "--debug", "mount", "--password-file", v.pw,
 		"--metrics-listen", "127.0.0.1:0", "--log-format", "json", v.mnt); r.code != 0 {
 		log, _ := os.ReadFile(filepath.Join(v.home, mountLogName))

@@ -109,10 +109,7 @@ func TestDaemonMetrics(t *testing.T) {
 func TestMountMetricsPrivacy(t *testing.T) {
 	needFUSE(t)
 	base := t.TempDir()
-	v := &vaultEnv{home: filepath.Join(base, "home"), mnt: filepath.Join(base, "mnt"), pw: writePassword(t, "pw")}
-	if r := fincrypt(t, nil, "--home", v.home, "init", "--password-file", v.pw); r.code != 0 {
-		t.Fatalf("init: %+v", r)
-	}
+	v := newInitVault(t, base)
 	const maxInodes = 16
 	if r := fincrypt(t, nil, "--home", v.home, "--debug", "mount", "--password-file", v.pw, "--metrics-listen", "127.0.0.1:0",
 		"--log-format", "json", "--max-inodes", fmt.Sprint(maxInodes), v.mnt); r.code != 0 {
